@@ -1,0 +1,66 @@
+"""gcompile: PyTorch's eager API on NumPy, with a graph compiler behind ``compile``.
+
+``import gcompile as torch`` runs typical PyTorch programs.
+"""
+from __future__ import annotations
+
+from ir.dtypes import (DType, bool_, float16, float32, float64, get_default_dtype, int8, int16,
+                       int32, int64, promote_types, set_default_dtype, uint8)
+
+from . import _methods  # noqa: F401  (binds operators onto Tensor)
+from . import autograd, cuda
+from ._creation import (arange, as_tensor, bernoulli, empty, empty_like, eye, from_dlpack,
+                        from_numpy, full, full_like, linspace, logspace, multinomial, normal,
+                        ones, ones_like, poisson, rand, rand_like, randint, randint_like, randn,
+                        randn_like, randperm, tensor, zeros, zeros_like)
+from ._device import device
+from ._functions import *  # noqa: F401,F403
+from ._functions import (abs, all, any, max, min, round, sum)  # noqa: F401,A004
+from ._printing import set_printoptions
+from ._random import (Generator, default_generator, get_rng_state, initial_seed, manual_seed,
+                      seed, set_rng_state)
+from ._tensor import Size, Tensor, strided
+from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,
+                       no_grad, set_grad_enabled)
+
+__version__ = "0.1.0"
+
+# torch's dtype aliases
+bool = bool_  # noqa: A001
+float = float32  # noqa: A001
+double = float64
+half = float16
+long = int64
+int = int32  # noqa: A001
+short = int16
+uint8 = uint8
+dtype = DType
+FloatTensor = DoubleTensor = LongTensor = None  # not constructors here; use tensor(..., dtype=)
+del FloatTensor, DoubleTensor, LongTensor
+
+
+def result_type(tensor1, tensor2):
+    """torch.result_type for tensors and Python scalars."""
+    from ir.dtypes import result_type as rt
+    specs = [(x.dtype, x.dim()) if isinstance(x, Tensor) else x for x in (tensor1, tensor2)]
+    return rt(*specs)
+
+
+def can_cast(from_, to) -> bool:
+    order = {"b": 0, "i": 1, "f": 2}
+    return order[from_.kind] <= order[to.kind]
+
+
+def is_storage(obj) -> bool:
+    return False
+
+
+def typename(obj) -> str:
+    return obj.type() if isinstance(obj, Tensor) else type(obj).__name__
+
+
+def is_nonzero(input) -> builtins_bool:  # type: ignore[name-defined]  # noqa: F821
+    return input.__bool__()
+
+
+builtins_bool = __builtins__["bool"] if isinstance(__builtins__, dict) else __builtins__.bool

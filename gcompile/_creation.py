@@ -1,0 +1,361 @@
+"""Tensor creation: from data, filled, ranges, random."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ir import dtypes as dt
+
+from ._device import as_device
+from ._random import _gen
+from ._tensor import Tensor, _sizes
+
+
+def _check_device(device):
+    d = as_device(device)
+    if d.type == "cuda":
+        from . import cuda
+        if not cuda.is_available():
+            raise RuntimeError("Found no NVIDIA driver on your system: CUDA is not available, "
+                               f"cannot create a tensor on {d}")
+        raise NotImplementedError("gcompile tensors live on the CPU; CUDA runs through compiled "
+                                  "plans")
+
+
+def _finish(arr, requires_grad=False, device=None):
+    _check_device(device)
+    t = Tensor._make(arr)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _infer_dtype(data):
+    """torch's dtype for nested Python data: bool < int64 < default float."""
+    kind = 0
+    stack = [data]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Tensor):
+            kind = max(kind, {"b": 0, "i": 1, "f": 2}[x.dtype.kind])
+            if x.dtype.kind == "f":
+                return None if x.dtype is dt.get_default_dtype() else x.dtype
+        elif isinstance(x, bool) or isinstance(x, np.bool_):
+            pass
+        elif isinstance(x, (int, np.integer)):
+            kind = max(kind, 1)
+        elif isinstance(x, (float, np.floating)):
+            kind = 2
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+        else:
+            raise TypeError(f"new(): invalid data type '{type(x).__name__}'")
+    return [dt.bool_, dt.int64, dt.get_default_dtype()][kind]
+
+
+def _to_numpy(data, dtype=None):
+    if isinstance(data, Tensor):
+        return data._data
+    if isinstance(data, np.ndarray):
+        return data
+    if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in data):
+        data = [(_to_numpy(x) if isinstance(x, (Tensor, list, tuple)) else x) for x in data]
+    return np.asarray(data)
+
+
+def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
+    """Copy ``data`` into a new leaf tensor (torch.tensor)."""
+    if isinstance(data, Tensor):
+        arr = np.array(data._data, copy=True)
+        if dtype is not None:
+            arr = arr.astype(dt.as_dtype(dtype).np)
+        return _finish(arr, requires_grad, device)
+    if isinstance(data, np.ndarray):
+        d = dt.as_dtype(dtype) if dtype is not None else dt.from_numpy(data.dtype)
+        return _finish(np.array(data, dtype=d.np, copy=True), requires_grad, device)
+    if dtype is None:
+        if isinstance(data, np.generic):
+            d = dt.from_numpy(data.dtype)
+        else:
+            d = _infer_dtype(data) or dt.get_default_dtype()
+    else:
+        d = dt.as_dtype(dtype)
+    try:
+        arr = np.array(_to_numpy(data), dtype=d.np)
+    except ValueError as e:
+        raise ValueError(f"tensor(): could not build a tensor from the data: {e}") from None
+    if arr.dtype == object:
+        raise ValueError("tensor(): expected a sequence of numbers with a regular shape")
+    return _finish(arr, requires_grad, device)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Share memory with ``data`` when it already has the right dtype."""
+    if isinstance(data, Tensor):
+        return data if dtype is None else data.to(dtype)
+    if isinstance(data, np.ndarray):
+        d = dt.as_dtype(dtype) if dtype is not None else dt.from_numpy(data.dtype)
+        arr = data if data.dtype == d.np else data.astype(d.np)
+        return _finish(arr, device=device)
+    return tensor(data, dtype=dtype, device=device)
+
+
+def from_numpy(ndarray) -> Tensor:
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    dt.from_numpy(ndarray.dtype)
+    return Tensor._make(ndarray)
+
+
+def from_dlpack(ext) -> Tensor:
+    arr = np.from_dlpack(ext)
+    return from_numpy(arr)
+
+
+def _dtype(dtype, default=None):
+    if dtype is None:
+        return default or dt.get_default_dtype()
+    return dt.as_dtype(dtype)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False, out=None, **_):
+    return _finish(np.empty(_sizes(size), _dtype(dtype).np), requires_grad, device)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False, out=None, **_):
+    arr = np.zeros(_sizes(size), _dtype(dtype).np)
+    if out is not None:
+        out._data = arr
+        return out
+    return _finish(arr, requires_grad, device)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False, **_):
+    return _finish(np.ones(_sizes(size), _dtype(dtype).np), requires_grad, device)
+
+
+def full(size, fill_value, *, dtype=None, device=None, requires_grad=False, **_):
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
+    if dtype is None:
+        dtype = dt.bool_ if isinstance(fill_value, bool) else (
+            dt.int64 if isinstance(fill_value, int) else dt.get_default_dtype())
+    return _finish(np.full(_sizes((size,)), fill_value, _dtype(dtype).np), requires_grad, device)
+
+
+def _like(input, dtype):
+    return dt.as_dtype(dtype) if dtype is not None else input.dtype
+
+
+def empty_like(input, *, dtype=None, device=None, requires_grad=False, **_):
+    return _finish(np.empty(input.shape, _like(input, dtype).np), requires_grad, device)
+
+
+def zeros_like(input, *, dtype=None, device=None, requires_grad=False, **_):
+    return _finish(np.zeros(input.shape, _like(input, dtype).np), requires_grad, device)
+
+
+def ones_like(input, *, dtype=None, device=None, requires_grad=False, **_):
+    return _finish(np.ones(input.shape, _like(input, dtype).np), requires_grad, device)
+
+
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, **_):
+    return _finish(np.full(input.shape, fill_value, _like(input, dtype).np), requires_grad, device)
+
+
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    return _finish(np.eye(n, n if m is None else m, dtype=_dtype(dtype).np), requires_grad,
+                   device)
+
+
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    vals = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
+    start, end, step = vals
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError(f"arange: upper bound and larger bound inconsistent with step sign "
+                           f"(start={start}, end={end}, step={step})")
+    if dtype is None:
+        dtype = dt.int64 if all(isinstance(v, int) for v in vals) else dt.get_default_dtype()
+    d = dt.as_dtype(dtype)
+    n = max(int(math.ceil((end - start) / step)), 0)
+    if d.is_floating_point:
+        arr = (start + np.arange(n, dtype=np.float64) * step).astype(d.np)
+    else:
+        arr = np.arange(start, start + n * step, step, dtype=np.float64)[:n].astype(d.np) \
+            if not all(isinstance(v, int) for v in vals) else \
+            np.arange(start, end, step, dtype=d.np)
+    return _finish(arr, requires_grad, device)
+
+
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    d = _dtype(dtype)
+    return _finish(np.linspace(start, end, steps, dtype=np.float64).astype(d.np), requires_grad,
+                   device)
+
+
+def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+    d = _dtype(dtype)
+    return _finish(np.logspace(start, end, steps, base=base).astype(d.np), requires_grad, device)
+
+
+# ---- random ------------------------------------------------------------------
+def _float_dtype(dtype, fn):
+    d = _dtype(dtype)
+    if not d.is_floating_point:
+        raise RuntimeError(f"\"{fn}\" not implemented for '{d.name.capitalize()}' (it needs a "
+                           f"floating-point dtype, got {d})")
+    return d
+
+
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    d = _float_dtype(dtype, "check_uniform_bounds")
+    arr = _gen(generator).random(_sizes(size), dtype=np.float64 if d is dt.float64 else
+                                 np.float32).astype(d.np, copy=False)
+    return _finish(arr, requires_grad, device)
+
+
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    d = _float_dtype(dtype, "normal_kernel_cpu")
+    arr = _gen(generator).standard_normal(_sizes(size), dtype=np.float64 if d is dt.float64 else
+                                          np.float32).astype(d.np, copy=False)
+    return _finish(arr, requires_grad, device)
+
+
+def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
+            requires_grad=False):
+    if size is None:
+        if isinstance(high, (tuple, list)):
+            size, high = high, None
+        else:
+            raise TypeError("randint() missing required argument 'size'")
+    if high is None:
+        low, high = 0, low
+    if low >= high:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= "
+                           f"to={high}")
+    d = _dtype(dtype, dt.int64)
+    arr = _gen(generator).integers(low, high, _sizes((size,))).astype(d.np)
+    return _finish(arr, requires_grad, device)
+
+
+def randint_like(input, low=0, high=None, *, generator=None, dtype=None):
+    if high is None:
+        low, high = 0, low
+    return randint(low, high, tuple(input.shape), generator=generator, dtype=dtype or input.dtype)
+
+
+def rand_like(input, *, generator=None, dtype=None):
+    return rand(tuple(input.shape), generator=generator, dtype=dtype or input.dtype)
+
+
+def randn_like(input, *, generator=None, dtype=None):
+    return randn(tuple(input.shape), generator=generator, dtype=dtype or input.dtype)
+
+
+def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
+    d = _dtype(dtype, dt.int64)
+    return _finish(_gen(generator).permutation(n).astype(d.np), requires_grad, device)
+
+
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, out=None):
+    rng = _gen(generator)
+    if isinstance(mean, Tensor) or isinstance(std, Tensor):
+        m = mean._data if isinstance(mean, Tensor) else mean
+        s = std._data if isinstance(std, Tensor) else std
+        if np.any(np.asarray(s) < 0):
+            raise RuntimeError("normal expects all elements of std >= 0.0")
+        shape = np.broadcast_shapes(np.shape(m), np.shape(s))
+        ref = mean if isinstance(mean, Tensor) else std
+        arr = (m + s * rng.standard_normal(shape)).astype(ref.dtype.np)
+        return Tensor._make(arr)
+    if std < 0:
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
+    if size is None:
+        raise TypeError("normal() with float mean and std needs a size")
+    d = _float_dtype(dtype, "normal")
+    return Tensor._make((mean + std * rng.standard_normal(_sizes((size,)))).astype(d.np))
+
+
+def bernoulli(input, p=None, *, generator=None):
+    probs = input._data if p is None else np.full(input.shape, p)
+    if np.any((probs < 0) | (probs > 1)):
+        raise RuntimeError("bernoulli: all probabilities must be in [0, 1]")
+    draw = _gen(generator).random(probs.shape) < probs
+    return Tensor._make(draw.astype(input.dtype.np))
+
+
+def multinomial(input, num_samples, replacement=False, *, generator=None):
+    p = input._data.astype(np.float64)
+    if p.ndim not in (1, 2):
+        raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got shape "
+                           f"{tuple(input.shape)}")
+    if np.any(p < 0) or not np.all(np.isfinite(p)):
+        raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or "
+                           "element < 0")
+    rows = p.reshape(-1, p.shape[-1])
+    rng = _gen(generator)
+    out = np.empty((rows.shape[0], num_samples), np.int64)
+    for i, row in enumerate(rows):
+        s = row.sum()
+        if s <= 0:
+            raise RuntimeError("multinomial: invalid multinomial distribution (sum of "
+                               "probabilities <= 0)")
+        if not replacement and num_samples > np.count_nonzero(row):
+            raise RuntimeError("multinomial: cannot sample n_sample > prob_dist.size(-1) samples "
+                               "without replacement")
+        out[i] = rng.choice(row.size, num_samples, replace=replacement, p=row / s)
+    return Tensor._make(out.reshape(p.shape[:-1] + (num_samples,)))
+
+
+def poisson(input, generator=None):
+    return Tensor._make(_gen(generator).poisson(input._data).astype(input.dtype.np))
+
+
+# in-place random fills, as methods
+def _uniform_(self, a=0.0, b=1.0, *, generator=None):
+    return _fill_random(self, _gen(generator).uniform(a, b, self.shape))
+
+
+def _normal_(self, mean=0.0, std=1.0, *, generator=None):
+    return _fill_random(self, mean + std * _gen(generator).standard_normal(self.shape))
+
+
+def _bernoulli_(self, p=0.5, *, generator=None):
+    probs = p._data if isinstance(p, Tensor) else p
+    return _fill_random(self, _gen(generator).random(self.shape) < probs)
+
+
+def _random_(self, from_=0, to=None, *, generator=None):
+    if to is None:
+        from_, to = 0, (from_ if from_ else (2 ** 24 if self.dtype.is_floating_point else
+                                             np.iinfo(self.dtype.np).max))
+    return _fill_random(self, _gen(generator).integers(from_, to, self.shape))
+
+
+def _exponential_(self, lambd=1.0, *, generator=None):
+    return _fill_random(self, _gen(generator).exponential(1.0 / lambd, self.shape))
+
+
+def _fill_random(self, values):
+    self._check_inplace()
+    self._data[...] = values
+    self._vbox[0] += 1
+    from ._state import state
+    if state.tracer is not None:
+        state.tracer.graph_break("random in-place fill")
+    return self
+
+
+Tensor.uniform_ = _uniform_
+Tensor.normal_ = _normal_
+Tensor.bernoulli_ = _bernoulli_
+Tensor.random_ = _random_
+Tensor.exponential_ = _exponential_
+Tensor.bernoulli = lambda self, p=None, *, generator=None: bernoulli(self, p, generator=generator)
+Tensor.multinomial = lambda self, num_samples, replacement=False, *, generator=None: multinomial(
+    self, num_samples, replacement, generator=generator)

@@ -1,0 +1,194 @@
+"""Attach operators and function-style methods to Tensor (one definition each,
+in ``_functions``; here only the binding)."""
+from __future__ import annotations
+
+from . import _functions as F
+from ._tensor import Tensor, _wrap_scalar_or_tensor, apply_op
+
+
+def _binop(name):
+    def method(self, other):
+        other = _wrap_scalar_or_tensor(other)
+        return apply_op(name, (self, other))
+    return method
+
+
+def _rbinop(name):
+    def method(self, other):
+        other = _wrap_scalar_or_tensor(other)
+        return apply_op(name, (other, self) if isinstance(other, Tensor) else
+                        (F._t(other), self) if name not in ("sub", "div", "pow", "floor_divide",
+                                                            "remainder") else (other, self))
+    return method
+
+
+def _rsub(self, other):
+    return apply_op("rsub", (self, _wrap_scalar_or_tensor(other)))
+
+
+def _inplace_binop(name):
+    def method(self, other, *, alpha=1):
+        other = _wrap_scalar_or_tensor(other)
+        if alpha != 1:
+            other = other * alpha
+        return self._inplace(name, (other,))
+    return method
+
+
+def _sub(self, other, *, alpha=1):
+    return F.sub(self, other, alpha=alpha)
+
+
+def _add(self, other, *, alpha=1):
+    return F.add(self, other, alpha=alpha)
+
+
+_DUNDER = {"__add__": "add", "__sub__": "sub", "__mul__": "mul", "__truediv__": "div",
+           "__floordiv__": "floor_divide", "__mod__": "remainder", "__pow__": "pow",
+           "__eq__": "eq", "__ne__": "ne", "__lt__": "lt", "__le__": "le", "__gt__": "gt",
+           "__ge__": "ge", "__and__": "logical_and", "__or__": "logical_or",
+           "__xor__": "logical_xor"}
+
+
+def _bitwise(logical, bitwise):
+    def method(self, other):
+        other = _wrap_scalar_or_tensor(other)
+        is_bool = self.dtype.name == "bool" and (
+            not isinstance(other, Tensor) or other.dtype.name == "bool")
+        return apply_op(logical if is_bool else bitwise, (self, other))
+    return method
+
+
+for _d, _op in _DUNDER.items():
+    setattr(Tensor, _d, _binop(_op))
+Tensor.__sub__ = lambda self, other: F.sub(self, other)
+Tensor.__and__ = _bitwise("logical_and", "bitwise_and")
+Tensor.__or__ = _bitwise("logical_or", "bitwise_or")
+Tensor.__xor__ = _bitwise("logical_xor", "bitwise_xor")
+Tensor.__rand__ = Tensor.__and__
+Tensor.__ror__ = Tensor.__or__
+Tensor.__rxor__ = Tensor.__xor__
+Tensor.__radd__ = lambda self, other: apply_op("add", (_wrap_scalar_or_tensor(other), self))
+Tensor.__rmul__ = lambda self, other: apply_op("mul", (_wrap_scalar_or_tensor(other), self))
+Tensor.__rsub__ = _rsub
+Tensor.__rtruediv__ = lambda self, other: apply_op("div", (_wrap_scalar_or_tensor(other), self))
+Tensor.__rfloordiv__ = lambda self, other: apply_op("floor_divide",
+                                                    (_wrap_scalar_or_tensor(other), self))
+Tensor.__rmod__ = lambda self, other: apply_op("remainder", (_wrap_scalar_or_tensor(other), self))
+Tensor.__rpow__ = lambda self, other: apply_op("pow", (_wrap_scalar_or_tensor(other), self))
+Tensor.__matmul__ = lambda self, other: F.matmul(self, other)
+Tensor.__rmatmul__ = lambda self, other: F.matmul(F._t(other), self)
+Tensor.__neg__ = lambda self: apply_op("neg", (self,))
+Tensor.__pos__ = lambda self: self
+Tensor.__abs__ = lambda self: apply_op("abs", (self,))
+
+
+def _invert(self):
+    return apply_op("logical_not" if self.dtype.name == "bool" else "bitwise_not", (self,))
+
+
+Tensor.__invert__ = _invert
+
+for _d, _op in (("__iadd__", "add"), ("__isub__", "sub"), ("__imul__", "mul"),
+                ("__itruediv__", "div"), ("__ifloordiv__", "floor_divide"),
+                ("__imod__", "remainder"), ("__ipow__", "pow")):
+    setattr(Tensor, _d, _inplace_binop(_op))
+Tensor.__iand__ = lambda self, o: self._inplace(
+    "logical_and" if self.dtype.name == "bool" else "bitwise_and", (_wrap_scalar_or_tensor(o),))
+Tensor.__ior__ = lambda self, o: self._inplace(
+    "logical_or" if self.dtype.name == "bool" else "bitwise_or", (_wrap_scalar_or_tensor(o),))
+
+# function-style methods: x.exp(), x.sum(dim) ...
+_METHODS = F._UNARY + [
+    "mul", "div", "pow", "floor_divide", "remainder", "maximum", "minimum", "atan2", "eq",
+    "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor", "bitwise_and",
+    "bitwise_or", "bitwise_xor", "clamp", "clip", "clamp_min", "clamp_max", "round", "square",
+    "fmod", "lerp", "addcmul", "addcdiv", "isclose", "allclose", "equal", "sum", "mean", "prod",
+    "var", "std", "amax", "amin", "logsumexp", "any", "all", "max", "min", "argmax", "argmin",
+    "norm", "dist", "cumsum", "cumprod", "sort", "argsort", "topk", "kthvalue", "median",
+    "quantile", "matmul", "mm", "bmm", "mv", "dot", "inner", "outer", "addmm", "diag", "trace",
+    "multiply", "divide", "true_divide", "subtract", "negative", "absolute", "greater",
+    "greater_equal", "less", "less_equal", "not_equal", "fix", "broadcast_to", "rsub",
+]
+for _m in _METHODS:
+    setattr(Tensor, _m, getattr(F, _m))
+Tensor.add = _add
+Tensor.sub = _sub
+Tensor.subtract = _sub
+Tensor.__hash__ = lambda self: id(self)
+
+# in-place variants: x.exp_(), x.add_(y), x.clamp_(0, 1) ...
+_INPLACE_UNARY = [n for n in F._UNARY if n not in ("isnan", "isinf", "isfinite")]
+
+
+def _make_inplace_unary(name):
+    def method(self):
+        return self._inplace(name, ())
+    method.__name__ = name + "_"
+    return method
+
+
+for _m in _INPLACE_UNARY:
+    setattr(Tensor, _m + "_", _make_inplace_unary(_m))
+Tensor.neg_ = _make_inplace_unary("neg")
+Tensor.negative_ = Tensor.neg_
+Tensor.round_ = _make_inplace_unary("round")
+for _m in ("mul", "div", "pow", "floor_divide", "remainder", "maximum", "minimum", "atan2",
+           "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor",
+           "bitwise_and", "bitwise_or", "bitwise_xor"):
+    setattr(Tensor, _m + "_", _inplace_binop(_m))
+Tensor.add_ = _inplace_binop("add")
+Tensor.sub_ = _inplace_binop("sub")
+Tensor.multiply_ = Tensor.mul_
+Tensor.divide_ = Tensor.div_
+Tensor.subtract_ = Tensor.sub_
+Tensor.true_divide_ = Tensor.div_
+
+
+def _clamp_(self, min=None, max=None):  # noqa: A002
+    return self._assign(F.clamp(self, min, max)) if (
+        isinstance(min, Tensor) or isinstance(max, Tensor) or not self.dtype.is_floating_point
+    ) else self._inplace("clamp", (), {"min": min, "max": max})
+
+
+Tensor.clamp_ = _clamp_
+Tensor.clip_ = _clamp_
+Tensor.clamp_min_ = lambda self, min: _clamp_(self, min=min)  # noqa: A002
+Tensor.clamp_max_ = lambda self, max: _clamp_(self, max=max)  # noqa: A002
+Tensor.lerp_ = lambda self, end, weight: self._assign(F.lerp(self, end, weight))
+Tensor.addcmul_ = lambda self, t1, t2, value=1: self._assign(F.addcmul(self, t1, t2, value=value))
+Tensor.addcdiv_ = lambda self, t1, t2, value=1: self._assign(F.addcdiv(self, t1, t2, value=value))
+Tensor.square_ = lambda self: self._assign(F.square(self))
+Tensor.sigmoid_ = _make_inplace_unary("sigmoid")
+Tensor.relu_ = _make_inplace_unary("relu")
+Tensor.index_put_ = None
+
+
+def _index_put_(self, indices, values, accumulate=False):
+    spec = tuple(("t", i) for i in range(len(indices)))
+    return self._assign(apply_op("index_put", (self, values.to(self.dtype)) + tuple(indices),
+                                 {"index": spec, "accumulate": accumulate}))
+
+
+def _index_put(self, indices, values, accumulate=False):
+    spec = tuple(("t", i) for i in range(len(indices)))
+    return apply_op("index_put", (self, values.to(self.dtype)) + tuple(indices),
+                    {"index": spec, "accumulate": accumulate})
+
+
+Tensor.index_put_ = _index_put_
+Tensor.index_put = _index_put
+
+
+def _index_add(self, dim, index, source, *, alpha=1):
+    from ir.shapes import normalize_dim
+    d = normalize_dim(dim, self.dim())
+    spec = tuple(("s", None, None, None) for _ in range(d)) + (("t", 0),)
+    src = source if alpha == 1 else source * alpha
+    return apply_op("index_put", (self, src.to(self.dtype), index),
+                    {"index": spec, "accumulate": True})
+
+
+Tensor.index_add = _index_add
+Tensor.index_add_ = lambda self, dim, index, source, *, alpha=1: self._assign(
+    _index_add(self, dim, index, source, alpha=alpha))

@@ -1,0 +1,82 @@
+"""Random state: Generator objects and the default generator (torch.manual_seed)."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+
+class Generator:
+    """A seeded random stream (PCG64). Streams are reproducible per seed; they
+    are not bit-identical to PyTorch's Mersenne Twister streams."""
+
+    def __init__(self, device="cpu") -> None:
+        self.device = device
+        self._seed = 67280421310721
+        self._rng = np.random.Generator(np.random.PCG64(self._seed))
+
+    def manual_seed(self, seed: int) -> Generator:
+        seed = int(seed)
+        if seed < -(2 ** 63) or seed >= 2 ** 64:
+            raise RuntimeError(f"Overflow when unpacking long: seed {seed} is out of range")
+        self._seed = seed % (2 ** 64)
+        self._rng = np.random.Generator(np.random.PCG64(self._seed))
+        return self
+
+    def seed(self) -> int:
+        s = int(time.time_ns()) % (2 ** 63)
+        self.manual_seed(s)
+        return s
+
+    def initial_seed(self) -> int:
+        return self._seed
+
+    def get_state(self):
+        from ._tensor import Tensor
+        blob = json.dumps({"seed": self._seed, "state": self._rng.bit_generator.state},
+                          default=int).encode()
+        return Tensor._make(np.frombuffer(blob, np.uint8).copy())
+
+    def set_state(self, new_state) -> Generator:
+        data = new_state._data if hasattr(new_state, "_data") else np.asarray(new_state)
+        try:
+            st = json.loads(bytes(data.astype(np.uint8)).decode())
+            rng = np.random.Generator(np.random.PCG64())
+            rng.bit_generator.state = st["state"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise RuntimeError(f"Generator.set_state: not a state from get_state ({e})") from None
+        self._seed = st["seed"]
+        self._rng = rng
+        return self
+
+
+default_generator = Generator()
+
+
+def _gen(generator):
+    if generator is None:
+        return default_generator._rng
+    if not isinstance(generator, Generator):
+        raise TypeError(f"generator must be a gcompile.Generator, got {type(generator).__name__}")
+    return generator._rng
+
+
+def manual_seed(seed: int) -> Generator:
+    return default_generator.manual_seed(seed)
+
+
+def seed() -> int:
+    return default_generator.seed()
+
+
+def initial_seed() -> int:
+    return default_generator.initial_seed()
+
+
+def get_rng_state():
+    return default_generator.get_state()
+
+
+def set_rng_state(new_state) -> None:
+    default_generator.set_state(new_state)

@@ -1,0 +1,1113 @@
+"""The eager Tensor: NumPy storage, torch semantics, and the op dispatcher."""
+from __future__ import annotations
+
+import math
+import numbers
+from collections import namedtuple
+
+import numpy as np
+
+from ir import dtypes as dt
+from ir.ops.movement import spec_has_tensors
+from ir.registry import REGISTRY, compute_dtype, output_dtype
+from ir.shapes import contiguous_strides, infer_size, normalize_dim, normalize_dims, view_strides
+
+from ._device import CPU, as_device
+from ._state import state
+from .autograd.graph import AccumulateGrad, OpNode, run_backward
+
+_EMPTY: dict = {}
+_SCALARS = (bool, int, float)
+_EW_CACHE: dict = {}
+
+values_indices = namedtuple("values_indices", ["values", "indices"])
+
+
+# ---------------------------------------------------------------------------
+# dispatch
+# ---------------------------------------------------------------------------
+def _ew_plan(op, args):
+    """(compute dtype, output dtype) for an elementwise op, cached per signature."""
+    key = [op]
+    for a in args:
+        key.append((a.dtype, a._data.ndim > 0) if isinstance(a, Tensor) else type(a))
+    key = tuple(key)
+    plan = _EW_CACHE.get(key)
+    if plan is None:
+        specs = [(a.dtype, a._data.ndim) if isinstance(a, Tensor) else a for a in args]
+        if op.dtype_rule == "where":
+            specs = specs[1:]
+        if op.dtype_rule == "cast":
+            plan = (None, None)
+        else:
+            if op.dtype_rule == "float" and any(
+                    isinstance(s, tuple) and s[0] is dt.bool_ for s in specs) and False:
+                pass
+            cdt = compute_dtype(op, specs)
+            plan = (cdt, output_dtype(op, specs))
+        _EW_CACHE[key] = plan
+    return plan
+
+
+def _infer_error(op, args, attrs):
+    """Re-run the shape rule to turn a NumPy error into a torch-style one."""
+    specs = [(tuple(a.shape), a.dtype) if isinstance(a, Tensor) else a for a in args]
+    op.infer(specs, attrs)
+
+
+def apply_op(name, args, attrs=_EMPTY, grad_name=None):
+    """Run op ``name`` eagerly on ``args`` (Tensors, or Python numbers for
+    elementwise operands), record it on the tape and on an active tracer."""
+    op = REGISTRY[name] if isinstance(name, str) else name
+    if op.is_elementwise:
+        cdt, _ = _ew_plan(op, args)
+        arrays = []
+        skip_first = op.dtype_rule == "where"
+        for i, a in enumerate(args):
+            if isinstance(a, Tensor):
+                arr = a._data
+                if cdt is not None and arr.dtype != cdt.np and not (skip_first and i == 0):
+                    arr = arr.astype(cdt.np)
+                arrays.append(arr)
+            elif cdt is not None and not (skip_first and i == 0):
+                arrays.append(cdt.np.type(a))
+            else:
+                arrays.append(a)
+        try:
+            with np.errstate(all="ignore"):
+                out = op.impl(*arrays, **attrs)
+        except (ValueError, TypeError):
+            _infer_error(op, args, attrs)
+            raise
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+    else:
+        for a in args:
+            if not isinstance(a, Tensor) and not isinstance(a, _SCALARS):
+                raise TypeError(f"{op.name}: expected Tensor arguments, got {type(a).__name__}")
+        if op.extra.get("eager_infer", True):
+            specs = [(a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
+            op.infer(specs, attrs)
+        arrays = [a._data if isinstance(a, Tensor) else a for a in args]
+        with np.errstate(all="ignore"):
+            out = op.impl(*arrays, **attrs)
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+    result = Tensor.__new__(Tensor)
+    result._data = out
+    result.grad_fn = None
+    result._requires_grad = False
+    result._grad = None
+    result._acc = None
+    result._base = None
+    result._view_spec = None
+    if op.category == "view" and np.may_share_memory(out, args[0]._data):
+        src = args[0]
+        result._vbox = src._vbox
+        result._base = src._base if src._base is not None else src
+        if name == "getitem" and src._base is None:
+            result._view_spec = (attrs["index"], args[1:])
+    else:
+        result._vbox = [0]
+    if state.grad_enabled and op.grad is not None:
+        for a in args:
+            if isinstance(a, Tensor) and a._requires_grad:
+                if out.dtype.kind == "f":
+                    result.grad_fn = OpNode(op, args, attrs, result, grad_name)
+                    result._requires_grad = True
+                break
+    if state.tracer is not None:
+        state.tracer.record(op, args, attrs, result)
+    return result
+
+
+def _graph_break(what: str) -> None:
+    if state.tracer is not None:
+        state.tracer.graph_break(what)
+
+
+def _wrap_scalar_or_tensor(x):
+    if isinstance(x, Tensor) or isinstance(x, _SCALARS):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, (np.ndarray, list, tuple)):
+        from ._creation import tensor
+        return tensor(x)
+    if isinstance(x, numbers.Number):
+        return float(x)
+    raise TypeError(f"unsupported operand type {type(x).__name__}")
+
+
+# ---------------------------------------------------------------------------
+# index normalisation
+# ---------------------------------------------------------------------------
+def _normalize_index(shape, idx):
+    """Python index -> (spec, index tensors), with torch's bounds errors."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    spec, tensors = [], []
+    consumed = 0
+    for it in idx:
+        if it is None or it is Ellipsis:
+            continue
+        if isinstance(it, Tensor) and it.dtype is dt.bool_:
+            consumed += it.dim()
+        else:
+            consumed += 1
+    if consumed > len(shape):
+        raise IndexError(f"too many indices for tensor of dimension {len(shape)}")
+    dim = 0
+    for it in idx:
+        if it is None:
+            spec.append(("n",))
+        elif it is Ellipsis:
+            spec.append(("e",))
+            dim += len(shape) - consumed
+        elif isinstance(it, bool):
+            tensors.append(Tensor._make(np.asarray(it)))
+            spec.append(("t", len(tensors) - 1))
+        elif isinstance(it, (int, np.integer)) and not isinstance(it, bool):
+            n = shape[dim]
+            it = int(it)
+            if it < -n or it >= n:
+                raise IndexError(f"index {it} is out of bounds for dimension {dim} with size {n}")
+            spec.append(("i", it))
+            dim += 1
+        elif isinstance(it, slice):
+            if it.step is not None and it.step <= 0:
+                raise ValueError("step must be greater than zero")
+            vals = []
+            for v in (it.start, it.stop, it.step):
+                if isinstance(v, Tensor):
+                    v = int(v.item())
+                vals.append(None if v is None else int(v))
+            spec.append(("s", *vals))
+            dim += 1
+        else:
+            t = it if isinstance(it, Tensor) else _index_tensor(it)
+            if t.dtype.is_floating_point:
+                raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+            if t.dtype is dt.bool_:
+                want = tuple(shape[dim:dim + t.dim()])
+                if tuple(t.shape) != want:
+                    raise IndexError(
+                        f"The shape of the mask {list(t.shape)} at index {dim} does not match the "
+                        f"shape of the indexed tensor {list(shape)}")
+                dim += t.dim()
+            else:
+                n = shape[dim]
+                if t.numel() and (int(t._data.max()) >= n or int(t._data.min()) < -n):
+                    bad = int(t._data.max()) if int(t._data.max()) >= n else int(t._data.min())
+                    raise IndexError(
+                        f"index {bad} is out of bounds for dimension {dim} with size {n}")
+                dim += 1
+            tensors.append(t)
+            spec.append(("t", len(tensors) - 1))
+    return tuple(spec), tuple(tensors)
+
+
+def _index_tensor(it):
+    arr = np.asarray(it)
+    if arr.dtype == np.bool_:
+        return Tensor._make(arr)
+    if arr.size == 0:
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iub":
+        raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+    return Tensor._make(arr.astype(np.int64, copy=False))
+
+
+# ---------------------------------------------------------------------------
+# the Tensor
+# ---------------------------------------------------------------------------
+class Tensor:
+    """A strided n-d array on NumPy storage with torch's API and autograd."""
+
+    __slots__ = ("_data", "grad_fn", "_requires_grad", "_grad", "_acc", "_vbox", "_base",
+                 "_view_spec", "_retains", "__weakref__", "__dict__")
+    __array_priority__ = 1000
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, dtype=None, device=None, requires_grad=False):
+        """torch.Tensor(sizes...) is uninitialised float; torch.Tensor(data) copies data."""
+        if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
+            from ._creation import _to_numpy
+            arr = np.array(_to_numpy(args[0], dtype or dt.get_default_dtype()), copy=True)
+            if arr.dtype.kind != "f":
+                arr = arr.astype(dt.get_default_dtype().np)
+        else:
+            sizes = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+            arr = np.empty(tuple(int(s) for s in sizes), (dtype or dt.get_default_dtype()).np)
+        _init(self, arr)
+        self.requires_grad = bool(requires_grad)
+
+    @classmethod
+    def _make(cls, data, requires_grad=False, grad_fn=None):
+        t = object.__new__(cls)
+        _init(t, data)
+        t._requires_grad = requires_grad
+        t.grad_fn = grad_fn
+        return t
+
+    # ---- basic properties ----------------------------------------------------
+    @property
+    def shape(self):
+        return Size(self._data.shape)
+
+    @property
+    def dtype(self):
+        return dt.from_numpy(self._data.dtype)
+
+    @property
+    def device(self):
+        return CPU
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
+
+    @property
+    def layout(self):
+        return strided
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def _version(self) -> int:
+        return self._vbox[0]
+
+    @property
+    def data(self):
+        return Tensor._make(self._data)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data must be a Tensor, got {type(value).__name__}")
+        self._data = value._data
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.dim())))
+
+    @property
+    def mT(self):
+        if self.dim() < 2:
+            raise RuntimeError("tensor.mT is only supported on matrices or batches of matrices. "
+                               f"Got {self.dim()}-D tensor.")
+        return self.transpose(-2, -1)
+
+    @property
+    def is_floating_point_(self):
+        return self.dtype.is_floating_point
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def size(self, dim=None):
+        if dim is None:
+            return Size(self._data.shape)
+        return self._data.shape[normalize_dim(dim, self.dim())]
+
+    def dim(self) -> int:
+        return self._data.ndim
+
+    ndimension = dim
+
+    def numel(self) -> int:
+        return int(self._data.size)
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self._data.itemsize
+
+    def stride(self, dim=None):
+        st = tuple(s // self._data.itemsize for s in self._data.strides)
+        if self._data.size <= 1:
+            # NumPy reports arbitrary strides for size-0/1 arrays; torch reports its own
+            st = tuple(a if d != 1 else b for a, b, d in
+                       zip(st, contiguous_strides(self._data.shape), self._data.shape)) \
+                if self._data.size else contiguous_strides(self._data.shape)
+        if dim is None:
+            return st
+        return st[normalize_dim(dim, self.dim())]
+
+    def storage_offset(self) -> int:
+        if self._base is None:
+            return 0
+        base = self._base._data
+        start = self._data.__array_interface__["data"][0]
+        return (start - base.__array_interface__["data"][0]) // self._data.itemsize
+
+    def data_ptr(self) -> int:
+        return self._data.__array_interface__["data"][0]
+
+    def is_contiguous(self, memory_format=None) -> bool:
+        return self._data.flags.c_contiguous or self._data.size <= 1
+
+    def contiguous(self, memory_format=None):
+        if self.is_contiguous():
+            return self
+        return apply_op("clone", (self,), grad_name="CloneBackward0")
+
+    def __len__(self) -> int:
+        if self.dim() == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    def __iter__(self):
+        if self.dim() == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return iter(self.unbind(0))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # ---- conversion ------------------------------------------------------------
+    def item(self):
+        _graph_break("Tensor.item()")
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to "
+                               "Scalar")
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        _graph_break("Tensor.tolist()")
+        return self._data.tolist()
+
+    def numpy(self, force: bool = False):
+        _graph_break("Tensor.numpy()")
+        if self.requires_grad and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
+                               "tensor.detach().numpy() instead.")
+        return self._data
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None:
+            return self._data.astype(dtype, copy=False)
+        return self._data
+
+    def __dlpack__(self, stream=None, **kwargs):
+        return self._data.__dlpack__(**({"stream": stream} if stream is not None else {}))
+
+    def __dlpack_device__(self):
+        return self._data.__dlpack_device__()
+
+    def __bool__(self) -> bool:
+        _graph_break("bool(Tensor)")
+        if self._data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self._data.reshape(()))
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.is_floating_point or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __complex__(self):
+        return complex(self.item())
+
+    def __repr__(self) -> str:
+        _graph_break("repr(Tensor)")
+        from ._printing import tensor_repr
+        return tensor_repr(self)
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def __format__(self, spec: str) -> str:
+        if self.dim() == 0:
+            return self.item().__format__(spec)
+        return object.__format__(self, spec)
+
+    def __deepcopy__(self, memo):
+        t = Tensor._make(self._data.copy(), self.requires_grad)
+        t = _retype(t, type(self))
+        if self.grad is not None:
+            t.grad = Tensor._make(self.grad._data.copy())
+        memo[id(self)] = t
+        return t
+
+    def __reduce_ex__(self, proto):
+        return (_rebuild, (self._data.copy(), self.requires_grad, type(self)))
+
+    # ---- dtype / device ---------------------------------------------------
+    def to(self, *args, **kwargs):
+        dtype = kwargs.pop("dtype", None)
+        dev = kwargs.pop("device", None)
+        copy = kwargs.pop("copy", False)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, dt.DType):
+                dtype = a
+            elif isinstance(a, Tensor):
+                dtype, dev = a.dtype, a.device
+            elif isinstance(a, str) and a.replace("torch.", "") in (
+                    "float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
+                    "bool", "float", "double", "half", "long", "int"):
+                dtype = dt.as_dtype(a)
+            else:
+                dev = a
+        if dev is not None:
+            d = as_device(dev)
+            if d.type == "cuda":
+                from . import cuda
+                if not cuda.is_available():
+                    raise RuntimeError("Found no NVIDIA driver on your system: CUDA is not "
+                                       f"available, cannot move a tensor to {d}")
+                raise NotImplementedError("gcompile tensors live on the CPU; CUDA runs through "
+                                          "compiled plans")
+        out = self
+        if dtype is not None and dt.as_dtype(dtype) is not self.dtype:
+            out = apply_op("cast", (self,), {"dtype": dt.as_dtype(dtype)})
+        elif copy:
+            out = self.clone()
+        return out
+
+    def cpu(self):
+        return self
+
+    def cuda(self, device=None, non_blocking=False):
+        return self.to("cuda" if device is None else device)
+
+    def type(self, dtype=None):
+        if dtype is None:
+            from .autograd.graph import _type_name
+            return _type_name(self.dtype)
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            names = {"torch.FloatTensor": dt.float32, "torch.DoubleTensor": dt.float64,
+                     "torch.LongTensor": dt.int64, "torch.IntTensor": dt.int32,
+                     "torch.BoolTensor": dt.bool_, "torch.HalfTensor": dt.float16,
+                     "torch.ByteTensor": dt.uint8, "torch.CharTensor": dt.int8}
+            dtype = names[dtype]
+        return self.to(dt.as_dtype(dtype))
+
+    def float(self):
+        return self.to(dt.float32)
+
+    def double(self):
+        return self.to(dt.float64)
+
+    def half(self):
+        return self.to(dt.float16)
+
+    def int(self):
+        return self.to(dt.int32)
+
+    def long(self):
+        return self.to(dt.int64)
+
+    def short(self):
+        return self.to(dt.int16)
+
+    def char(self):
+        return self.to(dt.int8)
+
+    def byte(self):
+        return self.to(dt.uint8)
+
+    def bool(self):
+        return self.to(dt.bool_)
+
+    def type_as(self, other):
+        return self.to(other.dtype)
+
+    def new_tensor(self, data, dtype=None, requires_grad=False):
+        from ._creation import tensor
+        return tensor(data, dtype=dtype or self.dtype, requires_grad=requires_grad)
+
+    def new_zeros(self, *size, dtype=None):
+        return Tensor._make(np.zeros(_sizes(size), (dtype or self.dtype).np))
+
+    def new_ones(self, *size, dtype=None):
+        return Tensor._make(np.ones(_sizes(size), (dtype or self.dtype).np))
+
+    def new_empty(self, *size, dtype=None):
+        return Tensor._make(np.empty(_sizes(size), (dtype or self.dtype).np))
+
+    def new_full(self, size, fill_value, dtype=None):
+        return Tensor._make(np.full(_sizes((size,)), fill_value, (dtype or self.dtype).np))
+
+    # ---- autograd -------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and self._data.dtype.kind != "f":
+            raise RuntimeError("only Tensors of floating point and complex dtype can require "
+                               f"gradients (got {self.dtype})")
+        if not value and self.grad_fn is not None:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables. If "
+                               "you want to use a computed variable in a subgraph that doesn't "
+                               "require differentiation use var_no_grad = var.detach().")
+        self._requires_grad = bool(value)
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError("assigned grad expected to be a Tensor or None but got "
+                                f"{type(value).__name__}")
+            if tuple(value.shape) != tuple(self._data.shape):
+                raise RuntimeError("assigned grad has data of a different size: "
+                                   f"{tuple(value.shape)} vs {tuple(self._data.shape)}")
+        self._grad = value
+
+    def _grad_accumulator(self):
+        if self._acc is None:
+            self._acc = AccumulateGrad(self)
+        return self._acc
+
+    def detach(self):
+        t = Tensor._make(self._data)
+        t._vbox = self._vbox
+        t._base = self._base if self._base is not None else self
+        return t
+
+    def detach_(self):
+        if self._base is not None and self._base.requires_grad:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+        self.grad_fn = None
+        self.requires_grad = False
+        return self
+
+    def retain_grad(self):
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.grad_fn is not None:
+            import weakref
+            self.grad_fn._retain = weakref.ref(self)
+            self._retains = True
+
+    @property
+    def retains_grad(self) -> bool:
+        return self.grad_fn is not None and getattr(self, "_retains", False)
+
+    def register_hook(self, hook):
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        node = self.grad_fn if self.grad_fn is not None else self._grad_accumulator()
+        return node.register_hook(hook)
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        from .autograd import backward
+        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+
+    # ---- shape ops (views) ------------------------------------------------------
+    def view(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], dt.DType):
+            raise NotImplementedError("view(dtype) is not supported")
+        shape = infer_size(_sizes(shape), self.numel())
+        if view_strides(self._data.shape, self.stride(), shape) is None:
+            raise RuntimeError(
+                "view size is not compatible with input tensor's size and stride (at least one "
+                "dimension spans across two contiguous subspaces). Use .reshape(...) instead. "
+                f"[input shape {tuple(self.shape)}, stride {self.stride()}, view shape {shape}]")
+        return apply_op("reshape", (self,), {"shape": shape}, "ViewBackward0")
+
+    def view_as(self, other):
+        return self.view(other.shape)
+
+    def reshape(self, *shape):
+        shape = infer_size(_sizes(shape), self.numel())
+        if shape == tuple(self._data.shape):
+            return apply_op("reshape", (self,), {"shape": shape}, "ViewBackward0")
+        name = "ViewBackward0" if view_strides(self._data.shape, self.stride(), shape) \
+            is not None else "UnsafeViewBackward0"
+        return apply_op("reshape", (self,), {"shape": shape}, name)
+
+    def reshape_as(self, other):
+        return self.reshape(other.shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.dim() == 0:
+            return self.reshape(1)
+        s = normalize_dim(start_dim, self.dim())
+        e = normalize_dim(end_dim, self.dim())
+        if s > e:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+        shp = tuple(self.shape)
+        new = shp[:s] + (int(np.prod(shp[s:e + 1])),) + shp[e + 1:]
+        return self.reshape(new)
+
+    def unflatten(self, dim, sizes):
+        d = normalize_dim(dim, self.dim())
+        shp = tuple(self.shape)
+        sizes = infer_size(sizes, shp[d], "unflatten")
+        return self.view(shp[:d] + tuple(sizes) + shp[d + 1:])
+
+    def squeeze(self, dim=None):
+        shp = tuple(self.shape)
+        if dim is None:
+            new = tuple(s for s in shp if s != 1)
+        else:
+            dims = normalize_dims(dim, self.dim()) if self.dim() else ()
+            new = tuple(s for i, s in enumerate(shp) if not (i in dims and s == 1))
+        return apply_op("reshape", (self,), {"shape": new}, "SqueezeBackward0")
+
+    def unsqueeze(self, dim):
+        d = normalize_dim(dim, self.dim() + 1)
+        shp = tuple(self.shape)
+        return apply_op("reshape", (self,), {"shape": shp[:d] + (1,) + shp[d:]},
+                        "UnsqueezeBackward0")
+
+    def permute(self, *dims):
+        dims = _sizes(dims)
+        if len(dims) != self.dim():
+            raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does "
+                               f"not match the length of the desired ordering of dimensions i.e. "
+                               f"input.dim() = {self.dim()} is not equal to len(dims) = {len(dims)}")
+        dims = tuple(normalize_dim(d, self.dim()) for d in dims)
+        if len(set(dims)) != len(dims):
+            raise RuntimeError("permute(): duplicate dims are not allowed.")
+        return apply_op("permute", (self,), {"dims": dims})
+
+    def transpose(self, dim0, dim1):
+        n = self.dim()
+        if n == 0:
+            return self.reshape(())
+        a, b = normalize_dim(dim0, n), normalize_dim(dim1, n)
+        perm = list(range(n))
+        perm[a], perm[b] = perm[b], perm[a]
+        return apply_op("permute", (self,), {"dims": tuple(perm)}, "TransposeBackward0")
+
+    swapaxes = transpose
+    swapdims = transpose
+
+    def t(self):
+        if self.dim() > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                               f"{self.dim()}D")
+        return self.transpose(0, 1) if self.dim() == 2 else self.reshape(tuple(self.shape))
+
+    def expand(self, *sizes):
+        sizes = _sizes(sizes)
+        lead = len(sizes) - self.dim()
+        if lead < 0:
+            raise RuntimeError(
+                f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
+                f"the number of dimensions in the tensor ({self.dim()})")
+        shp = tuple(self.shape)
+        target = tuple(shp[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
+        return apply_op("expand", (self,), {"shape": target})
+
+    def expand_as(self, other):
+        return self.expand(tuple(other.shape))
+
+    def __getitem__(self, idx):
+        spec, tensors = _normalize_index(tuple(self.shape), idx)
+        name = "IndexBackward0" if tensors else (
+            "SelectBackward0" if len(spec) == 1 and spec[0][0] == "i" else "SliceBackward0")
+        return apply_op("getitem", (self,) + tensors, {"index": spec}, name)
+
+    def narrow(self, dim, start, length):
+        d = normalize_dim(dim, self.dim())
+        if isinstance(start, Tensor):
+            start = int(start.item())
+        if start < 0:
+            start += self.shape[d]
+        if start < 0 or start + length > self.shape[d]:
+            raise IndexError(f"narrow(): start ({start}) + length ({length}) exceeds dimension size "
+                             f"({self.shape[d]}).")
+        return self[(slice(None),) * d + (slice(start, start + length),)]
+
+    def select(self, dim, index):
+        d = normalize_dim(dim, self.dim())
+        return self[(slice(None),) * d + (index,)]
+
+    def unbind(self, dim=0):
+        d = normalize_dim(dim, self.dim())
+        return tuple(self.select(d, i) for i in range(self.shape[d]))
+
+    def split(self, split_size_or_sections, dim=0):
+        d = normalize_dim(dim, self.dim())
+        n = self.shape[d]
+        if isinstance(split_size_or_sections, int):
+            if split_size_or_sections <= 0 and n:
+                raise RuntimeError("split_size can only be 0 if dimension size is 0")
+            step = split_size_or_sections
+            sizes = [min(step, n - i) for i in range(0, n, step)] if n else [0]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != n:
+                raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} "
+                                   f"(input tensor's size at dimension {d}), but got "
+                                   f"split_sizes={sizes}")
+        out, start = [], 0
+        for s in sizes:
+            out.append(self[(slice(None),) * d + (slice(start, start + s),)])
+            start += s
+        return tuple(out)
+
+    def chunk(self, chunks, dim=0):
+        if chunks <= 0:
+            raise RuntimeError("chunk expects `chunks` to be greater than 0")
+        d = normalize_dim(dim, self.dim())
+        n = self.shape[d]
+        size = -(-n // chunks) if n else 1
+        return self.split(max(size, 1), d)
+
+    def tensor_split(self, sections, dim=0):
+        d = normalize_dim(dim, self.dim())
+        n = self.shape[d]
+        if isinstance(sections, int):
+            q, r = divmod(n, sections)
+            sizes = [q + 1] * r + [q] * (sections - r)
+        else:
+            bounds = [0] + list(sections) + [n]
+            sizes = [max(b - a, 0) for a, b in zip(bounds, bounds[1:])]
+        return self.split(sizes, d)
+
+    # ---- copies ---------------------------------------------------------------
+    def clone(self, memory_format=None):
+        return apply_op("clone", (self,), grad_name="CloneBackward0")
+
+    def repeat(self, *sizes):
+        return apply_op("repeat", (self,), {"repeats": _sizes(sizes)})
+
+    def flip(self, *dims):
+        dims = normalize_dims(_sizes(dims), self.dim(), "flip")
+        return apply_op("flip", (self,), {"dims": dims})
+
+    def fliplr(self):
+        return self.flip(1)
+
+    def flipud(self):
+        return self.flip(0)
+
+    def roll(self, shifts, dims=None):
+        if dims is None:
+            return self.flatten().roll(shifts, 0).view(tuple(self.shape))
+        shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if len(shifts) != len(dims):
+            raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:"
+                               f"{len(dims)}")
+        dims = tuple(normalize_dim(d, self.dim()) for d in dims)
+        return apply_op("roll", (self,), {"shifts": shifts, "dims": dims})
+
+    def tril(self, diagonal=0):
+        return apply_op("tril", (self,), {"diagonal": diagonal})
+
+    def triu(self, diagonal=0):
+        return apply_op("triu", (self,), {"diagonal": diagonal})
+
+    def gather(self, dim, index):
+        _check_index_tensor(index, "gather")
+        if index.dim() != self.dim():
+            raise RuntimeError("gather(): Index tensor must have the same number of dimensions as "
+                               f"input tensor (index {tuple(index.shape)}, input "
+                               f"{tuple(self.shape)})")
+        return apply_op("gather", (self, index), {"dim": normalize_dim(dim, self.dim())})
+
+    def scatter(self, dim, index, src=None, value=None, reduce=None):
+        _check_index_tensor(index, "scatter")
+        src = value if src is None else src
+        return apply_op("scatter", (self, index, src),
+                        {"dim": normalize_dim(dim, self.dim()), "reduce": reduce})
+
+    def scatter_add(self, dim, index, src):
+        return self.scatter(dim, index, src, reduce="add")
+
+    def scatter_(self, dim, index, src=None, value=None, reduce=None):
+        src = value if src is None else src
+        return self._inplace("scatter", (index, src),
+                             {"dim": normalize_dim(dim, self.dim()), "reduce": reduce})
+
+    def scatter_add_(self, dim, index, src):
+        return self._inplace("scatter", (index, src),
+                             {"dim": normalize_dim(dim, self.dim()), "reduce": "add"})
+
+    def index_select(self, dim, index):
+        _check_index_tensor(index, "index_select")
+        return apply_op("index_select", (self, index), {"dim": normalize_dim(dim, self.dim())})
+
+    def masked_fill(self, mask, value):
+        if not isinstance(mask, Tensor) or mask.dtype is not dt.bool_:
+            raise RuntimeError("masked_fill only supports boolean masks, but got mask with dtype "
+                               f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        if isinstance(value, Tensor) and value.dim() == 0 and not value.requires_grad:
+            value = value.item()
+        out = apply_op("where", (mask, value, self), grad_name="MaskedFillBackward0")
+        if out.dtype is not self.dtype:
+            out = out.to(self.dtype)
+        return out
+
+    def masked_fill_(self, mask, value):
+        return self._assign(self.masked_fill(mask, value))
+
+    def masked_select(self, mask):
+        _graph_break("masked_select")
+        m = mask.expand_as(self) if tuple(mask.shape) != tuple(self.shape) else mask
+        return self[m]
+
+    def where(self, condition, other):
+        from ._functions import where
+        return where(condition, self, other)
+
+    def nonzero(self, as_tuple=False):
+        _graph_break("nonzero")
+        idx = np.nonzero(self._data)
+        if as_tuple:
+            return tuple(Tensor._make(i.astype(np.int64)) for i in idx)
+        return Tensor._make(np.stack(idx, axis=1).astype(np.int64) if idx else
+                            np.zeros((int(bool(self._data)), 0), np.int64))
+
+    # ---- in-place machinery -------------------------------------------------------
+    def _check_inplace(self):
+        if state.grad_enabled and self.requires_grad and self.grad_fn is None:
+            if self._base is not None:
+                raise RuntimeError("a view of a leaf Variable that requires grad is being used in "
+                                   "an in-place operation.")
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
+                               "operation.")
+        if state.grad_enabled and self._base is not None and self._base.requires_grad and \
+                self._base.grad_fn is None:
+            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
+
+    def _inplace(self, name, args, attrs=_EMPTY, grad_name=None):
+        """``self = op(self, *args)`` written into self's memory, history rebased."""
+        self._check_inplace()
+        op = REGISTRY[name]
+        tracking = state.grad_enabled and (self.requires_grad or any(
+            isinstance(a, Tensor) and a.requires_grad for a in args))
+        if (not tracking and state.tracer is None and isinstance(op.impl, np.ufunc)
+                and op.is_elementwise):
+            cdt, odt = _ew_plan(op, (self,) + tuple(args))
+            _check_cast(odt, self.dtype, name)
+            arrays = [a._data if isinstance(a, Tensor) else (cdt.np.type(a) if cdt else a)
+                      for a in args]
+            try:
+                with np.errstate(all="ignore"):
+                    op.impl(self._data, *arrays, out=self._data, casting="unsafe",
+                            dtype=cdt.np if cdt is not None else None)
+            except ValueError:
+                _infer_error(op, (self,) + tuple(args), attrs)
+                raise RuntimeError(f"{name}_: output with shape {tuple(self.shape)} doesn't match "
+                                   "the broadcast shape") from None
+            self._vbox[0] += 1
+            return self
+        result = apply_op(op, (self,) + tuple(args), attrs, grad_name)
+        _check_cast(result.dtype, self.dtype, name)
+        return self._assign(result)
+
+    def _assign(self, result):
+        """Write ``result`` into self's storage and take over its history."""
+        if tuple(result.shape) != tuple(self.shape):
+            try:
+                result = result.expand(tuple(self.shape))
+            except RuntimeError:
+                raise RuntimeError(
+                    f"output with shape {list(self.shape)} doesn't match the broadcast shape "
+                    f"{list(result.shape)}") from None
+        self._check_inplace()
+        if self._base is not None and state.grad_enabled and (
+                result.requires_grad or self._base.requires_grad):
+            return self._assign_view(result)
+        np.copyto(self._data, result._data, casting="unsafe")
+        self._vbox[0] += 1
+        if state.tracer is not None:
+            state.tracer.record_mutation(self, result)
+        if result.requires_grad and state.grad_enabled:
+            if result.dtype is not self.dtype:
+                result = result.to(self.dtype)
+            self.grad_fn = result.grad_fn
+            self._requires_grad = True
+        return self
+
+    def _assign_view(self, result):
+        """In-place write through a view: the base's history becomes an index_put."""
+        if self._view_spec is None:
+            raise NotImplementedError(
+                "in-place modification of a view that takes part in autograd is supported only "
+                "for views made by one indexing step (x[...]); use an out-of-place op instead")
+        base = self._base
+        spec, idx = self._view_spec
+        new_base = apply_op("index_put", (base, result.to(base.dtype)) + tuple(idx),
+                            {"index": spec, "accumulate": False}, "CopySlices")
+        np.copyto(base._data, new_base._data)
+        base._vbox[0] += 1
+        if state.tracer is not None:
+            state.tracer.record_mutation(base, new_base)
+        base.grad_fn = new_base.grad_fn
+        base._requires_grad = new_base.requires_grad
+        if new_base.requires_grad:
+            view = apply_op("getitem", (base,) + tuple(idx), {"index": spec}, "AsStridedBackward0")
+            self.grad_fn = view.grad_fn
+            self._requires_grad = True
+        return self
+
+    def __setitem__(self, idx, value):
+        spec, tensors = _normalize_index(tuple(self.shape), idx)
+        tracking = state.grad_enabled and (self.requires_grad or (
+            isinstance(value, Tensor) and value.requires_grad))
+        if not tracking and state.tracer is None:
+            from ._functions import _np_index
+            v = value._data if isinstance(value, Tensor) else value
+            self._data[_np_index(spec, tensors)] = v
+            self._vbox[0] += 1
+            return
+        if not isinstance(value, Tensor):
+            value = Tensor._make(np.asarray(value, dtype=self._data.dtype))
+        self._check_inplace()
+        result = apply_op("index_put", (self, value.to(self.dtype)) + tensors,
+                          {"index": spec, "accumulate": False}, "IndexPutBackward0")
+        self._assign(result)
+
+    def copy_(self, src, non_blocking=False):
+        if not isinstance(src, Tensor):
+            src = Tensor._make(np.asarray(src))
+        if state.grad_enabled and (src.requires_grad or self.requires_grad):
+            return self._assign(apply_op("cast", (src.expand(tuple(self.shape)),),
+                                         {"dtype": self.dtype}, "CopyBackwards"))
+        np.copyto(self._data, np.broadcast_to(src._data, self._data.shape), casting="unsafe")
+        self._vbox[0] += 1
+        if state.tracer is not None:
+            state.tracer.record_mutation(self, src)
+        return self
+
+    def fill_(self, value):
+        if isinstance(value, Tensor):
+            if value.dim() != 0:
+                raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
+                                   f"with {value.dim()} dimensions.")
+            if not value.requires_grad:
+                value = value.item()
+        if isinstance(value, Tensor) or (state.grad_enabled and self.requires_grad):
+            return self._assign(apply_op("full_like", (self,), {"value": value, "dtype": None})
+                                if not isinstance(value, Tensor) else value.expand(self.shape))
+        self._check_inplace()
+        self._data[...] = value
+        self._vbox[0] += 1
+        if state.tracer is not None:
+            state.tracer.record_mutation(self, None)
+        return self
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def set_(self, source):
+        self._data = source._data
+        self._vbox[0] += 1
+        return self
+
+    # random in-place fills live in _random; attached below
+    # arithmetic, math, reductions and linalg methods are attached by _methods
+
+
+class Size(tuple):
+    """torch.Size: a tuple that prints as torch.Size([...])."""
+
+    def __repr__(self) -> str:
+        return f"torch.Size({list(self)})"
+
+    def numel(self) -> int:
+        n = 1
+        for d in self:
+            n *= d
+        return n
+
+    def __getitem__(self, item):
+        r = tuple.__getitem__(self, item)
+        return Size(r) if isinstance(item, slice) else r
+
+    def __add__(self, other):
+        return Size(tuple(self) + tuple(other))
+
+
+class _Layout:
+    def __repr__(self):
+        return "torch.strided"
+
+
+strided = _Layout()
+
+
+def _init(t, arr):
+    t._data = arr
+    t.grad_fn = None
+    t._requires_grad = False
+    t._grad = None
+    t._acc = None
+    t._vbox = [0]
+    t._base = None
+    t._view_spec = None
+
+
+def _retype(t, cls):
+    if cls is Tensor:
+        return t
+    new = object.__new__(cls)
+    for k in ("_data", "grad_fn", "_requires_grad", "_grad", "_acc", "_vbox", "_base", "_view_spec"):
+        setattr(new, k, getattr(t, k))
+    return new
+
+
+def _rebuild(data, requires_grad, cls):
+    t = Tensor._make(data)
+    t = _retype(t, cls)
+    t.requires_grad = requires_grad
+    return t
+
+
+def _sizes(args):
+    """Accept f(2, 3), f((2, 3)), f([2, 3]) and f(torch.Size([2, 3]))."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = args[0]
+    out = []
+    for a in args:
+        if isinstance(a, Tensor):
+            a = a.item()
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise TypeError(f"expected a sequence of integers for the size, got {a!r} of type "
+                            f"{type(a).__name__}")
+        out.append(int(a))
+    return tuple(out)
+
+
+def _check_index_tensor(index, op):
+    if not isinstance(index, Tensor) or index.dtype not in (dt.int64, dt.int32):
+        raise RuntimeError(f"{op}(): Expected dtype int64 for index, got "
+                           f"{getattr(index, 'dtype', type(index).__name__)}")
+
+
+def _check_cast(src: dt.DType, dst: dt.DType, name: str) -> None:
+    order = {"b": 0, "i": 1, "f": 2}
+    if order[src.kind] > order[dst.kind]:
+        cap = {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int",
+               "bool": "Bool", "float16": "Half", "uint8": "Byte", "int8": "Char",
+               "int16": "Short"}
+        raise RuntimeError(f"result type {cap[src.name]} can't be cast to the desired output type "
+                           f"{cap[dst.name]} (in-place {name})")
+
+
+__all__ = ["Tensor", "Size", "apply_op", "values_indices", "strided", "math"]

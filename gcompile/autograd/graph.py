@@ -1,0 +1,320 @@
+"""The tape: grad_fn nodes, saved tensors with version checks, and the engine."""
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+
+from ir.registry import GradBuilder, vjp
+
+from .._state import state
+
+_FREED_MSG = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you "
+    "call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward "
+    "through the graph a second time or if you need to access saved tensors after calling "
+    "backward.")
+
+
+class Meta:
+    """Shape and dtype of an input whose value the gradient rule does not need."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape = shape
+        self.dtype = dtype
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"gradient rule read the value of an unsaved input ({name}); "
+                           "the op's `saves` is wrong")
+
+
+class SavedTensor:
+    """A tensor saved for backward; unpacking checks it was not modified in place."""
+
+    __slots__ = ("tensor", "version", "data", "vbox", "is_output")
+
+    def __init__(self, t, is_output: bool = False):
+        self.is_output = is_output
+        self.version = t._vbox[0]
+        self.vbox = t._vbox
+        if is_output:
+            # keep only the data: holding the output would make a reference cycle
+            self.tensor = None
+            self.data = t._data
+        else:
+            self.tensor = t
+            self.data = None
+
+    def unpack(self, node):
+        if self.vbox[0] != self.version:
+            t = self.tensor
+            shape = list(t.shape) if t is not None else list(self.data.shape)
+            dtype = t.dtype if t is not None else None
+            kind = _type_name(dtype if dtype is not None else self.data.dtype)
+            which = (f"which is output 0 of {node.name()}" if self.is_output else
+                     (f"which is output 0 of {t.grad_fn.name()}" if t.grad_fn is not None else
+                      "which is a leaf tensor"))
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{kind} {shape}], {which}, is at version {self.vbox[0]}; "
+                f"expected version {self.version} instead. Hint: enable anomaly detection to "
+                "find the operation that failed to compute its gradient, with "
+                "torch.autograd.set_detect_anomaly(True).")
+        if self.is_output:
+            from .._tensor import Tensor
+            t = Tensor._make(self.data, node is not None and state.grad_enabled, node)
+            t._vbox = self.vbox
+            return t
+        return self.tensor
+
+
+def _type_name(d):
+    name = getattr(d, "name", str(d))
+    return "torch." + {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
+                       "int32": "IntTensor", "bool": "BoolTensor", "float16": "HalfTensor",
+                       "uint8": "ByteTensor", "int8": "CharTensor"}.get(name, name)
+
+
+class Node:
+    """Base of every grad_fn. ``next_functions`` like torch: ((node, 0), ...)."""
+
+    _seq = 0
+
+    def __init__(self):
+        Node._seq += 1
+        self._seq_nr = Node._seq
+        self._pre_hooks = []        # hooks on the gradient of this node's output
+        self._retain = None         # weakref to a non-leaf tensor with retain_grad()
+        self._next = ()
+
+    @property
+    def next_functions(self):
+        return tuple((n, 0) for n in self._next)
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+    def register_hook(self, fn):
+        self._pre_hooks.append(fn)
+        return _Handle(self._pre_hooks, fn)
+
+    def apply(self, grad):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def release(self):
+        pass
+
+
+class _Handle:
+    def __init__(self, lst, fn):
+        self._lst, self._fn = lst, fn
+
+    def remove(self):
+        if self._fn in self._lst:
+            self._lst.remove(self._fn)
+
+
+class OpNode(Node):
+    """grad_fn of a registered op: applies its gradient rule through the builder."""
+
+    def __init__(self, op, inputs, attrs, out, name=None):
+        super().__init__()
+        self.op = op
+        self.attrs = attrs
+        self._name = name or op.grad_fn_name
+        nxt = []
+        mask = []
+        nrs = None
+        for i, x in enumerate(inputs):
+            if hasattr(x, "_data") and x._requires_grad:
+                nxt.append(x.grad_fn if x.grad_fn is not None else x._grad_accumulator())
+                mask.append(True)
+                nr = x.__dict__.get("_out_nr", 0) if x.__dict__ else 0
+                if nr:
+                    nrs = nrs or [0] * len(inputs)
+                    nrs[i] = nr
+            else:
+                nxt.append(None)
+                mask.append(False)
+        self._next = tuple(nxt)
+        self._needs = tuple(mask)
+        if nrs:
+            self._next_nr = tuple(nrs)
+        saves = set()
+        for s in op.saves:
+            if s == -1 or s < len(inputs):
+                saves.add(s)
+        self._saved = {}
+        self._meta = []
+        for i, x in enumerate(inputs):
+            if isinstance(x, (bool, int, float)):
+                self._meta.append(x)
+            elif i in saves:
+                self._saved[i] = SavedTensor(x)
+                self._meta.append(None)
+            else:
+                self._meta.append(Meta(x.shape, x.dtype))
+        if -1 in saves:
+            self._saved[-1] = SavedTensor(out, is_output=True)
+        self._out_meta = Meta(out.shape, out.dtype)
+        self._freed = False
+
+    @property
+    def next_functions(self):
+        return tuple((n, 0) for n in self._next)
+
+    def name(self) -> str:
+        return self._name
+
+    def apply(self, grad):
+        if self._freed and self.op.saves:
+            raise RuntimeError(_FREED_MSG)
+        saved = self._saved or {}
+        inputs = [saved[i].unpack(None) if i in saved else m for i, m in enumerate(self._meta)]
+        out = saved[-1].unpack(self) if -1 in saved else self._out_meta
+        grads = vjp(self.op, EAGER_BUILDER, grad, inputs, out, self.attrs)
+        return [g if need else None for g, need in zip(grads, self._needs)]
+
+    def release(self):
+        if self._saved:
+            self._saved = None
+        self._freed = True
+
+
+class AccumulateGrad(Node):
+    """Sink for a leaf: adds the incoming gradient into ``leaf.grad``."""
+
+    def __init__(self, leaf):
+        super().__init__()
+        self._leaf_ref = weakref.ref(leaf)
+
+    @property
+    def variable(self):
+        return self._leaf_ref()
+
+    def apply(self, grad):
+        return []
+
+
+class EagerBuilder(GradBuilder):
+    """Gradient rules run as ordinary dispatched ops, so with grad mode on
+    (create_graph=True) they are themselves recorded: double backward."""
+
+    def op(self, name, *args, **attrs):
+        from .._tensor import apply_op
+        return apply_op(name, args, attrs)
+
+
+EAGER_BUILDER = EagerBuilder()
+
+
+def _collect(roots):
+    """Dependency counts of every node reachable from the roots."""
+    deps = defaultdict(int)
+    seen = set()
+    stack = [r for r in roots if r is not None]
+    for r in stack:
+        seen.add(r)
+    while stack:
+        n = stack.pop()
+        for m in n._next:
+            if m is None:
+                continue
+            deps[m] += 1
+            if m not in seen:
+                seen.add(m)
+                stack.append(m)
+    return deps
+
+
+def _add_grad(pending, node, nr, g):
+    k = getattr(node, "num_outputs", 1)
+    if k == 1:
+        cur = pending.get(node)
+        pending[node] = g if cur is None else cur + g
+    else:
+        lst = pending.get(node) or [None] * k
+        lst[nr] = g if lst[nr] is None else lst[nr] + g
+        pending[node] = lst
+
+
+def run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=None,
+                 root_nrs=None):
+    """Propagate ``grads`` from ``roots`` (grad_fn nodes or AccumulateGrad).
+
+    With ``capture`` (a dict of nodes), gradients arriving at those nodes are
+    returned instead of accumulated into leaves (autograd.grad).
+    """
+    prev = state.grad_enabled
+    state.grad_enabled = create_graph
+    try:
+        deps = _collect(roots)
+        pending = {}
+        root_nrs = root_nrs or [0] * len(roots)
+        for r, g, nr in zip(roots, grads, root_nrs):
+            _add_grad(pending, r, nr, g)
+        ready = [r for r in dict.fromkeys(roots) if deps[r] == 0]
+        results = {}
+        while ready:
+            # newest node first, like torch's sequence-number order
+            ready.sort(key=lambda n: n._seq_nr)
+            node = ready.pop()
+            g = pending.pop(node, None)
+            if getattr(node, "num_outputs", 1) > 1 and g is not None and all(
+                    x is None for x in g):
+                g = None
+            for hook in node._pre_hooks:
+                new = hook(g)
+                if new is not None:
+                    g = new
+            if node._retain is not None:
+                t = node._retain()
+                if t is not None and g is not None:
+                    gd = g if create_graph else g.detach()
+                    t._grad = gd if t._grad is None else t._grad + gd
+            if capture is not None and node in capture:
+                results[node] = g
+                if isinstance(node, AccumulateGrad):
+                    continue
+            if isinstance(node, AccumulateGrad):
+                if capture is None and g is not None:
+                    _accumulate(node.variable, g, create_graph)
+                continue
+            in_grads = [None] * len(node._next) if g is None else node.apply(g)
+            if not retain_graph:
+                node.release()
+            nrs = getattr(node, "_next_nr", None)
+            for j, (m, gi) in enumerate(zip(node._next, in_grads)):
+                if m is None:
+                    continue
+                if gi is not None:
+                    _add_grad(pending, m, nrs[j] if nrs else 0, gi)
+                deps[m] -= 1
+                if deps[m] == 0:
+                    ready.append(m)
+        return results
+    finally:
+        state.grad_enabled = prev
+
+
+def _accumulate(leaf, g, create_graph):
+    if leaf is None:
+        return
+    if not create_graph:
+        g = g.detach()
+    if leaf.grad is None:
+        if not create_graph:
+            g = g.clone()  # a gradient may be shared by several leaves or be a view
+        if tuple(g.shape) != tuple(leaf.shape):
+            raise RuntimeError(f"gradient shape {tuple(g.shape)} does not match leaf shape "
+                               f"{tuple(leaf.shape)}")
+        leaf.grad = g
+    elif create_graph:
+        leaf.grad = leaf.grad + g
+    else:
+        leaf.grad._data += g._data

@@ -1,0 +1,171 @@
+"""Dtypes and torch's type-promotion rules.
+
+Lives in ``ir`` because graph values carry dtypes; ``gcompile`` re-exports the
+dtype objects as ``gcompile.float32`` etc.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "DType", "float16", "float32", "float64", "bfloat16_unsupported", "int8", "int16",
+    "int32", "int64", "uint8", "bool_", "all_dtypes", "from_numpy", "as_dtype",
+    "promote_types", "result_type", "get_default_dtype", "set_default_dtype",
+]
+
+
+class DType:
+    """A tensor element type; prints like torch (``torch.float32``)."""
+
+    __slots__ = ("name", "np", "itemsize", "is_floating_point", "is_signed", "kind", "_rank")
+
+    def __init__(self, name: str, np_dtype: np.dtype, kind: str, rank: int) -> None:
+        self.name = name
+        self.np = np.dtype(np_dtype)
+        self.itemsize = self.np.itemsize
+        self.kind = kind  # 'b' bool, 'i' integer, 'f' floating
+        self.is_floating_point = kind == "f"
+        self.is_signed = kind == "f" or (kind == "i" and self.np.kind == "i")
+        self._rank = rank
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+    def __reduce__(self):
+        return (as_dtype, (self.name,))
+
+    @property
+    def is_complex(self) -> bool:
+        return False
+
+    def to_json(self) -> str:
+        return self.name
+
+
+bool_ = DType("bool", np.bool_, "b", 0)
+uint8 = DType("uint8", np.uint8, "i", 1)
+int8 = DType("int8", np.int8, "i", 1)
+int16 = DType("int16", np.int16, "i", 2)
+int32 = DType("int32", np.int32, "i", 3)
+int64 = DType("int64", np.int64, "i", 4)
+float16 = DType("float16", np.float16, "f", 5)
+float32 = DType("float32", np.float32, "f", 6)
+float64 = DType("float64", np.float64, "f", 7)
+bfloat16_unsupported = None
+
+all_dtypes = (bool_, uint8, int8, int16, int32, int64, float16, float32, float64)
+_BY_NP = {d.np: d for d in all_dtypes}
+_BY_NAME = {d.name: d for d in all_dtypes}
+_BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": int64,
+                 "int": int32, "short": int16, "bool_": bool_})
+
+_default = [float32]
+
+
+def get_default_dtype() -> DType:
+    return _default[0]
+
+
+def set_default_dtype(d: DType) -> None:
+    d = as_dtype(d)
+    if d not in (float32, float64, float16):
+        raise TypeError(f"only floating-point types are supported as the default type, got {d}")
+    _default[0] = d
+
+
+def from_numpy(npd) -> DType:
+    try:
+        return _BY_NP[np.dtype(npd)]
+    except (KeyError, TypeError):
+        raise TypeError(
+            f"can't convert np.ndarray of type {np.dtype(npd)}. The only supported types are: "
+            "float64, float32, float16, int64, int32, int16, int8, uint8, and bool.") from None
+
+
+def as_dtype(d) -> DType:
+    """Accept a DType, a name, a numpy dtype or a Python type."""
+    if isinstance(d, DType):
+        return d
+    if d is float:
+        return float64 if False else get_default_dtype()
+    if d is int:
+        return int64
+    if d is bool:
+        return bool_
+    if isinstance(d, str):
+        key = d.replace("torch.", "")
+        if key in _BY_NAME:
+            return _BY_NAME[key]
+    try:
+        return from_numpy(d)
+    except TypeError:
+        raise TypeError(f"unknown dtype {d!r}") from None
+
+
+def promote_types(a: DType, b: DType) -> DType:
+    """torch.promote_types: the smallest type both convert to safely."""
+    if a is b:
+        return a
+    if a.kind == "f" or b.kind == "f":
+        if a.kind != "f":
+            return b
+        if b.kind != "f":
+            return a
+        return a if a._rank >= b._rank else b
+    if a.kind == "b":
+        return b
+    if b.kind == "b":
+        return a
+    # both integers
+    if a is uint8 or b is uint8:
+        other = b if a is uint8 else a
+        if other is int8:
+            return int16
+        return other if other is not uint8 else uint8
+    return a if a._rank >= b._rank else b
+
+
+_CAT = {"b": 0, "i": 1, "f": 2}
+
+
+def result_type(*operands) -> DType:
+    """Result dtype of an elementwise op, torch style.
+
+    Each operand is ``(dtype, ndim)`` for a tensor, or a Python scalar. Tensors
+    with dims beat 0-d tensors, which beat Python scalars, unless the weaker
+    group is of a higher category (bool < int < float).
+    """
+    dim_t = zero_t = scal = None
+    for op in operands:
+        if isinstance(op, tuple):
+            d, nd = op
+            if nd > 0:
+                dim_t = d if dim_t is None else promote_types(dim_t, d)
+            else:
+                zero_t = d if zero_t is None else promote_types(zero_t, d)
+        else:
+            if isinstance(op, bool):
+                sd = bool_
+            elif isinstance(op, int):
+                sd = int64
+            elif isinstance(op, float):
+                sd = get_default_dtype()
+            else:
+                raise TypeError(f"unsupported scalar operand {op!r} of type {type(op).__name__}")
+            if scal is None or _CAT[sd.kind] > _CAT[scal.kind]:
+                scal = sd
+    result = None
+    for group in (dim_t, zero_t, scal):
+        if group is None:
+            continue
+        if result is None:
+            result = group
+        elif _CAT[group.kind] > _CAT[result.kind]:
+            # a higher category in a weaker group: take its default for that category
+            if group.kind == "f" and group is not zero_t:
+                result = get_default_dtype()
+            else:
+                result = group
+    if result is None:
+        raise TypeError("result_type needs at least one operand")
+    return result

@@ -1,0 +1,2 @@
+"""Importing this package registers every built-in op."""
+from . import elementwise, indexing, linalg, movement, reduction  # noqa: F401

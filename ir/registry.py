@@ -1,0 +1,179 @@
+"""The op registry: every op defined once.
+
+An ``OpDef`` carries what each consumer needs: the eager NumPy
+implementation (also the reference interpreter's), shape/dtype inference,
+the scalar expression elementwise codegen fuses, and the gradient rule.
+Gradient rules are written against a *builder* (see ``GradBuilder``) so the
+eager tape and the graph autodiff pass share them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import dtypes as dt
+from .shapes import broadcast_shapes
+
+ELEMENTWISE = ("unary", "binary", "ternary")
+CATEGORIES = ELEMENTWISE + ("reduction", "view", "movement", "matmul", "indexing", "scan",
+                            "creation", "other")
+
+
+@dataclass(eq=False)
+class OpDef:
+    """One primitive.
+
+    impl(*arrays, **attrs) -> ndarray runs it eagerly on NumPy arrays.
+    infer(specs, attrs) -> (shape, dtype) where specs are (shape, dtype)
+    pairs or Python scalars, one per input.
+    expr: for elementwise ops, a Python expression template over ``{0}``,
+    ``{1}``... that kernels generate code from (see ``kernels``).
+    grad(b, g, inputs, out, **attrs) -> one gradient (or None) per input.
+    saves: indices of inputs the gradient needs (-1 means the output); the
+    tape saves exactly these, and version counters guard them.
+    dtype_rule: for elementwise ops: 'promote', 'float' (ints compute in the
+    default float dtype), 'bool' (comparisons), 'int_only', 'same'.
+    """
+
+    name: str
+    category: str
+    impl: Callable[..., Any]
+    infer: Callable[..., tuple] | None = None
+    grad: Callable[..., tuple] | None = None
+    expr: str | None = None
+    saves: tuple[int, ...] = ()
+    dtype_rule: str = "promote"
+    attrs: tuple[str, ...] = ()
+    backward_name: str | None = None
+    float_only: bool = False
+    nondiff_inputs: tuple[int, ...] = ()
+    doc: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def differentiable(self) -> bool:
+        return self.grad is not None
+
+    @property
+    def is_elementwise(self) -> bool:
+        return self.category in ELEMENTWISE
+
+    @property
+    def grad_fn_name(self) -> str:
+        if self.backward_name:
+            return self.backward_name
+        return "".join(p.capitalize() for p in self.name.split("_")) + "Backward0"
+
+    def __repr__(self) -> str:
+        return f"OpDef({self.name}, {self.category})"
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.category not in CATEGORIES:
+        raise ValueError(f"op {op.name}: unknown category {op.category!r}")
+    if op.name in REGISTRY:
+        raise ValueError(f"op {op.name} is already registered")
+    if op.is_elementwise and op.infer is None:
+        op.infer = _elementwise_infer(op)
+    if op.infer is None:
+        raise ValueError(f"op {op.name} needs a shape/dtype rule")
+    REGISTRY[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; registered ops: {sorted(REGISTRY)}") from None
+
+
+def spec_of(x):
+    """(dtype, ndim) for tensors/values, the scalar itself for Python numbers."""
+    if isinstance(x, (bool, int, float)):
+        return x
+    return (x.dtype, len(x.shape))
+
+
+def compute_dtype(op: OpDef, specs) -> dt.DType:
+    """The dtype an elementwise op computes in (before bool results)."""
+    d = dt.result_type(*specs)
+    rule = op.dtype_rule
+    if rule in ("float",) and not d.is_floating_point:
+        return dt.get_default_dtype()
+    if rule == "int_only" and d.is_floating_point:
+        raise RuntimeError(f"{op.name}: not implemented for floating-point dtype {d}")
+    return d
+
+
+def output_dtype(op: OpDef, specs) -> dt.DType:
+    if op.dtype_rule == "bool":
+        return dt.bool_
+    return compute_dtype(op, specs)
+
+
+def _elementwise_infer(op: OpDef):
+    def infer(specs, attrs):
+        shapes = [s[0] for s in specs if isinstance(s, tuple)]
+        shape = broadcast_shapes(*shapes, op=op.name) if len(shapes) > 1 else (
+            tuple(shapes[0]) if shapes else ())
+        dspecs = [(s[1], len(s[0])) if isinstance(s, tuple) else s for s in specs]
+        return shape, output_dtype(op, dspecs)
+    return infer
+
+
+class GradBuilder:
+    """What a gradient rule may call. Implemented by the eager tape
+    (``gcompile.autograd``) and by the graph autodiff pass (``ir.passes``).
+
+    ``op(name, *args, **attrs)`` applies a registered op; Python numbers are
+    allowed as elementwise operands. Every registered op is also reachable as
+    an attribute: ``b.mul(g, y)``.
+    """
+
+    def op(self, name: str, *args, **attrs):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in REGISTRY:
+            raise AttributeError(f"GradBuilder has no op {name!r}")
+        return lambda *args, **attrs: self.op(name, *args, **attrs)
+
+    # conveniences built on ops
+    def sum_to(self, g, shape):
+        shape = tuple(shape)
+        if tuple(g.shape) == shape:
+            return g
+        return self.op("sum_to_size", g, shape=shape)
+
+    def expand_to(self, g, shape):
+        shape = tuple(shape)
+        if tuple(g.shape) == shape:
+            return g
+        return self.op("expand", g, shape=shape)
+
+    def cast(self, g, dtype):
+        if g.dtype is dtype:
+            return g
+        return self.op("cast", g, dtype=dtype)
+
+
+def vjp(op: OpDef, b: GradBuilder, g, inputs, out, attrs) -> list:
+    """Apply ``op``'s gradient rule and fit each gradient to its input's
+    shape and dtype (undoing broadcasting), so rules can ignore both."""
+    grads = op.grad(b, g, inputs, out, **attrs)
+    result = []
+    for x, gx in zip(inputs, grads):
+        if gx is None or isinstance(x, (bool, int, float)) or not x.dtype.is_floating_point:
+            result.append(None)
+            continue
+        if tuple(gx.shape) != tuple(x.shape):
+            gx = b.sum_to(gx, x.shape)
+        result.append(b.cast(gx, x.dtype))
+    return result
