@@ -33,7 +33,7 @@ def _finish(arr, requires_grad=False, device=None):
 
 def _infer_dtype(data):
     """torch's dtype for nested Python data: bool < int64 < default float."""
-    kind = 0
+    kind = -1  # no element seen yet: an empty list is a float tensor in torch
     stack = [data]
     while stack:
         x = stack.pop()
@@ -42,7 +42,7 @@ def _infer_dtype(data):
             if x.dtype.kind == "f":
                 return None if x.dtype is dt.get_default_dtype() else x.dtype
         elif isinstance(x, bool) or isinstance(x, np.bool_):
-            pass
+            kind = max(kind, 0)
         elif isinstance(x, (int, np.integer)):
             kind = max(kind, 1)
         elif isinstance(x, (float, np.floating)):
@@ -51,6 +51,8 @@ def _infer_dtype(data):
             stack.extend(x)
         else:
             raise TypeError(f"new(): invalid data type '{type(x).__name__}'")
+    if kind == -1:
+        return dt.get_default_dtype()
     return [dt.bool_, dt.int64, dt.get_default_dtype()][kind]
 
 

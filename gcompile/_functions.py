@@ -354,12 +354,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         return amin(a, dim if dim is not None else (), keepdim)
     if p == 0:
         return sum(ne(x, 0).to(x.dtype), dim, keepdim)
-    if p == 1:
-        return sum(a, dim, keepdim)
-    if p == 2:
-        s = sum(mul(x, x), dim, keepdim)
-        return apply_op("sqrt", (s,), grad_name="NormBackward1")
-    return pow(sum(pow(a, float(p)), dim, keepdim), 1.0 / p)
+    return _red("vector_norm", x, dim, keepdim, {"ord": float(p)})
 
 
 def dist(input, other, p=2):
@@ -393,15 +388,15 @@ def sort(input, dim=-1, descending=False, stable=False):
     if x.dim() == 0:
         return values_indices(x.clone(), Tensor._make(np.zeros((), np.int64)))
     data = x._data
-    key = -data if descending and data.dtype.kind in "fi" else data
-    if descending and data.dtype.kind not in "fi":
-        idx = np.flip(np.argsort(np.flip(data, d), axis=d, kind="stable"), d)
-        idx = data.shape[d] - 1 - idx
+    if not descending:
+        idx = np.argsort(data, axis=d, kind="stable")  # NaN last, like torch
+    elif data.dtype.kind == "f":
+        # descending and stable; NaN counts as the largest value, so it comes first
+        nan = np.isnan(data)
+        idx = np.lexsort((np.negative(np.where(nan, 0, data)), ~nan), axis=d)
     else:
-        idx = np.argsort(key, axis=d, kind="stable")
-    if descending and data.dtype.kind == "f":
-        # NaN sorts first when descending, last when ascending, like torch
-        pass
+        # ~x reverses the order of every integer type (and bool) without overflow
+        idx = np.argsort(np.invert(data), axis=d, kind="stable")
     idx_t = Tensor._make(idx.astype(np.int64))
     values = apply_op("gather", (x, idx_t), {"dim": d}, "SortBackward0")
     return values_indices(values, idx_t)

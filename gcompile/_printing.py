@@ -36,97 +36,139 @@ def _summarized(a: np.ndarray, edge: int) -> np.ndarray:
 
 
 class _Formatter:
+    """torch's ``_Formatter``: one number format (int / fixed / scientific)
+    and one width for every element shown."""
+
     def __init__(self, values: np.ndarray):
-        self.kind = values.dtype.kind
+        self.floating = values.dtype.kind == "f"
+        self.int_mode = True
+        self.sci_mode = False
+        self.max_width = 1
         prec = PRINT_OPTS["precision"]
-        if self.kind == "b":
-            self.fmt = lambda v: " True" if v else "False"
-            self.width = 5
+        if not self.floating:
+            for v in values.tolist():
+                self.max_width = max(self.max_width, len(_scalar_str(v)))
             return
-        if self.kind in "iu":
-            strs = [str(int(v)) for v in values]
-            self.width = max((len(s) for s in strs), default=1)
-            self.fmt = lambda v: str(int(v))
+        vals = values.astype(np.float64)
+        nz = vals[np.isfinite(vals) & (vals != 0)]
+        if nz.size == 0:
+            if PRINT_OPTS["sci_mode"] is not None:
+                self.sci_mode = PRINT_OPTS["sci_mode"]
             return
-        finite = values[np.isfinite(values)].astype(np.float64)
-        self.int_mode = finite.size == 0 or bool(np.all(finite == np.ceil(finite)))
-        self.sci = False
-        if finite.size:
-            nz = np.abs(finite[finite != 0])
-            if nz.size:
-                mx, mn = nz.max(), nz.min()
-                if self.int_mode:
-                    self.sci = mx > 1e8
-                else:
-                    self.sci = mx / mn > 1000.0 or mx > 1e8 or mn < 1e-4
-        if PRINT_OPTS["sci_mode"] is not None:
-            self.sci = PRINT_OPTS["sci_mode"]
-        if self.sci:
-            self.fmt = lambda v: _nonfinite(v) or f"{v:.{prec}e}"
-        elif self.int_mode:
-            self.fmt = lambda v: _nonfinite(v) or f"{v:.0f}."
+        a = np.abs(nz)
+        mn, mx = float(a.min()), float(a.max())
+        self.int_mode = bool(np.all(nz == np.ceil(nz)))
+        if self.int_mode:
+            if mx / mn > 1000.0 or mx > 1.0e8:
+                self.sci_mode = True
+                strs = [f"{v:.{prec}e}" for v in nz.tolist()]
+            else:
+                strs = [f"{v:.0f}" + " " for v in nz.tolist()]
+        elif mx / mn > 1000.0 or mx > 1.0e8 or mn < 1.0e-4:
+            self.sci_mode = True
+            strs = [f"{v:.{prec}e}" for v in nz.tolist()]
         else:
-            self.fmt = lambda v: _nonfinite(v) or f"{v:.{prec}f}"
-        self.width = max((len(self.fmt(float(v))) for v in values), default=1)
+            strs = [f"{v:.{prec}f}" for v in nz.tolist()]
+        self.max_width = max(len(x) for x in strs)
+        if PRINT_OPTS["sci_mode"] is not None:
+            self.sci_mode = PRINT_OPTS["sci_mode"]
 
-    def __call__(self, v) -> str:
-        return self.fmt(v.item() if hasattr(v, "item") else v).rjust(self.width)
+    @property
+    def width(self) -> int:
+        return self.max_width
+
+    def __call__(self, value) -> str:
+        prec = PRINT_OPTS["precision"]
+        if self.floating:
+            value = float(value)
+            if self.sci_mode:
+                ret = f"{value:{self.max_width}.{prec}e}"
+            elif self.int_mode:
+                ret = f"{value:.0f}"
+                if not (np.isinf(value) or np.isnan(value)):
+                    ret += "."
+            else:
+                ret = f"{value:.{prec}f}"
+        else:
+            ret = _scalar_str(value)
+        return (self.max_width - len(ret)) * " " + ret
 
 
-def _nonfinite(v):
-    if np.isnan(v):
-        return "nan"
-    if np.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return None
+def _scalar_str(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "True" if v else "False"
+    return str(int(v)) if not isinstance(v, float) else str(v)
+
+
+def _vector_str(a: np.ndarray, f: _Formatter, indent: int, summarize: bool) -> str:
+    edge = PRINT_OPTS["edgeitems"]
+    per_line = max(1, (PRINT_OPTS["linewidth"] - indent) // (f.width + 2))
+    if summarize and not edge:
+        data = ["..."]
+    elif summarize and a.shape[0] > 2 * edge:
+        data = [f(v) for v in a[:edge].tolist()] + [" ..."] + [f(v) for v in a[-edge:].tolist()]
+    else:
+        data = [f(v) for v in a.tolist()]
+    lines = [", ".join(data[i:i + per_line]) for i in range(0, len(data), per_line)]
+    return "[" + ("," + "\n" + " " * (indent + 1)).join(lines) + "]"
 
 
 def _format(a: np.ndarray, f: _Formatter, indent: int, summarize: bool) -> str:
     edge = PRINT_OPTS["edgeitems"]
     if a.ndim == 0:
-        return f(a)
+        return f(a.item())
     if a.ndim == 1:
-        items = [f(v) for v in a]
-        if summarize and a.shape[0] > 2 * edge:
-            items = [f(v) for v in a[:edge]] + ["..."] + [f(v) for v in a[-edge:]]
-        # wrap long rows like torch
-        per_line = max(1, (PRINT_OPTS["linewidth"] - indent) // (f.width + 2))
-        if len(items) > per_line:
-            lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
-            return "[" + (",\n" + " " * (indent + 1)).join(lines) + "]"
-        return "[" + ", ".join(items) + "]"
-    rows = range(a.shape[0])
-    parts = []
+        return _vector_str(a, f, indent, summarize)
     if summarize and a.shape[0] > 2 * edge:
-        parts = [_format(a[i], f, indent + 1, summarize) for i in range(edge)] + ["..."] + \
-                [_format(a[i], f, indent + 1, summarize) for i in range(a.shape[0] - edge,
-                                                                        a.shape[0])]
+        parts = ([_format(a[i], f, indent + 1, summarize) for i in range(edge)] + ["..."] +
+                 [_format(a[i], f, indent + 1, summarize)
+                  for i in range(a.shape[0] - edge, a.shape[0])])
     else:
-        parts = [_format(a[i], f, indent + 1, summarize) for i in rows]
+        parts = [_format(a[i], f, indent + 1, summarize) for i in range(a.shape[0])]
     sep = "," + "\n" * (a.ndim - 1) + " " * (indent + 1)
     return "[" + sep.join(parts) + "]"
 
 
+def _add_suffixes(body: str, suffixes: list, indent: int) -> str:
+    out = [body]
+    last_line_len = len(body) - body.rfind("\n") + 1
+    for suffix in suffixes:
+        if last_line_len + len(suffix) + 2 > PRINT_OPTS["linewidth"]:
+            out.append(",\n" + " " * indent + suffix)
+            last_line_len = indent + len(suffix)
+        else:
+            out.append(", " + suffix)
+            last_line_len += len(suffix) + 2
+    out.append(")")
+    return "".join(out)
+
+
 def tensor_repr(t) -> str:
+    """torch's ``Tensor.__repr__``: body, then dtype/size/grad suffixes."""
     a = t._data
+    if a.dtype == np.float16:
+        a = a.astype(np.float32)
+    prefix = "tensor("
+    indent = len(prefix)
     suffixes = []
-    default = {dt.get_default_dtype(), dt.int64, dt.bool_}
     if a.size == 0:
         body = "[]"
         if a.ndim != 1:
             suffixes.append(f"size={tuple(a.shape)}")
+        if t.dtype is not dt.get_default_dtype():
+            suffixes.append(f"dtype={t.dtype}")
     else:
         summarize = a.size > PRINT_OPTS["threshold"]
         shown = _summarized(a, PRINT_OPTS["edgeitems"]) if summarize else a.reshape(-1)
         f = _Formatter(shown)
-        body = _format(a, f, len("tensor("), summarize)
-    if t.dtype not in default or (t.dtype is dt.int64 and a.size == 0 and False):
-        suffixes.append(f"dtype={t.dtype}")
-    elif a.size == 0 and t.dtype is not dt.get_default_dtype():
-        suffixes.append(f"dtype={t.dtype}")
+        body = _format(a, f, indent, summarize)
+        if t.dtype not in (dt.get_default_dtype(), dt.int64, dt.bool_):
+            suffixes.append(f"dtype={t.dtype}")
     if t.grad_fn is not None:
         suffixes.append(f"grad_fn=<{t.grad_fn.name()}>")
     elif t.requires_grad:
         suffixes.append("requires_grad=True")
-    name = "Parameter containing:\ntensor" if type(t).__name__ == "Parameter" else "tensor"
-    return f"{name}(" + ", ".join([body] + suffixes) + ")"
+    text = prefix + _add_suffixes(body, suffixes, indent)
+    if type(t).__name__ == "Parameter":
+        return "Parameter containing:\n" + text
+    return text

@@ -19,6 +19,26 @@ from .autograd.graph import AccumulateGrad, OpNode, run_backward
 _EMPTY: dict = {}
 _SCALARS = (bool, int, float)
 _EW_CACHE: dict = {}
+_REGISTRY = REGISTRY
+_state = state
+_new_tensor = object.__new__
+
+try:  # NumPy >= 2: set the ufunc error state through its context variable directly
+    from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
+    _QUIET = _make_extobj(all="ignore")
+
+    def _quiet_call(fn, arrays, attrs):
+        """Call ``fn`` with NumPy floating-point warnings off (torch returns inf/nan
+        silently); ~10x cheaper than entering ``np.errstate``."""
+        tok = _extobj_contextvar.set(_QUIET)
+        try:
+            return fn(*arrays, **attrs)
+        finally:
+            _extobj_contextvar.reset(tok)
+except ImportError:  # pragma: no cover - older NumPy
+    def _quiet_call(fn, arrays, attrs):
+        with np.errstate(all="ignore"):
+            return fn(*arrays, **attrs)
 
 values_indices = namedtuple("values_indices", ["values", "indices"])
 
@@ -27,26 +47,37 @@ values_indices = namedtuple("values_indices", ["values", "indices"])
 # dispatch
 # ---------------------------------------------------------------------------
 def _ew_plan(op, args):
-    """(compute dtype, output dtype) for an elementwise op, cached per signature."""
-    key = [op]
-    for a in args:
-        key.append((a.dtype, a._data.ndim > 0) if isinstance(a, Tensor) else type(a))
-    key = tuple(key)
+    """Per-argument casts for an elementwise op, cached per signature.
+
+    Returns ``(compute DType or None, output DType or None, casts)`` where
+    ``casts[i]`` is the NumPy dtype argument ``i`` is converted to (None: use
+    as is) or, for a Python scalar, the NumPy scalar type it becomes.
+    """
+    key = (op,) + tuple([(a._data.dtype, a._data.ndim == 0) if isinstance(a, Tensor)
+                         else a.__class__ for a in args])
     plan = _EW_CACHE.get(key)
     if plan is None:
-        specs = [(a.dtype, a._data.ndim) if isinstance(a, Tensor) else a for a in args]
-        if op.dtype_rule == "where":
-            specs = specs[1:]
-        if op.dtype_rule == "cast":
-            plan = (None, None)
-        else:
-            if op.dtype_rule == "float" and any(
-                    isinstance(s, tuple) and s[0] is dt.bool_ for s in specs) and False:
-                pass
-            cdt = compute_dtype(op, specs)
-            plan = (cdt, output_dtype(op, specs))
-        _EW_CACHE[key] = plan
+        plan = _EW_CACHE[key] = _make_ew_plan(op, args)
     return plan
+
+
+def _make_ew_plan(op, args):
+    specs = [(a.dtype, a._data.ndim) if isinstance(a, Tensor) else a for a in args]
+    if op.dtype_rule == "where":
+        specs = specs[1:]
+    if op.dtype_rule == "cast":
+        return None, None, (None,) * len(args)
+    cdt = compute_dtype(op, specs)
+    odt = output_dtype(op, specs)
+    casts = []
+    for i, a in enumerate(args):
+        if i == 0 and op.dtype_rule == "where":
+            casts.append(None)
+        elif isinstance(a, Tensor):
+            casts.append(None if a._data.dtype == cdt.np else cdt.np)
+        else:
+            casts.append(cdt.np.type)
+    return cdt, odt, tuple(casts)
 
 
 def _infer_error(op, args, attrs):
@@ -55,45 +86,54 @@ def _infer_error(op, args, attrs):
     op.infer(specs, attrs)
 
 
+def _ew_arrays(args, casts):
+    arrays = []
+    for a, c in zip(args, casts):
+        if isinstance(a, Tensor):
+            arr = a._data
+            arrays.append(arr if c is None else arr.astype(c))
+        else:
+            arrays.append(a if c is None else c(a))
+    return arrays
+
+
 def apply_op(name, args, attrs=_EMPTY, grad_name=None):
     """Run op ``name`` eagerly on ``args`` (Tensors, or Python numbers for
-    elementwise operands), record it on the tape and on an active tracer."""
-    op = REGISTRY[name] if isinstance(name, str) else name
-    if op.is_elementwise:
-        cdt, _ = _ew_plan(op, args)
-        arrays = []
-        skip_first = op.dtype_rule == "where"
-        for i, a in enumerate(args):
-            if isinstance(a, Tensor):
-                arr = a._data
-                if cdt is not None and arr.dtype != cdt.np and not (skip_first and i == 0):
-                    arr = arr.astype(cdt.np)
-                arrays.append(arr)
-            elif cdt is not None and not (skip_first and i == 0):
-                arrays.append(cdt.np.type(a))
-            else:
-                arrays.append(a)
+    elementwise operands), record it on the tape and on an active tracer.
+
+    This is the hot path of eager mode: per-op facts are precomputed on the
+    OpDef by ``ir.registry.register`` and dtype plans are cached per signature.
+    """
+    op = _REGISTRY[name] if name.__class__ is str else name
+    if op._ew:
+        plan = _EW_CACHE.get((op,) + tuple([(a._data.dtype, a._data.ndim == 0)
+                                            if isinstance(a, Tensor) else a.__class__
+                                            for a in args]))
+        if plan is None:
+            plan = _ew_plan(op, args)
+        casts = plan[2]
+        if len(args) == 2 and casts[0] is None and casts[1] is None and \
+                isinstance(args[0], Tensor) and isinstance(args[1], Tensor):
+            arrays = (args[0]._data, args[1]._data)
+        else:
+            arrays = _ew_arrays(args, casts)
         try:
-            with np.errstate(all="ignore"):
-                out = op.impl(*arrays, **attrs)
+            out = _quiet_call(op.impl, arrays, attrs)
         except (ValueError, TypeError):
             _infer_error(op, args, attrs)
             raise
-        if type(out) is not np.ndarray:
-            out = np.asarray(out)
     else:
         for a in args:
             if not isinstance(a, Tensor) and not isinstance(a, _SCALARS):
                 raise TypeError(f"{op.name}: expected Tensor arguments, got {type(a).__name__}")
-        if op.extra.get("eager_infer", True):
+        if op._eager_infer:
             specs = [(a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
             op.infer(specs, attrs)
         arrays = [a._data if isinstance(a, Tensor) else a for a in args]
-        with np.errstate(all="ignore"):
-            out = op.impl(*arrays, **attrs)
-        if type(out) is not np.ndarray:
-            out = np.asarray(out)
-    result = Tensor.__new__(Tensor)
+        out = _quiet_call(op.impl, arrays, attrs)
+    if out.__class__ is not np.ndarray:
+        out = np.asarray(out)
+    result = _new_tensor(Tensor)
     result._data = out
     result.grad_fn = None
     result._requires_grad = False
@@ -101,23 +141,22 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
     result._acc = None
     result._base = None
     result._view_spec = None
-    if op.category == "view" and np.may_share_memory(out, args[0]._data):
+    if op._view and np.may_share_memory(out, args[0]._data):
         src = args[0]
         result._vbox = src._vbox
         result._base = src._base if src._base is not None else src
-        if name == "getitem" and src._base is None:
+        if op.name == "getitem" and src._base is None:
             result._view_spec = (attrs["index"], args[1:])
     else:
         result._vbox = [0]
-    if state.grad_enabled and op.grad is not None:
+    if op._diff and _state.grad_enabled and out.dtype.kind == "f":
         for a in args:
             if isinstance(a, Tensor) and a._requires_grad:
-                if out.dtype.kind == "f":
-                    result.grad_fn = OpNode(op, args, attrs, result, grad_name)
-                    result._requires_grad = True
+                result.grad_fn = OpNode(op, args, attrs, result, grad_name)
+                result._requires_grad = True
                 break
-    if state.tracer is not None:
-        state.tracer.record(op, args, attrs, result)
+    if _state.tracer is not None:
+        _state.tracer.record(op, args, attrs, result)
     return result
 
 
@@ -233,7 +272,7 @@ class Tensor:
 
     def __init__(self, *args, dtype=None, device=None, requires_grad=False):
         """torch.Tensor(sizes...) is uninitialised float; torch.Tensor(data) copies data."""
-        if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
+        if len(args) == 1 and not isinstance(args[0], (int, np.integer, Size)):
             from ._creation import _to_numpy
             arr = np.array(_to_numpy(args[0], dtype or dt.get_default_dtype()), copy=True)
             if arr.dtype.kind != "f":
@@ -916,7 +955,15 @@ class Tensor:
                                    "the broadcast shape") from None
             self._vbox[0] += 1
             return self
-        result = apply_op(op, (self,) + tuple(args), attrs, grad_name)
+        src = self
+        if tracking and 0 in op.saves:
+            # the gradient rule reads self's value from before the write: save a
+            # copy that keeps self's history (torch's ``original_self``)
+            src = Tensor._make(self._data.copy(), self._requires_grad, self.grad_fn)
+            src._acc = self._acc
+            if self.__dict__:
+                src.__dict__.update(self.__dict__)
+        result = apply_op(op, (src,) + tuple(args), attrs, grad_name)
         _check_cast(result.dtype, self.dtype, name)
         return self._assign(result)
 

@@ -81,6 +81,12 @@ def register(op: OpDef) -> OpDef:
         op.infer = _elementwise_infer(op)
     if op.infer is None:
         raise ValueError(f"op {op.name} needs a shape/dtype rule")
+    # facts the eager dispatcher reads on every call, computed once here
+    op._ew = op.is_elementwise
+    op._view = op.category == "view"
+    op._diff = op.grad is not None
+    op._eager_infer = op.extra.get("eager_infer", True)
+    op._grad_fn_name = op.grad_fn_name
     REGISTRY[op.name] = op
     return op
 

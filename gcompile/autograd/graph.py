@@ -1,9 +1,11 @@
 """The tape: grad_fn nodes, saved tensors with version checks, and the engine."""
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections import defaultdict
 
+from ir import dtypes as _dt
 from ir.registry import GradBuilder, vjp
 
 from .._state import state
@@ -17,13 +19,21 @@ _FREED_MSG = (
 
 
 class Meta:
-    """Shape and dtype of an input whose value the gradient rule does not need."""
+    """Shape and dtype of an input whose value the gradient rule does not need.
 
-    __slots__ = ("shape", "dtype")
+    Built on every recorded op, so it keeps NumPy's shape tuple and dtype and
+    converts the dtype only when a rule asks for it.
+    """
 
-    def __init__(self, shape, dtype):
+    __slots__ = ("shape", "_npd")
+
+    def __init__(self, shape, np_dtype):
         self.shape = shape
-        self.dtype = dtype
+        self._npd = np_dtype
+
+    @property
+    def dtype(self):
+        return _dt.from_numpy(self._npd)
 
     def __getattr__(self, name):
         raise RuntimeError(f"gradient rule read the value of an unsaved input ({name}); "
@@ -77,17 +87,19 @@ def _type_name(d):
                        "uint8": "ByteTensor", "int8": "CharTensor"}.get(name, name)
 
 
+_seq_counter = itertools.count(1)
+
+
 class Node:
     """Base of every grad_fn. ``next_functions`` like torch: ((node, 0), ...)."""
 
-    _seq = 0
+    num_outputs = 1
+    _retain = None          # weakref to a non-leaf tensor with retain_grad()
+    _pre_hooks = ()         # hooks on the gradient of this node's output (a list once set)
+    _next = ()
 
     def __init__(self):
-        Node._seq += 1
-        self._seq_nr = Node._seq
-        self._pre_hooks = []        # hooks on the gradient of this node's output
-        self._retain = None         # weakref to a non-leaf tensor with retain_grad()
-        self._next = ()
+        self._seq_nr = next(_seq_counter)
 
     @property
     def next_functions(self):
@@ -100,6 +112,8 @@ class Node:
         return f"<{self.name()} object at {hex(id(self))}>"
 
     def register_hook(self, fn):
+        if not isinstance(self._pre_hooks, list):
+            self._pre_hooks = []
         self._pre_hooks.append(fn)
         return _Handle(self._pre_hooks, fn)
 
@@ -120,48 +134,65 @@ class _Handle:
 
 
 class OpNode(Node):
-    """grad_fn of a registered op: applies its gradient rule through the builder."""
+    """grad_fn of a registered op: applies its gradient rule through the builder.
+
+    Built for every op recorded with grad on, so the constructor is kept lean:
+    inputs the rule does not read are kept as shape/dtype only (Meta), saved
+    ones behind a version check (SavedTensor).
+    """
+
+    _next_nr = None
 
     def __init__(self, op, inputs, attrs, out, name=None):
-        super().__init__()
+        self._seq_nr = next(_seq_counter)
         self.op = op
         self.attrs = attrs
-        self._name = name or op.grad_fn_name
+        self._name = name
         nxt = []
-        mask = []
-        nrs = None
+        needs = []
+        meta = []
+        saves = op.saves
+        saved = None
         for i, x in enumerate(inputs):
-            if hasattr(x, "_data") and x._requires_grad:
-                nxt.append(x.grad_fn if x.grad_fn is not None else x._grad_accumulator())
-                mask.append(True)
-                nr = x.__dict__.get("_out_nr", 0) if x.__dict__ else 0
-                if nr:
-                    nrs = nrs or [0] * len(inputs)
-                    nrs[i] = nr
+            if x.__class__ in _NUMBERS:
+                nxt.append(None)
+                needs.append(False)
+                meta.append(x)
+                continue
+            if x._requires_grad:
+                gf = x.grad_fn
+                if gf is None:
+                    nxt.append(x._acc if x._acc is not None else x._grad_accumulator())
+                else:
+                    nxt.append(gf)
+                    if gf.num_outputs != 1:
+                        nr = x.__dict__.get("_out_nr", 0)
+                        if nr:
+                            if self._next_nr is None:
+                                self._next_nr = [0] * len(inputs)
+                            self._next_nr[i] = nr
+                needs.append(True)
             else:
                 nxt.append(None)
-                mask.append(False)
-        self._next = tuple(nxt)
-        self._needs = tuple(mask)
-        if nrs:
-            self._next_nr = tuple(nrs)
-        saves = set()
-        for s in op.saves:
-            if s == -1 or s < len(inputs):
-                saves.add(s)
-        self._saved = {}
-        self._meta = []
-        for i, x in enumerate(inputs):
-            if isinstance(x, (bool, int, float)):
-                self._meta.append(x)
-            elif i in saves:
-                self._saved[i] = SavedTensor(x)
-                self._meta.append(None)
+                needs.append(False)
+            if i in saves:
+                if saved is None:
+                    saved = {}
+                saved[i] = SavedTensor(x)
+                meta.append(None)
             else:
-                self._meta.append(Meta(x.shape, x.dtype))
+                d = x._data
+                meta.append(Meta(d.shape, d.dtype))
         if -1 in saves:
-            self._saved[-1] = SavedTensor(out, is_output=True)
-        self._out_meta = Meta(out.shape, out.dtype)
+            if saved is None:
+                saved = {}
+            saved[-1] = SavedTensor(out, is_output=True)
+        self._next = tuple(nxt)
+        self._needs = needs
+        self._saved = saved
+        self._meta = meta
+        d = out._data
+        self._out_meta = Meta(d.shape, d.dtype)
         self._freed = False
 
     @property
@@ -169,7 +200,7 @@ class OpNode(Node):
         return tuple((n, 0) for n in self._next)
 
     def name(self) -> str:
-        return self._name
+        return self._name or self.op._grad_fn_name
 
     def apply(self, grad):
         if self._freed and self.op.saves:
@@ -184,6 +215,9 @@ class OpNode(Node):
         if self._saved:
             self._saved = None
         self._freed = True
+
+
+_NUMBERS = (bool, int, float)
 
 
 class AccumulateGrad(Node):
@@ -206,8 +240,19 @@ class EagerBuilder(GradBuilder):
     (create_graph=True) they are themselves recorded: double backward."""
 
     def op(self, name, *args, **attrs):
-        from .._tensor import apply_op
+        from .._tensor import Tensor, apply_op
+        if args and isinstance(args[0], Meta) and name in _LIKE:
+            # a rule asked for e.g. zeros_like(x) of an input it did not save:
+            # only its shape and dtype are needed
+            import numpy as np
+            m = args[0]
+            d = attrs.get("dtype") or m.dtype
+            fill = {"zeros_like": 0, "ones_like": 1}.get(name, attrs.get("value"))
+            return Tensor._make(np.full(m.shape, fill, d.np))
         return apply_op(name, args, attrs)
+
+
+_LIKE = ("zeros_like", "ones_like", "full_like")
 
 
 EAGER_BUILDER = EagerBuilder()

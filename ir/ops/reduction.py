@@ -216,3 +216,38 @@ register(OpDef("cumsum", "scan", _cumsum_impl, infer=_scan_infer, grad=_cumsum_g
 register(OpDef("cumprod", "scan", lambda x, dim: np.cumprod(
     x, axis=dim, dtype=np.int64 if x.dtype.kind in "biu" else x.dtype), infer=_scan_infer,
     attrs=("dim",)))
+
+
+# ---- vector norm ---------------------------------------------------------------
+def _vector_norm_impl(x, ord, dims, keepdim):  # noqa: A002
+    a = np.abs(x)
+    if ord == 2:
+        r = np.sqrt(np.sum(x * x, axis=dims, keepdims=keepdim))
+    elif ord == 1:
+        r = np.sum(a, axis=dims, keepdims=keepdim)
+    else:
+        r = np.power(np.sum(np.power(a, ord), axis=dims, keepdims=keepdim), 1.0 / ord)
+    return np.asarray(r).astype(x.dtype, copy=False)
+
+
+def _vector_norm_grad(b, g, xs, out, ord, dims, keepdim):  # noqa: A002
+    """d||x||_p = sign(x)|x|^(p-1) / ||x||^(p-1); 0 where the norm is 0, like torch."""
+    x = xs[0]
+    gk = _keep(b, g, x, dims, keepdim)
+    if ord == 1:
+        return (b.mul(gk, b.sign(x)),)
+    nk = _keep(b, out, x, dims, keepdim)
+    zero = b.eq(nk, 0.0)
+    safe = b.where(zero, 1.0, nk)
+    if ord == 2:
+        scaled = b.div(x, safe)
+    else:
+        num = b.mul(b.sign(x), b.pow(b.abs(x), float(ord) - 1.0))
+        scaled = b.div(num, b.pow(safe, float(ord) - 1.0))
+    return (b.where(zero, 0.0, b.mul(gk, scaled)),)
+
+
+register(OpDef("vector_norm", "reduction", _vector_norm_impl, infer=_infer("float"),
+               grad=_vector_norm_grad, saves=(0, -1), attrs=("ord", "dims", "keepdim"),
+               backward_name="LinalgVectorNormBackward0",
+               doc="p-norm over dims for finite p other than 0 (inf norms use amax/amin)"))
