@@ -1,0 +1,242 @@
+"""The Optimizer base class: parameter groups, state and torch-format state dicts.
+
+Subclasses keep their maths in one module-level function each (``sgd``,
+``adam`` ...) taking lists of tensors, written as whole-tensor in-place ops
+under ``no_grad`` so that a tracer sees one clean update per parameter.
+"""
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .._tensor import Tensor
+from ..autograd import enable_grad, no_grad
+
+__all__ = ["Optimizer", "required"]
+
+
+class _Required:
+    """Marker for a hyper-parameter with no default (torch.optim.optimizer.required)."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _Required()
+
+
+def _get_value(x: Any) -> Any:
+    """A Python number from a float or a 0-d tensor (``.item()``: a graph break
+    under tracing, never a silently baked-in constant)."""
+    return x.item() if isinstance(x, Tensor) else x
+
+
+def _check_lr(lr: Any) -> None:
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        lr = lr.item()
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def _check_unsupported(defaults: dict) -> None:
+    for flag in ("capturable", "differentiable"):
+        if defaults.get(flag):
+            raise NotImplementedError(f"{flag}=True is not supported by gcompile.optim (the "
+                                      "compiler traces the plain update instead)")
+
+
+class Optimizer:
+    """Base class of all optimisers (torch.optim.Optimizer)."""
+
+    def __init__(self, params: Iterable, defaults: dict) -> None:
+        self.defaults = defaults
+        self.state: defaultdict = defaultdict(dict)
+        self.param_groups: list[dict] = []
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of "
+                            f"Tensors or dicts, but got {type(params).__name__}")
+        param_groups = list(params)
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for group in param_groups:
+            self.add_param_group(group)
+
+    # ---- groups -----------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group of parameters with its own hyper-parameters (e.g. a
+        different lr while fine-tuning); missing keys take the defaults."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            param_group["params"] = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
+        else:
+            param_group["params"] = list(params)
+        for p in param_group["params"]:
+            if not isinstance(p, Tensor):
+                raise TypeError("optimizer can only optimize Tensors, but one of the params is "
+                                f"{type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor")
+        for name, default in self.defaults.items():
+            if default is required and name not in param_group:
+                raise ValueError("parameter group didn't specify a value of required "
+                                 f"optimization parameter {name}")
+            param_group.setdefault(name, default)
+        ids = [id(p) for p in param_group["params"]]
+        if len(set(ids)) != len(ids):
+            import warnings
+            warnings.warn("optimizer contains a parameter group with duplicate parameters; in "
+                          "future, this will cause an error", stacklevel=3)
+        seen = set()
+        for group in self.param_groups:
+            seen.update(id(p) for p in group["params"])
+        if not seen.isdisjoint(ids):
+            raise ValueError("some parameters appear in more than one parameter group")
+        if "lr" in param_group:
+            _check_lr(param_group["lr"])
+        self.param_groups.append(param_group)
+
+    # ---- gradients --------------------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset gradients: to None by default (torch >= 2.0), else to zeros."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    g = p.grad
+                    if g.grad_fn is not None:
+                        g.detach_()
+                    else:
+                        g.requires_grad_(False)
+                    g.zero_()
+
+    def step(self, closure: Callable | None = None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _closure_loss(self, closure: Callable | None):
+        if closure is None:
+            return None
+        with enable_grad():
+            return closure()
+
+    # ---- state dicts ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """``{'state': {index: {...}}, 'param_groups': [{..., 'params': [index...]}]}``,
+        parameters numbered in group order, like torch. Tensors are shared
+        with the optimiser (save or deep-copy to snapshot)."""
+        mapping: dict[int, int] = {}
+        groups = []
+        start = 0
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            for i, p in enumerate(group["params"], start):
+                mapping.setdefault(id(p), i)
+            packed["params"] = [mapping[id(p)] for p in group["params"]]
+            start += len(packed["params"])
+            groups.append(packed)
+        state = {mapping[id(p)]: s for p, s in self.state.items() if id(p) in mapping}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore state saved by :meth:`state_dict` (tensors are copied, float
+        state cast to its parameter's dtype, ``step`` kept as is)."""
+        if not isinstance(state_dict, dict) or "param_groups" not in state_dict \
+                or "state" not in state_dict:
+            raise ValueError("optimizer state dict must be a dict with 'state' and "
+                             "'param_groups' keys")
+        groups = self.param_groups
+        saved_groups = state_dict["param_groups"]
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups "
+                             f"({len(saved_groups)} vs {len(groups)} in the optimizer)")
+        for g, sg in zip(groups, saved_groups):
+            if len(g["params"]) != len(sg["params"]):
+                raise ValueError("loaded state dict contains a parameter group that doesn't "
+                                 f"match the size of optimizer's group ({len(sg['params'])} vs "
+                                 f"{len(g['params'])} parameters)")
+        id_map = {}
+        for g, sg in zip(groups, saved_groups):
+            for old, p in zip(sg["params"], g["params"]):
+                id_map[old] = p
+
+        def cast(param, value, key):
+            if isinstance(value, Tensor):
+                if key != "step" and param.dtype.is_floating_point and \
+                        value.dtype.is_floating_point:
+                    return value.detach().to(param.dtype, copy=True)
+                return value.detach().clone()
+            if isinstance(value, dict):
+                return {k: cast(param, v, k) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(cast(param, v, key) for v in value)
+            return copy.deepcopy(value)
+
+        state: defaultdict = defaultdict(dict)
+        for k, v in state_dict["state"].items():
+            key = int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k
+            if key in id_map:
+                p = id_map[key]
+                state[p] = cast(p, v, None)
+            else:
+                state[key] = copy.deepcopy(v)
+        new_groups = []
+        for g, sg in zip(groups, saved_groups):
+            ng = {k: copy.deepcopy(v) if not isinstance(v, Tensor) else v.detach().clone()
+                  for k, v in sg.items() if k != "params"}
+            ng["params"] = g["params"]
+            new_groups.append(ng)
+        self.state = state
+        self.param_groups = new_groups
+
+    # ---- misc -------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        return {"defaults": self.defaults, "state": self.state,
+                "param_groups": self.param_groups}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        lines = [self.__class__.__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(group):
+                if key != "params":
+                    lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+    def _params_with_grad(self, group: dict) -> tuple[list, list]:
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is not None:
+                params.append(p)
+                grads.append(p.grad)
+        return params, grads
+
+
+def _zero_step():
+    """torch keeps ``state['step']`` as a float32 0-d tensor."""
+    from .._creation import tensor
+    return tensor(0.0)
+
+
+def _inc_step(step_t: Tensor) -> float:
+    """Advance a step counter in place and return its new value as a float."""
+    with no_grad():
+        step_t.add_(1)
+    return _get_value(step_t)

@@ -1,0 +1,443 @@
+"""``gcompile.save`` / ``gcompile.load``: safe checkpoints, never pickle.
+
+A checkpoint is one safetensors file. Tensor data lives in the safetensors
+body; the structure around it (dicts, lists, tuples, numbers, strings, None,
+dtypes) is JSON in the safetensors metadata under ``gcompile.structure``,
+and a SHA-256 over structure and tensor bytes under ``gcompile.sha256``
+catches truncation and tampering. Tensors are named by their path in the
+structure (``fc.weight``, ``state.0.exp_avg``), so a saved ``state_dict()`` is
+an ordinary safetensors state dict other frameworks can read, and a plain
+safetensors file written elsewhere loads as a dict of tensors.
+
+Loading only ever builds tensors, numbers, strings and containers: an entry
+that names anything else (a class, a function) is refused, so nothing in a
+file can run code. Writes go to a temporary file in the target directory
+and are renamed into place, so an interrupted save leaves the old file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import safetensors.numpy as st_numpy
+
+from ir import dtypes as dt
+
+from ._tensor import Size, Tensor
+
+__all__ = ["save", "load", "SerializationError"]
+
+_FORMAT = "gcompile"
+_FORMAT_VERSION = "1"
+_KEY_STRUCT = "gcompile.structure"
+_KEY_HASH = "gcompile.sha256"
+_KEY_VERSION = "gcompile.version"
+_CHUNK = 1 << 24
+_MAX_DEPTH = 500
+
+
+class SerializationError(RuntimeError):
+    """A checkpoint that cannot be saved or loaded safely (corrupt, truncated,
+    tampered, or asking for something other than data)."""
+
+
+# ---------------------------------------------------------------------------
+# encoding
+# ---------------------------------------------------------------------------
+class _Encoder:
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self.by_id: dict[int, str] = {}
+        self.keep: list = []  # keep encoded objects alive so ids stay unique
+
+    def _name(self, path: str) -> str:
+        name = path or "tensor"
+        if name in self.arrays:
+            i = 1
+            while f"{name}#{i}" in self.arrays:
+                i += 1
+            name = f"{name}#{i}"
+        return name
+
+    def _array(self, obj: Any, arr: np.ndarray, path: str) -> str:
+        name = self.by_id.get(id(obj))
+        if name is None:
+            name = self._name(path)
+            self.arrays[name] = np.ascontiguousarray(arr)
+            self.by_id[id(obj)] = name
+            self.keep.append(obj)
+        return name
+
+    def encode(self, obj: Any, path: str, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise SerializationError(f"gcompile.save: structure nested deeper than {_MAX_DEPTH} "
+                                     f"levels at '{path}'")
+        if obj is None or isinstance(obj, (bool, str)):
+            return obj
+        if isinstance(obj, int) and type(obj) is int:
+            return obj
+        if type(obj) is float:
+            if math.isfinite(obj):
+                return obj
+            return {"kind": "float", "value": repr(obj)}
+        if isinstance(obj, Tensor):
+            name = self._array(obj, obj.detach()._data, path)
+            node = {"kind": "tensor", "name": name}
+            if obj.requires_grad:
+                node["requires_grad"] = True
+            if type(obj).__name__ == "Parameter" and type(obj).__module__.startswith("gcompile"):
+                node["parameter"] = True
+            return node
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.kind not in "biuf" or obj.dtype.kind == "u" and obj.dtype != np.uint8:
+                raise SerializationError(f"gcompile.save: numpy array at '{path}' has dtype "
+                                         f"{obj.dtype}, which a safe checkpoint cannot hold")
+            return {"kind": "ndarray", "name": self._array(obj, obj, path)}
+        if isinstance(obj, np.generic):
+            return {"kind": "npscalar", "name": self._array(obj, np.asarray(obj), path)}
+        if isinstance(obj, dt.DType):
+            return {"kind": "dtype", "name": obj.name}
+        if isinstance(obj, Size):
+            return {"kind": "size", "items": [int(s) for s in obj]}
+        if isinstance(obj, (bytes, bytearray)):
+            return {"kind": "bytes", "hex": bytes(obj).hex()}
+        if type(obj).__name__ == "device" and type(obj).__module__.startswith("gcompile"):
+            return {"kind": "device", "name": str(obj)}
+        if isinstance(obj, dict):  # dict, OrderedDict, Counter, defaultdict: saved as data
+            keys, values = [], []
+            for k, v in obj.items():
+                if not (k is None or isinstance(k, (str, int, float, bool, tuple))):
+                    raise SerializationError(f"gcompile.save: dict key {k!r} at '{path}' is a "
+                                             f"{type(k).__name__}; keys must be str, int, "
+                                             "float, bool, None or tuples of them")
+                keys.append(self.encode(k, path, depth + 1))
+                values.append(self.encode(v, _join(path, k), depth + 1))
+            return {"kind": "odict" if isinstance(obj, OrderedDict) else "dict", "keys": keys,
+                    "values": values}
+        if isinstance(obj, (list, tuple)):  # namedtuples are saved as plain tuples
+            items = [self.encode(v, _join(path, i), depth + 1) for i, v in enumerate(obj)]
+            return {"kind": "list" if isinstance(obj, list) else "tuple", "items": items}
+        hint = ""
+        if hasattr(obj, "state_dict"):
+            hint = " (save its state_dict() instead)"
+        raise SerializationError(
+            f"gcompile.save: cannot store an object of type {type(obj).__module__}."
+            f"{type(obj).__qualname__} at '{path or '<root>'}'{hint}: checkpoints hold only "
+            "tensors, numpy arrays, numbers, strings, None, dtypes and dict/list/tuple "
+            "containers of them, so that loading never runs code")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _digest(structure: str, arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the structure JSON and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    h.update(structure.encode())
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(b"\0" + name.encode() + b"\0" + a.dtype.str.encode() + b"\0"
+                 + repr(tuple(a.shape)).encode() + b"\0")
+        h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data if a.size else b"")
+    return h.hexdigest()
+
+
+def _serialize(obj: Any) -> bytes:
+    enc = _Encoder()
+    structure = json.dumps(enc.encode(obj, ""), separators=(",", ":"), allow_nan=False)
+    meta = {"format": _FORMAT, _KEY_VERSION: _FORMAT_VERSION, _KEY_STRUCT: structure,
+            _KEY_HASH: _digest(structure, enc.arrays)}
+    return st_numpy.save(enc.arrays, metadata=meta)
+
+
+def _write_all(f: Any, blob: bytes) -> None:
+    """Write ``blob`` in chunks (a separate function so tests can make it fail)."""
+    view = memoryview(blob)
+    for start in range(0, len(view), _CHUNK):
+        f.write(view[start:start + _CHUNK])
+
+
+def _atomic_write(path: str, blob: bytes) -> None:
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_all(f, blob)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable; best effort (not every filesystem allows it)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def save(obj: Any, f: Any, pickle_module: Any = None, pickle_protocol: int = 2,
+         _use_new_zipfile_serialization: bool = True) -> None:
+    """Save tensors, state dicts, optimiser state and nested containers of them
+    to ``f`` (a path, or a writable binary file object), atomically for paths.
+
+    ``pickle_module``/``pickle_protocol`` are accepted for torch compatibility
+    and ignored: nothing is pickled.
+    """
+    blob = _serialize(obj)
+    if hasattr(f, "write"):
+        _write_all(f, blob)
+        if hasattr(f, "flush"):
+            f.flush()
+        return
+    if not isinstance(f, (str, bytes, os.PathLike)):
+        raise TypeError(f"gcompile.save: f must be a path or a file object, got "
+                        f"{type(f).__name__}")
+    _atomic_write(f, blob)
+
+
+# ---------------------------------------------------------------------------
+# decoding
+# ---------------------------------------------------------------------------
+def _read(f: Any) -> tuple[bytes, str]:
+    if hasattr(f, "read"):
+        data = f.read()
+        name = getattr(f, "name", None)
+        return bytes(data), repr(name) if isinstance(name, str) else "<file object>"
+    if not isinstance(f, (str, bytes, os.PathLike)):
+        raise TypeError(f"gcompile.load: f must be a path or a file object, got "
+                        f"{type(f).__name__}")
+    with open(f, "rb") as fh:
+        return fh.read(), repr(os.fsdecode(f))
+
+
+def _check_container(blob: bytes, where: str) -> dict:
+    """Validate the safetensors framing ourselves so errors say what is wrong."""
+    def bad(msg: str) -> SerializationError:
+        return SerializationError(f"gcompile.load: {where} is not a valid checkpoint: {msg}")
+
+    if blob[:4] == b"PK\x03\x04" or blob[:1] == b"\x80":
+        raise bad("it is a pickle/zip file (torch.save's format); gcompile never unpickles. "
+                  "Re-save it as safetensors (safetensors.torch.save_file(state_dict, path)) "
+                  "and load that")
+    if len(blob) < 8:
+        raise bad(f"truncated: the file is only {len(blob)} bytes, shorter than the 8-byte "
+                  "safetensors header length")
+    n = int.from_bytes(blob[:8], "little")
+    if n > len(blob) - 8:
+        raise bad(f"truncated: the header says it is {n} bytes long but only "
+                  f"{len(blob) - 8} bytes follow")
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(f"corrupt safetensors header (not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise bad("corrupt safetensors header (not a JSON object)")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            a, b = info["data_offsets"]
+            end = max(end, int(b))
+        except (TypeError, KeyError, ValueError):
+            raise bad(f"corrupt safetensors header entry for tensor {name!r}") from None
+    body = len(blob) - 8 - n
+    if body < end:
+        raise bad(f"truncated: tensor data should be {end} bytes but the file holds only "
+                  f"{body} (the file was cut short)")
+    if body > end:
+        raise bad(f"{body - end} unexpected trailing bytes after the tensor data")
+    return header
+
+
+class _Decoder:
+    def __init__(self, arrays: dict[str, np.ndarray], where: str) -> None:
+        self.arrays = arrays
+        self.where = where
+        self.made: dict[str, Any] = {}
+
+    def refuse(self, path: str, what: str) -> SerializationError:
+        return SerializationError(
+            f"gcompile.load: refused {self.where}: the entry at '{path or '<root>'}' {what}. "
+            "Checkpoints may hold only tensors, numbers, strings, None, dtypes and "
+            "dict/list/tuple containers; nothing in a file may name a type, class or "
+            "function to call")
+
+    def decode(self, node: Any, path: str, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise self.refuse(path, f"is nested deeper than {_MAX_DEPTH} levels")
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        if isinstance(node, list):
+            raise self.refuse(path, "is a bare JSON list (not written by gcompile.save)")
+        if not isinstance(node, dict):
+            raise self.refuse(path, f"is a {type(node).__name__}")
+        kind = node.get("kind")
+        fields = set(node)
+        if kind in ("tensor", "ndarray", "npscalar"):
+            self.expect(node, path, {"kind", "name"}, {"requires_grad", "parameter"})
+            return self.tensor(node, path, kind)
+        if kind == "float":
+            self.expect(node, path, {"kind", "value"})
+            if node["value"] not in ("inf", "-inf", "nan"):
+                raise self.refuse(path, f"has a bad float value {node['value']!r}")
+            return float(node["value"])
+        if kind in ("dict", "odict"):
+            self.expect(node, path, {"kind", "keys", "values"})
+            keys, values = node["keys"], node["values"]
+            if not isinstance(keys, list) or not isinstance(values, list) \
+                    or len(keys) != len(values):
+                raise self.refuse(path, "is a malformed dict entry")
+            out = OrderedDict() if kind == "odict" else {}
+            for k, v in zip(keys, values):
+                key = self.decode(k, path, depth + 1)
+                if isinstance(key, list):
+                    raise self.refuse(path, "has a list as a dict key")
+                out[key] = self.decode(v, _join(path, key), depth + 1)
+            return out
+        if kind in ("list", "tuple"):
+            self.expect(node, path, {"kind", "items"})
+            if not isinstance(node["items"], list):
+                raise self.refuse(path, "is a malformed sequence entry")
+            items = [self.decode(v, _join(path, i), depth + 1)
+                     for i, v in enumerate(node["items"])]
+            return items if kind == "list" else tuple(items)
+        if kind == "size":
+            self.expect(node, path, {"kind", "items"})
+            if not isinstance(node["items"], list) or not all(
+                    type(i) is int for i in node["items"]):
+                raise self.refuse(path, "is a malformed Size entry")
+            return Size(node["items"])
+        if kind == "dtype":
+            self.expect(node, path, {"kind", "name"})
+            if node["name"] not in {d.name for d in dt.all_dtypes}:
+                raise self.refuse(path, f"names an unknown dtype {node['name']!r}")
+            return dt.as_dtype(node["name"])
+        if kind == "bytes":
+            self.expect(node, path, {"kind", "hex"})
+            try:
+                return bytes.fromhex(node["hex"])
+            except (TypeError, ValueError):
+                raise self.refuse(path, "is a malformed bytes entry") from None
+        if kind == "device":
+            self.expect(node, path, {"kind", "name"})
+            from ._device import device
+            return device(str(node["name"]))
+        named = {k: node[k] for k in fields & {"class", "module", "type", "function",
+                                               "callable", "reduce", "args"}}
+        what = f"asks for kind {kind!r}" + (f" with {named}" if named else "")
+        raise self.refuse(path, what)
+
+    def expect(self, node: dict, path: str, required: set, optional: set = frozenset()) -> None:
+        keys = set(node)
+        if not required <= keys or keys - required - set(optional):
+            raise self.refuse(path, f"has unexpected fields {sorted(keys - required)} for kind "
+                                    f"{node.get('kind')!r}")
+
+    def tensor(self, node: dict, path: str, kind: str) -> Any:
+        name = node["name"]
+        if not isinstance(name, str) or name not in self.arrays:
+            raise SerializationError(f"gcompile.load: {self.where} is corrupt: the structure "
+                                     f"refers to tensor {name!r} at '{path}', which the file "
+                                     "does not contain")
+        key = (kind, name)
+        if key in self.made:
+            return self.made[key]
+        arr = self.arrays[name]
+        if kind == "ndarray":
+            out: Any = arr
+        elif kind == "npscalar":
+            out = arr[()]
+        else:
+            out = Tensor._make(arr)
+            if node.get("parameter"):
+                try:
+                    from .nn import Parameter
+                    out = Parameter(out, requires_grad=bool(node.get("requires_grad")))
+                except ImportError:
+                    out.requires_grad = bool(node.get("requires_grad"))
+            elif node.get("requires_grad"):
+                out.requires_grad = True
+        self.made[key] = out
+        return out
+
+
+def _check_map_location(map_location: Any) -> None:
+    if map_location is None or callable(map_location) or isinstance(map_location, (str, dict)):
+        return
+    if type(map_location).__name__ == "device":
+        return
+    raise TypeError(f"gcompile.load: map_location should be a string, a device, a dict or a "
+                    f"callable, got {type(map_location).__name__}")
+
+
+def load(f: Any, map_location: Any = None, pickle_module: Any = None, *,
+         weights_only: bool | None = None, mmap: bool | None = None, **kwargs: Any) -> Any:
+    """Load what :func:`save` wrote, or a plain ``.safetensors`` state dict
+    written by any framework (returned as a dict of tensors).
+
+    Loading is always weights-only: ``weights_only`` is accepted, and
+    ``weights_only=False`` does not enable pickle. ``map_location`` is
+    accepted; tensors always load on the CPU, where gcompile keeps them.
+    """
+    _check_map_location(map_location)
+    blob, where = _read(f)
+    header = _check_container(blob, where)
+    try:
+        arrays = st_numpy.load(blob)
+    except Exception as e:  # safetensors' own validation (dtype, shapes, overlaps)
+        raise SerializationError(f"gcompile.load: {where} is not a valid checkpoint: "
+                                 f"safetensors rejected it ({e})") from None
+    for name, arr in list(arrays.items()):
+        if not arr.flags.writeable or not arr.flags.c_contiguous:
+            arrays[name] = np.array(arr, copy=True)
+        if arr.dtype not in (d.np for d in dt.all_dtypes):
+            raise SerializationError(f"gcompile.load: {where}: tensor {name!r} has dtype "
+                                     f"{arr.dtype}, which gcompile does not support")
+    meta = header.get("__metadata__") or {}
+    if _KEY_STRUCT not in meta:
+        order = sorted((k for k in header if k != "__metadata__"),
+                       key=lambda k: tuple(header[k]["data_offsets"]))
+        return {k: Tensor._make(arrays[k]) for k in order}
+    structure = meta[_KEY_STRUCT]
+    if meta.get(_KEY_VERSION) != _FORMAT_VERSION:
+        raise SerializationError(f"gcompile.load: {where} was written by an unsupported "
+                                 f"gcompile format version {meta.get(_KEY_VERSION)!r}")
+    if meta.get(_KEY_HASH) != _digest(structure, arrays):
+        raise SerializationError(f"gcompile.load: {where} is corrupt or was tampered with: the "
+                                 "SHA-256 of its structure and tensor data does not match the "
+                                 "checksum recorded when it was saved")
+    try:
+        tree = json.loads(structure)
+    except json.JSONDecodeError as e:
+        raise SerializationError(f"gcompile.load: {where} is corrupt: bad structure JSON "
+                                 f"({e})") from None
+    return _Decoder(arrays, where).decode(tree, "")
+
+
+def _bytes_roundtrip(obj: Any) -> Any:
+    """save + load through memory (handy for deep-copying a checkpoint)."""
+    buf = io.BytesIO()
+    save(obj, buf)
+    buf.seek(0)
+    return load(buf)
