@@ -397,7 +397,10 @@ class Tensor:
     def contiguous(self, memory_format=None):
         if self.is_contiguous():
             return self
-        return apply_op("clone", (self,), grad_name="CloneBackward0")
+        out = apply_op("clone", (self,), grad_name="CloneBackward0")
+        # clone keeps a dense tensor's strides (torch's preserve_format); here we need C order
+        out._data = np.ascontiguousarray(out._data)
+        return out
 
     def __len__(self) -> int:
         if self.dim() == 0:
@@ -941,7 +944,7 @@ class Tensor:
             isinstance(a, Tensor) and a.requires_grad for a in args))
         if (not tracking and state.tracer is None and isinstance(op.impl, np.ufunc)
                 and op.is_elementwise):
-            cdt, odt = _ew_plan(op, (self,) + tuple(args))
+            cdt, odt, _ = _ew_plan(op, (self,) + tuple(args))
             _check_cast(odt, self.dtype, name)
             arrays = [a._data if isinstance(a, Tensor) else (cdt.np.type(a) if cdt else a)
                       for a in args]

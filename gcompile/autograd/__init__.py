@@ -11,7 +11,7 @@ from .graph import AccumulateGrad, Node, run_backward
 __all__ = ["backward", "grad", "Function", "FunctionCtx", "once_differentiable", "gradcheck",
            "gradgradcheck", "no_grad", "enable_grad", "set_grad_enabled", "inference_mode",
            "is_grad_enabled", "is_inference_mode_enabled", "Node", "set_detect_anomaly",
-           "detect_anomaly"]
+           "detect_anomaly", "Variable"]
 
 
 def _as_list(x):
@@ -119,6 +119,16 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         out.append(g)
     del single
     return tuple(out)
+
+
+def Variable(data, requires_grad: bool = False, volatile: bool = False):
+    """The pre-0.4 ``Variable`` wrapper: today just a tensor (sharing ``data``'s
+    memory) with ``requires_grad`` set, as in torch."""
+    from .._tensor import Tensor
+    t = Tensor._make(data._data)
+    if requires_grad:
+        t.requires_grad = True
+    return t
 
 
 class set_detect_anomaly:
