@@ -1,0 +1,686 @@
+"""Neural-network primitives that need their own kernel.
+
+Fused activations (elementwise, with a scalar ``expr``), softmax and
+log_softmax, im2col/col2im (convolution is im2col + a BLAS matmul, so the
+compiler sees two schedulable ops), pooling with argmax indices, embedding
+lookup, and whole-sequence recurrent scans (LSTM, GRU, Elman RNN) whose
+backward runs the same loop in reverse. Every forward op's gradient is written
+in terms of other registered ops, so eager autograd and the graph autodiff
+pass share it.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..registry import OpDef, register
+
+SQRT1_2 = 1.0 / math.sqrt(2.0)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _same(specs, attrs):
+    return tuple(specs[0][0]), specs[0][1]
+
+
+# ---- erf: exact in float64, a 1.5e-7 approximation in lower precision ----------
+_erf_exact = np.frompyfunc(math.erf, 1, 1)
+
+
+def np_erf(x: np.ndarray) -> np.ndarray:
+    """erf for arrays: math.erf element by element for float64 (exact, for
+    gradcheck), Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7) otherwise."""
+    if x.dtype == np.float64:
+        return _erf_exact(x).astype(np.float64) if x.size else x.copy()
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
+               + 0.254829592) * t * np.exp(-a * a)
+    return np.copysign(y, x).astype(x.dtype, copy=False)
+
+
+# ---- fused activations -----------------------------------------------------------
+def _gelu_impl(x, approximate="none"):
+    if approximate == "tanh":
+        inner = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+        return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype, copy=False)
+    return (0.5 * x * (1.0 + np_erf(x * x.dtype.type(SQRT1_2)))).astype(x.dtype, copy=False)
+
+
+def _gelu_backward_impl(g, x, approximate="none"):
+    if approximate == "tanh":
+        x2 = x * x
+        inner = SQRT_2_OVER_PI * (x + 0.044715 * x2 * x)
+        t = np.tanh(inner)
+        d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x2)
+    else:
+        cdf = 0.5 * (1.0 + np_erf(x * x.dtype.type(SQRT1_2)))
+        d = cdf + x * np.exp(-0.5 * x * x) * INV_SQRT_2PI
+    return (g * d).astype(g.dtype, copy=False)
+
+
+_GELU_EXPR = ("(0.5 * {0} * (1.0 + tanh(%r * ({0} + 0.044715 * {0} * {0} * {0}))) "
+              "if {approximate} == 'tanh' else 0.5 * {0} * (1.0 + erf({0} * %r)))"
+              % (SQRT_2_OVER_PI, SQRT1_2))
+_GELU_BWD_EXPR = (
+    "({0} * (0.5 * (1.0 + tanh(%(c)r * ({1} + 0.044715 * {1} * {1} * {1}))) + 0.5 * {1} * "
+    "(1.0 - tanh(%(c)r * ({1} + 0.044715 * {1} * {1} * {1})) ** 2) * %(c)r * "
+    "(1.0 + 0.134145 * {1} * {1})) if {approximate} == 'tanh' else "
+    "{0} * (0.5 * (1.0 + erf({1} * %(s)r)) + {1} * exp(-0.5 * {1} * {1}) * %(p)r))"
+    % {"c": SQRT_2_OVER_PI, "s": SQRT1_2, "p": INV_SQRT_2PI})
+
+register(OpDef("gelu", "unary", _gelu_impl, expr=_GELU_EXPR, dtype_rule="same",
+               attrs=("approximate",), saves=(0,), float_only=True,
+               grad=lambda b, g, xs, out, approximate="none": (
+                   b.gelu_backward(g, xs[0], approximate=approximate),)))
+register(OpDef("gelu_backward", "binary", _gelu_backward_impl, expr=_GELU_BWD_EXPR,
+               dtype_rule="same", attrs=("approximate",), float_only=True))
+
+
+def _leaky_impl(x, negative_slope=0.01):
+    return np.where(x > 0, x, x * x.dtype.type(negative_slope))
+
+
+register(OpDef("leaky_relu", "unary", _leaky_impl,
+               expr="({0} if {0} > 0 else {0} * {negative_slope})", dtype_rule="same",
+               attrs=("negative_slope",), saves=(0,),
+               grad=lambda b, g, xs, out, negative_slope=0.01: (
+                   b.where(b.gt(xs[0], 0.0), g, b.mul(g, float(negative_slope))),)))
+
+
+def _elu_impl(x, alpha=1.0):
+    return np.where(x > 0, x, x.dtype.type(alpha) * np.expm1(np.minimum(x, 0)))
+
+
+register(OpDef("elu", "unary", _elu_impl, expr="({0} if {0} > 0 else {alpha} * expm1({0}))",
+               dtype_rule="same", attrs=("alpha",), saves=(0, -1),
+               grad=lambda b, g, xs, out, alpha=1.0: (
+                   b.where(b.gt(xs[0], 0.0), g, b.mul(g, b.add(out, float(alpha)))),)))
+
+
+def _softplus_impl(x, beta=1.0, threshold=20.0):
+    bx = x * x.dtype.type(beta)
+    soft = (np.log1p(np.exp(-np.abs(bx))) + np.maximum(bx, 0)) / x.dtype.type(beta)
+    return np.where(bx > threshold, x, soft).astype(x.dtype, copy=False)
+
+
+register(OpDef("softplus", "unary", _softplus_impl,
+               expr="({0} if {0} * {beta} > {threshold} else "
+                    "(log1p(exp(-abs({0} * {beta}))) + maximum({0} * {beta}, 0.0)) / {beta})",
+               dtype_rule="same", attrs=("beta", "threshold"), saves=(0,),
+               grad=lambda b, g, xs, out, beta=1.0, threshold=20.0: (
+                   b.where(b.gt(b.mul(xs[0], float(beta)), float(threshold)), g,
+                           b.mul(g, b.sigmoid(b.mul(xs[0], float(beta))))),)))
+
+
+def _silu_impl(x):
+    with np.errstate(over="ignore"):
+        return (x / (1.0 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+register(OpDef("silu", "unary", _silu_impl, expr="({0} * sigmoid({0}))", dtype_rule="same",
+               saves=(0,),
+               grad=lambda b, g, xs, out: (
+                   b.mul(g, b.mul(b.sigmoid(xs[0]),
+                                  b.add(b.mul(xs[0], b.rsub(b.sigmoid(xs[0]), 1.0)), 1.0))),)))
+
+
+# ---- softmax / log_softmax ------------------------------------------------------
+def _softmax_impl(x, dim):
+    m = np.max(x, axis=dim, keepdims=True) if x.size else x
+    e = np.exp(x - np.where(np.isfinite(m), m, 0))
+    return (e / np.sum(e, axis=dim, keepdims=True)).astype(x.dtype, copy=False)
+
+
+def _log_softmax_impl(x, dim):
+    if x.size == 0:
+        return x.copy()
+    m = np.max(x, axis=dim, keepdims=True)
+    s = x - np.where(np.isfinite(m), m, 0)
+    return (s - np.log(np.sum(np.exp(s), axis=dim, keepdims=True))).astype(x.dtype, copy=False)
+
+
+def _softmax_grad(b, g, xs, out, dim):
+    return (b.mul(out, b.sub(g, b.sum(b.mul(g, out), dims=(dim,), keepdim=True))),)
+
+
+def _log_softmax_grad(b, g, xs, out, dim):
+    return (b.sub(g, b.mul(b.exp(out), b.sum(g, dims=(dim,), keepdim=True))),)
+
+
+def _float_same(specs, attrs):
+    shape, d = specs[0]
+    if not d.is_floating_point:
+        raise RuntimeError(f"softmax: expected a floating-point input, got {d}")
+    return tuple(shape), d
+
+
+register(OpDef("softmax", "other", _softmax_impl, infer=_float_same, grad=_softmax_grad,
+               saves=(-1,), attrs=("dim",)))
+register(OpDef("log_softmax", "other", _log_softmax_impl, infer=_float_same,
+               grad=_log_softmax_grad, saves=(-1,), attrs=("dim",)))
+
+
+# ---- im2col / col2im ---------------------------------------------------------------
+def conv_out_size(n, k, s, p, d, ceil_mode=False):
+    eff = d * (k - 1) + 1
+    span = n + 2 * p - eff
+    if ceil_mode:
+        o = -(-span // s) + 1
+        if (o - 1) * s >= n + p:  # the last window must start inside the input or left pad
+            o -= 1
+        return o
+    return span // s + 1
+
+
+def _spatial_out(spatial, kernel, stride, padding, dilation, ceil_mode=False):
+    return tuple(conv_out_size(n, k, s, p, d, ceil_mode)
+                 for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation))
+
+
+def _window_slices(offsets, out, stride, dilation):
+    return tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                 for o, n, s, d in zip(offsets, out, stride, dilation))
+
+
+def _im2col_impl(x, kernel, stride, padding, dilation):
+    n, c = x.shape[:2]
+    out = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
+    if any(p for p in padding):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    cols = np.empty((n, c) + tuple(kernel) + out, x.dtype)
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        cols[(slice(None), slice(None)) + offs] = x[
+            (slice(None), slice(None)) + _window_slices(offs, out, stride, dilation)]
+    return cols.reshape(n, c * int(np.prod(kernel)), int(np.prod(out)))
+
+
+def _col2im_impl(cols, spatial, kernel, stride, padding, dilation):
+    n = cols.shape[0]
+    k = int(np.prod(kernel))
+    c = cols.shape[1] // k
+    out = _spatial_out(spatial, kernel, stride, padding, dilation)
+    cols = cols.reshape((n, c) + tuple(kernel) + out)
+    padded = tuple(s + 2 * p for s, p in zip(spatial, padding))
+    res = np.zeros((n, c) + padded, cols.dtype)
+    for offs in itertools.product(*(range(kk) for kk in kernel)):
+        res[(slice(None), slice(None)) + _window_slices(offs, out, stride, dilation)] += \
+            cols[(slice(None), slice(None)) + offs]
+    if any(p for p in padding):
+        res = res[(slice(None), slice(None)) + tuple(slice(p, p + s)
+                                                     for p, s in zip(padding, spatial))]
+        res = np.ascontiguousarray(res)
+    return res
+
+
+def _im2col_infer(specs, attrs):
+    shape, d = specs[0]
+    nsp = len(attrs["kernel"])
+    if len(shape) != nsp + 2:
+        raise RuntimeError(f"im2col: expected a {nsp + 2}-D input (N, C, spatial...), got shape "
+                           f"{tuple(shape)}")
+    out = _spatial_out(shape[2:], attrs["kernel"], attrs["stride"], attrs["padding"],
+                       attrs["dilation"])
+    if any(o <= 0 for o in out):
+        raise RuntimeError(
+            f"im2col: input spatial size {tuple(shape[2:])} (padding {tuple(attrs['padding'])}) "
+            f"is smaller than the kernel {tuple(attrs['kernel'])} with dilation "
+            f"{tuple(attrs['dilation'])}: output size would be {out}")
+    return (shape[0], shape[1] * int(np.prod(attrs["kernel"])), int(np.prod(out))), d
+
+
+def _col2im_infer(specs, attrs):
+    shape, d = specs[0]
+    k = int(np.prod(attrs["kernel"]))
+    return (shape[0], shape[1] // k) + tuple(attrs["spatial"]), d
+
+
+_CONV_ATTRS = ("kernel", "stride", "padding", "dilation")
+
+register(OpDef("im2col", "other", _im2col_impl, infer=_im2col_infer, attrs=_CONV_ATTRS,
+               grad=lambda b, g, xs, out, kernel, stride, padding, dilation: (
+                   b.col2im(g, spatial=tuple(xs[0].shape[2:]), kernel=kernel, stride=stride,
+                            padding=padding, dilation=dilation),),
+               doc="sliding windows (N, C, *S) -> (N, C*prod(kernel), L); torch's unfold"))
+register(OpDef("col2im", "other", _col2im_impl, infer=_col2im_infer,
+               attrs=("spatial",) + _CONV_ATTRS,
+               grad=lambda b, g, xs, out, spatial, kernel, stride, padding, dilation: (
+                   b.im2col(g, kernel=kernel, stride=stride, padding=padding,
+                            dilation=dilation),),
+               doc="adjoint of im2col: sum windows back into (N, C, *spatial); torch's fold"))
+
+
+# ---- pooling -------------------------------------------------------------------------
+def _pool_windows(x, kernel, stride, padding, dilation, ceil_mode, fill):
+    """(N, C, *out, prod(kernel)) copy of every window, padded with ``fill``."""
+    nsp = len(kernel)
+    spatial = x.shape[2:]
+    out = _spatial_out(spatial, kernel, stride, padding, dilation, ceil_mode)
+    # extra right padding so ceil_mode windows stay in bounds
+    need = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out, stride, dilation, kernel)]
+    right = [max(nd - (n + p), 0) for nd, n, p in zip(need, spatial, padding)]
+    if any(padding) or any(right):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(p, r) for p, r in zip(padding, right)],
+                   constant_values=fill)
+    kk = int(np.prod(kernel))
+    win = np.empty(x.shape[:2] + out + (kk,), x.dtype)
+    for j, offs in enumerate(itertools.product(*(range(k) for k in kernel))):
+        win[..., j] = x[(slice(None), slice(None)) + _window_slices(offs, out, stride, dilation)]
+    del nsp
+    return win, out
+
+
+def _max_pool_indices_impl(x, kernel, stride, padding, dilation, ceil_mode):
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    win, out = _pool_windows(x, kernel, stride, padding, dilation, ceil_mode, fill)
+    local = np.argmax(win, axis=-1)
+    # window offset -> flat index into the (unpadded) spatial plane
+    nsp = len(kernel)
+    koffs = np.array(list(itertools.product(*(range(k) for k in kernel))), np.int64)  # (kk, nsp)
+    flat = np.zeros(local.shape, np.int64)
+    plane_strides = [int(np.prod(x.shape[2 + i + 1:])) for i in range(nsp)]
+    for i in range(nsp):
+        shape = [1] * (2 + nsp)
+        shape[2 + i] = out[i]
+        start = (np.arange(out[i]) * stride[i] - padding[i]).reshape(shape)
+        pos = start + koffs[:, i][local] * dilation[i]
+        flat += pos * plane_strides[i]
+    return flat
+
+
+def _pool_infer(specs, attrs):
+    shape, d = specs[0]
+    nsp = len(attrs["kernel"])
+    if len(shape) != nsp + 2:
+        raise RuntimeError(f"pool: expected a {nsp + 2}-D input, got shape {tuple(shape)}")
+    for k, p in zip(attrs["kernel"], attrs["padding"]):
+        if p > k // 2:
+            raise RuntimeError(f"pad should be at most half of effective kernel size, but got "
+                               f"pad={p}, kernel_size={k}")
+    out = _spatial_out(shape[2:], attrs["kernel"], attrs["stride"], attrs["padding"],
+                       attrs.get("dilation", (1,) * nsp), attrs.get("ceil_mode", False))
+    if any(o <= 0 for o in out):
+        raise RuntimeError(f"pool: output size is too small: input {tuple(shape)}, kernel "
+                           f"{tuple(attrs['kernel'])} gives {out}")
+    return tuple(shape[:2]) + out, d
+
+
+register(OpDef("max_pool_indices", "other", _max_pool_indices_impl,
+               infer=lambda specs, attrs: (_pool_infer(specs, attrs)[0], dt.int64),
+               attrs=_CONV_ATTRS + ("ceil_mode",),
+               doc="flat index (into each H*W.. plane) of every window's first maximum"))
+
+
+def _pool_gather_impl(x, idx):
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1)
+    return np.take_along_axis(flat, idx.reshape(n, c, -1), axis=2).reshape(idx.shape)
+
+
+def _pool_scatter_impl(g, idx, shape):
+    n, c = shape[:2]
+    plane = int(np.prod(shape[2:]))
+    base = (np.arange(n * c, dtype=np.int64) * plane).reshape(n, c, *([1] * (idx.ndim - 2)))
+    res = np.bincount((idx + base).reshape(-1), weights=g.reshape(-1).astype(np.float64),
+                      minlength=n * c * plane)
+    return res.astype(g.dtype).reshape(shape)
+
+
+register(OpDef("pool_gather", "indexing", _pool_gather_impl,
+               infer=lambda specs, attrs: (tuple(specs[1][0]), specs[0][1]), saves=(1,),
+               nondiff_inputs=(1,), backward_name="MaxPool2DWithIndicesBackward0",
+               grad=lambda b, g, xs, out: (
+                   b.pool_scatter(g, xs[1], shape=tuple(xs[0].shape)), None)))
+register(OpDef("pool_scatter", "indexing", _pool_scatter_impl,
+               infer=lambda specs, attrs: (tuple(attrs["shape"]), specs[0][1]), saves=(1,),
+               attrs=("shape",), nondiff_inputs=(1,),
+               grad=lambda b, g, xs, out, shape: (b.pool_gather(g, xs[1]), None)))
+
+
+def _avg_divisor(spatial, out, kernel, stride, padding, ceil_mode, count_include_pad,
+                 divisor_override, dtype):
+    if divisor_override:
+        return dtype.type(divisor_override)
+    # per-output-position window size, clipped like torch
+    sizes = []
+    for n, o, k, s, p in zip(spatial, out, kernel, stride, padding):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, n + p)
+        size_pad = end - start
+        start_c = np.maximum(start, 0)
+        end_c = np.minimum(end, n)
+        sizes.append(size_pad if count_include_pad else end_c - start_c)
+    div = sizes[0].astype(dtype)
+    for sz in sizes[1:]:
+        div = np.multiply.outer(div, sz.astype(dtype))
+    return div
+
+
+def _avg_pool_impl(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    out = _spatial_out(x.shape[2:], kernel, stride, padding, (1,) * len(kernel), ceil_mode)
+    need = [(o - 1) * s + k for o, s, k in zip(out, stride, kernel)]
+    right = [max(nd - (n + p), 0) for nd, n, p in zip(need, x.shape[2:], padding)]
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p + r) for p, r in zip(padding, right)]) \
+        if any(padding) or any(right) else x
+    acc = np.zeros(x.shape[:2] + out, x.dtype)
+    ones = (1,) * len(kernel)
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        acc += xp[(slice(None), slice(None)) + _window_slices(offs, out, stride, ones)]
+    div = _avg_divisor(x.shape[2:], out, kernel, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override, x.dtype)
+    return (acc / div).astype(x.dtype, copy=False)
+
+
+def _avg_pool_backward_impl(g, shape, kernel, stride, padding, ceil_mode, count_include_pad,
+                            divisor_override):
+    spatial = tuple(shape[2:])
+    out = g.shape[2:]
+    div = _avg_divisor(spatial, out, kernel, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override, g.dtype)
+    gd = g / div
+    need = [(o - 1) * s + k for o, s, k in zip(out, stride, kernel)]
+    right = [max(nd - (n + p), 0) for nd, n, p in zip(need, spatial, padding)]
+    padded = tuple(n + 2 * p + r for n, p, r in zip(spatial, padding, right))
+    res = np.zeros(tuple(shape[:2]) + padded, g.dtype)
+    ones = (1,) * len(kernel)
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        res[(slice(None), slice(None)) + _window_slices(offs, out, stride, ones)] += gd
+    crop = tuple(slice(p, p + n) for p, n in zip(padding, spatial))
+    return np.ascontiguousarray(res[(slice(None), slice(None)) + crop])
+
+
+_AVG_ATTRS = ("kernel", "stride", "padding", "ceil_mode", "count_include_pad",
+              "divisor_override")
+
+
+def _avg_grad(b, g, xs, out, **attrs):
+    return (b.avg_pool_backward(g, shape=tuple(xs[0].shape), **attrs),)
+
+
+register(OpDef("avg_pool", "other", _avg_pool_impl, infer=_pool_infer, attrs=_AVG_ATTRS,
+               grad=_avg_grad, backward_name="AvgPool2DBackward0"))
+register(OpDef("avg_pool_backward", "other", _avg_pool_backward_impl,
+               infer=lambda specs, attrs: (tuple(attrs["shape"]), specs[0][1]),
+               attrs=("shape",) + _AVG_ATTRS,
+               grad=lambda b, g, xs, out, shape, **attrs: (b.avg_pool(g, **attrs),)))
+
+
+# ---- embedding ------------------------------------------------------------------------
+def _embedding_impl(weight, idx, padding_idx=None):
+    return np.take(weight, idx, axis=0)
+
+
+def _embedding_infer(specs, attrs):
+    (ws, wd), (ishape, idt) = specs
+    if idt.kind not in "iu":
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the "
+                           f"following scalar types: Long, Int; but got {idt} instead "
+                           "(while checking arguments for embedding)")
+    if len(ws) != 2:
+        raise RuntimeError(f"embedding: 'weight' must be 2-D, got shape {tuple(ws)}")
+    return tuple(ishape) + (ws[1],), wd
+
+
+def _embedding_backward_impl(g, idx, num_weights, padding_idx=None):
+    dim = g.shape[-1]
+    flat = idx.reshape(-1)
+    g2 = g.reshape(-1, dim)
+    if padding_idx is not None:
+        keep = flat != padding_idx
+        flat, g2 = flat[keep], g2[keep]
+    out = np.zeros((num_weights, dim), g.dtype)
+    np.add.at(out, flat, g2)
+    return out
+
+
+register(OpDef("embedding", "indexing", _embedding_impl, infer=_embedding_infer,
+               attrs=("padding_idx",), saves=(1,), nondiff_inputs=(1,),
+               grad=lambda b, g, xs, out, padding_idx=None: (
+                   b.embedding_backward(g, xs[1], num_weights=xs[0].shape[0],
+                                        padding_idx=padding_idx), None)))
+register(OpDef("embedding_backward", "indexing", _embedding_backward_impl,
+               infer=lambda specs, attrs: ((attrs["num_weights"], specs[0][0][-1]), specs[0][1]),
+               attrs=("num_weights", "padding_idx"), saves=(1,), nondiff_inputs=(1,),
+               grad=lambda b, g, xs, out, num_weights, padding_idx=None: (
+                   b.embedding(g, xs[1], padding_idx=padding_idx), None)))
+
+
+# ---- recurrent scans --------------------------------------------------------------------
+# Each takes the input projection for every step (x @ W_ih^T + biases, computed
+# by one matmul outside), the initial state and W_hh, and returns a packed
+# tensor: the states the user sees plus the gate activations backward needs.
+# The backward op returns the gradient of the input projection (and of the
+# initial state in an extra trailing row); the weight gradients are then one
+# large matmul each, outside the loop.
+
+def _sig(x):
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+def _lstm_impl(xw, h0, c0, w_hh):
+    t_len, bsz, h4 = xw.shape
+    h = h4 // 4
+    out = np.empty((t_len, bsz, 6 * h), xw.dtype)   # [h | c | i | f | g | o]
+    w_t = np.ascontiguousarray(w_hh.T)
+    hp, cp = h0, c0
+    for t in range(t_len):
+        gates = xw[t] + hp @ w_t
+        o = out[t]
+        o[:, 2 * h:4 * h] = _sig(gates[:, :2 * h])
+        o[:, 4 * h:5 * h] = np.tanh(gates[:, 2 * h:3 * h])
+        o[:, 5 * h:] = _sig(gates[:, 3 * h:])
+        i, f, g, og = o[:, 2 * h:3 * h], o[:, 3 * h:4 * h], o[:, 4 * h:5 * h], o[:, 5 * h:]
+        c = o[:, h:2 * h]
+        np.multiply(f, cp, out=c)
+        c += i * g
+        np.multiply(og, np.tanh(c), out=o[:, :h])
+        hp, cp = o[:, :h], c
+    return out
+
+
+def _lstm_backward_impl(gout, out, c0, w_hh):
+    """d(input projection) for every step, plus dc0 in row T (first H columns)."""
+    t_len, bsz, h6 = out.shape
+    h = h6 // 6
+    res = np.zeros((t_len + 1, bsz, 4 * h), out.dtype)
+    dh_next = np.zeros((bsz, h), out.dtype)
+    dc_next = np.zeros((bsz, h), out.dtype)
+    for t in range(t_len - 1, -1, -1):
+        o = out[t]
+        c = o[:, h:2 * h]
+        i, f, g, og = o[:, 2 * h:3 * h], o[:, 3 * h:4 * h], o[:, 4 * h:5 * h], o[:, 5 * h:]
+        c_prev = out[t - 1, :, h:2 * h] if t > 0 else c0
+        dh = gout[t, :, :h] + dh_next
+        tc = np.tanh(c)
+        dc = gout[t, :, h:2 * h] + dc_next + dh * og * (1.0 - tc * tc)
+        d = res[t]
+        np.multiply(dc * g, i * (1.0 - i), out=d[:, :h])
+        np.multiply(dc * c_prev, f * (1.0 - f), out=d[:, h:2 * h])
+        np.multiply(dc * i, 1.0 - g * g, out=d[:, 2 * h:3 * h])
+        np.multiply(dh * tc, og * (1.0 - og), out=d[:, 3 * h:])
+        dh_next = d @ w_hh
+        dc_next = dc * f
+    res[t_len, :, :h] = dc_next
+    return res
+
+
+def _lstm_infer(specs, attrs):
+    (xs, d), (hs, _), (cs, _), (ws, _) = specs
+    if len(xs) != 3 or xs[2] % 4 or tuple(ws) != (xs[2], xs[2] // 4) or \
+            tuple(hs) != (xs[1], xs[2] // 4) or tuple(cs) != tuple(hs):
+        raise RuntimeError(f"lstm_scan: inconsistent shapes: projection {tuple(xs)}, h0 "
+                           f"{tuple(hs)}, c0 {tuple(cs)}, weight_hh {tuple(ws)}")
+    return (xs[0], xs[1], 6 * (xs[2] // 4)), d
+
+
+def _h_prev(b, out, h0, h, width):
+    """States h_{t-1} for every step: h0 then out[:-1]'s first h columns."""
+    t_len = out.shape[0]
+    prev = b.getitem(out, index=(("s", 0, t_len - 1, 1), ("s", None, None, None),
+                                 ("s", 0, h, 1)))
+    return b.cat(b.reshape(h0, shape=(1,) + tuple(h0.shape)), prev, dim=0)
+
+
+def _weight_grad(b, dpre, hprev):
+    """sum_t dpre[t]^T @ hprev[t] as one matmul."""
+    t_len, bsz, g = dpre.shape
+    h = hprev.shape[2]
+    d2 = b.reshape(dpre, shape=(t_len * bsz, g))
+    h2 = b.reshape(hprev, shape=(t_len * bsz, h))
+    return b.matmul(b.permute(d2, dims=(1, 0)), h2)
+
+
+def _lstm_grad(b, g, xs, out):
+    xw, h0, c0, w_hh = xs
+    t_len, bsz, h4 = xw.shape
+    h = h4 // 4
+    r = b.lstm_scan_backward(g, out, c0, w_hh)
+    dxw = b.getitem(r, index=(("s", 0, t_len, 1),))
+    dc0 = b.getitem(r, index=(("i", t_len), ("s", None, None, None), ("s", 0, h, 1)))
+    dh0 = b.matmul(b.getitem(r, index=(("i", 0),)), w_hh)
+    dw = _weight_grad(b, dxw, _h_prev(b, out, h0, h, 6 * h))
+    return dxw, dh0, dc0, dw
+
+
+register(OpDef("lstm_scan", "other", _lstm_impl, infer=_lstm_infer, grad=_lstm_grad,
+               saves=(1, 2, 3, -1), backward_name="LstmBackward0",
+               doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh -> (T,B,6H) "
+                   "packed [h, c, i, f, g, o]"))
+register(OpDef("lstm_scan_backward", "other", _lstm_backward_impl,
+               infer=lambda specs, attrs: ((specs[1][0][0] + 1, specs[1][0][1],
+                                            4 * (specs[1][0][2] // 6)), specs[1][1])))
+
+
+def _gru_impl(xw, h0, w_hh, b_hh):
+    t_len, bsz, h3 = xw.shape
+    h = h3 // 3
+    out = np.empty((t_len, bsz, 5 * h), xw.dtype)   # [h | r | z | n | hn]
+    w_t = np.ascontiguousarray(w_hh.T)
+    hp = h0
+    for t in range(t_len):
+        hh = hp @ w_t + b_hh
+        o = out[t]
+        o[:, h:3 * h] = _sig(xw[t, :, :2 * h] + hh[:, :2 * h])
+        r, z = o[:, h:2 * h], o[:, 2 * h:3 * h]
+        o[:, 4 * h:] = hh[:, 2 * h:]
+        n = o[:, 3 * h:4 * h]
+        np.tanh(xw[t, :, 2 * h:] + r * o[:, 4 * h:], out=n)
+        np.add(n, z * (hp - n), out=o[:, :h])
+        hp = o[:, :h]
+    return out
+
+
+def _gru_backward_impl(gout, out, h0, w_hh):
+    """[d(input projection) | d(hidden projection)] per step; dh0 in row T."""
+    t_len, bsz, h5 = out.shape
+    h = h5 // 5
+    res = np.zeros((t_len + 1, bsz, 6 * h), out.dtype)
+    dh_next = np.zeros((bsz, h), out.dtype)
+    for t in range(t_len - 1, -1, -1):
+        o = out[t]
+        r, z, n, hn = o[:, h:2 * h], o[:, 2 * h:3 * h], o[:, 3 * h:4 * h], o[:, 4 * h:]
+        hp = out[t - 1, :, :h] if t > 0 else h0
+        dh = gout[t, :, :h] + dh_next
+        d = res[t]
+        dn = dh * (1.0 - z) * (1.0 - n * n)
+        dz = dh * (hp - n) * z * (1.0 - z)
+        dr = dn * hn * r * (1.0 - r)
+        d[:, :h] = dr
+        d[:, h:2 * h] = dz
+        d[:, 2 * h:3 * h] = dn
+        d[:, 3 * h:4 * h] = dr
+        d[:, 4 * h:5 * h] = dz
+        np.multiply(dn, r, out=d[:, 5 * h:])
+        dh_next = dh * z + d[:, 3 * h:] @ w_hh
+    res[t_len, :, :h] = dh_next
+    return res
+
+
+def _gru_infer(specs, attrs):
+    (xs, d), (hs, _), (ws, _), (bs, _) = specs
+    if len(xs) != 3 or xs[2] % 3 or tuple(ws) != (xs[2], xs[2] // 3) or \
+            tuple(hs) != (xs[1], xs[2] // 3) or tuple(bs) != (xs[2],):
+        raise RuntimeError(f"gru_scan: inconsistent shapes: projection {tuple(xs)}, h0 "
+                           f"{tuple(hs)}, weight_hh {tuple(ws)}, bias_hh {tuple(bs)}")
+    return (xs[0], xs[1], 5 * (xs[2] // 3)), d
+
+
+def _gru_grad(b, g, xs, out):
+    xw, h0, w_hh, b_hh = xs
+    t_len, bsz, h3 = xw.shape
+    h = h3 // 3
+    r = b.gru_scan_backward(g, out, h0, w_hh)
+    steps = (("s", 0, t_len, 1), ("s", None, None, None))
+    dxw = b.getitem(r, index=steps + (("s", 0, 3 * h, 1),))
+    dhh = b.getitem(r, index=steps + (("s", 3 * h, 6 * h, 1),))
+    dh0 = b.getitem(r, index=(("i", t_len), ("s", None, None, None), ("s", 0, h, 1)))
+    dw = _weight_grad(b, dhh, _h_prev(b, out, h0, h, 5 * h))
+    db = b.sum(dhh, dims=(0, 1), keepdim=False)
+    return dxw, dh0, dw, db
+
+
+register(OpDef("gru_scan", "other", _gru_impl, infer=_gru_infer, grad=_gru_grad,
+               saves=(1, 2, -1), backward_name="GruBackward0",
+               doc="GRU over a sequence: (T,B,3H) input projections (with b_ih), h0, W_hh, "
+                   "b_hh -> (T,B,5H) packed [h, r, z, n, W_hn h + b_hn]"))
+register(OpDef("gru_scan_backward", "other", _gru_backward_impl,
+               infer=lambda specs, attrs: ((specs[1][0][0] + 1, specs[1][0][1],
+                                            6 * (specs[1][0][2] // 5)), specs[1][1])))
+
+
+def _rnn_impl(xw, h0, w_hh, nonlinearity="tanh"):
+    t_len, bsz, h = xw.shape
+    out = np.empty((t_len, bsz, h), xw.dtype)
+    w_t = np.ascontiguousarray(w_hh.T)
+    hp = h0
+    for t in range(t_len):
+        pre = xw[t] + hp @ w_t
+        if nonlinearity == "tanh":
+            np.tanh(pre, out=out[t])
+        else:
+            np.maximum(pre, 0, out=out[t])
+        hp = out[t]
+    return out
+
+
+def _rnn_backward_impl(gout, out, w_hh, nonlinearity="tanh"):
+    t_len, bsz, h = out.shape
+    res = np.empty((t_len, bsz, h), out.dtype)
+    dh_next = np.zeros((bsz, h), out.dtype)
+    for t in range(t_len - 1, -1, -1):
+        dh = gout[t] + dh_next
+        if nonlinearity == "tanh":
+            np.multiply(dh, 1.0 - out[t] * out[t], out=res[t])
+        else:
+            np.multiply(dh, out[t] > 0, out=res[t])
+        dh_next = res[t] @ w_hh
+    return res
+
+
+def _rnn_infer(specs, attrs):
+    (xs, d), (hs, _), (ws, _) = specs
+    if len(xs) != 3 or tuple(ws) != (xs[2], xs[2]) or tuple(hs) != (xs[1], xs[2]):
+        raise RuntimeError(f"rnn_scan: inconsistent shapes: projection {tuple(xs)}, h0 "
+                           f"{tuple(hs)}, weight_hh {tuple(ws)}")
+    return tuple(xs), d
+
+
+def _rnn_grad(b, g, xs, out, nonlinearity="tanh"):
+    xw, h0, w_hh = xs
+    h = xw.shape[2]
+    dpre = b.rnn_scan_backward(g, out, w_hh, nonlinearity=nonlinearity)
+    dh0 = b.matmul(b.getitem(dpre, index=(("i", 0),)), w_hh)
+    dw = _weight_grad(b, dpre, _h_prev(b, out, h0, h, h))
+    return dpre, dh0, dw
+
+
+register(OpDef("rnn_scan", "other", _rnn_impl, infer=_rnn_infer, grad=_rnn_grad,
+               saves=(1, 2, -1), attrs=("nonlinearity",), backward_name="RnnBackward0",
+               doc="Elman RNN over a sequence: (T,B,H) projections, h0, W_hh -> (T,B,H)"))
+register(OpDef("rnn_scan_backward", "other", _rnn_backward_impl, attrs=("nonlinearity",),
+               infer=lambda specs, attrs: (tuple(specs[1][0]), specs[1][1])))
