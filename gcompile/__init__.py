@@ -9,6 +9,7 @@ from ir.dtypes import (DType, bool_, float16, float32, float64, get_default_dtyp
 
 from . import _methods  # noqa: F401  (binds operators onto Tensor)
 from . import autograd, cuda
+from . import nn  # noqa: E402
 from ._creation import (arange, as_tensor, bernoulli, empty, empty_like, eye, from_dlpack,
                         from_numpy, full, full_like, linspace, logspace, multinomial, normal,
                         ones, ones_like, poisson, rand, rand_like, randint, randint_like, randn,
