@@ -70,7 +70,7 @@ class _Encoder:
         name = self.by_id.get(id(obj))
         if name is None:
             name = self._name(path)
-            self.arrays[name] = np.ascontiguousarray(arr)
+            self.arrays[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
             self.by_id[id(obj)] = name
             self.keep.append(obj)
         return name
@@ -146,7 +146,7 @@ def _digest(structure: str, arrays: dict[str, np.ndarray]) -> str:
         a = arrays[name]
         h.update(b"\0" + name.encode() + b"\0" + a.dtype.str.encode() + b"\0"
                  + repr(tuple(a.shape)).encode() + b"\0")
-        h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data if a.size else b"")
+        h.update(a.reshape(-1).view(np.uint8).data if a.size else b"")
     return h.hexdigest()
 
 
