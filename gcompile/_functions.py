@@ -308,10 +308,11 @@ def _extreme(name, argname, input, dim=None, keepdim=False):
                     else "MinBackward1")
     d = normalize_dim(dim, x.dim())
     idx = apply_op(argname, (x,), {"dim": d, "keepdim": True})
-    values = apply_op("gather", (x, idx), {"dim": d},
-                      "MaxBackward0" if name == "amax" else "MinBackward0")
+    gname = "MaxBackward0" if name == "amax" else "MinBackward0"
+    values = apply_op("gather", (x, idx), {"dim": d}, gname)
     if not keepdim:
-        values = values.squeeze(d)
+        shape = tuple(values.shape[:d]) + tuple(values.shape[d + 1:])
+        values = apply_op("reshape", (values,), {"shape": shape}, gname)
         idx = idx.squeeze(d)
     return values_indices(values, idx)
 
@@ -372,14 +373,7 @@ def cumprod(input, dim, *, dtype=None):
     x = _t(input)
     if dtype is not None:
         x = x.to(dtype)
-    d = normalize_dim(dim, x.dim())
-    if x.requires_grad:
-        # differentiable form: exp(cumsum(log)) breaks on zeros, so build it from products
-        outs = [x.narrow(d, 0, 1)]
-        for i in range(1, x.shape[d]):
-            outs.append(mul(outs[-1], x.narrow(d, i, 1)))
-        return cat(outs, d)
-    return apply_op("cumprod", (x,), {"dim": d})
+    return apply_op("cumprod", (x,), {"dim": normalize_dim(dim, x.dim())})
 
 
 def sort(input, dim=-1, descending=False, stable=False):

@@ -91,6 +91,7 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
     from .. import autograd
     from .._creation import randn
     from .._tensor import Tensor
+    from .grad_mode import enable_grad
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
     outs = _outputs(func, inputs)
@@ -98,9 +99,11 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
         grad_outputs = [randn(tuple(o.shape), dtype=o.dtype) for o in outs]
 
     def first(*xs):
-        res = _outputs(func, xs)
-        d = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
-        return autograd.grad(res, d, grad_outputs, create_graph=True, allow_unused=True)
+        # the numerical pass runs under no_grad; the first derivative needs a graph
+        with enable_grad():
+            res = _outputs(func, xs)
+            d = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
+            return autograd.grad(res, d, grad_outputs, create_graph=True, allow_unused=True)
 
     del diff
     return gradcheck(first, inputs, eps=eps, atol=atol, rtol=rtol,

@@ -154,7 +154,7 @@ class OpNode(Node):
         saves = op.saves
         saved = None
         for i, x in enumerate(inputs):
-            if x.__class__ in _NUMBERS:
+            if x.__class__ in _NUMBERS or isinstance(x, _NUMBERS):
                 nxt.append(None)
                 needs.append(False)
                 meta.append(x)

@@ -141,12 +141,13 @@ def _index_put_grad(b, g, xs, out, index, accumulate):
 
 
 register(OpDef("getitem", "view", _getitem_impl, infer=_getitem_infer, grad=_getitem_grad,
-               attrs=("index",), backward_name="IndexBackward0", saves=(),
+               attrs=("index",), backward_name="IndexBackward0", saves=tuple(range(1, 16)),
                # eager indices are validated by Tensor.__getitem__; boolean masks
                # have a data-dependent shape the static rule cannot give
                extra={"eager_infer": False}))
 register(OpDef("index_put", "indexing", _index_put_impl, infer=_same, grad=_index_put_grad,
-               attrs=("index", "accumulate"), backward_name="IndexPutBackward0"))
+               attrs=("index", "accumulate"), backward_name="IndexPutBackward0",
+               saves=tuple(range(2, 16))))
 
 
 # ---- joining, copies ---------------------------------------------------------

@@ -213,9 +213,45 @@ def _scan_infer(specs, attrs):
 
 register(OpDef("cumsum", "scan", _cumsum_impl, infer=_scan_infer, grad=_cumsum_grad,
                attrs=("dim",)))
+def _cumprod_backward_impl(g, x, out, dim):
+    """Exact gradient of cumprod, zeros included.
+
+    Without zeros: reverse_cumsum(g * out) / x. Past a slice's first zero z only
+    position z gets gradient: out[z-1] * sum_{j>=z} g[j] prod_{z<i<=j} x[i].
+    """
+    gm = np.moveaxis(g, dim, -1)
+    xm = np.moveaxis(x, dim, -1)
+    om = np.moveaxis(out, dim, -1)
+    shape = xm.shape
+    n = shape[-1]
+    g2, x2, o2 = (a.reshape(-1, n) for a in (gm, xm, om))
+    rev = np.flip(np.cumsum(np.flip(g2 * o2, -1), -1), -1)
+    zero = x2 == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = np.where(zero, 0, rev / np.where(zero, 1, x2)).astype(x.dtype)
+    for r in np.nonzero(zero.any(-1))[0]:
+        z = int(np.argmax(zero[r]))
+        before = o2[r, z - 1] if z > 0 else 1
+        q = np.cumprod(np.concatenate([[1], x2[r, z + 1:]]))
+        res[r, z] = before * np.sum(g2[r, z:] * q)
+        res[r, z + 1:] = 0
+    return np.ascontiguousarray(np.moveaxis(res.reshape(shape), -1, dim))
+
+
+def _cumprod_grad(b, g, xs, out, dim):
+    return (b.cumprod_backward(g, xs[0], out, dim=dim),)
+
+
+def _no_double_backward(b, g, xs, out, **attrs):
+    raise NotImplementedError("cumprod: second derivatives (double backward) are not supported")
+
+
 register(OpDef("cumprod", "scan", lambda x, dim: np.cumprod(
     x, axis=dim, dtype=np.int64 if x.dtype.kind in "biu" else x.dtype), infer=_scan_infer,
-    attrs=("dim",)))
+    grad=_cumprod_grad, saves=(0, -1), attrs=("dim",)))
+register(OpDef("cumprod_backward", "other", _cumprod_backward_impl, attrs=("dim",),
+               infer=lambda specs, attrs: (tuple(specs[1][0]), specs[1][1]),
+               grad=_no_double_backward))
 
 
 # ---- vector norm ---------------------------------------------------------------
