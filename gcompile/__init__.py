@@ -67,3 +67,4 @@ def is_nonzero(input) -> builtins_bool:  # type: ignore[name-defined]  # noqa: F
 
 
 builtins_bool = __builtins__["bool"] if isinstance(__builtins__, dict) else __builtins__.bool
+from .compiler import compile, explain  # noqa: E402,F401,A004

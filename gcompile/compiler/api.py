@@ -1,0 +1,360 @@
+"""``gcompile.compile``: trace once, guard, and run a compiled plan.
+
+A ``CompiledFunction`` keeps one entry per guard signature (argument shapes,
+dtypes, devices and requires_grad, non-tensor arguments, grad mode, the
+``training`` flags and the identity/shape of every parameter). A miss retraces
+(logged on the ``recompiles`` channel with the guard that failed); past
+``RECOMPILE_LIMIT`` entries it warns once and runs eagerly. A graph break
+(``.item()``, ``bool(t)``, ...) makes that signature eager with one warning
+naming the file and line, or raises under ``fullgraph=True``.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._state import state
+from .._tensor import Tensor
+from . import logs
+from .tracer import GraphBreak, GraphBreakError, Tracer
+
+RECOMPILE_LIMIT = 8
+_EAGER = "eager"
+
+
+class GraphBreakWarning(UserWarning):
+    """A compiled function fell back to eager because of a graph break."""
+
+
+class RecompileLimitWarning(UserWarning):
+    """A compiled function hit the recompile limit and now runs eagerly."""
+
+
+# ---- pytrees (tensors inside tuples/lists/dicts) ------------------------------------------
+def _flatten(obj, leaves: list) -> Any:
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        return ("T", len(leaves) - 1)
+    if isinstance(obj, (tuple, list)):
+        kids = tuple(_flatten(o, leaves) for o in obj)
+        if isinstance(obj, tuple) and type(obj) is not tuple and hasattr(obj, "_fields"):
+            return ("N", type(obj), kids)
+        return ("L" if isinstance(obj, list) else "U", kids)
+    if isinstance(obj, dict):
+        return ("D", tuple((k, _flatten(v, leaves)) for k, v in obj.items()))
+    return ("C", obj)
+
+
+def _unflatten(spec, leaves: list) -> Any:
+    tag = spec[0]
+    if tag == "T":
+        return leaves[spec[1]]
+    if tag == "U":
+        return tuple(_unflatten(s, leaves) for s in spec[1])
+    if tag == "L":
+        return [_unflatten(s, leaves) for s in spec[1]]
+    if tag == "N":
+        return spec[1](*[_unflatten(s, leaves) for s in spec[2]])
+    if tag == "D":
+        return {k: _unflatten(s, leaves) for k, s in spec[1]}
+    return spec[1]
+
+
+def _static_key(spec) -> Any:
+    """A hashable guard key for the non-tensor parts of the arguments."""
+    tag = spec[0]
+    if tag == "T":
+        return ("T",)
+    if tag in ("U", "L"):
+        return (tag, tuple(_static_key(s) for s in spec[1]))
+    if tag == "N":
+        return ("N", spec[1], tuple(_static_key(s) for s in spec[2]))
+    if tag == "D":
+        return ("D", tuple((k, _static_key(s)) for k, s in spec[1]))
+    v = spec[1]
+    try:
+        hash(v)
+        return ("C", type(v), v)
+    except TypeError:
+        return ("C", type(v), id(v))
+
+
+def _module_params(obj) -> list[tuple[str, Tensor]]:
+    out: list[tuple[str, Tensor]] = []
+    seen: set[int] = set()
+    if obj is None:
+        return out
+    if hasattr(obj, "named_parameters"):
+        items = list(obj.named_parameters())
+    elif hasattr(obj, "parameters"):
+        items = [(f"p{i}", p) for i, p in enumerate(obj.parameters())]
+    else:
+        items = []
+    if hasattr(obj, "named_buffers"):
+        items += [(n, b) for n, b in obj.named_buffers() if b is not None]
+    for name, t in items:
+        if isinstance(t, Tensor) and id(t) not in seen:
+            seen.add(id(t))
+            out.append((name, t))
+    return out
+
+
+def _training_flags(obj) -> tuple:
+    if obj is None:
+        return ()
+    if hasattr(obj, "modules"):
+        try:
+            return tuple(bool(getattr(m, "training", False)) for m in obj.modules())
+        except TypeError:
+            pass
+    return (bool(getattr(obj, "training", False)),)
+
+
+def _tensor_key(t: Tensor) -> tuple:
+    return (tuple(t._data.shape), t.dtype.name, "cpu", bool(t.requires_grad))
+
+
+def _describe_miss(old: tuple, new: tuple) -> str:
+    names = ("argument tensors", "argument structure", "grad mode", "training flags",
+             "parameters")
+    for i, (a, b) in enumerate(zip(old, new)):
+        if a == b:
+            continue
+        if i == 0:
+            if len(a) != len(b):
+                return f"number of tensor arguments changed: {len(a)} -> {len(b)}"
+            for j, (x, y) in enumerate(zip(a, b)):
+                for what, xv, yv in zip(("shape", "dtype", "device", "requires_grad"), x, y):
+                    if xv != yv:
+                        return f"tensor argument {j}: {what} {xv} -> {yv}"
+        if i == 4:
+            for x, y in zip(a, b):
+                if x != y:
+                    what = ("replaced by another tensor" if x[1] != y[1]
+                            else f"{x[2:]} -> {y[2:]}")
+                    return f"parameter {x[0]!r} changed: {what}"
+            return "the set of parameters changed"
+        return f"{names[i]} changed: {a} -> {b}"
+    return "new signature"
+
+
+class _Entry:
+    """One traced signature: a graph and its executable."""
+
+    def __init__(self, graph, executable, out_spec, n_out, live, writebacks, input_map):
+        self.graph = graph
+        self.executable = executable
+        self.out_spec = out_spec
+        self.n_out = n_out
+        self.live = live  # [(tensor, Value)] captured live tensors
+        self.writebacks = writebacks  # [(tensor, output index)]
+        self.input_map = input_map  # per graph input: ("arg", i) | ("param", i) | ("live", i)
+
+    def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
+        arrays = []
+        for kind, i in self.input_map:
+            if kind == "arg":
+                arrays.append(arg_tensors[i]._data)
+            elif kind == "param":
+                arrays.append(params[i]._data)
+            else:
+                arrays.append(self.live[i][0]._data)
+        outs = self.executable(arrays)
+        for t, k in self.writebacks:
+            np.copyto(t._data, outs[k])
+            t._vbox[0] += 1
+        leaves = []
+        for k in range(self.n_out):
+            src = self.graph.outputs[k]
+            idx = self._input_index.get(id(src))
+            if idx is not None and not self.writebacks:
+                kind, i = self.input_map[idx]
+                leaves.append(arg_tensors[i] if kind == "arg" else
+                              params[i] if kind == "param" else self.live[i][0])
+            else:
+                leaves.append(Tensor._make(outs[k]))
+        return _unflatten(self.out_spec, leaves)
+
+    @functools.cached_property
+    def _input_index(self) -> dict[int, int]:
+        return {id(v): i for i, v in enumerate(self.graph.inputs)}
+
+
+def _interpreter_backend(graph):
+    from ir.interpreter import interpret
+
+    def run(arrays):
+        return interpret(graph, arrays)
+    run.plan = None
+    return run
+
+
+class CompiledFunction:
+    """The callable ``gcompile.compile`` returns (also wraps module-like objects)."""
+
+    def __init__(self, fn: Callable, module=None, *, fullgraph: bool = False,
+                 dynamic: bool = False, backend: str = "plan") -> None:
+        self._fn = fn
+        self._module = module
+        self.fullgraph = fullgraph
+        self.dynamic = dynamic
+        self.backend = backend
+        self._entries: dict[tuple, Any] = {}
+        self._last_key: tuple | None = None
+        self._limit_warned = False
+        self.graph_breaks: list[GraphBreak] = []
+        self.num_traces = 0
+        functools.update_wrapper(self, fn if module is None else type(module).forward,
+                                 updated=())
+
+    # module-like pass-through (parameters(), train(), eval(), ...)
+    def __getattr__(self, name: str):
+        mod = self.__dict__.get("_module")
+        if mod is not None:
+            return getattr(mod, name)
+        raise AttributeError(name)
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return functools.partial(self.__call__, obj)
+
+    @property
+    def entries(self) -> list:
+        return [e for e in self._entries.values() if e is not _EAGER]
+
+    def _signature(self, args, kwargs):
+        leaves: list[Tensor] = []
+        spec = _flatten((args, kwargs), leaves)
+        params = _module_params(self._module)
+        key = (tuple(_tensor_key(t) for t in leaves), _static_key(spec),
+               bool(state.grad_enabled), _training_flags(self._module),
+               tuple((n, id(p)) + _tensor_key(p) for n, p in params))
+        return key, leaves, params
+
+    def __call__(self, *args, **kwargs):
+        if state.tracer is not None:  # nested inside another trace: inline
+            return self._fn(*args, **kwargs)
+        key, leaves, params = self._signature(args, kwargs)
+        entry = self._entries.get(key)
+        if entry is _EAGER:
+            return self._fn(*args, **kwargs)
+        if entry is not None:
+            return entry.run(leaves, [p for _, p in params])
+        return self._miss(key, leaves, params, args, kwargs)
+
+    def _miss(self, key, leaves, params, args, kwargs):
+        name = getattr(self._fn, "__qualname__", type(self._fn).__name__)
+        if state.grad_enabled and (any(t.requires_grad for t in leaves) or
+                                   any(p.requires_grad for _, p in params)):
+            logs.log("recompiles", f"{name}: running eagerly: grad mode is on and an input or "
+                     "parameter requires grad (compile is inference-only; use no_grad())")
+            self._entries[key] = _EAGER
+            return self._fn(*args, **kwargs)
+        traced = sum(1 for e in self._entries.values() if e is not _EAGER)
+        if traced >= RECOMPILE_LIMIT:
+            if not self._limit_warned:
+                self._limit_warned = True
+                warnings.warn(f"gcompile.compile: {name} hit the recompile limit "
+                              f"({RECOMPILE_LIMIT}); running eagerly from now on for new "
+                              "signatures", RecompileLimitWarning, stacklevel=3)
+            self._entries[key] = _EAGER
+            return self._fn(*args, **kwargs)
+        if self._last_key is not None:
+            logs.log("recompiles", f"{name}: recompiling ({traced + 1}): "
+                     f"{_describe_miss(self._last_key, key)}")
+        self._last_key = key
+        result, entry, brk = self._trace(name, leaves, params, args, kwargs)
+        if brk is not None:
+            self.graph_breaks.append(brk)
+            logs.log("graph_breaks", f"{name}: graph break: {brk}")
+            warnings.warn_explicit(
+                f"gcompile.compile: graph break in {name}: {brk.what} needs a concrete value "
+                "while tracing; this signature runs eagerly", GraphBreakWarning,
+                brk.filename, brk.lineno)
+            self._entries[key] = _EAGER
+        else:
+            self._entries[key] = entry
+        return result
+
+    def _trace(self, name, leaves, params, args, kwargs):
+        tracer = Tracer(name=_safe_name(name), fullgraph=self.fullgraph)
+        input_map = []
+        for i, t in enumerate(leaves):
+            if tracer._lookup(t) is None:
+                tracer.bind_input(t, f"arg{i}")
+                input_map.append(("arg", i))
+        for i, (pname, p) in enumerate(params):
+            if tracer._lookup(p) is None:
+                tracer.bind_input(p, pname.replace(".", "_"))
+                input_map.append(("param", i))
+        prev = state.tracer
+        state.tracer = tracer
+        try:
+            result = self._fn(*args, **kwargs)
+        finally:
+            state.tracer = prev
+        self.num_traces += 1
+        if tracer.breaks:
+            return result, None, tracer.breaks[0]
+        out_leaves: list[Tensor] = []
+        out_spec = _flatten(result, out_leaves)
+        live, writebacks = tracer.finish(out_leaves)
+        graph = tracer.graph
+        for j, (_, v) in enumerate(live):
+            input_map.append(("live", j))
+            del v
+        # graph.inputs order: bound args/params first (in bind order), then live captures
+        traced_text = str(graph)
+        executable = self._build(graph)
+        entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
+                       input_map)
+        entry.traced_text = traced_text
+        return result, entry, None
+
+    def _build(self, graph):
+        if self.backend == "interpreter":
+            return _interpreter_backend(graph)
+        from .backend import build_executable
+        return build_executable(graph)
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "graph"
+
+
+def compile(fn_or_module=None, *, fullgraph: bool = False, dynamic: bool = False,
+            backend: str = "plan", mode: str | None = None, **_unused):
+    """Compile a function or a module-like object (``forward`` + parameters).
+
+    Works as ``compile(fn)``, ``@compile`` and ``@compile(fullgraph=True)``.
+    ``dynamic`` is accepted for torch compatibility: graphs are specialised to
+    shapes, but generated kernels are generic in sizes, so a new shape retraces
+    without compiling new kernels.
+    """
+    if fn_or_module is None:
+        return lambda f: compile(f, fullgraph=fullgraph, dynamic=dynamic, backend=backend)
+    if backend not in ("plan", "interpreter", "inductor", "eager"):
+        raise ValueError(f"gcompile.compile: unknown backend {backend!r}")
+    if backend == "inductor":
+        backend = "plan"
+    if backend == "eager":
+        return fn_or_module
+    is_module = hasattr(fn_or_module, "forward") and (
+        hasattr(fn_or_module, "named_parameters") or hasattr(fn_or_module, "parameters"))
+    if is_module:
+        fn = fn_or_module if callable(fn_or_module) else fn_or_module.forward
+        return CompiledFunction(fn, fn_or_module, fullgraph=fullgraph, dynamic=dynamic,
+                                backend=backend)
+    if not callable(fn_or_module):
+        raise TypeError(f"gcompile.compile: expected a callable or a module, got "
+                        f"{type(fn_or_module).__name__}")
+    return CompiledFunction(fn_or_module, fullgraph=fullgraph, dynamic=dynamic, backend=backend)
+
+
+__all__ = ["compile", "CompiledFunction", "GraphBreakError", "GraphBreakWarning",
+           "RecompileLimitWarning", "RECOMPILE_LIMIT"]

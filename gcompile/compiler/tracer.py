@@ -1,0 +1,189 @@
+"""The tracer: records every op that ``apply_op`` dispatches into an ``ir.Graph``.
+
+It is installed as ``gcompile._state.state.tracer`` while a function runs once
+eagerly with the real inputs, so the first call's results are eager results.
+Tensors it has not seen (closure tensors, tensors made by creation functions)
+are lifted to graph inputs; after the trace, those that died with the call
+become constants (their data as first seen), the others stay live inputs so
+later in-place updates are seen. In-place writes are functionalised: the
+tensor's value becomes the new SSA value, and writes to inputs are written back.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ir.graph import Graph, Value
+
+_PKG_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(p))) + os.sep
+                  for p in (__file__,))
+_IR_DIR = os.path.join(os.path.dirname(_PKG_DIRS[0].rstrip(os.sep)), "ir") + os.sep
+
+
+class GraphBreakError(RuntimeError):
+    """Raised under ``fullgraph=True`` when the traced code needs a concrete value."""
+
+
+@dataclass
+class GraphBreak:
+    what: str
+    filename: str
+    lineno: int
+
+    def __str__(self) -> str:
+        return f"{self.what} at {self.filename}:{self.lineno}"
+
+
+def user_frame() -> tuple[str, int]:
+    """File and line of the innermost caller outside gcompile/ and ir/."""
+    f = sys._getframe(1)
+    while f is not None:
+        fn = os.path.abspath(f.f_code.co_filename)
+        if not (fn.startswith(_PKG_DIRS[0]) or fn.startswith(_IR_DIR)):
+            return f.f_code.co_filename, f.f_lineno
+        f = f.f_back
+    return "<unknown>", 0
+
+
+@dataclass
+class _Capture:
+    ref: weakref.ref
+    value: Value
+    snapshot: np.ndarray
+
+
+@dataclass
+class TraceResult:
+    graph: Graph
+    input_kinds: list = field(default_factory=list)
+
+
+class Tracer:
+    """Collects a graph; ``record``/``record_mutation``/``graph_break`` are the hooks."""
+
+    def __init__(self, name: str = "graph", fullgraph: bool = False) -> None:
+        self.graph = Graph(name)
+        self.fullgraph = fullgraph
+        self.env: dict[int, tuple[weakref.ref, Value]] = {}
+        self.breaks: list[GraphBreak] = []
+        self.captures: list[_Capture] = []
+        self.bound: list[tuple[object, Value]] = []  # (tensor, input value) for args/params
+        self.mutated: dict[int, tuple[object, Value]] = {}  # id(input value) -> (tensor, value)
+
+    # ---- values ------------------------------------------------------------------
+    def bind_input(self, t, name: str) -> Value:
+        """Make tensor ``t`` a graph input named ``name``."""
+        known = self._lookup(t)
+        if known is not None:
+            return known
+        v = self.graph.add_input(tuple(t._data.shape), t.dtype, name)
+        self._set(t, v)
+        self.bound.append((t, v))
+        return v
+
+    def _lookup(self, t) -> Value | None:
+        e = self.env.get(id(t))
+        if e is not None and e[0]() is t:
+            return e[1]
+        return None
+
+    def _set(self, t, v: Value) -> None:
+        self.env[id(t)] = (weakref.ref(t), v)
+
+    def value_of(self, t) -> Value:
+        v = self._lookup(t)
+        if v is not None:
+            return v
+        v = self.graph.add_input(tuple(t._data.shape), t.dtype, f"captured{len(self.captures)}")
+        self.captures.append(_Capture(weakref.ref(t), v, np.array(t._data, copy=True)))
+        self._set(t, v)
+        return v
+
+    # ---- hooks called by gcompile._tensor ---------------------------------------------
+    def record(self, op, args, attrs, result) -> None:
+        if self.breaks:
+            return
+        from .._tensor import Tensor
+        ins = []
+        for a in args:
+            if isinstance(a, Tensor):
+                ins.append(self.value_of(a))
+            elif isinstance(a, (bool, int, float)):
+                ins.append(a)
+            else:
+                self.graph_break(f"{op.name} with a {type(a).__name__} operand")
+                return
+        v = self.graph.add_node(op.name, ins, dict(attrs), shape=tuple(result._data.shape),
+                                dtype=result.dtype)
+        self._set(result, v)
+
+    def record_mutation(self, tensor, new_value) -> None:
+        if self.breaks:
+            return
+        if tensor._base is not None and self._lookup(tensor._base) is not None:
+            self.graph_break("in-place write into a view of a traced tensor")
+            return
+        old = self.value_of(tensor)
+        if new_value is None:
+            nv = self.graph.add_const(tensor._data)
+        else:
+            nv = self.value_of(new_value)
+            shape = tuple(tensor._data.shape)
+            if nv.shape != shape:
+                nv = self.graph.add_node("expand", [nv], {"shape": shape})
+            if nv.dtype is not tensor.dtype:
+                nv = self.graph.add_node("cast", [nv], {"dtype": tensor.dtype})
+            if nv.kind != "node":
+                nv = self.graph.add_node("clone", [nv])
+        root = old
+        prev = self.mutated.get(id(tensor))
+        if prev is not None:
+            root = prev[1]
+        self.mutated[id(tensor)] = (tensor, root)
+        self._set(tensor, nv)
+
+    def graph_break(self, what: str) -> None:
+        if self.breaks:
+            return
+        filename, lineno = user_frame()
+        brk = GraphBreak(what, filename, lineno)
+        if self.fullgraph:
+            raise GraphBreakError(
+                f"gcompile.compile(fullgraph=True): graph break: {what} at {filename}:{lineno} "
+                "needs a concrete value while tracing; remove the data-dependent Python use or "
+                "use fullgraph=False to fall back to eager")
+        self.breaks.append(brk)
+
+    # ---- finishing ---------------------------------------------------------------------
+    def finish(self, output_tensors) -> tuple[list, list]:
+        """Set graph outputs: the returned tensors, then the final values of mutated
+        inputs. Returns (live captured tensors, [(tensor, output index)] write-backs)."""
+        outs = [self.value_of(t) for t in output_tensors]
+        live = []
+        for cap in self.captures:
+            t = cap.ref()
+            if t is None:
+                # died with the call: it was a local; bake its first-seen data
+                self._to_const(cap.value, cap.snapshot)
+            else:
+                live.append((t, cap.value))
+        writebacks = []
+        input_ids = {id(v) for v in self.graph.inputs}
+        for tensor, root in self.mutated.values():
+            if id(root) not in input_ids:
+                continue  # a tensor made inside the function: nothing to write back
+            writebacks.append((tensor, len(outs)))
+            outs.append(self._lookup(tensor))
+        self.graph.set_outputs(outs)
+        return live, writebacks
+
+    def _to_const(self, v: Value, data: np.ndarray) -> None:
+        g = self.graph
+        g.inputs = [x for x in g.inputs if x is not v]
+        v.kind = "const"
+        v.data = data
+        g.constants.append(v)

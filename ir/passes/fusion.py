@@ -1,0 +1,406 @@
+"""Fusion: partition a graph's nodes into groups that each become one step.
+
+Group kinds:
+
+- ``elementwise``: elementwise nodes over one iteration shape (operands from
+  outside the group may broadcast into it); values used outside the group
+  are stored (multi-output kernels).
+- ``rows``: reductions over one set of consecutive dims ``dims`` of one shape
+  ``shape``, with the elementwise producers of their inputs (recomputed in
+  each reduce loop), elementwise consumers of the reduced values at full
+  shape (the final map loop) and row-level scalar math on the reduced values
+  (e.g. ``rsqrt(var + eps)``). Softmax and LayerNorm become one group each.
+- ``matmul``: one BLAS call (its elementwise consumers form the next group,
+  which the memory planner runs in place on the BLAS output: the epilogue).
+- ``view``: reshape/permute/expand/getitem: no kernel, a strided view that
+  the consuming kernel indexes (absorbed into kernel indexing).
+- ``library``: any other op, run through its NumPy implementation.
+
+Groups never form a cycle: a merge is refused when a path leaves the merged
+set and comes back. ``Fusion.reasons`` says, for every node that ended up
+alone, why it was not fused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..graph import Graph, Node, Value
+from ..registry import REGISTRY
+
+VIEW_OPS = ("reshape", "permute", "expand", "getitem")
+ROW_REDUCTIONS = ("sum", "mean", "amax", "amin", "var", "std", "prod")
+KERNEL_DTYPES = ("float32", "float64", "bool", "int64", "int32")
+
+
+@dataclass(eq=False)
+class Group:
+    id: int
+    kind: str
+    nodes: list[Node] = field(default_factory=list)
+    shape: tuple[int, ...] = ()
+    dims: tuple[int, ...] = ()
+    role: dict[int, str] = field(default_factory=dict)  # id(node) -> elem|red|row|alias
+    outputs: list[Value] = field(default_factory=list)
+
+    @property
+    def row_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        keep = tuple(1 if i in self.dims else s for i, s in enumerate(self.shape))
+        drop = tuple(s for i, s in enumerate(self.shape) if i not in self.dims)
+        return keep, drop
+
+    def describe(self) -> str:
+        ops = " ".join(n.op for n in self.nodes)
+        extra = f" over dims {self.dims}" if self.kind == "rows" else ""
+        shape = f" {list(self.shape)}" if self.kind in ("elementwise", "rows") else ""
+        return f"group {self.id} [{self.kind}{shape}{extra}]: {ops}"
+
+
+@dataclass
+class Fusion:
+    groups: list[Group]
+    reasons: dict[str, str]  # value name of a node left alone -> why
+
+    def group_of(self, node: Node) -> Group:
+        for g in self.groups:
+            if any(n is node for n in g.nodes):
+                return g
+        raise KeyError(node)
+
+    def __str__(self) -> str:
+        lines = [g.describe() for g in self.groups]
+        for name, why in self.reasons.items():
+            lines.append(f"  %{name} not fused: {why}")
+        return "\n".join(lines)
+
+
+def is_fusible_elementwise(n: Node) -> bool:
+    op = REGISTRY[n.op]
+    if not ((op.is_elementwise and op.expr is not None) or n.op == "clone"):
+        return False
+    if n.out.dtype.name not in KERNEL_DTYPES or n.out.numel == 0:
+        return False
+    return all(a.dtype.name in KERNEL_DTYPES for a in n.value_inputs)
+
+
+def row_reduction_dims(n: Node) -> tuple[int, ...] | None:
+    """The reduced dims if ``n`` is a reduction a rows kernel can run, else None."""
+    if n.op not in ROW_REDUCTIONS or not n.value_inputs:
+        return None
+    x = n.inputs[0]
+    if not isinstance(x, Value) or not x.dtype.is_floating_point or x.numel == 0:
+        return None
+    if x.dtype.name not in ("float32", "float64") or n.out.dtype is not x.dtype:
+        return None
+    dims = tuple(sorted(n.attrs.get("dims") or ()))
+    if not dims:
+        return None
+    if list(dims) != list(range(dims[0], dims[0] + len(dims))):
+        return None  # not one consecutive run: can't collapse into one row by a view
+    return dims
+
+
+def _padded(shape, ndim):
+    return (1,) * (ndim - len(shape)) + tuple(shape)
+
+
+class _Fuser:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.groups: list[Group] = []
+        self.gof: dict[int, Group] = {}
+        self.reasons: dict[str, str] = {}
+        self.pos = {id(n): i for i, n in enumerate(graph.nodes)}
+
+    def new_group(self, kind, n, role_of: str = "elem", **kw) -> Group:
+        g = Group(len(self.groups), kind, **kw)
+        self.groups.append(g)
+        if n is not None:
+            self.add(g, n, role_of)
+        return g
+
+    def add(self, g: Group, n: Node, role: str) -> None:
+        g.nodes.append(n)
+        g.role[id(n)] = role
+        self.gof[id(n)] = g
+
+    def producer_group(self, v) -> Group | None:
+        if isinstance(v, Value) and v.producer is not None:
+            return self.gof.get(id(v.producer))
+        return None
+
+    def creates_cycle(self, members: set[int], n: Node) -> bool:
+        """Would {members} + n (node ids) have a path that leaves and re-enters?"""
+        inside = set(members) | {id(n)}
+        nodes = {id(m): m for g in self.groups for m in g.nodes}
+        nodes[id(n)] = n
+        # walk forward from users of members that are outside the set; n's producers are
+        # all placed earlier, so a re-entry can only reach n itself
+        stack = []
+        for mid in members:
+            m = nodes[mid]
+            for u in m.out.users:
+                if id(u) not in inside:
+                    stack.append(u)
+        seen = set()
+        while stack:
+            u = stack.pop()
+            if id(u) in seen:
+                continue
+            seen.add(id(u))
+            if id(u) in inside:
+                return True
+            if self.pos[id(u)] > self.pos[id(n)]:
+                continue  # later than n: cannot feed n
+            for w in u.out.users:
+                if id(w) == id(n) or id(w) in inside:
+                    return True
+                stack.append(w)
+        return False
+
+    def merge(self, groups: list[Group], into: Group) -> None:
+        for g in groups:
+            if g is into:
+                continue
+            for m in g.nodes:
+                role = g.role[id(m)]
+                into.nodes.append(m)
+                into.role[id(m)] = role
+                self.gof[id(m)] = into
+            g.nodes = []
+        into.nodes.sort(key=lambda m: self.pos[id(m)])
+
+    # ---- elementwise -------------------------------------------------------------
+    def elem_role_ok(self, g: Group, n: Node) -> bool:
+        """Can n join rows group g as a full-shape element stmt?"""
+        keep, _ = g.row_shapes
+        for a in n.value_inputs:
+            if self.producer_group(a) is not g:
+                continue
+            role = g.role[id(a.producer)]
+            if role == "elem":
+                if a.shape != g.shape:
+                    return False
+            elif _padded(a.shape, len(g.shape)) != keep:
+                return False
+        return True
+
+    def row_role_ok(self, g: Group, n: Node) -> bool:
+        keep, drop = g.row_shapes
+        if n.out.shape not in (keep, drop):
+            return False
+        for a in n.value_inputs:
+            if self.producer_group(a) is not g or g.role[id(a.producer)] == "elem":
+                return False
+            if a.shape != n.out.shape:
+                return False
+        return True
+
+    def join_elementwise(self, n: Node) -> None:
+        S = n.out.shape
+        cands = []
+        for a in n.value_inputs:
+            g = self.producer_group(a)
+            if g is not None and g.kind in ("elementwise", "rows") and g not in cands:
+                cands.append(g)
+        if not cands:
+            self.new_group("elementwise", n, shape=S)
+            return
+        # row-level math on reduced values (post stmts)
+        for g in cands:
+            if g.kind == "rows" and g.shape != S and self.row_role_ok(g, n):
+                if not self.creates_cycle({id(m) for m in g.nodes}, n):
+                    self.add(g, n, "row")
+                    return
+        compat = []
+        rows = None
+        for g in cands:
+            if g.kind == "elementwise" and g.shape == S:
+                compat.append(g)
+            elif g.kind == "rows" and g.shape == S and self.elem_role_ok(g, n):
+                if rows is None:
+                    rows = g
+                    compat.append(g)
+        # try the full merge, then each candidate alone (largest first)
+        options = [compat] if len(compat) > 1 else []
+        options += [[g] for g in sorted(compat, key=lambda g: -len(g.nodes))]
+        for opt in options:
+            members = {id(m) for g in opt for m in g.nodes}
+            if self.creates_cycle(members, n):
+                continue
+            into = next((g for g in opt if g.kind == "rows"), opt[0])
+            self.merge(opt, into)
+            self.add(into, n, "elem")
+            return
+        g = self.new_group("elementwise", n, shape=S)
+        if compat:
+            self.reasons[n.out.name] = "fusing with its producers would create a cycle"
+        else:
+            shapes = sorted({str(list(c.shape)) for c in cands})
+            self.reasons[n.out.name] = (f"its shape {list(S)} differs from its producers' "
+                                        f"group shapes {', '.join(shapes)}")
+        del g
+
+    # ---- reductions ------------------------------------------------------------------
+    def join_reduction(self, n: Node, dims: tuple[int, ...]) -> None:
+        x = n.inputs[0]
+        X = x.shape
+        g = self.producer_group(x)
+        if g is not None and g.shape == X and (
+                g.kind == "elementwise" or (g.kind == "rows" and g.dims == dims
+                                            and g.role[id(x.producer)] == "elem")):
+            members = {id(m) for m in g.nodes}
+            if not self.creates_cycle(members, n):
+                g.kind = "rows"
+                g.dims = dims
+                self.add(g, n, "red")
+                return
+            self.reasons[n.out.name] = "fusing into its producer's loop would create a cycle"
+        elif g is not None and g.kind in ("elementwise", "rows"):
+            self.reasons[n.out.name] = (f"its input's group has shape {list(g.shape)}"
+                                        + (f" over dims {g.dims}" if g.kind == "rows" else "")
+                                        + f", this reduction runs over {list(X)} dims {dims}")
+        self.new_group("rows", n, shape=X, dims=dims, role_of="red")
+
+    def alias_ok(self, n: Node) -> Group | None:
+        """A reshape that only re-inserts reduced size-1 dims of a row value."""
+        if n.op != "reshape":
+            return None
+        x = n.inputs[0]
+        g = self.producer_group(x)
+        if g is None or g.kind != "rows" or g.role[id(x.producer)] == "elem":
+            return None
+        keep, drop = g.row_shapes
+        if x.shape in (keep, drop) and n.out.shape in (keep, drop):
+            return g
+        return None
+
+    def run(self) -> Fusion:
+        for n in self.graph.nodes:
+            op = REGISTRY[n.op]
+            if n.op in VIEW_OPS:
+                g = self.alias_ok(n)
+                if g is not None:
+                    self.add(g, n, "alias")
+                    continue
+                self.new_group("view", n)
+                self.reasons[n.out.name] = "view: no kernel, consumers index it with strides"
+            elif is_fusible_elementwise(n):
+                self.join_elementwise(n)
+            elif row_reduction_dims(n) is not None:
+                self.join_reduction(n, row_reduction_dims(n))
+            elif n.op == "matmul" and n.out.dtype.name in ("float32", "float64") and \
+                    all(a.dtype is n.out.dtype for a in n.value_inputs) and n.out.numel:
+                self.new_group("matmul", n)
+                self.reasons[n.out.name] = "matmul: a BLAS call into a planned buffer"
+            else:
+                self.new_group("library", n)
+                why = (f"{op.category} op {n.op!r} has no generated kernel" if not
+                       op.is_elementwise else f"elementwise {n.op!r} on "
+                       f"{n.out.dtype.name} has no kernel")
+                if n.op in ROW_REDUCTIONS:
+                    why = f"reduction {n.op!r} over dims {n.attrs.get('dims')} of " \
+                          f"{n.inputs[0].dtype.name}{list(n.inputs[0].shape)} is not one " \
+                          "consecutive run of float dims"
+                self.reasons[n.out.name] = why + ": runs its NumPy implementation"
+        groups = [g for g in self.groups if g.nodes]
+        finish(self.graph, groups)
+        for g in groups:
+            if len(g.nodes) > 1:
+                for m in g.nodes:
+                    self.reasons.pop(m.out.name, None)
+        return Fusion(order_groups(groups), self.reasons)
+
+
+def finish(graph: Graph, groups: list[Group]) -> None:
+    """Compute each group's outputs (values used outside it or returned)."""
+    gof = {id(m): g for g in groups for m in g.nodes}
+    outs = {id(o) for o in graph.outputs}
+    for g in groups:
+        g.outputs = []
+        for m in g.nodes:
+            v = m.out
+            if id(v) in outs or any(gof.get(id(u)) is not g for u in v.users):
+                g.outputs.append(v)
+
+
+def order_groups(groups: list[Group]) -> list[Group]:
+    """Topological order of groups (by their earliest node, as a tie-break)."""
+    gof = {id(m): g for g in groups for m in g.nodes}
+    deps: dict[int, set[int]] = {id(g): set() for g in groups}
+    for g in groups:
+        for m in g.nodes:
+            for a in m.value_inputs:
+                pg = gof.get(id(a.producer)) if a.producer is not None else None
+                if pg is not None and pg is not g:
+                    deps[id(g)].add(id(pg))
+    done: set[int] = set()
+    order: list[Group] = []
+    pending = list(groups)
+    while pending:
+        for g in pending:
+            if deps[id(g)] <= done:
+                order.append(g)
+                done.add(id(g))
+                pending.remove(g)
+                break
+        else:
+            raise ValueError("fusion produced a cycle between groups")
+    for i, g in enumerate(order):
+        g.id = i
+    return order
+
+
+def split(group: Group) -> list[Group]:
+    """Undo a group: one group per node (always lowerable)."""
+    out = []
+    for m in group.nodes:
+        role = group.role[id(m)]
+        if role == "red":
+            out.append(Group(0, "rows", [m], m.inputs[0].shape, group.dims, {id(m): "red"}))
+        elif role == "alias":
+            out.append(Group(0, "view", [m], (), (), {id(m): "elem"}))
+        else:
+            out.append(Group(0, "elementwise", [m], m.out.shape, (), {id(m): "elem"}))
+    return out
+
+
+def fuse(graph: Graph) -> Fusion:
+    """Partition ``graph`` (in topological order) into fusion groups."""
+    return _Fuser(graph).run()
+
+
+def decompose(graph: Graph) -> int:
+    """Rewrite composite ops the fuser understands better in pieces (softmax and
+    log_softmax over float rows into max / exp / sum / div); returns rewrites."""
+    count = 0
+    for n in list(graph.nodes):
+        if n.op not in ("softmax", "log_softmax"):
+            continue
+        x = n.inputs[0]
+        if not isinstance(x, Value) or x.dtype.name not in ("float32", "float64") or \
+                x.numel == 0 or x.ndim == 0:
+            continue
+        dim = n.attrs["dim"] % x.ndim
+        idx = graph.nodes.index(n)
+
+        def add(op, ins, attrs=None):
+            nonlocal idx
+            v = graph.add_node(op, ins, attrs or {}, index=idx)
+            idx += 1
+            return v
+        m = add("amax", [x], {"dims": (dim,), "keepdim": True})
+        fin = add("isfinite", [m])
+        m0 = add("where", [fin, m, 0.0])
+        s = add("sub", [x, m0])
+        e = add("exp", [s])
+        tot = add("sum", [e], {"dims": (dim,), "keepdim": True})
+        if n.op == "softmax":
+            out = add("div", [e, tot])
+        else:
+            out = add("sub", [s, add("log", [tot])])
+        if out.dtype is not n.out.dtype:
+            out = add("cast", [out], {"dtype": n.out.dtype})
+        graph.replace_all_uses(n.out, out)
+        graph.remove_node(n)
+        count += 1
+    return count

@@ -1,0 +1,528 @@
+"""Lowering: fusion groups -> kernel specs -> plan steps, then memory planning.
+
+``compile_graph(graph)`` runs the whole back end: decompose, clean up, fuse,
+lower each group (a group whose kernel cannot be generated is split into
+single nodes, and a node without a kernel runs its NumPy implementation),
+compute live ranges, choose in-place reuse, place intermediates in the arena,
+and check the placement.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ir.graph import Graph, Node, Value
+from ir.interpreter import elementwise_compute_dtype, eval_op
+from ir.passes import simplify
+from ir.passes.fusion import Fusion, Group, decompose, fuse, order_groups, split
+from ir.passes.fusion import finish as finish_groups
+from ir.passes.memory import BufferReq, check_plan, plan_memory
+from ir.registry import REGISTRY
+from ir.shapes import view_strides
+from kernels.spec import KernelSpec, Phase, Stmt, attrs_tuple, const
+
+from .plan import Buffer, Plan, Step
+
+
+class Unfusable(Exception):
+    """A group cannot be lowered as one kernel (it is split and retried)."""
+
+
+def _log(channel: str, msg: str) -> None:
+    # runtime must not import gcompile: read the same environment variable
+    raw = os.environ.get("GCOMPILE_LOG", "")
+    parts = {p.strip() for p in raw.split(",")}
+    if channel in parts or "all" in parts:
+        import sys
+        for line in msg.splitlines():
+            print(f"[gcompile:{channel}] {line}", file=sys.stderr)
+
+
+_KERNEL_FACTORY = None
+
+
+def get_compile_kernel():
+    """C2's ``kernels.cpu.compile_kernel``, or the NumPy reference when it is missing
+    (or when ``GCOMPILE_KERNELS=reference``)."""
+    global _KERNEL_FACTORY
+    if _KERNEL_FACTORY is None:
+        from .reference import ReferenceKernel
+        if os.environ.get("GCOMPILE_KERNELS", "") == "reference":
+            _KERNEL_FACTORY = ReferenceKernel
+        else:
+            try:
+                from kernels.cpu import compile_kernel
+                _KERNEL_FACTORY = compile_kernel
+            except ImportError:
+                _KERNEL_FACTORY = ReferenceKernel
+    return _KERNEL_FACTORY
+
+
+def set_kernel_factory(factory) -> None:
+    """Override how specs become kernels (tests use the NumPy reference)."""
+    global _KERNEL_FACTORY
+    _KERNEL_FACTORY = factory
+
+
+# ---- stmt generation -------------------------------------------------------------------
+def _vname(v: Value) -> str:
+    return "v" + "".join(c if c.isalnum() else "_" for c in v.name)
+
+
+def _scalar_const(a, cdt):
+    if cdt is not None:
+        return const(cdt.np.type(a).item(), cdt.name)
+    if isinstance(a, bool):
+        return const(a, "bool")
+    if isinstance(a, int):
+        return const(a, "int64")
+    return const(a, "float32")
+
+
+def emit_stmt(node: Node, ref_of, name: str, stmts: list) -> None:
+    """Append the stmt(s) computing ``node`` (with explicit operand casts)."""
+    op = REGISTRY[node.op]
+    out_dt = node.out.dtype.name
+    if node.op == "clone":
+        stmts.append(Stmt(name, "cast", (ref_of(node.inputs[0]),), (("dtype", out_dt),), out_dt))
+        return
+    cdt = elementwise_compute_dtype(op, node.inputs)
+    args = []
+    for i, a in enumerate(node.inputs):
+        skip = op.dtype_rule == "where" and i == 0
+        if isinstance(a, Value):
+            r = ref_of(a)
+            if cdt is not None and not skip and a.dtype is not cdt:
+                cname = f"{name}_c{i}"
+                stmts.append(Stmt(cname, "cast", (r,), (("dtype", cdt.name),), cdt.name))
+                r = ("v", cname)
+            args.append(r)
+        else:
+            args.append(_scalar_const(a, None if skip else cdt))
+    stmts.append(Stmt(name, node.op, tuple(args), attrs_tuple(node.attrs), out_dt))
+
+
+# ---- array transforms (kernel operand views) ---------------------------------------------
+def _view_reshape(a: np.ndarray, shape) -> np.ndarray:
+    v = a.view()
+    v.shape = shape  # raises if a copy would be needed: outputs must be views
+    return v
+
+
+@dataclass
+class Lowered:
+    spec: KernelSpec
+    ext: list[Value]
+    in_tf: list
+    out_vals: list[Value]
+    out_tf: list
+    full_shape: tuple[int, ...]
+
+
+def lower_elementwise(g: Group) -> Lowered:
+    S = g.shape
+    members = {id(n.out) for n in g.nodes}
+    ext: list[Value] = []
+
+    def ref_of(v):
+        if id(v) in members:
+            return ("v", _vname(v))
+        for i, e in enumerate(ext):
+            if e is v:
+                return ("in", i)
+        ext.append(v)
+        return ("in", len(ext) - 1)
+
+    stmts: list = []
+    for n in g.nodes:
+        emit_stmt(n, ref_of, _vname(n.out), stmts)
+    outs = list(g.outputs)
+    spec = KernelSpec(tuple(v.dtype.name for v in ext),
+                      tuple((v.dtype.name, "full") for v in outs),
+                      (Phase("map", tuple(stmts),
+                             stores=tuple((k, ("v", _vname(v))) for k, v in enumerate(outs))),),
+                      "elementwise")
+    K = S if S else (1,)
+
+    def in_tf_for(v):
+        if v.shape == S and S:
+            return None
+        return lambda a: np.broadcast_to(a, S).reshape(K) if not S else np.broadcast_to(a, S)
+    out_tf = [None if S else (lambda a: a.reshape(1)) for _ in outs]
+    return Lowered(spec, ext, [in_tf_for(v) for v in ext], outs, out_tf, S)
+
+
+def lower_rows(g: Group) -> Lowered:
+    X, D = g.shape, g.dims
+    nd = len(X)
+    keep_dims = [d for d in range(nd) if d not in D]
+    perm = tuple(keep_dims + list(D))
+    outer = tuple(X[d] for d in keep_dims)
+    R = 1
+    for d in D:
+        R *= X[d]
+    it_outer = outer if outer else (1,)
+    it_shape = it_outer + (R,)
+    role = g.role
+    member = {id(n.out): n for n in g.nodes}
+    ext: list[Value] = []
+    outs_full = [v for v in g.outputs if role[id(v.producer)] == "elem"]
+    outs_row = [v for v in g.outputs if role[id(v.producer)] == "red"]
+    if len(outs_full) + len(outs_row) != len(g.outputs):
+        raise Unfusable("a row-level value other than a reduction result is needed outside")
+    # the transposed contiguous layout of a full output must collapse by a view
+    tstrides = tuple(int(np.prod([X[j] for j in range(d + 1, nd)], dtype=np.int64))
+                     for d in perm)
+    if outs_full and view_strides(tuple(X[d] for d in perm), tstrides, it_shape) is None:
+        raise Unfusable("reduced dims cannot be collapsed into one row without a copy")
+
+    def ext_ref(v):
+        for i, e in enumerate(ext):
+            if e is v:
+                return ("in", i)
+        ext.append(v)
+        return ("in", len(ext) - 1)
+
+    fin: dict[int, str] = {}  # id(row value) -> stmt name holding it
+    phases: list[Phase] = []
+    k_red = 0
+    pending_rows = [n for n in g.nodes if role[id(n)] in ("row", "alias")]
+    row_out_index = {id(v): len(outs_full) + i for i, v in enumerate(outs_row)}
+
+    def elem_closure(v: Value, prefix: str, stmts: list, memo: dict):
+        if id(v) in fin:
+            return ("v", fin[id(v)])
+        n = member.get(id(v))
+        if n is None:
+            return ext_ref(v)
+        if role[id(n)] != "elem":
+            raise Unfusable(f"row value %{v.name} used before it is computed")
+        if id(v) in memo:
+            return ("v", memo[id(v)])
+        name = f"{prefix}{_vname(v)}"
+        emit_stmt(n, lambda a: elem_closure(a, prefix, stmts, memo) if isinstance(a, Value)
+                  else a, name, stmts)
+        memo[id(v)] = name
+        return ("v", name)
+
+    def attach_rows(post: list) -> None:
+        progressed = True
+        while progressed:
+            progressed = False
+            for n in list(pending_rows):
+                src = n.value_inputs
+                if all(id(a) in fin for a in src):
+                    pending_rows.remove(n)
+                    progressed = True
+                    if role[id(n)] == "alias":
+                        fin[id(n.out)] = fin[id(n.inputs[0])]
+                        continue
+                    name = f"r_{_vname(n.out)}"
+                    emit_stmt(n, lambda a: ("v", fin[id(a)]), name, post)
+                    fin[id(n.out)] = name
+
+    def lower_red(n):
+        x = n.inputs[0]
+        dname = n.out.dtype.name
+        rname = _vname(n.out)
+
+        def reduce_phase(op, value_fn, post_fn, store):
+            nonlocal k_red
+            stmts: list = []
+            memo: dict = {}
+            ref = value_fn(stmts, memo, f"p{len(phases)}_")
+            k = k_red
+            post = post_fn(k)
+            phases.append(("reduce", stmts, op, ref, post, store))
+            k_red += 1
+            return k
+
+        def base(stmts, memo, prefix):
+            return elem_closure(x, prefix, stmts, memo)
+        cast_fin = lambda k, name=rname, d=dname: [  # noqa: E731
+            Stmt(name, "cast", (("r", k),), (("dtype", d),), d)]
+        if n.op in ("sum", "amax", "amin", "prod"):
+            rop = {"sum": "sum", "amax": "max", "amin": "min", "prod": "prod"}[n.op]
+            reduce_phase(rop, base, cast_fin, True)
+        elif n.op == "mean":
+            reduce_phase("sum", base, lambda k, name=rname, d=dname: [
+                Stmt(name, "div", (("r", k), ("n", d)), (), d)], True)
+        elif n.op in ("var", "std"):
+            mname = f"{rname}_mean"
+            reduce_phase("sum", base, lambda k, d=dname: [
+                Stmt(mname, "div", (("r", k), ("n", d)), (), d)], False)
+
+            def centered(stmts, memo, prefix):
+                e = elem_closure(x, prefix, stmts, memo)
+                stmts.append(Stmt(f"{prefix}{rname}_d", "sub", (e, ("v", mname)), (), dname))
+                stmts.append(Stmt(f"{prefix}{rname}_d2", "mul", (("v", f"{prefix}{rname}_d"),
+                                                                 ("v", f"{prefix}{rname}_d")),
+                                  (), dname))
+                return ("v", f"{prefix}{rname}_d2")
+            corr = float(n.attrs.get("correction", 1))
+
+            def var_post(k, d=dname):
+                post = [Stmt(f"{rname}_den", "sub", (("n", d), const(corr, d)), (), d)]
+                vn = rname if n.op == "var" else f"{rname}_var"
+                post.append(Stmt(vn, "div", (("r", k), ("v", f"{rname}_den")), (), d))
+                if n.op == "std":
+                    post.append(Stmt(rname, "sqrt", (("v", vn),), (), d))
+                return post
+            reduce_phase("sum", centered, var_post, True)
+        else:
+            raise Unfusable(f"reduction {n.op} has no rows lowering")
+        fin[id(n.out)] = rname
+        # attach row-level math that is now computable to this phase's post
+        kind, stmts, op, ref, post, store = phases[-1]
+        attach_rows(post)
+        phases[-1] = (kind, stmts, op, ref, post, store)
+
+    for n in g.nodes:
+        if role[id(n)] == "red":
+            lower_red(n)
+
+    if pending_rows:
+        raise Unfusable("row-level values could not be scheduled")
+    # final map phase for full-shape outputs
+    map_stmts: list = []
+    memo: dict = {}
+    stores = []
+    for i, v in enumerate(outs_full):
+        stores.append((i, elem_closure(v, "m_", map_stmts, memo)))
+    built = []
+    red_nodes = [n for n in g.nodes if role[id(n)] == "red"]
+    red_last_phase = {}
+    # the last reduce phase of each reduction stores its result
+    pi = 0
+    for n in red_nodes:
+        count = 2 if n.op in ("var", "std") else 1
+        pi += count
+        red_last_phase[pi - 1] = n
+    for i, (_kind, stmts, op, ref, post, _store) in enumerate(phases):
+        store_result = None
+        n = red_last_phase.get(i)
+        if n is not None and id(n.out) in row_out_index:
+            store_result = row_out_index[id(n.out)]
+            rname = _vname(n.out)
+            if post and post[-1].name != rname:
+                d = n.out.dtype.name
+                post = post + [Stmt(f"{rname}_st", "cast", (("v", rname),), (("dtype", d),), d)]
+        built.append(Phase("reduce", tuple(stmts), reduce_op=op, reduce_value=ref,
+                           store_result=store_result, post=tuple(post)))
+    if stores:
+        built.append(Phase("map", tuple(map_stmts), stores=tuple(stores)))
+    outs = outs_full + outs_row
+    spec = KernelSpec(tuple(v.dtype.name for v in ext),
+                      tuple((v.dtype.name, "full") for v in outs_full) +
+                      tuple((v.dtype.name, "row") for v in outs_row),
+                      tuple(built), "rows")
+    ident = perm == tuple(range(nd))
+
+    def in_tf(a, X=X, perm=perm, ident=ident):
+        if a.shape != X:
+            a = np.broadcast_to(a, X)
+        if not ident:
+            a = a.transpose(perm)
+        if a.shape != it_shape:
+            a = a.reshape(it_shape)
+        return a
+
+    def full_tf(a):
+        if not ident:
+            a = a.transpose(perm)
+        return _view_reshape(a, it_shape) if a.shape != it_shape else a
+
+    def row_tf(a):
+        return _view_reshape(a, it_outer) if a.shape != it_outer else a
+    return Lowered(spec, ext, [in_tf] * len(ext), outs,
+                   [full_tf] * len(outs_full) + [row_tf] * len(outs_row), X)
+
+
+# ---- the plan builder ---------------------------------------------------------------------
+@dataclass
+class Compiled:
+    graph: Graph
+    fusion: Fusion
+    plan: Plan
+    log: list[str] = field(default_factory=list)
+
+
+def _kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
+    in_slots = [slot[id(v)] for v in low.ext]
+    out_slots = [slot[id(v)] for v in low.out_vals]
+    in_tf, out_tf = low.in_tf, low.out_tf
+    pairs_in = list(zip(in_slots, in_tf))
+    pairs_out = list(zip(out_slots, out_tf))
+
+    def run(env):
+        ins = [env[s] if tf is None else tf(env[s]) for s, tf in pairs_in]
+        outs = [env[s] if tf is None else tf(env[s]) for s, tf in pairs_out]
+        kernel(ins, outs)
+    nbytes = sum(v.nbytes for v in low.ext) + sum(v.nbytes for v in low.out_vals)
+    return Step("kernel", name, run, in_slots, out_slots, list(g.nodes), kernel, low.spec,
+                bytes_moved=nbytes)
+
+
+def _matmul_step(n: Node, slot) -> Step:
+    a, b = n.inputs
+    sa, sb, so = slot[id(a)], slot[id(b)], slot[id(n.out)]
+
+    def run(env):
+        np.matmul(env[sa], env[sb], out=env[so])
+    return Step("matmul", f"matmul {list(a.shape)} @ {list(b.shape)}", run, [sa, sb], [so], [n],
+                bytes_moved=a.nbytes + b.nbytes + n.out.nbytes)
+
+
+def _node_step(n: Node, slot, kind: str) -> Step:
+    ins = [(slot[id(a)], None) if isinstance(a, Value) else (None, a) for a in n.inputs]
+    so = slot[id(n.out)]
+    opdef = REGISTRY[n.op]
+    attrs = n.attrs
+
+    if kind == "view":
+        impl = opdef.impl
+
+        def run(env):
+            env[so] = impl(*[env[s] if s is not None else c for s, c in ins], **attrs)
+    else:
+        def run(env):
+            env[so] = eval_op(opdef, [env[s] if s is not None else c for s, c in ins], attrs)
+    return Step(kind, f"{n.op} %{n.out.name}", run, [s for s, _ in ins if s is not None], [so],
+                [n], bytes_moved=sum(a.nbytes for a in n.value_inputs) + n.out.nbytes)
+
+
+def compile_graph(graph: Graph, *, check: bool = True) -> Compiled:
+    """Optimise and lower ``graph`` (modified in place) into an executable plan."""
+    decompose(graph)
+    simplify(graph)
+    graph.toposort()
+    fusion = fuse(graph)
+    make_kernel = get_compile_kernel()
+    slot = {}
+    names = []
+    for v in graph.all_values():
+        slot[id(v)] = len(names)
+        names.append(v.name)
+    steps: list[Step] = []
+    groups = list(fusion.groups)
+    final_groups: list[Group] = []
+    kernels_made = 0
+    while groups:
+        g = groups.pop(0)
+        if g.kind in ("elementwise", "rows"):
+            try:
+                low = lower_elementwise(g) if g.kind == "elementwise" else lower_rows(g)
+                kernel = make_kernel(low.spec)
+            except Exception as e:  # noqa: BLE001 - any failure: split and retry smaller
+                if len(g.nodes) > 1:
+                    parts = split(g)
+                    finish_groups(graph, parts)
+                    _log("kernels", f"split {g.describe()}: {e}")
+                    for m in g.nodes:
+                        fusion.reasons[m.out.name] = f"its group could not be lowered: {e}"
+                    groups = parts + groups
+                    continue
+                n = g.nodes[0]
+                _log("kernels", f"no kernel for %{n.out.name} = {n.op}: {e}")
+                fusion.reasons[n.out.name] = f"no kernel ({e}): runs its NumPy implementation"
+                g.kind = "library"
+                steps.append(_node_step(n, slot, "library"))
+                final_groups.append(g)
+                continue
+            kernels_made += 1
+            step = _kernel_step(low, kernel, slot, g, g.describe())
+            _log("kernels", f"kernel {kernels_made}: {g.describe()}\n"
+                 + str(getattr(kernel, "source", "")))
+            steps.append(step)
+        elif g.kind == "matmul":
+            steps.append(_matmul_step(g.nodes[0], slot))
+        else:
+            steps.append(_node_step(g.nodes[0], slot, "view" if g.kind == "view" else "library"))
+        final_groups.append(g)
+    fusion.groups = order_groups(final_groups)
+    plan = _plan_memory(graph, steps, slot, names)
+    if check:
+        check_plan(plan.memory, plan._reqs)
+    _log("memory", str(plan.memory.summary()) + f"\nunplanned (op-by-op) intermediates: "
+         f"{plan.unplanned_bytes} bytes")
+    return Compiled(graph, fusion, plan)
+
+
+def _plan_memory(graph: Graph, steps: list[Step], slot: dict, names: list[str]) -> Plan:
+    by_slot = {slot[id(v)]: v for v in graph.all_values()}
+    out_slots = [slot[id(o)] for o in graph.outputs]
+    out_set = set(out_slots)
+    buffer_slots: list[int] = []
+    def_step: dict[int, int] = {}
+    roots: dict[int, frozenset] = {}
+    for i, s in enumerate(steps):
+        for o in s.outputs:
+            def_step[o] = i
+            if s.kind in ("kernel", "matmul"):
+                roots[o] = frozenset([o])
+                buffer_slots.append(o)
+            else:
+                r: set = set()
+                for a in s.inputs:
+                    r |= roots.get(a, frozenset())
+                roots[o] = frozenset(r)
+    n_steps = len(steps)
+    last: dict[int, int] = {b: def_step[b] for b in buffer_slots}
+    for i, s in enumerate(steps):
+        for a in s.inputs:
+            for b in roots.get(a, ()):
+                last[b] = max(last[b], i)
+    copy_outputs = []
+    for o in out_slots:
+        rs = roots.get(o, frozenset())
+        planned_root = any(b not in out_set for b in rs)
+        is_const = by_slot[o].kind == "const"
+        copy_outputs.append(planned_root or is_const)
+        for b in rs:
+            last[b] = n_steps  # read by the final output copy
+    planned = [b for b in buffer_slots if b not in out_set]
+    # in-place: a kernel output may overwrite a dead, same-size planned input
+    inplace_src: dict[int, int] = {}
+    used_src: set[int] = set()
+    for i, s in enumerate(steps):
+        if s.kind != "kernel":
+            continue
+        for o in s.outputs:
+            if o in out_set:
+                continue
+            ov = by_slot[o]
+            for a in s.inputs:
+                av = by_slot[a]
+                if a not in planned or a in used_src or last.get(a) != i:
+                    continue
+                if av.shape != ov.shape or av.dtype is not ov.dtype:
+                    continue
+                if any(a in roots.get(x, ()) for x in s.inputs if x != a):
+                    continue  # also read through a view: overwriting would corrupt it
+                if s.spec is not None and s.spec.kind == "rows" and ov.shape != av.shape:
+                    continue
+                inplace_src[o] = a
+                used_src.add(a)
+                s.inplace[o] = a
+                break
+    reqs = []
+    for b in planned:
+        v = by_slot[b]
+        reqs.append(BufferReq(names[b], v.nbytes, def_step[b], last[b],
+                              names[inplace_src[b]] if b in inplace_src else None))
+    mem = plan_memory(reqs)
+    buffers = []
+    for b in buffer_slots:
+        v = by_slot[b]
+        is_planned = b not in out_set
+        buffers.append(Buffer(b, v.name, v.shape, v.dtype.np, v.nbytes, is_planned,
+                              mem.offsets[names[b]] if is_planned else -1))
+    unplanned = sum(n.out.nbytes for n in graph.nodes
+                    if REGISTRY[n.op].category != "view" and slot[id(n.out)] not in out_set)
+    plan = Plan(steps, buffers, len(names), [slot[id(v)] for v in graph.inputs],
+                [(slot[id(c)], c.data) for c in graph.constants], out_slots, copy_outputs,
+                mem, mem.arena_bytes, unplanned, names)
+    plan._reqs = reqs
+    return plan

@@ -1,0 +1,167 @@
+"""``Plan`` (ordered steps, buffers with arena offsets) and its ``Executor``.
+
+A plan is built from a graph and its fusion groups by ``runtime.lower``. At
+run time an environment (one slot per graph value) is filled with the graph
+inputs, the constants, the prebuilt arena views of planned intermediates, and
+fresh output arrays from the caching allocator; then each step runs.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ir.passes.memory import MemoryPlan
+
+from .allocator import default_allocator
+
+
+@dataclass(eq=False)
+class Step:
+    """One thing the executor does: a generated kernel, a BLAS call, a view or a
+    library (NumPy) op. ``run(env)`` reads and writes value slots."""
+
+    kind: str  # "kernel" | "matmul" | "view" | "library"
+    name: str
+    run: Callable[[list], None]
+    inputs: list[int] = field(default_factory=list)  # slots read
+    outputs: list[int] = field(default_factory=list)  # slots written
+    nodes: list = field(default_factory=list)  # the graph nodes it computes
+    kernel: object = None  # CompiledKernel for kind == "kernel"
+    spec: object = None
+    inplace: dict = field(default_factory=dict)  # output slot -> input slot it overwrites
+    bytes_moved: int = 0
+
+    def __repr__(self) -> str:
+        return f"Step({self.kind} {self.name})"
+
+
+@dataclass(eq=False)
+class Buffer:
+    """An intermediate (planned: lives in the arena) or output (fresh) array."""
+
+    slot: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nbytes: int
+    planned: bool
+    offset: int = -1
+
+
+@dataclass(eq=False)
+class Plan:
+    steps: list[Step]
+    buffers: list[Buffer]
+    n_slots: int
+    input_slots: list[int]
+    const_slots: list[tuple[int, np.ndarray]]
+    output_slots: list[int]
+    copy_outputs: list[bool]
+    memory: MemoryPlan
+    arena_bytes: int
+    unplanned_bytes: int
+    slot_names: list[str]
+    arena: np.ndarray | None = None
+    _planned_views: list = field(default_factory=list)
+
+    @property
+    def planned_bytes(self) -> int:
+        return self.arena_bytes
+
+    @property
+    def num_kernels(self) -> int:
+        return sum(1 for s in self.steps if s.kind == "kernel")
+
+    def kernels(self) -> list:
+        return [s.kernel for s in self.steps if s.kind == "kernel"]
+
+    def materialize(self) -> None:
+        """Allocate the arena once and prebuild every planned buffer's view."""
+        self.arena = np.empty(max(self.arena_bytes, 1), np.uint8)
+        views = []
+        for b in self.buffers:
+            if b.planned:
+                raw = self.arena[b.offset:b.offset + b.nbytes]
+                views.append((b.slot, raw.view(b.dtype).reshape(b.shape)))
+        self._planned_views = views
+
+    def __str__(self) -> str:
+        lines = [f"plan: {len(self.steps)} steps ({self.num_kernels} kernels), arena "
+                 f"{self.arena_bytes} bytes (unplanned {self.unplanned_bytes} bytes)"]
+        for i, s in enumerate(self.steps):
+            outs = ", ".join("%" + self.slot_names[o] for o in s.outputs)
+            ins = ", ".join("%" + self.slot_names[o] for o in s.inputs)
+            extra = ""
+            if s.inplace:
+                extra = "  (in place: " + ", ".join(
+                    f"%{self.slot_names[o]} over %{self.slot_names[i]}"
+                    for o, i in s.inplace.items()) + ")"
+            lines.append(f"  {i:>3} {s.kind:<8} {outs} <- {ins}: {s.name}{extra}")
+        for b in self.buffers:
+            where = f"arena[{b.offset}:{b.offset + b.nbytes}]" if b.planned else "fresh"
+            lines.append(f"      %{b.name}: {b.dtype}{list(b.shape)} {where}")
+        return "\n".join(lines)
+
+
+class Executor:
+    """Runs a plan; with ``profile=True`` records time, bytes moved and GB/s per step."""
+
+    def __init__(self, plan: Plan, allocator=None, profile: bool = False) -> None:
+        self.plan = plan
+        self.allocator = allocator or default_allocator
+        self.profile = profile
+        self.records: list[dict] = []
+        if plan.arena is None:
+            plan.materialize()
+        self._fresh = [(b.slot, b.shape, b.dtype) for b in plan.buffers if not b.planned]
+
+    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        plan = self.plan
+        env: list = [None] * plan.n_slots
+        for s, a in zip(plan.input_slots, inputs):
+            env[s] = a
+        for s, a in plan.const_slots:
+            env[s] = a
+        for s, a in plan._planned_views:
+            env[s] = a
+        empty = self.allocator.empty
+        for s, shape, dtype in self._fresh:
+            env[s] = empty(shape, dtype)
+        if self.profile:
+            for step in plan.steps:
+                t0 = time.perf_counter()
+                step.run(env)
+                dt_ = time.perf_counter() - t0
+                self.records.append({"step": step.name, "kind": step.kind, "seconds": dt_,
+                                     "bytes": step.bytes_moved,
+                                     "GB/s": step.bytes_moved / dt_ / 1e9 if dt_ > 0 else 0.0})
+        else:
+            for step in plan.steps:
+                step.run(env)
+        outs = []
+        for s, copy in zip(plan.output_slots, plan.copy_outputs):
+            a = env[s]
+            if copy:
+                fresh = self.allocator.empty(a.shape, a.dtype)
+                np.copyto(fresh, a)
+                a = fresh
+            outs.append(a)
+        return outs
+
+    def profile_table(self) -> str:
+        """Aggregate the recorded profile per step name."""
+        agg: dict[str, list] = {}
+        for r in self.records:
+            a = agg.setdefault(r["step"], [r["kind"], 0, 0.0, r["bytes"]])
+            a[1] += 1
+            a[2] += r["seconds"]
+        lines = [f"{'step':<48} {'kind':<8} {'calls':>5} {'ms/call':>9} {'MB':>8} {'GB/s':>7}"]
+        for name, (kind, n, secs, nbytes) in agg.items():
+            per = secs / n
+            gbs = nbytes / per / 1e9 if per > 0 else 0.0
+            lines.append(f"{name[:48]:<48} {kind:<8} {n:>5} {per * 1e3:>9.3f} "
+                         f"{nbytes / 1e6:>8.2f} {gbs:>7.1f}")
+        return "\n".join(lines)
