@@ -235,14 +235,16 @@ def _check_container(blob: bytes, where: str) -> dict:
     def bad(msg: str) -> SerializationError:
         return SerializationError(f"gcompile.load: {where} is not a valid checkpoint: {msg}")
 
-    if blob[:4] == b"PK\x03\x04" or blob[:1] == b"\x80":
+    n = int.from_bytes(blob[:8], "little") if len(blob) >= 8 else -1
+    looks_safetensors = 0 <= n <= len(blob) - 8 and blob[8:9] == b"{"
+    if not looks_safetensors and (blob[:4] == b"PK\x03\x04" or (
+            blob[:1] == b"\x80" and blob[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))):
         raise bad("it is a pickle/zip file (torch.save's format); gcompile never unpickles. "
                   "Re-save it as safetensors (safetensors.torch.save_file(state_dict, path)) "
                   "and load that")
     if len(blob) < 8:
         raise bad(f"truncated: the file is only {len(blob)} bytes, shorter than the 8-byte "
                   "safetensors header length")
-    n = int.from_bytes(blob[:8], "little")
     if n > len(blob) - 8:
         raise bad(f"truncated: the header says it is {n} bytes long but only "
                   f"{len(blob) - 8} bytes follow")
