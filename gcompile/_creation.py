@@ -209,7 +209,7 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
 def _float_dtype(dtype, fn):
     d = _dtype(dtype)
     if not d.is_floating_point:
-        raise RuntimeError(f"\"{fn}\" not implemented for '{d.name.capitalize()}' (it needs a "
+        raise RuntimeError(f"\"{fn}\" not implemented for '{d.scalar_name}' (it needs a "
                            f"floating-point dtype, got {d})")
     return d
 

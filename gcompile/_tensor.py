@@ -954,8 +954,11 @@ class Tensor:
                             dtype=cdt.np if cdt is not None else None)
             except ValueError:
                 _infer_error(op, (self,) + tuple(args), attrs)
-                raise RuntimeError(f"{name}_: output with shape {tuple(self.shape)} doesn't match "
-                                   "the broadcast shape") from None
+                shapes = [list(a.shape) for a in (self,) + tuple(args) if isinstance(a, Tensor)]
+                bshape = list(np.broadcast_shapes(*[tuple(x) for x in shapes])) \
+                    if _broadcastable(shapes) else shapes[1:]
+                raise RuntimeError(f"{name}_: output with shape {list(self.shape)} doesn't match "
+                                   f"the broadcast shape {bshape}") from None
             self._vbox[0] += 1
             return self
         src = self
@@ -1142,6 +1145,14 @@ def _sizes(args):
                             f"{type(a).__name__}")
         out.append(int(a))
     return tuple(out)
+
+
+def _broadcastable(shapes) -> bool:
+    try:
+        np.broadcast_shapes(*[tuple(x) for x in shapes])
+        return True
+    except ValueError:
+        return False
 
 
 def _check_index_tensor(index, op):

@@ -38,6 +38,11 @@ class DType:
     def is_complex(self) -> bool:
         return False
 
+    @property
+    def scalar_name(self) -> str:
+        """torch's ScalarType name, used in error messages ('Float', 'Long')."""
+        return _SCALAR_NAMES[self.name]
+
     def to_json(self) -> str:
         return self.name
 
@@ -59,6 +64,9 @@ _BY_NAME = {d.name: d for d in all_dtypes}
 _BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": int64,
                  "int": int32, "short": int16, "bool_": bool_})
 
+_SCALAR_NAMES = {"bool": "Bool", "uint8": "Byte", "int8": "Char", "int16": "Short",
+                 "int32": "Int", "int64": "Long", "float16": "Half", "float32": "Float",
+                 "float64": "Double"}
 _default = [float32]
 
 

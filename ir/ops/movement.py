@@ -96,7 +96,12 @@ def spec_has_tensors(spec):
 
 
 def _getitem_impl(x, *idx, index):
-    return x[np_index(index, idx)]
+    key = np_index(index, idx)
+    out = x[key]
+    if not isinstance(out, np.ndarray):
+        # all-integer indexing gives a NumPy scalar (a copy); torch gives a 0-d view
+        out = x[key + (Ellipsis,)]
+    return out
 
 
 def _getitem_infer(specs, attrs):
