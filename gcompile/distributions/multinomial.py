@@ -1,6 +1,7 @@
 """The multinomial distribution: counts of ``total_count`` categorical draws."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._tensor import Size, Tensor
@@ -83,10 +84,10 @@ class Multinomial(Distribution):
 
     def entropy(self) -> Tensor:
         """n H(categorical) - log n! + sum_i E[log x_i!] (x_i ~ Binomial(n, p_i))."""
-        from .._creation import arange, tensor
+        from .._creation import arange
         n = self.total_count
         cat_entropy = self._categorical.entropy()
-        term1 = n * cat_entropy - float(lgamma_const(tensor(float(n + 1))).item())
+        term1 = n * cat_entropy - math.lgamma(n + 1)
         if n == 0:
             return term1
         k = arange(1, n + 1, dtype=self.logits.dtype).view((-1,) + (1,) * len(
@@ -94,8 +95,7 @@ class Multinomial(Distribution):
         # class i's count is Binomial(n, p_i), with logit log p_i - log(1 - p_i)
         blogits = probs_to_logits(self.probs, is_binary=True)
         log_norm = n * softplus(blogits)
-        log_comb = lgamma_const(tensor(float(n + 1))) - lgamma_const(k + 1) - \
-            lgamma_const(n - k + 1)
+        log_comb = math.lgamma(n + 1) - lgamma_const(k + 1) - lgamma_const(n - k + 1)
         binom_log_prob = log_comb + k * blogits - log_norm
         weights = lgamma_const(k + 1)
         term2 = (binom_log_prob.exp() * weights).sum(0).sum(-1)
