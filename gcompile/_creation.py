@@ -111,8 +111,10 @@ def from_numpy(ndarray) -> Tensor:
 
 
 def from_dlpack(ext) -> Tensor:
-    arr = np.from_dlpack(ext)
-    return from_numpy(arr)
+    """Share memory with any DLPack producer (a Tensor, NumPy array, ...)."""
+    if isinstance(ext, Tensor):
+        return Tensor._make(ext._data)
+    return from_numpy(np.from_dlpack(ext))
 
 
 def _dtype(dtype, default=None):

@@ -75,9 +75,19 @@ def _make_ew_plan(op, args):
             casts.append(None)
         elif isinstance(a, Tensor):
             casts.append(None if a._data.dtype == cdt.np else cdt.np)
-        else:
+        elif cdt.kind == "f":
             casts.append(cdt.np.type)
+        else:
+            casts.append(_int_scalar_cast(cdt.np))
     return cdt, odt, tuple(casts)
+
+
+def _int_scalar_cast(npd):
+    """A Python int becomes the op's integer dtype wrapping around, like torch
+    (uint8 + 1000 is uint8 + 232), where NumPy would raise."""
+    def cast(v):
+        return np.array(v).astype(npd)[()]
+    return cast
 
 
 def _infer_error(op, args, attrs):
@@ -272,7 +282,9 @@ class Tensor:
 
     def __init__(self, *args, dtype=None, device=None, requires_grad=False):
         """torch.Tensor(sizes...) is uninitialised float; torch.Tensor(data) copies data."""
-        if len(args) == 1 and not isinstance(args[0], (int, np.integer, Size)):
+        if not args:
+            arr = np.empty((0,), (dtype or dt.get_default_dtype()).np)
+        elif len(args) == 1 and not isinstance(args[0], (int, np.integer, Size)):
             from ._creation import _to_numpy
             arr = np.array(_to_numpy(args[0], dtype or dt.get_default_dtype()), copy=True)
             if arr.dtype.kind != "f":
@@ -440,7 +452,11 @@ class Tensor:
         return self._data
 
     def __dlpack__(self, stream=None, **kwargs):
-        return self._data.__dlpack__(**({"stream": stream} if stream is not None else {}))
+        """Export through NumPy's DLPack (versioned when the consumer asks, so the
+        consumer sees writable, shared memory)."""
+        if stream is not None:
+            kwargs["stream"] = stream
+        return self._data.__dlpack__(**kwargs)
 
     def __dlpack_device__(self):
         return self._data.__dlpack_device__()
@@ -946,8 +962,9 @@ class Tensor:
                 and op.is_elementwise):
             cdt, odt, _ = _ew_plan(op, (self,) + tuple(args))
             _check_cast(odt, self.dtype, name)
-            arrays = [a._data if isinstance(a, Tensor) else (cdt.np.type(a) if cdt else a)
-                      for a in args]
+            casts = _ew_plan(op, (self,) + tuple(args))[2][1:]
+            arrays = [a._data if isinstance(a, Tensor) else (c(a) if c is not None else a)
+                      for a, c in zip(args, casts)]
             try:
                 with np.errstate(all="ignore"):
                     op.impl(self._data, *arrays, out=self._data, casting="unsafe",
