@@ -7,7 +7,7 @@ from typing import Any
 from .._creation import zeros_like
 from .._tensor import Tensor
 from ..autograd import no_grad
-from .optimizer import Optimizer, _check_lr, _check_unsupported, _inc_step, _zero_step
+from .optimizer import Optimizer, _check_lr, _check_unsupported, _zero_step
 
 __all__ = ["Adadelta", "adadelta"]
 
@@ -57,7 +57,7 @@ def adadelta(params: list[Tensor], grads: list[Tensor], square_avgs: list[Tensor
     """The Adadelta update on lists of tensors, as torch documents it."""
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
-        _inc_step(state_steps[i])
+        state_steps[i].add_(1)  # a counter only: no .item(), no graph break
         square_avg, acc_delta = square_avgs[i], acc_deltas[i]
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)

@@ -60,10 +60,14 @@ def adagrad(params: list[Tensor], grads: list[Tensor], state_sums: list[Tensor],
     """The Adagrad update on lists of tensors, as torch documents it."""
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
-        step = _inc_step(state_steps[i])
+        if lr_decay != 0:
+            step = _inc_step(state_steps[i])
+            clr = lr / (1 + (step - 1) * lr_decay)
+        else:  # the step value is not needed: keep it a tensor (no graph break)
+            state_steps[i].add_(1)
+            clr = lr
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
-        clr = lr / (1 + (step - 1) * lr_decay)
         state_sums[i].addcmul_(grad, grad, value=1)
         std = state_sums[i].sqrt().add_(eps)
         param.addcdiv_(grad, std, value=-clr)

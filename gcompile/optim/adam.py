@@ -26,7 +26,12 @@ def _check_adam_args(lr, betas, eps, weight_decay) -> None:
 
 
 class Adam(Optimizer):
-    """torch.optim.Adam: bias-corrected first and second moment estimates."""
+    """torch.optim.Adam: bias-corrected first and second moment estimates.
+
+    ``capturable=True`` keeps the step count a tensor and computes the bias
+    corrections with tensor ops (no ``.item()``), so a traced training step
+    has no graph break; the default computes them in Python floats like torch.
+    """
 
     def __init__(self, params: Iterable, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -37,7 +42,7 @@ class Adam(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize, foreach=foreach,
                         capturable=capturable, differentiable=differentiable, fused=fused)
-        _check_unsupported(defaults)
+        _check_unsupported({"differentiable": differentiable})
         super().__init__(params, defaults)
 
     _decoupled = False
@@ -65,7 +70,8 @@ class Adam(Optimizer):
             adam(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps,
                  amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"],
                  weight_decay=group["weight_decay"], eps=group["eps"],
-                 maximize=group["maximize"], decoupled_weight_decay=self._decoupled)
+                 maximize=group["maximize"], decoupled_weight_decay=self._decoupled,
+                 capturable=group["capturable"])
         return loss
 
 
@@ -73,12 +79,19 @@ class Adam(Optimizer):
 def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
          exp_avg_sqs: list[Tensor], max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor],
          *, amsgrad: bool, beta1: float, beta2: float, lr: Any, weight_decay: float,
-         eps: float, maximize: bool, decoupled_weight_decay: bool = False) -> None:
+         eps: float, maximize: bool, decoupled_weight_decay: bool = False,
+         capturable: bool = False) -> None:
     """The Adam/AdamW update on lists of tensors, as torch documents it."""
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        step = _inc_step(state_steps[i])
+        if capturable:
+            state_steps[i].add_(1)
+            step = state_steps[i]
+            if step.dtype is not param.dtype:  # float64 params: no float32 rounding of beta**t
+                step = step.to(param.dtype)
+        else:
+            step = _inc_step(state_steps[i])
         if weight_decay != 0:
             if decoupled_weight_decay:
                 param.mul_(1 - lr * weight_decay)
@@ -88,6 +101,15 @@ def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
+        if capturable:  # tensor maths throughout: nothing leaves the graph
+            step_size_neg = -(lr / bias_correction1)
+            bc2_sqrt = bias_correction2.sqrt()
+            src = max_exp_avg_sqs[i] if amsgrad else exp_avg_sq
+            if amsgrad:
+                src.copy_(maximum(src, exp_avg_sq))
+            denom = (src.sqrt() / (bc2_sqrt * step_size_neg)).add_(eps / step_size_neg)
+            param.addcdiv_(exp_avg, denom)
+            continue
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2 ** 0.5
         if amsgrad:

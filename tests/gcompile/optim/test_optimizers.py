@@ -311,3 +311,51 @@ def test_repr_lists_groups():
     w = torch.randn(2, requires_grad=True)
     text = repr(optim.Adam([w], lr=0.1))
     assert text.startswith("Adam (") and "Parameter Group 0" in text and "lr: 0.1" in text
+
+
+def test_capturable_adam_matches_default():
+    for cls, kw in ((optim.Adam, dict(lr=0.05, amsgrad=True)), (optim.AdamW, dict(lr=0.05))):
+        got, opt = run_gcompile(cls, {**kw, "capturable": True})
+        want, _ = run_gcompile(cls, kw)
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+        assert opt.param_groups[0]["capturable"] is True
+
+
+class _CountingTracer:
+    """Stands in for the compiler's tracer: counts graph breaks during a step."""
+
+    def __init__(self):
+        self.breaks, self.ops, self.mutations = [], 0, 0
+
+    def record(self, op, args, attrs, result):
+        self.ops += 1
+
+    def record_mutation(self, tensor, value):
+        self.mutations += 1
+
+    def graph_break(self, what):
+        self.breaks.append(what)
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
+    (optim.Adam, dict(lr=0.1, capturable=True, amsgrad=True)),
+    (optim.AdamW, dict(lr=0.1, capturable=True)),
+    (optim.RMSprop, dict(lr=0.1, centered=True, momentum=0.5)),
+    (optim.Adagrad, dict(lr=0.1)),
+    (optim.Adadelta, dict()),
+])
+def test_updates_trace_without_graph_breaks(cls, kwargs):
+    from gcompile._state import state
+    w = torch.randn(4, requires_grad=True)
+    opt = cls([w], **kwargs)
+    for _ in range(2):
+        opt.zero_grad()
+        (w ** 2).sum().backward()
+        tracer = _CountingTracer()
+        state.tracer = tracer
+        try:
+            opt.step()
+        finally:
+            state.tracer = None
+        assert tracer.breaks == [] and tracer.mutations >= 1
