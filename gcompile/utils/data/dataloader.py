@@ -70,12 +70,27 @@ class _MapFetcher:
         self.dataset, self.auto_collation, self.collate_fn = dataset, auto_collation, collate_fn
 
     def fetch(self, index: Any) -> Any:
+        if self.auto_collation and self.collate_fn is default_collate and _has_fast_batch(
+                self.dataset) and all(type(i) is int for i in index):
+            try:  # TensorDataset (or a Subset of one): one gather per tensor, same result
+                return self.dataset._collated_batch(index)
+            except AttributeError:
+                pass
         if self.auto_collation:
             getitems = getattr(self.dataset, "__getitems__", None)
             data = getitems(index) if getitems is not None else [self.dataset[i] for i in index]
         else:
             data = self.dataset[index]
         return self.collate_fn(data)
+
+
+def _has_fast_batch(dataset: Any) -> bool:
+    """True for TensorDataset / Subset whose __getitem__ is not overridden."""
+    from .dataset import Subset, TensorDataset
+    for cls in (TensorDataset, Subset):
+        if isinstance(dataset, cls):
+            return type(dataset).__getitem__ is cls.__getitem__
+    return False
 
 
 class _IterableFetcher:

@@ -63,6 +63,13 @@ class TensorDataset(Dataset):
     def __len__(self) -> int:
         return self.tensors[0].size(0)
 
+    def _collated_batch(self, indices: list) -> list:
+        """``default_collate([self[i] for i in indices])`` in one gather per tensor."""
+        from ..._creation import tensor
+        from ir.dtypes import int64
+        idx = tensor(list(indices), dtype=int64)
+        return [t[idx] for t in self.tensors]
+
 
 class StackDataset(Dataset):
     """Zip datasets of equal length: samples are tuples (positional) or dicts (keyword)."""
@@ -102,6 +109,12 @@ class Subset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def _collated_batch(self, indices: list) -> list:
+        fast = getattr(self.dataset, "_collated_batch", None)
+        if fast is None:
+            raise AttributeError("_collated_batch")
+        return fast([self.indices[i] for i in indices])
 
 
 class ConcatDataset(Dataset):

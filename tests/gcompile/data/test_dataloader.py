@@ -275,3 +275,17 @@ def test_workers_are_separate_processes_with_distinct_seeds():
     assert len(pids) == 2 and os.getpid() not in pids
     assert out[1]["seed"] == out[0]["seed"] + 1
     assert out[0]["draw"] != out[1]["draw"]  # workers' default generators are seeded apart
+
+
+def test_tensor_dataset_fast_batches_equal_per_sample_collation():
+    x = torch.randn(23, 3, 2)
+    y = torch.arange(23)
+    d = TensorDataset(x, y)
+    for ds in (d, Subset(d, [5, 3, 22, 0, 9, 9, 1])):
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        fast = list(DataLoader(ds, batch_size=4, shuffle=True, generator=g1))
+        slow = list(DataLoader(ds, batch_size=4, shuffle=True, generator=g2,
+                               collate_fn=lambda b: default_collate(b)))
+        assert len(fast) == len(slow)
+        for (fx, fy), (sx, sy) in zip(fast, slow):
+            assert torch.equal(fx, sx) and torch.equal(fy, sy) and fy.dtype is sy.dtype
