@@ -295,6 +295,9 @@ def run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=N
     With ``capture`` (a dict of nodes), gradients arriving at those nodes are
     returned instead of accumulated into leaves (autograd.grad).
     """
+    if state.tracer is not None:
+        # a backward inside a compiled function (whole-step compile) is not traced yet
+        state.tracer.graph_break("backward() inside a compiled function")
     prev = state.grad_enabled
     state.grad_enabled = create_graph
     try:

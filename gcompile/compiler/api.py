@@ -249,12 +249,6 @@ class CompiledFunction:
 
     def _miss(self, key, leaves, params, args, kwargs):
         name = getattr(self._fn, "__qualname__", type(self._fn).__name__)
-        if state.grad_enabled and (any(t.requires_grad for t in leaves) or
-                                   any(p.requires_grad for _, p in params)):
-            logs.log("recompiles", f"{name}: running eagerly: grad mode is on and an input or "
-                     "parameter requires grad (compile is inference-only; use no_grad())")
-            self._entries[key] = _EAGER
-            return self._fn(*args, **kwargs)
         traced = sum(1 for e in self._entries.values() if e is not _EAGER)
         if traced >= RECOMPILE_LIMIT:
             if not self._limit_warned:
@@ -310,6 +304,15 @@ class CompiledFunction:
             del v
         # graph.inputs order: bound args/params first (in bind order), then live captures
         traced_text = str(graph)
+        inputs = [leaves[i] if kind == "arg" else params[i][1] if kind == "param" else live[i][0]
+                  for kind, i in input_map]
+        if state.grad_enabled and any(t.requires_grad for t in inputs):
+            # training: forward and backward plans from the autodiff pass (training.py)
+            from .training import TrainingEntry
+            entry = TrainingEntry(graph, self._build, out_spec, len(out_leaves), live,
+                                  writebacks, input_map, inputs, out_leaves)
+            entry.traced_text = traced_text
+            return result, entry, None
         executable = self._build(graph)
         entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
                        input_map)

@@ -47,9 +47,11 @@ class Joint:
     differentiable_outputs: list[int] = field(default_factory=list)
 
 
-def joint_graph(forward: Graph, wrt: list[int] | None = None) -> Joint:
+def joint_graph(forward: Graph, wrt: list[int] | None = None,
+                diff_outputs: list[int] | None = None) -> Joint:
     """Differentiate ``forward`` w.r.t. its inputs at indices ``wrt`` (default:
-    every floating-point input). Output gradients become extra graph inputs."""
+    every floating-point input). Output gradients become extra graph inputs, for
+    the outputs at ``diff_outputs`` (default: every output that depends on wrt)."""
     g = forward.copy()
     g.name = forward.name + "_joint"
     wrt_idx = list(range(len(g.inputs))) if wrt is None else list(wrt)
@@ -64,7 +66,7 @@ def joint_graph(forward: Graph, wrt: list[int] | None = None) -> Joint:
     b = GraphGradBuilder(g)
     grad_inputs, diff_outs = [], []
     for k, o in enumerate(g.outputs):
-        if id(o) not in active:
+        if id(o) not in active or (diff_outputs is not None and k not in diff_outputs):
             continue
         gi = g.add_input(o.shape, o.dtype, name=f"grad_{o.name}")
         gi.meta["tangent"] = True
@@ -180,11 +182,15 @@ def _min_cut(g: Graph, fwd_nodes: list[Node], primal: list[Value], direct: list[
         return ("out", id(v))
 
     for v in primal:
+        # a primal input already exists outside the plan: keeping it costs less than
+        # materialising a new value of the same size
         fg.add_edge(src, vin(v), capacity=inf)
-        fg.add_edge(vin(v), vout(v), capacity=v.nbytes)
+        fg.add_edge(vin(v), vout(v), capacity=max(v.nbytes // 2, 1))
     for n in fwd_nodes:
         v = n.out
-        fg.add_edge(vin(v), vout(v), capacity=max(v.nbytes, 1))
+        # saving a view would copy it out of the plan: prefer saving its source
+        bias = 1 if REGISTRY[n.op].category in ("view", "creation") else 0
+        fg.add_edge(vin(v), vout(v), capacity=max(v.nbytes, 1) + bias)
         if REGISTRY[n.op].category not in _RECOMPUTABLE:
             fg.add_edge(src, vin(v), capacity=inf)
         for a in n.value_inputs:
