@@ -725,17 +725,23 @@ class Tensor:
     def squeeze(self, dim=None):
         shp = tuple(self.shape)
         if dim is None:
-            new = tuple(s for s in shp if s != 1)
+            keep = [i for i, s in enumerate(shp) if s != 1]
         else:
             dims = normalize_dims(dim, self.dim()) if self.dim() else ()
-            new = tuple(s for i, s in enumerate(shp) if not (i in dims and s == 1))
-        return apply_op("reshape", (self,), {"shape": new}, "SqueezeBackward0")
+            keep = [i for i, s in enumerate(shp) if not (i in dims and s == 1)]
+        st = self.stride()
+        out = apply_op("reshape", (self,), {"shape": tuple(shp[i] for i in keep)},
+                       "SqueezeBackward0")
+        return _restride(out, tuple(st[i] for i in keep))
 
     def unsqueeze(self, dim):
         d = normalize_dim(dim, self.dim() + 1)
         shp = tuple(self.shape)
-        return apply_op("reshape", (self,), {"shape": shp[:d] + (1,) + shp[d:]},
-                        "UnsqueezeBackward0")
+        st = self.stride()
+        out = apply_op("reshape", (self,), {"shape": shp[:d] + (1,) + shp[d:]},
+                       "UnsqueezeBackward0")
+        # torch: the new dim's stride is size*stride of the dim it lands before
+        return _restride(out, st[:d] + ((st[d] * shp[d]) if d < len(shp) else 1,) + st[d:])
 
     def permute(self, *dims):
         dims = _sizes(dims)
@@ -1162,6 +1168,18 @@ def _sizes(args):
                             f"{type(a).__name__}")
         out.append(int(a))
     return tuple(out)
+
+
+def _restride(t, strides):
+    """Give a view torch's strides on its size-1 dims (NumPy chooses its own there;
+    the elements addressed are the same)."""
+    arr = t._data
+    if t._base is None or arr.size <= 1:
+        return t
+    want = tuple(s * arr.itemsize for s in strides)
+    if arr.strides != want:
+        t._data = np.lib.stride_tricks.as_strided(arr, arr.shape, want)
+    return t
 
 
 def _broadcastable(shapes) -> bool:

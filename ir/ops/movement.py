@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import OpDef, register
-from ..shapes import broadcast_shapes
+from ..shapes import broadcast_shapes, view_strides
 
 
 def _same(specs, attrs):
@@ -48,7 +48,21 @@ def _inverse(perm):
     return tuple(inv)
 
 
-register(OpDef("reshape", "view", lambda x, shape: np.reshape(x, shape),
+def _reshape_impl(x, shape):
+    """np.reshape, but a view gets torch's strides (computeStride) even on size-1
+    dims, where NumPy picks its own; only the reported strides differ."""
+    out = np.reshape(x, shape)
+    if out.size > 1 and np.shares_memory(out, x):
+        el = x.itemsize
+        st = view_strides(x.shape, tuple(s // el for s in x.strides), tuple(shape))
+        if st is not None:
+            want = tuple(s * el for s in st)
+            if out.strides != want:
+                out = np.lib.stride_tricks.as_strided(x, tuple(shape), want)
+    return out
+
+
+register(OpDef("reshape", "view", _reshape_impl,
                infer=lambda specs, attrs: (tuple(attrs["shape"]), specs[0][1]),
                grad=lambda b, g, xs, out, shape: (b.reshape(g, shape=tuple(xs[0].shape)),),
                attrs=("shape",), backward_name="ViewBackward0"))
