@@ -172,3 +172,94 @@ def test_plateau_state_dict_round_trip():
     s2 = sched.ReduceLROnPlateau(make_opt(lr=1.0), patience=1)
     s2.load_state_dict(torch.load(buf))
     assert s2.best == 2 and s2.num_bad_epochs == 1 and s2.mode_worse == math.inf
+
+
+def test_multiplicative_lr():
+    opt = make_opt()
+    got = run(sched.MultiplicativeLR(opt, lambda e: 0.9 if e % 2 else 1.0), opt)
+    close(got, [0.5 * math.prod(0.9 if k % 2 else 1.0 for k in range(1, e + 1))
+                for e in range(EPOCHS)])
+
+
+def test_constant_linear_polynomial_lr():
+    opt = make_opt()
+    close(run(sched.ConstantLR(opt, factor=0.25, total_iters=6), opt),
+          [0.5 * (0.25 if e < 6 else 1.0) for e in range(EPOCHS)])
+    opt = make_opt()
+    got = run(sched.LinearLR(opt, start_factor=0.2, end_factor=0.9, total_iters=8), opt)
+    want = [0.5 * (0.2 + 0.7 * min(e, 8) / 8) for e in range(EPOCHS)]
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-12)
+    opt = make_opt()
+    got = run(sched.PolynomialLR(opt, total_iters=10, power=2.0), opt)
+    want = [0.5 * (1 - min(e, 10) / 10) ** 2 for e in range(EPOCHS)]
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-9, abs=1e-15)
+    with pytest.raises(ValueError, match="Starting multiplicative factor"):
+        sched.LinearLR(make_opt(), start_factor=0)
+
+
+def test_cosine_annealing_warm_restarts():
+    opt = make_opt()
+    got = run(sched.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2, eta_min=0.05), opt)
+    want = []
+    for e in range(EPOCHS):
+        t_cur, t_i = (e, 3) if e < 3 else (e - 3, 6) if e < 9 else (e - 9, 12)
+        want.append(0.05 + 0.45 * (1 + math.cos(math.pi * t_cur / t_i)) / 2)
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-12)
+    s = sched.CosineAnnealingWarmRestarts(make_opt(), T_0=4)
+    s.step(5.5)  # fractional epochs, as used per batch
+    assert s.T_cur == pytest.approx(1.5) and s.get_last_lr()[0] == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * 1.5 / 4)) / 2)
+
+
+def test_one_cycle_lr_and_momentum():
+    w = torch.zeros(2, requires_grad=True)
+    opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    s = sched.OneCycleLR(opt, max_lr=1.0, total_steps=20, pct_start=0.25)
+    lrs, moms = [], []
+    for _ in range(EPOCHS):
+        lrs.append(opt.param_groups[0]["lr"])
+        moms.append(opt.param_groups[0]["momentum"])
+        opt.step()
+        if len(lrs) < EPOCHS:
+            s.step()
+
+    def cos_anneal(a, b, pct):
+        return b + (a - b) * (1 + math.cos(math.pi * pct)) / 2
+
+    for e in range(EPOCHS):
+        if e <= 4:
+            lr, mom = cos_anneal(0.04, 1.0, e / 4), cos_anneal(0.95, 0.85, e / 4)
+        else:
+            lr = cos_anneal(1.0, 0.04 / 1e4, (e - 4) / 15)
+            mom = cos_anneal(0.85, 0.95, (e - 4) / 15)
+        assert lrs[e] == pytest.approx(lr, rel=1e-12) and moms[e] == pytest.approx(mom)
+    with pytest.raises(ValueError, match="Tried to step 21 times"):
+        s.step()
+        s.step()
+    a = optim.Adam([torch.zeros(1, requires_grad=True)])
+    sched.OneCycleLR(a, max_lr=0.1, epochs=2, steps_per_epoch=5, anneal_strategy="linear")
+    assert a.param_groups[0]["betas"] == (0.95, 0.999)
+    with pytest.raises(ValueError, match="either total_steps OR"):
+        sched.OneCycleLR(a, max_lr=0.1)
+
+
+def test_sequential_and_chained_schedulers():
+    opt = make_opt()
+    warm = sched.LinearLR(opt, start_factor=0.1, total_iters=4)
+    decay = sched.ExponentialLR(opt, gamma=0.9)
+    got = run(sched.SequentialLR(opt, [warm, decay], milestones=[4]), opt)
+    want = [0.5 * (0.1 + 0.9 * e / 4) if e < 4 else 0.5 * 0.9 ** (e - 4) for e in range(EPOCHS)]
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-12)
+    opt = make_opt()
+    chained = sched.ChainedScheduler([sched.ConstantLR(opt, factor=0.5, total_iters=3),
+                                      sched.ExponentialLR(opt, gamma=0.9)])
+    got = run(chained, opt)
+    want = [0.5 * 0.9 ** e * (0.5 if e < 3 else 1.0) for e in range(EPOCHS)]
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-12)
+    with pytest.raises(ValueError, match="one more than the number of milestone"):
+        sched.SequentialLR(opt, [sched.StepLR(opt, 2)], milestones=[3])
