@@ -19,6 +19,10 @@ __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDatas
 class Dataset:
     """A map-style dataset: subclasses define ``__getitem__`` (and usually ``__len__``)."""
 
+    def __class_getitem__(cls, item: Any) -> type:
+        """``Dataset[T]`` in type hints, like torch's Generic datasets."""
+        return cls
+
     def __getitem__(self, index: Any) -> Any:
         raise NotImplementedError(f"Subclasses of Dataset should implement __getitem__ "
                                   f"({type(self).__name__} does not)")

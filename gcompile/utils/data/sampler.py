@@ -24,6 +24,10 @@ def _fresh_generator(generator: Generator | None) -> Generator:
 class Sampler:
     """Base class: iterate over dataset indices."""
 
+    def __class_getitem__(cls, item: Any) -> type:
+        """``Sampler[int]`` in type hints."""
+        return cls
+
     def __init__(self, data_source: Any = None) -> None:
         pass
 
