@@ -374,12 +374,18 @@ def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, grou
     if input.dtype is not weight.dtype:
         raise RuntimeError(f"{name}: Input type ({input.dtype}) and weight type "
                            f"({weight.dtype}) should be the same")
-    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
-    cols = apply_op("im2col", (input,), attrs, "Im2ColBackward0")     # (N, C*K, L)
+    fuse_bias = bias is not None and groups == 1
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
+             "ones_row": fuse_bias}
+    cols = apply_op("im2col", (input,), attrs, "Im2ColBackward0")     # (N, C*K [+1], L)
     from ir.ops.nn import _spatial_out
     out_sp = _spatial_out(tuple(input.shape[2:]), kernel, stride, padding, dilation)
     if groups == 1:
         w2 = weight.reshape(cout, -1)
+        if fuse_bias:
+            # bias as an extra weight column against im2col's row of ones
+            w2 = apply_op("cat", (w2, bias.reshape(cout, 1)), {"dim": 1})
+            bias = None
         out = apply_op("matmul", (w2, cols))                            # (N, Cout, L)
     else:
         ck = cols.shape[1] // groups
@@ -411,7 +417,7 @@ def unfold(input: Tensor, kernel_size, dilation=1, padding=0, stride=1) -> Tenso
         raise NotImplementedError("Input Error: Only 4D input Tensors are supported (got "
                                   f"{input.dim()}D)")
     attrs = {"kernel": _tuple(kernel_size, 2), "stride": _tuple(stride, 2),
-             "padding": _tuple(padding, 2), "dilation": _tuple(dilation, 2)}
+             "padding": _tuple(padding, 2), "dilation": _tuple(dilation, 2), "ones_row": False}
     return apply_op("im2col", (input,), attrs, "Im2ColBackward0")
 
 
@@ -422,7 +428,7 @@ def fold(input: Tensor, output_size, kernel_size, dilation=1, padding=0, stride=
                                   f"{input.dim()}D)")
     attrs = {"spatial": _tuple(output_size, 2), "kernel": _tuple(kernel_size, 2),
              "stride": _tuple(stride, 2), "padding": _tuple(padding, 2),
-             "dilation": _tuple(dilation, 2)}
+             "dilation": _tuple(dilation, 2), "ones_row": False}
     return apply_op("col2im", (input,), attrs, "Col2ImBackward0")
 
 

@@ -187,21 +187,28 @@ def _window_slices(offsets, out, stride, dilation):
                  for o, n, s, d in zip(offsets, out, stride, dilation))
 
 
-def _im2col_impl(x, kernel, stride, padding, dilation):
+def _im2col_impl(x, kernel, stride, padding, dilation, ones_row=False):
     n, c = x.shape[:2]
     out = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
     if any(p for p in padding):
         x = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
-    cols = np.empty((n, c) + tuple(kernel) + out, x.dtype)
+    ck = c * int(np.prod(kernel))
+    length = int(np.prod(out))
+    flat = np.empty((n, ck + (1 if ones_row else 0), length), x.dtype)
+    if ones_row:
+        flat[:, ck] = 1
+    cols = flat[:, :ck].reshape((n, c) + tuple(kernel) + out)
     for offs in itertools.product(*(range(k) for k in kernel)):
         cols[(slice(None), slice(None)) + offs] = x[
             (slice(None), slice(None)) + _window_slices(offs, out, stride, dilation)]
-    return cols.reshape(n, c * int(np.prod(kernel)), int(np.prod(out)))
+    return flat
 
 
-def _col2im_impl(cols, spatial, kernel, stride, padding, dilation):
+def _col2im_impl(cols, spatial, kernel, stride, padding, dilation, ones_row=False):
     n = cols.shape[0]
     k = int(np.prod(kernel))
+    if ones_row:
+        cols = cols[:, :-1]
     c = cols.shape[1] // k
     out = _spatial_out(spatial, kernel, stride, padding, dilation)
     cols = cols.reshape((n, c) + tuple(kernel) + out)
@@ -213,7 +220,6 @@ def _col2im_impl(cols, spatial, kernel, stride, padding, dilation):
     if any(p for p in padding):
         res = res[(slice(None), slice(None)) + tuple(slice(p, p + s)
                                                      for p, s in zip(padding, spatial))]
-        res = np.ascontiguousarray(res)
     return res
 
 
@@ -230,27 +236,34 @@ def _im2col_infer(specs, attrs):
             f"im2col: input spatial size {tuple(shape[2:])} (padding {tuple(attrs['padding'])}) "
             f"is smaller than the kernel {tuple(attrs['kernel'])} with dilation "
             f"{tuple(attrs['dilation'])}: output size would be {out}")
-    return (shape[0], shape[1] * int(np.prod(attrs["kernel"])), int(np.prod(out))), d
+    extra = 1 if attrs.get("ones_row") else 0
+    return (shape[0], shape[1] * int(np.prod(attrs["kernel"])) + extra, int(np.prod(out))), d
 
 
 def _col2im_infer(specs, attrs):
     shape, d = specs[0]
     k = int(np.prod(attrs["kernel"]))
-    return (shape[0], shape[1] // k) + tuple(attrs["spatial"]), d
+    extra = 1 if attrs.get("ones_row") else 0
+    return (shape[0], (shape[1] - extra) // k) + tuple(attrs["spatial"]), d
 
 
 _CONV_ATTRS = ("kernel", "stride", "padding", "dilation")
 
-register(OpDef("im2col", "other", _im2col_impl, infer=_im2col_infer, attrs=_CONV_ATTRS,
-               grad=lambda b, g, xs, out, kernel, stride, padding, dilation: (
+# ``ones_row`` appends a row of ones to the columns, so a convolution's bias
+# rides in the matmul (weight gets a bias column): no separate bias pass
+# forward, and the bias gradient falls out of the weight-gradient matmul.
+register(OpDef("im2col", "other", _im2col_impl, infer=_im2col_infer,
+               attrs=_CONV_ATTRS + ("ones_row",),
+               grad=lambda b, g, xs, out, kernel, stride, padding, dilation, ones_row=False: (
                    b.col2im(g, spatial=tuple(xs[0].shape[2:]), kernel=kernel, stride=stride,
-                            padding=padding, dilation=dilation),),
-               doc="sliding windows (N, C, *S) -> (N, C*prod(kernel), L); torch's unfold"))
+                            padding=padding, dilation=dilation, ones_row=ones_row),),
+               doc="sliding windows (N, C, *S) -> (N, C*prod(kernel) [+1], L); torch's unfold"))
 register(OpDef("col2im", "other", _col2im_impl, infer=_col2im_infer,
-               attrs=("spatial",) + _CONV_ATTRS,
-               grad=lambda b, g, xs, out, spatial, kernel, stride, padding, dilation: (
+               attrs=("spatial",) + _CONV_ATTRS + ("ones_row",),
+               grad=lambda b, g, xs, out, spatial, kernel, stride, padding, dilation,
+               ones_row=False: (
                    b.im2col(g, kernel=kernel, stride=stride, padding=padding,
-                            dilation=dilation),),
+                            dilation=dilation, ones_row=ones_row),),
                doc="adjoint of im2col: sum windows back into (N, C, *spatial); torch's fold"))
 
 
@@ -463,48 +476,81 @@ def _sig(x):
 
 
 def _lstm_impl(xw, h0, c0, w_hh):
+    """Forward loop with preallocated buffers. tanh(g) is computed as
+    2*sigmoid(2g)-1 so all four gates take one sigmoid: the g rows of W_hh and
+    the g columns of the projection are pre-scaled by 2."""
     t_len, bsz, h4 = xw.shape
     h = h4 // 4
     out = np.empty((t_len, bsz, 6 * h), xw.dtype)   # [h | c | i | f | g | o]
-    w_t = np.ascontiguousarray(w_hh.T)
+    w_t = np.array(w_hh.T, order="C")
+    w_t[:, 2 * h:3 * h] *= 2
+    xs = xw.copy()
+    xs[:, :, 2 * h:3 * h] *= 2
+    gates = np.empty((bsz, 4 * h), xw.dtype)
+    tmp = np.empty((bsz, h), xw.dtype)
     hp, cp = h0, c0
     for t in range(t_len):
-        gates = xw[t] + hp @ w_t
         o = out[t]
-        o[:, 2 * h:4 * h] = _sig(gates[:, :2 * h])
-        o[:, 4 * h:5 * h] = np.tanh(gates[:, 2 * h:3 * h])
-        o[:, 5 * h:] = _sig(gates[:, 3 * h:])
-        i, f, g, og = o[:, 2 * h:3 * h], o[:, 3 * h:4 * h], o[:, 4 * h:5 * h], o[:, 5 * h:]
+        np.matmul(hp, w_t, out=gates)
+        gates += xs[t]
+        np.negative(gates, out=gates)
+        np.exp(gates, out=gates)
+        gates += 1
+        act = o[:, 2 * h:]
+        np.reciprocal(gates, out=act)
+        g = act[:, 2 * h:3 * h]
+        g *= 2
+        g -= 1
+        i, f, og = act[:, :h], act[:, h:2 * h], act[:, 3 * h:]
         c = o[:, h:2 * h]
         np.multiply(f, cp, out=c)
-        c += i * g
-        np.multiply(og, np.tanh(c), out=o[:, :h])
+        np.multiply(i, g, out=tmp)
+        c += tmp
+        np.tanh(c, out=tmp)
+        np.multiply(og, tmp, out=o[:, :h])
         hp, cp = o[:, :h], c
     return out
 
 
 def _lstm_backward_impl(gout, out, c0, w_hh):
-    """d(input projection) for every step, plus dc0 in row T (first H columns)."""
+    """d(input projection) for every step, plus dc0 in row T (first H columns).
+
+    Everything that does not depend on the recurrence (tanh(c), the gate
+    derivative factors) is computed for all steps at once; the loop does
+    only the recurrent part: 7 small NumPy calls and one matmul per step."""
     t_len, bsz, h6 = out.shape
     h = h6 // 6
-    res = np.zeros((t_len + 1, bsz, 4 * h), out.dtype)
-    dh_next = np.zeros((bsz, h), out.dtype)
-    dc_next = np.zeros((bsz, h), out.dtype)
+    dt_ = out.dtype
+    c_all = out[:, :, h:2 * h]
+    i_all, f_all = out[:, :, 2 * h:3 * h], out[:, :, 3 * h:4 * h]
+    g_all, o_all = out[:, :, 4 * h:5 * h], out[:, :, 5 * h:]
+    tc = np.tanh(c_all)
+    c_prev = np.empty((t_len, bsz, h), dt_)
+    c_prev[0] = c0
+    c_prev[1:] = c_all[:-1]
+    a_fac = o_all * (1 - tc * tc)                     # d h / d c through tanh
+    p = np.empty((t_len, bsz, 4, h), dt_)             # dc -> d pre-activation of i, f, g
+    np.multiply(g_all, i_all * (1 - i_all), out=p[:, :, 0])
+    np.multiply(c_prev, f_all * (1 - f_all), out=p[:, :, 1])
+    np.multiply(i_all, 1 - g_all * g_all, out=p[:, :, 2])
+    np.multiply(tc, o_all * (1 - o_all), out=p[:, :, 3])  # dh -> d pre-activation of o
+    res = np.empty((t_len + 1, bsz, 4 * h), dt_)
+    res[t_len] = 0
+    gh, gc = gout[:, :, :h], gout[:, :, h:2 * h]
+    dh = np.empty((bsz, h), dt_)
+    dc = np.empty((bsz, h), dt_)
+    dh_next = np.zeros((bsz, h), dt_)
+    dc_next = np.zeros((bsz, h), dt_)
     for t in range(t_len - 1, -1, -1):
-        o = out[t]
-        c = o[:, h:2 * h]
-        i, f, g, og = o[:, 2 * h:3 * h], o[:, 3 * h:4 * h], o[:, 4 * h:5 * h], o[:, 5 * h:]
-        c_prev = out[t - 1, :, h:2 * h] if t > 0 else c0
-        dh = gout[t, :, :h] + dh_next
-        tc = np.tanh(c)
-        dc = gout[t, :, h:2 * h] + dc_next + dh * og * (1.0 - tc * tc)
-        d = res[t]
-        np.multiply(dc * g, i * (1.0 - i), out=d[:, :h])
-        np.multiply(dc * c_prev, f * (1.0 - f), out=d[:, h:2 * h])
-        np.multiply(dc * i, 1.0 - g * g, out=d[:, 2 * h:3 * h])
-        np.multiply(dh * tc, og * (1.0 - og), out=d[:, 3 * h:])
-        dh_next = d @ w_hh
-        dc_next = dc * f
+        np.add(gh[t], dh_next, out=dh)
+        np.multiply(dh, a_fac[t], out=dc)
+        dc += gc[t]
+        dc += dc_next
+        d = res[t].reshape(bsz, 4, h)
+        np.multiply(dc[:, None, :], p[t, :, :3], out=d[:, :3])
+        np.multiply(dh, p[t, :, 3], out=d[:, 3])
+        np.matmul(res[t], w_hh, out=dh_next)
+        np.multiply(dc, f_all[t], out=dc_next)
     res[t_len, :, :h] = dc_next
     return res
 
