@@ -356,10 +356,21 @@ def _kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
     pairs_in = list(zip(in_slots, in_tf))
     pairs_out = list(zip(out_slots, out_tf))
 
+    box = [kernel]
+
     def run(env):
         ins = [env[s] if tf is None else tf(env[s]) for s, tf in pairs_in]
         outs = [env[s] if tf is None else tf(env[s]) for s, tf in pairs_out]
-        kernel(ins, outs)
+        try:
+            box[0](ins, outs)
+        except Exception as e:  # noqa: BLE001 - generation failed at first call
+            from .reference import ReferenceKernel
+            if isinstance(box[0], ReferenceKernel):
+                raise
+            _log("kernels", f"kernel for {name} failed ({type(e).__name__}: {e}); "
+                 "using the NumPy evaluation of its spec")
+            box[0] = ReferenceKernel(low.spec)
+            box[0](ins, outs)
     nbytes = sum(v.nbytes for v in low.ext) + sum(v.nbytes for v in low.out_vals)
     return Step("kernel", name, run, in_slots, out_slots, list(g.nodes), kernel, low.spec,
                 bytes_moved=nbytes)

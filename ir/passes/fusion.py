@@ -203,6 +203,20 @@ class _Fuser:
             if g is not None and g.kind in ("elementwise", "rows") and g not in cands:
                 cands.append(g)
         if not cands:
+            # horizontal fusion: join a sibling group over the same shape that reads one of
+            # the same inputs (the input is then read once for both)
+            sib = []
+            for a in n.value_inputs:
+                for u in a.users:
+                    g = self.gof.get(id(u))
+                    if g is not None and g.kind == "elementwise" and g.shape == S and \
+                            g not in sib:
+                        sib.append(g)
+            for g in sib:
+                if not self.creates_cycle({id(m) for m in g.nodes}, n):
+                    self.add(g, n, "elem")
+                    g.nodes.sort(key=lambda m: self.pos[id(m)])
+                    return
             self.new_group("elementwise", n, shape=S)
             return
         # row-level math on reduced values (post stmts)
@@ -374,6 +388,10 @@ def decompose(graph: Graph) -> int:
     log_softmax over float rows into max / exp / sum / div); returns rewrites."""
     count = 0
     for n in list(graph.nodes):
+        if n.op == "gelu" and n.out.dtype.name in ("float32", "float64"):
+            _decompose_gelu(graph, n)
+            count += 1
+            continue
         if n.op not in ("softmax", "log_softmax"):
             continue
         x = n.inputs[0]
@@ -404,3 +422,26 @@ def decompose(graph: Graph) -> int:
         graph.remove_node(n)
         count += 1
     return count
+
+
+def _decompose_gelu(graph: Graph, n: Node) -> None:
+    """gelu -> 0.5 * x * (1 + tanh(c * (x + 0.044715 x^3))) or 0.5 * x * (1 + erf(x / sqrt 2))."""
+    import math
+    x = n.inputs[0]
+    idx = graph.nodes.index(n)
+
+    def add(op, ins, attrs=None):
+        nonlocal idx
+        v = graph.add_node(op, ins, attrs or {}, index=idx)
+        idx += 1
+        return v
+    if n.attrs.get("approximate", "none") == "tanh":
+        x3 = add("mul", [add("mul", [x, x]), x])
+        inner = add("mul", [add("add", [x, add("mul", [x3, 0.044715])]),
+                            math.sqrt(2.0 / math.pi)])
+        t = add("tanh", [inner])
+    else:
+        t = add("erf", [add("mul", [x, 1.0 / math.sqrt(2.0)])])
+    out = add("mul", [add("mul", [x, 0.5]), add("add", [t, 1.0])])
+    graph.replace_all_uses(n.out, out)
+    graph.remove_node(n)
