@@ -150,12 +150,19 @@ def _digest(structure: str, arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _serialize(obj: Any) -> bytes:
+def _prepare(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensor arrays by name, safetensors metadata) for ``obj``."""
     enc = _Encoder()
     structure = json.dumps(enc.encode(obj, ""), separators=(",", ":"), allow_nan=False)
     meta = {"format": _FORMAT, _KEY_VERSION: _FORMAT_VERSION, _KEY_STRUCT: structure,
             _KEY_HASH: _digest(structure, enc.arrays)}
-    return st_numpy.save(enc.arrays, metadata=meta)
+    return enc.arrays, meta
+
+
+def _write_checkpoint(path: str, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> None:
+    """Write the safetensors file (safetensors writes straight from the arrays;
+    a separate function so tests can make it fail half-way)."""
+    st_numpy.save_file(arrays, path, metadata=meta)
 
 
 def _write_all(f: Any, blob: bytes) -> None:
@@ -165,16 +172,20 @@ def _write_all(f: Any, blob: bytes) -> None:
         f.write(view[start:start + _CHUNK])
 
 
-def _atomic_write(path: str, blob: bytes) -> None:
-    path = os.fspath(path)
+def _atomic_write(path: Any, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename it into place."""
+    path = os.fsdecode(os.fspath(path))
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            _write_all(f, blob)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_checkpoint(tmp, arrays, meta)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -203,16 +214,16 @@ def save(obj: Any, f: Any, pickle_module: Any = None, pickle_protocol: int = 2,
     ``pickle_module``/``pickle_protocol`` are accepted for torch compatibility
     and ignored: nothing is pickled.
     """
-    blob = _serialize(obj)
+    arrays, meta = _prepare(obj)
     if hasattr(f, "write"):
-        _write_all(f, blob)
+        _write_all(f, st_numpy.save(arrays, metadata=meta))
         if hasattr(f, "flush"):
             f.flush()
         return
     if not isinstance(f, (str, bytes, os.PathLike)):
         raise TypeError(f"gcompile.save: f must be a path or a file object, got "
                         f"{type(f).__name__}")
-    _atomic_write(f, blob)
+    _atomic_write(f, arrays, meta)
 
 
 # ---------------------------------------------------------------------------

@@ -103,6 +103,12 @@ def test_file_objects(tmp_path):
     torch.save({"x": torch.ones(2)}, buf)
     buf.seek(0)
     assert torch.load(buf)["x"].tolist() == [1.0, 1.0]
+    torch.save({"x": torch.ones(2)}, tmp_path / "p.pt")
+    assert len(buf.getvalue()) == len((tmp_path / "p.pt").read_bytes())
+    with open(tmp_path / "p.pt", "rb") as f:
+        assert torch.load(f)["x"].tolist() == [1.0, 1.0]
+    torch.save([1], str(tmp_path / "s.pt").encode())  # bytes paths too
+    assert torch.load(str(tmp_path / "s.pt")) == [1]
 
 
 def test_unsupported_objects_are_refused_at_save(tmp_path):
@@ -197,11 +203,15 @@ def test_interrupted_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
     torch.save({"version": 1, "w": torch.ones(1000)}, path)
     old = path.read_bytes()
 
-    def dying_writer(f, blob):
-        f.write(blob[: len(blob) // 2])
+    real_writer = ser._write_checkpoint
+
+    def dying_writer(tmp, arrays, meta):
+        real_writer(tmp, arrays, meta)  # write the real file, then cut it and crash
+        with open(tmp, "r+b") as f:
+            f.truncate(os.path.getsize(tmp) // 2)
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(ser, "_write_all", dying_writer)
+    monkeypatch.setattr(ser, "_write_checkpoint", dying_writer)
     with pytest.raises(OSError, match="disk full"):
         torch.save({"version": 2, "w": torch.zeros(1000)}, path)
     assert path.read_bytes() == old
