@@ -1,0 +1,58 @@
+"""Caching allocator, executor profile, plan printing."""
+import gc
+
+import numpy as np
+
+from ir import dtypes as dt
+from ir.graph import Graph
+from runtime.allocator import CachingAllocator
+from runtime.lower import compile_graph, set_kernel_factory
+from runtime.plan import Executor
+from runtime.reference import ReferenceKernel
+
+
+def test_caching_allocator_recycles_only_dead_blocks():
+    a = CachingAllocator()
+    x = a.empty((256, 256), np.float32)
+    x[:] = 1
+    view = x[::2].T
+    ptr = x.__array_interface__["data"][0]
+    del x
+    gc.collect()
+    y = a.empty((256, 256), np.float32)  # the view keeps the first block alive
+    assert y.__array_interface__["data"][0] != ptr
+    assert np.all(view == 1)
+    del view
+    gc.collect()
+    z = a.empty((256, 256), np.float32)
+    assert z.__array_interface__["data"][0] == ptr
+    assert a.stats()["hits"] == 1
+    small = a.empty((3,), np.float64)
+    assert small.shape == (3,) and small.dtype == np.float64
+
+
+def test_executor_profile_and_plan_text():
+    from runtime import lower
+    old = lower._KERNEL_FACTORY
+    set_kernel_factory(ReferenceKernel)
+    try:
+        g = Graph()
+        x = g.add_input((64, 64), dt.float32, "x")
+        w = g.add_input((64, 64), dt.float32, "w")
+        y = g.add_node("relu", [g.add_node("matmul", [x, w])])
+        z = g.add_node("exp", [g.add_node("permute", [y], {"dims": (1, 0)})])
+        g.set_outputs([z, y])
+        comp = compile_graph(g)
+        ex = Executor(comp.plan, profile=True)
+        X = np.ones((64, 64), np.float32)
+        outs = ex([X, X * 0.01])
+        np.testing.assert_allclose(outs[1], np.maximum(X @ (X * 0.01), 0), rtol=1e-5)
+        np.testing.assert_allclose(outs[0], np.exp(outs[1].T), rtol=1e-5)
+        assert len(ex.records) == len(comp.plan.steps)
+        assert all(r["bytes"] > 0 for r in ex.records)
+        table = ex.profile_table()
+        assert "GB/s" in table and "matmul" in table
+        text = str(comp.plan)
+        assert "kernel" in text and "fresh" in text
+    finally:
+        set_kernel_factory(old)
