@@ -3,12 +3,14 @@ in ``_functions``; here only the binding)."""
 from __future__ import annotations
 
 from . import _functions as F
+from ._functions import _is_one
 from ._tensor import Tensor, _wrap_scalar_or_tensor, apply_op
 
 
 def _binop(name):
     def method(self, other):
-        other = _wrap_scalar_or_tensor(other)
+        if other.__class__ is not Tensor:
+            other = _wrap_scalar_or_tensor(other)
         return apply_op(name, (self, other))
     return method
 
@@ -29,7 +31,7 @@ def _rsub(self, other):
 def _inplace_binop(name):
     def method(self, other, *, alpha=1):
         other = _wrap_scalar_or_tensor(other)
-        if alpha != 1:
+        if not _is_one(alpha):
             other = other * alpha
         return self._inplace(name, (other,))
     return method

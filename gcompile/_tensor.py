@@ -26,19 +26,29 @@ _new_tensor = object.__new__
 try:  # NumPy >= 2: set the ufunc error state through its context variable directly
     from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
     _QUIET = _make_extobj(all="ignore")
-
-    def _quiet_call(fn, arrays, attrs):
-        """Call ``fn`` with NumPy floating-point warnings off (torch returns inf/nan
-        silently); ~10x cheaper than entering ``np.errstate``."""
-        tok = _extobj_contextvar.set(_QUIET)
-        try:
-            return fn(*arrays, **attrs)
-        finally:
-            _extobj_contextvar.reset(tok)
+    _set_errstate = _extobj_contextvar.set
+    _reset_errstate = _extobj_contextvar.reset
 except ImportError:  # pragma: no cover - older NumPy
-    def _quiet_call(fn, arrays, attrs):
-        with np.errstate(all="ignore"):
-            return fn(*arrays, **attrs)
+    _QUIET = {"all": "ignore"}
+
+    def _set_errstate(cfg):
+        return np.seterr(**cfg)
+
+    def _reset_errstate(tok):
+        np.seterr(**tok)
+
+
+def _quiet_call(fn, arrays, attrs):
+    """Call ``fn`` with NumPy floating-point warnings off (torch returns inf/nan
+    silently); ~10x cheaper than entering ``np.errstate``."""
+    tok = _set_errstate(_QUIET)
+    try:
+        return fn(*arrays, **attrs)
+    finally:
+        _reset_errstate(tok)
+
+
+_EW2_CACHE: dict = {}
 
 values_indices = namedtuple("values_indices", ["values", "indices"])
 
@@ -116,22 +126,29 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
     """
     op = _REGISTRY[name] if name.__class__ is str else name
     if op._ew:
-        plan = _EW_CACHE.get((op,) + tuple([(a._data.dtype, a._data.ndim == 0)
-                                            if isinstance(a, Tensor) else a.__class__
-                                            for a in args]))
-        if plan is None:
-            plan = _ew_plan(op, args)
-        casts = plan[2]
-        if len(args) == 2 and casts[0] is None and casts[1] is None and \
-                isinstance(args[0], Tensor) and isinstance(args[1], Tensor):
-            arrays = (args[0]._data, args[1]._data)
+        if len(args) == 2:
+            x, y = args
+            if isinstance(x, Tensor) and isinstance(y, Tensor):
+                xd, yd = x._data, y._data
+                plan = _EW2_CACHE.get((op, xd.dtype, xd.ndim == 0, yd.dtype, yd.ndim == 0))
+                if plan is None:
+                    plan = _EW2_CACHE[(op, xd.dtype, xd.ndim == 0, yd.dtype, yd.ndim == 0)] = \
+                        _ew_plan(op, args)
+                casts = plan[2]
+                arrays = (xd if casts[0] is None else xd.astype(casts[0]),
+                          yd if casts[1] is None else yd.astype(casts[1]))
+            else:
+                arrays = _ew_arrays(args, _ew_plan(op, args)[2])
         else:
-            arrays = _ew_arrays(args, casts)
+            arrays = _ew_arrays(args, _ew_plan(op, args)[2])
+        tok = _set_errstate(_QUIET)
         try:
-            out = _quiet_call(op.impl, arrays, attrs)
+            out = op.impl(*arrays, **attrs)
         except (ValueError, TypeError):
             _infer_error(op, args, attrs)
             raise
+        finally:
+            _reset_errstate(tok)
     else:
         for a in args:
             if not isinstance(a, Tensor) and not isinstance(a, _SCALARS):
@@ -637,6 +654,8 @@ class Tensor:
             if tuple(value.shape) != tuple(self._data.shape):
                 raise RuntimeError("assigned grad has data of a different size: "
                                    f"{tuple(value.shape)} vs {tuple(self._data.shape)}")
+        if state.tracer is not None:
+            state.tracer.record_grad(self, value)
         self._grad = value
 
     def _grad_accumulator(self):
