@@ -84,3 +84,9 @@ class Bernoulli(Distribution):
         if expand:
             values = values.expand((-1,) + tuple(self._batch_shape))
         return values
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> Bernoulli:
+        shape = Size(batch_shape)
+        if "probs" in self.__dict__:
+            return Bernoulli(probs=self.probs.expand(shape), validate_args=False)
+        return Bernoulli(logits=self.logits.expand(shape), validate_args=False)

@@ -97,3 +97,9 @@ class Categorical(Distribution):
         if expand:
             values = values.expand((-1,) + tuple(self._batch_shape))
         return values
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> Categorical:
+        shape = tuple(Size(batch_shape)) + (self._num_events,)
+        if "probs" in self.__dict__:
+            return Categorical(probs=self.probs.expand(shape), validate_args=False)
+        return Categorical(logits=self.logits.expand(shape), validate_args=False)

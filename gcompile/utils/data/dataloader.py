@@ -336,6 +336,7 @@ class _MultiProcessingIter(_BaseIter):
                 return self._result_queue.get(timeout=wait)
             except queue.Empty:
                 if self._timeout > 0 and time.monotonic() - start >= self._timeout:
+                    self._shutdown_workers()
                     raise RuntimeError(f"DataLoader timed out after {self._timeout} "
                                        "seconds") from None
                 dead = [w.pid for w, ok in zip(self._workers, self._workers_status)

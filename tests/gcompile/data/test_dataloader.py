@@ -289,3 +289,30 @@ def test_tensor_dataset_fast_batches_equal_per_sample_collation():
         assert len(fast) == len(slow)
         for (fx, fy), (sx, sy) in zip(fast, slow):
             assert torch.equal(fx, sx) and torch.equal(fy, sy) and fy.dtype is sy.dtype
+
+
+class Dies(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        import os
+        import time
+        if i == 1:
+            os._exit(3)  # a crash that raises nothing
+        if i == 2:
+            time.sleep(5)
+        return i
+
+
+def test_dead_worker_and_timeout_raise_clear_errors(monkeypatch):
+    from gcompile.utils.data import dataloader as dl
+    monkeypatch.setattr(dl, "_STATUS_POLL", 0.2)
+    loader = DataLoader(Dies(), batch_size=None, num_workers=1, multiprocessing_context="fork")
+    with pytest.raises(RuntimeError, match=r"DataLoader worker \(pid\(s\) \d+\) exited "
+                                           "unexpectedly"):
+        list(loader)
+    slow = DataLoader(Subset(Dies(), [2]), batch_size=None, num_workers=1, timeout=0.3,
+                      multiprocessing_context="fork")
+    with pytest.raises(RuntimeError, match="DataLoader timed out after 0.3 seconds"):
+        list(slow)

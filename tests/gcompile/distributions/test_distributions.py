@@ -232,3 +232,14 @@ def test_kl_normal_normal_and_others():
         0.2 * math.log(0.4) + 0.8 * math.log(1.6), rel=1e-5)
     with pytest.raises(NotImplementedError, match="No KL"):
         kl_divergence(p, a)
+
+
+def test_expand_keeps_parameters():
+    for d in (Normal(torch.tensor([0.0, 1.0]), 1.0), Uniform(torch.zeros(2), 1.0),
+              Bernoulli(probs=torch.tensor([0.2, 0.7])),
+              Bernoulli(logits=torch.tensor([0.2, 0.7])),
+              Categorical(probs=torch.tensor([[0.2, 0.8], [0.5, 0.5]]))):
+        e = d.expand((3, 2))
+        assert e.batch_shape == torch.Size([3, 2]) and type(e) is type(d)
+        assert e.sample().shape == (3, 2)
+        np.testing.assert_allclose(e.mean.numpy()[1], d.mean.numpy())
