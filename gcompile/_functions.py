@@ -15,13 +15,18 @@ from ir.ops.linalg import parse_einsum
 from ir.ops.movement import np_index
 from ir.shapes import normalize_dim, normalize_dims
 
-from ._tensor import Tensor, _graph_break, _sizes, _wrap_scalar_or_tensor, apply_op, values_indices
+from ._tensor import Tensor, _graph_break, _wrap_scalar_or_tensor, apply_op, values_indices
 
 _S = (bool, int, float)
 
 
 def _np_index(spec, tensors):
     return np_index(spec, [t._data for t in tensors])
+
+
+def _is_one(alpha) -> bool:
+    """``alpha == 1`` for numbers; a tensor alpha (an lr being traced) is never skipped."""
+    return isinstance(alpha, (int, float)) and alpha == 1
 
 
 def _t(x):
@@ -55,12 +60,36 @@ def _out(r, out):
 _UNARY = ["neg", "abs", "exp", "log", "log2", "log10", "log1p", "expm1", "sqrt", "rsqrt",
           "reciprocal", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "relu", "sign", "floor",
           "ceil", "trunc", "logical_not", "bitwise_not", "isnan", "isinf", "isfinite"]
-_g = globals()
-for _n in _UNARY:
-    _g[_n] = _unary(_n)
-negative = _g["neg"]
-absolute = _g["abs"]
-fix = _g["trunc"]
+neg = _unary("neg")
+abs = _unary("abs")
+exp = _unary("exp")
+log = _unary("log")
+log2 = _unary("log2")
+log10 = _unary("log10")
+log1p = _unary("log1p")
+expm1 = _unary("expm1")
+sqrt = _unary("sqrt")
+rsqrt = _unary("rsqrt")
+reciprocal = _unary("reciprocal")
+sin = _unary("sin")
+cos = _unary("cos")
+tan = _unary("tan")
+tanh = _unary("tanh")
+sigmoid = _unary("sigmoid")
+erf = _unary("erf")
+relu = _unary("relu")
+sign = _unary("sign")
+floor = _unary("floor")
+ceil = _unary("ceil")
+trunc = _unary("trunc")
+logical_not = _unary("logical_not")
+bitwise_not = _unary("bitwise_not")
+isnan = _unary("isnan")
+isinf = _unary("isinf")
+isfinite = _unary("isfinite")
+negative = neg
+absolute = abs
+fix = trunc
 
 
 def round(input, *, decimals=0):  # noqa: A001
@@ -89,18 +118,33 @@ def _binary(name, grad_name=None):
     return fn
 
 
-for _n in ("mul", "div", "pow", "floor_divide", "remainder", "maximum", "minimum", "atan2",
-           "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor",
-           "bitwise_and", "bitwise_or", "bitwise_xor"):
-    _g[_n] = _binary(_n)
-multiply, divide, true_divide = _g["mul"], _g["div"], _g["div"]
-greater, greater_equal, less, less_equal, not_equal = (_g["gt"], _g["ge"], _g["lt"], _g["le"],
-                                                       _g["ne"])
+mul = _binary("mul")
+div = _binary("div")
+pow = _binary("pow")
+floor_divide = _binary("floor_divide")
+remainder = _binary("remainder")
+maximum = _binary("maximum")
+minimum = _binary("minimum")
+atan2 = _binary("atan2")
+eq = _binary("eq")
+ne = _binary("ne")
+lt = _binary("lt")
+le = _binary("le")
+gt = _binary("gt")
+ge = _binary("ge")
+logical_and = _binary("logical_and")
+logical_or = _binary("logical_or")
+logical_xor = _binary("logical_xor")
+bitwise_and = _binary("bitwise_and")
+bitwise_or = _binary("bitwise_or")
+bitwise_xor = _binary("bitwise_xor")
+multiply, divide, true_divide = mul, div, div
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
 def add(input, other, *, alpha=1, out=None):
     other = _wrap_scalar_or_tensor(other)
-    if alpha != 1:
+    if not _is_one(alpha):
         other = mul(other, alpha) if isinstance(other, Tensor) else other * alpha
     a = _wrap_scalar_or_tensor(input)
     if not isinstance(a, Tensor) and not isinstance(other, Tensor):
@@ -114,7 +158,7 @@ def sub(input, other, *, alpha=1, out=None):
             not isinstance(other, Tensor) or other.dtype is dt.bool_):
         raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not "
                            "supported. Use the `^` or `logical_xor()` operator instead.")
-    if alpha != 1:
+    if not _is_one(alpha):
         other = mul(other, alpha) if isinstance(other, Tensor) else other * alpha
     a = _wrap_scalar_or_tensor(input)
     if not isinstance(a, Tensor) and not isinstance(other, Tensor):
@@ -740,10 +784,9 @@ def dot(input, other):
         raise RuntimeError(f"1D tensors expected, but got {input.dim()}D and {other.dim()}D "
                            "tensors")
     if input.shape[0] != other.shape[0]:
-        raise RuntimeError("inconsistent tensor size, expected tensor [{}] and src [{}] to have "
-                           "the same number of elements, but got {} and {} elements respectively"
-                           .format(input.shape[0], other.shape[0], input.shape[0],
-                                   other.shape[0]))
+        raise RuntimeError(f"inconsistent tensor size, expected tensor [{input.shape[0]}] and src "
+                           f"[{other.shape[0]}] to have the same number of elements, but got "
+                           f"{input.shape[0]} and {other.shape[0]} elements respectively")
     return matmul(input, other)
 
 
@@ -760,7 +803,7 @@ ger = outer
 
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     prod_ = mm(mat1, mat2)
-    if alpha != 1:
+    if not _is_one(alpha):
         prod_ = mul(prod_, alpha)
     return add(mul(input, beta) if beta != 1 else input, prod_)
 

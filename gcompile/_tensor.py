@@ -8,13 +8,12 @@ from collections import namedtuple
 import numpy as np
 
 from ir import dtypes as dt
-from ir.ops.movement import spec_has_tensors
 from ir.registry import REGISTRY, compute_dtype, output_dtype
 from ir.shapes import contiguous_strides, infer_size, normalize_dim, normalize_dims, view_strides
 
 from ._device import CPU, as_device
 from ._state import state
-from .autograd.graph import AccumulateGrad, OpNode, run_backward
+from .autograd.graph import AccumulateGrad, OpNode
 
 _EMPTY: dict = {}
 _SCALARS = (bool, int, float)
@@ -481,7 +480,7 @@ class Tensor:
     def __bool__(self) -> bool:
         _graph_break("bool(Tensor)")
         if self._data.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(self._data.reshape(()))
 
     def __float__(self) -> float:
@@ -664,9 +663,11 @@ class Tensor:
         return self._acc
 
     def detach(self):
+        # shares memory and the version counter, but is not an autograd view (torch:
+        # ``x.detach()._base is None``), so in-place ops on it are allowed
         t = Tensor._make(self._data)
         t._vbox = self._vbox
-        t._base = self._base if self._base is not None else self
+        t._base = self._base
         return t
 
     def detach_(self):
@@ -765,9 +766,10 @@ class Tensor:
     def permute(self, *dims):
         dims = _sizes(dims)
         if len(dims) != self.dim():
-            raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does "
-                               f"not match the length of the desired ordering of dimensions i.e. "
-                               f"input.dim() = {self.dim()} is not equal to len(dims) = {len(dims)}")
+            raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input "
+                               f"does not match the length of the desired ordering of dimensions "
+                               f"i.e. input.dim() = {self.dim()} is not equal to len(dims) = "
+                               f"{len(dims)}")
         dims = tuple(normalize_dim(d, self.dim()) for d in dims)
         if len(set(dims)) != len(dims):
             raise RuntimeError("permute(): duplicate dims are not allowed.")
@@ -818,7 +820,8 @@ class Tensor:
         if start < 0:
             start += self.shape[d]
         if start < 0 or start + length > self.shape[d]:
-            raise IndexError(f"narrow(): start ({start}) + length ({length}) exceeds dimension size "
+            raise IndexError(f"narrow(): start ({start}) + length ({length}) exceeds dimension "
+                             "size "
                              f"({self.shape[d]}).")
         return self[(slice(None),) * d + (slice(start, start + length),)]
 
@@ -1162,7 +1165,8 @@ def _retype(t, cls):
     if cls is Tensor:
         return t
     new = object.__new__(cls)
-    for k in ("_data", "grad_fn", "_requires_grad", "_grad", "_acc", "_vbox", "_base", "_view_spec"):
+    for k in ("_data", "grad_fn", "_requires_grad", "_grad", "_acc", "_vbox", "_base",
+              "_view_spec"):
         setattr(new, k, getattr(t, k))
     return new
 

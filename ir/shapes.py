@@ -31,8 +31,8 @@ def normalize_dim(dim: int, ndim: int, op: str = "") -> int:
     if not isinstance(dim, int) or isinstance(dim, bool):
         raise TypeError(f"{op}: dim must be an int, got {type(dim).__name__}")
     if dim < -n or dim >= n:
-        raise IndexError(
-            f"{op}Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+        raise IndexError(f"{op}Dimension out of range (expected to be in range of [{-n}, "
+                         f"{n - 1}], but got {dim})")
     return dim % n
 
 

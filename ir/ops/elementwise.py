@@ -236,7 +236,7 @@ _binary("atan2", np.arctan2, "atan2({0}, {1})",
 for _name, _f, _e in (("eq", np.equal, "=="), ("ne", np.not_equal, "!="), ("lt", np.less, "<"),
                       ("le", np.less_equal, "<="), ("gt", np.greater, ">"),
                       ("ge", np.greater_equal, ">=")):
-    _binary(_name, _f, "({0} %s {1})" % _e, dtype_rule="bool")
+    _binary(_name, _f, "({0} " + _e + " {1})", dtype_rule="bool")
 _binary("logical_and", np.logical_and, "({0} and {1})", dtype_rule="bool")
 _binary("logical_or", np.logical_or, "({0} or {1})", dtype_rule="bool")
 _binary("logical_xor", np.logical_xor, "({0} != {1})", dtype_rule="bool")

@@ -151,7 +151,7 @@ def _index_put_impl(x, values, *idx, index, accumulate):
 
 
 def _index_put_grad(b, g, xs, out, index, accumulate):
-    x, v = xs[0], xs[1]
+    v = xs[1]
     idx = xs[2:]
     gx = g if accumulate else b.index_put(g, b.zeros_like(v) if v.shape else 0.0, *idx,
                                           index=index, accumulate=False)
@@ -276,7 +276,7 @@ def _pad_grad(b, g, xs, out, pad, mode="constant", value=0.0):
         return (b.pad_backward(g, shape=tuple(xs[0].shape), pad=pad, mode=mode),)
     spec = []
     x = xs[0]
-    for dim, (lo, hi) in enumerate(_pad_widths(len(x.shape), pad)):
+    for dim, (lo, _hi) in enumerate(_pad_widths(len(x.shape), pad)):
         spec.append(("s", lo, lo + x.shape[dim], 1))
     neg = [(lo, hi) for lo, hi in _pad_widths(len(x.shape), pad) if lo < 0 or hi < 0]
     if neg:

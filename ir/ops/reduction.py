@@ -69,11 +69,10 @@ def _extreme_grad(b, g, xs, out, dims, keepdim):
 
 def _var_impl(x, dims, keepdim, correction=1):
     n = _count(x.shape, dims)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(np.var(x, axis=dims, keepdims=keepdim, ddof=0) * (n / max(n - correction, 0))
-                          if n - correction > 0 else
-                          np.full(reduced_shape(x.shape, dims, keepdim), np.nan, x.dtype)
-                          ).astype(x.dtype, copy=False)
+    if n - correction <= 0:
+        return np.full(reduced_shape(x.shape, dims, keepdim), np.nan, x.dtype)
+    v = np.var(x, axis=dims, keepdims=keepdim, ddof=0) * (n / (n - correction))
+    return np.asarray(v).astype(x.dtype, copy=False)
 
 
 def _var_grad(b, g, xs, out, dims, keepdim, correction=1):

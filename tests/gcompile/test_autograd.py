@@ -41,7 +41,7 @@ def test_leaf_and_nonleaf():
 def test_grad_fn_names(expr, name):
     x = leaf([[1.0, 2.0], [3.0, 4.0]])
     y = leaf([[1.0, 0.5], [2.0, 1.0]])
-    out = eval(expr)
+    out = eval(expr, {"torch": torch, "x": x, "y": y})
     assert out.grad_fn.name() == name
     assert f"grad_fn=<{name}>" in repr(out)
 

@@ -117,7 +117,8 @@ def test_shape_op_errors():
 
 
 def test_conversion_errors():
-    with pytest.raises(RuntimeError, match="a Tensor with 2 elements cannot be converted to Scalar"):
+    with pytest.raises(RuntimeError, match="a Tensor with 2 elements cannot be converted to "
+                                           "Scalar"):
         torch.ones(2).item()
     with pytest.raises(RuntimeError, match="Boolean value of Tensor with more than one value is "
                                            "ambiguous"):

@@ -117,7 +117,7 @@ def test_binary_broadcast_noncontig(name, dtype):
     a = arr((3, 4), dtype, lo, 3)
     b = arr((4,), dtype, lo, 3)
     want = ref(a, b)
-    for _, ta, an in layouts(a):
+    for _, ta, _an in layouts(a):
         got = getattr(torch, name)(ta, torch.from_numpy(b))
         check(got, want, rtol=1e-5)
     # (3, 1) against (1, 4)
