@@ -7,6 +7,7 @@ from typing import Any
 from .._creation import zeros_like
 from .._functions import maximum
 from .._tensor import Tensor
+from ir.dtypes import float64
 from ..autograd import no_grad
 from .optimizer import Optimizer, _check_lr, _check_unsupported, _inc_step, _zero_step
 
@@ -87,9 +88,9 @@ def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
         if capturable:
             state_steps[i].add_(1)
-            step = state_steps[i]
-            if step.dtype is not param.dtype:  # float64 params: no float32 rounding of beta**t
-                step = step.to(param.dtype)
+            # bias corrections as float64 0-d tensors: as exact as the Python-float path
+            # (float32 1 - 0.999**t is off by ~5e-5), and 0-d, so float32 params stay float32
+            step = state_steps[i].to(float64)
         else:
             step = _inc_step(state_steps[i])
         if weight_decay != 0:

@@ -336,6 +336,9 @@ class _CountingTracer:
     def graph_break(self, what):
         self.breaks.append(what)
 
+    def scalar_input(self, owner, key):  # the real tracer turns owner[key] into a plan input
+        return owner[key]
+
 
 @pytest.mark.parametrize("cls,kwargs", [
     (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
