@@ -15,7 +15,7 @@ from ir.ops.linalg import parse_einsum
 from ir.ops.movement import np_index
 from ir.shapes import normalize_dim, normalize_dims
 
-from ._tensor import Tensor, _graph_break, _wrap_scalar_or_tensor, apply_op, values_indices
+from ._tensor import Tensor, _graph_break, _wrap_scalar_or_tensor, apply_op, return_type
 
 _S = (bool, int, float)
 
@@ -358,7 +358,7 @@ def _extreme(name, argname, input, dim=None, keepdim=False):
         shape = tuple(values.shape[:d]) + tuple(values.shape[d + 1:])
         values = apply_op("reshape", (values,), {"shape": shape}, gname)
         idx = idx.squeeze(d)
-    return values_indices(values, idx)
+    return return_type(name[1:], values, idx)
 
 
 def max(input, dim=None, keepdim=False, *, out=None):  # noqa: A001
@@ -424,7 +424,7 @@ def sort(input, dim=-1, descending=False, stable=False):
     x = _t(input)
     d = normalize_dim(dim, x.dim()) if x.dim() else 0
     if x.dim() == 0:
-        return values_indices(x.clone(), Tensor._make(np.zeros((), np.int64)))
+        return return_type("sort", x.clone(), Tensor._make(np.zeros((), np.int64)))
     data = x._data
     if not descending:
         idx = np.argsort(data, axis=d, kind="stable")  # NaN last, like torch
@@ -437,7 +437,7 @@ def sort(input, dim=-1, descending=False, stable=False):
         idx = np.argsort(np.invert(data), axis=d, kind="stable")
     idx_t = Tensor._make(idx.astype(np.int64))
     values = apply_op("gather", (x, idx_t), {"dim": d}, "SortBackward0")
-    return values_indices(values, idx_t)
+    return return_type("sort", values, idx_t)
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
@@ -453,7 +453,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002
     s = sort(x, d, descending=largest)
     idx = s.indices.narrow(d, 0, k).contiguous()
     values = apply_op("gather", (x, idx), {"dim": d}, "TopkBackward0")
-    return values_indices(values, idx)
+    return return_type("topk", values, idx)
 
 
 def kthvalue(input, k, dim=-1, keepdim=False):
@@ -464,7 +464,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     values = apply_op("gather", (x, idx), {"dim": d}, "KthvalueBackward0")
     if not keepdim:
         values, idx = values.squeeze(d), idx.squeeze(d)
-    return values_indices(values, idx)
+    return return_type("kthvalue", values, idx)
 
 
 def median(input, dim=None, keepdim=False):
@@ -473,7 +473,7 @@ def median(input, dim=None, keepdim=False):
         flat = x.flatten()
         return kthvalue(flat, (flat.numel() + 1) // 2, 0).values
     d = normalize_dim(dim, x.dim())
-    return kthvalue(x, (x.shape[d] + 1) // 2, d, keepdim)
+    return return_type("median", *kthvalue(x, (x.shape[d] + 1) // 2, d, keepdim))
 
 
 def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):

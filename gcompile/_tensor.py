@@ -49,7 +49,26 @@ def _quiet_call(fn, arrays, attrs):
 
 _EW2_CACHE: dict = {}
 
-values_indices = namedtuple("values_indices", ["values", "indices"])
+class values_indices(namedtuple("values_indices", ["values", "indices"])):
+    """(values, indices) results; prints like torch.return_types.max(...)."""
+
+    __slots__ = ()
+    _op = "values_indices"
+
+    def __repr__(self) -> str:
+        return (f"torch.return_types.{self._op}(\nvalues={self.values!r},\n"
+                f"indices={self.indices!r})")
+
+
+_RETURN_TYPES: dict = {}
+
+
+def return_type(op: str, values, indices) -> values_indices:
+    """A (values, indices) pair named after ``op`` (torch.return_types.<op>)."""
+    cls = _RETURN_TYPES.get(op)
+    if cls is None:
+        cls = _RETURN_TYPES[op] = type(op, (values_indices,), {"__slots__": (), "_op": op})
+    return cls(values, indices)
 
 
 # ---------------------------------------------------------------------------
@@ -1044,11 +1063,9 @@ class Tensor:
 
     def _assign_view(self, result):
         """In-place write through a view: the base's history becomes an index_put."""
-        if self._view_spec is None:
-            raise NotImplementedError(
-                "in-place modification of a view that takes part in autograd is supported only "
-                "for views made by one indexing step (x[...]); use an out-of-place op instead")
         base = self._base
+        if self._view_spec is None:
+            return self._assign_strided_view(result)
         spec, idx = self._view_spec
         new_base = apply_op("index_put", (base, result.to(base.dtype)) + tuple(idx),
                             {"index": spec, "accumulate": False}, "CopySlices")
@@ -1060,6 +1077,47 @@ class Tensor:
         base._requires_grad = new_base.requires_grad
         if new_base.requires_grad:
             view = apply_op("getitem", (base,) + tuple(idx), {"index": spec}, "AsStridedBackward0")
+            self.grad_fn = view.grad_fn
+            self._requires_grad = True
+        return self
+
+    def _assign_strided_view(self, result):
+        """In-place write through any view (view/transpose/expand chains): address the
+        view's elements by their flat positions in the contiguous base, so the base's
+        history becomes an index_put on its flattened form."""
+        base = self._base
+        b, v = base._data, self._data
+        if not b.flags.c_contiguous:
+            raise NotImplementedError(
+                "in-place modification of a view of a non-contiguous tensor that takes part in "
+                "autograd is not supported; call .contiguous() on the base first")
+        el = b.itemsize
+        offset = (v.__array_interface__["data"][0] - b.__array_interface__["data"][0]) // el
+        flat = np.full(v.shape, offset, np.int64)
+        for d, (n, s) in enumerate(zip(v.shape, v.strides)):
+            shape = [1] * v.ndim
+            shape[d] = n
+            flat = flat + (np.arange(n, dtype=np.int64) * (s // el)).reshape(shape)
+        if np.unique(flat).size != flat.size:
+            raise RuntimeError("unsupported operation: more than one element of the written-to "
+                               "tensor refers to a single memory location. Please clone() the "
+                               "tensor before performing the operation.")
+        idx = Tensor._make(flat)
+        spec = (("t", 0),)
+        n = b.size
+        flat_base = apply_op("reshape", (base,), {"shape": (n,)}, "ViewBackward0")
+        new_flat = apply_op("index_put", (flat_base, result.to(base.dtype), idx),
+                            {"index": spec, "accumulate": False}, "CopySlices")
+        new_base = apply_op("reshape", (new_flat,), {"shape": tuple(b.shape)}, "CopySlices")
+        np.copyto(b, new_base._data)
+        base._vbox[0] += 1
+        if state.tracer is not None:
+            state.tracer.record_mutation(base, new_base)
+        base.grad_fn = new_base.grad_fn
+        base._requires_grad = new_base.requires_grad
+        if new_base.requires_grad:
+            fb = apply_op("reshape", (base,), {"shape": (n,)}, "ViewBackward0")
+            view = apply_op("getitem", (fb, idx), {"index": spec}, "AsStridedBackward0")
             self.grad_fn = view.grad_fn
             self._requires_grad = True
         return self

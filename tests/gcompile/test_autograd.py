@@ -335,6 +335,16 @@ def test_inplace_through_view_rebases_history():
     b[1:] += a[:2] * 10
     b.sum().backward()
     assert a.grad.tolist() == [11.0, 11.0, 1.0]
+    # a write through a chain of views (view + transpose + select)
+    a = leaf([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    b = a * 1
+    b.view(2, 3).t()[1].mul_(10)
+    assert b.tolist() == [0.0, 10.0, 2.0, 3.0, 40.0, 5.0]
+    b.sum().backward()
+    assert a.grad.tolist() == [1.0, 10.0, 1.0, 1.0, 10.0, 1.0]
+    e = (leaf([1.0]) * 1).expand(3)
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        e.mul_(2)
 
 
 def test_inplace_rules_under_grad():

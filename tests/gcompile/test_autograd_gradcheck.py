@@ -122,6 +122,7 @@ CASES = {
     "trace": (lambda x: torch.trace(x), lambda: (T(3, 3),)),
     "setitem": (lambda x, v: _setitem(x, v), lambda: (T(3, 3), T(3))),
     "inplace_chain": (lambda x: _inplace_chain(x), lambda: (T(2, 3, lo=0.5),)),
+    "inplace_views": (lambda x: _inplace_through_views(x), lambda: (T(2, 3),)),
 }
 
 
@@ -129,6 +130,13 @@ def _setitem(x, v):
     y = x * 1.0
     y[1] = v
     y[:, 0] = v * 2
+    return y
+
+
+def _inplace_through_views(x):
+    y = x * 2
+    y.t()[0].add_(x[:, 0] * 3)
+    y.view(-1)[4:].mul_(x.view(-1)[:2])
     return y
 
 

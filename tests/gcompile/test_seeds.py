@@ -33,6 +33,8 @@ def test_graph_leaf_grads_mean():
 def test_max_dim_and_gather():
     x = torch.tensor([[3, 2, 1], [4, 5, 6]])
     values, indices = torch.max(x, dim=1)
+    assert repr(torch.max(x, dim=1)) == ("torch.return_types.max(\nvalues=tensor([3, 6]),\n"
+                                         "indices=tensor([0, 2]))")
     assert repr(values) == "tensor([3, 6])"
     assert repr(indices) == "tensor([0, 2])"
     r = torch.gather(x, dim=1, index=indices.unsqueeze(1))
