@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="train a small model and show what gcompile does")
     p.add_argument("--steps", type=int, default=200)
     p.set_defaults(func=_demo)
+    from . import bench
+    b = sub.add_parser("bench", help="time eager vs compiled on the standard workloads")
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.run)
     args = parser.parse_args(argv)
     return args.func(args)
 

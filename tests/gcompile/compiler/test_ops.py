@@ -115,7 +115,8 @@ def test_reductions(reference_kernels, layout, dtype):
         for dims in (-1, 0, (0, 1)):
             for keep in (False, True):
                 try:
-                    check(lambda x, fn=fn, dims=dims, keep=keep: fn(x, dims, keep), x, rtol=RED_TOL[dtype], atol=1e-5)
+                    check(lambda x, fn=fn, dims=dims, keep=keep: fn(x, dims, keep), x,
+                          rtol=RED_TOL[dtype], atol=1e-5)
                 except AssertionError as e:
                     raise AssertionError(f"{name} dims={dims} keepdim={keep}: {e}") from None
 

@@ -1,0 +1,219 @@
+"""``gcompile bench``: eager vs compiled on the issue's workloads, in one process.
+
+Prints, per workload: eager ms, compiled ms, speedup, generated kernels, bytes
+moved by the compiled plan, achieved GB/s, first-call latency, and the
+machine's copy bandwidth measured in the same run (ratios, not absolute
+targets: these machines are noisy). When ``import torch`` works, PyTorch eager
+and ``torch.compile`` are timed too; otherwise those columns say why not.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def _timeit(fn: Callable[[], object], repeat: int, min_time: float = 0.3) -> float:
+    """Median seconds per call (after one warm-up call)."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - start < min_time and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def copy_bandwidth(nbytes: int = 64 << 20) -> float:
+    """GB/s of a large ``np.copyto`` (read + write counted), best of a few."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    best = math.inf
+    for _ in range(8):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best / 1e9
+
+
+def _workloads(small: bool):
+    import gcompile as gc
+    import gcompile.nn as nn
+    import gcompile.nn.functional as F
+
+    gen = gc.Generator().manual_seed(0)
+    s = 8 if small else 1
+
+    def gelu():
+        x = gc.randn(16 * 1024 * 1024 // s, generator=gen)
+        return (lambda x: F.gelu(x, approximate="tanh")), (x,)
+
+    def bias_relu():
+        n = 4096 // (2 if small else 1)
+        x = gc.randn(n, n, generator=gen)
+        w = gc.randn(n, generator=gen)
+        b = gc.randn(n, generator=gen)
+        return (lambda x, w, b: gc.relu(x * w + b)), (x, w, b)
+
+    def layernorm():
+        x = gc.randn(8192 // s, 1024, generator=gen)
+        w = gc.randn(1024, generator=gen)
+        b = gc.randn(1024, generator=gen)
+        return (lambda x, w, b: F.layer_norm(x, (1024,), w, b)), (x, w, b)
+
+    def softmax():
+        x = gc.randn(8192 // s, 1024, generator=gen)
+        return (lambda x: F.softmax(x, -1)), (x,)
+
+    def mlp_infer():
+        gc.manual_seed(0)
+        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                              nn.Linear(512, 10))
+        model.eval()
+        x = gc.randn(256, 784, generator=gen)
+        return model, (x,)
+
+    return {"gelu": gelu, "bias_relu": bias_relu, "layernorm": layernorm, "softmax": softmax,
+            "mlp_infer": mlp_infer}
+
+
+TARGETS = {"gelu": "speedup >= 8x and >= 60% of copy GB/s", "bias_relu": "speedup >= 3x",
+           "layernorm": "speedup >= 4x", "softmax": "speedup >= 4x",
+           "mlp_infer": "speedup >= 1x; arena <= unplanned/2"}
+
+
+def _torch_times(name: str, make, repeat: int) -> dict:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return {"torch_note": "torch not installed: torch columns skipped"}
+    import torch
+    import torch.nn.functional as TF
+    fn, args = make()
+    targs = [torch.from_numpy(np.ascontiguousarray(a.numpy())) for a in args]
+    if name == "mlp_infer":
+        tm = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(),
+                                 torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                                 torch.nn.Linear(512, 10)).eval()
+        tfn = tm
+    else:
+        tfn = {"gelu": lambda x: TF.gelu(x, approximate="tanh"),
+               "bias_relu": lambda x, w, b: torch.relu(x * w + b),
+               "layernorm": lambda x, w, b: TF.layer_norm(x, (1024,), w, b),
+               "softmax": lambda x: TF.softmax(x, -1)}[name]
+    out = {}
+    with torch.no_grad():
+        out["torch_eager_ms"] = _timeit(lambda: tfn(*targs), repeat) * 1e3
+        try:
+            cfn = torch.compile(tfn)
+            cfn(*targs)
+            out["torch_compile_ms"] = _timeit(lambda: cfn(*targs), repeat) * 1e3
+        except Exception as e:  # noqa: BLE001 - report, don't fail the bench
+            out["torch_note"] = f"torch.compile failed: {type(e).__name__}: {e}"[:120]
+    return out
+
+
+def run_bench(names: list[str] | None = None, repeat: int = 5, small: bool = False,
+              with_torch: bool = True) -> dict:
+    """Run the workloads; returns a JSON-ready dict."""
+    import gcompile as gc
+    from gcompile.compiler import compile as gcompile_compile
+
+    work = _workloads(small)
+    names = names or list(work)
+    unknown = [n for n in names if n not in work]
+    if unknown:
+        raise ValueError(f"unknown workload(s) {unknown}; choose from {list(work)}")
+    bw = copy_bandwidth()
+    results = []
+    for name in names:
+        fn, args = work[name]()
+        with gc.no_grad():
+            eager_s = _timeit(lambda: fn(*args), repeat)
+            cf = gcompile_compile(fn)
+            t0 = time.perf_counter()
+            cf(*args)  # trace + compile (first call)
+            cf(*args)  # first call of the compiled plan (kernels load here)
+            first_s = time.perf_counter() - t0
+            comp_s = _timeit(lambda: cf(*args), repeat)
+            ref = fn(*args)
+            got = cf(*args)
+            err = float(np.max(np.abs(got.numpy() - ref.numpy()))) if got.numel() else 0.0
+        entry = cf.entries[0]
+        plan = entry.executable.plan
+        nbytes = sum(s.bytes_moved for s in plan.steps)
+        row = {"workload": name, "eager_ms": eager_s * 1e3, "compiled_ms": comp_s * 1e3,
+               "speedup": eager_s / comp_s, "kernels": plan.num_kernels,
+               "steps": len(plan.steps),
+               "matmuls": sum(1 for s in plan.steps if s.kind == "matmul"),
+               "bytes_moved": nbytes, "GB/s": nbytes / comp_s / 1e9,
+               "pct_copy_bw": 100.0 * nbytes / comp_s / 1e9 / bw,
+               "first_call_s": first_s, "planned_bytes": plan.planned_bytes,
+               "unplanned_bytes": plan.unplanned_bytes, "max_abs_err": err,
+               "target": TARGETS[name]}
+        if with_torch:
+            row.update(_torch_times(name, lambda n=name: work[n](), repeat))
+        results.append(row)
+    return {"copy_GB/s": bw, "small": small, "results": results}
+
+
+def format_table(report: dict) -> str:
+    cols = [("workload", "{:<10}"), ("eager_ms", "{:>9.2f}"), ("compiled_ms", "{:>11.2f}"),
+            ("speedup", "{:>7.2f}x"), ("kernels", "{:>7}"), ("bytes_moved", "{:>11}"),
+            ("GB/s", "{:>6.1f}"), ("pct_copy_bw", "{:>6.0f}%"), ("first_call_s", "{:>7.2f}s")]
+    head = ("workload   eager_ms compiled_ms speedup kernels bytes_moved   GB/s  %copy "
+            "first_call")
+    lines = [f"copy bandwidth (np.copyto, read+write): {report['copy_GB/s']:.1f} GB/s"
+             + ("  [--small sizes]" if report.get("small") else ""), head]
+    for r in report["results"]:
+        parts = []
+        for k, fmt in cols:
+            v = r[k]
+            if k == "bytes_moved":
+                v = f"{v / 1e6:.1f}MB"
+            parts.append(fmt.format(v))
+        lines.append(" ".join(parts))
+    extra = []
+    for r in report["results"]:
+        if "torch_eager_ms" in r:
+            tc = r.get("torch_compile_ms")
+            extra.append(f"{r['workload']:<10} torch eager {r['torch_eager_ms']:.2f} ms, "
+                         f"torch.compile " + (f"{tc:.2f} ms" if tc else r.get("torch_note", "-")))
+        elif "torch_note" in r and not extra:
+            extra.append(r["torch_note"])
+    mlp = [r for r in report["results"] if r["workload"] == "mlp_infer"]
+    for r in mlp:
+        extra.append(f"mlp_infer memory: planned arena {r['planned_bytes']} bytes vs "
+                     f"unplanned {r['unplanned_bytes']} bytes "
+                     f"({r['planned_bytes'] / max(r['unplanned_bytes'], 1):.2f}x)")
+    for r in report["results"]:
+        extra.append(f"{r['workload']:<10} target: {r['target']}; max |compiled - eager| = "
+                     f"{r['max_abs_err']:.2e}")
+    return "\n".join(lines + extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="gcompile bench", description=__doc__)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def add_arguments(p) -> None:
+    p.add_argument("workloads", nargs="*", help="subset of: gelu bias_relu layernorm softmax "
+                   "mlp_infer (default: all)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
+    p.add_argument("--small", action="store_true", help="smaller inputs (quick check)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+
+
+def run(args) -> int:
+    report = run_bench(args.workloads or None, repeat=args.repeat, small=args.small,
+                       with_torch=not args.no_torch)
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
