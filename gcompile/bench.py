@@ -133,13 +133,13 @@ def run_bench(names: list[str] | None = None, repeat: int = 5, small: bool = Fal
     for name in names:
         fn, args = work[name]()
         with gc.no_grad():
-            eager_s = _timeit(lambda: fn(*args), repeat)
+            eager_s = _timeit(lambda fn=fn, args=args: fn(*args), repeat)
             cf = gcompile_compile(fn)
             t0 = time.perf_counter()
             cf(*args)  # trace + compile (first call)
             cf(*args)  # first call of the compiled plan (kernels load here)
             first_s = time.perf_counter() - t0
-            comp_s = _timeit(lambda: cf(*args), repeat)
+            comp_s = _timeit(lambda cf=cf, args=args: cf(*args), repeat)
             ref = fn(*args)
             got = cf(*args)
             err = float(np.max(np.abs(got.numpy() - ref.numpy()))) if got.numel() else 0.0
