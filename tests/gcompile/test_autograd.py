@@ -388,3 +388,28 @@ def test_iadd_aliasing():
     v = a[:2]
     v += 5
     assert a.tolist() == [6.0, 6.0, 1.0]
+
+
+def test_backward_inputs_and_leaf_hook():
+    x = leaf([1.0, 2.0])
+    w = leaf([3.0, 4.0])
+    (x * w).sum().backward(inputs=[x])
+    assert x.grad.tolist() == [3.0, 4.0] and w.grad is None
+    seen = []
+    w.register_hook(lambda g: seen.append(g.tolist()))
+    (x * w).sum().backward()
+    assert seen == [[1.0, 2.0]] and w.grad.tolist() == [1.0, 2.0]
+    with pytest.raises(RuntimeError, match="assigned grad has data of a different size"):
+        x.grad = torch.ones(3)
+
+
+def test_no_grad_optimizer_step_pattern():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    for _ in range(3):
+        loss = ((w - 5.0) ** 2).sum()
+        loss.backward()
+        with torch.no_grad():
+            w -= 0.25 * w.grad
+        w.grad.zero_()
+    assert w.is_leaf and w.requires_grad
+    np.testing.assert_allclose(w.detach().numpy(), [4.5, 4.625], rtol=1e-6)

@@ -392,3 +392,53 @@ def test_movement():
     check(t.narrow(2, 1, 2), a[:, :, 1:3])
     check(t.select(1, -1), a[:, -1])
     check(torch.diag(torch.tensor([1, 2])), np.diag([1, 2]))
+
+
+INPLACE_UNARY = ["neg", "abs", "exp", "log", "log2", "log10", "log1p", "expm1", "sqrt", "rsqrt",
+                 "reciprocal", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "relu", "sign",
+                 "floor", "ceil", "round", "trunc", "square"]
+
+
+@pytest.mark.parametrize("name", INPLACE_UNARY)
+def test_inplace_unary_matches_out_of_place(name):
+    a = torch.tensor([[0.5, 1.5, 2.0], [0.25, 3.0, 1.0]])
+    want = getattr(a, name)()
+    v = a.t()  # non-contiguous, written through to a
+    out = getattr(v, name + "_")()
+    assert out is v
+    check(a, want.numpy())
+    assert a._version == 1
+
+
+@pytest.mark.parametrize("name,other", [
+    ("add", 2.0), ("sub", torch.tensor([1.0, 2.0, 3.0])), ("mul", 3), ("div", 4.0),
+    ("pow", 2), ("remainder", 0.7), ("floor_divide", 2.0), ("maximum", torch.ones(3)),
+    ("minimum", torch.ones(1)), ("atan2", torch.ones(3)), ("clamp_min", 1.0),
+    ("clamp_max", 1.0), ("lerp", None), ("fill", 7.0), ("zero", None), ("copy", None),
+])
+def test_inplace_binary_and_fills(name, other):
+    a = torch.tensor([[0.5, 1.5, 2.0], [0.25, 3.0, 1.0]])
+    b = a.clone()
+    if name == "lerp":
+        want = a.lerp(torch.zeros(3), 0.5)
+        b.lerp_(torch.zeros(3), 0.5)
+    elif name == "fill":
+        want = torch.full((2, 3), 7.0)
+        b.fill_(7.0)
+    elif name == "zero":
+        want = torch.zeros(2, 3)
+        b.zero_()
+    elif name == "copy":
+        want = torch.tensor([1.0, 2.0, 3.0]).expand(2, 3)
+        b.copy_(torch.tensor([1, 2, 3]))
+    else:
+        want = getattr(a, name)(other)
+        assert getattr(b, name + "_")(other) is b
+    check(b, want.numpy())
+    a.add_(torch.ones(3), alpha=2)
+    check(a, np.array([[2.5, 3.5, 4.0], [2.25, 5.0, 3.0]], np.float32))
+    a.clamp_(3, 4)
+    assert a.min().item() == 3 and a.max().item() == 4
+    i = torch.tensor([1, 2, 3])
+    i.mul_(2).add_(1).clamp_(max=6)
+    assert i.tolist() == [3, 5, 6] and i.dtype is torch.int64
