@@ -7,14 +7,81 @@ under ``no_grad`` so that a tracer sees one clean update per parameter.
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
+import functools
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._tensor import Tensor
 from ..autograd import enable_grad, no_grad
 
-__all__ = ["Optimizer", "required"]
+__all__ = ["Optimizer", "required", "register_optimizer_step_pre_hook",
+           "register_optimizer_step_post_hook"]
+
+_GLOBAL_PRE_HOOKS: OrderedDict = OrderedDict()
+_GLOBAL_POST_HOOKS: OrderedDict = OrderedDict()
+
+
+class _RemovableHandle:
+    """Returned by the ``register_*_hook`` methods; ``remove()`` unregisters."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: OrderedDict) -> None:
+        self.hooks = hooks
+        self.id = _RemovableHandle._next_id
+        _RemovableHandle._next_id += 1
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self) -> _RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def register_optimizer_step_pre_hook(hook: Callable) -> _RemovableHandle:
+    """Run ``hook(optimizer, args, kwargs)`` before every optimizer's ``step``."""
+    handle = _RemovableHandle(_GLOBAL_PRE_HOOKS)
+    _GLOBAL_PRE_HOOKS[handle.id] = hook
+    return handle
+
+
+def register_optimizer_step_post_hook(hook: Callable) -> _RemovableHandle:
+    """Run ``hook(optimizer, args, kwargs)`` after every optimizer's ``step``."""
+    handle = _RemovableHandle(_GLOBAL_POST_HOOKS)
+    _GLOBAL_POST_HOOKS[handle.id] = hook
+    return handle
+
+
+def _wrap_step(step: Callable) -> Callable:
+    """Run the step hooks around a subclass's ``step`` and record that it ran
+    (the lr schedulers warn when they are stepped before the optimiser)."""
+    if getattr(step, "_hooked", False):
+        return step
+
+    @functools.wraps(step)
+    def wrapper(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        pre = getattr(self, "_step_pre_hooks", {})
+        for hook in [*_GLOBAL_PRE_HOOKS.values(), *pre.values()]:
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(f"{hook} must return None or a tuple of (new_args, "
+                                       f"new_kwargs), but got {result}.")
+        out = step(self, *args, **kwargs)
+        self._opt_called = True
+        post = getattr(self, "_step_post_hooks", {})
+        for hook in [*post.values(), *_GLOBAL_POST_HOOKS.values()]:
+            hook(self, args, kwargs)
+        return out
+
+    wrapper._hooked = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 class _Required:
@@ -52,7 +119,15 @@ def _check_unsupported(defaults: dict) -> None:
 class Optimizer:
     """Base class of all optimisers (torch.optim.Optimizer)."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:
+            cls.step = _wrap_step(cls.__dict__["step"])  # type: ignore[method-assign]
+
     def __init__(self, params: Iterable, defaults: dict) -> None:
+        self._step_pre_hooks: OrderedDict = OrderedDict()
+        self._step_post_hooks: OrderedDict = OrderedDict()
+        self._opt_called = False
         self.defaults = defaults
         self.state: defaultdict = defaultdict(dict)
         self.param_groups: list[dict] = []
@@ -131,6 +206,19 @@ class Optimizer:
     def step(self, closure: Callable | None = None):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def register_step_pre_hook(self, hook: Callable) -> _RemovableHandle:
+        """``hook(optimizer, args, kwargs)`` before each step; it may return new
+        ``(args, kwargs)``."""
+        handle = _RemovableHandle(self._step_pre_hooks)
+        self._step_pre_hooks[handle.id] = hook
+        return handle
+
+    def register_step_post_hook(self, hook: Callable) -> _RemovableHandle:
+        """``hook(optimizer, args, kwargs)`` after each step."""
+        handle = _RemovableHandle(self._step_post_hooks)
+        self._step_post_hooks[handle.id] = hook
+        return handle
+
     def _closure_loss(self, closure: Callable | None):
         if closure is None:
             return None
@@ -202,6 +290,8 @@ class Optimizer:
             ng = {k: copy.deepcopy(v) if not isinstance(v, Tensor) else v.detach().clone()
                   for k, v in sg.items() if k != "params"}
             ng["params"] = g["params"]
+            for key, default in self.defaults.items():  # state dicts from older versions
+                ng.setdefault(key, default)
             new_groups.append(ng)
         self.state = state
         self.param_groups = new_groups
@@ -213,6 +303,9 @@ class Optimizer:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._step_pre_hooks = OrderedDict()
+        self._step_post_hooks = OrderedDict()
+        self._opt_called = False
 
     def __repr__(self) -> str:
         lines = [self.__class__.__name__ + " ("]

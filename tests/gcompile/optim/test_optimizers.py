@@ -362,3 +362,30 @@ def test_updates_trace_without_graph_breaks(cls, kwargs):
         finally:
             state.tracer = None
         assert tracer.breaks == [] and tracer.mutations >= 1
+
+
+def test_step_hooks_and_scheduler_order_warning():
+    import warnings
+
+    from gcompile.optim.lr_scheduler import StepLR
+    from gcompile.optim.optimizer import register_optimizer_step_post_hook
+    w = torch.zeros(2, requires_grad=True)
+    w.grad = torch.ones(2)
+    opt = optim.SGD([w], lr=0.1)
+    calls = []
+    h1 = opt.register_step_pre_hook(lambda o, a, k: calls.append(("pre", o is opt)))
+    h2 = opt.register_step_post_hook(lambda o, a, k: calls.append(("post", o is opt)))
+    g = register_optimizer_step_post_hook(lambda o, a, k: calls.append(("global", True)))
+    opt.step()
+    assert calls == [("pre", True), ("post", True), ("global", True)]
+    h1.remove(), h2.remove(), g.remove()
+    opt.step()
+    assert len(calls) == 3
+    fresh = optim.Adam([w], lr=0.1)
+    s = StepLR(fresh, 1)
+    with pytest.warns(UserWarning, match="before `optimizer.step\\(\\)`"):
+        s.step()
+    s2 = StepLR(opt, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s2.step()  # opt has stepped: no warning
