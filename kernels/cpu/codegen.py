@@ -119,11 +119,30 @@ def cast_code(code: str, src: str, dst: str) -> str:
     return f"{_NP[dst]}({code})"
 
 
+_NO = object()
+
+
 class _ExprGen:
     """Re-emits a parsed expression template in one compute dtype."""
 
     def __init__(self, em: Emitter, cd: str, args: list[str], attrs: dict, op: str) -> None:
         self.em, self.cd, self.args, self.attrs, self.op = em, cd, args, attrs, op
+
+    def fold(self, node: ast.AST):
+        """The compile-time value of a constant subexpression (string attrs), else _NO."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, bool)):
+            return node.value
+        if isinstance(node, ast.Name) and node.id.startswith("__k_"):
+            v = self.attrs[node.id[4:]]
+            return v if isinstance(v, (str, bool)) or v is None else _NO
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            a, b = self.fold(node.left), self.fold(node.comparators[0])
+            if a is not _NO and b is not _NO:
+                if isinstance(node.ops[0], ast.Eq):
+                    return a == b
+                if isinstance(node.ops[0], ast.NotEq):
+                    return a != b
+        return _NO
 
     def gen(self, node: ast.AST) -> str:
         m = getattr(self, "_" + type(node).__name__, None)
@@ -206,6 +225,9 @@ class _ExprGen:
         return "(" + o.join(self.gen(v) for v in node.values) + ")"
 
     def _Compare(self, node):
+        t = self.fold(node)
+        if t is not _NO:
+            return repr(bool(t))
         ops = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
                ast.GtE: ">="}
         parts = [self.gen(node.left)]
@@ -216,6 +238,9 @@ class _ExprGen:
         return "(" + " ".join(parts) + ")"
 
     def _IfExp(self, node):
+        t = self.fold(node.test)
+        if t is not _NO:
+            return self.gen(node.body if t else node.orelse)
         return f"({self.gen(node.body)} if {self.gen(node.test)} else {self.gen(node.orelse)})"
 
     def _Call(self, node):
@@ -251,15 +276,11 @@ class _ExprGen:
             return f"(abs({a[0]}) == {em.const(math.inf, cd)})" if isf else "False"
         if f == "isfinite":
             return f"(abs({a[0]}) < {em.const(math.inf, cd)})" if isf else "True"
-        if f == "floordiv":
-            return f"np.floor({a[0]} / {a[1]})" if isf else f"({a[0]} // {a[1]})"
-        if f == "remainder":
+        if f in ("floordiv", "remainder"):
             if isf:
-                t = f"math.fmod({a[0]}, {a[1]})"
-                z = em.const(0, cd)
-                return (f"(lambda_m + {a[1]} if ((lambda_m != {z}) & ((lambda_m < {z}) != "
-                        f"({a[1]} < {z}))) else lambda_m)").replace("lambda_m", t)
-            return f"({a[0]} % {a[1]})"
+                suffix = "f64" if cd == "float64" else "f32"
+                return f"{f}_{suffix}({a[0]}, {a[1]})"
+            return f"({a[0]} // {a[1]})" if f == "floordiv" else f"({a[0]} % {a[1]})"
         if f == "sqrt":
             return f"np.sqrt({a[0]})"
         if f == "where":
@@ -411,7 +432,8 @@ import math
 import numpy as np
 from numba import njit, prange
 from kernels.cpu.fastmath import (exp_f32, expm1_f32, log_f32, log1p_f32, log2_f32,
-                                  log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64)
+                                  log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64,
+                                  floordiv_f32, floordiv_f64, remainder_f32, remainder_f64)
 """
 
 
@@ -422,7 +444,8 @@ def _decorator(parallel: bool) -> str:
 
 def _unused_imports_guard() -> str:
     return ("_USED = (math, np, prange, exp_f32, expm1_f32, log_f32, log1p_f32, log2_f32, "
-            "log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64)\n")
+            "log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64, floordiv_f32, floordiv_f64, "
+            "remainder_f32, remainder_f64)\n")
 
 
 # ---- elementwise ------------------------------------------------------------------------

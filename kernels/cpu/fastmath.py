@@ -253,3 +253,36 @@ FUNCTIONS_F32 = {
     "log2": "log2_f32", "log10": "log10_f32", "tanh": "tanh_f32", "sigmoid": "sigmoid_f32",
     "erf": "erf_f32",
 }
+
+
+def _make_divmod(ftype):
+    zero, one, half = ftype(0.0), ftype(1.0), ftype(0.5)
+
+    @njit(inline="always", error_model="numpy")
+    def floordiv(a, b):
+        # NumPy's npy_divmod, so 1 // 0.1 == 9 exactly as eager (floor(a / b) gives 10)
+        mod = np.fmod(a, b)
+        div = (a - mod) / b
+        if mod != zero and ((b < zero) != (mod < zero)):
+            div = div - one
+        fl = np.floor(div)
+        if div - fl > half:
+            fl = fl + one
+        if div == zero:
+            fl = np.copysign(zero, a / b)
+        return a / b if b == zero else fl
+
+    @njit(inline="always", error_model="numpy")
+    def remainder(a, b):
+        mod = np.fmod(a, b)
+        if mod != zero and ((b < zero) != (mod < zero)):
+            mod = mod + b
+        if mod == zero:
+            mod = np.copysign(zero, b)
+        return mod
+
+    return floordiv, remainder
+
+
+floordiv_f32, remainder_f32 = _make_divmod(np.float32)
+floordiv_f64, remainder_f64 = _make_divmod(np.float64)
