@@ -10,6 +10,8 @@ from ._tensor import Tensor, _wrap_scalar_or_tensor, apply_op
 def _binop(name):
     def method(self, other):
         if other.__class__ is not Tensor:
+            if other is None:
+                return NotImplemented  # x == None is False, x + None a TypeError
             other = _wrap_scalar_or_tensor(other)
         return apply_op(name, (self, other))
     return method

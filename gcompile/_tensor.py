@@ -162,9 +162,9 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
         tok = _set_errstate(_QUIET)
         try:
             out = op.impl(*arrays, **attrs)
-        except (ValueError, TypeError):
-            _infer_error(op, args, attrs)
-            raise
+        except (ValueError, TypeError) as e:
+            _infer_error(op, args, attrs)  # a shape error, in torch's words
+            raise RuntimeError(f"{op.name}: {e}") from None
         finally:
             _reset_errstate(tok)
     else:

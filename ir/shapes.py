@@ -93,7 +93,7 @@ def view_strides(old_shape: Sequence[int], old_strides: Sequence[int],
     The algorithm of torch's ``computeStride``: each run of new dims must map
     onto a run of old dims that is contiguous in memory.
     """
-    if numel(old_shape) == 0:
+    if numel(old_shape) == 0 or len(old_shape) == 0:
         return contiguous_strides(new_shape)
     new_strides = [0] * len(new_shape)
     view_d = len(new_shape) - 1

@@ -152,3 +152,12 @@ def test_random_argument_errors():
         torch.multinomial(torch.tensor([0.5, 0.5]), 3)
     with pytest.raises(TypeError, match="generator must be a gcompile.Generator"):
         torch.rand(2, generator=123)
+
+
+def test_numpy_value_errors_become_runtime_errors():
+    with pytest.raises(RuntimeError, match="pow: Integers to negative integer powers"):
+        torch.tensor([2]) ** -1
+    assert (torch.tensor([1, 2]) == None) is False  # noqa: E711
+    with pytest.raises(TypeError):
+        torch.tensor([1]) + None
+    assert torch.tensor(5).view(-1).tolist() == [5]
