@@ -126,6 +126,67 @@ def ref_adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False):
     return th
 
 
+def ref_adamax(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, maximize=False):
+    b1, b2 = betas
+    th, m, u = W0.copy(), np.zeros(4), np.zeros(4)
+    for t in range(1, STEPS + 1):
+        g = np_grad(th)
+        if maximize:
+            g = -g
+        if weight_decay:
+            g = g + weight_decay * th
+        m = b1 * m + (1 - b1) * g
+        u = np.maximum(b2 * u, np.abs(g) + eps)
+        th = th - lr * m / ((1 - b1 ** t) * u)
+    return th
+
+
+def ref_nadam(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
+              decoupled_weight_decay=False):
+    b1, b2 = betas
+    th, m, v = W0.copy(), np.zeros(4), np.zeros(4)
+    prod = np.float32(1.0)  # torch keeps the running product of mu in a float32 tensor
+    for t in range(1, STEPS + 1):
+        g = np_grad(th)
+        if weight_decay and decoupled_weight_decay:
+            th = th * (1 - lr * weight_decay)
+        elif weight_decay:
+            g = g + weight_decay * th
+        mu = b1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+        prod = np.float32(prod * np.float32(mu))
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        mhat = mu_next * m / (1 - float(prod) * mu_next) + (1 - mu) * g / (1 - float(prod))
+        vhat = v / (1 - b2 ** t)
+        th = th - lr * mhat / (np.sqrt(vhat) + eps)
+    return th
+
+
+def ref_radam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+              decoupled_weight_decay=False):
+    b1, b2 = betas
+    th, m, v = W0.copy(), np.zeros(4), np.zeros(4)
+    rho_inf = 2 / (1 - b2) - 1
+    for t in range(1, STEPS + 1):
+        g = np_grad(th)
+        if weight_decay and decoupled_weight_decay:
+            th = th * (1 - lr * weight_decay)
+        elif weight_decay:
+            g = g + weight_decay * th
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        mhat = m / (1 - b1 ** t)
+        rho = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+        if rho > 5:
+            lt = np.sqrt(1 - b2 ** t) / (np.sqrt(v) + eps)
+            rt = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            th = th - lr * mhat * rt * lt
+        else:
+            th = th - lr * mhat
+    return th
+
+
 CASES = [
     (optim.SGD, dict(lr=0.01), ref_sgd),
     (optim.SGD, dict(lr=0.01, momentum=0.9), ref_sgd),
@@ -148,6 +209,16 @@ CASES = [
                          initial_accumulator_value=0.5), ref_adagrad),
     (optim.Adadelta, dict(), ref_adadelta),
     (optim.Adadelta, dict(lr=0.5, rho=0.8, weight_decay=0.1, eps=1e-4), ref_adadelta),
+    (optim.Adamax, dict(lr=0.05), ref_adamax),
+    (optim.Adamax, dict(lr=0.05, betas=(0.8, 0.95), weight_decay=0.1, maximize=True),
+     ref_adamax),
+    (optim.NAdam, dict(lr=0.05), ref_nadam),
+    (optim.NAdam, dict(lr=0.05, weight_decay=0.1, momentum_decay=0.01), ref_nadam),
+    (optim.NAdam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True), ref_nadam),
+    (optim.RAdam, dict(lr=0.05), ref_radam),
+    (optim.RAdam, dict(lr=0.05, betas=(0.9, 0.5), weight_decay=0.1), ref_radam),
+    (optim.RAdam, dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.1,
+                       decoupled_weight_decay=True), ref_radam),
 ]
 
 
