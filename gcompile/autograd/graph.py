@@ -296,8 +296,8 @@ def run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=N
     returned instead of accumulated into leaves (autograd.grad).
     """
     if state.tracer is not None:
-        # a backward inside a compiled function (whole-step compile) is not traced yet
-        state.tracer.graph_break("backward() inside a compiled function")
+        # whole-step compile: the ops below are traced; .grad writes are recorded
+        state.tracer.backward_ran = True
     prev = state.grad_enabled
     state.grad_enabled = create_graph
     try:
@@ -355,6 +355,8 @@ def _accumulate(leaf, g, create_graph):
         return
     if not create_graph:
         g = g.detach()
+    if state.tracer is not None:
+        state.tracer.note_grad_read(leaf)
     if leaf.grad is None:
         if not create_graph:
             g = g.clone()  # a gradient may be shared by several leaves or be a view
@@ -364,5 +366,7 @@ def _accumulate(leaf, g, create_graph):
         leaf.grad = g
     elif create_graph:
         leaf.grad = leaf.grad + g
+    elif state.tracer is not None:
+        leaf.grad.add_(g)  # recorded, so a compiled step accumulates too
     else:
         leaf.grad._data += g._data

@@ -153,6 +153,7 @@ class _Entry:
         self.live = live  # [(tensor, Value)] captured live tensors
         self.writebacks = writebacks  # [(tensor, output index)]
         self.input_map = input_map  # per graph input: ("arg", i) | ("param", i) | ("live", i)
+        self.scalars: list[tuple[object, object]] = []  # ("scalar", j): owner[key] per call
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
         arrays = []
@@ -161,17 +162,23 @@ class _Entry:
                 arrays.append(arg_tensors[i]._data)
             elif kind == "param":
                 arrays.append(params[i]._data)
-            else:
+            elif kind == "live":
                 arrays.append(self.live[i][0]._data)
+            else:
+                owner, key = self.scalars[i]
+                arrays.append(np.asarray(float(owner[key]), np.float64))
         outs = self.executable(arrays)
         for t, k in self.writebacks:
             np.copyto(t._data, outs[k])
             t._vbox[0] += 1
         leaves = []
+        mutated = self._mutated_outputs
         for k in range(self.n_out):
             src = self.graph.outputs[k]
             idx = self._input_index.get(id(src))
-            if idx is not None and not self.writebacks:
+            if k in mutated:
+                leaves.append(mutated[k])  # `x.add_(1); return x` returns x itself
+            elif idx is not None and not self.writebacks:
                 kind, i = self.input_map[idx]
                 leaves.append(arg_tensors[i] if kind == "arg" else
                               params[i] if kind == "param" else self.live[i][0])
@@ -180,8 +187,32 @@ class _Entry:
         return _unflatten(self.out_spec, leaves)
 
     @functools.cached_property
+    def _mutated_outputs(self) -> dict:
+        outs = self.graph.outputs
+        return {k: t for t, j in self.writebacks for k in range(self.n_out)
+                if outs[k] is outs[j]}
+
+    @functools.cached_property
     def _input_index(self) -> dict[int, int]:
         return {id(v): i for i, v in enumerate(self.graph.inputs)}
+
+
+def graph_input_map(tracer, leaves, params, live) -> list[tuple[str, int]]:
+    """Where each graph input's array comes from at run time, in graph-input order:
+    ("arg", i) | ("param", i) | ("live", j) | ("scalar", j)."""
+    kind_of: dict[int, tuple[str, int]] = {}
+    bound = {id(t): v for t, v in tracer.bound}
+    for i, t in enumerate(leaves):
+        if id(t) in bound:
+            kind_of.setdefault(id(bound[id(t)]), ("arg", i))
+    for i, (_, p) in enumerate(params):
+        if id(p) in bound:
+            kind_of.setdefault(id(bound[id(p)]), ("param", i))
+    for j, (_, v) in enumerate(live):
+        kind_of[id(v)] = ("live", j)
+    for j, (_, _, v, _) in enumerate(tracer.scalars):
+        kind_of[id(v)] = ("scalar", j)
+    return [kind_of[id(v)] for v in tracer.graph.inputs]
 
 
 def _interpreter_backend(graph):
@@ -204,6 +235,7 @@ class CompiledFunction:
         self.dynamic = dynamic
         self.backend = backend
         self._entries: dict[tuple, Any] = {}
+        self._transients: dict[tuple, int] = {}
         self._last_key: tuple | None = None
         self._limit_warned = False
         self.graph_breaks: list[GraphBreak] = []
@@ -244,6 +276,11 @@ class CompiledFunction:
         if entry is _EAGER:
             return self._fn(*args, **kwargs)
         if entry is not None:
+            if getattr(entry, "grad_guards", None) and not entry.guards_hold():
+                logs.log("recompiles", f"{getattr(self._fn, '__qualname__', 'fn')}: .grad presence changed since "
+                         "the step was traced")
+                del self._entries[key]
+                return self._miss(key, leaves, params, args, kwargs)
             return entry.run(leaves, [p for _, p in params])
         return self._miss(key, leaves, params, args, kwargs)
 
@@ -271,6 +308,11 @@ class CompiledFunction:
                 "while tracing; this signature runs eagerly", GraphBreakWarning,
                 brk.filename, brk.lineno)
             self._entries[key] = _EAGER
+        elif type(entry).__name__ == "_Transient":
+            # eager this once (the trace was an eager run); retrace on the next call
+            self._transients[key] = self._transients.get(key, 0) + 1
+            if self._transients[key] > 2:
+                self._entries[key] = _EAGER
         else:
             self._entries[key] = entry
         return result
@@ -297,12 +339,14 @@ class CompiledFunction:
             return result, None, tracer.breaks[0]
         out_leaves: list[Tensor] = []
         out_spec = _flatten(result, out_leaves)
+        if tracer.backward_ran:
+            # a whole training step (backward and updates inside): training.py
+            from .training import build_step_entry
+            return build_step_entry(self, tracer, result, out_leaves, out_spec, leaves, params,
+                                    input_map)
         live, writebacks = tracer.finish(out_leaves)
         graph = tracer.graph
-        for j, (_, v) in enumerate(live):
-            input_map.append(("live", j))
-            del v
-        # graph.inputs order: bound args/params first (in bind order), then live captures
+        input_map = graph_input_map(tracer, leaves, params, live)
         traced_text = str(graph)
         inputs = [leaves[i] if kind == "arg" else params[i][1] if kind == "param" else live[i][0]
                   for kind, i in input_map]
@@ -311,11 +355,13 @@ class CompiledFunction:
             from .training import TrainingEntry
             entry = TrainingEntry(graph, self._build, out_spec, len(out_leaves), live,
                                   writebacks, input_map, inputs, out_leaves)
+            entry.scalars = [(o, k) for o, k, _, _ in tracer.scalars]
             entry.traced_text = traced_text
             return result, entry, None
         executable = self._build(graph)
         entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
                        input_map)
+        entry.scalars = [(o, k) for o, k, _, _ in tracer.scalars]
         entry.traced_text = traced_text
         return result, entry, None
 

@@ -73,6 +73,13 @@ class Tracer:
         self.captures: list[_Capture] = []
         self.bound: list[tuple[object, Value]] = []  # (tensor, input value) for args/params
         self.mutated: dict[int, tuple[object, Value]] = {}  # id(input value) -> (tensor, value)
+        # whole-step compile (training.py): .grad writes, scalar inputs, escapes
+        self.arrays: dict[int, tuple[np.ndarray, Value]] = {}  # id(array) -> value (aliases)
+        self.grad_writes: dict[int, tuple[object, object]] = {}  # id(leaf) -> (leaf, tensor|None)
+        self.grad_was_none: dict[int, tuple[object, bool]] = {}  # guards on .grad presence
+        self.scalars: list[tuple[object, object, Value, object]] = []  # (owner, key, value, t)
+        self.created: list[weakref.ref] = []
+        self.backward_ran = False
 
     # ---- values ------------------------------------------------------------------
     def bind_input(self, t, name: str) -> Value:
@@ -86,6 +93,11 @@ class Tracer:
         return v
 
     def _lookup(self, t) -> Value | None:
+        # tensors over the same array (x and x.detach(), a saved output) are one value:
+        # look up by array first, so an in-place write through one is seen by all
+        a = self.arrays.get(id(t._data))
+        if a is not None and a[0] is t._data:
+            return a[1]
         e = self.env.get(id(t))
         if e is not None and e[0]() is t:
             return e[1]
@@ -93,6 +105,7 @@ class Tracer:
 
     def _set(self, t, v: Value) -> None:
         self.env[id(t)] = (weakref.ref(t), v)
+        self.arrays[id(t._data)] = (t._data, v)
 
     def value_of(self, t) -> Value:
         v = self._lookup(t)
@@ -120,6 +133,7 @@ class Tracer:
         v = self.graph.add_node(op.name, ins, dict(attrs), shape=tuple(result._data.shape),
                                 dtype=result.dtype)
         self._set(result, v)
+        self.created.append(weakref.ref(result))
 
     def record_mutation(self, tensor, new_value) -> None:
         if self.breaks:
@@ -145,6 +159,30 @@ class Tracer:
             root = prev[1]
         self.mutated[id(tensor)] = (tensor, root)
         self._set(tensor, nv)
+
+    def record_grad(self, leaf, value) -> None:
+        """``leaf.grad = value`` happened while tracing (zero_grad, backward)."""
+        if id(leaf) not in self.grad_was_none and id(leaf) not in self.grad_writes:
+            self.grad_was_none[id(leaf)] = (leaf, leaf._grad is None)
+        self.grad_writes[id(leaf)] = (leaf, value)
+
+    def note_grad_read(self, leaf) -> None:
+        """Backward read ``leaf.grad`` to decide between assign and accumulate."""
+        if id(leaf) not in self.grad_was_none and id(leaf) not in self.grad_writes:
+            self.grad_was_none[id(leaf)] = (leaf, leaf._grad is None)
+
+    def scalar_input(self, owner, key):
+        """A Python number read from ``owner[key]`` at every call (an optimizer's lr):
+        a 0-d float64 graph input instead of a constant baked into the graph."""
+        from .._tensor import Tensor
+        for o, k, _, t in self.scalars:
+            if o is owner and k == key:
+                return t
+        t = Tensor._make(np.asarray(float(owner[key]), np.float64))
+        v = self.graph.add_input((), t.dtype, f"scalar_{key}")
+        self._set(t, v)
+        self.scalars.append((owner, key, v, t))
+        return t
 
     def graph_break(self, what: str) -> None:
         if self.breaks:

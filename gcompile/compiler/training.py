@@ -84,6 +84,7 @@ class TrainingEntry:
         self.live = live
         self.writebacks = writebacks
         self.input_map = input_map
+        self.scalars: list = []
         wrt = [i for i, t in enumerate(input_tensors)
                if t.requires_grad and t.dtype.is_floating_point]
         diff = [k for k, t in enumerate(out_tensors) if t.requires_grad]
@@ -103,8 +104,12 @@ class TrainingEntry:
         from .api import _unflatten
         tensors = []
         for kind, i in self.input_map:
-            tensors.append(arg_tensors[i] if kind == "arg" else params[i] if kind == "param"
-                           else self.live[i][0])
+            if kind == "scalar":
+                owner, key = self.scalars[i]
+                tensors.append(Tensor._make(np.asarray(float(owner[key]), np.float64)))
+            else:
+                tensors.append(arg_tensors[i] if kind == "arg" else params[i]
+                               if kind == "param" else self.live[i][0])
         outs = self.forward([t._data for t in tensors])
         for t, k in self.writebacks:
             np.copyto(t._data, outs[k])
@@ -130,3 +135,135 @@ class TrainingEntry:
     @property
     def saved_bytes_no_recompute(self) -> int:
         return self.part.saved_bytes_no_recompute
+
+
+# ---------------------------------------------------------------------------
+# whole-step compile: forward, loss.backward(), optimizer updates in one plan
+# ---------------------------------------------------------------------------
+class StepEntry:
+    """A traced training step. The plan's outputs are the user's results, the
+    new values of every tensor mutated in place (parameters, optimizer state,
+    accumulated ``.grad``), and the new ``.grad`` tensors backward assigned."""
+
+    def __init__(self, graph, executable, out_spec, n_out, live, writebacks, input_map,
+                 scalars, grad_writes, grad_guards):
+        self.graph = graph
+        self.executable = executable
+        self.out_spec = out_spec
+        self.n_out = n_out
+        self.live = live
+        self.writebacks = writebacks
+        self.input_map = input_map
+        self.scalars = scalars          # [(owner, key)]: read each call (lr from a scheduler)
+        self.grad_writes = grad_writes  # [(leaf, output index | None)]
+        self.grad_guards = grad_guards  # [(leaf weakref, grad was None)]
+
+    def guards_hold(self) -> bool:
+        """``.grad`` presence decides assign-vs-accumulate in backward: re-check it."""
+        for ref, was_none in self.grad_guards:
+            leaf = ref()
+            if leaf is None or (leaf._grad is None) != was_none:
+                return False
+        return True
+
+    def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
+        from .api import _unflatten
+        arrays = []
+        for kind, i in self.input_map:
+            if kind == "arg":
+                arrays.append(arg_tensors[i]._data)
+            elif kind == "param":
+                arrays.append(params[i]._data)
+            elif kind == "live":
+                arrays.append(self.live[i][0]._data)
+            else:
+                owner, key = self.scalars[i]
+                arrays.append(np.asarray(float(owner[key]), np.float64))
+        outs = self.executable(arrays)
+        for t, k in self.writebacks:
+            np.copyto(t._data, outs[k])
+            t._vbox[0] += 1
+        for leaf, k in self.grad_writes:
+            leaf._grad = None if k is None else Tensor._make(outs[k])
+        return _unflatten(self.out_spec, [Tensor._make(outs[k]) for k in range(self.n_out)])
+
+
+class _Transient:
+    """The traced call left new tensors behind (e.g. optimizer state made on the
+    first step): its graph would not describe later calls, so retrace next time."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+def _escaped(tracer, keep_ids: set[int]) -> list:
+    """Arrays computed inside the trace that something outside still holds."""
+    import sys
+    entries = list(tracer.arrays.values())
+    # views the tracer itself holds keep their base arrays alive: expected references
+    held: dict[int, int] = {}
+    for arr, _ in entries:
+        b = arr.base
+        if b is not None and not isinstance(b, np.ndarray):
+            b = getattr(b, "base", None)  # as_strided wraps its base in a DummyArray
+        if isinstance(b, np.ndarray):
+            held[id(b)] = held.get(id(b), 0) + 1
+    out = []
+    for arr, v in entries:
+        if v.kind != "node" or id(arr) in keep_ids:
+            continue
+        # references: the table entry, the `entries` list's tuple is the same one,
+        # getrefcount's argument, this loop variable, and views held by the tracer
+        if sys.getrefcount(arr) > 3 + held.get(id(arr), 0):
+            out.append(v)
+    return out
+
+
+def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
+    """Turn a trace in which ``backward()`` ran into a ``StepEntry`` (or a
+    ``_Transient`` when the step created state that later calls will find)."""
+    from . import logs
+    from .api import graph_input_map
+    keep = {id(t._data) for t in out_leaves}
+    for leaf, value in tracer.grad_writes.values():
+        if value is not None:
+            keep.add(id(value._data))
+    for t, _ in tracer.bound:
+        keep.add(id(t._data))
+    for cap in tracer.captures:
+        t = cap.ref()
+        if t is not None:
+            keep.add(id(t._data))
+    for tensor, _ in tracer.mutated.values():
+        keep.add(id(tensor._data))
+    escaped = _escaped(tracer, keep)
+    if escaped:
+        what = ("the step created tensors that outlive it (" +
+                ", ".join(f"%{v.name}" for v in escaped[:3]) + "), e.g. optimizer state on "
+                "the first step")
+        logs.log("recompiles", f"{tracer.graph.name}: ran eagerly, will retrace: {what}")
+        return result, _Transient(what), None
+    live, writebacks = tracer.finish(out_leaves)
+    graph = tracer.graph
+    outs = list(graph.outputs)
+    grad_writes = []
+    for leaf, value in tracer.grad_writes.values():
+        if value is None:
+            grad_writes.append((leaf, None))
+            continue
+        v = tracer.value_of(value)
+        if v.kind != "node":
+            v = graph.add_node("clone", [v])
+        grad_writes.append((leaf, len(outs)))
+        outs.append(v)
+    # .grad tensors accumulated in place were written back through `writebacks`
+    graph.set_outputs(outs)
+    input_map = graph_input_map(tracer, leaves, params, live)
+    import weakref
+    guards = [(weakref.ref(leaf), was_none) for leaf, was_none in tracer.grad_was_none.values()]
+    traced_text = str(graph)
+    executable = cf._build(graph)
+    entry = StepEntry(graph, executable, out_spec, len(out_leaves), live, writebacks, input_map,
+                      [(o, k) for o, k, _, _ in tracer.scalars], grad_writes, guards)
+    entry.traced_text = traced_text
+    return result, entry, None

@@ -9,6 +9,7 @@ from .._functions import maximum
 from .._tensor import Tensor
 from ir.dtypes import float64
 from ..autograd import no_grad
+from .._state import state
 from .optimizer import Optimizer, _check_lr, _check_unsupported, _inc_step, _zero_step
 
 __all__ = ["Adam", "adam"]
@@ -69,10 +70,11 @@ class Adam(Optimizer):
                 steps.append(st["step"])
             beta1, beta2 = group["betas"]
             adam(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps,
-                 amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"],
+                 amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2,
+                 lr=self._hyper(group, "lr"),
                  weight_decay=group["weight_decay"], eps=group["eps"],
                  maximize=group["maximize"], decoupled_weight_decay=self._decoupled,
-                 capturable=group["capturable"])
+                 capturable=group["capturable"] or state.tracer is not None)
         return loss
 
 

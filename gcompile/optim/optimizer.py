@@ -203,6 +203,17 @@ class Optimizer:
                         g.requires_grad_(False)
                     g.zero_()
 
+    @staticmethod
+    def _hyper(group: dict, key: str) -> Any:
+        """``group[key]``; while a compiled step is being traced, a Python number
+        becomes a runtime input of the plan (so a scheduler's new lr needs no
+        recompile) instead of a constant baked into it."""
+        from .._state import state
+        v = group[key]
+        if state.tracer is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return state.tracer.scalar_input(group, key)
+        return v
+
     def step(self, closure: Callable | None = None):  # pragma: no cover - abstract
         raise NotImplementedError
 
