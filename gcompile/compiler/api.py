@@ -277,8 +277,9 @@ class CompiledFunction:
             return self._fn(*args, **kwargs)
         if entry is not None:
             if getattr(entry, "grad_guards", None) and not entry.guards_hold():
-                logs.log("recompiles", f"{getattr(self._fn, '__qualname__', 'fn')}: .grad presence changed since "
-                         "the step was traced")
+                fname = getattr(self._fn, "__qualname__", "fn")
+                logs.log("recompiles", f"{fname}: .grad presence changed since the step was "
+                         "traced")
                 del self._entries[key]
                 return self._miss(key, leaves, params, args, kwargs)
             return entry.run(leaves, [p for _, p in params])

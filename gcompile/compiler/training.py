@@ -225,7 +225,7 @@ def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, i
     from . import logs
     from .api import graph_input_map
     keep = {id(t._data) for t in out_leaves}
-    for leaf, value in tracer.grad_writes.values():
+    for _leaf, value in tracer.grad_writes.values():
         if value is not None:
             keep.add(id(value._data))
     for t, _ in tracer.bound:
