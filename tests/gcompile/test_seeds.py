@@ -1,5 +1,6 @@
 """Examples from the seed notes (../shared/seeds) with the numbers they print."""
 import numpy as np
+import pytest
 
 import gcompile as torch
 from gcompile.autograd import Variable
@@ -185,3 +186,90 @@ def test_generator_reset_reproduces():
     b = torch.rand(2, generator=g1)
     c = torch.rand(2, generator=g2)
     assert torch.equal(a, c) and not torch.equal(a, b)
+
+
+def test_max_sort_mm_on_printed_matrices():
+    t = torch.tensor([[20, 95, 9, 94], [97, 61, 80, 67], [76, 66, 64, 65]])
+    assert repr(t.max(0)) == ("torch.return_types.max(\nvalues=tensor([97, 95, 80, 94]),\n"
+                              "indices=tensor([1, 0, 1, 0]))")
+    assert repr(t.argmax(0)) == "tensor([1, 0, 1, 0])"
+    assert repr(t.sort(-1, descending=True)) == (
+        "torch.return_types.sort(\n"
+        "values=tensor([[95, 94, 20,  9],\n        [97, 80, 67, 61],\n        [76, 66, 65, 64]]),\n"
+        "indices=tensor([[1, 3, 0, 2],\n        [0, 2, 3, 1],\n        [0, 1, 3, 2]]))")
+    a = torch.ones(2, 3, 4)
+    assert t.float().mean([0, 1]).shape == ()
+    assert torch.stack([a[0], a[0], a[0]], -1).shape == (3, 4, 3)
+    assert torch.cat([a[0], a[0], a[0]], -1).shape == (3, 12)
+
+
+def test_split_chunk_printed():
+    t = torch.tensor([[8, 9, 5, 3, 6, 7], [1, 4, 2, 2, 7, 1], [5, 2, 5, 7, 2, 7]])
+    parts = t.split([1, 2, 3], -1)
+    assert [p.tolist() for p in parts] == [[[8], [1], [5]], [[9, 5], [4, 2], [2, 5]],
+                                           [[3, 6, 7], [2, 7, 1], [7, 2, 7]]]
+    assert repr(parts[0]) == "tensor([[8],\n        [1],\n        [5]])"
+    assert [p.tolist() for p in t.split(3, -1)] == [[[8, 9, 5], [1, 4, 2], [5, 2, 5]],
+                                                    [[3, 6, 7], [2, 7, 1], [7, 2, 7]]]
+    assert [p.tolist() for p in t.chunk(3, -1)] == [[[8, 9], [1, 4], [5, 2]],
+                                                    [[5, 3], [2, 2], [5, 7]],
+                                                    [[6, 7], [7, 1], [2, 7]]]
+
+
+def test_autograd_intro_example():
+    x = torch.ones(2, 2, requires_grad=True)
+    y = x + 2
+    z = y * y * 3
+    out = z.mean()
+    assert repr(z) == "tensor([[27., 27.],\n        [27., 27.]], grad_fn=<MulBackward0>)"
+    assert repr(out) == "tensor(27., grad_fn=<MeanBackward0>)"
+    out.backward()
+    assert repr(x.grad) == "tensor([[4.5000, 4.5000],\n        [4.5000, 4.5000]])"
+
+
+def test_dtype_type_shape_and_int_view():
+    a = torch.tensor([[1.0, -1.0], [1.0, -1.0]])
+    assert (repr(a.dtype), a.type(), repr(a.shape)) == \
+        ("torch.float32", "torch.FloatTensor", "torch.Size([2, 2])")
+    t = torch.tensor([0, 0, 0, 0, -1, 1, 0, 2, 0, 2, 0, 0], dtype=torch.int32).view(3, 4)
+    assert t.nelement() == 12 and t.ndimension() == 2
+    assert t.view(4, 3).shape == (4, 3) and t.view(-1, 3).shape == (4, 3)
+    assert repr(t.view(12)) == ("tensor([ 0,  0,  0,  0, -1,  1,  0,  2,  0,  2,  0,  0], "
+                                "dtype=torch.int32)")
+    assert torch.randn(3, 3).to(torch.int).dtype is torch.int32
+
+
+def test_elementwise_inplace_broadcast_examples():
+    x = torch.tensor([3, 2, 1])
+    y = torch.tensor([1, 2, 3])
+    assert (x + y).tolist() == [4, 4, 4] and (x - y).tolist() == [2, 0, -2]
+    assert (x * y).tolist() == [3, 4, 3]
+    assert repr(x / y) == "tensor([3.0000, 1.0000, 0.3333])"
+    x = torch.tensor([10, 20, 30], dtype=torch.float32)
+    x.add_(2)
+    x.sub_(3)
+    x.mul_(5)
+    x.div_(2)
+    assert repr(x) == "tensor([22.5000, 47.5000, 72.5000])"
+    a = torch.tensor([1, 2, 3])
+    b = torch.tensor([10])
+    assert (a + b.repeat(3)).tolist() == [11, 12, 13] == (a + b).tolist()
+    b2 = torch.tensor([4, 5, 6])
+    assert torch.stack([a, b2], dim=0).shape == (2, 3)
+    assert torch.cat([a, b2], dim=0).shape == (6,)
+
+
+def test_scalar_derivative_and_no_grad_error():
+    x = torch.tensor(2.0, requires_grad=True)
+    y = x ** 2 + 2 * x + 2
+    y.backward()
+    assert repr(x.grad) == "tensor(6.)"
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = x * 2
+    assert y.requires_grad
+    y.sum().backward()
+    with torch.no_grad():
+        z = x * 2
+        assert not z.requires_grad
+    with pytest.raises(RuntimeError):
+        z.sum().backward()
