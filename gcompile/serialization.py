@@ -395,6 +395,52 @@ class _Decoder:
         return out
 
 
+def _without(blob: bytes, header: dict, names: list[str]) -> bytes:
+    """The same safetensors file minus the tensors ``names`` (re-serialised)."""
+    n = int.from_bytes(blob[:8], "little")
+    data = memoryview(blob)[8 + n:]
+    keep = {}
+    for name, info in header.items():
+        if name == "__metadata__" or name in names:
+            continue
+        keep[name] = info
+    arrays = {}
+    for name, info in keep.items():
+        a, b = info["data_offsets"]
+        arrays[name] = (info, bytes(data[a:b]))
+    out = {}
+    np_types = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+                "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+                "BOOL": np.bool_}
+    for name, (info, raw) in arrays.items():
+        if info.get("dtype") not in np_types:
+            raise SerializationError(f"gcompile.load: tensor {name!r} has safetensors dtype "
+                                     f"{info.get('dtype')!r}, which gcompile does not support")
+        out[name] = np.frombuffer(raw, np_types[info["dtype"]]).reshape(info["shape"])
+    return st_numpy.save(out, metadata=header.get("__metadata__"))
+
+
+def _bf16_as_float32(blob: bytes, header: dict, names: list[str], where: str) -> dict:
+    """bfloat16 tensors (common in checkpoints from other frameworks) widened
+    exactly to float32: gcompile has no bfloat16 dtype."""
+    import warnings
+    n = int.from_bytes(blob[:8], "little")
+    data = memoryview(blob)[8 + n:]
+    out = {}
+    for name in names:
+        info = header[name]
+        a, b = info["data_offsets"]
+        shape = tuple(int(d) for d in info["shape"])
+        if b - a != 2 * int(np.prod(shape, dtype=np.int64)) or a < 0 or b > len(data):
+            raise SerializationError(f"gcompile.load: {where} is corrupt: tensor {name!r} "
+                                     f"(BF16, shape {list(shape)}) has {b - a} bytes of data")
+        raw = np.frombuffer(bytes(data[a:b]), "<u2").astype(np.uint32) << 16
+        out[name] = raw.view(np.float32).reshape(shape)
+    warnings.warn(f"gcompile.load: {len(names)} bfloat16 tensor(s) in {where} were widened to "
+                  "float32 (gcompile has no bfloat16 dtype)", UserWarning, stacklevel=3)
+    return out
+
+
 def _check_map_location(map_location: Any) -> None:
     if map_location is None or callable(map_location) or isinstance(map_location, (str, dict)):
         return
@@ -416,11 +462,14 @@ def load(f: Any, map_location: Any = None, pickle_module: Any = None, *,
     _check_map_location(map_location)
     blob, where = _read(f)
     header = _check_container(blob, where)
+    bf16 = [k for k, v in header.items() if k != "__metadata__" and v.get("dtype") == "BF16"]
     try:
-        arrays = st_numpy.load(blob)
+        arrays = st_numpy.load(_without(blob, header, bf16) if bf16 else blob)
     except Exception as e:  # safetensors' own validation (dtype, shapes, overlaps)
         raise SerializationError(f"gcompile.load: {where} is not a valid checkpoint: "
                                  f"safetensors rejected it ({e})") from None
+    if bf16:
+        arrays.update(_bf16_as_float32(blob, header, bf16, where))
     for name, arr in list(arrays.items()):
         if not arr.flags.writeable or not arr.flags.c_contiguous:
             arrays[name] = np.array(arr, copy=True)
