@@ -1,0 +1,131 @@
+"""Kernel variants: contiguous, strided, broadcast, negative strides, in place, parallel.
+
+Few distinct kernels (compiles are ~1 s each): the same two specs are called on many
+array layouts.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels.cpu import cache_stats, compile_kernel, set_parallel_threshold
+from kernels.spec import KernelSpec, Phase, Stmt, const, inp, var
+
+F = "float32"
+
+
+def _axpb_spec():
+    # out0 = x * y + 1.5 ; out1 = (out0 > 0)
+    st = (Stmt("m", "mul", (inp(0), inp(1)), (), F),
+          Stmt("a", "add", (var("m"), const(1.5, F)), (), F),
+          Stmt("g", "gt", (var("a"), const(0.0, F)), (), "bool"))
+    return KernelSpec((F, F), ((F, "full"), ("bool", "full")),
+                      (Phase("map", st, stores=((0, var("a")), (1, var("g")))),), "elementwise")
+
+
+def _ref(x, y):
+    a = x * y + np.float32(1.5)
+    return a, a > 0
+
+
+def _run(x, y, out_a=None, out_g=None):
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    xb, yb = np.broadcast_to(x, shape), np.broadcast_to(y, shape)
+    out_a = np.empty(shape, np.float32) if out_a is None else out_a
+    out_g = np.empty(shape, bool) if out_g is None else out_g
+    compile_kernel(_axpb_spec())([xb, yb], [out_a, out_g])
+    ra, rg = _ref(xb, yb)
+    np.testing.assert_allclose(out_a, ra, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(out_g, rg)
+
+
+rng = np.random.default_rng(0)
+
+
+def R(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+LAYOUTS = {
+    "contiguous": lambda: (R(5, 7), R(5, 7)),
+    "transposed": lambda: (R(7, 5).T, R(5, 7)),
+    "sliced": lambda: (R(10, 14)[::2, 1::2], R(5, 7)),
+    "row_broadcast": lambda: (R(5, 7), R(7)),
+    "col_broadcast": lambda: (R(5, 7), R(5, 1)),
+    "both_broadcast": lambda: (R(5, 1), R(1, 7)),
+    "permuted_3d": lambda: (R(3, 4, 5).transpose(2, 0, 1), R(5, 3, 4)),
+    "negative_stride": lambda: (R(5, 7)[::-1], R(5, 7)[:, ::-1]),
+    "zero_d": lambda: (R(), R()),
+    "empty": lambda: (R(0, 3), R(0, 3)),
+    "scalar_broadcast": lambda: (R(4, 6), R()),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_layouts(layout):
+    x, y = LAYOUTS[layout]()
+    _run(x, y)
+
+
+def test_strided_outputs():
+    x, y = R(6, 4), R(6, 4)
+    out_a = np.empty((4, 6), np.float32).T
+    out_g = np.empty((6, 8), bool)[:, ::2]
+    _run(x, y, out_a, out_g)
+    out_a = np.empty((6, 4), np.float32)[::-1]
+    _run(x, y, out_a, np.empty((6, 4), bool))
+
+
+def test_in_place_alias():
+    x = R(33, 17)
+    y = R(33, 17)
+    want = _ref(x.copy(), y)
+    g = np.empty(x.shape, bool)
+    compile_kernel(_axpb_spec())([x, y], [x, g])  # input 0 is output 0
+    np.testing.assert_allclose(x, want[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(g, want[1])
+    # in place on a transposed view
+    xt = R(17, 33).T
+    want = _ref(xt.copy(), y)
+    compile_kernel(_axpb_spec())([xt, y], [xt, g])
+    np.testing.assert_allclose(xt, want[0], rtol=1e-6, atol=1e-6)
+
+
+def test_parallel_variants():
+    old = set_parallel_threshold(0)
+    try:
+        _run(R(64, 33), R(64, 33))            # flat, prange
+        _run(R(64, 33), R(33))                # strided, prange
+    finally:
+        set_parallel_threshold(old)
+
+
+def test_generic_in_size():
+    _run(R(3, 9), R(3, 9))
+    before = cache_stats()["compiles"]
+    for n in (1, 2, 17, 1000):
+        _run(R(n, 9), R(n, 9))
+    assert cache_stats()["compiles"] == before  # a new size reuses the compiled loop
+
+
+def test_same_spec_same_object():
+    assert compile_kernel(_axpb_spec()) is compile_kernel(_axpb_spec())
+    assert cache_stats()["memory_hits"] >= 1
+
+
+def test_errors():
+    k = compile_kernel(_axpb_spec())
+    with pytest.raises(ValueError):
+        k([R(2, 3), R(2, 3)], [np.empty((2, 3), np.float32)])
+    with pytest.raises(TypeError):
+        k([R(2, 3).astype(np.float64), R(2, 3)],
+          [np.empty((2, 3), np.float32), np.empty((2, 3), bool)])
+    with pytest.raises(ValueError):
+        k([R(2, 3), R(2, 4)], [np.empty((2, 3), np.float32), np.empty((2, 3), bool)])
+    with pytest.raises(NotImplementedError):
+        compile_kernel(KernelSpec((F,), ((F, "full"),), (Phase("map", (
+            Stmt("s", "sum", (inp(0),), (), F),), stores=((0, var("s")),)),), "elementwise"))
+    with pytest.raises(ValueError):
+        compile_kernel(KernelSpec((F,), ((F, "full"),), (Phase("map", (
+            Stmt("s", "exp", (var("nope"),), (), F),), stores=((0, var("s")),)),),
+            "elementwise"))
