@@ -173,6 +173,15 @@ def test_input_mutation_is_written_back():
         np.testing.assert_allclose(got.numpy(), want.numpy())
         np.testing.assert_allclose(a.numpy(), b.numpy())
 
+    def g(x):
+        x.mul_(2)
+        return x
+    cg = compile(g)
+    a = torch.ones(2)
+    for _ in range(2):
+        assert cg(a) is a
+    np.testing.assert_allclose(a.numpy(), [4, 4])
+
 
 def test_closure_tensors_are_live_and_locals_are_constants():
     scale = torch.tensor([2.0, 3.0])
