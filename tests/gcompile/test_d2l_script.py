@@ -76,7 +76,7 @@ def run(epochs, start=None, stop=None, ckpt=None):
         g.set_state(state["rng"])
         assert state["epoch"] == start
     losses = []
-    for epoch in range(start, stop):
+    for _epoch in range(start, stop):
         losses.append(train_epoch(net, opt, train_loader, loss_fn))
         sched.step()
     if ckpt is not None and stop < epochs:
