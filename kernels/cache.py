@@ -121,9 +121,18 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
             if path.exists():
                 drop_numba_cache(path)
             _atomic_write(path, source)
-        spec = importlib.util.spec_from_file_location(f"gcompile_kernels.{name}", path)
+        # registered in sys.modules under a top-level name before it runs: Numba's cache
+        # pickles references to the module's globals by module name, and an unregistered
+        # module is '<dynamic>', which a second process cannot load (it recompiles)
+        modname = f"gcompile_kernel_{name}"
+        spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        sys.modules[modname] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            sys.modules.pop(modname, None)
+            raise
         _MODULES[name] = mod
         return mod, path
 

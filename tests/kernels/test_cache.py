@@ -1,0 +1,80 @@
+"""The disk cache: a second process compiles nothing; corrupt entries are rebuilt."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from kernels import cache
+from kernels.cpu import cache_stats
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from kernels.cpu import compile_kernel, cache_stats
+    from kernels.spec import KernelSpec, Phase, Stmt, const, inp, var
+    f = "float32"
+    st = (Stmt("t", "tanh", (inp(0),), (), f), Stmt("y", "mul", (var("t"), const(2.0, f)), (), f))
+    spec = KernelSpec((f,), ((f, "full"),), (Phase("map", st, stores=((0, var("y")),)),),
+                      "elementwise")
+    x = np.linspace(-3, 3, 101, dtype=np.float32)
+    out = np.empty_like(x)
+    compile_kernel(spec)([x], [out])
+    ok = bool(np.allclose(out, 2 * np.tanh(x), rtol=1e-5, atol=1e-6))
+    print(json.dumps(dict(cache_stats(), ok=ok)))
+""")
+
+
+def _run(cache_dir: Path) -> dict:
+    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(cache_dir),
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                       text=True, timeout=300, cwd=str(ROOT))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_hits_disk_cache_and_corrupt_entries_are_rebuilt(tmp_path):
+    first = _run(tmp_path)
+    assert first["ok"] and first["compiles"] == 1 and first["disk_hits"] == 0
+    assert first["dir"] == str(tmp_path)
+    second = _run(tmp_path)
+    assert second["ok"] and second["compiles"] == 0 and second["disk_hits"] == 1
+    # a corrupt generated source is rewritten (and its machine code not trusted)
+    (src,) = tmp_path.glob("gk_*.py")
+    src.write_text(src.read_text()[:-40] + "garbage(\n")
+    third = _run(tmp_path)
+    assert third["ok"] and third["compiles"] == 1
+    # corrupt machine code in Numba's cache is rebuilt too
+    for f in (tmp_path / "__pycache__").glob("gk_*.nbc"):
+        f.write_bytes(b"not a pickle")
+    fourth = _run(tmp_path)
+    assert fourth["ok"] and fourth["disk_hits"] == 0
+    fifth = _run(tmp_path)
+    assert fifth["ok"] and fifth["compiles"] == 0 and fifth["disk_hits"] == 1
+
+
+def test_cache_dir_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("GCOMPILE_CACHE_DIR", str(tmp_path / "k"))
+    assert cache.cache_dir() == tmp_path / "k"
+    assert cache_stats()["dir"] == str(tmp_path / "k")
+    monkeypatch.delenv("GCOMPILE_CACHE_DIR")
+    assert cache.cache_dir().parts[-2:] == ("gcompile", "kernels")
+
+
+def test_load_module_atomic_and_verified(tmp_path, monkeypatch):
+    monkeypatch.setenv("GCOMPILE_CACHE_DIR", str(tmp_path))
+    src = "X = 41\n"
+    mod, path = cache.load_module(src)
+    assert mod.X == 41 and path.read_text() == src
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    name = cache.module_name(src)
+    assert path.name == name + ".py"
+    np.testing.assert_equal(cache.load_module(src)[0].X, 41)  # memory table
