@@ -16,7 +16,7 @@ from ir.shapes import normalize_dim
 
 from .._random import _gen
 from .._state import state
-from .._tensor import Tensor, apply_op
+from .._tensor import Tensor, _graph_break, apply_op
 
 __all__ = [
     "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "selu", "celu", "gelu", "silu",
@@ -237,6 +237,9 @@ def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=N
 # dropout
 # ---------------------------------------------------------------------------
 def _keep_mask(shape, p: float, dtype, generator) -> Tensor:
+    # A mask drawn while tracing would be baked into the graph as a constant
+    # (the same mask every call): break the graph so compile() runs it eagerly.
+    _graph_break("dropout in training mode (random mask)")
     rng = _gen(generator)
     keep = rng.random(shape) >= p
     scale = 1.0 / (1.0 - p)
@@ -291,6 +294,7 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False, generator=None):
     if not training or p == 0.0:
         return input
     alpha_p = -1.7580993408473766
+    _graph_break("alpha_dropout in training mode (random mask)")
     keep = Tensor._make((_gen(generator).random(tuple(input.shape)) >= p).astype(
         input.dtype.np))
     a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
