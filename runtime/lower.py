@@ -149,7 +149,7 @@ def lower_elementwise(g: Group) -> Lowered:
     def in_tf_for(v):
         if v.shape == S and S:
             return None
-        return lambda a: np.broadcast_to(a, S).reshape(K) if not S else np.broadcast_to(a, S)
+        return lambda a: np.reshape(a, K) if not S else np.broadcast_to(a, S)
     out_tf = [None if S else (lambda a: a.reshape(1)) for _ in outs]
     return Lowered(spec, ext, [in_tf_for(v) for v in ext], outs, out_tf, S)
 
