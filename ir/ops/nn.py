@@ -63,15 +63,14 @@ def _gelu_backward_impl(g, x, approximate="none"):
     return (g * d).astype(g.dtype, copy=False)
 
 
-_GELU_EXPR = ("(0.5 * {0} * (1.0 + tanh(%r * ({0} + 0.044715 * {0} * {0} * {0}))) "
-              "if {approximate} == 'tanh' else 0.5 * {0} * (1.0 + erf({0} * %r)))"
-              % (SQRT_2_OVER_PI, SQRT1_2))
+_C, _S, _P = SQRT_2_OVER_PI, SQRT1_2, INV_SQRT_2PI
+_GELU_EXPR = (f"(0.5 * {{0}} * (1.0 + tanh({_C!r} * ({{0}} + 0.044715 * {{0}} * {{0}} * {{0}}))) "
+              f"if {{approximate}} == 'tanh' else 0.5 * {{0}} * (1.0 + erf({{0}} * {_S!r})))")
 _GELU_BWD_EXPR = (
-    "({0} * (0.5 * (1.0 + tanh(%(c)r * ({1} + 0.044715 * {1} * {1} * {1}))) + 0.5 * {1} * "
-    "(1.0 - tanh(%(c)r * ({1} + 0.044715 * {1} * {1} * {1})) ** 2) * %(c)r * "
+    f"({{0}} * (0.5 * (1.0 + tanh({_C!r} * ({{1}} + 0.044715 * {{1}} * {{1}} * {{1}}))) + 0.5 * "
+    f"{{1}} * (1.0 - tanh({_C!r} * ({{1}} + 0.044715 * {{1}} * {{1}} * {{1}})) ** 2) * {_C!r} * "
     "(1.0 + 0.134145 * {1} * {1})) if {approximate} == 'tanh' else "
-    "{0} * (0.5 * (1.0 + erf({1} * %(s)r)) + {1} * exp(-0.5 * {1} * {1}) * %(p)r))"
-    % {"c": SQRT_2_OVER_PI, "s": SQRT1_2, "p": INV_SQRT_2PI})
+    f"{{0}} * (0.5 * (1.0 + erf({{1}} * {_S!r})) + {{1}} * exp(-0.5 * {{1}} * {{1}}) * {_P!r}))")
 
 register(OpDef("gelu", "unary", _gelu_impl, expr=_GELU_EXPR, dtype_rule="same",
                attrs=("approximate",), saves=(0,), float_only=True,

@@ -61,7 +61,8 @@ class RNNBase(Module):
             for d in range(ndir):
                 lin = input_size if layer == 0 else hidden_size * ndir
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                params = [("weight_ih" + sfx, (gate, lin)), ("weight_hh" + sfx, (gate, hidden_size))]
+                params = [("weight_ih" + sfx, (gate, lin)),
+                          ("weight_hh" + sfx, (gate, hidden_size))]
                 if bias:
                     params += [("bias_ih" + sfx, (gate,)), ("bias_hh" + sfx, (gate,))]
                 for name, shape in params:

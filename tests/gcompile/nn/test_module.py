@@ -153,7 +153,7 @@ def test_attribute_rules():
     m.w = None
     assert m.w is None and list(m.parameters()) == []
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
-        m.nope
+        _ = m.nope
     m.sub = nn.Linear(1, 1)
     del m.sub
     assert list(m.children()) == []
