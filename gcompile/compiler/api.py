@@ -197,6 +197,15 @@ class _Entry:
         return {id(v): i for i, v in enumerate(self.graph.inputs)}
 
 
+def guards_hold(guards) -> bool:
+    """Each (leaf ref, was_none): ``leaf.grad``'s presence is as when traced."""
+    for ref, was_none in guards:
+        leaf = ref()
+        if leaf is None or (leaf._grad is None) != was_none:
+            return False
+    return True
+
+
 def graph_input_map(tracer, leaves, params, live) -> list[tuple[str, int]]:
     """Where each graph input's array comes from at run time, in graph-input order:
     ("arg", i) | ("param", i) | ("live", j) | ("scalar", j)."""
@@ -276,7 +285,7 @@ class CompiledFunction:
         if entry is _EAGER:
             return self._fn(*args, **kwargs)
         if entry is not None:
-            if getattr(entry, "grad_guards", None) and not entry.guards_hold():
+            if getattr(entry, "grad_guards", None) and not guards_hold(entry.grad_guards):
                 fname = getattr(self._fn, "__qualname__", "fn")
                 logs.log("recompiles", f"{fname}: .grad presence changed since the step was "
                          "traced")
@@ -330,12 +339,23 @@ class CompiledFunction:
                 tracer.bind_input(p, pname.replace(".", "_"))
                 input_map.append(("param", i))
         prev = state.tracer
+        rng0 = _rng_fingerprint()
         state.tracer = tracer
         try:
             result = self._fn(*args, **kwargs)
         finally:
             state.tracer = prev
         self.num_traces += 1
+        if not tracer.breaks and _rng_fingerprint() != rng0:
+            # random numbers drawn while tracing would be baked in as constants
+            code = getattr(self._fn, "__code__", None) or getattr(
+                getattr(self._module, "forward", None), "__code__", None)
+            brk = GraphBreak("random number generation (the default generator was used)",
+                             code.co_filename if code else "<unknown>",
+                             code.co_firstlineno if code else 0)
+            if self.fullgraph:
+                raise GraphBreakError(f"gcompile.compile(fullgraph=True): graph break: {brk}")
+            tracer.breaks.append(brk)
         if tracer.breaks:
             return result, None, tracer.breaks[0]
         out_leaves: list[Tensor] = []
@@ -345,24 +365,31 @@ class CompiledFunction:
             from .training import build_step_entry
             return build_step_entry(self, tracer, result, out_leaves, out_spec, leaves, params,
                                     input_map)
+        training = state.grad_enabled and any(t.requires_grad for t in out_leaves)
+        if not training:
+            # values that escape (stored in a list, new optimizer state) would go stale
+            from .training import check_escapes
+            transient = check_escapes(tracer, out_leaves)
+            if transient is not None:
+                return result, transient, None
         live, writebacks = tracer.finish(out_leaves)
+        live, writebacks, grad_guards = tracer.dynamic_grads(live, writebacks)
         graph = tracer.graph
         input_map = graph_input_map(tracer, leaves, params, live)
         traced_text = str(graph)
         inputs = [leaves[i] if kind == "arg" else params[i][1] if kind == "param" else live[i][0]
                   for kind, i in input_map]
-        if state.grad_enabled and any(t.requires_grad for t in inputs):
-            # training: forward and backward plans from the autodiff pass (training.py)
+        if training:
+            # forward and backward plans from the autodiff pass (training.py)
             from .training import TrainingEntry
             entry = TrainingEntry(graph, self._build, out_spec, len(out_leaves), live,
                                   writebacks, input_map, inputs, out_leaves)
-            entry.scalars = [(o, k) for o, k, _, _ in tracer.scalars]
-            entry.traced_text = traced_text
-            return result, entry, None
-        executable = self._build(graph)
-        entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
-                       input_map)
+        else:
+            executable = self._build(graph)
+            entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
+                           input_map)
         entry.scalars = [(o, k) for o, k, _, _ in tracer.scalars]
+        entry.grad_guards = grad_guards
         entry.traced_text = traced_text
         return result, entry, None
 
@@ -371,6 +398,12 @@ class CompiledFunction:
             return _interpreter_backend(graph)
         from .backend import build_executable
         return build_executable(graph)
+
+
+def _rng_fingerprint():
+    from .._random import default_generator
+    st = default_generator._rng.bit_generator.state
+    return (id(default_generator._rng), str(st.get("state")))
 
 
 def _safe_name(name: str) -> str:

@@ -322,6 +322,10 @@ class _Fuser:
             if len(g.nodes) > 1:
                 for m in g.nodes:
                     self.reasons.pop(m.out.name, None)
+            elif g.kind in ("elementwise", "rows"):
+                self.reasons.setdefault(
+                    g.nodes[0].out.name, "no fusible neighbour: its operands come from graph "
+                    "inputs, views or non-fusible ops, and no sibling reads the same input")
         return Fusion(order_groups(groups), self.reasons)
 
 

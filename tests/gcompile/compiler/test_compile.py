@@ -257,3 +257,15 @@ def test_compiled_kernel_disk_cache_second_process(kernel_cache_dir, tmp_path):
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert runs[0]["disk_hits"] == 0 and runs[0]["compiles"] >= 1
     assert runs[1]["disk_hits"] >= 1
+
+
+def test_random_numbers_while_tracing_fall_back_to_eager():
+    def f(x):
+        return x + torch.randn(3)
+    cf = compile(f)
+    with pytest.warns(GraphBreakWarning, match="random"):
+        a = cf(torch.zeros(3))
+    b = cf(torch.zeros(3))
+    assert not np.allclose(a.numpy(), b.numpy())
+    with pytest.raises(GraphBreakError, match="random"):
+        compile(f, fullgraph=True)(torch.zeros(3))
