@@ -62,6 +62,27 @@ class TraceResult:
     input_kinds: list = field(default_factory=list)
 
 
+class GradSlot:
+    """Stands for ``leaf.grad`` wherever a captured tensor is used at run time."""
+
+    requires_grad = False
+
+    def __init__(self, leaf) -> None:
+        self.leaf = leaf
+
+    @property
+    def _data(self):
+        return self.leaf._grad._data
+
+    @property
+    def _vbox(self):
+        return self.leaf._grad._vbox
+
+    @property
+    def dtype(self):
+        return self.leaf._grad.dtype
+
+
 class Tracer:
     """Collects a graph; ``record``/``record_mutation``/``graph_break`` are the hooks."""
 
@@ -72,13 +93,17 @@ class Tracer:
         self.breaks: list[GraphBreak] = []
         self.captures: list[_Capture] = []
         self.bound: list[tuple[object, Value]] = []  # (tensor, input value) for args/params
-        self.mutated: dict[int, tuple[object, Value]] = {}  # id(input value) -> (tensor, value)
+        self.mutated: dict[int, tuple[object, Value]] = {}  # id(tensor) -> (tensor, root)
+        self.clock = 0
+        self.made_at: dict[int, tuple[weakref.ref, int]] = {}  # views: when they were made
+        self.mutated_at: dict[int, int] = {}  # id(base tensor) -> last in-place write
         # whole-step compile (training.py): .grad writes, scalar inputs, escapes
         self.arrays: dict[int, tuple[np.ndarray, Value]] = {}  # id(array) -> value (aliases)
         self.grad_writes: dict[int, tuple[object, object]] = {}  # id(leaf) -> (leaf, tensor|None)
         self.grad_was_none: dict[int, tuple[object, bool]] = {}  # guards on .grad presence
         self.scalars: list[tuple[object, object, Value, object]] = []  # (owner, key, value, t)
         self.created: list[weakref.ref] = []
+        self.grad_reads: dict[int, tuple[object, object]] = {}  # id(grad) -> (leaf, grad)
         self.backward_ran = False
 
     # ---- values ------------------------------------------------------------------
@@ -124,6 +149,13 @@ class Tracer:
         ins = []
         for a in args:
             if isinstance(a, Tensor):
+                base = a._base
+                if base is not None and id(base) in self.mutated_at:
+                    made = self.made_at.get(id(a))
+                    if made is None or made[0]() is not a or made[1] < self.mutated_at[id(base)]:
+                        self.graph_break("reading a view whose base was modified in place "
+                                         "after the view was taken")
+                        return
                 ins.append(self.value_of(a))
             elif isinstance(a, (bool, int, float)):
                 ins.append(a)
@@ -133,6 +165,9 @@ class Tracer:
         v = self.graph.add_node(op.name, ins, dict(attrs), shape=tuple(result._data.shape),
                                 dtype=result.dtype)
         self._set(result, v)
+        self.clock += 1
+        if result._base is not None:
+            self.made_at[id(result)] = (weakref.ref(result), self.clock)
         self.created.append(weakref.ref(result))
 
     def record_mutation(self, tensor, new_value) -> None:
@@ -159,12 +194,31 @@ class Tracer:
             root = prev[1]
         self.mutated[id(tensor)] = (tensor, root)
         self._set(tensor, nv)
+        self.clock += 1
+        self.mutated_at[id(tensor)] = self.clock
 
     def record_grad(self, leaf, value) -> None:
         """``leaf.grad = value`` happened while tracing (zero_grad, backward)."""
         if id(leaf) not in self.grad_was_none and id(leaf) not in self.grad_writes:
             self.grad_was_none[id(leaf)] = (leaf, leaf._grad is None)
         self.grad_writes[id(leaf)] = (leaf, value)
+
+    def note_grad_value(self, leaf, grad) -> None:
+        """``leaf.grad`` was read while tracing: bind it by *where it lives*, not by
+        object, so the next call reads whatever tensor ``leaf.grad`` is then."""
+        if id(grad) not in self.grad_reads and self._lookup(grad) is None:
+            self.grad_reads[id(grad)] = (leaf, grad)
+
+    def dynamic_grads(self, live, writebacks):
+        """Swap captured ``.grad`` tensors for slots read through their leaf at run
+        time; returns (live, writebacks, guards) with guards = [(leaf ref, False)]."""
+        guards, slots = [], {}
+        for gid, (leaf, _) in self.grad_reads.items():
+            slots[gid] = GradSlot(leaf)
+            guards.append((weakref.ref(leaf), False))
+        live = [(slots.get(id(t), t), v) for t, v in live]
+        writebacks = [(slots.get(id(t), t), k) for t, k in writebacks]
+        return live, writebacks, guards
 
     def note_grad_read(self, leaf) -> None:
         """Backward read ``leaf.grad`` to decide between assign and accumulate."""

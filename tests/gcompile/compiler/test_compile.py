@@ -269,3 +269,17 @@ def test_random_numbers_while_tracing_fall_back_to_eager():
     assert not np.allclose(a.numpy(), b.numpy())
     with pytest.raises(GraphBreakError, match="random"):
         compile(f, fullgraph=True)(torch.zeros(3))
+
+
+def test_view_read_after_base_mutation_is_a_graph_break():
+    def f(x):
+        y = x * 1
+        v = y[0]
+        y.add_(1)
+        return v * 2  # eager: v sees the update
+    cf = compile(f)
+    x = torch.zeros(2, 2)
+    with pytest.warns(GraphBreakWarning, match="view"):
+        out = cf(x)
+    np.testing.assert_allclose(out.numpy(), [2, 2])
+    np.testing.assert_allclose(cf(x).numpy(), [2, 2])
