@@ -1,0 +1,20 @@
+"""The bench command's plumbing (timings themselves are never asserted)."""
+import pytest
+
+from gcompile import bench, cli
+
+
+def test_format_table_and_parser():
+    row = {"workload": "gelu", "eager_ms": 10.0, "compiled_ms": 1.0, "speedup": 10.0,
+           "kernels": 1, "bytes_moved": 128 << 20, "GB/s": 50.0, "pct_copy_bw": 80.0,
+           "first_call_s": 1.5, "planned_bytes": 0, "unplanned_bytes": 10,
+           "max_abs_err": 1e-7, "target": bench.TARGETS["gelu"],
+           "torch_note": "torch not installed: torch columns skipped"}
+    text = bench.format_table({"copy_GB/s": 30.0, "small": False, "results": [row]})
+    assert "gelu" in text and "10.00x" in text and "torch not installed" in text
+    assert bench.copy_bandwidth(1 << 20) > 0
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--help"])
+    assert e.value.code == 0
+    with pytest.raises(ValueError, match="unknown workload"):
+        bench.run_bench(["nope"])
