@@ -102,6 +102,8 @@ class CompiledKernel:
         if src is None:
             if self.spec.kind == "elementwise":
                 src = codegen.elementwise_source(self.spec, variant)
+            elif variant[0] == "rowsblk":
+                src = codegen.rows_blocked_source(self.spec, variant)
             else:
                 src = codegen.rows_source(self.spec, variant)
             self._sources[variant] = src
@@ -145,6 +147,42 @@ class CompiledKernel:
             _STATS["disk_hits"] += h1 - h0
             _STATS["compiles"] += m1 - m0
             self._checked.add(variant)
+
+    def _blocked(self, merged, inner_n, inner_s, live, nin) -> bool:
+        """Column blocking pays when the row axis is strided but the next axis is not."""
+        if not merged or inner_n < 2 or merged[-1][0] < 4:
+            return False
+        full = [k for k in live if not (k >= nin and self.spec.outputs[k - nin][1] == "row")]
+        strided = [k for k in full if inner_s[k] not in (0, 1)]
+        return bool(strided) and all(merged[-1][1 + k] in (0, 1) for k in strided)
+
+    def _run_blocked(self, ops, merged, inner_n, inner_s, live, nin, alias, total) -> None:
+        blk = merged[-1]
+        rest = merged[:-1]
+        m = blk[0]
+        n_outer = 1
+        for r in rest:
+            n_outer *= r[0]
+        row_out = {nin + o for o, (_, kind) in enumerate(self.spec.outputs) if kind == "row"}
+        jpat = tuple("b" if k in row_out else _cls(inner_s[k]) for k in range(len(ops)))
+        bpat = tuple(_cls(blk[1 + k]) for k in range(len(ops)))
+        args = []
+        for k in live:
+            a = ops[k]
+            span = 1 + (inner_n - 1) * inner_s[k] + (m - 1) * blk[1 + k]
+            for r in rest:
+                span += (r[0] - 1) * r[1 + k]
+            args.append(as_strided(a, (span,), (a.itemsize,), writeable=k >= nin))
+        oshape = np.array([r[0] for r in rest], dtype=np.int64)
+        ostr = np.array([[r[1 + k] for r in rest] for k in range(len(ops))],
+                        dtype=np.int64).reshape(len(ops), len(rest))
+        istr = np.array(inner_s, dtype=np.int64)
+        bstr = np.array(blk[1:], dtype=np.int64)
+        ntask = n_outer * ((m + codegen.BLOCK - 1) // codegen.BLOCK)
+        par = total >= PARALLEL_THRESHOLD and ntask >= 2
+        nchunks = min(ntask, 8 * _nthreads()) if par else 1
+        args += [n_outer, m, inner_n, oshape, ostr, istr, bstr, nchunks]
+        self._run(("rowsblk", par, alias, jpat, bpat), tuple(args))
 
     # ---- call ----------------------------------------------------------------------------
     def __call__(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
@@ -300,6 +338,8 @@ class CompiledKernel:
                     for k in live]
             args.append(inner_n)
             self._run(("flat", par, alias, None), tuple(args))
+        elif rows and self._blocked(merged, inner_n, inner_s, live, nin):
+            self._run_blocked(ops, merged, inner_n, inner_s, live, nin, alias, total)
         else:
             pattern = []
             for k in range(len(ops)):
@@ -329,6 +369,10 @@ class CompiledKernel:
             self._run((kind, par, alias, pattern), tuple(args))
         for dst, tmp in fixups:
             np.copyto(dst, tmp)
+
+
+def _cls(s: int) -> str:
+    return "c" if s == 1 else "b" if s == 0 else "s"
 
 
 def _nthreads() -> int:

@@ -739,3 +739,163 @@ def _map_phase(spec, p, em, pattern, alias, red_code, red_dtype, nin):
         c, d, _ = ctx.ref(v)
         body.append(f"{I3}w{nin + o}[j] = {cast_code(c, d, spec.outputs[o][0])}")
     return [" " * 12 + "for j in range(R):"] + body
+
+
+# ---- rows, column-blocked ---------------------------------------------------------------
+
+BLOCK = 512  # rows processed side by side when the reduced axis is strided
+
+
+def _acc_dtype(spec, p, em, pattern, alias, nin, red_code, red_dtype) -> str:
+    saved = dict(em.names), dict(em.var_dtypes), em._tmp
+    body: list[str] = []
+    ctx = _ctx(spec, em, _loader(spec, pattern, alias, nin, body, "", "j"), red_code,
+               red_dtype, p)
+    _stmts(p.stmts, ctx, body, "")
+    d = ctx.ref(p.reduce_value)[1]
+    em.names, em.var_dtypes, em._tmp = saved
+    if d == "bool" and p.reduce_op in ("sum", "prod"):
+        d = "int64"
+    return d
+
+
+def rows_blocked_source(spec: KernelSpec, variant: tuple) -> str:
+    """Source of a column-blocked rows variant ``("rowsblk", parallel, alias, jpat, bpat)``.
+
+    Used when the reduced axis is strided but the innermost outer axis is contiguous
+    (e.g. reducing dim 0 of a C-contiguous matrix through a transposed view): ``BLOCK``
+    neighbouring rows are reduced side by side, so each step of the reduced axis reads
+    one contiguous run and the per-row accumulators form a vectorisable loop.
+    ``jpat``/``bpat`` class each operand's stride along the reduced axis and along the
+    block axis (``c`` unit, ``b`` zero, ``s`` general).
+    """
+    _, parallel, alias, jpat, bpat = variant
+    em = Emitter()
+    nin, nout = len(spec.inputs), len(spec.outputs)
+    in_args = [f"in{i}" for i in range(nin) if alias[i] < 0]
+    out_args = [f"out{o}" for o in range(nout)]
+    ops = [f"in{i}" for i in range(nin)] + [f"out{o}" for o in range(nout)]
+    rng = "prange" if parallel else "range"
+    sig = ", ".join(in_args + out_args + ["nouter", "M", "R", "oshape", "ostr", "istr", "bstr",
+                                          "nchunks"])
+    row_out = {nin + o for o, (_, kind) in enumerate(spec.outputs) if kind == "row"}
+    live = [k for k in range(nin + nout) if k >= nin or alias[k] < 0]
+    I1, I2, I3, I4 = (" " * n for n in (8, 12, 16, 20))
+    lines = [f"def kernel({sig}):", "    nd = oshape.shape[0]",
+             f"    nblk = (M + {BLOCK} - 1) // {BLOCK}", "    ntask = nouter * nblk",
+             f"    for c in {rng}(nchunks):"]
+    alloc_at = len(lines)
+    lines += [f"{I1}t0 = c * ntask // nchunks", f"{I1}t1 = (c + 1) * ntask // nchunks",
+              f"{I1}for tt in range(t0, t1):", f"{I2}t = tt // nblk",
+              f"{I2}blk = tt - t * nblk", f"{I2}b0 = blk * {BLOCK}",
+              f"{I2}nb = min({BLOCK}, M - b0)", f"{I2}div = 1"]
+    for k in live:
+        lines.append(f"{I2}o{k} = b0 * bstr[{k}]")
+    lines += [f"{I2}for d in range(nd - 1, -1, -1):",
+              f"{I2}    idx = (t // div) % oshape[d]", f"{I2}    div *= oshape[d]"]
+    for k in live:
+        lines.append(f"{I2}    o{k} += idx * ostr[{k}, d]")
+    for k in live:
+        lines.append(f"{I2}s{k} = istr[{k}]")
+        lines.append(f"{I2}q{k} = bstr[{k}]")
+    ns = sorted({a[1] for p in spec.phases for st in p.stmts + p.post for a in st.args
+                 if a[0] == "n"})
+    for d in ns:
+        lines.append(f"{I2}n_{d} = {_NP[d]}(R)")
+
+    def view_lines(ind: str, with_j: bool) -> tuple[list[str], dict]:
+        """Per-j views: an operand's run of nb elements (or its scalar)."""
+        out, names = [], {}
+        for k in live:
+            if k in row_out:
+                continue
+            base = f"o{k} + j * s{k}" if with_j and jpat[k] != "b" else f"o{k}"
+            if bpat[k] == "c":
+                out.append(f"{ind}u{k} = {ops[k]}[{base}:{base} + nb]")
+                names[k] = f"u{k}[b]"
+            elif bpat[k] == "b":
+                names[k] = f"{ops[k]}[{base}]"
+            else:
+                out.append(f"{ind}u{k} = {ops[k]}[{base}:{base} + (nb - 1) * q{k} + 1:q{k}]")
+                names[k] = f"u{k}[b]"
+        return out, names
+
+    def loader(names, body, ind):
+        loaded: dict[int, str] = {}
+
+        def load(i):
+            if i not in loaded:
+                k = nin + alias[i] if alias[i] >= 0 else i
+                loaded[i] = f"x{i}"
+                body.append(f"{ind}x{i} = {names[k]}")
+            return loaded[i]
+        return load
+
+    red_code: dict[int, str] = {}
+    red_dtype: dict[int, str] = {}
+    arrays: list[tuple[str, str]] = []
+    nred = 0
+    for p in spec.phases:
+        if p.kind == "reduce":
+            k = nred
+            nred += 1
+            acc_d = _acc_dtype(spec, p, em, jpat, alias, nin, red_code, red_dtype)
+            acc = f"acc{k}"
+            arrays.append((acc, acc_d))
+            ident = em.const(_reduce_ident(p.reduce_op, acc_d), acc_d)
+            lines += [f"{I2}for b in range(nb):", f"{I3}{acc}[b] = {ident}",
+                      f"{I2}for j in range(R):"]
+            vl, names = view_lines(I3, True)
+            lines += vl
+            lines.append(f"{I3}for b in range(nb):")
+            saved = dict(em.names), dict(em.var_dtypes)
+            body: list[str] = []
+            ctx = _ctx(spec, em, loader(names, body, I4), red_code, red_dtype, p)
+            _stmts(p.stmts, ctx, body, I4)
+            c, d, _ = ctx.ref(p.reduce_value)
+            body.append(f"{I4}{acc}[b] = "
+                        f"{_combine(p.reduce_op, f'{acc}[b]', cast_code(c, d, acc_d), acc_d)}")
+            lines += body
+            em.names, em.var_dtypes = saved
+            red_code[k], red_dtype[k] = f"{acc}[b]", acc_d
+            post_lines: list[str] = []
+            if p.post:
+                def noload(i):
+                    raise NotImplementedError("kernels: a post stmt cannot read an input array")
+                ctx = _ctx(spec, em, noload, red_code, red_dtype, p)
+                _stmts(p.post, ctx, post_lines, I3)
+                for st in p.post:
+                    ident_ = em.names[st.name]
+                    arr = f"pa_{ident_}"
+                    arrays.append((arr, st.dtype))
+                    post_lines.append(f"{I3}{arr}[b] = {ident_}")
+                    em.names[st.name] = f"{arr}[b]"
+                last = p.post[-1]
+                red_code[k], red_dtype[k] = em.names[last.name], last.dtype
+            if p.store_result is not None:
+                o = p.store_result
+                post_lines.append(f"{I3}out{o}[o{nin + o} + b * q{nin + o}] = "
+                                  f"{cast_code(red_code[k], red_dtype[k], spec.outputs[o][0])}")
+            if post_lines:
+                lines.append(f"{I2}for b in range(nb):")
+                lines += post_lines
+        else:
+            lines.append(f"{I2}for j in range(R):")
+            vl, names = view_lines(I3, True)
+            lines += vl
+            lines.append(f"{I3}for b in range(nb):")
+            body = []
+            ctx = _ctx(spec, em, loader(names, body, I4), red_code, red_dtype, p)
+            for i in _refs_inputs(p):
+                ctx.load(i)
+            _stmts(p.stmts, ctx, body, I4)
+            for o, v in p.stores:
+                if spec.outputs[o][1] != "full":
+                    raise ValueError(f"kernels: a map phase stores to 'row' output {o}")
+                c, d, _ = ctx.ref(v)
+                body.append(f"{I4}{names[nin + o]} = {cast_code(c, d, spec.outputs[o][0])}")
+            lines += body
+    for arr, d in reversed(arrays):
+        lines.insert(alloc_at, f"{I1}{arr} = np.empty({BLOCK}, {_NP[d]})")
+    out = [HEADER, _unused_imports_guard()] + em.const_lines() + ["", "", _decorator(parallel)]
+    return "\n".join(out + lines) + "\n"
