@@ -11,6 +11,9 @@ import pytest
 import gcompile as torch
 import gcompile.nn.functional as F
 from gcompile.compiler import compile
+from ir import serialize
+from ir.interpreter import interpret
+from ir.verify import verify
 
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 RED_TOL = {torch.float32: 1e-4, torch.float64: 1e-10}
@@ -39,6 +42,14 @@ def check(fn, *args, rtol=1e-5, atol=1e-6):
     got = got if isinstance(got, (tuple, list)) else (got,)
     want = want if isinstance(want, (tuple, list)) else (want,)
     assert len(cf.entries) == 1
+    entry = cf.entries[0]
+    verify(entry.graph)  # the optimised graph is well formed, and round-trips through JSON
+    assert str(serialize.loads(serialize.dumps(entry.graph))) == str(entry.graph)
+    arrays = [args[i]._data if kind == "arg" else entry.live[i][0]._data
+              for kind, i in entry.input_map]
+    oracle = interpret(entry.graph, arrays)
+    for o, w in zip(oracle, want):
+        np.testing.assert_allclose(o, w.numpy(), rtol=rtol, atol=atol)
     for g_, w in zip(got, want):
         assert g_.dtype == w.dtype and tuple(g_.shape) == tuple(w.shape)
         np.testing.assert_allclose(g_.numpy(), w.numpy(), rtol=rtol, atol=atol)
