@@ -9,6 +9,7 @@ block, which the pool kept alive all along.
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -45,7 +46,7 @@ class CachingAllocator:
 
     def empty(self, shape, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        n = math.prod(shape) * dtype.itemsize
         if n < _MIN_BYTES:
             return np.empty(shape, dtype)
         with self._lock:
