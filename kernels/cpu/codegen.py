@@ -384,6 +384,7 @@ class _Ctx:
         self.red_code: dict[int, str] = {}
         self.red_dtype: dict[int, str] = {}
         self.n_code: dict[str, str] = {}
+        self.reuse: dict = {}  # structural key -> code reading an earlier phase's buffer
 
     def ref(self, r) -> tuple[str, str, bool]:
         tag = r[0]
@@ -402,8 +403,22 @@ class _Ctx:
         raise ValueError(f"kernels: bad reference {r!r}")
 
 
+def _canon(ref, defs: dict):
+    """A structural key for a value: equal keys compute equal values within a row."""
+    if ref[0] == "v" and ref[1] in defs:
+        s = defs[ref[1]]
+        return (s.op, s.attrs, s.dtype, tuple(_canon(a, defs) for a in s.args))
+    return tuple(ref)
+
+
 def _stmts(stmts, ctx: _Ctx, lines: list[str], indent: str) -> None:
+    defs = {s.name: s for s in stmts}
     for s in stmts:
+        if ctx.reuse:
+            hit = ctx.reuse.get(_canon(("v", s.name), defs))
+            if hit is not None:
+                lines.append(f"{indent}{ctx.em.var(s.name, s.dtype)} = {hit}")
+                continue
         codes, dts, consts = [], [], []
         for a in s.args:
             c, d, k = ctx.ref(a)
@@ -617,18 +632,19 @@ def rows_source(spec: KernelSpec, variant: tuple) -> str:
 
     red_code: dict[int, str] = {}
     red_dtype: dict[int, str] = {}
-    bufs: set[str] = set()
+    bufs: dict[str, str] = {}
+    reuse: dict = {}
     nred = 0
     for p in spec.phases:
         if p.kind == "reduce":
             k = nred
             nred += 1
             lines += _reduce_phase(spec, p, k, em, pattern, alias, red_code, red_dtype, nin,
-                                   bufs)
+                                   bufs, reuse)
         else:
-            lines += _map_phase(spec, p, em, pattern, alias, red_code, red_dtype, nin)
-    for d in sorted(bufs):
-        lines.insert(buf_line, f"{I1}buf_{d} = np.empty(R, {_NP[d]})")
+            lines += _map_phase(spec, p, em, pattern, alias, red_code, red_dtype, nin, reuse)
+    for name, d in sorted(bufs.items()):
+        lines.insert(buf_line, f"{I1}{name} = np.empty(R, {_NP[d]})")
     out = [HEADER, _unused_imports_guard()] + em.const_lines() + ["", "", _decorator(parallel)]
     return "\n".join(out + lines) + "\n"
 
@@ -660,7 +676,7 @@ def _ctx(spec, em, load, red_code, red_dtype, p) -> _Ctx:
     return ctx
 
 
-def _reduce_phase(spec, p, k, em, pattern, alias, red_code, red_dtype, nin, bufs):
+def _reduce_phase(spec, p, k, em, pattern, alias, red_code, red_dtype, nin, bufs, reuse):
     I2, I3 = " " * 12, " " * 16
     lines: list[str] = []
     rv = p.reduce_value
@@ -679,10 +695,14 @@ def _reduce_phase(spec, p, k, em, pattern, alias, red_code, red_dtype, nin, bufs
         ctx = _ctx(spec, em, load, red_code, red_dtype, p)
         _stmts(p.stmts, ctx, body, I3)
         c, acc_d, _ = ctx.ref(rv)
+        val_d = acc_d
         if acc_d == "bool" and p.reduce_op in ("sum", "prod"):
             acc_d = "int64"
-        src = f"buf_{acc_d}"
-        bufs.add(acc_d)
+        src = f"buf{k}"
+        bufs[src] = acc_d
+        if val_d == acc_d and rv[0] == "v":
+            # a later map phase recomputing this value reads it back (softmax: exp once)
+            reuse[_canon(rv, {s.name: s for s in p.stmts})] = f"{src}[j]"
         lines.append(f"{I2}for j in range(R):")
         lines += body
         lines.append(f"{I3}{src}[j] = {cast_code(c, ctx.ref(rv)[1], acc_d)}")
@@ -725,11 +745,12 @@ def _reduce_phase(spec, p, k, em, pattern, alias, red_code, red_dtype, nin, bufs
     return lines
 
 
-def _map_phase(spec, p, em, pattern, alias, red_code, red_dtype, nin):
+def _map_phase(spec, p, em, pattern, alias, red_code, red_dtype, nin, reuse=None):
     I3 = " " * 16
     body: list[str] = []
     load = _loader(spec, pattern, alias, nin, body, I3, "j")
     ctx = _ctx(spec, em, load, red_code, red_dtype, p)
+    ctx.reuse = reuse or {}
     for i in _refs_inputs(p):
         load(i)
     _stmts(p.stmts, ctx, body, I3)
