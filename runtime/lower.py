@@ -169,9 +169,7 @@ def lower_rows(g: Group) -> Lowered:
     member = {id(n.out): n for n in g.nodes}
     ext: list[Value] = []
     outs_full = [v for v in g.outputs if role[id(v.producer)] == "elem"]
-    outs_row = [v for v in g.outputs if role[id(v.producer)] == "red"]
-    if len(outs_full) + len(outs_row) != len(g.outputs):
-        raise Unfusable("a row-level value other than a reduction result is needed outside")
+    outs_row = [v for v in g.outputs if role[id(v.producer)] != "elem"]
     # the transposed contiguous layout of a full output must collapse by a view
     tstrides = tuple(int(np.prod([X[j] for j in range(d + 1, nd)], dtype=np.int64))
                      for d in perm)
@@ -292,23 +290,24 @@ def lower_rows(g: Group) -> Lowered:
     for i, v in enumerate(outs_full):
         stores.append((i, elem_closure(v, "m_", map_stmts, memo)))
     built = []
-    red_nodes = [n for n in g.nodes if role[id(n)] == "red"]
-    red_last_phase = {}
-    # the last reduce phase of each reduction stores its result
-    pi = 0
-    for n in red_nodes:
-        count = 2 if n.op in ("var", "std") else 1
-        pi += count
-        red_last_phase[pi - 1] = n
+    # each stored row value: the phase whose post defines it stores it (one per phase),
+    # after a copy stmt when it is not that post's last value
+    phase_of = {s.name: i for i, ph in enumerate(phases) for s in ph[4]}
+    store_at: dict[int, tuple[int, Value]] = {}
+    for v in outs_row:
+        name = fin[id(v)]
+        k = phase_of.get(name)
+        if k is None or k in store_at:
+            raise Unfusable("two row-level results of one reduce loop are needed outside")
+        store_at[k] = (row_out_index[id(v)], v)
     for i, (_kind, stmts, op, ref, post, _store) in enumerate(phases):
         store_result = None
-        n = red_last_phase.get(i)
-        if n is not None and id(n.out) in row_out_index:
-            store_result = row_out_index[id(n.out)]
-            rname = _vname(n.out)
-            if post and post[-1].name != rname:
-                d = n.out.dtype.name
-                post = post + [Stmt(f"{rname}_st", "cast", (("v", rname),), (("dtype", d),), d)]
+        if i in store_at:
+            store_result, v = store_at[i]
+            name = fin[id(v)]
+            if post[-1].name != name:
+                d = v.dtype.name
+                post = post + [Stmt(f"{name}_st", "cast", (("v", name),), (("dtype", d),), d)]
         built.append(Phase("reduce", tuple(stmts), reduce_op=op, reduce_value=ref,
                            store_result=store_result, post=tuple(post)))
     if stores:

@@ -231,8 +231,8 @@ class _Fuser:
             if g.kind == "elementwise" and g.shape == S:
                 compat.append(g)
             elif g.kind == "rows" and g.shape == S and self.elem_role_ok(g, n):
-                if rows is None:
-                    rows = g
+                if rows is None or rows.dims == g.dims:  # same rows: loops concatenate
+                    rows = rows or g
                     compat.append(g)
         # try the full merge, then each candidate alone (largest first)
         options = [compat] if len(compat) > 1 else []
@@ -273,6 +273,16 @@ class _Fuser:
             self.reasons[n.out.name] = (f"its input's group has shape {list(g.shape)}"
                                         + (f" over dims {g.dims}" if g.kind == "rows" else "")
                                         + f", this reduction runs over {list(X)} dims {dims}")
+        # horizontal: join a rows group over the same rows that already reads x
+        for u in x.users:
+            sib = self.gof.get(id(u))
+            if sib is not None and sib is not g and sib.kind == "rows" and sib.shape == X \
+                    and sib.dims == dims and \
+                    not self.creates_cycle({id(m) for m in sib.nodes}, n):
+                self.add(sib, n, "red")
+                sib.nodes.sort(key=lambda m: self.pos[id(m)])
+                self.reasons.pop(n.out.name, None)
+                return
         self.new_group("rows", n, shape=X, dims=dims, role_of="red")
 
     def alias_ok(self, n: Node) -> Group | None:
@@ -396,6 +406,9 @@ def decompose(graph: Graph) -> int:
             _decompose_gelu(graph, n)
             count += 1
             continue
+        if n.op == "logsumexp" and _decompose_logsumexp(graph, n):
+            count += 1
+            continue
         if n.op not in ("softmax", "log_softmax"):
             continue
         x = n.inputs[0]
@@ -449,3 +462,28 @@ def _decompose_gelu(graph: Graph, n: Node) -> None:
     out = add("mul", [add("mul", [x, 0.5]), add("add", [t, 1.0])])
     graph.replace_all_uses(n.out, out)
     graph.remove_node(n)
+
+
+def _decompose_logsumexp(graph: Graph, n: Node) -> bool:
+    """logsumexp -> m = amax (finite-guarded); log(sum(exp(x - m))) + m."""
+    x = n.inputs[0]
+    if not isinstance(x, Value) or x.dtype.name not in ("float32", "float64") or \
+            x.numel == 0 or x.ndim == 0 or not n.attrs.get("dims"):
+        return False
+    dims = tuple(n.attrs["dims"])
+    idx = graph.nodes.index(n)
+
+    def add(op, ins, attrs=None):
+        nonlocal idx
+        v = graph.add_node(op, ins, attrs or {}, index=idx)
+        idx += 1
+        return v
+    m = add("amax", [x], {"dims": dims, "keepdim": True})
+    m0 = add("where", [add("isfinite", [m]), m, 0.0])
+    tot = add("sum", [add("exp", [add("sub", [x, m0])])], {"dims": dims, "keepdim": True})
+    out = add("add", [add("log", [tot]), m0])
+    if not n.attrs.get("keepdim", False):
+        out = add("reshape", [out], {"shape": n.out.shape})
+    graph.replace_all_uses(n.out, out)
+    graph.remove_node(n)
+    return True

@@ -148,3 +148,15 @@ def test_views_are_absorbed_not_copied():
     comp = run_both(g, [rand(8, 6)])
     assert [s.kind for s in comp.plan.steps] == ["view", "view", "view", "kernel"]
     assert comp.plan.arena_bytes == 0
+
+
+def test_sibling_reductions_and_standardize_share_one_kernel():
+    g = Graph()
+    x = g.add_input((8, 20), F32, "x")
+    mu = g.add_node("mean", [x], {"dims": (1,), "keepdim": True})
+    sd = g.add_node("std", [x], {"dims": (1,), "keepdim": True})
+    y = g.add_node("div", [g.add_node("sub", [x, mu]), g.add_node("add", [sd, 1e-3])])
+    lse = g.add_node("logsumexp", [x], {"dims": (1,), "keepdim": False})
+    g.set_outputs([y, lse])
+    comp = run_both(g, [rand(8, 20)])
+    assert comp.plan.num_kernels <= 2
