@@ -475,39 +475,35 @@ def _sig(x):
 
 
 def _lstm_impl(xw, h0, c0, w_hh):
-    """Forward loop with preallocated buffers. tanh(g) is computed as
-    2*sigmoid(2g)-1 so all four gates take one sigmoid: the g rows of W_hh and
-    the g columns of the projection are pre-scaled by 2."""
+    """Forward loop over preallocated, contiguous per-step blocks. tanh(g) is
+    computed as 2*sigmoid(2g)-1 so all four gates take one sigmoid."""
     t_len, bsz, h4 = xw.shape
     h = h4 // 4
-    out = np.empty((t_len, bsz, 6 * h), xw.dtype)   # [h | c | i | f | g | o]
-    w_t = np.array(w_hh.T, order="C")
-    w_t[:, 2 * h:3 * h] *= 2
-    xs = xw.copy()
-    xs[:, :, 2 * h:3 * h] *= 2
+    out = np.empty((6, t_len, bsz, h), xw.dtype)   # [h, c, i, f, g, o]
+    w_t = w_hh.T
     gates = np.empty((bsz, 4 * h), xw.dtype)
+    g4 = gates.reshape(bsz, 4, h).transpose(1, 0, 2)   # (4, B, H) view of the gates
     tmp = np.empty((bsz, h), xw.dtype)
     hp, cp = h0, c0
     for t in range(t_len):
-        o = out[t]
         np.matmul(hp, w_t, out=gates)
-        gates += xs[t]
+        gates += xw[t]
+        gates[:, 2 * h:3 * h] *= 2
         np.negative(gates, out=gates)
         np.exp(gates, out=gates)
         gates += 1
-        act = o[:, 2 * h:]
-        np.reciprocal(gates, out=act)
-        g = act[:, 2 * h:3 * h]
+        act = out[2:, t]
+        np.reciprocal(g4, out=act)
+        i, f, g, og = act
         g *= 2
         g -= 1
-        i, f, og = act[:, :h], act[:, h:2 * h], act[:, 3 * h:]
-        c = o[:, h:2 * h]
+        c = out[1, t]
         np.multiply(f, cp, out=c)
         np.multiply(i, g, out=tmp)
         c += tmp
         np.tanh(c, out=tmp)
-        np.multiply(og, tmp, out=o[:, :h])
-        hp, cp = o[:, :h], c
+        np.multiply(og, tmp, out=out[0, t])
+        hp, cp = out[0, t], c
     return out
 
 
@@ -515,27 +511,40 @@ def _lstm_backward_impl(gout, out, c0, w_hh):
     """d(input projection) for every step, plus dc0 in row T (first H columns).
 
     Everything that does not depend on the recurrence (tanh(c), the gate
-    derivative factors) is computed for all steps at once; the loop does
-    only the recurrent part: 7 small NumPy calls and one matmul per step."""
-    t_len, bsz, h6 = out.shape
-    h = h6 // 6
+    derivative factors) is computed for all steps at once, on contiguous
+    (T, B, H) blocks; the loop does only the recurrent part: six small NumPy
+    calls and one matmul per step."""
+    _, t_len, bsz, h = out.shape
     dt_ = out.dtype
-    c_all = out[:, :, h:2 * h]
-    i_all, f_all = out[:, :, 2 * h:3 * h], out[:, :, 3 * h:4 * h]
-    g_all, o_all = out[:, :, 4 * h:5 * h], out[:, :, 5 * h:]
+    c_all, i_all, f_all, g_all, o_all = out[1], out[2], out[3], out[4], out[5]
     tc = np.tanh(c_all)
-    c_prev = np.empty((t_len, bsz, h), dt_)
-    c_prev[0] = c0
-    c_prev[1:] = c_all[:-1]
-    a_fac = o_all * (1 - tc * tc)                     # d h / d c through tanh
-    p = np.empty((t_len, bsz, 4, h), dt_)             # dc -> d pre-activation of i, f, g
-    np.multiply(g_all, i_all * (1 - i_all), out=p[:, :, 0])
-    np.multiply(c_prev, f_all * (1 - f_all), out=p[:, :, 1])
-    np.multiply(i_all, 1 - g_all * g_all, out=p[:, :, 2])
-    np.multiply(tc, o_all * (1 - o_all), out=p[:, :, 3])  # dh -> d pre-activation of o
+    p = np.empty((t_len, 4, bsz, h), dt_)   # per-gate factors: dc (dh for o) -> d preact
+    tmp = np.empty((t_len, bsz, h), dt_)
+    # i: g * i * (1 - i)
+    np.subtract(1, i_all, out=tmp)
+    tmp *= i_all
+    np.multiply(tmp, g_all, out=p[:, 0])
+    # f: c_prev * f * (1 - f)
+    np.subtract(1, f_all, out=tmp)
+    tmp *= f_all
+    np.multiply(tmp[0], c0, out=p[0, 1])
+    np.multiply(tmp[1:], c_all[:-1], out=p[1:, 1])
+    # g: i * (1 - g^2)
+    np.multiply(g_all, g_all, out=tmp)
+    np.subtract(1, tmp, out=tmp)
+    np.multiply(tmp, i_all, out=p[:, 2])
+    # o: tanh(c) * o * (1 - o)
+    np.subtract(1, o_all, out=tmp)
+    tmp *= o_all
+    np.multiply(tmp, tc, out=p[:, 3])
+    # dh -> dc through h = o * tanh(c)
+    a_fac = tc
+    np.multiply(tc, tc, out=a_fac)
+    np.subtract(1, a_fac, out=a_fac)
+    a_fac *= o_all
     res = np.empty((t_len + 1, bsz, 4 * h), dt_)
     res[t_len] = 0
-    gh, gc = gout[:, :, :h], gout[:, :, h:2 * h]
+    gh, gc = gout[0], gout[1]
     dh = np.empty((bsz, h), dt_)
     dc = np.empty((bsz, h), dt_)
     dh_next = np.zeros((bsz, h), dt_)
@@ -545,9 +554,9 @@ def _lstm_backward_impl(gout, out, c0, w_hh):
         np.multiply(dh, a_fac[t], out=dc)
         dc += gc[t]
         dc += dc_next
-        d = res[t].reshape(bsz, 4, h)
-        np.multiply(dc[:, None, :], p[t, :, :3], out=d[:, :3])
-        np.multiply(dh, p[t, :, 3], out=d[:, 3])
+        d = res[t].reshape(bsz, 4, h).transpose(1, 0, 2)   # (4, B, H) view
+        np.multiply(dc, p[t, :3], out=d[:3])
+        np.multiply(dh, p[t, 3], out=d[3])
         np.matmul(res[t], w_hh, out=dh_next)
         np.multiply(dc, f_all[t], out=dc_next)
     res[t_len, :, :h] = dc_next
@@ -560,15 +569,7 @@ def _lstm_infer(specs, attrs):
             tuple(hs) != (xs[1], xs[2] // 4) or tuple(cs) != tuple(hs):
         raise RuntimeError(f"lstm_scan: inconsistent shapes: projection {tuple(xs)}, h0 "
                            f"{tuple(hs)}, c0 {tuple(cs)}, weight_hh {tuple(ws)}")
-    return (xs[0], xs[1], 6 * (xs[2] // 4)), d
-
-
-def _h_prev(b, out, h0, h, width):
-    """States h_{t-1} for every step: h0 then out[:-1]'s first h columns."""
-    t_len = out.shape[0]
-    prev = b.getitem(out, index=(("s", 0, t_len - 1, 1), ("s", None, None, None),
-                                 ("s", 0, h, 1)))
-    return b.cat(b.reshape(h0, shape=(1,) + tuple(h0.shape)), prev, dim=0)
+    return (6, xs[0], xs[1], xs[2] // 4), d
 
 
 def _weight_grad(b, dpre, hprev):
@@ -580,6 +581,13 @@ def _weight_grad(b, dpre, hprev):
     return b.matmul(b.permute(d2, dims=(1, 0)), h2)
 
 
+def _states_prev(b, hs, h0):
+    """h_{t-1} for every step: h0, then hs[:-1] (hs is (T, B, H))."""
+    t_len = hs.shape[0]
+    prev = b.getitem(hs, index=(("s", 0, t_len - 1, 1),))
+    return b.cat(b.reshape(h0, shape=(1,) + tuple(h0.shape)), prev, dim=0)
+
+
 def _lstm_grad(b, g, xs, out):
     xw, h0, c0, w_hh = xs
     t_len, bsz, h4 = xw.shape
@@ -588,49 +596,78 @@ def _lstm_grad(b, g, xs, out):
     dxw = b.getitem(r, index=(("s", 0, t_len, 1),))
     dc0 = b.getitem(r, index=(("i", t_len), ("s", None, None, None), ("s", 0, h, 1)))
     dh0 = b.matmul(b.getitem(r, index=(("i", 0),)), w_hh)
-    dw = _weight_grad(b, dxw, _h_prev(b, out, h0, h, 6 * h))
+    dw = _weight_grad(b, dxw, _states_prev(b, b.select_block(out, index=0), h0))
     return dxw, dh0, dc0, dw
 
 
 register(OpDef("lstm_scan", "other", _lstm_impl, infer=_lstm_infer, grad=_lstm_grad,
                saves=(1, 2, 3, -1), backward_name="LstmBackward0",
-               doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh -> (T,B,6H) "
+               doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh -> (6,T,B,H) "
                    "packed [h, c, i, f, g, o]"))
 register(OpDef("lstm_scan_backward", "other", _lstm_backward_impl,
-               infer=lambda specs, attrs: ((specs[1][0][0] + 1, specs[1][0][1],
-                                            4 * (specs[1][0][2] // 6)), specs[1][1])))
+               infer=lambda specs, attrs: ((specs[1][0][1] + 1, specs[1][0][2],
+                                            4 * specs[1][0][3]), specs[1][1])))
+
+
+def _select_block_backward_impl(g, shape, index):
+    res = np.zeros(shape, g.dtype)   # calloc: untouched blocks cost nothing
+    res[index] = g
+    return res
+
+
+register(OpDef("select_block", "view", lambda x, index: x[index],
+               infer=lambda specs, attrs: (tuple(specs[0][0][1:]), specs[0][1]),
+               attrs=("index",), backward_name="SelectBackward0",
+               grad=lambda b, g, xs, out, index: (
+                   b.select_block_backward(g, shape=tuple(xs[0].shape), index=index),),
+               doc="x[index] along the leading axis (a view); picks a state out of a packed "
+                   "scan output with a gradient that touches only that block"))
+register(OpDef("select_block_backward", "other", _select_block_backward_impl,
+               infer=lambda specs, attrs: (tuple(attrs["shape"]), specs[0][1]),
+               attrs=("shape", "index"),
+               grad=lambda b, g, xs, out, shape, index: (b.select_block(g, index=index),)))
 
 
 def _gru_impl(xw, h0, w_hh, b_hh):
     t_len, bsz, h3 = xw.shape
     h = h3 // 3
-    out = np.empty((t_len, bsz, 5 * h), xw.dtype)   # [h | r | z | n | hn]
-    w_t = np.ascontiguousarray(w_hh.T)
+    out = np.empty((5, t_len, bsz, h), xw.dtype)   # [h, r, z, n, W_hn h + b_hn]
+    w_t = w_hh.T
+    hh = np.empty((bsz, 3 * h), xw.dtype)
+    rz = np.empty((bsz, 2 * h), xw.dtype)
+    rz2 = rz.reshape(bsz, 2, h).transpose(1, 0, 2)
+    tmp = np.empty((bsz, h), xw.dtype)
     hp = h0
     for t in range(t_len):
-        hh = hp @ w_t + b_hh
-        o = out[t]
-        o[:, h:3 * h] = _sig(xw[t, :, :2 * h] + hh[:, :2 * h])
-        r, z = o[:, h:2 * h], o[:, 2 * h:3 * h]
-        o[:, 4 * h:] = hh[:, 2 * h:]
-        n = o[:, 3 * h:4 * h]
-        np.tanh(xw[t, :, 2 * h:] + r * o[:, 4 * h:], out=n)
-        np.add(n, z * (hp - n), out=o[:, :h])
-        hp = o[:, :h]
+        np.matmul(hp, w_t, out=hh)
+        hh += b_hh
+        np.add(xw[t, :, :2 * h], hh[:, :2 * h], out=rz)
+        np.negative(rz, out=rz)
+        np.exp(rz, out=rz)
+        rz += 1
+        np.reciprocal(rz2, out=out[1:3, t])
+        r, z = out[1, t], out[2, t]
+        out[4, t] = hh[:, 2 * h:]
+        n = out[3, t]
+        np.multiply(r, out[4, t], out=n)
+        n += xw[t, :, 2 * h:]
+        np.tanh(n, out=n)
+        np.subtract(hp, n, out=tmp)
+        tmp *= z
+        np.add(n, tmp, out=out[0, t])
+        hp = out[0, t]
     return out
 
 
 def _gru_backward_impl(gout, out, h0, w_hh):
     """[d(input projection) | d(hidden projection)] per step; dh0 in row T."""
-    t_len, bsz, h5 = out.shape
-    h = h5 // 5
+    _, t_len, bsz, h = out.shape
     res = np.zeros((t_len + 1, bsz, 6 * h), out.dtype)
     dh_next = np.zeros((bsz, h), out.dtype)
     for t in range(t_len - 1, -1, -1):
-        o = out[t]
-        r, z, n, hn = o[:, h:2 * h], o[:, 2 * h:3 * h], o[:, 3 * h:4 * h], o[:, 4 * h:]
-        hp = out[t - 1, :, :h] if t > 0 else h0
-        dh = gout[t, :, :h] + dh_next
+        r, z, n, hn = out[1, t], out[2, t], out[3, t], out[4, t]
+        hp = out[0, t - 1] if t > 0 else h0
+        dh = gout[0, t] + dh_next
         d = res[t]
         dn = dh * (1.0 - z) * (1.0 - n * n)
         dz = dh * (hp - n) * z * (1.0 - z)
@@ -652,7 +689,7 @@ def _gru_infer(specs, attrs):
             tuple(hs) != (xs[1], xs[2] // 3) or tuple(bs) != (xs[2],):
         raise RuntimeError(f"gru_scan: inconsistent shapes: projection {tuple(xs)}, h0 "
                            f"{tuple(hs)}, weight_hh {tuple(ws)}, bias_hh {tuple(bs)}")
-    return (xs[0], xs[1], 5 * (xs[2] // 3)), d
+    return (5, xs[0], xs[1], xs[2] // 3), d
 
 
 def _gru_grad(b, g, xs, out):
@@ -664,7 +701,7 @@ def _gru_grad(b, g, xs, out):
     dxw = b.getitem(r, index=steps + (("s", 0, 3 * h, 1),))
     dhh = b.getitem(r, index=steps + (("s", 3 * h, 6 * h, 1),))
     dh0 = b.getitem(r, index=(("i", t_len), ("s", None, None, None), ("s", 0, h, 1)))
-    dw = _weight_grad(b, dhh, _h_prev(b, out, h0, h, 5 * h))
+    dw = _weight_grad(b, dhh, _states_prev(b, b.select_block(out, index=0), h0))
     db = b.sum(dhh, dims=(0, 1), keepdim=False)
     return dxw, dh0, dw, db
 
@@ -672,10 +709,10 @@ def _gru_grad(b, g, xs, out):
 register(OpDef("gru_scan", "other", _gru_impl, infer=_gru_infer, grad=_gru_grad,
                saves=(1, 2, -1), backward_name="GruBackward0",
                doc="GRU over a sequence: (T,B,3H) input projections (with b_ih), h0, W_hh, "
-                   "b_hh -> (T,B,5H) packed [h, r, z, n, W_hn h + b_hn]"))
+                   "b_hh -> (5,T,B,H) packed [h, r, z, n, W_hn h + b_hn]"))
 register(OpDef("gru_scan_backward", "other", _gru_backward_impl,
-               infer=lambda specs, attrs: ((specs[1][0][0] + 1, specs[1][0][1],
-                                            6 * (specs[1][0][2] // 5)), specs[1][1])))
+               infer=lambda specs, attrs: ((specs[1][0][1] + 1, specs[1][0][2],
+                                            6 * specs[1][0][3]), specs[1][1])))
 
 
 def _rnn_impl(xw, h0, w_hh, nonlinearity="tanh"):
@@ -717,10 +754,9 @@ def _rnn_infer(specs, attrs):
 
 def _rnn_grad(b, g, xs, out, nonlinearity="tanh"):
     xw, h0, w_hh = xs
-    h = xw.shape[2]
     dpre = b.rnn_scan_backward(g, out, w_hh, nonlinearity=nonlinearity)
     dh0 = b.matmul(b.getitem(dpre, index=(("i", 0),)), w_hh)
-    dw = _weight_grad(b, dpre, _h_prev(b, out, h0, h, h))
+    dw = _weight_grad(b, dpre, _states_prev(b, out, h0))
     return dpre, dh0, dw
 
 

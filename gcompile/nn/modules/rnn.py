@@ -220,15 +220,16 @@ class LSTM(RNNBase):
 
     def forward(self, input: Tensor, hx=None):
         x, states, batched = self._prepare(input, hx, "LSTM", 2)
-        h = self.hidden_size
 
         def step(xi, layer, d, st):
             w_ih, w_hh, b_ih, b_hh = self._layer_params(layer, d)
             xw = _proj(xi, w_ih, b_ih)
             if b_hh is not None:
                 xw = apply_op("add", (xw, b_hh))
-            packed = apply_op("lstm_scan", (xw, st[0], st[1], w_hh))
-            return packed[:, :, :h], (packed[-1, :, :h], packed[-1, :, h:2 * h])
+            packed = apply_op("lstm_scan", (xw, st[0], st[1], w_hh))    # (6, T, B, H)
+            hs = apply_op("select_block", (packed,), {"index": 0})
+            cs = apply_op("select_block", (packed,), {"index": 1})
+            return hs, (hs[-1], cs[-1])
 
         out, finals = self._run(x, states, step)
         out, (h_n, c_n) = self._finish(out, finals, batched)
@@ -250,8 +251,9 @@ class GRU(RNNBase):
             xw = _proj(xi, w_ih, b_ih)
             if b_hh is None:
                 b_hh = Tensor._make(np.zeros(3 * h, xw.dtype.np))
-            packed = apply_op("gru_scan", (xw, st[0], w_hh, b_hh))
-            return packed[:, :, :h], (packed[-1, :, :h],)
+            packed = apply_op("gru_scan", (xw, st[0], w_hh, b_hh))      # (5, T, B, H)
+            hs = apply_op("select_block", (packed,), {"index": 0})
+            return hs, (hs[-1],)
 
         out, finals = self._run(x, states, step)
         out, (h_n,) = self._finish(out, finals, batched)
