@@ -661,6 +661,8 @@ class Tensor:
 
     @property
     def grad(self):
+        if state.tracer is not None and self._grad is not None:
+            state.tracer.note_grad_value(self, self._grad)
         return self._grad
 
     @grad.setter
@@ -959,8 +961,15 @@ class Tensor:
         if not isinstance(mask, Tensor) or mask.dtype is not dt.bool_:
             raise RuntimeError("masked_fill only supports boolean masks, but got mask with dtype "
                                f"{getattr(mask, 'dtype', type(mask).__name__)}")
-        if isinstance(value, Tensor) and value.dim() == 0 and not value.requires_grad:
-            value = value.item()
+        if np.broadcast_shapes(mask._data.shape, self._data.shape) != self._data.shape:
+            raise RuntimeError(f"masked_fill: the mask of shape {list(mask.shape)} does not "
+                               f"broadcast to the tensor's shape {list(self.shape)}")
+        if isinstance(value, Tensor):
+            if value.dim() != 0:
+                raise RuntimeError("masked_fill_ only supports a 0-dimensional value tensor, but "
+                                   f"got tensor with {value.dim()} dimension(s).")
+            if not value.requires_grad:
+                value = value.item()
         out = apply_op("where", (mask, value, self), grad_name="MaskedFillBackward0")
         if out.dtype is not self.dtype:
             out = out.to(self.dtype)

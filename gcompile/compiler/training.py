@@ -158,14 +158,6 @@ class StepEntry:
         self.grad_writes = grad_writes  # [(leaf, output index | None)]
         self.grad_guards = grad_guards  # [(leaf weakref, grad was None)]
 
-    def guards_hold(self) -> bool:
-        """``.grad`` presence decides assign-vs-accumulate in backward: re-check it."""
-        for ref, was_none in self.grad_guards:
-            leaf = ref()
-            if leaf is None or (leaf._grad is None) != was_none:
-                return False
-        return True
-
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
         from .api import _unflatten
         arrays = []
@@ -219,11 +211,10 @@ def _escaped(tracer, keep_ids: set[int]) -> list:
     return out
 
 
-def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
-    """Turn a trace in which ``backward()`` ran into a ``StepEntry`` (or a
-    ``_Transient`` when the step created state that later calls will find)."""
+def check_escapes(tracer, out_leaves) -> _Transient | None:
+    """A ``_Transient`` if tensors computed during the trace are still held by
+    someone other than the caller (returned values) or the plan's own write-backs."""
     from . import logs
-    from .api import graph_input_map
     keep = {id(t._data) for t in out_leaves}
     for _leaf, value in tracer.grad_writes.values():
         if value is not None:
@@ -237,13 +228,24 @@ def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, i
     for tensor, _ in tracer.mutated.values():
         keep.add(id(tensor._data))
     escaped = _escaped(tracer, keep)
-    if escaped:
-        what = ("the step created tensors that outlive it (" +
-                ", ".join(f"%{v.name}" for v in escaped[:3]) + "), e.g. optimizer state on "
-                "the first step")
-        logs.log("recompiles", f"{tracer.graph.name}: ran eagerly, will retrace: {what}")
-        return result, _Transient(what), None
+    if not escaped:
+        return None
+    what = ("the call created tensors that outlive it (" +
+            ", ".join(f"%{v.name}" for v in escaped[:3]) + "), e.g. optimizer state on the "
+            "first step")
+    logs.log("recompiles", f"{tracer.graph.name}: ran eagerly, will retrace: {what}")
+    return _Transient(what)
+
+
+def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
+    """Turn a trace in which ``backward()`` ran into a ``StepEntry`` (or a
+    ``_Transient`` when the step created state that later calls will find)."""
+    from .api import graph_input_map
+    transient = check_escapes(tracer, out_leaves)
+    if transient is not None:
+        return result, transient, None
     live, writebacks = tracer.finish(out_leaves)
+    live, writebacks, slot_guards = tracer.dynamic_grads(live, writebacks)
     graph = tracer.graph
     outs = list(graph.outputs)
     grad_writes = []
@@ -261,6 +263,7 @@ def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, i
     input_map = graph_input_map(tracer, leaves, params, live)
     import weakref
     guards = [(weakref.ref(leaf), was_none) for leaf, was_none in tracer.grad_was_none.values()]
+    guards += [g for g in slot_guards if all(g[0]() is not h[0]() for h in guards)]
     traced_text = str(graph)
     executable = cf._build(graph)
     entry = StepEntry(graph, executable, out_spec, len(out_leaves), live, writebacks, input_map,

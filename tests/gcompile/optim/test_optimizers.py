@@ -410,6 +410,15 @@ class _CountingTracer:
     def scalar_input(self, owner, key):  # the real tracer turns owner[key] into a plan input
         return owner[key]
 
+    def note_grad_value(self, leaf, grad):  # the real tracer binds leaf.grad by location
+        pass
+
+    def record_grad(self, leaf, value):
+        pass
+
+    def note_grad_read(self, leaf):
+        pass
+
 
 @pytest.mark.parametrize("cls,kwargs", [
     (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
