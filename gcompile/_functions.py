@@ -235,6 +235,7 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     a, b = _t(input), _t(other)
+    _graph_break("isclose")
     return Tensor._make(np.isclose(a._data, b._data, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
@@ -425,6 +426,7 @@ def sort(input, dim=-1, descending=False, stable=False):
     d = normalize_dim(dim, x.dim()) if x.dim() else 0
     if x.dim() == 0:
         return return_type("sort", x.clone(), Tensor._make(np.zeros((), np.int64)))
+    _graph_break("sort/topk/kthvalue/median (indices computed outside the op registry)")
     data = x._data
     if not descending:
         idx = np.argsort(data, axis=d, kind="stable")  # NaN last, like torch
