@@ -211,17 +211,13 @@ def _remainder_grad(b, g, xs, out):
     return g, (None if isinstance(y, (int, float)) else b.neg(b.mul(g, b.floor_divide(x, y))))
 
 
-def _true_divide(x, y):
-    return np.true_divide(x, y)
-
-
 _binary("add", np.add, "({0} + {1})", lambda b, g, xs, out: (g, g))
 _binary("sub", np.subtract, "({0} - {1})", lambda b, g, xs, out: (g, b.neg(g)))
 _binary("rsub", lambda x, y: np.subtract(y, x), "({1} - {0})",
         lambda b, g, xs, out: (b.neg(g), g), backward_name="RsubBackward1")
 _binary("mul", np.multiply, "({0} * {1})",
         lambda b, g, xs, out: (b.mul(g, xs[1]), b.mul(g, xs[0])), saves=(0, 1))
-_binary("div", _true_divide, "({0} / {1})", _div_grad, saves=(0, 1), dtype_rule="float")
+_binary("div", np.true_divide, "({0} / {1})", _div_grad, saves=(0, 1), dtype_rule="float")
 _binary("pow", np.power, "({0} ** {1})", _pow_grad, saves=(0, 1, -1))
 _binary("floor_divide", np.floor_divide, "floordiv({0}, {1})", _zero_grad)
 _binary("remainder", np.remainder, "remainder({0}, {1})", _remainder_grad, saves=(0, 1))

@@ -161,3 +161,12 @@ def test_numpy_value_errors_become_runtime_errors():
     with pytest.raises(TypeError):
         torch.tensor([1]) + None
     assert torch.tensor(5).view(-1).tolist() == [5]
+
+
+def test_masked_fill_errors():
+    with pytest.raises(RuntimeError, match="masked_fill only supports boolean masks"):
+        torch.ones(3).masked_fill(torch.tensor([1, 0, 1]), 0.0)
+    with pytest.raises(RuntimeError, match=r"mask of shape \[2, 3\] does not broadcast"):
+        torch.ones(3).masked_fill(torch.ones(2, 3, dtype=torch.bool), 0.0)
+    with pytest.raises(RuntimeError, match="only supports a 0-dimensional value tensor"):
+        torch.ones(3).masked_fill(torch.ones(3, dtype=torch.bool), torch.ones(3))
