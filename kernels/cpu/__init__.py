@@ -84,6 +84,9 @@ class CompiledKernel:
         self._fns: dict[tuple, object] = {}
         self._sources: dict[tuple, str] = {}
         self._checked: set[tuple] = set()
+        self._plans: dict[tuple, tuple] = {}
+        self._in_np = [np.dtype(d) for d in spec.inputs]
+        self._out_np = [np.dtype(d) for d, _ in spec.outputs]
         nin = len(spec.inputs)
         alias = (-1,) * nin
         if spec.kind == "elementwise":
@@ -148,42 +151,6 @@ class CompiledKernel:
             _STATS["compiles"] += m1 - m0
             self._checked.add(variant)
 
-    def _blocked(self, merged, inner_n, inner_s, live, nin) -> bool:
-        """Column blocking pays when the row axis is strided but the next axis is not."""
-        if not merged or inner_n < 2 or merged[-1][0] < 4:
-            return False
-        full = [k for k in live if not (k >= nin and self.spec.outputs[k - nin][1] == "row")]
-        strided = [k for k in full if inner_s[k] not in (0, 1)]
-        return bool(strided) and all(merged[-1][1 + k] in (0, 1) for k in strided)
-
-    def _run_blocked(self, ops, merged, inner_n, inner_s, live, nin, alias, total) -> None:
-        blk = merged[-1]
-        rest = merged[:-1]
-        m = blk[0]
-        n_outer = 1
-        for r in rest:
-            n_outer *= r[0]
-        row_out = {nin + o for o, (_, kind) in enumerate(self.spec.outputs) if kind == "row"}
-        jpat = tuple("b" if k in row_out else _cls(inner_s[k]) for k in range(len(ops)))
-        bpat = tuple(_cls(blk[1 + k]) for k in range(len(ops)))
-        args = []
-        for k in live:
-            a = ops[k]
-            span = 1 + (inner_n - 1) * inner_s[k] + (m - 1) * blk[1 + k]
-            for r in rest:
-                span += (r[0] - 1) * r[1 + k]
-            args.append(as_strided(a, (span,), (a.itemsize,), writeable=k >= nin))
-        oshape = np.array([r[0] for r in rest], dtype=np.int64)
-        ostr = np.array([[r[1 + k] for r in rest] for k in range(len(ops))],
-                        dtype=np.int64).reshape(len(ops), len(rest))
-        istr = np.array(inner_s, dtype=np.int64)
-        bstr = np.array(blk[1:], dtype=np.int64)
-        ntask = n_outer * ((m + codegen.BLOCK - 1) // codegen.BLOCK)
-        par = total >= PARALLEL_THRESHOLD and ntask >= 2
-        nchunks = min(ntask, 8 * _nthreads()) if par else 1
-        args += [n_outer, m, inner_n, oshape, ostr, istr, bstr, nchunks]
-        self._run(("rowsblk", par, alias, jpat, bpat), tuple(args))
-
     # ---- call ----------------------------------------------------------------------------
     def __call__(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
         spec = self.spec
@@ -191,60 +158,62 @@ class CompiledKernel:
             raise ValueError(f"kernel expects {len(spec.inputs)} inputs and "
                              f"{len(spec.outputs)} outputs, got {len(inputs)} and "
                              f"{len(outputs)}")
-        for i, (a, d) in enumerate(zip(inputs, spec.inputs)):
-            if a.dtype.name != ("bool" if d == "bool" else d):
-                raise TypeError(f"kernel input {i}: expected dtype {d}, got {a.dtype}")
-        for o, (a, (d, _)) in enumerate(zip(outputs, spec.outputs)):
-            if a.dtype.name != d:
-                raise TypeError(f"kernel output {o}: expected dtype {d}, got {a.dtype}")
+        for i, a in enumerate(inputs):
+            if a.dtype != self._in_np[i]:
+                raise TypeError(f"kernel input {i}: expected dtype {spec.inputs[i]}, "
+                                f"got {a.dtype}")
+        for o, a in enumerate(outputs):
+            if a.dtype != self._out_np[o]:
+                raise TypeError(f"kernel output {o}: expected dtype {spec.outputs[o][0]}, "
+                                f"got {a.dtype}")
             if not a.flags.writeable:
                 raise ValueError(f"kernel output {o} is read-only")
-        if spec.kind == "elementwise":
-            self._call_elementwise(list(inputs), list(outputs))
-        else:
-            self._call_rows(list(inputs), list(outputs))
+        shape = self._check_shapes(inputs, outputs)
+        if shape is None:
+            return  # nothing to compute
+        alias = _aliases(inputs, outputs)
+        key = (alias, tuple((a.shape, a.strides) for a in inputs),
+               tuple((a.shape, a.strides) for a in outputs))
+        plan = self._plans.get(key)
+        if plan is None:
+            if any(s < 0 for a in list(inputs) + list(outputs) for s in a.strides):
+                self._negative_strides(inputs, outputs)
+                return
+            plan = self._plan(inputs, outputs, shape, alias)
+            if len(self._plans) > 256:
+                self._plans.clear()
+            self._plans[key] = plan
+        variant, recipes, extra = plan
+        args = []
+        nin = len(inputs)
+        for k, kind, data in recipes:
+            a = inputs[k] if k < nin else outputs[k - nin]
+            if kind == "flat":
+                v = a.ravel(order="K")
+            elif kind == "idx":
+                v = a[data]
+            elif kind == "empty":
+                v = np.zeros(1, a.dtype)
+            else:
+                v = as_strided(a, (data,), (a.itemsize,), writeable=k >= nin)
+            if k < nin and v.flags.writeable:
+                v.flags.writeable = False  # one Numba signature whatever the caller's flags
+            args.append(v)
+        self._run(variant, tuple(args) + extra)
 
-    def _aliases(self, inputs, outputs) -> tuple[int, ...]:
-        alias = []
-        optr = [(_ptr(o), o.strides, o.shape, o.dtype) for o in outputs]
-        for a in inputs:
-            k = -1
-            p = _ptr(a)
-            for o, (q, st, sh, dt) in enumerate(optr):
-                if p == q and a.strides == st and a.shape == sh and a.dtype == dt:
-                    k = o
-                    break
-            alias.append(k)
-        return tuple(alias)
-
-    def _call_elementwise(self, inputs, outputs) -> None:
-        shape = outputs[0].shape
-        for i, a in enumerate(inputs):
-            if a.shape != shape:
-                raise ValueError(f"kernel input {i} has shape {a.shape}, expected the "
-                                 f"iteration shape {shape}")
-        for o, a in enumerate(outputs):
-            if a.shape != shape:
-                raise ValueError(f"kernel output {o} has shape {a.shape}, expected {shape}")
-        n = 1
-        for s in shape:
-            n *= s
-        if n == 0:
-            return
-        alias = self._aliases(inputs, outputs)
-        # fast path: everything C-contiguous
-        if all(a.flags.c_contiguous for a in outputs) and all(
-                alias[i] >= 0 or a.flags.c_contiguous for i, a in enumerate(inputs)):
-            par = n >= PARALLEL_THRESHOLD
-            args = [_ro_flat(a) for i, a in enumerate(inputs) if alias[i] < 0]
-            args += [a.reshape(-1) for a in outputs]
-            args.append(n)
-            self._run(("flat", par, alias, None), tuple(args))
-            return
-        self._strided(inputs, outputs, shape, alias, rows=False)
-
-    def _call_rows(self, inputs, outputs) -> None:
+    def _check_shapes(self, inputs, outputs):
+        """The iteration shape, or None when there is no element to compute."""
         spec = self.spec
+        if spec.kind == "elementwise":
+            shape = outputs[0].shape
+            for i, a in enumerate(inputs):
+                if a.shape != shape:
+                    raise ValueError(f"kernel input {i} has shape {a.shape}, expected the "
+                                     f"iteration shape {shape}")
+            for o, a in enumerate(outputs):
+                if a.shape != shape:
+                    raise ValueError(f"kernel output {o} has shape {a.shape}, expected {shape}")
+            return None if 0 in shape else shape
         full = [o for o, (_, k) in enumerate(spec.outputs) if k == "full"]
         if inputs:
             shape = inputs[0].shape
@@ -258,117 +227,161 @@ class CompiledKernel:
         for i, a in enumerate(inputs):
             if a.shape != shape:
                 raise ValueError(f"kernel input {i} has shape {a.shape}, expected {shape}")
-        outs = []
         for o, a in enumerate(outputs):
             if spec.outputs[o][1] == "full":
                 if a.shape != shape:
                     raise ValueError(f"kernel output {o} has shape {a.shape}, expected {shape}")
-                outs.append(a)
-            else:
-                if a.shape == outer + (1,):
-                    st = a.strides[:-1]
-                elif a.shape == outer:
-                    st = a.strides
-                else:
-                    raise ValueError(f"kernel row output {o} has shape {a.shape}, expected "
-                                     f"{outer} or {outer + (1,)}")
-                outs.append(as_strided(a, shape, tuple(st) + (0,)))
-        n_outer = 1
-        for s in outer:
-            n_outer *= s
-        if n_outer == 0:
-            return
-        alias = self._aliases(inputs, outputs)
-        self._strided(inputs, outs, shape, alias, rows=True, orig_outputs=outputs)
+            elif a.shape != outer and a.shape != outer + (1,):
+                raise ValueError(f"kernel row output {o} has shape {a.shape}, expected "
+                                 f"{outer} or {outer + (1,)}")
+        return None if 0 in outer else shape
 
-    def _strided(self, inputs, outputs, shape, alias, rows, orig_outputs=None) -> None:
+    def _negative_strides(self, inputs, outputs) -> None:
+        # rare (flipped views): copy such inputs, compute such outputs into temporaries
+        ins = [np.ascontiguousarray(a) if any(s < 0 for s in a.strides) else a for a in inputs]
+        tmps = [np.empty(a.shape, a.dtype) if any(s < 0 for s in a.strides) else None
+                for a in outputs]
+        self(ins, [t if t is not None else a for a, t in zip(outputs, tmps)])
+        for a, t in zip(outputs, tmps):
+            if t is not None:
+                np.copyto(a, t)
+
+    def _plan(self, inputs, outputs, shape, alias):
+        """Collapse dimensions and choose the loop variant for one layout signature."""
         spec = self.spec
+        rows = spec.kind == "rows"
         nin = len(inputs)
         ops = list(inputs) + list(outputs)
-        # negative strides: copy such inputs, compute such outputs into temporaries
-        fixups = []
-        for k, a in enumerate(ops):
-            if any(s < 0 for s in a.strides):
-                if k < nin:
-                    ops[k] = np.ascontiguousarray(a)
-                    alias = alias[:k] + (-1,) + alias[k + 1:]
-                else:
-                    if rows and spec.outputs[k - nin][1] == "row":
-                        raise NotImplementedError("kernels: a row output with negative strides")
-                    tmp = np.empty(a.shape, a.dtype)
-                    fixups.append((a, tmp))
-                    ops[k] = tmp
-                    alias = tuple(-1 if x == k - nin else x for x in alias)
-        live = [k for k in range(len(ops)) if k >= nin or alias[k] < 0]
-        st = [_estrides(a) for a in ops]
         nd = len(shape)
+        st = []
+        for k, a in enumerate(ops):
+            e = _estrides(a)
+            if rows and k >= nin and spec.outputs[k - nin][1] == "row":
+                e = (e[:-1] if a.ndim == nd else e) + [0]
+            st.append(e)
+        live = [k for k in range(len(ops)) if k >= nin or alias[k] < 0]
+        row_out = {nin + o for o, (_, kind) in enumerate(spec.outputs) if kind == "row"}
         if rows:
             inner_n = shape[-1]
             inner_s = [s[-1] for s in st]
             dims = [d for d in range(nd - 1) if shape[d] != 1]
         else:
             dims = [d for d in range(nd) if shape[d] != 1]
-            ref = st[nin] if outputs else st[0]
+            ref = st[nin]
             dims.sort(key=lambda d: -abs(ref[d]))
-        merged: list[list[int]] = []  # [size, d0 stride per op...]
+        merged: list[list[int]] = []  # [size, stride per operand...]
         for d in dims:
             cur = [shape[d]] + [st[k][d] for k in range(len(ops))]
-            if merged:
+            if merged and all(merged[-1][1 + k] == cur[1 + k] * cur[0] for k in live):
                 prev = merged[-1]
-                if all(prev[1 + k] == cur[1 + k] * cur[0] for k in live):
-                    prev[0] *= cur[0]
-                    for k in range(len(ops)):
-                        prev[1 + k] = cur[1 + k]
-                    continue
+                prev[0] *= cur[0]
+                for k in range(len(ops)):
+                    prev[1 + k] = cur[1 + k]
+                continue
             merged.append(cur)
         if not rows:
             if not merged:
                 merged = [[1] + [0] * len(ops)]
             inner = merged.pop()
-            inner_n = inner[0]
-            inner_s = inner[1:]
+            inner_n, inner_s = inner[0], inner[1:]
         n_outer = 1
         for m in merged:
             n_outer *= m[0]
         total = n_outer * inner_n
-        if not rows and n_outer == 1 and all(inner_s[k] == 1 for k in live):
-            # one contiguous run per operand after collapsing
+
+        def recipe(k, dims_strides):
+            a = ops[k]
+            if a.size == 0:
+                return (k, "empty", None)  # never read: the row loops run zero times
+            span = 1
+            for n, s in dims_strides:
+                span += (n - 1) * s
+            if a.flags.c_contiguous or a.flags.f_contiguous:
+                if span == a.size:
+                    return (k, "flat", None)
+            nz = [d for d in range(a.ndim) if a.strides[d] != 0 and a.shape[d] != 1]
+            if a.ndim and len(nz) <= 1:
+                if not nz:
+                    return (k, "idx", (slice(0, 1),) + (0,) * (a.ndim - 1))
+                d = nz[0]
+                if a.strides[d] == a.itemsize and a.shape[d] == span:
+                    return (k, "idx", tuple(slice(None) if i == d else 0
+                                            for i in range(a.ndim)))
+            return (k, "strided", span)
+
+        if not rows and n_outer == 1 and (inner_n == 1 or all(inner_s[k] == 1 for k in live)):
             par = total >= PARALLEL_THRESHOLD
-            args = [as_strided(ops[k], (inner_n,), (ops[k].itemsize,), writeable=k >= nin)
-                    for k in live]
-            args.append(inner_n)
-            self._run(("flat", par, alias, None), tuple(args))
-        elif rows and self._blocked(merged, inner_n, inner_s, live, nin):
-            self._run_blocked(ops, merged, inner_n, inner_s, live, nin, alias, total)
-        else:
-            pattern = []
-            for k in range(len(ops)):
-                s = inner_s[k]
-                pattern.append("c" if s == 1 else "b" if s == 0 else "s")
-            if rows:
-                for o, (_, kind) in enumerate(spec.outputs):
-                    if kind == "row":
-                        pattern[nin + o] = "b"
-            pattern = tuple(pattern)
-            args = []
-            for k in live:
-                a = ops[k]
-                span = 1 + (inner_n - 1) * inner_s[k] if inner_n else 1
-                for m in merged:
-                    span += (m[0] - 1) * m[1 + k]
-                args.append(as_strided(a, (span,), (a.itemsize,), writeable=k >= nin))
-            oshape = np.array([m[0] for m in merged], dtype=np.int64)
-            ostr = np.array([[m[1 + k] for m in merged] for k in range(len(ops))],
-                            dtype=np.int64).reshape(len(ops), len(merged))
-            istr = np.array(inner_s, dtype=np.int64)
-            par = total >= PARALLEL_THRESHOLD and n_outer >= 2
-            kind = "rows" if rows else "strided"
-            args += [n_outer, inner_n, oshape, ostr, istr]
-            if rows:
-                args.append(min(n_outer, 8 * _nthreads()) if par else 1)
-            self._run((kind, par, alias, pattern), tuple(args))
-        for dst, tmp in fixups:
-            np.copyto(dst, tmp)
+            recipes = [recipe(k, [(inner_n, 1)]) for k in live]
+            return (("flat", par, alias, None), recipes, (inner_n,))
+
+        def all_dims(k, extra):
+            return [(m[0], m[1 + k]) for m in merged] + extra
+
+        if rows and merged and inner_n >= 2 and merged[-1][0] >= 4:
+            full = [k for k in live if k not in row_out]
+            strided = [k for k in full if inner_s[k] not in (0, 1)]
+            if strided and all(merged[-1][1 + k] in (0, 1) for k in strided):
+                return self._plan_blocked(ops, merged, inner_n, inner_s, live, nin, alias,
+                                          total, row_out, all_dims, recipe)
+        pattern = [_cls(inner_s[k]) for k in range(len(ops))]
+        for k in row_out:
+            pattern[k] = "b"
+        recipes = [recipe(k, all_dims(k, [(inner_n, inner_s[k])])) for k in live]
+        oshape = np.array([m[0] for m in merged], dtype=np.int64)
+        ostr = np.array([[m[1 + k] for m in merged] for k in range(len(ops))],
+                        dtype=np.int64).reshape(len(ops), len(merged))
+        istr = np.array(inner_s, dtype=np.int64)
+        par = total >= PARALLEL_THRESHOLD and n_outer >= 2
+        extra = (n_outer, inner_n, oshape, ostr, istr)
+        if rows:
+            extra += (min(n_outer, 8 * _nthreads()) if par else 1,)
+        return (("rows" if rows else "strided", par, alias, tuple(pattern)), recipes, extra)
+
+    def _plan_blocked(self, ops, merged, inner_n, inner_s, live, nin, alias, total, row_out,
+                      all_dims, recipe):
+        """Column blocking: the row axis is strided but the next axis is contiguous."""
+        blk = merged[-1]
+        rest = merged[:-1]
+        m = blk[0]
+        n_outer = 1
+        for r in rest:
+            n_outer *= r[0]
+        jpat = tuple("b" if k in row_out else _cls(inner_s[k]) for k in range(len(ops)))
+        bpat = tuple(_cls(blk[1 + k]) for k in range(len(ops)))
+        recipes = [recipe(k, all_dims(k, [(inner_n, inner_s[k])])) for k in live]
+        oshape = np.array([r[0] for r in rest], dtype=np.int64)
+        ostr = np.array([[r[1 + k] for r in rest] for k in range(len(ops))],
+                        dtype=np.int64).reshape(len(ops), len(rest))
+        istr = np.array(inner_s, dtype=np.int64)
+        bstr = np.array(blk[1:], dtype=np.int64)
+        ntask = n_outer * ((m + codegen.BLOCK - 1) // codegen.BLOCK)
+        par = total >= PARALLEL_THRESHOLD and ntask >= 2
+        nchunks = min(ntask, 8 * _nthreads()) if par else 1
+        extra = (n_outer, m, inner_n, oshape, ostr, istr, bstr, nchunks)
+        return (("rowsblk", par, alias, jpat, bpat), recipes, extra)
+
+
+def _root(a: np.ndarray):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a.base if a.base is not None else a
+
+
+def _aliases(inputs, outputs) -> tuple[int, ...]:
+    """For each input, the output that is exactly the same memory and layout (or -1)."""
+    alias = []
+    for a in inputs:
+        k = -1
+        for o, b in enumerate(outputs):
+            if a is b:
+                k = o
+                break
+            if (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+                    and _root(a) is _root(b) and _ptr(a) == _ptr(b)):
+                k = o
+                break
+        alias.append(k)
+    return tuple(alias)
 
 
 def _cls(s: int) -> str:
@@ -378,11 +391,3 @@ def _cls(s: int) -> str:
 def _nthreads() -> int:
     import numba
     return numba.get_num_threads()
-
-
-def _ro_flat(a: np.ndarray) -> np.ndarray:
-    v = a.reshape(-1)
-    if v.flags.writeable:
-        v = v.view()
-        v.flags.writeable = False
-    return v
