@@ -152,7 +152,10 @@ class CompiledKernel:
             self._checked.add(variant)
 
     # ---- call ----------------------------------------------------------------------------
-    def __call__(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+    def __call__(self, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                 parallel: bool | None = None) -> None:
+        """Run on ``inputs`` into ``outputs``; ``parallel`` None uses PARALLEL_THRESHOLD,
+        False forces the serial loop (e.g. right after a BLAS call), True prange."""
         spec = self.spec
         if len(inputs) != len(spec.inputs) or len(outputs) != len(spec.outputs):
             raise ValueError(f"kernel expects {len(spec.inputs)} inputs and "
@@ -177,13 +180,16 @@ class CompiledKernel:
         plan = self._plans.get(key)
         if plan is None:
             if any(s < 0 for a in list(inputs) + list(outputs) for s in a.strides):
-                self._negative_strides(inputs, outputs)
+                self._negative_strides(inputs, outputs, parallel)
                 return
             plan = self._plan(inputs, outputs, shape, alias)
             if len(self._plans) > 256:
                 self._plans.clear()
             self._plans[key] = plan
-        variant, recipes, extra = plan
+        total, serial, par, recipes = plan
+        if parallel is None:
+            parallel = total >= PARALLEL_THRESHOLD
+        variant, extra = par if (parallel and par is not None) else serial
         args = []
         nin = len(inputs)
         for k, kind, data in recipes:
@@ -236,12 +242,12 @@ class CompiledKernel:
                                  f"{outer} or {outer + (1,)}")
         return None if 0 in outer else shape
 
-    def _negative_strides(self, inputs, outputs) -> None:
+    def _negative_strides(self, inputs, outputs, parallel) -> None:
         # rare (flipped views): copy such inputs, compute such outputs into temporaries
         ins = [np.ascontiguousarray(a) if any(s < 0 for s in a.strides) else a for a in inputs]
         tmps = [np.empty(a.shape, a.dtype) if any(s < 0 for s in a.strides) else None
                 for a in outputs]
-        self(ins, [t if t is not None else a for a, t in zip(outputs, tmps)])
+        self(ins, [t if t is not None else a for a, t in zip(outputs, tmps)], parallel)
         for a, t in zip(outputs, tmps):
             if t is not None:
                 np.copyto(a, t)
@@ -310,9 +316,9 @@ class CompiledKernel:
             return (k, "strided", span)
 
         if not rows and n_outer == 1 and (inner_n == 1 or all(inner_s[k] == 1 for k in live)):
-            par = total >= PARALLEL_THRESHOLD
             recipes = [recipe(k, [(inner_n, 1)]) for k in live]
-            return (("flat", par, alias, None), recipes, (inner_n,))
+            return (total, (("flat", False, alias, None), (inner_n,)),
+                    (("flat", True, alias, None), (inner_n,)), recipes)
 
         def all_dims(k, extra):
             return [(m[0], m[1 + k]) for m in merged] + extra
@@ -331,11 +337,14 @@ class CompiledKernel:
         ostr = np.array([[m[1 + k] for m in merged] for k in range(len(ops))],
                         dtype=np.int64).reshape(len(ops), len(merged))
         istr = np.array(inner_s, dtype=np.int64)
-        par = total >= PARALLEL_THRESHOLD and n_outer >= 2
         extra = (n_outer, inner_n, oshape, ostr, istr)
-        if rows:
-            extra += (min(n_outer, 8 * _nthreads()) if par else 1,)
-        return (("rows" if rows else "strided", par, alias, tuple(pattern)), recipes, extra)
+        kind = "rows" if rows else "strided"
+        serial = ((kind, False, alias, tuple(pattern)), extra + ((1,) if rows else ()))
+        par = None
+        if n_outer >= 2:
+            par = ((kind, True, alias, tuple(pattern)),
+                   extra + ((min(n_outer, 8 * _nthreads()),) if rows else ()))
+        return (total, serial, par, recipes)
 
     def _plan_blocked(self, ops, merged, inner_n, inner_s, live, nin, alias, total, row_out,
                       all_dims, recipe):
@@ -355,10 +364,13 @@ class CompiledKernel:
         istr = np.array(inner_s, dtype=np.int64)
         bstr = np.array(blk[1:], dtype=np.int64)
         ntask = n_outer * ((m + codegen.BLOCK - 1) // codegen.BLOCK)
-        par = total >= PARALLEL_THRESHOLD and ntask >= 2
-        nchunks = min(ntask, 8 * _nthreads()) if par else 1
-        extra = (n_outer, m, inner_n, oshape, ostr, istr, bstr, nchunks)
-        return (("rowsblk", par, alias, jpat, bpat), recipes, extra)
+        extra = (n_outer, m, inner_n, oshape, ostr, istr, bstr)
+        serial = (("rowsblk", False, alias, jpat, bpat), extra + (1,))
+        par = None
+        if ntask >= 2:
+            par = (("rowsblk", True, alias, jpat, bpat),
+                   extra + (min(ntask, 8 * _nthreads()),))
+        return (total, serial, par, recipes)
 
 
 def _root(a: np.ndarray):

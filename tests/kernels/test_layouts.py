@@ -92,12 +92,19 @@ def test_in_place_alias():
 
 
 def test_parallel_variants():
+    _run(R(64, 33), R(33))                    # strided, serial (plan cached for this layout)
     old = set_parallel_threshold(0)
     try:
         _run(R(64, 33), R(64, 33))            # flat, prange
-        _run(R(64, 33), R(33))                # strided, prange
+        _run(R(64, 33), R(33))                # same layout, now prange: decided per call
     finally:
         set_parallel_threshold(old)
+    k = compile_kernel(_axpb_spec())
+    assert {v[:2] for v in k._fns} >= {("flat", True), ("strided", True), ("strided", False)}
+    x, y = R(64, 33), R(64, 33)
+    a, g = np.empty_like(x), np.empty(x.shape, bool)
+    k([x, y], [a, g], parallel=False)         # explicit override of the threshold
+    np.testing.assert_allclose(a, _ref(x, y)[0], rtol=1e-6, atol=1e-6)
 
 
 def test_generic_in_size():
