@@ -71,6 +71,11 @@ class set_grad_enabled(_GradMode):
     def __enter__(self):
         return self
 
+    def __call__(self, fn):
+        # used as a decorator: undo the switch made at construction, like torch
+        state.grad_enabled, state.inference_mode = self._prev
+        return super().__call__(fn)
+
     def _target(self):
         return self._mode, state.inference_mode
 

@@ -52,7 +52,8 @@ def _reshape_impl(x, shape):
     """np.reshape, but a view gets torch's strides (computeStride) even on size-1
     dims, where NumPy picks its own; only the reported strides differ."""
     out = np.reshape(x, shape)
-    if out.size > 1 and np.shares_memory(out, x):
+    # NumPy's strides can differ from torch's only on size-1 dims
+    if 1 in shape and out.size > 1 and np.may_share_memory(out, x):
         el = x.itemsize
         st = view_strides(x.shape, tuple(s // el for s in x.strides), tuple(shape))
         if st is not None:
@@ -65,10 +66,12 @@ def _reshape_impl(x, shape):
 register(OpDef("reshape", "view", _reshape_impl,
                infer=lambda specs, attrs: (tuple(attrs["shape"]), specs[0][1]),
                grad=lambda b, g, xs, out, shape: (b.reshape(g, shape=tuple(xs[0].shape)),),
-               attrs=("shape",), backward_name="ViewBackward0"))
+               attrs=("shape",), backward_name="ViewBackward0",
+               # Tensor.view/reshape/squeeze/unsqueeze validate the shape before dispatch
+               extra={"eager_infer": False}))
 register(OpDef("permute", "view", lambda x, dims: np.transpose(x, dims), infer=_permute_infer,
                grad=lambda b, g, xs, out, dims: (b.permute(g, dims=_inverse(dims)),),
-               attrs=("dims",)))
+               attrs=("dims",), extra={"eager_infer": False}))
 register(OpDef("expand", "view", _expand_impl, infer=_expand_infer,
                grad=lambda b, g, xs, out, shape: (b.sum_to(g, xs[0].shape),),
                attrs=("shape",)))

@@ -185,6 +185,13 @@ def test_grad_modes_context_and_decorator():
     torch.set_grad_enabled(False)
     assert not torch.is_grad_enabled()
     torch.set_grad_enabled(True)
+
+    @torch.set_grad_enabled(False)
+    def k(t):
+        return t * 2
+
+    assert torch.is_grad_enabled()
+    assert not k(x).requires_grad and torch.is_grad_enabled()
     with torch.inference_mode():
         assert torch.is_inference_mode_enabled()
         assert not (x * 2).requires_grad
