@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(p) -> None:
     p.add_argument("workloads", nargs="*", help="subset of: gelu bias_relu layernorm softmax "
-                   "mlp_infer (default: all)")
+                   "mlp_infer mlp_train transformer_block_train (default: all)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
     p.add_argument("--small", action="store_true", help="smaller inputs (quick check)")
@@ -213,7 +213,21 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    report = run_bench(args.workloads or None, repeat=args.repeat, small=args.small,
-                       with_torch=not args.no_torch)
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    from .bench_train import TRAIN_WORKLOADS, format_train_table, run_train_bench
+    names = list(args.workloads or [])
+    train = [n for n in names if n in TRAIN_WORKLOADS] if names else list(TRAIN_WORKLOADS)
+    infer = [n for n in names if n not in TRAIN_WORKLOADS]
+    report = {}
+    if infer or not names:
+        report = run_bench(infer or None, repeat=args.repeat, small=args.small,
+                           with_torch=not args.no_torch)
+    if train:
+        report["training"] = run_train_bench(train, repeat=args.repeat, small=args.small)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if "results" in report:
+        print(format_table(report))
+    if train:
+        print(format_train_table(report["training"]))
     return 0
