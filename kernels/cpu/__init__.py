@@ -56,6 +56,11 @@ def compile_kernel(spec: KernelSpec) -> CompiledKernel:
             _STATS["memory_hits"] += 1
             return k
         spec.validate()
+        used = set(spec.inputs) | {d for d, _ in spec.outputs} | {
+            st.dtype for p in spec.phases for st in p.stmts + p.post}
+        if "float16" in used:
+            raise NotImplementedError("kernels.cpu: float16 is not supported by the generated "
+                                      "CPU kernels (Numba has no float16 arithmetic)")
         k = CompiledKernel(spec)
         _KERNELS[spec] = k
         return k

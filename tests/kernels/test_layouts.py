@@ -136,3 +136,7 @@ def test_errors():
         compile_kernel(KernelSpec((F,), ((F, "full"),), (Phase("map", (
             Stmt("s", "exp", (var("nope"),), (), F),), stores=((0, var("s")),)),),
             "elementwise"))
+    with pytest.raises(NotImplementedError, match="float16"):
+        compile_kernel(KernelSpec(("float16",), (("float16", "full"),), (Phase("map", (
+            Stmt("s", "neg", (inp(0),), (), "float16"),), stores=((0, var("s")),)),),
+            "elementwise"))
