@@ -18,18 +18,17 @@ def _outputs(fn, inputs):
 def _numerical(fn, inputs, i, out_idx, eps):
     from .grad_mode import no_grad
     x = inputs[i]
-    flat = x._data.reshape(-1) if x._data.flags.c_contiguous else None
-    if flat is None:
-        raise GradcheckError("gradcheck needs contiguous inputs")
+    data = x._data  # perturbed in place, element by element (any strides)
     cols = []
     with no_grad():
-        for k in range(flat.size):
-            orig = flat[k]
-            flat[k] = orig + eps
+        for k in range(data.size):
+            pos = np.unravel_index(k, data.shape)
+            orig = data[pos]
+            data[pos] = orig + eps
             plus = _outputs(fn, inputs)[out_idx]._data.astype(np.float64).reshape(-1).copy()
-            flat[k] = orig - eps
+            data[pos] = orig - eps
             minus = _outputs(fn, inputs)[out_idx]._data.astype(np.float64).reshape(-1).copy()
-            flat[k] = orig
+            data[pos] = orig
             cols.append((plus - minus) / (2 * eps))
     return np.stack(cols, axis=0) if cols else np.zeros((0, 0))
 

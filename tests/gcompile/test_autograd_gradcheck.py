@@ -181,6 +181,13 @@ def test_gradgradcheck(name):
     assert gradgradcheck(fn, inputs)
 
 
+def test_gradcheck_non_contiguous_input():
+    x = torch.tensor(np.random.default_rng(3).standard_normal((3, 2)), dtype=torch.float64).t()
+    x.requires_grad_()
+    assert not x.is_contiguous()
+    assert gradcheck(lambda t: (t * t).sum(1), (x,))
+
+
 def test_gradcheck_catches_a_wrong_gradient():
     class BadSquare(torch.autograd.Function):
         @staticmethod
