@@ -479,7 +479,7 @@ def _lstm_impl(xw, h0, c0, w_hh):
     computed as 2*sigmoid(2g)-1 so all four gates take one sigmoid."""
     t_len, bsz, h4 = xw.shape
     h = h4 // 4
-    out = np.empty((6, t_len, bsz, h), xw.dtype)   # [h, c, i, f, g, o]
+    out = np.empty((7, t_len, bsz, h), xw.dtype)   # [h, c, i, f, g, o, tanh(c)]
     w_t = w_hh.T
     gates = np.empty((bsz, 4 * h), xw.dtype)
     g4 = gates.reshape(bsz, 4, h).transpose(1, 0, 2)   # (4, B, H) view of the gates
@@ -492,7 +492,7 @@ def _lstm_impl(xw, h0, c0, w_hh):
         np.negative(gates, out=gates)
         np.exp(gates, out=gates)
         gates += 1
-        act = out[2:, t]
+        act = out[2:6, t]
         np.reciprocal(g4, out=act)
         i, f, g, og = act
         g *= 2
@@ -501,8 +501,8 @@ def _lstm_impl(xw, h0, c0, w_hh):
         np.multiply(f, cp, out=c)
         np.multiply(i, g, out=tmp)
         c += tmp
-        np.tanh(c, out=tmp)
-        np.multiply(og, tmp, out=out[0, t])
+        np.tanh(c, out=out[6, t])
+        np.multiply(og, out[6, t], out=out[0, t])
         hp, cp = out[0, t], c
     return out
 
@@ -510,55 +510,45 @@ def _lstm_impl(xw, h0, c0, w_hh):
 def _lstm_backward_impl(gout, out, c0, w_hh):
     """d(input projection) for every step, plus dc0 in row T (first H columns).
 
-    Everything that does not depend on the recurrence (tanh(c), the gate
-    derivative factors) is computed for all steps at once, on contiguous
-    (T, B, H) blocks; the loop does only the recurrent part: six small NumPy
-    calls and one matmul per step."""
+    Works step by step on cache-resident (B, H) blocks (whole-sequence passes
+    would be memory-bound); the four gate derivatives are one (4, B, H) op."""
     _, t_len, bsz, h = out.shape
     dt_ = out.dtype
-    c_all, i_all, f_all, g_all, o_all = out[1], out[2], out[3], out[4], out[5]
-    tc = np.tanh(c_all)
-    p = np.empty((t_len, 4, bsz, h), dt_)   # per-gate factors: dc (dh for o) -> d preact
-    tmp = np.empty((t_len, bsz, h), dt_)
-    # i: g * i * (1 - i)
-    np.subtract(1, i_all, out=tmp)
-    tmp *= i_all
-    np.multiply(tmp, g_all, out=p[:, 0])
-    # f: c_prev * f * (1 - f)
-    np.subtract(1, f_all, out=tmp)
-    tmp *= f_all
-    np.multiply(tmp[0], c0, out=p[0, 1])
-    np.multiply(tmp[1:], c_all[:-1], out=p[1:, 1])
-    # g: i * (1 - g^2)
-    np.multiply(g_all, g_all, out=tmp)
-    np.subtract(1, tmp, out=tmp)
-    np.multiply(tmp, i_all, out=p[:, 2])
-    # o: tanh(c) * o * (1 - o)
-    np.subtract(1, o_all, out=tmp)
-    tmp *= o_all
-    np.multiply(tmp, tc, out=p[:, 3])
-    # dh -> dc through h = o * tanh(c)
-    a_fac = tc
-    np.multiply(tc, tc, out=a_fac)
-    np.subtract(1, a_fac, out=a_fac)
-    a_fac *= o_all
     res = np.empty((t_len + 1, bsz, 4 * h), dt_)
     res[t_len] = 0
     gh, gc = gout[0], gout[1]
     dh = np.empty((bsz, h), dt_)
     dc = np.empty((bsz, h), dt_)
+    tmp = np.empty((bsz, h), dt_)
+    deriv = np.empty((4, bsz, h), dt_)
+    coef = np.empty((4, bsz, h), dt_)
     dh_next = np.zeros((bsz, h), dt_)
     dc_next = np.zeros((bsz, h), dt_)
     for t in range(t_len - 1, -1, -1):
+        act = out[2:6, t]                       # i, f, g, o
+        i, f, g, og = act
+        tc = out[6, t]
+        c_prev = out[1, t - 1] if t > 0 else c0
         np.add(gh[t], dh_next, out=dh)
-        np.multiply(dh, a_fac[t], out=dc)
+        # dc = dh * o * (1 - tanh(c)^2) + dc from outside + dc from step t+1
+        np.multiply(tc, tc, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        tmp *= og
+        np.multiply(dh, tmp, out=dc)
         dc += gc[t]
         dc += dc_next
-        d = res[t].reshape(bsz, 4, h).transpose(1, 0, 2)   # (4, B, H) view
-        np.multiply(dc, p[t, :3], out=d[:3])
-        np.multiply(dh, p[t, 3], out=d[3])
+        # sigmoid'(x) = a (1 - a) for i, f, o; tanh' = 1 - g^2 for g
+        np.subtract(1, act, out=deriv)
+        deriv *= act
+        np.multiply(g, g, out=deriv[2])
+        np.subtract(1, deriv[2], out=deriv[2])
+        np.multiply(dc, g, out=coef[0])
+        np.multiply(dc, c_prev, out=coef[1])
+        np.multiply(dc, i, out=coef[2])
+        np.multiply(dh, tc, out=coef[3])
+        np.multiply(coef, deriv, out=res[t].reshape(bsz, 4, h).transpose(1, 0, 2))
         np.matmul(res[t], w_hh, out=dh_next)
-        np.multiply(dc, f_all[t], out=dc_next)
+        np.multiply(dc, f, out=dc_next)
     res[t_len, :, :h] = dc_next
     return res
 
@@ -569,7 +559,7 @@ def _lstm_infer(specs, attrs):
             tuple(hs) != (xs[1], xs[2] // 4) or tuple(cs) != tuple(hs):
         raise RuntimeError(f"lstm_scan: inconsistent shapes: projection {tuple(xs)}, h0 "
                            f"{tuple(hs)}, c0 {tuple(cs)}, weight_hh {tuple(ws)}")
-    return (6, xs[0], xs[1], xs[2] // 4), d
+    return (7, xs[0], xs[1], xs[2] // 4), d
 
 
 def _weight_grad(b, dpre, hprev):
@@ -602,8 +592,8 @@ def _lstm_grad(b, g, xs, out):
 
 register(OpDef("lstm_scan", "other", _lstm_impl, infer=_lstm_infer, grad=_lstm_grad,
                saves=(1, 2, 3, -1), backward_name="LstmBackward0",
-               doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh -> (6,T,B,H) "
-                   "packed [h, c, i, f, g, o]"))
+               doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh -> (7,T,B,H) "
+                   "packed [h, c, i, f, g, o, tanh(c)]"))
 register(OpDef("lstm_scan_backward", "other", _lstm_backward_impl,
                infer=lambda specs, attrs: ((specs[1][0][1] + 1, specs[1][0][2],
                                             4 * specs[1][0][3]), specs[1][1])))

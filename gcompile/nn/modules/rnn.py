@@ -226,7 +226,7 @@ class LSTM(RNNBase):
             xw = _proj(xi, w_ih, b_ih)
             if b_hh is not None:
                 xw = apply_op("add", (xw, b_hh))
-            packed = apply_op("lstm_scan", (xw, st[0], st[1], w_hh))    # (6, T, B, H)
+            packed = apply_op("lstm_scan", (xw, st[0], st[1], w_hh))    # (7, T, B, H)
             hs = apply_op("select_block", (packed,), {"index": 0})
             cs = apply_op("select_block", (packed,), {"index": 1})
             return hs, (hs[-1], cs[-1])
