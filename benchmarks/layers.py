@@ -1,10 +1,13 @@
 """Eager forward+backward of Conv2d and LSTM vs the same math hand-written in NumPy.
 
-    python benchmarks/layers.py [--repeat N]
+    python benchmarks/layers.py [--repeat N] [--clock wall|cpu]
 
 Conv2d: batch 32, 3->64 channels, 32x32, 3x3, padding 1 (im2col + matmul by hand).
 LSTM: batch 32, seq 64, 128->256 (the LSTM equations and their backward by hand).
 Prints median times and the ratio eager / NumPy (below 1.0 means eager is faster).
+Runs of the two are interleaved. ``--clock cpu`` measures process CPU time,
+steadier on a shared machine (run with OPENBLAS_NUM_THREADS=1 so it is also
+the wall time of a single-threaded run).
 """
 from __future__ import annotations
 
@@ -22,17 +25,20 @@ import gcompile as torch  # noqa: E402
 import gcompile.nn as nn  # noqa: E402
 
 
+CLOCK = time.perf_counter
+
+
 def _median_times(a, b, repeat: int) -> tuple[float, float]:
     """Median times of a and b, runs interleaved so machine noise hits both alike."""
     a()
     b()
     ta, tb = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         a()
-        t1 = time.perf_counter()
+        t1 = CLOCK()
         b()
-        t2 = time.perf_counter()
+        t2 = CLOCK()
         ta.append(t1 - t0)
         tb.append(t2 - t1)
     return statistics.median(ta), statistics.median(tb)
@@ -159,7 +165,10 @@ def bench_lstm(repeat: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
     print(f"{'layer (fwd+bwd)':<44}{'eager ms':>10}{'numpy ms':>10}{'ratio':>8}")
     for name, fn in (("Conv2d 32x3x32x32 -> 64, 3x3, pad 1", bench_conv),

@@ -474,7 +474,7 @@ def _sig(x):
         return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype, copy=False)
 
 
-def _lstm_impl(xw, h0, c0, w_hh):
+def _lstm_impl(xw, h0, c0, w_hh, bias):
     """Forward loop over preallocated, contiguous per-step blocks. tanh(g) is
     computed as 2*sigmoid(2g)-1 so all four gates take one sigmoid."""
     t_len, bsz, h4 = xw.shape
@@ -488,6 +488,7 @@ def _lstm_impl(xw, h0, c0, w_hh):
     for t in range(t_len):
         np.matmul(hp, w_t, out=gates)
         gates += xw[t]
+        gates += bias
         gates[:, 2 * h:3 * h] *= 2
         np.negative(gates, out=gates)
         np.exp(gates, out=gates)
@@ -554,11 +555,12 @@ def _lstm_backward_impl(gout, out, c0, w_hh):
 
 
 def _lstm_infer(specs, attrs):
-    (xs, d), (hs, _), (cs, _), (ws, _) = specs
+    (xs, d), (hs, _), (cs, _), (ws, _), (bs, _) = specs
     if len(xs) != 3 or xs[2] % 4 or tuple(ws) != (xs[2], xs[2] // 4) or \
-            tuple(hs) != (xs[1], xs[2] // 4) or tuple(cs) != tuple(hs):
+            tuple(hs) != (xs[1], xs[2] // 4) or tuple(cs) != tuple(hs) or tuple(bs) != (xs[2],):
         raise RuntimeError(f"lstm_scan: inconsistent shapes: projection {tuple(xs)}, h0 "
-                           f"{tuple(hs)}, c0 {tuple(cs)}, weight_hh {tuple(ws)}")
+                           f"{tuple(hs)}, c0 {tuple(cs)}, weight_hh {tuple(ws)}, bias "
+                           f"{tuple(bs)}")
     return (7, xs[0], xs[1], xs[2] // 4), d
 
 
@@ -579,7 +581,7 @@ def _states_prev(b, hs, h0):
 
 
 def _lstm_grad(b, g, xs, out):
-    xw, h0, c0, w_hh = xs
+    xw, h0, c0, w_hh, _ = xs
     t_len, bsz, h4 = xw.shape
     h = h4 // 4
     r = b.lstm_scan_backward(g, out, c0, w_hh)
@@ -587,13 +589,13 @@ def _lstm_grad(b, g, xs, out):
     dc0 = b.getitem(r, index=(("i", t_len), ("s", None, None, None), ("s", 0, h, 1)))
     dh0 = b.matmul(b.getitem(r, index=(("i", 0),)), w_hh)
     dw = _weight_grad(b, dxw, _states_prev(b, b.select_block(out, index=0), h0))
-    return dxw, dh0, dc0, dw
+    return dxw, dh0, dc0, dw, b.sum(dxw, dims=(0, 1), keepdim=False)
 
 
 register(OpDef("lstm_scan", "other", _lstm_impl, infer=_lstm_infer, grad=_lstm_grad,
                saves=(1, 2, 3, -1), backward_name="LstmBackward0",
-               doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh -> (7,T,B,H) "
-                   "packed [h, c, i, f, g, o, tanh(c)]"))
+               doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh, bias (4H) -> "
+                   "(7,T,B,H) packed [h, c, i, f, g, o, tanh(c)]"))
 register(OpDef("lstm_scan_backward", "other", _lstm_backward_impl,
                infer=lambda specs, attrs: ((specs[1][0][1] + 1, specs[1][0][2],
                                             4 * specs[1][0][3]), specs[1][1])))

@@ -223,10 +223,11 @@ class LSTM(RNNBase):
 
         def step(xi, layer, d, st):
             w_ih, w_hh, b_ih, b_hh = self._layer_params(layer, d)
-            xw = _proj(xi, w_ih, b_ih)
-            if b_hh is not None:
-                xw = apply_op("add", (xw, b_hh))
-            packed = apply_op("lstm_scan", (xw, st[0], st[1], w_hh))    # (7, T, B, H)
+            xw = _proj(xi, w_ih, None)
+            # both biases ride in the scan: one small add per step, one reduction back
+            bias = apply_op("add", (b_ih, b_hh)) if b_ih is not None else \
+                Tensor._make(np.zeros(4 * self.hidden_size, xw.dtype.np))
+            packed = apply_op("lstm_scan", (xw, st[0], st[1], w_hh, bias))    # (7, T, B, H)
             hs = apply_op("select_block", (packed,), {"index": 0})
             cs = apply_op("select_block", (packed,), {"index": 1})
             return hs, (hs[-1], cs[-1])
