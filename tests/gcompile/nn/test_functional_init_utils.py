@@ -155,3 +155,18 @@ def test_pad_sequence():
     assert nn.utils.rnn.pad_sequence(seqs, batch_first=True).shape == (2, 5, 4)
     with pytest.raises(NotImplementedError):
         nn.utils.rnn.pack_padded_sequence(bf, [3, 1, 2])
+
+
+def test_padding_layers():
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)
+    assert np.array_equal(npy(nn.ZeroPad2d((1, 0, 0, 2))(x)),
+                          np.pad(npy(x), ((0, 0), (0, 0), (0, 2), (1, 0))))
+    assert np.array_equal(npy(nn.ReflectionPad2d(1)(x)),
+                          np.pad(npy(x), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect"))
+    assert np.array_equal(npy(nn.ReplicationPad1d((2, 1))(x[0])),
+                          np.pad(npy(x[0]), ((0, 0), (0, 0), (2, 1)), mode="edge"))
+    assert np.array_equal(npy(nn.ConstantPad1d(1, 2.5)(x[0]))[0, 0], [2.5, 0, 1, 2, 2.5])
+    assert repr(nn.ZeroPad2d(1)) == "ZeroPad2d((1, 1, 1, 1))"
+    assert repr(nn.ConstantPad1d(2, 3.5)) == "ConstantPad1d(padding=(2, 2), value=3.5)"
+    with pytest.raises(ValueError, match="ZeroPad2d expected 3D or 4D input"):
+        nn.ZeroPad2d(1)(torch.ones(3))
