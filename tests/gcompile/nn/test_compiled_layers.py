@@ -104,3 +104,25 @@ def test_dropout_in_training_is_not_frozen_by_compile():
     assert not np.array_equal(a.numpy(), b.numpy())
     drop.eval()
     assert np.array_equal(compiled(x).numpy(), x.numpy())
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_compiled_recurrent_training_gradients(kind):
+    torch.manual_seed(2)
+    rnn = getattr(nn, kind)(3, 4, batch_first=True)
+    head = nn.Linear(4, 2)
+    x, y = torch.randn(2, 5, 3), torch.tensor([1, 0])
+
+    def loss_fn(inp, target):
+        out, _ = rnn(inp)
+        return F.cross_entropy(head(out[:, -1]), target)
+
+    compiled = torch.compile(loss_fn)
+    compiled(x, y).backward()
+    got = [p.grad.numpy().copy() for p in list(rnn.parameters()) + list(head.parameters())]
+    rnn.zero_grad()
+    head.zero_grad()
+    loss_fn(x, y).backward()
+    want = [p.grad.numpy() for p in list(rnn.parameters()) + list(head.parameters())]
+    for a, b in zip(got, want):
+        assert np.allclose(a, b, rtol=1e-4, atol=1e-6)
