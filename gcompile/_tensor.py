@@ -146,22 +146,39 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
     if op._ew:
         if len(args) == 2:
             x, y = args
-            if isinstance(x, Tensor) and isinstance(y, Tensor):
-                xd, yd = x._data, y._data
-                plan = _EW2_CACHE.get((op, xd.dtype, xd.ndim == 0, yd.dtype, yd.ndim == 0))
-                if plan is None:
-                    plan = _EW2_CACHE[(op, xd.dtype, xd.ndim == 0, yd.dtype, yd.ndim == 0)] = \
-                        _ew_plan(op, args)
-                casts = plan[2]
-                arrays = (xd if casts[0] is None else xd.astype(casts[0]),
-                          yd if casts[1] is None else yd.astype(casts[1]))
+            if isinstance(x, Tensor):
+                xd = x._data
+                dx = xd.dtype
+                if isinstance(y, Tensor):
+                    yd = y._data
+                    if dx is yd.dtype:
+                        # same dtypes: 0-d-ness cannot change the result type
+                        casts = op._plans.get(dx)
+                        if casts is None:
+                            casts = op._plans[dx] = _ew_plan(op, args)[2]
+                    else:
+                        key = (op, dx, xd.ndim == 0, yd.dtype, yd.ndim == 0)
+                        casts = _EW2_CACHE.get(key)
+                        if casts is None:
+                            casts = _EW2_CACHE[key] = _ew_plan(op, args)[2]
+                    arrays = (xd if casts[0] is None else xd.astype(casts[0]),
+                              yd if casts[1] is None else yd.astype(casts[1]))
+                else:
+                    # tensor (op) Python number: the tensor's rank cannot matter either
+                    key = (dx, y.__class__)
+                    casts = op._plans.get(key)
+                    if casts is None:
+                        casts = op._plans[key] = _ew_plan(op, args)[2]
+                    c = casts[1]
+                    arrays = (xd if casts[0] is None else xd.astype(casts[0]),
+                              y if c is None else c(y))
             else:
                 arrays = _ew_arrays(args, _ew_plan(op, args)[2])
         else:
             arrays = _ew_arrays(args, _ew_plan(op, args)[2])
         tok = _set_errstate(_QUIET)
         try:
-            out = op.impl(*arrays, **attrs)
+            out = op.impl(*arrays) if attrs is _EMPTY else op.impl(*arrays, **attrs)
         except (ValueError, TypeError) as e:
             _infer_error(op, args, attrs)  # a shape error, in torch's words
             raise RuntimeError(f"{op.name}: {e}") from None

@@ -87,6 +87,7 @@ def register(op: OpDef) -> OpDef:
     op._diff = op.grad is not None
     op._eager_infer = op.extra.get("eager_infer", True)
     op._grad_fn_name = op.grad_fn_name
+    op._plans = {}  # the eager dispatcher's per-signature dtype plans
     REGISTRY[op.name] = op
     return op
 
