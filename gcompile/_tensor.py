@@ -1059,6 +1059,8 @@ class Tensor:
             src._acc = self._acc
             if self.__dict__:
                 src.__dict__.update(self.__dict__)
+            if _state.tracer is not None:
+                _state.tracer.alias(src, self)  # the copy holds self's current value
         result = apply_op(op, (src,) + tuple(args), attrs, grad_name)
         _check_cast(result.dtype, self.dtype, name)
         return self._assign(result)

@@ -203,6 +203,10 @@ class Tracer:
             self.grad_was_none[id(leaf)] = (leaf, leaf._grad is None)
         self.grad_writes[id(leaf)] = (leaf, value)
 
+    def alias(self, new, old) -> None:
+        """``new`` holds the same value as ``old`` (a copy made outside the registry)."""
+        self._set(new, self.value_of(old))
+
     def note_grad_value(self, leaf, grad) -> None:
         """``leaf.grad`` was read while tracing: bind it by *where it lives*, not by
         object, so the next call reads whatever tensor ``leaf.grad`` is then."""

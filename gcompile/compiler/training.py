@@ -60,7 +60,7 @@ class CompiledFunctionBackward(Node):
             if g is None:
                 arrays.append(np.zeros(shape, dtype))
             else:
-                arrays.append(np.ascontiguousarray(g._data, dtype=dtype))
+                arrays.append(np.asarray(g._data, dtype=dtype, order="C"))  # keeps 0-d
         outs = e.backward(arrays)
         res = [None] * len(e.wrt_inputs)
         it = iter(outs)

@@ -419,6 +419,9 @@ class _CountingTracer:
     def note_grad_read(self, leaf):
         pass
 
+    def alias(self, new, old):
+        pass
+
 
 @pytest.mark.parametrize("cls,kwargs", [
     (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
