@@ -200,10 +200,34 @@ def lower_rows(g: Group) -> Lowered:
         if id(v) in memo:
             return ("v", memo[id(v)])
         name = f"{prefix}{_vname(v)}"
-        emit_stmt(n, lambda a: elem_closure(a, prefix, stmts, memo) if isinstance(a, Value)
-                  else a, name, stmts)
+        d = n.out.dtype
+        den = n.inputs[1] if n.op == "div" and len(n.inputs) == 2 else None
+        if isinstance(den, Value) and id(den) in fin and d.is_floating_point and \
+                den.dtype is d and isinstance(n.inputs[0], Value) and n.inputs[0].dtype is d:
+            # x / row  ->  x * (1 / row): one division per row instead of per element
+            num = elem_closure(n.inputs[0], prefix, stmts, memo)
+            stmts.append(Stmt(name, "mul", (num, ("v", reciprocal_of(fin[id(den)], d.name))),
+                              (), d.name))
+        else:
+            emit_stmt(n, lambda a: elem_closure(a, prefix, stmts, memo)
+                      if isinstance(a, Value) else a, name, stmts)
         memo[id(v)] = name
         return ("v", name)
+
+    rcp: dict[str, str] = {}
+
+    def reciprocal_of(rname: str, d: str) -> str:
+        """A post stmt 1/row in the phase that defines ``rname`` (made once)."""
+        if rname not in rcp:
+            for ph in phases:
+                post = ph[4]
+                if any(st.name == rname for st in post):
+                    rcp[rname] = f"{rname}_rcp"
+                    post.append(Stmt(rcp[rname], "reciprocal", (("v", rname),), (), d))
+                    break
+            else:
+                raise Unfusable(f"row value {rname} has no defining phase")
+        return rcp[rname]
 
     def attach_rows(post: list) -> None:
         progressed = True
