@@ -49,6 +49,17 @@ def _quiet_call(fn, arrays, attrs):
 
 _EW2_CACHE: dict = {}
 
+
+def _clear_plans() -> None:
+    """Dtype plans depend on the default dtype (int -> float ops, Python floats)."""
+    _EW_CACHE.clear()
+    _EW2_CACHE.clear()
+    for op in REGISTRY.values():
+        op._plans.clear()
+
+
+dt.on_default_dtype_change.append(_clear_plans)
+
 class values_indices(namedtuple("values_indices", ["values", "indices"])):
     """(values, indices) results; prints like torch.return_types.max(...)."""
 

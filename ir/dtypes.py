@@ -74,11 +74,17 @@ def get_default_dtype() -> DType:
     return _default[0]
 
 
+# called after the default dtype changes (the eager dispatcher drops cached dtype plans)
+on_default_dtype_change: list = []
+
+
 def set_default_dtype(d: DType) -> None:
     d = as_dtype(d)
     if d not in (float32, float64, float16):
         raise TypeError(f"only floating-point types are supported as the default type, got {d}")
     _default[0] = d
+    for fn in on_default_dtype_change:
+        fn()
 
 
 def from_numpy(npd) -> DType:

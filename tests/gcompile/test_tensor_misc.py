@@ -140,8 +140,13 @@ def test_type_promotion_corners():
 
 
 def test_default_dtype():
+    i = torch.tensor([1, 2])
+    assert torch.exp(i).dtype is torch.float32 and (i * 0.5).dtype is torch.float32
     torch.set_default_dtype(torch.float64)
     try:
+        assert torch.exp(i).dtype is torch.float64  # cached dtype plans were dropped
+        assert (i * 0.5).dtype is torch.float64
+        assert (i / i).dtype is torch.float64
         assert torch.tensor([1.0]).dtype is torch.float64
         assert torch.ones(1).dtype is torch.float64
         assert repr(torch.tensor([1.5])) == "tensor([1.5000])"
