@@ -442,3 +442,35 @@ def test_inplace_binary_and_fills(name, other):
     i = torch.tensor([1, 2, 3])
     i.mul_(2).add_(1).clamp_(max=6)
     assert i.tolist() == [3, 5, 6] and i.dtype is torch.int64
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.int16, torch.int8, torch.uint8,
+                                   torch.bool])
+def test_small_dtypes(dtype):
+    a = arr((2, 3), dtype, 1, 4)
+    b = arr((3,), dtype, 1, 4)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    if dtype is torch.bool:
+        check(ta & tb, a & b)
+        check(ta | tb, a | b)
+        check(ta == tb, a == b)
+        assert (ta + tb).dtype is torch.bool and (ta * tb).tolist() == (a & b).tolist()
+        assert ta.sum().dtype is torch.int64
+        return
+    for op in ("add", "mul", "maximum", "minimum", "sub"):
+        got = getattr(torch, op)(ta, tb)
+        assert got.dtype is dtype
+        check(got, getattr(np, {"add": "add", "mul": "multiply", "sub": "subtract"}.get(
+            op, op))(a, b), rtol=1e-3)
+    check(ta < tb, a < b)
+    check(ta.abs(), np.abs(a))
+    check(ta.amax(1), a.max(1))
+    assert ta.sum().dtype is (torch.float16 if dtype is torch.float16 else torch.int64)
+    d = ta / tb
+    assert d.dtype is (torch.float16 if dtype is torch.float16 else torch.float32)
+    check(d, (a.astype(np.float64) / b).astype(d.dtype.np), rtol=1e-3)
+    if dtype is torch.float16:
+        check(torch.exp(ta), np.exp(a), rtol=1e-3)
+        check(ta.mean(0), a.mean(0), rtol=1e-3)
+    else:
+        assert torch.exp(ta).dtype is torch.float32
