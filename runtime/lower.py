@@ -380,16 +380,7 @@ def _plain_call(kernel, ins, outs) -> None:
 
 
 def _serial_call(kernel, ins, outs) -> None:
-    try:
-        from kernels import cpu
-    except ImportError:  # pragma: no cover
-        kernel(ins, outs)
-        return
-    old = cpu.set_parallel_threshold(1 << 62)
-    try:
-        kernel(ins, outs)
-    finally:
-        cpu.set_parallel_threshold(old)
+    kernel(ins, outs, parallel=False)
 
 
 def _kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:

@@ -40,7 +40,8 @@ class ReferenceKernel:
         self.spec = spec
         self.source = f"# NumPy reference evaluation of\n# {spec!r}"
 
-    def __call__(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+    def __call__(self, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                 parallel: bool | None = None) -> None:
         spec = self.spec
         env: dict[str, np.ndarray] = {}
         reds: dict[int, np.ndarray] = {}
