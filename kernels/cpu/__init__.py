@@ -106,15 +106,18 @@ class CompiledKernel:
 
     # ---- variants ------------------------------------------------------------------------
     def _source(self, variant: tuple) -> str:
-        src = self._sources.get(variant)
+        # one module per variant without the serial/parallel flag: it holds the serial
+        # body and both entry points
+        key = variant[:1] + variant[2:]
+        src = self._sources.get(key)
         if src is None:
             if self.spec.kind == "elementwise":
-                src = codegen.elementwise_source(self.spec, variant)
+                src = codegen.elementwise_source(self.spec, key)
             elif variant[0] == "rowsblk":
-                src = codegen.rows_blocked_source(self.spec, variant)
+                src = codegen.rows_blocked_source(self.spec, key)
             else:
-                src = codegen.rows_source(self.spec, variant)
-            self._sources[variant] = src
+                src = codegen.rows_source(self.spec, key)
+            self._sources[key] = src
         return src
 
     def _fn(self, variant: tuple):
@@ -122,7 +125,7 @@ class CompiledKernel:
         if fn is None:
             with _LOCK:
                 mod, _ = _cache.load_module(self._source(variant))
-                fn = self._fns[variant] = mod.kernel
+                fn = self._fns[variant] = mod.kernel_par if variant[1] else mod.kernel
         return fn
 
     def _run(self, variant: tuple, args: tuple) -> None:
@@ -322,8 +325,9 @@ class CompiledKernel:
 
         if not rows and n_outer == 1 and (inner_n == 1 or all(inner_s[k] == 1 for k in live)):
             recipes = [recipe(k, [(inner_n, 1)]) for k in live]
+            nch = 2 * _nthreads()
             return (total, (("flat", False, alias, None), (inner_n,)),
-                    (("flat", True, alias, None), (inner_n,)), recipes)
+                    (("flat", True, alias, None), (inner_n, nch)), recipes)
 
         def all_dims(k, extra):
             return [(m[0], m[1 + k]) for m in merged] + extra
@@ -342,13 +346,13 @@ class CompiledKernel:
         ostr = np.array([[m[1 + k] for m in merged] for k in range(len(ops))],
                         dtype=np.int64).reshape(len(ops), len(merged))
         istr = np.array(inner_s, dtype=np.int64)
-        extra = (n_outer, inner_n, oshape, ostr, istr)
+        extra = (inner_n, oshape, ostr, istr, n_outer)
         kind = "rows" if rows else "strided"
-        serial = ((kind, False, alias, tuple(pattern)), extra + ((1,) if rows else ()))
+        serial = ((kind, False, alias, tuple(pattern)), extra)
         par = None
         if n_outer >= 2:
             par = ((kind, True, alias, tuple(pattern)),
-                   extra + ((min(n_outer, 8 * _nthreads()),) if rows else ()))
+                   extra + (min(n_outer, 8 * _nthreads()),))
         return (total, serial, par, recipes)
 
     def _plan_blocked(self, ops, merged, inner_n, inner_s, live, nin, alias, total, row_out,
@@ -369,8 +373,8 @@ class CompiledKernel:
         istr = np.array(inner_s, dtype=np.int64)
         bstr = np.array(blk[1:], dtype=np.int64)
         ntask = n_outer * ((m + codegen.BLOCK - 1) // codegen.BLOCK)
-        extra = (n_outer, m, inner_n, oshape, ostr, istr, bstr)
-        serial = (("rowsblk", False, alias, jpat, bpat), extra + (1,))
+        extra = (m, inner_n, oshape, ostr, istr, bstr, ntask)
+        serial = (("rowsblk", False, alias, jpat, bpat), extra)
         par = None
         if ntask >= 2:
             par = (("rowsblk", True, alias, jpat, bpat),

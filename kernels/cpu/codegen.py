@@ -457,6 +457,21 @@ def _decorator(parallel: bool) -> str:
     return (f"@njit(cache=True, nogil=True, error_model=\"numpy\", fastmath={FASTMATH!r}{p})")
 
 
+def _wrappers(args: list[str], n: str) -> list[str]:
+    """Serial and parallel entry points around ``body(*args, lo, hi)``.
+
+    The parallel one only splits ``range(n)`` into chunks and calls the serial body,
+    so Numba's parfor passes see a tiny loop: compiling a prange over a large fused
+    body directly took minutes (183 s for a 50-op kernel) against seconds this way,
+    and the body's machine code is shared by both entry points.
+    """
+    a = ", ".join(args)
+    return ["", "", _decorator(False), f"def kernel({a}, {n}):", f"    body({a}, 0, {n})",
+            "", "", _decorator(True), f"def kernel_par({a}, {n}, nchunks):",
+            "    for c in prange(nchunks):",
+            f"        body({a}, c * {n} // nchunks, (c + 1) * {n} // nchunks)"]
+
+
 def _unused_imports_guard() -> str:
     return ("_USED = (math, np, prange, exp_f32, expm1_f32, log_f32, log1p_f32, log2_f32, "
             "log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64, floordiv_f32, floordiv_f64, "
@@ -466,19 +481,19 @@ def _unused_imports_guard() -> str:
 # ---- elementwise ------------------------------------------------------------------------
 
 def elementwise_source(spec: KernelSpec, variant: tuple) -> str:
-    """Source of one elementwise variant: ``("flat"|"strided", parallel, alias, pattern)``."""
-    layout, parallel, alias, pattern = variant
+    """Source of one elementwise variant: ``("flat"|"strided", alias, pattern)``."""
+    layout, alias, pattern = variant
     (phase,) = spec.phases
     em = Emitter()
     nin, nout = len(spec.inputs), len(spec.outputs)
     in_args = [f"in{i}" for i in range(nin) if alias[i] < 0]
     out_args = [f"out{o}" for o in range(nout)]
-    rng = "prange" if parallel else "range"
     body: list[str] = []
     loaded: dict[int, str] = {}
 
     if layout == "flat":
-        sig = ", ".join(in_args + out_args + ["n"])
+        args = in_args + out_args
+        sig = ", ".join(args + ["lo", "hi"])
         ind = " " * 8
 
         def load(i):
@@ -490,14 +505,17 @@ def elementwise_source(spec: KernelSpec, variant: tuple) -> str:
 
         def store(o):
             return f"out{o}[i]"
-        head = [f"def kernel({sig}):", f"    for i in {rng}(n):"]
+        head = [f"def body({sig}):", "    for i in range(lo, hi):"]
         pre: list[str] = []
+        wrap = _wrappers(args, "n")
     else:
-        sig = ", ".join(in_args + out_args + ["nouter", "ninner", "oshape", "ostr", "istr"])
+        args = in_args + out_args + ["ninner", "oshape", "ostr", "istr"]
+        sig = ", ".join(args + ["lo", "hi"])
         ops = [f"in{i}" for i in range(nin)] + [f"out{o}" for o in range(nout)]
         ind = " " * 12
-        head = [f"def kernel({sig}):", "    nd = oshape.shape[0]",
-                f"    for t in {rng}(nouter):", "        div = 1"]
+        head = [f"def body({sig}):", "    nd = oshape.shape[0]",
+                "    for t in range(lo, hi):", "        div = 1"]
+        wrap = _wrappers(args, "nouter")
         pre = []
         live = [k for k in range(nin + nout) if k >= nin or alias[k] < 0]
         for k in live:
@@ -542,8 +560,8 @@ def elementwise_source(spec: KernelSpec, variant: tuple) -> str:
         c, d, _ = ctx.ref(v)
         body.append(f"{ind}{store(o)} = {cast_code(c, d, spec.outputs[o][0])}")
     lines = [HEADER, _unused_imports_guard()] + em.const_lines() + ["", "",
-                                                                     _decorator(parallel)]
-    lines += head + pre + body
+                                                                     _decorator(False)]
+    lines += head + pre + body + wrap
     return "\n".join(lines) + "\n"
 
 
@@ -576,31 +594,29 @@ def _combine(op: str, acc: str, v: str, d: str) -> str:
 
 
 def rows_source(spec: KernelSpec, variant: tuple) -> str:
-    """Source of one rows variant: ``("rows", parallel, alias, pattern)``.
+    """Source of one rows variant: ``("rows", alias, pattern)``.
 
-    Rows are processed in ``nchunks`` contiguous chunks (the ``prange`` axis when
-    parallel), so each chunk allocates its per-row scratch buffer once. A reduce
+    ``body`` processes rows ``[lo, hi)`` (a chunk, when called from the parallel entry
+    point) and allocates its per-row scratch buffer once. A reduce
     phase with per-element statements first writes its values to the scratch
     buffer in a loop LLVM vectorises, then reduces the buffer with ``UNROLL``
     independent accumulators (without reassociation, one accumulator is one
     serial dependency chain; unrolled inline the transcendental code does not
     vectorise: 93 ms vs 9 ms for a sum of exp over 8192x1024 measured here).
     """
-    _, parallel, alias, pattern = variant
+    _, alias, pattern = variant
     em = Emitter()
     nin, nout = len(spec.inputs), len(spec.outputs)
     in_args = [f"in{i}" for i in range(nin) if alias[i] < 0]
     out_args = [f"out{o}" for o in range(nout)]
     ops = [f"in{i}" for i in range(nin)] + [f"out{o}" for o in range(nout)]
-    rng = "prange" if parallel else "range"
-    sig = ", ".join(in_args + out_args + ["nouter", "R", "oshape", "ostr", "istr", "nchunks"])
+    args = in_args + out_args + ["R", "oshape", "ostr", "istr"]
+    sig = ", ".join(args + ["lo", "hi"])
     row_out = {o for o, (_, kind) in enumerate(spec.outputs) if kind == "row"}
-    I1, I2 = " " * 8, " " * 12
-    lines = [f"def kernel({sig}):", "    nd = oshape.shape[0]",
-             f"    for c in {rng}(nchunks):"]
+    I1, I2 = " " * 4, " " * 8
+    lines = [f"def body({sig}):", "    nd = oshape.shape[0]"]
     buf_line = len(lines)
-    lines += [f"{I1}t0 = c * nouter // nchunks", f"{I1}t1 = (c + 1) * nouter // nchunks",
-              f"{I1}for t in range(t0, t1):", f"{I2}div = 1"]
+    lines += [f"{I1}for t in range(lo, hi):", f"{I2}div = 1"]
     live = [k for k in range(nin + nout) if k >= nin or alias[k] < 0]
     for k in live:
         lines.append(f"{I2}o{k} = 0")
@@ -645,8 +661,8 @@ def rows_source(spec: KernelSpec, variant: tuple) -> str:
             lines += _map_phase(spec, p, em, pattern, alias, red_code, red_dtype, nin, reuse)
     for name, d in sorted(bufs.items()):
         lines.insert(buf_line, f"{I1}{name} = np.empty(R, {_NP[d]})")
-    out = [HEADER, _unused_imports_guard()] + em.const_lines() + ["", "", _decorator(parallel)]
-    return "\n".join(out + lines) + "\n"
+    out = [HEADER, _unused_imports_guard()] + em.const_lines() + ["", "", _decorator(False)]
+    return "\n".join(out + lines + _wrappers(args, "nouter")) + "\n"
 
 
 def _loader(spec, pattern, alias, nin, body, ind, jexpr):
@@ -677,7 +693,7 @@ def _ctx(spec, em, load, red_code, red_dtype, p) -> _Ctx:
 
 
 def _reduce_phase(spec, p, k, em, pattern, alias, red_code, red_dtype, nin, bufs, reuse):
-    I2, I3 = " " * 12, " " * 16
+    I2, I3 = " " * 8, " " * 12
     lines: list[str] = []
     rv = p.reduce_value
     direct = None
@@ -746,7 +762,7 @@ def _reduce_phase(spec, p, k, em, pattern, alias, red_code, red_dtype, nin, bufs
 
 
 def _map_phase(spec, p, em, pattern, alias, red_code, red_dtype, nin, reuse=None):
-    I3 = " " * 16
+    I3 = " " * 12
     body: list[str] = []
     load = _loader(spec, pattern, alias, nin, body, I3, "j")
     ctx = _ctx(spec, em, load, red_code, red_dtype, p)
@@ -759,7 +775,7 @@ def _map_phase(spec, p, em, pattern, alias, red_code, red_dtype, nin, reuse=None
             raise ValueError(f"kernels: a map phase stores to 'row' output {o}")
         c, d, _ = ctx.ref(v)
         body.append(f"{I3}w{nin + o}[j] = {cast_code(c, d, spec.outputs[o][0])}")
-    return [" " * 12 + "for j in range(R):"] + body
+    return [" " * 8 + "for j in range(R):"] + body
 
 
 # ---- rows, column-blocked ---------------------------------------------------------------
@@ -781,7 +797,7 @@ def _acc_dtype(spec, p, em, pattern, alias, nin, red_code, red_dtype) -> str:
 
 
 def rows_blocked_source(spec: KernelSpec, variant: tuple) -> str:
-    """Source of a column-blocked rows variant ``("rowsblk", parallel, alias, jpat, bpat)``.
+    """Source of a column-blocked rows variant ``("rowsblk", alias, jpat, bpat)``.
 
     Used when the reduced axis is strided but the innermost outer axis is contiguous
     (e.g. reducing dim 0 of a C-contiguous matrix through a transposed view): ``BLOCK``
@@ -790,24 +806,21 @@ def rows_blocked_source(spec: KernelSpec, variant: tuple) -> str:
     ``jpat``/``bpat`` class each operand's stride along the reduced axis and along the
     block axis (``c`` unit, ``b`` zero, ``s`` general).
     """
-    _, parallel, alias, jpat, bpat = variant
+    _, alias, jpat, bpat = variant
     em = Emitter()
     nin, nout = len(spec.inputs), len(spec.outputs)
     in_args = [f"in{i}" for i in range(nin) if alias[i] < 0]
     out_args = [f"out{o}" for o in range(nout)]
     ops = [f"in{i}" for i in range(nin)] + [f"out{o}" for o in range(nout)]
-    rng = "prange" if parallel else "range"
-    sig = ", ".join(in_args + out_args + ["nouter", "M", "R", "oshape", "ostr", "istr", "bstr",
-                                          "nchunks"])
+    args = in_args + out_args + ["M", "R", "oshape", "ostr", "istr", "bstr"]
+    sig = ", ".join(args + ["lo", "hi"])
     row_out = {nin + o for o, (_, kind) in enumerate(spec.outputs) if kind == "row"}
     live = [k for k in range(nin + nout) if k >= nin or alias[k] < 0]
-    I1, I2, I3, I4 = (" " * n for n in (8, 12, 16, 20))
-    lines = [f"def kernel({sig}):", "    nd = oshape.shape[0]",
-             f"    nblk = (M + {BLOCK} - 1) // {BLOCK}", "    ntask = nouter * nblk",
-             f"    for c in {rng}(nchunks):"]
+    I1, I2, I3, I4 = (" " * n for n in (4, 8, 12, 16))
+    lines = [f"def body({sig}):", "    nd = oshape.shape[0]",
+             f"    nblk = (M + {BLOCK} - 1) // {BLOCK}"]
     alloc_at = len(lines)
-    lines += [f"{I1}t0 = c * ntask // nchunks", f"{I1}t1 = (c + 1) * ntask // nchunks",
-              f"{I1}for tt in range(t0, t1):", f"{I2}t = tt // nblk",
+    lines += [f"{I1}for tt in range(lo, hi):", f"{I2}t = tt // nblk",
               f"{I2}blk = tt - t * nblk", f"{I2}b0 = blk * {BLOCK}",
               f"{I2}nb = min({BLOCK}, M - b0)", f"{I2}div = 1"]
     for k in live:
@@ -918,5 +931,5 @@ def rows_blocked_source(spec: KernelSpec, variant: tuple) -> str:
             lines += body
     for arr, d in reversed(arrays):
         lines.insert(alloc_at, f"{I1}{arr} = np.empty({BLOCK}, {_NP[d]})")
-    out = [HEADER, _unused_imports_guard()] + em.const_lines() + ["", "", _decorator(parallel)]
-    return "\n".join(out + lines) + "\n"
+    out = [HEADER, _unused_imports_guard()] + em.const_lines() + ["", "", _decorator(False)]
+    return "\n".join(out + lines + _wrappers(args, "ntask")) + "\n"

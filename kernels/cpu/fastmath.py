@@ -221,8 +221,11 @@ def tanh_f32(x):
 
 @_jit
 def sigmoid_f32(x):
-    """Logistic sigmoid for float32."""
-    return _ONE / (_ONE + exp_f32(-x))
+    """Logistic sigmoid for float32; exp(-|x|) never overflows, so subnormal results
+    for x < -87 come out right (1 / (1 + exp(-x)) would give 0)."""
+    e = exp_f32(-abs(x))
+    r = _ONE / (_ONE + e)
+    return r if x >= _ZERO else e * r
 
 
 @_jit

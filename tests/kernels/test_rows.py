@@ -164,3 +164,24 @@ def test_int_sum_of_bools_and_mixed_dtypes():
     compile_kernel(spec)([x], [cnt, tot])
     np.testing.assert_array_equal(cnt, (x > 0).sum(1))
     np.testing.assert_allclose(tot, x.astype(np.float64).sum(1), rtol=1e-12)
+
+
+def test_layernorm_over_dim0_column_blocked():
+    # normalise each column of a C-contiguous (R, C) matrix: the reduced axis is strided,
+    # the next one contiguous -> the column-blocked variant; weight/bias vary along the row
+    r, c = 19, 70
+    x = rng.standard_normal((r, c)).astype(np.float32)
+    w = rng.standard_normal(r).astype(np.float32)
+    b = rng.standard_normal(r).astype(np.float32)
+    out = np.empty_like(x)
+    mean = np.empty(c, np.float32)
+    rstd = np.empty(c, np.float32)
+    k = compile_kernel(layernorm_spec())
+    k([x.T, np.broadcast_to(w, (c, r)), np.broadcast_to(b, (c, r))], [out.T, mean, rstd])
+    assert any(v[0] == "rowsblk" for v in k._fns)
+    mu = x.mean(0, keepdims=True)
+    var = ((x - mu) ** 2).mean(0, keepdims=True)
+    want = (x - mu) / np.sqrt(var + 1e-5) * w[:, None] + b[:, None]
+    np.testing.assert_allclose(out, want, **TOL)
+    np.testing.assert_allclose(mean, mu[0], **TOL)
+    np.testing.assert_allclose(rstd, 1 / np.sqrt(var[0] + 1e-5), **TOL)
