@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..autograd import no_grad
+from ..autograd import enable_grad, no_grad
 from .api import CompiledFunction, compile
 
 
@@ -21,6 +21,12 @@ class Explanation:
     unplanned_bytes: int = 0
     plan: object = None
     graph_breaks: list[str] = field(default_factory=list)
+    # training (``explain(..., train=True)``): what the forward saves for the backward
+    backward_plan: object = None
+    saved: list[str] = field(default_factory=list)
+    saved_bytes: int = 0                 # with recomputation (min-cut)
+    saved_bytes_no_recompute: int = 0    # saving everything the backward reads
+    recomputed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         if self.graph_breaks:
@@ -36,6 +42,14 @@ class Explanation:
         out.append(f"== memory: planned arena {self.planned_bytes} bytes, unplanned "
                    f"(op-by-op intermediates) {self.unplanned_bytes} bytes ==")
         out.append(str(self.plan))
+        if self.backward_plan is not None:
+            out.append(f"== training: forward saves {self.saved_bytes} bytes for the backward "
+                       f"({self.saved_bytes_no_recompute} bytes without recomputation) ==")
+            out.append("  saved: " + (", ".join(f"%{n}" for n in self.saved) or "nothing"))
+            out.append("  recomputed in the backward: " +
+                       (", ".join(f"%{n}" for n in self.recomputed) or "nothing"))
+            out.append("== backward plan ==")
+            out.append(str(self.backward_plan))
         for i, src in enumerate(self.kernel_sources):
             out.append(f"== kernel {i} ==")
             out.append(src)
@@ -44,18 +58,33 @@ class Explanation:
     __repr__ = __str__
 
 
-def explain(fn, *inputs, **kwargs) -> Explanation:
+def explain(fn, *inputs, train: bool = False, **kwargs) -> Explanation:
     """Trace ``fn(*inputs, **kwargs)`` (without grad), compile it, and describe the
-    graph, fusion groups, kernels and memory plan."""
+    graph, fusion groups, kernels and memory plan. With ``train=True`` it is traced
+    with grad enabled, as for training: the forward plan is described, plus what it
+    saves for the backward (with and without recomputation) and the backward plan."""
     if isinstance(fn, CompiledFunction):
         fn = fn._module if fn._module is not None else fn._fn
     cf = compile(fn)
-    with no_grad():
-        cf(*inputs, **kwargs)
+    if train:
+        with enable_grad():
+            cf(*inputs, **kwargs)
+    else:
+        with no_grad():
+            cf(*inputs, **kwargs)
     if cf.graph_breaks:
         return Explanation(graph_breaks=[str(b) for b in cf.graph_breaks])
     entry = cf.entries[-1]
-    ex = entry.executable
+    training = {}
+    if hasattr(entry, "part"):  # a TrainingEntry: forward and backward plans
+        part = entry.part
+        training = dict(backward_plan=entry.backward.plan, saved=list(part.saved),
+                        saved_bytes=part.saved_bytes,
+                        saved_bytes_no_recompute=part.saved_bytes_no_recompute,
+                        recomputed=list(part.recomputed))
+        ex = entry.forward
+    else:
+        ex = entry.executable
     comp = ex.compiled
     plan = comp.plan
     kernels = [s for s in plan.steps if s.kind == "kernel"]
@@ -66,4 +95,5 @@ def explain(fn, *inputs, **kwargs) -> Explanation:
         num_steps=len(plan.steps),
         kernel_sources=[str(getattr(s.kernel, "source", "")) for s in kernels],
         kernel_specs=[s.spec for s in kernels],
-        planned_bytes=plan.planned_bytes, unplanned_bytes=plan.unplanned_bytes, plan=plan)
+        planned_bytes=plan.planned_bytes, unplanned_bytes=plan.unplanned_bytes, plan=plan,
+        **training)

@@ -146,3 +146,18 @@ def test_double_backward_through_compiled_function_is_refused():
     out = compiled(x).sum()
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(out, x, create_graph=True)
+
+
+def test_explain_reports_saved_bytes_with_and_without_recomputation():
+    w = torch.randn(32, 32, requires_grad=True)
+
+    def f(x):
+        h = torch.sin(x @ w)
+        return (torch.exp(h) * torch.tanh(h) + h).sum()
+
+    e = torch.explain(f, torch.randn(16, 32), train=True)
+    assert e.backward_plan is not None
+    assert 0 < e.saved_bytes < e.saved_bytes_no_recompute
+    assert e.recomputed
+    text = str(e)
+    assert "forward saves" in text and "backward plan" in text
