@@ -16,6 +16,45 @@ def _mlp(seed=0):
                          nn.Linear(16, 4))
 
 
+class _Recurrent(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.rnn = (nn.LSTM if kind == "lstm" else nn.GRU)(5, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1])
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 3 * 3, 3))
+
+
+@pytest.mark.parametrize("kind", ["cnn", "lstm", "gru"])
+def test_compiled_cnn_and_rnn_train_like_eager(kind):
+    torch.manual_seed(0)
+    eager = _cnn() if kind == "cnn" else _Recurrent(kind)
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 3, 16, 16, generator=g) if kind == "cnn" else \
+        torch.randn(4, 7, 5, generator=g)
+    y = torch.randint(0, 3, (4,), generator=g)
+    crit = nn.CrossEntropyLoss()
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (eager, twin)]
+    for _ in range(20):
+        for model, opt in zip((eager, compiled), opts):
+            opt.zero_grad()
+            crit(model(x), y).backward()
+            opt.step()
+    _assert_params_close(eager, twin)
+    assert compiled.num_traces == 1
+    assert type(compiled.entries[0]).__name__ == "TrainingEntry"
+
+
 def _assert_params_close(m1, m2, rtol=1e-4, atol=1e-6):
     for (n, p), (_, q) in zip(m1.named_parameters(), m2.named_parameters()):
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=rtol, atol=atol,
