@@ -267,41 +267,48 @@ register(OpDef("col2im", "other", _col2im_impl, infer=_col2im_infer,
 
 
 # ---- pooling -------------------------------------------------------------------------
-def _pool_windows(x, kernel, stride, padding, dilation, ceil_mode, fill):
-    """(N, C, *out, prod(kernel)) copy of every window, padded with ``fill``."""
+def _max_pool_indices_impl(x, kernel, stride, padding, dilation, ceil_mode):
+    """Flat index (into each spatial plane) of every window's first maximum.
+
+    The windows are copied into contiguous (kernel offset, N, C, *out) planes
+    and reduced by a running comparison (NumPy's argmax over a short last axis
+    is slow); a later offset wins only if strictly greater or NaN, so ties keep
+    the first maximum and NaN propagates, like torch."""
     nsp = len(kernel)
     spatial = x.shape[2:]
     out = _spatial_out(spatial, kernel, stride, padding, dilation, ceil_mode)
     # extra right padding so ceil_mode windows stay in bounds
     need = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out, stride, dilation, kernel)]
     right = [max(nd - (n + p), 0) for nd, n, p in zip(need, spatial, padding)]
+    is_float = x.dtype.kind == "f"
     if any(padding) or any(right):
+        fill = -np.inf if is_float else np.iinfo(x.dtype).min
         x = np.pad(x, [(0, 0), (0, 0)] + [(p, r) for p, r in zip(padding, right)],
                    constant_values=fill)
-    kk = int(np.prod(kernel))
-    win = np.empty(x.shape[:2] + out + (kk,), x.dtype)
-    for j, offs in enumerate(itertools.product(*(range(k) for k in kernel))):
-        win[..., j] = x[(slice(None), slice(None)) + _window_slices(offs, out, stride, dilation)]
-    del nsp
-    return win, out
-
-
-def _max_pool_indices_impl(x, kernel, stride, padding, dilation, ceil_mode):
-    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    win, out = _pool_windows(x, kernel, stride, padding, dilation, ceil_mode, fill)
-    local = np.argmax(win, axis=-1)
-    # window offset -> flat index into the (unpadded) spatial plane
-    nsp = len(kernel)
-    koffs = np.array(list(itertools.product(*(range(k) for k in kernel))), np.int64)  # (kk, nsp)
-    flat = np.zeros(local.shape, np.int64)
-    plane_strides = [int(np.prod(x.shape[2 + i + 1:])) for i in range(nsp)]
+    plane = [int(np.prod(spatial[i + 1:])) for i in range(nsp)]
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    win = np.empty((len(offsets),) + x.shape[:2] + out, x.dtype)
+    for j, offs in enumerate(offsets):
+        win[j] = x[(slice(None), slice(None)) + _window_slices(offs, out, stride, dilation)]
+    best = win[0]
+    small = len(offsets) < 128
+    local = np.zeros(best.shape, np.int8 if small else np.int32)
+    for j in range(1, len(offsets)):
+        m = win[j] > best
+        if is_float:
+            m |= np.isnan(win[j])
+        best = np.where(m, win[j], best)
+        local = np.where(m, np.int8(j) if small else j, local)
+    # window offset -> flat position, plus each window's start in the unpadded plane
+    offv = np.array([sum(o * d * st for o, d, st in zip(offs, dilation, plane))
+                     for offs in offsets], np.int64)
+    arg = offv[local]
     for i in range(nsp):
         shape = [1] * (2 + nsp)
         shape[2 + i] = out[i]
-        start = (np.arange(out[i]) * stride[i] - padding[i]).reshape(shape)
-        pos = start + koffs[:, i][local] * dilation[i]
-        flat += pos * plane_strides[i]
-    return flat
+        start = (np.arange(out[i], dtype=np.int64) * stride[i] - padding[i]) * plane[i]
+        arg += start.reshape(shape)
+    return arg
 
 
 def _pool_infer(specs, attrs):

@@ -447,3 +447,10 @@ def test_multihead_attention_reference_and_masks():
     assert np.allclose(npy(o3).transpose(1, 0, 2), npy(o4))
     qg = rnd(1, 2, 8)
     assert gradcheck(lambda q: m(q, q, q)[0], (qg,))
+
+
+def test_max_pool_nan_propagates_and_integer_input():
+    x = torch.tensor([[[[1.0, float("nan")], [3.0, 2.0]]]])
+    assert np.isnan(F.max_pool2d(x, 2).item())
+    xi = torch.tensor([[[[1, 5], [3, 2]]]])
+    assert F.max_pool2d(xi, 2).item() == 5
