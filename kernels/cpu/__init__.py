@@ -95,9 +95,9 @@ class CompiledKernel:
         nin = len(spec.inputs)
         alias = (-1,) * nin
         if spec.kind == "elementwise":
-            primary = ("flat", False, alias, None)
+            primary = ("flat", alias, None)
         else:
-            primary = ("rows", False, alias, ("c",) * (nin + len(spec.outputs)))
+            primary = ("rows", alias, ("c",) * (nin + len(spec.outputs)))
         self.source = self._source(primary)
 
     def __repr__(self) -> str:
@@ -106,9 +106,7 @@ class CompiledKernel:
 
     # ---- variants ------------------------------------------------------------------------
     def _source(self, variant: tuple) -> str:
-        # one module per variant without the serial/parallel flag: it holds the serial
-        # body and both entry points
-        key = variant[:1] + variant[2:]
+        key = variant
         src = self._sources.get(key)
         if src is None:
             if self.spec.kind == "elementwise":
@@ -125,7 +123,7 @@ class CompiledKernel:
         if fn is None:
             with _LOCK:
                 mod, _ = _cache.load_module(self._source(variant))
-                fn = self._fns[variant] = mod.kernel_par if variant[1] else mod.kernel
+                fn = self._fns[variant] = mod.kernel
         return fn
 
     def _run(self, variant: tuple, args: tuple) -> None:
@@ -194,10 +192,9 @@ class CompiledKernel:
             if len(self._plans) > 256:
                 self._plans.clear()
             self._plans[key] = plan
-        total, serial, par, recipes = plan
+        total, variant, extra, n_split, recipes = plan
         if parallel is None:
             parallel = total >= PARALLEL_THRESHOLD
-        variant, extra = par if (parallel and par is not None) else serial
         args = []
         nin = len(inputs)
         for k, kind, data in recipes:
@@ -213,7 +210,24 @@ class CompiledKernel:
             if k < nin and v.flags.writeable:
                 v.flags.writeable = False  # one Numba signature whatever the caller's flags
             args.append(v)
-        self._run(variant, tuple(args) + extra)
+        args = tuple(args) + extra
+        nthr = _nthreads()
+        if parallel and n_split >= 2 and nthr >= 2 and variant in self._checked:
+            self._run_parallel(variant, args, n_split, nthr)
+        else:
+            self._run(variant, args + (0, n_split))
+
+    def _run_parallel(self, variant: tuple, args: tuple, n: int, nthr: int) -> None:
+        """Disjoint [lo, hi) ranges of the serial nogil body on ``nthr`` threads."""
+        fn = self._fn(variant)
+        k = min(nthr, n)
+        pool = _pool(k - 1)
+        futs = [pool.submit(fn, *args, c * n // k, (c + 1) * n // k) for c in range(1, k)]
+        try:
+            fn(*args, 0, n // k)
+        finally:
+            for f in futs:
+                f.result()
 
     def _check_shapes(self, inputs, outputs):
         """The iteration shape, or None when there is no element to compute."""
@@ -325,9 +339,7 @@ class CompiledKernel:
 
         if not rows and n_outer == 1 and (inner_n == 1 or all(inner_s[k] == 1 for k in live)):
             recipes = [recipe(k, [(inner_n, 1)]) for k in live]
-            nch = 2 * _nthreads()
-            return (total, (("flat", False, alias, None), (inner_n,)),
-                    (("flat", True, alias, None), (inner_n, nch)), recipes)
+            return (total, ("flat", alias, None), (), inner_n, recipes)
 
         def all_dims(k, extra):
             return [(m[0], m[1 + k]) for m in merged] + extra
@@ -346,14 +358,9 @@ class CompiledKernel:
         ostr = np.array([[m[1 + k] for m in merged] for k in range(len(ops))],
                         dtype=np.int64).reshape(len(ops), len(merged))
         istr = np.array(inner_s, dtype=np.int64)
-        extra = (inner_n, oshape, ostr, istr, n_outer)
+        extra = (inner_n, oshape, ostr, istr)
         kind = "rows" if rows else "strided"
-        serial = ((kind, False, alias, tuple(pattern)), extra)
-        par = None
-        if n_outer >= 2:
-            par = ((kind, True, alias, tuple(pattern)),
-                   extra + (min(n_outer, 8 * _nthreads()),))
-        return (total, serial, par, recipes)
+        return (total, (kind, alias, tuple(pattern)), extra, n_outer, recipes)
 
     def _plan_blocked(self, ops, merged, inner_n, inner_s, live, nin, alias, total, row_out,
                       all_dims, recipe):
@@ -373,13 +380,8 @@ class CompiledKernel:
         istr = np.array(inner_s, dtype=np.int64)
         bstr = np.array(blk[1:], dtype=np.int64)
         ntask = n_outer * ((m + codegen.BLOCK - 1) // codegen.BLOCK)
-        extra = (m, inner_n, oshape, ostr, istr, bstr, ntask)
-        serial = (("rowsblk", False, alias, jpat, bpat), extra)
-        par = None
-        if ntask >= 2:
-            par = (("rowsblk", True, alias, jpat, bpat),
-                   extra + (min(ntask, 8 * _nthreads()),))
-        return (total, serial, par, recipes)
+        extra = (m, inner_n, oshape, ostr, istr, bstr)
+        return (total, ("rowsblk", alias, jpat, bpat), extra, ntask, recipes)
 
 
 def _root(a: np.ndarray):
@@ -409,6 +411,26 @@ def _cls(s: int) -> str:
     return "c" if s == 1 else "b" if s == 0 else "s"
 
 
+_POOL: list = [None, 0]
+
+
+def _pool(workers: int):
+    """A persistent thread pool for the parallel path (kernels are nogil)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with _LOCK:
+        if _POOL[0] is None or _POOL[1] < workers:
+            _POOL[0] = ThreadPoolExecutor(max_workers=workers,
+                                          thread_name_prefix="gcompile-kernel")
+            _POOL[1] = workers
+        return _POOL[0]
+
+
 def _nthreads() -> int:
-    import numba
-    return numba.get_num_threads()
+    """Threads for the parallel path: NUMBA_NUM_THREADS if set, else the usable cores."""
+    env = os.environ.get("GCOMPILE_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -91,19 +91,34 @@ def test_in_place_alias():
     np.testing.assert_allclose(xt, want[0], rtol=1e-6, atol=1e-6)
 
 
-def test_parallel_variants():
-    _run(R(64, 33), R(33))                    # strided, serial (plan cached for this layout)
+def test_parallel_path(monkeypatch):
+    from kernels.cpu import CompiledKernel
+    calls = []
+    orig = CompiledKernel._run_parallel
+
+    def spy(self, variant, args, n, nthr):
+        calls.append((variant[0], n))
+        return orig(self, variant, args, n, nthr)
+    monkeypatch.setattr(CompiledKernel, "_run_parallel", spy)
+    monkeypatch.setenv("GCOMPILE_NUM_THREADS", "3")
+    _run(R(64, 33), R(33))                    # strided, serial: below the threshold
+    assert calls == []
     old = set_parallel_threshold(0)
     try:
-        _run(R(64, 33), R(64, 33))            # flat, prange
-        _run(R(64, 33), R(33))                # same layout, now prange: decided per call
+        for _ in range(2):                    # the first call of a new loop runs serially
+            _run(R(64, 33), R(64, 33))        # flat
+            _run(R(64, 33), R(33))            # strided, same layout as above
     finally:
         set_parallel_threshold(old)
+    assert ("flat", 64 * 33) in calls and ("strided", 64) in calls
     k = compile_kernel(_axpb_spec())
-    assert {v[:2] for v in k._fns} >= {("flat", True), ("strided", True), ("strided", False)}
     x, y = R(64, 33), R(64, 33)
     a, g = np.empty_like(x), np.empty(x.shape, bool)
+    n = len(calls)
     k([x, y], [a, g], parallel=False)         # explicit override of the threshold
+    assert len(calls) == n
+    k([x, y], [a, g], parallel=True)
+    assert len(calls) == n + 1
     np.testing.assert_allclose(a, _ref(x, y)[0], rtol=1e-6, atol=1e-6)
 
 
