@@ -4,7 +4,7 @@ The returned ``CompiledKernel`` is generic in sizes and strides. On each call
 it collapses dimensions that are contiguous for every operand, picks a loop
 variant (flat when everything is one contiguous run, else strided with the
 innermost axis classed unit/zero/general stride per operand; serial below
-``PARALLEL_THRESHOLD`` elements, ``prange`` above), generates that variant's
+``PARALLEL_THRESHOLD`` elements, split over a thread pool above), generates that variant's
 Numba source once (``kernels.cpu.codegen``), loads it through the disk cache
 (``kernels.cache``) and runs it. Outputs are always passed in; an input that
 is exactly an output (same memory, same strides) is read from the output, so
@@ -26,9 +26,10 @@ from . import codegen
 __all__ = ["compile_kernel", "CompiledKernel", "cache_stats", "PARALLEL_THRESHOLD",
            "set_parallel_threshold"]
 
-# Elements per call above which the prange variant is used. Parallel kernels cost
-# 2-11 us per call here (measured: benchmarks/kernels_micro.py prints the crossover).
-PARALLEL_THRESHOLD = int(os.environ.get("GCOMPILE_PARALLEL_THRESHOLD", 1 << 17))
+# Elements per call above which a kernel's range is split over threads. Dispatching to
+# the pool costs ~20-40 us per call on this 2-core machine (benchmarks/kernels_micro.py
+# prints the serial/parallel crossover), so below ~256K elements serial wins.
+PARALLEL_THRESHOLD = int(os.environ.get("GCOMPILE_PARALLEL_THRESHOLD", 1 << 18))
 
 _STATS = {"memory_hits": 0, "disk_hits": 0, "compiles": 0}
 _KERNELS: dict[KernelSpec, CompiledKernel] = {}
