@@ -161,8 +161,8 @@ class CompiledKernel:
     # ---- call ----------------------------------------------------------------------------
     def __call__(self, inputs: list[np.ndarray], outputs: list[np.ndarray],
                  parallel: bool | None = None) -> None:
-        """Run on ``inputs`` into ``outputs``; ``parallel`` None uses PARALLEL_THRESHOLD,
-        False forces the serial loop (e.g. right after a BLAS call), True prange."""
+        """Run on ``inputs`` into ``outputs``. ``parallel``: None uses PARALLEL_THRESHOLD,
+        False forces one thread (e.g. right after a BLAS call), True splits over threads."""
         spec = self.spec
         if len(inputs) != len(spec.inputs) or len(outputs) != len(spec.outputs):
             raise ValueError(f"kernel expects {len(spec.inputs)} inputs and "

@@ -1,11 +1,13 @@
 """Numba source generation for ``KernelSpec``s.
 
-Each kernel *variant* (flat or strided loop, serial or parallel, which inputs
-alias outputs, the stride class of every operand's innermost axis) becomes
-one small Python module with one ``@njit(cache=True)`` function. Variants are
-chosen at run time by ``kernels.cpu.CompiledKernel`` from the arrays passed, so
-a kernel stays generic in sizes and strides while each compiled loop is
-specialised where it matters for vectorisation:
+Each kernel *variant* (flat or strided loop, which inputs alias outputs, the stride
+class of every operand's innermost axis) becomes one small Python module whose
+``@njit(cache=True, nogil=True)`` function ``kernel`` runs the loop over an index
+range ``[lo, hi)`` (elements, outer rows or row blocks); ``kernels.cpu`` calls it
+once, or on disjoint ranges from several threads. Variants are chosen at run time
+by ``kernels.cpu.CompiledKernel`` from the arrays passed, so a kernel stays generic
+in sizes and strides while each compiled loop is specialised where it matters for
+vectorisation:
 
 - flat: every operand is one contiguous run -> ``out[i] = f(in[i])``;
 - strided: an outer loop over the collapsed outer dimensions (offsets from
@@ -13,7 +15,8 @@ specialised where it matters for vectorisation:
   ``c`` (unit stride, sliced so LLVM sees a contiguous view), ``b`` (stride 0:
   loaded once per row) or ``s`` (general stride);
 - rows: per outer row, the phases of the spec in order (reductions unrolled
-  with several independent accumulators, then maps).
+  with several independent accumulators, then maps); rowsblk: the same with
+  ``BLOCK`` neighbouring rows side by side when the reduced axis is strided.
 
 Scalar code for each statement is derived from the op registry's expression
 template (``ir.REGISTRY[op].expr``): the template is parsed with ``ast`` and
