@@ -28,8 +28,8 @@ __all__ = ["compile_kernel", "CompiledKernel", "cache_stats", "PARALLEL_THRESHOL
 
 # Elements per call above which a kernel's range is split over threads. Dispatching to
 # the pool costs ~20-40 us per call on this 2-core machine (benchmarks/kernels_micro.py
-# prints the serial/parallel crossover), so below ~256K elements serial wins.
-PARALLEL_THRESHOLD = int(os.environ.get("GCOMPILE_PARALLEL_THRESHOLD", 1 << 18))
+# prints the serial/parallel crossover: ~0.5-2M elements for a cheap op when busy).
+PARALLEL_THRESHOLD = int(os.environ.get("GCOMPILE_PARALLEL_THRESHOLD", 1 << 19))
 
 _STATS = {"memory_hits": 0, "disk_hits": 0, "compiles": 0}
 _KERNELS: dict[KernelSpec, CompiledKernel] = {}
