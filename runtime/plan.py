@@ -78,6 +78,44 @@ class Plan:
     def kernels(self) -> list:
         return [s.kernel for s in self.steps if s.kind == "kernel"]
 
+    def can_write_output_into_input(self, k: int, j: int) -> bool:
+        """May graph output ``k`` be computed straight into graph input ``j``'s array
+        (an in-place update such as ``param -= lr * grad``) instead of a fresh buffer
+        that is copied back afterwards? Yes when the output is a fresh buffer written
+        by one elementwise kernel, every other reader of the input (or of a view of it)
+        runs before that kernel, and the kernel reads the input, if at all, exactly
+        (same shape, no view), so element i is read before element i is written."""
+        out_slot = self.output_slots[k]
+        in_slot = self.input_slots[j]
+        if self.copy_outputs[k] or self.output_slots.count(out_slot) != 1:
+            return False
+        buf = next((b for b in self.buffers if b.slot == out_slot), None)
+        if buf is None or buf.planned:
+            return False
+        writers = [i for i, st in enumerate(self.steps) if out_slot in st.outputs]
+        if len(writers) != 1:
+            return False
+        w = writers[0]
+        wstep = self.steps[w]
+        if wstep.kind != "kernel" or getattr(wstep.spec, "kind", None) != "elementwise":
+            return False
+        aliases = {in_slot}
+        for st in self.steps:  # steps are in order: views of views are found
+            if st.kind == "view" and any(x in aliases for x in st.inputs):
+                aliases.update(st.outputs)
+        if in_slot in self.output_slots:
+            return False
+        for i, st in enumerate(self.steps):
+            reads = [x for x in st.inputs if x in aliases]
+            if not reads:
+                continue
+            if i == w:
+                if any(x != in_slot for x in reads):
+                    return False
+            elif i > w:
+                return False
+        return True
+
     def materialize(self) -> None:
         """Allocate the arena once and prebuild every planned buffer's view."""
         self.arena = np.empty(max(self.arena_bytes, 1), np.uint8)
@@ -118,7 +156,10 @@ class Executor:
             plan.materialize()
         self._fresh = [(b.slot, b.shape, b.dtype) for b in plan.buffers if not b.planned]
 
-    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, inputs: list[np.ndarray], out_into: dict | None = None
+                 ) -> list[np.ndarray]:
+        """Run the plan. ``out_into`` maps output index -> an array to compute that
+        output into (see ``Plan.can_write_output_into_input``)."""
         plan = self.plan
         env: list = [None] * plan.n_slots
         for s, a in zip(plan.input_slots, inputs):
@@ -128,8 +169,13 @@ class Executor:
         for s, a in plan._planned_views:
             env[s] = a
         empty = self.allocator.empty
-        for s, shape, dtype in self._fresh:
-            env[s] = empty(shape, dtype)
+        if out_into:
+            into = {plan.output_slots[k]: a for k, a in out_into.items()}
+            for s, shape, dtype in self._fresh:
+                env[s] = into[s] if s in into else empty(shape, dtype)
+        else:
+            for s, shape, dtype in self._fresh:
+                env[s] = empty(shape, dtype)
         if self.profile:
             for step in plan.steps:
                 t0 = time.perf_counter()

@@ -154,6 +154,8 @@ class _Entry:
         self.writebacks = writebacks  # [(tensor, output index)]
         self.input_map = input_map  # per graph input: ("arg", i) | ("param", i) | ("live", i)
         self.scalars: list[tuple[object, object]] = []  # ("scalar", j): owner[key] per call
+        from .training import direct_writebacks
+        self.direct = direct_writebacks(executable, input_map, live, writebacks)
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
         arrays = []
@@ -167,10 +169,8 @@ class _Entry:
             else:
                 owner, key = self.scalars[i]
                 arrays.append(np.asarray(float(owner[key]), np.float64))
-        outs = self.executable(arrays)
-        for t, k in self.writebacks:
-            np.copyto(t._data, outs[k])
-            t._vbox[0] += 1
+        from .training import run_with_writebacks
+        outs = run_with_writebacks(self.executable, arrays, self.writebacks, self.direct)
         leaves = []
         mutated = self._mutated_outputs
         for k in range(self.n_out):

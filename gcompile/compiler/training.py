@@ -157,6 +157,7 @@ class StepEntry:
         self.scalars = scalars          # [(owner, key)]: read each call (lr from a scheduler)
         self.grad_writes = grad_writes  # [(leaf, output index | None)]
         self.grad_guards = grad_guards  # [(leaf weakref, grad was None)]
+        self.direct = direct_writebacks(executable, input_map, live, writebacks)
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
         from .api import _unflatten
@@ -171,13 +172,43 @@ class StepEntry:
             else:
                 owner, key = self.scalars[i]
                 arrays.append(np.asarray(float(owner[key]), np.float64))
-        outs = self.executable(arrays)
-        for t, k in self.writebacks:
-            np.copyto(t._data, outs[k])
-            t._vbox[0] += 1
+        outs = run_with_writebacks(self.executable, arrays, self.writebacks, self.direct)
         for leaf, k in self.grad_writes:
             leaf._grad = None if k is None else Tensor._make(outs[k])
         return _unflatten(self.out_spec, [Tensor._make(outs[k]) for k in range(self.n_out)])
+
+
+def direct_writebacks(executable, input_map, live, writebacks) -> dict[int, object]:
+    """Write-backs the plan can compute straight into the mutated tensor (e.g. an
+    optimizer update in one pass instead of a new buffer copied back), by output."""
+    plan = getattr(executable, "plan", None)
+    if plan is None:
+        return {}
+    sources = [live[i][0] if kind == "live" else None for kind, i in input_map]
+    direct = {}
+    for t, k in writebacks:
+        j = next((j for j, src in enumerate(sources) if src is t), None)
+        if j is not None and plan.can_write_output_into_input(k, j):
+            direct[k] = t
+    return direct
+
+
+def run_with_writebacks(executable, arrays, writebacks, direct) -> list:
+    """Run the plan; mutated tensors receive their new values (in place where the
+    plan computes them there directly, else by a copy)."""
+    into = None
+    if direct:
+        into = {}
+        for k, t in direct.items():
+            a = t._data
+            if a.flags.c_contiguous and a.flags.writeable:
+                into[k] = a
+    outs = executable(arrays, into) if into else executable(arrays)
+    for t, k in writebacks:
+        if into is None or k not in into:
+            np.copyto(t._data, outs[k])
+        t._vbox[0] += 1
+    return outs
 
 
 class _Transient:

@@ -64,6 +64,10 @@ def test_compiled_step_matches_eager_with_scheduler_and_no_recompile(kind):
     assert len(step.entries) == 1
     assert type(step.entries[0]).__name__ == "StepEntry"
     assert step.num_traces <= 2  # the first step creates optimizer state, then one trace
+    # every in-place update (parameters, optimizer state) is computed straight into the
+    # tensor by its fused kernel: one pass per parameter, no copy back
+    entry = step.entries[0]
+    assert entry.direct and len(entry.direct) == len(entry.writebacks)
 
 
 def test_accumulating_gradients_across_calls_is_guarded():
