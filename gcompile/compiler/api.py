@@ -158,17 +158,7 @@ class _Entry:
         self.direct = direct_writebacks(executable, input_map, live, writebacks)
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
-        arrays = []
-        for kind, i in self.input_map:
-            if kind == "arg":
-                arrays.append(arg_tensors[i]._data)
-            elif kind == "param":
-                arrays.append(params[i]._data)
-            elif kind == "live":
-                arrays.append(self.live[i][0]._data)
-            else:
-                owner, key = self.scalars[i]
-                arrays.append(np.asarray(float(owner[key]), np.float64))
+        arrays = [t._data for t in input_tensors(self, arg_tensors, params)]
         from .training import run_with_writebacks
         outs = run_with_writebacks(self.executable, arrays, self.writebacks, self.direct)
         leaves = []
@@ -195,6 +185,23 @@ class _Entry:
     @functools.cached_property
     def _input_index(self) -> dict[int, int]:
         return {id(v): i for i, v in enumerate(self.graph.inputs)}
+
+
+def input_tensors(entry, arg_tensors: list[Tensor], params: list[Tensor]) -> list:
+    """The tensor behind each graph input of ``entry`` for this call (a scalar input,
+    e.g. an optimizer's lr, is read from its owner now)."""
+    out = []
+    for kind, i in entry.input_map:
+        if kind == "arg":
+            out.append(arg_tensors[i])
+        elif kind == "param":
+            out.append(params[i])
+        elif kind == "live":
+            out.append(entry.live[i][0])
+        else:
+            owner, key = entry.scalars[i]
+            out.append(Tensor._make(np.asarray(float(owner[key]), np.float64)))
+    return out
 
 
 def guards_hold(guards) -> bool:

@@ -101,19 +101,10 @@ class TrainingEntry:
         self.backward = build(self.part.backward)
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
-        from .api import _unflatten
-        tensors = []
-        for kind, i in self.input_map:
-            if kind == "scalar":
-                owner, key = self.scalars[i]
-                tensors.append(Tensor._make(np.asarray(float(owner[key]), np.float64)))
-            else:
-                tensors.append(arg_tensors[i] if kind == "arg" else params[i]
-                               if kind == "param" else self.live[i][0])
-        outs = self.forward([t._data for t in tensors])
-        for t, k in self.writebacks:
-            np.copyto(t._data, outs[k])
-            t._vbox[0] += 1
+        from .api import _unflatten, input_tensors
+        tensors = input_tensors(self, arg_tensors, params)
+        outs = run_with_writebacks(self.forward, [t._data for t in tensors], self.writebacks,
+                                   None)
         results = [Tensor._make(outs[k]) for k in range(self.n_out)]
         if state.grad_enabled and any(tensors[i].requires_grad for i in self.wrt_inputs):
             saved = list(outs[self.num_forward_outputs:])
@@ -160,18 +151,8 @@ class StepEntry:
         self.direct = direct_writebacks(executable, input_map, live, writebacks)
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
-        from .api import _unflatten
-        arrays = []
-        for kind, i in self.input_map:
-            if kind == "arg":
-                arrays.append(arg_tensors[i]._data)
-            elif kind == "param":
-                arrays.append(params[i]._data)
-            elif kind == "live":
-                arrays.append(self.live[i][0]._data)
-            else:
-                owner, key = self.scalars[i]
-                arrays.append(np.asarray(float(owner[key]), np.float64))
+        from .api import _unflatten, input_tensors
+        arrays = [t._data for t in input_tensors(self, arg_tensors, params)]
         outs = run_with_writebacks(self.executable, arrays, self.writebacks, self.direct)
         for leaf, k in self.grad_writes:
             leaf._grad = None if k is None else Tensor._make(outs[k])
