@@ -4,10 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._creation import zeros_like
 from .._tensor import Tensor
 from ..autograd import no_grad
-from .optimizer import Optimizer, _check_lr, _check_unsupported, _zero_step
+from .optimizer import Optimizer, _check_lr, _check_unsupported
 
 __all__ = ["Adadelta", "adadelta"]
 
@@ -36,15 +35,9 @@ class Adadelta(Optimizer):
         loss = self._closure_loss(closure)
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
-            for p in params:
-                st = self.state[p]
-                if len(st) == 0:
-                    st["step"] = _zero_step()
-                    st["square_avg"] = zeros_like(p)
-                    st["acc_delta"] = zeros_like(p)
-            adadelta(params, grads, [self.state[p]["square_avg"] for p in params],
-                     [self.state[p]["acc_delta"] for p in params],
-                     [self.state[p]["step"] for p in params], lr=group["lr"], rho=group["rho"],
+            steps, square_avgs, acc_deltas = self._state_lists(params, "square_avg", "acc_delta")
+            adadelta(params, grads, square_avgs, acc_deltas, steps, lr=group["lr"],
+                     rho=group["rho"],
                      eps=group["eps"], weight_decay=group["weight_decay"],
                      maximize=group["maximize"])
         return loss

@@ -4,12 +4,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._creation import zeros_like
 from .._functions import maximum
 from .._tensor import Tensor
 from ..autograd import no_grad
 from .adam import _check_adam_args
-from .optimizer import Optimizer, _check_unsupported, _inc_step, _zero_step
+from .optimizer import Optimizer, _check_unsupported, _inc_step
 
 __all__ = ["Adamax", "adamax"]
 
@@ -34,16 +33,9 @@ class Adamax(Optimizer):
         loss = self._closure_loss(closure)
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
-            for p in params:
-                st = self.state[p]
-                if len(st) == 0:
-                    st["step"] = _zero_step()
-                    st["exp_avg"] = zeros_like(p)
-                    st["exp_inf"] = zeros_like(p)
+            steps, exp_avgs, exp_infs = self._state_lists(params, "exp_avg", "exp_inf")
             beta1, beta2 = group["betas"]
-            adamax(params, grads, [self.state[p]["exp_avg"] for p in params],
-                   [self.state[p]["exp_inf"] for p in params],
-                   [self.state[p]["step"] for p in params], lr=group["lr"], beta1=beta1,
+            adamax(params, grads, exp_avgs, exp_infs, steps, lr=group["lr"], beta1=beta1,
                    beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
                    maximize=group["maximize"])
         return loss

@@ -203,6 +203,18 @@ class Optimizer:
                         g.requires_grad_(False)
                     g.zero_()
 
+    def _state_lists(self, params: list[Tensor], *buffers: str) -> list[list[Tensor]]:
+        """Per-parameter state made on first use (a step counter and zero buffers
+        named ``buffers``); returns ``[steps, buffer lists...]`` for the update."""
+        from .._creation import zeros_like
+        for p in params:
+            st = self.state[p]
+            if len(st) == 0:
+                st["step"] = _zero_step()
+                for name in buffers:
+                    st[name] = zeros_like(p)
+        return [[self.state[p][n] for p in params] for n in ("step",) + buffers]
+
     @staticmethod
     def _hyper(group: dict, key: str) -> Any:
         """``group[key]``; while a compiled step is being traced, a Python number

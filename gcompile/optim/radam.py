@@ -5,11 +5,10 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._creation import zeros_like
 from .._tensor import Tensor
 from ..autograd import no_grad
 from .adam import _check_adam_args
-from .optimizer import Optimizer, _check_unsupported, _inc_step, _zero_step
+from .optimizer import Optimizer, _check_unsupported, _inc_step
 
 __all__ = ["RAdam", "radam"]
 
@@ -35,16 +34,10 @@ class RAdam(Optimizer):
         loss = self._closure_loss(closure)
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
-            for p in params:
-                st = self.state[p]
-                if len(st) == 0:
-                    st["step"] = _zero_step()
-                    st["exp_avg"] = zeros_like(p)
-                    st["exp_avg_sq"] = zeros_like(p)
+            steps, exp_avgs, exp_avg_sqs = self._state_lists(params, "exp_avg", "exp_avg_sq")
             beta1, beta2 = group["betas"]
-            sts = [self.state[p] for p in params]
-            radam(params, grads, [s["exp_avg"] for s in sts], [s["exp_avg_sq"] for s in sts],
-                  [s["step"] for s in sts], lr=group["lr"], beta1=beta1, beta2=beta2,
+            radam(params, grads, exp_avgs, exp_avg_sqs, steps, lr=group["lr"], beta1=beta1,
+                  beta2=beta2,
                   eps=group["eps"], weight_decay=group["weight_decay"],
                   decoupled_weight_decay=group["decoupled_weight_decay"],
                   maximize=group["maximize"])
