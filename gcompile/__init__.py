@@ -68,3 +68,17 @@ def is_nonzero(input) -> builtins_bool:  # type: ignore[name-defined]  # noqa: F
 
 builtins_bool = __builtins__["bool"] if isinstance(__builtins__, dict) else __builtins__.bool
 from .compiler import compile, explain  # noqa: E402,F401,A004
+
+
+# torch.softmax / Tensor.softmax are the nn.functional ops under their torch names
+def softmax(input, dim, dtype=None):  # noqa: A002
+    return nn.functional.softmax(input, dim, dtype=dtype)
+
+
+def log_softmax(input, dim, dtype=None):  # noqa: A002
+    return nn.functional.log_softmax(input, dim, dtype=dtype)
+
+
+Tensor.softmax = lambda self, dim, dtype=None: nn.functional.softmax(self, dim, dtype=dtype)
+Tensor.log_softmax = lambda self, dim, dtype=None: nn.functional.log_softmax(self, dim,
+                                                                             dtype=dtype)
