@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
-
 from ..graph import Graph, Node, Value
 from ..registry import REGISTRY, GradBuilder, vjp
 
@@ -170,6 +168,8 @@ def _min_cut(g: Graph, fwd_nodes: list[Node], primal: list[Value], direct: list[
     """Values to save: a minimum cut between the primal inputs and the backward's
     needs, where saving a value costs its bytes and only cheap forward ops may be
     recomputed (everything else is pinned to the forward side)."""
+    import networkx as nx  # imported here: it costs ~0.3 s and only the min-cut needs it
+
     inf = float("inf")
     fg = nx.DiGraph()
     src, sink = "__source__", "__sink__"
