@@ -479,6 +479,30 @@ def _unused_imports_guard() -> str:
 
 # ---- elementwise ------------------------------------------------------------------------
 
+def _row_windows(live, pattern, ops, nin, length, ind, skip=frozenset()) -> list[str]:
+    """Code that finds the flat offset of outer index ``t`` for every operand and takes
+    its row window: a contiguous slice ("c"), a strided slice ("s"), or a broadcast
+    scalar. Operands in ``skip`` (row outputs) get an offset but no window."""
+    lines = [f"{ind}o{k} = 0" for k in live]
+    lines += [f"{ind}for d in range(nd - 1, -1, -1):",
+              f"{ind}    idx = (t // div) % oshape[d]", f"{ind}    div *= oshape[d]"]
+    lines += [f"{ind}    o{k} += idx * ostr[{k}, d]" for k in live]
+    for k in live:
+        if k in skip:
+            continue
+        cls = pattern[k]
+        if cls == "c":
+            lines.append(f"{ind}w{k} = {ops[k]}[o{k}:o{k} + {length}]")
+        elif cls == "s":
+            lines.append(f"{ind}s{k} = istr[{k}]")
+            lines.append(f"{ind}w{k} = {ops[k]}[o{k}:o{k} + ({length} - 1) * s{k} + 1:s{k}]")
+        elif k < nin:
+            lines.append(f"{ind}b{k} = {ops[k]}[o{k}]")
+        else:
+            raise NotImplementedError("kernels: an output with a zero stride")
+    return lines
+
+
 def elementwise_source(spec: KernelSpec, variant: tuple) -> str:
     """Source of one elementwise variant: ``("flat"|"strided", alias, pattern)``."""
     layout, alias, pattern = variant
@@ -518,26 +542,8 @@ def elementwise_source(spec: KernelSpec, variant: tuple) -> str:
         head = [f"def body({sig}):", "    nd = oshape.shape[0]",
                 "    for t in range(lo, hi):", "        div = 1"]
         wrap = _wrappers(args, "nouter")
-        pre = []
         live = [k for k in range(nin + nout) if k >= nin or alias[k] < 0]
-        for k in live:
-            pre.append(f"        o{k} = 0")
-        pre.append("        for d in range(nd - 1, -1, -1):")
-        pre.append("            idx = (t // div) % oshape[d]")
-        pre.append("            div *= oshape[d]")
-        for k in live:
-            pre.append(f"            o{k} += idx * ostr[{k}, d]")
-        for k in live:
-            cls = pattern[k]
-            if cls == "c":
-                pre.append(f"        w{k} = {ops[k]}[o{k}:o{k} + ninner]")
-            elif cls == "s":
-                pre.append(f"        s{k} = istr[{k}]")
-                pre.append(f"        w{k} = {ops[k]}[o{k}:o{k} + (ninner - 1) * s{k} + 1:s{k}]")
-            elif k < nin:
-                pre.append(f"        b{k} = {ops[k]}[o{k}]")
-            else:
-                raise NotImplementedError("kernels: an output with a zero stride")
+        pre = _row_windows(live, pattern, ops, nin, "ninner", "        ")
         pre.append("        for j in range(ninner):")
 
         def load(i):
@@ -620,25 +626,8 @@ def rows_source(spec: KernelSpec, variant: tuple) -> str:
     buf_line = len(lines)
     lines += [f"{I1}for t in range(lo, hi):", f"{I2}div = 1"]
     live = [k for k in range(nin + nout) if k >= nin or alias[k] < 0]
-    for k in live:
-        lines.append(f"{I2}o{k} = 0")
-    lines += [f"{I2}for d in range(nd - 1, -1, -1):",
-              f"{I2}    idx = (t // div) % oshape[d]", f"{I2}    div *= oshape[d]"]
-    for k in live:
-        lines.append(f"{I2}    o{k} += idx * ostr[{k}, d]")
-    for k in live:
-        if k >= nin and (k - nin) in row_out:
-            continue
-        cls = pattern[k]
-        if cls == "c":
-            lines.append(f"{I2}w{k} = {ops[k]}[o{k}:o{k} + R]")
-        elif cls == "s":
-            lines.append(f"{I2}s{k} = istr[{k}]")
-            lines.append(f"{I2}w{k} = {ops[k]}[o{k}:o{k} + (R - 1) * s{k} + 1:s{k}]")
-        elif k < nin:
-            lines.append(f"{I2}b{k} = {ops[k]}[o{k}]")
-        else:
-            raise NotImplementedError("kernels: a 'full' output with a zero stride")
+    lines += _row_windows(live, pattern, ops, nin, "R", I2,
+                          skip={nin + o for o in row_out})
     ns = set()
     for p in spec.phases:
         for st in p.stmts + p.post:
