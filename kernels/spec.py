@@ -166,3 +166,33 @@ class KernelSpec:
                                      f"{p.store_result}")
             else:
                 raise ValueError(f"KernelSpec: unknown phase kind {p.kind!r}")
+
+
+def canonical(spec: KernelSpec) -> KernelSpec:
+    """The same kernel with statement names numbered in order of definition, so two
+    groups that differ only in the graph's value names (six identical optimizer
+    updates, say) share one compiled kernel."""
+    names: dict[str, str] = {}
+
+    def ref(r):
+        if r is not None and r[0] == "v":
+            return ("v", names.get(r[1], r[1]))
+        return r
+
+    def stmts(sts):
+        out = []
+        for st in sts:
+            args = tuple(ref(a) for a in st.args)
+            names[st.name] = f"t{len(names)}"
+            out.append(Stmt(names[st.name], st.op, args, st.attrs, st.dtype))
+        return tuple(out)
+
+    phases = []
+    for p in spec.phases:
+        body = stmts(p.stmts)
+        phases.append(Phase(kind=p.kind, stmts=body, reduce_op=p.reduce_op,
+                            reduce_value=ref(p.reduce_value),
+                            stores=tuple((o, ref(r)) for o, r in p.stores),
+                            store_result=p.store_result, post=stmts(p.post)))
+    return KernelSpec(inputs=spec.inputs, outputs=spec.outputs, phases=tuple(phases),
+                      kind=spec.kind)

@@ -20,7 +20,7 @@ from numba.core.errors import NumbaError
 from numpy.lib.stride_tricks import as_strided
 
 from .. import cache as _cache
-from ..spec import KernelSpec
+from ..spec import KernelSpec, canonical
 from . import codegen
 
 __all__ = ["compile_kernel", "CompiledKernel", "cache_stats", "PARALLEL_THRESHOLD",
@@ -50,7 +50,9 @@ def cache_stats() -> dict:
 
 
 def compile_kernel(spec: KernelSpec) -> CompiledKernel:
-    """The compiled kernel for ``spec`` (one object per structurally equal spec)."""
+    """The compiled kernel for ``spec`` (one object per structurally equal spec, up
+    to the names of its statements)."""
+    spec = canonical(spec)
     with _LOCK:
         k = _KERNELS.get(spec)
         if k is not None:
