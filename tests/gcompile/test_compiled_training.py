@@ -33,8 +33,9 @@ def _cnn():
                          nn.Linear(8 * 3 * 3, 3))
 
 
+@pytest.mark.parametrize("opt_name", ["sgd_momentum", "adam"])
 @pytest.mark.parametrize("kind", ["cnn", "lstm", "gru"])
-def test_compiled_cnn_and_rnn_train_like_eager(kind):
+def test_compiled_cnn_and_rnn_train_like_eager(kind, opt_name):
     torch.manual_seed(0)
     eager = _cnn() if kind == "cnn" else _Recurrent(kind)
     twin = copy.deepcopy(eager)
@@ -44,7 +45,8 @@ def test_compiled_cnn_and_rnn_train_like_eager(kind):
         torch.randn(4, 7, 5, generator=g)
     y = torch.randint(0, 3, (4,), generator=g)
     crit = nn.CrossEntropyLoss()
-    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (eager, twin)]
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) if opt_name == "adam" else
+            torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in (eager, twin)]
     for _ in range(20):
         for model, opt in zip((eager, compiled), opts):
             opt.zero_grad()
