@@ -54,9 +54,11 @@ def run_demo(steps: int = 200) -> int:
           f"|loss difference| = {abs(le - lc):.2e}")
     if cstep.entries:
         plan = cstep.entries[0].executable.plan
+        distinct = len({id(k) for k in plan.kernels()})
         print(f"the whole step (forward, backward, Adam update) is one plan: {len(plan.steps)} "
-              f"steps, {plan.num_kernels} generated kernels, arena {plan.planned_bytes} bytes "
-              f"vs {plan.unplanned_bytes} bytes of op-by-op intermediates")
+              f"steps, {plan.num_kernels} fused kernel launches ({distinct} distinct generated "
+              f"kernels), arena {plan.planned_bytes} bytes vs {plan.unplanned_bytes} bytes of "
+              "op-by-op intermediates")
     else:
         print("the compiled step fell back to eager (see GCOMPILE_LOG=graph_breaks)")
     return 0
