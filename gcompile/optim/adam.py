@@ -78,6 +78,20 @@ class Adam(Optimizer):
         return loss
 
 
+def update_moments(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *,
+                   lr: Any, beta1: float, beta2: float, weight_decay: float,
+                   decoupled_weight_decay: bool) -> None:
+    """Weight decay (L2 into the gradient, or decoupled AdamW-style) and the two
+    moving averages every Adam variant starts its step with, in place."""
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param.mul_(1 - lr * weight_decay)
+        else:
+            grad = grad.add(param, alpha=weight_decay)
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+
+
 @no_grad()
 def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
          exp_avg_sqs: list[Tensor], max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor],
@@ -95,13 +109,8 @@ def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
             step = state_steps[i].to(float64)
         else:
             step = _inc_step(state_steps[i])
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
-        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update_moments(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                       weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
         if capturable:  # tensor maths throughout: nothing leaves the graph

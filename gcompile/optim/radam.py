@@ -7,7 +7,7 @@ from typing import Any
 
 from .._tensor import Tensor
 from ..autograd import no_grad
-from .adam import _check_adam_args
+from .adam import _check_adam_args, update_moments
 from .optimizer import Optimizer, _check_unsupported, _inc_step
 
 __all__ = ["RAdam", "radam"]
@@ -54,13 +54,8 @@ def radam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         grad = grads[i] if not maximize else -grads[i]
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
         step = _inc_step(state_steps[i])
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
-        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update_moments(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                       weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
         bias_corrected_exp_avg = exp_avg / bias_correction1
