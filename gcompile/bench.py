@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -81,6 +85,49 @@ def _workloads(small: bool):
             "mlp_infer": mlp_infer}
 
 
+def in_new_processes(snippet: str, argv: list[str]) -> dict:
+    """Run ``snippet`` (which prints one JSON line last) in a new Python process twice,
+    sharing a fresh kernel cache: ``cold`` (empty cache), then ``warm``."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="gcompile-bench-cache-") as cache:
+        env = dict(os.environ, GCOMPILE_CACHE_DIR=cache)
+        for label in ("cold", "warm"):
+            proc = subprocess.run([sys.executable, "-c", snippet, *argv], env=env,
+                                  capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                out[label] = {"error": proc.stderr.strip().splitlines()[-1:]}
+                continue
+            out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+_FIRST_CALL_SNIPPET = """
+import json, sys, time
+t0 = time.perf_counter()
+import gcompile as gc
+from gcompile.bench import _workloads
+t1 = time.perf_counter()
+fn, args = _workloads(sys.argv[2] == "1")[sys.argv[1]]()
+with gc.no_grad():
+    cf = gc.compile(fn)
+    t2 = time.perf_counter()
+    cf(*args)  # traces (running fn eagerly) and builds the plan
+    t3 = time.perf_counter()
+    cf(*args)  # the plan's first run: its kernels load (or compile) here
+    t4 = time.perf_counter()
+from kernels.cpu import cache_stats
+print(json.dumps({"import_s": t1 - t0, "trace_s": t3 - t2, "first_run_s": t4 - t3,
+                  "first_call_s": t4 - t2, "numba_imported": "numba" in sys.modules,
+                  "cache": cache_stats()}))
+"""
+
+
+def first_call_latency(name: str, small: bool = False) -> dict:
+    """Seconds from the first call to the first compiled result, in new processes: cold
+    (empty kernel cache) and warm (the cache the cold run filled)."""
+    return in_new_processes(_FIRST_CALL_SNIPPET, [name, "1" if small else "0"])
+
+
 TARGETS = {"gelu": "speedup >= 8x and >= 60% of copy GB/s", "bias_relu": "speedup >= 3x",
            "layernorm": "speedup >= 4x", "softmax": "speedup >= 4x",
            "mlp_infer": "speedup >= 1x; arena <= unplanned/2"}
@@ -118,7 +165,7 @@ def _torch_times(name: str, make, repeat: int) -> dict:
 
 
 def run_bench(names: list[str] | None = None, repeat: int = 5, small: bool = False,
-              with_torch: bool = True) -> dict:
+              with_torch: bool = True, latency: bool = True) -> dict:
     """Run the workloads; returns a JSON-ready dict."""
     import gcompile as gc
     from gcompile.compiler import compile as gcompile_compile
@@ -157,6 +204,8 @@ def run_bench(names: list[str] | None = None, repeat: int = 5, small: bool = Fal
                "target": TARGETS[name]}
         if with_torch:
             row.update(_torch_times(name, lambda n=name: work[n](), repeat))
+        if latency:
+            row["latency"] = first_call_latency(name, small)
         results.append(row)
     return {"copy_GB/s": bw, "small": small, "results": results}
 
@@ -193,6 +242,16 @@ def format_table(report: dict) -> str:
     for r in report["results"]:
         extra.append(f"{r['workload']:<10} target: {r['target']}; max |compiled - eager| = "
                      f"{r['max_abs_err']:.2e}")
+    for r in report["results"]:
+        if "latency" in r:
+            parts = []
+            for label in ("cold", "warm"):
+                v = r["latency"].get(label, {})
+                parts.append(f"{label} {v['first_call_s']:.2f} s (trace {v['trace_s']:.2f}, "
+                             f"first run {v['first_run_s']:.2f})" if "first_call_s" in v
+                             else f"{label} failed: {v.get('error')}")
+            extra.append(f"{r['workload']:<10} first call in a new process: " + ", ".join(parts)
+                         + " (targets: cold < 5 s, warm < 1 s)")
     return "\n".join(lines + extra)
 
 
@@ -210,6 +269,8 @@ def add_arguments(p) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
     p.add_argument("--small", action="store_true", help="smaller inputs (quick check)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    p.add_argument("--no-latency", action="store_true",
+                   help="skip the first-call latency runs in new processes")
 
 
 def run(args) -> int:
@@ -220,9 +281,10 @@ def run(args) -> int:
     report = {}
     if infer or not names:
         report = run_bench(infer or None, repeat=args.repeat, small=args.small,
-                           with_torch=not args.no_torch)
+                           with_torch=not args.no_torch, latency=not args.no_latency)
     if train:
-        report["training"] = run_train_bench(train, repeat=args.repeat, small=args.small)
+        report["training"] = run_train_bench(train, repeat=args.repeat, small=args.small,
+                                             latency=not args.no_latency)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

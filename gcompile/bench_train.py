@@ -9,11 +9,6 @@ and warm (the same cache again).
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import time
 
 import numpy as np
@@ -168,19 +163,9 @@ print(json.dumps({"import_s": t1 - t0, "compile_s": t2 - t1, "cache": cache_stat
 
 
 def compile_latency(name: str, small: bool = False) -> dict:
-    """First-call latency in a new process: cold (empty cache) then warm."""
-    out = {}
-    with tempfile.TemporaryDirectory(prefix="gcompile-bench-cache-") as cache:
-        env = dict(os.environ, GCOMPILE_CACHE_DIR=cache)
-        for label in ("cold", "warm"):
-            proc = subprocess.run([sys.executable, "-c", _LATENCY_SNIPPET, name,
-                                   "1" if small else "0"], env=env, capture_output=True,
-                                  text=True, timeout=600)
-            if proc.returncode != 0:
-                out[label] = {"error": proc.stderr.strip().splitlines()[-1:]}
-                continue
-            out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out
+    """First-step latency in a new process: cold (empty cache) then warm."""
+    from .bench import in_new_processes
+    return in_new_processes(_LATENCY_SNIPPET, [name, "1" if small else "0"])
 
 
 def format_train_table(rows: list[dict]) -> str:

@@ -1,21 +1,23 @@
-"""The on-disk kernel cache: generated source as real ``.py`` files.
+"""The on-disk kernel cache: generated source and its machine code.
 
-Numba's ``cache=True`` needs a function defined in a file (``exec``-made
-functions cannot be cached), so each generated module is written to the cache
-folder under a name derived from a hash of its source and of the library
-versions, imported by path, and its ``@njit(cache=True)`` functions keep their
-machine code in ``__pycache__`` beside it. A second process therefore imports
-the same file and loads compiled code instead of compiling.
+Each generated module is written to the cache folder as a real ``.py`` file,
+under a name derived from a hash of its source, the library versions and the
+host CPU, and imported by path when it must be compiled (tracebacks and
+``explain`` then point at real source). Its compiled entry point is stored
+beside it as ``<name>.kobj``: a JSON header line (symbol, argument count,
+external symbols, SHA-256 and size of the code) followed by the object code.
+A second process loads that object with llvmlite (``kernels.cpu.native``) and
+neither imports the module nor Numba.
 
-Writes are atomic (temporary file + ``os.replace``); an existing file whose
-contents differ from the expected source (truncated, edited, corrupt) is
-rewritten and its Numba cache entries dropped, never trusted.
+Writes are atomic (temporary file + ``os.replace``). A source file whose
+contents differ from the expected source is rewritten and its object dropped;
+an object whose header or checksum does not verify is rebuilt, never loaded.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -23,11 +25,10 @@ import threading
 from pathlib import Path
 from types import ModuleType
 
-import numba
 import numpy as np
 
 _LOCK = threading.RLock()
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 
 def cache_dir() -> Path:
@@ -39,20 +40,30 @@ def cache_dir() -> Path:
     return Path(base) / "gcompile" / "kernels"
 
 
-def _gcompile_version() -> str:
+def _version(dist: str) -> str:
+    # metadata, not ``import numba``: a warm process never imports Numba
     try:
         from importlib.metadata import version
-        return version("gcompile")
+        return version(dist)
     except Exception:  # noqa: BLE001 - not installed: fall back to the source tree
         return "src"
+
+
+def _host_cpu() -> str:
+    """The CPU the machine code is built for: objects are compiled for the host's
+    features, so a cache folder shared between machines must not mix them."""
+    import llvmlite.binding as ll
+    return "|".join([ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten(),
+                     os.environ.get("NUMBA_CPU_NAME", ""),
+                     os.environ.get("NUMBA_CPU_FEATURES", "")])
 
 
 def _library_salt() -> str:
     # the fast math library is compiled into every kernel, so its source is part of the key
     fm = Path(__file__).with_name("cpu") / "fastmath.py"
     h = hashlib.sha256()
-    for part in (numba.__version__, np.__version__, _gcompile_version(), CODEGEN_VERSION,
-                 sys.version.split()[0]):
+    for part in (_version("numba"), _version("llvmlite"), np.__version__, _version("gcompile"),
+                 CODEGEN_VERSION, sys.version.split()[0], _host_cpu()):
         h.update(part.encode())
         h.update(b"\0")
     try:
@@ -91,18 +102,68 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def drop_numba_cache(path: Path) -> None:
-    """Remove Numba's cached machine code for the module at ``path``."""
-    for f in glob.glob(str(path.parent / "__pycache__" / (path.stem + ".*"))):
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + path.stem, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            os.unlink(f)
+            os.unlink(tmp)
         except OSError:
             pass
+        raise
 
 
-def has_numba_cache(path: Path) -> bool:
-    """Whether Numba keeps cached machine code for the module at ``path``."""
-    return bool(glob.glob(str(path.parent / "__pycache__" / (path.stem + ".*"))))
+def object_path(source: str) -> Path:
+    """Where the machine code of ``source``'s entry point is kept."""
+    return cache_dir() / f"{module_name(source)}.kobj"
+
+
+def store_object(source: str, obj: bytes, meta: dict) -> None:
+    """Keep ``obj`` (with ``meta``: symbol, nargs, externals) for later processes."""
+    head = dict(meta, sha256=hashlib.sha256(obj).hexdigest(), nbytes=len(obj))
+    _atomic_write_bytes(object_path(source),
+                        json.dumps(head, sort_keys=True).encode() + b"\n" + obj)
+
+
+def load_object(source: str) -> tuple[bytes, dict] | None:
+    """The stored object code and its header, or None when missing or not intact.
+
+    The source file must be present and equal to ``source`` as well: an edited or
+    truncated source means the entry is not what its name says."""
+    path = object_path(source)
+    try:
+        data = path.read_bytes()
+        ok_src = path.with_suffix(".py").read_text(encoding="utf-8") == source
+    except (OSError, UnicodeDecodeError):
+        return None
+    nl = data.find(b"\n")
+    try:
+        head = json.loads(data[:nl])
+        obj = data[nl + 1:]
+        intact = (ok_src and len(obj) == head["nbytes"]
+                  and hashlib.sha256(obj).hexdigest() == head["sha256"]
+                  and isinstance(head["symbol"], str) and isinstance(head["nargs"], int)
+                  and isinstance(head["externals"], list))
+    except (ValueError, KeyError, TypeError):
+        intact = False
+    if not intact:
+        drop_object(source)
+        return None
+    return obj, head
+
+
+def drop_object(source: str) -> None:
+    """Remove the stored object code of ``source`` (it proved bad or stale)."""
+    try:
+        os.unlink(object_path(source))
+    except OSError:
+        pass
 
 
 def load_module(source: str) -> tuple[ModuleType, Path]:
@@ -118,12 +179,10 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
         except (OSError, UnicodeDecodeError):
             ok = False
         if not ok:
-            if path.exists():
-                drop_numba_cache(path)
+            drop_object(source)
             _atomic_write(path, source)
-        # registered in sys.modules under a top-level name before it runs: Numba's cache
-        # pickles references to the module's globals by module name, and an unregistered
-        # module is '<dynamic>', which a second process cannot load (it recompiles)
+        # registered in sys.modules under a top-level name before it runs, so that the
+        # functions Numba compiles have a stable, importable home
         modname = f"gcompile_kernel_{name}"
         spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)

@@ -5,23 +5,23 @@ it collapses dimensions that are contiguous for every operand, picks a loop
 variant (flat when everything is one contiguous run, else strided with the
 innermost axis classed unit/zero/general stride per operand; serial below
 ``PARALLEL_THRESHOLD`` elements, split over a thread pool above), generates that variant's
-Numba source once (``kernels.cpu.codegen``), loads it through the disk cache
-(``kernels.cache``) and runs it. Outputs are always passed in; an input that
-is exactly an output (same memory, same strides) is read from the output, so
-in-place epilogues vectorise.
+Numba source once (``kernels.cpu.codegen``), loads its machine code
+through the disk cache (``kernels.cache``, ``kernels.cpu.native``: a warm
+process does not import Numba) and calls it with raw pointers and sizes.
+Outputs are always passed in; an input that is exactly an output (same memory,
+same strides) is read from the output, so in-place epilogues vectorise.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 
 import numpy as np
-from numba.core.errors import NumbaError
-from numpy.lib.stride_tricks import as_strided
 
 from .. import cache as _cache
 from ..spec import KernelSpec, canonical
-from . import codegen
+from . import codegen, native
 
 __all__ = ["compile_kernel", "CompiledKernel", "cache_stats", "PARALLEL_THRESHOLD",
            "set_parallel_threshold"]
@@ -80,8 +80,68 @@ def _estrides(a: np.ndarray) -> list[int]:
     return out
 
 
-def _ptr(a: np.ndarray) -> int:
+def _ptr_slow(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
+
+
+_DATA_AT = object.__basicsize__  # PyArrayObject: PyObject_HEAD, then ``char *data``
+_read_ptr = ctypes.c_void_p.from_address
+
+
+def _ptr_fast(a: np.ndarray) -> int:
+    """The data pointer read from the array object (7x faster than the interface dict;
+    checked against it below, and not used where the layout differs)."""
+    return _read_ptr(id(a) + _DATA_AT).value or 0
+
+
+def _layout_ok() -> bool:
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    return all(_ptr_fast(v) == _ptr_slow(v) for v in (base, base[1:, 2:], base.T[3:]))
+
+
+_ptr = _ptr_fast if _layout_ok() else _ptr_slow
+_DUMMY = np.zeros(8, np.float64)  # never read: operands of zero size point here
+
+
+def _load_entry(gen: codegen.Generated):
+    """The native entry point of one generated variant: from the disk cache when an
+    intact object is there, else compiled by Numba and stored."""
+    nargs = codegen.c_arity(gen.params)
+    stored = _cache.load_object(gen.source)
+    if stored is not None:
+        obj, head = stored
+        if head["nargs"] == nargs and not native.unresolved(head["externals"]):
+            fn = native.load(obj, head["symbol"], nargs)
+            _STATS["disk_hits"] += 1
+            return fn
+        _cache.drop_object(gen.source)
+    obj, meta = _compile_object(gen)
+    meta["nargs"] = nargs
+    _STATS["compiles"] += 1
+    _cache.store_object(gen.source, obj, meta)
+    return native.load(obj, meta["symbol"], nargs)
+
+
+def _compile_object(gen: codegen.Generated) -> tuple[bytes, dict]:
+    """Compile the variant's ``entry`` cfunc with Numba; its object code and header."""
+    mod, _ = _cache.load_module(gen.source)
+    entry = mod.entry
+    lib = entry._library
+    final = lib._final_module
+    # the object code Numba's JIT produced (nopython libraries keep it for caching);
+    # emitting it again would run LLVM's code generator a second time
+    try:
+        obj = lib._get_compiled_object()
+    except (AttributeError, ValueError, RuntimeError):
+        obj = lib._codegen._tm.emit_object(final)
+    externals = sorted({f.name for f in final.functions if f.is_declaration}
+                       | {g.name for g in final.global_variables if g.is_declaration})
+    missing = native.unresolved(externals)
+    if missing:
+        raise RuntimeError(f"kernels: a generated kernel needs runtime symbols {missing} that "
+                           "a process without Numba cannot provide (kernels must not "
+                           "allocate or call into Numba's helpers)")
+    return obj, {"symbol": entry.native_name, "externals": externals}
 
 
 class CompiledKernel:
@@ -90,8 +150,7 @@ class CompiledKernel:
     def __init__(self, spec: KernelSpec) -> None:
         self.spec = spec
         self._fns: dict[tuple, object] = {}
-        self._sources: dict[tuple, str] = {}
-        self._checked: set[tuple] = set()
+        self._sources: dict[tuple, codegen.Generated] = {}
         self._plans: dict[tuple, tuple] = {}
         self._in_np = [np.dtype(d) for d in spec.inputs]
         self._out_np = [np.dtype(d) for d, _ in spec.outputs]
@@ -101,64 +160,33 @@ class CompiledKernel:
             primary = ("flat", alias, None)
         else:
             primary = ("rows", alias, ("c",) * (nin + len(spec.outputs)))
-        self.source = self._source(primary)
+        self.source = self._source(primary).source
 
     def __repr__(self) -> str:
         return (f"CompiledKernel({self.spec.kind}, inputs={list(self.spec.inputs)}, "
                 f"outputs={list(self.spec.outputs)}, variants={len(self._fns)})")
 
     # ---- variants ------------------------------------------------------------------------
-    def _source(self, variant: tuple) -> str:
-        key = variant
-        src = self._sources.get(key)
-        if src is None:
+    def _source(self, variant: tuple) -> codegen.Generated:
+        gen = self._sources.get(variant)
+        if gen is None:
             if self.spec.kind == "elementwise":
-                src = codegen.elementwise_source(self.spec, key)
+                gen = codegen.elementwise_source(self.spec, variant)
             elif variant[0] == "rowsblk":
-                src = codegen.rows_blocked_source(self.spec, key)
+                gen = codegen.rows_blocked_source(self.spec, variant)
             else:
-                src = codegen.rows_source(self.spec, key)
-            self._sources[key] = src
-        return src
+                gen = codegen.rows_source(self.spec, variant)
+            self._sources[variant] = gen
+        return gen
 
     def _fn(self, variant: tuple):
         fn = self._fns.get(variant)
         if fn is None:
             with _LOCK:
-                mod, _ = _cache.load_module(self._source(variant))
-                fn = self._fns[variant] = mod.kernel
+                fn = self._fns.get(variant)
+                if fn is None:
+                    fn = self._fns[variant] = _load_entry(self._source(variant))
         return fn
-
-    def _run(self, variant: tuple, args: tuple) -> None:
-        fn = self._fn(variant)
-        if variant in self._checked:
-            fn(*args)
-            return
-        with _LOCK:
-            st = fn.stats
-            h0, m0 = sum(st.cache_hits.values()), sum(st.cache_misses.values())
-            try:
-                fn(*args)
-            except NumbaError:
-                raise
-            except Exception:
-                # a corrupt on-disk entry is rebuilt, never trusted: drop it and retry once
-                src = self._source(variant)
-                mod, path = _cache.load_module(src)
-                if not _cache.has_numba_cache(path):
-                    raise
-                _cache.drop_numba_cache(path)
-                _cache.forget_module(src)
-                self._fns.pop(variant, None)
-                fn = self._fn(variant)
-                st = fn.stats
-                h0, m0 = sum(st.cache_hits.values()), sum(st.cache_misses.values())
-                fn(*args)
-            st = fn.stats
-            h1, m1 = sum(st.cache_hits.values()), sum(st.cache_misses.values())
-            _STATS["disk_hits"] += h1 - h0
-            _STATS["compiles"] += m1 - m0
-            self._checked.add(variant)
 
     # ---- call ----------------------------------------------------------------------------
     def __call__(self, inputs: list[np.ndarray], outputs: list[np.ndarray],
@@ -191,46 +219,83 @@ class CompiledKernel:
             if any(s < 0 for a in list(inputs) + list(outputs) for s in a.strides):
                 self._negative_strides(inputs, outputs, parallel)
                 return
-            plan = self._plan(inputs, outputs, shape, alias)
+            plan = self._marshal(self._plan(inputs, outputs, shape, alias), inputs, outputs)
             if len(self._plans) > 256:
                 self._plans.clear()
             self._plans[key] = plan
-        total, variant, extra, n_split, recipes = plan
+        total, variant, n_split, template, slots, scratch, _keep = plan
         if parallel is None:
             parallel = total >= PARALLEL_THRESHOLD
-        args = []
+        args = list(template)
         nin = len(inputs)
-        for k, kind, data in recipes:
-            a = inputs[k] if k < nin else outputs[k - nin]
-            if kind == "flat":
-                v = a.ravel(order="K")
-            elif kind == "idx":
-                v = a[data]
-            elif kind == "empty":
-                v = np.zeros(1, a.dtype)
-            else:
-                v = as_strided(a, (data,), (a.itemsize,), writeable=k >= nin)
-            if k < nin and v.flags.writeable:
-                v.flags.writeable = False  # one Numba signature whatever the caller's flags
-            args.append(v)
-        args = tuple(args) + extra
+        for slot, k in slots:
+            args[slot] = _ptr(inputs[k] if k < nin else outputs[k - nin])
         nthr = _nthreads()
-        if parallel and n_split >= 2 and nthr >= 2 and variant in self._checked:
-            self._run_parallel(variant, args, n_split, nthr)
+        if parallel and n_split >= 2 and nthr >= 2:
+            self._run_parallel(variant, args, n_split, nthr, scratch)
         else:
-            self._run(variant, args + (0, n_split))
+            fn = self._fn(variant)
+            work = _with_scratch(args, scratch)  # noqa: F841 - alive until the call returns
+            fn(*args, 0, n_split)
 
-    def _run_parallel(self, variant: tuple, args: tuple, n: int, nthr: int) -> None:
-        """Disjoint [lo, hi) ranges of the serial nogil body on ``nthr`` threads."""
+    def _run_parallel(self, variant: tuple, args: list, n: int, nthr: int,
+                      scratch: tuple = ()) -> None:
+        """Disjoint [lo, hi) ranges of the serial nogil entry on ``nthr`` threads."""
         fn = self._fn(variant)
         k = min(nthr, n)
         pool = _pool(k - 1)
-        futs = [pool.submit(fn, *args, c * n // k, (c + 1) * n // k) for c in range(1, k)]
+        chunks = []
+        for c in range(k):
+            a = list(args)
+            chunks.append((a, _with_scratch(a, scratch), c * n // k, (c + 1) * n // k))
+        futs = [pool.submit(fn, *a, lo, hi) for a, _, lo, hi in chunks[1:]]
         try:
-            fn(*args, 0, n // k)
+            a, _, lo, hi = chunks[0]
+            fn(*a, lo, hi)
         finally:
             for f in futs:
                 f.result()
+
+    def _marshal(self, plan, inputs, outputs) -> tuple:
+        """The entry point's C arguments for one layout: constants filled in, and the
+        slots that take an operand's data pointer on each call."""
+        total, variant, extra, n_split, recipes = plan
+        nin = len(inputs)
+        template: list[int] = []
+        slots: list[tuple[int, int]] = []
+        scratch: list[tuple[int, int]] = []
+        keep: list[np.ndarray] = []
+        ints: dict[str, int] = {}
+        rec = iter(recipes)
+        ext = iter(extra)
+        for name, kind, dtype, size in self._source(variant).params:
+            if kind == "arr":
+                k, how, data = next(rec)
+                a = inputs[k] if k < nin else outputs[k - nin]
+                if how == "empty":
+                    template += [_ptr(_DUMMY), 1]
+                    continue
+                if how == "idx":
+                    n = a[data].size
+                    if _ptr(a[data]) != _ptr(a):
+                        raise AssertionError("kernels: an index recipe with an offset")
+                else:
+                    n = a.size if how == "flat" else data
+                slots.append((len(template), k))
+                template += [0, n]
+            elif kind == "int":
+                ints[name] = int(next(ext))
+                template.append(ints[name])
+            elif kind in ("vec", "mat"):
+                t = np.ascontiguousarray(next(ext), dtype=np.int64)
+                keep.append(t)
+                template += [_ptr(t if t.size else _DUMMY)] + list(t.shape)
+            else:  # scratch: per call (and per thread), sized by the row length or BLOCK
+                n = ints["R"] if size == "R" else int(size)
+                scratch.append((len(template), max(n, 1) * np.dtype(dtype).itemsize))
+                template += [0, n]
+        return (total, variant, n_split, tuple(template), tuple(slots), tuple(scratch),
+                tuple(keep))
 
     def _check_shapes(self, inputs, outputs):
         """The iteration shape, or None when there is no element to compute."""
@@ -408,6 +473,24 @@ def _aliases(inputs, outputs) -> tuple[int, ...]:
                 break
         alias.append(k)
     return tuple(alias)
+
+
+def _with_scratch(args: list, scratch: tuple):
+    """Point the scratch slots of ``args`` at one fresh 64-byte aligned block; returns
+    the block, which must outlive the call."""
+    if not scratch:
+        return None
+    offs = []
+    total = 0
+    for _, nbytes in scratch:
+        offs.append(total)
+        total += (nbytes + 63) // 64 * 64
+    block = np.empty(total + 64, np.uint8)
+    base = _ptr(block)
+    base += -base % 64
+    for (slot, _), off in zip(scratch, offs):
+        args[slot] = base + off
+    return block
 
 
 def _cls(s: int) -> str:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir as llir
+from numpy.lib.stride_tricks import as_strided
 from numba import njit, types
 from numba.extending import intrinsic
 
 __all__ = ["exp_f32", "expm1_f32", "log_f32", "log1p_f32", "log2_f32", "log10_f32",
-           "tanh_f32", "sigmoid_f32", "erf_f32", "sigmoid_f64", "FUNCTIONS_F32"]
+           "tanh_f32", "sigmoid_f32", "erf_f32", "sigmoid_f64", "FUNCTIONS_F32",
+           "index_div", "index_rem", "floordiv_int", "remainder_int", "strided_window"]
 
 f32 = np.float32
 
@@ -251,11 +253,7 @@ def sigmoid_f64(x):
 
 
 # op-template function name -> float32 implementation
-FUNCTIONS_F32 = {
-    "exp": "exp_f32", "expm1": "expm1_f32", "log": "log_f32", "log1p": "log1p_f32",
-    "log2": "log2_f32", "log10": "log10_f32", "tanh": "tanh_f32", "sigmoid": "sigmoid_f32",
-    "erf": "erf_f32",
-}
+from .codegen import FUNCTIONS_F32  # noqa: E402 - the names codegen emits calls to
 
 
 def _make_divmod(ftype):
@@ -289,3 +287,75 @@ def _make_divmod(ftype):
 
 floordiv_f32, remainder_f32 = _make_divmod(np.float32)
 floordiv_f64, remainder_f64 = _make_divmod(np.float64)
+
+
+# ---- integer division without a raise path -----------------------------------------
+# Numba checks every integer ``//`` and ``%`` for a zero divisor and raises
+# ZeroDivisionError, which links its exception runtime into the kernel; kernels are
+# loaded without Numba (kernels.cpu.native), so they must not have a raise path.
+
+
+def _int_binop(signed_op: str, unsigned_op: str):
+    @intrinsic
+    def op(typingctx, a, b):
+        if not (isinstance(a, types.Integer) and a == b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            name = signed_op if sig.args[0].signed else unsigned_op
+            return getattr(builder, name)(args[0], args[1])
+
+        return a(a, b), codegen
+
+    return op
+
+
+_div_raw = _int_binop("sdiv", "udiv")  # truncating; divisor must be non-zero (and not -1
+_rem_raw = _int_binop("srem", "urem")  # with the minimum dividend): callers guard both
+
+
+@njit(inline="always")
+def index_div(a, b):
+    """``a // b`` for index arithmetic: ``a >= 0`` and ``b >= 1`` by construction."""
+    return _div_raw(a, b)
+
+
+@njit(inline="always")
+def index_rem(a, b):
+    """``a % b`` for index arithmetic: ``a >= 0`` and ``b >= 1`` by construction."""
+    return _rem_raw(a, b)
+
+
+@njit(inline="always")
+def floordiv_int(a, b):
+    """NumPy's integer ``floor_divide``: floors; a zero divisor gives 0; the minimum
+    value divided by -1 wraps to itself."""
+    zero = a - a
+    if b == zero:
+        return zero
+    if b == zero - 1:
+        return zero - a
+    q = _div_raw(a, b)
+    r = a - q * b
+    if r != zero and ((r < zero) != (b < zero)):
+        q = q - 1
+    return q
+
+
+@njit(inline="always")
+def remainder_int(a, b):
+    """NumPy's integer ``remainder``: the sign of the divisor; a zero divisor gives 0."""
+    zero = a - a
+    if b == zero or b == zero - 1:
+        return zero
+    r = _rem_raw(a, b)
+    if r != zero and ((r < zero) != (b < zero)):
+        r = r + b
+    return r
+
+
+@njit(inline="always")
+def strided_window(a, start, n, step):
+    """``a[start:start + (n - 1) * step + 1:step]`` without the zero-step check of a
+    slice (a raise path): ``step`` is a stride classed general, so never 0 or 1."""
+    return as_strided(a[start:], (n,), (step * a.itemsize,))

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent("""
     out = np.empty_like(x)
     compile_kernel(spec)([x], [out])
     ok = bool(np.allclose(out, 2 * np.tanh(x), rtol=1e-5, atol=1e-6))
-    print(json.dumps(dict(cache_stats(), ok=ok)))
+    print(json.dumps(dict(cache_stats(), ok=ok, numba="numba" in sys.modules)))
 """)
 
 
@@ -44,19 +44,28 @@ def _run(cache_dir: Path) -> dict:
 def test_second_process_hits_disk_cache_and_corrupt_entries_are_rebuilt(tmp_path):
     first = _run(tmp_path)
     assert first["ok"] and first["compiles"] == 1 and first["disk_hits"] == 0
-    assert first["dir"] == str(tmp_path)
+    assert first["dir"] == str(tmp_path) and first["numba"]
     second = _run(tmp_path)
     assert second["ok"] and second["compiles"] == 0 and second["disk_hits"] == 1
+    assert not second["numba"]  # a warm process loads machine code without Numba
     # a corrupt generated source is rewritten (and its machine code not trusted)
     (src,) = tmp_path.glob("gk_*.py")
     src.write_text(src.read_text()[:-40] + "garbage(\n")
     third = _run(tmp_path)
     assert third["ok"] and third["compiles"] == 1
-    # corrupt machine code in Numba's cache is rebuilt too
-    for f in (tmp_path / "__pycache__").glob("gk_*.nbc"):
-        f.write_bytes(b"not a pickle")
+    # machine code whose checksum fails is rebuilt, never loaded: a flipped byte ...
+    (obj,) = tmp_path.glob("gk_*.kobj")
+    data = bytearray(obj.read_bytes())
+    data[-100] ^= 0xFF
+    obj.write_bytes(bytes(data))
     fourth = _run(tmp_path)
     assert fourth["ok"] and fourth["disk_hits"] == 0 and fourth["compiles"] == 1
+    # ... a truncated file, or a header that is not JSON
+    for bad in (obj.read_bytes()[:-500], b"not a header\n" + obj.read_bytes()):
+        obj.write_bytes(bad)
+        again = _run(tmp_path)
+        assert again["ok"] and again["disk_hits"] == 0 and again["compiles"] == 1
+    assert _run(tmp_path)["disk_hits"] == 1
 
 
 def test_cache_dir_from_env(tmp_path, monkeypatch):

@@ -96,16 +96,16 @@ def test_parallel_path(monkeypatch):
     calls = []
     orig = CompiledKernel._run_parallel
 
-    def spy(self, variant, args, n, nthr):
+    def spy(self, variant, args, n, nthr, scratch=()):
         calls.append((variant[0], n))
-        return orig(self, variant, args, n, nthr)
+        return orig(self, variant, args, n, nthr, scratch)
     monkeypatch.setattr(CompiledKernel, "_run_parallel", spy)
     monkeypatch.setenv("GCOMPILE_NUM_THREADS", "3")
     _run(R(64, 33), R(33))                    # strided, serial: below the threshold
     assert calls == []
     old = set_parallel_threshold(0)
     try:
-        for _ in range(2):                    # the first call of a new loop runs serially
+        for _ in range(2):
             _run(R(64, 33), R(64, 33))        # flat
             _run(R(64, 33), R(33))            # strided, same layout as above
     finally:

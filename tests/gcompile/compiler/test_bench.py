@@ -9,9 +9,12 @@ def test_format_table_and_parser():
            "kernels": 1, "bytes_moved": 128 << 20, "GB/s": 50.0, "pct_copy_bw": 80.0,
            "first_call_s": 1.5, "planned_bytes": 0, "unplanned_bytes": 10,
            "max_abs_err": 1e-7, "target": bench.TARGETS["gelu"],
-           "torch_note": "torch not installed: torch columns skipped"}
+           "torch_note": "torch not installed: torch columns skipped",
+           "latency": {"cold": {"first_call_s": 2.5, "trace_s": 0.5, "first_run_s": 2.0},
+                       "warm": {"error": ["boom"]}}}
     text = bench.format_table({"copy_GB/s": 30.0, "small": False, "results": [row]})
     assert "gelu" in text and "10.00x" in text and "torch not installed" in text
+    assert "cold 2.50 s (trace 0.50, first run 2.00)" in text and "warm failed" in text
     assert bench.copy_bandwidth(1 << 20) > 0
     with pytest.raises(SystemExit) as e:
         cli.main(["bench", "--help"])

@@ -229,10 +229,12 @@ def test_log_channels(capfd, monkeypatch):
 
 
 def test_compiled_kernel_disk_cache_second_process(kernel_cache_dir, tmp_path):
-    """A second process compiling the same function loads machine code from disk."""
+    """A second process compiling the same function loads machine code from disk, and
+    does not import Numba at all."""
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent("""
         import json
+        import sys
         import gcompile as torch
         from kernels.cpu import cache_stats
 
@@ -241,8 +243,9 @@ def test_compiled_kernel_disk_cache_second_process(kernel_cache_dir, tmp_path):
             return (x * 3.0 + 1.0).relu()
         x = torch.randn(64, 64)
         f(x)
-        f(x)
-        print(json.dumps(cache_stats()))
+        y = f(x)
+        assert float((y - (x * 3.0 + 1.0).relu()).abs().max()) == 0.0
+        print(json.dumps(dict(cache_stats(), numba="numba" in sys.modules)))
     """))
     env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("GCOMPILE_LOG", None)
@@ -256,7 +259,8 @@ def test_compiled_kernel_disk_cache_second_process(kernel_cache_dir, tmp_path):
         assert out.returncode == 0, out.stderr
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert runs[0]["disk_hits"] == 0 and runs[0]["compiles"] >= 1
-    assert runs[1]["disk_hits"] >= 1
+    assert runs[1]["disk_hits"] >= 1 and runs[1]["compiles"] == 0
+    assert runs[0]["numba"] and not runs[1]["numba"]
 
 
 def test_random_numbers_while_tracing_fall_back_to_eager():
