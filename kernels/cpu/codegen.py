@@ -780,7 +780,9 @@ def _reduce_phase(spec, p, k, em, pattern, alias, red_code, red_dtype, nin, bufs
     U = UNROLL
     for u in range(U):
         lines.append(f"{I2}a{k}_{u} = {ident}")
-    lines.append(f"{I2}nb{k} = R - index_rem(R, {U})")
+    # a constant divisor: Numba's zero check folds away (and LLVM knows the result is
+    # in [0, U), which index_rem would hide: 24 ms vs 17 ms for a softmax pass)
+    lines.append(f"{I2}nb{k} = R - R % {U}")
     lines.append(f"{I2}for j in range(0, nb{k}, {U}):")
     for u in range(U):
         lines.append(f"{I3}e{u} = {src}[j + {u}]")
@@ -865,7 +867,7 @@ def rows_blocked_source(spec: KernelSpec, variant: tuple) -> Generated:
     live = [k for k in range(nin + nout) if k >= nin or alias[k] < 0]
     I1, I2, I3, I4 = (" " * n for n in (4, 8, 12, 16))
     lines = ["    nd = oshape.shape[0]",
-             f"    nblk = index_div(M + {BLOCK - 1}, {BLOCK})"]
+             f"    nblk = (M + {BLOCK} - 1) // {BLOCK}"]
     lines += [f"{I1}for tt in range(lo, hi):", f"{I2}t = index_div(tt, nblk)",
               f"{I2}blk = tt - t * nblk", f"{I2}b0 = blk * {BLOCK}",
               f"{I2}nb = min({BLOCK}, M - b0)", f"{I2}div = 1"]

@@ -85,3 +85,10 @@ def test_load_module_atomic_and_verified(tmp_path, monkeypatch):
     name = cache.module_name(src)
     assert path.name == name + ".py"
     np.testing.assert_equal(cache.load_module(src)[0].X, 41)  # memory table
+
+
+def test_unresolved_symbols_are_named_before_any_load():
+    from kernels.cpu import native
+    names = ["PyErr_Clear", "numba_gil_ensure", "NRT_MemInfo_call_dtor", "llvm.fma.f32",
+             "gcompile_surely_not_a_symbol"]
+    assert native.unresolved(names) == ["gcompile_surely_not_a_symbol"]

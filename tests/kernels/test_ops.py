@@ -232,3 +232,32 @@ def test_fast_math_float32_whole_range():
             fails.append(f"{name}: nan_ok={nan_ok} inf_ok={inf_ok} tiny_ok={tiny_ok} "
                          f"max_rel={rel.max():.2e}")
     assert not fails, "\n".join(fails)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8"])
+def test_integer_floordiv_remainder_edges(dtype):
+    """NumPy's integer semantics, with no raise path in the kernel: zero divisors give 0,
+    results floor towards -inf, and the minimum value // -1 wraps."""
+    info = np.iinfo(dtype)
+    vals = sorted({0, 1, 2, 3, 7, info.max, info.min, info.max - 1}
+                  | ({-1, -2, -3, -7, info.min + 1} if info.min < 0 else set()))
+    a = np.array([p for p in vals for _ in vals], dtype)
+    b = np.array([q for _ in vals for q in vals], dtype)
+    st = (Stmt("q", "floor_divide", (inp(0), inp(1)), (), dtype),
+          Stmt("r", "remainder", (inp(0), inp(1)), (), dtype))
+    spec = KernelSpec((dtype, dtype), ((dtype, "full"), (dtype, "full")),
+                      (Phase("map", st, stores=((0, var("q")), (1, var("r")))),), "elementwise")
+    q, r = np.empty_like(a), np.empty_like(a)
+    compile_kernel(spec)([a, b], [q, r])
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(q, np.floor_divide(a, b))
+        np.testing.assert_array_equal(r, np.remainder(a, b))
+
+
+def test_integer_pow_with_a_runtime_exponent_is_not_a_kernel():
+    # a negative integer exponent must raise as in NumPy; a kernel cannot raise
+    st = (Stmt("p", "pow", (inp(0), inp(1)), (), "int64"),)
+    spec = KernelSpec(("int64", "int64"), (("int64", "full"),),
+                      (Phase("map", st, stores=((0, var("p")),)),), "elementwise")
+    with pytest.raises(NotImplementedError, match="integer power"):
+        codegen.elementwise_source(spec, ("flat", (-1, -1), None))

@@ -244,7 +244,7 @@ def test_compiled_kernel_disk_cache_second_process(kernel_cache_dir, tmp_path):
         x = torch.randn(64, 64)
         f(x)
         y = f(x)
-        assert float((y - (x * 3.0 + 1.0).relu()).abs().max()) == 0.0
+        assert float((y - (x * 3.0 + 1.0).relu()).abs().max()) < 1e-5
         print(json.dumps(dict(cache_stats(), numba="numba" in sys.modules)))
     """))
     env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path / "cache"))
