@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -127,8 +128,38 @@ def object_path(source: str) -> Path:
 def store_object(source: str, obj: bytes, meta: dict) -> None:
     """Keep ``obj`` (with ``meta``: symbol, nargs, externals) for later processes."""
     head = dict(meta, sha256=hashlib.sha256(obj).hexdigest(), nbytes=len(obj))
-    _atomic_write_bytes(object_path(source),
-                        json.dumps(head, sort_keys=True).encode() + b"\n" + obj)
+    try:
+        _atomic_write_bytes(object_path(source),
+                            json.dumps(head, sort_keys=True).encode() + b"\n" + obj)
+    except OSError as e:
+        _unwritable(e)
+
+
+_WARNED: list[str] = []
+
+
+def _unwritable(err: OSError) -> None:
+    """An unwritable cache folder costs later processes a compile, never a failure."""
+    d = str(cache_dir())
+    if d not in _WARNED:
+        _WARNED.append(d)
+        warnings.warn(f"gcompile: the kernel cache folder {d} cannot be written ({err}); "
+                      "kernels are compiled in memory and not kept for other processes "
+                      "(set GCOMPILE_CACHE_DIR to a writable folder)", RuntimeWarning,
+                      stacklevel=4)
+
+
+def _exec_in_memory(name: str, modname: str, source: str) -> ModuleType:
+    mod = ModuleType(modname)
+    mod.__file__ = f"<gcompile kernel {name}>"
+    sys.modules[modname] = mod
+    try:
+        exec(compile(source, mod.__file__, "exec"), mod.__dict__)
+    except BaseException:
+        sys.modules.pop(modname, None)
+        raise
+    _MODULES[name] = mod
+    return mod
 
 
 def load_object(source: str) -> tuple[bytes, dict] | None:
@@ -178,12 +209,16 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
             ok = path.read_text(encoding="utf-8") == source
         except (OSError, UnicodeDecodeError):
             ok = False
+        modname = f"gcompile_kernel_{name}"
         if not ok:
             drop_object(source)
-            _atomic_write(path, source)
+            try:
+                _atomic_write(path, source)
+            except OSError as e:
+                _unwritable(e)
+                return _exec_in_memory(name, modname, source), path
         # registered in sys.modules under a top-level name before it runs, so that the
         # functions Numba compiles have a stable, importable home
-        modname = f"gcompile_kernel_{name}"
         spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[modname] = mod
@@ -194,9 +229,3 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
             raise
         _MODULES[name] = mod
         return mod, path
-
-
-def forget_module(source: str) -> None:
-    """Drop a module from the in-process table (after its cache entry proved bad)."""
-    with _LOCK:
-        _MODULES.pop(module_name(source), None)

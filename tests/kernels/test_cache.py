@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from kernels import cache
 from kernels.cpu import cache_stats
@@ -92,3 +93,20 @@ def test_unresolved_symbols_are_named_before_any_load():
     names = ["PyErr_Clear", "numba_gil_ensure", "NRT_MemInfo_call_dtor", "llvm.fma.f32",
              "gcompile_surely_not_a_symbol"]
     assert native.unresolved(names) == ["gcompile_surely_not_a_symbol"]
+
+
+def test_unwritable_cache_folder_compiles_in_memory(tmp_path, monkeypatch):
+    from kernels.cpu import compile_kernel
+    from kernels.spec import KernelSpec, Phase, Stmt, const, inp, var
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GCOMPILE_CACHE_DIR", str(blocker / "cache"))
+    f = "float64"
+    st = (Stmt("y", "mul", (inp(0), const(3.25, f)), (), f),)
+    spec = KernelSpec((f,), ((f, "full"),), (Phase("map", st, stores=((0, var("y")),)),),
+                      "elementwise")
+    x = np.arange(10.0)
+    out = np.empty_like(x)
+    with pytest.warns(RuntimeWarning, match="cannot be written"):
+        compile_kernel(spec)([x], [out])
+    np.testing.assert_array_equal(out, x * 3.25)
