@@ -211,7 +211,8 @@ class CompiledKernel:
         shape = self._check_shapes(inputs, outputs)
         if shape is None:
             return  # nothing to compute
-        alias = _aliases(inputs, outputs)
+        ptrs = [_ptr(a) for a in inputs] + [_ptr(b) for b in outputs]
+        alias = _aliases(inputs, outputs, ptrs)
         key = (alias, tuple((a.shape, a.strides) for a in inputs),
                tuple((a.shape, a.strides) for a in outputs))
         plan = self._plans.get(key)
@@ -227,11 +228,10 @@ class CompiledKernel:
         if parallel is None:
             parallel = total >= PARALLEL_THRESHOLD
         args = list(template)
-        nin = len(inputs)
         for slot, k in slots:
-            args[slot] = _ptr(inputs[k] if k < nin else outputs[k - nin])
-        nthr = _nthreads()
-        if parallel and n_split >= 2 and nthr >= 2:
+            args[slot] = ptrs[k]
+        nthr = _nthreads() if parallel and n_split >= 2 else 1
+        if nthr >= 2:
             self._run_parallel(variant, args, n_split, nthr, scratch)
         else:
             fn = self._fn(variant)
@@ -452,23 +452,18 @@ class CompiledKernel:
         return (total, ("rowsblk", alias, jpat, bpat), extra, ntask, recipes)
 
 
-def _root(a: np.ndarray):
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a.base if a.base is not None else a
-
-
-def _aliases(inputs, outputs) -> tuple[int, ...]:
-    """For each input, the output that is exactly the same memory and layout (or -1)."""
+def _aliases(inputs, outputs, ptrs: list[int]) -> tuple[int, ...]:
+    """For each input, the output that is exactly the same memory and layout (or -1):
+    the same data pointer (``ptrs``: inputs' then outputs'), shape, strides and dtype,
+    whichever objects hold them."""
+    nin = len(inputs)
     alias = []
-    for a in inputs:
+    for i, a in enumerate(inputs):
         k = -1
+        pa = ptrs[i]
         for o, b in enumerate(outputs):
-            if a is b:
-                k = o
-                break
-            if (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
-                    and _root(a) is _root(b) and _ptr(a) == _ptr(b)):
+            if a is b or (pa == ptrs[nin + o] and a.shape == b.shape
+                          and a.strides == b.strides and a.dtype == b.dtype):
                 k = o
                 break
         alias.append(k)
