@@ -101,6 +101,7 @@ def _layout_ok() -> bool:
 
 _ptr = _ptr_fast if _layout_ok() else _ptr_slow
 _DUMMY = np.zeros(8, np.float64)  # never read: operands of zero size point here
+_MAX_C_ARGS = 1024  # ctypes' limit on a foreign function's arguments
 
 
 def _load_entry(gen: codegen.Generated):
@@ -160,7 +161,12 @@ class CompiledKernel:
             primary = ("flat", alias, None)
         else:
             primary = ("rows", alias, ("c",) * (nin + len(spec.outputs)))
-        self.source = self._source(primary).source
+        gen = self._source(primary)
+        if codegen.c_arity(gen.params) + 8 > _MAX_C_ARGS:  # + the strided variants' tables
+            raise NotImplementedError(f"kernels: {len(spec.inputs)} inputs and "
+                                      f"{len(spec.outputs)} outputs are more arguments than "
+                                      "a ctypes call takes")
+        self.source = gen.source
 
     def __repr__(self) -> str:
         return (f"CompiledKernel({self.spec.kind}, inputs={list(self.spec.inputs)}, "

@@ -155,3 +155,15 @@ def test_errors():
         compile_kernel(KernelSpec(("float16",), (("float16", "full"),), (Phase("map", (
             Stmt("s", "neg", (inp(0),), (), "float16"),), stores=((0, var("s")),)),),
             "elementwise"))
+
+
+def test_a_kernel_with_more_operands_than_ctypes_takes_is_refused_early():
+    from kernels.spec import KernelSpec, Phase, Stmt, inp, var
+    f = "float32"
+    n = 600
+    st = tuple(Stmt(f"s{i}", "neg", (inp(0),), (), f) for i in range(n))
+    spec = KernelSpec((f,), tuple((f, "full") for _ in range(n)),
+                      (Phase("map", st, stores=tuple((i, var(f"s{i}")) for i in range(n))),),
+                      "elementwise")
+    with pytest.raises(NotImplementedError, match="more arguments"):
+        compile_kernel(spec)
