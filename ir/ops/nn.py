@@ -45,6 +45,20 @@ def np_erf(x: np.ndarray) -> np.ndarray:
 
 # ---- fused activations -----------------------------------------------------------
 def _gelu_impl(x, approximate="none"):
+    if approximate == "tanh" and x.dtype.kind == "f":
+        # one temporary, updated in place: a third of the fresh memory of the plain
+        # expression (first touches of fresh memory dominate a first call); the rounding
+        # is the same: each step rounds once, and the final * 0.5 is exact
+        y = x * 0.044715
+        y *= x
+        y *= x
+        y += x
+        y *= SQRT_2_OVER_PI
+        np.tanh(y, out=y)
+        y += 1.0
+        y *= x
+        y *= 0.5
+        return y
     if approximate == "tanh":
         inner = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
         return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype, copy=False)
