@@ -47,8 +47,9 @@ def np_erf(x: np.ndarray) -> np.ndarray:
 def _gelu_impl(x, approximate="none"):
     if approximate == "tanh" and x.dtype.kind == "f":
         # one temporary, updated in place: a third of the fresh memory of the plain
-        # expression (first touches of fresh memory dominate a first call); the rounding
-        # is the same: each step rounds once, and the final * 0.5 is exact
+        # expression (first touches of fresh memory dominate a first call). The results
+        # are the same: (1 + t) * 0.5 is exact, and * x then rounds once, as 0.5 * x * (1 + t)
+        # does; halving before multiplying by x keeps x near the float max finite
         y = x * 0.044715
         y *= x
         y *= x
@@ -56,8 +57,8 @@ def _gelu_impl(x, approximate="none"):
         y *= SQRT_2_OVER_PI
         np.tanh(y, out=y)
         y += 1.0
-        y *= x
         y *= 0.5
+        y *= x
         return y
     if approximate == "tanh":
         inner = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
