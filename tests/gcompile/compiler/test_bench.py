@@ -21,3 +21,12 @@ def test_format_table_and_parser():
     assert e.value.code == 0
     with pytest.raises(ValueError, match="unknown workload"):
         bench.run_bench(["nope"])
+
+
+def test_timeit_pair_alternates_rounds():
+    order = []
+    tf, tg = bench._timeit_pair(lambda: order.append("f"), lambda: order.append("g"), 5,
+                                min_time=0.0, rounds=3)
+    # 3 rounds of: f untimed + 2 timed, then g untimed + 2 timed
+    assert order == (["f"] * 3 + ["g"] * 3) * 3
+    assert tf >= 0.0 and tg >= 0.0
