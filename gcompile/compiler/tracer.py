@@ -98,7 +98,9 @@ class Tracer:
         self.made_at: dict[int, tuple[weakref.ref, int]] = {}  # views: when they were made
         self.mutated_at: dict[int, int] = {}  # id(base tensor) -> last in-place write
         # whole-step compile (training.py): .grad writes, scalar inputs, escapes
-        self.arrays: dict[int, tuple[np.ndarray, Value]] = {}  # id(array) -> value (aliases)
+        # id(array) -> (weak ref, value): held weakly, so an intermediate the traced code
+        # drops is freed as in eager mode (tracing does not hold every activation)
+        self.arrays: dict[int, tuple[weakref.ref, Value]] = {}
         self.grad_writes: dict[int, tuple[object, object]] = {}  # id(leaf) -> (leaf, tensor|None)
         self.grad_was_none: dict[int, tuple[object, bool]] = {}  # guards on .grad presence
         self.scalars: list[tuple[object, object, Value, object]] = []  # (owner, key, value, t)
@@ -121,7 +123,7 @@ class Tracer:
         # tensors over the same array (x and x.detach(), a saved output) are one value:
         # look up by array first, so an in-place write through one is seen by all
         a = self.arrays.get(id(t._data))
-        if a is not None and a[0] is t._data:
+        if a is not None and a[0]() is t._data:
             return a[1]
         e = self.env.get(id(t))
         if e is not None and e[0]() is t:
@@ -130,7 +132,7 @@ class Tracer:
 
     def _set(self, t, v: Value) -> None:
         self.env[id(t)] = (weakref.ref(t), v)
-        self.arrays[id(t._data)] = (t._data, v)
+        self.arrays[id(t._data)] = (weakref.ref(t._data), v)
 
     def value_of(self, t) -> Value:
         v = self._lookup(t)

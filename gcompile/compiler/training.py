@@ -203,8 +203,8 @@ class _Transient:
 def _escaped(tracer, keep_ids: set[int]) -> list:
     """Arrays computed inside the trace that something outside still holds."""
     import sys
-    entries = list(tracer.arrays.values())
-    # views the tracer itself holds keep their base arrays alive: expected references
+    entries = [(arr, v) for ref, v in tracer.arrays.values() if (arr := ref()) is not None]
+    # live views made in the trace keep their base arrays alive: expected references
     held: dict[int, int] = {}
     for arr, _ in entries:
         b = arr.base
@@ -216,8 +216,8 @@ def _escaped(tracer, keep_ids: set[int]) -> list:
     for arr, v in entries:
         if v.kind != "node" or id(arr) in keep_ids:
             continue
-        # references: the table entry, the `entries` list's tuple is the same one,
-        # getrefcount's argument, this loop variable, and views held by the tracer
+        # references: the `entries` list's tuple, getrefcount's argument, this loop
+        # variable, and live views made in the trace
         if sys.getrefcount(arr) > 3 + held.get(id(arr), 0):
             out.append(v)
     return out
