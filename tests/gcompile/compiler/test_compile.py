@@ -287,3 +287,23 @@ def test_view_read_after_base_mutation_is_a_graph_break():
         out = cf(x)
     np.testing.assert_allclose(out.numpy(), [2, 2])
     np.testing.assert_allclose(cf(x).numpy(), [2, 2])
+
+
+def test_tracing_frees_intermediates_the_code_drops():
+    """The first call traces while running eagerly; it must not keep every activation
+    alive (peak memory of a first call = eager's)."""
+    import weakref
+    freed = []
+
+    def f(x):
+        y = x * 2.0
+        ref = weakref.ref(y._data)
+        z = y + 1.0
+        del y
+        freed.append(ref() is None)
+        return z
+
+    cf = compile(f)
+    x = torch.randn(1000)
+    np.testing.assert_allclose(cf(x).numpy(), x.numpy() * 2 + 1, rtol=1e-6)
+    assert freed == [True]
