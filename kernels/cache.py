@@ -86,24 +86,8 @@ def module_name(source: str) -> str:
     return "gk_" + h.hexdigest()[:32]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + path.stem, suffix=".py", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_" + path.stem, suffix=path.suffix, dir=path.parent)
     try:
@@ -129,7 +113,7 @@ def store_object(source: str, obj: bytes, meta: dict) -> None:
     """Keep ``obj`` (with ``meta``: symbol, nargs, externals) for later processes."""
     head = dict(meta, sha256=hashlib.sha256(obj).hexdigest(), nbytes=len(obj))
     try:
-        _atomic_write_bytes(object_path(source),
+        _atomic_write(object_path(source),
                             json.dumps(head, sort_keys=True).encode() + b"\n" + obj)
     except OSError as e:
         _unwritable(e)
@@ -213,7 +197,7 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
         if not ok:
             drop_object(source)
             try:
-                _atomic_write(path, source)
+                _atomic_write(path, source.encode("utf-8"))
             except OSError as e:
                 _unwritable(e)
                 return _exec_in_memory(name, modname, source), path

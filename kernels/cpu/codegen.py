@@ -614,16 +614,7 @@ def elementwise_source(spec: KernelSpec, variant: tuple) -> Generated:
         live = [k for k in range(nin + nout) if k >= nin or alias[k] < 0]
         pre = _row_windows(live, pattern, ops, nin, "ninner", "        ")
         pre.append("        for j in range(ninner):")
-
-        def load(i):
-            if i not in loaded:
-                k = nin + alias[i] if alias[i] >= 0 else i
-                loaded[i] = f"x{i}"
-                if pattern[k] == "b":
-                    body.append(f"{ind}x{i} = b{k}")
-                else:
-                    body.append(f"{ind}x{i} = w{k}[j]")
-            return loaded[i]
+        load = _loader(spec, pattern, alias, nin, body, ind, "j")
 
         def store(o):
             return f"w{nin + o}[j]"
