@@ -11,17 +11,27 @@ safetensors file written elsewhere loads as a dict of tensors.
 
 Loading only ever builds tensors, numbers, strings and containers: an entry
 that names anything else (a class, a function) is refused, so nothing in a
-file can run code. Writes go to a temporary file in the target directory
-and are renamed into place, so an interrupted save leaves the old file.
+file can run code. A file that carries any of gcompile's metadata records
+but not all of them intact (the format, version, structure and checksum
+records) is refused with an error naming the record, never loaded unchecked.
+
+Writes go to a temporary file in the target directory, are fsynced and
+renamed into place, so an interrupted save leaves the old file. Otherwise a
+save to a path behaves as ``open(path, "wb")`` would: an existing file keeps
+its permission bits (and, where allowed, owner and group), a symlink's target
+is written (the link stays), and a file this process may not write (read-only,
+on a read-only mount) raises ``PermissionError`` before anything is written.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import math
 import os
-import tempfile
+import secrets
+import stat
 from collections import OrderedDict
 from typing import Any
 
@@ -172,24 +182,60 @@ def _write_all(f: Any, blob: bytes) -> None:
         f.write(view[start:start + _CHUNK])
 
 
+def _create_temp(directory: str, base: str, mode: int) -> str:
+    """Create an empty temporary file beside the target (``mode`` less the umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, flags, mode))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "gcompile.save: no free temporary file name in",
+                          directory)
+
+
 def _atomic_write(path: Any, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it into place."""
+    """Write to a temporary file beside the target, fsync it, then rename it into place.
+
+    The target is what ``open(path, "wb")`` would write: the file a symlink points to
+    (the link is kept). An existing file keeps its permission bits, and one this
+    process may not write raises ``PermissionError`` (and is left as it was); a
+    device or pipe (``/dev/null``) is written in place, as there is nothing to rename."""
     path = os.fsdecode(os.fspath(path))
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
+    target = os.path.realpath(path)
     try:
-        _write_checkpoint(tmp, arrays, meta)
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    if old is not None:
+        if stat.S_ISDIR(old.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(old.st_mode):
+            with open(target, "wb") as f:
+                _write_all(f, st_numpy.save(arrays, metadata=meta))
+            return
+        # the same check open(path, "wb") makes (mode bits, ACLs, read-only mounts),
+        # without truncating: a file we may not write is refused, not replaced
+        os.close(os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)))
+    directory = os.path.dirname(target)
+    # a new file gets 0666 less the umask, as open() gives; over an existing file the
+    # temporary is private until it takes the old file's bits
+    tmp = _create_temp(directory, os.path.basename(target), 0o666 if old is None else 0o600)
+    try:
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)  # the umask applied, no os.umask() race
+        _write_checkpoint(tmp, arrays, meta)  # (safetensors leaves its file 0600)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        if old is None:
+            os.chmod(tmp, mode)
+        else:
+            _take_over(tmp, old)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -204,6 +250,19 @@ def _atomic_write(path: Any, arrays: dict[str, np.ndarray], meta: dict[str, str]
             os.close(dfd)
     except OSError:
         pass
+
+
+def _take_over(tmp: str, old: os.stat_result) -> None:
+    """Give ``tmp`` the replaced file's permission bits, and its owner and group where
+    this process may set them (as writing the file in place would have kept them)."""
+    st = os.stat(tmp)
+    uid = old.st_uid if hasattr(os, "geteuid") and os.geteuid() == 0 else -1
+    if (uid != -1 and uid != st.st_uid) or old.st_gid != st.st_gid:
+        try:
+            os.chown(tmp, uid, old.st_gid)
+        except (OSError, AttributeError):
+            pass  # not a member of the old file's group: keep ours
+    os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)
 
 
 def save(obj: Any, f: Any, pickle_module: Any = None, pickle_protocol: int = 2,
@@ -450,6 +509,43 @@ def _check_map_location(map_location: Any) -> None:
                     f"callable, got {type(map_location).__name__}")
 
 
+_RECORDS = ("format", _KEY_VERSION, _KEY_STRUCT, _KEY_HASH)
+
+
+def _is_gcompile_file(meta: dict) -> bool:
+    """Whether ``meta`` is (what is left of) gcompile.save's metadata: any one of its
+    four records identifies it, so damage to one cannot pass it off as a foreign file
+    (which carries no checksum) and load it unchecked."""
+    return meta.get("format") == _FORMAT or any(k in meta for k in _RECORDS[1:])
+
+
+def _check_records(meta: dict, where: str) -> str:
+    """The structure JSON of a gcompile checkpoint, once every metadata record is present
+    and well-formed; else an error naming the record that is missing or damaged."""
+    def damaged(key: str, what: str) -> SerializationError:
+        stray = sorted(k for k in meta if k not in _RECORDS)
+        hint = f" (the file has unexpected metadata keys {stray})" if stray else ""
+        state = "missing" if key not in meta else f"damaged ({meta[key]!r:.80})"
+        return SerializationError(f"gcompile.load: {where} is corrupt: its {what} record "
+                                  f"{key!r} is {state}{hint}; the checkpoint cannot be "
+                                  "verified, so it is not loaded")
+
+    if meta.get("format") != _FORMAT:
+        raise damaged("format", "format")
+    if _KEY_VERSION not in meta:
+        raise damaged(_KEY_VERSION, "format version")
+    if meta[_KEY_VERSION] != _FORMAT_VERSION:
+        raise SerializationError(f"gcompile.load: {where} was written by an unsupported "
+                                 f"gcompile format version {meta[_KEY_VERSION]!r}")
+    if not isinstance(meta.get(_KEY_STRUCT), str):
+        raise damaged(_KEY_STRUCT, "structure")
+    digest = meta.get(_KEY_HASH)
+    if not (isinstance(digest, str) and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)):
+        raise damaged(_KEY_HASH, "checksum")
+    return meta[_KEY_STRUCT]
+
+
 def load(f: Any, map_location: Any = None, pickle_module: Any = None, *,
          weights_only: bool | None = None, mmap: bool | None = None, **kwargs: Any) -> Any:
     """Load what :func:`save` wrote, or a plain ``.safetensors`` state dict
@@ -477,15 +573,12 @@ def load(f: Any, map_location: Any = None, pickle_module: Any = None, *,
             raise SerializationError(f"gcompile.load: {where}: tensor {name!r} has dtype "
                                      f"{arr.dtype}, which gcompile does not support")
     meta = header.get("__metadata__") or {}
-    if _KEY_STRUCT not in meta:
+    if not _is_gcompile_file(meta):
         order = sorted((k for k in header if k != "__metadata__"),
                        key=lambda k: tuple(header[k]["data_offsets"]))
         return {k: Tensor._make(arrays[k]) for k in order}
-    structure = meta[_KEY_STRUCT]
-    if meta.get(_KEY_VERSION) != _FORMAT_VERSION:
-        raise SerializationError(f"gcompile.load: {where} was written by an unsupported "
-                                 f"gcompile format version {meta.get(_KEY_VERSION)!r}")
-    if meta.get(_KEY_HASH) != _digest(structure, arrays):
+    structure = _check_records(meta, where)
+    if meta[_KEY_HASH] != _digest(structure, arrays):
         raise SerializationError(f"gcompile.load: {where} is corrupt or was tampered with: the "
                                  "SHA-256 of its structure and tensor data does not match the "
                                  "checksum recorded when it was saved")
