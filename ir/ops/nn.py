@@ -263,6 +263,14 @@ def _col2im_infer(specs, attrs):
 
 _CONV_ATTRS = ("kernel", "stride", "padding", "dilation")
 
+
+def _col2im_grad(b, g, kernel, stride, padding, dilation, ones_row):
+    # col2im drops the ones row, so that row's gradient is zero (not ones)
+    cols = b.im2col(g, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                    ones_row=False)
+    return b.pad(cols, pad=(0, 0, 0, 1), mode="constant", value=0.0) if ones_row else cols
+
+
 # ``ones_row`` appends a row of ones to the columns, so a convolution's bias
 # rides in the matmul (weight gets a bias column): no separate bias pass
 # forward, and the bias gradient falls out of the weight-gradient matmul.
@@ -275,9 +283,8 @@ register(OpDef("im2col", "other", _im2col_impl, infer=_im2col_infer,
 register(OpDef("col2im", "other", _col2im_impl, infer=_col2im_infer,
                attrs=("spatial",) + _CONV_ATTRS + ("ones_row",),
                grad=lambda b, g, xs, out, spatial, kernel, stride, padding, dilation,
-               ones_row=False: (
-                   b.im2col(g, kernel=kernel, stride=stride, padding=padding,
-                            dilation=dilation, ones_row=ones_row),),
+               ones_row=False: (_col2im_grad(b, g, kernel, stride, padding, dilation,
+                                             ones_row),),
                doc="adjoint of im2col: sum windows back into (N, C, *spatial); torch's fold"))
 
 
