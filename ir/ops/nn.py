@@ -483,11 +483,19 @@ register(OpDef("embedding", "indexing", _embedding_impl, infer=_embedding_infer,
                grad=lambda b, g, xs, out, padding_idx=None: (
                    b.embedding_backward(g, xs[1], num_weights=xs[0].shape[0],
                                         padding_idx=padding_idx), None)))
+def _embedding_backward_grad(b, g, xs, out, num_weights, padding_idx=None):
+    # positions holding padding_idx contributed nothing, so their gradient is zero
+    gg = b.embedding(g, xs[1], padding_idx=padding_idx)
+    if padding_idx is None:
+        return gg, None
+    pad = b.reshape(b.eq(xs[1], padding_idx), shape=tuple(xs[1].shape) + (1,))
+    return b.where(pad, 0.0, gg), None
+
+
 register(OpDef("embedding_backward", "indexing", _embedding_backward_impl,
                infer=lambda specs, attrs: ((attrs["num_weights"], specs[0][0][-1]), specs[0][1]),
                attrs=("num_weights", "padding_idx"), saves=(1,), nondiff_inputs=(1,),
-               grad=lambda b, g, xs, out, num_weights, padding_idx=None: (
-                   b.embedding(g, xs[1], padding_idx=padding_idx), None)))
+               grad=_embedding_backward_grad))
 
 
 # ---- recurrent scans --------------------------------------------------------------------
