@@ -55,7 +55,15 @@ def _scatter_grad(b, g, xs, out, dim, reduce=None):
         gx = g
     else:
         raise NotImplementedError("scatter: gradient of reduce='multiply' is not implemented")
-    gsrc = None if isinstance(src, (int, float)) else b.gather(g, index, dim=dim)
+    gsrc = None
+    if not isinstance(src, (int, float)):
+        gsrc = b.gather(g, index, dim=dim)
+        if tuple(src.shape) != tuple(index.shape):
+            # src may be larger than index; the elements scatter never reads get zero
+            pad = []
+            for s, i in zip(reversed(src.shape), reversed(index.shape)):
+                pad += [0, s - i]
+            gsrc = b.pad(gsrc, pad=tuple(pad), mode="constant", value=0.0)
     return gx, None, gsrc
 
 
