@@ -16,8 +16,9 @@ Group kinds:
   the consuming kernel indexes (absorbed into kernel indexing).
 - ``library``: any other op, run through its NumPy implementation.
 
-Groups never form a cycle: a merge is refused when a path leaves the merged
-set and comes back. ``Fusion.reasons`` says, for every node that ended up
+Groups never form a cycle: a merge is refused when a path between groups (a
+group is one step: a path entering it leaves from any of its nodes) leaves the
+merged set and comes back. ``Fusion.reasons`` says, for every node that ended up
 alone, why it was not fused.
 """
 from __future__ import annotations
@@ -129,32 +130,41 @@ class _Fuser:
         return None
 
     def creates_cycle(self, members: set[int], n: Node) -> bool:
-        """Would {members} + n (node ids) have a path that leaves and re-enters?"""
-        inside = set(members) | {id(n)}
-        nodes = {id(m): m for g in self.groups for m in g.nodes}
-        nodes[id(n)] = n
-        # walk forward from users of members that are outside the set; n's producers are
-        # all placed earlier, so a re-entry can only reach n itself
-        stack = []
-        for mid in members:
-            m = nodes[mid]
-            for u in m.out.users:
-                if id(u) not in inside:
-                    stack.append(u)
-        seen = set()
+        """Would merging the groups that hold ``members`` (node ids) and adding ``n``
+        close a cycle between groups?
+
+        Reachability is walked over groups, not nodes: a group runs as one step, so a
+        path that enters a group at one node leaves it from any of its nodes (a -> b in
+        g1, then c in g1 -> d is a path a -> d between steps though no node path b -> c
+        exists). A cycle is a path that leaves the merged set and comes back to it (or
+        to ``n``). Nodes before ``n`` all have groups; nodes after it have none yet and
+        cannot lead back to ``n`` or to a member (the graph is in topological order)."""
+        merged = list({id(g): g for g in (self.gof[mid] for mid in members)}.values())
+        inside = set(members)
+        for g in merged:
+            inside.update(id(m) for m in g.nodes)
+        inside.add(id(n))
+        limit = self.pos[id(n)]
+        pos, gof = self.pos, self.gof
+        start = {id(g) for g in merged}
+        seen = set(start)
+        stack = list(merged)
         while stack:
-            u = stack.pop()
-            if id(u) in seen:
-                continue
-            seen.add(id(u))
-            if id(u) in inside:
-                return True
-            if self.pos[id(u)] > self.pos[id(n)]:
-                continue  # later than n: cannot feed n
-            for w in u.out.users:
-                if id(w) == id(n) or id(w) in inside:
-                    return True
-                stack.append(w)
+            g = stack.pop()
+            outside = id(g) not in start
+            for m in g.nodes:
+                for u in m.out.users:
+                    uid = id(u)
+                    if uid in inside:
+                        if outside:
+                            return True  # left the merged set and came back
+                        continue
+                    if pos.get(uid, limit) >= limit:
+                        continue  # not placed yet: cannot lead back
+                    h = gof[uid]
+                    if id(h) not in seen:
+                        seen.add(id(h))
+                        stack.append(h)
         return False
 
     def merge(self, groups: list[Group], into: Group) -> None:
