@@ -78,7 +78,11 @@ def fold_constants(graph: Graph, max_bytes: int = 1 << 20) -> int:
         if n.out.nbytes > max_bytes:
             continue
         env = {id(a): a.data for a in n.value_inputs}
-        out = np.ascontiguousarray(run_node(n, env))
+        # np.array, not np.ascontiguousarray: that returns at least 1-d arrays, turning a
+        # 0-d result into shape (1,)
+        out = np.array(run_node(n, env), order="C")
+        if out.shape != n.out.shape or out.dtype != n.out.dtype.np:
+            continue  # the impl disagrees with the declared type: folding would retype
         c = graph.add_const(out)
         graph.replace_all_uses(n.out, c)
         graph.remove_node(n)
