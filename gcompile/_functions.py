@@ -833,3 +833,11 @@ def tensordot(a, b, dims=2):
                                                           if j not in db]
     return einsum("".join(sa) + "," + "".join(sb) + "->" + "".join(out), a, b)
 
+
+
+def check_values(input: Tensor, kind: str, *, low=None, high=None, ignore=None,
+                 error: str = "RuntimeError", message: str) -> Tensor:
+    """``input``, or ``error(message.format(bad=...))`` when a value fails the check
+    (kind "finite" or "range"): an op, so a compiled plan checks on every call."""
+    return apply_op("check", (input,), {"kind": kind, "low": low, "high": high,
+                                        "ignore": ignore, "error": error, "message": message})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import _functions as F
 from ._functions import _is_one
+from ._symbolic import SymScalar
 from ._tensor import Tensor, _wrap_scalar_or_tensor, apply_op
 
 
@@ -20,7 +21,7 @@ def _binop(name):
 def _rbinop(name):
     def method(self, other):
         other = _wrap_scalar_or_tensor(other)
-        return apply_op(name, (other, self) if isinstance(other, Tensor) else
+        return apply_op(name, (other, self) if isinstance(other, (Tensor, SymScalar)) else
                         (F._t(other), self) if name not in ("sub", "div", "pow", "floor_divide",
                                                             "remainder") else (other, self))
     return method

@@ -13,10 +13,11 @@ from ir.shapes import contiguous_strides, infer_size, normalize_dim, normalize_d
 
 from ._device import CPU, as_device
 from ._state import state
+from ._symbolic import SymScalar
 from .autograd.graph import AccumulateGrad, OpNode
 
 _EMPTY: dict = {}
-_SCALARS = (bool, int, float)
+_SCALARS = (bool, int, float, SymScalar)
 _EW_CACHE: dict = {}
 _REGISTRY = REGISTRY
 _state = state
@@ -154,6 +155,8 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
     OpDef by ``ir.registry.register`` and dtype plans are cached per signature.
     """
     op = _REGISTRY[name] if name.__class__ is str else name
+    if _state.tracer is not None:
+        args, attrs = _state.tracer.lift(op, args, attrs)
     if op._ew:
         if len(args) == 2:
             x, y = args

@@ -20,10 +20,9 @@ import numpy as np
 from .._state import state
 from .._tensor import Tensor
 from . import logs
-from .tracer import GraphBreak, GraphBreakError, Tracer
+from .tracer import GraphBreak, GraphBreakError, Tracer, check_guards
 
 RECOMPILE_LIMIT = 8
-_EAGER = "eager"
 
 
 class GraphBreakWarning(UserWarning):
@@ -153,7 +152,8 @@ class _Entry:
         self.live = live  # [(tensor, Value)] captured live tensors
         self.writebacks = writebacks  # [(tensor, output index)]
         self.input_map = input_map  # per graph input: ("arg", i) | ("param", i) | ("live", i)
-        self.scalars: list[tuple[object, object]] = []  # ("scalar", j): owner[key] per call
+        self.scalars: list = []  # ("scalar", j): scalars[j]() is this call's value
+        self.guards: list = []   # (check, expected, description), see tracer.check_guards
         from .training import direct_writebacks
         self.direct = direct_writebacks(executable, input_map, live, writebacks)
 
@@ -199,18 +199,25 @@ def input_tensors(entry, arg_tensors: list[Tensor], params: list[Tensor]) -> lis
         elif kind == "live":
             out.append(entry.live[i][0])
         else:
-            owner, key = entry.scalars[i]
-            out.append(Tensor._make(np.asarray(float(owner[key]), np.float64)))
+            out.append(Tensor._make(np.asarray(float(entry.scalars[i]()), np.float64)))
     return out
 
 
-def guards_hold(guards) -> bool:
-    """Each (leaf ref, was_none): ``leaf.grad``'s presence is as when traced."""
-    for ref, was_none in guards:
-        leaf = ref()
-        if leaf is None or (leaf._grad is None) != was_none:
-            return False
-    return True
+def unique_guards(guards: list) -> list:
+    """Each guard once (a step asks ``weight_decay != 0`` once per parameter)."""
+    seen: dict = {}
+    for g in guards:
+        seen.setdefault((g[2], repr(g[1])), g)
+    return list(seen.values())
+
+
+def grad_presence_guards(pairs) -> list:
+    """Guards (see ``tracer.check_guards``) that each ``leaf.grad`` is None or not as
+    when traced; ``pairs`` are (leaf weakref, was None)."""
+    def present(ref):
+        return lambda: ref()._grad is None
+    return [(present(ref), was_none, ".grad presence changed since the step was traced")
+            for ref, was_none in pairs]
 
 
 def graph_input_map(tracer, leaves, params, live) -> list[tuple[str, int]]:
@@ -226,7 +233,7 @@ def graph_input_map(tracer, leaves, params, live) -> list[tuple[str, int]]:
             kind_of.setdefault(id(bound[id(p)]), ("param", i))
     for j, (_, v) in enumerate(live):
         kind_of[id(v)] = ("live", j)
-    for j, (_, _, v, _) in enumerate(tracer.scalars):
+    for j, (_, v, _) in enumerate(tracer.scalars):
         kind_of[id(v)] = ("scalar", j)
     return [kind_of[id(v)] for v in tracer.graph.inputs]
 
@@ -250,7 +257,8 @@ class CompiledFunction:
         self.fullgraph = fullgraph
         self.dynamic = dynamic
         self.backend = backend
-        self._entries: dict[tuple, Any] = {}
+        self._entries: dict[tuple, list] = {}  # per signature: entries with their guards
+        self._eager: set[tuple] = set()         # signatures that run eagerly
         self._transients: dict[tuple, int] = {}
         self._last_key: tuple | None = None
         self._limit_warned = False
@@ -273,7 +281,7 @@ class CompiledFunction:
 
     @property
     def entries(self) -> list:
-        return [e for e in self._entries.values() if e is not _EAGER]
+        return [e for es in self._entries.values() for e in es]
 
     def _signature(self, args, kwargs):
         leaves: list[Tensor] = []
@@ -288,31 +296,32 @@ class CompiledFunction:
         if state.tracer is not None:  # nested inside another trace: inline
             return self._fn(*args, **kwargs)
         key, leaves, params = self._signature(args, kwargs)
-        entry = self._entries.get(key)
-        if entry is _EAGER:
+        if key in self._eager:
             return self._fn(*args, **kwargs)
-        if entry is not None:
-            if getattr(entry, "grad_guards", None) and not guards_hold(entry.grad_guards):
-                fname = getattr(self._fn, "__qualname__", "fn")
-                logs.log("recompiles", f"{fname}: .grad presence changed since the step was "
-                         "traced")
-                del self._entries[key]
-                return self._miss(key, leaves, params, args, kwargs)
-            return entry.run(leaves, [p for _, p in params])
-        return self._miss(key, leaves, params, args, kwargs)
+        failed = None
+        entries = self._entries.get(key, ())
+        for i, entry in enumerate(entries):
+            failed = check_guards(entry.guards) if entry.guards else None
+            if failed is None:
+                if i:  # the entry that matched last is tried first next time
+                    entries.insert(0, entries.pop(i))
+                return entry.run(leaves, [p for _, p in params])
+        return self._miss(key, leaves, params, args, kwargs, failed)
 
-    def _miss(self, key, leaves, params, args, kwargs):
+    def _miss(self, key, leaves, params, args, kwargs, failed=None):
         name = getattr(self._fn, "__qualname__", type(self._fn).__name__)
-        traced = sum(1 for e in self._entries.values() if e is not _EAGER)
+        traced = len(self.entries)
         if traced >= RECOMPILE_LIMIT:
             if not self._limit_warned:
                 self._limit_warned = True
                 warnings.warn(f"gcompile.compile: {name} hit the recompile limit "
                               f"({RECOMPILE_LIMIT}); running eagerly from now on for new "
                               "signatures", RecompileLimitWarning, stacklevel=3)
-            self._entries[key] = _EAGER
+            self._eager.add(key)
             return self._fn(*args, **kwargs)
-        if self._last_key is not None:
+        if failed is not None:
+            logs.log("recompiles", f"{name}: recompiling ({traced + 1}): guard failed: {failed}")
+        elif self._last_key is not None:
             logs.log("recompiles", f"{name}: recompiling ({traced + 1}): "
                      f"{_describe_miss(self._last_key, key)}")
         self._last_key = key
@@ -324,14 +333,14 @@ class CompiledFunction:
                 f"gcompile.compile: graph break in {name}: {brk.what} needs a concrete value "
                 "while tracing; this signature runs eagerly", GraphBreakWarning,
                 brk.filename, brk.lineno)
-            self._entries[key] = _EAGER
+            self._eager.add(key)
         elif type(entry).__name__ == "_Transient":
             # eager this once (the trace was an eager run); retrace on the next call
             self._transients[key] = self._transients.get(key, 0) + 1
             if self._transients[key] > 2:
-                self._entries[key] = _EAGER
+                self._eager.add(key)
         else:
-            self._entries[key] = entry
+            self._entries.setdefault(key, []).append(entry)
         return result
 
     def _trace(self, name, leaves, params, args, kwargs):
@@ -395,8 +404,8 @@ class CompiledFunction:
             executable = self._build(graph)
             entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
                            input_map)
-        entry.scalars = [(o, k) for o, k, _, _ in tracer.scalars]
-        entry.grad_guards = grad_guards
+        entry.scalars = [ev for ev, _, _ in tracer.scalars]
+        entry.guards = unique_guards(tracer.guards + grad_presence_guards(grad_guards))
         entry.traced_text = traced_text
         return result, entry, None
 

@@ -24,6 +24,23 @@ _PKG_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(p))) + os.sep
 _IR_DIR = os.path.join(os.path.dirname(_PKG_DIRS[0].rstrip(os.sep)), "ir") + os.sep
 
 
+def check_guards(guards) -> str | None:
+    """The description of the first guard whose check no longer gives its expected
+    value (None when all hold)."""
+    for check, expected, what in guards:
+        try:
+            ok = check() == expected
+        except Exception:  # noqa: BLE001 - a source that is gone is a failed guard
+            ok = False
+        if not ok:
+            return what
+    return None
+
+
+def _requires_grad_of(ref):
+    return lambda: bool(ref().requires_grad)
+
+
 class GraphBreakError(RuntimeError):
     """Raised under ``fullgraph=True`` when the traced code needs a concrete value."""
 
@@ -103,7 +120,13 @@ class Tracer:
         self.arrays: dict[int, tuple[weakref.ref, Value]] = {}
         self.grad_writes: dict[int, tuple[object, object]] = {}  # id(leaf) -> (leaf, tensor|None)
         self.grad_was_none: dict[int, tuple[object, bool]] = {}  # guards on .grad presence
-        self.scalars: list[tuple[object, object, Value, object]] = []  # (owner, key, value, t)
+        # symbolic numbers (optimizer hyper-parameters): (evaluate, value, 0-d tensor)
+        self.scalars: list[tuple[object, Value, object]] = []
+        self.scalar_inputs: dict[tuple, object] = {}
+        # (check, expected, description): what a later call must find for the plan to
+        # describe it (branches on symbolic numbers, modules' training flags, hooks)
+        self.guards: list[tuple[object, object, str]] = []
+        self.modules_seen: set[int] = set()
         self.created: list[weakref.ref] = []
         self.grad_reads: dict[int, tuple[object, object]] = {}  # id(grad) -> (leaf, grad)
         self.backward_ran = False
@@ -231,18 +254,64 @@ class Tracer:
         if id(leaf) not in self.grad_was_none and id(leaf) not in self.grad_writes:
             self.grad_was_none[id(leaf)] = (leaf, leaf._grad is None)
 
-    def scalar_input(self, owner, key):
-        """A Python number read from ``owner[key]`` at every call (an optimizer's lr):
-        a 0-d float64 graph input instead of a constant baked into the graph."""
+    def scalar_tensor(self, sym):
+        """The 0-d float64 graph input standing for symbolic number ``sym``; its value
+        is ``sym.evaluate()`` at every call (one input per distinct expression)."""
         from .._tensor import Tensor
-        for o, k, _, t in self.scalars:
-            if o is owner and k == key:
-                return t
-        t = Tensor._make(np.asarray(float(owner[key]), np.float64))
-        v = self.graph.add_input((), t.dtype, f"scalar_{key}")
+        t = self.scalar_inputs.get(sym.key)
+        if t is not None:
+            return t
+        t = Tensor._make(np.asarray(float(sym.value), np.float64))
+        v = self.graph.add_input((), t.dtype, f"scalar{len(self.scalars)}")
         self._set(t, v)
-        self.scalars.append((owner, key, v, t))
+        self.scalars.append((sym.evaluate, v, t))
+        self.scalar_inputs[sym.key] = t
         return t
+
+    def lift(self, op, args, attrs):
+        """Symbolic numbers in an op's operands become scalar graph inputs (cast to the
+        dtype a Python number would have computed in); in attributes, which the graph
+        bakes in, they are specialised to their value under a guard."""
+        from .._symbolic import SymScalar
+        if any(isinstance(v, SymScalar) for v in attrs.values()):
+            attrs = {k: v.specialize() if isinstance(v, SymScalar) else v
+                     for k, v in attrs.items()}
+        if not any(isinstance(a, SymScalar) for a in args):
+            return args, attrs
+        if not op.is_elementwise:
+            return tuple(a.specialize() if isinstance(a, SymScalar) else a for a in args), attrs
+        from .._tensor import _make_ew_plan, apply_op
+        plain = tuple(float(a.value) if isinstance(a, SymScalar) else a for a in args)
+        cdt = _make_ew_plan(op, plain)[0]
+        out = []
+        for a in args:
+            if isinstance(a, SymScalar):
+                t = self.scalar_tensor(a)
+                if cdt is not None and cdt is not t.dtype:
+                    t = apply_op("cast", (t,), {"dtype": cdt})
+                a = t
+            out.append(a)
+        return tuple(out), attrs
+
+    def note_module(self, module) -> None:
+        """A module ran inside the trace: its ``training`` flag and its hooks shaped the
+        graph (BatchNorm, Dropout, forward hooks), so they are part of the guard."""
+        if id(module) in self.modules_seen:
+            return
+        self.modules_seen.add(id(module))
+        ref = weakref.ref(module)
+
+        def state():
+            m = ref()
+            d = m.__dict__
+            return (bool(m.training), tuple(d.get("_forward_pre_hooks") or ()),
+                    tuple(d.get("_forward_hooks") or ()))
+        self.guards.append((state, state(), f"{type(module).__name__} (id {id(module):#x}) "
+                            "training flag or hooks"))
+
+    def guard_failure(self) -> str | None:
+        """Why the guards recorded while tracing no longer hold (None: they hold)."""
+        return check_guards(self.guards)
 
     def graph_break(self, what: str) -> None:
         if self.breaks:
@@ -269,6 +338,11 @@ class Tracer:
                 self._to_const(cap.value, cap.snapshot)
             else:
                 live.append((t, cap.value))
+                if t.requires_grad or (t.grad_fn is None and t.dtype.is_floating_point):
+                    # autograd recorded (or skipped) its history: freezing or unfreezing
+                    # it changes what backward and the optimizer do
+                    self.guards.append((_requires_grad_of(cap.ref), bool(t.requires_grad),
+                                        f"requires_grad of captured tensor %{cap.value.name}"))
         writebacks = []
         input_ids = {id(v) for v in self.graph.inputs}
         for tensor, root in self.mutated.values():

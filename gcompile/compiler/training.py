@@ -85,6 +85,7 @@ class TrainingEntry:
         self.writebacks = writebacks
         self.input_map = input_map
         self.scalars: list = []
+        self.guards: list = []
         wrt = [i for i, t in enumerate(input_tensors)
                if t.requires_grad and t.dtype.is_floating_point]
         diff = [k for k, t in enumerate(out_tensors) if t.requires_grad]
@@ -137,7 +138,7 @@ class StepEntry:
     accumulated ``.grad``), and the new ``.grad`` tensors backward assigned."""
 
     def __init__(self, graph, executable, out_spec, n_out, live, writebacks, input_map,
-                 scalars, grad_writes, grad_guards):
+                 scalars, grad_writes, guards):
         self.graph = graph
         self.executable = executable
         self.out_spec = out_spec
@@ -145,9 +146,9 @@ class StepEntry:
         self.live = live
         self.writebacks = writebacks
         self.input_map = input_map
-        self.scalars = scalars          # [(owner, key)]: read each call (lr from a scheduler)
+        self.scalars = scalars          # [evaluate]: hyper-parameters read at every call
         self.grad_writes = grad_writes  # [(leaf, output index | None)]
-        self.grad_guards = grad_guards  # [(leaf weakref, grad was None)]
+        self.guards = guards            # (check, expected, description)
         self.direct = direct_writebacks(executable, input_map, live, writebacks)
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
@@ -252,7 +253,7 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
 def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
     """Turn a trace in which ``backward()`` ran into a ``StepEntry`` (or a
     ``_Transient`` when the step created state that later calls will find)."""
-    from .api import graph_input_map
+    from .api import grad_presence_guards, graph_input_map, unique_guards
     transient = check_escapes(tracer, out_leaves)
     if transient is not None:
         return result, transient, None
@@ -279,6 +280,7 @@ def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, i
     traced_text = str(graph)
     executable = cf._build(graph)
     entry = StepEntry(graph, executable, out_spec, len(out_leaves), live, writebacks, input_map,
-                      [(o, k) for o, k, _, _ in tracer.scalars], grad_writes, guards)
+                      [ev for ev, _, _ in tracer.scalars], grad_writes,
+                      unique_guards(tracer.guards + grad_presence_guards(guards)))
     entry.traced_text = traced_text
     return result, entry, None

@@ -71,7 +71,7 @@ class Adam(Optimizer):
             beta1, beta2 = group["betas"]
             adam(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps,
                  amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2,
-                 lr=self._hyper(group, "lr"),
+                 lr=group["lr"],
                  weight_decay=group["weight_decay"], eps=group["eps"],
                  maximize=group["maximize"], decoupled_weight_decay=self._decoupled,
                  capturable=group["capturable"] or state.tracer is not None)

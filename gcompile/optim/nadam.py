@@ -8,7 +8,7 @@ from .._creation import tensor, zeros_like
 from .._tensor import Tensor
 from ..autograd import no_grad
 from .adam import _check_adam_args
-from .optimizer import Optimizer, _check_unsupported, _get_value, _inc_step, _zero_step
+from .optimizer import Optimizer, _check_unsupported, _inc_step, _scalar_value, _zero_step
 
 __all__ = ["NAdam", "nadam"]
 
@@ -77,7 +77,7 @@ def nadam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
-        mu_prod = _get_value(mu_product)
+        mu_prod = _scalar_value(mu_product)
         mu_product_next = mu_prod * mu_next
         param.addcdiv_(grad, denom, value=(-lr * (1.0 - mu) / (1.0 - mu_prod)))
         param.addcdiv_(exp_avg, denom, value=(-lr * mu_next) / (1.0 - mu_product_next))

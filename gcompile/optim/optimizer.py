@@ -12,6 +12,10 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ir.dtypes import float64
+
+from .._state import state
+from .._symbolic import leaf
 from .._tensor import Tensor
 from ..autograd import enable_grad, no_grad
 
@@ -64,24 +68,105 @@ def _wrap_step(step: Callable) -> Callable:
 
     @functools.wraps(step)
     def wrapper(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
-        pre = getattr(self, "_step_pre_hooks", {})
-        for hook in [*_GLOBAL_PRE_HOOKS.values(), *pre.values()]:
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if isinstance(result, tuple) and len(result) == 2:
-                    args, kwargs = result
-                else:
-                    raise RuntimeError(f"{hook} must return None or a tuple of (new_args, "
-                                       f"new_kwargs), but got {result}.")
-        out = step(self, *args, **kwargs)
-        self._opt_called = True
-        post = getattr(self, "_step_post_hooks", {})
-        for hook in [*post.values(), *_GLOBAL_POST_HOOKS.values()]:
-            hook(self, args, kwargs)
-        return out
+        if state.tracer is not None:
+            return _traced_step(self, step, args, kwargs)
+        return _run_step(self, step, args, kwargs)
 
     wrapper._hooked = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def _traced_step(opt: Optimizer, step: Callable, args: tuple, kwargs: dict) -> Any:
+    """``step`` while a compiled function is being traced: the step reads its param
+    groups through ``_TracedGroup``s, so every number it reads is a run-time input
+    of the plan and every flag a guard; then the groups are the user's again."""
+    groups = opt.param_groups
+    tracer = state.tracer
+    opt.param_groups = [_TracedGroup(g, i, tracer.guards) for i, g in enumerate(groups)]
+    try:
+        return _run_step(opt, step, args, kwargs)
+    finally:
+        opt.param_groups = groups
+
+
+def _run_step(opt: Optimizer, step: Callable, args: tuple, kwargs: dict) -> Any:
+    """The step between its pre- and post-hooks."""
+    pre = getattr(opt, "_step_pre_hooks", {})
+    for hook in [*_GLOBAL_PRE_HOOKS.values(), *pre.values()]:
+        result = hook(opt, args, kwargs)
+        if result is not None:
+            if isinstance(result, tuple) and len(result) == 2:
+                args, kwargs = result
+            else:
+                raise RuntimeError(f"{hook} must return None or a tuple of (new_args, "
+                                   f"new_kwargs), but got {result}.")
+    out = step(opt, *args, **kwargs)
+    opt._opt_called = True
+    post = getattr(opt, "_step_post_hooks", {})
+    for hook in [*post.values(), *_GLOBAL_POST_HOOKS.values()]:
+        hook(opt, args, kwargs)
+    return out
+
+
+class _TracedGroup(dict):
+    """A param group as a traced step sees it. Numbers (and tuples of numbers, such
+    as ``betas``) come out as ``SymScalar``s read from the user's group at every
+    call; any other value (``nesterov``, ``amsgrad``, ``maximize`` ...) shapes the
+    graph and is guarded to stay what it was. Writes go to the user's group."""
+
+    def __init__(self, group: dict, index: int, guards: list) -> None:
+        super().__init__(group)
+        self._group = group
+        self._label = f"param_groups[{index}]"
+        self._guards = guards
+        self._seen: dict = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if key in self._seen:
+            return self._seen[key]
+        value = dict.__getitem__(self, key)
+        if key != "params":
+            value = self._read(key, value)
+        self._seen[key] = value
+        return value
+
+    def _read(self, key: Any, value: Any) -> Any:
+        g = self._group
+        if _is_number(value):
+            return leaf(g, key, None, self._guards, self._label)
+        if isinstance(value, tuple) and value and all(_is_number(v) for v in value):
+            return tuple(leaf(g, key, i, self._guards, self._label) for i in range(len(value)))
+        if isinstance(value, Tensor):
+            return value
+        self._guards.append((lambda: _frozen(g.get(key)), _frozen(value),
+                             f"{self._label}[{key!r}] == {value!r}"))
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._group[key] = value
+        self._seen.pop(key, None)
+        dict.__setitem__(self, key, value)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _frozen(v: Any) -> Any:
+    """A comparable snapshot of a group value (lists compared by content, types too)."""
+    if isinstance(v, (list, tuple)):
+        return (type(v), tuple(_frozen(x) for x in v))
+    if isinstance(v, Tensor):
+        return (Tensor, id(v))
+    return (type(v), v)
 
 
 class _Required:
@@ -215,17 +300,6 @@ class Optimizer:
                     st[name] = zeros_like(p)
         return [[self.state[p][n] for p in params] for n in ("step",) + buffers]
 
-    @staticmethod
-    def _hyper(group: dict, key: str) -> Any:
-        """``group[key]``; while a compiled step is being traced, a Python number
-        becomes a runtime input of the plan (so a scheduler's new lr needs no
-        recompile) instead of a constant baked into it."""
-        from .._state import state
-        v = group[key]
-        if state.tracer is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
-            return state.tracer.scalar_input(group, key)
-        return v
-
     def step(self, closure: Callable | None = None):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -355,8 +429,19 @@ def _zero_step():
     return tensor(0.0)
 
 
-def _inc_step(step_t: Tensor) -> float:
-    """Advance a step counter in place and return its new value as a float."""
+def _scalar_value(t: Tensor) -> Any:
+    """A 0-d state tensor as a number: a Python float eagerly, the tensor (as
+    float64) while a compiled step is traced, so the value is read at run time."""
+    if state.tracer is not None:
+        return t.to(float64)
+    return _get_value(t)
+
+
+def _inc_step(step_t: Tensor) -> Any:
+    """Advance a step counter in place and return its new value: a Python float
+    eagerly, a float64 0-d tensor while a compiled step is traced (so the bias
+    corrections computed from it are graph ops, never ``.item()``; float64 keeps
+    them as exact as the Python-float path, and 0-d keeps float32 params float32)."""
     with no_grad():
         step_t.add_(1)
-    return _get_value(step_t)
+    return _scalar_value(step_t)

@@ -5,6 +5,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._functions import where
 from .._tensor import Tensor
 from ..autograd import no_grad
 from .adam import _check_adam_args, update_moments
@@ -61,10 +62,18 @@ def radam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         bias_corrected_exp_avg = exp_avg / bias_correction1
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
-        if rho_t > 5.0:
+        plain = bias_corrected_exp_avg * lr
+        if isinstance(rho_t, Tensor):
+            # traced: the step count is a tensor, so both branches are computed and
+            # rho_t > 5 selects one at run time (the other may be NaN: never chosen)
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+            adaptive_lr = (bias_correction2 ** 0.5) / exp_avg_sq.sqrt().add_(eps)
+            param.add_(where(rho_t > 5.0, plain * adaptive_lr * rect, plain), alpha=-1.0)
+        elif rho_t > 5.0:
             rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
                              / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
             adaptive_lr = math.sqrt(bias_correction2) / exp_avg_sq.sqrt().add_(eps)
-            param.add_(bias_corrected_exp_avg * lr * adaptive_lr * rect, alpha=-1.0)
+            param.add_(plain * adaptive_lr * rect, alpha=-1.0)
         else:
-            param.add_(bias_corrected_exp_avg * lr, alpha=-1.0)
+            param.add_(plain, alpha=-1.0)

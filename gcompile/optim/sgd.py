@@ -38,7 +38,7 @@ class SGD(Optimizer):
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
             bufs = [self.state[p].get("momentum_buffer") for p in params]
-            sgd(params, grads, bufs, lr=self._hyper(group, "lr"), momentum=group["momentum"],
+            sgd(params, grads, bufs, lr=group["lr"], momentum=group["momentum"],
                 dampening=group["dampening"], weight_decay=group["weight_decay"],
                 nesterov=group["nesterov"], maximize=group["maximize"])
             if group["momentum"] != 0:

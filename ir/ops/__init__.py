@@ -1,3 +1,3 @@
 """Importing this package registers every built-in op."""
-from . import elementwise, indexing, linalg, movement, reduction  # noqa: F401
+from . import checks, elementwise, indexing, linalg, movement, reduction  # noqa: F401
 from . import nn  # noqa: F401,E402

