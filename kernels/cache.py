@@ -2,23 +2,37 @@
 
 Each generated module is written to the cache folder as a real ``.py`` file,
 under a name derived from a hash of its source, the library versions and the
-host CPU, and imported by path when it must be compiled (tracebacks and
-``explain`` then point at real source). Its compiled entry point is stored
-beside it as ``<name>.kobj``: a JSON header line (symbol, argument count,
-external symbols, SHA-256 and size of the code) followed by the object code.
-A second process loads that object with llvmlite (``kernels.cpu.native``) and
-neither imports the module nor Numba.
+host CPU; when it must be compiled, the expected source text (never the file,
+nor a ``__pycache__`` byte-code file beside it) is executed with the file's
+path as its name, so tracebacks and ``explain`` point at real source. Its
+compiled entry point is stored beside it as ``<name>.kobj``: a JSON header
+line (symbol, argument count, external symbols, size of the code, and an
+HMAC-SHA256 tag) followed by the object code. A second process loads that
+object with llvmlite (``kernels.cpu.native``) and neither imports the module
+nor Numba.
+
+Machine code is native code, so nothing found in the cache folder is trusted
+on its own word: the tag is keyed by a per-user secret kept outside the cache
+folder (``cache_key_file()``: ``$GCOMPILE_CACHE_KEY_FILE`` or
+``~/.config/gcompile/kernel-cache.key``, created with mode 0600), and covers
+the header, the code and the *expected* source, which the loader recomputes
+from the source it wants. A file planted in the cache folder, an entry written
+for another source or with another key, or one that was edited, fails the tag
+and is rebuilt, never loaded. Without a usable key (unwritable, or readable by
+other users) machine code is neither stored nor loaded, with one warning.
 
 Writes are atomic (temporary file + ``os.replace``). A source file whose
 contents differ from the expected source is rewritten and its object dropped;
-an object whose header or checksum does not verify is rebuilt, never loaded.
+an object whose header or tag does not verify is rebuilt, never loaded.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import hmac
 import json
 import os
+import secrets
+import stat
 import sys
 import tempfile
 import threading
@@ -104,17 +118,139 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def import_name(source: str) -> str:
+    """The name ``source``'s module is registered under in ``sys.modules`` (it is part
+    of every symbol Numba generates for it)."""
+    return "gcompile_kernel_" + module_name(source)
+
+
 def object_path(source: str) -> Path:
     """Where the machine code of ``source``'s entry point is kept."""
     return cache_dir() / f"{module_name(source)}.kobj"
 
 
+# ---- the per-user key that signs stored machine code ----------------------------------------
+KOBJ_FORMAT = "gcompile-kobj-2"
+_KEY_BYTES = 32
+_KEYS: dict[tuple[str, str], bytes | None] = {}
+
+
+def cache_key_file() -> Path:
+    """The secret that signs cached machine code: ``$GCOMPILE_CACHE_KEY_FILE``, or
+    ``kernel-cache.key`` in ``$XDG_CONFIG_HOME/gcompile`` (``~/.config/gcompile``),
+    outside the cache folder that others may be able to write."""
+    f = os.environ.get("GCOMPILE_CACHE_KEY_FILE")
+    if f:
+        return Path(f)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "gcompile" / "kernel-cache.key"
+
+
+def _create_key(path: Path) -> None:
+    """Create ``path`` (mode 0600) holding a fresh random key, unless it exists; two
+    processes racing both end up reading the one that won."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_key_", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_hex(_KEY_BYTES).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a key another process made
+        except FileExistsError:
+            pass
+        except OSError:  # a filesystem without hard links
+            try:
+                fd2 = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return
+            with os.fdopen(fd2, "wb") as f:
+                f.write(Path(tmp).read_bytes())
+                f.flush()
+                os.fsync(f.fileno())
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _read_key(path: Path) -> bytes:
+    """The key in ``path``; ValueError (with the reason) when it cannot be trusted."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        _create_key(path)
+        fd = os.open(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())  # the file opened (a symlink's target), not its name
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("it is not a regular file")
+        if hasattr(os, "geteuid"):
+            if st.st_uid != os.geteuid():
+                raise ValueError(f"it belongs to user id {st.st_uid}, not to this user")
+            if st.st_mode & 0o077:
+                raise ValueError(f"other users can read or write it (mode "
+                                 f"{stat.S_IMODE(st.st_mode):04o}; run chmod 600 on it)")
+        key = f.read(4096).strip()
+    if len(key) < _KEY_BYTES:
+        raise ValueError(f"it holds {len(key)} bytes, fewer than the {_KEY_BYTES} a key needs")
+    return key
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):
+        return False
+
+
+def _key() -> bytes | None:
+    """This user's cache key, or None (with one warning) when there is no usable one."""
+    path, folder = cache_key_file(), cache_dir()
+    slot = (str(path), str(folder))
+    if slot in _KEYS:
+        return _KEYS[slot]
+    key = None
+    try:
+        if _within(path, folder):
+            raise ValueError("it lies inside the kernel cache folder, where anyone who can "
+                             "write the cache could replace it")
+        key = _read_key(path)
+    except (OSError, ValueError) as e:
+        warnings.warn(f"gcompile: the kernel cache key {path} cannot be used ({e}); compiled "
+                      f"kernels are neither loaded from nor stored in {folder}, so every "
+                      "process compiles its kernels again (set GCOMPILE_CACHE_KEY_FILE to a "
+                      "private file outside the cache folder)", RuntimeWarning, stacklevel=4)
+    _KEYS[slot] = key
+    return key
+
+
+def _tag(key: bytes, source: str, head: dict, obj: bytes) -> str:
+    """HMAC-SHA256 over the entry's format, expected source, header fields and code."""
+    m = hmac.new(key, digestmod=hashlib.sha256)
+    fields = {k: v for k, v in head.items() if k != "hmac"}
+    for part in (KOBJ_FORMAT.encode(), _SALT.encode(), source.encode("utf-8"),
+                 json.dumps(fields, sort_keys=True).encode()):
+        m.update(len(part).to_bytes(8, "little"))
+        m.update(part)
+    m.update(obj)
+    return m.hexdigest()
+
+
 def store_object(source: str, obj: bytes, meta: dict) -> None:
-    """Keep ``obj`` (with ``meta``: symbol, nargs, externals) for later processes."""
-    head = dict(meta, sha256=hashlib.sha256(obj).hexdigest(), nbytes=len(obj))
+    """Keep ``obj`` (with ``meta``: symbol, nargs, externals) for later processes,
+    signed with this user's key (not kept at all without one)."""
+    key = _key()
+    if key is None:
+        return
+    head = dict(meta, format=KOBJ_FORMAT, module=module_name(source), nbytes=len(obj))
+    head["hmac"] = _tag(key, source, head, obj)
     try:
         _atomic_write(object_path(source),
-                            json.dumps(head, sort_keys=True).encode() + b"\n" + obj)
+                      json.dumps(head, sort_keys=True).encode() + b"\n" + obj)
     except OSError as e:
         _unwritable(e)
 
@@ -133,12 +269,16 @@ def _unwritable(err: OSError) -> None:
                       stacklevel=4)
 
 
-def _exec_in_memory(name: str, modname: str, source: str) -> ModuleType:
+def _exec_source(name: str, modname: str, source: str, filename: str) -> ModuleType:
+    """Run ``source`` (the text the caller expects, never a file's contents or a
+    byte-code file found beside it) as module ``modname``, named ``filename``."""
     mod = ModuleType(modname)
-    mod.__file__ = f"<gcompile kernel {name}>"
+    mod.__file__ = filename
+    # registered in sys.modules under a top-level name before it runs, so that the
+    # functions Numba compiles have a stable, importable home
     sys.modules[modname] = mod
     try:
-        exec(compile(source, mod.__file__, "exec"), mod.__dict__)
+        exec(compile(source, filename, "exec", dont_inherit=True), mod.__dict__)
     except BaseException:
         sys.modules.pop(modname, None)
         raise
@@ -149,8 +289,14 @@ def _exec_in_memory(name: str, modname: str, source: str) -> ModuleType:
 def load_object(source: str) -> tuple[bytes, dict] | None:
     """The stored object code and its header, or None when missing or not intact.
 
-    The source file must be present and equal to ``source`` as well: an edited or
-    truncated source means the entry is not what its name says."""
+    The entry must carry a valid tag for ``source`` under this user's key (see the
+    module docstring), and the source file must be present and equal to ``source``
+    as well: an edited or truncated source means the entry is not what its name says.
+    The header's fields are checked for type here; whether they are what the caller
+    expects (symbol, arity, externals) is checked by the caller before any load."""
+    key = _key()
+    if key is None:
+        return None
     path = object_path(source)
     try:
         data = path.read_bytes()
@@ -159,12 +305,17 @@ def load_object(source: str) -> tuple[bytes, dict] | None:
         return None
     nl = data.find(b"\n")
     try:
+        if nl < 0:
+            raise ValueError("no header line")
         head = json.loads(data[:nl])
         obj = data[nl + 1:]
-        intact = (ok_src and len(obj) == head["nbytes"]
-                  and hashlib.sha256(obj).hexdigest() == head["sha256"]
-                  and isinstance(head["symbol"], str) and isinstance(head["nargs"], int)
-                  and isinstance(head["externals"], list))
+        intact = (ok_src and isinstance(head, dict) and head["format"] == KOBJ_FORMAT
+                  and head["module"] == module_name(source) and head["nbytes"] == len(obj)
+                  and isinstance(head["hmac"], str)
+                  and hmac.compare_digest(head["hmac"], _tag(key, source, head, obj))
+                  and isinstance(head["symbol"], str) and type(head["nargs"]) is int
+                  and isinstance(head["externals"], list)
+                  and all(isinstance(e, str) for e in head["externals"]))
     except (ValueError, KeyError, TypeError):
         intact = False
     if not intact:
@@ -182,7 +333,7 @@ def drop_object(source: str) -> None:
 
 
 def load_module(source: str) -> tuple[ModuleType, Path]:
-    """Write ``source`` to the cache folder (if needed) and import it by path."""
+    """Write ``source`` to the cache folder (if needed) and run it as a module."""
     name = module_name(source)
     with _LOCK:
         mod = _MODULES.get(name)
@@ -193,23 +344,12 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
             ok = path.read_text(encoding="utf-8") == source
         except (OSError, UnicodeDecodeError):
             ok = False
-        modname = f"gcompile_kernel_{name}"
+        modname = import_name(source)
         if not ok:
             drop_object(source)
             try:
                 _atomic_write(path, source.encode("utf-8"))
             except OSError as e:
                 _unwritable(e)
-                return _exec_in_memory(name, modname, source), path
-        # registered in sys.modules under a top-level name before it runs, so that the
-        # functions Numba compiles have a stable, importable home
-        spec = importlib.util.spec_from_file_location(modname, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except BaseException:
-            sys.modules.pop(modname, None)
-            raise
-        _MODULES[name] = mod
-        return mod, path
+                return _exec_source(name, modname, source, f"<gcompile kernel {name}>"), path
+        return _exec_source(name, modname, source, str(path)), path

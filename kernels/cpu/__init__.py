@@ -31,7 +31,7 @@ __all__ = ["compile_kernel", "CompiledKernel", "cache_stats", "PARALLEL_THRESHOL
 # prints the serial/parallel crossover: ~0.5-2M elements for a cheap op when busy).
 PARALLEL_THRESHOLD = int(os.environ.get("GCOMPILE_PARALLEL_THRESHOLD", 1 << 19))
 
-_STATS = {"memory_hits": 0, "disk_hits": 0, "compiles": 0}
+_STATS = {"memory_hits": 0, "disk_hits": 0, "compiles": 0, "rejected": 0}
 _KERNELS: dict[KernelSpec, CompiledKernel] = {}
 _LOCK = threading.RLock()
 
@@ -106,21 +106,31 @@ _MAX_C_ARGS = 1024  # ctypes' limit on a foreign function's arguments
 
 def _load_entry(gen: codegen.Generated):
     """The native entry point of one generated variant: from the disk cache when an
-    intact object is there, else compiled by Numba and stored."""
+    intact object signed for this source is there and is what this variant expects
+    (its module's entry symbol, its arity, resolvable externals), else compiled by
+    Numba and stored."""
     nargs = codegen.c_arity(gen.params)
+    owner = _cache.import_name(gen.source)
     stored = _cache.load_object(gen.source)
     if stored is not None:
         obj, head = stored
-        if head["nargs"] == nargs and not native.unresolved(head["externals"]):
-            fn = native.load(obj, head["symbol"], nargs)
+        try:
+            if head["nargs"] != nargs:
+                raise native.ObjectRejected(f"kernels: stored object code takes "
+                                            f"{head['nargs']} arguments, not {nargs}")
+            fn = native.load(obj, head["symbol"], nargs, head["externals"], owner)
+        except native.ObjectRejected:
+            _STATS["rejected"] += 1
+            _cache.drop_object(gen.source)
+        else:
             _STATS["disk_hits"] += 1
             return fn
-        _cache.drop_object(gen.source)
     obj, meta = _compile_object(gen)
     meta["nargs"] = nargs
     _STATS["compiles"] += 1
+    fn = native.load(obj, meta["symbol"], nargs, meta["externals"], owner)
     _cache.store_object(gen.source, obj, meta)
-    return native.load(obj, meta["symbol"], nargs)
+    return fn
 
 
 def _compile_object(gen: codegen.Generated) -> tuple[bytes, dict]:

@@ -35,6 +35,7 @@ SCRIPT = textwrap.dedent("""
 
 def _run(cache_dir: Path) -> dict:
     env = dict(os.environ, GCOMPILE_CACHE_DIR=str(cache_dir),
+               GCOMPILE_CACHE_KEY_FILE=str(cache_dir.parent / f"{cache_dir.name}.key"),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                        text=True, timeout=300, cwd=str(ROOT))
