@@ -139,8 +139,16 @@ def _red(name, impl, kind, grad=None, saves=(), extra_attrs=(), **kw):
 
 
 _red("sum", _sum_impl, "sum", _sum_grad)
-_red("mean", lambda x, dims, keepdim: np.asarray(np.mean(x, axis=dims, keepdims=keepdim)),
-     "float", _mean_grad)
+def _mean_impl(x, dims, keepdim):
+    if x.size == 0:
+        # the mean of nothing is nan, without NumPy's "Mean of empty slice" warning (torch)
+        with np.errstate(invalid="ignore"):
+            s = np.sum(x, axis=dims, keepdims=keepdim)
+            return np.asarray(s / x.dtype.type(_count(x.shape, dims))).astype(x.dtype)
+    return np.asarray(np.mean(x, axis=dims, keepdims=keepdim))
+
+
+_red("mean", _mean_impl, "float", _mean_grad)
 _red("prod", _prod_impl, "sum", _prod_grad, saves=(0,))
 _red("amax", lambda x, dims, keepdim: np.asarray(np.amax(x, axis=dims, keepdims=keepdim)),
      "same", _extreme_grad, saves=(0, -1))
