@@ -91,8 +91,29 @@ register(OpDef("gelu", "unary", _gelu_impl, expr=_GELU_EXPR, dtype_rule="same",
                attrs=("approximate",), saves=(0,), float_only=True,
                grad=lambda b, g, xs, out, approximate="none": (
                    b.gelu_backward(g, xs[0], approximate=approximate),)))
+
+
+def _gelu_backward_grad(b, gg, xs, out, approximate="none"):
+    """Second derivatives of gelu: out = g * gelu'(x), so d/dg is gelu'(x) again and d/dx
+    is g * gelu''(x)."""
+    g, x = xs
+    x2 = b.mul(x, x)
+    if approximate == "tanh":
+        # u = c (x + a x^3), t = tanh(u): gelu'' = (1 - t^2) (u' - x t u'^2 + 3 c a x^2)
+        a, c = 0.044715, SQRT_2_OVER_PI
+        t = b.tanh(b.mul(b.add(x, b.mul(b.mul(x2, x), a)), c))
+        du = b.mul(b.add(b.mul(x2, 3 * a), 1.0), c)
+        inner = b.add(b.sub(du, b.mul(b.mul(x, t), b.mul(du, du))), b.mul(x2, 3 * a * c))
+        d2 = b.mul(b.rsub(b.mul(t, t), 1.0), inner)
+    else:
+        # gelu'(x) = Phi(x) + x phi(x), so gelu'' = phi(x) (2 - x^2)
+        d2 = b.mul(b.mul(b.exp(b.mul(x2, -0.5)), INV_SQRT_2PI), b.rsub(x2, 2.0))
+    return b.gelu_backward(gg, x, approximate=approximate), b.mul(b.mul(gg, g), d2)
+
+
 register(OpDef("gelu_backward", "binary", _gelu_backward_impl, expr=_GELU_BWD_EXPR,
-               dtype_rule="same", attrs=("approximate",), float_only=True))
+               dtype_rule="same", attrs=("approximate",), float_only=True, saves=(0, 1),
+               grad=_gelu_backward_grad))
 
 
 def _leaky_impl(x, negative_slope=0.01):
