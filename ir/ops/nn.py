@@ -520,6 +520,15 @@ register(OpDef("embedding_backward", "indexing", _embedding_backward_impl,
 
 
 # ---- recurrent scans --------------------------------------------------------------------
+def _no_double_backward(name):
+    """The gradient of a scan's backward op: not implemented, said out loud (without a
+    rule, double backward treated the backward op as a constant)."""
+    def grad(b, g, xs, out, **attrs):
+        raise NotImplementedError(f"{name}: second derivatives (double backward) are not "
+                                  "supported")
+    return grad
+
+
 # Each takes the input projection for every step (x @ W_ih^T + biases, computed
 # by one matmul outside), the initial state and W_hh, and returns a packed
 # tensor: the states the user sees plus the gate activations backward needs.
@@ -655,6 +664,7 @@ register(OpDef("lstm_scan", "other", _lstm_impl, infer=_lstm_infer, grad=_lstm_g
                doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh, bias (4H) -> "
                    "(7,T,B,H) packed [h, c, i, f, g, o, tanh(c)]"))
 register(OpDef("lstm_scan_backward", "other", _lstm_backward_impl,
+               grad=_no_double_backward("lstm_scan"),
                infer=lambda specs, attrs: ((specs[1][0][1] + 1, specs[1][0][2],
                                             4 * specs[1][0][3]), specs[1][1])))
 
@@ -761,6 +771,7 @@ register(OpDef("gru_scan", "other", _gru_impl, infer=_gru_infer, grad=_gru_grad,
                doc="GRU over a sequence: (T,B,3H) input projections (with b_ih), h0, W_hh, "
                    "b_hh -> (5,T,B,H) packed [h, r, z, n, W_hn h + b_hn]"))
 register(OpDef("gru_scan_backward", "other", _gru_backward_impl,
+               grad=_no_double_backward("gru_scan"),
                infer=lambda specs, attrs: ((specs[1][0][1] + 1, specs[1][0][2],
                                             6 * specs[1][0][3]), specs[1][1])))
 
@@ -814,4 +825,5 @@ register(OpDef("rnn_scan", "other", _rnn_impl, infer=_rnn_infer, grad=_rnn_grad,
                saves=(1, 2, -1), attrs=("nonlinearity",), backward_name="RnnBackward0",
                doc="Elman RNN over a sequence: (T,B,H) projections, h0, W_hh -> (T,B,H)"))
 register(OpDef("rnn_scan_backward", "other", _rnn_backward_impl, attrs=("nonlinearity",),
-               infer=lambda specs, attrs: (tuple(specs[1][0]), specs[1][1])))
+               infer=lambda specs, attrs: (tuple(specs[1][0]), specs[1][1]),
+               grad=_no_double_backward("rnn_scan")))
