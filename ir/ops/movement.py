@@ -315,7 +315,10 @@ register(OpDef("pad", "movement", _pad_impl, infer=_pad_infer, grad=_pad_grad,
                attrs=("pad", "mode", "value"), backward_name="ConstantPadNdBackward0"))
 register(OpDef("pad_backward", "movement", _pad_backward_impl,
                infer=lambda specs, attrs: (tuple(attrs["shape"]), specs[0][1]),
-               attrs=("shape", "pad", "mode")))
+               attrs=("shape", "pad", "mode"),
+               # linear, the adjoint of pad: its own adjoint is pad again
+               grad=lambda b, g, xs, out, shape, pad, mode: (
+                   b.pad(g, pad=pad, mode=mode, value=0.0),)))
 register(OpDef("tril", "movement", lambda x, diagonal: np.tril(x, diagonal), infer=_same,
                grad=lambda b, g, xs, out, diagonal: (b.tril(g, diagonal=diagonal),),
                attrs=("diagonal",)))
