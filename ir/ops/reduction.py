@@ -199,8 +199,14 @@ register(OpDef("argmax", "reduction", _index_reduce(np.argmax), infer=_index_inf
                attrs=("dim", "keepdim")))
 register(OpDef("argmin", "reduction", _index_reduce(np.argmin), infer=_index_infer,
                attrs=("dim", "keepdim")))
+def _prod_no_double_backward(b, g, xs, out, **attrs):
+    raise NotImplementedError("prod: second derivatives (double backward) are not supported")
+
+
 register(OpDef("prod_others", "other", _prod_others_impl, attrs=("dims",),
-               infer=lambda specs, attrs: (tuple(specs[0][0]), specs[0][1])))
+               infer=lambda specs, attrs: (tuple(specs[0][0]), specs[0][1]),
+               # prod's gradient: without a rule, double backward treated it as a constant
+               grad=_prod_no_double_backward))
 
 
 # ---- scans ---------------------------------------------------------------
