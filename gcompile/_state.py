@@ -8,6 +8,8 @@ class State:
     inference_mode: bool = False
     # set by gcompile's tracer while a function is being traced; None otherwise
     tracer = None
+    # set by ``explain`` while it traces: undoes every write the traced calls make
+    journal = None
 
 
 state = State

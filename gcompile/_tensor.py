@@ -1092,6 +1092,8 @@ class Tensor:
         if self._base is not None and state.grad_enabled and (
                 result.requires_grad or self._base.requires_grad):
             return self._assign_view(result)
+        if state.tracer is not None:
+            state.tracer.before_write(self)
         np.copyto(self._data, result._data, casting="unsafe")
         self._vbox[0] += 1
         if state.tracer is not None:
@@ -1111,6 +1113,8 @@ class Tensor:
         spec, idx = self._view_spec
         new_base = apply_op("index_put", (base, result.to(base.dtype)) + tuple(idx),
                             {"index": spec, "accumulate": False}, "CopySlices")
+        if state.tracer is not None:
+            state.tracer.before_write(base)
         np.copyto(base._data, new_base._data)
         base._vbox[0] += 1
         if state.tracer is not None:
@@ -1151,6 +1155,8 @@ class Tensor:
         new_flat = apply_op("index_put", (flat_base, result.to(base.dtype), idx),
                             {"index": spec, "accumulate": False}, "CopySlices")
         new_base = apply_op("reshape", (new_flat,), {"shape": tuple(b.shape)}, "CopySlices")
+        if state.tracer is not None:
+            state.tracer.before_write(base)
         np.copyto(b, new_base._data)
         base._vbox[0] += 1
         if state.tracer is not None:
@@ -1187,6 +1193,8 @@ class Tensor:
         if state.grad_enabled and (src.requires_grad or self.requires_grad):
             return self._assign(apply_op("cast", (src.expand(tuple(self.shape)),),
                                          {"dtype": self.dtype}, "CopyBackwards"))
+        if state.tracer is not None:
+            state.tracer.before_write(self)
         np.copyto(self._data, np.broadcast_to(src._data, self._data.shape), casting="unsafe")
         self._vbox[0] += 1
         if state.tracer is not None:
@@ -1204,6 +1212,8 @@ class Tensor:
             return self._assign(apply_op("full_like", (self,), {"value": value, "dtype": None})
                                 if not isinstance(value, Tensor) else value.expand(self.shape))
         self._check_inplace()
+        if state.tracer is not None:
+            state.tracer.before_write(self)
         self._data[...] = value
         self._vbox[0] += 1
         if state.tracer is not None:

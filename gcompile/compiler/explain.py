@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .._state import state
 from ..autograd import enable_grad, no_grad
 from .api import CompiledFunction, compile
+from .tracer import Journal
 
 
 @dataclass
@@ -58,22 +60,40 @@ class Explanation:
     __repr__ = __str__
 
 
-def explain(fn, *inputs, train: bool = False, **kwargs) -> Explanation:
-    """Trace ``fn(*inputs, **kwargs)`` (without grad), compile it, and describe the
-    graph, fusion groups, kernels and memory plan. With ``train=True`` it is traced
-    with grad enabled, as for training: the forward plan is described, plus what it
-    saves for the backward (with and without recomputation) and the backward plan."""
+def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
+    """Trace ``fn(*inputs, **kwargs)``, compile it, and describe the graph, fusion
+    groups, kernels and memory plan, changing nothing: every parameter, buffer,
+    ``.grad`` and optimizer state the traced calls write is put back afterwards
+    (a training step is explained, not taken).
+
+    A module is traced without grad (its inference plan) unless ``train=True``;
+    a function runs in the caller's grad mode (a training step calls backward)
+    unless ``train`` says otherwise. With grad, a forward whose outputs require
+    grad is described with what it saves for the backward and the backward plan.
+    """
     if isinstance(fn, CompiledFunction):
         fn = fn._module if fn._module is not None else fn._fn
+    if train is None:
+        train = state.grad_enabled and not hasattr(fn, "named_parameters")
     cf = compile(fn)
-    if train:
-        with enable_grad():
-            cf(*inputs, **kwargs)
-    else:
-        with no_grad():
-            cf(*inputs, **kwargs)
+    journal = Journal()
+    prev, state.journal = state.journal, journal
+    try:
+        with enable_grad() if train else no_grad():
+            # a first call that creates state (optimizer moments) runs eagerly and is
+            # traced again: call until there is a plan or a graph break
+            for _ in range(3):
+                cf(*inputs, **kwargs)
+                if cf.entries or cf.graph_breaks:
+                    break
+    finally:
+        state.journal = prev
+        journal.restore()
     if cf.graph_breaks:
         return Explanation(graph_breaks=[str(b) for b in cf.graph_breaks])
+    if not cf.entries:
+        raise RuntimeError("gcompile.explain: the function ran eagerly on every call (it keeps "
+                           "creating tensors that outlive the call); nothing was compiled")
     entry = cf.entries[-1]
     training = {}
     if hasattr(entry, "part"):  # a TrainingEntry: forward and backward plans

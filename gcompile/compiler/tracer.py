@@ -66,6 +66,43 @@ def user_frame() -> tuple[str, int]:
     return "<unknown>", 0
 
 
+class Journal:
+    """Everything traced calls change in place, so it can be put back (``explain``
+    traces a training step without training): tensor values, ``.grad`` slots and
+    optimizer state, each saved as it was before its first change."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[int, tuple[object, np.ndarray, int]] = {}
+        self.grads: dict[int, tuple[object, object]] = {}
+        self.optimizers: dict[int, tuple[object, dict, bool]] = {}
+
+    def tensor(self, t) -> None:
+        if id(t) not in self.tensors:
+            self.tensors[id(t)] = (t, np.array(t._data, copy=True), t._vbox[0])
+
+    def grad(self, leaf) -> None:
+        if id(leaf) not in self.grads:
+            self.grads[id(leaf)] = (leaf, leaf._grad)
+
+    def optimizer(self, opt) -> None:
+        if id(opt) not in self.optimizers:
+            saved = {p: dict(st) for p, st in opt.state.items()}
+            self.optimizers[id(opt)] = (opt, saved, opt._opt_called)
+
+    def restore(self) -> None:
+        for t, data, version in self.tensors.values():
+            if t._data.shape == data.shape:
+                np.copyto(t._data, data)
+            t._vbox[0] = version
+        for leaf, g in self.grads.values():
+            leaf._grad = g
+        for opt, saved, called in self.optimizers.values():
+            opt.state.clear()
+            for p, st in saved.items():
+                opt.state[p].update(st)
+            opt._opt_called = called
+
+
 @dataclass
 class _Capture:
     ref: weakref.ref
@@ -130,6 +167,8 @@ class Tracer:
         self.created: list[weakref.ref] = []
         self.grad_reads: dict[int, tuple[object, object]] = {}  # id(grad) -> (leaf, grad)
         self.backward_ran = False
+        from .._state import state
+        self.journal: Journal | None = state.journal
 
     # ---- values ------------------------------------------------------------------
     def bind_input(self, t, name: str) -> Value:
@@ -222,8 +261,15 @@ class Tracer:
         self.clock += 1
         self.mutated_at[id(tensor)] = self.clock
 
+    def before_write(self, tensor) -> None:
+        """``tensor``'s storage is about to be written in place."""
+        if self.journal is not None:
+            self.journal.tensor(tensor)
+
     def record_grad(self, leaf, value) -> None:
-        """``leaf.grad = value`` happened while tracing (zero_grad, backward)."""
+        """``leaf.grad = value`` is happening while tracing (zero_grad, backward)."""
+        if self.journal is not None:
+            self.journal.grad(leaf)
         if id(leaf) not in self.grad_was_none and id(leaf) not in self.grad_writes:
             self.grad_was_none[id(leaf)] = (leaf, leaf._grad is None)
         self.grad_writes[id(leaf)] = (leaf, value)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .._tensor import Tensor
+from .._tensor import Tensor, _graph_break
 
 __all__ = ["broadcast_all", "probs_to_logits", "logits_to_probs", "clamp_probs",
            "lazy_property", "lgamma_const", "softplus"]
@@ -66,7 +66,9 @@ def softplus(x: Tensor) -> Tensor:
 
 
 def lgamma_const(x: Tensor) -> Tensor:
-    """log Gamma(x) elementwise, as a constant (no gradient): used on counts."""
+    """log Gamma(x) elementwise, as a constant (no gradient): used on counts. There
+    is no lgamma op yet, so under compile this is a graph break, never a baked value."""
+    _graph_break("lgamma of a tensor (no lgamma op)")
     arr = np.asarray(x.detach()._data, dtype=np.float64)
     out = np.vectorize(math.lgamma, otypes=[np.float64])(arr) if arr.size else arr.copy()
     return Tensor._make(np.asarray(out, dtype=x.dtype.np if x.dtype.is_floating_point

@@ -16,6 +16,7 @@ from ir.shapes import normalize_dim
 
 from .._random import _gen
 from .._state import state
+from .._functions import check_values
 from .._tensor import Tensor, _graph_break, apply_op
 
 __all__ = [
@@ -712,25 +713,23 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
                            f"following scalar types: Long, Int; but got {input.dtype} instead "
                            "(while checking arguments for embedding)")
     n = weight.shape[0]
-    if input.numel():
-        lo, hi = int(input._data.min()), int(input._data.max())
-        if lo < 0 or hi >= n:
-            bad = hi if hi >= n else lo
-            raise IndexError(f"index out of range in self (embedding index {bad} with "
-                             f"num_embeddings={n})")
+    input = check_values(input, "range", low=0, high=n - 1, error="IndexError",
+                         message="index out of range in self (embedding index {bad} with "
+                         f"num_embeddings={n})")
     if padding_idx is not None and padding_idx < 0:
         padding_idx += n
     if scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: scale_grad_by_freq and sparse gradients are not "
                                   "supported")
     if max_norm is not None:
+        # torch's embedding_renorm_: rows looked up now are scaled in place to norm
+        # max_norm at most (a repeated index writes the same scaled row again)
         with _no_grad():
-            rows = np.unique(input._data)
-            w = weight._data
-            norms = np.linalg.norm(w[rows], ord=norm_type, axis=1)
-            scale = np.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
-            w[rows] *= scale[:, None].astype(w.dtype)
-            weight._vbox[0] += 1
+            idx = input.reshape(-1)
+            rows = weight.index_select(0, idx)
+            norms = rows.norm(norm_type, dim=1, keepdim=True)
+            scale = apply_op("where", (norms > max_norm, max_norm / (norms + 1e-7), 1.0))
+            weight[idx] = rows * scale.to(weight.dtype)
     return apply_op("embedding", (weight, input), {"padding_idx": padding_idx},
                     "EmbeddingBackward0")
 
@@ -739,16 +738,16 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     """int64 one-hot encoding along a new last dimension."""
     if tensor.dtype is not dt.int64:
         raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
-    data = tensor._data
     if num_classes == -1:
-        if data.size == 0:
+        if tensor.numel() == 0:
             raise RuntimeError("Can not infer total number of classes from empty tensor.")
-        num_classes = int(data.max()) + 1
-    if data.size and (data.min() < 0 or data.max() >= num_classes):
-        bad = int(data.min()) if data.min() < 0 else int(data.max())
-        raise RuntimeError(f"Class values must be smaller than num_classes (got class {bad} "
-                           f"with num_classes={num_classes})" if bad >= 0 else
-                           f"Class values must be non-negative (got class {bad}).")
+        # the output's shape depends on the data: a graph break under compile
+        num_classes = int(tensor.max().item()) + 1
+    tensor = check_values(tensor, "range", low=0, message="Class values must be non-negative "
+                          "(got class {bad}).")
+    tensor = check_values(tensor, "range", high=num_classes - 1,
+                          message="Class values must be smaller than num_classes (got class "
+                          f"{{bad}} with num_classes={num_classes})")
     from .._creation import arange
     classes = arange(num_classes)
     return apply_op("cast", (apply_op("eq", (tensor.unsqueeze(-1), classes)),),
@@ -837,15 +836,12 @@ def _class_dim(input: Tensor) -> int:
     return 0 if input.dim() == 1 else 1
 
 
-def _check_targets(target: Tensor, n_classes: int, ignore_index: int, name: str) -> None:
-    t = target._data
-    if t.size == 0:
-        return
-    valid = t[t != ignore_index] if ignore_index is not None else t
-    if valid.size and (valid.min() < 0 or valid.max() >= n_classes):
-        bad = int(valid.max()) if valid.max() >= n_classes else int(valid.min())
-        raise IndexError(f"Target {bad} is out of bounds. ({name}: class indices must be in "
-                         f"[0, {n_classes - 1}] for input with {n_classes} classes)")
+def _check_targets(target: Tensor, n_classes: int, ignore_index: int, name: str) -> Tensor:
+    """``target``, checked (on every call, compiled too) to hold class indices."""
+    return check_values(target, "range", low=0, high=n_classes - 1, ignore=ignore_index,
+                        error="IndexError", message="Target {bad} is out of bounds. "
+                        f"({name}: class indices must be in [0, {n_classes - 1}] for input "
+                        f"with {n_classes} classes)")
 
 
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
@@ -870,7 +866,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
     if weight is not None and tuple(weight.shape) != (n_classes,):
         raise RuntimeError(f"weight tensor should be defined either for all {n_classes} classes "
                            f"or no classes but got weight tensor of shape: {list(weight.shape)}")
-    _check_targets(target, n_classes, ignore_index, "nll_loss")
+    target = _check_targets(target, n_classes, ignore_index, "nll_loss")
     target = target.long() if target.dtype is not dt.int64 else target
     ignored = apply_op("eq", (target, ignore_index))
     safe = apply_op("where", (ignored, 0, target))
@@ -947,9 +943,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
         raise ValueError(f"Using a target size ({target.shape}) that is different to the input "
                          f"size ({input.shape}) is deprecated. Please ensure they have the same "
                          "size.")
-    x = input._data
-    if x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 1):
-        raise RuntimeError("all elements of input should be between 0 and 1")
+    input = check_values(input, "range", low=0.0, high=1.0,
+                         message="all elements of input should be between 0 and 1")
     log_x = apply_op("clamp", (input.log(),), {"min": -100.0, "max": None})
     log_1mx = apply_op("clamp", ((1.0 - input).log(),), {"min": -100.0, "max": None})
     loss = -(target * log_x + (1.0 - target) * log_1mx)

@@ -82,6 +82,8 @@ def _traced_step(opt: Optimizer, step: Callable, args: tuple, kwargs: dict) -> A
     of the plan and every flag a guard; then the groups are the user's again."""
     groups = opt.param_groups
     tracer = state.tracer
+    if tracer.journal is not None:
+        tracer.journal.optimizer(opt)
     opt.param_groups = [_TracedGroup(g, i, tracer.guards) for i, g in enumerate(groups)]
     try:
         return _run_step(opt, step, args, kwargs)

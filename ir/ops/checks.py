@@ -47,5 +47,6 @@ def _check_impl(x, kind, low=None, high=None, ignore=None, error="RuntimeError",
 register(OpDef("check", "other", _check_impl,
                infer=lambda specs, attrs: (tuple(specs[0][0]), specs[0][1]),
                attrs=("kind", "low", "high", "ignore", "error", "message"),
+               grad=lambda b, g, xs, out, **attrs: (g,),  # the values pass through
                extra={"impure": True},
                doc="pass the input through, or raise (non-finite values, values out of range)"))

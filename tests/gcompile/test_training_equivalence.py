@@ -501,8 +501,8 @@ def test_explain_does_not_train():
         opt2.zero_grad()
         crit(model2(x), y).backward()
         opt2.step()
-    w0 = model2[0].weight.numpy().copy()
+    w0 = model2[0].weight.detach().numpy().copy()
     torch.explain(step2)
     assert len(opt2.state) == 0
     assert all(p.grad is None for p in model2.parameters())
-    np.testing.assert_array_equal(model2[0].weight.numpy(), w0)
+    np.testing.assert_array_equal(model2[0].weight.detach().numpy(), w0)
