@@ -6,7 +6,10 @@ range: random bit patterns (normal, subnormal, huge), inf, nan, -0.0.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -17,27 +20,42 @@ from ir.registry import REGISTRY
 from kernels.cpu import codegen, compile_kernel
 from kernels.spec import KernelSpec, Phase, Stmt, attrs_tuple, inp, var
 
-# attribute values used for ops that take attributes (several settings -> several stmts)
-ATTR_CHOICES = {
-    "approximate": ["none", "tanh"],
-    "negative_slope": [0.01],
-    "alpha": [1.0],
-    "beta": [1.0, 2.0],
-    "threshold": [20.0],
+
+def _load_cases():
+    name = "_gcompile_op_cases"
+    if name not in sys.modules:
+        path = pathlib.Path(__file__).resolve().parents[1] / "op_cases.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+# Attribute settings come from the registry-wide case table (tests/op_cases.py, which must
+# cover every registered op): each elementwise op runs once per distinct attrs of its cases.
+CASES = _load_cases().CASES
+# elementwise ops the family sweep leaves to a test of their own, and why
+OWN_TEST = {
+    "cast": "float -> int casts are undefined for nan, inf and out-of-range values, which the "
+            "sweep's random bit patterns are full of: test_cast_and_clamp uses finite inputs",
 }
-SKIP = {"cast", "clamp"}  # attribute-typed ops with their own tests below
 # Gradient formulas are ill-conditioned far out (1 + tanh(x) and 1 - erf(x) cancel, so a
 # 1-ulp difference in tanh becomes a 1e-3 relative difference; x**3 overflows on other
 # paths than the eager formula): test them on moderate inputs.
 MODERATE_PREFIX = ("_backward",)
 
 
-def _attr_sets(op):
-    sets = [{}]
-    for a in op.attrs:
-        if a not in ATTR_CHOICES:
-            return None
-        sets = [dict(s, **{a: v}) for s in sets for v in ATTR_CHOICES[a]]
+def _sweep_ops():
+    return sorted(n for n, op in REGISTRY.items()
+                  if op.expr is not None and op.is_elementwise and n not in OWN_TEST)
+
+
+def _attr_sets(name):
+    sets = []
+    for case in CASES[name]:
+        if case.attrs not in sets:
+            sets.append(case.attrs)
     return sets
 
 
@@ -82,17 +100,13 @@ def _build(family):
     names = ("c", "x", "y") + (("xm", "ym") if "xm" in arrays else ())
     in_dtypes = tuple(arrays[n].dtype.name for n in names)
     stmts, stores, refs, labels, outs = [], [], [], [], []
-    for name, op in sorted(REGISTRY.items()):
-        if op.expr is None or op.category not in ("unary", "binary", "ternary") or name in SKIP:
-            continue
-        sets = _attr_sets(op)
-        if sets is None:
-            continue
+    for name in _sweep_ops():
+        op = REGISTRY[name]
         operands = {"unary": ("x",), "binary": ("x", "y"), "ternary": ("c", "x", "y")}[
             op.category]
         if name.endswith(MODERATE_PREFIX) and "xm" in arrays:
             operands = tuple(o + "m" if o in ("x", "y") else o for o in operands)
-        for attrs in sets:
+        for attrs in _attr_sets(name):
             specs = [(arrays[o].shape, dt.from_numpy(arrays[o].dtype)) for o in operands]
             try:
                 out_d = op.infer(specs, attrs)[1]
@@ -102,6 +116,7 @@ def _build(family):
                         vals = [v.astype(out_d.np) for v in vals]
                     ref = op.impl(*vals, **attrs)
             except Exception:  # noqa: BLE001 - op does not apply to this family
+                # (test_every_elementwise_op checks that no op drops out where it applies)
                 continue
             ref = np.asarray(ref).astype(out_d.np)
             one = Stmt("s", name, tuple(inp(names.index(o)) for o in operands),
@@ -131,6 +146,13 @@ def test_every_elementwise_op(family):
     spec, inputs, refs, labels = _build(family)
     composite = {lb: REGISTRY[lb.split("{")[0]].impl.__module__ != "ir.ops.elementwise"
                  for lb in labels}
+    # no op silently drops out: float families hold every op but the integer-only ones,
+    # the int family at least those
+    want = {n for n in _sweep_ops()
+            if (REGISTRY[n].dtype_rule == "int_only") == (family == "int")}
+    if family != "bool":
+        missing = sorted(want - {lb.split("{")[0] for lb in labels})
+        assert not missing, f"elementwise ops left out of the {family} kernel: {missing}"
     assert len(labels) >= {"float32": 40, "float64": 40, "int": 20, "bool": 8}[family]
     k = compile_kernel(spec)
     outs = [np.empty(inputs[0].shape, np.dtype(d)) for d, _ in spec.outputs]
@@ -154,6 +176,13 @@ def test_every_elementwise_op(family):
                             f"{[a[bad].tolist() for a in inputs[1:3]]} got {out[bad].tolist()} "
                             f"want {ref[bad].tolist()}")
     assert not failures, "\n".join(failures)
+
+
+def test_own_tests_name_elementwise_ops():
+    for name, reason in OWN_TEST.items():
+        assert name in REGISTRY and REGISTRY[name].is_elementwise, name
+        assert reason
+    assert CASES.keys() >= set(_sweep_ops()), sorted(set(_sweep_ops()) - CASES.keys())
 
 
 def test_cast_and_clamp():

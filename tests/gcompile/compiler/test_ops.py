@@ -1,8 +1,9 @@
-"""compiled == eager, op by op, on contiguous/transposed/sliced/broadcast inputs.
+"""compiled == eager for fused op combinations, on contiguous/transposed/sliced/broadcast
+inputs (each op alone: tests/ir/test_registry_coverage.py, driven by the registry).
 
 Breadth runs with the NumPy evaluation of each KernelSpec (``reference_kernels``:
 no Numba compile per op); the generated Numba kernels are exercised by a few
-fused mega-kernels (every unary op in one kernel, a multi-phase rows kernel)
+fused mega-kernels (sixteen unary ops in one kernel, a multi-phase rows kernel)
 whose compile is shared across layouts.
 """
 import numpy as np
@@ -56,28 +57,20 @@ def check(fn, *args, rtol=1e-5, atol=1e-6):
     return cf
 
 
-UNARY = {
-    "neg": torch.neg, "abs": torch.abs, "exp": torch.exp,
-    "log": lambda x: torch.log(x.abs() + 0.5), "sqrt": lambda x: torch.sqrt(x.abs()),
-    "rsqrt": lambda x: torch.rsqrt(x.abs() + 0.5), "reciprocal": lambda x: 1 / (x.abs() + 0.5),
-    "sin": torch.sin, "cos": torch.cos, "tan": lambda x: torch.tan(x * 0.5),
-    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "erf": torch.erf, "relu": torch.relu,
-    "sign": torch.sign, "floor": torch.floor, "ceil": torch.ceil, "round": torch.round,
-    "trunc": torch.trunc, "clamp": lambda x: torch.clamp(x, -0.5, 0.7),
-    "log1p": lambda x: torch.log1p(x.abs()), "expm1": torch.expm1,
-    "log2": lambda x: torch.log2(x.abs() + 1), "log10": lambda x: torch.log10(x.abs() + 1),
-    "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu,
-    "leaky_relu": lambda x: F.leaky_relu(x, 0.1), "elu": F.elu, "softplus": F.softplus,
-    "cast": lambda x: (x * 3).to(torch.int64).to(x.dtype), "square": lambda x: x * x,
-    "isfinite": lambda x: torch.where(torch.isfinite(x / (x - x)), x, -x),
+# Each registered op alone, on every layout, is compiled and checked against eager by the
+# registry-driven tests/ir/test_registry_coverage.py. Here: fused combinations of ops.
+FUSED_UNARY = {
+    "square": lambda x: x * x,
+    "cast_round_trip": lambda x: (x * 3).to(torch.int64).to(x.dtype),
+    "isfinite_of_nan": lambda x: torch.where(torch.isfinite(x / (x - x)), x, -x),
+    "log_of_abs": lambda x: torch.log(x.abs() + 0.5),
+    "gelu_tanh_clamp": lambda x: F.gelu(x, approximate="tanh").clamp(-0.5, 0.7),
 }
-BINARY = {
-    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": lambda a, b: a / (b.abs() + 1),
-    "pow": lambda a, b: torch.pow(a.abs() + 0.1, b), "maximum": torch.maximum,
-    "minimum": torch.minimum, "atan2": torch.atan2,
+FUSED_BINARY = {
     "cmp": lambda a, b: ((a < b).float() + (a >= b).float() * 2 + (a == a).float()).to(a.dtype),
     "where": lambda a, b: torch.where(a > b, a, b * 2),
     "scalar": lambda a, b: (a * 2.5 - 1) / 3 + b ** 2,
+    "pow_abs": lambda a, b: torch.pow(a.abs() + 0.1, b),
 }
 LAYOUTS = ["contiguous", "transposed", "sliced", "broadcast"]
 DTYPES = [torch.float32, torch.float64]
@@ -85,22 +78,16 @@ DTYPES = [torch.float32, torch.float64]
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_unary_ops(reference_kernels, layout, dtype):
+def test_fused_elementwise(reference_kernels, layout, dtype):
     x = make(layout, dtype)
-    for name, fn in UNARY.items():
+    row = make("contiguous", dtype, seed=1, shape=(1, 5)).reshape(5)
+    col = make(layout, dtype, seed=2)
+    for name, fn in FUSED_UNARY.items():
         try:
             check(fn, x, rtol=RTOL[dtype], atol=1e-6)
         except AssertionError as e:
             raise AssertionError(f"{name}: {e}") from None
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_binary_ops_with_broadcast(reference_kernels, layout, dtype):
-    x = make(layout, dtype)
-    row = make("contiguous", dtype, seed=1, shape=(1, 5)).reshape(5)
-    col = make(layout, dtype, seed=2)
-    for name, fn in BINARY.items():
+    for name, fn in FUSED_BINARY.items():
         for y in (row, col):
             try:
                 check(fn, x, y, rtol=RTOL[dtype], atol=1e-6)
@@ -108,28 +95,13 @@ def test_binary_ops_with_broadcast(reference_kernels, layout, dtype):
                 raise AssertionError(f"{name}: {e}") from None
 
 
-REDUCTIONS = {
-    "sum": lambda x, d, k: x.sum(d, keepdim=k), "mean": lambda x, d, k: x.mean(d, keepdim=k),
-    "amax": lambda x, d, k: x.amax(d, keepdim=k), "amin": lambda x, d, k: x.amin(d, keepdim=k),
-    "var": lambda x, d, k: x.var(d, keepdim=k), "std": lambda x, d, k: x.std(d, keepdim=k),
-    "prod": lambda x, d, k: (x * 0.5 + 1).prod(d, keepdim=k),
-    "logsumexp": lambda x, d, k: torch.logsumexp(x, d, keepdim=k),
-    "sum_fused": lambda x, d, k: (x.exp() * 2).sum(d, keepdim=k) + 1,
-}
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_reductions(reference_kernels, layout, dtype):
-    x = make(layout, dtype)
-    for name, fn in REDUCTIONS.items():
-        for dims in (-1, 0, (0, 1)):
-            for keep in (False, True):
-                try:
-                    check(lambda x, fn=fn, dims=dims, keep=keep: fn(x, dims, keep), x,
-                          rtol=RED_TOL[dtype], atol=1e-5)
-                except AssertionError as e:
-                    raise AssertionError(f"{name} dims={dims} keepdim={keep}: {e}") from None
+def test_fused_reduction(reference_kernels, layout):
+    x = make(layout, torch.float32)
+    for dims in (-1, 0, (0, 1)):
+        for keep in (False, True):
+            check(lambda x, dims=dims, keep=keep: (x.exp() * 2).sum(dims, keepdim=keep) + 1, x,
+                  rtol=RED_TOL[torch.float32], atol=1e-5)
 
 
 def test_reduction_over_middle_and_3d(reference_kernels):
@@ -188,13 +160,17 @@ def test_int_and_bool_dtypes(reference_kernels):
 
 
 # ---- the generated Numba kernels ------------------------------------------------------------
+MEGA_UNARY = (
+    torch.exp, torch.tanh, torch.sigmoid, torch.erf, torch.relu,
+    lambda x: F.gelu(x, approximate="tanh"), F.silu, lambda x: torch.log1p(x.abs()), torch.sin,
+    lambda x: torch.clamp(x, -0.5, 0.7), torch.floor, lambda x: torch.sqrt(x.abs()),
+    lambda x: torch.rsqrt(x.abs() + 0.5), F.elu, F.softplus,
+    lambda x: torch.where(x > 0, x, x * 0.5),
+)
+
+
 def _mega_unary(x):
-    outs = []
-    for name in ("exp", "tanh", "sigmoid", "erf", "relu", "gelu_tanh", "silu", "log1p", "sin",
-                 "clamp", "floor", "sqrt", "rsqrt", "elu", "softplus", "where"):
-        fn = UNARY.get(name) or (lambda x: torch.where(x > 0, x, x * 0.5))
-        outs.append(fn(x))
-    return tuple(outs)
+    return tuple(fn(x) for fn in MEGA_UNARY)
 
 
 def test_generated_elementwise_kernel_all_layouts():
