@@ -34,7 +34,7 @@ import re
 from typing import NamedTuple
 
 from ir import dtypes as dt
-from ir.registry import REGISTRY
+from ir.registry import REGISTRY, compute_dtype
 
 from ..spec import KernelSpec, Phase, Stmt
 
@@ -64,13 +64,19 @@ def _is_float(d: str) -> bool:
     return d in _FLOATS
 
 
-def _promote(dtypes: list[str]) -> str:
-    if not dtypes:
-        return "float32"
-    d = dt.as_dtype(dtypes[0])
-    for o in dtypes[1:]:
-        d = dt.promote_types(d, dt.as_dtype(o))
-    return d.name
+def compute_dtype_of(op: str, arg_dtypes: list[str], arg_is_const: list[bool]) -> str:
+    """The dtype eager dispatch computes elementwise ``op`` in for operands of these
+    dtypes: ``ir.registry.compute_dtype``, the rule the eager dispatcher, the reference
+    interpreter and lowering use. Constants stand for the 0-d tensors or Python
+    scalars they were lowered from (typed already), so they count as 0-d operands: a
+    tensor keeps its dtype against a constant of the same category."""
+    od = REGISTRY[op]
+    specs = [(dt.as_dtype(d), 0 if c else 1) for d, c in zip(arg_dtypes, arg_is_const)]
+    if od.dtype_rule == "where":
+        specs = specs[1:]
+    if not specs:
+        raise NotImplementedError(f"kernels: op {op!r} without operands")
+    return compute_dtype(od, specs).name
 
 
 class Emitter:
@@ -192,6 +198,9 @@ class _ExprGen:
         o = ops.get(type(node.op))
         if o is None:
             raise NotImplementedError(f"kernels: op {self.op!r}: operator {node.op}")
+        if o == "-" and self.cd == "bool":
+            # NumPy (so eager) refuses bool subtraction: run the NumPy implementation
+            raise NotImplementedError(f"kernels: op {self.op!r}: subtraction of bools")
         if o == "//":
             return self._call("floordiv", [a, b])
         if o == "%":
@@ -228,6 +237,8 @@ class _ExprGen:
     def _UnaryOp(self, node):
         a = self.gen(node.operand)
         if isinstance(node.op, ast.USub):
+            if self.cd == "bool":
+                raise NotImplementedError(f"kernels: op {self.op!r}: negation of a bool")
             return f"(-{a})"
         if isinstance(node.op, ast.UAdd):
             return a
@@ -340,6 +351,10 @@ def stmt_code(stmt: Stmt, em: Emitter, arg_codes: list[str], arg_dtypes: list[st
     if op == "cast":
         lines.append(f"{indent}{target} = {cast_code(arg_codes[0], arg_dtypes[0], out_d)}")
         return target
+    # The compute dtype follows the registry, as in eager dispatch: for comparisons it
+    # is the operands' compute_dtype (the result is bool); for every other rule the
+    # registry's output dtype is the compute dtype, which lowering stored as the stmt's
+    # dtype (and cast the operands to). Logical ops compute on truth values.
     if op in _LOGICAL:
         cd = "bool"
         want = ["bool"] * len(arg_codes)
@@ -347,8 +362,7 @@ def stmt_code(stmt: Stmt, em: Emitter, arg_codes: list[str], arg_dtypes: list[st
         cd = out_d
         want = ["bool", out_d, out_d]
     elif rule == "bool":
-        nonconst = [d for d, c in zip(arg_dtypes, arg_is_const) if not c]
-        cd = _promote(nonconst or list(arg_dtypes))
+        cd = compute_dtype_of(op, arg_dtypes, arg_is_const)
         want = [cd] * len(arg_codes)
     else:
         cd = out_d
@@ -384,12 +398,15 @@ def stmt_code(stmt: Stmt, em: Emitter, arg_codes: list[str], arg_dtypes: list[st
         raise NotImplementedError(f"kernels: op {op!r}: template {tmpl!r} needs {e}") from None
     tree = ast.parse(src, mode="eval")
     expr = _ExprGen(em, cd, args, attrs, op).gen(tree)
-    res_d = "bool" if (rule == "bool" or op in _LOGICAL) else cd
-    if res_d == "bool" and out_d == "bool":
-        lines.append(f"{indent}{target} = {expr}")
+    if rule == "bool" or op in _LOGICAL:
+        val, val_d = expr, "bool"  # comparisons and logical ops yield Python bools
     else:
-        lines.append(f"{indent}{target} = {cast_code(expr, '__any__', out_d)}"
-                     if out_d != "bool" else f"{indent}{target} = ({expr}) != 0")
+        # NumPy's loop for ``cd`` returns a ``cd`` value, but Numba computes bool and
+        # small-integer arithmetic in wider integers (True + True is 2): bring the value
+        # back to ``cd`` first (bool + bool is logical or, bool * bool logical and, as in
+        # eager), then to the stmt's dtype
+        val, val_d = cast_code(expr, "__any__", cd), cd
+    lines.append(f"{indent}{target} = {cast_code(val, val_d, out_d)}")
     return target
 
 
