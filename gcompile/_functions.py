@@ -174,9 +174,16 @@ def rsub(input, other, *, alpha=1):
 
 
 def fmod(input, other):
+    """C's remainder (the sign of the dividend). Integers: Python's remainder moved
+    into the dividend's sign, all in ops (a raw NumPy result would be invisible
+    to a trace and replayed as a constant)."""
     a = _t(input)
-    return sub(a, mul(trunc(div(a, other)), other)) if a.dtype.is_floating_point else \
-        Tensor._make(np.fmod(a._data, other._data if isinstance(other, Tensor) else other))
+    if a.dtype.is_floating_point or isinstance(other, float) or (
+            isinstance(other, Tensor) and other.dtype.is_floating_point):
+        return sub(a, mul(trunc(div(a, other)), other))
+    r = remainder(a, other)
+    wrong_sign = logical_and(ne(r, 0), ne(lt(r, 0), lt(a, 0)))
+    return where(wrong_sign, sub(r, other), r)
 
 
 def clamp(input, min=None, max=None, *, out=None):  # noqa: A002

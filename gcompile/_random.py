@@ -55,6 +55,13 @@ default_generator = Generator()
 
 
 def _gen(generator):
+    """The NumPy stream a random op draws from. While tracing, a draw is a graph
+    break: its numbers would be baked into the plan (the same "random" numbers on
+    every call), whichever generator it comes from."""
+    from ._state import state
+    if state.tracer is not None:
+        state.tracer.graph_break("random number generation" + (
+            "" if generator is None else " (an explicit Generator)"))
     if generator is None:
         return default_generator._rng
     if not isinstance(generator, Generator):

@@ -1,9 +1,13 @@
-"""Process-wide mode flags read on every op dispatch (kept as plain class
-attributes: the cheapest lookup on the hot path)."""
+"""Mode flags read on every op dispatch, per thread (as in torch: ``no_grad`` in
+one thread leaves autograd on in the others, and an op run by another thread is
+never recorded into this thread's trace). Defaults are class attributes, so a
+new thread starts with grad enabled and no tracer."""
 from __future__ import annotations
 
+import threading
 
-class State:
+
+class State(threading.local):
     grad_enabled: bool = True
     inference_mode: bool = False
     # set by gcompile's tracer while a function is being traced; None otherwise
@@ -12,4 +16,4 @@ class State:
     journal = None
 
 
-state = State
+state = State()

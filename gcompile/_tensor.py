@@ -155,8 +155,9 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
     OpDef by ``ir.registry.register`` and dtype plans are cached per signature.
     """
     op = _REGISTRY[name] if name.__class__ is str else name
-    if _state.tracer is not None:
-        args, attrs = _state.tracer.lift(op, args, attrs)
+    tracer = _state.tracer
+    if tracer is not None:
+        args, attrs = tracer.lift(op, args, attrs)
     if op._ew:
         if len(args) == 2:
             x, y = args
@@ -231,8 +232,8 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
                 result.grad_fn = OpNode(op, args, attrs, result, grad_name)
                 result._requires_grad = True
                 break
-    if _state.tracer is not None:
-        _state.tracer.record(op, args, attrs, result)
+    if tracer is not None:
+        tracer.record(op, args, attrs, result)
     return result
 
 
@@ -964,25 +965,29 @@ class Tensor:
             raise RuntimeError("gather(): Index tensor must have the same number of dimensions as "
                                f"input tensor (index {tuple(index.shape)}, input "
                                f"{tuple(self.shape)})")
-        return apply_op("gather", (self, index), {"dim": normalize_dim(dim, self.dim())})
+        d = normalize_dim(dim, self.dim())
+        index = _in_bounds(index, self.shape[d], d)
+        return apply_op("gather", (self, index), {"dim": d})
 
     def scatter(self, dim, index, src=None, value=None, reduce=None):
         _check_index_tensor(index, "scatter")
         src = value if src is None else src
-        return apply_op("scatter", (self, index, src),
-                        {"dim": normalize_dim(dim, self.dim()), "reduce": reduce})
+        d = normalize_dim(dim, self.dim())
+        return apply_op("scatter", (self, _in_bounds(index, self.shape[d], d), src),
+                        {"dim": d, "reduce": reduce})
 
     def scatter_add(self, dim, index, src):
         return self.scatter(dim, index, src, reduce="add")
 
     def scatter_(self, dim, index, src=None, value=None, reduce=None):
+        _check_index_tensor(index, "scatter_")
         src = value if src is None else src
-        return self._inplace("scatter", (index, src),
-                             {"dim": normalize_dim(dim, self.dim()), "reduce": reduce})
+        d = normalize_dim(dim, self.dim())
+        return self._inplace("scatter", (_in_bounds(index, self.shape[d], d), src),
+                             {"dim": d, "reduce": reduce})
 
     def scatter_add_(self, dim, index, src):
-        return self._inplace("scatter", (index, src),
-                             {"dim": normalize_dim(dim, self.dim()), "reduce": "add"})
+        return self.scatter_(dim, index, src, reduce="add")
 
     def index_select(self, dim, index):
         _check_index_tensor(index, "index_select")
@@ -1321,6 +1326,14 @@ def _broadcastable(shapes) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _in_bounds(index, size: int, dim: int):
+    """``index``, checked on every call (compiled plans too) to lie in [0, size):
+    gather and scatter raise like torch instead of wrapping negative indices."""
+    return apply_op("check", (index,), {
+        "kind": "range", "low": 0, "high": size - 1, "ignore": None, "error": "RuntimeError",
+        "message": f"index {{bad}} is out of bounds for dimension {dim} with size {size}"})
 
 
 def _check_index_tensor(index, op):

@@ -20,7 +20,8 @@ import numpy as np
 from .._state import state
 from .._tensor import Tensor
 from . import logs
-from .tracer import GraphBreak, GraphBreakError, Tracer, check_guards
+from .guards import check_guards, function_guards, grad_presence_guards, unique_guards
+from .tracer import GraphBreak, GraphBreakError, Tracer
 
 RECOMPILE_LIMIT = 8
 
@@ -75,6 +76,8 @@ def _static_key(spec) -> Any:
     if tag == "D":
         return ("D", tuple((k, _static_key(s)) for k, s in spec[1]))
     v = spec[1]
+    if isinstance(v, float):
+        return ("C", float, v.hex())  # 0.0 and -0.0 differ (1/x), NaN equals NaN
     try:
         hash(v)
         return ("C", type(v), v)
@@ -117,9 +120,24 @@ def _tensor_key(t: Tensor) -> tuple:
     return (tuple(t._data.shape), t.dtype.name, "cpu", bool(t.requires_grad))
 
 
+def _alias_key(leaves: list[Tensor]) -> tuple:
+    """Which tensor arguments share memory: for each, the first argument over the
+    same root array (a graph traced for ``f(x, x)`` must not serve ``f(x, y)``)."""
+    if len(leaves) < 2:
+        return ()
+    first: dict[int, int] = {}
+    out = []
+    for i, t in enumerate(leaves):
+        a = t._data
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        out.append(first.setdefault(id(a), i))
+    return tuple(out)
+
+
 def _describe_miss(old: tuple, new: tuple) -> str:
     names = ("argument tensors", "argument structure", "grad mode", "training flags",
-             "parameters")
+             "parameters", "aliasing between tensor arguments")
     for i, (a, b) in enumerate(zip(old, new)):
         if a == b:
             continue
@@ -150,37 +168,39 @@ class _Entry:
         self.out_spec = out_spec
         self.n_out = n_out
         self.live = live  # [(tensor, Value)] captured live tensors
-        self.writebacks = writebacks  # [(tensor, output index)]
+        # [(graph input position, output index)]: this call's tensor at that input
+        # receives that output (in-place writes bind to the current call's arguments)
+        self.writebacks = writebacks
         self.input_map = input_map  # per graph input: ("arg", i) | ("param", i) | ("live", i)
         self.scalars: list = []  # ("scalar", j): scalars[j]() is this call's value
         self.guards: list = []   # (check, expected, description), see tracer.check_guards
         from .training import direct_writebacks
-        self.direct = direct_writebacks(executable, input_map, live, writebacks)
+        self.direct = direct_writebacks(executable, input_map, writebacks)
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
-        arrays = [t._data for t in input_tensors(self, arg_tensors, params)]
+        tensors = input_tensors(self, arg_tensors, params)
         from .training import run_with_writebacks
-        outs = run_with_writebacks(self.executable, arrays, self.writebacks, self.direct)
+        outs = run_with_writebacks(self.executable, tensors, self.writebacks, self.direct)
         leaves = []
         mutated = self._mutated_outputs
         for k in range(self.n_out):
-            src = self.graph.outputs[k]
-            idx = self._input_index.get(id(src))
-            if k in mutated:
-                leaves.append(mutated[k])  # `x.add_(1); return x` returns x itself
-            elif idx is not None and not self.writebacks:
-                kind, i = self.input_map[idx]
-                leaves.append(arg_tensors[i] if kind == "arg" else
-                              params[i] if kind == "param" else self.live[i][0])
+            j = mutated.get(k)
+            if j is not None:
+                leaves.append(tensors[j])  # `x.add_(1); return x` returns this call's x
+                continue
+            idx = self._input_index.get(id(self.graph.outputs[k]))
+            if idx is not None and not self.writebacks:
+                leaves.append(tensors[idx])
             else:
                 leaves.append(Tensor._make(outs[k]))
         return _unflatten(self.out_spec, leaves)
 
     @functools.cached_property
     def _mutated_outputs(self) -> dict:
+        """Output index -> input position, for outputs that are a mutated input."""
         outs = self.graph.outputs
-        return {k: t for t, j in self.writebacks for k in range(self.n_out)
-                if outs[k] is outs[j]}
+        return {k: j for j, kk in self.writebacks for k in range(self.n_out)
+                if outs[k] is outs[kk]}
 
     @functools.cached_property
     def _input_index(self) -> dict[int, int]:
@@ -201,23 +221,6 @@ def input_tensors(entry, arg_tensors: list[Tensor], params: list[Tensor]) -> lis
         else:
             out.append(Tensor._make(np.asarray(float(entry.scalars[i]()), np.float64)))
     return out
-
-
-def unique_guards(guards: list) -> list:
-    """Each guard once (a step asks ``weight_decay != 0`` once per parameter)."""
-    seen: dict = {}
-    for g in guards:
-        seen.setdefault((g[2], repr(g[1])), g)
-    return list(seen.values())
-
-
-def grad_presence_guards(pairs) -> list:
-    """Guards (see ``tracer.check_guards``) that each ``leaf.grad`` is None or not as
-    when traced; ``pairs`` are (leaf weakref, was None)."""
-    def present(ref):
-        return lambda: ref()._grad is None
-    return [(present(ref), was_none, ".grad presence changed since the step was traced")
-            for ref, was_none in pairs]
 
 
 def graph_input_map(tracer, leaves, params, live) -> list[tuple[str, int]]:
@@ -289,7 +292,7 @@ class CompiledFunction:
         params = _module_params(self._module)
         key = (tuple(_tensor_key(t) for t in leaves), _static_key(spec),
                bool(state.grad_enabled), _training_flags(self._module),
-               tuple((n, id(p)) + _tensor_key(p) for n, p in params))
+               tuple((n, id(p)) + _tensor_key(p) for n, p in params), _alias_key(leaves))
         return key, leaves, params
 
     def __call__(self, *args, **kwargs):
@@ -374,6 +377,9 @@ class CompiledFunction:
             tracer.breaks.append(brk)
         if tracer.breaks:
             return result, None, tracer.breaks[0]
+        # the globals and closure variables the function reads are guarded too
+        tracer.guards.extend(function_guards(
+            self._fn if self._module is None else type(self._module).forward))
         out_leaves: list[Tensor] = []
         out_spec = _flatten(result, out_leaves)
         if tracer.backward_ran:
@@ -389,7 +395,7 @@ class CompiledFunction:
             if transient is not None:
                 return result, transient, None
         live, writebacks = tracer.finish(out_leaves)
-        live, writebacks, grad_guards = tracer.dynamic_grads(live, writebacks)
+        live, grad_guards = tracer.dynamic_grads(live)
         graph = tracer.graph
         input_map = graph_input_map(tracer, leaves, params, live)
         traced_text = str(graph)

@@ -1,14 +1,30 @@
 """Glue from a traced graph to the runtime: optimise, lower, plan, execute."""
 from __future__ import annotations
 
+import threading
+
 from runtime.lower import compile_graph
 from runtime.plan import Executor
+
+
+class LockedExecutor(Executor):
+    """An executor whose calls take turns: a plan's arena buffers are shared by its
+    calls, and kernels and BLAS release the GIL, so two threads calling one compiled
+    function at once would otherwise overwrite each other's intermediates."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+
+    def __call__(self, inputs, out_into=None):
+        with self._lock:
+            return super().__call__(inputs, out_into)
 
 
 def build_executable(graph, profile: bool = False) -> Executor:
     """An ``Executor`` for ``graph`` (optimised in place); ``.compiled`` keeps the fusion
     and plan for ``explain``."""
     compiled = compile_graph(graph)
-    ex = Executor(compiled.plan, profile=profile)
+    ex = LockedExecutor(compiled.plan, profile=profile)
     ex.compiled = compiled
     return ex

@@ -19,22 +19,11 @@ import numpy as np
 
 from ir.graph import Graph, Value
 
+from .guards import check_guards, module_guard
+
 _PKG_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(p))) + os.sep
                   for p in (__file__,))
 _IR_DIR = os.path.join(os.path.dirname(_PKG_DIRS[0].rstrip(os.sep)), "ir") + os.sep
-
-
-def check_guards(guards) -> str | None:
-    """The description of the first guard whose check no longer gives its expected
-    value (None when all hold)."""
-    for check, expected, what in guards:
-        try:
-            ok = check() == expected
-        except Exception:  # noqa: BLE001 - a source that is gone is a failed guard
-            ok = False
-        if not ok:
-            return what
-    return None
 
 
 def _requires_grad_of(ref):
@@ -284,16 +273,15 @@ class Tracer:
         if id(grad) not in self.grad_reads and self._lookup(grad) is None:
             self.grad_reads[id(grad)] = (leaf, grad)
 
-    def dynamic_grads(self, live, writebacks):
+    def dynamic_grads(self, live):
         """Swap captured ``.grad`` tensors for slots read through their leaf at run
-        time; returns (live, writebacks, guards) with guards = [(leaf ref, False)]."""
+        time; returns (live, guards) with guards = [(leaf ref, False)]."""
         guards, slots = [], {}
         for gid, (leaf, _) in self.grad_reads.items():
             slots[gid] = GradSlot(leaf)
             guards.append((weakref.ref(leaf), False))
         live = [(slots.get(id(t), t), v) for t, v in live]
-        writebacks = [(slots.get(id(t), t), k) for t, k in writebacks]
-        return live, writebacks, guards
+        return live, guards
 
     def note_grad_read(self, leaf) -> None:
         """Backward read ``leaf.grad`` to decide between assign and accumulate."""
@@ -340,20 +328,11 @@ class Tracer:
         return tuple(out), attrs
 
     def note_module(self, module) -> None:
-        """A module ran inside the trace: its ``training`` flag and its hooks shaped the
-        graph (BatchNorm, Dropout, forward hooks), so they are part of the guard."""
-        if id(module) in self.modules_seen:
-            return
-        self.modules_seen.add(id(module))
-        ref = weakref.ref(module)
-
-        def state():
-            m = ref()
-            d = m.__dict__
-            return (bool(m.training), tuple(d.get("_forward_pre_hooks") or ()),
-                    tuple(d.get("_forward_hooks") or ()))
-        self.guards.append((state, state(), f"{type(module).__name__} (id {id(module):#x}) "
-                            "training flag or hooks"))
+        """A module ran inside the trace: what its forward may branch on (training
+        flag, attributes, hooks, which parameters it holds) is part of the guard."""
+        if id(module) not in self.modules_seen:
+            self.modules_seen.add(id(module))
+            self.guards.append(module_guard(module))
 
     def guard_failure(self) -> str | None:
         """Why the guards recorded while tracing no longer hold (None: they hold)."""
@@ -374,7 +353,8 @@ class Tracer:
     # ---- finishing ---------------------------------------------------------------------
     def finish(self, output_tensors) -> tuple[list, list]:
         """Set graph outputs: the returned tensors, then the final values of mutated
-        inputs. Returns (live captured tensors, [(tensor, output index)] write-backs)."""
+        inputs. Returns (live captured tensors, write-backs), a write-back being
+        (position of the mutated tensor's graph input, output index of its new value)."""
         outs = [self.value_of(t) for t in output_tensors]
         live = []
         for cap in self.captures:
@@ -394,7 +374,7 @@ class Tracer:
         for tensor, root in self.mutated.values():
             if id(root) not in input_ids:
                 continue  # a tensor made inside the function: nothing to write back
-            writebacks.append((tensor, len(outs)))
+            writebacks.append((self.graph.inputs.index(root), len(outs)))
             outs.append(self._lookup(tensor))
         self.graph.set_outputs(outs)
         return live, writebacks

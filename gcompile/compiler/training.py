@@ -104,8 +104,7 @@ class TrainingEntry:
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
         from .api import _unflatten, input_tensors
         tensors = input_tensors(self, arg_tensors, params)
-        outs = run_with_writebacks(self.forward, [t._data for t in tensors], self.writebacks,
-                                   None)
+        outs = run_with_writebacks(self.forward, tensors, self.writebacks, None)
         results = [Tensor._make(outs[k]) for k in range(self.n_out)]
         if state.grad_enabled and any(tensors[i].requires_grad for i in self.wrt_inputs):
             saved = list(outs[self.num_forward_outputs:])
@@ -149,44 +148,43 @@ class StepEntry:
         self.scalars = scalars          # [evaluate]: hyper-parameters read at every call
         self.grad_writes = grad_writes  # [(leaf, output index | None)]
         self.guards = guards            # (check, expected, description)
-        self.direct = direct_writebacks(executable, input_map, live, writebacks)
+        self.direct = direct_writebacks(executable, input_map, writebacks)
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
         from .api import _unflatten, input_tensors
-        arrays = [t._data for t in input_tensors(self, arg_tensors, params)]
-        outs = run_with_writebacks(self.executable, arrays, self.writebacks, self.direct)
+        tensors = input_tensors(self, arg_tensors, params)
+        outs = run_with_writebacks(self.executable, tensors, self.writebacks, self.direct)
         for leaf, k in self.grad_writes:
             leaf._grad = None if k is None else Tensor._make(outs[k])
         return _unflatten(self.out_spec, [Tensor._make(outs[k]) for k in range(self.n_out)])
 
 
-def direct_writebacks(executable, input_map, live, writebacks) -> dict[int, object]:
+def direct_writebacks(executable, input_map, writebacks) -> dict[int, int]:
     """Write-backs the plan can compute straight into the mutated tensor (e.g. an
-    optimizer update in one pass instead of a new buffer copied back), by output."""
+    optimizer update in one pass instead of a new buffer copied back): output index
+    -> input position, for captured (live) tensors, never for arguments (a call may
+    pass aliased or overlapping ones)."""
     plan = getattr(executable, "plan", None)
     if plan is None:
         return {}
-    sources = [live[i][0] if kind == "live" else None for kind, i in input_map]
-    direct = {}
-    for t, k in writebacks:
-        j = next((j for j, src in enumerate(sources) if src is t), None)
-        if j is not None and plan.can_write_output_into_input(k, j):
-            direct[k] = t
-    return direct
+    return {k: j for j, k in writebacks
+            if input_map[j][0] == "live" and plan.can_write_output_into_input(k, j)}
 
 
-def run_with_writebacks(executable, arrays, writebacks, direct) -> list:
-    """Run the plan; mutated tensors receive their new values (in place where the
-    plan computes them there directly, else by a copy)."""
+def run_with_writebacks(executable, tensors, writebacks, direct) -> list:
+    """Run the plan on this call's input ``tensors``; mutated ones receive their new
+    values (in place where the plan computes them there directly, else by a copy)."""
     into = None
     if direct:
         into = {}
-        for k, t in direct.items():
-            a = t._data
+        for k, j in direct.items():
+            a = tensors[j]._data
             if a.flags.c_contiguous and a.flags.writeable:
                 into[k] = a
+    arrays = [t._data for t in tensors]
     outs = executable(arrays, into) if into else executable(arrays)
-    for t, k in writebacks:
+    for j, k in writebacks:
+        t = tensors[j]
         if into is None or k not in into:
             np.copyto(t._data, outs[k])
         t._vbox[0] += 1
@@ -253,12 +251,13 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
 def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
     """Turn a trace in which ``backward()`` ran into a ``StepEntry`` (or a
     ``_Transient`` when the step created state that later calls will find)."""
-    from .api import grad_presence_guards, graph_input_map, unique_guards
+    from .api import graph_input_map
+    from .guards import grad_presence_guards, unique_guards
     transient = check_escapes(tracer, out_leaves)
     if transient is not None:
         return result, transient, None
     live, writebacks = tracer.finish(out_leaves)
-    live, writebacks, slot_guards = tracer.dynamic_grads(live, writebacks)
+    live, slot_guards = tracer.dynamic_grads(live)
     graph = tracer.graph
     outs = list(graph.outputs)
     grad_writes = []
