@@ -1094,6 +1094,10 @@ class Tensor:
                     f"output with shape {list(self.shape)} doesn't match the broadcast shape "
                     f"{list(result.shape)}") from None
         self._check_inplace()
+        if state.grad_enabled and self.grad_fn is not None and not result.requires_grad:
+            # overwritten by values without history (fill_, zero_, copy_ of a constant):
+            # the old history must get zero gradient, as torch's FillBackward gives
+            result = apply_op("where", (Tensor._make(np.zeros((), np.bool_)), self, result))
         if self._base is not None and state.grad_enabled and (
                 result.requires_grad or self._base.requires_grad):
             return self._assign_view(result)

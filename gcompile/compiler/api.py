@@ -19,6 +19,7 @@ import numpy as np
 
 from .._state import state
 from .._tensor import Tensor
+from .._tensor import apply_op as _apply_op
 from . import logs
 from .guards import check_guards, function_guards, grad_presence_guards, unique_guards
 from .tracer import GraphBreak, GraphBreakError, Tracer
@@ -120,6 +121,31 @@ def _tensor_key(t: Tensor) -> tuple:
     return (tuple(t._data.shape), t.dtype.name, "cpu", bool(t.requires_grad))
 
 
+def _output_views(graph, out_leaves: list[Tensor]) -> dict:
+    """Outputs that eager mode returns as views of an input (``return x[0]``): each
+    with the input's position and the chain of view ops from it, replayed on this
+    call's input so the result shares its memory (a later in-place write to the
+    input shows through it, as in eager mode)."""
+    from ir.graph import Value
+    from ir.registry import REGISTRY
+    positions = {id(v): j for j, v in enumerate(graph.inputs)}
+    views = {}
+    for k, t in enumerate(out_leaves):
+        if t._base is None:
+            continue
+        v, chain = graph.outputs[k], []
+        while v.kind == "node" and v.producer is not None:
+            n = v.producer
+            rest = n.inputs[1:]
+            if REGISTRY[n.op].category != "view" or any(isinstance(a, Value) for a in rest):
+                break
+            chain.append((n.op, tuple(rest), dict(n.attrs)))
+            v = n.inputs[0]
+        if chain and id(v) in positions:
+            views[k] = (positions[id(v)], chain[::-1])
+    return views
+
+
 def _alias_key(leaves: list[Tensor]) -> tuple:
     """Which tensor arguments share memory: for each, the first argument over the
     same root array (a graph traced for ``f(x, x)`` must not serve ``f(x, y)``)."""
@@ -174,6 +200,7 @@ class _Entry:
         self.input_map = input_map  # per graph input: ("arg", i) | ("param", i) | ("live", i)
         self.scalars: list = []  # ("scalar", j): scalars[j]() is this call's value
         self.guards: list = []   # (check, expected, description), see tracer.check_guards
+        self.views: dict = {}    # output index -> (input position, view ops to replay)
         from .training import direct_writebacks
         self.direct = direct_writebacks(executable, input_map, writebacks)
 
@@ -183,10 +210,18 @@ class _Entry:
         outs = run_with_writebacks(self.executable, tensors, self.writebacks, self.direct)
         leaves = []
         mutated = self._mutated_outputs
+        views = self.views
         for k in range(self.n_out):
             j = mutated.get(k)
             if j is not None:
                 leaves.append(tensors[j])  # `x.add_(1); return x` returns this call's x
+                continue
+            if k in views:  # a view of an input stays a view of this call's input
+                j, chain = views[k]
+                t = tensors[j]
+                for op, rest, attrs in chain:
+                    t = _apply_op(op, (t, *rest), attrs)
+                leaves.append(t)
                 continue
             idx = self._input_index.get(id(self.graph.outputs[k]))
             if idx is not None and not self.writebacks:
@@ -333,8 +368,8 @@ class CompiledFunction:
             self.graph_breaks.append(brk)
             logs.log("graph_breaks", f"{name}: graph break: {brk}")
             warnings.warn_explicit(
-                f"gcompile.compile: graph break in {name}: {brk.what} needs a concrete value "
-                "while tracing; this signature runs eagerly", GraphBreakWarning,
+                f"gcompile.compile: graph break in {name}: {brk.what} cannot be traced into "
+                "the graph; this signature runs eagerly", GraphBreakWarning,
                 brk.filename, brk.lineno)
             self._eager.add(key)
         elif type(entry).__name__ == "_Transient":
@@ -375,13 +410,15 @@ class CompiledFunction:
             if self.fullgraph:
                 raise GraphBreakError(f"gcompile.compile(fullgraph=True): graph break: {brk}")
             tracer.breaks.append(brk)
+        out_leaves: list[Tensor] = []
+        out_spec = _flatten(result, out_leaves)
+        if not tracer.breaks:
+            tracer.check_outputs(out_leaves)
         if tracer.breaks:
             return result, None, tracer.breaks[0]
         # the globals and closure variables the function reads are guarded too
         tracer.guards.extend(function_guards(
             self._fn if self._module is None else type(self._module).forward))
-        out_leaves: list[Tensor] = []
-        out_spec = _flatten(result, out_leaves)
         if tracer.backward_ran:
             # a whole training step (backward and updates inside): training.py
             from .training import build_step_entry
@@ -407,9 +444,11 @@ class CompiledFunction:
             entry = TrainingEntry(graph, self._build, out_spec, len(out_leaves), live,
                                   writebacks, input_map, inputs, out_leaves)
         else:
+            views = _output_views(graph, out_leaves)
             executable = self._build(graph)
             entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
                            input_map)
+            entry.views = views
         entry.scalars = [ev for ev, _, _ in tracer.scalars]
         entry.guards = unique_guards(tracer.guards + grad_presence_guards(grad_guards))
         entry.traced_text = traced_text

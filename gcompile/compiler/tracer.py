@@ -346,11 +346,25 @@ class Tracer:
         if self.fullgraph:
             raise GraphBreakError(
                 f"gcompile.compile(fullgraph=True): graph break: {what} at {filename}:{lineno} "
-                "needs a concrete value while tracing; remove the data-dependent Python use or "
-                "use fullgraph=False to fall back to eager")
+                "cannot be traced into the graph; remove it (e.g. a data-dependent Python "
+                "use) or use fullgraph=False to fall back to eager")
         self.breaks.append(brk)
 
     # ---- finishing ---------------------------------------------------------------------
+    def check_outputs(self, output_tensors) -> None:
+        """A returned view whose base was written in place after the view was taken
+        holds the written values in eager mode; the graph has only the value it had
+        when taken, so that is a graph break (rare, and never silently stale)."""
+        for t in output_tensors:
+            base = t._base
+            if base is None or id(base) not in self.mutated_at:
+                continue
+            made = self.made_at.get(id(t))
+            if made is None or made[0]() is not t or made[1] < self.mutated_at[id(base)]:
+                self.graph_break("returning a view whose base was modified in place after "
+                                 "the view was taken")
+                return
+
     def finish(self, output_tensors) -> tuple[list, list]:
         """Set graph outputs: the returned tensors, then the final values of mutated
         inputs. Returns (live captured tensors, write-backs), a write-back being

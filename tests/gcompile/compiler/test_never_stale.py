@@ -285,3 +285,40 @@ def test_index_checks_run_in_the_plan():
     fs(torch.tensor([1]))
     with pytest.raises(RuntimeError, match="index -1 is out of bounds"):
         fs(torch.tensor([-1]))
+
+
+# ---- 6. views and overwritten history -----------------------------------------------------
+def test_returned_view_of_an_argument_stays_a_view():
+    f = torch.compile(lambda x: x[0])
+    f(torch.ones(3, 2))
+    x = torch.ones(3, 2)
+    v = f(x)
+    x.add_(1)  # eager: v sees the write
+    np.testing.assert_array_equal(v.numpy(), [2, 2])
+
+
+def test_returned_view_of_a_base_written_after_it_was_taken():
+    @torch.compile
+    def f(x):
+        h = x * 2
+        v = h.reshape(-1)
+        h.add_(x)
+        return v
+
+    for _ in range(2):
+        np.testing.assert_array_equal(f(torch.ones(2)).numpy(), [3, 3])
+
+
+@pytest.mark.parametrize("how", ["zero_", "fill_", "copy_"])
+def test_overwriting_a_tensor_with_history_replaces_its_history(how):
+    a = torch.randn(3, requires_grad=True)
+    x = a * 2
+    if how == "zero_":
+        x.zero_()
+    elif how == "fill_":
+        x.fill_(3.0)
+    else:
+        x.copy_(torch.ones(3))
+    assert x.requires_grad
+    (x * a.detach()).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [0, 0, 0])
