@@ -219,8 +219,22 @@ _binary("mul", np.multiply, "({0} * {1})",
         lambda b, g, xs, out: (b.mul(g, xs[1]), b.mul(g, xs[0])), saves=(0, 1))
 _binary("div", np.true_divide, "({0} / {1})", _div_grad, saves=(0, 1), dtype_rule="float")
 _binary("pow", np.power, "({0} ** {1})", _pow_grad, saves=(0, 1, -1))
-_binary("floor_divide", np.floor_divide, "floordiv({0}, {1})", _zero_grad)
-_binary("remainder", np.remainder, "remainder({0}, {1})", _remainder_grad, saves=(0, 1))
+def _integer_division(ufunc):
+    """``ufunc`` that raises for an integer (or bool) zero divisor, as torch does;
+    NumPy would return 0. Generated kernels cannot raise, so codegen leaves a
+    run-time integer divisor to this implementation."""
+    def impl(x, y):
+        if getattr(y, "dtype", np.dtype(type(y))).kind in "iub" and \
+                getattr(x, "dtype", np.dtype(type(x))).kind in "iub" and not np.all(y):
+            raise RuntimeError("ZeroDivisionError")
+        return ufunc(x, y)
+    impl.__name__ = ufunc.__name__
+    return impl
+
+
+_binary("floor_divide", _integer_division(np.floor_divide), "floordiv({0}, {1})", _zero_grad)
+_binary("remainder", _integer_division(np.remainder), "remainder({0}, {1})", _remainder_grad,
+        saves=(0, 1))
 _binary("maximum", np.maximum, "maximum({0}, {1})", _max_grad, saves=(0, 1))
 _binary("minimum", np.minimum, "minimum({0}, {1})",
         lambda b, g, xs, out: _max_grad(b, g, xs, out, less=True), saves=(0, 1))

@@ -207,17 +207,18 @@ class _ExprGen:
             return self._call("remainder", [a, b])
         return f"({a} {o} {b})"
 
+    def _const_value(self, name: str):
+        """The number a generated constant name stands for (None: not a constant)."""
+        for (rep, _t, _d), cname in self.em.consts.items():
+            if cname == name:
+                try:
+                    return float(eval(rep, {"inf": math.inf, "nan": math.nan}))
+                except Exception:  # noqa: BLE001 - not a number
+                    return None
+        return None
+
     def _pow(self, a, b, rnode):
-        val = None
-        if isinstance(rnode, ast.Constant):
-            val = rnode.value
-        else:
-            for (rep, _t, _d), name in self.em.consts.items():
-                if name == b:
-                    try:
-                        val = float(eval(rep, {"inf": math.inf, "nan": math.nan}))
-                    except Exception:  # noqa: BLE001 - not a number
-                        val = None
+        val = rnode.value if isinstance(rnode, ast.Constant) else self._const_value(b)
         if val is not None and not isinstance(val, bool):
             one = self.em.const(1, self.cd)
             special = {0: one, 1: a, 2: f"({a} * {a})", 3: f"({a} * {a} * {a})",
@@ -308,6 +309,13 @@ class _ExprGen:
             if isf:
                 suffix = "f64" if cd == "float64" else "f32"
                 return f"{f}_{suffix}({a[0]}, {a[1]})"
+            divisor = self._const_value(a[1])
+            if not divisor:
+                # an integer zero divisor raises in torch (and in the op's NumPy
+                # implementation); a kernel cannot raise, so only a non-zero constant
+                # divisor is generated here and anything else runs NumPy
+                raise NotImplementedError(f"kernels: op {self.op!r}: integer {f} by a "
+                                          "run-time or zero divisor")
             if cd == "bool":  # NumPy computes bool // bool in int8
                 a = [f"np.int8({x})" for x in a]
             return f"{f}_int({a[0]}, {a[1]})"

@@ -18,7 +18,7 @@ import ir.ops  # noqa: F401 - registers the ops
 from ir import dtypes as dt
 from ir.registry import REGISTRY
 from kernels.cpu import codegen, compile_kernel
-from kernels.spec import KernelSpec, Phase, Stmt, attrs_tuple, inp, var
+from kernels.spec import KernelSpec, Phase, Stmt, attrs_tuple, const, inp, var
 
 
 def _load_cases():
@@ -265,22 +265,33 @@ def test_fast_math_float32_whole_range():
 
 @pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8"])
 def test_integer_floordiv_remainder_edges(dtype):
-    """NumPy's integer semantics, with no raise path in the kernel: zero divisors give 0,
-    results floor towards -inf, and the minimum value // -1 wraps."""
+    """NumPy's integer semantics for every non-zero constant divisor: results floor
+    towards -inf, and the minimum value // -1 wraps."""
     info = np.iinfo(dtype)
     vals = sorted({0, 1, 2, 3, 7, info.max, info.min, info.max - 1}
                   | ({-1, -2, -3, -7, info.min + 1} if info.min < 0 else set()))
-    a = np.array([p for p in vals for _ in vals], dtype)
-    b = np.array([q for _ in vals for q in vals], dtype)
-    st = (Stmt("q", "floor_divide", (inp(0), inp(1)), (), dtype),
-          Stmt("r", "remainder", (inp(0), inp(1)), (), dtype))
-    spec = KernelSpec((dtype, dtype), ((dtype, "full"), (dtype, "full")),
-                      (Phase("map", st, stores=((0, var("q")), (1, var("r")))),), "elementwise")
-    q, r = np.empty_like(a), np.empty_like(a)
-    compile_kernel(spec)([a, b], [q, r])
-    with np.errstate(all="ignore"):
-        np.testing.assert_array_equal(q, np.floor_divide(a, b))
-        np.testing.assert_array_equal(r, np.remainder(a, b))
+    a = np.array(vals, dtype)
+    for d in (v for v in vals if v != 0):
+        st = (Stmt("q", "floor_divide", (inp(0), const(d, dtype)), (), dtype),
+              Stmt("r", "remainder", (inp(0), const(d, dtype)), (), dtype))
+        spec = KernelSpec((dtype,), ((dtype, "full"), (dtype, "full")),
+                          (Phase("map", st, stores=((0, var("q")), (1, var("r")))),),
+                          "elementwise")
+        q, r = np.empty_like(a), np.empty_like(a)
+        compile_kernel(spec)([a], [q, r])
+        with np.errstate(all="ignore"):
+            np.testing.assert_array_equal(q, np.floor_divide(a, np.array(d, dtype)))
+            np.testing.assert_array_equal(r, np.remainder(a, np.array(d, dtype)))
+
+
+@pytest.mark.parametrize("op", ["floor_divide", "remainder"])
+def test_integer_division_by_a_runtime_divisor_is_not_a_kernel(op):
+    # a zero integer divisor must raise as in torch; a kernel cannot raise
+    st = (Stmt("q", op, (inp(0), inp(1)), (), "int64"),)
+    spec = KernelSpec(("int64", "int64"), (("int64", "full"),),
+                      (Phase("map", st, stores=((0, var("q")),)),), "elementwise")
+    with pytest.raises(NotImplementedError, match="run-time or zero divisor"):
+        codegen.elementwise_source(spec, ("flat", (-1, -1), None))
 
 
 def test_integer_pow_with_a_runtime_exponent_is_not_a_kernel():

@@ -305,8 +305,9 @@ def test_returned_view_of_a_base_written_after_it_was_taken():
         h.add_(x)
         return v
 
-    for _ in range(2):
+    with pytest.warns(UserWarning, match="returning a view whose base was modified"):
         np.testing.assert_array_equal(f(torch.ones(2)).numpy(), [3, 3])
+    np.testing.assert_array_equal(f(torch.ones(2)).numpy(), [3, 3])
 
 
 @pytest.mark.parametrize("how", ["zero_", "fill_", "copy_"])
@@ -322,3 +323,19 @@ def test_overwriting_a_tensor_with_history_replaces_its_history(how):
     assert x.requires_grad
     (x * a.detach()).sum().backward()
     np.testing.assert_array_equal(a.grad.numpy(), [0, 0, 0])
+
+
+def test_integer_division_by_zero_raises_compiled_and_eager():
+    def f(x, y):
+        return x // y + x % y
+
+    cf = torch.compile(f)
+    x = torch.tensor([5, -7, 9])
+    for _ in range(2):
+        np.testing.assert_array_equal(cf(x, torch.tensor([2, 3, 4])).numpy(),
+                                      f(x, torch.tensor([2, 3, 4])).numpy())
+    for fn in (f, cf):
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            fn(x, torch.tensor([2, 0, 4]))
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        x // 0
