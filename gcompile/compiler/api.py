@@ -318,6 +318,12 @@ class CompiledFunction:
         return functools.partial(self.__call__, obj)
 
     @property
+    def graph(self):
+        """The graph of the most recently traced signature (None before any trace)."""
+        entries = self.entries
+        return entries[-1].graph if entries else None
+
+    @property
     def entries(self) -> list:
         return [e for es in self._entries.values() for e in es]
 

@@ -217,6 +217,7 @@ class Tracer:
                 return
         v = self.graph.add_node(op.name, ins, dict(attrs), shape=tuple(result._data.shape),
                                 dtype=result.dtype)
+        v.producer.meta["source"] = user_frame()  # the user's line that made it
         self._set(result, v)
         self.clock += 1
         if result._base is not None:
