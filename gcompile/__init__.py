@@ -68,6 +68,8 @@ def is_nonzero(input) -> builtins_bool:  # type: ignore[name-defined]  # noqa: F
 
 builtins_bool = __builtins__["bool"] if isinstance(__builtins__, dict) else __builtins__.bool
 from .compiler import compile, explain  # noqa: E402,F401,A004
+from . import export  # noqa: E402  (callable: gcompile.export(fn, *inputs))
+from .export import load  # noqa: E402,F811  (reads checkpoints and exported programs)
 
 
 # torch.softmax / Tensor.softmax are the nn.functional ops under their torch names
