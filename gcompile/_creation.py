@@ -8,8 +8,8 @@ import numpy as np
 from ir import dtypes as dt
 
 from ._device import as_device
-from ._random import _gen
-from ._tensor import Tensor, _sizes
+from ._random import _gen, random_tensor
+from ._tensor import Tensor, _sizes, apply_op
 
 
 def _check_device(device):
@@ -123,48 +123,112 @@ def _dtype(dtype, default=None):
     return dt.as_dtype(dtype)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False, out=None, **_):
-    return _finish(np.empty(_sizes(size), _dtype(dtype).np), requires_grad, device)
+class memory_format:  # noqa: N801 - torch's name
+    """A memory-format tag (torch.contiguous_format, channels_last...). Tensors here are
+    always laid out row-major; the tags are accepted so programs that pass them run."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
 
 
-def zeros(*size, dtype=None, device=None, requires_grad=False, out=None, **_):
-    arr = np.zeros(_sizes(size), _dtype(dtype).np)
+contiguous_format = memory_format("contiguous_format")
+preserve_format = memory_format("preserve_format")
+channels_last = memory_format("channels_last")
+channels_last_3d = memory_format("channels_last_3d")
+
+
+def _check_format(fmt) -> None:
+    if fmt is not None and not isinstance(fmt, memory_format):
+        raise TypeError(f"memory_format must be torch.memory_format, not {type(fmt).__name__}")
+
+
+def _shape_arg(size, kw_size, fn: str):
+    """The size from positional arguments or ``size=`` (never both)."""
+    if kw_size is not None:
+        if size:
+            raise TypeError(f"{fn}() got multiple values for argument 'size'")
+        size = (kw_size,)
+    return _sizes(size)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False, out=None, layout=None,
+          pin_memory=False, memory_format=None, **kw):
+    """Uninitialised tensor (``size=`` accepted as a keyword, as torch)."""
+    sz = _shape_arg(size, _size_kw(kw, "empty"), "empty")
+    _check_format(memory_format)
+    return _finish(np.empty(sz, _dtype(dtype).np), requires_grad, device)
+
+
+def _size_kw(kw: dict, fn: str):
+    """torch's ``size=`` keyword; any other unknown keyword is a TypeError, as in torch."""
+    kw = dict(kw)
+    size = kw.pop("size", None)
+    if kw:
+        name = next(iter(kw))
+        raise TypeError(f"{fn}() got an unexpected keyword argument '{name}'")
+    return size
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False, out=None, layout=None,
+          pin_memory=False, **kw):
+    arr = np.zeros(_shape_arg(size, _size_kw(kw, "zeros"), "zeros"), _dtype(dtype).np)
     if out is not None:
         out._data = arr
         return out
     return _finish(arr, requires_grad, device)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False, **_):
-    return _finish(np.ones(_sizes(size), _dtype(dtype).np), requires_grad, device)
+def ones(*size, dtype=None, device=None, requires_grad=False, out=None, layout=None,
+         pin_memory=False, **kw):
+    arr = np.ones(_shape_arg(size, _size_kw(kw, "ones"), "ones"), _dtype(dtype).np)
+    if out is not None:
+        out._data = arr
+        return out
+    return _finish(arr, requires_grad, device)
 
 
-def full(size, fill_value, *, dtype=None, device=None, requires_grad=False, **_):
+def full(size, fill_value, *, dtype=None, device=None, requires_grad=False, out=None,
+         layout=None, pin_memory=False):
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     if dtype is None:
         dtype = dt.bool_ if isinstance(fill_value, bool) else (
             dt.int64 if isinstance(fill_value, int) else dt.get_default_dtype())
-    return _finish(np.full(_sizes((size,)), fill_value, _dtype(dtype).np), requires_grad, device)
+    arr = np.full(_sizes((size,)), fill_value, _dtype(dtype).np)
+    if out is not None:
+        out._data = arr
+        return out
+    return _finish(arr, requires_grad, device)
 
 
 def _like(input, dtype):
     return dt.as_dtype(dtype) if dtype is not None else input.dtype
 
 
-def empty_like(input, *, dtype=None, device=None, requires_grad=False, **_):
+def empty_like(input, *, dtype=None, device=None, requires_grad=False, layout=None,
+               pin_memory=False, memory_format=None):
+    _check_format(memory_format)
     return _finish(np.empty(input.shape, _like(input, dtype).np), requires_grad, device)
 
 
-def zeros_like(input, *, dtype=None, device=None, requires_grad=False, **_):
+def zeros_like(input, *, dtype=None, device=None, requires_grad=False, layout=None,
+               pin_memory=False, memory_format=None):
+    _check_format(memory_format)
     return _finish(np.zeros(input.shape, _like(input, dtype).np), requires_grad, device)
 
 
-def ones_like(input, *, dtype=None, device=None, requires_grad=False, **_):
+def ones_like(input, *, dtype=None, device=None, requires_grad=False, layout=None,
+              pin_memory=False, memory_format=None):
+    _check_format(memory_format)
     return _finish(np.ones(input.shape, _like(input, dtype).np), requires_grad, device)
 
 
-def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, **_):
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, layout=None,
+              pin_memory=False, memory_format=None):
+    _check_format(memory_format)
     return _finish(np.full(input.shape, fill_value, _like(input, dtype).np), requires_grad, device)
 
 
@@ -216,18 +280,21 @@ def _float_dtype(dtype, fn):
     return d
 
 
+def _sample(kind, size, d, generator, requires_grad, device):
+    # through the registry's random ops: a compiled function draws fresh samples per call
+    as_device(device)
+    t = random_tensor(kind, _sizes(size), d, generator)
+    return t.requires_grad_() if requires_grad else t
+
+
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
     d = _float_dtype(dtype, "check_uniform_bounds")
-    arr = _gen(generator).random(_sizes(size), dtype=np.float64 if d is dt.float64 else
-                                 np.float32).astype(d.np, copy=False)
-    return _finish(arr, requires_grad, device)
+    return _sample("uniform", size, d, generator, requires_grad, device)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
     d = _float_dtype(dtype, "normal_kernel_cpu")
-    arr = _gen(generator).standard_normal(_sizes(size), dtype=np.float64 if d is dt.float64 else
-                                          np.float32).astype(d.np, copy=False)
-    return _finish(arr, requires_grad, device)
+    return _sample("normal", size, d, generator, requires_grad, device)
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
@@ -286,11 +353,17 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, out=None
 
 
 def bernoulli(input, p=None, *, generator=None):
-    probs = input._data if p is None else np.full(input.shape, p)
-    if np.any((probs < 0) | (probs > 1)):
-        raise RuntimeError("bernoulli: all probabilities must be in [0, 1]")
-    draw = _gen(generator).random(probs.shape) < probs
-    return Tensor._make(draw.astype(input.dtype.np))
+    """1 with probability ``p`` (or each element of ``input``), else 0; in ops, so a
+    compiled function draws at run time and checks the probabilities every call."""
+    from ._functions import check_values
+    probs = input if p is None else apply_op("full_like", (input,), {"value": float(p),
+                                                                      "dtype": None})
+    if not probs.dtype.is_floating_point:
+        probs = probs.to(dt.get_default_dtype())
+    probs = check_values(probs, "range", low=0.0, high=1.0,
+                         message="bernoulli: all probabilities must be in [0, 1] (got {bad})")
+    u = random_tensor("uniform", tuple(input.shape), probs.dtype, generator)
+    return apply_op("cast", (apply_op("lt", (u, probs)),), {"dtype": input.dtype})
 
 
 def multinomial(input, num_samples, replacement=False, *, generator=None):

@@ -87,3 +87,31 @@ def get_rng_state():
 
 def set_rng_state(new_state) -> None:
     default_generator.set_state(new_state)
+
+
+def _next_seed(gen: Generator) -> int:
+    """The next seed a random op takes from ``gen`` (advancing it by one draw)."""
+    return int(gen._rng.integers(0, 2**63 - 1))
+
+
+def draw_seed(generator=None):
+    """A 0-d int64 seed for one random op, from ``generator`` (default: the global
+    one). Eagerly it is drawn now; while tracing it becomes a plan input that is
+    drawn again, in program order, at every call of the compiled plan."""
+    from ._state import state
+    from ._tensor import Tensor
+    gen = default_generator if generator is None else generator
+    if not isinstance(gen, Generator):
+        raise TypeError(f"generator must be a gcompile.Generator, got {type(gen).__name__}")
+    if state.tracer is not None:
+        return state.tracer.random_seed(lambda: _next_seed(gen))
+    return Tensor._make(np.asarray(_next_seed(gen), np.int64))
+
+
+def random_tensor(kind: str, shape: tuple, dtype, generator=None):
+    """Samples of ``kind`` ("uniform": U[0, 1), "normal": N(0, 1)) through the
+    registry's random ops, so compiled code draws them at run time."""
+    from ._tensor import apply_op
+    return apply_op("rand_" + kind, (draw_seed(generator),),
+                    {"shape": tuple(int(s) for s in shape), "dtype": dtype})
+

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ir import dtypes as _dt
+
 from ir import dtypes as dt
 
 
@@ -354,6 +356,157 @@ _add("where",
           label="scalar"),
      Case(lambda g: [g.b(4), g.i(3, 4, dtype=np.int32), g.f(3, 4)],
           lambda c, x, y: np.where(c, W(x), W(y)), grad_args=(2,), label="mixed"))
+
+
+# ---- inverse/hyperbolic trigonometry and special functions (ir/ops/special.py) ------------------
+def _per(fn):
+    return np.vectorize(fn, otypes=[np.float64])
+
+
+def _erfinv_ref(y):
+    """Bisection on math.erf (independent of the op's Newton iteration)."""
+    def one(v):
+        if v >= 1.0 or v <= -1.0:
+            return math.copysign(math.inf, v) if abs(v) == 1.0 else math.nan
+        lo, hi = -7.0, 7.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if math.erf(mid) < v:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+    return _per(one)(y)
+
+
+def _lgamma_ref(x):
+    return np.log(np.abs(_per(math.gamma)(x)))
+
+
+def _polygamma_ref(x, n):
+    """n = 0: a central difference of log|gamma|; n >= 1: the series n! sum 1/(x+k)^(n+1),
+    its tail by Euler-Maclaurin."""
+    x = np.asarray(x, np.float64)
+    if n == 0:
+        h = 1e-5
+        return (_lgamma_ref(x + h) - _lgamma_ref(x - h)) / (2 * h)
+    big = 2000
+    k = np.arange(big, dtype=np.float64)
+    xs = x[..., None] + k
+    s = math.factorial(n) * np.sum(xs ** -(n + 1.0), axis=-1)
+    t = x + big
+    s += math.factorial(n - 1) / t ** n + math.factorial(n) / (2 * t ** (n + 1))
+    return s * (-1.0) ** (n + 1)
+
+
+_unit = lambda g: g.f(3, 4, lo=-0.9, hi=0.9)  # noqa: E731
+_unary("asin", _per(math.asin), _unit)
+_unary("acos", _per(math.acos), _unit)
+_unary("atan", _per(math.atan), int_gen=_sints, int_dtype="float32")
+_unary("sinh", lambda x: (np.exp(x) - np.exp(-x)) / 2, int_gen=_sints, int_dtype="float32")
+_unary("cosh", lambda x: (np.exp(x) + np.exp(-x)) / 2, int_gen=_sints, int_dtype="float32")
+_unary("asinh", lambda x: np.sign(x) * np.log(np.abs(x) + np.sqrt(x * x + 1)),
+       lambda g: g.f(3, 4, lo=-3, hi=3))
+_unary("acosh", lambda x: np.log(x + np.sqrt(x * x - 1)), lambda g: g.f(3, 4, lo=1.2, hi=4),
+       int_gen=_ints, int_dtype="float32")
+_unary("atanh", lambda x: 0.5 * np.log((1 + x) / (1 - x)), _unit)
+_unary("erfc", lambda x: 1.0 - _erf(x), int_gen=_sints, int_dtype="float32")
+_unary("erfinv", _erfinv_ref, lambda g: g.f(3, 4, lo=-0.95, hi=0.95))
+CASES["erfinv"].append(Case(lambda g: [np.array([-1.0, 1.0, 0.0, 0.999, -0.9999, 1.5],
+                                                np.float64)],
+                            _erfinv_ref, grad=False, label="edges"))
+_unary("lgamma", _lgamma_ref, lambda g: g.f(3, 4, lo=0.2, hi=6), int_gen=_ints,
+       int_dtype="float32")
+CASES["lgamma"].append(Case(lambda g: [np.array([-0.5, -1.5, -2.3, 0.0, -3.0, 30.0])],
+                            lambda x: np.where((x <= 0) & (x == np.floor(x)), np.inf,
+                                               _lgamma_ref(np.where((x <= 0) & (x == np.floor(x)), 0.5, x))),
+                            grad=False, label="negative_and_poles"))
+_add("polygamma",
+     *[Case(lambda g: [g.f(3, 4, lo=0.3, hi=5, dtype=np.float64)],
+            lambda x, n: _polygamma_ref(x, n), {"n": nn}, tol=(1e-6, 1e-8), label=f"n{nn}")
+       for nn in (0, 1, 2)],
+     Case(lambda g: [np.array([-0.5, -2.7, 12.0, 0.01])], lambda x, n: _polygamma_ref(x, n),
+          {"n": 0}, tol=(1e-6, 1e-8), grad=False, label="negative"),
+     Case(lambda g: [np.array([1, 2, 7], np.int32)], lambda x, n: _polygamma_ref(x, n),
+          {"n": 1}, out_dtype="float32", grad=False, label="int"))
+
+
+# ---- ordering ops (ir/ops/sorting.py) ----------------------------------------------------------
+def _argsort_ref(x, dim, descending=False, stable=False):
+    """Python's stable sorted() per line, NaN as the largest value."""
+    xm = np.moveaxis(x, dim, -1)
+    out = np.empty(xm.shape, np.int64)
+    for pos in np.ndindex(xm.shape[:-1]):
+        row = list(xm[pos])
+
+        def key(i, row=row):
+            v = row[i]
+            return (1, 0.0) if v != v else (0, v)
+        order = sorted(range(len(row)), key=key, reverse=descending)
+        out[pos] = order
+    return np.moveaxis(out, -1, dim)
+
+
+_SORT_NAN = np.array([[1.0, np.nan, -2.0, 1.0, 0.5], [np.nan, 3.0, 3.0, -1.0, np.nan]],
+                     np.float32)
+_add("argsort",
+     Case(lambda g: [g.f(3, 5)], _argsort_ref, {"dim": 1, "descending": False, "stable": False},
+          out_dtype="int64"),
+     Case(lambda g: [g.f(4, 3)], _argsort_ref, {"dim": 0, "descending": True, "stable": True},
+          out_dtype="int64", label="desc"),
+     Case(lambda g: [_SORT_NAN.copy()], _argsort_ref,
+          {"dim": 1, "descending": False, "stable": True}, out_dtype="int64", label="nan"),
+     Case(lambda g: [_SORT_NAN.copy()], _argsort_ref,
+          {"dim": 1, "descending": True, "stable": True}, out_dtype="int64", label="nan_desc"),
+     Case(lambda g: [g.i(3, 6, lo=-2, hi=3, dtype=np.int32)], _argsort_ref,
+          {"dim": 1, "descending": True, "stable": True}, out_dtype="int64", label="int_ties"),
+     Case(lambda g: [g.b(2, 5)], _argsort_ref, {"dim": 1, "descending": True, "stable": True},
+          out_dtype="int64", label="bool"))
+
+
+def _searchsorted_ref(seq, values, right=False):
+    import bisect
+    f = bisect.bisect_right if right else bisect.bisect_left
+    if seq.ndim == 1:
+        return np.array([f(list(seq), v) for v in values.reshape(-1)],
+                        np.int64).reshape(values.shape)
+    out = np.empty(values.shape, np.int64)
+    for pos in np.ndindex(values.shape[:-1]):
+        out[pos] = [f(list(seq[pos]), v) for v in values[pos]]
+    return out
+
+
+_add("searchsorted",
+     Case(lambda g: [np.array([-1.0, 0.0, 0.5, 0.5, 2.0], np.float32), g.frac(3, 4) / 3],
+          _searchsorted_ref, {"right": False}, out_dtype="int64"),
+     Case(lambda g: [np.array([1, 3, 3, 5, 9]), np.array([[0, 3, 5], [9, 10, 4]])],
+          _searchsorted_ref, {"right": True}, out_dtype="int64", label="right_int"),
+     Case(lambda g: [np.sort(g.f(2, 5), axis=1), g.f(2, 3)], _searchsorted_ref,
+          {"right": False}, out_dtype="int64", label="batched"))
+
+
+def _cumarg_ref(x, dim, largest=True):
+    xm = np.moveaxis(x, dim, -1)
+    out = np.empty(xm.shape, np.int64)
+    for pos in np.ndindex(xm.shape[:-1]):
+        best, bi = None, 0
+        for i, v in enumerate(xm[pos]):
+            if best is None or (best == best and (v != v or (v >= best if largest
+                                                              else v <= best))):
+                best, bi = v, i
+            out[pos + (i,)] = bi
+    return np.moveaxis(out, -1, dim)
+
+
+_add("cumarg",
+     Case(lambda g: [g.f(3, 5)], _cumarg_ref, {"dim": 1, "largest": True}, out_dtype="int64"),
+     Case(lambda g: [g.f(4, 3)], _cumarg_ref, {"dim": 0, "largest": False}, out_dtype="int64",
+          label="min"),
+     Case(lambda g: [np.array([[1.0, 3.0, 3.0, np.nan, 5.0], [2.0, 2.0, 1.0, 2.0, 0.0]],
+                              np.float32)], _cumarg_ref, {"dim": 1, "largest": True},
+          out_dtype="int64", label="ties_nan"),
+     Case(lambda g: [g.i(2, 6, lo=0, hi=3)], _cumarg_ref, {"dim": 1, "largest": False},
+          out_dtype="int64", label="int"))
 
 
 # ---- fused activations (nn) ---------------------------------------------------------------------
@@ -1272,6 +1425,26 @@ _add("check",
           _check_attrs("range", low=0, high=4, ignore=-100, error="IndexError"), label="range"),
      Case(lambda g: [g.f(2, 3, lo=-1, hi=1)], lambda x, **a: W(x),
           _check_attrs("range", low=-1.0, high=None), label="low_only"))
+
+
+# random ops: the seed is the input; the reference is the PCG64 stream the op defines
+# (tests/gcompile/test_random_ops.py checks the samples' statistics)
+def _pcg(seed, kind, shape, dtype):
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    npd = np.float64 if dtype.name == "float64" else np.float32
+    draw = rng.random if kind == "uniform" else rng.standard_normal
+    return draw(shape, dtype=npd).astype(dtype.np)
+
+
+for _kind in ("uniform", "normal"):
+    _add(f"rand_{_kind}",
+         Case(lambda g: [np.array(1234, np.int64)],
+              lambda s, shape, dtype, _k=_kind: _pcg(s, _k, shape, dtype),
+              {"shape": (3, 4), "dtype": _dt.float32}, out_dtype="float32", grad=False),
+         Case(lambda g: [np.array(2**40 + 7, np.int64)],
+              lambda s, shape, dtype, _k=_kind: _pcg(s, _k, shape, dtype),
+              {"shape": (5,), "dtype": _dt.float64}, out_dtype="float64", grad=False,
+              label="f64"))
 
 
 def seed_of(name: str, k: int) -> int:

@@ -198,7 +198,7 @@ class _Entry:
         # receives that output (in-place writes bind to the current call's arguments)
         self.writebacks = writebacks
         self.input_map = input_map  # per graph input: ("arg", i) | ("param", i) | ("live", i)
-        self.scalars: list = []  # ("scalar", j): scalars[j]() is this call's value
+        self.scalars: list = []  # ("scalar", j): (evaluate, dtype) -> this call's value
         self.guards: list = []   # (check, expected, description), see tracer.check_guards
         self.views: dict = {}    # output index -> (input position, view ops to replay)
         from .training import direct_writebacks
@@ -254,8 +254,14 @@ def input_tensors(entry, arg_tensors: list[Tensor], params: list[Tensor]) -> lis
         elif kind == "live":
             out.append(entry.live[i][0])
         else:
-            out.append(Tensor._make(np.asarray(float(entry.scalars[i]()), np.float64)))
+            evaluate, dtype = entry.scalars[i]
+            out.append(Tensor._make(np.asarray(evaluate(), dtype)))
     return out
+
+
+def scalar_sources(tracer) -> list[tuple]:
+    """(evaluate, dtype) of each value the plan reads from Python at every call."""
+    return [(ev, t._data.dtype) for ev, _, t in tracer.scalars]
 
 
 def graph_input_map(tracer, leaves, params, live) -> list[tuple[str, int]]:
@@ -399,23 +405,14 @@ class CompiledFunction:
                 tracer.bind_input(p, pname.replace(".", "_"))
                 input_map.append(("param", i))
         prev = state.tracer
-        rng0 = _rng_fingerprint()
         state.tracer = tracer
         try:
             result = self._fn(*args, **kwargs)
         finally:
             state.tracer = prev
         self.num_traces += 1
-        if not tracer.breaks and _rng_fingerprint() != rng0:
-            # random numbers drawn while tracing would be baked in as constants
-            code = getattr(self._fn, "__code__", None) or getattr(
-                getattr(self._module, "forward", None), "__code__", None)
-            brk = GraphBreak("random number generation (the default generator was used)",
-                             code.co_filename if code else "<unknown>",
-                             code.co_firstlineno if code else 0)
-            if self.fullgraph:
-                raise GraphBreakError(f"gcompile.compile(fullgraph=True): graph break: {brk}")
-            tracer.breaks.append(brk)
+        # (random ops draw their seeds through the tracer; any other draw from a
+        # Generator is a graph break where it happens: _random._gen)
         out_leaves: list[Tensor] = []
         out_spec = _flatten(result, out_leaves)
         if not tracer.breaks:
@@ -442,7 +439,8 @@ class CompiledFunction:
         graph = tracer.graph
         input_map = graph_input_map(tracer, leaves, params, live)
         traced_text = str(graph)
-        inputs = [leaves[i] if kind == "arg" else params[i][1] if kind == "param" else live[i][0]
+        inputs = [leaves[i] if kind == "arg" else params[i][1] if kind == "param" else
+                  live[i][0] if kind == "live" else tracer.scalars[i][2]
                   for kind, i in input_map]
         if training:
             # forward and backward plans from the autodiff pass (training.py)
@@ -455,7 +453,7 @@ class CompiledFunction:
             entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
                            input_map)
             entry.views = views
-        entry.scalars = [ev for ev, _, _ in tracer.scalars]
+        entry.scalars = scalar_sources(tracer)
         entry.guards = unique_guards(tracer.guards + grad_presence_guards(grad_guards))
         entry.traced_text = traced_text
         return result, entry, None
@@ -465,12 +463,6 @@ class CompiledFunction:
             return _interpreter_backend(graph)
         from .backend import build_executable
         return build_executable(graph)
-
-
-def _rng_fingerprint():
-    from .._random import default_generator
-    st = default_generator._rng.bit_generator.state
-    return (id(default_generator._rng), str(st.get("state")))
 
 
 def _safe_name(name: str) -> str:

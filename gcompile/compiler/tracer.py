@@ -146,7 +146,8 @@ class Tracer:
         self.arrays: dict[int, tuple[weakref.ref, Value]] = {}
         self.grad_writes: dict[int, tuple[object, object]] = {}  # id(leaf) -> (leaf, tensor|None)
         self.grad_was_none: dict[int, tuple[object, bool]] = {}  # guards on .grad presence
-        # symbolic numbers (optimizer hyper-parameters): (evaluate, value, 0-d tensor)
+        # values computed in Python at every call, in order: symbolic numbers (optimizer
+        # hyper-parameters) and random seeds: (evaluate, graph input, 0-d tensor)
         self.scalars: list[tuple[object, Value, object]] = []
         self.scalar_inputs: dict[tuple, object] = {}
         # (check, expected, description): what a later call must find for the plan to
@@ -301,6 +302,16 @@ class Tracer:
         self._set(t, v)
         self.scalars.append((sym.evaluate, v, t))
         self.scalar_inputs[sym.key] = t
+        return t
+
+    def random_seed(self, draw):
+        """A 0-d int64 plan input drawn by ``draw()`` at every call (a random op's
+        seed); drawn now too, for the traced call's own eager values."""
+        from .._tensor import Tensor
+        t = Tensor._make(np.asarray(draw(), np.int64))
+        v = self.graph.add_input((), t.dtype, f"seed{len(self.scalars)}")
+        self._set(t, v)
+        self.scalars.append((draw, v, t))
         return t
 
     def lift(self, op, args, attrs):

@@ -145,7 +145,7 @@ class StepEntry:
         self.live = live
         self.writebacks = writebacks
         self.input_map = input_map
-        self.scalars = scalars          # [evaluate]: hyper-parameters read at every call
+        self.scalars = scalars          # [(evaluate, dtype)]: hyper-parameters, seeds
         self.grad_writes = grad_writes  # [(leaf, output index | None)]
         self.guards = guards            # (check, expected, description)
         self.direct = direct_writebacks(executable, input_map, writebacks)
@@ -251,7 +251,7 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
 def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
     """Turn a trace in which ``backward()`` ran into a ``StepEntry`` (or a
     ``_Transient`` when the step created state that later calls will find)."""
-    from .api import graph_input_map
+    from .api import graph_input_map, scalar_sources
     from .guards import grad_presence_guards, unique_guards
     transient = check_escapes(tracer, out_leaves)
     if transient is not None:
@@ -279,7 +279,7 @@ def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, i
     traced_text = str(graph)
     executable = cf._build(graph)
     entry = StepEntry(graph, executable, out_spec, len(out_leaves), live, writebacks, input_map,
-                      [ev for ev, _, _ in tracer.scalars], grad_writes,
+                      scalar_sources(tracer), grad_writes,
                       unique_guards(tracer.guards + grad_presence_guards(guards)))
     entry.traced_text = traced_text
     return result, entry, None

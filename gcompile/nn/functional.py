@@ -14,10 +14,10 @@ import numpy as np
 from ir import dtypes as dt
 from ir.shapes import normalize_dim
 
-from .._random import _gen
+from .._random import random_tensor
 from .._state import state
 from .._functions import check_values
-from .._tensor import Tensor, _graph_break, apply_op
+from .._tensor import Tensor, apply_op
 
 __all__ = [
     "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "selu", "celu", "gelu", "silu",
@@ -238,13 +238,11 @@ def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=N
 # dropout
 # ---------------------------------------------------------------------------
 def _keep_mask(shape, p: float, dtype, generator) -> Tensor:
-    # A mask drawn while tracing would be baked into the graph as a constant
-    # (the same mask every call): break the graph so compile() runs it eagerly.
-    _graph_break("dropout in training mode (random mask)")
-    rng = _gen(generator)
-    keep = rng.random(shape) >= p
-    scale = 1.0 / (1.0 - p)
-    return Tensor._make((keep * scale).astype(dtype.np))
+    """1/(1-p) where an element is kept (probability 1-p), else 0. The draw is a
+    registry op, so a compiled step draws a fresh mask on every call."""
+    u = random_tensor("uniform", shape, dtype, generator)
+    keep = apply_op("cast", (apply_op("ge", (u, p)),), {"dtype": dtype})
+    return keep * (1.0 / (1.0 - p))
 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
@@ -295,9 +293,7 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False, generator=None):
     if not training or p == 0.0:
         return input
     alpha_p = -1.7580993408473766
-    _graph_break("alpha_dropout in training mode (random mask)")
-    keep = Tensor._make((_gen(generator).random(tuple(input.shape)) >= p).astype(
-        input.dtype.np))
+    keep = _keep_mask(tuple(input.shape), p, input.dtype, generator) * (1.0 - p)
     a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
     b = -a * alpha_p * p
     out = (input * keep + (1.0 - keep) * alpha_p) * a + b
