@@ -15,8 +15,7 @@ from gcompile.compiler.api import GraphBreakWarning
 
 
 def _compiled(fn):
-    cf = torch.compile(fn)
-    return cf
+    return torch.compile(fn)
 
 
 def _no_break(cf):
@@ -95,7 +94,7 @@ def test_compiled_training_with_dropout_equals_eager():
         model.load_state_dict(init)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
 
-        def step():
+        def step(opt=opt):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
