@@ -31,13 +31,9 @@ class Unfusable(Exception):
 
 
 def _log(channel: str, msg: str) -> None:
-    # runtime must not import gcompile: read the same environment variable
-    raw = os.environ.get("GCOMPILE_LOG", "")
-    parts = {p.strip() for p in raw.split(",")}
-    if channel in parts or "all" in parts:
-        import sys
-        for line in msg.splitlines():
-            print(f"[gcompile:{channel}] {line}", file=sys.stderr)
+    # one GCOMPILE_LOG parser for runtime and compiler (runtime must not import gcompile)
+    from .logs import log
+    log(channel, msg)
 
 
 _KERNEL_FACTORY = None

@@ -1,27 +1,11 @@
-"""Named log channels: ``GCOMPILE_LOG=recompiles,graph_breaks,kernels,memory`` (or ``all``)."""
+"""Named log channels: ``GCOMPILE_LOG=recompiles,graph_breaks,kernels,memory`` (or ``all``).
+
+The parser lives in ``runtime.logs`` so the runtime (which must not import
+gcompile) and the compiler read the variable the same way; an unknown channel
+raises ValueError listing the valid ones.
+"""
 from __future__ import annotations
 
-import os
-import sys
+from runtime.logs import CHANNELS, enabled, log, parse
 
-CHANNELS = ("recompiles", "graph_breaks", "kernels", "memory", "guards")
-_cache: dict[str, frozenset] = {}
-
-
-def enabled(channel: str) -> bool:
-    """Whether ``channel`` is switched on by the GCOMPILE_LOG environment variable."""
-    raw = os.environ.get("GCOMPILE_LOG", "")
-    chans = _cache.get(raw)
-    if chans is None:
-        parts = {p.strip() for p in raw.replace(";", ",").split(",") if p.strip()}
-        if "all" in parts or "1" in parts:
-            parts = set(CHANNELS)
-        chans = _cache[raw] = frozenset(parts)
-    return channel in chans
-
-
-def log(channel: str, msg: str) -> None:
-    """Write ``msg`` to stderr when ``channel`` is enabled."""
-    if enabled(channel):
-        for line in str(msg).splitlines() or [""]:
-            print(f"[gcompile:{channel}] {line}", file=sys.stderr)
+__all__ = ["CHANNELS", "enabled", "log", "parse"]
