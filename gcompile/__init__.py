@@ -70,6 +70,8 @@ builtins_bool = __builtins__["bool"] if isinstance(__builtins__, dict) else __bu
 from .compiler import compile, explain  # noqa: E402,F401,A004
 from . import export  # noqa: E402  (callable: gcompile.export(fn, *inputs))
 from .export import load  # noqa: E402,F811  (reads checkpoints and exported programs)
+from . import onnx  # noqa: E402  (gcompile.onnx.export)
+from .profile import profile  # noqa: E402
 
 
 # torch.softmax / Tensor.softmax are the nn.functional ops under their torch names

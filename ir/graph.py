@@ -123,6 +123,15 @@ def format_node(n: Node) -> str:
     return s
 
 
+def _source_of(n: Node) -> str:
+    """``file.py:12`` for a node the tracer recorded (``meta["source"]``), else ''."""
+    src = n.meta.get("source")
+    if not src or not isinstance(src, tuple) or len(src) != 2 or not src[1]:
+        return ""
+    import os
+    return f"{os.path.basename(str(src[0]))}:{src[1]}"
+
+
 def infer(op: str, inputs: Sequence[Any], attrs: dict) -> tuple[tuple[int, ...], dt.DType]:
     """Shape and dtype of ``op`` applied to graph values / scalars (the registry's rule)."""
     opdef = get_op(op)
@@ -295,16 +304,33 @@ class Graph:
         return g
 
     # ---- printing -----------------------------------------------------------------
-    def __str__(self) -> str:
+    def format(self, *, source: bool = True) -> str:
+        """The text form; with ``source``, each traced node ends with the user's line
+        that made it (``# model.py:12``), aligned in one column. ``str(graph)`` leaves
+        the comments out, so the text of a graph and of its JSON round trip (which keeps
+        no source lines) stay equal."""
         ins = ", ".join(f"%{v.name}: {v.type}" for v in self.inputs)
         lines = [f"{self.name}({ins}) {{"]
         for c in self.constants:
             lines.append(f"  %{c.name}: {c.type} = constant")
-        for n in self.nodes:
-            lines.append("  " + format_node(n))
+        body = ["  " + format_node(n) for n in self.nodes]
+        if source:
+            where = [_source_of(n) for n in self.nodes]
+            width = max((len(b) for b, w in zip(body, where) if w), default=0)
+            body = [f"{b:<{width}}  # {w}" if w else b for b, w in zip(body, where)]
+        lines += body
         lines.append("  return (" + ", ".join(f"%{o.name}" for o in self.outputs) + ")")
         lines.append("}")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format(source=False)
+
+    def print_readable(self) -> str:
+        """Print (and return) the text form with source lines, like torch.fx's."""
+        text = self.format(source=True)
+        print(text)
+        return text
 
     def __repr__(self) -> str:
         return (f"<Graph {self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes, "

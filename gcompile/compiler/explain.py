@@ -29,6 +29,80 @@ class Explanation:
     saved_bytes: int = 0                 # with recomputation (min-cut)
     saved_bytes_no_recompute: int = 0    # saving everything the backward reads
     recomputed: list[str] = field(default_factory=list)
+    fusion: object = None           # the ir.passes.fusion.Fusion (groups of graph nodes)
+
+    def to_networkx(self):
+        """The optimised graph as a ``networkx.DiGraph`` whose nodes carry ``group`` (the
+        fusion group id, -1 for inputs and constants) and ``kind`` (the group's kind)."""
+        g = self.graph.to_networkx()
+        for v in self.graph.inputs + self.graph.constants:
+            g.nodes[v.name].update(group=-1, group_kind=v.kind)
+        if self.fusion is not None:
+            for grp in self.fusion.groups:
+                for n in grp.nodes:
+                    if n.out.name in g:
+                        g.nodes[n.out.name].update(group=grp.id, group_kind=grp.kind)
+        return g
+
+    def to_dot(self) -> str:
+        """Graphviz DOT text of the optimised graph, each fusion group a cluster
+        (``subgraph cluster_<id>``) labelled with its kind and shape."""
+        if self.graph is None:
+            raise RuntimeError("gcompile.explain: nothing was compiled (graph breaks: "
+                               f"{self.graph_breaks})")
+        g = self.graph
+
+        def q(s: str) -> str:
+            return '"' + s.replace('"', '\\"').replace("\n", "\\n") + '"'
+
+        def label(n) -> str:
+            return q(f"%{n.out.name} = {n.op}\n{n.out.type}")
+
+        lines = [f"digraph {q(g.name)} {{", "  compound=true;",
+                 "  node [shape=box, fontname=monospace, fontsize=10];"]
+        for v in g.inputs + g.constants:
+            shape = "ellipse" if v.kind == "input" else "note"
+            text = q(f"{v.name}\n{v.type}")
+            lines.append(f"  {q(v.name)} [label={text}, shape={shape}];")
+        grouped: set[int] = set()
+        for grp in (self.fusion.groups if self.fusion is not None else []):
+            if grp.kind not in ("elementwise", "rows") and len(grp.nodes) == 1:
+                continue
+            shape = f" {list(grp.shape)}" if grp.shape else ""
+            lines.append(f"  subgraph cluster_{grp.id} {{")
+            lines.append(f"    label={q(f'group {grp.id}: {grp.kind}{shape}')}; style=rounded; "
+                         "color=blue;")
+            for n in grp.nodes:
+                grouped.add(id(n))
+                lines.append(f"    {q(n.out.name)} [label={label(n)}];")
+            lines.append("  }")
+        outs = {o.name for o in g.outputs}
+        for n in g.nodes:
+            if id(n) not in grouped:
+                lines.append(f"  {q(n.out.name)} [label={label(n)}];")
+        for n in g.nodes:
+            for a in n.value_inputs:
+                lines.append(f"  {q(a.name)} -> {q(n.out.name)};")
+        for name in outs:
+            lines.append(f"  {q(name)} [style=bold];")
+        lines.append("}")
+        return "\n".join(lines)
+
+    def save_png(self, path, *, dpi: int = 120) -> None:
+        """Render the graph with its fusion groups to a PNG: through Graphviz (pydot and
+        the ``dot`` program) when installed, else with networkx and matplotlib (the
+        ``plot`` extra), one colour per fusion group."""
+        import os
+        import shutil
+        try:
+            import pydot
+        except ImportError:
+            pydot = None
+        if pydot is not None and shutil.which("dot"):
+            (graph,) = pydot.graph_from_dot_data(self.to_dot())
+            graph.write_png(os.fspath(path))
+            return
+        _draw_matplotlib(self, os.fspath(path), dpi)
 
     def __str__(self) -> str:
         if self.graph_breaks:
@@ -116,4 +190,46 @@ def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
         kernel_sources=[str(getattr(s.kernel, "source", "")) for s in kernels],
         kernel_specs=[s.spec for s in kernels],
         planned_bytes=plan.planned_bytes, unplanned_bytes=plan.unplanned_bytes, plan=plan,
-        **training)
+        fusion=comp.fusion, **training)
+
+
+def _draw_matplotlib(ex: Explanation, path: str, dpi: int) -> None:
+    """Layered drawing (one layer per topological generation) of the graph; nodes
+    coloured by fusion group, with a legend naming each group."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+    except ImportError as e:
+        raise ModuleNotFoundError("Explanation.save_png needs matplotlib (pip install "
+                                  "'gcompile[plot]') or pydot with Graphviz") from e
+    import networkx as nx
+    g = ex.to_networkx()
+    for depth, layer in enumerate(nx.topological_generations(g)):
+        for name in layer:
+            g.nodes[name]["layer"] = depth
+    pos = nx.multipartite_layout(g, subset_key="layer", align="horizontal", scale=1.0)
+    pos = {k: (x, -y) for k, (x, y) in pos.items()}  # inputs at the top
+    # colour the generated kernels' groups; single library/view/matmul steps stay grey
+    groups = sorted({d["group"] for _, d in g.nodes(data=True)
+                     if d.get("group", -1) >= 0 and d.get("group_kind") in ("elementwise", "rows")})
+    depth = 1 + max((d["layer"] for _, d in g.nodes(data=True)), default=0)
+    width = max((sum(1 for _, d in g.nodes(data=True) if d["layer"] == k)
+                 for k in range(depth)), default=1)
+    fig = Figure(figsize=(min(4 + 2.2 * width, 40), min(2 + 0.9 * depth, 60)))
+    ax = fig.subplots()
+    palette = [c for c in
+               ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
+                "#ff9da7", "#9c755f", "#bab0ac")]
+    color = {gid: palette[i % len(palette)] for i, gid in enumerate(groups)}
+    node_colors = [color.get(d.get("group", -1), "#dddddd") for _, d in g.nodes(data=True)]
+    labels = {k: d["label"].replace("\\n", "\n") for k, d in g.nodes(data=True)}
+    nx.draw_networkx(g, pos, ax=ax, labels=labels, node_color=node_colors, node_shape="s",
+                     node_size=900, font_size=7, arrowsize=10, edge_color="#888888")
+    if ex.fusion is not None:
+        desc = {grp.id: grp.describe() for grp in ex.fusion.groups}
+        ax.legend(handles=[Patch(color=color[gid], label=desc[gid][:70]) for gid in groups],
+                  loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    ax.set_title(f"{ex.graph.name}: {len(ex.groups)} steps, {ex.num_kernels} generated kernels "
+                 "(coloured)")
+    ax.axis("off")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
