@@ -22,6 +22,7 @@ from ._random import (Generator, default_generator, get_rng_state, initial_seed,
                       seed, set_rng_state)
 from ._tensor import Size, Tensor, strided
 from . import distributions, optim, utils  # noqa: E402
+from . import distributed  # noqa: E402
 from .serialization import load, save
 from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,
                        no_grad, set_grad_enabled)

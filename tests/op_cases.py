@@ -1458,3 +1458,19 @@ def make_args(name: str, k: int, case: Case):
 
 def case_id(name: str, k: int, case: Case) -> str:
     return f"{name}[{case.label or k}]"
+
+
+# ---- collectives (ir/ops/collectives.py) -------------------------------------------------------
+# In one process (no process group) every collective is over a single rank: the identity.
+# Multi-rank behaviour is tested under mpiexec (tests/gcompile/distributed).
+_add("allreduce_start",
+     Case(lambda g: [g.f(3, 4)], lambda x, op: W(x), {"op": "sum"}),
+     Case(lambda g: [g.f(5)], lambda x, op: W(x), {"op": "avg"}, label="avg"),
+     Case(lambda g: [g.i(2, 3)], lambda x, op: W(x), {"op": "max"}, label="int_max"))
+_add("allreduce_wait",
+     Case(lambda g: [g.f(3, 4)], lambda x, op: W(x), {"op": "sum"}),
+     Case(lambda g: [g.f(2, 3, 2)], lambda x, op: W(x), {"op": "avg"}, label="avg"),
+     Case(lambda g: [g.f(4)], lambda x, op: W(x), {"op": "min"}, label="min", grad=False))
+_add("broadcast",
+     Case(lambda g: [g.f(3, 4)], lambda x, src: W(x), {"src": 0}),
+     Case(lambda g: [g.i(6)], lambda x, src: W(x), {"src": 0}, label="int"))

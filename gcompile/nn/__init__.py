@@ -1,11 +1,11 @@
 """gcompile.nn: torch.nn's modules, functional API, init and utils."""
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .modules import *  # noqa: F401,F403
 from .modules import Module
 from .modules.module import _IncompatibleKeys
 from .parameter import Buffer, Parameter, UninitializedParameter
 
-__all__ = ["functional", "init", "utils", "Module", "Parameter", "Buffer",
+__all__ = ["functional", "init", "parallel", "utils", "Module", "Parameter", "Buffer",
            "UninitializedParameter", "_IncompatibleKeys"]
 from .modules import __all__ as _mods  # noqa: E402
 
