@@ -13,11 +13,15 @@ import time
 
 import numpy as np
 
-TRAIN_WORKLOADS = ("mlp_train", "transformer_block_train")
+TRAIN_WORKLOADS = ("mlp_train", "transformer_block_train", "cnn_train", "lstm_lm_train",
+                   "gpt_train")
 TRAIN_TARGETS = {
     "mlp_train": "whole step >= 1.5x eager; optimizer >= 4x eager loop; planned <= 60% of "
                  "eager intermediates; cold compile < 10 s, warm < 1.5 s",
     "transformer_block_train": "(no target; reported)",
+    "cnn_train": "(no target; reported)",
+    "lstm_lm_train": "(no target; reported)",
+    "gpt_train": "cold first step <= 5 s, warm (cache hit, new process) <= 0.5 s",
 }
 
 
@@ -32,8 +36,9 @@ def _median_ms(fn, repeat: int, warmup: int = 2) -> float:
     return 1e3 * float(np.median(times))
 
 
-def _setup(name: str, small: bool, seed: int = 0):
-    """(model, batch, loss function, optimizer factory) for a workload."""
+def _setup(name: str, small: bool, seed: int = 0, dropout: float | None = None):
+    """(model, batch, loss function) for a workload. ``dropout`` overrides gpt_train's
+    0.1 (0 measures the compiled step while dropout is still a graph break)."""
     import gcompile as gc
     from gcompile import nn
 
@@ -67,7 +72,123 @@ def _setup(name: str, small: bool, seed: int = 0):
         x = gc.randn(batch, seq, d, generator=g)
         y = gc.randn(batch, seq, d, generator=g)
         return model, (x, y), lambda out, y: ((out - y) ** 2).mean()
+    if name == "cnn_train":
+        batch = 16 if small else 64
+        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+        x = gc.randn(batch, 1, 28, 28, generator=g)
+        y = gc.randint(0, 10, (batch,), generator=g)
+        crit = nn.CrossEntropyLoss()
+        return model, (x, y), lambda out, y: crit(out, y)
+    if name == "lstm_lm_train":
+        vocab, d, seq, batch = 64, 128, (16 if small else 32), (4 if small else 16)
+        model = model_class("LSTMLanguageModel")(vocab, d)
+        x = gc.randint(0, vocab, (batch, seq), generator=g)
+        y = gc.randint(0, vocab, (batch, seq), generator=g)
+        return model, (x, y), lambda out, y: nn.functional.cross_entropy(
+            out.reshape(-1, vocab), y.reshape(-1))
+    if name == "gpt_train":
+        vocab, seq, batch = 65, (32 if small else 64), (2 if small else 8)
+        model = model_class("GPT")(vocab, seq, d=128, heads=4, layers=(2 if small else 4),
+                                   dropout=0.1 if dropout is None else dropout)
+        x = gc.randint(0, vocab, (batch, seq), generator=g)
+        y = gc.randint(0, vocab, (batch, seq), generator=g)
+        return model, (x, y), lambda out, y: nn.functional.cross_entropy(
+            out.reshape(-1, vocab), y.reshape(-1))
     raise ValueError(f"unknown training workload {name!r}; choose from {TRAIN_WORKLOADS}")
+
+
+def _model_classes() -> dict:
+    """The model classes, built on first use: importing this module must not import
+    gcompile's ``nn`` (so ``gcompile bench --help`` stays fast)."""
+    import gcompile as gc
+    import gcompile.nn.functional as F
+    from gcompile import nn
+
+    class LSTMLanguageModel(nn.Module):
+        """Embedding, one LSTM layer, a linear read-out over the vocabulary."""
+
+        def __init__(self, vocab: int, d: int) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(vocab, d)
+            self.lstm = nn.LSTM(d, d, batch_first=True)
+            self.head = nn.Linear(d, vocab)
+
+        def forward(self, idx):
+            h, _ = self.lstm(self.emb(idx))
+            return self.head(h)
+
+    class CausalSelfAttention(nn.Module):
+        def __init__(self, d: int, heads: int, dropout: float) -> None:
+            super().__init__()
+            self.heads = heads
+            self.qkv = nn.Linear(d, 3 * d)
+            self.proj = nn.Linear(d, d)
+            self.drop = nn.Dropout(dropout)
+            self.p = dropout
+
+        def forward(self, x):
+            b, t, d = x.shape
+            q, k, v = self.qkv(x).split(d, dim=2)
+            q = q.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
+            k = k.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
+            v = v.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.p if self.training else 0.0)
+            y = y.transpose(1, 2).reshape(b, t, d)
+            return self.drop(self.proj(y))
+
+    class Block(nn.Module):
+        def __init__(self, d: int, heads: int, dropout: float) -> None:
+            super().__init__()
+            self.ln1 = nn.LayerNorm(d)
+            self.attn = CausalSelfAttention(d, heads, dropout)
+            self.ln2 = nn.LayerNorm(d)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d),
+                                     nn.Dropout(dropout))
+
+        def forward(self, x):
+            x = x + self.attn(self.ln1(x))
+            return x + self.mlp(self.ln2(x))
+
+    class GPT(nn.Module):
+        """A character-level GPT: token and position embeddings, pre-norm blocks with
+        causal attention, a final LayerNorm and a linear head."""
+
+        def __init__(self, vocab: int, block_size: int, d: int = 128, heads: int = 4,
+                     layers: int = 4, dropout: float = 0.1) -> None:
+            super().__init__()
+            self.tok = nn.Embedding(vocab, d)
+            self.pos = nn.Embedding(block_size, d)
+            self.drop = nn.Dropout(dropout)
+            self.blocks = nn.Sequential(*[Block(d, heads, dropout) for _ in range(layers)])
+            self.ln = nn.LayerNorm(d)
+            self.head = nn.Linear(d, vocab)
+
+        def forward(self, idx):
+            t = idx.shape[1]
+            pos = gc.arange(t)
+            x = self.drop(self.tok(idx) + self.pos(pos))
+            return self.head(self.ln(self.blocks(x)))
+
+    return {"LSTMLanguageModel": LSTMLanguageModel, "GPT": GPT}
+
+
+_CLASSES: dict = {}
+
+
+def model_class(name: str) -> type:
+    """``"LSTMLanguageModel"`` or ``"GPT"`` (the examples build theirs from these)."""
+    if not _CLASSES:
+        _CLASSES.update(_model_classes())
+    return _CLASSES[name]
+
+
+def __getattr__(name: str):
+    if name in ("LSTMLanguageModel", "GPT"):
+        return model_class(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _plans(entry) -> list:
@@ -148,7 +269,8 @@ t0 = time.perf_counter()
 import gcompile as gc
 from gcompile.bench_train import _setup
 name, small = sys.argv[1], sys.argv[2] == "1"
-model, (x, y), loss_fn = _setup(name, small)
+dropout = float(sys.argv[3]) if len(sys.argv) > 3 else None
+model, (x, y), loss_fn = _setup(name, small, dropout=dropout)
 opt = gc.optim.Adam(model.parameters(), lr=1e-3)
 def train_step(x, y):
     opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step(); return loss
@@ -162,10 +284,11 @@ print(json.dumps({"import_s": t1 - t0, "compile_s": t2 - t1, "cache": cache_stat
 """
 
 
-def compile_latency(name: str, small: bool = False) -> dict:
+def compile_latency(name: str, small: bool = False, dropout: float | None = None) -> dict:
     """First-step latency in a new process: cold (empty cache) then warm."""
     from .bench import in_new_processes
-    return in_new_processes(_LATENCY_SNIPPET, [name, "1" if small else "0"])
+    argv = [name, "1" if small else "0"] + ([] if dropout is None else [str(dropout)])
+    return in_new_processes(_LATENCY_SNIPPET, argv)
 
 
 def format_train_table(rows: list[dict]) -> str:

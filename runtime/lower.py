@@ -9,6 +9,8 @@ and check the placement.
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +56,51 @@ def get_compile_kernel():
             except ImportError:
                 _KERNEL_FACTORY = ReferenceKernel
     return _KERNEL_FACTORY
+
+
+_RECORDING = threading.local()
+
+
+def _prefetch(factory, graph: Graph, plan: Plan) -> None:
+    """Compile the plan's new kernels now, in parallel (``kernels.cpu.prefetch``), rather
+    than one after another on the plan's first run. Which loop variant each kernel runs
+    depends on its operands' layouts (broadcasts, in-place reuse), so a cold plan is run
+    once on zero inputs with its kernels only recording the variant they would use."""
+    kernels = [s.kernel for s in plan.steps if s.kind == "kernel"]
+    if not kernels or factory is not _KERNEL_FACTORY:
+        return
+    try:
+        from kernels.cpu import compile_kernel, compile_workers, needs_compile, prefetch
+    except ImportError:
+        return
+    if factory is not compile_kernel or compile_workers() < 1 or not needs_compile(kernels):
+        return
+    work = _dry_run(graph, plan) or kernels
+    n = prefetch(work)
+    if n:
+        _log("kernels", f"compiled {n} kernels in parallel")
+
+
+def _dry_run(graph: Graph, plan: Plan) -> list:
+    """(kernel, variant) for each kernel step of ``plan`` run on zero inputs (contiguous,
+    as most inputs are); non-kernel steps run for real so that views and in-place reuse
+    lay out operands as on a real call. Stops quietly where a step fails on zeros."""
+    from .plan import Executor
+    try:
+        inputs = [np.zeros(v.shape, v.dtype.np) for v in graph.inputs]
+    except (AttributeError, TypeError, ValueError):
+        return []
+    rec: list = []
+    _RECORDING.variants = rec
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Executor(plan)(inputs)
+    except Exception:  # noqa: BLE001 - the variants seen so far are still worth compiling
+        pass
+    finally:
+        _RECORDING.variants = None
+    return rec
 
 
 def set_kernel_factory(factory) -> None:
@@ -398,6 +445,17 @@ def _kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
     def run(env):
         ins = [env[s] if tf is None else tf(env[s]) for s, tf in pairs_in]
         outs = [env[s] if tf is None else tf(env[s]) for s, tf in pairs_out]
+        rec = getattr(_RECORDING, "variants", None)
+        if rec is not None:  # a dry run (see _prefetch): learn the variant, compute nothing
+            want = getattr(box[0], "variant_for", None)
+            if want is not None:
+                try:
+                    v = want(ins, outs)
+                except Exception:  # noqa: BLE001 - this call would fail; not worth compiling
+                    v = None
+                if v is not None:
+                    rec.append((box[0], v))
+            return
         try:
             call(box[0], ins, outs)
         except Exception as e:  # noqa: BLE001 - generation failed at first call
@@ -493,6 +551,7 @@ def compile_graph(graph: Graph, *, check: bool = True) -> Compiled:
     plan = _plan_memory(graph, steps, slot, names)
     if check:
         check_plan(plan.memory, plan._reqs)
+    _prefetch(make_kernel, graph, plan)
     _log("memory", str(plan.memory.summary()) + f"\nunplanned (op-by-op) intermediates: "
          f"{plan.unplanned_bytes} bytes")
     return Compiled(graph, fusion, plan)

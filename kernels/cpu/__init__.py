@@ -8,6 +8,15 @@ innermost axis classed unit/zero/general stride per operand; serial below
 Numba source once (``kernels.cpu.codegen``), loads its machine code
 through the disk cache (``kernels.cache``, ``kernels.cpu.native``: a warm
 process does not import Numba) and calls it with raw pointers and sizes.
+
+Cold compiles run in parallel: ``prefetch(kernels)`` (called by the runtime once a
+plan's kernels are known) compiles the main variant of every kernel that is neither
+loaded nor on disk in worker processes (Numba holds the GIL while it compiles, so
+threads would not help). Each worker writes into the same signed disk cache with the
+same per-user key; the parent then loads those objects through the ordinary checked
+path, exactly as a warm process would. The parent compiles too, taking jobs from the
+back of the queue that no worker has started. ``GCOMPILE_COMPILE_WORKERS`` sets the
+number of workers (0 turns this off).
 Outputs are always passed in; an input that is exactly an output (same memory,
 same strides) is read from the output, so in-place epilogues vectorise.
 """
@@ -24,14 +33,16 @@ from ..spec import KernelSpec, canonical
 from . import codegen, native
 
 __all__ = ["compile_kernel", "CompiledKernel", "cache_stats", "PARALLEL_THRESHOLD",
-           "set_parallel_threshold"]
+           "set_parallel_threshold", "prefetch", "needs_compile", "compile_workers",
+           "set_compile_observer"]
 
 # Elements per call above which a kernel's range is split over threads. Dispatching to
 # the pool costs ~20-40 us per call on this 2-core machine (benchmarks/kernels_micro.py
 # prints the serial/parallel crossover: ~0.5-2M elements for a cheap op when busy).
 PARALLEL_THRESHOLD = int(os.environ.get("GCOMPILE_PARALLEL_THRESHOLD", 1 << 19))
 
-_STATS = {"memory_hits": 0, "disk_hits": 0, "compiles": 0, "rejected": 0}
+_STATS = {"memory_hits": 0, "disk_hits": 0, "compiles": 0, "rejected": 0,
+          "worker_compiles": 0}
 _KERNELS: dict[KernelSpec, CompiledKernel] = {}
 _LOCK = threading.RLock()
 
@@ -125,7 +136,7 @@ def _load_entry(gen: codegen.Generated):
         else:
             _STATS["disk_hits"] += 1
             return fn
-    obj, meta = _compile_object(gen)
+    obj, meta = _compile_object(gen.source)
     meta["nargs"] = nargs
     _STATS["compiles"] += 1
     fn = native.load(obj, meta["symbol"], nargs, meta["externals"], owner)
@@ -133,9 +144,9 @@ def _load_entry(gen: codegen.Generated):
     return fn
 
 
-def _compile_object(gen: codegen.Generated) -> tuple[bytes, dict]:
+def _compile_object(source: str) -> tuple[bytes, dict]:
     """Compile the variant's ``entry`` cfunc with Numba; its object code and header."""
-    mod, _ = _cache.load_module(gen.source)
+    mod, _ = _cache.load_module(source)
     entry = mod.entry
     lib = entry._library
     final = lib._final_module
@@ -171,6 +182,7 @@ class CompiledKernel:
             primary = ("flat", alias, None)
         else:
             primary = ("rows", alias, ("c",) * (nin + len(spec.outputs)))
+        self.primary = primary
         gen = self._source(primary)
         if codegen.c_arity(gen.params) + 8 > _MAX_C_ARGS:  # + the strided variants' tables
             raise NotImplementedError(f"kernels: {len(spec.inputs)} inputs and "
@@ -253,6 +265,18 @@ class CompiledKernel:
             fn = self._fn(variant)
             work = _with_scratch(args, scratch)  # noqa: F841 - alive until the call returns
             fn(*args, 0, n_split)
+
+    def variant_for(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> tuple | None:
+        """The loop variant a call on arrays laid out as these would run (None when it
+        would compute nothing or take the negative-stride path); reads no data, so a
+        runtime can learn a plan's variants before its first run (see ``prefetch``)."""
+        shape = self._check_shapes(inputs, outputs)
+        if shape is None:
+            return None
+        if any(s < 0 for a in list(inputs) + list(outputs) for s in a.strides):
+            return None
+        ptrs = [_ptr(a) for a in inputs] + [_ptr(b) for b in outputs]
+        return self._plan(inputs, outputs, shape, _aliases(inputs, outputs, ptrs))[1]
 
     def _run_parallel(self, variant: tuple, args: list, n: int, nthr: int,
                       scratch: tuple = ()) -> None:
@@ -531,3 +555,167 @@ def _nthreads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+# ---- parallel cold compiles ------------------------------------------------------------------
+_OBSERVER: list = [None]  # called with (done, total) while a batch of compiles runs
+_WORKERS: list = [None, False]  # [ProcessPoolExecutor | None, broken]
+
+
+def set_compile_observer(fn):
+    """Call ``fn(done, total)`` as a batch of cold compiles progresses (``done == total``
+    ends it); returns the previous observer. The default draws a progress bar
+    (``kernels.progress``) when a batch lasts longer than about 2 s."""
+    old = _OBSERVER[0]
+    _OBSERVER[0] = fn
+    return old
+
+
+def _observe(done: int, total: int) -> None:
+    fn = _OBSERVER[0]
+    if fn is None:
+        from ..progress import CompileBar
+        fn = _OBSERVER[0] = CompileBar()
+    try:
+        fn(done, total)
+    except Exception:  # noqa: BLE001 - a broken progress display must not fail a compile
+        pass
+
+
+def compile_workers() -> int:
+    """Worker processes for cold compiles: ``GCOMPILE_COMPILE_WORKERS``, else the usable
+    cores (capped at 8); 0 when only one core is usable (the parent compiles alone)."""
+    env = os.environ.get("GCOMPILE_COMPILE_WORKERS")
+    if env is not None and env.strip() != "":
+        return max(0, int(env))
+    n = _nthreads()
+    return min(n, 8) if n >= 2 else 0
+
+
+def _worker_pool(workers: int):
+    """The process pool (started once, on the first batch worth it). Workers fork from a
+    single-threaded server that has imported Numba already, so they start in
+    milliseconds and never inherit this process's threads."""
+    pool = _WORKERS[0]
+    if pool is not None or _WORKERS[1]:
+        return pool
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    try:
+        if "forkserver" in mp.get_all_start_methods():
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["numba", "kernels.cpu.codegen"])
+        else:  # pragma: no cover - not POSIX
+            ctx = mp.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    except (OSError, ValueError, RuntimeError):
+        _WORKERS[1] = True
+        return None
+    _WORKERS[0] = pool
+    import atexit
+    atexit.register(_shutdown_workers)
+    return pool
+
+
+def _shutdown_workers() -> None:
+    """Stop the workers before the interpreter tears modules down (a pool collected
+    during teardown prints an ignored exception)."""
+    pool = _WORKERS[0]
+    if pool is not None:
+        _WORKERS[0] = None
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _compile_in_worker(source: str, nargs: int, cache_dir: str, key_file: str,
+                       salt: str) -> str:
+    """Worker side: compile ``source`` and store its signed object in the cache folder
+    the parent uses (the parent verifies and loads it as any cached object)."""
+    os.environ["GCOMPILE_CACHE_DIR"] = cache_dir
+    os.environ["GCOMPILE_CACHE_KEY_FILE"] = key_file
+    if _cache._SALT != salt:
+        raise RuntimeError("kernels: a compile worker would build for another configuration")
+    if _cache.load_object(source) is not None:
+        return "cached"
+    obj, meta = _compile_object(source)
+    meta["nargs"] = nargs
+    _cache.store_object(source, obj, meta)
+    return "compiled"
+
+
+def needs_compile(kernels) -> bool:
+    """Whether any of ``kernels`` has a main variant that is neither loaded nor on disk
+    (a cheap test: a warm process answers False without looking further)."""
+    for k in kernels:
+        if not isinstance(k, CompiledKernel) or k.primary in k._fns:
+            continue
+        if not _cache.object_path(k._source(k.primary).source).exists():
+            return True
+    return False
+
+
+def prefetch(work) -> int:
+    """Compile, in parallel, the ``(kernel, variant)`` pairs of ``work`` that are neither
+    loaded nor in the disk cache (a bare kernel stands for its main variant); returns
+    how many were compiled here or in worker processes.
+
+    Fewer than two, no workers, or no usable cache key (through which workers hand back
+    their objects): left to compile on first call as before. Compile errors are not
+    raised here: that kernel compiles (and fails) on its first call as before, where the
+    runtime falls back to the NumPy evaluation of its spec."""
+    workers = compile_workers()
+    if workers < 1 or _WORKERS[1]:
+        return 0
+    todo: list[tuple[CompiledKernel, tuple, codegen.Generated]] = []
+    seen: set[str] = set()
+    with _LOCK:
+        for item in work:
+            k, v = item if isinstance(item, tuple) else (item, getattr(item, "primary", None))
+            if not isinstance(k, CompiledKernel) or v is None or v in k._fns:
+                continue
+            gen = k._source(v)
+            if gen.source in seen or _cache.object_path(gen.source).exists():
+                continue
+            seen.add(gen.source)
+            todo.append((k, v, gen))
+    if len(todo) < 2 or _cache._key() is None:
+        return 0
+    pool = _worker_pool(min(workers, len(todo)))
+    if pool is None:
+        return 0
+    from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
+    args = (str(_cache.cache_dir()), str(_cache.cache_key_file()), _cache._SALT)
+    total = len(todo)
+    done = 0
+    _observe(0, total)
+    try:
+        futs = [pool.submit(_compile_in_worker, gen.source, codegen.c_arity(gen.params),
+                            *args) for _, _, gen in todo]
+    except (BrokenProcessPool, RuntimeError):
+        _WORKERS[1] = True
+        _observe(total, total)
+        return 0
+    try:
+        # the parent takes jobs from the back that no worker has started yet
+        for (k, v, _), fut in zip(reversed(todo), reversed(futs)):
+            if not fut.cancel():
+                break
+            try:
+                k._fn(v)
+            except Exception:  # noqa: BLE001 - it fails again, and is handled, on first call
+                pass
+            done += 1
+            _observe(done, total)
+        for fut in as_completed([f for f in futs if not f.cancelled()]):
+            try:
+                if fut.result() == "compiled":
+                    _STATS["worker_compiles"] += 1
+            except BrokenProcessPool:
+                _WORKERS[1] = True  # compile here, lazily, from now on
+            except Exception:  # noqa: BLE001 - the kernel compiles (and fails) on first call
+                pass
+            done += 1
+            _observe(done, total)
+    finally:
+        _observe(total, total)
+    return total
