@@ -490,8 +490,13 @@ def compile(fn_or_module=None, *, fullgraph: bool = False, dynamic: bool = False
         hasattr(fn_or_module, "named_parameters") or hasattr(fn_or_module, "parameters"))
     if is_module:
         fn = fn_or_module if callable(fn_or_module) else fn_or_module.forward
-        return CompiledFunction(fn, fn_or_module, fullgraph=fullgraph, dynamic=dynamic,
-                                backend=backend)
+        cf = CompiledFunction(fn, fn_or_module, fullgraph=fullgraph, dynamic=dynamic,
+                              backend=backend)
+        from ..nn.modules.module import Module
+        if isinstance(fn_or_module, Module):
+            from .optimized_module import OptimizedModule
+            return OptimizedModule(fn_or_module, cf)
+        return cf
     if not callable(fn_or_module):
         raise TypeError(f"gcompile.compile: expected a callable or a module, got "
                         f"{type(fn_or_module).__name__}")
