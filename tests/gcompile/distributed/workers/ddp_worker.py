@@ -3,7 +3,6 @@ batch 2B. Prints ``PASS <name>`` per check; any failure raises (and aborts the j
 from __future__ import annotations
 
 import os
-import sys
 import time
 from datetime import timedelta
 
