@@ -75,14 +75,14 @@ def profile(fn: Any, *inputs: Any, runs: int = 20, warmup: int = 2, print_table:
     runs after ``warmup`` runs, print the table (unless ``print_table=False``) and
     return it as a ``Profile``."""
     from .autograd import no_grad
-    from .compiler.api import CompiledFunction, _flatten, _module_params, compile, input_tensors
+    from .compiler.api import _flatten, _module_params, input_tensors
+    from .export.program import compiled_function, unwrap
     from runtime.plan import Executor
     if runs < 1 or warmup < 0:
         raise ValueError(f"gcompile.profile: runs must be >= 1 and warmup >= 0, got {runs}, "
                          f"{warmup}")
-    if isinstance(fn, CompiledFunction):
-        fn = fn._module if fn._module is not None else fn._fn
-    cf = compile(fn, fullgraph=True)
+    fn = unwrap(fn)
+    cf = compiled_function(fn, "gcompile.profile")
     with no_grad():
         cf(*inputs, **kwargs)
     if not cf.entries:

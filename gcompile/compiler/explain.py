@@ -147,6 +147,8 @@ def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
     """
     if isinstance(fn, CompiledFunction):
         fn = fn._module if fn._module is not None else fn._fn
+    elif "_orig_mod" in getattr(fn, "__dict__", {}):  # compile(module)'s wrapper
+        fn = fn.__dict__["_orig_mod"]
     if train is None:
         train = state.grad_enabled and not hasattr(fn, "named_parameters")
     cf = compile(fn)

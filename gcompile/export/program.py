@@ -317,10 +317,8 @@ def _trace(fn_or_module: Any, args: tuple):
     """Trace ``fn_or_module(*args)`` with the compiler (fullgraph, no grad): its entry,
     the module's parameters and the traced result."""
     from ..autograd import no_grad
-    from ..compiler.api import CompiledFunction, _module_params, compile
-    cf = compile(fn_or_module, fullgraph=True)
-    if not isinstance(cf, CompiledFunction):
-        raise TypeError(f"gcompile.export: cannot trace {type(fn_or_module).__name__}")
+    from ..compiler.api import _module_params
+    cf = compiled_function(fn_or_module, "gcompile.export")
     with no_grad():
         result = cf(*args)
     if not cf.entries:
@@ -333,6 +331,34 @@ def _trace(fn_or_module: Any, args: tuple):
             "BatchNorm running statistics in training mode); call model.eval() or export a "
             "function without in-place writes to its inputs")
     return entry, _module_params(cf._module), result
+
+
+def unwrap(obj: Any) -> Any:
+    """The user's function or module behind ``compile()``'s wrappers."""
+    from ..compiler.api import CompiledFunction
+    for _ in range(8):
+        if isinstance(obj, CompiledFunction):
+            obj = obj._module if obj._module is not None else obj._fn
+        elif "_orig_mod" in getattr(obj, "__dict__", {}):
+            obj = obj.__dict__["_orig_mod"]
+        else:
+            return obj
+    return obj
+
+
+def compiled_function(fn_or_module: Any, who: str, backend: str = "plan"):
+    """A fresh ``CompiledFunction`` (fullgraph) over ``fn_or_module``, whatever
+    ``compile()`` returns for modules."""
+    from ..compiler.api import CompiledFunction
+    obj = unwrap(fn_or_module)
+    is_module = hasattr(obj, "forward") and (hasattr(obj, "named_parameters")
+                                             or hasattr(obj, "parameters"))
+    if is_module:
+        return CompiledFunction(obj if callable(obj) else obj.forward, obj, fullgraph=True,
+                                backend=backend)
+    if not callable(obj):
+        raise TypeError(f"{who}: expected a function or a module, got {type(obj).__name__}")
+    return CompiledFunction(obj, fullgraph=True, backend=backend)
 
 
 def _graph_and_bindings(entry, params):

@@ -502,6 +502,11 @@ def _matmul(b, n):
     return b.op("MatMul", ins)
 
 
+@_conv("linalg_det")
+def _det(b, n):
+    return b.op("Det", [b.ref(n.inputs[0])])
+
+
 @_conv("einsum")
 def _einsum(b, n):
     return b.op("Einsum", [b.ref(a) for a in n.inputs], equation=n.attrs["equation"])
@@ -654,6 +659,13 @@ UNSUPPORTED: dict[str, str] = {
     "allreduce_start": "collectives do not exist in ONNX",
     "allreduce_wait": "collectives do not exist in ONNX",
     "broadcast": "collectives do not exist in ONNX",
+    "linalg_cholesky": "ONNX has no Cholesky factorisation",
+    "linalg_eigh": "ONNX has no eigendecomposition",
+    "linalg_inv": "ONNX has no matrix inverse",
+    "linalg_logabsdet": "ONNX has Det but no log|det| (Log(Abs(Det)) underflows where "
+                        "slogdet does not)",
+    "linalg_solve": "ONNX has no linear solver",
+    "linalg_svd": "ONNX has no singular value decomposition",
     "rand_normal": "random number generation is not exported (results would differ from eager)",
     "rand_uniform": "random number generation is not exported (results would differ from eager)",
 }
@@ -722,7 +734,8 @@ def export(model: Any, args: Any, f: Any = None, *, opset_version: int | None = 
     refused rather than ignored.
     """
     from ..autograd import no_grad
-    from ..compiler.api import CompiledFunction, _flatten, _module_params, compile
+    from ..compiler.api import _flatten, _module_params
+    from ..export.program import compiled_function
     onnx, _, _ = _onnx()
     if dynamic_axes:
         raise NotImplementedError("gcompile.onnx.export: dynamic_axes is not supported; the "
@@ -734,9 +747,8 @@ def export(model: Any, args: Any, f: Any = None, *, opset_version: int | None = 
                         f"{sorted(unknown)}")
     args = args if isinstance(args, tuple) else (args,)
     opset = DEFAULT_OPSET if opset_version is None else int(opset_version)
-    cf = compile(model, fullgraph=True, backend="interpreter")  # keeps the traced graph
-    if not isinstance(cf, CompiledFunction):
-        raise TypeError(f"gcompile.onnx.export: cannot trace {type(model).__name__}")
+    # the interpreter backend leaves the traced graph as it was traced
+    cf = compiled_function(model, "gcompile.onnx.export", backend="interpreter")
     with no_grad():
         result = cf(*args)
     if not cf.entries:

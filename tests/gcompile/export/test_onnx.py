@@ -102,3 +102,13 @@ def test_bad_arguments():
         gonnx.export(m, x, None, bogus=1)
     with pytest.raises(ValueError, match="opset_version 9"):
         gonnx.export(m, x, None, opset_version=9)
+
+
+def test_det_translates():
+    if "linalg_det" not in REGISTRY:
+        pytest.skip("the registry has no linalg_det")
+    a = torch.randn(3, 4, 4)
+    buf = io.BytesIO()
+    gonnx.export(lambda m: torch.linalg.det(m) * 2, (a,), buf)
+    np.testing.assert_allclose(_run(buf.getvalue(), a)[0], torch.linalg.det(a).numpy() * 2,
+                               rtol=1e-4, atol=1e-5)
