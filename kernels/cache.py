@@ -353,3 +353,55 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
                 _unwritable(e)
                 return _exec_source(name, modname, source, f"<gcompile kernel {name}>"), path
         return _exec_source(name, modname, source, str(path)), path
+
+
+# ---- inspection and cleanup (``gcompile cache info|clear``) ---------------------------------
+def _entries(folder: Path) -> list[Path]:
+    """The files this cache wrote in ``folder``: generated sources, objects, leftovers of
+    interrupted writes, and their byte-code folder (nothing else is ever touched)."""
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.iterdir():
+        name = p.name
+        if p.is_file() and (name.startswith("gk_") or name.startswith(".tmp_gk_")) \
+                and name.endswith((".py", ".kobj")):
+            out.append(p)
+        elif name == "__pycache__" and p.is_dir():
+            out.extend(q for q in p.iterdir() if q.name.startswith("gk_"))
+    return out
+
+
+def cache_info() -> dict:
+    """The cache folder, its kernels (objects), sources and bytes, and the signing key."""
+    folder = cache_dir()
+    files = _entries(folder)
+    size = 0
+    for f in files:
+        try:
+            size += f.stat().st_size
+        except OSError:
+            pass
+    key = cache_key_file()
+    return {"dir": str(folder), "exists": folder.is_dir(),
+            "objects": sum(1 for f in files if f.suffix == ".kobj"),
+            "sources": sum(1 for f in files if f.suffix == ".py"
+                           and f.parent == folder),
+            "bytes": size, "key_file": str(key), "key_exists": key.is_file()}
+
+
+def clear_cache() -> tuple[int, int]:
+    """Delete this cache's files (not the folder, nor anything else in it, nor the key);
+    returns (files removed, bytes freed). Processes running keep what they loaded."""
+    removed = freed = 0
+    with _LOCK:
+        for f in _entries(cache_dir()):
+            try:
+                n = f.stat().st_size
+                f.unlink()
+            except OSError:
+                continue
+            removed += 1
+            freed += n
+        _MODULES.clear()
+    return removed, freed
