@@ -187,8 +187,9 @@ def _torch_times(name: str, make, repeat: int) -> dict:
 
 
 def run_bench(names: list[str] | None = None, repeat: int = 5, small: bool = False,
-              with_torch: bool = True, latency: bool = True) -> dict:
-    """Run the workloads; returns a JSON-ready dict."""
+              with_torch: bool = True, latency: bool = True, progress=None) -> dict:
+    """Run the workloads; returns a JSON-ready dict. ``progress``: a
+    ``gcompile.progress.Task`` told which workload and system runs now."""
     import gcompile as gc
     from gcompile.compiler import compile as gcompile_compile
 
@@ -197,9 +198,11 @@ def run_bench(names: list[str] | None = None, repeat: int = 5, small: bool = Fal
     unknown = [n for n in names if n not in work]
     if unknown:
         raise ValueError(f"unknown workload(s) {unknown}; choose from {list(work)}")
+    say = _say(progress)
     bw = copy_bandwidth()
     results = []
     for name in names:
+        say(name, "gcompile eager vs compiled")
         fn, args = work[name]()
         with gc.no_grad():
             cf = gcompile_compile(fn)
@@ -225,11 +228,28 @@ def run_bench(names: list[str] | None = None, repeat: int = 5, small: bool = Fal
                "unplanned_bytes": plan.unplanned_bytes, "max_abs_err": err,
                "target": TARGETS[name]}
         if with_torch:
+            say(name, "PyTorch")
             row.update(_torch_times(name, lambda n=name: work[n](), repeat))
         if latency:
+            say(name, "first call in new processes (cold, warm)")
             row["latency"] = first_call_latency(name, small)
         results.append(row)
+        say(name, None)
     return {"copy_GB/s": bw, "small": small, "results": results}
+
+
+def _say(progress):
+    """A callback naming the current workload and system on ``progress`` (and advancing
+    it when a workload is done, ``system=None``); does nothing without one."""
+    def say(name: str, system: str | None) -> None:
+        if progress is None:
+            return
+        if system is None:
+            progress.update(1)
+            return
+        progress.update(description=f"bench {progress.completed + 1}/{progress.total} "
+                                    f"{name}: {system}")
+    return say
 
 
 def format_table(report: dict) -> str:
@@ -286,27 +306,58 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(p) -> None:
     p.add_argument("workloads", nargs="*", help="subset of: gelu bias_relu layernorm softmax "
-                   "mlp_infer mlp_train transformer_block_train (default: all)")
+                   "mlp_infer mlp_train transformer_block_train cnn_train lstm_lm_train "
+                   "gpt_train (default: all)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
     p.add_argument("--small", action="store_true", help="smaller inputs (quick check)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     p.add_argument("--no-latency", action="store_true",
                    help="skip the first-call latency runs in new processes")
+    p.add_argument("-o", "--output", metavar="FILE.json",
+                   help="also write the results as JSON to this file")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the speedups and first-call times as a PNG (needs matplotlib: "
+                        "pip install 'gcompile[plot]')")
+
+
+INFER_WORKLOADS = ("gelu", "bias_relu", "layernorm", "softmax", "mlp_infer")
 
 
 def run(args) -> int:
+    """``gcompile bench``: run, print a table (or JSON), optionally save JSON and a plot."""
     from .bench_train import TRAIN_WORKLOADS, format_train_table, run_train_bench
+    from .progress import task
     names = list(args.workloads or [])
+    unknown = [n for n in names if n not in TRAIN_WORKLOADS and n not in INFER_WORKLOADS]
+    if unknown:
+        print(f"gcompile bench: unknown workload(s) {unknown}; choose from "
+              f"{list(INFER_WORKLOADS) + list(TRAIN_WORKLOADS)}", file=sys.stderr)
+        return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("gcompile bench: --plot needs matplotlib: pip install 'gcompile[plot]'",
+                  file=sys.stderr)
+            return 2
     train = [n for n in names if n in TRAIN_WORKLOADS] if names else list(TRAIN_WORKLOADS)
-    infer = [n for n in names if n not in TRAIN_WORKLOADS]
-    report = {}
-    if infer or not names:
-        report = run_bench(infer or None, repeat=args.repeat, small=args.small,
-                           with_torch=not args.no_torch, latency=not args.no_latency)
-    if train:
-        report["training"] = run_train_bench(train, repeat=args.repeat, small=args.small,
-                                             latency=not args.no_latency)
+    infer = [n for n in names if n not in TRAIN_WORKLOADS] if names else list(INFER_WORKLOADS)
+    report: dict = {}
+    with task("bench", total=len(infer) + len(train)) as progress:
+        if infer:
+            report = run_bench(infer, repeat=args.repeat, small=args.small,
+                               with_torch=not args.no_torch, latency=not args.no_latency,
+                               progress=progress)
+        if train:
+            report["training"] = run_train_bench(train, repeat=args.repeat, small=args.small,
+                                                 latency=not args.no_latency,
+                                                 progress=progress)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    if args.plot:
+        plot_report(report, args.plot)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -314,4 +365,60 @@ def run(args) -> int:
         print(format_table(report))
     if train:
         print(format_train_table(report["training"]))
+    for label, path in (("results", args.output), ("plot", args.plot)):
+        if path:
+            print(f"{label} written to {path}")
     return 0
+
+
+def plot_report(report: dict, path: str) -> None:
+    """Draw a report as a PNG: speedup over eager per workload (left), and the first
+    call in a new process, cold and warm kernel cache (right)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, speed, kind = [], [], []
+    for r in report.get("results", []):
+        labels.append(r["workload"])
+        speed.append(r["speedup"])
+        kind.append("compiled")
+    for r in report.get("training", []):
+        for key, what in (("speedup_module", "module"), ("speedup_step", "whole step")):
+            if key in r:
+                labels.append(f"{r['workload']}\n{what}")
+                speed.append(r[key])
+                kind.append(what)
+    lat_labels, cold, warm = [], [], []
+    for r in list(report.get("results", [])) + list(report.get("training", [])):
+        lat = r.get("latency")
+        if not lat:
+            continue
+        key = "first_call_s" if "first_call_s" in lat.get("cold", {}) else "compile_s"
+        lat_labels.append(r["workload"])
+        cold.append(lat.get("cold", {}).get(key, float("nan")))
+        warm.append(lat.get("warm", {}).get(key, float("nan")))
+    ncols = 2 if lat_labels else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols + max(0, len(labels) - 6) * 0.4, 4.5),
+                             squeeze=False)
+    ax = axes[0][0]
+    colors = {"compiled": "tab:blue", "module": "tab:orange", "whole step": "tab:green"}
+    ax.bar(range(len(speed)), speed, color=[colors[k] for k in kind])
+    ax.axhline(1.0, color="gray", lw=1, ls="--")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("speedup over eager (x)")
+    ax.set_title("gcompile: compiled vs eager")
+    if lat_labels:
+        ax2 = axes[0][1]
+        xs = np.arange(len(lat_labels))
+        ax2.bar(xs - 0.2, cold, 0.4, label="cold (empty kernel cache)")
+        ax2.bar(xs + 0.2, warm, 0.4, label="warm (cache hit)")
+        ax2.set_xticks(xs)
+        ax2.set_xticklabels(lat_labels, rotation=45, ha="right", fontsize=8)
+        ax2.set_ylabel("seconds")
+        ax2.set_title("first call in a new process")
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

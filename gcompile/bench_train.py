@@ -320,11 +320,17 @@ def format_train_table(rows: list[dict]) -> str:
 
 
 def run_train_bench(names: list[str], repeat: int = 5, small: bool = False,
-                    latency: bool = True) -> list[dict]:
+                    latency: bool = True, progress=None) -> list[dict]:
+    """Run the training workloads; ``progress`` as for ``bench.run_bench``."""
+    from .bench import _say
+    say = _say(progress)
     rows = []
     for name in names:
+        say(name, "eager, compiled module, whole step")
         row = run_train_workload(name, repeat, small)
         if latency:
+            say(name, "first step in new processes (cold, warm)")
             row["latency"] = compile_latency(name, small)
         rows.append(row)
+        say(name, None)
     return rows
