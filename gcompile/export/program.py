@@ -283,9 +283,9 @@ class ExportedProgram:
                                           for a, s in enumerate(i["shape"])])
                         for i in self.inputs)
         g = self._graph_json
+        kern = f", {len(self.kernels)} stored kernels" if self.kernels else ""
         return (f"ExportedProgram({g.get('name', 'graph')}: inputs ({ins}), "
-                f"{len(g['nodes'])} nodes, {len(self.weights)} weights, "
-                f"{len(self.kernels)} stored kernels)")
+                f"{len(g['nodes'])} nodes, {len(self.weights)} weights{kern})")
 
     def __str__(self) -> str:
         return repr(self) + "\n" + str(self.graph)

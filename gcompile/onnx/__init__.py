@@ -744,7 +744,17 @@ def export(model: Any, args: Any, f: Any = None, *, opset_version: int | None = 
                              "keep_initializers_as_inputs"}
     if unknown:
         raise TypeError(f"gcompile.onnx.export() got unexpected keyword arguments "
-                        f"{sorted(unknown)}")
+                        f"{sorted(unknown)}; supported: opset_version, input_names, "
+                        "output_names, export_params, verbose, training, do_constant_folding, "
+                        "keep_initializers_as_inputs")
+    if not kwargs.get("export_params", True) or kwargs.get("keep_initializers_as_inputs"):
+        raise NotImplementedError("gcompile.onnx.export: weights are always exported as "
+                                  "initializers (export_params=True, "
+                                  "keep_initializers_as_inputs=False)")
+    training = kwargs.get("training")
+    if training and str(training).rsplit(".", 1)[-1].upper() != "EVAL":
+        raise NotImplementedError("gcompile.onnx.export: only inference graphs are exported "
+                                  f"(training={training!r}); call model.eval()")
     args = args if isinstance(args, tuple) else (args,)
     opset = DEFAULT_OPSET if opset_version is None else int(opset_version)
     # the interpreter backend leaves the traced graph as it was traced
@@ -782,6 +792,8 @@ def export(model: Any, args: Any, f: Any = None, *, opset_version: int | None = 
     names_out += [f"output_{k}" for k in range(len(names_out), len(graph.outputs))]
     proto = graph_to_onnx(graph, initial, opset_version=opset, input_names=names_in,
                           output_names=names_out, graph_inputs=[v for _, v in arg_inputs])
+    if kwargs.get("verbose"):
+        print(graph.format())
     if f is not None:
         data = proto.SerializeToString()
         if hasattr(f, "write"):

@@ -216,7 +216,7 @@ LOAD_SCRIPT = textwrap.dedent('''
     import numpy as np
     import gcompile as torch
     from kernels.cpu import cache_stats
-    ep = torch.load(sys.argv[1])
+    ep = torch.load(sys.argv[1], trust_kernels=len(sys.argv) > 3)
     data = torch.load(sys.argv[2])
     got = ep(data["x"])
     np.testing.assert_allclose(got.numpy(), data["ref"].numpy(), rtol=1e-4, atol=1e-5)
@@ -253,3 +253,8 @@ def test_load_in_a_new_process_without_the_source(tmp_path):
     out = json.loads(_run(LOAD_SCRIPT, [prog, data], run_dir, env3).splitlines()[-1])
     assert out["report"]["installed"] == 0 and out["report"]["unsigned"] > 0
     assert out["stats"]["compiles"] > 0
+    # ... unless the caller says it trusts the file: then it is re-signed with that key
+    env4 = dict(env3, GCOMPILE_CACHE_DIR=str(tmp_path / "cache4"))
+    out = json.loads(_run(LOAD_SCRIPT, [prog, data, "trust"], run_dir, env4).splitlines()[-1])
+    assert out["report"]["installed"] == out["report"]["stored"] > 0
+    assert out["stats"]["compiles"] == 0

@@ -100,6 +100,10 @@ def test_bad_arguments():
         gonnx.export(m, x, None, dynamic_axes={"input_0": {0: "batch"}})
     with pytest.raises(TypeError, match="unexpected keyword"):
         gonnx.export(m, x, None, bogus=1)
+    with pytest.raises(NotImplementedError, match="initializers"):
+        gonnx.export(m, x, None, export_params=False)
+    with pytest.raises(NotImplementedError, match="inference"):
+        gonnx.export(m, x, None, training=True)
     with pytest.raises(ValueError, match="opset_version 9"):
         gonnx.export(m, x, None, opset_version=9)
 
