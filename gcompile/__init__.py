@@ -10,6 +10,8 @@ from ir.dtypes import (DType, bool_, float16, float32, float64, get_default_dtyp
 from . import _methods  # noqa: F401  (binds operators onto Tensor)
 from . import autograd, cuda
 from . import nn  # noqa: E402
+from ._creation import (channels_last, channels_last_3d, contiguous_format,  # noqa: F401
+                        memory_format, preserve_format)
 from ._creation import (arange, as_tensor, bernoulli, empty, empty_like, eye, from_dlpack,
                         from_numpy, full, full_like, linspace, logspace, multinomial, normal,
                         ones, ones_like, poisson, rand, rand_like, randint, randint_like, randn,
@@ -22,6 +24,7 @@ from ._random import (Generator, default_generator, get_rng_state, initial_seed,
                       seed, set_rng_state)
 from ._tensor import Size, Tensor, strided
 from . import distributions, optim, utils  # noqa: E402
+from . import accelerator, backends, linalg, special  # noqa: E402,F401
 from . import distributed  # noqa: E402
 from .serialization import load, save
 from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,

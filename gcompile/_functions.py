@@ -24,6 +24,16 @@ def _np_index(spec, tensors):
     return np_index(spec, [t._data for t in tensors])
 
 
+def _zeros_like(input, *, dtype=None, **kw):
+    from ._creation import zeros_like as _zl
+    return _zl(input, dtype=dtype, **kw)
+
+
+def _zeros(*size, dtype=None, **kw):
+    from ._creation import zeros as _z
+    return _z(*size, dtype=dtype, **kw)
+
+
 def _is_one(alpha) -> bool:
     """``alpha == 1`` for numbers; a tensor alpha (an lr being traced) is never skipped."""
     return isinstance(alpha, (int, float)) and alpha == 1
@@ -119,7 +129,32 @@ def _binary(name, grad_name=None):
 
 
 mul = _binary("mul")
-div = _binary("div")
+_true_div = _binary("div")
+
+
+def div(input, other, *, rounding_mode=None, out=None):
+    """a / b; rounding_mode 'trunc' rounds toward zero, 'floor' down (integer results for
+    integer inputs, as torch)."""
+    if rounding_mode is None:
+        return _true_div(input, other, out=out)
+    if rounding_mode == "floor":
+        return floor_divide(input, other, out=out)
+    if rounding_mode != "trunc":
+        raise RuntimeError("div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                           f"but found '{rounding_mode}'")
+    a, b = _wrap_scalar_or_tensor(input), _wrap_scalar_or_tensor(other)
+    if not isinstance(a, Tensor):
+        a = _t(a)
+    q = _true_div(a, b)
+    r = trunc(q)
+    res_dt = dt.result_type(*[(x.dtype, x.dim()) if isinstance(x, Tensor) else x
+                              for x in (a, b)])
+    if not res_dt.is_floating_point:
+        # trunc of the exact integer quotient: floor_divide corrected toward zero
+        fq = floor_divide(a, b)
+        adj = logical_and(ne(remainder(a, b), 0), lt(mul(sign(a), sign(b)), 0))
+        r = add(fq, adj.to(fq.dtype))
+    return _out(r, out)
 pow = _binary("pow")
 floor_divide = _binary("floor_divide")
 remainder = _binary("remainder")
@@ -138,7 +173,7 @@ logical_xor = _binary("logical_xor")
 bitwise_and = _binary("bitwise_and")
 bitwise_or = _binary("bitwise_or")
 bitwise_xor = _binary("bitwise_xor")
-multiply, divide, true_divide = mul, div, div
+multiply, divide, true_divide = mul, div, _true_div
 greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
@@ -241,9 +276,28 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-    a, b = _t(input), _t(other)
-    _graph_break("isclose")
-    return Tensor._make(np.isclose(a._data, b._data, rtol=rtol, atol=atol, equal_nan=equal_nan))
+    """|a - b| <= atol + rtol * |b|, or a == b (infinities), composed of ops so it traces."""
+    a, b = _t(input), _wrap_scalar_or_tensor(other)
+    if isinstance(b, Tensor) and a.dtype is not b.dtype:
+        raise RuntimeError(f"{a.dtype} did not match {b.dtype}")
+    same = apply_op("eq", (a, b))
+    if a.dtype is dt.bool_ or not a.dtype.is_floating_point and (rtol == 0 and atol == 0):
+        return same
+    af = a if a.dtype.is_floating_point else a.to(dt.get_default_dtype())
+    bf = b if not isinstance(b, Tensor) or b.dtype.is_floating_point else \
+        b.to(dt.get_default_dtype())
+    diff = apply_op("abs", (apply_op("sub", (af, bf)),))
+    bound = apply_op("add", (apply_op("mul", (apply_op("abs", (_t(bf) if not isinstance(
+        bf, Tensor) else bf,)), float(rtol))), float(atol)))
+    close = apply_op("logical_and", (apply_op("le", (diff, bound)),
+                                     apply_op("isfinite", (diff,))))
+    out = apply_op("logical_or", (same, close))
+    if equal_nan:
+        both = apply_op("logical_and", (apply_op("isnan", (af,)),
+                                        apply_op("isnan", (_t(bf) if not isinstance(
+                                            bf, Tensor) else bf,))))
+        out = apply_op("logical_or", (out, both))
+    return out
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
@@ -304,13 +358,24 @@ def _correction(unbiased, correction):
     return 1 if unbiased in (None, True) else 0
 
 
-def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+def _var_args(dim, unbiased):
+    """torch's overloads: var(x, True) passes ``unbiased`` positionally in dim's place."""
+    if isinstance(dim, bool):
+        if unbiased is not None and not isinstance(unbiased, bool):
+            raise TypeError("var(): unbiased given twice")
+        return None, dim
     if isinstance(unbiased, bool) is False and unbiased is not None and dim is None:
-        dim, unbiased = unbiased, None
+        return unbiased, None
+    return dim, unbiased
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    dim, unbiased = _var_args(dim, unbiased)
     return _red("var", input, dim, keepdim, {"correction": _correction(unbiased, correction)})
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    dim, unbiased = _var_args(dim, unbiased)
     return _red("std", input, dim, keepdim, {"correction": _correction(unbiased, correction)})
 
 
@@ -358,6 +423,10 @@ def _extreme(name, argname, input, dim=None, keepdim=False):
         _check_nonempty(x, name[1:])
         return _red(name, x, None, False, grad_name="MaxBackward1" if name == "amax"
                     else "MinBackward1")
+    if x.dim() == 0:  # torch treats a 0-d tensor as one element along dim 0 / -1
+        normalize_dim(dim, 1)
+        r = _extreme(name, argname, x.reshape(1), 0, False)
+        return return_type(name[1:], r.values.reshape(()), r.indices.reshape(()))
     d = normalize_dim(dim, x.dim())
     idx = apply_op(argname, (x,), {"dim": d, "keepdim": True})
     gname = "MaxBackward0" if name == "amax" else "MinBackward0"
@@ -418,6 +487,9 @@ def cumsum(input, dim, *, dtype=None):
     x = _t(input)
     if dtype is not None:
         x = x.to(dtype)
+    if x.dim() == 0:
+        normalize_dim(dim, 1)
+        return apply_op("cumsum", (x.reshape(1),), {"dim": 0}).reshape(())
     return apply_op("cumsum", (x,), {"dim": normalize_dim(dim, x.dim())})
 
 
@@ -425,28 +497,23 @@ def cumprod(input, dim, *, dtype=None):
     x = _t(input)
     if dtype is not None:
         x = x.to(dtype)
+    if x.dim() == 0:
+        normalize_dim(dim, 1)
+        return apply_op("cumprod", (x.reshape(1),), {"dim": 0}).reshape(())
     return apply_op("cumprod", (x,), {"dim": normalize_dim(dim, x.dim())})
 
 
 def sort(input, dim=-1, descending=False, stable=False):
+    """torch.sort: indices from the ``argsort`` op, values by ``gather`` (traces, no break)."""
     x = _t(input)
     d = normalize_dim(dim, x.dim()) if x.dim() else 0
     if x.dim() == 0:
-        return return_type("sort", x.clone(), Tensor._make(np.zeros((), np.int64)))
-    _graph_break("sort/topk/kthvalue/median (indices computed outside the op registry)")
-    data = x._data
-    if not descending:
-        idx = np.argsort(data, axis=d, kind="stable")  # NaN last, like torch
-    elif data.dtype.kind == "f":
-        # descending and stable; NaN counts as the largest value, so it comes first
-        nan = np.isnan(data)
-        idx = np.lexsort((np.negative(np.where(nan, 0, data)), ~nan), axis=d)
-    else:
-        # ~x reverses the order of every integer type (and bool) without overflow
-        idx = np.argsort(np.invert(data), axis=d, kind="stable")
-    idx_t = Tensor._make(idx.astype(np.int64))
-    values = apply_op("gather", (x, idx_t), {"dim": d}, "SortBackward0")
-    return return_type("sort", values, idx_t)
+        normalize_dim(dim, 1)
+        return return_type("sort", x.clone(), _zeros_like(x, dtype=dt.int64))
+    idx = apply_op("argsort", (x,), {"dim": d, "descending": bool(descending),
+                                     "stable": bool(stable)})
+    values = apply_op("gather", (x, idx), {"dim": d}, "SortBackward0")
+    return return_type("sort", values, idx)
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
@@ -455,10 +522,14 @@ def argsort(input, dim=-1, descending=False, stable=False):
 
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002
     x = _t(input)
-    d = normalize_dim(dim, x.dim()) if x.dim() else 0
+    d = normalize_dim(dim, x.dim()) if x.dim() else normalize_dim(dim, 1)
     n = x.shape[d] if x.dim() else 1
     if k > n or k < 0:
         raise RuntimeError(f"selected index k out of range (k={k}, dimension {d} has size {n})")
+    if x.dim() == 0:
+        return return_type("topk", x.clone() if k else x.reshape(1)[:0],
+                           _zeros_like(x, dtype=dt.int64) if k else
+                           _zeros(0, dtype=dt.int64))
     s = sort(x, d, descending=largest)
     idx = s.indices.narrow(d, 0, k).contiguous()
     values = apply_op("gather", (x, idx), {"dim": d}, "TopkBackward0")
@@ -467,12 +538,23 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002
 
 def kthvalue(input, k, dim=-1, keepdim=False):
     x = _t(input)
+    if x.dim() == 0:
+        normalize_dim(dim, 1)
+        if k != 1:
+            raise RuntimeError("kthvalue(): selected number k out of range for dimension 0")
+        return return_type("kthvalue", x.clone(), _zeros_like(x, dtype=dt.int64))
     d = normalize_dim(dim, x.dim())
+    if not 1 <= k <= x.shape[d]:
+        raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {d}")
     s = sort(x, d)
     idx = s.indices.narrow(d, k - 1, 1).contiguous()
     values = apply_op("gather", (x, idx), {"dim": d}, "KthvalueBackward0")
     if not keepdim:
-        values, idx = values.squeeze(d), idx.squeeze(d)
+        # dropping the size-1 dim by a one-element sum, not a view: a returned view of a
+        # temporary would make compile run the call eagerly
+        values = apply_op("sum", (values,), {"dims": (d,), "keepdim": False},
+                          "KthvalueBackward0")
+        idx = apply_op("sum", (idx,), {"dims": (d,), "keepdim": False})
     return return_type("kthvalue", values, idx)
 
 
@@ -481,6 +563,9 @@ def median(input, dim=None, keepdim=False):
     if dim is None:
         flat = x.flatten()
         return kthvalue(flat, (flat.numel() + 1) // 2, 0).values
+    if x.dim() == 0:
+        normalize_dim(dim, 1)
+        return return_type("median", x.clone(), _zeros_like(x, dtype=dt.int64))
     d = normalize_dim(dim, x.dim())
     return return_type("median", *kthvalue(x, (x.shape[d] + 1) // 2, d, keepdim))
 
@@ -821,8 +906,43 @@ def einsum(equation, *operands):
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     ops = tuple(_t(o) for o in operands)
+    equation = equation.replace(" ", "")
+    if "..." in equation:
+        equation = _expand_ellipsis(equation, ops)
     parse_einsum(equation, len(ops))
-    return apply_op("einsum", ops, {"equation": equation.replace(" ", "")})
+    return apply_op("einsum", ops, {"equation": equation})
+
+
+def _expand_ellipsis(equation: str, ops) -> str:
+    """Write '...' out as letters the equation does not use (right-aligned across operands,
+    as broadcasting), so the einsum op sees explicit subscripts."""
+    lhs, arrow, rhs = equation.partition("->")
+    ins = lhs.split(",")
+    if len(ins) != len(ops):
+        raise RuntimeError(f"einsum(): {len(ins)} operands in the equation but {len(ops)} given")
+    free = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+            if c not in equation]
+    counts = []
+    for sub, op in zip(ins, ops):
+        if "..." in sub:
+            k = op.dim() - (len(sub) - 3)
+            if k < 0:
+                raise RuntimeError(f"einsum(): the number of subscripts in '{sub}' does not "
+                                   f"match the number of dimensions ({op.dim()}) of operand")
+            counts.append(k)
+        else:
+            counts.append(0)
+    nell = builtins.max(counts) if counts else 0
+    ell = "".join(free[:nell])
+    new_ins = [sub.replace("...", ell[nell - k:]) if "..." in sub else sub
+               for sub, k in zip(ins, counts)]
+    if arrow:
+        out = rhs.replace("...", ell)
+    else:
+        letters = "".join(new_ins)
+        out = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1
+                                   and c not in ell))
+    return ",".join(new_ins) + "->" + out
 
 
 def tensordot(a, b, dims=2):
@@ -848,3 +968,701 @@ def check_values(input: Tensor, kind: str, *, low=None, high=None, ignore=None,
     (kind "finite" or "range"): an op, so a compiled plan checks on every call."""
     return apply_op("check", (input,), {"kind": kind, "low": low, "high": high,
                                         "ignore": ignore, "error": error, "message": message})
+
+
+# ---- inverse/hyperbolic trigonometry and special functions ------------------------------
+_UNARY += ["asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erfc",
+           "erfinv", "lgamma"]
+asin = _unary("asin")
+acos = _unary("acos")
+atan = _unary("atan")
+sinh = _unary("sinh")
+cosh = _unary("cosh")
+asinh = _unary("asinh")
+acosh = _unary("acosh")
+atanh = _unary("atanh")
+erfc = _unary("erfc")
+erfinv = _unary("erfinv")
+lgamma = _unary("lgamma")
+arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
+arctan2 = atan2
+
+
+def _float(x: Tensor) -> Tensor:
+    """``x`` in the default float dtype when it is integral (ops that compute in floats)."""
+    return x if x.dtype.is_floating_point else x.to(dt.get_default_dtype())
+
+
+def digamma(input, *, out=None):
+    """psi(x), the derivative of lgamma (a registered op: ``polygamma`` with n=0)."""
+    return _out(apply_op("polygamma", (_t(input),), {"n": 0}, "DigammaBackward0"), out)
+
+
+def polygamma(n, input, *, out=None):
+    """The n-th derivative of digamma."""
+    if not isinstance(n, int) or n < 0:
+        raise RuntimeError("polygamma(n, x) does not support negative n.")
+    return _out(apply_op("polygamma", (_t(input),), {"n": n}), out)
+
+
+def exp2(input, *, out=None):
+    """2 ** x, in floats."""
+    return _out(apply_op("pow", (2.0, _float(_t(input)))), out)
+
+
+def logit(input, eps=None, *, out=None):
+    """log(p / (1 - p)), p clamped to [eps, 1 - eps] when eps is given."""
+    x = _float(_t(input))
+    if eps is not None:
+        x = clamp(x, eps, 1.0 - eps)
+    return _out(log(div(x, rsub(x, 1.0))), out)
+
+
+def hypot(input, other, *, out=None):
+    """sqrt(a^2 + b^2), scaled by max(|a|, |b|) so it neither overflows nor underflows."""
+    a, b = _t(input), _t(other)
+    aa, ab = abs(a), abs(b)
+    m = maximum(aa, ab)
+    safe = where(m == 0, 1.0, m)
+    r = mul(m, sqrt(add(square(div(aa, safe)), square(div(ab, safe)))))
+    return _out(r, out)
+
+
+def logaddexp(input, other, *, out=None):
+    """log(e^a + e^b) without overflow: max + log1p(exp(-|a - b|))."""
+    a, b = _t(input), _t(other)
+    m = maximum(a, b)
+    d = abs(sub(a, b))
+    r = add(m, log1p(exp(neg(d))))
+    # equal infinities: a - b is nan, the answer is that infinity
+    return _out(where(eq(a, b), add(a, math.log(2.0)), r), out)
+
+
+def logaddexp2(input, other, *, out=None):
+    """log2(2^a + 2^b)."""
+    a, b = _t(input), _t(other)
+    return _out(div(logaddexp(mul(a, math.log(2.0)), mul(b, math.log(2.0))), math.log(2.0)),
+                out)
+
+
+def xlogy(input, other, *, out=None):
+    """x * log(y), 0 where x == 0 (unless y is nan)."""
+    x, y = _wrap_scalar_or_tensor(input), _wrap_scalar_or_tensor(other)
+    if not isinstance(x, Tensor):
+        x = _t(x)
+    yt = y if isinstance(y, Tensor) else _t(float(y))
+    r = mul(x, log(_float(yt)))
+    return _out(where(logical_and(eq(x, 0), logical_not(isnan(yt))), 0.0, r), out)
+
+
+def fmax(input, other, *, out=None):
+    """maximum that ignores NaN (NaN only where both are NaN)."""
+    a, b = _t(input), _t(other)
+    m = maximum(a, b)
+    if not m.dtype.is_floating_point:
+        return _out(m, out)
+    return _out(where(isnan(a), b, where(isnan(b), a, m)), out)
+
+
+def fmin(input, other, *, out=None):
+    """minimum that ignores NaN."""
+    a, b = _t(input), _t(other)
+    m = minimum(a, b)
+    if not m.dtype.is_floating_point:
+        return _out(m, out)
+    return _out(where(isnan(a), b, where(isnan(b), a, m)), out)
+
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None, *, out=None):
+    """NaN, +inf, -inf replaced (by default with 0 and the dtype's largest/smallest value)."""
+    x = _t(input)
+    if not x.dtype.is_floating_point:
+        return _out(x.clone(), out)
+    fi = np.finfo(x.dtype.np)
+    hi = float(fi.max) if posinf is None else float(posinf)
+    lo = float(fi.min) if neginf is None else float(neginf)
+    r = where(isnan(x), float(nan), x)
+    r = where(logical_and(isinf(r), gt(r, 0)), hi, r)
+    r = where(logical_and(isinf(r), lt(r, 0)), lo, r)
+    return _out(r, out)
+
+
+def nansum(input, dim=None, keepdim=False, *, dtype=None):
+    """sum treating NaN as zero."""
+    x = _t(input)
+    if x.dtype.is_floating_point:
+        x = where(isnan(x), 0.0, x)
+    return sum(x, dim, keepdim, dtype=dtype)
+
+
+def nanmean(input, dim=None, keepdim=False, *, dtype=None):
+    """mean over the non-NaN elements."""
+    x = _t(input)
+    if not x.dtype.is_floating_point:
+        raise RuntimeError("nanmean(): expected input to have floating point dtype but got "
+                           f"{x.dtype}")
+    keep = logical_not(isnan(x))
+    n = sum(keep.to(x.dtype), dim, keepdim)
+    return div(nansum(x, dim, keepdim, dtype=dtype), n)
+
+
+def sinc(input, *, out=None):
+    """sin(pi x) / (pi x), 1 at 0."""
+    x = _float(_t(input))
+    px = mul(x, math.pi)
+    return _out(where(eq(x, 0), 1.0, div(sin(px), where(eq(x, 0), 1.0, px))), out)
+
+
+def deg2rad(input):
+    return mul(_float(_t(input)), math.pi / 180.0)
+
+
+def rad2deg(input):
+    return mul(_float(_t(input)), 180.0 / math.pi)
+
+
+def frac(input):
+    """x - trunc(x)."""
+    x = _t(input)
+    return sub(x, trunc(x))
+
+
+def float_power(input, exponent):
+    """pow in float64."""
+    a = _t(input).to(dt.float64)
+    e = exponent.to(dt.float64) if isinstance(exponent, Tensor) else float(exponent)
+    return pow(a, e)
+
+
+def copysign(input, other):
+    """|a| with b's sign (b's sign bit: -0.0 counts as negative)."""
+    a = _float(_t(input))
+    b = _wrap_scalar_or_tensor(other)
+    if isinstance(b, Tensor):
+        neg_b = logical_or(lt(b, 0), logical_and(eq(b, 0), lt(div(1.0, _float(b)), 0)))
+        return where(neg_b, neg(abs(a)), abs(a))
+    return neg(abs(a)) if math.copysign(1.0, b) < 0 else abs(a)
+
+
+# ---- products ------------------------------------------------------------------------------
+def _scaled(x, c):
+    return x if _is_one(c) else mul(x, c)
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+    """beta * input + alpha * (batch1 @ batch2) (input ignored when beta == 0, as torch)."""
+    p = _scaled(bmm(batch1, batch2), alpha)
+    if isinstance(beta, (int, float)) and beta == 0:
+        return _out(p, out)
+    return _out(add(_scaled(_t(input), beta), p), out)
+
+
+def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+    """beta * input + alpha * sum_b batch1[b] @ batch2[b]."""
+    p = _scaled(sum(bmm(batch1, batch2), 0), alpha)
+    if isinstance(beta, (int, float)) and beta == 0:
+        return _out(p, out)
+    return _out(add(_scaled(_t(input), beta), p), out)
+
+
+def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
+    """beta * input + alpha * (mat @ vec)."""
+    p = _scaled(mv(mat, vec), alpha)
+    if isinstance(beta, (int, float)) and beta == 0:
+        return _out(p, out)
+    return _out(add(_scaled(_t(input), beta), p), out)
+
+
+def addr(input, vec1, vec2, *, beta=1, alpha=1, out=None):
+    """beta * input + alpha * outer(vec1, vec2)."""
+    p = _scaled(outer(vec1, vec2), alpha)
+    if isinstance(beta, (int, float)) and beta == 0:
+        return _out(p, out)
+    return _out(add(_scaled(_t(input), beta), p), out)
+
+
+def kron(input, other):
+    """Kronecker product: every a[i] * b as a block."""
+    a, b = _t(input), _t(other)
+    n = builtins.max(a.dim(), b.dim())
+    a = a.reshape((1,) * (n - a.dim()) + tuple(a.shape))
+    b = b.reshape((1,) * (n - b.dim()) + tuple(b.shape))
+    ash = []
+    bsh = []
+    for sa, sb in zip(a.shape, b.shape):
+        ash += [sa, 1]
+        bsh += [1, sb]
+    r = mul(a.reshape(ash), b.reshape(bsh))
+    return r.reshape(tuple(sa * sb for sa, sb in zip(a.shape, b.shape)))
+
+
+def block_diag(*tensors):
+    """Tensors (0-, 1- or 2-d) on the diagonal of a zero matrix."""
+    ts = [_t(t) for t in tensors]
+    ts = [t.reshape(1, 1) if t.dim() == 0 else t.reshape(1, -1) if t.dim() == 1 else t
+          for t in ts]
+    for i, t in enumerate(ts):
+        if t.dim() != 2:
+            raise RuntimeError(f"torch.block_diag: Input tensors must have 2 or fewer "
+                               f"dimensions. Input {i} has {t.dim()} dimensions")
+    if not ts:
+        return _zeros(1, 0)
+    d = ts[0].dtype
+    for t in ts[1:]:
+        d = dt.promote_types(d, t.dtype)
+    total = builtins.sum(t.shape[1] for t in ts)
+    rows, left = [], 0
+    import gcompile.nn.functional as nnf
+    for t in ts:
+        c = t.shape[1]
+        rows.append(nnf.pad(t.to(d), (left, total - left - c)))
+        left += c
+    return cat(rows, 0)
+
+
+def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
+    """Pairwise p-norm distances between the rows of x1 and x2 (batched)."""
+    a, b = _t(x1), _t(x2)
+    if a.dim() < 2 or b.dim() < 2:
+        raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {a.dim()}D")
+    if a.shape[-1] != b.shape[-1]:
+        raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: "
+                           f"{a.shape[-1]} X2: {b.shape[-1]}")
+    d = sub(a.unsqueeze(-2), b.unsqueeze(-3))
+    return norm(d, p=p, dim=-1)
+
+
+def cross(input, other, dim=None):
+    """Cross product of 3-vectors along dim (default: the first dimension of size 3)."""
+    a, b = _t(input), _t(other)
+    if dim is None:
+        dims = [i for i, s in enumerate(a.shape) if s == 3]
+        if not dims:
+            raise RuntimeError("no dimension of size 3 in input")
+        dim = dims[0]
+    d = normalize_dim(dim, a.dim())
+    if a.shape[d] != 3 or b.shape[normalize_dim(dim, b.dim())] != 3:
+        raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
+                           f"{a.shape[d]} and {b.shape[normalize_dim(dim, b.dim())]}")
+    a0, a1, a2 = a.unbind(d)
+    b0, b1, b2 = b.unbind(normalize_dim(dim, b.dim()))
+    return stack([sub(mul(a1, b2), mul(a2, b1)), sub(mul(a2, b0), mul(a0, b2)),
+                  sub(mul(a0, b1), mul(a1, b0))], d)
+
+
+# ---- shapes and indices ---------------------------------------------------------------------
+def movedim(input, source, destination):
+    """Move dims source to positions destination, the rest keep their order."""
+    x = _t(input)
+    n = x.dim()
+    src = [source] if isinstance(source, int) else list(source)
+    dst = [destination] if isinstance(destination, int) else list(destination)
+    if len(src) != len(dst):
+        raise RuntimeError(f"movedim: Invalid source or destination dims: source ({src} dims) "
+                           f"should contain the same number of dims as destination ({dst} dims)")
+    src = [normalize_dim(s, n) for s in src]
+    dst = [normalize_dim(s, n) for s in dst]
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise RuntimeError("movedim: repeated dim in `source` or `destination`")
+    order = [None] * n
+    for s, d in zip(src, dst):
+        order[d] = s
+    rest = iter(i for i in range(n) if i not in src)
+    order = [o if o is not None else next(rest) for o in order]
+    return x.permute(order)
+
+
+moveaxis = movedim
+
+
+def tile(input, dims):
+    """repeat with dims padded by leading ones (to the input's dimensions)."""
+    x = _t(input)
+    dims = tuple(dims) if not isinstance(dims, int) else (dims,)
+    if len(dims) < x.dim():
+        dims = (1,) * (x.dim() - len(dims)) + dims
+    return x.repeat(*dims)
+
+
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """Each element repeated ``repeats`` times along dim (the flattened input when dim is
+    None). Tensor repeats need their values in Python (a graph break), as in torch."""
+    x = _t(input)
+    if repeats is None:  # torch.repeat_interleave(repeats): indices repeated by their counts
+        reps = x
+        counts = reps.tolist()
+        idx = [i for i, c in enumerate(counts) for _ in range(c)]
+        from ._creation import tensor
+        return tensor(idx, dtype=dt.int64)
+    if dim is None:
+        x = x.flatten()
+        dim = 0
+    d = normalize_dim(dim, x.dim())
+    if isinstance(repeats, Tensor) and repeats.numel() != 1:
+        counts = repeats.tolist()
+        if len(counts) != x.shape[d]:
+            raise RuntimeError("repeats must have the same size as input along dim, but got "
+                               f"repeats.size(0) = {len(counts)} and input.size({d}) = "
+                               f"{x.shape[d]}")
+        from ._creation import tensor
+        idx = tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=dt.int64)
+        return index_select(x, d, idx)
+    r = repeats.item() if isinstance(repeats, Tensor) else int(repeats)
+    shape = list(x.shape)
+    y = x.unsqueeze(d + 1).expand(*shape[:d + 1], r, *shape[d + 1:])
+    return y.reshape(*shape[:d], shape[d] * r, *shape[d + 1:])
+
+
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    """The diagonal of the (dim1, dim2) planes, as the last dim (a gather, so it traces and
+    differentiates; torch returns a view)."""
+    x = _t(input)
+    n = x.dim()
+    d1, d2 = normalize_dim(dim1, n), normalize_dim(dim2, n)
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    y = movedim(x, (d1, d2), (-2, -1))
+    r, c = y.shape[-2], y.shape[-1]
+    if offset >= 0:
+        k = builtins.max(0, builtins.min(r, c - offset))
+        rows, cols = np.arange(k), np.arange(k) + offset
+    else:
+        k = builtins.max(0, builtins.min(r + offset, c))
+        rows, cols = np.arange(k) - offset, np.arange(k)
+    from ._creation import tensor
+    flat = y.reshape(*y.shape[:-2], r * c)
+    idx = tensor((rows * c + cols).astype(np.int64), dtype=dt.int64)
+    return index_select(flat, -1, idx) if flat.dim() else flat
+
+
+def diag_embed(input, offset=0, dim1=-2, dim2=-1):
+    """Matrices with input's last dim on their diagonal."""
+    x = _t(input)
+    n = x.shape[-1]
+    m = n + builtins.abs(offset)
+    from ._creation import eye
+    e = eye(n, dtype=x.dtype)
+    out = mul(x.unsqueeze(-1), e)  # (..., n, n) with x on the diagonal
+    import gcompile.nn.functional as nnf
+    if offset > 0:
+        out = nnf.pad(out, (offset, 0, 0, offset))
+    elif offset < 0:
+        out = nnf.pad(out, (0, -offset, -offset, 0))
+    nd = out.dim()
+    d1, d2 = normalize_dim(dim1, nd), normalize_dim(dim2, nd)
+    del m
+    return movedim(out, (nd - 2, nd - 1), (d1, d2))
+
+
+def tril_indices(row, col, offset=0, *, dtype=None, device=None, layout=None):
+    """Coordinates (2, N) of the lower triangle, row-major."""
+    from ._creation import tensor
+    r, c = np.tril_indices(row, offset, col)
+    return tensor(np.stack([r, c]).astype(np.int64), dtype=dtype or dt.int64)
+
+
+def triu_indices(row, col, offset=0, *, dtype=None, device=None, layout=None):
+    """Coordinates (2, N) of the upper triangle, row-major."""
+    from ._creation import tensor
+    r, c = np.triu_indices(row, offset, col)
+    return tensor(np.stack([r, c]).astype(np.int64), dtype=dtype or dt.int64)
+
+
+def meshgrid(*tensors, indexing=None):
+    """Coordinate grids; indexing='ij' (torch's default) or 'xy'."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    ts = [_t(t) for t in tensors]
+    for t in ts:
+        if t.dim() > 1:
+            raise RuntimeError("torch.meshgrid: Expected 0D or 1D tensor in the tensor list "
+                               f"but got: {t}")
+    ts = [t.reshape(-1) for t in ts]
+    indexing = indexing or "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError("torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but "
+                           f"received: {indexing}")
+    swap = indexing == "xy" and len(ts) >= 2
+    shape = tuple(t.shape[0] for t in ts)
+    n = len(ts)
+    grids = [t.reshape((1,) * i + (-1,) + (1,) * (n - i - 1)).expand(shape)
+             for i, t in enumerate(ts)]
+    if swap:  # 'xy': the first two dims trade places
+        grids = [g.transpose(0, 1) for g in grids]
+    return tuple(grids)
+
+
+def take_along_dim(input, indices, dim=None):
+    """gather with the index broadcast against the input (flattened when dim is None)."""
+    x = _t(input)
+    if dim is None:
+        return gather(x.flatten(), 0, indices.flatten())
+    d = normalize_dim(dim, x.dim())
+    xs = list(x.shape)
+    ish = list(indices.shape)
+    bx = xs[:d] + [1] + xs[d + 1:]
+    bi = ish[:d] + [1] + ish[d + 1:]
+    b = list(np.broadcast_shapes(tuple(bx), tuple(bi)))
+    x = x.expand(*(b[:d] + [xs[d]] + b[d + 1:]))
+    indices = indices.expand(*(b[:d] + [ish[d]] + b[d + 1:]))
+    return gather(x, d, indices)
+
+
+def rot90(input, k=1, dims=(0, 1)):
+    """Rotate by 90 degrees k times in the plane dims (from the first axis towards the
+    second)."""
+    x = _t(input)
+    if len(dims) != 2:
+        raise RuntimeError(f"expected total rotation dims == 2, but got dims = {len(dims)}")
+    d0, d1 = normalize_dim(dims[0], x.dim()), normalize_dim(dims[1], x.dim())
+    if d0 == d1:
+        raise RuntimeError(f"expected rotation dims to be different, but got dim0 = {d0} and "
+                           f"dim1 = {d1}")
+    k = k % 4
+    if k == 1:
+        return x.flip(d1).transpose(d0, d1)
+    if k == 2:
+        return x.flip(d0, d1)
+    if k == 3:
+        return x.flip(d0).transpose(d0, d1)
+    return x.clone()
+
+
+def diff(input, n=1, dim=-1, prepend=None, append=None):
+    """n-th forward difference along dim."""
+    x = _t(input)
+    d = normalize_dim(dim, x.dim())
+    parts = [p for p in (prepend, x, append) if p is not None]
+    if len(parts) > 1:
+        x = cat([_t(p) for p in parts], d)
+    for _ in range(n):
+        m = x.shape[d]
+        if m == 0:
+            break
+        a, b = x.narrow(d, 1, m - 1), x.narrow(d, 0, m - 1)
+        x = logical_xor(a, b) if x.dtype is dt.bool_ else sub(a, b)
+    return x
+
+
+def _cum_extreme(name, input, dim, largest):
+    x = _t(input)
+    if x.dim() == 0:
+        normalize_dim(dim, 1)
+        return return_type(name, x.clone(), _zeros_like(x, dtype=dt.int64))
+    d = normalize_dim(dim, x.dim())
+    idx = apply_op("cumarg", (x,), {"dim": d, "largest": largest})
+    values = apply_op("gather", (x, idx), {"dim": d},
+                      "CummaxBackward0" if largest else "CumminBackward0")
+    return return_type(name, values, idx)
+
+
+def cummax(input, dim):
+    """Running maximum and its index along dim."""
+    return _cum_extreme("cummax", input, dim, True)
+
+
+def cummin(input, dim):
+    """Running minimum and its index along dim."""
+    return _cum_extreme("cummin", input, dim, False)
+
+
+def logcumsumexp(input, dim):
+    """log(cumsum(exp(x))) along dim, shifted by the (constant) maximum so it does not
+    overflow."""
+    x = _t(input)
+    if x.dim() == 0:
+        normalize_dim(dim, 1)
+        return x.clone()
+    d = normalize_dim(dim, x.dim())
+    m = amax(x, d, keepdim=True).detach()
+    m = where(isfinite(m), m, 0.0)
+    return add(log(cumsum(exp(sub(x, m)), d)), m)
+
+
+def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None,
+                 sorter=None):
+    """Insertion indices of input into the innermost dim of sorted_sequence."""
+    seq = _t(sorted_sequence)
+    vals = _t(input) if isinstance(input, Tensor) or not isinstance(input, (int, float)) \
+        else None
+    scalar = vals is None
+    if scalar:
+        from ._creation import tensor
+        vals = tensor([input], dtype=seq.dtype)
+    if side is not None:
+        if side not in ("left", "right"):
+            raise RuntimeError(f"torch.searchsorted(): side can only be 'left' or 'right' but "
+                               f"got {side}")
+        if right and side == "left":
+            raise RuntimeError("torch.searchsorted(): side and right can't be set to opposites, "
+                               "got side of left while right was True")
+        right = side == "right"
+    if sorter is not None:
+        seq = gather(seq, -1, sorter)
+    r = apply_op("searchsorted", (seq, vals.to(seq.dtype) if vals.dtype is not seq.dtype
+                                  else vals), {"right": bool(right)})
+    if scalar:
+        r = r.reshape(())
+    return r.to(dt.int32) if out_int32 else r
+
+
+def bucketize(input, boundaries, *, out_int32=False, right=False):
+    """Bucket index of each value (boundaries 1-d and sorted)."""
+    b = _t(boundaries)
+    if b.dim() != 1:
+        raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({b.dim()})")
+    return searchsorted(b, input, out_int32=out_int32, right=right)
+
+
+def bincount(input, weights=None, minlength=0):
+    """Counts (or summed weights) of each non-negative integer; the length depends on the
+    data, so its maximum is read with .item() (a graph break under compile)."""
+    x = _t(input)
+    if x.dim() != 1 or x.dtype.is_floating_point or x.dtype is dt.bool_:
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+    if x.numel() and builtins.bool(lt(x, 0).any()):
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+    n = builtins.max(int(minlength), (int(x.max().item()) + 1) if x.numel() else 0)
+    if weights is None:
+        w = _zeros_like(x, dtype=dt.int64).add(1)
+        out = _zeros(n, dtype=dt.int64)
+    else:
+        w = _t(weights)
+        wd = w.dtype if w.dtype.is_floating_point else dt.float64
+        w = w.to(wd)
+        out = _zeros(n, dtype=wd)
+    return out.index_put((x,), w, accumulate=True)
+
+
+def unique(input, sorted=True, return_inverse=False, return_counts=False,  # noqa: A002
+           dim=None):
+    """Distinct values (sorted), optionally the inverse map and counts. The result's size
+    depends on the data: a graph break under compile, as in torch."""
+    x = _t(input)
+    _graph_break("torch.unique (data-dependent output size)")
+    data = x.numpy()
+    if dim is None:
+        vals, inv, cnt = np.unique(data.reshape(-1), return_inverse=True, return_counts=True)
+        inv = inv.reshape(data.shape)
+    else:
+        d = normalize_dim(dim, x.dim())
+        vals, inv, cnt = np.unique(data, axis=d, return_inverse=True, return_counts=True)
+        inv = inv.reshape(-1)
+    from ._creation import tensor
+    out = [tensor(vals, dtype=x.dtype)]
+    if return_inverse:
+        out.append(tensor(inv.astype(np.int64), dtype=dt.int64))
+    if return_counts:
+        out.append(tensor(cnt.astype(np.int64), dtype=dt.int64))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
+    """Collapse runs of equal values (flattened when dim is None)."""
+    x = _t(input)
+    _graph_break("torch.unique_consecutive (data-dependent output size)")
+    if dim is not None:
+        raise NotImplementedError("unique_consecutive: dim is not supported")
+    data = x.numpy().reshape(-1)
+    if data.size == 0:
+        starts = np.zeros(0, np.int64)
+    else:
+        starts = np.flatnonzero(np.concatenate([[True], data[1:] != data[:-1]]))
+    from ._creation import tensor
+    out = [tensor(data[starts], dtype=x.dtype)]
+    if return_inverse:
+        out.append(tensor((np.cumsum(np.concatenate([[False], data[1:] != data[:-1]]))
+                           if data.size else np.zeros(0, np.int64)).astype(np.int64)
+                          .reshape(x.shape), dtype=dt.int64))
+    if return_counts:
+        out.append(tensor(np.diff(np.append(starts, data.size)).astype(np.int64),
+                          dtype=dt.int64))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def index_copy(input, dim, index, source):
+    """input with the slices at index along dim replaced by source."""
+    x = _t(input)
+    d = normalize_dim(dim, x.dim()) if x.dim() else 0
+    spec = tuple(("s", None, None, None) for _ in range(d)) + (("t", 0),)
+    return apply_op("index_put", (x, _t(source).to(x.dtype), index),
+                    {"index": spec, "accumulate": False}, "IndexCopyBackward0")
+
+
+def index_fill(input, dim, index, value):
+    """input with the slices at index along dim set to value."""
+    x = _t(input)
+    d = normalize_dim(dim, x.dim()) if x.dim() else 0
+    spec = tuple(("s", None, None, None) for _ in range(d)) + (("t", 0),)
+    v = value.to(x.dtype) if isinstance(value, Tensor) else value
+    if not isinstance(v, Tensor):
+        from ._creation import tensor
+        v = tensor(v, dtype=x.dtype)
+    return apply_op("index_put", (x, v, index), {"index": spec, "accumulate": False},
+                    "IndexFillBackward0")
+
+
+def index_add(input, dim, index, source, *, alpha=1):
+    return _t(input).index_add(dim, index, source, alpha=alpha)
+
+
+def masked_scatter(input, mask, source):
+    """Copy source's leading elements, in order, into the positions where mask is True;
+    the position of each is a cumulative sum of the mask (ops only, so it traces)."""
+    x = _t(input)
+    m = mask.expand_as(x) if tuple(mask.shape) != tuple(x.shape) else mask
+    if m.dtype is not dt.bool_:
+        raise RuntimeError(f"masked_scatter_ only supports boolean masks, but got mask with "
+                           f"dtype {m.dtype}")
+    flat = m.reshape(-1)
+    pos = sub(cumsum(flat.to(dt.int64), 0), 1)
+    src = _t(source).reshape(-1)
+    pos = clamp(pos, 0, builtins.max(src.shape[0] - 1, 0))
+    vals = index_select(src, 0, pos).to(x.dtype).reshape(tuple(x.shape))
+    return where(m, vals, x)
+
+
+def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
+    """scatter with reduce 'sum', 'prod', 'mean', 'amax' or 'amin'."""
+    x = _t(input)
+    d = normalize_dim(dim, x.dim())
+    if reduce in ("sum", "prod"):
+        base = x if include_self else scatter(x, d, index, src=None, value=(
+            0 if reduce == "sum" else 1))
+        return base.scatter(d, index, src, reduce="add" if reduce == "sum" else "multiply")
+    if reduce == "mean":
+        ones = _zeros_like(src, dtype=x.dtype).add(1)
+        base = x if include_self else x.scatter(d, index, 0.0 if x.dtype.is_floating_point
+                                                else 0)
+        s = base.scatter(d, index, src, reduce="add")
+        cnt = _zeros_like(x, dtype=x.dtype).add(1 if include_self else 0)
+        cnt = cnt.scatter(d, index, ones, reduce="add")
+        cnt = where(eq(cnt, 0), 1, cnt)
+        r = div(s, cnt)
+        return r if x.dtype.is_floating_point else floor_divide(s, cnt).to(x.dtype)
+    if reduce in ("amax", "amin"):
+        # the extreme of each target as a constant: src sorted so the extreme is written last
+        # (index_put keeps the last write); then a tie-aware average of the winners (self and
+        # src elements equal to it), so the gradient is shared evenly among ties, as torch
+        src_t = _t(src)
+        sl = tuple(slice(0, n) for n in index.shape)
+        vals = src_t[sl].reshape(-1).to(x.dtype)
+        grids = np.indices(tuple(index.shape)).reshape(index.dim(), -1)
+        from ._creation import tensor
+        coords = [tensor(g.astype(np.int64)) for g in grids]
+        coords[d] = index[sl].reshape(-1)
+        order = argsort(vals.detach(), 0, descending=(reduce == "amin"), stable=True)
+        sc = tuple(index_select(c, 0, order) for c in coords)
+        sv = index_select(vals, 0, order)
+        written = _zeros_like(x, dtype=dt.bool_).index_put(sc, tensor(True), accumulate=False)
+        ext = x.detach().index_put(sc, sv.detach(), accumulate=False)
+        if include_self:
+            ext = where(written, maximum(ext, x.detach()) if reduce == "amax"
+                        else minimum(ext, x.detach()), ext)
+        win_self = logical_and(eq(x, ext), logical_or(logical_not(written), include_self))
+        win_src = eq(sv, ext[sc]).to(x.dtype)
+        num = mul(x, win_self.to(x.dtype)).index_put(sc, mul(sv, win_src), accumulate=True)
+        cnt = win_self.to(x.dtype).index_put(sc, win_src, accumulate=True)
+        return div(num, cnt)
+    raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got "
+                       f"{reduce}")

@@ -197,3 +197,43 @@ def _index_add(self, dim, index, source, *, alpha=1):
 Tensor.index_add = _index_add
 Tensor.index_add_ = lambda self, dim, index, source, *, alpha=1: self._assign(
     _index_add(self, dim, index, source, alpha=alpha))
+
+# methods added with the wider torch API (one definition each, in _functions)
+for _m in ("asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erfc", "erfinv",
+           "lgamma", "arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "arctan2",
+           "digamma", "exp2", "logit", "hypot", "logaddexp", "logaddexp2", "xlogy", "fmax",
+           "fmin", "nan_to_num", "nansum", "nanmean", "sinc", "deg2rad", "rad2deg", "frac",
+           "float_power", "copysign", "baddbmm", "addbmm", "addmv", "addr", "kron", "cross",
+           "movedim", "moveaxis", "tile", "repeat_interleave", "diagonal", "diag_embed",
+           "take_along_dim", "rot90", "diff", "cummax", "cummin", "logcumsumexp", "bincount",
+           "unique", "unique_consecutive", "index_copy", "index_fill", "masked_scatter",
+           "scatter_reduce"):
+    setattr(Tensor, _m, getattr(F, _m))
+Tensor.polygamma = lambda self, n: F.polygamma(n, self)
+for _m in ("asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erfc", "erfinv",
+           "lgamma"):
+    setattr(Tensor, _m + "_", _make_inplace_unary(_m))
+Tensor.arcsin_, Tensor.arccos_, Tensor.arctan_ = Tensor.asin_, Tensor.acos_, Tensor.atan_
+for _m in ("digamma", "exp2", "logit", "hypot", "logaddexp", "xlogy", "nan_to_num", "sinc",
+           "deg2rad", "rad2deg", "frac", "fmax", "fmin", "copysign", "baddbmm", "addbmm",
+           "addmv", "addr", "index_copy", "index_fill", "masked_scatter", "scatter_reduce"):
+    if _m in ("fmax", "fmin"):
+        continue  # torch has no in-place fmax_/fmin_
+
+
+    def _make(name):
+        def method(self, *args, **kwargs):
+            return self._assign(getattr(F, name)(self, *args, **kwargs))
+        method.__name__ = name + "_"
+        return method
+    setattr(Tensor, _m + "_", _make(_m))
+
+
+def _div_(self, other, *, rounding_mode=None):
+    if rounding_mode is None:
+        return self._inplace("div", (_wrap_scalar_or_tensor(other),))
+    return self._assign(F.div(self, other, rounding_mode=rounding_mode))
+
+
+Tensor.div_ = _div_
+Tensor.divide_ = _div_

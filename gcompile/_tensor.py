@@ -578,6 +578,10 @@ class Tensor:
         dev = kwargs.pop("device", None)
         copy = kwargs.pop("copy", False)
         kwargs.pop("non_blocking", None)
+        fmt = kwargs.pop("memory_format", None)
+        if fmt is not None:
+            from ._creation import _check_format
+            _check_format(fmt)
         if kwargs:
             raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
         for a in args:
@@ -655,21 +659,34 @@ class Tensor:
     def type_as(self, other):
         return self.to(other.dtype)
 
-    def new_tensor(self, data, dtype=None, requires_grad=False):
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False, layout=None,
+                   pin_memory=False):
         from ._creation import tensor
-        return tensor(data, dtype=dtype or self.dtype, requires_grad=requires_grad)
+        return tensor(data, dtype=dtype or self.dtype, device=device,
+                      requires_grad=requires_grad)
 
-    def new_zeros(self, *size, dtype=None):
-        return Tensor._make(np.zeros(_sizes(size), (dtype or self.dtype).np))
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False, layout=None,
+                  pin_memory=False):
+        from ._creation import zeros
+        return zeros(*size, dtype=dtype or self.dtype, device=device,
+                     requires_grad=requires_grad)
 
-    def new_ones(self, *size, dtype=None):
-        return Tensor._make(np.ones(_sizes(size), (dtype or self.dtype).np))
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False, layout=None,
+                 pin_memory=False):
+        from ._creation import ones
+        return ones(*size, dtype=dtype or self.dtype, device=device, requires_grad=requires_grad)
 
-    def new_empty(self, *size, dtype=None):
-        return Tensor._make(np.empty(_sizes(size), (dtype or self.dtype).np))
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False, layout=None,
+                  pin_memory=False):
+        from ._creation import empty
+        return empty(*size, dtype=dtype or self.dtype, device=device,
+                     requires_grad=requires_grad)
 
-    def new_full(self, size, fill_value, dtype=None):
-        return Tensor._make(np.full(_sizes((size,)), fill_value, (dtype or self.dtype).np))
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False,
+                 layout=None, pin_memory=False):
+        from ._creation import full
+        return full(size, fill_value, dtype=dtype or self.dtype, device=device,
+                    requires_grad=requires_grad)
 
     # ---- autograd -------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True):
@@ -932,7 +949,13 @@ class Tensor:
     def repeat(self, *sizes):
         return apply_op("repeat", (self,), {"repeats": _sizes(sizes)})
 
-    def flip(self, *dims):
+    def flip(self, *dims, **kw):
+        if "dims" in kw:  # x.flip(dims=(0,)) as torch
+            if dims:
+                raise TypeError("flip() got multiple values for argument 'dims'")
+            dims = (kw.pop("dims"),)
+        if kw:
+            raise TypeError(f"flip() got an unexpected keyword argument '{next(iter(kw))}'")
         dims = normalize_dims(_sizes(dims), self.dim(), "flip")
         return apply_op("flip", (self,), {"dims": dims})
 
@@ -961,6 +984,9 @@ class Tensor:
 
     def gather(self, dim, index):
         _check_index_tensor(index, "gather")
+        if self.dim() == 0 and index.dim() == 0:  # torch: one element along dim 0
+            normalize_dim(dim, 1)
+            return self.reshape(1).gather(0, index.reshape(1)).reshape(())
         if index.dim() != self.dim():
             raise RuntimeError("gather(): Index tensor must have the same number of dimensions as "
                                f"input tensor (index {tuple(index.shape)}, input "
@@ -972,6 +998,10 @@ class Tensor:
     def scatter(self, dim, index, src=None, value=None, reduce=None):
         _check_index_tensor(index, "scatter")
         src = value if src is None else src
+        if self.dim() == 0 and index.dim() == 0:  # torch: one element along dim 0
+            normalize_dim(dim, 1)
+            s1 = src.reshape(1) if isinstance(src, Tensor) else src
+            return self.reshape(1).scatter(0, index.reshape(1), s1, reduce=reduce).reshape(())
         d = normalize_dim(dim, self.dim())
         return apply_op("scatter", (self, _in_bounds(index, self.shape[d], d), src),
                         {"dim": d, "reduce": reduce})
@@ -991,6 +1021,9 @@ class Tensor:
 
     def index_select(self, dim, index):
         _check_index_tensor(index, "index_select")
+        if self.dim() == 0:  # torch: one element along dim 0, result 0-d
+            normalize_dim(dim, 1)
+            return self.reshape(1).index_select(0, index.reshape(-1)).reshape(())
         return apply_op("index_select", (self, index), {"dim": normalize_dim(dim, self.dim())})
 
     def masked_fill(self, mask, value):
@@ -1004,8 +1037,8 @@ class Tensor:
             if value.dim() != 0:
                 raise RuntimeError("masked_fill_ only supports a 0-dimensional value tensor, but "
                                    f"got tensor with {value.dim()} dimension(s).")
-            if not value.requires_grad:
-                value = value.item()
+            if value.dtype is not self.dtype:  # traced as a cast, not read with .item()
+                value = value.to(self.dtype)
         out = apply_op("where", (mask, value, self), grad_name="MaskedFillBackward0")
         if out.dtype is not self.dtype:
             out = out.to(self.dtype)
@@ -1025,6 +1058,10 @@ class Tensor:
 
     def nonzero(self, as_tuple=False):
         _graph_break("nonzero")
+        if self.dim() == 0:  # torch: (1, 0) or (0, 0); as_tuple gives one 1-element index
+            if as_tuple:
+                return (Tensor._make(np.zeros(int(bool(self._data)), np.int64)),)
+            return Tensor._make(np.zeros((int(bool(self._data)), 0), np.int64))
         idx = np.nonzero(self._data)
         if as_tuple:
             return tuple(Tensor._make(i.astype(np.int64)) for i in idx)

@@ -417,9 +417,13 @@ CASES["erfinv"].append(Case(lambda g: [np.array([-1.0, 1.0, 0.0, 0.999, -0.9999,
                             _erfinv_ref, grad=False, label="edges"))
 _unary("lgamma", _lgamma_ref, lambda g: g.f(3, 4, lo=0.2, hi=6), int_gen=_ints,
        int_dtype="float32")
+def _lgamma_poles_ref(x):
+    pole = (x <= 0) & (x == np.floor(x))
+    return np.where(pole, np.inf, _lgamma_ref(np.where(pole, 0.5, x)))
+
+
 CASES["lgamma"].append(Case(lambda g: [np.array([-0.5, -1.5, -2.3, 0.0, -3.0, 30.0])],
-                            lambda x: np.where((x <= 0) & (x == np.floor(x)), np.inf,
-                                               _lgamma_ref(np.where((x <= 0) & (x == np.floor(x)), 0.5, x))),
+                            _lgamma_poles_ref,
                             grad=False, label="negative_and_poles"))
 _add("polygamma",
      *[Case(lambda g: [g.f(3, 4, lo=0.3, hi=5, dtype=np.float64)],
@@ -507,6 +511,153 @@ _add("cumarg",
           out_dtype="int64", label="ties_nan"),
      Case(lambda g: [g.i(2, 6, lo=0, hi=3)], _cumarg_ref, {"dim": 1, "largest": False},
           out_dtype="int64", label="int"))
+
+
+# ---- matrix factorisations (ir/ops/lapack.py) ---------------------------------------------------
+def _wellcond(g, *shape, dtype=np.float32):
+    """Square matrices near the identity (well conditioned)."""
+    n = shape[-1]
+    return (g.f(*shape, lo=-0.4, hi=0.4) + 2 * np.eye(n)).astype(dtype)
+
+
+def _spd(g, *shape, dtype=np.float32):
+    a = g.f(*shape, lo=-1, hi=1).astype(np.float64)
+    return (a @ np.swapaxes(a, -1, -2) + shape[-1] * np.eye(shape[-1])).astype(dtype)
+
+
+def _gauss_inv(a):
+    """Gauss-Jordan elimination with partial pivoting, per matrix (independent of LAPACK)."""
+    a = np.asarray(a, np.float64)
+    out = np.empty_like(a)
+    for pos in np.ndindex(a.shape[:-2]):
+        m = a[pos].copy()
+        n = m.shape[0]
+        aug = np.concatenate([m, np.eye(n)], 1)
+        for c in range(n):
+            p = c + int(np.argmax(np.abs(aug[c:, c])))
+            aug[[c, p]] = aug[[p, c]]
+            aug[c] /= aug[c, c]
+            for r in range(n):
+                if r != c:
+                    aug[r] -= aug[r, c] * aug[c]
+        out[pos] = aug[:, n:]
+    return out
+
+
+def _laplace_det(m):
+    m = np.asarray(m, np.float64)
+    if m.shape[-1] == 1:
+        return m[..., 0, 0]
+    return sum((-1) ** j * m[..., 0, j] * _laplace_det(np.delete(np.delete(m, 0, -2), j, -1))
+               for j in range(m.shape[-1]))
+
+
+def _chol_ref(a):
+    a = np.asarray(a, np.float64)
+    out = np.zeros_like(a)
+    for pos in np.ndindex(a.shape[:-2]):
+        m, lo = a[pos], out[pos]
+        n = m.shape[0]
+        for i in range(n):
+            for j in range(i + 1):
+                s = m[i, j] - sum(lo[i, k] * lo[j, k] for k in range(j))
+                lo[i, j] = math.sqrt(s) if i == j else s / lo[j, j]
+    return out
+
+
+_add("linalg_inv",
+     Case(lambda g: [_wellcond(g, 1, 3, 3)], _gauss_inv),
+     Case(lambda g: [_wellcond(g, 2, 4, 4)], _gauss_inv, label="batched"))
+_add("linalg_det",
+     Case(lambda g: [_wellcond(g, 3, 3)], _laplace_det),
+     Case(lambda g: [g.f(2, 4, 4)], _laplace_det, label="batched"))
+_add("linalg_logabsdet",
+     Case(lambda g: [_wellcond(g, 3, 3)], lambda a: np.log(np.abs(_laplace_det(a)))),
+     Case(lambda g: [g.f(2, 3, 3, away=0.2) + np.float32(0)],
+          lambda a: np.log(np.abs(_laplace_det(a))), label="batched"))
+_add("linalg_solve",
+     Case(lambda g: [_wellcond(g, 1, 3, 3), g.f(3, 2)], lambda a, b: _gauss_inv(a) @ W(b)),
+     Case(lambda g: [_wellcond(g, 2, 3, 3), g.f(3, 1)], lambda a, b: _gauss_inv(a) @ W(b),
+          label="broadcast"))
+_add("linalg_cholesky",
+     Case(lambda g: [_spd(g, 1, 3, 3)], _chol_ref),
+     Case(lambda g: [_spd(g, 2, 4, 4)], _chol_ref, label="batched"))
+
+
+def _eigh_check_ref(a):
+    """(w; V): w from the characteristic polynomial's roots, V by inverse iteration, each
+    w refined as the Rayleigh quotient; signs as the op's convention (the largest-magnitude
+    entry of each vector positive). Reads the lower triangle, as the op."""
+    a = np.asarray(a, np.float64)
+    n = a.shape[-1]
+    out = np.empty(a.shape[:-2] + (n + 1, n))
+    for pos in np.ndindex(a.shape[:-2]):
+        m = np.tril(a[pos]) + np.tril(a[pos], -1).T
+        w = np.sort(np.roots(np.poly(m)).real)
+        vs = []
+        for lam in w:
+            v = np.ones(n)
+            for _ in range(50):
+                v = np.linalg.solve(m - (lam + 1e-10) * np.eye(n), v)
+                v /= np.linalg.norm(v)
+            lam_ref = v @ m @ v
+            vs.append(v * np.sign(v[np.argmax(np.abs(v))]))
+            w[len(vs) - 1] = lam_ref
+        out[pos][0] = w
+        out[pos][1:] = np.stack(vs, 1)
+    return out
+
+
+def _sign_fix(packed, rows):
+    """Multiply each column of the vector blocks by the sign of its largest-magnitude entry
+    (eigen/singular vectors are defined up to sign)."""
+    packed = np.asarray(packed, np.float64).copy()
+    for pos in np.ndindex(packed.shape[:-2]):
+        p = packed[pos]
+        for lo, hi in rows:
+            blk = p[lo:hi]
+            idx = np.argmax(np.abs(blk), 0)
+            sgn = np.sign(blk[idx, np.arange(blk.shape[1])])
+            p[lo:hi] *= sgn
+    return packed
+
+
+def _svd_check_ref(a):
+    """U, S, V from the eigen-decomposition of A^T A (reference only: squares the condition
+    number, fine for these well-conditioned samples), signs fixed like _sign_fix."""
+    a = np.asarray(a, np.float64)
+    m, n = a.shape[-2:]
+    k = min(m, n)
+    out = np.empty(a.shape[:-2] + (m + 1 + n, k))
+    for pos in np.ndindex(a.shape[:-2]):
+        x = a[pos]
+        gram = x.T @ x if m >= n else x @ x.T
+        w = _eigh_check_ref(gram)
+        lam, vecs = w[0][::-1], w[1:][:, ::-1]
+        s = np.sqrt(np.maximum(lam, 0))[:k]
+        if m >= n:
+            v = vecs[:, :k]
+            u = x @ v / s
+        else:
+            u = vecs[:, :k]
+            v = x.T @ u / s
+        out[pos][:m] = u
+        out[pos][m] = s
+        out[pos][m + 1:] = v
+    return _sign_fix(out, [(0, m)])
+
+
+_add("linalg_eigh",
+     Case(lambda g: [_spd(g, 3, 3)], _eigh_check_ref, tol=(1e-4, 1e-5)),
+     Case(lambda g: [_spd(g, 2, 4, 4, dtype=np.float64)], _eigh_check_ref, tol=(1e-8, 1e-10),
+          label="batched"))
+_add("linalg_svd",
+     Case(lambda g: [_wellcond(g, 3, 3)], _svd_check_ref, tol=(1e-4, 1e-5)),
+     Case(lambda g: [g.f(4, 2, dtype=np.float64) + np.array([[1.0, 0], [0, 2], [0, 0],
+                                                              [0, 0]])],
+          _svd_check_ref, tol=(1e-8, 1e-10), label="tall"),
+     Case(lambda g: [g.f(2, 2, 3, dtype=np.float64) + np.array([[2.0, 0, 0], [0, 1, 0]])],
+          _svd_check_ref, tol=(1e-8, 1e-10), label="wide"))
 
 
 # ---- fused activations (nn) ---------------------------------------------------------------------
