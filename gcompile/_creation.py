@@ -67,7 +67,13 @@ def _to_numpy(data, dtype=None):
 
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
-    """Copy ``data`` into a new leaf tensor (torch.tensor)."""
+    """Copy ``data`` into a new leaf tensor (torch.tensor). Also takes torch tensors,
+    JAX arrays and anything with ``__array_interface__`` or ``__dlpack__``."""
+    from ._interop import shared_array
+    if not isinstance(data, (Tensor, np.ndarray)):
+        shared = shared_array(data)
+        if shared is not None:
+            data = shared
     if isinstance(data, Tensor):
         arr = np.array(data._data, copy=True)
         if dtype is not None:
@@ -93,7 +99,13 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=Fal
 
 
 def as_tensor(data, dtype=None, device=None):
-    """Share memory with ``data`` when it already has the right dtype."""
+    """Share memory with ``data`` when it already has the right dtype: NumPy arrays,
+    torch tensors (CPU), JAX arrays, ``__array_interface__`` and DLPack producers."""
+    from ._interop import shared_array
+    if not isinstance(data, (Tensor, np.ndarray)):
+        shared = shared_array(data)
+        if shared is not None:
+            data = shared
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
     if isinstance(data, np.ndarray):
@@ -111,10 +123,12 @@ def from_numpy(ndarray) -> Tensor:
 
 
 def from_dlpack(ext) -> Tensor:
-    """Share memory with any DLPack producer (a Tensor, NumPy array, ...)."""
+    """Share memory with any DLPack producer (a Tensor, NumPy array, torch tensor, JAX
+    array, ...) or a legacy DLPack capsule, without copying."""
     if isinstance(ext, Tensor):
         return Tensor._make(ext._data)
-    return from_numpy(np.from_dlpack(ext))
+    from ._interop import from_dlpack_array
+    return from_numpy(from_dlpack_array(ext))
 
 
 def _dtype(dtype, default=None):

@@ -514,9 +514,16 @@ class Tensor:
         return self._data
 
     def __array__(self, dtype=None, copy=None):
-        if dtype is not None:
-            return self._data.astype(dtype, copy=False)
-        return self._data
+        """NumPy functions see the tensor's memory (no copy) unless ``dtype`` differs or
+        ``copy=True``; ``copy=False`` raises ValueError when a copy would be needed, as
+        NumPy 2 asks of ``__array__``."""
+        a = self._data
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"Unable to avoid copy while converting a {self.dtype} "
+                                 f"tensor to {np.dtype(dtype)}")
+            return a.astype(dtype)
+        return a.copy() if copy else a
 
     def __dlpack__(self, stream=None, **kwargs):
         """Export through NumPy's DLPack (versioned when the consumer asks, so the
