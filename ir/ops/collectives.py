@@ -31,6 +31,8 @@ class Communicator(Protocol):
 
     def start_allreduce(self, send: np.ndarray, op: str) -> Any: ...
 
+    def test_allreduce(self, handle: Any) -> bool: ...
+
     def finish_allreduce(self, handle: Any) -> np.ndarray: ...
 
     def allreduce(self, x: np.ndarray, op: str) -> np.ndarray: ...
@@ -70,6 +72,10 @@ def _start_impl(x, op="sum"):
     if comm is not None:
         handle = comm.start_allreduce(send, op)
         send.flags.writeable = False  # MPI reads it until the wait: nobody may write it
+        # many MPI libraries move non-blocking collectives along only inside MPI calls:
+        # let the ones already in flight progress now
+        for _, h in _PENDING.values():
+            comm.test_allreduce(h)
         _PENDING[id(send)] = (send, handle)
     return send
 
