@@ -109,7 +109,7 @@ class Explanation:
             return "graph breaks (runs eagerly):\n" + "\n".join(
                 f"  {b}" for b in self.graph_breaks)
         out = ["== traced graph ==", self.traced_graph, "== optimised graph ==",
-               str(self.graph), f"== fusion: {len(self.groups)} groups, "
+               self.graph.format(), f"== fusion: {len(self.groups)} groups, "
                f"{self.num_kernels} generated kernels, {self.num_steps} steps =="]
         out += [f"  {g}" for g in self.groups]
         if self.unfused:

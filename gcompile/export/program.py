@@ -192,7 +192,11 @@ class ExportedProgram:
             if self.patches and any(sizes[n] != self.dims[n]["example"] for n in self.dims):
                 d = copy.deepcopy(d)
                 for path, name, step in self.patches:
-                    _patch(d, path, step * (sizes[name] - self.dims[name]["example"]))
+                    if step != "fill":
+                        _patch(d, path, step * (sizes[name] - self.dims[name]["example"]))
+                for path, _, step in self.patches:
+                    if step == "fill":  # a constant filled with one value, at its new shape
+                        _refill(d["constants"][path[1]])
             try:
                 g = serialize.from_dict(d)
             except serialize.GraphFormatError as e:
@@ -304,6 +308,29 @@ def _describe(spec: Any) -> str:
     if "dict" in spec:
         return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in spec["dict"]) + "}"
     return repr(spec["const"])
+
+
+def _uniform(cd: dict) -> bytes | None:
+    """The one value (as bytes) every element of a serialised constant holds, else None."""
+    import base64
+    try:
+        raw = base64.b64decode(cd["data"])
+        size = np.dtype(dt.as_dtype(cd["dtype"]).np).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not raw or len(raw) % size or raw != raw[:size] * (len(raw) // size):
+        return None
+    return raw[:size]
+
+
+def _refill(cd: dict) -> None:
+    """Rewrite a uniform constant's data for its (patched) shape."""
+    import base64
+    value = _uniform(cd)
+    if value is None:
+        raise ExportFormatError(f"gcompile.export: constant {cd.get('name')!r} is not uniform")
+    n = int(np.prod(cd["shape"], dtype=np.int64))
+    cd["data"] = base64.b64encode(value * n).decode("ascii")
 
 
 def _patch(d: Any, path: list, delta: int) -> None:
@@ -449,7 +476,18 @@ def _size_paths(a: Any, b: Any, c: Any, path: list, out: list, name: str) -> Non
     if isinstance(a, dict):
         if not (isinstance(b, dict) and isinstance(c, dict) and a.keys() == b.keys() == c.keys()):
             raise _not_dynamic(name, path, "the graph's structure changes with the size")
-        for k in a:
+        keys = list(a)
+        if len(path) == 2 and path[0] == "constants" and "data" in a and not (
+                a["data"] == b["data"] == c["data"]):
+            # a constant made from the size (an LSTM's zero initial state): fine when it
+            # holds one value throughout, regenerated at the new shape
+            va = _uniform(a)
+            if va is None or va != _uniform(b) or va != _uniform(c):
+                raise _not_dynamic(name, path + ["data"], "a constant whose values change "
+                                   "with the size")
+            out.append([path + ["data"], name, "fill"])
+            keys.remove("data")
+        for k in keys:
             _size_paths(a[k], b[k], c[k], path + [k], out, name)
     elif isinstance(a, list):
         if not (isinstance(b, list) and isinstance(c, list) and len(a) == len(b) == len(c)):
@@ -683,17 +721,21 @@ def load_program(tree: dict, *, trust_kernels: bool = False) -> ExportedProgram:
             field(d, k, int, f"program.dims.{name}.")
     for i, p in enumerate(patches):
         if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], list)
-                and p[1] in dims and type(p[2]) is int):
-            raise _bad(f"program.patches[{i}]", "expected [path, dim name, step]")
+                and p[1] in dims and (type(p[2]) is int or p[2] == "fill")):
+            raise _bad(f"program.patches[{i}]", "expected [path, dim name, step or 'fill']")
         d = graph_json
         try:
             for k in p[0][:-1]:
                 d = d[k]
-            if type(d[p[0][-1]]) is not int:
+            if p[2] == "fill":
+                if not (len(p[0]) == 3 and p[0][0] == "constants" and p[0][2] == "data"
+                        and _uniform(d) is not None):
+                    raise TypeError
+            elif type(d[p[0][-1]]) is not int:
                 raise TypeError
         except (KeyError, IndexError, TypeError):
-            raise _bad(f"program.patches[{i}]", "its path is not an integer of the graph") \
-                from None
+            raise _bad(f"program.patches[{i}]", "its path is not an integer (or a uniform "
+                       "constant) of the graph") from None
     for i, (b, v) in enumerate(zip(bindings, graph.inputs)):
         where = f"program.bindings[{i}]"
         if isinstance(b, dict) and type(b.get("arg")) is int and 0 <= b["arg"] < len(inputs):
