@@ -564,15 +564,16 @@ def export(fn_or_module: Any, *example_inputs: Any, dynamic_shapes: Any = None
 
 
 def _wants_tuple(fn: Any, arg: tuple) -> bool:
-    """``export(model, (x, y))``: the tuple is the argument list unless the function
-    takes exactly one argument (then it may be a tuple input)."""
+    """``export(model, (x,))`` / ``export(f, (x, y))``, torch.export's form: the tuple is
+    the argument list, unless the function takes exactly one argument and the tuple
+    holds several tensors (then it is that one tuple argument)."""
     target = fn.forward if hasattr(fn, "forward") else fn
     try:
         params = [p for p in inspect.signature(target).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         return True
-    return len(params) != 1 and all(isinstance(a, Tensor) for a in arg)
+    return all(isinstance(a, Tensor) for a in arg) and (len(params) != 1 or len(arg) == 1)
 
 
 def _arg_leaf_index(args: tuple) -> dict[int, int]:

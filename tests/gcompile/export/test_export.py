@@ -73,6 +73,13 @@ def test_torch_style_tuple_of_args():
     x, y = torch.randn(3), torch.randn(3)
     ep = torch.export(f, (x, y))
     np.testing.assert_allclose(ep(x, y).numpy(), f(x, y).numpy())
+    m, xm = make("mlp")
+    np.testing.assert_allclose(torch.export(m, (xm,))(xm).numpy(), _eager(m, xm).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+    def g(pair):  # one argument that is a tuple
+        return pair[0] - pair[1]
+    np.testing.assert_allclose(torch.export(g, (x, y))((x, y)).numpy(), (x - y).numpy())
 
 
 def test_dynamic_batch_dimension(tmp_path):
