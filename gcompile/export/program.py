@@ -546,6 +546,9 @@ def export(fn_or_module: Any, *example_inputs: Any, dynamic_shapes: Any = None
             if size < 2:
                 raise ValueError(f"gcompile.export: dynamic dimension {d.name!r} has size {size} "
                                  "in the example; give an example of size 2 or more")
+            if not d.min <= size <= d.max:
+                raise ValueError(f"gcompile.export: dynamic dimension {d.name!r} has size {size} "
+                                 f"in the example, outside [{d.min}, {d.max}]")
             known = dims.setdefault(d.name, {"min": d.min, "max": d.max, "example": size})
             if known["example"] != size:
                 raise ValueError(f"gcompile.export: dynamic dimension {d.name!r} has sizes "
@@ -556,6 +559,11 @@ def export(fn_or_module: Any, *example_inputs: Any, dynamic_shapes: Any = None
         g2 = _trace(fn_or_module, _resized(args, dyn, name, 2))[0]
         _size_paths(graph_json, serialize.to_dict(g1.graph), serialize.to_dict(g2.graph), [],
                     patches, name)
+    for path, name, _ in patches:
+        if path[0] == "inputs" and "weight" in bindings[path[1]]:
+            raise NotImplementedError(f"gcompile.export: dimension {name!r} cannot be dynamic: "
+                                      f"the captured tensor {bindings[path[1]]['weight']!r} "
+                                      "changes shape with it (make it an input)")
     ep = ExportedProgram(graph_json, bindings, weights, in_spec, inputs, out_spec, dims, patches)
     ep._executors[ep._sizes_key({d: i["example"] for d, i in dims.items()})] = entry.executable
     ep._graphs[ep._sizes_key({d: i["example"] for d, i in dims.items()})] = entry.graph

@@ -116,6 +116,17 @@ def test_dynamic_dimension_that_cannot_follow_is_refused():
         return x * float(x.shape[0])  # a float computed from the size is baked in
     with pytest.raises(NotImplementedError, match="cannot be dynamic"):
         torch.export(f, torch.randn(4, 3), dynamic_shapes={"x": {0: Dim("n")}})
+    cache = {}
+
+    def g(x):  # a tensor made from the size on the first call and captured
+        key = x.shape[0]
+        if key not in cache:
+            cache[key] = torch.ones(key, 1)
+        return x * cache[key]
+    with pytest.raises(NotImplementedError, match="captured tensor"):
+        torch.export(g, torch.randn(4, 3), dynamic_shapes=({0: Dim("n")},))
+    with pytest.raises(ValueError, match="outside"):
+        torch.export(f, torch.randn(4, 3), dynamic_shapes=({0: Dim("n", min=5)},))
     with pytest.raises(NotImplementedError, match="distinct dynamic dimensions"):
         torch.export(lambda a, b: a.sum() + b.sum(), torch.randn(3), torch.randn(4),
                      dynamic_shapes=({0: Dim("a")}, {0: Dim("b")}))
