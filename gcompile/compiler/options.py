@@ -33,7 +33,13 @@ def validate_compile_options(mode: str | None, options: dict[str, Any] | None,
     """Check ``compile(..., mode=, options=, **kwargs)`` and return the options (empty
     when none). RuntimeError for an unknown mode or option, or both given (as torch);
     TypeError for an unknown keyword argument or a wrongly typed value; ValueError for a
-    value outside an option's choices. Every message lists the valid names."""
+    value outside an option's choices, or for an unknown channel in the GCOMPILE_LOG
+    environment variable (checked here so the mistake shows at ``compile()``, not at
+    the first log line). Every message lists the valid names."""
+    import os
+
+    from runtime.logs import parse
+    parse(os.environ.get("GCOMPILE_LOG", ""))
     for k, v in kwargs.items():
         if k not in KWARGS:
             raise TypeError(f"compile() got an unexpected keyword argument {k!r}; valid "

@@ -118,3 +118,12 @@ def test_compile_options_validation():
     with pytest.raises(ValueError, match="at least 1"):
         validate_compile_options(None, {"max_recompiles": 0}, {})
     assert set(OPTIONS) == {"fp_contract", "parallel_threshold", "kernels", "max_recompiles"}
+
+
+def test_compile_options_check_log_channels(monkeypatch):
+    monkeypatch.setenv("GCOMPILE_LOG", "recompiles,grpah_breaks")
+    with pytest.raises(ValueError, match="unknown log channel 'grpah_breaks'; valid channels: "
+                                         "recompiles, graph_breaks"):
+        validate_compile_options(None, None, {})
+    monkeypatch.setenv("GCOMPILE_LOG", "recompiles,graph_breaks")
+    assert validate_compile_options(None, None, {}) == {}
