@@ -22,13 +22,15 @@ class DistributedDataParallel(Module):
     backward, gradients are bucketed (``bucket_cap_mb``, reverse registration
     order) and each bucket's allreduce starts as soon as its gradients are
     ready; ``.grad`` holds the average over ranks when backward returns.
+    ``gradient_as_bucket_view`` and ``static_graph`` are torch's memory and speed
+    hints; they are recorded and do not change results here.
     """
 
     def __init__(self, module: Module, device_ids=None, output_device=None, dim: int = 0,
                  broadcast_buffers: bool = True, process_group=None,
                  bucket_cap_mb: float | None = None, find_unused_parameters: bool = False,
                  check_reduction: bool = False, gradient_as_bucket_view: bool = False,
-                 static_graph: bool = False, **kwargs: Any) -> None:
+                 static_graph: bool = False) -> None:
         super().__init__()
         from ... import distributed as dist
         from ...distributed.reducer import Reducer
@@ -36,6 +38,12 @@ class DistributedDataParallel(Module):
         if not dist.is_initialized():
             raise ValueError("Default process group has not been initialized, please make sure "
                              "to call init_process_group.")
+        if device_ids is not None or output_device is not None:
+            raise ValueError(
+                "DistributedDataParallel device_ids and output_device arguments only work with "
+                "single-device/multiple-device GPU modules or CPU modules, but got device_ids "
+                f"{device_ids}, output_device {output_device}, and module parameters "
+                "{device(type='cpu')}.")
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise RuntimeError("DistributedDataParallel is not needed when a module doesn't "
