@@ -1,6 +1,6 @@
 """DistributedDataParallel on 2 ranks with batch B reproduces 1 process with batch 2B
-(MLP and CNN, eager, compiled module and whole-step compiled, SGD and Adam, BatchNorm
-buffers, SyncBatchNorm), plus buckets/overlap, no_sync and unused parameters."""
+(MLP and CNN; eager, compile(DDP), DDP(compile(model)) and whole-step compiled; SGD and
+Adam; BatchNorm buffers, SyncBatchNorm), plus buckets/overlap, no_sync, unused parameters."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,7 +18,8 @@ CHECKS = ["state_dict", "model_mismatch", "buckets", "no_sync", "find_unused", "
     f"equivalence_{k}_{o}_{m}" for k, o, m in (
         ("mlp", "sgd", "eager"), ("mlp", "adam", "eager"), ("cnn", "sgd", "eager"),
         ("cnn", "adam", "eager"), ("mlp", "sgd", "module"), ("mlp", "adam", "module"),
-        ("mlp", "sgd", "step"), ("mlp", "adam", "step"), ("cnn", "sgd", "step"),
+        ("mlp", "adam", "wrapped"), ("cnn", "sgd", "wrapped"), ("mlp", "sgd", "step"),
+        ("mlp", "adam", "step"), ("cnn", "sgd", "step"),
         ("cnn", "adam", "step"))]
 
 

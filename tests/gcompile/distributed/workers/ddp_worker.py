@@ -85,11 +85,13 @@ def ddp_run(kind, opt_kind, mode, batches, bn=None, sync_bn=False, **ddp_kw):
     model = build(kind, bn, seed=RANK * 100)
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if mode == "wrapped":  # DDP(torch.compile(model)): compiled forward and backward plans
+        model = torch.compile(model)
     ddp = DDP(model, **ddp_kw)
     opt = make_opt(opt_kind, ddp.parameters())
     crit = nn.CrossEntropyLoss()
     sl = slice(RANK * B, (RANK + 1) * B)
-    if mode == "eager":
+    if mode in ("eager", "wrapped"):
         def step(x, y):
             opt.zero_grad()
             loss = crit(ddp(x), y)
@@ -121,7 +123,8 @@ def ddp_run(kind, opt_kind, mode, batches, bn=None, sync_bn=False, **ddp_kw):
 def check_equivalence():
     cases = [("mlp", "sgd", "eager"), ("mlp", "adam", "eager"), ("cnn", "sgd", "eager"),
              ("cnn", "adam", "eager"), ("mlp", "sgd", "module"), ("mlp", "adam", "module"),
-             ("mlp", "sgd", "step"), ("mlp", "adam", "step"), ("cnn", "sgd", "step"),
+             ("mlp", "adam", "wrapped"), ("cnn", "sgd", "wrapped"), ("mlp", "sgd", "step"),
+             ("mlp", "adam", "step"), ("cnn", "sgd", "step"),
              ("cnn", "adam", "step")]
     for kind, opt_kind, mode in cases:
         name = f"equivalence_{kind}_{opt_kind}_{mode}"
