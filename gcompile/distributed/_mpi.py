@@ -21,9 +21,13 @@ EXTRA_HINT = "pip install 'gcompile[distributed]'"
 class DistError(RuntimeError):
     """torch.distributed.DistError: an error in the distributed library."""
 
+    __module__ = "gcompile.distributed"
+
 
 class DistBackendError(DistError):
     """torch.distributed.DistBackendError: the backend (MPI) failed or timed out."""
+
+    __module__ = "gcompile.distributed"
 
 
 def import_mpi():

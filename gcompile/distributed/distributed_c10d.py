@@ -181,8 +181,14 @@ class Work:
         return bool(self._test())
 
     def wait(self, timeout: timedelta | None = None) -> bool:
-        """Block until done (bounded by the process group's timeout) and write results."""
+        """Block until done (bounded by ``timeout``, else the process group's) and
+        write the results."""
         if not self._done:
+            pg = _GROUP[0]
+            saved = pg.timeout_s if pg is not None else None
+            if pg is not None and timeout is not None:
+                pg.timeout_s = (timeout.total_seconds() if isinstance(timeout, timedelta)
+                                else float(timeout))
             try:
                 self._finish()
             except BaseException as e:
@@ -190,6 +196,8 @@ class Work:
                 raise
             finally:
                 self._done = True
+                if pg is not None:
+                    pg.timeout_s = saved
         if self._exc is not None:
             raise self._exc
         return True

@@ -30,7 +30,8 @@ def test_a_failing_rank_ends_the_job(scenario):
             H.report(proc)
     if scenario == "timeout":
         assert "CAUGHT [Rank 0] collective operation timeout" in proc.stdout, H.report(proc)
-        assert "OpType=ALLREDUCE" in proc.stdout
+        assert "OpType=ALLREDUCE" in proc.stdout and "Timeout(ms)=1000" in proc.stdout
+        assert "uncaught DistBackendError: aborting the MPI job" in proc.stderr, H.report(proc)
 
 
 def test_mismatched_shapes_raise_in_detail_mode():

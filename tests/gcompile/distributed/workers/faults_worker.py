@@ -29,6 +29,13 @@ def main(scenario: str) -> None:
         if r == 1:
             time.sleep(30)  # alive but elsewhere: rank 0's collective times out
             return
+        w = dist.all_reduce(t, async_op=True)
+        try:
+            w.wait(timeout=timedelta(seconds=1))  # a shorter timeout for this one wait
+        except dist.DistBackendError as e:
+            print(f"CAUGHT {e}", flush=True)
+            assert "Timeout(ms)=1000" in str(e), e
+            assert not w.is_success() and w.exception() is e
         try:
             dist.all_reduce(t)
         except dist.DistBackendError as e:
