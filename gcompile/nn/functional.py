@@ -32,6 +32,9 @@ __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "soft_margin_loss",
     "cosine_embedding_loss", "margin_ranking_loss", "hinge_embedding_loss",
     "scaled_dot_product_attention", "multi_head_attention_forward", "interpolate",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "rms_norm", "prelu",
+    "pixel_shuffle", "pixel_unshuffle", "embedding_bag", "grid_sample", "affine_grid",
+    "upsample",
 ]
 
 
@@ -1137,24 +1140,441 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
 # ---------------------------------------------------------------------------
 # resampling
 # ---------------------------------------------------------------------------
+_INTERP_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+
+
 def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "nearest",
                 align_corners=None, recompute_scale_factor=None, antialias=False) -> Tensor:
-    """Nearest-neighbour resizing (an index gather); other modes are not supported."""
-    if mode != "nearest":
-        raise NotImplementedError(f"interpolate: mode {mode!r} is not supported (only "
-                                  "'nearest')")
+    """Resize the spatial dims: nearest, nearest-exact, (bi/tri)linear, bicubic (separable,
+    torch's source-index rules and A = -0.75) and area (adaptive average pooling). Each dim
+    is index gathers times constant weights, so it traces and differentiates."""
+    modes = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
+    if mode not in modes:
+        raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported "
+                                  f"(got {input.dim()}D) for the modes: nearest | linear | "
+                                  f"bilinear | bicubic | trilinear | area | nearest-exact "
+                                  f"(got {mode})")
+    if antialias:
+        raise NotImplementedError("interpolate: antialias=True is not supported")
     nsp = input.dim() - 2
+    if nsp < 1 or nsp > 3:
+        raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported "
+                                  f"(got {input.dim()}D) for the modes: nearest | linear | "
+                                  f"bilinear | bicubic | trilinear | area | nearest-exact "
+                                  f"(got {mode})")
+    if mode in _INTERP_DIMS and _INTERP_DIMS[mode] != nsp:
+        raise NotImplementedError(f"Got {input.dim()}D input, but {mode} mode needs "
+                                  f"{_INTERP_DIMS[mode] + 2}D input")
+    if align_corners is not None and mode not in ("linear", "bilinear", "bicubic",
+                                                  "trilinear"):
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
+    align = bool(align_corners)
     sizes = tuple(input.shape[2:])
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined")
     if size is not None:
         out = _tuple(size, nsp, "size")
-        scales = [i / o for i, o in zip(sizes, out)]
+        scales = [None] * nsp
     else:
-        sf = (scale_factor,) * nsp if isinstance(scale_factor, (int, float)) else \
-            tuple(scale_factor)
+        sf = (float(scale_factor),) * nsp if isinstance(scale_factor, (int, float)) else \
+            tuple(float(f) for f in scale_factor)
+        if len(sf) != nsp:
+            raise ValueError(f"Input and scale_factor must have the same number of spatial "
+                             f"dimensions, but got input with spatial dimensions of "
+                             f"{list(sizes)} and scale_factor of shape {list(sf)}.")
         out = tuple(int(math.floor(s * f)) for s, f in zip(sizes, sf))
-        scales = [1.0 / f for f in sf]
+        # the given factor sets the source positions unless recompute_scale_factor asks for
+        # in/out (torch)
+        scales = [None if recompute_scale_factor else 1.0 / f for f in sf]
+    if mode == "area":
+        if nsp == 1:
+            return adaptive_avg_pool1d(input, out)
+        if nsp == 2:
+            return adaptive_avg_pool2d(input, out)
+        return _adaptive_avg_3d(input, out)
     x = input
-    for i, (o, sc) in enumerate(zip(out, scales)):
-        idx = np.minimum(np.floor(np.arange(o) * sc).astype(np.int64), sizes[i] - 1)
-        x = x.index_select(2 + i, Tensor._make(idx))
+    for i, (n_in, n_out, sc) in enumerate(zip(sizes, out, scales)):
+        x = _resize_dim(x, 2 + i, n_in, n_out, sc, mode, align)
     return x
+
+
+def _resize_dim(x: Tensor, dim: int, n_in: int, n_out: int, scale, mode: str,
+                align: bool) -> Tensor:
+    """One spatial dim resized: gathers of source rows times per-output weights."""
+    i = np.arange(n_out, dtype=np.float64)
+    ratio = (n_in / n_out if n_out else 0.0) if scale is None else scale
+    if mode in ("nearest", "nearest-exact"):
+        src = np.floor((i + (0.5 if mode == "nearest-exact" else 0.0)) * ratio)
+        idx = np.minimum(src.astype(np.int64), n_in - 1)
+        return x.index_select(dim, _const_long(idx))
+    if align:
+        src = i * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros_like(i)
+    else:
+        src = (i + 0.5) * ratio - 0.5
+    shape = [1] * x.dim()
+    shape[dim] = n_out
+    from .._creation import tensor
+
+    def weight(wv):
+        return tensor(wv.reshape(shape), dtype=x.dtype)
+
+    if mode in ("linear", "bilinear", "trilinear"):
+        if not align:
+            src = np.maximum(src, 0.0)
+        lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        lam = src - lo
+        a = x.index_select(dim, _const_long(lo))
+        b = x.index_select(dim, _const_long(hi))
+        return apply_op("add", (apply_op("mul", (a, weight(1.0 - lam))),
+                                apply_op("mul", (b, weight(lam)))))
+    # bicubic: torch's cubic convolution with A = -0.75, border indices clamped
+    fl = np.floor(src)
+    t = src - fl
+    A = -0.75
+
+    def c1(v):
+        return ((A + 2) * v - (A + 3)) * v * v + 1
+
+    def c2(v):
+        return ((A * v - 5 * A) * v + 8 * A) * v - 4 * A
+
+    ws = [c2(t + 1), c1(t), c1(1 - t), c2(2 - t)]
+    out = None
+    for k, wk in enumerate(ws):
+        idx = np.clip(fl.astype(np.int64) - 1 + k, 0, n_in - 1)
+        term = apply_op("mul", (x.index_select(dim, _const_long(idx)), weight(wk)))
+        out = term if out is None else apply_op("add", (out, term))
+    return out
+
+
+def _adaptive_avg_3d(input: Tensor, out) -> Tensor:
+    """Adaptive average pooling over three dims, one dim at a time (torch's windows:
+    [floor(i*in/out), ceil((i+1)*in/out)))."""
+    x = input
+    for k, n_out in enumerate(out):
+        d = 2 + k
+        n_in = x.shape[d]
+        parts = []
+        for i in range(n_out):
+            s = (i * n_in) // n_out
+            e = -((-(i + 1) * n_in) // n_out)
+            parts.append(apply_op("mean", (x.narrow(d, s, e - s),), {"dims": (d,),
+                                                                      "keepdim": True}))
+        x = apply_op("cat", tuple(parts), {"dim": d})
+    return x
+
+
+# ---------------------------------------------------------------------------
+# transposed convolution (matmul + col2im, the adjoint of conv's im2col)
+# ---------------------------------------------------------------------------
+def _conv_transposend(input: Tensor, weight: Tensor, bias, stride, padding, output_padding,
+                      groups: int, dilation, nsp: int, name: str) -> Tensor:
+    if input.dim() not in (nsp + 1, nsp + 2):
+        raise RuntimeError(f"{name}: Expected {nsp + 1}D (unbatched) or {nsp + 2}D (batched) "
+                           f"input, but got input of size: {list(input.shape)}")
+    if weight.dim() != nsp + 2:
+        raise RuntimeError(f"{name}: weight must be {nsp + 2}-D, got shape "
+                           f"{tuple(weight.shape)}")
+    unbatched = input.dim() == nsp + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    kernel = tuple(weight.shape[2:])
+    stride = _tuple(stride, nsp, "stride")
+    dilation = _tuple(dilation, nsp, "dilation")
+    padding = _tuple(padding, nsp, "padding")
+    output_padding = _tuple(output_padding, nsp, "output_padding")
+    for op_, s, d in zip(output_padding, stride, dilation):
+        if op_ >= s and op_ >= d:
+            raise RuntimeError(f"{name}: output padding must be smaller than either stride or "
+                               f"dilation, but got output_padding={output_padding}, "
+                               f"stride={stride}, dilation={dilation}")
+    n, cin = input.shape[:2]
+    if cin != weight.shape[0]:
+        raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected "
+                           f"input{list(input.shape)} to have {weight.shape[0]} channels, but "
+                           f"got {cin} channels instead")
+    if cin % groups:
+        raise RuntimeError(f"{name}: in_channels ({cin}) must be divisible by groups "
+                           f"({groups})")
+    if input.dtype is not weight.dtype:
+        raise RuntimeError(f"{name}: Input type ({input.dtype}) and weight type "
+                           f"({weight.dtype}) should be the same")
+    cout = weight.shape[1] * groups
+    k = int(np.prod(kernel))
+    sp_in = tuple(input.shape[2:])
+    length = int(np.prod(sp_in)) if sp_in else 1
+    out_sp = tuple((i - 1) * s - 2 * p + d * (kk - 1) + op_ + 1
+                   for i, s, p, d, kk, op_ in zip(sp_in, stride, padding, dilation, kernel,
+                                                  output_padding))
+    if any(o <= 0 for o in out_sp):
+        raise RuntimeError(f"{name}: output size {out_sp} is too small")
+    x = input.reshape(n, cin, length)
+    if groups == 1:
+        w2 = weight.reshape(cin, cout * k).transpose(0, 1)                 # (Cout*K, Cin)
+        cols = apply_op("matmul", (w2, x))                                 # (N, Cout*K, L)
+    else:
+        cg = cin // groups
+        w3 = weight.reshape(groups, cg, (cout // groups) * k).transpose(1, 2)
+        x4 = x.reshape(n, groups, cg, length)
+        cols = apply_op("matmul", (w3, x4)).reshape(n, cout * k, length)
+    # col2im reads windows over (out + output_padding); the extra rows/cols at the end get
+    # nothing from the sum but exist in the output, as torch
+    attrs = {"spatial": out_sp, "kernel": kernel, "stride": stride, "padding": padding,
+             "dilation": dilation, "ones_row": False}
+    from ir.ops.nn import _spatial_out
+    if _spatial_out(out_sp, kernel, stride, padding, dilation) != sp_in:
+        raise RuntimeError(f"{name}: inconsistent output size {out_sp} for input {sp_in}")
+    out = apply_op("col2im", (cols,), attrs, "ConvolutionBackward0")
+    if bias is not None:
+        out = apply_op("add", (out, bias.reshape((cout,) + (1,) * nsp)))
+    return out.squeeze(0) if unbatched else out
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1) -> Tensor:
+    """1-D transposed convolution (the gradient of conv1d with respect to its input)."""
+    return _conv_transposend(input, weight, bias, stride, padding, output_padding, groups,
+                             dilation, 1, "conv_transpose1d")
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1) -> Tensor:
+    """2-D transposed convolution."""
+    return _conv_transposend(input, weight, bias, stride, padding, output_padding, groups,
+                             dilation, 2, "conv_transpose2d")
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1) -> Tensor:
+    """3-D transposed convolution."""
+    return _conv_transposend(input, weight, bias, stride, padding, output_padding, groups,
+                             dilation, 3, "conv_transpose3d")
+
+
+# ---------------------------------------------------------------------------
+# normalisation, activations and reshuffles
+# ---------------------------------------------------------------------------
+def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
+             eps: float | None = None) -> Tensor:
+    """x / sqrt(mean(x^2 over the last dims) + eps) * weight (eps: the dtype's epsilon)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
+        tuple(normalized_shape)
+    if tuple(input.shape[input.dim() - len(shape):]) != shape:
+        raise RuntimeError(f"Given normalized_shape={list(shape)}, expected input with shape "
+                           f"[*, {', '.join(map(str, shape))}], but got input of size"
+                           f"{list(input.shape)}")
+    if eps is None:
+        eps = float(np.finfo(input.dtype.np).eps)
+    dims = tuple(range(input.dim() - len(shape), input.dim()))
+    ms = apply_op("mean", (apply_op("mul", (input, input)),), {"dims": dims, "keepdim": True})
+    out = apply_op("mul", (input, apply_op("rsqrt", (apply_op("add", (ms, float(eps))),))))
+    if weight is not None:
+        out = apply_op("mul", (out, weight))
+    return out
+
+
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
+    """max(0, x) + weight * min(0, x), weight per channel (dim 1) or shared."""
+    w = weight
+    if weight.numel() != 1:
+        if input.dim() < 2 and input.dim() != 1:
+            raise RuntimeError("prelu: Not allow zero-dim input tensor.")
+        ch = input.shape[1] if input.dim() >= 2 else input.shape[0]
+        if weight.numel() != ch:
+            raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found "
+                               f"parameter numbers = {weight.numel()} and channel size = {ch}.")
+        w = weight.reshape((ch,) + (1,) * (input.dim() - 2)) if input.dim() >= 2 else weight
+    neg = apply_op("mul", (input, w))
+    return apply_op("where", (apply_op("ge", (input, 0)), input, neg), grad_name="PreluBackward0")
+
+
+def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
+    """(*, C r^2, H, W) -> (*, C, H r, W r)."""
+    r = int(upscale_factor)
+    if input.dim() < 3:
+        raise RuntimeError(f"pixel_shuffle expects input to have at least 3 dimensions, but got "
+                           f"input with {input.dim()} dimension(s)")
+    *lead, c, h, w = input.shape
+    if c % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be "
+                           f"divisible by the square of upscale_factor, but input.size(-3)={c} "
+                           f"is not divisible by {r * r}")
+    nb = len(lead)
+    x = input.reshape(*lead, c // (r * r), r, r, h, w)
+    x = x.permute(*range(nb), nb, nb + 3, nb + 1, nb + 4, nb + 2)
+    return x.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
+    """(*, C, H r, W r) -> (*, C r^2, H, W)."""
+    r = int(downscale_factor)
+    if input.dim() < 3:
+        raise RuntimeError(f"pixel_unshuffle expects input to have at least 3 dimensions, but "
+                           f"got input with {input.dim()} dimension(s)")
+    *lead, c, h, w = input.shape
+    if h % r or w % r:
+        raise RuntimeError(f"pixel_unshuffle expects height and width to be divisible by "
+                           f"downscale_factor, but got {h} and {w} for factor {r}")
+    nb = len(lead)
+    x = input.reshape(*lead, c, h // r, r, w // r, r)
+    x = x.permute(*range(nb), nb, nb + 2, nb + 4, nb + 1, nb + 3)
+    return x.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def embedding_bag(input: Tensor, weight: Tensor, offsets: Tensor | None = None,
+                  max_norm=None, norm_type: float = 2, scale_grad_by_freq: bool = False,
+                  mode: str = "mean", sparse: bool = False,
+                  per_sample_weights: Tensor | None = None, include_last_offset: bool = False,
+                  padding_idx: int | None = None) -> Tensor:
+    """Sums, means or maxima of bags of embeddings: rows of a 2-D input, or the 1-D input cut
+    at ``offsets`` (their values shape the result, so they are read with .tolist())."""
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError(f"mode has to be one of sum, mean or max, got {mode}")
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding_bag: max_norm, scale_grad_by_freq and sparse are "
+                                  "not supported")
+    if per_sample_weights is not None and mode != "sum":
+        raise NotImplementedError("embedding_bag: per_sample_weights was not None. "
+                                  "per_sample_weights is only supported for mode='sum' "
+                                  f"(got mode='{mode}'). Please open a feature request on "
+                                  "GitHub.")
+    if input.dim() == 2:
+        if offsets is not None:
+            raise ValueError("if input is 2D, then offsets has to be None, as input is treated "
+                             "is a mini-batch of fixed length sequences.")
+        nb, length = input.shape
+        bag = np.repeat(np.arange(nb), length)
+        flat = input.reshape(-1)
+        psw = per_sample_weights.reshape(-1) if per_sample_weights is not None else None
+    elif input.dim() == 1:
+        if offsets is None or offsets.dim() != 1:
+            raise ValueError("offsets has to be a 1D Tensor but got None" if offsets is None
+                             else "offsets has to be a 1D Tensor")
+        offs = [int(v) for v in offsets.tolist()]
+        n = input.shape[0]
+        ends = offs[1:] + ([] if include_last_offset else [n])
+        starts = offs[:len(ends)]
+        nb = len(starts)
+        bag = np.zeros(n, np.int64)
+        for b_, (s, e) in enumerate(zip(starts, ends)):
+            bag[s:e] = b_
+        bag = bag[:ends[-1] if ends else 0]
+        flat = input[:len(bag)]
+        psw = per_sample_weights[:len(bag)] if per_sample_weights is not None else None
+    else:
+        raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension "
+                         f"{input.dim()}")
+    rows = embedding(flat, weight)                               # (L, D)
+    keep = None
+    if padding_idx is not None:
+        keep = apply_op("cast", (apply_op("ne", (flat, padding_idx)),), {"dtype": weight.dtype})
+        rows = apply_op("mul", (rows, keep.unsqueeze(1)))
+    if psw is not None:
+        rows = apply_op("mul", (rows, psw.to(weight.dtype).unsqueeze(1)))
+    bag_t = _const_long(bag)
+    d = weight.shape[1]
+    zeros = apply_op("full_like", (weight[:1].expand(nb, d),), {"value": 0.0, "dtype": None})
+    if mode == "max":
+        idx = bag_t.unsqueeze(1).expand(len(bag), d)
+        from .._functions import scatter_reduce
+        return scatter_reduce(zeros, 0, idx, rows, "amax", include_self=False)
+    spec = (("t", 0),)
+    out = apply_op("index_put", (zeros, rows, bag_t), {"index": spec, "accumulate": True})
+    if mode == "mean":
+        ones = keep if keep is not None else apply_op(
+            "full_like", (flat,), {"value": 1.0, "dtype": weight.dtype})
+        cnt = apply_op("index_put", (apply_op("full_like", (zeros[:, 0],),
+                                              {"value": 0.0, "dtype": None}), ones, bag_t),
+                       {"index": spec, "accumulate": True})
+        cnt = apply_op("maximum", (cnt, 1.0))
+        out = apply_op("div", (out, cnt.unsqueeze(1)))
+    return out
+
+
+def _const_long(a) -> Tensor:
+    from .._creation import tensor
+    return tensor(np.asarray(a, np.int64))
+
+
+def grid_sample(input: Tensor, grid: Tensor, mode: str = "bilinear",
+                padding_mode: str = "zeros", align_corners: bool | None = None) -> Tensor:
+    """Sample 4-D input at grid's normalised (x, y) locations ([-1, 1]); bilinear or nearest,
+    zeros or border padding. Gathers and weights are ops, so gradients reach input and grid."""
+    if input.dim() != 4 or grid.dim() != 4 or grid.shape[-1] != 2:
+        raise NotImplementedError("grid_sample: only 4-D input with a (N, H, W, 2) grid is "
+                                  "supported")
+    if mode not in ("bilinear", "nearest"):
+        raise NotImplementedError(f"grid_sample: mode {mode!r} is not supported")
+    if padding_mode not in ("zeros", "border"):
+        raise NotImplementedError(f"grid_sample: padding_mode {padding_mode!r} is not "
+                                  "supported")
+    align = bool(align_corners)
+    n, c, h, w = input.shape
+    _, ho, wo, _ = grid.shape
+    g = grid.to(input.dtype)
+    gx, gy = g[..., 0], g[..., 1]
+
+    def unnorm(v, size):
+        if align:
+            return apply_op("mul", (apply_op("add", (v, 1.0)), (size - 1) / 2.0))
+        return apply_op("div", (apply_op("sub", (apply_op("mul", (apply_op("add", (v, 1.0)),
+                                                                  float(size))), 1.0)), 2.0))
+
+    x, y = unnorm(gx, w), unnorm(gy, h)
+    if padding_mode == "border":
+        x = apply_op("clamp", (x,), {"min": 0.0, "max": float(w - 1)})
+        y = apply_op("clamp", (y,), {"min": 0.0, "max": float(h - 1)})
+    flat = input.reshape(n, c, h * w)
+
+    def tap(xi, yi, wgt):
+        """input at integer (xi, yi) (float tensors holding integers) times wgt, 0 outside."""
+        inside = apply_op("logical_and", (
+            apply_op("logical_and", (apply_op("ge", (xi, 0.0)), apply_op("le", (xi, w - 1.0)))),
+            apply_op("logical_and", (apply_op("ge", (yi, 0.0)), apply_op("le", (yi, h - 1.0))))))
+        xc = apply_op("clamp", (xi,), {"min": 0.0, "max": float(w - 1)})
+        yc = apply_op("clamp", (yi,), {"min": 0.0, "max": float(h - 1)})
+        lin = apply_op("cast", (apply_op("add", (apply_op("mul", (yc, float(w))), xc)),),
+                       {"dtype": dt.int64}).reshape(n, 1, ho * wo).expand(n, c, ho * wo)
+        vals = apply_op("gather", (flat, lin), {"dim": 2}).reshape(n, c, ho, wo)
+        wm = apply_op("where", (inside, wgt, 0.0)).unsqueeze(1)
+        return apply_op("mul", (vals, wm))
+
+    if mode == "nearest":
+        xr, yr = apply_op("round", (x,)), apply_op("round", (y,))
+        one = apply_op("full_like", (xr,), {"value": 1.0, "dtype": None})
+        return tap(xr, yr, one)
+    x0, y0 = apply_op("floor", (x,)), apply_op("floor", (y,))
+    x1, y1 = apply_op("add", (x0, 1.0)), apply_op("add", (y0, 1.0))
+    wx1, wy1 = apply_op("sub", (x, x0)), apply_op("sub", (y, y0))
+    wx0, wy0 = apply_op("rsub", (wx1, 1.0)), apply_op("rsub", (wy1, 1.0))
+    out = tap(x0, y0, apply_op("mul", (wx0, wy0)))
+    out = apply_op("add", (out, tap(x1, y0, apply_op("mul", (wx1, wy0)))))
+    out = apply_op("add", (out, tap(x0, y1, apply_op("mul", (wx0, wy1)))))
+    return apply_op("add", (out, tap(x1, y1, apply_op("mul", (wx1, wy1)))))
+
+
+def affine_grid(theta: Tensor, size, align_corners: bool | None = None) -> Tensor:
+    """Sampling grid (N, H, W, 2) of the 2-D affine maps theta (N, 2, 3)."""
+    if len(size) != 4 or theta.dim() != 3 or tuple(theta.shape[1:]) != (2, 3):
+        raise NotImplementedError("affine_grid: only 2-D (N, 2, 3) theta is supported")
+    n, _, h, w = size
+
+    def lin(k):
+        if k == 1:
+            return np.zeros(1)
+        v = np.linspace(-1.0, 1.0, k)
+        return v if align_corners else v * (k - 1) / k
+
+    xs, ys = np.meshgrid(lin(w), lin(h))
+    base = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(1, h * w, 3)
+    from .._creation import tensor
+    b = tensor(base, dtype=theta.dtype)
+    return apply_op("matmul", (b.expand(n, h * w, 3), theta.transpose(1, 2))).reshape(n, h, w, 2)
+
+
+def upsample(input: Tensor, size=None, scale_factor=None, mode: str = "nearest",
+             align_corners=None) -> Tensor:
+    """Deprecated torch alias of interpolate."""
+    return interpolate(input, size, scale_factor, mode, align_corners)

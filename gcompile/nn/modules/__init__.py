@@ -6,6 +6,12 @@ from .activation import (CELU, ELU, GELU, GLU, SELU, Hardsigmoid, Hardswish, Har
                          Tanhshrink, Threshold)
 from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .conv import Conv1d, Conv2d, Conv3d
+from .convtranspose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .layers import (CosineSimilarity, EmbeddingBag, PairwiseDistance, PixelShuffle,
+                     PixelUnshuffle, PReLU, RMSNorm, Upsample, UpsamplingBilinear2d,
+                     UpsamplingNearest2d)
+from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer,
+                          TransformerEncoder, TransformerEncoderLayer)
 from .dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d
 from .linear import Bilinear, Flatten, Identity, LazyLinear, Linear, Unflatten
 from .loss import (BCELoss, BCEWithLogitsLoss, CosineEmbeddingLoss, CrossEntropyLoss,

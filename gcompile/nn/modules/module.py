@@ -170,7 +170,7 @@ class Module:
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            self._remove_from(name, d)
+            self._remove_from(name, d, keep="_parameters")  # a replaced one keeps its place
             self.register_parameter(name, value)
             return
         if params is not None and name in params:
@@ -183,7 +183,7 @@ class Module:
         if isinstance(value, Module):
             if modules is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
-            self._remove_from(name, d)
+            self._remove_from(name, d, keep="_modules")  # a replaced child keeps its place
             modules[name] = value
             return
         if modules is not None and name in modules:
@@ -205,9 +205,13 @@ class Module:
             return
         object.__setattr__(self, name, value)
 
-    def _remove_from(self, name: str, d: dict) -> None:
+    def _remove_from(self, name: str, d: dict, keep: str | None = None) -> None:
+        """Drop ``name`` from the instance dict and every store but ``keep`` (torch's
+        remove_from: reassigning keeps the entry's position in its own store)."""
         d.pop(name, None)
         for key in ("_parameters", "_buffers", "_modules"):
+            if key == keep:
+                continue
             store = d.get(key)
             if store is not None and name in store:
                 del store[name]
