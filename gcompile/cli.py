@@ -146,15 +146,15 @@ def _fmt_bytes(n: int) -> str:
 
 
 def format_env(rep: dict) -> str:
-    """``key: value`` lines, one fact per line, for pasting into bug reports."""
+    """``key: value`` lines (each key once), one fact per line, for bug reports."""
     kc = rep["kernel_cache"]
     lines = [f"gcompile: {rep['gcompile']}", f"python: {rep['python']}",
              f"platform: {rep['platform']}", f"numpy: {rep['numpy']}",
              f"numba: {rep['numba']}", f"llvmlite: {rep['llvmlite']}",
              f"cpu count: {rep['cpu_count']}", f"kernel threads: {rep['kernel_threads']}",
              f"compile workers: {rep['compile_workers']}", f"blas: {rep['blas']}"]
-    for p in rep.get("threadpools", []):
-        lines.append(f"threadpool: {p['user_api']} {p['internal_api']} {p['version']} "
+    for i, p in enumerate(rep.get("threadpools", [])):
+        lines.append(f"threadpool {i}: {p['user_api']} {p['internal_api']} {p['version']} "
                      f"threads={p['num_threads']} {p.get('filepath')}")
     lines += [f"llvm cpu: {rep['llvm_cpu']}",
               f"llvm cpu features: {' '.join(rep['llvm_cpu_features'])}",
@@ -168,7 +168,7 @@ def format_env(rep: dict) -> str:
               f"mpiexec {rep['mpiexec']})"]
     lines.append("optional: " + ", ".join(f"{k} {v or '-'}" for k, v in rep["optional"].items()))
     for k, v in rep["environment"].items():
-        lines.append(f"env {k}={v}")
+        lines.append(f"env {k}: {v}")
     return "\n".join(lines)
 
 
