@@ -24,7 +24,8 @@ from ._random import (Generator, default_generator, get_rng_state, initial_seed,
                       seed, set_rng_state)
 from ._tensor import Size, Tensor, strided
 from . import distributions, optim, utils  # noqa: E402
-from . import accelerator, backends, linalg, special  # noqa: E402,F401
+from . import accelerator, amp, backends, linalg, special  # noqa: E402,F401
+from .amp import autocast  # noqa: E402,F401
 from . import distributed  # noqa: E402
 from .serialization import load, save
 from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,
@@ -42,8 +43,8 @@ int = int32  # noqa: A001
 short = int16
 uint8 = uint8
 dtype = DType
-FloatTensor = DoubleTensor = LongTensor = None  # not constructors here; use tensor(..., dtype=)
-del FloatTensor, DoubleTensor, LongTensor
+from ._creation import (BoolTensor, ByteTensor, CharTensor, DoubleTensor,  # noqa: E402
+                        FloatTensor, HalfTensor, IntTensor, LongTensor, ShortTensor)
 
 
 def result_type(tensor1, tensor2):

@@ -450,3 +450,39 @@ Tensor.exponential_ = _exponential_
 Tensor.bernoulli = lambda self, p=None, *, generator=None: bernoulli(self, p, generator=generator)
 Tensor.multinomial = lambda self, num_samples, replacement=False, *, generator=None: multinomial(
     self, num_samples, replacement, generator=generator)
+
+
+# ---- legacy typed constructors: torch.FloatTensor(2, 3), torch.LongTensor([1, 2]) ----------
+class _LegacyMeta(type):
+    """isinstance(t, torch.FloatTensor) is a dtype check, as in torch."""
+
+    def __instancecheck__(cls, obj) -> bool:
+        return isinstance(obj, Tensor) and obj.dtype is cls._dtype
+
+
+def _legacy(name: str, dtype) -> type:
+    def __new__(cls, *args, device=None):  # noqa: N807
+        if not args:
+            return empty(0, dtype=dtype, device=device)
+        if len(args) == 1 and isinstance(args[0], Tensor):
+            return args[0].to(dtype)
+        if all(isinstance(a, int) and not isinstance(a, bool) for a in args) or (
+                len(args) == 1 and type(args[0]).__name__ == "Size"):
+            return empty(*args, dtype=dtype, device=device)  # uninitialised, of that shape
+        if len(args) == 1:
+            return tensor(args[0], dtype=dtype, device=device)
+        raise TypeError(f"{name}(): expected sizes or one sequence of data, got {args!r}")
+    return _LegacyMeta(name, (), {"__new__": __new__, "_dtype": dtype,
+                                  "__doc__": f"torch.{name}: a {dtype.name} tensor from sizes "
+                                             "or data (legacy constructor)."})
+
+
+FloatTensor = _legacy("FloatTensor", dt.float32)
+DoubleTensor = _legacy("DoubleTensor", dt.float64)
+HalfTensor = _legacy("HalfTensor", dt.float16)
+LongTensor = _legacy("LongTensor", dt.int64)
+IntTensor = _legacy("IntTensor", dt.int32)
+ShortTensor = _legacy("ShortTensor", dt.int16)
+CharTensor = _legacy("CharTensor", dt.int8)
+ByteTensor = _legacy("ByteTensor", dt.uint8)
+BoolTensor = _legacy("BoolTensor", dt.bool_)

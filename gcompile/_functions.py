@@ -839,7 +839,8 @@ def _same_dtype_pair(a, b, op):
 
 
 def matmul(input, other, *, out=None):
-    a, b = _t(input), _t(other)
+    from .amp import cast_inputs
+    a, b = cast_inputs(_t(input), _t(other))
     _same_dtype_pair(a, b, "matmul")
     name = "MmBackward0" if a.dim() == 2 and b.dim() == 2 else (
         "BmmBackward0" if a.dim() == 3 and b.dim() == 3 else "MatmulBackward0")

@@ -628,6 +628,8 @@ class Tensor:
         if dtype is None:
             from .autograd.graph import _type_name
             return _type_name(self.dtype)
+        if isinstance(dtype, type) and hasattr(dtype, "_dtype"):  # x.type(torch.LongTensor)
+            dtype = dtype._dtype
         if isinstance(dtype, str) and dtype.endswith("Tensor"):
             names = {"torch.FloatTensor": dt.float32, "torch.DoubleTensor": dt.float64,
                      "torch.LongTensor": dt.int64, "torch.IntTensor": dt.int32,

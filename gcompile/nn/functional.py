@@ -314,6 +314,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({lead}x{s[-1]} and "
                            f"{weight.shape[-1]}x{weight.shape[0]}) [linear: input {s}, weight "
                            f"{tuple(weight.shape)}]")
+    from ..amp import cast_inputs
+    input, weight, bias = cast_inputs(input, weight, bias)
     out = apply_op("matmul", (input, apply_op("permute", (weight,), {"dims": (1, 0)})))
     if bias is not None:
         out = apply_op("add", (out, bias))
@@ -359,6 +361,8 @@ def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, grou
         raise RuntimeError(f"{name}: weight must be {nsp + 2}-D, got shape "
                            f"{tuple(weight.shape)}")
     unbatched = input.dim() == nsp + 1
+    from ..amp import cast_inputs
+    input, weight, bias = cast_inputs(input, weight, bias)
     if unbatched:
         input = input.unsqueeze(0)
     kernel = tuple(weight.shape[2:])
@@ -1278,6 +1282,8 @@ def _conv_transposend(input: Tensor, weight: Tensor, bias, stride, padding, outp
         raise RuntimeError(f"{name}: weight must be {nsp + 2}-D, got shape "
                            f"{tuple(weight.shape)}")
     unbatched = input.dim() == nsp + 1
+    from ..amp import cast_inputs
+    input, weight, bias = cast_inputs(input, weight, bias)
     if unbatched:
         input = input.unsqueeze(0)
     kernel = tuple(weight.shape[2:])

@@ -1,0 +1,232 @@
+"""torch.amp: autocast and GradScaler on the CPU.
+
+Inside ``autocast(device_type="cpu", dtype=torch.float16)`` matrix products (matmul, mm, bmm,
+linear, conv, conv_transpose) take float32 operands in float16, as torch's autocast lists
+them; everything else keeps its dtype. bfloat16 (torch's CPU default) is refused with a
+message: NumPy has no bfloat16 and gcompile has no bfloat16 dtype yet. The autocast state is
+read when a function runs eagerly or is traced; a compiled plan keeps the precision it was
+traced with.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+from ir import dtypes as dt
+
+__all__ = ["autocast", "GradScaler", "is_autocast_available", "custom_fwd", "custom_bwd"]
+
+_local = threading.local()
+
+
+def _current():
+    """The active autocast dtype (None when off)."""
+    return getattr(_local, "dtype", None)
+
+
+def is_autocast_available(device_type: str) -> bool:
+    return device_type == "cpu"
+
+
+class autocast:  # noqa: N801 - torch's name
+    """Context manager (and decorator) running matrix products in lower precision."""
+
+    def __init__(self, device_type: str = "cpu", dtype=None, enabled: bool = True,
+                 cache_enabled: bool | None = None) -> None:
+        if not isinstance(device_type, str):
+            raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
+        self.device = device_type
+        self.fast_dtype = dtype
+        self._enabled = bool(enabled)
+        if device_type == "cuda":
+            from .. import cuda
+            if enabled and not cuda.is_available():
+                warnings.warn("User provided device_type of 'cuda', but CUDA is not available. "
+                              "Disabling")
+                self._enabled = False
+        elif device_type != "cpu":
+            raise RuntimeError(f"User specified an unsupported autocast device_type "
+                               f"'{device_type}'")
+        if self._enabled:
+            d = dt.as_dtype(dtype) if dtype is not None else None
+            if d is None or d.name == "bfloat16":
+                raise NotImplementedError(
+                    "autocast: bfloat16 (torch's CPU autocast default) is not supported: "
+                    "gcompile has no bfloat16 dtype yet; pass dtype=torch.float16")
+            if d is not dt.float16:
+                raise RuntimeError(f"In CPU autocast, but the target dtype is not supported. "
+                                   f"Disabling autocast.\nCPU Autocast only supports dtype of "
+                                   f"torch.float16 here (got {d})")
+            self.fast_dtype = d
+
+    def __enter__(self):
+        self._prev = _current()
+        _local.dtype = self.fast_dtype if self._enabled else None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _local.dtype = self._prev
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with autocast(self.device, self.fast_dtype, self._enabled):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+def cast_inputs(*tensors):
+    """The operands of a matrix product under autocast: float32 ones in the autocast dtype."""
+    d = _current()
+    if d is None:
+        return tensors
+    return tuple(t.to(d) if t is not None and t.dtype is dt.float32 else t for t in tensors)
+
+
+def custom_fwd(fwd=None, *, device_type: str = "cpu", cast_inputs=None):
+    """Decorator for a custom autograd forward (runs it as is: no extra casting)."""
+    if fwd is None:
+        return lambda f: f
+    return fwd
+
+
+def custom_bwd(bwd=None, *, device_type: str = "cpu"):
+    if bwd is None:
+        return lambda f: f
+    return bwd
+
+
+class GradScaler:
+    """Scales the loss so small float16 gradients do not flush to zero; unscales before the
+    optimizer step and skips steps whose gradients hold inf/NaN (torch's algorithm)."""
+
+    def __init__(self, device: str = "cpu", init_scale: float = 2.0 ** 16,
+                 growth_factor: float = 2.0, backoff_factor: float = 0.5,
+                 growth_interval: int = 2000, enabled: bool = True) -> None:
+        self._device = device
+        self._enabled = enabled
+        if device == "cuda" and enabled:
+            from .. import cuda
+            if not cuda.is_available():
+                warnings.warn("torch.cuda.amp.GradScaler is enabled, but CUDA is not available. "
+                              "Disabling.")
+                self._enabled = False
+        if growth_factor <= 1.0:
+            raise ValueError("The growth factor must be > 1.0.")
+        if backoff_factor >= 1.0:
+            raise ValueError("The backoff factor must be < 1.0.")
+        self._scale = float(init_scale)
+        self._growth_factor = growth_factor
+        self._backoff_factor = backoff_factor
+        self._growth_interval = growth_interval
+        self._growth_tracker = 0
+        self._per_optimizer: dict = {}
+
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    def scale(self, outputs: Any) -> Any:
+        """outputs times the scale (tensors, or nested lists/tuples of them)."""
+        if not self._enabled:
+            return outputs
+        if isinstance(outputs, (list, tuple)):
+            return type(outputs)(self.scale(o) for o in outputs)
+        return outputs * self._scale
+
+    def _state(self, optimizer) -> dict:
+        return self._per_optimizer.setdefault(id(optimizer), {"stage": "ready",
+                                                              "found_inf": False})
+
+    def unscale_(self, optimizer) -> None:
+        """Divide the optimizer's gradients by the scale (once per step)."""
+        if not self._enabled:
+            return
+        st = self._state(optimizer)
+        if st["stage"] == "unscaled":
+            raise RuntimeError("unscale_() has already been called on this optimizer since the "
+                               "last update().")
+        if st["stage"] == "stepped":
+            raise RuntimeError("unscale_() is being called after step().")
+        from ..autograd import no_grad
+        inv = 1.0 / self._scale
+        found = False
+        with no_grad():
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    p.grad.mul_(inv)
+                    if not bool(p.grad.isfinite().all()):
+                        found = True
+        st["found_inf"] = found
+        st["stage"] = "unscaled"
+
+    def step(self, optimizer, *args, **kwargs):
+        """optimizer.step() unless the unscaled gradients hold inf/NaN."""
+        if not self._enabled:
+            return optimizer.step(*args, **kwargs)
+        if "closure" in kwargs:
+            raise RuntimeError("Closure use is not currently supported if GradScaler is enabled.")
+        st = self._state(optimizer)
+        if st["stage"] == "stepped":
+            raise RuntimeError("step() has already been called since the last update().")
+        if st["stage"] == "ready":
+            self.unscale_(optimizer)
+        result = None
+        if not st["found_inf"]:
+            result = optimizer.step(*args, **kwargs)
+        st["stage"] = "stepped"
+        return result
+
+    def update(self, new_scale: float | None = None) -> None:
+        """Back off after a skipped step, grow after growth_interval clean ones."""
+        if not self._enabled:
+            return
+        if new_scale is not None:
+            self._scale = float(new_scale.item() if hasattr(new_scale, "item") else new_scale)
+        else:
+            found = any(st["found_inf"] for st in self._per_optimizer.values())
+            if found:
+                self._scale *= self._backoff_factor
+                self._growth_tracker = 0
+            else:
+                self._growth_tracker += 1
+                if self._growth_tracker == self._growth_interval:
+                    self._scale *= self._growth_factor
+                    self._growth_tracker = 0
+        self._per_optimizer = {}
+
+    def get_scale(self) -> float:
+        return self._scale if self._enabled else 1.0
+
+    def get_growth_factor(self) -> float:
+        return self._growth_factor
+
+    def get_backoff_factor(self) -> float:
+        return self._backoff_factor
+
+    def get_growth_interval(self) -> int:
+        return self._growth_interval
+
+    def state_dict(self) -> dict:
+        if not self._enabled:
+            return {}
+        return {"scale": self._scale, "growth_factor": self._growth_factor,
+                "backoff_factor": self._backoff_factor,
+                "growth_interval": self._growth_interval,
+                "_growth_tracker": self._growth_tracker}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if not self._enabled:
+            return
+        if not state_dict:
+            raise RuntimeError("The source state dict is empty, possibly because it was saved "
+                               "from a disabled instance of GradScaler.")
+        self._scale = float(state_dict["scale"])
+        self._growth_factor = float(state_dict["growth_factor"])
+        self._backoff_factor = float(state_dict["backoff_factor"])
+        self._growth_interval = int(state_dict["growth_interval"])
+        self._growth_tracker = int(state_dict["_growth_tracker"])
