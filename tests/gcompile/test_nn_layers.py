@@ -411,3 +411,22 @@ def test_reassigning_children_and_parameters_keeps_their_position():
     import tempfile
     with pytest.raises(Exception, match="state_dict"):
         torch.save(m, tempfile.mktemp())
+
+
+def test_rnn_cells_check_their_inputs_as_torch():
+    lstm, gru, rnn = nn.LSTMCell(3, 4), nn.GRUCell(3, 4), nn.RNNCell(3, 4)
+    with pytest.raises(RuntimeError, match="input has inconsistent input_size: got 5 expected 3"):
+        lstm(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="Expected input to be 1D or 2D, got 3D"):
+        gru(torch.randn(1, 2, 3))
+    with pytest.raises(RuntimeError, match="Input batch size 2 doesn't match hidden0 batch size 3"):
+        gru(torch.randn(2, 3), torch.randn(3, 4))
+    with pytest.raises(RuntimeError, match="hidden1 has inconsistent hidden_size: got 5"):
+        lstm(torch.randn(2, 3), (torch.randn(2, 4), torch.randn(2, 5)))
+    with pytest.raises(ValueError, match="tuple of"):
+        lstm(torch.randn(2, 3), (torch.randn(2, 4),))
+    with pytest.raises(ValueError, match="Expected hidden to be 1D or 2D"):
+        rnn(torch.randn(2, 3), torch.randn(1, 2, 4))
+    h, c = lstm(torch.randn(3))
+    assert h.shape == (4,) and c.shape == (4,)
+    assert gru(torch.randn(3), torch.randn(4)).shape == (4,)

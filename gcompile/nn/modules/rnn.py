@@ -282,9 +282,24 @@ class RNNCellBase(Module):
             init.uniform_(w, -stdv, stdv)
 
     def _check(self, input: Tensor, name: str) -> None:
-        if input.dim() not in (1, 2) or input.shape[-1] != self.input_size:
-            raise RuntimeError(f"{name} expected input with {self.input_size} features, got "
-                               f"shape {tuple(input.shape)}")
+        """torch's checks and messages for a cell's input."""
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D "
+                             "instead")
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.shape[-1]} "
+                               f"expected {self.input_size}")
+
+    def _check_hidden(self, input: Tensor, hx: Tensor, name: str,
+                      hname: str = "hidden0") -> None:
+        if hx.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        if input.dim() == 2 and (hx.dim() != 2 or input.shape[0] != hx.shape[0]):
+            raise RuntimeError(f"Input batch size {input.shape[0]} doesn't match {hname} batch "
+                               f"size {hx.shape[0] if hx.dim() == 2 else 1}")
+        if hx.shape[-1] != self.hidden_size:
+            raise RuntimeError(f"{hname} has inconsistent hidden_size: got {hx.shape[-1]}, "
+                               f"expected {self.hidden_size}")
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -303,6 +318,7 @@ class RNNCell(RNNCellBase):
         self._check(input, "RNNCell")
         if hx is None:
             hx = _creation.zeros(tuple(input.shape[:-1]) + (self.hidden_size,), dtype=input.dtype)
+        self._check_hidden(input, hx, "RNNCell")
         pre = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(hx, self.weight_hh,
                                                                        self.bias_hh)
         return pre.tanh() if self.nonlinearity == "tanh" else pre.relu()
@@ -318,7 +334,11 @@ class LSTMCell(RNNCellBase):
         if hx is None:
             z = _creation.zeros(tuple(input.shape[:-1]) + (self.hidden_size,), dtype=input.dtype)
             hx = (z, z)
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise ValueError("LSTMCell: Expected hx to be a tuple of (h_0, c_0)")
         h, c = hx
+        self._check_hidden(input, h, "LSTMCell", "hidden0")
+        self._check_hidden(input, c, "LSTMCell", "hidden1")
         gates = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh,
                                                                          self.bias_hh)
         i, f, g, o = gates.chunk(4, -1)
@@ -335,6 +355,7 @@ class GRUCell(RNNCellBase):
         self._check(input, "GRUCell")
         if hx is None:
             hx = _creation.zeros(tuple(input.shape[:-1]) + (self.hidden_size,), dtype=input.dtype)
+        self._check_hidden(input, hx, "GRUCell")
         gi = F.linear(input, self.weight_ih, self.bias_ih)
         gh = F.linear(hx, self.weight_hh, self.bias_hh)
         ir, iz, in_ = gi.chunk(3, -1)
