@@ -19,7 +19,7 @@ from .._tensor import Tensor, apply_op
 from ..autograd.grad_mode import no_grad
 from ._mpi import EXTRA_HINT, DistBackendError, DistError, MPIGroup, import_mpi
 
-__all__ = ["ReduceOp", "Work", "GroupMember", "init_process_group", "is_initialized",
+__all__ = ["ReduceOp", "Work", "GroupMember", "group", "init_process_group", "is_initialized",
            "is_available", "is_mpi_available", "get_rank", "get_world_size", "get_backend",
            "barrier", "all_reduce", "broadcast", "all_gather", "all_gather_into_tensor",
            "reduce_scatter_tensor", "send", "recv", "isend", "irecv", "destroy_process_group",
@@ -50,6 +50,12 @@ class GroupMember:
 
     WORLD = None
     NON_GROUP_MEMBER = -100
+
+
+class group:  # noqa: N801 - torch's name
+    """torch.distributed.group: ``group.WORLD`` names the default group."""
+
+    WORLD = None
 
 
 _GROUP: list[MPIGroup | None] = [None]

@@ -21,8 +21,6 @@ def _allreduce_sum(t: Tensor) -> Tensor:
 class SyncBatchNorm(_NormBase):
     """BatchNorm over N-D input whose training statistics span all ranks."""
 
-    _ranks = (2, 3, 4, 5)
-
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, process_group=None,
                  device=None, dtype=None) -> None:
