@@ -1667,3 +1667,435 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
         return div(num, cnt)
     raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got "
                        f"{reduce}")
+
+
+# ---- more of torch's documented functions (compositions) -------------------------------------
+def positive(input):
+    """The input itself (torch.positive)."""
+    x = _t(input)
+    if x.dtype is dt.bool_:
+        raise RuntimeError("The `+` operator, on a bool tensor is not supported.")
+    return x
+
+
+def sgn(input):
+    """sign for real tensors."""
+    return sign(input)
+
+
+def signbit(input):
+    """True where the sign bit is set (negative numbers and -0.0)."""
+    x = _t(input)
+    if not x.dtype.is_floating_point:
+        return lt(x, 0)
+    return logical_or(lt(x, 0), logical_and(eq(x, 0), lt(div(1.0, x), 0)))
+
+
+def heaviside(input, values):
+    """0 below zero, 1 above, ``values`` at zero."""
+    x = _t(input)
+    v = _t(values)
+    r = where(gt(x, 0), 1, 0).to(x.dtype)
+    return where(eq(x, 0), v.to(x.dtype), r)
+
+
+def isposinf(input):
+    x = _t(input)
+    return logical_and(isinf(x), gt(x, 0)) if x.dtype.is_floating_point else _zeros_like(
+        x, dtype=dt.bool_)
+
+
+def isneginf(input):
+    x = _t(input)
+    return logical_and(isinf(x), lt(x, 0)) if x.dtype.is_floating_point else _zeros_like(
+        x, dtype=dt.bool_)
+
+
+def isreal(input):
+    """All True: gcompile has no complex dtypes."""
+    return _zeros_like(_t(input), dtype=dt.bool_).logical_not()
+
+
+def is_complex(input) -> bool:
+    return False
+
+
+def is_conj(input) -> bool:
+    return False
+
+
+def conj(input):
+    """Real tensors are their own conjugate."""
+    return _t(input)
+
+
+conj_physical = resolve_conj = resolve_neg = real = conj
+
+
+def isin(elements, test_elements, *, assume_unique=False, invert=False):
+    """Whether each element occurs in test_elements (an equality against every test value)."""
+    e = _t(elements)
+    te = _t(test_elements).reshape(-1)
+    if te.numel() == 0:
+        r = _zeros_like(e, dtype=dt.bool_)
+    else:
+        r = any(eq(e.unsqueeze(-1), te), -1) if e.dim() else any(eq(e.reshape(1, 1), te))
+    return logical_not(r) if invert else r
+
+
+def count_nonzero(input, dim=None):
+    return sum(ne(_t(input), 0), dim)
+
+
+def msort(input):
+    return sort(input, 0).values
+
+
+def atleast_3d(*tensors):
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        return tuple(atleast_3d(t) for t in tensors[0])
+    if len(tensors) > 1:
+        return tuple(atleast_3d(t) for t in tensors)
+    x = _t(tensors[0])
+    if x.dim() == 0:
+        return x.reshape(1, 1, 1)
+    if x.dim() == 1:
+        return x.reshape(1, -1, 1)
+    if x.dim() == 2:
+        return x.unsqueeze(-1)
+    return x
+
+
+def ravel(input):
+    return _t(input).reshape(-1)
+
+
+def fliplr(input):
+    return _t(input).fliplr()
+
+
+def flipud(input):
+    return _t(input).flipud()
+
+
+def diagflat(input, offset=0):
+    """A 2-D matrix with the flattened input on its offset diagonal."""
+    return diag_embed(_t(input).reshape(-1), offset)
+
+
+def take(input, index):
+    """input treated as 1-D, gathered at index (result has index's shape)."""
+    flat = _t(input).reshape(-1)
+    return index_select(flat, 0, index.reshape(-1)).reshape(tuple(index.shape))
+
+
+def tensor_split(input, indices_or_sections, dim=0):
+    return _t(input).tensor_split(indices_or_sections, dim)
+
+
+def hsplit(input, indices_or_sections):
+    x = _t(input)
+    return tensor_split(x, indices_or_sections, 1 if x.dim() > 1 else 0)
+
+
+def vsplit(input, indices_or_sections):
+    return tensor_split(input, indices_or_sections, 0)
+
+
+def dsplit(input, indices_or_sections):
+    return tensor_split(input, indices_or_sections, 2)
+
+
+def trapezoid(y, x=None, *, dx=None, dim=-1):
+    """Trapezoidal rule along dim (spacing dx, or sample points x)."""
+    y = _t(y)
+    d = normalize_dim(dim, y.dim())
+    n = y.shape[d]
+    if n == 0:
+        return sum(y, d)
+    avg = mul(add(y.narrow(d, 1, n - 1), y.narrow(d, 0, n - 1)), 0.5)
+    if x is not None:
+        xt = _t(x)
+        dd = normalize_dim(dim, xt.dim()) if xt.dim() > 1 else 0
+        m = xt.shape[dd]
+        spacing = sub(xt.narrow(dd, 1, m - 1), xt.narrow(dd, 0, m - 1))
+        if xt.dim() == 1 and y.dim() > 1:
+            spacing = spacing.reshape((m - 1,) + (1,) * (y.dim() - 1 - d))
+        return sum(mul(avg, spacing), d)
+    return mul(sum(avg, d), 1.0 if dx is None else dx)
+
+
+trapz = trapezoid
+
+
+def vander(x, N=None, increasing=False):  # noqa: N803 - torch's name
+    """Columns x^0..x^(N-1) (decreasing powers unless increasing)."""
+    x = _t(x)
+    n = x.shape[0] if N is None else N
+    cols = [pow(x, p) if p else _zeros_like(x).add(1) for p in range(n)]
+    if not increasing:
+        cols = cols[::-1]
+    return stack(cols, 1) if cols else _zeros(x.shape[0], 0, dtype=x.dtype)
+
+
+def cartesian_prod(*tensors):
+    """All combinations, one per row (itertools.product order)."""
+    if len(tensors) == 1:
+        return _t(tensors[0])
+    grids = meshgrid(*tensors, indexing="ij")
+    return stack([g.reshape(-1) for g in grids], 1)
+
+
+def combinations(input, r=2, with_replacement=False):
+    """Length-r combinations of a 1-D tensor's elements (itertools' order)."""
+    import itertools
+    x = _t(input)
+    n = x.shape[0]
+    it = itertools.combinations_with_replacement if with_replacement else itertools.combinations
+    idx = list(it(range(n), r))
+    if not idx:
+        return _zeros(0, r, dtype=x.dtype) if r else _zeros(0, dtype=x.dtype)
+    from ._creation import tensor
+    cols = tensor(np.array(idx, np.int64))
+    return stack([index_select(x, 0, cols[:, j]) for j in range(r)], 1)
+
+
+def cov(input, *, correction=1, fweights=None, aweights=None):
+    """Covariance of the rows (variables) over the columns (observations)."""
+    x = _t(input)
+    if x.dim() < 2:
+        x = x.reshape(1, -1)
+    xf = _float(x)
+    w = None
+    if fweights is not None:
+        w = _float(_t(fweights)).to(xf.dtype)
+    if aweights is not None:
+        aw = _float(_t(aweights)).to(xf.dtype)
+        w = aw if w is None else mul(w, aw)
+    if w is None:
+        n = xf.shape[1]
+        avg = mean(xf, 1, keepdim=True)
+        norm_ = n - correction
+        xc = sub(xf, avg)
+        c = div(matmul(xc, xc.t()), float(builtins.max(norm_, 0)))
+    else:
+        wsum = sum(w)
+        avg = div(sum(mul(xf, w), 1, keepdim=True), wsum)
+        if correction == 0:
+            norm_ = wsum
+        elif aweights is None:
+            norm_ = sub(wsum, correction)
+        else:
+            norm_ = sub(wsum, div(mul(sum(mul(w, _float(_t(aweights)))), correction), wsum))
+        xc = sub(xf, avg)
+        c = div(matmul(mul(xc, w), xc.t()), clamp(norm_, 0) if isinstance(norm_, Tensor)
+                else norm_)
+    return c.reshape(()) if input.dim() < 2 or x.shape[0] == 1 and _t(input).dim() < 2 else c
+
+
+def corrcoef(input):
+    """Pearson correlation of the rows."""
+    c = cov(input)
+    if c.dim() == 0:
+        return div(c, c)
+    d = sqrt(diagonal(c))
+    return clamp(div(div(c, d.unsqueeze(1)), d.unsqueeze(0)), -1, 1)
+
+
+def ldexp(input, other):
+    """input * 2**other."""
+    return mul(_float(_t(input)), pow(2.0, _float(_t(other))))
+
+
+def bitwise_left_shift(input, other):
+    """x << s for integers (as multiplication by 2**s)."""
+    x = _t(input)
+    return mul(x, pow(2, _t(other).to(x.dtype) if isinstance(other, Tensor) else other))
+
+
+def bitwise_right_shift(input, other):
+    """x >> s for integers (arithmetic: floor division by 2**s)."""
+    x = _t(input)
+    return floor_divide(x, pow(2, _t(other).to(x.dtype) if isinstance(other, Tensor)
+                               else other))
+
+
+def _window(n, periodic, fn, dtype):
+    from ._creation import tensor
+    if n == 0:
+        return tensor(np.zeros(0), dtype=dtype or dt.get_default_dtype())
+    if n == 1:
+        return tensor(np.ones(1), dtype=dtype or dt.get_default_dtype())
+    m = n + 1 if periodic else n
+    w = fn(np.arange(m, dtype=np.float64), m)[:n]
+    return tensor(w, dtype=dtype or dt.get_default_dtype())
+
+
+def hann_window(window_length, periodic=True, *, dtype=None, layout=None, device=None,
+                requires_grad=False):
+    return _window(window_length, periodic,
+                   lambda k, m: 0.5 - 0.5 * np.cos(2 * math.pi * k / (m - 1)), dtype)
+
+
+def hamming_window(window_length, periodic=True, alpha=0.54, beta=0.46, *, dtype=None,
+                   layout=None, device=None, requires_grad=False):
+    return _window(window_length, periodic,
+                   lambda k, m: alpha - beta * np.cos(2 * math.pi * k / (m - 1)), dtype)
+
+
+def blackman_window(window_length, periodic=True, *, dtype=None, layout=None, device=None,
+                    requires_grad=False):
+    return _window(window_length, periodic,
+                   lambda k, m: 0.42 - 0.5 * np.cos(2 * math.pi * k / (m - 1))
+                   + 0.08 * np.cos(4 * math.pi * k / (m - 1)), dtype)
+
+
+def bartlett_window(window_length, periodic=True, *, dtype=None, layout=None, device=None,
+                    requires_grad=False):
+    return _window(window_length, periodic,
+                   lambda k, m: 1 - np.abs(2 * k / (m - 1) - 1), dtype)
+
+
+def kaiser_window(window_length, periodic=True, beta=12.0, *, dtype=None, layout=None,
+                  device=None, requires_grad=False):
+    return _window(window_length, periodic,
+                   lambda k, m: np.i0(beta * np.sqrt(1 - (2 * k / (m - 1) - 1) ** 2))
+                   / np.i0(beta), dtype)
+
+
+# torch-namespace forms of torch.linalg (the older names)
+def inverse(input):
+    from . import linalg
+    return linalg.inv(input)
+
+
+def det(input):
+    from . import linalg
+    return linalg.det(input)
+
+
+def logdet(input):
+    """log det: nan for a negative determinant, -inf for zero."""
+    from . import linalg
+    sign_, logabs = linalg.slogdet(input)
+    return where(lt(sign_, 0), math.nan, where(eq(sign_, 0), -math.inf, logabs))
+
+
+def slogdet(input):
+    from . import linalg
+    return linalg.slogdet(input)
+
+
+def cholesky(input, upper=False):
+    from . import linalg
+    return linalg.cholesky(input, upper=upper)
+
+
+def cholesky_solve(B, L, upper=False):  # noqa: N803 - torch's names
+    """X with (L L^T) X = B."""
+    from . import linalg
+    L = _t(L)
+    lo = L.mT if upper else L
+    return linalg.solve(matmul(lo, lo.mT), B)
+
+
+def cholesky_inverse(L, upper=False):  # noqa: N803
+    from . import linalg
+    L = _t(L)
+    lo = L.mT if upper else L
+    return linalg.inv(matmul(lo, lo.mT))
+
+
+def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):  # noqa: N803
+    """(solution, the coefficient matrix) with op(A) X = b, A triangular."""
+    from . import linalg
+    A = _t(A)
+    At = A.mT if transpose else A
+    X = linalg.solve_triangular(At, b, upper=upper != transpose, unitriangular=unitriangular)
+    from .linalg import _result
+    return _result("triangular_solve", "solution cloned_coefficient", X, A.clone())
+
+
+def pinverse(input, rcond=1e-15):
+    from . import linalg
+    return linalg.pinv(input, rtol=rcond)
+
+
+def matrix_power(input, n):
+    from . import linalg
+    return linalg.matrix_power(input, n)
+
+
+def chain_matmul(*matrices):
+    from . import linalg
+    return linalg.multi_dot(matrices)
+
+
+def qr(input, some=True):
+    from . import linalg
+    return linalg.qr(input, "reduced" if some else "complete")
+
+
+def svd(input, some=True, compute_uv=True):
+    """U, S, V (not Vh) with input = U diag(S) V^T (torch.svd's convention)."""
+    from . import linalg
+    U, S, Vh = linalg.svd(input, full_matrices=not some)
+    return linalg._result("svd_UV", "U S V", U, S, Vh.mT)
+
+
+def matrix_exp(A):  # noqa: N803
+    """exp(A) by scaling and squaring with a Taylor series (in ops, so it differentiates)."""
+    A = _t(A)
+    nrm = float(amax(sum(abs(A.detach()), -2)).item()) if A.numel() else 0.0
+    s = builtins.max(0, int(math.ceil(math.log2(nrm))) + 1) if nrm > 0.5 else 0
+    X = div(A, float(2 ** s))
+    from ._creation import eye
+    eye_ = eye(A.shape[-1], dtype=A.dtype)
+    term = eye_.expand(*A.shape)
+    result = term
+    for k in range(1, 20):
+        term = div(matmul(term, X), float(k))
+        result = add(result, term)
+    for _ in range(s):
+        result = matmul(result, result)
+    return result
+
+
+def mvlgamma(input, p):
+    from . import special
+    return special.multigammaln(input, p)
+
+
+def i0(input):
+    from . import special
+    return special.i0(input)
+
+
+_FLAGS = {"deterministic": False, "warn_only": False, "warn_always": False}
+
+
+def use_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
+    """Recorded; gcompile's CPU kernels are deterministic already."""
+    _FLAGS["deterministic"] = bool(mode)
+    _FLAGS["warn_only"] = bool(warn_only)
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    return _FLAGS["deterministic"]
+
+
+def is_deterministic_algorithms_warn_only_enabled() -> bool:
+    return _FLAGS["warn_only"]
+
+
+def set_warn_always(b: bool) -> None:
+    _FLAGS["warn_always"] = bool(b)
+
+
+def is_warn_always_enabled() -> bool:
+    return _FLAGS["warn_always"]
+
+
+def set_flush_denormal(mode: bool) -> bool:
+    """False: flushing denormals is not supported (torch returns whether it is)."""
+    return False

@@ -371,3 +371,96 @@ def test_keyword_arguments():
         torch.empty(2, size=(3,))
     with pytest.raises(TypeError):
         torch.zeros_like(T(a), memory_format="channels_last")
+
+
+# ---- more documented functions ---------------------------------------------------------------
+def test_more_documented_functions():
+    a = np.array([-1.5, -0.0, 0.0, 2.0, np.inf, -np.inf])
+    np.testing.assert_array_equal(torch.signbit(T(a)).numpy(), np.signbit(a))
+    np.testing.assert_array_equal(torch.isposinf(T(a)).numpy(), np.isposinf(a))
+    np.testing.assert_array_equal(torch.isneginf(T(a)).numpy(), np.isneginf(a))
+    np.testing.assert_array_equal(torch.heaviside(T(a), T(0.5)).numpy(),
+                                  np.heaviside(a, 0.5))
+    np.testing.assert_array_equal(torch.isin(T([1, 2, 3, 4]), T([2, 4])).numpy(),
+                                  [False, True, False, True])
+    np.testing.assert_array_equal(torch.isin(T([1, 2]), T([2]), invert=True).numpy(),
+                                  [True, False])
+    m = RNG.standard_normal((3, 4))
+    assert torch.count_nonzero(T(np.array([[0, 1], [2, 0]]))).item() == 2
+    np.testing.assert_array_equal(torch.msort(T(m)).numpy(), np.sort(m, 0))
+    assert torch.atleast_3d(T([1.0, 2.0])).shape == (1, 2, 1)
+    np.testing.assert_array_equal(torch.diagflat(T([1.0, 2.0]), 1).numpy(),
+                                  np.diagflat([1.0, 2.0], 1))
+    np.testing.assert_array_equal(torch.take(T(m), T(np.array([[0, 5], [11, 3]]))).numpy(),
+                                  np.take(m, [[0, 5], [11, 3]]))
+    assert [t.shape[1] for t in torch.hsplit(T(m), 2)] == [2, 2]
+    y, x = RNG.standard_normal((2, 5)), np.sort(RNG.standard_normal(5))
+    np.testing.assert_allclose(torch.trapezoid(T(y), T(x)).numpy(),
+                               ((y[:, 1:] + y[:, :-1]) / 2 * np.diff(x)).sum(-1))
+    np.testing.assert_allclose(torch.trapz(T(y), dx=0.5).numpy(),
+                               ((y[:, 1:] + y[:, :-1]) / 2 * 0.5).sum(-1))
+    v = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(torch.vander(T(v)).numpy(), np.vander(v))
+    np.testing.assert_array_equal(torch.vander(T(v), 4, increasing=True).numpy(),
+                                  np.vander(v, 4, increasing=True))
+    import itertools
+    np.testing.assert_array_equal(torch.cartesian_prod(T([1, 2]), T([3, 4, 5])).numpy(),
+                                  list(itertools.product([1, 2], [3, 4, 5])))
+    np.testing.assert_array_equal(torch.combinations(T([1, 2, 3]), 2).numpy(),
+                                  list(itertools.combinations([1, 2, 3], 2)))
+    np.testing.assert_array_equal(torch.combinations(T([1, 2]), 2, with_replacement=True)
+                                  .numpy(), [[1, 1], [1, 2], [2, 2]])
+    np.testing.assert_allclose(torch.cov(T(m)).numpy(), np.cov(m))
+    fw = np.array([1, 2, 1, 3])
+    aw = RNG.uniform(0.5, 1.5, 4)
+    np.testing.assert_allclose(torch.cov(T(m), fweights=T(fw), aweights=T(aw)).numpy(),
+                               np.cov(m, fweights=fw, aweights=aw))
+    np.testing.assert_allclose(torch.corrcoef(T(m)).numpy(), np.corrcoef(m))
+    np.testing.assert_allclose(torch.ldexp(T([1.0, 3.0]), T([2, -1])).numpy(), [4.0, 1.5])
+    assert torch.bitwise_left_shift(T([1, -3]), 2).tolist() == [4, -12]
+    assert torch.bitwise_right_shift(T([16, -7]), 2).tolist() == [4, -2]
+    for name, ref in (("hann_window", np.hanning), ("hamming_window", np.hamming),
+                      ("blackman_window", np.blackman), ("bartlett_window", np.bartlett)):
+        np.testing.assert_allclose(getattr(torch, name)(6, periodic=False).numpy(), ref(6),
+                                   atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(getattr(torch, name)(6).numpy(), ref(7)[:6], atol=1e-6)
+    np.testing.assert_allclose(torch.kaiser_window(5, False, 8.0).numpy(), np.kaiser(5, 8.0),
+                               rtol=1e-5)
+    assert torch.positive(T([1])).tolist() == [1] and torch.sgn(T([-2.0])).tolist() == [-1.0]
+    assert torch.isreal(T([1.0])).tolist() == [True] and not torch.is_complex(T([1.0]))
+    torch.use_deterministic_algorithms(True)
+    assert torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+
+
+def test_torch_namespace_linear_algebra():
+    a = RNG.uniform(-0.4, 0.4, (3, 3)) + 2 * np.eye(3)
+    np.testing.assert_allclose(torch.inverse(T(a)).numpy(), np.linalg.inv(a))
+    np.testing.assert_allclose(torch.det(T(a)).item(), np.linalg.det(a))
+    np.testing.assert_allclose(torch.logdet(T(a)).item(), np.log(np.linalg.det(a)))
+    assert math.isnan(torch.logdet(T(-a)).item()) == (np.linalg.det(-a) < 0)
+    spd = a @ a.T
+    L = torch.cholesky(T(spd))
+    b = RNG.standard_normal((3, 2))
+    np.testing.assert_allclose(torch.cholesky_solve(T(b), L).numpy(), np.linalg.solve(spd, b))
+    np.testing.assert_allclose(torch.cholesky_inverse(L).numpy(), np.linalg.inv(spd))
+    up = np.triu(a)
+    sol = torch.triangular_solve(T(b), T(up)).solution
+    np.testing.assert_allclose(up @ sol.numpy(), b, atol=1e-12)
+    U, S, V = torch.svd(T(a))
+    np.testing.assert_allclose((U * S @ V.T).numpy(), a, atol=1e-12)
+    np.testing.assert_allclose(torch.pinverse(T(a)).numpy(), np.linalg.pinv(a), atol=1e-12)
+    np.testing.assert_allclose(torch.matrix_power(T(a), 2).numpy(), a @ a)
+    np.testing.assert_allclose(torch.chain_matmul(T(a), T(a), T(a)).numpy(), a @ a @ a)
+    # matrix_exp of a skew-symmetric 2x2 is a rotation
+    th = 0.7
+    r = torch.matrix_exp(T([[0.0, -th], [th, 0.0]])).numpy()
+    np.testing.assert_allclose(r, [[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]],
+                               atol=1e-12)
+    big = RNG.standard_normal((3, 3)) * 3
+    w, vecs = np.linalg.eig(big)
+    want = (vecs * np.exp(w)) @ np.linalg.inv(vecs)
+    np.testing.assert_allclose(torch.matrix_exp(T(big)).numpy(), want.real, rtol=1e-9)
+    assert gradcheck(torch.matrix_exp, (f64(2, 2, lo=-0.5, hi=0.5),))
+    np.testing.assert_allclose(torch.mvlgamma(T([2.5]), 2).numpy(),
+                               [math.log(math.pi) / 2 + math.lgamma(2.5) + math.lgamma(2.0)])
