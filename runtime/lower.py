@@ -75,7 +75,13 @@ def _prefetch(factory, graph: Graph, plan: Plan) -> None:
         return
     if factory is not compile_kernel or compile_workers() < 1 or not needs_compile(kernels):
         return
-    work = _dry_run(graph, plan) or kernels
+    # a plan with impure ops other than checks (collectives) must not run an extra time:
+    # other processes would have to take part; main variants are compiled instead
+    impure = any(n.op != "check" and (getattr(REGISTRY.get(n.op), "extra", None) or {}
+                                      ).get("impure") for n in graph.nodes)
+    work = [] if impure else _dry_run(graph, plan)
+    seen = {id(k) for k, _ in work}
+    work += [k for k in kernels if id(k) not in seen]  # steps the dry run did not reach
     n = prefetch(work)
     if n:
         _log("kernels", f"compiled {n} kernels in parallel")
@@ -455,6 +461,8 @@ def _kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
                     v = None
                 if v is not None:
                     rec.append((box[0], v))
+            for o in outs:  # defined values for the steps after it (checks, indices)
+                o.fill(0)
             return
         try:
             call(box[0], ins, outs)

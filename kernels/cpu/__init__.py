@@ -183,6 +183,7 @@ class CompiledKernel:
         else:
             primary = ("rows", alias, ("c",) * (nin + len(spec.outputs)))
         self.primary = primary
+        self.prefetched = False
         gen = self._source(primary)
         if codegen.c_arity(gen.params) + 8 > _MAX_C_ARGS:  # + the strided variants' tables
             raise NotImplementedError(f"kernels: {len(spec.inputs)} inputs and "
@@ -646,7 +647,7 @@ def needs_compile(kernels) -> bool:
     """Whether any of ``kernels`` has a main variant that is neither loaded nor on disk
     (a cheap test: a warm process answers False without looking further)."""
     for k in kernels:
-        if not isinstance(k, CompiledKernel) or k.primary in k._fns:
+        if not isinstance(k, CompiledKernel) or k.primary in k._fns or k.prefetched:
             continue
         if not _cache.object_path(k._source(k.primary).source).exists():
             return True
@@ -672,6 +673,7 @@ def prefetch(work) -> int:
             k, v = item if isinstance(item, tuple) else (item, getattr(item, "primary", None))
             if not isinstance(k, CompiledKernel) or v is None or v in k._fns:
                 continue
+            k.prefetched = True  # another plan sharing this kernel needs no second look
             gen = k._source(v)
             if gen.source in seen or _cache.object_path(gen.source).exists():
                 continue
