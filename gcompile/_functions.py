@@ -2099,3 +2099,83 @@ def is_warn_always_enabled() -> bool:
 def set_flush_denormal(mode: bool) -> bool:
     """False: flushing denormals is not supported (torch returns whether it is)."""
     return False
+
+
+def nanmedian(input, dim=None, keepdim=False):
+    """The lower median of the non-NaN values (NaN where there are none): sorting puts NaN
+    last, so the median sits at (count - 1) // 2 (ops only, it traces)."""
+    x = _t(input)
+    if dim is None:
+        flat = x.reshape(-1)
+        if flat.numel() == 0:
+            return sum(flat).mul(math.nan)
+        r = nanmedian(flat, 0)
+        return r.values
+    if x.dim() == 0:
+        normalize_dim(dim, 1)
+        return return_type("nanmedian", x.clone(), _zeros_like(x, dtype=dt.int64))
+    d = normalize_dim(dim, x.dim())
+    s = sort(x, d)
+    if x.dtype.is_floating_point:
+        k = sum(logical_not(isnan(x)), d, keepdim=True)
+        pos = clamp(floor_divide(sub(k, 1), 2), 0)
+    else:
+        pos = _zeros_like(sum(x, d, keepdim=True), dtype=dt.int64).add((x.shape[d] - 1) // 2)
+    idx = gather(s.indices, d, pos)
+    values = apply_op("gather", (x, idx), {"dim": d}, "NanmedianBackward0")
+    if not keepdim:
+        values = apply_op("sum", (values,), {"dims": (d,), "keepdim": False},
+                          "NanmedianBackward0")
+        idx = apply_op("sum", (idx,), {"dims": (d,), "keepdim": False})
+    return return_type("nanmedian", values, idx)
+
+
+def histc(input, bins=100, min=0, max=0):  # noqa: A002
+    """Counts in `bins` equal bins over [min, max] (the data's range when both are 0, read
+    with .item()); values outside are ignored, max falls in the last bin."""
+    x = _t(input)
+    if not x.dtype.is_floating_point:
+        raise RuntimeError(f"\"histogram_cpu\" not implemented for '{x.dtype}'")
+    lo, hi = float(min), float(max)
+    if lo == hi and x.numel():
+        lo, hi = float(x.min().item()), float(x.max().item())
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    if lo > hi:
+        raise RuntimeError("torch.histc: max must be larger than min")
+    flat = x.reshape(-1)
+    inside = logical_and(ge(flat, lo), le(flat, hi))
+    b = floor(mul(sub(flat, lo), bins / (hi - lo))).to(dt.int64)
+    b = clamp(b, 0, bins - 1)
+    w = inside.to(x.dtype)
+    return _zeros(bins, dtype=x.dtype).index_put((b,), w, accumulate=True)
+
+
+def renorm(input, p, dim, maxnorm):
+    """Each slice along dim rescaled so its p-norm is at most maxnorm."""
+    x = _t(input)
+    d = normalize_dim(dim, x.dim())
+    others = [i for i in range(x.dim()) if i != d]
+    n = norm(x, p=p, dim=others, keepdim=True) if others else abs(x)
+    factor = where(gt(n, maxnorm), div(float(maxnorm), add(n, 1e-7)), 1.0)
+    return mul(x, factor)
+
+
+def frexp(input):
+    """(mantissa in [0.5, 1), exponent) with input = mantissa * 2**exponent."""
+    x = _t(input)
+    if not x.dtype.is_floating_point:
+        raise RuntimeError("torch.frexp() only supports floating-point dtypes")
+    ax = abs(x)
+    finite_nz = logical_and(isfinite(x), ne(x, 0))
+    e = where(finite_nz, add(floor(log2(where(finite_nz, ax, 1.0))), 1.0), 0.0)
+    m = div(x, pow(2.0, e))
+    # log2 rounding can put the mantissa at 1.0 or just below 0.5: one correction step
+    big = ge(abs(m), 1.0)
+    e = where(big, add(e, 1.0), e)
+    m = where(big, mul(m, 0.5), m)
+    small = logical_and(finite_nz, lt(abs(m), 0.5))
+    e = where(small, sub(e, 1.0), e)
+    m = where(small, mul(m, 2.0), m)
+    from .linalg import _result
+    return _result("frexp", "mantissa exponent", m, e.to(dt.int32))

@@ -464,3 +464,28 @@ def test_torch_namespace_linear_algebra():
     assert gradcheck(torch.matrix_exp, (f64(2, 2, lo=-0.5, hi=0.5),))
     np.testing.assert_allclose(torch.mvlgamma(T([2.5]), 2).numpy(),
                                [math.log(math.pi) / 2 + math.lgamma(2.5) + math.lgamma(2.0)])
+
+
+def test_nanmedian_histc_renorm_frexp():
+    a = np.array([[np.nan, 3.0, 1.0, 2.0], [5.0, np.nan, np.nan, 4.0], [np.nan] * 4])
+    r = torch.nanmedian(T(a), 1)
+    got = r.values.numpy()
+    np.testing.assert_array_equal(got[:2], [2.0, 4.0])
+    assert math.isnan(got[2])
+    assert a[0, r.indices[0].item()] == 2.0
+    assert torch.nanmedian(T(a[:2])).item() == 3.0
+    v = RNG.standard_normal(50)
+    np.testing.assert_array_equal(torch.histc(T(v), bins=7, min=-1, max=1).numpy(),
+                                  np.histogram(v[(v >= -1) & (v <= 1)], 7, (-1, 1))[0])
+    np.testing.assert_array_equal(torch.histc(T(v), bins=5).numpy(), np.histogram(v, 5)[0])
+    m = RNG.standard_normal((3, 4)) * 3
+    got = torch.renorm(T(m), 2, 0, 1.0).numpy()
+    nrm = np.linalg.norm(m, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, np.where(nrm > 1, m / (nrm + 1e-7), m))
+    x = np.array([0.0, 1.0, -3.5, 1e-310, 8.0, 0.75])
+    mant, ex = torch.frexp(T(x))
+    wm, we = np.frexp(x)
+    np.testing.assert_array_equal(mant.numpy(), wm)
+    np.testing.assert_array_equal(ex.numpy(), we)
+    got = _no_break(lambda t: torch.nanmedian(t, 1).values * 2, T(a[:2]))
+    np.testing.assert_array_equal(got.numpy(), [4.0, 8.0])
