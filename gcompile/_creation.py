@@ -301,14 +301,26 @@ def _sample(kind, size, d, generator, requires_grad, device):
     return t.requires_grad_() if requires_grad else t
 
 
-def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, out=None,
+         layout=None, pin_memory=False, **kw):
     d = _float_dtype(dtype, "check_uniform_bounds")
-    return _sample("uniform", size, d, generator, requires_grad, device)
+    shape = _shape_arg(size, _size_kw(kw, "rand"), "rand")
+    return _into(out, _sample("uniform", shape, d, generator, requires_grad, device))
 
 
-def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, out=None,
+          layout=None, pin_memory=False, **kw):
     d = _float_dtype(dtype, "normal_kernel_cpu")
-    return _sample("normal", size, d, generator, requires_grad, device)
+    shape = _shape_arg(size, _size_kw(kw, "randn"), "randn")
+    return _into(out, _sample("normal", shape, d, generator, requires_grad, device))
+
+
+def _into(out, t):
+    """torch's out=: the result written into ``out`` (resized), which is returned."""
+    if out is None:
+        return t
+    out._data = t._data.astype(out.dtype.np)
+    return out
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,

@@ -489,3 +489,18 @@ def test_nanmedian_histc_renorm_frexp():
     np.testing.assert_array_equal(ex.numpy(), we)
     got = _no_break(lambda t: torch.nanmedian(t, 1).values * 2, T(a[:2]))
     np.testing.assert_array_equal(got.numpy(), [4.0, 8.0])
+
+
+def test_random_creation_size_keyword_and_out():
+    assert torch.rand(size=(2, 3)).shape == (2, 3)
+    assert torch.randn(size=[4]).shape == (4,)
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(3, generator=g)
+    g.manual_seed(3)
+    np.testing.assert_array_equal(torch.randn(size=(3,), generator=g).numpy(), a.numpy())
+    out = torch.empty(1)
+    assert torch.rand(2, 2, out=out) is out and out.shape == (2, 2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sizes'"):
+        torch.randn(2, sizes=3)
+    with pytest.raises(TypeError, match="multiple values"):
+        torch.rand(2, size=(2,))
