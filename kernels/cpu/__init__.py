@@ -597,6 +597,14 @@ def _worker_pool(workers: int):
     """The process pool (started once, on the first batch worth it). Workers fork from a
     single-threaded server that has imported Numba already, so they start in
     milliseconds and never inherit this process's threads."""
+    with _POOL_LOCK:
+        return _start_pool(workers)
+
+
+_POOL_LOCK = threading.Lock()
+
+
+def _start_pool(workers: int):
     pool = _WORKERS[0]
     if pool is not None or _WORKERS[1]:
         return pool
@@ -605,7 +613,7 @@ def _worker_pool(workers: int):
     try:
         if "forkserver" in mp.get_all_start_methods():
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["numba", "kernels.cpu.codegen"])
+            ctx.set_forkserver_preload(["kernels.cpu.worker"])
         else:  # pragma: no cover - not POSIX
             ctx = mp.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
@@ -681,43 +689,84 @@ def prefetch(work) -> int:
             todo.append((k, v, gen))
     if len(todo) < 2 or _cache._key() is None:
         return 0
-    pool = _worker_pool(min(workers, len(todo)))
-    if pool is None:
-        return 0
-    from concurrent.futures import as_completed
+    return _compile_batch(todo, workers)
+
+
+def _compile_batch(todo: list, workers: int) -> int:
+    """Compile ``todo`` ((kernel, variant, generated source) triples): a feeder thread
+    hands jobs from the front to at most ``workers`` processes (starting the pool, which
+    takes a moment the first time, without holding up the parent), while this thread
+    compiles jobs from the back; each job is claimed exactly once."""
+    import concurrent.futures as cf
     from concurrent.futures.process import BrokenProcessPool
     args = (str(_cache.cache_dir()), str(_cache.cache_key_file()), _cache._SALT)
     total = len(todo)
-    done = 0
+    lock = threading.Lock()
+    state = {"front": 0, "back": total, "done": 0}
+
+    def finished() -> None:
+        with lock:
+            state["done"] += 1
+            done = state["done"]
+        _observe(done, total)
+
+    def claim(front: bool) -> int | None:
+        with lock:
+            if state["front"] >= state["back"]:
+                return None
+            if front:
+                state["front"] += 1
+                return state["front"] - 1
+            state["back"] -= 1
+            return state["back"]
+
+    def feed() -> None:
+        pool = _worker_pool(min(workers, total))
+        if pool is None:
+            return
+        running: set = set()
+        try:
+            while True:
+                while len(running) < workers:
+                    i = claim(front=True)
+                    if i is None:
+                        break
+                    gen = todo[i][2]
+                    running.add(pool.submit(_compile_in_worker, gen.source,
+                                            codegen.c_arity(gen.params), *args))
+                if not running:
+                    return
+                done, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    try:
+                        if fut.result() == "compiled":
+                            _STATS["worker_compiles"] += 1
+                    except BrokenProcessPool:
+                        _WORKERS[1] = True
+                    except Exception:  # noqa: BLE001 - it compiles (and fails) on first call
+                        pass
+                    finished()
+                if _WORKERS[1]:
+                    return  # what is left is the parent's (or compiles on first call)
+        except (BrokenProcessPool, RuntimeError):
+            _WORKERS[1] = True
+
     _observe(0, total)
+    feeder = threading.Thread(target=feed, name="gcompile-compile-feeder", daemon=True)
+    feeder.start()
     try:
-        futs = [pool.submit(_compile_in_worker, gen.source, codegen.c_arity(gen.params),
-                            *args) for _, _, gen in todo]
-    except (BrokenProcessPool, RuntimeError):
-        _WORKERS[1] = True
-        _observe(total, total)
-        return 0
-    try:
-        # the parent takes jobs from the back that no worker has started yet
-        for (k, v, _), fut in zip(reversed(todo), reversed(futs)):
-            if not fut.cancel():
+        while True:
+            i = claim(front=False)
+            if i is None:
                 break
+            k, v, _ = todo[i]
             try:
-                k._fn(v)
+                with _LOCK:
+                    k._fn(v)
             except Exception:  # noqa: BLE001 - it fails again, and is handled, on first call
                 pass
-            done += 1
-            _observe(done, total)
-        for fut in as_completed([f for f in futs if not f.cancelled()]):
-            try:
-                if fut.result() == "compiled":
-                    _STATS["worker_compiles"] += 1
-            except BrokenProcessPool:
-                _WORKERS[1] = True  # compile here, lazily, from now on
-            except Exception:  # noqa: BLE001 - the kernel compiles (and fails) on first call
-                pass
-            done += 1
-            _observe(done, total)
+            finished()
+        feeder.join()
     finally:
         _observe(total, total)
     return total

@@ -16,7 +16,12 @@ PROGRAM = textwrap.dedent("""
     import numpy as np
     import gcompile as torch
     import gcompile.nn.functional as F
-    from kernels.cpu import cache_stats
+    import os, time
+    from kernels.cpu import cache_stats, compile_workers, _worker_pool
+    if compile_workers():  # start the workers first, so that they (not only the parent,
+        pool = _worker_pool(2)  # which compiles what they have not started) take jobs
+        for fut in [pool.submit(time.sleep, 0.3) for _ in range(2)]:
+            fut.result()
 
     @torch.compile
     def f(x, w, b):
