@@ -108,3 +108,11 @@ def test_cold_compile_shows_kernel_count(tmp_path):
 def test_track_yields_everything():
     from gcompile.progress import track
     assert list(track(range(5), "counting")) == [0, 1, 2, 3, 4]
+
+
+def test_bench_reports_workload_and_system():
+    code = ("import sys; from gcompile.cli import main; sys.exit(main(['bench', 'gelu', "
+            "'--small', '--no-torch', '--no-latency', '--repeat', '2']))")
+    out = _run_in_pty(code, _env(GCOMPILE_PROGRESS_DELAY="0", TERM="xterm", COLUMNS="160"))
+    assert "bench 1/1 gelu: gcompile eager vs compiled" in out
+    assert "speedup" in out  # the table still follows on stdout
