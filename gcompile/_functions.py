@@ -2179,3 +2179,42 @@ def frexp(input):
     m = where(small, mul(m, 2.0), m)
     from .linalg import _result
     return _result("frexp", "mantissa exponent", m, e.to(dt.int32))
+
+
+_THREADS: dict = {"intra": None, "interop": None, "limiter": None}
+
+
+def get_num_threads() -> int:
+    """Threads used for intra-op parallelism (BLAS and generated kernels)."""
+    if _THREADS["intra"] is not None:
+        return _THREADS["intra"]
+    from threadpoolctl import threadpool_info
+    counts = [info.get("num_threads", 1) for info in threadpool_info()]
+    import os
+    return builtins.max(counts) if counts else (os.cpu_count() or 1)
+
+
+def set_num_threads(int) -> None:  # noqa: A002 - torch's parameter name
+    """Limit BLAS (through threadpoolctl) and Numba's kernels to this many threads."""
+    n = int
+    if not isinstance(n, builtins.int) or isinstance(n, builtins.bool) or n <= 0:
+        raise RuntimeError("set_num_threads expects a positive integer")
+    from threadpoolctl import threadpool_limits
+    _THREADS["limiter"] = threadpool_limits(limits=n)
+    _THREADS["intra"] = n
+    import sys
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(builtins.min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def get_num_interop_threads() -> int:
+    """gcompile runs one op at a time: inter-op parallelism is 1 unless set."""
+    return _THREADS["interop"] or 1
+
+
+def set_num_interop_threads(int) -> None:  # noqa: A002
+    n = int
+    if not isinstance(n, builtins.int) or isinstance(n, builtins.bool) or n <= 0:
+        raise RuntimeError("Expected positive number of threads")
+    _THREADS["interop"] = n

@@ -504,3 +504,17 @@ def test_random_creation_size_keyword_and_out():
         torch.randn(2, sizes=3)
     with pytest.raises(TypeError, match="multiple values"):
         torch.rand(2, size=(2,))
+
+
+def test_thread_count_settings():
+    before = torch.get_num_threads()
+    assert before >= 1
+    torch.set_num_threads(1)
+    assert torch.get_num_threads() == 1
+    from threadpoolctl import threadpool_info
+    assert all(info["num_threads"] == 1 for info in threadpool_info())
+    torch.set_num_threads(before)
+    with pytest.raises(RuntimeError, match="positive integer"):
+        torch.set_num_threads(0)
+    torch.set_num_interop_threads(2)
+    assert torch.get_num_interop_threads() == 2
