@@ -237,3 +237,14 @@ def _div_(self, other, *, rounding_mode=None):
 
 Tensor.div_ = _div_
 Tensor.divide_ = _div_
+
+for _m in ("inverse", "det", "logdet", "slogdet", "cholesky", "pinverse", "matrix_power",
+           "matrix_exp", "signbit", "count_nonzero", "msort", "ravel", "diagflat", "take",
+           "nanmedian", "histc", "renorm", "frexp", "positive", "sgn", "heaviside", "isposinf",
+           "isneginf", "isreal", "ldexp", "cov", "corrcoef", "hsplit", "vsplit", "dsplit",
+           "conj", "resolve_conj", "resolve_neg", "svd", "qr", "bitwise_left_shift",
+           "bitwise_right_shift", "cholesky_solve", "cholesky_inverse", "triangular_solve",
+           "is_complex", "is_conj"):
+    if not hasattr(Tensor, _m):
+        setattr(Tensor, _m, getattr(F, _m))
+Tensor.mvlgamma = lambda self, p: F.mvlgamma(self, p)

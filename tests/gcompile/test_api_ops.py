@@ -518,3 +518,14 @@ def test_thread_count_settings():
         torch.set_num_threads(0)
     torch.set_num_interop_threads(2)
     assert torch.get_num_interop_threads() == 2
+
+
+def test_new_functions_are_tensor_methods_too():
+    a = T(np.array([[3.0, 1.0], [1.0, 2.0]]))
+    np.testing.assert_allclose(a.inverse().numpy(), np.linalg.inv(a.numpy()))
+    assert a.det().item() == pytest.approx(5.0)
+    assert a.ravel().shape == (4,) and a.msort().shape == (2, 2)
+    np.testing.assert_allclose(a.cholesky().numpy(), np.linalg.cholesky(a.numpy()))
+    assert a.count_nonzero().item() == 4 and not a.is_complex()
+    assert a.asinh().shape == (2, 2) and a.digamma().shape == (2, 2)
+    assert a.movedim(0, 1).shape == (2, 2) and a.logcumsumexp(0).shape == (2, 2)
