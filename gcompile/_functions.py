@@ -279,7 +279,7 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     """|a - b| <= atol + rtol * |b|, or a == b (infinities), composed of ops so it traces."""
     a, b = _t(input), _wrap_scalar_or_tensor(other)
     if isinstance(b, Tensor) and a.dtype is not b.dtype:
-        raise RuntimeError(f"{a.dtype} did not match {b.dtype}")
+        raise RuntimeError(f"{a.dtype.scalar_name} did not match {b.dtype.scalar_name}")
     same = apply_op("eq", (a, b))
     if a.dtype is dt.bool_ or not a.dtype.is_floating_point and (rtol == 0 and atol == 0):
         return same
@@ -2218,3 +2218,47 @@ def set_num_interop_threads(int) -> None:  # noqa: A002
     if not isinstance(n, builtins.int) or isinstance(n, builtins.bool) or n <= 0:
         raise RuntimeError("Expected positive number of threads")
     _THREADS["interop"] = n
+
+
+def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
+    """quantile over the non-NaN values (NaN where a slice has none): NaN sorts last, so the
+    positions come from each slice's count of numbers (gathers, so it traces)."""
+    x = _t(input)
+    if not x.dtype.is_floating_point:
+        raise RuntimeError("quantile() input tensor must be either float or double dtype")
+    if interpolation not in ("linear", "lower", "higher", "midpoint", "nearest"):
+        raise RuntimeError("quantile() interpolation must be one of linear, lower, higher, "
+                           f"midpoint or nearest. Got {interpolation}")
+    scalar_q = not isinstance(q, (Tensor, list, tuple))
+    qs = [float(v) for v in (q.reshape(-1).tolist() if isinstance(q, Tensor) else
+                             ([q] if scalar_q else list(q)))]
+    if builtins.any(v < 0 or v > 1 for v in qs):
+        raise RuntimeError("quantile() q values must be in the range [0, 1]")
+    if dim is None:
+        xs, d = x.reshape(-1), 0
+    else:
+        xs, d = x, normalize_dim(dim, x.dim())
+    s = sort(xs, d).values
+    k = sum(logical_not(isnan(xs)), d, keepdim=True).to(x.dtype)
+    last = clamp(sub(k, 1.0), 0.0)
+    outs = []
+    for qv in qs:
+        pos = mul(last, qv)
+        lo, hi = floor(pos), ceil(pos)
+        if interpolation == "lower":
+            hi = lo
+        elif interpolation == "higher":
+            lo = hi
+        elif interpolation == "nearest":
+            lo = hi = round(pos)
+        a = gather(s, d, lo.to(dt.int64))
+        b = gather(s, d, hi.to(dt.int64))
+        w = 0.5 if interpolation == "midpoint" else sub(pos, lo)
+        v = add(a, mul(sub(b, a), w))
+        v = where(eq(k, 0), math.nan, v)
+        if not keepdim:
+            v = v.squeeze(d)
+        elif dim is None:
+            v = v.reshape((1,) * x.dim())
+        outs.append(v)
+    return outs[0] if scalar_q else stack(outs, 0)

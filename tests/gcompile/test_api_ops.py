@@ -529,3 +529,19 @@ def test_new_functions_are_tensor_methods_too():
     assert a.count_nonzero().item() == 4 and not a.is_complex()
     assert a.asinh().shape == (2, 2) and a.digamma().shape == (2, 2)
     assert a.movedim(0, 1).shape == (2, 2) and a.logcumsumexp(0).shape == (2, 2)
+
+
+def test_nanquantile_and_isclose_dtype_message():
+    a = RNG.standard_normal((3, 6))
+    a[0, 2] = a[1, 0] = a[1, 4] = np.nan
+    for interp in ("linear", "lower", "higher", "midpoint", "nearest"):
+        np.testing.assert_allclose(
+            torch.nanquantile(T(a), 0.3, dim=1, interpolation=interp).numpy(),
+            np.nanquantile(a, 0.3, axis=1, method=interp), err_msg=interp)
+    np.testing.assert_allclose(torch.nanquantile(T(a), T([0.1, 0.9])).numpy(),
+                               np.nanquantile(a, [0.1, 0.9]))
+    np.testing.assert_allclose(torch.nanquantile(T(a), 0.5, dim=0, keepdim=True).numpy(),
+                               np.nanquantile(a, 0.5, axis=0, keepdims=True))
+    assert math.isnan(torch.nanquantile(T([np.nan, np.nan]), 0.5).item())
+    with pytest.raises(RuntimeError, match="Float did not match Double"):
+        torch.isclose(torch.ones(2), torch.ones(2, dtype=torch.float64))
