@@ -611,11 +611,11 @@ def _start_pool(workers: int):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     try:
-        if "forkserver" in mp.get_all_start_methods():
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["kernels.cpu.worker"])
-        else:  # pragma: no cover - not POSIX
-            ctx = mp.get_context("spawn")
+        if "forkserver" not in mp.get_all_start_methods():  # pragma: no cover - Windows
+            # spawn would import the user's __main__ again in every worker
+            raise ValueError("no fork server on this platform")
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["kernels.cpu.worker"])
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     except (OSError, ValueError, RuntimeError):
         _WORKERS[1] = True
@@ -721,7 +721,7 @@ def _compile_batch(todo: list, workers: int) -> int:
             return state["back"]
 
     def feed() -> None:
-        pool = _worker_pool(min(workers, total))
+        pool = _worker_pool(workers)
         if pool is None:
             return
         running: set = set()
