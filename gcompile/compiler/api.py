@@ -25,6 +25,7 @@ from .guards import check_guards, function_guards, grad_presence_guards, unique_
 from .tracer import GraphBreak, GraphBreakError, Tracer
 
 RECOMPILE_LIMIT = 8
+IDLE_CALLS = 3  # calls to other entries of a signature before an idle entry's arena goes
 
 
 class GraphBreakWarning(UserWarning):
@@ -303,6 +304,8 @@ class CompiledFunction:
         self.backend = backend
         self._entries: dict[tuple, list] = {}  # per signature: entries with their guards
         self._eager: set[tuple] = set()         # signatures that run eagerly
+        self._last_entry = None                 # the most recently traced entry
+        self._traced: list = []                 # every entry, in trace order
         self._transients: dict[tuple, int] = {}
         self._last_key: tuple | None = None
         self._limit_warned = False
@@ -326,12 +329,13 @@ class CompiledFunction:
     @property
     def graph(self):
         """The graph of the most recently traced signature (None before any trace)."""
-        entries = self.entries
-        return entries[-1].graph if entries else None
+        entry = self._last_entry
+        return entry.graph if entry is not None else None
 
     @property
     def entries(self) -> list:
-        return [e for es in self._entries.values() for e in es]
+        """Every traced entry, oldest first."""
+        return list(self._traced)
 
     def _signature(self, args, kwargs):
         leaves: list[Tensor] = []
@@ -355,8 +359,24 @@ class CompiledFunction:
             if failed is None:
                 if i:  # the entry that matched last is tried first next time
                     entries.insert(0, entries.pop(i))
+                if len(entries) > 1:
+                    self._release_idle(entries)
                 return entry.run(leaves, [p for _, p in params])
         return self._miss(key, leaves, params, args, kwargs, failed)
+
+    def _release_idle(self, entries: list) -> None:
+        """Entries this signature no longer uses (a plan traced while ``.grad`` was
+        None on the first step) keep their plans but give back their arenas once
+        ``IDLE_CALLS`` calls in a row went to other entries (a train/eval switch
+        every other call keeps both)."""
+        for e in entries[1:]:
+            e.idle = getattr(e, "idle", 0) + 1
+            if e.idle == IDLE_CALLS:
+                for ex in _executables(e):
+                    release = getattr(ex, "release", None)
+                    if release is not None:
+                        release()
+        entries[0].idle = 0
 
     def _miss(self, key, leaves, params, args, kwargs, failed=None):
         name = getattr(self._fn, "__qualname__", type(self._fn).__name__)
@@ -390,7 +410,11 @@ class CompiledFunction:
             if self._transients[key] > 2:
                 self._eager.add(key)
         else:
-            self._entries.setdefault(key, []).append(entry)
+            entries = self._entries.setdefault(key, [])
+            entries.insert(0, entry)
+            self._last_entry = entry
+            self._traced.append(entry)
+            self._release_idle(entries)
         return result
 
     def _trace(self, name, leaves, params, args, kwargs):
@@ -463,6 +487,12 @@ class CompiledFunction:
             return _interpreter_backend(graph)
         from .backend import build_executable
         return build_executable(graph)
+
+
+def _executables(entry) -> list:
+    """The executors behind an entry (a training entry has a forward and a backward)."""
+    return [ex for ex in (getattr(entry, "executable", None), getattr(entry, "forward", None),
+                          getattr(entry, "backward", None)) if ex is not None]
 
 
 def _safe_name(name: str) -> str:

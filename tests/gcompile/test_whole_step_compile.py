@@ -110,3 +110,30 @@ def test_grads_of_parameters_are_fresh_tensors_each_step():
     step()
     assert w.grad is not None and w.grad.shape == w.shape
     assert not np.allclose(g1.numpy(), 0)
+
+
+def test_an_entry_no_longer_used_gives_back_its_arena():
+    """The first step is traced while every .grad is None; later steps need another
+    plan. The first plan stays (guarded) but its arena is released once idle."""
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    crit = nn.MSELoss()
+    x, y = torch.randn(4, 10), torch.randn(4, 3)
+
+    @torch.compile
+    def step():
+        opt.zero_grad()
+        crit(model(x), y).backward()
+        opt.step()
+
+    for _ in range(6):
+        step()
+    first, *rest = step.entries
+    assert rest, "expected a second plan once .grad exists"
+    assert first.executable.plan.arena is None
+    assert rest[-1].executable.plan.arena is not None
+    # and it comes back if the first plan is needed again
+    for p in model.parameters():
+        p.grad = None
+    step()
+    assert first.executable.plan.arena is not None
