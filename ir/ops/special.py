@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .. import dtypes as dt
 from ..registry import OpDef, register
 from .elementwise import _erf
 
@@ -156,13 +157,35 @@ _unary("atanh", np.arctanh, "atanh({0})",
 _unary("erfc", _per_element(_erfc1), "erfc({0})",
        lambda b, g, xs, out: (b.mul(g, b.mul(b.exp(b.neg(_sq(b, xs[0]))),
                                              -_TWO_OVER_SQRT_PI)),))
-# no scalar expressions: these run as NumPy inside a compiled plan
-_unary("erfinv", _erfinv_impl, None,
+# No scalar expressions (Numba has no erfinv, and lgamma/polygamma need care at the poles):
+# registered as "other" ops, so compiled plans run these NumPy implementations as they are.
+def _float_out(fn):
+    """fn computing in the input's float dtype; integer inputs give the default float dtype
+    (as an elementwise op with the 'float' dtype rule would)."""
+    def impl(x, **attrs):
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            x = x.astype(dt.get_default_dtype().np)
+        return fn(x, **attrs)
+    impl.__name__ = getattr(fn, "__name__", "impl")
+    return impl
+
+
+def _float_infer(specs, attrs):
+    shape, d = specs[0]
+    return tuple(shape), d if d.is_floating_point else dt.get_default_dtype()
+
+
+def _other(name, impl, grad, saves=(0,), **kw):
+    return register(OpDef(name, "other", _float_out(impl), infer=_float_infer, grad=grad,
+                          saves=saves, **kw))
+
+
+_other("erfinv", _erfinv_impl,
        lambda b, g, xs, out: (b.mul(g, b.mul(b.exp(_sq(b, out)), _SQRT_PI_OVER_2)),),
        saves=(-1,))
-_unary("lgamma", _per_element(_lgamma1), None,
+_other("lgamma", _per_element(_lgamma1),
        lambda b, g, xs, out: (b.mul(g, b.polygamma(xs[0], n=0)),))
-register(OpDef("polygamma", "unary", _polygamma_impl, expr=None, saves=(0,), dtype_rule="float",
-               attrs=("n",),
-               grad=lambda b, g, xs, out, n: (b.mul(g, b.polygamma(xs[0], n=n + 1)),),
-               backward_name="PolygammaBackward0"))
+_other("polygamma", _polygamma_impl, attrs=("n",),
+       grad=lambda b, g, xs, out, n: (b.mul(g, b.polygamma(xs[0], n=n + 1)),),
+       backward_name="PolygammaBackward0")
