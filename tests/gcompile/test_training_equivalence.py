@@ -109,6 +109,17 @@ def run_recipe(make, steps=STEPS, sched_step=None, between=None):
     return fn
 
 
+def plain_step(model, opt, crit, set_to_none: bool = True):
+    """The ordinary training step: zero the grads, forward, backward, update."""
+    def step(x, y):
+        opt.zero_grad(set_to_none=set_to_none)
+        loss = crit(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 # ---- optimizer x scheduler x clipping on a small MLP ------------------------------------
 def _mlp_case(opt_name, sched_name, clip_name):
     def make():
@@ -155,18 +166,10 @@ def test_hand_edits_to_every_group_value_match_eager_without_recompiling():
         opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3)
         crit = nn.MSELoss()
 
-        def step(x, y):
-            opt.zero_grad()
-            loss = crit(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = plain_step(model, opt, crit)
         g = torch.Generator().manual_seed(1)
         return model, opt, None, step, [(torch.randn(5, 6, generator=g),
                                          torch.randn(5, 3, generator=g))]
-
-    def between(model, i, opts=[]):  # noqa: B006 - a hand-edit schedule
-        pass
 
     runs = []
     for compiled in (False, True):
@@ -230,12 +233,7 @@ def test_cnn_batchnorm_sgd_nesterov_onecycle():
         sched = S.OneCycleLR(opt, max_lr=0.1, total_steps=STEPS + 1)
         crit = nn.CrossEntropyLoss()
 
-        def step(x, y):
-            opt.zero_grad()
-            loss = crit(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = plain_step(model, opt, crit)
         g = torch.Generator().manual_seed(2)
         batches = [(torch.randn(6, 1, 8, 8, generator=g), torch.randint(0, 5, (6,), generator=g))
                    for _ in range(2)]
@@ -369,12 +367,7 @@ def test_frozen_first_layer_and_freezing_midway():
         model[0].weight.requires_grad_(False)
         crit = nn.MSELoss()
 
-        def step(x, y):
-            opt.zero_grad()
-            loss = crit(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = plain_step(model, opt, crit)
         g = torch.Generator().manual_seed(6)
         return model, opt, None, step, [(torch.randn(4, 5, generator=g),
                                          torch.randn(4, 2, generator=g))]
@@ -391,12 +384,7 @@ def test_zero_grad_set_to_none_false():
         model, opt = _small()
         crit = nn.MSELoss()
 
-        def step(x, y):
-            opt.zero_grad(set_to_none=False)
-            loss = crit(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = plain_step(model, opt, crit, set_to_none=False)
         g = torch.Generator().manual_seed(7)
         return model, opt, None, step, [(torch.randn(4, 5, generator=g),
                                          torch.randn(4, 2, generator=g))]
@@ -410,12 +398,7 @@ def test_train_eval_alternating_between_calls():
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         crit = nn.MSELoss()
 
-        def step(x, y):
-            opt.zero_grad()
-            loss = crit(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = plain_step(model, opt, crit)
         g = torch.Generator().manual_seed(8)
         return model, opt, None, step, [(torch.randn(6, 5, generator=g),
                                          torch.randn(6, 2, generator=g))]
@@ -456,12 +439,7 @@ def test_lion_from_a_test_file_compiles_under_onecycle():
         sched = S.OneCycleLR(opt, max_lr=1e-2, total_steps=STEPS + 1)
         crit = nn.MSELoss()
 
-        def step(x, y):
-            opt.zero_grad()
-            loss = crit(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = plain_step(model, opt, crit)
         g = torch.Generator().manual_seed(9)
         return model, opt, sched, step, [(torch.randn(4, 5, generator=g),
                                           torch.randn(4, 2, generator=g))]
