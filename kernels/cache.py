@@ -355,6 +355,25 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
         return _exec_source(name, modname, source, str(path)), path
 
 
+# ---- hints: which kernels a cold run already prepared ----------------------------------------
+def hint_path(source: str) -> Path:
+    """An empty file saying that the variants a plan runs of the kernel whose main
+    variant is ``source`` were compiled; a warm process then skips looking for them. It
+    is only a hint: nothing is loaded because of it, and a missing object still
+    compiles on first call."""
+    return cache_dir() / f"{module_name(source)}.seen"
+
+
+def mark_seen(source: str) -> None:
+    """Leave the hint for ``source`` (quietly not, where the folder is not writable)."""
+    try:
+        p = hint_path(source)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+    except OSError:
+        pass
+
+
 # ---- inspection and cleanup (``gcompile cache info|clear``) ---------------------------------
 def _entries(folder: Path) -> list[Path]:
     """The files this cache wrote in ``folder``: generated sources, objects, leftovers of
@@ -365,7 +384,7 @@ def _entries(folder: Path) -> list[Path]:
     for p in folder.iterdir():
         name = p.name
         if p.is_file() and (name.startswith("gk_") or name.startswith(".tmp_gk_")) \
-                and name.endswith((".py", ".kobj")):
+                and name.endswith((".py", ".kobj", ".seen")):
             out.append(p)
         elif name == "__pycache__" and p.is_dir():
             out.extend(q for q in p.iterdir() if q.name.startswith("gk_"))

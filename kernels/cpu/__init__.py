@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 
 import numpy as np
 
@@ -42,7 +43,7 @@ __all__ = ["compile_kernel", "CompiledKernel", "cache_stats", "PARALLEL_THRESHOL
 PARALLEL_THRESHOLD = int(os.environ.get("GCOMPILE_PARALLEL_THRESHOLD", 1 << 19))
 
 _STATS = {"memory_hits": 0, "disk_hits": 0, "compiles": 0, "rejected": 0,
-          "worker_compiles": 0}
+          "worker_compiles": 0, "compile_cpu_s": 0.0, "worker_cpu_s": 0.0}
 _KERNELS: dict[KernelSpec, CompiledKernel] = {}
 _LOCK = threading.RLock()
 
@@ -136,7 +137,9 @@ def _load_entry(gen: codegen.Generated):
         else:
             _STATS["disk_hits"] += 1
             return fn
+    t0 = time.process_time()
     obj, meta = _compile_object(gen.source)
+    _STATS["compile_cpu_s"] += time.process_time() - t0
     meta["nargs"] = nargs
     _STATS["compiles"] += 1
     fn = native.load(obj, meta["symbol"], nargs, meta["externals"], owner)
@@ -636,19 +639,20 @@ def _shutdown_workers() -> None:
 
 
 def _compile_in_worker(source: str, nargs: int, cache_dir: str, key_file: str,
-                       salt: str) -> str:
+                       salt: str) -> tuple[str, float]:
     """Worker side: compile ``source`` and store its signed object in the cache folder
     the parent uses (the parent verifies and loads it as any cached object)."""
     os.environ["GCOMPILE_CACHE_DIR"] = cache_dir
     os.environ["GCOMPILE_CACHE_KEY_FILE"] = key_file
     if _cache._SALT != salt:
         raise RuntimeError("kernels: a compile worker would build for another configuration")
+    t0 = time.process_time()
     if _cache.load_object(source) is not None:
-        return "cached"
+        return "cached", time.process_time() - t0
     obj, meta = _compile_object(source)
     meta["nargs"] = nargs
     _cache.store_object(source, obj, meta)
-    return "compiled"
+    return "compiled", time.process_time() - t0
 
 
 def needs_compile(kernels) -> bool:
@@ -657,7 +661,8 @@ def needs_compile(kernels) -> bool:
     for k in kernels:
         if not isinstance(k, CompiledKernel) or k.primary in k._fns or k.prefetched:
             continue
-        if not _cache.object_path(k._source(k.primary).source).exists():
+        src = k._source(k.primary).source
+        if not (_cache.object_path(src).exists() or _cache.hint_path(src).exists()):
             return True
     return False
 
@@ -687,9 +692,17 @@ def prefetch(work) -> int:
                 continue
             seen.add(gen.source)
             todo.append((k, v, gen))
-    if len(todo) < 2 or _cache._key() is None:
+    if _cache._key() is None:
         return 0
-    return _compile_batch(todo, workers)
+    n = _compile_batch(todo, workers) if len(todo) >= 2 else 0
+    # a warm process skips the dry run for these (their variants are on disk, or one
+    # compiles on first call)
+    for k in {id(k): k for k in (it[0] if isinstance(it, tuple) else it for it in work)
+              if isinstance(k, CompiledKernel)}.values():
+        src = k._source(k.primary).source
+        if not _cache.object_path(src).exists():
+            _cache.mark_seen(src)
+    return n
 
 
 def _compile_batch(todo: list, workers: int) -> int:
@@ -739,7 +752,9 @@ def _compile_batch(todo: list, workers: int) -> int:
                 done, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     try:
-                        if fut.result() == "compiled":
+                        status, cpu = fut.result()
+                        _STATS["worker_cpu_s"] += cpu
+                        if status == "compiled":
                             _STATS["worker_compiles"] += 1
                     except BrokenProcessPool:
                         _WORKERS[1] = True

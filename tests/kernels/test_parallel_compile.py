@@ -105,3 +105,24 @@ def test_workers_setting(monkeypatch):
     assert prefetch([object()]) == 0
     monkeypatch.setenv("GCOMPILE_COMPILE_WORKERS", "3")
     assert compile_workers() == 3
+
+
+def test_warm_process_skips_the_dry_run(tmp_path):
+    """Once a cold run prepared a plan's kernels, a new process does not dry-run it."""
+    key = str(tmp_path / "key")
+    _run(tmp_path, "c", "2", key)
+    code = PROGRAM.replace("f(*args)                       # traces",
+                           "import runtime.lower as rl\n"
+                           "def _no(*a):\n"
+                           "    raise AssertionError('dry run in a warm process')\n"
+                           "rl._dry_run = _no\n"
+                           "f(*args)                       # traces")
+    assert code != PROGRAM
+    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path / "c"),
+               GCOMPILE_COMPILE_WORKERS="2", GCOMPILE_PROGRESS="0",
+               GCOMPILE_CACHE_KEY_FILE=key)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = json.loads(proc.stdout.strip().splitlines()[-1])["after"]
+    assert after["compiles"] == 0 and after["worker_compiles"] == 0
