@@ -507,13 +507,14 @@ def _node_step(n: Node, slot, kind: str) -> Step:
                 [n], bytes_moved=sum(a.nbytes for a in n.value_inputs) + n.out.nbytes)
 
 
-def compile_graph(graph: Graph, *, check: bool = True) -> Compiled:
-    """Optimise and lower ``graph`` (modified in place) into an executable plan."""
+def compile_graph(graph: Graph, *, check: bool = True, make_kernel=None) -> Compiled:
+    """Optimise and lower ``graph`` (modified in place) into an executable plan;
+    ``make_kernel`` (spec -> kernel) defaults to the generated-kernel factory."""
     decompose(graph)
     simplify(graph)
     graph.toposort()
     fusion = fuse(graph)
-    make_kernel = get_compile_kernel()
+    make_kernel = make_kernel or get_compile_kernel()
     slot = {}
     names = []
     for v in graph.all_values():

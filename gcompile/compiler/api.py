@@ -296,9 +296,14 @@ class CompiledFunction:
     """The callable ``gcompile.compile`` returns (also wraps module-like objects)."""
 
     def __init__(self, fn: Callable, module=None, *, fullgraph: bool = False,
-                 dynamic: bool = False, backend: str = "plan") -> None:
+                 dynamic: bool = False, backend: str = "plan",
+                 options: dict | None = None) -> None:
         self._fn = fn
         self._module = module
+        options = options or {}
+        self.recompile_limit = options.get("max_recompiles", RECOMPILE_LIMIT)
+        if options.get("kernels") == "reference":
+            backend = "reference"
         self.fullgraph = fullgraph
         self.dynamic = dynamic
         self.backend = backend
@@ -381,11 +386,11 @@ class CompiledFunction:
     def _miss(self, key, leaves, params, args, kwargs, failed=None):
         name = getattr(self._fn, "__qualname__", type(self._fn).__name__)
         traced = len(self.entries)
-        if traced >= RECOMPILE_LIMIT:
+        if traced >= self.recompile_limit:
             if not self._limit_warned:
                 self._limit_warned = True
                 warnings.warn(f"gcompile.compile: {name} hit the recompile limit "
-                              f"({RECOMPILE_LIMIT}); running eagerly from now on for new "
+                              f"({self.recompile_limit}); running eagerly from now on for new "
                               "signatures", RecompileLimitWarning, stacklevel=3)
             self._eager.add(key)
             return self._fn(*args, **kwargs)
@@ -486,7 +491,7 @@ class CompiledFunction:
         if self.backend == "interpreter":
             return _interpreter_backend(graph)
         from .backend import build_executable
-        return build_executable(graph)
+        return build_executable(graph, reference=self.backend == "reference")
 
 
 def _executables(entry) -> list:
@@ -499,38 +504,43 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "graph"
 
 
-def compile(fn_or_module=None, *, fullgraph: bool = False, dynamic: bool = False,
-            backend: str = "plan", mode: str | None = None, **_unused):
-    """Compile a function or a module-like object (``forward`` + parameters).
+def compile(fn_or_module=None, *, fullgraph: bool = False, dynamic: bool | None = None,
+            backend: str = "plan", mode: str | None = None, options: dict | None = None,
+            **kwargs):
+    """Compile a function or a module (``forward`` + parameters).
 
-    Works as ``compile(fn)``, ``@compile`` and ``@compile(fullgraph=True)``.
-    ``dynamic`` is accepted for torch compatibility: graphs are specialised to
-    shapes, but generated kernels are generic in sizes, so a new shape retraces
-    without compiling new kernels.
+    Works as ``compile(fn)``, ``@compile`` and ``@compile(fullgraph=True)``. ``mode``
+    (torch's names; all compile the same CPU plan), ``options`` (``kernels``,
+    ``max_recompiles``) and ``disable=True`` are checked: anything unknown is an
+    error listing the valid names. ``dynamic`` is accepted for torch compatibility:
+    graphs are specialised to shapes, but generated kernels are generic in sizes,
+    so a new shape retraces without compiling new kernels. A module comes back as
+    an ``OptimizedModule``, itself an ``nn.Module``.
     """
+    from .options import validate_compile_options
+    opts = validate_compile_options(mode, options, kwargs)
     if fn_or_module is None:
-        return lambda f: compile(f, fullgraph=fullgraph, dynamic=dynamic, backend=backend)
+        return lambda f: compile(f, fullgraph=fullgraph, dynamic=dynamic, backend=backend,
+                                 mode=mode, options=options, **kwargs)
     if backend not in ("plan", "interpreter", "inductor", "eager"):
         raise ValueError(f"gcompile.compile: unknown backend {backend!r}")
     if backend == "inductor":
         backend = "plan"
-    if backend == "eager":
+    if backend == "eager" or kwargs.get("disable"):
         return fn_or_module
     is_module = hasattr(fn_or_module, "forward") and (
         hasattr(fn_or_module, "named_parameters") or hasattr(fn_or_module, "parameters"))
-    if is_module:
-        fn = fn_or_module if callable(fn_or_module) else fn_or_module.forward
-        cf = CompiledFunction(fn, fn_or_module, fullgraph=fullgraph, dynamic=dynamic,
-                              backend=backend)
-        from ..nn.modules.module import Module
-        if isinstance(fn_or_module, Module):
-            from .optimized_module import OptimizedModule
-            return OptimizedModule(fn_or_module, cf)
-        return cf
-    if not callable(fn_or_module):
+    if not is_module and not callable(fn_or_module):
         raise TypeError(f"gcompile.compile: expected a callable or a module, got "
                         f"{type(fn_or_module).__name__}")
-    return CompiledFunction(fn_or_module, fullgraph=fullgraph, dynamic=dynamic, backend=backend)
+    fn = fn_or_module if callable(fn_or_module) or not is_module else fn_or_module.forward
+    cf = CompiledFunction(fn, fn_or_module if is_module else None, fullgraph=fullgraph,
+                          dynamic=bool(dynamic), backend=backend, options=opts)
+    from ..nn.modules.module import Module
+    if isinstance(fn_or_module, Module):
+        from .optimized_module import OptimizedModule
+        return OptimizedModule(fn_or_module, cf)
+    return cf
 
 
 __all__ = ["compile", "CompiledFunction", "GraphBreakError", "GraphBreakWarning",

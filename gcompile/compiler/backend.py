@@ -29,10 +29,15 @@ class LockedExecutor(Executor):
             self.plan._planned_views = []
 
 
-def build_executable(graph, profile: bool = False) -> Executor:
+def build_executable(graph, profile: bool = False, reference: bool = False) -> Executor:
     """An ``Executor`` for ``graph`` (optimised in place); ``.compiled`` keeps the fusion
-    and plan for ``explain``."""
-    compiled = compile_graph(graph)
+    and plan for ``explain``. ``reference``: NumPy evaluation of the kernel specs
+    instead of generated kernels (``compile(..., options={"kernels": "reference"})``)."""
+    if reference:
+        from runtime.reference import ReferenceKernel
+        compiled = compile_graph(graph, make_kernel=ReferenceKernel)
+    else:
+        compiled = compile_graph(graph)
     ex = LockedExecutor(compiled.plan, profile=profile)
     ex.compiled = compiled
     return ex

@@ -14,13 +14,10 @@ MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagrap
 
 # option -> (accepted types, what it controls)
 OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
-    "fp_contract": ((bool,), "let LLVM fuse multiply-adds in kernels (GCOMPILE_FP_CONTRACT)"),
-    "parallel_threshold": ((int,), "elements per kernel call above which it runs on threads "
-                                   "(kernels.cpu.set_parallel_threshold)"),
     "kernels": ((str,), "'numba' (generated kernels) or 'reference' (NumPy evaluation of the "
-                        "kernel specs; GCOMPILE_KERNELS)"),
-    "max_recompiles": ((int,), "traced signatures per function before it runs eagerly "
-                               "(RECOMPILE_LIMIT)"),
+                        "kernel specs) for this function's plans"),
+    "max_recompiles": ((int,), "traced signatures of this function before it runs eagerly "
+                               "(default RECOMPILE_LIMIT)"),
 }
 _CHOICES = {"kernels": ("numba", "reference")}
 

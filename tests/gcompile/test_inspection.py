@@ -96,28 +96,28 @@ def test_compile_options_validation():
     assert validate_compile_options(None, None, {}) == {}
     for mode in MODES:
         assert validate_compile_options(mode, None, {}) == {}
-    assert validate_compile_options(None, {"fp_contract": False, "kernels": "reference"},
-                                    {"disable": False}) == {"fp_contract": False,
+    assert validate_compile_options(None, {"max_recompiles": 3, "kernels": "reference"},
+                                    {"disable": False}) == {"max_recompiles": 3,
                                                             "kernels": "reference"}
     with pytest.raises(RuntimeError, match="Unrecognized mode=fast, should be one of: default, "
                                            "reduce-overhead, max-autotune"):
         validate_compile_options("fast", None, {})
     with pytest.raises(RuntimeError, match=r"Unexpected optimization option triton.cudagraphs, "
-                                           r"known options are \['fp_contract'"):
+                                           r"known options are \['kernels'"):
         validate_compile_options(None, {"triton.cudagraphs": True}, {})
     with pytest.raises(RuntimeError, match="Either mode or options"):
-        validate_compile_options("default", {"fp_contract": True}, {})
+        validate_compile_options("default", {"max_recompiles": 2}, {})
     with pytest.raises(TypeError, match="unexpected keyword argument 'fullgrph'.*disable"):
         validate_compile_options(None, None, {"fullgrph": True})
-    with pytest.raises(TypeError, match="'parallel_threshold' must be int"):
-        validate_compile_options(None, {"parallel_threshold": "big"}, {})
+    with pytest.raises(TypeError, match="'max_recompiles' must be int, got str"):
+        validate_compile_options(None, {"max_recompiles": "big"}, {})
     with pytest.raises(TypeError, match="'max_recompiles' must be int, got bool"):
         validate_compile_options(None, {"max_recompiles": True}, {})
     with pytest.raises(ValueError, match=r"'kernels' must be one of \['numba', 'reference'\]"):
         validate_compile_options(None, {"kernels": "cuda"}, {})
     with pytest.raises(ValueError, match="at least 1"):
         validate_compile_options(None, {"max_recompiles": 0}, {})
-    assert set(OPTIONS) == {"fp_contract", "parallel_threshold", "kernels", "max_recompiles"}
+    assert set(OPTIONS) == {"kernels", "max_recompiles"}
 
 
 def test_compile_options_check_log_channels(monkeypatch):

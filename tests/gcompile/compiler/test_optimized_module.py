@@ -61,3 +61,25 @@ def test_a_trainer_that_reassigns_the_model_keeps_compiling():
                                    rtol=1e-5, atol=1e-6)
     assert model.entries and not model.graph_breaks
     assert m[0].weight.grad is not None
+
+
+def test_compile_checks_mode_options_and_keyword_arguments():
+    import pytest
+    with pytest.raises(RuntimeError, match="Unrecognized mode=fast"):
+        torch.compile(lambda x: x, mode="fast")
+    with pytest.raises(RuntimeError, match="Unexpected optimization option"):
+        torch.compile(lambda x: x, options={"triton.cudagraphs": True})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'fullgrph'"):
+        torch.compile(lambda x: x, fullgrph=True)
+    f = torch.compile(lambda x: x * 2 + 1, options={"kernels": "reference"})
+    f(torch.ones(3))
+    assert f(torch.ones(3)).numpy().tolist() == [3, 3, 3]
+    assert all(type(s.kernel).__name__ == "ReferenceKernel"
+               for s in f.entries[0].executable.plan.steps if s.kind == "kernel")
+    g = torch.compile(lambda x: x * 2, options={"max_recompiles": 1})
+    g(torch.ones(2))
+    with pytest.warns(UserWarning, match=r"recompile limit \(1\)"):
+        g(torch.ones(3))
+    h = lambda x: x  # noqa: E731
+    assert torch.compile(h, disable=True) is h
+    assert torch.compile(mode="max-autotune")(lambda x: x + 1)(torch.ones(1)).item() == 2
