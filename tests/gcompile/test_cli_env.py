@@ -87,12 +87,13 @@ def test_cache_info_and_clear(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("GCOMPILE_CACHE_DIR", str(tmp_path))
     (tmp_path / "gk_a.kobj").write_bytes(b"1" * 300)
     (tmp_path / "gk_a.py").write_text("x = 1\n")
+    (tmp_path / "gk_a.seen").touch()
     (tmp_path / "notes.txt").write_text("not the cache's file")  # never touched
     assert main(["cache", "info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["objects"] == 1 and info["sources"] == 1 and info["bytes"] == 306
     assert main(["cache", "clear"]) == 0
-    assert "removed 2 files" in capsys.readouterr().out
+    assert "removed 3 files" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     assert main(["cache", "info"]) == 0
     assert "kernels: 0 compiled" in capsys.readouterr().out
