@@ -211,6 +211,19 @@ def _escaped(tracer, keep_ids: set[int]) -> list:
             b = getattr(b, "base", None)  # as_strided wraps its base in a DummyArray
         if isinstance(b, np.ndarray):
             held[id(b)] = held.get(id(b), 0) + 1
+    # a view tensor made in the trace keeps its base *tensor* alive (``_base``), and that
+    # tensor holds its array: expected too, unless something else holds the base tensor
+    views_of: dict[int, list] = {}
+    for ref in tracer.created:
+        base = getattr(ref(), "_base", None)
+        if base is not None:
+            views_of.setdefault(id(base), [base, 0])[1] += 1
+    base = None
+    for b, n in views_of.values():
+        # references: the views' _base, the views_of entry, the loop variable, the argument
+        if sys.getrefcount(b) <= n + 3:
+            held[id(b._data)] = held.get(id(b._data), 0) + 1
+    del views_of
     out = []
     for arr, v in entries:
         if v.kind != "node" or id(arr) in keep_ids:

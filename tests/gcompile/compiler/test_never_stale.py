@@ -341,3 +341,28 @@ def test_integer_division_by_zero_raises_compiled_and_eager():
             fn(x, torch.tensor([2, 0, 4]))
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         x // 0
+
+
+def test_a_returned_view_of_an_intermediate_compiles():
+    """conv2d with stride 2 returns reshape(matmul(...)): the matmul result is kept alive
+    by the returned view's base tensor, which is not an escape."""
+    conv = nn.Conv2d(3, 4, 3, stride=2).eval()
+    cm = torch.compile(conv)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        for _ in range(3):
+            out = cm(x)
+    assert cm.entries and not cm._eager and cm.num_traces == 1
+    np.testing.assert_allclose(out.numpy(), conv(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+    stash = []
+
+    @torch.compile
+    def leaks(x):
+        h = x * 2
+        stash.append(h)  # really escapes: the plan would not update it
+        return h.reshape(-1)
+
+    leaks(torch.ones(2))
+    leaks(torch.ones(2))
+    assert not leaks.entries  # retraced (eager) rather than a plan leaving stash stale
