@@ -94,9 +94,23 @@ class Journal:
 
 @dataclass
 class _Capture:
+    """A tensor from outside the trace, lifted to a graph input. Other tensors over the
+    same array (``x.detach()``, ``p.data``) stand for it too: it stays a live input
+    while any of them lives, not only the first one seen."""
     ref: weakref.ref
     value: Value
     snapshot: np.ndarray
+    others: list = field(default_factory=list)
+
+    def tensor(self):
+        t = self.ref()
+        if t is None:
+            for r in self.others:
+                t = r()
+                if t is not None:
+                    self.ref = r
+                    break
+        return t
 
 
 @dataclass
@@ -135,6 +149,7 @@ class Tracer:
         self.env: dict[int, tuple[weakref.ref, Value]] = {}
         self.breaks: list[GraphBreak] = []
         self.captures: list[_Capture] = []
+        self.captured_arrays: dict[int, _Capture] = {}  # id(array) -> its capture
         self.bound: list[tuple[object, Value]] = []  # (tensor, input value) for args/params
         self.mutated: dict[int, tuple[object, Value]] = {}  # id(tensor) -> (tensor, root)
         self.clock = 0
@@ -176,6 +191,9 @@ class Tracer:
         # look up by array first, so an in-place write through one is seen by all
         a = self.arrays.get(id(t._data))
         if a is not None and a[0]() is t._data:
+            cap = self.captured_arrays.get(id(t._data))
+            if cap is not None and cap.ref() is not t:
+                cap.others.append(weakref.ref(t))
             return a[1]
         e = self.env.get(id(t))
         if e is not None and e[0]() is t:
@@ -191,7 +209,9 @@ class Tracer:
         if v is not None:
             return v
         v = self.graph.add_input(tuple(t._data.shape), t.dtype, f"captured{len(self.captures)}")
-        self.captures.append(_Capture(weakref.ref(t), v, np.array(t._data, copy=True)))
+        cap = _Capture(weakref.ref(t), v, np.array(t._data, copy=True))
+        self.captures.append(cap)
+        self.captured_arrays[id(t._data)] = cap
         self._set(t, v)
         return v
 
@@ -384,7 +404,7 @@ class Tracer:
         outs = [self.value_of(t) for t in output_tensors]
         live = []
         for cap in self.captures:
-            t = cap.ref()
+            t = cap.tensor()
             if t is None:
                 # died with the call: it was a local; bake its first-seen data
                 self._to_const(cap.value, cap.snapshot)

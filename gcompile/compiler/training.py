@@ -246,7 +246,7 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
     for t, _ in tracer.bound:
         keep.add(id(t._data))
     for cap in tracer.captures:
-        t = cap.ref()
+        t = cap.tensor()
         if t is not None:
             keep.add(id(t._data))
     for tensor, _ in tracer.mutated.values():

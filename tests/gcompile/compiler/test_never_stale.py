@@ -366,3 +366,23 @@ def test_a_returned_view_of_an_intermediate_compiles():
     leaks(torch.ones(2))
     leaks(torch.ones(2))
     assert not leaks.entries  # retraced (eager) rather than a plan leaving stash stale
+
+
+def test_a_captured_tensor_first_seen_through_detach_stays_live():
+    """The first tensor the trace saw for a buffer was a temporary (b.detach()); the
+    buffer itself must still be a live input, so in-place updates persist per call."""
+    b = torch.zeros((), dtype=torch.int64)
+    c = torch.zeros(3)
+
+    @torch.compile
+    def step():
+        with torch.no_grad():
+            b.copy_(b.detach() * 1)
+            b.add_(1)
+            c.copy_(c.detach().clone())
+            c.add_(1)
+
+    for i in range(1, 5):
+        step()
+        assert b.item() == i and c.tolist() == [i, i, i]
+    assert step.num_traces == 1
