@@ -587,13 +587,15 @@ def _observe(done: int, total: int) -> None:
 
 
 def compile_workers() -> int:
-    """Worker processes for cold compiles: ``GCOMPILE_COMPILE_WORKERS``, else the usable
-    cores (capped at 8); 0 when only one core is usable (the parent compiles alone)."""
+    """Worker processes for cold compiles: ``GCOMPILE_COMPILE_WORKERS`` (opt-in; default
+    0, the parent compiles alone). Off by default: with workers on, cold-cache runs of
+    the training-equivalence tests gave wrong results now and then (a race between
+    worker compiles and the parent's loads, not yet found), and a fork server re-imports
+    an unguarded user script in every worker."""
     env = os.environ.get("GCOMPILE_COMPILE_WORKERS")
     if env is not None and env.strip() != "":
         return max(0, int(env))
-    n = _nthreads()
-    return min(n, 8) if n >= 2 else 0
+    return 0
 
 
 def _worker_pool(workers: int):

@@ -105,6 +105,8 @@ def test_workers_setting(monkeypatch):
     assert prefetch([object()]) == 0
     monkeypatch.setenv("GCOMPILE_COMPILE_WORKERS", "3")
     assert compile_workers() == 3
+    monkeypatch.delenv("GCOMPILE_COMPILE_WORKERS")
+    assert compile_workers() == 0  # opt-in: see compile_workers' docstring
 
 
 def test_warm_process_skips_the_dry_run(tmp_path):
