@@ -149,7 +149,8 @@ class Tracer:
         self.env: dict[int, tuple[weakref.ref, Value]] = {}
         self.breaks: list[GraphBreak] = []
         self.captures: list[_Capture] = []
-        self.captured_arrays: dict[int, _Capture] = {}  # id(array) -> its capture
+        # id(array) -> (weak ref to the array, its capture)
+        self.captured_arrays: dict[int, tuple[weakref.ref, _Capture]] = {}
         self.bound: list[tuple[object, Value]] = []  # (tensor, input value) for args/params
         self.mutated: dict[int, tuple[object, Value]] = {}  # id(tensor) -> (tensor, root)
         self.clock = 0
@@ -191,9 +192,9 @@ class Tracer:
         # look up by array first, so an in-place write through one is seen by all
         a = self.arrays.get(id(t._data))
         if a is not None and a[0]() is t._data:
-            cap = self.captured_arrays.get(id(t._data))
-            if cap is not None and cap.ref() is not t:
-                cap.others.append(weakref.ref(t))
+            c = self.captured_arrays.get(id(t._data))
+            if c is not None and c[0]() is t._data and c[1].ref() is not t:
+                c[1].others.append(weakref.ref(t))
             return a[1]
         e = self.env.get(id(t))
         if e is not None and e[0]() is t:
@@ -211,7 +212,7 @@ class Tracer:
         v = self.graph.add_input(tuple(t._data.shape), t.dtype, f"captured{len(self.captures)}")
         cap = _Capture(weakref.ref(t), v, np.array(t._data, copy=True))
         self.captures.append(cap)
-        self.captured_arrays[id(t._data)] = cap
+        self.captured_arrays[id(t._data)] = (weakref.ref(t._data), cap)
         self._set(t, v)
         return v
 
