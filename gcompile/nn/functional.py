@@ -266,12 +266,25 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
 def _feature_dropout(input, p, training, inplace, generator, batched_ndim, name):
     if p < 0.0 or p > 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    if not training or p == 0.0:
+    if name == "dropout2d" and input.dim() not in (3, 4):
+        # torch 2.x warns and treats the input as unbatched (channels along dim 0)
+        import warnings
+        warnings.warn(f"dropout2d: Received a {input.dim()}-D input to dropout2d, which is "
+                      "deprecated and will result in an error in a future release. To retain "
+                      "the behavior and silence this warning, please use dropout instead. Note "
+                      "that dropout2d exists to provide channel-wise dropout on inputs with 2 "
+                      "spatial dimensions, a channel dimension, and an optional batch dimension "
+                      "(i.e. 3D or 4D inputs).", stacklevel=3)
+        if not training or p == 0.0:
+            return input
+        nfeat = 1
+    elif not training or p == 0.0:
         return input
-    if input.dim() not in (batched_ndim, batched_ndim - 1):
+    elif input.dim() not in (batched_ndim, batched_ndim - 1):
         raise RuntimeError(f"{name}: Expected {batched_ndim - 1}D or {batched_ndim}D input, but "
                            f"received a {input.dim()}D input of shape {tuple(input.shape)}")
-    nfeat = 2 if input.dim() == batched_ndim else 1
+    else:
+        nfeat = 2 if input.dim() == batched_ndim else 1
     shape = tuple(input.shape[:nfeat]) + (1,) * (input.dim() - nfeat)
     if p == 1.0:
         out = input * 0.0

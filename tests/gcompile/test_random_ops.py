@@ -121,3 +121,13 @@ def test_bernoulli_checks_probabilities_every_call():
     cf(torch.full((3,), 0.5))
     with pytest.raises(RuntimeError, match="probabilities must be in"):
         cf(torch.tensor([0.5, 1.5, 0.2]))
+
+
+def test_dropout2d_on_2d_input_warns_and_drops_whole_rows():
+    x = torch.ones(64, 8)
+    with pytest.warns(UserWarning, match="Received a 2-D input to dropout2d"):
+        out = nn.Dropout2d(0.5)(x).numpy()
+    rows = out.sum(1)
+    assert set(np.unique(rows)) <= {0.0, 16.0} and 0 < (rows == 0).sum() < 64
+    with pytest.warns(UserWarning, match="Received a 2-D input"):
+        assert nn.Dropout2d(0.5).eval()(x) is x
