@@ -98,6 +98,12 @@ def _abort_on_uncaught(exc_type, exc, tb) -> None:
     pg = _GROUP[0]
     if pg is not None and pg.size > 1:
         sys.stderr.write(f"[rank {pg.rank}] uncaught {exc_type.__name__}: aborting the MPI job\n")
+        # let mpiexec forward this rank's last words before the abort ends every rank
+        # (without the pause the traceback was lost now and then)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        import time
+        time.sleep(0.5)
         pg.abort(1)
 
 
