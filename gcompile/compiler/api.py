@@ -369,6 +369,18 @@ class CompiledFunction:
                 return entry.run(leaves, [p for _, p in params])
         return self._miss(key, leaves, params, args, kwargs, failed)
 
+    def call_until_planned(self, *args, **kwargs):
+        """Call until there is a plan or a graph break and return the last result (a
+        first call that only creates state, such as optimizer moments or a lazily built
+        buffer, runs eagerly and is traced again on the next). For tools that need the
+        traced entry: explain, export, ONNX."""
+        result = None
+        for _ in range(3):
+            result = self(*args, **kwargs)
+            if self._traced or self.graph_breaks:
+                break
+        return result
+
     def _release_idle(self, entries: list) -> None:
         """Entries this signature no longer uses (a plan traced while ``.grad`` was
         None on the first step) keep their plans but give back their arenas once

@@ -156,12 +156,7 @@ def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
     prev, state.journal = state.journal, journal
     try:
         with enable_grad() if train else no_grad():
-            # a first call that creates state (optimizer moments) runs eagerly and is
-            # traced again: call until there is a plan or a graph break
-            for _ in range(3):
-                cf(*inputs, **kwargs)
-                if cf.entries or cf.graph_breaks:
-                    break
+            cf.call_until_planned(*inputs, **kwargs)
     finally:
         state.journal = prev
         journal.restore()

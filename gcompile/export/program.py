@@ -347,12 +347,7 @@ def _trace(fn_or_module: Any, args: tuple):
     from ..compiler.api import _module_params
     cf = compiled_function(fn_or_module, "gcompile.export")
     with no_grad():
-        # a first call that creates state (a lazily built buffer) runs eagerly and is
-        # traced again on the next one
-        for _ in range(3):
-            result = cf(*args)
-            if cf.entries or cf.graph_breaks:
-                break
+        result = cf.call_until_planned(*args)
     if not cf.entries:
         raise RuntimeError("gcompile.export: the function could not be captured as one graph "
                            "(it creates tensors that outlive the call, e.g. new state)")

@@ -760,12 +760,7 @@ def export(model: Any, args: Any, f: Any = None, *, opset_version: int | None = 
     # the interpreter backend leaves the traced graph as it was traced
     cf = compiled_function(model, "gcompile.onnx.export", backend="interpreter")
     with no_grad():
-        # a first call that creates state (a lazily built buffer) runs eagerly and is
-        # traced again on the next one
-        for _ in range(3):
-            result = cf(*args)
-            if cf.entries or cf.graph_breaks:
-                break
+        result = cf.call_until_planned(*args)
     if not cf.entries:
         raise RuntimeError("gcompile.onnx.export: the function could not be captured as one "
                            "graph")
