@@ -1,7 +1,6 @@
 """Conv1d/2d/3d: im2col + BLAS matmul (see ``ir/ops/nn.py``)."""
 from __future__ import annotations
 
-import math
 
 from ... import _creation
 from ..._tensor import Tensor
@@ -53,12 +52,7 @@ class _ConvNd(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        init.reset_weight_and_bias(self.weight, self.bias)
 
     def _check_input(self, input: Tensor) -> None:
         n = self._nsp
