@@ -41,6 +41,19 @@ def _square_subsequent_mask(sz: int, dtype=None) -> Tensor:
     return full.triu(1)
 
 
+def _feed_forward_and_norms(layer: Module, d_model: int, dim_feedforward: int,
+                            dropout: float, norm_first: bool, eps: float, bias: bool,
+                            dtype) -> None:
+    """The feed-forward block and the first two LayerNorms every Transformer layer has,
+    registered in torch's order (state_dict keys and order match torch's)."""
+    layer.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
+    layer.dropout = Dropout(dropout)
+    layer.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype)
+    layer.norm_first = norm_first
+    layer.norm1 = LayerNorm(d_model, eps=eps, bias=bias, dtype=dtype)
+    layer.norm2 = LayerNorm(d_model, eps=eps, bias=bias, dtype=dtype)
+
+
 class TransformerEncoderLayer(Module):
     """Self-attention then a feed-forward block, each with a residual and LayerNorm (after,
     or before with norm_first)."""
@@ -52,12 +65,8 @@ class TransformerEncoderLayer(Module):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype)
-        self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        _feed_forward_and_norms(self, d_model, dim_feedforward, dropout, norm_first,
+                                layer_norm_eps, bias, dtype)
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
         self.activation = _activation(activation)
@@ -96,12 +105,8 @@ class TransformerDecoderLayer(Module):
                                             batch_first=batch_first, dtype=dtype)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                                  batch_first=batch_first, dtype=dtype)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype)
-        self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        _feed_forward_and_norms(self, d_model, dim_feedforward, dropout, norm_first,
+                                layer_norm_eps, bias, dtype)
         self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
