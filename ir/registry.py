@@ -50,6 +50,16 @@ class OpDef:
     nondiff_inputs: tuple[int, ...] = ()
     doc: str = ""
     extra: dict = field(default_factory=dict)
+    reference: Callable[..., Any] | None = None  # the NumPy impl once a native one serves
+
+    def use_native(self, fn: Callable[..., Any]) -> None:
+        """Serve this op from ``fn`` (a native kernel with ``impl``'s signature and
+        results): eager calls, the interpreter and plans' library steps all call
+        ``impl``. The NumPy implementation stays as ``reference`` for tests and as
+        the fallback a native kernel may call for cases it does not cover."""
+        if self.reference is None:
+            self.reference = self.impl
+        self.impl = fn
 
     @property
     def differentiable(self) -> bool:

@@ -1,0 +1,334 @@
+"""Real-model training steps, gcompile against PyTorch, each system in a fresh process.
+
+    python -m gcompile.bench_models [--rounds 3] [--steps 10] [--dropout 0.0]
+                                    [--systems gc_eager,gc_compiled,torch_eager]
+                                    [workloads ...]
+
+Workloads (the shapes of PyTorch's own examples):
+
+- ``cnn_train``: the MNIST example net (conv 1->32->64 3x3, max-pool 2, fc 9216->128->10,
+  log-softmax + NLL), batch 64, SGD with momentum;
+- ``lstm_lm_train``: a character LSTM language model (embedding 65x64, LSTM 128, 64 steps,
+  linear head), batch 32, Adam;
+- ``gpt_train``: a character GPT (2 pre-norm blocks, d 128, 4 heads, 64 tokens), batch 16,
+  AdamW.
+
+The model code is written once against a ``torch``-like module, so gcompile and PyTorch
+run the same program. Every (round, workload, system) runs in a new Python process, the
+systems interleaved within a round; the table gives the median over rounds of each
+process's median step time, and ratios to PyTorch eager. For the compiled step, the
+child also times every plan step and splits a step into GEMM / layer kernels (library
+steps) / fused kernels / Python (what is left of the wall time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+MODEL_WORKLOADS = ("cnn_train", "lstm_lm_train", "gpt_train")
+SYSTEMS = ("gc_eager", "gc_compiled", "torch_eager")
+
+
+def build(tm, name: str, dropout: float = 0.0, small: bool = False):
+    """(model, optimizer, (x, y), loss_fn) for a workload, written against ``tm``
+    (``gcompile`` or ``torch``)."""
+    nn, F = tm.nn, tm.nn.functional
+    tm.manual_seed(0)
+
+    def drop(p: float):
+        return nn.Dropout(p) if p > 0 else nn.Identity()
+
+    if name == "cnn_train":
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv1 = nn.Conv2d(1, 32, 3, 1)
+                self.conv2 = nn.Conv2d(32, 64, 3, 1)
+                self.dropout1 = drop(dropout)
+                self.dropout2 = drop(dropout)
+                self.fc1 = nn.Linear(9216, 128)
+                self.fc2 = nn.Linear(128, 10)
+
+            def forward(self, x):
+                x = F.relu(self.conv1(x))
+                x = F.relu(self.conv2(x))
+                x = F.max_pool2d(x, 2)
+                x = tm.flatten(self.dropout1(x), 1)
+                x = self.dropout2(F.relu(self.fc1(x)))
+                return F.log_softmax(self.fc2(x), dim=1)
+
+        batch = 8 if small else 64
+        model = Net()
+        opt = tm.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = tm.randn(batch, 1, 28, 28)
+        y = tm.randint(0, 10, (batch,))
+        return model, opt, (x, y), lambda out, y: F.nll_loss(out, y)
+
+    if name == "lstm_lm_train":
+        vocab, emb, hidden = 65, 64, 128
+        seq, batch = (16, 4) if small else (64, 32)
+
+        class CharLSTM(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(vocab, emb)
+                self.drop = drop(dropout)
+                self.lstm = nn.LSTM(emb, hidden, batch_first=True)
+                self.head = nn.Linear(hidden, vocab)
+
+            def forward(self, idx):
+                h, _ = self.lstm(self.drop(self.emb(idx)))
+                return self.head(self.drop(h))
+
+        model = CharLSTM()
+        opt = tm.optim.Adam(model.parameters(), lr=2e-3)
+        x = tm.randint(0, vocab, (batch, seq))
+        y = tm.randint(0, vocab, (batch, seq))
+        return model, opt, (x, y), lambda out, y: F.cross_entropy(out.reshape(-1, vocab),
+                                                                  y.reshape(-1))
+
+    if name == "gpt_train":
+        vocab, d, heads, layers = 65, 128, 4, 2
+        seq, batch = (16, 2) if small else (64, 16)
+
+        class Attention(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.qkv = nn.Linear(d, 3 * d)
+                self.proj = nn.Linear(d, d)
+                self.drop = drop(dropout)
+
+            def forward(self, x):
+                b, t, _ = x.shape
+                q, k, v = self.qkv(x).split(d, dim=2)
+                q = q.reshape(b, t, heads, d // heads).transpose(1, 2)
+                k = k.reshape(b, t, heads, d // heads).transpose(1, 2)
+                v = v.reshape(b, t, heads, d // heads).transpose(1, 2)
+                y = F.scaled_dot_product_attention(
+                    q, k, v, is_causal=True, dropout_p=dropout if self.training else 0.0)
+                return self.drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ln1 = nn.LayerNorm(d)
+                self.attn = Attention()
+                self.ln2 = nn.LayerNorm(d)
+                self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d),
+                                         drop(dropout))
+
+            def forward(self, x):
+                x = x + self.attn(self.ln1(x))
+                return x + self.mlp(self.ln2(x))
+
+        class GPT(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.tok = nn.Embedding(vocab, d)
+                self.pos = nn.Embedding(seq, d)
+                self.drop = drop(dropout)
+                self.blocks = nn.Sequential(*[Block() for _ in range(layers)])
+                self.ln = nn.LayerNorm(d)
+                self.head = nn.Linear(d, vocab)
+
+            def forward(self, idx):
+                pos = tm.arange(idx.shape[1])
+                x = self.drop(self.tok(idx) + self.pos(pos))
+                return self.head(self.ln(self.blocks(x)))
+
+        model = GPT()
+        opt = tm.optim.AdamW(model.parameters(), lr=1e-3)
+        x = tm.randint(0, vocab, (batch, seq))
+        y = tm.randint(0, vocab, (batch, seq))
+        return model, opt, (x, y), lambda out, y: F.cross_entropy(out.reshape(-1, vocab),
+                                                                  y.reshape(-1))
+    raise ValueError(f"unknown model workload {name!r}; choose from {MODEL_WORKLOADS}")
+
+
+def _split(records: list[dict], n_calls: int, wall_s: float) -> dict:
+    """ms per step in GEMMs, library (layer) steps, fused kernels, views, and the rest."""
+    sums = {"matmul": 0.0, "library": 0.0, "kernel": 0.0, "view": 0.0}
+    top: dict[str, float] = {}
+    for r in records:
+        sums[r["kind"]] = sums.get(r["kind"], 0.0) + r["seconds"]
+        if r["kind"] == "library":
+            top[r["step"]] = top.get(r["step"], 0.0) + r["seconds"]
+    per = {k: 1e3 * v / n_calls for k, v in sums.items()}
+    inside = sum(per.values())
+    out = {"gemm_ms": per["matmul"], "layer_ms": per["library"], "fused_ms": per["kernel"],
+           "python_ms": max(1e3 * wall_s / n_calls - inside + per["view"], 0.0)}
+    out["top_layer_steps"] = sorted(((k, 1e3 * v / n_calls) for k, v in top.items()),
+                                    key=lambda kv: -kv[1])[:5]
+    return out
+
+
+def child(system: str, name: str, dropout: float, steps: int, small: bool) -> dict:
+    """Time one system on one workload in this (fresh) process."""
+    if system.startswith("torch"):
+        import torch as tm
+    else:
+        import gcompile as tm
+    tm.set_num_threads(int(os.environ.get("GCOMPILE_BENCH_THREADS", "2")))
+    model, opt, (x, y), loss_fn = build(tm, name, dropout, small)
+    model.train()
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    result: dict = {"system": system, "workload": name}
+    fn = step
+    if system == "gc_compiled":
+        fn = tm.compile(step)
+    for _ in range(3):
+        loss = fn(x, y)
+    float(loss)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        float(fn(x, y))
+        times.append(time.perf_counter() - t0)
+    result["ms"] = 1e3 * statistics.median(times)
+    result["loss"] = float(fn(x, y))
+    if system == "gc_compiled":
+        entries = fn.entries
+        result["plan"] = bool(entries)
+        if entries:
+            ex = entries[-1].executable
+            result["kernels"] = ex.plan.num_kernels
+            ex.records.clear()
+            ex.profile = True
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn(x, y)
+            wall = time.perf_counter() - t0
+            ex.profile = False
+            result["split"] = _split(ex.records, steps, wall)
+    return result
+
+
+def _run_child(system: str, name: str, dropout: float, steps: int, small: bool) -> dict:
+    cmd = [sys.executable, "-m", "gcompile.bench_models", "--child", system, name,
+           str(dropout), str(steps), "1" if small else "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"system": system, "workload": name,
+                "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _torch_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
+        dropout: float = 0.0, small: bool = False, say=None) -> list[dict]:
+    """Interleaved rounds of fresh processes; one row per workload."""
+    if "torch_eager" in systems and not _torch_available():
+        systems = [s for s in systems if s != "torch_eager"]
+    got: dict = {(n, s): [] for n in names for s in systems}
+    for r in range(rounds):
+        for n in names:
+            for s in systems:
+                if say:
+                    say(f"round {r + 1}/{rounds}: {n} {s}")
+                got[n, s].append(_run_child(s, n, dropout, steps, small))
+    rows = []
+    for n in names:
+        row: dict = {"workload": n, "dropout": dropout}
+        for s in systems:
+            ok = [g for g in got[n, s] if "ms" in g]
+            if not ok:
+                row[s] = {"error": got[n, s][-1].get("error", "no result")}
+                continue
+            cell: dict = {"ms": statistics.median(g["ms"] for g in ok),
+                          "rounds": [round(g["ms"], 2) for g in ok]}
+            if s == "gc_compiled":
+                cell["plan"] = all(g.get("plan") for g in ok)
+                splits = [g["split"] for g in ok if "split" in g]
+                if splits:
+                    best = min(splits, key=lambda sp: sp["gemm_ms"] + sp["layer_ms"]
+                               + sp["fused_ms"] + sp["python_ms"])
+                    cell["split"] = best
+            row[s] = cell
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'workload':<16}{'gc eager':>10}{'gc compiled':>13}{'torch eager':>13}"
+            f"{'comp/torch':>12}{'eager/torch':>13}{'eager/comp':>12}")
+    lines = [head]
+
+    def ms(cell):
+        return cell.get("ms") if isinstance(cell, dict) else None
+
+    for r in rows:
+        e, c, t = ms(r.get("gc_eager", {})), ms(r.get("gc_compiled", {})), \
+            ms(r.get("torch_eager", {}))
+
+        def f(v):
+            return f"{v:.1f}" if v is not None else "-"
+
+        def ratio(a, b):
+            return f"{a / b:.2f}x" if a is not None and b else "-"
+
+        lines.append(f"{r['workload']:<16}{f(e):>10}{f(c):>13}{f(t):>13}"
+                     f"{ratio(c, t):>12}{ratio(e, t):>13}{ratio(e, c):>12}")
+    for r in rows:
+        comp = r.get("gc_compiled", {})
+        if "split" in comp:
+            sp = comp["split"]
+            lines.append(f"{r['workload']} compiled step: GEMM {sp['gemm_ms']:.1f} ms, layer "
+                         f"kernels {sp['layer_ms']:.1f} ms, fused kernels {sp['fused_ms']:.1f} "
+                         f"ms, Python {sp['python_ms']:.1f} ms"
+                         + ("" if comp.get("plan") else " (NO PLAN: ran eagerly)"))
+            if sp["top_layer_steps"]:
+                lines.append("    layer steps: " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in sp["top_layer_steps"]))
+        for s, cell in r.items():
+            if isinstance(cell, dict) and "error" in cell:
+                lines.append(f"{r['workload']} {s}: failed: {cell['error']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gcompile.bench_models",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per process")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--small", action="store_true", help="small shapes (a quick check)")
+    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("workloads", nargs="*", default=list(MODEL_WORKLOADS))
+    args = p.parse_args(argv)
+    if args.child:
+        system, name, dropout, steps, small = args.child
+        print(json.dumps(child(system, name, float(dropout), int(steps), small == "1")))
+        return 0
+    for n in args.workloads:
+        if n not in MODEL_WORKLOADS:
+            p.error(f"unknown workload {n!r}; choose from {', '.join(MODEL_WORKLOADS)}")
+    systems = [s for s in args.systems.split(",") if s]
+    rows = run(args.workloads, systems, args.rounds, args.steps, args.dropout, args.small,
+               say=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
