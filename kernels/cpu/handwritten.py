@@ -1,0 +1,216 @@
+"""Hand-written native kernels: loops no ``KernelSpec`` describes (im2col, pooling,
+scatter-adds, recurrent steps), compiled by Numba once and loaded as machine code
+through the same signed disk cache and loader as generated kernels
+(``kernels.cpu._load_entry``, ``kernels.cpu.native``), so a warm process runs them
+without importing Numba.
+
+How to write one
+----------------
+A kernel is the Python source of a function named ``body``, decorated
+``@njit(nogil=True, inline="always")``, plus a tuple of parameters
+``(name, kind, dtype)``::
+
+    PARAMS = (("x", "in", "float32"), ("y", "out", "float32"), ("scale", "int", None))
+    BODY = '''
+    @njit(nogil=True, inline="always")
+    def body(x, y, scale, lo, hi):
+        for i in range(lo, hi):
+            y[i] = x[i] * scale
+    '''
+    k = kernel("scale", PARAMS, BODY)
+    k(x, y, 3, n=x.size)   # body over the work units [0, n), split over threads
+
+``kernel`` caches by source, so build the parameters for each dtype and call it
+where needed (the source is generated text, never compiled, on a warm cache).
+
+Parameters, in ``body``'s order (then ``lo, hi``):
+
+- ``"in"`` / ``"out"``: a NumPy array of exactly that dtype, seen by ``body`` as a
+  flat 1-D view starting at the array's first element and covering its span (pass
+  element strides as int parameters, ``strides(a)``, and index with them; negative
+  strides are refused: ``operand(a)`` makes a usable copy). Outputs must be writeable.
+- ``"int"``: a Python int (int64 in ``body``).
+- ``"scratch"``: an element count; each range gets its own fresh uninitialised 1-D
+  array of that many elements of ``dtype`` (kernels must not allocate).
+
+Rules for ``body``:
+
+- It does the work units ``[lo, hi)`` of a range of ``n``. The caller may run
+  disjoint ranges on several threads at once (``PARALLEL_THRESHOLD`` on ``work``,
+  ``_nthreads``, the same pool generated kernels use), so two units must never
+  write the same memory, and a result must not depend on how the range is split:
+  partition the outputs, and sort or segment scatter-adds, never race.
+- No allocation (``np.empty`` ...), no exceptions, no calls to jitted functions that
+  are not ``inline="always"``: a call to a separately compiled function makes the
+  ``cfunc`` wrapper check an error status through Numba's exception helpers, and the
+  loader rejects object code that needs Numba's runtime (a warm process does not
+  load it). Integer ``//`` and ``%`` follow Python (floor) semantics; divide only by
+  values known to be positive. Out-of-range indices are not checked: check ranges
+  in Python before the call.
+"""
+from __future__ import annotations
+
+import textwrap
+import threading
+
+import numpy as np
+
+from . import codegen
+
+__all__ = ["kernel", "NativeKernel", "strides", "operand", "PRELUDE"]
+
+PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
+import math
+import numpy as np
+from numba import carray, cfunc, njit, types
+_USED = (math, np, carray, cfunc, njit, types)
+"""
+
+_KINDS = {"in": "arr", "out": "arr", "int": "int", "scratch": "scratch"}
+_KERNELS: dict[tuple, NativeKernel] = {}
+_LOCK = threading.Lock()
+
+
+def strides(a: np.ndarray) -> tuple[int, ...]:
+    """Element strides of ``a`` (byte strides divided by the item size)."""
+    isz = a.itemsize
+    return tuple(s // isz for s in a.strides)
+
+
+def operand(a: np.ndarray, dtype=None) -> np.ndarray:
+    """``a`` as an array a kernel can take: of ``dtype`` (if given), with non-negative
+    strides that are multiples of the item size; a contiguous copy otherwise."""
+    if dtype is not None and a.dtype != dtype:
+        return np.ascontiguousarray(a, dtype=dtype)
+    isz = a.itemsize
+    if any(s < 0 or s % isz for s in a.strides):
+        return np.ascontiguousarray(a)
+    return a
+
+
+def _span(a: np.ndarray) -> int:
+    if a.size == 0:
+        return 0
+    isz = a.itemsize
+    return 1 + sum((n - 1) * (s // isz) for n, s in zip(a.shape, a.strides))
+
+
+def kernel(name: str, params: tuple, body: str) -> NativeKernel:
+    """The native kernel of ``body`` with ``params`` (one object per source)."""
+    key = (name, tuple(tuple(p) for p in params), body)
+    k = _KERNELS.get(key)
+    if k is None:
+        with _LOCK:
+            k = _KERNELS.get(key)
+            if k is None:
+                k = _KERNELS[key] = NativeKernel(name, key[1], body)
+    return k
+
+
+class NativeKernel:
+    """One hand-written kernel: its generated module source (``body`` plus a ``cfunc``
+    entry with a plain C ABI, see ``codegen.entry_lines``) and, once called, its
+    loaded machine code."""
+
+    def __init__(self, name: str, params: tuple, body: str) -> None:
+        for p in params:
+            if len(p) != 3 or p[1] not in _KINDS:
+                raise ValueError(f"kernels: {name}: bad parameter {p!r} (want (name, kind, "
+                                 f"dtype), kind one of {sorted(_KINDS)})")
+            if p[1] != "int" and p[2] not in codegen._NP:
+                raise ValueError(f"kernels: {name}: parameter {p[0]!r} has dtype {p[2]!r}")
+        self.name = name
+        self.params = params
+        self._np = [np.dtype(p[2]) if p[1] != "int" else None for p in params]
+        cparams = tuple((p[0], _KINDS[p[1]], p[2], None) for p in params)
+        names = ", ".join([p[0] for p in params] + ["lo", "hi"])
+        lines = [PRELUDE, f"# kernel: {name}", "", textwrap.dedent(body).strip("\n")]
+        lines += codegen.entry_lines(cparams) + [f"    body({names})"]
+        self.generated = codegen.Generated("\n".join(lines) + "\n", cparams)
+        self.source = self.generated.source
+        self._fn = None
+
+    def __repr__(self) -> str:
+        return f"NativeKernel({self.name}, {[p[:2] for p in self.params]})"
+
+    def load(self):
+        """The entry point (from the disk cache, or compiled by Numba and stored)."""
+        fn = self._fn
+        if fn is None:
+            cpu = _cpu()
+            with cpu._LOCK:
+                fn = self._fn
+                if fn is None:
+                    fn = self._fn = cpu._load_entry(self.generated)
+        return fn
+
+    def __call__(self, *args, n: int, work: int | None = None,
+                 parallel: bool | None = None) -> None:
+        """Run ``body`` over the work units ``[0, n)`` with ``args`` (one per parameter).
+        ``work`` (elements touched; default ``n``) against ``PARALLEL_THRESHOLD`` decides
+        whether the range is split over threads; ``parallel`` True/False forces it."""
+        cpu = _cpu()
+        ptr = cpu._ptr
+        if len(args) != len(self.params):
+            raise TypeError(f"kernels: {self.name} takes {len(self.params)} arguments, got "
+                            f"{len(args)}")
+        if n <= 0:
+            return
+        cargs: list[int] = []
+        scratch: list[tuple[int, np.dtype, int]] = []
+        for (pname, kind, _), want, a in zip(self.params, self._np, args):
+            if kind == "int":
+                cargs.append(int(a))
+            elif kind == "scratch":
+                scratch.append((len(cargs), want, int(a)))
+                cargs += [0, 0]
+            else:
+                if not isinstance(a, np.ndarray) or a.dtype != want:
+                    raise TypeError(f"kernels: {self.name}: {pname} must be a {want} array, "
+                                    f"got {getattr(a, 'dtype', type(a).__name__)}")
+                if kind == "out" and not a.flags.writeable:
+                    raise ValueError(f"kernels: {self.name}: output {pname} is read-only")
+                if any(s < 0 or s % a.itemsize for s in a.strides):
+                    raise ValueError(f"kernels: {self.name}: {pname} has negative or "
+                                     "misaligned strides (see handwritten.operand)")
+                cargs += [ptr(a), _span(a)]
+        fn = self.load()
+        if parallel is None:
+            parallel = (n if work is None else work) >= cpu.PARALLEL_THRESHOLD
+        k = min(cpu._nthreads(), n) if parallel else 1
+        if k < 2:
+            keep = _fill_scratch(cargs, scratch)  # noqa: F841 - alive until the call returns
+            fn(*cargs, 0, n)
+            return
+        chunks = []
+        for c in range(k):
+            a = list(cargs)
+            chunks.append((a, _fill_scratch(a, scratch), c * n // k, (c + 1) * n // k))
+        ex = cpu._pool(k - 1)
+        futs = [ex.submit(fn, *a, lo, hi) for a, _, lo, hi in chunks[1:]]
+        try:
+            a, _, lo, hi = chunks[0]
+            fn(*a, lo, hi)
+        finally:
+            for f in futs:
+                f.result()
+
+
+def _cpu():
+    """The ``kernels.cpu`` package, read at call time (its parallel threshold is rebound
+    by ``set_parallel_threshold``)."""
+    import kernels.cpu as cpu
+    return cpu
+
+
+def _fill_scratch(cargs: list, scratch: list) -> list:
+    """Point the scratch slots of ``cargs`` at fresh arrays; returns them (they must
+    outlive the call)."""
+    _ptr = _cpu()._ptr
+    keep = []
+    for slot, dtype, count in scratch:
+        buf = np.empty(max(count, 1), dtype)
+        keep.append(buf)
+        cargs[slot] = _ptr(buf)
+        cargs[slot + 1] = count
+    return keep
