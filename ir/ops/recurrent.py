@@ -108,7 +108,8 @@ def _lstm_backward_impl(gout, out, c0, w_hh):
         np.multiply(dc, i, out=coef[2])
         np.multiply(dh, tc, out=coef[3])
         np.multiply(coef, deriv, out=res[t].reshape(bsz, 4, h).transpose(1, 0, 2))
-        np.matmul(res[t], w_hh, out=dh_next)
+        if t:   # dh0 = res[0] @ W_hh is the gradient rule's (one matmul in the graph)
+            np.matmul(res[t], w_hh, out=dh_next)
         np.multiply(dc, f, out=dc_next)
     res[t_len, :, :h] = dc_next
     return res
@@ -213,26 +214,47 @@ def _gru_impl(xw, h0, w_hh, b_hh):
 
 
 def _gru_backward_impl(gout, out, h0, w_hh):
-    """[d(input projection) | d(hidden projection)] per step; dh0 in row T."""
+    """[d(input projection) | d(hidden projection)] per step; dh0 in row T.
+
+    dh_{t-1} = dh_t * z + d(hidden projection)_t @ W_hh: the matmul goes into a
+    preallocated buffer and the ``dh * z`` carry is added at the next step."""
     _, t_len, bsz, h = out.shape
-    res = np.zeros((t_len + 1, bsz, 6 * h), out.dtype)
-    dh_next = np.zeros((bsz, h), out.dtype)
+    dt_ = out.dtype
+    res = np.empty((t_len + 1, bsz, 6 * h), dt_)
+    res[t_len] = 0
+    dh = np.empty((bsz, h), dt_)
+    tmp = np.empty((bsz, h), dt_)
+    carry = np.zeros((bsz, h), dt_)     # dh_t * z_t, the direct path to h_{t-1}
+    gemm = np.zeros((bsz, h), dt_)      # d(hidden projection)_t @ W_hh
     for t in range(t_len - 1, -1, -1):
         r, z, n, hn = out[1, t], out[2, t], out[3, t], out[4, t]
         hp = out[0, t - 1] if t > 0 else h0
-        dh = gout[0, t] + dh_next
+        np.add(gout[0, t], gemm, out=dh)
+        dh += carry
         d = res[t]
-        dn = dh * (1.0 - z) * (1.0 - n * n)
-        dz = dh * (hp - n) * z * (1.0 - z)
-        dr = dn * hn * r * (1.0 - r)
-        d[:, :h] = dr
-        d[:, h:2 * h] = dz
-        d[:, 2 * h:3 * h] = dn
-        d[:, 3 * h:4 * h] = dr
-        d[:, 4 * h:5 * h] = dz
+        dr, dz, dn = d[:, :h], d[:, h:2 * h], d[:, 2 * h:3 * h]
+        # dn = dh (1 - z) (1 - n^2)
+        np.multiply(n, n, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        np.subtract(1, z, out=dn)
+        dn *= tmp
+        dn *= dh
+        # dz = dh (h_prev - n) z (1 - z)
+        np.subtract(hp, n, out=dz)
+        dz *= dh
+        np.subtract(1, z, out=tmp)
+        tmp *= z
+        dz *= tmp
+        # dr = dn hn r (1 - r)
+        np.subtract(1, r, out=dr)
+        dr *= r
+        dr *= hn
+        dr *= dn
+        d[:, 3 * h:5 * h] = d[:, :2 * h]
         np.multiply(dn, r, out=d[:, 5 * h:])
-        dh_next = dh * z + d[:, 3 * h:] @ w_hh
-    res[t_len, :, :h] = dh_next
+        np.multiply(dh, z, out=carry)
+        np.matmul(d[:, 3 * h:], w_hh, out=gemm)
+    np.add(gemm, carry, out=res[t_len, :, :h])
     return res
 
 
@@ -270,31 +292,40 @@ register(OpDef("gru_scan_backward", "other", _gru_backward_impl,
 
 
 def _rnn_impl(xw, h0, w_hh, nonlinearity="tanh"):
+    """Each step's matmul lands in its output block, activated in place."""
     t_len, bsz, h = xw.shape
     out = np.empty((t_len, bsz, h), xw.dtype)
-    w_t = np.ascontiguousarray(w_hh.T)
+    w_t = w_hh.T
     hp = h0
     for t in range(t_len):
-        pre = xw[t] + hp @ w_t
+        o = out[t]
+        np.matmul(hp, w_t, out=o)
+        o += xw[t]
         if nonlinearity == "tanh":
-            np.tanh(pre, out=out[t])
+            np.tanh(o, out=o)
         else:
-            np.maximum(pre, 0, out=out[t])
-        hp = out[t]
+            np.maximum(o, 0, out=o)
+        hp = o
     return out
 
 
 def _rnn_backward_impl(gout, out, w_hh, nonlinearity="tanh"):
+    """d(pre-activation) for every step; dh0 = res[0] @ W_hh is the gradient rule's."""
     t_len, bsz, h = out.shape
     res = np.empty((t_len, bsz, h), out.dtype)
+    tmp = np.empty((bsz, h), out.dtype)
     dh_next = np.zeros((bsz, h), out.dtype)
     for t in range(t_len - 1, -1, -1):
-        dh = gout[t] + dh_next
+        d = res[t]
+        np.add(gout[t], dh_next, out=d)
         if nonlinearity == "tanh":
-            np.multiply(dh, 1.0 - out[t] * out[t], out=res[t])
+            np.multiply(out[t], out[t], out=tmp)
+            np.subtract(1, tmp, out=tmp)
         else:
-            np.multiply(dh, out[t] > 0, out=res[t])
-        dh_next = res[t] @ w_hh
+            np.greater(out[t], 0, out=tmp)
+        d *= tmp
+        if t:
+            np.matmul(d, w_hh, out=dh_next)
     return res
 
 
