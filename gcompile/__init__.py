@@ -8,6 +8,7 @@ from ir.dtypes import (DType, bool_, float16, float32, float64, get_default_dtyp
                        int32, int64, promote_types, set_default_dtype, uint8)
 
 from . import _methods  # noqa: F401  (binds operators onto Tensor)
+import kernels.cpu.nn_native  # noqa: E402,F401  (native conv/pool/embedding/scatter-add kernels)
 from . import autograd, cuda
 from . import nn  # noqa: E402
 from ._creation import (channels_last, channels_last_3d, contiguous_format,  # noqa: F401

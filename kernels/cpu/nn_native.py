@@ -1,0 +1,781 @@
+"""Native kernels for the convolution, pooling, embedding and scatter-add ops.
+
+Importing this module serves ``im2col``, ``col2im``, ``max_pool_indices``,
+``pool_gather``, ``pool_scatter``, ``avg_pool``, ``avg_pool_backward``,
+``embedding_backward``, ``index_put`` (accumulate over one 1-D row index) and
+``scatter`` (reduce='add', 1-D/2-D) from hand-written kernels
+(``kernels.cpu.handwritten``) through ``OpDef.use_native``; ``op.reference`` keeps the
+NumPy implementation, which serves every case a kernel does not cover (other dtypes,
+index errors, index layouts). Nothing here imports Numba: kernels compile on first use
+or load from the disk cache.
+
+Every kernel partitions its output between work units (rows of the result, or rows of
+a bucket-sorted index), so the threads never write the same memory, and adds each
+element's contributions in the order the NumPy reference does: results are the same
+bit for bit as ``op.reference`` whatever the thread count.
+
+Spatial ops work on three spatial dimensions: 1-D and 2-D inputs get leading
+dimensions of size 1 (stride 0), so one kernel serves Conv1d/2d/3d and the pools.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ir.ops.movement import np_index
+from ir.ops.nn import _avg_divisor, _spatial_out
+from ir.registry import REGISTRY
+
+from . import handwritten as hw
+
+FLOATS = ("float32", "float64")
+_FAILED: set[str] = set()
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _ready(k: hw.NativeKernel) -> bool:
+    """Whether ``k`` loads; a kernel that cannot be built (no Numba on a cold cache, a
+    compiler error) warns once and leaves its op to the NumPy reference."""
+    if k.name in _FAILED:
+        return False
+    try:
+        k.load()
+    except Exception as e:  # noqa: BLE001 - any build failure: the reference still works
+        _FAILED.add(k.name)
+        warnings.warn(f"gcompile: native kernel {k.name} could not be built ({type(e).__name__}:"
+                      f" {e}); using the NumPy implementation", RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+def _dims3(t, fill: int) -> tuple[int, int, int]:
+    t = tuple(int(v) for v in t)
+    return (fill,) * (3 - len(t)) + t
+
+
+def _as5d(a: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shape and element strides of an (N, C, *spatial) array seen as 5-D."""
+    st = hw.strides(a)
+    nsp = a.ndim - 2
+    return (a.shape[:2] + (1,) * (3 - nsp) + a.shape[2:],
+            st[:2] + (0,) * (3 - nsp) + st[2:])
+
+
+def _geometry(spatial, kernel, stride, padding, dilation, out) -> list[int]:
+    """Flattened 3-D geometry arguments: D H W, KD KH KW, SD SH SW, PD PH PW, DD DH DW,
+    OD OH OW."""
+    return (list(_dims3(spatial, 1)) + list(_dims3(kernel, 1)) + list(_dims3(stride, 1))
+            + list(_dims3(padding, 0)) + list(_dims3(dilation, 1)) + list(_dims3(out, 1)))
+
+
+_GEOM = ("D", "H", "W", "KD", "KH", "KW", "SD", "SH", "SW", "PD", "PH", "PW", "DD", "DH",
+         "DW", "OD", "OH", "OW")
+
+
+def _ints(*names: str) -> tuple:
+    return tuple((n, "int", None) for n in names)
+
+
+# Valid output range along the last axis: ow in [ow0, ow1) <=> 0 <= ow*SW + off < W.
+_OW_RANGE = '''
+@njit(nogil=True, inline="always")
+def ow_range(off, SW, W, OW):
+    if off >= 0:
+        ow0 = 0
+    else:
+        ow0 = (-off + SW - 1) // SW
+    if W - off <= 0:
+        ow1 = 0
+    else:
+        ow1 = (W - off + SW - 1) // SW
+    if ow1 > OW:
+        ow1 = OW
+    if ow0 > ow1:
+        ow0 = ow1
+    return ow0, ow1
+'''
+
+# ---- im2col -----------------------------------------------------------------------------
+_IM2COL = _OW_RANGE + '''
+@njit(nogil=True, inline="always")
+def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
+         DD, DH, DW, OD, OH, OW, ones, lo, hi):
+    K = KD * KH * KW
+    R = C * K + ones
+    L = OD * OH * OW
+    for t in range(lo, hi):
+        ni = t // R
+        r = t - ni * R
+        q0 = t * L
+        if r >= C * K:
+            for j in range(L):
+                out[q0 + j] = 1
+            continue
+        ci = r // K
+        kk = r - ci * K
+        kd = kk // (KH * KW)
+        kh = (kk // KW) % KH
+        kw = kk % KW
+        off = kw * DW - PW
+        ow0, ow1 = ow_range(off, SW, W, OW)
+        step = SW * s4
+        for od in range(OD):
+            i_d = od * SD - PD + kd * DD
+            for oh in range(OH):
+                ih = oh * SH - PH + kh * DH
+                q = q0 + (od * OH + oh) * OW
+                if i_d < 0 or i_d >= D or ih < 0 or ih >= H:
+                    for j in range(OW):
+                        out[q + j] = 0
+                    continue
+                for j in range(ow0):
+                    out[q + j] = 0
+                b = ni * s0 + ci * s1 + i_d * s2 + ih * s3 + (ow0 * SW + off) * s4
+                dst = out[q + ow0:q + ow1]
+                if step == 1:
+                    src = x[b:b + ow1 - ow0]
+                    for j in range(ow1 - ow0):
+                        dst[j] = src[j]
+                else:
+                    for j in range(ow1 - ow0):
+                        dst[j] = x[b + j * step]
+                for j in range(ow1, OW):
+                    out[q + j] = 0
+'''
+
+
+def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False):
+    ref = REGISTRY["im2col"].reference
+    if x.dtype.name not in FLOATS or x.size == 0:
+        return ref(x, kernel, stride, padding, dilation, ones_row)
+    d = x.dtype.name
+    k = hw.kernel("im2col", (("x", "in", d), ("out", "out", d))
+                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM) + _ints("ones"),
+                  _IM2COL)
+    if not _ready(k):
+        return ref(x, kernel, stride, padding, dilation, ones_row)
+    x = hw.operand(x)
+    n, c = x.shape[:2]
+    out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
+    kk = int(np.prod(kernel))
+    rows = c * kk + (1 if ones_row else 0)
+    length = int(np.prod(out_sp))
+    res = np.empty((n, rows, length), x.dtype)
+    _, st = _as5d(x)
+    k(x, res, c, *st, *_geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp),
+      1 if ones_row else 0, n=n * rows, work=res.size)
+    return res
+
+
+# ---- col2im -----------------------------------------------------------------------------
+# One unit per output row (n, c, d, h): the row is zeroed, then every kernel offset
+# that reaches it adds its columns, in the reference's (kd, kh, kw) order.
+_COL2IM = _OW_RANGE + '''
+@njit(nogil=True, inline="always")
+def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
+         DD, DH, DW, OD, OH, OW, lo, hi):
+    K = KD * KH * KW
+    for t in range(lo, hi):
+        ih = t % H
+        r = t // H
+        i_d = r % D
+        r = r // D
+        ci = r % C
+        ni = r // C
+        row = out[t * W:(t + 1) * W]
+        for j in range(W):
+            row[j] = 0
+        for kd in range(KD):
+            a = i_d + PD - kd * DD
+            if a < 0 or a % SD != 0 or a // SD >= OD:
+                continue
+            od = a // SD
+            for kh in range(KH):
+                b = ih + PH - kh * DH
+                if b < 0 or b % SH != 0 or b // SH >= OH:
+                    continue
+                oh = b // SH
+                for kw in range(KW):
+                    off = kw * DW - PW
+                    ow0, ow1 = ow_range(off, SW, W, OW)
+                    src = (ni * c0 + (ci * K + (kd * KH + kh) * KW + kw) * c1
+                           + (od * OH + oh) * OW * c2)
+                    if SW == 1 and c2 == 1:
+                        dst = row[ow0 + off:ow1 + off]
+                        s = cols[src + ow0:src + ow1]
+                        for j in range(ow1 - ow0):
+                            dst[j] += s[j]
+                    else:
+                        for ow in range(ow0, ow1):
+                            row[ow * SW + off] += cols[src + ow * c2]
+'''
+
+
+def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=False):
+    ref = REGISTRY["col2im"].reference
+    if cols.dtype.name not in FLOATS or cols.size == 0:
+        return ref(cols, spatial, kernel, stride, padding, dilation, ones_row)
+    d = cols.dtype.name
+    k = hw.kernel("col2im", (("cols", "in", d), ("out", "out", d))
+                  + _ints("C", "c0", "c1", "c2") + _ints(*_GEOM), _COL2IM)
+    if not _ready(k):
+        return ref(cols, spatial, kernel, stride, padding, dilation, ones_row)
+    n = cols.shape[0]
+    kk = int(np.prod(kernel))
+    if ones_row:
+        cols = cols[:, :-1]
+    c = cols.shape[1] // kk
+    out_sp = _spatial_out(spatial, kernel, stride, padding, dilation)
+    cols = hw.operand(cols)
+    res = np.empty((n, c) + tuple(int(s) for s in spatial), cols.dtype)
+    d3 = _dims3(spatial, 1)
+    k(cols, res, c, *hw.strides(cols), *_geometry(spatial, kernel, stride, padding, dilation,
+                                                  out_sp),
+      n=n * c * d3[0] * d3[1], work=cols.size + res.size)
+    return res
+
+
+# ---- max pooling --------------------------------------------------------------------------
+# One unit per output row (n, c, od, oh). The reference's rule: window offsets in
+# lexicographic order, the first sets the maximum (padding reads as -inf), a later one
+# wins where strictly greater or NaN (so later padding never wins and is skipped).
+# Selects rather than branches: which offset wins is data-dependent, and mispredicted
+# branches cost more than the loads (6 ms against 16 ms for a 2x2 pool of 64x64x24x24).
+_MAXPOOL = '''
+@njit(nogil=True, inline="always")
+def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
+         DD, DH, DW, OD, OH, OW, lo, hi):
+    for t in range(lo, hi):
+        oh = t % OH
+        r = t // OH
+        od = r % OD
+        r = r // OD
+        ci = r % C
+        ni = r // C
+        base = ni * s0 + ci * s1
+        d0 = od * SD - PD
+        h0 = oh * SH - PH
+        q = t * OW
+        for ow in range(OW):
+            w0 = ow * SW - PW
+            # starting from -inf at the first offset's position is the same as taking
+            # the first offset: it wins unless it is -inf (or padding) itself
+            bo = -math.inf
+            ao = (d0 * H + h0) * W + w0
+            for kd in range(KD):
+                i_d = d0 + kd * DD
+                for kh in range(KH):
+                    ih = h0 + kh * DH
+                    if i_d < 0 or i_d >= D or ih < 0 or ih >= H:
+                        continue
+                    rb = base + i_d * s2 + ih * s3
+                    rp = (i_d * H + ih) * W
+                    for kw in range(KW):
+                        iw = w0 + kw * DW
+                        if iw < 0 or iw >= W:
+                            continue
+                        v = x[rb + iw * s4]
+                        m = (v > bo) | (v != v)
+                        bo = v if m else bo
+                        ao = (rp + iw) if m else ao
+            out[q + ow] = ao
+'''
+
+
+def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode):
+    ref = REGISTRY["max_pool_indices"].reference
+    if x.dtype.name not in FLOATS or x.size == 0:
+        return ref(x, kernel, stride, padding, dilation, ceil_mode)
+    d = x.dtype.name
+    k = hw.kernel("max_pool_indices", (("x", "in", d), ("out", "out", "int64"))
+                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM), _MAXPOOL)
+    if not _ready(k):
+        return ref(x, kernel, stride, padding, dilation, ceil_mode)
+    x = hw.operand(x)
+    n, c = x.shape[:2]
+    out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    res = np.empty((n, c) + out_sp, np.int64)
+    _, st = _as5d(x)
+    geo = _geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp)
+    od, oh = geo[15], geo[16]
+    k(x, res, c, *st, *geo, n=n * c * od * oh, work=res.size * int(np.prod(kernel)))
+    return res
+
+
+# pool_gather: one unit per (n, c) plane; an index outside the plane flags the plane and
+# the reference then raises (or wraps) as NumPy does.
+_GATHER = '''
+@njit(nogil=True, inline="always")
+def body(x, idx, out, bad, C, s0, s1, sp, P, i0, i1, ip, O, lo, hi):
+    for t in range(lo, hi):
+        ni = t // C
+        ci = t - ni * C
+        xb = ni * s0 + ci * s1
+        ib = ni * i0 + ci * i1
+        q = t * O
+        flag = 0
+        for j in range(O):
+            p = idx[ib + j * ip]
+            if p < 0 or p >= P:
+                flag = 1
+                p = 0
+            out[q + j] = x[xb + p * sp]
+        bad[t] = flag
+'''
+
+
+def _plane_view(a: np.ndarray) -> np.ndarray | None:
+    """(N, C, prod(spatial)) view of ``a`` without a copy, or None."""
+    n, c = a.shape[:2]
+    try:
+        v = a.view()
+        v.shape = (n, c, int(np.prod(a.shape[2:])))
+        return v
+    except AttributeError:
+        return None
+
+
+def _pool_gather_native(x, idx):
+    ref = REGISTRY["pool_gather"].reference
+    if x.dtype.name not in FLOATS or idx.dtype != np.int64 or x.size == 0 or idx.size == 0 \
+            or x.ndim < 3 or idx.ndim != x.ndim:
+        return ref(x, idx)
+    d = x.dtype.name
+    k = hw.kernel("pool_gather", (("x", "in", d), ("idx", "in", "int64"), ("out", "out", d),
+                                  ("bad", "out", "int8"))
+                  + _ints("C", "s0", "s1", "sp", "P", "i0", "i1", "ip", "O"), _GATHER)
+    if not _ready(k):
+        return ref(x, idx)
+    xv = _plane_view(hw.operand(x))
+    iv = _plane_view(hw.operand(idx))
+    if xv is None:
+        xv = np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+    if iv is None:
+        iv = np.ascontiguousarray(idx).reshape(idx.shape[0], idx.shape[1], -1)
+    n, c, p = xv.shape
+    o = iv.shape[2]
+    if iv.shape[:2] != (n, c):
+        return ref(x, idx)
+    res = np.empty(idx.shape, x.dtype)
+    bad = np.empty(n * c, np.int8)
+    k(xv, iv, res, bad, c, *hw.strides(xv), p, *hw.strides(iv), o, n=n * c, work=res.size)
+    if bad.any():
+        return ref(x, idx)
+    return res
+
+
+# pool_scatter: one unit per (n, c) plane, summed in float64 in index order (the
+# reference's bincount), then rounded once to the output dtype.
+_SCATTER = '''
+@njit(nogil=True, inline="always")
+def body(g, idx, out, bad, acc, C, g0, g1, gp, i0, i1, ip, O, P, lo, hi):
+    for t in range(lo, hi):
+        ni = t // C
+        ci = t - ni * C
+        gb = ni * g0 + ci * g1
+        ib = ni * i0 + ci * i1
+        for j in range(P):
+            acc[j] = 0.0
+        flag = 0
+        for j in range(O):
+            p = idx[ib + j * ip]
+            if p < 0 or p >= P:
+                flag = 1
+            else:
+                acc[p] += np.float64(g[gb + j * gp])
+        bad[t] = flag
+        row = out[t * P:(t + 1) * P]
+        for j in range(P):
+            row[j] = acc[j]
+'''
+
+
+def _pool_scatter_native(g, idx, shape):
+    ref = REGISTRY["pool_scatter"].reference
+    shape = tuple(int(s) for s in shape)
+    if g.dtype.name not in FLOATS or idx.dtype != np.int64 or g.size == 0 or len(shape) < 3 \
+            or g.shape != idx.shape or g.shape[:2] != shape[:2]:
+        return ref(g, idx, shape)
+    d = g.dtype.name
+    k = hw.kernel("pool_scatter", (("g", "in", d), ("idx", "in", "int64"), ("out", "out", d),
+                                   ("bad", "out", "int8"), ("acc", "scratch", "float64"))
+                  + _ints("C", "g0", "g1", "gp", "i0", "i1", "ip", "O", "P"), _SCATTER)
+    if not _ready(k):
+        return ref(g, idx, shape)
+    gv = _plane_view(hw.operand(g))
+    iv = _plane_view(hw.operand(idx))
+    if gv is None:
+        gv = np.ascontiguousarray(g).reshape(g.shape[0], g.shape[1], -1)
+    if iv is None:
+        iv = np.ascontiguousarray(idx).reshape(idx.shape[0], idx.shape[1], -1)
+    n, c, o = gv.shape
+    p = int(np.prod(shape[2:]))
+    res = np.empty(shape, g.dtype)
+    bad = np.empty(n * c, np.int8)
+    k(gv, iv, res, bad, p, c, *hw.strides(gv), *hw.strides(iv), o, p, n=n * c,
+      work=res.size + g.size)
+    if bad.any():
+        return ref(g, idx, shape)
+    return res
+
+
+# ---- average pooling ----------------------------------------------------------------------
+_AVGPOOL = '''
+@njit(nogil=True, inline="always")
+def body(x, div, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
+         DD, DH, DW, OD, OH, OW, lo, hi):
+    for t in range(lo, hi):
+        oh = t % OH
+        r = t // OH
+        od = r % OD
+        r = r // OD
+        ci = r % C
+        ni = r // C
+        base = ni * s0 + ci * s1
+        q = t * OW
+        dq = (od * OH + oh) * OW
+        for ow in range(OW):
+            acc = ZERO
+            for kd in range(KD):
+                i_d = od * SD - PD + kd
+                if i_d < 0 or i_d >= D:
+                    continue
+                for kh in range(KH):
+                    ih = oh * SH - PH + kh
+                    if ih < 0 or ih >= H:
+                        continue
+                    for kw in range(KW):
+                        iw = ow * SW - PW + kw
+                        if 0 <= iw < W:
+                            acc += x[base + i_d * s2 + ih * s3 + iw * s4]
+            out[q + ow] = acc / div[dq + ow]
+'''
+
+
+def _avg_pool_native(x, kernel, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override):
+    ref = REGISTRY["avg_pool"].reference
+    args = (kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    if x.dtype.name not in FLOATS or x.size == 0:
+        return ref(x, *args)
+    d = x.dtype.name
+    k = hw.kernel("avg_pool", (("x", "in", d), ("div", "in", d), ("out", "out", d))
+                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
+                  _AVGPOOL.replace("ZERO", f"np.{d}(0)"))
+    if not _ready(k):
+        return ref(x, *args)
+    x = hw.operand(x)
+    n, c = x.shape[:2]
+    ones = (1,) * len(kernel)
+    out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, ones, ceil_mode)
+    div = np.ascontiguousarray(np.broadcast_to(
+        _avg_divisor(x.shape[2:], out_sp, kernel, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override, x.dtype), out_sp), dtype=x.dtype)
+    res = np.empty((n, c) + out_sp, x.dtype)
+    _, st = _as5d(x)
+    geo = _geometry(x.shape[2:], kernel, stride, padding, ones, out_sp)
+    k(x, div, res, c, *st, *geo, n=n * c * geo[15] * geo[16],
+      work=res.size * int(np.prod(kernel)))
+    return res
+
+
+# One unit per input row (n, c, d, h): contributions in the reference's offset order.
+_AVGPOOL_BWD = _OW_RANGE + '''
+@njit(nogil=True, inline="always")
+def body(g, div, out, C, g0, g1, g2, g3, g4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
+         DD, DH, DW, OD, OH, OW, lo, hi):
+    for t in range(lo, hi):
+        ih = t % H
+        r = t // H
+        i_d = r % D
+        r = r // D
+        ci = r % C
+        ni = r // C
+        row = out[t * W:(t + 1) * W]
+        for j in range(W):
+            row[j] = 0
+        for kd in range(KD):
+            a = i_d + PD - kd
+            if a < 0 or a % SD != 0 or a // SD >= OD:
+                continue
+            od = a // SD
+            for kh in range(KH):
+                b = ih + PH - kh
+                if b < 0 or b % SH != 0 or b // SH >= OH:
+                    continue
+                oh = b // SH
+                gb = ni * g0 + ci * g1 + od * g2 + oh * g3
+                db = (od * OH + oh) * OW
+                for kw in range(KW):
+                    off = kw - PW
+                    ow0, ow1 = ow_range(off, SW, W, OW)
+                    for ow in range(ow0, ow1):
+                        row[ow * SW + off] += g[gb + ow * g4] / div[db + ow]
+'''
+
+
+def _avg_pool_backward_native(g, shape, kernel, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override):
+    ref = REGISTRY["avg_pool_backward"].reference
+    args = (shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    if g.dtype.name not in FLOATS or g.size == 0:
+        return ref(g, *args)
+    d = g.dtype.name
+    k = hw.kernel("avg_pool_backward", (("g", "in", d), ("div", "in", d), ("out", "out", d))
+                  + _ints("C", "g0", "g1", "g2", "g3", "g4") + _ints(*_GEOM), _AVGPOOL_BWD)
+    if not _ready(k):
+        return ref(g, *args)
+    g = hw.operand(g)
+    shape = tuple(int(s) for s in shape)
+    spatial = shape[2:]
+    out_sp = tuple(g.shape[2:])
+    div = np.ascontiguousarray(np.broadcast_to(
+        _avg_divisor(spatial, out_sp, kernel, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, g.dtype), out_sp), dtype=g.dtype)
+    res = np.empty(shape, g.dtype)
+    _, st = _as5d(g)
+    geo = _geometry(spatial, kernel, stride, padding, (1,) * len(kernel), out_sp)
+    n, c = shape[:2]
+    k(g, div, res, c, *st, *geo, n=n * c * geo[0] * geo[1], work=res.size + g.size)
+    return res
+
+
+# ---- scatter-adds over rows ------------------------------------------------------------------
+# Bucket sort (one serial unit): rows' segments in ``pos`` (pos[r] .. pos[r + 1]) of
+# ``order``, stable, so each row then adds its contributions in index order, the order
+# np.add.at uses. Entries equal to ``skip`` are dropped; negative entries wrap once
+# (NumPy); anything else outside [0, R) sets bad[0].
+_BUCKET = '''
+@njit(nogil=True, inline="always")
+def body(idx, si, order, pos, bad, M, R, skip, use_skip, lo, hi):
+    for r in range(R + 1):
+        pos[r] = 0
+    bad[0] = 0
+    for i in range(M):
+        v = np.int64(idx[i * si])
+        if use_skip != 0 and v == skip:
+            continue
+        if v < 0:
+            v += R
+        if v < 0 or v >= R:
+            bad[0] = 1
+            return
+        pos[v + 1] += 1
+    for r in range(R):
+        pos[r + 1] += pos[r]
+    for i in range(M):
+        v = np.int64(idx[i * si])
+        if use_skip != 0 and v == skip:
+            continue
+        if v < 0:
+            v += R
+        order[pos[v]] = i
+        pos[v] += 1
+'''
+# after the fill pos[r] is the end of row r's segment; its start is pos[r - 1] (0 for r = 0)
+
+# One unit per row r of the (R, F) result: base row (copied, or already zero), then the
+# rows of ``vals`` whose index is r, in index order.
+_SEGMENT_ADD = '''
+@njit(nogil=True, inline="always")
+def body(vals, v0, v1, base, b0, b1, order, pos, out, F, copy_base, lo, hi):
+    for r in range(lo, hi):
+        start = 0 if r == 0 else pos[r - 1]
+        end = pos[r]
+        row = out[r * F:(r + 1) * F]
+        if copy_base != 0:
+            bb = r * b0
+            for j in range(F):
+                row[j] = base[bb + j * b1]
+        elif start == end:
+            continue
+        for p in range(start, end):
+            vb = order[p] * v0
+            if v1 == 1:
+                src = vals[vb:vb + F]
+                for j in range(F):
+                    row[j] += src[j]
+            else:
+                for j in range(F):
+                    row[j] += vals[vb + j * v1]
+'''
+
+
+def _rows_add(vals2, idx1, rows, base2=None, skip=None):
+    """(rows, F) result: ``base2`` (or zeros) plus, for each i in order, vals2[i] added to
+    row idx1[i]; None when an index is out of range (the caller's reference raises)."""
+    d = vals2.dtype.name
+    it = idx1.dtype.name
+    bucket = hw.kernel(f"bucket_{it}", (("idx", "in", it), ("si", "int", None),
+                                        ("order", "out", "int64"), ("pos", "out", "int64"),
+                                        ("bad", "out", "int8"))
+                       + _ints("M", "R", "skip", "use_skip"), _BUCKET)
+    seg = hw.kernel("segment_add", (("vals", "in", d), ("v0", "int", None), ("v1", "int", None),
+                                    ("base", "in", d), ("b0", "int", None), ("b1", "int", None),
+                                    ("order", "in", "int64"), ("pos", "in", "int64"),
+                                    ("out", "out", d), ("F", "int", None),
+                                    ("copy_base", "int", None)), _SEGMENT_ADD)
+    if not (_ready(bucket) and _ready(seg)):
+        return None
+    m = idx1.shape[0]
+    f = vals2.shape[1]
+    order = np.empty(max(m, 1), np.int64)
+    pos = np.empty(rows + 1, np.int64)
+    bad = np.zeros(1, np.int8)
+    bucket(idx1, hw.strides(idx1)[0], order, pos, bad, m, rows,
+           0 if skip is None else int(skip), 0 if skip is None else 1, n=1, parallel=False)
+    if bad[0]:
+        return None
+    if base2 is None:
+        out = np.zeros((rows, f), vals2.dtype)  # rows nothing reaches stay untouched pages
+        base2, copy = out, 0
+    else:
+        out = np.empty((rows, f), vals2.dtype)
+        copy = 1
+    seg(vals2, *hw.strides(vals2), base2, *hw.strides(base2), order, pos, out, f, copy,
+        n=rows, work=(rows if copy else 0) * f + vals2.size)
+    return out
+
+
+def _embedding_backward_native(g, idx, num_weights, padding_idx=None):
+    ref = REGISTRY["embedding_backward"].reference
+    if g.dtype.name not in FLOATS or idx.dtype.name not in ("int64", "int32") or g.ndim < 1 \
+            or idx.size * (g.shape[-1] if g.ndim else 0) == 0 or idx.shape != g.shape[:-1]:
+        return ref(g, idx, num_weights, padding_idx)
+    dim = g.shape[-1]
+    flat = hw.operand(idx.reshape(-1))
+    g2 = hw.operand(g.reshape(-1, dim))
+    out = _rows_add(g2, flat, int(num_weights), skip=padding_idx)
+    return ref(g, idx, num_weights, padding_idx) if out is None else out
+
+
+def _index_put_native(x, values, *idx, index, accumulate):
+    """index_put(accumulate=True) with one 1-D integer index over dim 0 (x[idx] += v,
+    index_add along dim 0, the gradient of x[idx]) natively; all else by reference."""
+    ref = REGISTRY["index_put"].reference
+    if not (accumulate and len(idx) == 1 and tuple(map(tuple, index)) == (("t", 0),)):
+        return ref(x, values, *idx, index=index, accumulate=accumulate)
+    i = idx[0]
+    if not (isinstance(x, np.ndarray) and isinstance(i, np.ndarray) and x.ndim >= 1
+            and x.dtype.name in FLOATS and i.ndim == 1 and i.dtype.name in ("int64", "int32")
+            and i.size and x.size):
+        return ref(x, values, *idx, index=index, accumulate=accumulate)
+    try:
+        vals = np.broadcast_to(np.asarray(values, dtype=x.dtype), x[np_index(index, idx)].shape)
+    except (ValueError, IndexError):
+        return ref(x, values, *idx, index=index, accumulate=accumulate)
+    rows = x.shape[0]
+    f = int(np.prod(x.shape[1:]))
+    x2 = _rows2(hw.operand(x), rows, f)
+    v2 = _rows2(hw.operand(vals), i.shape[0], f)
+    out = _rows_add(v2, hw.operand(i), rows, base2=x2)
+    if out is None:
+        return ref(x, values, *idx, index=index, accumulate=accumulate)
+    return out.reshape(x.shape)
+
+
+def _rows2(a: np.ndarray, rows: int, f: int) -> np.ndarray:
+    """``a`` as (rows, f) without a copy where its strides allow (broadcast rows too)."""
+    if a.ndim == 2:
+        return a
+    if a.ndim == 1:
+        return a.reshape(rows, 1)
+    try:
+        v = a.view()
+        v.shape = (rows, f)
+        return v
+    except AttributeError:
+        return np.ascontiguousarray(a).reshape(rows, f)
+
+
+# scatter(reduce='add') along dim 0 of a 1-D/2-D array: one unit per block of columns,
+# rows of the index in order within it (np.add.at's order for every element).
+_SCATTER_ADD = '''
+@njit(nogil=True, inline="always")
+def body(src, s0, s1, idx, i0, i1, out, R, M, F, bad, lo, hi):
+    for blk in range(lo, hi):
+        j0 = blk * 64
+        j1 = min(j0 + 64, F)
+        flag = 0
+        for i in range(M):
+            for j in range(j0, j1):
+                v = np.int64(idx[i * i0 + j * i1])
+                if v < 0:
+                    v += R
+                if v < 0 or v >= R:
+                    flag = 1
+                    continue
+                out[v * F + j] += src[i * s0 + j * s1]
+        bad[blk] = flag
+'''
+
+
+def _scatter_native(x, index, src, dim, reduce=None):
+    ref = REGISTRY["scatter"].reference
+    if reduce not in ("add", "sum") or not isinstance(src, np.ndarray) \
+            or not isinstance(x, np.ndarray) or x.ndim not in (1, 2) \
+            or x.dtype.name not in FLOATS or src.dtype != x.dtype \
+            or index.dtype.name not in ("int64", "int32") or index.ndim != x.ndim \
+            or src.ndim != x.ndim or index.size == 0 \
+            or any(si < ii for si, ii in zip(src.shape, index.shape)) \
+            or any(xs < ii for d_, (xs, ii) in enumerate(zip(x.shape, index.shape))
+                   if d_ != dim):
+        return ref(x, index, src, dim, reduce)
+    it = index.dtype.name
+    d = x.dtype.name
+    k = hw.kernel(f"scatter_add_{it}", (("src", "in", d), ("s0", "int", None),
+                                        ("s1", "int", None), ("idx", "in", it),
+                                        ("i0", "int", None), ("i1", "int", None),
+                                        ("out", "out", d)) + _ints("R", "M", "F")
+                  + (("bad", "out", "int8"),), _SCATTER_ADD)
+    if not _ready(k):
+        return ref(x, index, src, dim, reduce)
+    src_c = hw.operand(src[tuple(slice(0, s) for s in index.shape)])
+    idx_c = hw.operand(index)
+    out = np.array(x, copy=True, order="C")
+    if x.ndim == 1:
+        out_t, src_t, idx_t = out.reshape(-1, 1), src_c.reshape(-1, 1), idx_c.reshape(-1, 1)
+    elif dim == 0:
+        out_t, src_t, idx_t = out, src_c, idx_c
+    else:  # along dim 1: the same on the transposes
+        out_t, src_t, idx_t = out.T, src_c.T, idx_c.T
+    m, f = idx_t.shape
+    rows = out_t.shape[0]
+    work = np.ascontiguousarray(out_t[:, :f])  # the columns the index reaches, (rows, f)
+    nblk = (f + 63) // 64
+    bad = np.empty(nblk, np.int8)
+    k(src_t, *hw.strides(src_t), idx_t, *hw.strides(idx_t), work, rows, m, f, bad, n=nblk,
+      work=idx_t.size + work.size)
+    if bad.any():
+        return ref(x, index, src, dim, reduce)
+    out_t[:, :f] = work
+    return out
+
+
+# ---- registration ---------------------------------------------------------------------------
+NATIVE = {
+    "im2col": _im2col_native,
+    "col2im": _col2im_native,
+    "max_pool_indices": _max_pool_indices_native,
+    "pool_gather": _pool_gather_native,
+    "pool_scatter": _pool_scatter_native,
+    "avg_pool": _avg_pool_native,
+    "avg_pool_backward": _avg_pool_backward_native,
+    "embedding_backward": _embedding_backward_native,
+    "index_put": _index_put_native,
+    "scatter": _scatter_native,
+}
+
+
+def register() -> None:
+    """Serve the ops in ``NATIVE`` from their kernels (once; the NumPy implementations
+    stay as ``op.reference``)."""
+    for name, fn in NATIVE.items():
+        op = REGISTRY[name]
+        if op.impl is not fn:
+            op.use_native(fn)
+
+
+register()
