@@ -40,4 +40,28 @@ def build_executable(graph, profile: bool = False, reference: bool = False) -> E
         compiled = compile_graph(graph)
     ex = LockedExecutor(compiled.plan, profile=profile)
     ex.compiled = compiled
+    _trim_heap()
     return ex
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free pages back to the OS. Tracing and lowering churn through
+    many short-lived arrays and Python objects below glibc's mmap threshold; their
+    freed pages would otherwise stay in the process for good (about 50 MB after
+    tracing an MLP train step at width 2048). Once per compile, so it costs nothing
+    on the hot path."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _MALLOC_TRIM = libc.malloc_trim
+            _MALLOC_TRIM.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None

@@ -153,6 +153,13 @@ class StepEntry:
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
         from .api import _unflatten, input_tensors
         tensors = input_tensors(self, arg_tensors, params)
+        # the step replaces these .grad tensors: let go of the old ones first (as
+        # eager's zero_grad does), so their memory can hold the new gradients
+        # instead of both generations being alive at once
+        inputs = {id(t) for t in tensors}
+        for leaf, _ in self.grad_writes:
+            if leaf._grad is not None and id(leaf._grad) not in inputs:
+                leaf._grad = None
         outs = run_with_writebacks(self.executable, tensors, self.writebacks, self.direct)
         for leaf, k in self.grad_writes:
             leaf._grad = None if k is None else Tensor._make(outs[k])
@@ -261,12 +268,31 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
     return _Transient(what)
 
 
+def _first_step(cf, tracer) -> _Transient | None:
+    """The very first traced step of a function, run while ``.grad`` was still None:
+    its plan would be guarded on those missing gradients and serve only this call
+    (the next call finds the gradients it made), costing a whole compile and an
+    arena that stays allocated. Run it eagerly once instead (the trace already
+    computed its results) and trace the steady-state step on the next call. Only
+    once per function: a loop that clears ``.grad`` before every call gets its
+    grads-None plan on the second call."""
+    if getattr(cf, "_first_step_seen", False) or cf._traced:
+        return None
+    cf._first_step_seen = True
+    if not any(was_none for _, was_none in tracer.grad_was_none.values()):
+        return None
+    from . import logs
+    what = "the first step ran while .grad was None (its plan would serve only that call)"
+    logs.log("recompiles", f"{tracer.graph.name}: ran eagerly, will retrace: {what}")
+    return _Transient(what)
+
+
 def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
     """Turn a trace in which ``backward()`` ran into a ``StepEntry`` (or a
     ``_Transient`` when the step created state that later calls will find)."""
     from .api import graph_input_map, scalar_sources
     from .guards import grad_presence_guards, unique_guards
-    transient = check_escapes(tracer, out_leaves)
+    transient = check_escapes(tracer, out_leaves) or _first_step(cf, tracer)
     if transient is not None:
         return result, transient, None
     live, writebacks = tracer.finish(out_leaves)

@@ -112,9 +112,9 @@ def test_grads_of_parameters_are_fresh_tensors_each_step():
     assert not np.allclose(g1.numpy(), 0)
 
 
-def test_an_entry_no_longer_used_gives_back_its_arena():
-    """The first step is traced while every .grad is None; later steps need another
-    plan. The first plan stays (guarded) but its arena is released once idle."""
+def test_the_first_step_runs_eagerly_instead_of_building_a_plan_for_grads_none():
+    """The first step runs while every .grad is None; a plan for it would serve only
+    that call, so it runs eagerly and the second call traces the steady state."""
     model = _model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     crit = nn.MSELoss()
@@ -126,14 +126,39 @@ def test_an_entry_no_longer_used_gives_back_its_arena():
         crit(model(x), y).backward()
         opt.step()
 
-    for _ in range(6):
+    step()
+    assert step.entries == []
+    for _ in range(5):
         step()
-    first, *rest = step.entries
-    assert rest, "expected a second plan once .grad exists"
-    assert first.executable.plan.arena is None
-    assert rest[-1].executable.plan.arena is not None
-    # and it comes back if the first plan is needed again
+    assert len(step.entries) == 1
+
+
+def test_an_entry_no_longer_used_gives_back_its_arena():
+    """A plan traced for calls made while .grad is None (the user cleared them) stays
+    (guarded) but gives back its arena once idle, and gets it again when needed."""
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    crit = nn.MSELoss()
+    x, y = torch.randn(4, 10), torch.randn(4, 3)
+
+    @torch.compile
+    def step():
+        opt.zero_grad()
+        crit(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
     for p in model.parameters():
         p.grad = None
     step()
-    assert first.executable.plan.arena is not None
+    assert len(step.entries) == 2
+    steady, grads_none = step.entries
+    for _ in range(4):
+        step()
+    assert grads_none.executable.plan.arena is None
+    assert steady.executable.plan.arena is not None
+    for p in model.parameters():
+        p.grad = None
+    step()
+    assert grads_none.executable.plan.arena is not None
