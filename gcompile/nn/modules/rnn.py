@@ -1,16 +1,19 @@
 """RNN, LSTM, GRU (multi-layer, bidirectional, batch_first) and their cells.
 
 A layer direction is: one matmul for every step's input projection, then one
-recurrent scan op (``lstm_scan``/``gru_scan``/``rnn_scan`` in ir/ops/nn.py)
-whose backward runs the loop in reverse and leaves the weight gradients to
-single large matmuls. Parameter names, shapes, gate order (LSTM i, f, g, o;
-GRU r, z, n) and initialisation follow torch.
+recurrent scan op (``lstm_scan``/``gru_scan``/``rnn_scan`` in ir/ops/recurrent.py,
+served by the native step kernels of kernels/cpu/recurrent.py: a BLAS matmul and
+one fused gate kernel per step) whose backward runs the loop in reverse and
+leaves the weight gradients to single large matmuls. Parameter names, shapes,
+gate order (LSTM i, f, g, o; GRU r, z, n) and initialisation follow torch.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+import kernels.cpu.recurrent  # noqa: F401  (native step kernels serve the scan ops)
 
 from ... import _creation
 from ..._functions import cat, stack

@@ -1,0 +1,457 @@
+"""Native kernels for the recurrent scans (``lstm_scan``, ``gru_scan``, ``rnn_scan`` and
+their backward ops in ``ir.ops.recurrent``).
+
+A step of a recurrent layer is one small BLAS matmul (the hidden state times W_hh,
+written straight into a preallocated buffer) and elementwise gate math over a
+(batch, hidden) block. In NumPy the gate math is a dozen ufunc calls per step, each
+with its own dispatch and a pass over memory; here it is one hand-written native
+kernel per step (``kernels.cpu.handwritten``) that reads the matmul result, the
+step's input projection and the previous state once and writes every value the
+backward needs. The backward is the same: one kernel per step for the gate
+derivatives, then the matmul for the hidden-state gradient. The weight gradient
+stays one large matmul over all steps and the bias gradient one reduction (the
+gradient rules in ``ir.ops.recurrent`` build them in the graph).
+
+Importing this module makes the native versions the ops' ``impl``
+(``OpDef.use_native``); ``op.reference`` keeps the NumPy loops, used for dtypes
+other than float32/float64, mixed dtypes and empty shapes. Per step, the kernel's
+entry point is called directly with its argument list built once per sequence
+(only the step index changes), unless a step's block is large enough for
+``PARALLEL_THRESHOLD``; then it goes through ``NativeKernel.__call__``, which splits
+the batch rows over the kernel thread pool.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+import ir.ops  # noqa: F401  (registers the scan ops this module serves)
+from ir.registry import REGISTRY
+
+from . import handwritten as hw
+
+__all__ = ["lstm_scan", "lstm_scan_backward", "gru_scan", "gru_scan_backward", "rnn_scan",
+           "rnn_scan_backward", "register"]
+
+_DTYPES = ("float32", "float64")
+
+# float32 uses the vectorisable polynomial approximations (kernels.cpu.fastmath, a few
+# ulp); float64 uses libm, as NumPy does.
+_MATH = {
+    "float32": ("from kernels.cpu.fastmath import sigmoid_f32 as SIG, tanh_f32 as TANH\n"
+                "ONE = np.float32(1.0)\nZERO = np.float32(0.0)\n"),
+    "float64": ("from kernels.cpu.fastmath import sigmoid_f64 as SIG\nTANH = math.tanh\n"
+                "ONE = np.float64(1.0)\nZERO = np.float64(0.0)\n"),
+}
+
+# Every array is C-contiguous and seen flat; ``nt, nb, nh`` are T, B, H, and the work
+# units are batch rows (disjoint outputs, so rows may run on different threads). Each
+# row works on slices indexed from 0 by the inner loop (LLVM then knows no index is
+# negative and drops NumPy's wraparound selects), in several short loops that each touch
+# at most five arrays: LLVM cannot prove the slices disjoint, and it vectorises a loop
+# only when the run-time overlap checks that needs are few. A row is a few hundred
+# elements, so the extra passes stay in L1 cache.
+
+_LSTM_FWD = '''
+@njit(nogil=True, inline="always")
+def body(gates, xw, bias, c0, out, t, nt, nb, nh, lo, hi):
+    # gates = h_{t-1} @ W_hh^T (B, 4H), activated in place; out is (7, T, B, H):
+    # h, c, i, f, g, o, tanh(c)
+    bh = nb * nh
+    p = nt * bh
+    n4 = 4 * nh
+    for b in range(lo, hi):
+        g = gates[b * n4:(b + 1) * n4]
+        x = xw[(t * nb + b) * n4:(t * nb + b + 1) * n4]
+        for j in range(n4):
+            g[j] = g[j] + x[j] + bias[j]
+        gi, gf = g[0:nh], g[nh:2 * nh]
+        gg, go = g[2 * nh:3 * nh], g[3 * nh:n4]
+        for j in range(2 * nh):
+            g[j] = SIG(g[j])
+        for j in range(nh):
+            gg[j] = TANH(gg[j])
+        for j in range(nh):
+            go[j] = SIG(go[j])
+        o = t * bh + b * nh
+        cp = c0[b * nh:(b + 1) * nh] if t == 0 else out[p + o - bh:p + o - bh + nh]
+        oh, oc, ot = out[o:o + nh], out[p + o:p + o + nh], out[6 * p + o:6 * p + o + nh]
+        for j in range(nh):
+            oc[j] = gf[j] * cp[j] + gi[j] * gg[j]
+        for j in range(nh):
+            tc = TANH(oc[j])
+            ot[j] = tc
+            oh[j] = go[j] * tc
+        for k in range(4):
+            a = out[(2 + k) * p + o:(2 + k) * p + o + nh]
+            src = g[k * nh:(k + 1) * nh]
+            for j in range(nh):
+                a[j] = src[j]
+'''
+
+_LSTM_BWD = '''
+@njit(nogil=True, inline="always")
+def body(gout, out, c0, dhn, dcn, res, t, nt, nb, nh, lo, hi):
+    # dhn = d(gates)_{t+1} @ W_hh (B, H), overwritten by dh_t; dcn the cell gradient
+    # carried from step t+1, updated in place to the carry into step t-1;
+    # res is (T+1, B, 4H)
+    bh = nb * nh
+    p = nt * bh
+    for b in range(lo, hi):
+        o = t * bh + b * nh
+        s = b * nh
+        r = (t * nb + b) * 4 * nh
+        ai, af = out[2 * p + o:2 * p + o + nh], out[3 * p + o:3 * p + o + nh]
+        ag, ao = out[4 * p + o:4 * p + o + nh], out[5 * p + o:5 * p + o + nh]
+        at = out[6 * p + o:6 * p + o + nh]
+        cp = c0[s:s + nh] if t == 0 else out[p + o - bh:p + o - bh + nh]
+        gh, gc = gout[o:o + nh], gout[p + o:p + o + nh]
+        dh, dc = dhn[s:s + nh], dcn[s:s + nh]
+        ri, rf = res[r:r + nh], res[r + nh:r + 2 * nh]
+        rg, ro = res[r + 2 * nh:r + 3 * nh], res[r + 3 * nh:r + 4 * nh]
+        for j in range(nh):
+            dh[j] = gh[j] + dh[j]
+        for j in range(nh):
+            dc[j] = dh[j] * ao[j] * (ONE - at[j] * at[j]) + gc[j] + dc[j]
+        for j in range(nh):
+            ri[j] = dc[j] * ag[j] * ai[j] * (ONE - ai[j])
+        for j in range(nh):
+            rf[j] = dc[j] * cp[j] * af[j] * (ONE - af[j])
+        for j in range(nh):
+            rg[j] = dc[j] * ai[j] * (ONE - ag[j] * ag[j])
+        for j in range(nh):
+            ro[j] = dh[j] * at[j] * ao[j] * (ONE - ao[j])
+        for j in range(nh):
+            dc[j] = dc[j] * af[j]
+'''
+
+_GRU_FWD = '''
+@njit(nogil=True, inline="always")
+def body(hh, xw, bhh, h0, out, t, nt, nb, nh, lo, hi):
+    # hh = h_{t-1} @ W_hh^T (B, 3H), worked in place; out is (5, T, B, H):
+    # h, r, z, n, W_hn h + b_hn
+    bh = nb * nh
+    p = nt * bh
+    n3 = 3 * nh
+    for b in range(lo, hi):
+        g = hh[b * n3:(b + 1) * n3]
+        x = xw[(t * nb + b) * n3:(t * nb + b + 1) * n3]
+        for j in range(2 * nh):
+            g[j] = SIG(g[j] + x[j] + bhh[j])
+        gr, gz, gn = g[0:nh], g[nh:2 * nh], g[2 * nh:n3]
+        xn, bn = x[2 * nh:n3], bhh[2 * nh:n3]
+        for j in range(nh):
+            gn[j] = gn[j] + bn[j]
+        o = t * bh + b * nh
+        hp = h0[b * nh:(b + 1) * nh] if t == 0 else out[o - bh:o - bh + nh]
+        oh, on = out[o:o + nh], out[3 * p + o:3 * p + o + nh]
+        for j in range(nh):
+            on[j] = TANH(xn[j] + gr[j] * gn[j])
+        for j in range(nh):
+            oh[j] = on[j] + gz[j] * (hp[j] - on[j])
+        for k in range(3):
+            a = out[(1 + k + (k == 2)) * p + o:(1 + k + (k == 2)) * p + o + nh]
+            src = g[k * nh:(k + 1) * nh]
+            for j in range(nh):
+                a[j] = src[j]
+'''
+
+_GRU_BWD = '''
+@njit(nogil=True, inline="always")
+def body(gout, out, h0, gemm, carry, res, t, nt, nb, nh, lo, hi):
+    # gemm = d(hidden projection)_{t+1} @ W_hh, overwritten by dh_t; carry =
+    # dh_{t+1} * z_{t+1}, updated in place to dh_t * z_t; res is (T+1, B, 6H):
+    # [d input projection | d hidden projection]
+    bh = nb * nh
+    p = nt * bh
+    for b in range(lo, hi):
+        o = t * bh + b * nh
+        s = b * nh
+        rr = (t * nb + b) * 6 * nh
+        ar, az = out[p + o:p + o + nh], out[2 * p + o:2 * p + o + nh]
+        an, ahn = out[3 * p + o:3 * p + o + nh], out[4 * p + o:4 * p + o + nh]
+        hp = h0[s:s + nh] if t == 0 else out[o - bh:o - bh + nh]
+        gh, dh, ca = gout[o:o + nh], gemm[s:s + nh], carry[s:s + nh]
+        r0, r1, r2 = res[rr:rr + nh], res[rr + nh:rr + 2 * nh], res[rr + 2 * nh:rr + 3 * nh]
+        r3, r4 = res[rr + 3 * nh:rr + 4 * nh], res[rr + 4 * nh:rr + 5 * nh]
+        r5 = res[rr + 5 * nh:rr + 6 * nh]
+        for j in range(nh):
+            dh[j] = gh[j] + dh[j] + ca[j]
+        for j in range(nh):
+            r2[j] = dh[j] * (ONE - az[j]) * (ONE - an[j] * an[j])
+        for j in range(nh):
+            r1[j] = dh[j] * (hp[j] - an[j]) * az[j] * (ONE - az[j])
+        for j in range(nh):
+            r0[j] = r2[j] * ahn[j] * ar[j] * (ONE - ar[j])
+        for j in range(nh):
+            r3[j] = r0[j]
+        for j in range(nh):
+            r4[j] = r1[j]
+        for j in range(nh):
+            r5[j] = r2[j] * ar[j]
+        for j in range(nh):
+            ca[j] = dh[j] * az[j]
+'''
+
+_RNN_FWD = '''
+@njit(nogil=True, inline="always")
+def body(xw, out, relu, t, nb, nh, lo, hi):
+    # out[t] holds h_{t-1} @ W_hh^T; activated in place after adding the projection
+    for b in range(lo, hi):
+        o = (t * nb + b) * nh
+        x, y = xw[o:o + nh], out[o:o + nh]
+        if relu:
+            for j in range(nh):
+                v = y[j] + x[j]
+                y[j] = ZERO if v < ZERO else v
+        else:
+            for j in range(nh):
+                y[j] = TANH(y[j] + x[j])
+'''
+
+_RNN_BWD = '''
+@njit(nogil=True, inline="always")
+def body(gout, out, dhn, res, relu, t, nb, nh, lo, hi):
+    # dhn = d(pre)_{t+1} @ W_hh; res[t] = (gout[t] + dhn) * act'(pre_t)
+    for b in range(lo, hi):
+        o = (t * nb + b) * nh
+        g, h, d, r = gout[o:o + nh], out[o:o + nh], dhn[b * nh:(b + 1) * nh], res[o:o + nh]
+        if relu:
+            for j in range(nh):
+                r[j] = (g[j] + d[j]) * (ONE if h[j] > ZERO else ZERO)
+        else:
+            for j in range(nh):
+                r[j] = (g[j] + d[j]) * (ONE - h[j] * h[j])
+'''
+
+_INTS = ("t", "nt", "nb", "nh", "relu")
+_BODIES = {
+    "lstm_fwd": (_LSTM_FWD, ("gates", "out"), ("xw", "in"), ("bias", "in"), ("c0", "in"),
+                 ("out", "out"), "t", "nt", "nb", "nh"),
+    "lstm_bwd": (_LSTM_BWD, ("gout", "in"), ("out", "in"), ("c0", "in"), ("dhn", "out"),
+                 ("dcn", "out"), ("res", "out"), "t", "nt", "nb", "nh"),
+    "gru_fwd": (_GRU_FWD, ("hh", "out"), ("xw", "in"), ("bhh", "in"), ("h0", "in"),
+                ("out", "out"), "t", "nt", "nb", "nh"),
+    "gru_bwd": (_GRU_BWD, ("gout", "in"), ("out", "in"), ("h0", "in"), ("gemm", "out"),
+                ("carry", "out"), ("res", "out"), "t", "nt", "nb", "nh"),
+    "rnn_fwd": (_RNN_FWD, ("xw", "in"), ("out", "out"), "relu", "t", "nb", "nh"),
+    "rnn_bwd": (_RNN_BWD, ("gout", "in"), ("out", "in"), ("dhn", "in"), ("res", "out"),
+                "relu", "t", "nb", "nh"),
+}
+
+
+def step_kernel(name: str, dtype: str) -> hw.NativeKernel:
+    """The native step kernel ``name`` (a key of ``_BODIES``) for ``dtype``."""
+    body, *params = _BODIES[name]
+    ps = tuple((p, "int", None) if isinstance(p, str) else (p[0], p[1], dtype)
+               for p in params)
+    return hw.kernel(f"recurrent_{name}_{dtype}", ps, _MATH[dtype] + body)
+
+
+class _Stepper:
+    """One kernel bound to the arrays of one sequence: ``run(t)`` does step ``t`` over
+    all batch rows. The C argument list (a pointer and a span per array, the ints,
+    then ``lo, hi``: ``codegen.entry_lines``' layout) is built once; per step only the
+    step index changes. Blocks at or above ``PARALLEL_THRESHOLD`` elements go through
+    ``NativeKernel.__call__`` instead, which splits the rows over threads."""
+
+    def __init__(self, k: hw.NativeKernel, args: list, nrows: int, work: int) -> None:
+        import kernels.cpu as cpu
+        self.k, self.args, self.nrows = k, args, nrows
+        self.t_at = [p[0] for p in k.params].index("t")
+        self.parallel = work >= cpu.PARALLEL_THRESHOLD and nrows >= 2
+        if self.parallel:
+            return
+        cargs: list[int] = []
+        for (pname, kind, dtype), a in zip(k.params, args):
+            if kind == "int":
+                if pname == "t":
+                    self.t_slot = len(cargs)
+                cargs.append(int(a))
+            else:
+                if a.dtype != np.dtype(dtype) or not a.flags.c_contiguous:
+                    raise ValueError(f"{k.name}: {pname} must be a C-contiguous {dtype} "
+                                     f"array")
+                if kind == "out" and not a.flags.writeable:
+                    raise ValueError(f"{k.name}: output {pname} is read-only")
+                cargs += [a.__array_interface__["data"][0], a.size]
+        self.cargs = cargs + [0, nrows]
+        self.fn = k.load()
+
+    def run(self, t: int) -> None:
+        if self.parallel:
+            self.args[self.t_at] = t
+            self.k(*self.args, n=self.nrows, parallel=True)
+        else:
+            self.cargs[self.t_slot] = t
+            self.fn(*self.cargs)
+
+
+def _ready(*arrays: np.ndarray) -> bool:
+    """Whether the native path applies: one float32/float64 dtype, nothing empty."""
+    d = arrays[0].dtype
+    return d.name in _DTYPES and all(a.dtype == d and a.size for a in arrays)
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a)
+
+
+def _ref(name: str) -> Callable:
+    op = REGISTRY[name]
+    return op.reference or op.impl
+
+
+# ---- LSTM ----------------------------------------------------------------------------
+def lstm_scan(xw: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_hh: np.ndarray,
+              bias: np.ndarray) -> np.ndarray:
+    """``lstm_scan`` with one native gate kernel per step (see the module docstring)."""
+    if not _ready(xw, h0, c0, w_hh, bias):
+        return _ref("lstm_scan")(xw, h0, c0, w_hh, bias)
+    xw, h0, c0, bias = _c(xw), _c(h0), _c(c0), _c(bias)
+    t_len, bsz, h4 = xw.shape
+    h = h4 // 4
+    out = np.empty((7, t_len, bsz, h), xw.dtype)
+    gates = np.empty((bsz, h4), xw.dtype)
+    k = step_kernel("lstm_fwd", xw.dtype.name)
+    step = _Stepper(k, [gates, xw, bias, c0, out, 0, t_len, bsz, h], bsz, 11 * bsz * h)
+    w_t = w_hh.T
+    hp = h0
+    for t in range(t_len):
+        np.matmul(hp, w_t, out=gates)
+        step.run(t)
+        hp = out[0, t]
+    return out
+
+
+def lstm_scan_backward(gout: np.ndarray, out: np.ndarray, c0: np.ndarray,
+                       w_hh: np.ndarray) -> np.ndarray:
+    """``lstm_scan_backward``: per step one native kernel for the gate derivatives and
+    the matmul for dh; dc0 in row T (first H columns), as the reference."""
+    if not _ready(out, gout, c0, w_hh):
+        return _ref("lstm_scan_backward")(gout, out, c0, w_hh)
+    gout, out, c0 = _c(gout), _c(out), _c(c0)
+    _, t_len, bsz, h = out.shape
+    d = out.dtype
+    res = np.empty((t_len + 1, bsz, 4 * h), d)
+    res[t_len] = 0
+    dhn = np.zeros((bsz, h), d)
+    dcn = np.zeros((bsz, h), d)
+    k = step_kernel("lstm_bwd", d.name)
+    step = _Stepper(k, [gout, out, c0, dhn, dcn, res, 0, t_len, bsz, h], bsz, 14 * bsz * h)
+    for t in range(t_len - 1, -1, -1):
+        step.run(t)
+        if t:   # dh0 = res[0] @ W_hh is the gradient rule's (one matmul in the graph)
+            np.matmul(res[t], w_hh, out=dhn)
+    res[t_len, :, :h] = dcn
+    return res
+
+
+# ---- GRU -----------------------------------------------------------------------------
+def gru_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
+    """``gru_scan`` with one native gate kernel per step."""
+    if not _ready(xw, h0, w_hh, b_hh):
+        return _ref("gru_scan")(xw, h0, w_hh, b_hh)
+    xw, h0, b_hh = _c(xw), _c(h0), _c(b_hh)
+    t_len, bsz, h3 = xw.shape
+    h = h3 // 3
+    out = np.empty((5, t_len, bsz, h), xw.dtype)
+    hh = np.empty((bsz, h3), xw.dtype)
+    k = step_kernel("gru_fwd", xw.dtype.name)
+    step = _Stepper(k, [hh, xw, b_hh, h0, out, 0, t_len, bsz, h], bsz, 12 * bsz * h)
+    w_t = w_hh.T
+    hp = h0
+    for t in range(t_len):
+        np.matmul(hp, w_t, out=hh)
+        step.run(t)
+        hp = out[0, t]
+    return out
+
+
+def gru_scan_backward(gout: np.ndarray, out: np.ndarray, h0: np.ndarray,
+                      w_hh: np.ndarray) -> np.ndarray:
+    """``gru_scan_backward``: [d input projection | d hidden projection] per step from one
+    native kernel, the matmul for dh into a buffer; dh0 in row T."""
+    if not _ready(out, gout, h0, w_hh):
+        return _ref("gru_scan_backward")(gout, out, h0, w_hh)
+    gout, out, h0 = _c(gout), _c(out), _c(h0)
+    _, t_len, bsz, h = out.shape
+    d = out.dtype
+    res = np.empty((t_len + 1, bsz, 6 * h), d)
+    res[t_len] = 0
+    gemm = np.zeros((bsz, h), d)
+    carry = np.zeros((bsz, h), d)
+    k = step_kernel("gru_bwd", d.name)
+    step = _Stepper(k, [gout, out, h0, gemm, carry, res, 0, t_len, bsz, h], bsz,
+                    13 * bsz * h)
+    for t in range(t_len - 1, -1, -1):
+        step.run(t)
+        np.matmul(res[t, :, 3 * h:], w_hh, out=gemm)
+    np.add(gemm, carry, out=res[t_len, :, :h])
+    return res
+
+
+# ---- Elman RNN -----------------------------------------------------------------------
+def _relu_flag(nonlinearity: str) -> int:
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or "
+                         "'relu'.")
+    return int(nonlinearity == "relu")
+
+
+def rnn_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray,
+             nonlinearity: str = "tanh") -> np.ndarray:
+    """``rnn_scan``: each step's matmul lands in its output block, one native kernel adds
+    the projection and activates in place."""
+    relu = _relu_flag(nonlinearity)
+    if not _ready(xw, h0, w_hh):
+        return _ref("rnn_scan")(xw, h0, w_hh, nonlinearity=nonlinearity)
+    xw = _c(xw)
+    t_len, bsz, h = xw.shape
+    out = np.empty((t_len, bsz, h), xw.dtype)
+    k = step_kernel("rnn_fwd", xw.dtype.name)
+    step = _Stepper(k, [xw, out, relu, 0, bsz, h], bsz, 3 * bsz * h)
+    w_t = w_hh.T
+    hp = h0
+    for t in range(t_len):
+        np.matmul(hp, w_t, out=out[t])
+        step.run(t)
+        hp = out[t]
+    return out
+
+
+def rnn_scan_backward(gout: np.ndarray, out: np.ndarray, w_hh: np.ndarray,
+                      nonlinearity: str = "tanh") -> np.ndarray:
+    """``rnn_scan_backward``: d(pre-activation) per step from one native kernel and the
+    matmul for dh into a buffer (dh0 is the gradient rule's)."""
+    relu = _relu_flag(nonlinearity)
+    if not _ready(out, gout, w_hh):
+        return _ref("rnn_scan_backward")(gout, out, w_hh, nonlinearity=nonlinearity)
+    gout, out = _c(gout), _c(out)
+    t_len, bsz, h = out.shape
+    res = np.empty((t_len, bsz, h), out.dtype)
+    dhn = np.zeros((bsz, h), out.dtype)
+    k = step_kernel("rnn_bwd", out.dtype.name)
+    step = _Stepper(k, [gout, out, dhn, res, relu, 0, bsz, h], bsz, 4 * bsz * h)
+    for t in range(t_len - 1, -1, -1):
+        step.run(t)
+        if t:
+            np.matmul(res[t], w_hh, out=dhn)
+    return res
+
+
+NATIVE = {"lstm_scan": lstm_scan, "lstm_scan_backward": lstm_scan_backward,
+          "gru_scan": gru_scan, "gru_scan_backward": gru_scan_backward,
+          "rnn_scan": rnn_scan, "rnn_scan_backward": rnn_scan_backward}
+
+
+def register() -> None:
+    """Serve the scan ops from the native versions (idempotent)."""
+    for name, fn in NATIVE.items():
+        op = REGISTRY[name]
+        if op.impl is not fn:
+            op.use_native(fn)
+
+
+register()

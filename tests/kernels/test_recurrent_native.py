@@ -1,0 +1,140 @@
+"""Native recurrent step kernels (kernels/cpu/recurrent.py): the scan ops served natively
+match their NumPy reference (``op.reference``) forward and backward, on one thread and
+split over two, and load from the disk cache without Numba. The layers built on them
+are tested against torch in tests/gcompile/nn/test_rnn_native.py."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import gcompile
+import kernels.cpu as kcpu
+import kernels.cpu.recurrent as rec
+from ir.registry import REGISTRY
+
+SIZES = [(5, 3, 7), (1, 1, 1), (4, 2, 33)]   # (T, B, H): odd, tiny, past a vector width
+TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request, monkeypatch):
+    """One thread, or two with every step's rows split over the kernel pool."""
+    n = request.param
+    old_threads = gcompile.get_num_threads()
+    monkeypatch.setenv("GCOMPILE_NUM_THREADS", str(n))
+    gcompile.set_num_threads(n)
+    old = kcpu.set_parallel_threshold(1 if n > 1 else 1 << 40)
+    yield n
+    kcpu.set_parallel_threshold(old)
+    gcompile.set_num_threads(old_threads)
+
+
+def _ops(name):
+    fwd, bwd = REGISTRY[name], REGISTRY[name + "_backward"]
+    assert fwd.impl is rec.NATIVE[name] and fwd.reference is not None
+    assert bwd.impl is rec.NATIVE[name + "_backward"] and bwd.reference is not None
+    return fwd, bwd
+
+
+def _check(name, args, attrs, dtype, gplanes):
+    """Forward native == reference; backward of native == backward of reference, with a
+    random cotangent on the state planes ``gplanes``."""
+    fwd, bwd = _ops(name)
+    out = fwd.impl(*args, **attrs)
+    ref = fwd.reference(*args, **attrs)
+    assert out.dtype == ref.dtype == np.dtype(dtype) and out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, **TOL[dtype])
+    rng = np.random.default_rng(1)
+    g = np.zeros_like(ref)
+    if gplanes is None:
+        g[...] = rng.standard_normal(ref.shape)
+    else:
+        for p in gplanes:
+            g[p] = rng.standard_normal(ref.shape[1:])
+    if name == "lstm_scan":
+        rest = (args[2], args[3])        # c0, W_hh
+    elif name == "gru_scan":
+        rest = (args[1], args[2])        # h0, W_hh
+    else:
+        rest = (args[2],)                # W_hh
+    got = bwd.impl(g, ref, *rest, **attrs)
+    want = bwd.reference(g, ref, *rest, **attrs)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+def _arr(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_lstm_native_matches_reference(dtype, size, threads):
+    t, b, h = size
+    rng = np.random.default_rng(0)
+    args = (_arr(rng, (t, b, 4 * h), dtype), _arr(rng, (b, h), dtype), _arr(rng, (b, h), dtype),
+            _arr(rng, (4 * h, h), dtype, 0.4), _arr(rng, 4 * h, dtype))
+    _check("lstm_scan", args, {}, dtype, (0, 1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_gru_native_matches_reference(dtype, size, threads):
+    t, b, h = size
+    rng = np.random.default_rng(0)
+    args = (_arr(rng, (t, b, 3 * h), dtype), _arr(rng, (b, h), dtype),
+            _arr(rng, (3 * h, h), dtype, 0.4), _arr(rng, 3 * h, dtype))
+    _check("gru_scan", args, {}, dtype, (0,))
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_rnn_native_matches_reference(nonlinearity, dtype, size, threads):
+    t, b, h = size
+    rng = np.random.default_rng(0)
+    args = (_arr(rng, (t, b, h), dtype), _arr(rng, (b, h), dtype),
+            _arr(rng, (h, h), dtype, 0.4))
+    _check("rnn_scan", args, {"nonlinearity": nonlinearity}, dtype, None)
+
+
+def test_strided_inputs_and_fallbacks():
+    """Views are made contiguous; other dtypes, mixed dtypes and empty shapes take the
+    reference; a bad nonlinearity is refused."""
+    rng = np.random.default_rng(2)
+    t, b, h = 4, 3, 5
+    xw = _arr(rng, (b, t, 4 * h), "float32").transpose(1, 0, 2)   # batch-first view
+    h0, c0 = _arr(rng, (b, h), "float32"), _arr(rng, (b, h), "float32")
+    w = _arr(rng, (h, 4 * h), "float32", 0.4).T
+    bias = _arr(rng, 8 * h, "float32")[::2]
+    fwd, _ = _ops("lstm_scan")
+    np.testing.assert_allclose(fwd.impl(xw, h0, c0, w, bias),
+                               fwd.reference(xw, h0, c0, w, bias), **TOL["float32"])
+    empty = np.zeros((0, b, 4 * h), np.float32)
+    assert fwd.impl(empty, h0, c0, w, bias).shape == (7, 0, b, h)
+    half = [a.astype(np.float16) for a in (xw, h0, c0, w, bias)]
+    np.testing.assert_array_equal(fwd.impl(*half), fwd.reference(*half))
+    rnn, _ = _ops("rnn_scan")
+    with pytest.raises(ValueError, match="nonlinearity"):
+        rnn.impl(xw[..., :h], h0, w[:h], nonlinearity="sigmoid")
+
+
+def test_kernels_load_without_numba_in_a_warm_process(tmp_path):
+    """The step kernels come from the disk cache as machine code: a second process runs
+    an LSTM forward and backward without importing Numba."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, kernels.cpu.recurrent as r\n"
+            "x = np.ones((3, 2, 8), np.float32); s = np.zeros((2, 2), np.float32)\n"
+            "w = np.full((8, 2), .1, np.float32); b = np.zeros(8, np.float32)\n"
+            "o = r.lstm_scan(x, s, s, w, b)\n"
+            "r.lstm_scan_backward(np.ones_like(o), o, s, w)\n"
+            "print('numba' in sys.modules)\n")
+    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert runs[1].stdout.strip() == "False"
