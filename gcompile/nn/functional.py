@@ -26,7 +26,7 @@ __all__ = [
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "linear", "bilinear",
     "conv1d", "conv2d", "conv3d", "unfold", "fold", "max_pool1d", "max_pool2d", "max_pool3d",
     "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
-    "adaptive_max_pool2d", "batch_norm", "layer_norm", "group_norm", "instance_norm",
+    "batch_norm", "layer_norm", "group_norm", "instance_norm",
     "embedding", "one_hot", "pad", "normalize", "cosine_similarity", "pairwise_distance",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "soft_margin_loss",
@@ -575,21 +575,6 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:
     return _adaptive_avg(input, output_size, 2, "adaptive_avg_pool2d")
 
 
-def adaptive_max_pool2d(input, output_size, return_indices=False):
-    x, unbatched = _pool_prep(input, 2, "adaptive_max_pool2d")
-    out_size = _tuple(output_size, 2, "output_size")
-    h, w = x.shape[2:]
-    if h % out_size[0] or w % out_size[1]:
-        raise NotImplementedError("adaptive_max_pool2d: only input sizes divisible by the "
-                                  f"output size are supported (input {(h, w)}, output "
-                                  f"{out_size})")
-    k = (h // out_size[0], w // out_size[1])
-    res = max_pool2d(x, k, k, return_indices=return_indices)
-    if unbatched:
-        return tuple(r.squeeze(0) for r in res) if return_indices else res.squeeze(0)
-    return res
-
-
 # ---------------------------------------------------------------------------
 # normalisation
 # ---------------------------------------------------------------------------
@@ -603,15 +588,18 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     c = input.shape[1]
     dims = (0,) + tuple(range(2, input.dim()))
     bshape = (1, c) + (1,) * (input.dim() - 2)
-    if training:
+    if training and input.numel() == 0:
+        out = input * 1.0  # an empty batch: empty output, running stats untouched (torch)
+    elif training:
         count = input.numel() // c
-        if count <= 1:
+        if count == 1:
             raise ValueError("Expected more than 1 value per channel when training, got input "
                              f"size {list(input.shape)}")
         mean = input.mean(dim=dims, keepdim=True)
         centred = input - mean
         var = (centred * centred).mean(dim=dims, keepdim=True)
         if running_mean is not None and running_var is not None:
+            # momentum may be a 0-d tensor (the cumulative average 1/num_batches_tracked)
             m = 0.1 if momentum is None else momentum
             with _no_grad():
                 bm = mean.detach().reshape(c)
@@ -633,12 +621,24 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
                   use_input_stats=True, momentum=0.1, eps=1e-5) -> Tensor:
+    """Normalise each (sample, channel) over its spatial dims; with running stats, training
+    updates them with the batch mean of the per-instance statistics (torch)."""
     dims = tuple(range(2, input.dim()))
-    mean = input.mean(dim=dims, keepdim=True)
-    centred = input - mean
-    var = (centred * centred).mean(dim=dims, keepdim=True)
-    out = centred * (var + eps).rsqrt()
     bshape = (1, input.shape[1]) + (1,) * (input.dim() - 2)
+    if use_input_stats:
+        mean = input.mean(dim=dims, keepdim=True)
+        centred = input - mean
+        var = (centred * centred).mean(dim=dims, keepdim=True)
+        out = centred * (var + eps).rsqrt()
+        if running_mean is not None and running_var is not None:
+            count = int(np.prod(input.shape[2:]))
+            with _no_grad():
+                bm = mean.detach().mean(dim=0).reshape(-1)
+                bv = var.detach().mean(dim=0).reshape(-1) * (count / max(count - 1, 1))
+                running_mean.mul_(1 - momentum).add_(bm * momentum)
+                running_var.mul_(1 - momentum).add_(bv * momentum)
+    else:
+        out = (input - running_mean.reshape(bshape)) * (running_var.reshape(bshape) + eps).rsqrt()
     if weight is not None:
         out = out * weight.reshape(bshape)
     if bias is not None:
@@ -995,9 +995,9 @@ def kl_div(input: Tensor, target: Tensor, size_average=None, reduce=None,
     if log_target:
         loss = target.exp() * (target - input)
     else:
-        safe = apply_op("where", (apply_op("gt", (target, 0.0)), target, 1.0))
-        loss = apply_op("where", (apply_op("gt", (target, 0.0)), target * (safe.log() - input),
-                                  0.0))
+        # torch's xlogy(t, t) - t * x: NaN for negative or NaN targets, 0 where t == 0
+        from .._functions import xlogy
+        loss = xlogy(target, target) - target * input
     if reduction == "batchmean":
         return loss.sum() / input.shape[0] if input.dim() else loss.sum()
     return _reduce(loss, reduction, "kl_div")
@@ -1597,3 +1597,9 @@ def upsample(input: Tensor, size=None, scale_factor=None, mode: str = "nearest",
              align_corners=None) -> Tensor:
     """Deprecated torch alias of interpolate."""
     return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+from ._functional_extra import *  # noqa: E402,F401,F403  (more layers, composed the same way)
+from ._functional_extra import __all__ as _extra_all  # noqa: E402
+
+__all__ += [n for n in _extra_all if n not in __all__]

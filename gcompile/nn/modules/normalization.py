@@ -15,13 +15,16 @@ class _NormBase(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None,
-                 dtype=None) -> None:
+                 dtype=None, *, bias: bool = True) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = Parameter(_creation.empty(num_features, dtype=dtype))
-            self.bias = Parameter(_creation.empty(num_features, dtype=dtype))
+            if bias:
+                self.bias = Parameter(_creation.empty(num_features, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -46,7 +49,8 @@ class _NormBase(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:
+                init.zeros_(self.bias)
 
     def _check_input_dim(self, input: Tensor) -> None:
         name = type(self).__name__
@@ -64,7 +68,9 @@ class _NormBase(Module):
             with no_grad():
                 self.num_batches_tracked.add_(1)
             if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked.item())
+                # cumulative average: a tensor computation, so a compiled step reads the
+                # count on every call instead of baking it in (no .item())
+                factor = 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
         use_batch = self.training or not self.track_running_stats
         return F.batch_norm(
             input,
@@ -126,7 +132,7 @@ class LayerNorm(Module):
 
 class GroupNorm(Module):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
-                 affine: bool = True, device=None, dtype=None) -> None:
+                 affine: bool = True, device=None, dtype=None, *, bias: bool = True) -> None:
         super().__init__()
         if num_channels % num_groups:
             raise ValueError("num_channels must be divisible by num_groups")
@@ -134,7 +140,10 @@ class GroupNorm(Module):
                                                                      eps, affine)
         if affine:
             self.weight = Parameter(_creation.ones(num_channels, dtype=dtype))
-            self.bias = Parameter(_creation.zeros(num_channels, dtype=dtype))
+            if bias:
+                self.bias = Parameter(_creation.zeros(num_channels, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -146,34 +155,59 @@ class GroupNorm(Module):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
 
 
-class _InstanceNorm(Module):
+class _InstanceNorm(_NormBase):
+    """Per-(sample, channel) normalisation; unbatched input (C, *spatial) is one sample."""
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = False, track_running_stats: bool = False, device=None,
-                 dtype=None) -> None:
-        super().__init__()
-        if track_running_stats:
-            raise NotImplementedError("InstanceNorm with track_running_stats=True")
-        self.num_features, self.eps, self.momentum, self.affine = (num_features, eps, momentum,
-                                                                   affine)
-        self.track_running_stats = False
-        if affine:
-            self.weight = Parameter(_creation.ones(num_features, dtype=dtype))
-            self.bias = Parameter(_creation.zeros(num_features, dtype=dtype))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+                 dtype=None, *, bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
+                         dtype, bias=bias)
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        nsp = self._ranks[0] - 1
+        if input.dim() not in (nsp + 1, nsp + 2):
+            raise ValueError(f"expected {nsp + 1}D or {nsp + 2}D input (got {input.dim()}D "
+                             "input)")
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.instance_norm(input, weight=self.weight, bias=self.bias, eps=self.eps)
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+        self._check_input_dim(input)
+        unbatched = input.dim() == self._ranks[0]
+        if input.shape[0 if unbatched else 1] != self.num_features and self.affine:
+            raise ValueError(f"expected input's size at dim={0 if unbatched else 1} to match "
+                             f"num_features ({self.num_features}), but got: "
+                             f"{input.shape[0 if unbatched else 1]}.")
+        x = input.unsqueeze(0) if unbatched else input
+        track = self.track_running_stats
+        out = F.instance_norm(x, self.running_mean if track else None,
+                              self.running_var if track else None, self.weight, self.bias,
+                              self.training or not track, self.momentum if self.momentum
+                              is not None else 0.1, self.eps)
+        return out.squeeze(0) if unbatched else out
 
 
 class InstanceNorm1d(_InstanceNorm):
-    pass
+    _ranks = (2,)
 
 
 class InstanceNorm2d(_InstanceNorm):
-    pass
+    _ranks = (3,)
+
+
+class InstanceNorm3d(_InstanceNorm):
+    _ranks = (4,)
+
+
+class LocalResponseNorm(Module):
+    """Normalise each channel by its neighbours' mean square (AlexNet)."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                 k: float = 1.0) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

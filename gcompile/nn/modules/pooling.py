@@ -118,15 +118,3 @@ class AdaptiveAvgPool2d(AdaptiveAvgPool1d):
             raise RuntimeError(f"AdaptiveAvgPool2d expected 3D or 4D input, got shape "
                                f"{tuple(input.shape)}")
         return F.adaptive_avg_pool2d(input, self.output_size)
-
-
-class AdaptiveMaxPool2d(Module):
-    def __init__(self, output_size, return_indices: bool = False) -> None:
-        super().__init__()
-        self.output_size, self.return_indices = output_size, return_indices
-
-    def forward(self, input: Tensor):
-        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}"

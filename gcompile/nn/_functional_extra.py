@@ -1,0 +1,373 @@
+"""More of ``nn.functional``, composed from registered ops: shrink activations, adaptive
+max pooling of any sizes, fractional and power-average pooling, local response norm,
+and the margin / likelihood losses. Re-exported by ``functional``.
+
+Window pooling that the ``max_pool_indices`` op cannot express (windows of unequal
+size, windows that depend on random samples) gathers every window's elements into a
+trailing axis and takes the max there: the gather and ``max(dim)`` ops give eager,
+compiled and gradient behaviour for free."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _creation
+from .. import _functions as T
+from .._tensor import Tensor
+
+
+def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
+    """x where |x| > lambd, else 0."""
+    return T.where(input.abs() > lambd, input, 0.0)
+
+
+def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
+    """x - lambd above lambd, x + lambd below -lambd, else 0."""
+    if lambd < 0:
+        raise RuntimeError(f"lambda must be greater or equal to 0, but found to be {lambd}.")
+    return T.where(input > lambd, input - lambd, T.where(input < -lambd, input + lambd, 0.0))
+
+
+# ---------------------------------------------------------------------------
+# pooling
+# ---------------------------------------------------------------------------
+def _prep(input: Tensor, nsp: int, name: str) -> tuple[Tensor, bool]:
+    if input.dim() not in (nsp + 1, nsp + 2):
+        raise RuntimeError(f"{name}: Expected {nsp + 1}D or {nsp + 2}D input, but got input of "
+                           f"size: {list(input.shape)}")
+    unbatched = input.dim() == nsp + 1
+    return (input.unsqueeze(0) if unbatched else input), unbatched
+
+
+def _out_size(output_size, sizes: tuple, nsp: int, name: str) -> tuple[int, ...]:
+    if output_size is None or isinstance(output_size, (int, np.integer)):
+        output_size = (output_size,) * nsp
+    output_size = tuple(output_size)
+    if len(output_size) != nsp:
+        raise ValueError(f"{name}: output_size must have {nsp} elements, got {output_size}")
+    return tuple(s if o is None else int(o) for o, s in zip(output_size, sizes))
+
+
+def _window_max(x: Tensor, flat_index: Tensor, out_size: tuple, return_indices: bool):
+    """Max of ``x`` (N, C, *spatial) over windows: ``flat_index`` (N, C, P, K) holds each
+    output position's K flat spatial indices (a window may repeat an element)."""
+    n, c = x.shape[:2]
+    p, k = flat_index.shape[2:]
+    flat = x.reshape(n, c, -1)
+    vals = T.gather(flat, 2, flat_index.reshape(n, c, p * k)).reshape(n, c, p, k)
+    out, arg = vals.max(dim=3)
+    out = out.reshape((n, c) + tuple(out_size))
+    if not return_indices:
+        return out
+    idx = T.gather(flat_index, 3, arg.unsqueeze(3)).squeeze(3).reshape((n, c) + tuple(out_size))
+    return out, idx
+
+
+def _adaptive_table(sizes: tuple, out_size: tuple) -> np.ndarray:
+    """(P, K) flat indices of torch's adaptive windows [floor(i*n/o), ceil((i+1)*n/o)),
+    short windows padded by repeating their first element."""
+    per_dim = []
+    for n, o in zip(sizes, out_size):
+        wins = [list(range((i * n) // o, -(-((i + 1) * n) // o))) for i in range(o)]
+        kmax = max(len(w) for w in wins)
+        per_dim.append(np.array([w + [w[0]] * (kmax - len(w)) for w in wins]))
+    strides = [int(np.prod(sizes[d + 1:])) for d in range(len(sizes))]
+    table = np.zeros((1, 1), np.int64)
+    for d, w in enumerate(per_dim):  # outer sum over dims: (P*o, K*k)
+        part = w * strides[d]
+        table = (table[:, None, :, None] + part[None, :, None, :]).reshape(
+            table.shape[0] * part.shape[0], table.shape[1] * part.shape[1])
+    return table
+
+
+def _adaptive_max(input, output_size, return_indices, nsp, name):
+    x, unbatched = _prep(input, nsp, name)
+    sizes = tuple(x.shape[2:])
+    out_size = _out_size(output_size, sizes, nsp, name)
+    if any(o <= 0 for o in out_size):
+        raise RuntimeError(f"{name}: output_size must be positive, got {out_size}")
+    if all(s % o == 0 for s, o in zip(sizes, out_size)):
+        from .functional import _max_poolnd
+        k = tuple(s // o for s, o in zip(sizes, out_size))
+        res = _max_poolnd(x, k, k, 0, 1, False, return_indices, nsp, name)
+    else:
+        table = Tensor._make(_adaptive_table(sizes, out_size))
+        n, c = x.shape[:2]
+        res = _window_max(x, table.expand((n, c) + tuple(table.shape)), out_size,
+                          return_indices)
+    if unbatched:
+        return tuple(r.squeeze(0) for r in res) if return_indices else res.squeeze(0)
+    return res
+
+
+def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
+    """Max over torch's adaptive windows (any input/output sizes)."""
+    return _adaptive_max(input, output_size, return_indices, 1, "adaptive_max_pool1d")
+
+
+def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
+    """Max over torch's adaptive windows (any input/output sizes, None keeps a size)."""
+    return _adaptive_max(input, output_size, return_indices, 2, "adaptive_max_pool2d")
+
+
+def adaptive_max_pool3d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_max(input, output_size, return_indices, 3, "adaptive_max_pool3d")
+
+
+def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
+    from .functional import _adaptive_avg
+    return _adaptive_avg(input, output_size, 3, "adaptive_avg_pool3d")
+
+
+def _fractional_max(input, kernel_size, output_size, output_ratio, return_indices,
+                    _random_samples, nsp, name):
+    from .functional import _tuple
+    x, unbatched = _prep(input, nsp, name)
+    n, c = x.shape[:2]
+    sizes = tuple(x.shape[2:])
+    kernel = _tuple(kernel_size, nsp, "kernel_size")
+    if output_size is None:
+        if output_ratio is None:
+            raise ValueError(f"{name} requires specifying either an output_size or an "
+                             "output_ratio")
+        ratio = _tuple(output_ratio, nsp, "output_ratio") if not isinstance(
+            output_ratio, float) else (output_ratio,) * nsp
+        output_size = tuple(int(s * r) for s, r in zip(sizes, ratio))
+    out_size = _tuple(output_size, nsp, "output_size")
+    for s, k, o in zip(sizes, kernel, out_size):
+        if o + k - 1 > s:
+            raise RuntimeError(f"{name}(): pool size {k} too large relative to input size {s} "
+                               f"for output size {o}")
+    if _random_samples is None:
+        _random_samples = _creation.rand(n, c, nsp, dtype=x.dtype)
+    u = _random_samples.detach().to(x.dtype).narrow(0, 0, n)
+    # torch's sample order: 2d (W, H), 3d (T, H, W)
+    which = (1, 0) if nsp == 2 else tuple(range(nsp))
+    idx = None
+    strides = [int(np.prod(sizes[d + 1:])) for d in range(nsp)]
+    for d, (s, k, o) in enumerate(zip(sizes, kernel, out_size)):
+        ud = u[:, :, which[d]].unsqueeze(2)                       # (N, C, 1)
+        if o > 1:
+            alpha = (s - k) / (o - 1)
+            i = _creation.arange(o - 1, dtype=x.dtype)
+            starts = ((i + ud) * alpha).floor() - (ud * alpha).floor()
+            last = _creation.full_like(starts.narrow(2, 0, 1), float(s - k))
+            starts = T.cat([starts, last], dim=2)
+        else:
+            starts = _creation.full_like(ud, float(s - k))
+        starts = starts.long()                                    # (N, C, o)
+        win = (starts.unsqueeze(3) + _creation.arange(k)) * strides[d]  # (N, C, o, k)
+        if idx is None:
+            idx = win
+        else:  # outer sum with the dims so far: (N, C, P*o, K*k)
+            p0, k0 = idx.shape[2:]
+            idx = (idx.unsqueeze(3).unsqueeze(5) + win.unsqueeze(2).unsqueeze(4)).reshape(
+                n, c, p0 * o, k0 * k)
+    res = _window_max(x, idx, out_size, return_indices)
+    if unbatched:
+        return tuple(r.squeeze(0) for r in res) if return_indices else res.squeeze(0)
+    return res
+
+
+def fractional_max_pool2d(input: Tensor, kernel_size, output_size=None, output_ratio=None,
+                          return_indices: bool = False, _random_samples=None):
+    """Max over pseudo-random windows (Graham, 2014), torch's interval sequence."""
+    return _fractional_max(input, kernel_size, output_size, output_ratio, return_indices,
+                           _random_samples, 2, "fractional_max_pool2d")
+
+
+def fractional_max_pool3d(input: Tensor, kernel_size, output_size=None, output_ratio=None,
+                          return_indices: bool = False, _random_samples=None):
+    return _fractional_max(input, kernel_size, output_size, output_ratio, return_indices,
+                           _random_samples, 3, "fractional_max_pool3d")
+
+
+def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, nsp):
+    from . import functional as F
+    kernel = F._tuple(kernel_size, nsp, "kernel_size")
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nsp - 1]
+    x = input.pow(norm_type)
+    out = pool(x, kernel, stride, 0, ceil_mode) if stride is not None else pool(
+        x, kernel, padding=0, ceil_mode=ceil_mode)
+    return (out.sign() * F.relu(out.abs())).mul(math.prod(kernel)).pow(1.0 / norm_type)
+
+
+def lp_pool1d(input: Tensor, norm_type: float, kernel_size, stride=None,
+              ceil_mode: bool = False) -> Tensor:
+    """(sum over the window of x^p)^(1/p), as torch: an average pool of x^p rescaled."""
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 1)
+
+
+def lp_pool2d(input: Tensor, norm_type: float, kernel_size, stride=None,
+              ceil_mode: bool = False) -> Tensor:
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 2)
+
+
+def lp_pool3d(input: Tensor, norm_type: float, kernel_size, stride=None,
+              ceil_mode: bool = False) -> Tensor:
+    return _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, 3)
+
+
+def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> Tensor:
+    """x / (k + alpha * mean of x^2 over ``size`` neighbouring channels)^beta."""
+    from . import functional as F
+    dim = input.dim()
+    if dim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {dim} dimensions)")
+    if input.numel() == 0:
+        return input
+    div = input.mul(input)
+    if dim == 3:
+        div = div.unsqueeze(1)
+        div = F.pad(div, (0, 0, size // 2, (size - 1) // 2))
+        div = F.avg_pool2d(div, (size, 1), stride=1).squeeze(1)
+    else:
+        sizes = tuple(input.shape)
+        div = div.reshape(sizes[0], 1, sizes[1], sizes[2], -1)
+        div = F.pad(div, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        div = F.avg_pool3d(div, (size, 1, 1), stride=1).squeeze(1)
+        div = div.reshape(sizes)
+    div = div.mul(alpha).add(k).pow(beta)
+    return input / div
+
+
+# ---------------------------------------------------------------------------
+# losses
+# ---------------------------------------------------------------------------
+def _reduce(loss: Tensor, reduction: str, name: str) -> Tensor:
+    from .functional import _reduce as r
+    return r(loss, reduction, name)
+
+
+def _legacy(size_average, reduce, reduction: str) -> str:
+    from .functional import _legacy_reduction
+    return _legacy_reduction(size_average, reduce, reduction)
+
+
+def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1, margin: float = 1.0,
+                      weight: Tensor | None = None, size_average=None, reduce=None,
+                      reduction: str = "mean") -> Tensor:
+    """sum_{i != y} max(0, margin - x[y] + x[i])^p / C (weighted by weight[y])."""
+    reduction = _legacy(size_average, reduce, reduction)
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    x = input if input.dim() == 2 else input.reshape(1, -1)
+    t = target.reshape(-1)
+    c = x.shape[1]
+    from .functional import _check_targets, one_hot
+    t = _check_targets(t, c, -100, "multi_margin_loss")
+    xy = T.gather(x, 1, t.unsqueeze(1))
+    z = (x - xy + margin).clamp(min=0)
+    if p == 2:
+        z = z * z
+    if weight is not None:
+        z = z * weight[t].unsqueeze(1)
+    z = z * (1 - one_hot(t, c).to(x.dtype))
+    loss = z.sum(dim=1) / c
+    if input.dim() < 2:
+        loss = loss.reshape(())
+    return _reduce(loss, reduction, "multi_margin_loss")
+
+
+def multilabel_margin_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
+                           reduction: str = "mean") -> Tensor:
+    """sum over target classes j (those before the first -1) and non-target classes i of
+    max(0, 1 - (x[j] - x[i])) / C."""
+    reduction = _legacy(size_average, reduce, reduction)
+    x = input if input.dim() == 2 else input.reshape(1, -1)
+    t = target.reshape(x.shape)
+    c = x.shape[1]
+    valid = (T.cumsum((t < 0).long(), 1) == 0)                    # before the first -1
+    tc = T.where(valid, t, 0)
+    from .functional import one_hot
+    hot = one_hot(tc, c).to(x.dtype) * valid.to(x.dtype).unsqueeze(2)   # (N, J, C)
+    is_target = (hot.sum(dim=1) > 0).to(x.dtype)                   # (N, C)
+    xj = T.gather(x, 1, tc)                                        # (N, J)
+    m = (1 - xj.unsqueeze(2) + x.unsqueeze(1)).clamp(min=0)
+    m = m * valid.to(x.dtype).unsqueeze(2) * (1 - is_target).unsqueeze(1)
+    loss = m.sum(dim=(1, 2)) / c
+    if input.dim() < 2:
+        loss = loss.reshape(())
+    return _reduce(loss, reduction, "multilabel_margin_loss")
+
+
+def multilabel_soft_margin_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                                size_average=None, reduce=None,
+                                reduction: str = "mean") -> Tensor:
+    from .functional import logsigmoid
+    reduction = _legacy(size_average, reduce, reduction)
+    loss = -(target * logsigmoid(input) + (1 - target) * logsigmoid(-input))
+    if weight is not None:
+        loss = loss * weight
+    class_dim = input.dim() - 1
+    loss = loss.sum(dim=class_dim) / input.shape[class_dim]
+    return _reduce(loss, reduction, "multilabel_soft_margin_loss")
+
+
+def gaussian_nll_loss(input: Tensor, target: Tensor, var, full: bool = False,
+                      eps: float = 1e-6, reduction: str = "mean") -> Tensor:
+    """0.5 * (log(max(var, eps)) + (input - target)^2 / max(var, eps)); the clamp
+    passes gradients straight through, as torch's in-place clamp under no_grad."""
+    from .functional import check_values
+    if not isinstance(var, Tensor):
+        var = _creation.full_like(input, float(var))
+    if tuple(var.shape) != tuple(input.shape):
+        if tuple(input.shape[:-1]) == tuple(var.shape):
+            var = var.unsqueeze(-1)
+        elif input.dim() == var.dim() and sum(
+                y for x, y in zip(input.shape, var.shape) if x != y) == 1:
+            pass  # one broadcast dim of size 1 (torch's rule)
+        else:
+            raise ValueError("var is of incorrect size")
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction + " is not valid")
+    var = check_values(var, "range", low=0.0, error="ValueError",
+                       message="var has negative entry/entries")
+    var = var + (var.clamp(min=eps) - var).detach()
+    loss = 0.5 * (var.log() + (input - target) ** 2 / var)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction, "gaussian_nll_loss")
+
+
+def poisson_nll_loss(input: Tensor, target: Tensor, log_input: bool = True, full: bool = False,
+                     size_average=None, eps: float = 1e-8, reduce=None,
+                     reduction: str = "mean") -> Tensor:
+    reduction = _legacy(size_average, reduce, reduction)
+    if log_input:
+        loss = input.exp() - target * input
+    else:
+        loss = input - target * (input + eps).log()
+    if full:
+        safe = T.where(target > 1, target, 1.0)
+        stirling = safe * safe.log() - safe + 0.5 * (2 * math.pi * safe).log()
+        loss = loss + T.where(target > 1, stirling, 0.0)
+    return _reduce(loss, reduction, "poisson_nll_loss")
+
+
+def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor,
+                         linear_bias: Tensor | None = None, weight: Tensor | None = None,
+                         reduction: str = "mean", ignore_index: int | None = None,
+                         label_smoothing: float = 0.0, options=None) -> Tensor:
+    """cross_entropy(input @ W^T (+ b), target) with W (C, *out_features, in); the
+    chunking ``options`` only change how torch schedules the same arithmetic."""
+    from .functional import cross_entropy, linear
+    c, fin = linear_weight.shape[0], linear_weight.shape[-1]
+    out_shape = tuple(linear_weight.shape[:-1])
+    logits = linear(input, linear_weight.reshape(-1, fin),
+                    None if linear_bias is None else linear_bias.reshape(-1))
+    logits = logits.reshape(tuple(input.shape[:-1]) + out_shape)
+    del c
+    return cross_entropy(logits, target, weight,
+                         ignore_index=-100 if ignore_index is None else ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing)
+
+
+__all__ = ["hardshrink", "softshrink", "adaptive_max_pool1d", "adaptive_max_pool2d",
+           "adaptive_max_pool3d", "adaptive_avg_pool3d", "fractional_max_pool2d",
+           "fractional_max_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d",
+           "local_response_norm", "multi_margin_loss", "multilabel_margin_loss",
+           "multilabel_soft_margin_loss", "gaussian_nll_loss", "poisson_nll_loss",
+           "linear_cross_entropy"]
