@@ -92,6 +92,32 @@ def test_profile_of_a_module_prints_nothing_when_asked(capsys):
     np.testing.assert_array_less(-1e-12, [s.seconds for s in prof.steps])
 
 
+def test_profile_of_a_training_step_runs_its_plan_and_splits_the_time(capsys):
+    """A step that calls backward() is profiled whole, through real calls (it trains),
+    with the share of each kind of step and the Python time outside them."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    w0 = model[0].weight.detach().clone()
+    prof = profile(step, x, y, runs=3, warmup=1)
+    table = capsys.readouterr().out
+    assert prof.training and "training step" in table and "per call:" in table
+    assert "python" in table.splitlines()[-1]
+    kinds = prof.by_kind()
+    assert kinds.get("matmul", 0) > 0 and kinds.get("kernel", 0) > 0
+    assert prof.python_seconds >= 0 and prof.total_seconds > 0
+    assert not np.allclose(model[0].weight.detach().numpy(), w0.numpy())  # it trained
+
+
 def test_compile_options_validation():
     assert validate_compile_options(None, None, {}) == {}
     for mode in MODES:
