@@ -241,12 +241,20 @@ _BODIES = {
 }
 
 
+_STEP_KERNELS: dict[tuple[str, str], hw.NativeKernel] = {}
+
+
 def step_kernel(name: str, dtype: str) -> hw.NativeKernel:
-    """The native step kernel ``name`` (a key of ``_BODIES``) for ``dtype``."""
-    body, *params = _BODIES[name]
-    ps = tuple((p, "int", None) if isinstance(p, str) else (p[0], p[1], dtype)
-               for p in params)
-    return hw.kernel(f"recurrent_{name}_{dtype}", ps, _MATH[dtype] + body)
+    """The native step kernel ``name`` (a key of ``_BODIES``) for ``dtype`` (memoised
+    here: every scan call asks, and the kernel registry keys on the whole source)."""
+    k = _STEP_KERNELS.get((name, dtype))
+    if k is None:
+        body, *params = _BODIES[name]
+        ps = tuple((p, "int", None) if isinstance(p, str) else (p[0], p[1], dtype)
+                   for p in params)
+        k = _STEP_KERNELS[(name, dtype)] = hw.kernel(f"recurrent_{name}_{dtype}", ps,
+                                                     _MATH[dtype] + body)
+    return k
 
 
 class _Stepper:
