@@ -598,8 +598,9 @@ def _arg_leaf_index(args: tuple) -> dict[int, int]:
 
 # ---- kernels in the file ----------------------------------------------------------------
 def _collect_kernels(ep: ExportedProgram) -> list[dict]:
-    """Every kernel variant the example-size plan has loaded: its source, and its
-    machine code when the kernel cache holds a signed, intact entry for it."""
+    """Every kernel variant the example-size plan has loaded, and the hand-written native
+    kernels its library steps' ops have loaded: its source, and its machine code when the
+    kernel cache holds a signed, intact entry for it."""
     from kernels import cache as kcache
     ex = ep._executor({d: i["example"] for d, i in ep.dims.items()})
     if not getattr(ep, "_ran", False):
@@ -607,22 +608,26 @@ def _collect_kernels(ep: ExportedProgram) -> list[dict]:
         if example is not None:
             ep(*example[0])  # loads the variants the plan uses
         ep._ran = True
-    out, seen = [], set()
+    from kernels.cpu.handwritten import loaded_for
+    sources = []
     for step in ex.plan.steps:
         k = step.kernel
+        if step.kind == "library":  # native kernels serving the step's op
+            sources += [nk.source for n in step.nodes for nk in loaded_for(n.op)]
         if step.kind != "kernel" or not hasattr(k, "_fns"):
             continue
-        for variant in list(k._fns):
-            src = k._sources[variant].source
-            if src in seen:
-                continue
-            seen.add(src)
-            stored = kcache.load_object(src)
-            if stored is None:
-                continue
-            obj, head = stored
-            out.append({"source": src, "header": json.dumps(head, sort_keys=True),
-                        "object": Tensor._make(np.frombuffer(obj, np.uint8).copy())})
+        sources += [k._sources[variant].source for variant in list(k._fns)]
+    out, seen = [], set()
+    for src in sources:
+        if src in seen:
+            continue
+        seen.add(src)
+        stored = kcache.load_object(src)
+        if stored is None:
+            continue
+        obj, head = stored
+        out.append({"source": src, "header": json.dumps(head, sort_keys=True),
+                    "object": Tensor._make(np.frombuffer(obj, np.uint8).copy())})
     return out
 
 

@@ -21,7 +21,9 @@ A kernel is the Python source of a function named ``body``, decorated
     k(x, y, 3, n=x.size)   # body over the work units [0, n), split over threads
 
 ``kernel`` caches by source, so build the parameters for each dtype and call it
-where needed (the source is generated text, never compiled, on a warm cache).
+where needed (the source is generated text, never compiled, on a warm cache). Pass
+``op=`` the registry op the kernel serves: ``gcompile.export`` then ships its machine
+code with programs whose library steps run that op (``loaded_for``).
 
 Parameters, in ``body``'s order (then ``lo, hi``):
 
@@ -57,7 +59,7 @@ import numpy as np
 
 from . import codegen
 
-__all__ = ["kernel", "NativeKernel", "strides", "operand", "PRELUDE"]
+__all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE"]
 
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
@@ -68,6 +70,7 @@ _USED = (math, np, carray, cfunc, njit, types)
 
 _KINDS = {"in": "arr", "out": "arr", "int": "int", "scratch": "scratch"}
 _KERNELS: dict[tuple, NativeKernel] = {}
+_BY_OP: dict[str, dict[str, NativeKernel]] = {}  # op -> {source: kernel}
 _LOCK = threading.Lock()
 
 
@@ -95,8 +98,10 @@ def _span(a: np.ndarray) -> int:
     return 1 + sum((n - 1) * (s // isz) for n, s in zip(a.shape, a.strides))
 
 
-def kernel(name: str, params: tuple, body: str) -> NativeKernel:
-    """The native kernel of ``body`` with ``params`` (one object per source)."""
+def kernel(name: str, params: tuple, body: str, op: str | None = None) -> NativeKernel:
+    """The native kernel of ``body`` with ``params`` (one object per source). ``op``: the
+    registry op it serves, so that an exported program ships the machine code of the
+    kernels its library steps use (``loaded_for``)."""
     key = (name, tuple(tuple(p) for p in params), body)
     k = _KERNELS.get(key)
     if k is None:
@@ -104,7 +109,16 @@ def kernel(name: str, params: tuple, body: str) -> NativeKernel:
             k = _KERNELS.get(key)
             if k is None:
                 k = _KERNELS[key] = NativeKernel(name, key[1], body)
+    if op is not None and k.source not in _BY_OP.get(op, ()):
+        with _LOCK:
+            _BY_OP.setdefault(op, {})[k.source] = k
     return k
+
+
+def loaded_for(op: str) -> list[NativeKernel]:
+    """The kernels serving registry op ``op`` that this process has loaded (their
+    machine code is in the kernel cache)."""
+    return [k for k in list(_BY_OP.get(op, {}).values()) if k._fn is not None]
 
 
 class NativeKernel:

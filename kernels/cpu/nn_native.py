@@ -153,7 +153,7 @@ def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False):
     d = x.dtype.name
     k = hw.kernel("im2col", (("x", "in", d), ("out", "out", d))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM) + _ints("ones"),
-                  _IM2COL)
+                  _IM2COL, op="im2col")
     if not _ready(k):
         return ref(x, kernel, stride, padding, dilation, ones_row)
     x = hw.operand(x)
@@ -219,7 +219,7 @@ def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=Fa
         return ref(cols, spatial, kernel, stride, padding, dilation, ones_row)
     d = cols.dtype.name
     k = hw.kernel("col2im", (("cols", "in", d), ("out", "out", d))
-                  + _ints("C", "c0", "c1", "c2") + _ints(*_GEOM), _COL2IM)
+                  + _ints("C", "c0", "c1", "c2") + _ints(*_GEOM), _COL2IM, op="col2im")
     if not _ready(k):
         return ref(cols, spatial, kernel, stride, padding, dilation, ones_row)
     n = cols.shape[0]
@@ -290,7 +290,8 @@ def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode):
         return ref(x, kernel, stride, padding, dilation, ceil_mode)
     d = x.dtype.name
     k = hw.kernel("max_pool_indices", (("x", "in", d), ("out", "out", "int64"))
-                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM), _MAXPOOL)
+                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
+                  _MAXPOOL, op="max_pool_indices")
     if not _ready(k):
         return ref(x, kernel, stride, padding, dilation, ceil_mode)
     x = hw.operand(x)
@@ -345,7 +346,8 @@ def _pool_gather_native(x, idx):
     d = x.dtype.name
     k = hw.kernel("pool_gather", (("x", "in", d), ("idx", "in", "int64"), ("out", "out", d),
                                   ("bad", "out", "int8"))
-                  + _ints("C", "s0", "s1", "sp", "P", "i0", "i1", "ip", "O"), _GATHER)
+                  + _ints("C", "s0", "s1", "sp", "P", "i0", "i1", "ip", "O"),
+                  _GATHER, op="pool_gather")
     if not _ready(k):
         return ref(x, idx)
     xv = _plane_view(hw.operand(x))
@@ -401,7 +403,8 @@ def _pool_scatter_native(g, idx, shape):
     d = g.dtype.name
     k = hw.kernel("pool_scatter", (("g", "in", d), ("idx", "in", "int64"), ("out", "out", d),
                                    ("bad", "out", "int8"), ("acc", "scratch", "float64"))
-                  + _ints("C", "g0", "g1", "gp", "i0", "i1", "ip", "O", "P"), _SCATTER)
+                  + _ints("C", "g0", "g1", "gp", "i0", "i1", "ip", "O", "P"),
+                  _SCATTER, op="pool_scatter")
     if not _ready(k):
         return ref(g, idx, shape)
     gv = _plane_view(hw.operand(g))
@@ -463,7 +466,7 @@ def _avg_pool_native(x, kernel, stride, padding, ceil_mode, count_include_pad,
     d = x.dtype.name
     k = hw.kernel("avg_pool", (("x", "in", d), ("div", "in", d), ("out", "out", d))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
-                  _AVGPOOL.replace("ZERO", f"np.{d}(0)"))
+                  _AVGPOOL.replace("ZERO", f"np.{d}(0)"), op="avg_pool")
     if not _ready(k):
         return ref(x, *args)
     x = hw.operand(x)
@@ -524,7 +527,8 @@ def _avg_pool_backward_native(g, shape, kernel, stride, padding, ceil_mode, coun
         return ref(g, *args)
     d = g.dtype.name
     k = hw.kernel("avg_pool_backward", (("g", "in", d), ("div", "in", d), ("out", "out", d))
-                  + _ints("C", "g0", "g1", "g2", "g3", "g4") + _ints(*_GEOM), _AVGPOOL_BWD)
+                  + _ints("C", "g0", "g1", "g2", "g3", "g4") + _ints(*_GEOM),
+                  _AVGPOOL_BWD, op="avg_pool_backward")
     if not _ready(k):
         return ref(g, *args)
     g = hw.operand(g)
@@ -603,7 +607,7 @@ def body(vals, v0, v1, base, b0, b1, order, pos, out, F, copy_base, lo, hi):
 '''
 
 
-def _rows_add(vals2, idx1, rows, base2=None, skip=None):
+def _rows_add(op, vals2, idx1, rows, base2=None, skip=None):
     """(rows, F) result: ``base2`` (or zeros) plus, for each i in order, vals2[i] added to
     row idx1[i]; None when an index is out of range (the caller's reference raises)."""
     d = vals2.dtype.name
@@ -611,12 +615,12 @@ def _rows_add(vals2, idx1, rows, base2=None, skip=None):
     bucket = hw.kernel(f"bucket_{it}", (("idx", "in", it), ("si", "int", None),
                                         ("order", "out", "int64"), ("pos", "out", "int64"),
                                         ("bad", "out", "int8"))
-                       + _ints("M", "R", "skip", "use_skip"), _BUCKET)
+                       + _ints("M", "R", "skip", "use_skip"), _BUCKET, op=op)
     seg = hw.kernel("segment_add", (("vals", "in", d), ("v0", "int", None), ("v1", "int", None),
                                     ("base", "in", d), ("b0", "int", None), ("b1", "int", None),
                                     ("order", "in", "int64"), ("pos", "in", "int64"),
                                     ("out", "out", d), ("F", "int", None),
-                                    ("copy_base", "int", None)), _SEGMENT_ADD)
+                                    ("copy_base", "int", None)), _SEGMENT_ADD, op=op)
     if not (_ready(bucket) and _ready(seg)):
         return None
     m = idx1.shape[0]
@@ -647,7 +651,7 @@ def _embedding_backward_native(g, idx, num_weights, padding_idx=None):
     dim = g.shape[-1]
     flat = hw.operand(idx.reshape(-1))
     g2 = hw.operand(g.reshape(-1, dim))
-    out = _rows_add(g2, flat, int(num_weights), skip=padding_idx)
+    out = _rows_add("embedding_backward", g2, flat, int(num_weights), skip=padding_idx)
     return ref(g, idx, num_weights, padding_idx) if out is None else out
 
 
@@ -670,7 +674,7 @@ def _index_put_native(x, values, *idx, index, accumulate):
     f = int(np.prod(x.shape[1:]))
     x2 = _rows2(hw.operand(x), rows, f)
     v2 = _rows2(hw.operand(vals), i.shape[0], f)
-    out = _rows_add(v2, hw.operand(i), rows, base2=x2)
+    out = _rows_add("index_put", v2, hw.operand(i), rows, base2=x2)
     if out is None:
         return ref(x, values, *idx, index=index, accumulate=accumulate)
     return out.reshape(x.shape)
@@ -729,7 +733,7 @@ def _scatter_native(x, index, src, dim, reduce=None):
                                         ("s1", "int", None), ("idx", "in", it),
                                         ("i0", "int", None), ("i1", "int", None),
                                         ("out", "out", d)) + _ints("R", "M", "F")
-                  + (("bad", "out", "int8"),), _SCATTER_ADD)
+                  + (("bad", "out", "int8"),), _SCATTER_ADD, op="scatter")
     if not _ready(k):
         return ref(x, index, src, dim, reduce)
     src_c = hw.operand(src[tuple(slice(0, s) for s in index.shape)])
