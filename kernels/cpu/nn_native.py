@@ -23,7 +23,6 @@ import warnings
 
 import numpy as np
 
-from ir.ops.movement import np_index
 from ir.ops.nn import _avg_divisor, _spatial_out
 from ir.registry import REGISTRY
 
@@ -656,25 +655,25 @@ def _embedding_backward_native(g, idx, num_weights, padding_idx=None):
 
 
 def _index_put_native(x, values, *idx, index, accumulate):
-    """index_put(accumulate=True) with one 1-D integer index over dim 0 (x[idx] += v,
+    """index_put(accumulate=True) with one integer index tensor over dim 0 (x[idx] += v,
     index_add along dim 0, the gradient of x[idx]) natively; all else by reference."""
     ref = REGISTRY["index_put"].reference
     if not (accumulate and len(idx) == 1 and tuple(map(tuple, index)) == (("t", 0),)):
         return ref(x, values, *idx, index=index, accumulate=accumulate)
     i = idx[0]
     if not (isinstance(x, np.ndarray) and isinstance(i, np.ndarray) and x.ndim >= 1
-            and x.dtype.name in FLOATS and i.ndim == 1 and i.dtype.name in ("int64", "int32")
+            and x.dtype.name in FLOATS and i.ndim >= 1 and i.dtype.name in ("int64", "int32")
             and i.size and x.size):
         return ref(x, values, *idx, index=index, accumulate=accumulate)
-    try:
-        vals = np.broadcast_to(np.asarray(values, dtype=x.dtype), x[np_index(index, idx)].shape)
-    except (ValueError, IndexError):
+    try:  # x[i] has shape i.shape + x.shape[1:]: rows of x, one per index entry
+        vals = np.broadcast_to(np.asarray(values, dtype=x.dtype), i.shape + x.shape[1:])
+    except ValueError:
         return ref(x, values, *idx, index=index, accumulate=accumulate)
     rows = x.shape[0]
     f = int(np.prod(x.shape[1:]))
     x2 = _rows2(hw.operand(x), rows, f)
-    v2 = _rows2(hw.operand(vals), i.shape[0], f)
-    out = _rows_add("index_put", v2, hw.operand(i), rows, base2=x2)
+    v2 = _rows2(hw.operand(vals), i.size, f)
+    out = _rows_add("index_put", v2, hw.operand(i.reshape(-1)), rows, base2=x2)
     if out is None:
         return ref(x, values, *idx, index=index, accumulate=accumulate)
     return out.reshape(x.shape)
@@ -682,10 +681,8 @@ def _index_put_native(x, values, *idx, index, accumulate):
 
 def _rows2(a: np.ndarray, rows: int, f: int) -> np.ndarray:
     """``a`` as (rows, f) without a copy where its strides allow (broadcast rows too)."""
-    if a.ndim == 2:
+    if a.shape == (rows, f):
         return a
-    if a.ndim == 1:
-        return a.reshape(rows, 1)
     try:
         v = a.view()
         v.shape = (rows, f)

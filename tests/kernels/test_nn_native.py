@@ -173,6 +173,9 @@ def test_index_put_accumulate_rows(dtype, threads):
     _same("index_put", _strided(x), _strided(_rand((17, 4, 3), dtype)), i, index=spec,
           accumulate=True)
     _same("index_put", x[:, 0, 0].copy(), _rand((17,), dtype), i, index=spec, accumulate=True)
+    i2 = RNG.integers(0, 9, (5, 4))  # a 2-D index (the gradient of weight[idx])
+    _same("index_put", x, _rand((5, 4, 4, 3), dtype), i2, index=spec, accumulate=True)
+    _same("index_put", x, _rand((5, 1, 3), dtype), i2.T, index=spec, accumulate=True)
     # other layouts and accumulate=False go to the reference unchanged
     _same("index_put", x, _rand((9, 17, 3), dtype), i % 4,
           index=(("s", None, None, None), ("t", 0)), accumulate=True)
@@ -242,3 +245,12 @@ def test_embedding_gradient_matches_torch():
     (torch.nn.functional.embedding(torch.tensor(idx), tw, padding_idx=2)
      * torch.tensor(g)).sum().backward()
     np.testing.assert_allclose(gw.grad.numpy(), tw.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_kernels_are_recorded_for_their_ops():
+    """Exported programs ship the machine code handwritten.loaded_for(op) lists."""
+    from kernels.cpu.handwritten import loaded_for
+    x = _rand((1, 2, 5, 5), np.float32)
+    REGISTRY["im2col"].impl(x, kernel=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+    assert any(k.name == "im2col" for k in loaded_for("im2col"))
+    assert loaded_for("no_such_op") == []
