@@ -147,6 +147,15 @@ def build(tm, name: str, dropout: float = 0.0, small: bool = False):
         y = tm.randint(0, vocab, (batch, seq))
         return model, opt, (x, y), lambda out, y: F.cross_entropy(out.reshape(-1, vocab),
                                                                   y.reshape(-1))
+    if name.startswith("mlp:"):
+        _, width, batch = name.split(":")
+        width, batch = int(width), int(batch)
+        model = nn.Sequential(nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width),
+                              nn.ReLU(), nn.Linear(width, 10))
+        opt = tm.optim.Adam(model.parameters(), lr=1e-3)
+        x = tm.randn(batch, 784)
+        y = tm.randint(0, 10, (batch,))
+        return model, opt, (x, y), lambda out, y: F.cross_entropy(out, y)
     raise ValueError(f"unknown model workload {name!r}; choose from {MODEL_WORKLOADS}")
 
 
@@ -167,6 +176,17 @@ def _split(records: list[dict], n_calls: int, wall_s: float) -> dict:
     return out
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process (Linux /proc; 0 elsewhere)."""
+    import gc
+    gc.collect()
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
 def child(system: str, name: str, dropout: float, steps: int, small: bool) -> dict:
     """Time one system on one workload in this (fresh) process."""
     if system.startswith("torch"):
@@ -176,6 +196,7 @@ def child(system: str, name: str, dropout: float, steps: int, small: bool) -> di
     tm.set_num_threads(int(os.environ.get("GCOMPILE_BENCH_THREADS", "2")))
     model, opt, (x, y), loss_fn = build(tm, name, dropout, small)
     model.train()
+    base_mb = _rss_mb()
 
     def step(x, y):
         opt.zero_grad()
@@ -198,12 +219,15 @@ def child(system: str, name: str, dropout: float, steps: int, small: bool) -> di
         times.append(time.perf_counter() - t0)
     result["ms"] = 1e3 * statistics.median(times)
     result["loss"] = float(fn(x, y))
+    result["mem_mb"] = _rss_mb() - base_mb
+    result["param_mb"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     if system == "gc_compiled":
         entries = fn.entries
         result["plan"] = bool(entries)
         if entries:
             ex = entries[-1].executable
             result["kernels"] = ex.plan.num_kernels
+            result["planned_mb"] = ex.plan.planned_bytes / 2**20
             ex.records.clear()
             ex.profile = True
             t0 = time.perf_counter()
@@ -264,6 +288,89 @@ def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
     return rows
 
 
+SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
+SWEEP_WIDTHS = (256, 512, 1024, 2048)
+
+
+def sweep(systems: list[str], rounds: int = 1, steps: int = 5, say=None) -> list[dict]:
+    """How cost grows: the MLP step (784-W-W-10, Adam) over batch (width 512) and over
+    width (batch 256), each point and system in a fresh process; time per sample and
+    resident memory beyond the model (parameters excluded)."""
+    points = [("batch", 512, b) for b in SWEEP_BATCHES] + \
+             [("width", w, 256) for w in SWEEP_WIDTHS if w != 512]
+    if "torch_eager" in systems and not _torch_available():
+        systems = [s for s in systems if s != "torch_eager"]
+    out = []
+    for axis, width, batch in points:
+        name = f"mlp:{width}:{batch}"
+        row: dict = {"axis": axis, "width": width, "batch": batch}
+        for s in systems:
+            got = []
+            for r in range(rounds):
+                if say:
+                    say(f"sweep {axis}: width {width} batch {batch}: {s} ({r + 1}/{rounds})")
+                got.append(_run_child(s, name, 0.0, steps, False))
+            ok = [g for g in got if "ms" in g]
+            if not ok:
+                row[s] = {"error": got[-1].get("error", "no result")}
+                continue
+            ms = statistics.median(g["ms"] for g in ok)
+            row[s] = {"ms": ms, "us_per_sample": 1e3 * ms / batch,
+                      "mem_mb": statistics.median(g["mem_mb"] for g in ok),
+                      "param_mb": ok[0]["param_mb"]}
+            if "planned_mb" in ok[0]:
+                row[s]["planned_mb"] = ok[0]["planned_mb"]
+        out.append(row)
+    return out
+
+
+def format_sweep(rows: list[dict], systems: list[str]) -> str:
+    head = f"{'axis':<6}{'width':>6}{'batch':>6}{'params MB':>10}" + "".join(
+        f"{s + ' us/sample':>22}{s + ' MB':>16}" for s in systems)
+    lines = [head]
+    for r in rows:
+        pm = next((r[s]["param_mb"] for s in systems if "param_mb" in r.get(s, {})), 0.0)
+        cells = ""
+        for s in systems:
+            c = r.get(s, {})
+            cells += (f"{c['us_per_sample']:>22.2f}{c['mem_mb']:>16.1f}" if "ms" in c
+                      else f"{'failed':>22}{'':>16}")
+        lines.append(f"{r['axis']:<6}{r['width']:>6}{r['batch']:>6}{pm:>10.1f}" + cells)
+    return "\n".join(lines)
+
+
+def plot_sweep(rows: list[dict], systems: list[str], path: str) -> None:
+    """Time per sample against batch and against width, and memory against parameters."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for s in systems:
+        for ax, axis, key in ((axes[0], "batch", "batch"), (axes[1], "width", "width")):
+            pts = [(r[key], r[s]["us_per_sample"]) for r in rows
+                   if (r["axis"] == axis or (axis == "width" and r["batch"] == 256))
+                   and "ms" in r.get(s, {})]
+            pts.sort()
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=s)
+        mem = sorted((r[s]["param_mb"], r[s]["mem_mb"]) for r in rows
+                     if r["batch"] == 256 and "ms" in r.get(s, {}))
+        if mem:
+            axes[2].plot(*zip(*mem), marker="o", label=s)
+    axes[0].set(xscale="log", xlabel="batch (width 512)", ylabel="us per sample",
+                title="MLP train step: cost per sample vs batch")
+    axes[1].set(xlabel="width (batch 256)", ylabel="us per sample",
+                title="cost per sample vs width")
+    axes[2].set(xlabel="parameters (MB)", ylabel="resident MB beyond the model",
+                title="memory vs parameters (batch 256)")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def format_table(rows: list[dict]) -> str:
     head = (f"{'workload':<16}{'gc eager':>10}{'gc compiled':>13}{'torch eager':>13}"
             f"{'comp/torch':>12}{'eager/torch':>13}{'eager/comp':>12}")
@@ -305,24 +412,39 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gcompile.bench_models",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds (default 3; 1 with --sweep)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per process")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--small", action="store_true", help="small shapes (a quick check)")
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--sweep", action="store_true",
+                   help="the MLP step over batch 32-1024 and width 256-2048 instead")
+    p.add_argument("--plot", metavar="FILE.png", help="with --sweep: draw it (needs matplotlib)")
     p.add_argument("workloads", nargs="*", default=list(MODEL_WORKLOADS))
     args = p.parse_args(argv)
     if args.child:
         system, name, dropout, steps, small = args.child
         print(json.dumps(child(system, name, float(dropout), int(steps), small == "1")))
         return 0
+    systems = [s for s in args.systems.split(",") if s]
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.sweep:
+        rows = sweep(systems, args.rounds or 1, args.steps, say)
+        shown = [s for s in systems if any(s in r for r in rows)]
+        print(format_sweep(rows, shown))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        if args.plot:
+            plot_sweep(rows, shown, args.plot)
+        return 0
     for n in args.workloads:
         if n not in MODEL_WORKLOADS:
             p.error(f"unknown workload {n!r}; choose from {', '.join(MODEL_WORKLOADS)}")
-    systems = [s for s in args.systems.split(",") if s]
-    rows = run(args.workloads, systems, args.rounds, args.steps, args.dropout, args.small,
-               say=lambda m: print(m, file=sys.stderr, flush=True))
+    rows = run(args.workloads, systems, args.rounds or 3, args.steps, args.dropout, args.small,
+               say=say)
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as fh:
