@@ -39,11 +39,13 @@ class Adam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+                 differentiable: bool = False, fused: bool | None = None,
+                 decoupled_weight_decay: bool = False) -> None:
         _check_adam_args(lr, betas, eps, weight_decay)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize, foreach=foreach,
-                        capturable=capturable, differentiable=differentiable, fused=fused)
+                        capturable=capturable, differentiable=differentiable, fused=fused,
+                        decoupled_weight_decay=decoupled_weight_decay or self._decoupled)
         _check_unsupported({"differentiable": differentiable})
         super().__init__(params, defaults)
 
@@ -73,7 +75,8 @@ class Adam(Optimizer):
                  amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2,
                  lr=group["lr"],
                  weight_decay=group["weight_decay"], eps=group["eps"],
-                 maximize=group["maximize"], decoupled_weight_decay=self._decoupled,
+                 maximize=group["maximize"],
+                 decoupled_weight_decay=group.get("decoupled_weight_decay", self._decoupled),
                  capturable=group["capturable"] or state.tracer is not None)
         return loss
 

@@ -11,6 +11,10 @@ MODULES: dict[str, str] = {
 }
 
 OPTIMIZERS: dict[str, str] = {
+    "LBFGS[Tensor lr].StepLR": "torch's LBFGS keeps the Tensor lr object itself as its step t, "
+    "so a scheduler's in-place fill also rescales the stored s = d * t of the step before; "
+    "gcompile reads the lr value",
+    "LBFGS[Tensor lr].OneCycleLR": "as LBFGS[Tensor lr].StepLR",
 }
 
 
