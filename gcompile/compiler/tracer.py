@@ -10,6 +10,7 @@ tensor's value becomes the new SSA value, and writes to inputs are written back.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import weakref
@@ -48,11 +49,18 @@ def user_frame() -> tuple[str, int]:
     """File and line of the innermost caller outside gcompile/ and ir/."""
     f = sys._getframe(1)
     while f is not None:
-        fn = os.path.abspath(f.f_code.co_filename)
-        if not (fn.startswith(_PKG_DIRS[0]) or fn.startswith(_IR_DIR)):
+        if not _is_internal(f.f_code.co_filename):
             return f.f_code.co_filename, f.f_lineno
         f = f.f_back
     return "<unknown>", 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_internal(filename: str) -> bool:
+    """Is this code file part of gcompile or ir? (Asked for every recorded op, with a
+    handful of distinct files: cached, as ``abspath`` costs a few microseconds.)"""
+    fn = os.path.abspath(filename)
+    return fn.startswith(_PKG_DIRS[0]) or fn.startswith(_IR_DIR)
 
 
 class Journal:
