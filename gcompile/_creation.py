@@ -10,6 +10,7 @@ from ir import dtypes as dt
 from ._device import as_device
 from ._random import _gen, random_tensor
 from ._tensor import Tensor, _sizes, apply_op
+from ._state import state
 
 
 def _check_device(device):
@@ -75,6 +76,13 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=Fal
         if shared is not None:
             data = shared
     if isinstance(data, Tensor):
+        if state.tracer is not None:
+            # a copy of a tensor the trace computed: recorded (a NumPy copy would be
+            # baked into the plan as a constant, stale on the next call)
+            out = data.detach().clone()
+            if dtype is not None:
+                out = out.to(dt.as_dtype(dtype))
+            return out.requires_grad_(requires_grad) if requires_grad else out
         arr = np.array(data._data, copy=True)
         if dtype is not None:
             arr = arr.astype(dt.as_dtype(dtype).np)
@@ -492,6 +500,7 @@ def _legacy(name: str, dtype) -> type:
 FloatTensor = _legacy("FloatTensor", dt.float32)
 DoubleTensor = _legacy("DoubleTensor", dt.float64)
 HalfTensor = _legacy("HalfTensor", dt.float16)
+BFloat16Tensor = _legacy("BFloat16Tensor", dt.bfloat16)
 LongTensor = _legacy("LongTensor", dt.int64)
 IntTensor = _legacy("IntTensor", dt.int32)
 ShortTensor = _legacy("ShortTensor", dt.int16)

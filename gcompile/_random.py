@@ -17,6 +17,7 @@ class Generator:
         self._rng = np.random.Generator(np.random.PCG64(self._seed))
 
     def manual_seed(self, seed: int) -> Generator:
+        _not_while_tracing("Generator.manual_seed")
         seed = int(seed)
         if seed < -(2 ** 63) or seed >= 2 ** 64:
             raise RuntimeError(f"Overflow when unpacking long: seed {seed} is out of range")
@@ -39,6 +40,7 @@ class Generator:
         return Tensor._make(np.frombuffer(blob, np.uint8).copy())
 
     def set_state(self, new_state) -> Generator:
+        _not_while_tracing("Generator.set_state")
         data = new_state._data if hasattr(new_state, "_data") else np.asarray(new_state)
         try:
             st = json.loads(bytes(data.astype(np.uint8)).decode())
@@ -52,6 +54,15 @@ class Generator:
 
 
 default_generator = Generator()
+
+
+def _not_while_tracing(what: str) -> None:
+    """Reseeding inside a compiled function is a graph break: the plan re-draws its
+    seeds from the generator at every call, but a ``manual_seed`` traced once would
+    not run again, so later calls would draw different numbers than eager ones."""
+    from ._state import state
+    if state.tracer is not None:
+        state.tracer.graph_break(f"{what} (changing the random state)")
 
 
 def _gen(generator):
