@@ -100,6 +100,25 @@ def row_reduction_dims(n: Node) -> tuple[int, ...] | None:
     return dims
 
 
+TINY_NUMEL = 4096  # elementwise groups this small merge horizontally (merge_tiny)
+TINY_MAX_OPERANDS = 160  # ... up to about this many arrays per kernel (ctypes takes 1024 args)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _operands(g: Group) -> int:
+    """An upper bound on the arrays a group's kernel takes: its outside inputs and one
+    output per node."""
+    ids = {id(m.out) for m in g.nodes}
+    ext = {id(a) for m in g.nodes for a in m.value_inputs if id(a) not in ids}
+    return len(ext) + len(g.nodes)
+
+
 def _padded(shape, ndim):
     return (1,) * (ndim - len(shape)) + tuple(shape)
 
@@ -295,6 +314,44 @@ class _Fuser:
                 return
         self.new_group("rows", n, shape=X, dims=dims, role_of="red")
 
+    # ---- horizontal fusion of tiny groups ---------------------------------------------
+    def linked(self, a: Group, b: Group) -> bool:
+        """Is there a path between groups ``a`` and ``b`` (either way) through some other
+        group? Then running them as one step would form a cycle."""
+        gof = self.gof
+        for src, dst in ((a, b), (b, a)):
+            seen = {id(src)}
+            stack = [src]
+            while stack:
+                g = stack.pop()
+                for m in g.nodes:
+                    for u in m.out.users:
+                        h = gof.get(id(u))
+                        if h is None or id(h) in seen:
+                            continue
+                        if h is dst:
+                            if g is not src:
+                                return True
+                            continue
+                        seen.add(id(h))
+                        stack.append(h)
+        return False
+
+    def merge_tiny(self) -> None:
+        """Independent elementwise groups of one tiny shape (an optimizer's per-parameter
+        scalar math, the updates of bias and norm parameters) run as one kernel: each
+        would cost a launch for a few hundred elements of work."""
+        by_shape: dict[tuple, list[Group]] = {}
+        for g in self.groups:
+            if g.kind != "elementwise" or not g.nodes or _numel(g.shape) > TINY_NUMEL:
+                continue
+            for h in by_shape.setdefault(g.shape, []):
+                if _operands(h) + _operands(g) <= TINY_MAX_OPERANDS and not self.linked(h, g):
+                    self.merge([g], h)
+                    break
+            else:
+                by_shape[g.shape].append(g)
+
     def alias_ok(self, n: Node) -> Group | None:
         """A reshape that only re-inserts reduced size-1 dims of a row value."""
         if n.op != "reshape":
@@ -336,6 +393,7 @@ class _Fuser:
                           f"{n.inputs[0].dtype.name}{list(n.inputs[0].shape)} is not one " \
                           "consecutive run of float dims"
                 self.reasons[n.out.name] = why + ": runs its NumPy implementation"
+        self.merge_tiny()
         groups = [g for g in self.groups if g.nodes]
         finish(self.graph, groups)
         for g in groups:
@@ -409,8 +467,11 @@ def fuse(graph: Graph) -> Fusion:
 
 def decompose(graph: Graph) -> int:
     """Rewrite composite ops the fuser understands better in pieces (softmax and
-    log_softmax over float rows into max / exp / sum / div); returns rewrites."""
-    count = 0
+    log_softmax over float rows into max / exp / sum / div); returns rewrites. Also
+    folds weight-gradient matmuls into one GEMM and turns ``sum_to_size`` into fusible
+    sums (``ir.passes.rewrites``)."""
+    from .rewrites import decompose_sum_to_size, fold_summed_matmul
+    count = fold_summed_matmul(graph) + decompose_sum_to_size(graph)
     for n in list(graph.nodes):
         if n.op == "gelu" and n.out.dtype.name in ("float32", "float64"):
             _decompose_gelu(graph, n)

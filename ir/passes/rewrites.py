@@ -1,0 +1,130 @@
+"""Graph rewrites that put work in a form the back end runs well.
+
+- ``fold_summed_matmul``: ``sum_to_size(A @ B)`` summing away every batch dim of a
+  batched matmul (a Linear layer's weight gradient on ``[B, T, K]`` activations:
+  ``sum_b x_b^T @ g_b``) becomes one 2-D GEMM over the stacked rows,
+  ``x.reshape(B*T, K)^T @ g.reshape(B*T, N)``: one BLAS call with a long inner dim
+  instead of B small ones and a B-times larger intermediate summed afterwards.
+- ``decompose_sum_to_size``: ``sum_to_size`` over float dims becomes ``sum`` over those
+  dims (plus a reshape), which the fuser runs as a rows reduction fused with its
+  producers (bias gradients, LayerNorm backward) instead of a NumPy call.
+"""
+from __future__ import annotations
+
+from ..graph import Graph, Node, Value
+
+
+def _summed_axes(x_shape: tuple, shape: tuple) -> tuple[tuple[int, ...], bool] | None:
+    """The axes ``sum_to_size(x, shape)`` sums, and whether the result is those axes
+    dropped (True: only leading axes) or kept as size 1 (False); None if not a valid
+    broadcast (left to the op, which raises)."""
+    lead = len(x_shape) - len(shape)
+    if lead < 0:
+        return None
+    axes = list(range(lead))
+    for i, s in enumerate(shape):
+        xs = x_shape[lead + i]
+        if s == xs:
+            continue
+        if s != 1:
+            return None
+        axes.append(lead + i)
+    return tuple(axes), all(a < lead for a in axes)
+
+
+def decompose_sum_to_size(graph: Graph) -> int:
+    """``sum_to_size`` on float values -> ``sum`` (+ ``reshape``); returns rewrites."""
+    count = 0
+    for n in list(graph.nodes):
+        if n.op != "sum_to_size":
+            continue
+        x = n.inputs[0]
+        if not isinstance(x, Value) or x.dtype.name not in ("float32", "float64") or \
+                x.numel == 0:
+            continue
+        shape = tuple(n.attrs["shape"])
+        got = _summed_axes(tuple(x.shape), shape)
+        if got is None:
+            continue
+        axes, drop = got
+        idx = graph.nodes.index(n)
+        if not axes:
+            out = graph.add_node("reshape", [x], {"shape": shape}, index=idx)
+        else:
+            out = graph.add_node("sum", [x], {"dims": axes, "keepdim": not drop}, index=idx)
+            if tuple(out.shape) != shape:
+                out = graph.add_node("reshape", [out], {"shape": shape}, index=idx + 1)
+        if out.dtype is not n.out.dtype:
+            continue  # not expected for floats; leave the node as it was
+        graph.replace_all_uses(n.out, out)
+        graph.remove_node(n)
+        count += 1
+    return count
+
+
+def _prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def _swaps_last_two(n: Node | None) -> bool:
+    if n is None or n.op != "permute":
+        return False
+    d = tuple(n.attrs["dims"])
+    k = len(d)
+    return k >= 2 and d == tuple(range(k - 2)) + (k - 1, k - 2)
+
+
+def fold_summed_matmul(graph: Graph) -> int:
+    """``sum_to_size(matmul(A, B), (M, N))`` with A ``[*batch, M, K]`` and B
+    ``[*batch, K, N]`` (same batch shape, every batch dim summed) -> one 2-D matmul of
+    the stacked operands. Returns rewrites."""
+    count = 0
+    for n in list(graph.nodes):
+        if n.op != "sum_to_size":
+            continue
+        mm = n.inputs[0]
+        if not isinstance(mm, Value) or mm.producer is None or mm.producer.op != "matmul":
+            continue
+        if len(mm.users) != 1 or any(o is mm for o in graph.outputs):
+            continue
+        a, b = mm.producer.inputs
+        if not (isinstance(a, Value) and isinstance(b, Value)) or a.ndim < 3 or \
+                a.ndim != b.ndim or tuple(a.shape[:-2]) != tuple(b.shape[:-2]):
+            continue
+        if a.dtype.name not in ("float32", "float64") or b.dtype is not a.dtype:
+            continue
+        batch = tuple(a.shape[:-2])
+        M, K = a.shape[-2:]
+        N = b.shape[-1]
+        shape = tuple(n.attrs["shape"])
+        if shape[-2:] != (M, N) or any(s != 1 for s in shape[:-2]) or len(shape) > mm.ndim:
+            continue  # some batch dim is kept, or M / N is summed too
+        Bt = _prod(batch)
+        idx = graph.nodes.index(n)
+        pos = [idx]
+
+        def add(op, ins, attrs, pos=pos):
+            v = graph.add_node(op, ins, attrs, index=pos[0])
+            pos[0] += 1
+            return v
+        src = a.producer
+        if _swaps_last_two(src) and isinstance(src.inputs[0], Value):
+            # A = X^T per batch entry, X [*batch, K, M]: stacked X is [Bt*K, M]
+            lhs = add("permute", [add("reshape", [src.inputs[0]], {"shape": (Bt * K, M)})],
+                      {"dims": (1, 0)})
+        else:
+            a3 = add("reshape", [a], {"shape": (Bt, M, K)})
+            lhs = add("reshape", [add("permute", [a3], {"dims": (1, 0, 2)})],
+                      {"shape": (M, Bt * K)})
+        rhs = add("reshape", [b], {"shape": (Bt * K, N)})
+        out = add("matmul", [lhs, rhs], {})
+        if tuple(out.shape) != shape:
+            out = add("reshape", [out], {"shape": shape})
+        graph.replace_all_uses(n.out, out)
+        graph.remove_node(n)
+        graph.remove_node(mm.producer)
+        count += 1
+    return count

@@ -1,0 +1,102 @@
+"""ir.passes.rewrites: weight-gradient matmuls folded into one GEMM, sum_to_size as sums.
+
+Each rewritten graph is run by the reference interpreter and compared with NumPy."""
+import numpy as np
+import pytest
+
+from ir import dtypes as dt
+from ir.graph import Graph
+from ir.interpreter import interpret
+from ir.passes.rewrites import decompose_sum_to_size, fold_summed_matmul
+
+F32 = dt.float32
+rng = np.random.default_rng(0)
+
+
+def _run(g: Graph, *arrays):
+    return [np.asarray(o) for o in interpret(g, list(arrays))]
+
+
+def test_linear_weight_grad_becomes_one_2d_gemm():
+    """sum_b x_b^T @ g_b (a Linear weight gradient on [B, T, K] activations) is one
+    [K, B*T] @ [B*T, N] matmul of views, with no batched matmul left."""
+    B, T, K, N = 3, 5, 4, 6
+    g = Graph()
+    x = g.add_input((B, T, K), F32)
+    gy = g.add_input((B, T, N), F32)
+    xt = g.add_node("permute", [x], {"dims": (0, 2, 1)})
+    mm = g.add_node("matmul", [xt, gy])
+    out = g.add_node("sum_to_size", [mm], {"shape": (K, N)})
+    g.set_outputs([out])
+    assert fold_summed_matmul(g) == 1
+    mms = [n for n in g.nodes if n.op == "matmul"]
+    assert len(mms) == 1 and mms[0].out.shape == (K, N)
+    assert [a.shape for a in mms[0].inputs] == [(K, B * T), (B * T, N)]
+    assert not any(n.op == "sum_to_size" for n in g.nodes)
+    xa = rng.standard_normal((B, T, K)).astype(np.float32)
+    ga = rng.standard_normal((B, T, N)).astype(np.float32)
+    (got,) = _run(g, xa, ga)
+    np.testing.assert_allclose(got, np.einsum("btk,btn->kn", xa, ga), rtol=1e-5, atol=1e-5)
+
+
+def test_summed_batched_matmul_of_plain_operands_and_kept_unit_dims():
+    """A left operand that is not a transpose, two batch dims, and a result that keeps
+    the summed batch dims as size 1."""
+    g = Graph()
+    a = g.add_input((2, 3, 4, 5), F32)
+    b = g.add_input((2, 3, 5, 6), F32)
+    mm = g.add_node("matmul", [a, b])
+    out = g.add_node("sum_to_size", [mm], {"shape": (1, 4, 6)})
+    g.set_outputs([out])
+    assert fold_summed_matmul(g) == 1
+    aa = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    ba = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    (got,) = _run(g, aa, ba)
+    assert got.shape == (1, 4, 6)
+    np.testing.assert_allclose(got[0], (aa @ ba).sum((0, 1)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("keep_batch", [True, False])
+def test_not_folded_when_a_batch_dim_survives_or_the_matmul_is_reused(keep_batch):
+    g = Graph()
+    a = g.add_input((2, 4, 5), F32)
+    b = g.add_input((2, 5, 6), F32)
+    mm = g.add_node("matmul", [a, b])
+    if keep_batch:
+        out = g.add_node("sum_to_size", [mm], {"shape": (2, 1, 6)})
+        g.set_outputs([out])
+    else:
+        out = g.add_node("sum_to_size", [mm], {"shape": (4, 6)})
+        g.set_outputs([out, mm])
+    assert fold_summed_matmul(g) == 0
+
+
+@pytest.mark.parametrize("xshape,shape", [
+    ((4, 5, 6), (6,)),          # bias gradient: leading dims dropped
+    ((4, 5, 6), (4, 5, 1)),     # LayerNorm backward: a trailing dim kept as 1
+    ((4, 5, 6), (1, 5, 1)),     # several, kept
+    ((3, 4, 5, 6), (4, 1, 6)),  # leading dropped and one kept
+    ((4, 5), (4, 5)),           # nothing summed
+])
+def test_sum_to_size_becomes_sum(xshape, shape):
+    g = Graph()
+    x = g.add_input(xshape, F32)
+    out = g.add_node("sum_to_size", [x], {"shape": shape})
+    g.set_outputs([out])
+    assert decompose_sum_to_size(g) == 1
+    assert not any(n.op == "sum_to_size" for n in g.nodes)
+    xa = rng.standard_normal(xshape).astype(np.float32)
+    (got,) = _run(g, xa)
+    lead = len(xshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
+                                      if s == 1 and xshape[lead + i] != 1)
+    want = xa.sum(axis=axes, keepdims=True).reshape(shape)
+    assert got.shape == tuple(shape)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_integer_sum_to_size_is_left_alone():
+    g = Graph()
+    x = g.add_input((4, 5), dt.int32)
+    g.set_outputs([g.add_node("sum_to_size", [x], {"shape": (5,)})])
+    assert decompose_sum_to_size(g) == 0
