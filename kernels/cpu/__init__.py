@@ -33,7 +33,7 @@ from .. import cache as _cache
 from ..spec import KernelSpec, canonical
 from . import codegen, native
 
-__all__ = ["compile_kernel", "CompiledKernel", "cache_stats", "PARALLEL_THRESHOLD",
+__all__ = ["compile_kernel", "CompiledKernel", "BoundCall", "cache_stats", "PARALLEL_THRESHOLD",
            "set_parallel_threshold", "prefetch", "needs_compile", "compile_workers",
            "set_compile_observer"]
 
@@ -270,6 +270,37 @@ class CompiledKernel:
             work = _with_scratch(args, scratch)  # noqa: F841 - alive until the call returns
             fn(*args, 0, n_split)
 
+    def bind(self, inputs: list[np.ndarray], outputs: list[np.ndarray],
+             parallel: bool | None = None) -> BoundCall | None:
+        """A call prepared once for operands laid out as these (shapes, strides, which
+        operands share memory): its C arguments are built here, so a runtime whose
+        buffers keep their layout pays only for the native call and the data pointers
+        that changed (``BoundCall``). None where such calls take the general path: no
+        element to compute, negative strides, or a call that would run on threads."""
+        spec = self.spec
+        if len(inputs) != len(spec.inputs) or len(outputs) != len(spec.outputs):
+            return None
+        if any(a.dtype != d for a, d in zip(inputs, self._in_np)) or \
+                any(a.dtype != d or not a.flags.writeable for a, d in zip(outputs, self._out_np)):
+            return None
+        shape = self._check_shapes(inputs, outputs)
+        ops = list(inputs) + list(outputs)
+        if shape is None or any(s < 0 for a in ops for s in a.strides):
+            return None
+        ptrs = [_ptr(a) for a in ops]
+        alias = _aliases(inputs, outputs, ptrs)
+        total, variant, n_split, template, slots, scratch, keep = self._marshal(
+            self._plan(inputs, outputs, shape, alias), inputs, outputs)
+        if parallel is None:
+            parallel = total >= PARALLEL_THRESHOLD
+        if parallel and n_split >= 2 and _nthreads() >= 2:
+            return None
+        args = list(template) + [0, n_split]
+        for slot, k in slots:
+            args[slot] = ptrs[k]
+        block = _with_scratch(args, scratch)  # one block per binding (callers take turns)
+        return BoundCall(self._fn(variant), args, slots, ptrs, (block, keep))
+
     def variant_for(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> tuple | None:
         """The loop variant a call on arrays laid out as these would run (None when it
         would compute nothing or take the negative-stride path); reads no data, so a
@@ -494,6 +525,38 @@ class CompiledKernel:
         ntask = n_outer * ((m + codegen.BLOCK - 1) // codegen.BLOCK)
         extra = (m, inner_n, oshape, ostr, istr, bstr)
         return (total, ("rowsblk", alias, jpat, bpat), extra, ntask, recipes)
+
+
+class BoundCall:
+    """A kernel call with its C arguments built (``CompiledKernel.bind``).
+    ``ptrs`` are the operands' data pointers it was built for; ``repoint(k, p)`` moves
+    operand ``k`` (inputs then outputs) to data pointer ``p`` with the same layout."""
+
+    __slots__ = ("fn", "args", "ptrs", "_where", "_keep")
+
+    def __init__(self, fn, args: list, slots, ptrs: list[int], keep) -> None:
+        self.fn = fn
+        self.args = args
+        self.ptrs = list(ptrs)
+        where: dict[int, list[int]] = {}
+        for slot, k in slots:
+            where.setdefault(k, []).append(slot)
+        self._where = where
+        self._keep = keep
+
+    def repoint(self, k: int, p: int) -> None:
+        self.ptrs[k] = p
+        for slot in self._where.get(k, ()):
+            self.args[slot] = p
+
+    def sharing(self) -> tuple[int, ...]:
+        """Which operands share a data pointer (the first operand with each pointer):
+        a binding stays valid while this pattern does."""
+        ptrs = self.ptrs
+        return tuple(ptrs.index(p) for p in ptrs)
+
+    def __call__(self) -> None:
+        self.fn(*self.args)
 
 
 def _aliases(inputs, outputs, ptrs: list[int]) -> tuple[int, ...]:
