@@ -371,3 +371,94 @@ __all__ = ["hardshrink", "softshrink", "adaptive_max_pool1d", "adaptive_max_pool
            "local_response_norm", "multi_margin_loss", "multilabel_margin_loss",
            "multilabel_soft_margin_loss", "gaussian_nll_loss", "poisson_nll_loss",
            "linear_cross_entropy"]
+
+
+_NEG = -1e30  # "log 0" for unreachable CTC states: finite, so no inf - inf or 0/0 in grads
+
+
+def _lse(*terms: Tensor) -> Tensor:
+    m = terms[0]
+    for t in terms[1:]:
+        m = T.maximum(m, t)
+    m = m.detach()
+    s = None
+    for t in terms:
+        e = (t - m).exp()
+        s = e if s is None else s + e
+    return m + s.log()
+
+
+def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths, target_lengths,
+             blank: int = 0, reduction: str = "mean", zero_infinity: bool = False) -> Tensor:
+    """Connectionist temporal classification loss: the forward (alpha) recursion over
+    blank-interleaved targets, all samples at once with masks, so tensor lengths stay
+    tensors (no graph break). The gradient is torch's: with respect to the
+    log-probabilities it includes torch's exp(log_probs) term (exact for the logits of
+    a log_softmax)."""
+    unbatched = log_probs.dim() == 2
+    lp = log_probs.unsqueeze(1) if unbatched else log_probs
+    tmax, n, c = lp.shape
+    if not 0 <= blank < c:
+        raise RuntimeError("blank must be in label range")
+
+    def lengths(v) -> Tensor:
+        t = v if isinstance(v, Tensor) else _creation.tensor(
+            [v] if isinstance(v, int) else list(v))
+        return t.reshape(-1).long()
+
+    in_len, tgt_len = lengths(input_lengths), lengths(target_lengths)
+    tg = targets.long()
+    if tg.dim() == 1 and not unbatched:      # concatenated targets
+        s_max = max(int(tg.shape[0]), 1)
+        offsets = T.cumsum(tgt_len, 0) - tgt_len
+        pos = offsets.unsqueeze(1) + _creation.arange(s_max)
+        tg = T.gather(tg, 0, pos.clamp(max=max(int(targets.shape[0]) - 1, 0)).reshape(-1)
+                      ).reshape(n, s_max) if targets.shape[0] else _creation.zeros(
+                          n, s_max, dtype=tg.dtype)
+    elif tg.dim() == 1:
+        tg = tg.unsqueeze(0)
+    s_max = tg.shape[1]
+    valid_lab = _creation.arange(s_max).unsqueeze(0) < tgt_len.unsqueeze(1)
+    tg = T.where(valid_lab, tg, blank)
+    # extended labels (N, 2S+1): blank, l1, blank, l2, ..., blank
+    ext = T.stack([_creation.full_like(tg, blank), tg], dim=2).reshape(n, 2 * s_max)
+    ext = T.cat([ext, _creation.full_like(tg.narrow(1, 0, 1), blank)], dim=1)
+    ns = 2 * s_max + 1
+    prev2 = T.cat([_creation.full_like(ext.narrow(1, 0, 2), blank), ext.narrow(1, 0, ns - 2)],
+                  dim=1)
+    skip = (ext != blank) & (ext != prev2)
+    skip = skip & (_creation.arange(ns) >= 2).unsqueeze(0)
+    emit = T.gather(lp, 2, ext.unsqueeze(0).expand(tmax, n, ns))          # (T, N, 2S+1)
+    neg = _creation.full_like(emit[0], _NEG)
+    first = _creation.arange(ns).unsqueeze(0)
+    start_ok = (first == 0) | ((first == 1) & (tgt_len.unsqueeze(1) > 0))
+    alpha = T.where(start_ok, emit[0], neg)
+    for t in range(1, tmax):
+        a1 = T.cat([neg.narrow(1, 0, 1), alpha.narrow(1, 0, ns - 1)], dim=1)
+        a2 = T.where(skip, T.cat([neg.narrow(1, 0, 2), alpha.narrow(1, 0, ns - 2)], dim=1), neg)
+        new = _lse(alpha, a1, a2) + emit[t]
+        alpha = T.where((in_len > t).unsqueeze(1), new, alpha)
+    end = (2 * tgt_len).unsqueeze(1)
+    last = T.gather(alpha, 1, end).squeeze(1)
+    before = T.where(tgt_len > 0, T.gather(alpha, 1, (end - 1).clamp(min=0)).squeeze(1),
+                     neg[:, 0])
+    nll = -_lse(last, before)
+    nll = T.where(nll > -_NEG / 2, float("inf"), nll)
+    # torch's gradient adds exp(log_probs) at each sample's valid time steps
+    live = (_creation.arange(tmax).unsqueeze(1) < in_len.unsqueeze(0)).to(lp.dtype)
+    extra = (lp.exp() * live.unsqueeze(2)).sum(dim=(0, 2))
+    loss = nll + (extra - extra.detach())
+    if zero_infinity:
+        loss = T.where(T.isinf(nll), 0.0, loss)
+    if reduction == "mean":
+        out = (loss / tgt_len.clamp(min=1).to(loss.dtype)).mean()
+    elif reduction == "sum":
+        out = loss.sum()
+    elif reduction == "none":
+        out = loss
+    else:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    return out.reshape(()) if unbatched and reduction == "none" else out
+
+
+__all__ += ["ctc_loss"]

@@ -144,6 +144,9 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh, got "
                            f"{approximate!r}")
+    if input.dim() == 0:  # the op's exact-erf kernel takes arrays: evaluate as (1,)
+        return apply_op("gelu", (input.reshape(1),), {"approximate": approximate},
+                        "GeluBackward0").reshape(())
     return apply_op("gelu", (input,), {"approximate": approximate}, "GeluBackward0")
 
 
@@ -1405,6 +1408,8 @@ def prelu(input: Tensor, weight: Tensor) -> Tensor:
             raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found "
                                f"parameter numbers = {weight.numel()} and channel size = {ch}.")
         w = weight.reshape((ch,) + (1,) * (input.dim() - 2)) if input.dim() >= 2 else weight
+    elif input.dim() == 0:
+        w = weight.reshape(())  # a 0-d input keeps its shape (torch)
     neg = apply_op("mul", (input, w))
     return apply_op("where", (apply_op("ge", (input, 0)), input, neg), grad_name="PreluBackward0")
 

@@ -29,7 +29,7 @@ from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d,
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
 from .sparse import Embedding
 from .extra import (AdaptiveAvgPool3d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d,
-                    FractionalMaxPool2d, FractionalMaxPool3d, GaussianNLLLoss, Hardshrink,
+                    CTCLoss, FractionalMaxPool2d, FractionalMaxPool3d, GaussianNLLLoss, Hardshrink,
                     LinearCrossEntropyLoss, LPPool1d, LPPool2d, LPPool3d, MultiLabelMarginLoss,
                     MultiLabelSoftMarginLoss, MultiMarginLoss, PoissonNLLLoss, Softshrink)
 from .lazy import (LazyConv1d, LazyConv2d, LazyConv3d, LazyConvTranspose1d, LazyConvTranspose2d,

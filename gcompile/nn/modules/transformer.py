@@ -148,16 +148,12 @@ class TransformerDecoderLayer(Module):
 
 
 def _detect_causal(mask, is_causal, size):
-    """torch's rule: is_causal=None means 'True when mask is exactly the causal mask'."""
-    if is_causal is None:
-        if mask is None or mask.dim() != 2 or tuple(mask.shape) != (size, size):
-            return False
-        causal = _square_subsequent_mask(size, dtype=mask.dtype if mask.dtype.is_floating_point
-                                         else None)
-        if mask.dtype.is_floating_point:
-            return bool(mask.eq(causal).all())
-        return bool(mask.eq(causal.isinf()).all())
-    return bool(is_causal)
+    """The is_causal hint the layers get. torch's None means 'True when mask is exactly
+    the causal mask', only to pick a faster kernel: the mask is passed along either way,
+    so answering False gives the same numbers without reading the mask's values (which
+    would be a graph break under compile)."""
+    del mask, size
+    return bool(is_causal) if is_causal is not None else False
 
 
 class TransformerEncoder(Module):

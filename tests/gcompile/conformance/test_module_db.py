@@ -174,7 +174,9 @@ def _compiled_call(cm, args, kwargs):
 @pytest.mark.parametrize("info, k, sample, mode", _cases())
 def test_module_db(info, k, sample, mode, request) -> None:
     name = info.module_cls.__name__
-    why = unsupported.reason(unsupported.MODULES, name, sample.desc, mode)
+    features = tuple(k for k, v in sample.constructor_input.kwargs.items()
+                     if isinstance(v, (bool, int)) and v)
+    why = unsupported.reason(unsupported.MODULES, name, sample.desc, mode, features)
     if why is not None:
         request.applymarker(pytest.mark.xfail(reason=why, strict=True))
     assert hasattr(gnn, name), f"gcompile.nn has no {name}"
