@@ -5,12 +5,13 @@ dtype objects as ``gcompile.float32`` etc.
 """
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 __all__ = [
-    "DType", "float16", "float32", "float64", "bfloat16_unsupported", "int8", "int16",
+    "DType", "float16", "bfloat16", "float32", "float64", "int8", "int16",
     "int32", "int64", "uint8", "bool_", "all_dtypes", "from_numpy", "as_dtype",
-    "promote_types", "result_type", "get_default_dtype", "set_default_dtype",
+    "promote_types", "result_type", "get_default_dtype", "set_default_dtype", "finfo", "iinfo",
 ]
 
 
@@ -54,11 +55,14 @@ int16 = DType("int16", np.int16, "i", 2)
 int32 = DType("int32", np.int32, "i", 3)
 int64 = DType("int64", np.int64, "i", 4)
 float16 = DType("float16", np.float16, "f", 5)
+# bfloat16 is stored as ml_dtypes' NumPy type; it ranks beside float16 (neither holds
+# the other: together they promote to float32) and computes in float32 (the eager
+# dispatcher casts around every op that is not a view)
+bfloat16 = DType("bfloat16", ml_dtypes.bfloat16, "f", 5)
 float32 = DType("float32", np.float32, "f", 6)
 float64 = DType("float64", np.float64, "f", 7)
-bfloat16_unsupported = None
 
-all_dtypes = (bool_, uint8, int8, int16, int32, int64, float16, float32, float64)
+all_dtypes = (bool_, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64)
 _BY_NP = {d.np: d for d in all_dtypes}
 _BY_NAME = {d.name: d for d in all_dtypes}
 _BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": int64,
@@ -66,7 +70,7 @@ _BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": i
 
 _SCALAR_NAMES = {"bool": "Bool", "uint8": "Byte", "int8": "Char", "int16": "Short",
                  "int32": "Int", "int64": "Long", "float16": "Half", "float32": "Float",
-                 "float64": "Double"}
+                 "float64": "Double", "bfloat16": "BFloat16"}
 _default = [float32]
 
 
@@ -80,7 +84,7 @@ on_default_dtype_change: list = []
 
 def set_default_dtype(d: DType) -> None:
     d = as_dtype(d)
-    if d not in (float32, float64, float16):
+    if d not in (float32, float64, float16, bfloat16):
         raise TypeError(f"only floating-point types are supported as the default type, got {d}")
     _default[0] = d
     for fn in on_default_dtype_change:
@@ -93,7 +97,8 @@ def from_numpy(npd) -> DType:
     except (KeyError, TypeError):
         raise TypeError(
             f"can't convert np.ndarray of type {np.dtype(npd)}. The only supported types are: "
-            "float64, float32, float16, int64, int32, int16, int8, uint8, and bool.") from None
+            "float64, float32, float16, bfloat16 (ml_dtypes), int64, int32, int16, int8, uint8, "
+            "and bool.") from None
 
 
 def as_dtype(d) -> DType:
@@ -125,6 +130,8 @@ def promote_types(a: DType, b: DType) -> DType:
             return b
         if b.kind != "f":
             return a
+        if a._rank == b._rank:  # float16 and bfloat16: neither holds the other
+            return float32
         return a if a._rank >= b._rank else b
     if a.kind == "b":
         return b
@@ -183,3 +190,61 @@ def result_type(*operands) -> DType:
     if result is None:
         raise TypeError("result_type needs at least one operand")
     return result
+
+
+class finfo:  # noqa: N801 - torch's name
+    """torch.finfo: the limits of a floating-point dtype (the default dtype when omitted),
+    read from NumPy's (ml_dtypes' for bfloat16) so they are the storage type's own."""
+
+    __slots__ = ("bits", "eps", "max", "min", "tiny", "smallest_normal", "resolution", "dtype")
+
+    def __init__(self, type=None) -> None:  # noqa: A002 - torch's argument name
+        d = get_default_dtype() if type is None else as_dtype(type)
+        if not d.is_floating_point:
+            raise TypeError("torch.finfo() requires a floating point input type. Use "
+                            "torch.iinfo to handle 'torch.finfo'")
+        fi = ml_dtypes.finfo(d.np)
+        self.bits = d.itemsize * 8
+        self.eps = float(fi.eps)
+        self.max = float(fi.max)
+        self.min = float(fi.min)
+        self.tiny = self.smallest_normal = float(fi.smallest_normal)
+        self.resolution = 10.0 ** -int(fi.precision)
+        self.dtype = d.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, finfo) and other.dtype == self.dtype
+
+    def __hash__(self) -> int:
+        return hash(("finfo", self.dtype))
+
+    def __repr__(self) -> str:
+        return (f"finfo(resolution={self.resolution:g}, min={self.min:g}, max={self.max:g}, "
+                f"eps={self.eps:g}, smallest_normal={self.smallest_normal:g}, "
+                f"tiny={self.tiny:g}, dtype={self.dtype})")
+
+
+class iinfo:  # noqa: N801 - torch's name
+    """torch.iinfo: the limits of an integer dtype."""
+
+    __slots__ = ("bits", "max", "min", "dtype")
+
+    def __init__(self, type) -> None:  # noqa: A002 - torch's argument name
+        d = as_dtype(type)
+        if d.kind != "i":
+            raise TypeError("torch.iinfo() requires an integer input type. Use torch.finfo "
+                            "to handle 'torch.iinfo'")
+        ii = np.iinfo(d.np)
+        self.bits = d.itemsize * 8
+        self.max = int(ii.max)
+        self.min = int(ii.min)
+        self.dtype = d.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, iinfo) and other.dtype == self.dtype
+
+    def __hash__(self) -> int:
+        return hash(("iinfo", self.dtype))
+
+    def __repr__(self) -> str:
+        return f"iinfo(min={self.min:g}, max={self.max:g}, dtype={self.dtype})"
