@@ -4,8 +4,9 @@
 """
 from __future__ import annotations
 
-from ir.dtypes import (DType, bool_, float16, float32, float64, get_default_dtype, int8, int16,
-                       int32, int64, promote_types, set_default_dtype, uint8)
+from ir.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, float64,
+                       get_default_dtype, iinfo, int8, int16, int32, int64, promote_types,
+                       set_default_dtype, uint8)
 
 from . import _methods  # noqa: F401  (binds operators onto Tensor)
 import kernels.cpu.nn_native  # noqa: E402,F401  (native conv/pool/embedding/scatter-add kernels)
@@ -44,8 +45,9 @@ int = int32  # noqa: A001
 short = int16
 uint8 = uint8
 dtype = DType
-from ._creation import (BoolTensor, ByteTensor, CharTensor, DoubleTensor,  # noqa: E402
-                        FloatTensor, HalfTensor, IntTensor, LongTensor, ShortTensor)
+from ._creation import (BFloat16Tensor, BoolTensor, ByteTensor, CharTensor,  # noqa: E402
+                        DoubleTensor, FloatTensor, HalfTensor, IntTensor, LongTensor,
+                        ShortTensor)
 
 
 def result_type(tensor1, tensor2):

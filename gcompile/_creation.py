@@ -500,6 +500,7 @@ def _legacy(name: str, dtype) -> type:
 FloatTensor = _legacy("FloatTensor", dt.float32)
 DoubleTensor = _legacy("DoubleTensor", dt.float64)
 HalfTensor = _legacy("HalfTensor", dt.float16)
+BFloat16Tensor = _legacy("BFloat16Tensor", dt.bfloat16)
 LongTensor = _legacy("LongTensor", dt.int64)
 IntTensor = _legacy("IntTensor", dt.int32)
 ShortTensor = _legacy("ShortTensor", dt.int16)

@@ -146,7 +146,7 @@ def _add_suffixes(body: str, suffixes: list, indent: int) -> str:
 def tensor_repr(t) -> str:
     """torch's ``Tensor.__repr__``: body, then dtype/size/grad suffixes."""
     a = t._data
-    if a.dtype == np.float16:
+    if a.dtype == np.float16 or a.dtype == dt.bfloat16.np:  # formatted from float32
         a = a.astype(np.float32)
     prefix = "tensor("
     indent = len(prefix)

@@ -109,6 +109,10 @@ def _make_ew_plan(op, args):
         return None, None, (None,) * len(args)
     cdt = compute_dtype(op, specs)
     odt = output_dtype(op, specs)
+    if cdt is dt.bfloat16:
+        # bfloat16 computes in float32: the plan says so and marks the call for
+        # _via_float32 instead of listing casts
+        return dt.float32, odt, _VIA_FLOAT32
     casts = []
     for i, a in enumerate(args):
         if i == 0 and op.dtype_rule == "where":
@@ -120,6 +124,40 @@ def _make_ew_plan(op, args):
         else:
             casts.append(_int_scalar_cast(cdt.np))
     return cdt, odt, tuple(casts)
+
+
+_BF16 = dt.bfloat16.np
+_VIA_FLOAT32 = "via float32"  # the plan of an op that computes a bfloat16 result
+
+
+def _via_float32(op, args, attrs, grad_name):
+    """Run ``op`` where it would compute on (or produce) bfloat16: bfloat16 is a storage
+    type, as on torch's CPU, so the operands are cast to float32, the op runs there and
+    its result is rounded to the dtype the op's rule gives. The casts are ops of their
+    own, so the tape differentiates through them (a bfloat16 input gets a bfloat16
+    gradient) and a trace records float32 arithmetic between explicit casts, which
+    compiled plans then run exactly as eager code does."""
+    if op._ew:
+        odt = _ew_plan(op, args)[1]
+        skip = 0 if op.dtype_rule == "where" else -1  # where's condition stays bool
+        args = tuple(apply_op("cast", (a,), {"dtype": dt.float32})
+                     if isinstance(a, Tensor) and i != skip and a._data.dtype != np.float32
+                     else a for i, a in enumerate(args))
+        if not any(isinstance(a, Tensor) for a in args):  # numbers only (default bfloat16)
+            args = (Tensor._make(np.asarray(args[0], np.float32)),) + args[1:]
+        low = attrs
+    else:
+        specs = [(a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
+        odt = op.infer(specs, attrs)[1]
+        args = tuple(apply_op("cast", (a,), {"dtype": dt.float32})
+                     if isinstance(a, Tensor) and a._data.dtype is _BF16 else a for a in args)
+        low = attrs
+        if attrs.get("dtype") is dt.bfloat16:
+            low = dict(attrs, dtype=dt.float32)
+    out = apply_op(op, args, low, grad_name)
+    if odt is dt.bfloat16:
+        out = apply_op("cast", (out,), {"dtype": dt.bfloat16}, grad_name or op._grad_fn_name)
+    return out
 
 
 def _int_scalar_cast(npd):
@@ -176,6 +214,8 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
                         casts = _EW2_CACHE.get(key)
                         if casts is None:
                             casts = _EW2_CACHE[key] = _ew_plan(op, args)[2]
+                    if casts is _VIA_FLOAT32:
+                        return _via_float32(op, args, attrs, grad_name)
                     arrays = (xd if casts[0] is None else xd.astype(casts[0]),
                               yd if casts[1] is None else yd.astype(casts[1]))
                 else:
@@ -184,13 +224,21 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
                     casts = op._plans.get(key)
                     if casts is None:
                         casts = op._plans[key] = _ew_plan(op, args)[2]
+                    if casts is _VIA_FLOAT32:
+                        return _via_float32(op, args, attrs, grad_name)
                     c = casts[1]
                     arrays = (xd if casts[0] is None else xd.astype(casts[0]),
                               y if c is None else c(y))
             else:
-                arrays = _ew_arrays(args, _ew_plan(op, args)[2])
+                casts = _ew_plan(op, args)[2]
+                if casts is _VIA_FLOAT32:
+                    return _via_float32(op, args, attrs, grad_name)
+                arrays = _ew_arrays(args, casts)
         else:
-            arrays = _ew_arrays(args, _ew_plan(op, args)[2])
+            casts = _ew_plan(op, args)[2]
+            if casts is _VIA_FLOAT32:
+                return _via_float32(op, args, attrs, grad_name)
+            arrays = _ew_arrays(args, casts)
         tok = _set_errstate(_QUIET)
         try:
             out = op.impl(*arrays) if attrs is _EMPTY else op.impl(*arrays, **attrs)
@@ -200,9 +248,15 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
         finally:
             _reset_errstate(tok)
     else:
+        low = False
         for a in args:
-            if not isinstance(a, Tensor) and not isinstance(a, _SCALARS):
+            if isinstance(a, Tensor):
+                if a._data.dtype is _BF16:
+                    low = True
+            elif not isinstance(a, _SCALARS):
                 raise TypeError(f"{op.name}: expected Tensor arguments, got {type(a).__name__}")
+        if (low or attrs.get("dtype") is dt.bfloat16) and not op._view:
+            return _via_float32(op, args, attrs, grad_name)
         if op._eager_infer:
             specs = [(a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
             op.infer(specs, attrs)
@@ -226,7 +280,7 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
             result._view_spec = (attrs["index"], args[1:])
     else:
         result._vbox = [0]
-    if op._diff and _state.grad_enabled and out.dtype.kind == "f":
+    if op._diff and _state.grad_enabled and (out.dtype.kind == "f" or out.dtype is _BF16):
         for a in args:
             if isinstance(a, Tensor) and a._requires_grad:
                 result.grad_fn = OpNode(op, args, attrs, result, grad_name)
@@ -598,7 +652,7 @@ class Tensor:
                 dtype, dev = a.dtype, a.device
             elif isinstance(a, str) and a.replace("torch.", "") in (
                     "float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
-                    "bool", "float", "double", "half", "long", "int"):
+                    "bool", "float", "double", "half", "long", "int", "bfloat16"):
                 dtype = dt.as_dtype(a)
             else:
                 dev = a
@@ -634,6 +688,7 @@ class Tensor:
             names = {"torch.FloatTensor": dt.float32, "torch.DoubleTensor": dt.float64,
                      "torch.LongTensor": dt.int64, "torch.IntTensor": dt.int32,
                      "torch.BoolTensor": dt.bool_, "torch.HalfTensor": dt.float16,
+                     "torch.BFloat16Tensor": dt.bfloat16,
                      "torch.ByteTensor": dt.uint8, "torch.CharTensor": dt.int8}
             dtype = names[dtype]
         return self.to(dt.as_dtype(dtype))
@@ -646,6 +701,9 @@ class Tensor:
 
     def half(self):
         return self.to(dt.float16)
+
+    def bfloat16(self):
+        return self.to(dt.bfloat16)
 
     def int(self):
         return self.to(dt.int32)
@@ -708,7 +766,7 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
-        if value and self._data.dtype.kind != "f":
+        if value and self._data.dtype.kind != "f" and self._data.dtype is not _BF16:
             raise RuntimeError("only Tensors of floating point and complex dtype can require "
                                f"gradients (got {self.dtype})")
         if not value and self.grad_fn is not None:
@@ -1097,7 +1155,7 @@ class Tensor:
         tracking = state.grad_enabled and (self.requires_grad or any(
             isinstance(a, Tensor) and a.requires_grad for a in args))
         if (not tracking and state.tracer is None and isinstance(op.impl, np.ufunc)
-                and op.is_elementwise):
+                and op.is_elementwise and self._data.dtype is not _BF16):
             cdt, odt, _ = _ew_plan(op, (self,) + tuple(args))
             _check_cast(odt, self.dtype, name)
             casts = _ew_plan(op, (self,) + tuple(args))[2][1:]

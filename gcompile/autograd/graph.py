@@ -84,7 +84,8 @@ def _type_name(d):
     name = getattr(d, "name", str(d))
     return "torch." + {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor",
                        "int32": "IntTensor", "bool": "BoolTensor", "float16": "HalfTensor",
-                       "uint8": "ByteTensor", "int8": "CharTensor"}.get(name, name)
+                       "bfloat16": "BFloat16Tensor", "uint8": "ByteTensor",
+                       "int8": "CharTensor"}.get(name, name)
 
 
 _seq_counter = itertools.count(1)
