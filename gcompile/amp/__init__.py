@@ -1,23 +1,27 @@
 """torch.amp: autocast and GradScaler on the CPU.
 
-Inside ``autocast(device_type="cpu", dtype=torch.float16)`` matrix products (matmul, mm, bmm,
-linear, conv, conv_transpose) take float32 operands in float16, as torch's autocast lists
-them; everything else keeps its dtype. bfloat16 (torch's CPU default) is refused with a
-message: NumPy has no bfloat16 and gcompile has no bfloat16 dtype yet. The autocast state is
-read when a function runs eagerly or is traced; a compiled plan keeps the precision it was
-traced with.
+Inside ``autocast(device_type="cpu")`` (bfloat16, torch's CPU default, or float16) matrix
+products (matmul, mm, bmm, linear, conv, conv_transpose) take their float32/float16/bfloat16
+operands in the autocast dtype and return it, as torch's CPU autocast lists them. The ops
+torch's CPU autocast runs in float32 (the losses, 3-d pools, grid_sample, prod, quantile,
+cdist, trace) take lower-precision operands in float32; everything else keeps its dtype. The
+autocast state is read when a function runs eagerly or is traced; a compiled plan keeps the
+precision it was traced with.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from typing import Any
 
 from ir import dtypes as dt
 
-__all__ = ["autocast", "GradScaler", "is_autocast_available", "custom_fwd", "custom_bwd"]
+__all__ = ["autocast", "GradScaler", "is_autocast_available", "custom_fwd", "custom_bwd",
+           "get_autocast_dtype"]
 
 _local = threading.local()
+_LOWER = (dt.float16, dt.bfloat16)
 
 
 def _current():
@@ -27,6 +31,12 @@ def _current():
 
 def is_autocast_available(device_type: str) -> bool:
     return device_type == "cpu"
+
+
+def get_autocast_dtype(device_type: str = "cpu"):
+    """The dtype autocast uses on ``device_type`` (torch.get_autocast_dtype)."""
+    d = _current()
+    return d if d is not None else dt.bfloat16
 
 
 class autocast:  # noqa: N801 - torch's name
@@ -48,16 +58,13 @@ class autocast:  # noqa: N801 - torch's name
         elif device_type != "cpu":
             raise RuntimeError(f"User specified an unsupported autocast device_type "
                                f"'{device_type}'")
-        if self._enabled:
-            d = dt.as_dtype(dtype) if dtype is not None else None
-            if d is None or d.name == "bfloat16":
-                raise NotImplementedError(
-                    "autocast: bfloat16 (torch's CPU autocast default) is not supported: "
-                    "gcompile has no bfloat16 dtype yet; pass dtype=torch.float16")
-            if d is not dt.float16:
-                raise RuntimeError(f"In CPU autocast, but the target dtype is not supported. "
-                                   f"Disabling autocast.\nCPU Autocast only supports dtype of "
-                                   f"torch.float16 here (got {d})")
+        if self._enabled and device_type == "cpu":
+            d = dt.as_dtype(dtype) if dtype is not None else dt.bfloat16
+            if d not in _LOWER:
+                warnings.warn("In CPU autocast, but the target dtype is not supported. "
+                              "Disabling autocast.\nCPU Autocast only supports dtypes of "
+                              "torch.bfloat16, torch.float16 currently.")
+                self._enabled = False
             self.fast_dtype = d
 
     def __enter__(self):
@@ -69,8 +76,6 @@ class autocast:  # noqa: N801 - torch's name
         _local.dtype = self._prev
 
     def __call__(self, fn):
-        import functools
-
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with autocast(self.device, self.fast_dtype, self._enabled):
@@ -79,11 +84,63 @@ class autocast:  # noqa: N801 - torch's name
 
 
 def cast_inputs(*tensors):
-    """The operands of a matrix product under autocast: float32 ones in the autocast dtype."""
+    """The operands of a matrix product under autocast: floating ones other than float64
+    in the autocast dtype (torch casts float32 and the other lower precision alike)."""
     d = _current()
     if d is None:
         return tensors
-    return tuple(t.to(d) if t is not None and t.dtype is dt.float32 else t for t in tensors)
+    return tuple(t.to(d) if t is not None and t.dtype in (dt.float32,) + _LOWER else t
+                 for t in tensors)
+
+
+def _to_float32(x):
+    from .._tensor import Tensor
+    if isinstance(x, Tensor) and x.dtype in _LOWER:
+        return x.float()
+    return x
+
+
+def _float32_op(fn):
+    """``fn`` taking bfloat16/float16 tensor operands in float32 while autocast is on
+    (torch's CPU autocast float32 list): losses and reductions that lose too much in
+    lower precision."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if _current() is not None:
+            args = tuple(_to_float32(a) for a in args)
+            kwargs = {k: _to_float32(v) for k, v in kwargs.items()}
+        return fn(*args, **kwargs)
+    run._autocast_float32 = True
+    return run
+
+
+_FLOAT32_FUNCTIONAL = (
+    "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "nll_loss", "cross_entropy",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "soft_margin_loss",
+    "margin_ranking_loss", "hinge_embedding_loss", "cosine_embedding_loss",
+    "triplet_margin_loss", "multi_margin_loss", "multilabel_margin_loss", "poisson_nll_loss",
+    "ctc_loss", "grid_sample", "avg_pool3d", "max_pool3d", "adaptive_avg_pool3d",
+    "max_unpool2d", "max_unpool3d")
+_FLOAT32_TORCH = ("prod", "quantile", "nanquantile", "cdist", "trace")
+
+
+def _install_float32_list() -> None:
+    """Wrap the functions (and Tensor methods) on torch's CPU autocast float32 list."""
+    import sys
+
+    from .._tensor import Tensor
+    from ..nn import functional
+    top = sys.modules[__name__.rsplit(".", 1)[0]]
+    from .. import _functions
+    for owner, names in ((functional, _FLOAT32_FUNCTIONAL), (_functions, _FLOAT32_TORCH),
+                         (top, _FLOAT32_TORCH), (Tensor, _FLOAT32_TORCH)):
+        for name in names:
+            fn = owner.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_autocast_float32", False):
+                setattr(owner, name, _float32_op(fn))
+
+
+_install_float32_list()
 
 
 def custom_fwd(fwd=None, *, device_type: str = "cpu", cast_inputs=None):
@@ -101,7 +158,8 @@ def custom_bwd(bwd=None, *, device_type: str = "cpu"):
 
 class GradScaler:
     """Scales the loss so small float16 gradients do not flush to zero; unscales before the
-    optimizer step and skips steps whose gradients hold inf/NaN (torch's algorithm)."""
+    optimizer step and skips steps whose gradients hold inf/NaN (torch's algorithm). On the
+    CPU with bfloat16 it is accepted and works the same (bfloat16 rarely needs it)."""
 
     def __init__(self, device: str = "cpu", init_scale: float = 2.0 ** 16,
                  growth_factor: float = 2.0, backoff_factor: float = 0.5,
