@@ -106,7 +106,8 @@ class _Encoder:
                 node["parameter"] = True
             return node
         if isinstance(obj, np.ndarray):
-            if obj.dtype.kind not in "biuf" or obj.dtype.kind == "u" and obj.dtype != np.uint8:
+            if (obj.dtype.kind not in "biuf" or obj.dtype.kind == "u" and obj.dtype != np.uint8
+                    ) and obj.dtype != dt.bfloat16.np:
                 raise SerializationError(f"gcompile.save: numpy array at '{path}' has dtype "
                                          f"{obj.dtype}, which a safe checkpoint cannot hold")
             return {"kind": "ndarray", "name": self._array(obj, obj, path)}
@@ -479,10 +480,9 @@ def _without(blob: bytes, header: dict, names: list[str]) -> bytes:
     return st_numpy.save(out, metadata=header.get("__metadata__"))
 
 
-def _bf16_as_float32(blob: bytes, header: dict, names: list[str], where: str) -> dict:
-    """bfloat16 tensors (common in checkpoints from other frameworks) widened
-    exactly to float32: gcompile has no bfloat16 dtype."""
-    import warnings
+def _bf16_arrays(blob: bytes, header: dict, names: list[str], where: str) -> dict:
+    """The BF16 tensors of a safetensors file as ml_dtypes bfloat16 arrays (safetensors'
+    NumPy reader has no bfloat16; the bytes are the same little-endian halves)."""
     n = int.from_bytes(blob[:8], "little")
     data = memoryview(blob)[8 + n:]
     out = {}
@@ -493,10 +493,8 @@ def _bf16_as_float32(blob: bytes, header: dict, names: list[str], where: str) ->
         if b - a != 2 * int(np.prod(shape, dtype=np.int64)) or a < 0 or b > len(data):
             raise SerializationError(f"gcompile.load: {where} is corrupt: tensor {name!r} "
                                      f"(BF16, shape {list(shape)}) has {b - a} bytes of data")
-        raw = np.frombuffer(bytes(data[a:b]), "<u2").astype(np.uint32) << 16
-        out[name] = raw.view(np.float32).reshape(shape)
-    warnings.warn(f"gcompile.load: {len(names)} bfloat16 tensor(s) in {where} were widened to "
-                  "float32 (gcompile has no bfloat16 dtype)", UserWarning, stacklevel=3)
+        raw = np.frombuffer(bytes(data[a:b]), "<u2").astype(np.uint16, copy=True)
+        out[name] = raw.view(dt.bfloat16.np).reshape(shape)
     return out
 
 
@@ -565,7 +563,7 @@ def load(f: Any, map_location: Any = None, pickle_module: Any = None, *,
         raise SerializationError(f"gcompile.load: {where} is not a valid checkpoint: "
                                  f"safetensors rejected it ({e})") from None
     if bf16:
-        arrays.update(_bf16_as_float32(blob, header, bf16, where))
+        arrays.update(_bf16_arrays(blob, header, bf16, where))
     for name, arr in list(arrays.items()):
         if not arr.flags.writeable or not arr.flags.c_contiguous:
             arrays[name] = np.array(arr, copy=True)

@@ -229,7 +229,7 @@ def test_save_replaces_atomically_and_keeps_permissions(tmp_path):
     assert (os.stat(path).st_mode & 0o777) == (0o666 & ~umask)
 
 
-def test_foreign_bfloat16_tensors_load_as_float32(tmp_path):
+def test_foreign_bfloat16_tensors_load_as_bfloat16(tmp_path):
     vals = np.array([1.0, -2.5, 3.140625, 0.0], np.float32)  # exactly representable in bf16
     bf16 = (vals.view(np.uint32) >> 16).astype("<u2").tobytes()
     f32 = np.arange(3, dtype=np.float32).tobytes()
@@ -239,8 +239,7 @@ def test_foreign_bfloat16_tensors_load_as_float32(tmp_path):
     text += b" " * (-len(text) % 8)
     path = tmp_path / "bf16.safetensors"
     path.write_bytes(len(text).to_bytes(8, "little") + text + bf16 + f32)
-    with pytest.warns(UserWarning, match="widened to float32"):
-        got = torch.load(path)
-    assert got["emb"].dtype is torch.float32 and got["emb"].tolist() == [[1.0, -2.5],
-                                                                          [3.140625, 0.0]]
+    got = torch.load(path)
+    assert got["emb"].dtype is torch.bfloat16 and got["emb"].tolist() == [[1.0, -2.5],
+                                                                           [3.140625, 0.0]]
     assert got["b"].tolist() == [0.0, 1.0, 2.0]
