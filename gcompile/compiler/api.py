@@ -21,6 +21,7 @@ from .._state import state
 from .._tensor import Tensor
 from .._tensor import apply_op as _apply_op
 from . import logs
+from .entry import Entry
 from .guards import check_guards, function_guards, grad_presence_guards, unique_guards
 from .tracer import GraphBreak, GraphBreakError, Tracer
 
@@ -186,29 +187,24 @@ def _describe_miss(old: tuple, new: tuple) -> str:
     return "new signature"
 
 
-class _Entry:
-    """One traced signature: a graph and its executable."""
+class InferenceEntry(Entry):
+    """One plan for a traced signature; outputs that are views of an input stay
+    views of this call's input."""
+
+    kind = "inference"
 
     def __init__(self, graph, executable, out_spec, n_out, live, writebacks, input_map):
-        self.graph = graph
+        super().__init__(graph, out_spec, n_out, live, writebacks, input_map)
         self.executable = executable
-        self.out_spec = out_spec
-        self.n_out = n_out
-        self.live = live  # [(tensor, Value)] captured live tensors
-        # [(graph input position, output index)]: this call's tensor at that input
-        # receives that output (in-place writes bind to the current call's arguments)
-        self.writebacks = writebacks
-        self.input_map = input_map  # per graph input: ("arg", i) | ("param", i) | ("live", i)
-        self.scalars: list = []  # ("scalar", j): (evaluate, dtype) -> this call's value
-        self.guards: list = []   # (check, expected, description), see tracer.check_guards
         self.views: dict = {}    # output index -> (input position, view ops to replay)
-        from .training import direct_writebacks
-        self.direct = direct_writebacks(executable, input_map, writebacks)
+        self.direct = self.direct_writebacks(executable)
+
+    def executables(self) -> list:
+        return [self.executable]
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
-        tensors = input_tensors(self, arg_tensors, params)
-        from .training import run_with_writebacks
-        outs = run_with_writebacks(self.executable, tensors, self.writebacks, self.direct)
+        tensors = self.input_tensors(arg_tensors, params)
+        outs = self.run_plan(self.executable, tensors, self.direct)
         leaves = []
         mutated = self._mutated_outputs
         views = self.views
@@ -244,20 +240,8 @@ class _Entry:
 
 
 def input_tensors(entry, arg_tensors: list[Tensor], params: list[Tensor]) -> list:
-    """The tensor behind each graph input of ``entry`` for this call (a scalar input,
-    e.g. an optimizer's lr, is read from its owner now)."""
-    out = []
-    for kind, i in entry.input_map:
-        if kind == "arg":
-            out.append(arg_tensors[i])
-        elif kind == "param":
-            out.append(params[i])
-        elif kind == "live":
-            out.append(entry.live[i][0])
-        else:
-            evaluate, dtype = entry.scalars[i]
-            out.append(Tensor._make(np.asarray(evaluate(), dtype)))
-    return out
+    """The tensor behind each graph input of ``entry`` for this call."""
+    return entry.input_tensors(arg_tensors, params)
 
 
 def scalar_sources(tracer) -> list[tuple]:
@@ -387,12 +371,9 @@ class CompiledFunction:
         ``IDLE_CALLS`` calls in a row went to other entries (a train/eval switch
         every other call keeps both)."""
         for e in entries[1:]:
-            e.idle = getattr(e, "idle", 0) + 1
+            e.idle += 1
             if e.idle == IDLE_CALLS:
-                for ex in _executables(e):
-                    release = getattr(ex, "release", None)
-                    if release is not None:
-                        release()
+                e.release()
         entries[0].idle = 0
 
     def _miss(self, key, leaves, params, args, kwargs, failed=None):
@@ -491,7 +472,7 @@ class CompiledFunction:
         else:
             views = _output_views(graph, out_leaves)
             executable = self._build(graph)
-            entry = _Entry(graph, executable, out_spec, len(out_leaves), live, writebacks,
+            entry = InferenceEntry(graph, executable, out_spec, len(out_leaves), live, writebacks,
                            input_map)
             entry.views = views
         entry.scalars = scalar_sources(tracer)
@@ -504,12 +485,6 @@ class CompiledFunction:
             return _interpreter_backend(graph)
         from .backend import build_executable
         return build_executable(graph, reference=self.backend == "reference")
-
-
-def _executables(entry) -> list:
-    """The executors behind an entry (a training entry has a forward and a backward)."""
-    return [ex for ex in (getattr(entry, "executable", None), getattr(entry, "forward", None),
-                          getattr(entry, "backward", None)) if ex is not None]
 
 
 def _safe_name(name: str) -> str:

@@ -18,6 +18,7 @@ from ir.passes.autodiff import joint_graph, partition
 from .._state import state
 from .._tensor import Tensor
 from ..autograd.graph import _FREED_MSG, Node
+from .entry import Entry
 
 
 class CompiledFunctionBackward(Node):
@@ -73,19 +74,14 @@ class CompiledFunctionBackward(Node):
         self._saved = None
 
 
-class TrainingEntry:
+class TrainingEntry(Entry):
     """A traced signature with grad-requiring inputs: forward + backward plans."""
+
+    kind = "training"
 
     def __init__(self, graph, build: Callable, out_spec, n_out: int, live, writebacks,
                  input_map, input_tensors: list[Tensor], out_tensors: list[Tensor]):
-        self.graph = graph
-        self.out_spec = out_spec
-        self.n_out = n_out
-        self.live = live
-        self.writebacks = writebacks
-        self.input_map = input_map
-        self.scalars: list = []
-        self.guards: list = []
+        super().__init__(graph, out_spec, n_out, live, writebacks, input_map)
         wrt = [i for i, t in enumerate(input_tensors)
                if t.requires_grad and t.dtype.is_floating_point]
         diff = [k for k, t in enumerate(out_tensors) if t.requires_grad]
@@ -101,10 +97,13 @@ class TrainingEntry:
         self.forward = build(self.part.forward)
         self.backward = build(self.part.backward)
 
+    def executables(self) -> list:
+        return [self.forward, self.backward]
+
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
-        from .api import _unflatten, input_tensors
-        tensors = input_tensors(self, arg_tensors, params)
-        outs = run_with_writebacks(self.forward, tensors, self.writebacks, None)
+        from .api import _unflatten
+        tensors = self.input_tensors(arg_tensors, params)
+        outs = self.run_plan(self.forward, tensors, None)
         results = [Tensor._make(outs[k]) for k in range(self.n_out)]
         if state.grad_enabled and any(tensors[i].requires_grad for i in self.wrt_inputs):
             saved = list(outs[self.num_forward_outputs:])
@@ -131,28 +130,28 @@ class TrainingEntry:
 # ---------------------------------------------------------------------------
 # whole-step compile: forward, loss.backward(), optimizer updates in one plan
 # ---------------------------------------------------------------------------
-class StepEntry:
+class StepEntry(Entry):
     """A traced training step. The plan's outputs are the user's results, the
     new values of every tensor mutated in place (parameters, optimizer state,
     accumulated ``.grad``), and the new ``.grad`` tensors backward assigned."""
 
+    kind = "step"
+
     def __init__(self, graph, executable, out_spec, n_out, live, writebacks, input_map,
                  scalars, grad_writes, guards):
-        self.graph = graph
+        super().__init__(graph, out_spec, n_out, live, writebacks, input_map)
         self.executable = executable
-        self.out_spec = out_spec
-        self.n_out = n_out
-        self.live = live
-        self.writebacks = writebacks
-        self.input_map = input_map
         self.scalars = scalars          # [(evaluate, dtype)]: hyper-parameters, seeds
         self.grad_writes = grad_writes  # [(leaf, output index | None)]
         self.guards = guards            # (check, expected, description)
-        self.direct = direct_writebacks(executable, input_map, writebacks)
+        self.direct = self.direct_writebacks(executable)
+
+    def executables(self) -> list:
+        return [self.executable]
 
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
-        from .api import _unflatten, input_tensors
-        tensors = input_tensors(self, arg_tensors, params)
+        from .api import _unflatten
+        tensors = self.input_tensors(arg_tensors, params)
         # the step replaces these .grad tensors: let go of the old ones first (as
         # eager's zero_grad does), so their memory can hold the new gradients
         # instead of both generations being alive at once
@@ -160,42 +159,10 @@ class StepEntry:
         for leaf, _ in self.grad_writes:
             if leaf._grad is not None and id(leaf._grad) not in inputs:
                 leaf._grad = None
-        outs = run_with_writebacks(self.executable, tensors, self.writebacks, self.direct)
+        outs = self.run_plan(self.executable, tensors, self.direct)
         for leaf, k in self.grad_writes:
             leaf._grad = None if k is None else Tensor._make(outs[k])
         return _unflatten(self.out_spec, [Tensor._make(outs[k]) for k in range(self.n_out)])
-
-
-def direct_writebacks(executable, input_map, writebacks) -> dict[int, int]:
-    """Write-backs the plan can compute straight into the mutated tensor (e.g. an
-    optimizer update in one pass instead of a new buffer copied back): output index
-    -> input position, for captured (live) tensors, never for arguments (a call may
-    pass aliased or overlapping ones)."""
-    plan = getattr(executable, "plan", None)
-    if plan is None:
-        return {}
-    return {k: j for j, k in writebacks
-            if input_map[j][0] == "live" and plan.can_write_output_into_input(k, j)}
-
-
-def run_with_writebacks(executable, tensors, writebacks, direct) -> list:
-    """Run the plan on this call's input ``tensors``; mutated ones receive their new
-    values (in place where the plan computes them there directly, else by a copy)."""
-    into = None
-    if direct:
-        into = {}
-        for k, j in direct.items():
-            a = tensors[j]._data
-            if a.flags.c_contiguous and a.flags.writeable:
-                into[k] = a
-    arrays = [t._data for t in tensors]
-    outs = executable(arrays, into) if into else executable(arrays)
-    for j, k in writebacks:
-        t = tensors[j]
-        if into is None or k not in into:
-            np.copyto(t._data, outs[k])
-        t._vbox[0] += 1
-    return outs
 
 
 class _Transient:
