@@ -7,7 +7,9 @@ from typing import Any
 from .._creation import full_like
 from .._tensor import Tensor
 from ..autograd import no_grad
-from .optimizer import Optimizer, _check_lr, _check_unsupported, _inc_step, _zero_step
+from .. import _fused_optim as _fused
+from .optimizer import (Optimizer, _check_fused, _check_lr, _check_unsupported, _fused_wanted,
+                        _inc_step, _zero_step)
 
 __all__ = ["Adagrad", "adagrad"]
 
@@ -33,6 +35,7 @@ class Adagrad(Optimizer):
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                         maximize=maximize, differentiable=differentiable, fused=fused)
         _check_unsupported(defaults)
+        _check_fused(defaults)
         super().__init__(params, defaults)
         # torch initialises the state eagerly, at construction
         for group in self.param_groups:
@@ -48,16 +51,27 @@ class Adagrad(Optimizer):
             params, grads = self._params_with_grad(group)
             sums = [self.state[p]["sum"] for p in params]
             steps = [self.state[p]["step"] for p in params]
+            fused = _fused_wanted(group) and _fused.usable("adagrad", params, grads, sums)
             adagrad(params, grads, sums, steps, lr=group["lr"], weight_decay=group["weight_decay"],
-                    lr_decay=group["lr_decay"], eps=group["eps"], maximize=group["maximize"])
+                    lr_decay=group["lr_decay"], eps=group["eps"], maximize=group["maximize"],
+                    fused=fused)
         return loss
 
 
 @no_grad()
 def adagrad(params: list[Tensor], grads: list[Tensor], state_sums: list[Tensor],
             state_steps: list[Tensor], *, lr: Any, weight_decay: float, lr_decay: float,
-            eps: float, maximize: bool) -> None:
-    """The Adagrad update on lists of tensors, as torch documents it."""
+            eps: float, maximize: bool, fused: bool = False) -> None:
+    """The Adagrad update on lists of tensors, as torch documents it. ``fused``: one
+    native kernel per parameter (``_fused_optim``; the caller checked ``usable``), the
+    same maths as the ops below."""
+    if fused:
+        for i, param in enumerate(params):
+            step = _fused.inc_step(state_steps[i])
+            clr = lr / (1 + (step - 1) * lr_decay) if lr_decay != 0 else lr
+            _fused.adagrad(param, grads[i], state_sums[i], clr=clr, eps=eps,
+                           weight_decay=weight_decay, maximize=maximize)
+        return
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
         if lr_decay != 0:

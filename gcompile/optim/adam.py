@@ -10,7 +10,9 @@ from .._tensor import Tensor
 from ir.dtypes import float64
 from ..autograd import no_grad
 from .._state import state
-from .optimizer import Optimizer, _check_lr, _check_unsupported, _inc_step, _zero_step
+from .. import _fused_optim as _fused
+from .optimizer import (Optimizer, _check_fused, _check_lr, _check_unsupported, _fused_wanted,
+                        _inc_step, _zero_step)
 
 __all__ = ["Adam", "adam"]
 
@@ -47,6 +49,7 @@ class Adam(Optimizer):
                         capturable=capturable, differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=decoupled_weight_decay or self._decoupled)
         _check_unsupported({"differentiable": differentiable})
+        _check_fused(defaults)
         super().__init__(params, defaults)
 
     _decoupled = False
@@ -71,13 +74,16 @@ class Adam(Optimizer):
                     max_sqs.append(st["max_exp_avg_sq"])
                 steps.append(st["step"])
             beta1, beta2 = group["betas"]
+            amsgrad = group["amsgrad"]
+            fused = _fused_wanted(group) and _fused.usable(
+                "adam", params, grads, exp_avgs, exp_avg_sqs, *([max_sqs] if amsgrad else []))
             adam(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps,
-                 amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2,
+                 amsgrad=amsgrad, beta1=beta1, beta2=beta2,
                  lr=group["lr"],
                  weight_decay=group["weight_decay"], eps=group["eps"],
                  maximize=group["maximize"],
                  decoupled_weight_decay=group.get("decoupled_weight_decay", self._decoupled),
-                 capturable=group["capturable"] or state.tracer is not None)
+                 capturable=group["capturable"] or state.tracer is not None, fused=fused)
         return loss
 
 
@@ -100,8 +106,18 @@ def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
          exp_avg_sqs: list[Tensor], max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor],
          *, amsgrad: bool, beta1: float, beta2: float, lr: Any, weight_decay: float,
          eps: float, maximize: bool, decoupled_weight_decay: bool = False,
-         capturable: bool = False) -> None:
-    """The Adam/AdamW update on lists of tensors, as torch documents it."""
+         capturable: bool = False, fused: bool = False) -> None:
+    """The Adam/AdamW update on lists of tensors, as torch documents it. ``fused``: one
+    native kernel per parameter (``_fused_optim``; the caller checked ``usable``), the
+    same maths as the ops below."""
+    if fused:
+        for i, param in enumerate(params):
+            step = _fused.inc_step(state_steps[i])
+            _fused.adam(param, grads[i], exp_avgs[i], exp_avg_sqs[i],
+                        max_exp_avg_sqs[i] if amsgrad else None, step=step, lr=lr,
+                        beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+        return
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]

@@ -196,6 +196,31 @@ def _check_lr(lr: Any) -> None:
         raise ValueError(f"Invalid learning rate: {lr}")
 
 
+def _check_fused(defaults: dict) -> None:
+    """torch refuses ``fused=True`` together with ``foreach=True``."""
+    if defaults.get("fused") and defaults.get("foreach"):
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def _fused_wanted(group: dict) -> bool:
+    """Whether ``group`` asks for the native per-parameter update: eagerly only (while a
+    step is traced the op-by-op code runs, so the compiler records it), unless
+    ``fused=False`` or ``foreach=True`` ask for the op-by-op code, and only with
+    Python-number hyper-parameters (a tensor lr or beta keeps its tensor maths)."""
+    if state.tracer is not None:
+        return False
+    fused = group.get("fused")
+    if fused is False or (fused is None and group.get("foreach")):
+        return False
+    if group.get("capturable") or group.get("differentiable"):
+        return False
+    for k, v in group.items():
+        if k != "params" and (isinstance(v, Tensor) or (
+                isinstance(v, tuple) and any(isinstance(x, Tensor) for x in v))):
+            return False
+    return True
+
+
 def _check_unsupported(defaults: dict) -> None:
     for flag in ("capturable", "differentiable"):
         if defaults.get(flag):

@@ -7,7 +7,8 @@ from typing import Any
 from .._creation import zeros_like
 from .._tensor import Tensor
 from ..autograd import no_grad
-from .optimizer import Optimizer, _check_lr, _check_unsupported, _zero_step
+from .. import _fused_optim as _fused
+from .optimizer import Optimizer, _check_lr, _check_unsupported, _fused_wanted, _zero_step
 
 __all__ = ["RMSprop", "rmsprop"]
 
@@ -55,10 +56,13 @@ class RMSprop(Optimizer):
                     bufs.append(st["momentum_buffer"])
                 if group["centered"]:
                     grad_avgs.append(st["grad_avg"])
+            fused = _fused_wanted(group) and _fused.usable(
+                "rmsprop", params, grads, square_avgs, *([grad_avgs] if group["centered"] else []),
+                *([bufs] if group["momentum"] > 0 else []))
             rmsprop(params, grads, square_avgs, grad_avgs, bufs, steps, lr=group["lr"],
                     alpha=group["alpha"], eps=group["eps"],
                     weight_decay=group["weight_decay"], momentum=group["momentum"],
-                    centered=group["centered"], maximize=group["maximize"])
+                    centered=group["centered"], maximize=group["maximize"], fused=fused)
         return loss
 
 
@@ -66,8 +70,19 @@ class RMSprop(Optimizer):
 def rmsprop(params: list[Tensor], grads: list[Tensor], square_avgs: list[Tensor],
             grad_avgs: list[Tensor], momentum_buffers: list[Tensor], state_steps: list[Tensor],
             *, lr: Any, alpha: float, eps: float, weight_decay: float, momentum: float,
-            centered: bool, maximize: bool) -> None:
-    """The RMSprop update on lists of tensors, as torch documents it."""
+            centered: bool, maximize: bool, fused: bool = False) -> None:
+    """The RMSprop update on lists of tensors, as torch documents it. ``fused``: one
+    native kernel per parameter (``_fused_optim``; the caller checked ``usable``), the
+    same maths as the ops below."""
+    if fused:
+        for i, param in enumerate(params):
+            _fused.inc_step(state_steps[i])
+            _fused.rmsprop(param, grads[i], square_avgs[i],
+                           grad_avgs[i] if centered else None,
+                           momentum_buffers[i] if momentum > 0 else None, lr=lr, alpha=alpha,
+                           eps=eps, weight_decay=weight_decay, momentum=momentum,
+                           maximize=maximize)
+        return
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
         state_steps[i].add_(1)  # a counter only: no .item(), no graph break

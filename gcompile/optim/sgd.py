@@ -4,9 +4,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._creation import empty_like
 from .._tensor import Tensor
 from ..autograd import no_grad
-from .optimizer import Optimizer, _check_lr, _check_unsupported
+from .. import _fused_optim as _fused
+from .optimizer import Optimizer, _check_fused, _check_lr, _check_unsupported, _fused_wanted
 
 __all__ = ["SGD", "sgd"]
 
@@ -30,6 +32,7 @@ class SGD(Optimizer):
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                         foreach=foreach, differentiable=differentiable, fused=fused)
         _check_unsupported(defaults)
+        _check_fused(defaults)
         super().__init__(params, defaults)
 
     def step(self, closure: Callable | None = None) -> Any:
@@ -38,9 +41,10 @@ class SGD(Optimizer):
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
             bufs = [self.state[p].get("momentum_buffer") for p in params]
+            fused = _fused_wanted(group) and _fused.usable("sgd", params, grads, bufs)
             sgd(params, grads, bufs, lr=group["lr"], momentum=group["momentum"],
                 dampening=group["dampening"], weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"], maximize=group["maximize"])
+                nesterov=group["nesterov"], maximize=group["maximize"], fused=fused)
             if group["momentum"] != 0:
                 for p, b in zip(params, bufs):
                     self.state[p]["momentum_buffer"] = b
@@ -50,9 +54,21 @@ class SGD(Optimizer):
 @no_grad()
 def sgd(params: list[Tensor], grads: list[Tensor], momentum_buffers: list, *, lr: Any,
         momentum: float, dampening: float, weight_decay: float, nesterov: bool,
-        maximize: bool) -> None:
+        maximize: bool, fused: bool = False) -> None:
     """The SGD update on lists of tensors (``momentum_buffers`` is updated in
-    place; a ``None`` entry is created from the gradient)."""
+    place; a ``None`` entry is created from the gradient). ``fused``: one native
+    kernel per parameter (``_fused_optim``; the caller checked ``usable``), the same
+    maths as the ops below."""
+    if fused:
+        for i, param in enumerate(params):
+            buf = momentum_buffers[i]
+            first = momentum != 0 and buf is None
+            if first:
+                buf = momentum_buffers[i] = empty_like(param)
+            _fused.sgd(param, grads[i], buf if momentum != 0 else None, first=first, lr=lr,
+                       momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                       nesterov=nesterov, maximize=maximize)
+        return
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
         if weight_decay != 0:
