@@ -1,6 +1,5 @@
 """Muon: momentum SGD whose 2-D updates are orthogonalised by a Newton-Schulz iteration
-(Jordan et al.). torch runs the iteration in bfloat16; gcompile has no bfloat16 and
-runs it in float32, so results agree with torch to bfloat16's precision."""
+(Jordan et al.). The iteration runs in bfloat16, as torch's does."""
 from __future__ import annotations
 
 import math
@@ -74,15 +73,19 @@ def _zeropower_via_newtonschulz(grad: Tensor, ns_coefficients, ns_steps: int,
     if len(ns_coefficients) != 3:
         raise ValueError("Coefficients must be a tuple of exactly 3 values")
     a, b, c = ns_coefficients
-    x = grad.float()
+    x = grad.bfloat16()
     tall = grad.shape[0] > grad.shape[1]
     if tall:
         x = x.t()
-    x = x / x.norm().clamp(min=eps)
+    bf16 = x.dtype
+    # each bfloat16 op computes in float32 and rounds once, as torch's CPU kernels do
+    norm = x.float().norm().to(bf16).clamp(min=eps)
+    x = (x.float() / norm.float()).to(bf16)
     for _ in range(ns_steps):
-        gram = x @ x.t()
-        upd = gram * b + (gram @ gram) * c
-        x = x * a + upd @ x
+        xf = x.float()
+        gram = (xf @ xf.t()).to(bf16).float()
+        upd = (gram * b + (gram @ gram) * c).to(bf16).float()
+        x = (xf * a + upd @ xf).to(bf16)
     return x.t() if tall else x
 
 

@@ -86,7 +86,7 @@ class _Pair:
 
     def compare(self, what: str) -> None:
         # torch's Muon orthogonalises in bfloat16 (gcompile: float32): bfloat16's precision
-        tol = 1e-3 if self.name == "Muon" else 1e-9
+        tol = 1e-9
         for i, (t, g) in enumerate(zip(self.tp, self.gp)):
             np.testing.assert_allclose(to_numpy(g), to_numpy(t), rtol=1e-6, atol=tol,
                                        err_msg=f"{what}: parameter {i}")

@@ -67,10 +67,10 @@ def test_adafactor_matrix():
 def test_muon_orthogonalises():
     got, _ = run(optim.Muon, steps=1, lr=0.1, weight_decay=0.0, nesterov=False,
                  ns_steps=30, ns_coefficients=(1.5, -0.5, 0.0))
-    # the classic cubic iteration converges to U V^T of the gradient's SVD
+    # the classic cubic iteration converges to U V^T of the SVD (in bfloat16, as torch)
     u, _, vt = np.linalg.svd(0.05 * GRADS[0], full_matrices=False)
     ref = P0 - 0.1 * math.sqrt(max(1, 3 / 4)) * (u @ vt)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_allclose(got, ref, atol=1e-3)
     with pytest.raises(ValueError, match="2D"):
         optim.Muon([torch.zeros(3, requires_grad=True)])
 
