@@ -5,6 +5,8 @@ import itertools
 import weakref
 from collections import defaultdict
 
+import numpy as np
+
 from ir import dtypes as _dt
 from ir.registry import GradBuilder, vjp
 
@@ -209,7 +211,7 @@ class OpNode(Node):
         saved = self._saved or {}
         inputs = [saved[i].unpack(None) if i in saved else m for i, m in enumerate(self._meta)]
         out = saved[-1].unpack(self) if -1 in saved else self._out_meta
-        grads = vjp(self.op, EAGER_BUILDER, grad, inputs, out, self.attrs)
+        grads = vjp(self.op, EagerBuilder(self._needs), grad, inputs, out, self.attrs)
         return [g if need else None for g, need in zip(grads, self._needs)]
 
     def release(self):
@@ -238,7 +240,16 @@ class AccumulateGrad(Node):
 
 class EagerBuilder(GradBuilder):
     """Gradient rules run as ordinary dispatched ops, so with grad mode on
-    (create_graph=True) they are themselves recorded: double backward."""
+    (create_graph=True) they are themselves recorded: double backward.
+
+    ``needs`` (one bool per op input, or None: all) tells a rule which inputs want a
+    gradient, so it can skip work whose result would be dropped (a graph builder has
+    none; there dead-code elimination removes it)."""
+
+    __slots__ = ("needs",)
+
+    def __init__(self, needs=None):
+        self.needs = needs
 
     def op(self, name, *args, **attrs):
         from .._tensor import Tensor, apply_op
@@ -360,7 +371,14 @@ def _accumulate(leaf, g, create_graph):
         state.tracer.note_grad_read(leaf)
     if leaf.grad is None:
         if not create_graph:
-            g = g.clone()  # a gradient may be shared by several leaves or be a view
+            # a gradient may be shared by several leaves or be a view: copy it, eagerly
+            # straight to C order (a Linear's weight gradient arrives transposed; the
+            # optimizer's native update wants it dense like its parameter)
+            if state.tracer is None:
+                from .._tensor import Tensor
+                g = Tensor._make(np.array(g._data, order="C"))
+            else:
+                g = g.clone()
         if tuple(g.shape) != tuple(leaf.shape):
             raise RuntimeError(f"gradient shape {tuple(g.shape)} does not match leaf shape "
                                f"{tuple(leaf.shape)}")

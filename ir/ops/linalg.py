@@ -1,6 +1,8 @@
 """Matrix products (BLAS through NumPy eagerly)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import dtypes as dt
@@ -46,6 +48,24 @@ def _mT(b, x):
 
 def _matmul_grad(b, g, xs, out):
     a, m = xs
+    # an eager builder says which inputs need a gradient (``needs``): a GEMM for an input
+    # that needs none (the first layer's activations) is skipped; a graph builder has no
+    # ``needs`` and an unused result is removed as dead code
+    needs = getattr(b, "needs", None)
+    want_a = needs is None or needs[0]
+    want_m = needs is None or needs[1]
+    if len(a.shape) > 2 and len(m.shape) == 2:
+        # x [*, K] @ W [K, N] (a Linear): the weight gradient summed over every leading
+        # dim is one [K, R] @ [R, N] GEMM of the stacked rows, not one GEMM per leading
+        # index and a reduction of their [*, K, N] results
+        K, N = m.shape
+        R = math.prod(a.shape[:-1])
+        ga = b.matmul(g, _mT(b, m)) if want_a else None
+        gm = None
+        if want_m:
+            rows = b.reshape(a, shape=(R, K))
+            gm = b.matmul(_mT(b, rows), b.reshape(g, shape=(R, N)))
+        return ga, gm
     a2 = a if len(a.shape) > 1 else b.reshape(a, shape=(1,) + tuple(a.shape))
     m2 = m if len(m.shape) > 1 else b.reshape(m, shape=tuple(m.shape) + (1,))
     g2 = g
@@ -53,14 +73,23 @@ def _matmul_grad(b, g, xs, out):
         g2 = b.reshape(g2, shape=tuple(g2.shape[:-1]) + (1,) + tuple(g2.shape[-1:]))
     if len(m.shape) == 1:
         g2 = b.reshape(g2, shape=tuple(g2.shape) + (1,))
-    ga = b.matmul(g2, _mT(b, m2))
-    gm = b.matmul(_mT(b, a2), g2)
-    ga = b.reshape(b.sum_to(ga, a2.shape), shape=tuple(a.shape))
-    gm = b.reshape(b.sum_to(gm, m2.shape), shape=tuple(m.shape))
+    ga = gm = None
+    if want_a:
+        ga = b.matmul(g2, _mT(b, m2))
+        ga = b.reshape(b.sum_to(ga, a2.shape), shape=tuple(a.shape))
+    if want_m:
+        gm = b.matmul(_mT(b, a2), g2)
+        gm = b.reshape(b.sum_to(gm, m2.shape), shape=tuple(m.shape))
     return ga, gm
 
 
 def _matmul_impl(a, b):
+    if a.ndim > 2 and b.ndim == 2 and a.shape[-1] == b.shape[0]:
+        # np.matmul runs one GEMM per leading index of ``a``; the stacked rows are one
+        # GEMM (a view where ``a``'s leading dims collapse; BLAS takes a transposed ``b``
+        # as it is)
+        out = np.matmul(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), b)
+        return out.reshape(a.shape[:-1] + (b.shape[1],))
     return np.asarray(np.matmul(a, b))
 
 
