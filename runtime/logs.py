@@ -1,7 +1,9 @@
 """Named log channels shared by the runtime and the compiler: ``GCOMPILE_LOG``.
 
-``GCOMPILE_LOG=recompiles,graph_breaks,kernels,memory`` (comma or semicolon
-separated; ``all`` or ``1`` for every channel). One parser for every layer (the
+``GCOMPILE_LOG=recompiles,graph_breaks,kernels,memory,stages`` (comma or semicolon
+separated; ``all`` or ``1`` for every channel). ``stages`` prints each stage of the
+compile pipeline (trace -> verify -> autodiff -> passes -> fusion -> lower -> memory
+plan -> executable) with its time and what it produced. One parser for every layer (the
 runtime must not import ``gcompile``), so a misspelt channel is an error that
 lists the valid ones instead of a silently empty log.
 """
@@ -9,8 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-CHANNELS = ("recompiles", "graph_breaks", "kernels", "memory", "guards")
+CHANNELS = ("recompiles", "graph_breaks", "kernels", "memory", "guards", "stages")
 ALL = ("all", "1")
 _cache: dict[str, frozenset] = {}
 
@@ -46,3 +51,18 @@ def log(channel: str, msg: str) -> None:
     if enabled(channel):
         for line in str(msg).splitlines() or [""]:
             print(f"[gcompile:{channel}] {line}", file=sys.stderr)
+
+
+@contextmanager
+def stage(name: str, show: Callable[[], str] | None = None) -> Iterator[None]:
+    """One named stage of the compile pipeline: on the ``stages`` channel, its time and
+    (``show()``, called only when the channel is on) what it produced."""
+    if not enabled("stages"):
+        yield
+        return
+    t0 = time.perf_counter()
+    yield
+    ms = 1e3 * (time.perf_counter() - t0)
+    log("stages", f"== {name} ({ms:.1f} ms)")
+    if show is not None:
+        log("stages", "\n".join("   " + line for line in str(show()).splitlines()))

@@ -429,7 +429,9 @@ class CompiledFunction:
         prev = state.tracer
         state.tracer = tracer
         try:
-            result = self._fn(*args, **kwargs)
+            with logs.stage("trace", lambda: "graph break: " + str(tracer.breaks[0])
+                            if tracer.breaks else str(tracer.graph)):
+                result = self._fn(*args, **kwargs)
         finally:
             state.tracer = prev
         self.num_traces += 1

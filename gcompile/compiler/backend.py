@@ -33,6 +33,12 @@ def build_executable(graph, profile: bool = False, reference: bool = False) -> E
     """An ``Executor`` for ``graph`` (optimised in place); ``.compiled`` keeps the fusion
     and plan for ``explain``. ``reference``: NumPy evaluation of the kernel specs
     instead of generated kernels (``compile(..., options={"kernels": "reference"})``)."""
+    from ir.verify import verify
+
+    from .logs import stage
+    with stage("verify", lambda: f"{graph.name}: {len(graph.inputs)} inputs, "
+               f"{len(graph.nodes)} nodes, {len(graph.outputs)} outputs: ok"):
+        verify(graph)
     if reference:
         from runtime.reference import ReferenceKernel
         compiled = compile_graph(graph, make_kernel=ReferenceKernel)

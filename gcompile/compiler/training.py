@@ -19,6 +19,7 @@ from .._state import state
 from .._tensor import Tensor
 from ..autograd.graph import _FREED_MSG, Node
 from .entry import Entry
+from .logs import stage
 
 
 class CompiledFunctionBackward(Node):
@@ -85,14 +86,19 @@ class TrainingEntry(Entry):
         wrt = [i for i, t in enumerate(input_tensors)
                if t.requires_grad and t.dtype.is_floating_point]
         diff = [k for k, t in enumerate(out_tensors) if t.requires_grad]
-        joint = joint_graph(graph, wrt=wrt, diff_outputs=diff)
+        with stage("autodiff", lambda: f"joint graph {len(joint.graph.nodes)} nodes; forward "
+                   f"{len(self.part.forward.nodes)}, backward {len(self.part.backward.nodes)} "
+                   f"nodes; saved {self.part.saved_bytes} bytes (without recomputation "
+                   f"{self.part.saved_bytes_no_recompute}); recomputed "
+                   f"{len(self.part.recomputed)} values"):
+            joint = joint_graph(graph, wrt=wrt, diff_outputs=diff)
+            self.part = partition(joint)
         self.joint = joint
         # the joint graph numbers inputs like the traced graph; map wrt back to positions
         self.wrt_inputs = [joint.graph.inputs.index(v) for v in joint.wrt]
         self.has_grad = [gv is not None for gv in joint.grads]
         self.diff_outputs = joint.differentiable_outputs
         self.tangent_types = [(v.shape, v.dtype.np) for v in joint.grad_inputs]
-        self.part = partition(joint)
         self.num_forward_outputs = joint.num_forward_outputs
         self.forward = build(self.part.forward)
         self.backward = build(self.part.backward)

@@ -319,10 +319,20 @@ register(OpDef("pad_backward", "movement", _pad_backward_impl,
                # linear, the adjoint of pad: its own adjoint is pad again
                grad=lambda b, g, xs, out, shape, pad, mode: (
                    b.pad(g, pad=pad, mode=mode, value=0.0),)))
-register(OpDef("tril", "movement", lambda x, diagonal: np.tril(x, diagonal), infer=_same,
+def _tri_infer(name: str):
+    def infer(specs, attrs):
+        if len(specs[0][0]) < 2:  # np.tril would turn a vector into a matrix
+            raise RuntimeError(f"{name}: input tensor must have at least 2 dimensions")
+        return _same(specs, attrs)
+    return infer
+
+
+register(OpDef("tril", "movement", lambda x, diagonal: np.tril(x, diagonal),
+               infer=_tri_infer("tril"),
                grad=lambda b, g, xs, out, diagonal: (b.tril(g, diagonal=diagonal),),
                attrs=("diagonal",)))
-register(OpDef("triu", "movement", lambda x, diagonal: np.triu(x, diagonal), infer=_same,
+register(OpDef("triu", "movement", lambda x, diagonal: np.triu(x, diagonal),
+               infer=_tri_infer("triu"),
                grad=lambda b, g, xs, out, diagonal: (b.triu(g, diagonal=diagonal),),
                attrs=("diagonal",)))
 

@@ -12,7 +12,7 @@ import gcompile.nn.functional as F
 from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
-from runtime import lower
+from runtime import steps
 from runtime.lower import compile_graph
 from runtime.plan import Executor
 
@@ -24,12 +24,12 @@ rng = np.random.default_rng(0)
 def gemm_calls(monkeypatch):
     """Every (a, b, out) the matmul steps hand to BLAS."""
     calls = []
-    real = lower._gemm
+    real = steps._gemm
 
     def spy(a, b, out):
         calls.append((a, b, out))
         real(a, b, out)
-    monkeypatch.setattr(lower, "_gemm", spy)
+    monkeypatch.setattr(steps, "_gemm", spy)
     return calls
 
 

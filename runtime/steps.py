@@ -1,0 +1,277 @@
+"""Plan steps: how each kind of step runs at call time.
+
+A generated kernel (``_KernelRun``: arguments bound once per layout), a BLAS
+matmul (``matmul_step``: stacked operands folded into one 2-D GEMM on views), a
+view (``_ViewRun``: cached views of arena buffers) or a library op run through its
+NumPy implementation (``node_step``). ``lower.py`` decides which step each group
+becomes; this module only knows how to run them."""
+from __future__ import annotations
+
+
+import threading
+import weakref
+
+import numpy as np
+
+from ir.graph import Node, Value
+from ir.interpreter import eval_op
+from ir.passes.fusion import Group
+from ir.registry import REGISTRY
+from ir.shapes import view_strides
+
+from .plan import Plan, Step
+from .logs import log as _log
+from .specs import Lowered
+
+
+RECORDING = threading.local()
+
+
+SERIAL_EPILOGUE_MAX = 1 << 20
+
+
+class _KernelRun:
+    """The ``run`` of a kernel step. The first call on a layout binds the kernel
+    (``CompiledKernel.bind``: loop variant and C arguments built once); later calls
+    check that each operand is the same arena view as before (``stable`` slots, fixed
+    once the plan's arena exists) or has the same strides, move the data pointers that
+    changed (fresh outputs, new inputs) and make the native call. Anything else
+    (another layout, different sharing between operands, a copying operand transform,
+    a parallel call, a kernel without ``bind``) takes the general path."""
+
+    __slots__ = ("kernel", "low", "name", "serial", "pairs_in", "pairs_out", "slots", "tfs",
+                 "stable", "bound", "objs", "strides", "sharing", "var", "ptr", "refused")
+
+    def __init__(self, low: Lowered, kernel, in_slots, out_slots, serial: bool, name: str):
+        self.kernel = kernel
+        self.low = low
+        self.name = name
+        self.serial = serial
+        self.pairs_in = list(zip(in_slots, low.in_tf))
+        self.pairs_out = list(zip(out_slots, low.out_tf))
+        self.slots = list(in_slots) + list(out_slots)
+        self.tfs = list(low.in_tf) + list(low.out_tf)
+        self.stable: frozenset = frozenset()
+        self.bound = None
+        self.refused = None
+
+    def __call__(self, env) -> None:
+        b = self.bound
+        if b is not None:
+            for s, o in self.objs:
+                if env[s] is not o:
+                    break
+            else:
+                moved = False
+                for e in self.var:  # [operand index, slot, weak reference]
+                    a = env[e[1]]
+                    if e[2]() is a:
+                        continue  # the same array as last call (a parameter)
+                    k = e[0]
+                    if a.strides != self.strides[k]:
+                        break
+                    p = self.ptr(a)
+                    if p != b.ptrs[k]:
+                        b.repoint(k, p)
+                        moved = True
+                    e[2] = weakref.ref(a)
+                else:
+                    if not moved or b.sharing() == self.sharing:
+                        b()
+                        return
+            self.bound = None
+        self.general(env)
+
+    def general(self, env) -> None:
+        ins = [env[s] if tf is None else tf(env[s]) for s, tf in self.pairs_in]
+        outs = [env[s] if tf is None else tf(env[s]) for s, tf in self.pairs_out]
+        rec = getattr(RECORDING, "variants", None)
+        if rec is not None:  # a dry run (see _prefetch): learn the variant, compute nothing
+            want = getattr(self.kernel, "variant_for", None)
+            if want is not None:
+                try:
+                    v = want(ins, outs)
+                except Exception:  # noqa: BLE001 - this call would fail; not worth compiling
+                    v = None
+                if v is not None:
+                    rec.append((self.kernel, v))
+            for o in outs:  # defined values for the steps after it (checks, indices)
+                o.fill(0)
+            return
+        try:
+            if self.serial:
+                self.kernel(ins, outs, parallel=False)
+            else:
+                self.kernel(ins, outs)
+        except Exception as e:  # noqa: BLE001 - generation failed at first call
+            from .reference import ReferenceKernel
+            if isinstance(self.kernel, ReferenceKernel):
+                raise
+            _log("kernels", f"kernel for {self.name} failed ({type(e).__name__}: {e}); "
+                 "using the NumPy evaluation of its spec")
+            self.kernel = ReferenceKernel(self.low.spec)
+            self.kernel(ins, outs)
+            return
+        self._bind(env, ins + outs)
+
+    def _bind(self, env, ops: list) -> None:
+        bind = getattr(self.kernel, "bind", None)
+        if bind is None:
+            return
+        raws = [env[s] for s in self.slots]
+        layout = tuple(r.strides for r in raws)
+        if layout == self.refused:
+            return  # binding this layout was refused before (e.g. a threaded call)
+        self.ptr = ptr = _ptr_reader()
+        b = None
+        if all(ptr(r) == ptr(o) for r, o in zip(raws, ops)):  # no transform copied
+            nin = len(self.pairs_in)
+            try:
+                b = bind(ops[:nin], ops[nin:], False if self.serial else None)
+            except Exception:  # noqa: BLE001 - the general path keeps working
+                b = None
+        if b is None:
+            self.refused = layout
+            return
+        self.objs = [(s, r) for s, r in zip(self.slots, raws) if s in self.stable]
+        self.var = [[k, s, weakref.ref(r)] for k, (s, r) in enumerate(zip(self.slots, raws))
+                    if s not in self.stable]
+        self.strides = [r.strides for r in raws]
+        self.sharing = b.sharing()
+        self.bound = b
+
+
+def _ptr_reader():
+    """The kernels package's fast data-pointer read (loaded by the time a kernel is
+    bound), or the array interface's."""
+    try:
+        from kernels.cpu import _ptr
+        return _ptr
+    except ImportError:  # pragma: no cover - kernels without the CPU back end
+        return lambda a: a.__array_interface__["data"][0]
+
+
+def kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
+    in_slots = [slot[id(v)] for v in low.ext]
+    out_slots = [slot[id(v)] for v in low.out_vals]
+    # An epilogue right after a BLAS call runs serially unless it is large: OpenBLAS's
+    # threads are still spinning then, and a parallel kernel's threads would fight them
+    # (measured: a 256x512 bias+relu went from 0.2 ms serial to 20 ms parallel).
+    numel = int(np.prod(low.full_shape, dtype=np.int64))
+    serial = numel <= SERIAL_EPILOGUE_MAX and any(
+        v.producer is not None and v.producer.op == "matmul" for v in low.ext)
+    run = _KernelRun(low, kernel, in_slots, out_slots, serial, name)
+    nbytes = sum(v.nbytes for v in low.ext) + sum(v.nbytes for v in low.out_vals)
+    return Step("kernel", name, run, in_slots, out_slots, list(g.nodes), kernel, low.spec,
+                bytes_moved=nbytes)
+
+
+def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """The one BLAS entry of matmul steps (tests wrap it to see the operands it gets)."""
+    np.matmul(a, b, out=out)
+
+
+def _fold_rows(shape: tuple, strides: tuple, itemsize: int) -> tuple | None:
+    """The 2-D shape ``(prod(leading) * M, K)`` viewing ``(..., M, K)`` without a copy,
+    or None when the leading dims and M do not collapse by a view."""
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    new = (rows, shape[-1])
+    st = view_strides(shape, tuple(s // itemsize for s in strides), new)
+    return new if st is not None else None
+
+
+def matmul_step(n: Node, slot) -> Step:
+    """One BLAS call straight into the planned output buffer. A stacked left operand
+    times a matrix (a Linear layer's ``[B, T, K] @ [K, N]``) is folded into one 2-D GEMM
+    when its leading dims collapse by a view (NumPy would call BLAS once per batch
+    entry); transposed operands reach BLAS as views (NumPy passes the transpose flag
+    when one stride is unit), and batched operands (attention's 4-D views) are given
+    to NumPy's matmul loop as the views the trace made, never copied here."""
+    a, b = n.inputs
+    sa, sb, so = slot[id(a)], slot[id(b)], slot[id(n.out)]
+    fold = a.ndim >= 3 and b.ndim == 2
+    modes: dict = {}  # operand strides -> (a's 2-D shape, out's 2-D shape) or None
+
+    def decide(x: np.ndarray, o: np.ndarray):
+        if not fold or any(s < 0 for s in x.strides):
+            return None
+        xs = _fold_rows(x.shape, x.strides, x.itemsize)
+        os_ = _fold_rows(o.shape, o.strides, o.itemsize)
+        return (xs, os_) if xs is not None and os_ is not None else None
+
+    def run(env):
+        x, y, o = env[sa], env[sb], env[so]
+        if fold:
+            key = (x.strides, o.strides)
+            mode = modes.get(key, 0)
+            if mode == 0:
+                mode = modes[key] = decide(x, o)
+            if mode is not None:
+                _gemm(x.reshape(mode[0]), y, o.reshape(mode[1]))
+                return
+        _gemm(x, y, o)
+    return Step("matmul", f"matmul {list(a.shape)} @ {list(b.shape)}", run, [sa, sb], [so], [n],
+                bytes_moved=a.nbytes + b.nbytes + n.out.nbytes)
+
+
+class _ViewRun:
+    """The ``run`` of a view step. Over arena buffers and constants (``cache`` is set
+    once the plan is built: those arrays are the same objects on every call) the view
+    made on the first call is kept and handed out again while its inputs are the same
+    objects, so the kernels reading it see a stable operand and skip their checks. A
+    view that came back as a copy (a reshape NumPy could not view) is never kept."""
+
+    __slots__ = ("impl", "ins", "so", "attrs", "cache", "_key", "_out")
+
+    def __init__(self, impl, ins, so: int, attrs: dict) -> None:
+        self.impl = impl
+        self.ins = ins
+        self.so = so
+        self.attrs = attrs
+        self.cache = False
+        self._key: list | None = None
+        self._out = None
+
+    def __call__(self, env) -> None:
+        args = [env[s] if s is not None else c for s, c in self.ins]
+        if self.cache:
+            key = self._key
+            if key is not None and all(a is k for a, k in zip(args, key)):
+                env[self.so] = self._out
+                return
+        out = self.impl(*args, **self.attrs)
+        env[self.so] = out
+        if self.cache:
+            srcs = [a for a in args if isinstance(a, np.ndarray)]
+            if isinstance(out, np.ndarray) and any(np.may_share_memory(out, a) for a in srcs):
+                self._key, self._out = args, out
+            else:
+                self._key = None
+
+
+def mark_stable(plan: Plan) -> None:
+    """Tell view and kernel steps which slots hold the same array object on every call
+    of this plan: arena buffers, constants, and views of those."""
+    stable = {b.slot for b in plan.buffers if b.planned} | {s for s, _ in plan.const_slots}
+    for st in plan.steps:
+        if st.kind == "view" and isinstance(st.run, _ViewRun) and st.inputs and \
+                all(i in stable for i in st.inputs):
+            st.run.cache = True
+            stable.update(st.outputs)
+        elif st.kind == "kernel" and isinstance(st.run, _KernelRun):
+            st.run.stable = frozenset(s for s in st.run.slots if s in stable)
+
+
+def node_step(n: Node, slot, kind: str) -> Step:
+    ins = [(slot[id(a)], None) if isinstance(a, Value) else (None, a) for a in n.inputs]
+    so = slot[id(n.out)]
+    opdef = REGISTRY[n.op]
+    attrs = n.attrs
+
+    if kind == "view":
+        run = _ViewRun(opdef.impl, ins, so, attrs)
+    else:
+        def run(env):
+            env[so] = eval_op(opdef, [env[s] if s is not None else c for s, c in ins], attrs)
+    return Step(kind, f"{n.op} %{n.out.name}", run, [s for s, _ in ins if s is not None], [so],
+                [n], bytes_moved=sum(a.nbytes for a in n.value_inputs) + n.out.nbytes)
