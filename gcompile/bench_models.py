@@ -11,7 +11,8 @@ Workloads (the shapes of PyTorch's own examples):
 - ``lstm_lm_train``: a character LSTM language model (embedding 65x64, LSTM 128, 64 steps,
   linear head), batch 32, Adam;
 - ``gpt_train``: a character GPT (2 pre-norm blocks, d 128, 4 heads, 64 tokens), batch 16,
-  AdamW.
+  AdamW;
+- ``mlp:WIDTH:BATCH``: an MLP 784-WIDTH-WIDTH-10 with ReLU, cross-entropy and Adam.
 
 The model code is written once against a ``torch``-like module, so gcompile and PyTorch
 run the same program. Every (round, workload, system) runs in a new Python process, the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -441,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
             plot_sweep(rows, shown, args.plot)
         return 0
     for n in args.workloads:
-        if n not in MODEL_WORKLOADS:
-            p.error(f"unknown workload {n!r}; choose from {', '.join(MODEL_WORKLOADS)}")
+        if n not in MODEL_WORKLOADS and not re.fullmatch(r"mlp:\d+:\d+", n):
+            p.error(f"unknown workload {n!r}; choose from {', '.join(MODEL_WORKLOADS)} or "
+                    "mlp:WIDTH:BATCH")
     rows = run(args.workloads, systems, args.rounds or 3, args.steps, args.dropout, args.small,
                say=say)
     print(format_table(rows))
