@@ -319,6 +319,14 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the speedups and first-call times as a PNG (needs matplotlib: "
                         "pip install 'gcompile[plot]')")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds of fresh processes for the real-model workloads "
+                        "(cnn_train, lstm_lm_train, gpt_train)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout probability in the real-model workloads")
+    p.add_argument("--sweep", action="store_true",
+                   help="instead: the MLP train step over batch 32-1024 and width 256-2048 "
+                        "(time per sample and memory; with --plot, a PNG)")
 
 
 INFER_WORKLOADS = ("gelu", "bias_relu", "layernorm", "softmax", "mlp_infer")
@@ -326,8 +334,11 @@ INFER_WORKLOADS = ("gelu", "bias_relu", "layernorm", "softmax", "mlp_infer")
 
 def run(args) -> int:
     """``gcompile bench``: run, print a table (or JSON), optionally save JSON and a plot."""
+    from . import bench_models
     from .bench_train import TRAIN_WORKLOADS, format_train_table, run_train_bench
     from .progress import task
+    if args.sweep:
+        return _run_sweep(args)
     names = list(args.workloads or [])
     unknown = [n for n in names if n not in TRAIN_WORKLOADS and n not in INFER_WORKLOADS]
     if unknown:
@@ -343,8 +354,11 @@ def run(args) -> int:
             return 2
     train = [n for n in names if n in TRAIN_WORKLOADS] if names else list(TRAIN_WORKLOADS)
     infer = [n for n in names if n not in TRAIN_WORKLOADS] if names else list(INFER_WORKLOADS)
+    # the real models run each system in fresh processes, against PyTorch when installed
+    models = [n for n in train if n in bench_models.MODEL_WORKLOADS]
+    train = [n for n in train if n not in models]
     report: dict = {}
-    with task("bench", total=len(infer) + len(train)) as progress:
+    with task("bench", total=len(infer) + len(train) + len(models)) as progress:
         if infer:
             report = run_bench(infer, repeat=args.repeat, small=args.small,
                                with_torch=not args.no_torch, latency=not args.no_latency,
@@ -353,6 +367,21 @@ def run(args) -> int:
             report["training"] = run_train_bench(train, repeat=args.repeat, small=args.small,
                                                  latency=not args.no_latency,
                                                  progress=progress)
+        if models:
+            systems = [s for s in bench_models.SYSTEMS
+                       if not (args.no_torch and s.startswith("torch"))]
+            report["models"] = bench_models.run(
+                models, systems, rounds=args.rounds, steps=args.repeat * 2,
+                dropout=args.dropout, small=args.small,
+                say=None if progress is None else
+                lambda m: progress.update(description=f"bench {m}"))
+            if not args.no_latency:
+                from .bench_train import compile_latency
+                for r in report["models"]:
+                    r["latency"] = compile_latency(r["workload"], args.small, args.dropout,
+                                                   models=True)
+            if progress is not None:
+                progress.update(len(models))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
@@ -365,9 +394,32 @@ def run(args) -> int:
         print(format_table(report))
     if train:
         print(format_train_table(report["training"]))
+    if models:
+        print(bench_models.format_table(report["models"]))
+        for r in report["models"]:
+            lat = r.get("latency", {})
+            if lat:
+                print(f"{r['workload']}: first compiled step in a new process: " + ", ".join(
+                    f"{k} {v['compile_s']:.2f} s" if "compile_s" in v else f"{k} failed"
+                    for k, v in lat.items()))
     for label, path in (("results", args.output), ("plot", args.plot)):
         if path:
             print(f"{label} written to {path}")
+    return 0
+
+
+def _run_sweep(args) -> int:
+    from . import bench_models
+    systems = [s for s in bench_models.SYSTEMS if not (args.no_torch and s.startswith("torch"))]
+    rows = bench_models.sweep(systems, rounds=1, steps=args.repeat,
+                              say=lambda m: print(m, file=sys.stderr, flush=True))
+    shown = [s for s in systems if any(s in r for r in rows)]
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=2)
+    if args.plot:
+        bench_models.plot_sweep(rows, shown, args.plot)
+    print(json.dumps(rows, indent=2) if args.json else bench_models.format_sweep(rows, shown))
     return 0
 
 
@@ -389,6 +441,17 @@ def plot_report(report: dict, path: str) -> None:
                 labels.append(f"{r['workload']}\n{what}")
                 speed.append(r[key])
                 kind.append(what)
+    for r in report.get("models", []):
+        eager, comp = r.get("gc_eager", {}).get("ms"), r.get("gc_compiled", {}).get("ms")
+        torch_ms = r.get("torch_eager", {}).get("ms")
+        if eager and comp:
+            labels.append(f"{r['workload']}\nwhole step")
+            speed.append(eager / comp)
+            kind.append("whole step")
+        if torch_ms and comp:
+            labels.append(f"{r['workload']}\nvs torch eager")
+            speed.append(torch_ms / comp)
+            kind.append("vs torch")
     lat_labels, cold, warm = [], [], []
     for r in list(report.get("results", [])) + list(report.get("training", [])):
         lat = r.get("latency")
@@ -402,12 +465,13 @@ def plot_report(report: dict, path: str) -> None:
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols + max(0, len(labels) - 6) * 0.4, 4.5),
                              squeeze=False)
     ax = axes[0][0]
-    colors = {"compiled": "tab:blue", "module": "tab:orange", "whole step": "tab:green"}
+    colors = {"compiled": "tab:blue", "module": "tab:orange", "whole step": "tab:green",
+              "vs torch": "tab:red"}
     ax.bar(range(len(speed)), speed, color=[colors[k] for k in kind])
     ax.axhline(1.0, color="gray", lw=1, ls="--")
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("speedup over eager (x)")
+    ax.set_ylabel("speedup over eager (x); red: over torch eager")
     ax.set_title("gcompile: compiled vs eager")
     if lat_labels:
         ax2 = axes[0][1]

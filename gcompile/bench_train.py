@@ -268,10 +268,14 @@ import time, json, sys
 t0 = time.perf_counter()
 import gcompile as gc
 from gcompile.bench_train import _setup
+from gcompile import bench_models
 name, small = sys.argv[1], sys.argv[2] == "1"
-dropout = float(sys.argv[3]) if len(sys.argv) > 3 else None
-model, (x, y), loss_fn = _setup(name, small, dropout=dropout)
-opt = gc.optim.Adam(model.parameters(), lr=1e-3)
+dropout = None if sys.argv[3] == "none" else float(sys.argv[3])
+if sys.argv[4] == "models":  # bench_models' shapes and optimizers
+    model, opt, (x, y), loss_fn = bench_models.build(gc, name, dropout or 0.0, small)
+else:
+    model, (x, y), loss_fn = _setup(name, small, dropout=dropout)
+    opt = gc.optim.Adam(model.parameters(), lr=1e-3)
 def train_step(x, y):
     opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step(); return loss
 step = gc.compile(train_step)
@@ -286,10 +290,13 @@ print(json.dumps({"import_s": t1 - t0, "compile_s": t2 - t1,
 """
 
 
-def compile_latency(name: str, small: bool = False, dropout: float | None = None) -> dict:
-    """First-step latency in a new process: cold (empty cache) then warm."""
+def compile_latency(name: str, small: bool = False, dropout: float | None = None,
+                    models: bool = False) -> dict:
+    """First-step latency in a new process: cold (empty cache) then warm. ``models``:
+    the workload as ``gcompile.bench_models`` builds it."""
     from .bench import in_new_processes
-    argv = [name, "1" if small else "0"] + ([] if dropout is None else [str(dropout)])
+    argv = [name, "1" if small else "0", "none" if dropout is None else str(dropout),
+            "models" if models else "setup"]
     return in_new_processes(_LATENCY_SNIPPET, argv)
 
 

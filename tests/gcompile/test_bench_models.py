@@ -53,3 +53,29 @@ def test_unknown_workload_is_rejected():
         bm.build(gcompile, "resnet", 0.0)
     with pytest.raises(SystemExit):
         bm.main(["nope"])
+
+
+def test_gcompile_bench_runs_the_real_models_in_fresh_processes(monkeypatch, capsys):
+    """``gcompile bench cnn_train`` goes to bench_models (each system in its own process),
+    ``--sweep`` to the sweep; both print their tables."""
+    from gcompile import bench
+
+    seen = {}
+
+    def fake_run(names, systems, rounds=3, steps=10, dropout=0.0, small=False, say=None):
+        seen.update(names=names, systems=systems, rounds=rounds, dropout=dropout)
+        return [{"workload": n, "dropout": dropout, "gc_eager": {"ms": 4.0},
+                 "gc_compiled": {"ms": 2.0, "plan": True}} for n in names]
+
+    monkeypatch.setattr(bm, "run", fake_run)
+    assert bench.main(["cnn_train", "--no-torch", "--rounds", "2", "--dropout", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert seen == {"names": ["cnn_train"], "systems": ["gc_eager", "gc_compiled"],
+                    "rounds": 2, "dropout": 0.1}
+    assert "cnn_train" in out and "2.00x" in out
+
+    monkeypatch.setattr(bm, "sweep", lambda systems, rounds=1, steps=5, say=None: [
+        {"axis": "batch", "width": 512, "batch": 32,
+         "gc_eager": {"ms": 1.0, "us_per_sample": 31.25, "mem_mb": 3.0, "param_mb": 2.6}}])
+    assert bench.main(["--sweep", "--no-torch"]) == 0
+    assert "31.25" in capsys.readouterr().out
