@@ -157,6 +157,8 @@ def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
     try:
         with enable_grad() if train else no_grad():
             cf.call_until_planned(*inputs, **kwargs)
+            if cf.entries and not cf.graph_breaks:
+                cf(*inputs, **kwargs)  # the plan runs: its kernels load their real variants
     finally:
         state.journal = prev
         journal.restore()
@@ -184,10 +186,20 @@ def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
         groups=[g.describe() for g in comp.fusion.groups],
         unfused=dict(comp.fusion.reasons), num_kernels=len(kernels),
         num_steps=len(plan.steps),
-        kernel_sources=[str(getattr(s.kernel, "source", "")) for s in kernels],
+        kernel_sources=[_source_run(s.kernel) for s in kernels],
         kernel_specs=[s.spec for s in kernels],
         planned_bytes=plan.planned_bytes, unplanned_bytes=plan.unplanned_bytes, plan=plan,
         fusion=comp.fusion, **training)
+
+
+def _source_run(kernel) -> str:
+    """The source of the loop variant(s) the kernel has really run in this process
+    (flat, strided with its operand classes, blocked rows, in place ...), each headed by
+    its variant; else its primary variant's."""
+    run = getattr(kernel, "sources_run", lambda: [])()
+    if not run:
+        return str(getattr(kernel, "source", ""))
+    return "\n".join(f"# variant {v} (ran)\n{src}" for v, src in run)
 
 
 def _draw_matplotlib(ex: Explanation, path: str, dpi: int) -> None:

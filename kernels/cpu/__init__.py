@@ -199,6 +199,12 @@ class CompiledKernel:
                 f"outputs={list(self.spec.outputs)}, variants={len(self._fns)})")
 
     # ---- variants ------------------------------------------------------------------------
+    def sources_run(self) -> list[tuple[tuple, str]]:
+        """(variant, source) of every loop variant this kernel has loaded to run, in the
+        order first used: what ``explain`` shows (the primary variant is only what a
+        contiguous call would run)."""
+        return [(v, self._sources[v].source) for v in list(self._fns) if v in self._sources]
+
     def _source(self, variant: tuple) -> codegen.Generated:
         gen = self._sources.get(variant)
         if gen is None:

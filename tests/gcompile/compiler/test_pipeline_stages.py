@@ -60,3 +60,12 @@ def test_tril_triu_refuse_vectors_as_torch_does():
         torch.ones(4).triu()
     with pytest.raises(RuntimeError, match="at least 2 dimensions"):
         torch.tril(torch.ones(4))
+
+
+def test_explain_shows_the_loop_variant_that_ran():
+    """A transposed input runs the strided loop; explain shows that variant's source."""
+    x = torch.randn(7, 5).T
+    e = torch.explain(lambda a: (a * 3 - 1).relu(), x)
+    src = e.kernel_sources[0]
+    assert src.startswith("# variant ('strided'") and "(ran)" in src
+    assert "def entry" in src or "cfunc" in src
