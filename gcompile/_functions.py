@@ -2202,6 +2202,8 @@ def set_num_threads(int) -> None:  # noqa: A002 - torch's parameter name
     from threadpoolctl import threadpool_limits
     _THREADS["limiter"] = threadpool_limits(limits=n)
     _THREADS["intra"] = n
+    from kernels.cpu import set_num_threads as kernel_threads
+    kernel_threads(n)
     import sys
     numba = sys.modules.get("numba")
     if numba is not None:

@@ -619,8 +619,21 @@ def _pool(workers: int):
         return _POOL[0]
 
 
+_THREAD_LIMIT: list = [None]  # set_num_threads' value; None: the environment / cores
+
+
+def set_num_threads(n: int | None) -> None:
+    """Threads the parallel path of generated and hand-written kernels uses
+    (``gcompile.set_num_threads`` sets it with BLAS's); None goes back to
+    GCOMPILE_NUM_THREADS / NUMBA_NUM_THREADS or the usable cores."""
+    _THREAD_LIMIT[0] = None if n is None else max(1, int(n))
+
+
 def _nthreads() -> int:
-    """Threads for the parallel path: NUMBA_NUM_THREADS if set, else the usable cores."""
+    """Threads for the parallel path: ``set_num_threads``'s value, else
+    GCOMPILE_NUM_THREADS or NUMBA_NUM_THREADS if set, else the usable cores."""
+    if _THREAD_LIMIT[0] is not None:
+        return _THREAD_LIMIT[0]
     env = os.environ.get("GCOMPILE_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
     if env:
         return max(1, int(env))

@@ -514,6 +514,10 @@ def test_thread_count_settings():
     from threadpoolctl import threadpool_info
     assert all(info["num_threads"] == 1 for info in threadpool_info()
                if info.get("user_api") == "blas")
+    from kernels import cpu
+    assert cpu._nthreads() == 1  # the generated kernels' parallel path too
+    torch.set_num_threads(3)
+    assert cpu._nthreads() == 3
     torch.set_num_threads(before)
     with pytest.raises(RuntimeError, match="positive integer"):
         torch.set_num_threads(0)
