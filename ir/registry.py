@@ -51,6 +51,12 @@ class OpDef:
     doc: str = ""
     extra: dict = field(default_factory=dict)
     reference: Callable[..., Any] | None = None  # the NumPy impl once a native one serves
+    # decomposition(b, *inputs, **attrs) -> value | None: the op written once in
+    # primitives through a builder (``GradBuilder``'s interface); None declines (e.g. a
+    # dtype the primitives would compute differently). The compiler's decompose pass
+    # (``ir.passes.decompose``) uses it where the pieces fuse better than the whole, and
+    # exporters for an op their format lacks; eager calls keep ``impl``.
+    decomposition: Callable[..., Any] | None = None
 
     def use_native(self, fn: Callable[..., Any]) -> None:
         """Serve this op from ``fn`` (a native kernel with ``impl``'s signature and

@@ -466,95 +466,12 @@ def fuse(graph: Graph) -> Fusion:
 
 
 def decompose(graph: Graph) -> int:
-    """Rewrite composite ops the fuser understands better in pieces (softmax and
-    log_softmax over float rows into max / exp / sum / div); returns rewrites. Also
-    folds weight-gradient matmuls into one GEMM and turns ``sum_to_size`` into fusible
-    sums (``ir.passes.rewrites``)."""
+    """Rewrite composite ops into the primitives of their decompositions (softmax and
+    log_softmax over float rows into max / exp / sum / div, gelu and logsumexp), which
+    the fuser places better than the whole op; returns rewrites. Also folds
+    weight-gradient matmuls into one GEMM and turns ``sum_to_size`` into fusible sums
+    (``ir.passes.rewrites``)."""
+    from .decompose import decompose_ops
     from .rewrites import decompose_sum_to_size, fold_summed_matmul
     count = fold_summed_matmul(graph) + decompose_sum_to_size(graph)
-    for n in list(graph.nodes):
-        if n.op == "gelu" and n.out.dtype.name in ("float32", "float64"):
-            _decompose_gelu(graph, n)
-            count += 1
-            continue
-        if n.op == "logsumexp" and _decompose_logsumexp(graph, n):
-            count += 1
-            continue
-        if n.op not in ("softmax", "log_softmax"):
-            continue
-        x = n.inputs[0]
-        if not isinstance(x, Value) or x.dtype.name not in ("float32", "float64") or \
-                x.numel == 0 or x.ndim == 0:
-            continue
-        dim = n.attrs["dim"] % x.ndim
-        idx = graph.nodes.index(n)
-
-        def add(op, ins, attrs=None):
-            nonlocal idx
-            v = graph.add_node(op, ins, attrs or {}, index=idx)
-            idx += 1
-            return v
-        m = add("amax", [x], {"dims": (dim,), "keepdim": True})
-        fin = add("isfinite", [m])
-        m0 = add("where", [fin, m, 0.0])
-        s = add("sub", [x, m0])
-        e = add("exp", [s])
-        tot = add("sum", [e], {"dims": (dim,), "keepdim": True})
-        if n.op == "softmax":
-            out = add("div", [e, tot])
-        else:
-            out = add("sub", [s, add("log", [tot])])
-        if out.dtype is not n.out.dtype:
-            out = add("cast", [out], {"dtype": n.out.dtype})
-        graph.replace_all_uses(n.out, out)
-        graph.remove_node(n)
-        count += 1
-    return count
-
-
-def _decompose_gelu(graph: Graph, n: Node) -> None:
-    """gelu -> 0.5 * x * (1 + tanh(c * (x + 0.044715 x^3))) or 0.5 * x * (1 + erf(x / sqrt 2))."""
-    import math
-    x = n.inputs[0]
-    idx = graph.nodes.index(n)
-
-    def add(op, ins, attrs=None):
-        nonlocal idx
-        v = graph.add_node(op, ins, attrs or {}, index=idx)
-        idx += 1
-        return v
-    if n.attrs.get("approximate", "none") == "tanh":
-        x3 = add("mul", [add("mul", [x, x]), x])
-        inner = add("mul", [add("add", [x, add("mul", [x3, 0.044715])]),
-                            math.sqrt(2.0 / math.pi)])
-        t = add("tanh", [inner])
-    else:
-        t = add("erf", [add("mul", [x, 1.0 / math.sqrt(2.0)])])
-    out = add("mul", [add("mul", [x, 0.5]), add("add", [t, 1.0])])
-    graph.replace_all_uses(n.out, out)
-    graph.remove_node(n)
-
-
-def _decompose_logsumexp(graph: Graph, n: Node) -> bool:
-    """logsumexp -> m = amax (finite-guarded); log(sum(exp(x - m))) + m."""
-    x = n.inputs[0]
-    if not isinstance(x, Value) or x.dtype.name not in ("float32", "float64") or \
-            x.numel == 0 or x.ndim == 0 or not n.attrs.get("dims"):
-        return False
-    dims = tuple(n.attrs["dims"])
-    idx = graph.nodes.index(n)
-
-    def add(op, ins, attrs=None):
-        nonlocal idx
-        v = graph.add_node(op, ins, attrs or {}, index=idx)
-        idx += 1
-        return v
-    m = add("amax", [x], {"dims": dims, "keepdim": True})
-    m0 = add("where", [add("isfinite", [m]), m, 0.0])
-    tot = add("sum", [add("exp", [add("sub", [x, m0])])], {"dims": dims, "keepdim": True})
-    out = add("add", [add("log", [tot]), m0])
-    if not n.attrs.get("keepdim", False):
-        out = add("reshape", [out], {"shape": n.out.shape})
-    graph.replace_all_uses(n.out, out)
-    graph.remove_node(n)
-    return True
+    return count + decompose_ops(graph)
