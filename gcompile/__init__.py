@@ -10,6 +10,7 @@ from ir.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, float64,
 
 from . import _methods  # noqa: F401  (binds operators onto Tensor)
 import kernels.cpu.nn_native  # noqa: E402,F401  (native conv/pool/embedding/scatter-add kernels)
+import kernels.cpu.eager_ew  # noqa: E402,F401  (generated kernels for eager activations)
 from . import autograd, cuda
 from . import nn  # noqa: E402
 from ._creation import (channels_last, channels_last_3d, contiguous_format,  # noqa: F401
