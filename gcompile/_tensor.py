@@ -805,6 +805,9 @@ class Tensor:
         t = Tensor._make(self._data)
         t._vbox = self._vbox
         t._base = self._base
+        if state.tracer is not None:
+            # traced uses of t carry no gradient back to self
+            state.tracer.note_detach(t, self.requires_grad)
         return t
 
     def detach_(self):

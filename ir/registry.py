@@ -54,8 +54,8 @@ class OpDef:
     # decomposition(b, *inputs, **attrs) -> value | None: the op written once in
     # primitives through a builder (``GradBuilder``'s interface); None declines (e.g. a
     # dtype the primitives would compute differently). The compiler's decompose pass
-    # (``ir.passes.decompose``) uses it where the pieces fuse better than the whole, and
-    # exporters for an op their format lacks; eager calls keep ``impl``.
+    # (``ir.passes.decompose``) uses it where the pieces fuse better than the whole;
+    # eager calls keep ``impl``.
     decomposition: Callable[..., Any] | None = None
 
     def use_native(self, fn: Callable[..., Any]) -> None:

@@ -902,6 +902,8 @@ _add("expand",
           label="lead"))
 _add("clone", Case(lambda g: [g.f(3, 4)], lambda x: W(x)),
      Case(lambda g: [g.i(3, 4)], lambda x: x, label="int"))
+_add("detach", Case(lambda g: [g.f(3, 4)], lambda x: W(x), grad=False),
+     Case(lambda g: [g.i(2, 5)], lambda x: x, label="int", grad=False))
 
 _S = ("s", None, None, None)
 _add("getitem",

@@ -452,6 +452,15 @@ class CompiledFunction:
             return build_step_entry(self, tracer, result, out_leaves, out_spec, leaves, params,
                                     input_map)
         training = state.grad_enabled and any(t.requires_grad for t in out_leaves)
+        if training and tracer.detached_writes:
+            from .tracer import GraphBreak
+            file, line = tracer.detached_writes[0]
+            brk = GraphBreak("an in-place write through x.detach() (or x.data) of a tensor "
+                             "that requires grad, in a function whose gradient is compiled",
+                             file, line)
+            if self.fullgraph:
+                raise GraphBreakError(f"gcompile.compile(fullgraph=True): graph break: {brk}")
+            return result, None, brk
         if not training:
             # values that escape (stored in a list, new optimizer state) would go stale
             from .training import check_escapes

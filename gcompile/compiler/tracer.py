@@ -170,6 +170,9 @@ class Tracer:
         self.arrays: dict[int, tuple[weakref.ref, Value]] = {}
         self.grad_writes: dict[int, tuple[object, object]] = {}  # id(leaf) -> (leaf, tensor|None)
         self.grad_was_none: dict[int, tuple[object, bool]] = {}  # guards on .grad presence
+        # id(tensor) -> (ref, {id(value): its detach node}, the source required grad)
+        self.detached: dict[int, tuple] = {}
+        self.detached_writes: list = []  # where in-place writes went through them
         # values computed in Python at every call, in order: symbolic numbers (optimizer
         # hyper-parameters) and random seeds: (evaluate, graph input, 0-d tensor)
         self.scalars: list[tuple[object, Value, object]] = []
@@ -195,7 +198,12 @@ class Tracer:
         self.bound.append((t, v))
         return v
 
-    def _lookup(self, t) -> Value | None:
+    def note_detach(self, t, source_requires_grad: bool) -> None:
+        """``t`` came from ``x.detach()``: it reads x's current value through a
+        ``detach`` node, so gradients stop there (see ``_lookup``)."""
+        self.detached[id(t)] = (weakref.ref(t), {}, source_requires_grad)
+
+    def _lookup(self, t, cut: bool = True) -> Value | None:
         # tensors over the same array (x and x.detach(), a saved output) are one value:
         # look up by array first, so an in-place write through one is seen by all
         a = self.arrays.get(id(t._data))
@@ -203,6 +211,14 @@ class Tracer:
             c = self.captured_arrays.get(id(t._data))
             if c is not None and c[0]() is t._data and c[1].ref() is not t:
                 c[1].others.append(weakref.ref(t))
+            d = self.detached.get(id(t)) if cut else None
+            if d is not None and d[0]() is t:
+                # a detached tensor: the array's current value, cut from gradients
+                # (one detach node per value it has had)
+                cut = d[1].get(id(a[1]))
+                if cut is None:
+                    cut = d[1][id(a[1])] = self.graph.add_node("detach", [a[1]])
+                return cut
             return a[1]
         e = self.env.get(id(t))
         if e is not None and e[0]() is t:
@@ -260,7 +276,12 @@ class Tracer:
         if tensor._base is not None and self._lookup(tensor._base) is not None:
             self.graph_break("in-place write into a view of a traced tensor")
             return
-        old = self.value_of(tensor)
+        old = self._lookup(tensor, cut=False) or self.value_of(tensor)
+        d = self.detached.get(id(tensor))
+        if d is not None and d[0]() is tensor and d[2]:
+            # the write reaches x through x.detach() (or x.data): x's later values are
+            # computed from the cut, which graph autodiff would differentiate wrongly
+            self.detached_writes.append(user_frame())
         if new_value is None:
             nv = self.graph.add_const(tensor._data)
         else:

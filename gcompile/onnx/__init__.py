@@ -329,7 +329,7 @@ def _cast(b, n):
     return b.cast(b.ref(n.inputs[0]), n.out.dtype)
 
 
-@_conv("clone", "check")
+@_conv("clone", "check", "detach")
 def _identity(b, n):
     return b.op("Identity", [b.ref(n.inputs[0])])
 

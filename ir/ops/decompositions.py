@@ -2,8 +2,8 @@
 
 Each is written once against the builder interface and attached to its op here, so
 the op's definition (eager implementation, fused expression, gradient) and its
-primitive form sit in one table that every consumer reads: the compiler's decompose
-pass and the exporters. A rule returns None, before building anything, to decline.
+primitive form sit in one table the compiler's decompose pass reads. A rule returns
+None, before building anything, to decline.
 """
 from __future__ import annotations
 
@@ -58,7 +58,13 @@ def _logsumexp(b, x, dims, keepdim=False):
     return b.op("reshape", out, shape=shape)
 
 
+def _detach(b, x):
+    """Only the autodiff pass needs the cut; after it, detach is its input."""
+    return x
+
+
 RULES = {
+    "detach": _detach,
     "gelu": _gelu,
     "softmax": _softmax_rule(log=False),
     "log_softmax": _softmax_rule(log=True),

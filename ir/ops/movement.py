@@ -77,6 +77,10 @@ register(OpDef("expand", "view", _expand_impl, infer=_expand_infer,
                attrs=("shape",)))
 register(OpDef("clone", "movement", lambda x: np.array(x, copy=True), infer=_same,
                grad=lambda b, g, xs, out: (g,), expr="{0}"))
+# x.detach() in a traced function: the same data, no gradient path back to x (the
+# autodiff pass stops at it; the back end then drops it, see decompositions.py)
+register(OpDef("detach", "view", lambda x: x, infer=_same,
+               doc="the input itself, cut off from gradients"))
 
 
 def _slice_norm(s, n):

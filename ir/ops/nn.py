@@ -34,7 +34,8 @@ def np_erf(x: np.ndarray) -> np.ndarray:
     """erf for arrays: math.erf element by element for float64 (exact, for
     gradcheck), Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7) otherwise."""
     if x.dtype == np.float64:
-        return _erf_exact(x).astype(np.float64) if x.size else x.copy()
+        # np.asarray: a ufunc on a 0-d array returns a Python float, not an array
+        return np.asarray(_erf_exact(x), np.float64) if x.size else x.copy()
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
     y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t

@@ -4,8 +4,7 @@ An op's decomposition is written once, against the builder interface gradient ru
 use (``b.mul(x, y)``, ``b.op("sum", x, dims=...)``); here the builder inserts each
 primitive into the graph just before the node it replaces. The back end decomposes
 composites whose pieces fuse better than the whole (softmax and log_softmax into row
-reductions, gelu into an elementwise chain); exporters decompose ops their format has
-no operator for.
+reductions, gelu into an elementwise chain) and drops ``detach`` once autodiff is done.
 """
 from __future__ import annotations
 

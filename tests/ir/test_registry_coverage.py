@@ -81,6 +81,7 @@ for _bw, _fw in NO_DOUBLE_BACKWARD.items():
 # ops with a float result and no gradient rule -> why none is right (any other such op fails
 # test_float_results_have_gradient_rules: autograd would silently treat it as a constant)
 NONDIFF = {
+    "detach": "cuts the gradient by definition (x.detach() in a traced function)",
     "zeros_like": "the result does not depend on the input's values (no grad_fn in torch)",
     "ones_like": "the result does not depend on the input's values (no grad_fn in torch)",
     "full_like": "the result does not depend on the input's values (no grad_fn in torch)",

@@ -386,3 +386,46 @@ def test_a_captured_tensor_first_seen_through_detach_stays_live():
         step()
         assert b.item() == i and c.tolist() == [i, i, i]
     assert step.num_traces == 1
+
+
+def test_compiled_gradients_stop_at_detach():
+    """x * x.detach() has gradient x, not 2x: the trace reads a detached tensor through
+    a detach node (same data, no gradient path), also after an in-place write."""
+    f = torch.compile(lambda x: (x * x.detach()).sum())
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    f(x).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 2.0, 3.0])
+    x.grad = None
+    f(x).backward()  # the plan this time
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 2.0, 3.0])
+
+    def g(x):
+        y = x * 2
+        d = y.detach()
+        d.add_(1)  # writes y's storage: y keeps its gradient path, with the new values
+        return (x * d).sum() + (x * y).sum()
+
+    cg = torch.compile(g)
+    a = torch.tensor([1.0, -2.0], requires_grad=True)
+    b = torch.tensor([1.0, -2.0], requires_grad=True)
+    g(a).backward()
+    from gcompile.compiler import GraphBreakWarning
+    with pytest.warns(GraphBreakWarning, match="x.detach"):
+        out = cg(b)  # graph autodiff cannot express that: a named graph break, eager
+    out.backward()
+    np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy())
+
+    def h(p, x):
+        p.data.mul_(0.5)  # a write through .data inside a whole training step is fine
+        loss = (p * x).sum()
+        loss.backward()
+        return loss
+
+    p1, p2 = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    ch = torch.compile(h)
+    for _ in range(3):
+        h(p1, torch.full((3,), 2.0))
+        ch(p2, torch.full((3,), 2.0))
+    np.testing.assert_allclose(p2.detach().numpy(), p1.detach().numpy())
+    np.testing.assert_allclose(p2.grad.numpy(), p1.grad.numpy())
+    assert not torch.compile(lambda x: x.detach() * 2)(a).requires_grad

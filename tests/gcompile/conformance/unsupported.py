@@ -11,9 +11,6 @@ line here is deleted: the list can only shrink.
 MODULES: dict[str, str] = {
     "LSTM{proj_size}": "LSTM proj_size is not implemented (gcompile.nn.modules.rnn raises "
     "NotImplementedError)",
-    "CTCLoss.backward_compiled": "compiled autodiff ignores detach() inside a trace (the "
-    "tracer maps x.detach() to x's value), so the exp(log_probs) term of torch's CTC "
-    "gradient, written as e - e.detach(), cancels; eager backward matches torch",
 }
 
 OPTIMIZERS: dict[str, str] = {
