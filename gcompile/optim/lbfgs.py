@@ -184,8 +184,8 @@ class LBFGS(Optimizer):
             raise RuntimeError("LBFGS requires a closure that reevaluates the model and "
                                "returns the loss")
         group = self.param_groups[0]
-        lr = group["lr"]
-        lr = float(lr.item()) if isinstance(lr, Tensor) else float(lr)
+        lr_obj = group["lr"]
+        lr = float(lr_obj.item()) if isinstance(lr_obj, Tensor) else float(lr_obj)
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         line_search_fn, history_size = group["line_search_fn"], group["history_size"]
@@ -205,6 +205,9 @@ class LBFGS(Optimizer):
             return orig_loss
 
         d, t = state.get("d"), state.get("t")
+        if isinstance(t, Tensor):  # the previous step's lr tensor, as a scheduler left it
+            t = float(t.item())
+        t_is_lr = False
         old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
         h_diag = state.get("H_diag")
         prev_flat_grad, prev_loss = state.get("prev_flat_grad"), state.get("prev_loss")
@@ -244,8 +247,10 @@ class LBFGS(Optimizer):
             prev_loss = loss
             if state["n_iter"] == 1:
                 t = min(1.0, 1.0 / float(flat_grad.abs().sum().item())) * lr
+                t_is_lr = False
             else:
                 t = lr
+                t_is_lr = True
             gtd = _dot(flat_grad, d)
             if gtd > -tolerance_change:
                 break
@@ -257,6 +262,7 @@ class LBFGS(Optimizer):
                     return self._directional_evaluate(closure, x, t_, d_)
                 loss, flat_grad, t, ls_func_evals = _strong_wolfe(obj_func, x_init, t, d, loss,
                                                                   flat_grad, gtd)
+                t_is_lr = False
                 self._add_grad(t, d)
                 opt_cond = float(flat_grad.abs().max().item()) <= tolerance_grad
             else:
@@ -276,6 +282,10 @@ class LBFGS(Optimizer):
                 break
             if abs(loss - prev_loss) < tolerance_change:
                 break
+        if t_is_lr and isinstance(lr_obj, Tensor):
+            # as torch: the step size kept for the next step's s = d * t is the lr tensor
+            # itself, so a scheduler's in-place change between steps reaches it
+            t = lr_obj
         state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=h_diag,
                      prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
         return orig_loss

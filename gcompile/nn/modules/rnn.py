@@ -43,8 +43,13 @@ class RNNBase(Module):
                  bidirectional: bool = False, proj_size: int = 0, device=None,
                  dtype=None) -> None:
         super().__init__()
-        if proj_size:
-            raise NotImplementedError("LSTM proj_size is not supported")
+        if not isinstance(proj_size, int) or isinstance(proj_size, bool) or proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable "
+                             "projections")
+        if proj_size and mode != "LSTM":
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
         if not 0 <= dropout <= 1:
             raise ValueError("dropout should be a number in range [0, 1] representing the "
                              "probability of an element being zeroed")
@@ -56,18 +61,21 @@ class RNNBase(Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first = bias, batch_first
         self.dropout, self.bidirectional = float(dropout), bidirectional
-        self.proj_size = 0
+        self.proj_size = proj_size
         ndir = 2 if bidirectional else 1
         gate = _GATES[mode] * hidden_size
+        real_hidden = proj_size or hidden_size  # what h carries between steps and layers
         self._flat_weights_names = []
         for layer in range(num_layers):
             for d in range(ndir):
-                lin = input_size if layer == 0 else hidden_size * ndir
+                lin = input_size if layer == 0 else real_hidden * ndir
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 params = [("weight_ih" + sfx, (gate, lin)),
-                          ("weight_hh" + sfx, (gate, hidden_size))]
+                          ("weight_hh" + sfx, (gate, real_hidden))]
                 if bias:
                     params += [("bias_ih" + sfx, (gate,)), ("bias_hh" + sfx, (gate,))]
+                if proj_size:
+                    params.append(("weight_hr" + sfx, (proj_size, hidden_size)))
                 for name, shape in params:
                     setattr(self, name, Parameter(_creation.empty(shape, dtype=dtype)))
                     self._flat_weights_names.append(name)
@@ -80,8 +88,9 @@ class RNNBase(Module):
 
     @property
     def all_weights(self):
-        return [[getattr(self, n) for n in self._flat_weights_names[i:i + (4 if self.bias else 2)]]
-                for i in range(0, len(self._flat_weights_names), 4 if self.bias else 2)]
+        k = (4 if self.bias else 2) + (1 if self.proj_size else 0)
+        return [[getattr(self, n) for n in self._flat_weights_names[i:i + k]]
+                for i in range(0, len(self._flat_weights_names), k)]
 
     def flatten_parameters(self) -> None:
         """No-op (torch uses it for cuDNN)."""
@@ -131,17 +140,18 @@ class RNNBase(Module):
             input = input.transpose(0, 1)
         bsz = input.shape[1]
         ndir = 2 if self.bidirectional else 1
-        want = (self.num_layers * ndir, bsz, self.hidden_size)
+        # h carries proj_size features when LSTM projects; c keeps hidden_size
+        sizes = [self.proj_size or self.hidden_size] + [self.hidden_size] * (n_states - 1)
+        wants = [(self.num_layers * ndir, bsz, n) for n in sizes]
         if hx is None:
-            z = _creation.zeros(want, dtype=input.dtype)
-            states = [z] * n_states
+            states = [_creation.zeros(w, dtype=input.dtype) for w in wants]
         else:
             states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
             if len(states) != n_states:
                 raise RuntimeError(f"{name}: expected {n_states} initial state tensor(s), got "
                                    f"{len(states)}")
             fixed = []
-            for s in states:
+            for s, want in zip(states, wants):
                 if not batched:
                     if s.dim() != 2:
                         raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but "
@@ -176,6 +186,8 @@ class RNNBase(Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         return s
 
 
@@ -226,6 +238,8 @@ class LSTM(RNNBase):
 
         def step(xi, layer, d, st):
             w_ih, w_hh, b_ih, b_hh = self._layer_params(layer, d)
+            if self.proj_size:
+                return self._projected_steps(xi, layer, d, st)
             xw = _proj(xi, w_ih, None)
             # both biases ride in the scan: one small add per step, one reduction back
             bias = apply_op("add", (b_ih, b_hh)) if b_ih is not None else \
@@ -238,6 +252,28 @@ class LSTM(RNNBase):
         out, finals = self._run(x, states, step)
         out, (h_n, c_n) = self._finish(out, finals, batched)
         return out, (h_n, c_n)
+
+    def _projected_steps(self, xi: Tensor, layer: int, d: int, st):
+        """LSTM with a projection (proj_size): h_t = W_hr (o_t * tanh(c_t)), so the
+        recurrence runs on the projected h. The time loop is ordinary ops (traced into
+        the graph like any other code); the fused scan serves the unprojected case."""
+        w_ih, w_hh, b_ih, b_hh = self._layer_params(layer, d)
+        sfx = f"_l{layer}" + ("_reverse" if d else "")
+        w_hr = getattr(self, "weight_hr" + sfx)
+        xw = _proj(xi, w_ih, b_ih)
+        h, c = st
+        w_hh_t = apply_op("permute", (w_hh,), {"dims": (1, 0)})
+        w_hr_t = apply_op("permute", (w_hr,), {"dims": (1, 0)})
+        outs = []
+        for t in range(xi.shape[0]):
+            g = apply_op("add", (xw[t], apply_op("matmul", (h, w_hh_t))))
+            if b_hh is not None:
+                g = apply_op("add", (g, b_hh))
+            i, f, gg, o = g.chunk(4, 1)
+            c = f.sigmoid() * c + i.sigmoid() * gg.tanh()
+            h = apply_op("matmul", (o.sigmoid() * c.tanh(), w_hr_t))
+            outs.append(h)
+        return stack(outs, 0), (h, c)
 
 
 class GRU(RNNBase):

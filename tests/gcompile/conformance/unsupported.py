@@ -9,15 +9,9 @@ line here is deleted: the list can only shrink.
 """
 
 MODULES: dict[str, str] = {
-    "LSTM{proj_size}": "LSTM proj_size is not implemented (gcompile.nn.modules.rnn raises "
-    "NotImplementedError)",
 }
 
 OPTIMIZERS: dict[str, str] = {
-    "LBFGS[Tensor lr].StepLR": "torch's LBFGS keeps the Tensor lr object itself as its step t, "
-    "so a scheduler's in-place fill also rescales the stored s = d * t of the step before; "
-    "gcompile reads the lr value",
-    "LBFGS[Tensor lr].OneCycleLR": "as LBFGS[Tensor lr].StepLR",
 }
 
 
