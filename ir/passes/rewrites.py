@@ -111,7 +111,14 @@ def fold_summed_matmul(graph: Graph) -> int:
             pos[0] += 1
             return v
         src = a.producer
-        if _swaps_last_two(src) and isinstance(src.inputs[0], Value):
+        lhs_view = _swaps_last_two(src) and isinstance(src.inputs[0], Value)
+        if not (lhs_view or Bt == 1) or (b.producer is not None and
+                                          b.producer.op in ("permute", "expand", "getitem")):
+            # stacking would copy an operand (e.g. a conv's weight gradient: g [N, Cout, L]
+            # and the transposed im2col columns): the batched GEMMs and a small sum of
+            # [*batch, M, N] cost less than those copies
+            continue
+        if lhs_view:
             # A = X^T per batch entry, X [*batch, K, M]: stacked X is [Bt*K, M]
             lhs = add("permute", [add("reshape", [src.inputs[0]], {"shape": (Bt * K, M)})],
                       {"dims": (1, 0)})
