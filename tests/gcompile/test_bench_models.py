@@ -68,7 +68,8 @@ def test_gcompile_bench_runs_the_real_models_in_fresh_processes(monkeypatch, cap
                  "gc_compiled": {"ms": 2.0, "plan": True}} for n in names]
 
     monkeypatch.setattr(bm, "run", fake_run)
-    assert bench.main(["cnn_train", "--no-torch", "--rounds", "2", "--dropout", "0.1"]) == 0
+    assert bench.main(["cnn_train", "--no-torch", "--no-latency", "--rounds", "2",
+                       "--dropout", "0.1"]) == 0
     out = capsys.readouterr().out
     assert seen == {"names": ["cnn_train"], "systems": ["gc_eager", "gc_compiled"],
                     "rounds": 2, "dropout": 0.1}
