@@ -368,8 +368,10 @@ def _conv_padding(padding, nsp, kernel, dilation, stride, name):
     return _tuple(padding, nsp, "padding")
 
 
-def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, groups: int,
-            nsp: int, name: str) -> Tensor:
+def _conv_prelude(input: Tensor, weight: Tensor, bias, stride, dilation, nsp: int,
+                  name: str) -> tuple:
+    """What conv and transposed conv both do first: check ranks, apply autocast, add the
+    batch dim of an unbatched input, and spell stride/dilation per spatial dim."""
     if input.dim() not in (nsp + 1, nsp + 2):
         raise RuntimeError(f"{name}: Expected {nsp + 1}D (unbatched) or {nsp + 2}D (batched) "
                            f"input, but got input of size: {list(input.shape)}")
@@ -381,9 +383,14 @@ def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, grou
     input, weight, bias = cast_inputs(input, weight, bias)
     if unbatched:
         input = input.unsqueeze(0)
-    kernel = tuple(weight.shape[2:])
-    stride = _tuple(stride, nsp, "stride")
-    dilation = _tuple(dilation, nsp, "dilation")
+    return (input, weight, bias, unbatched, tuple(weight.shape[2:]),
+            _tuple(stride, nsp, "stride"), _tuple(dilation, nsp, "dilation"))
+
+
+def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, groups: int,
+            nsp: int, name: str) -> Tensor:
+    input, weight, bias, unbatched, kernel, stride, dilation = _conv_prelude(
+        input, weight, bias, stride, dilation, nsp, name)
     padding = _conv_padding(padding, nsp, kernel, dilation, stride, name)
     n, c = input.shape[:2]
     cout = weight.shape[0]
@@ -1291,20 +1298,8 @@ def _adaptive_avg_3d(input: Tensor, out) -> Tensor:
 # ---------------------------------------------------------------------------
 def _conv_transposend(input: Tensor, weight: Tensor, bias, stride, padding, output_padding,
                       groups: int, dilation, nsp: int, name: str) -> Tensor:
-    if input.dim() not in (nsp + 1, nsp + 2):
-        raise RuntimeError(f"{name}: Expected {nsp + 1}D (unbatched) or {nsp + 2}D (batched) "
-                           f"input, but got input of size: {list(input.shape)}")
-    if weight.dim() != nsp + 2:
-        raise RuntimeError(f"{name}: weight must be {nsp + 2}-D, got shape "
-                           f"{tuple(weight.shape)}")
-    unbatched = input.dim() == nsp + 1
-    from ..amp import cast_inputs
-    input, weight, bias = cast_inputs(input, weight, bias)
-    if unbatched:
-        input = input.unsqueeze(0)
-    kernel = tuple(weight.shape[2:])
-    stride = _tuple(stride, nsp, "stride")
-    dilation = _tuple(dilation, nsp, "dilation")
+    input, weight, bias, unbatched, kernel, stride, dilation = _conv_prelude(
+        input, weight, bias, stride, dilation, nsp, name)
     padding = _tuple(padding, nsp, "padding")
     output_padding = _tuple(output_padding, nsp, "output_padding")
     for op_, s, d in zip(output_padding, stride, dilation):
