@@ -54,8 +54,11 @@ class OpDef:
     # decomposition(b, *inputs, **attrs) -> value | None: the op written once in
     # primitives through a builder (``GradBuilder``'s interface); None declines (e.g. a
     # dtype the primitives would compute differently). The compiler's decompose pass
-    # (``ir.passes.decompose``) uses it where the pieces fuse better than the whole;
-    # eager calls keep ``impl``.
+    # (``ir.passes.decompose``) rewrites traced graphs into it, the ONNX exporter emits it
+    # for an op it has no translation for, and an op with no ``grad`` rule gets its
+    # gradient by differentiating it (``derived_vjp``); eager calls keep ``impl``.
+    # Attach one with ``set_decomposition``. ``extra["cuts_gradient"]``: the
+    # decomposition is not the op's gradient (detach).
     decomposition: Callable[..., Any] | None = None
 
     def use_native(self, fn: Callable[..., Any]) -> None:
@@ -69,7 +72,13 @@ class OpDef:
 
     @property
     def differentiable(self) -> bool:
-        return self.grad is not None
+        return self.grad is not None or self.derives_grad
+
+    @property
+    def derives_grad(self) -> bool:
+        """No hand-written rule: the gradient is that of the decomposition's primitives."""
+        return (self.grad is None and self.decomposition is not None
+                and not self.extra.get("cuts_gradient"))
 
     @property
     def is_elementwise(self) -> bool:
@@ -100,11 +109,33 @@ def register(op: OpDef) -> OpDef:
     # facts the eager dispatcher reads on every call, computed once here
     op._ew = op.is_elementwise
     op._view = op.category == "view"
-    op._diff = op.grad is not None
+    _grad_facts(op)
     op._eager_infer = op.extra.get("eager_infer", True)
     op._grad_fn_name = op.grad_fn_name
     op._plans = {}  # the eager dispatcher's per-signature dtype plans
     REGISTRY[op.name] = op
+    return op
+
+
+# a derived gradient runs the decomposition again on the op's inputs: the tape keeps them all
+# (einsum/getitem's bound on the number of tensor inputs)
+_ALL_INPUTS = tuple(range(16))
+
+
+def _grad_facts(op: OpDef) -> None:
+    op._diff = op.differentiable
+    if op.derives_grad and not op.saves:
+        op.saves = _ALL_INPUTS
+
+
+def set_decomposition(op: OpDef | str, rule: Callable[..., Any] | None) -> OpDef:
+    """Attach ``rule`` as ``op``'s decomposition (None removes it). An op without a
+    ``grad`` rule becomes differentiable through it."""
+    op = get_op(op) if isinstance(op, str) else op
+    if op.derives_grad and op.saves is _ALL_INPUTS:
+        op.saves = ()
+    op.decomposition = rule
+    _grad_facts(op)
     return op
 
 
@@ -189,8 +220,15 @@ class GradBuilder:
 
 def vjp(op: OpDef, b: GradBuilder, g, inputs, out, attrs) -> list:
     """Apply ``op``'s gradient rule and fit each gradient to its input's
-    shape and dtype (undoing broadcasting), so rules can ignore both."""
-    grads = op.grad(b, g, inputs, out, **attrs)
+    shape and dtype (undoing broadcasting), so rules can ignore both. An op with a
+    decomposition and no rule is differentiated through the decomposition."""
+    if op.grad is not None:
+        grads = op.grad(b, g, inputs, out, **attrs)
+    elif op.derives_grad:
+        from .passes.decompose import derived_vjp
+        grads = derived_vjp(op, b, g, inputs, out, attrs)
+    else:
+        raise RuntimeError(f"{op.name} has no gradient")
     result = []
     for x, gx in zip(inputs, grads):
         if gx is None or isinstance(x, (bool, int, float)) or not x.dtype.is_floating_point:

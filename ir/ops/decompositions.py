@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..registry import REGISTRY
+from ..registry import set_decomposition
 
 _FLOATS = ("float32", "float64")
 
@@ -59,16 +59,25 @@ def _logsumexp(b, x, dims, keepdim=False):
 
 
 def _detach(b, x):
-    """Only the autodiff pass needs the cut; after it, detach is its input."""
+    """Only the autodiff pass needs the cut; after it, detach is its input (the op is
+    marked ``cuts_gradient``: this is not its gradient)."""
     return x
+
+
+def _silu(b, x):
+    """x sigmoid(x)."""
+    if x.dtype.name not in _FLOATS:
+        return None
+    return b.mul(x, b.sigmoid(x))
 
 
 RULES = {
     "detach": _detach,
     "gelu": _gelu,
+    "silu": _silu,
     "softmax": _softmax_rule(log=False),
     "log_softmax": _softmax_rule(log=True),
     "logsumexp": _logsumexp,
 }
 for _name, _rule in RULES.items():
-    REGISTRY[_name].decomposition = _rule
+    set_decomposition(_name, _rule)

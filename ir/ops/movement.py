@@ -80,7 +80,7 @@ register(OpDef("clone", "movement", lambda x: np.array(x, copy=True), infer=_sam
 # x.detach() in a traced function: the same data, no gradient path back to x (the
 # autodiff pass stops at it; the back end then drops it, see decompositions.py)
 register(OpDef("detach", "view", lambda x: x, infer=_same,
-               doc="the input itself, cut off from gradients"))
+               doc="the input itself, cut off from gradients", extra={"cuts_gradient": True}))
 
 
 def _slice_norm(s, n):

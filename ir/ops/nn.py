@@ -157,11 +157,9 @@ def _silu_impl(x):
         return (x / (1.0 + np.exp(-x))).astype(x.dtype, copy=False)
 
 
-register(OpDef("silu", "unary", _silu_impl, expr="({0} * sigmoid({0}))", dtype_rule="same",
-               saves=(0,),
-               grad=lambda b, g, xs, out: (
-                   b.mul(g, b.mul(b.sigmoid(xs[0]),
-                                  b.add(b.mul(xs[0], b.rsub(b.sigmoid(xs[0]), 1.0)), 1.0))),)))
+# the gradient is derived from the decomposition x * sigmoid(x) (decompositions.py): the
+# same numbers as the hand-written g s (1 + x (1 - s)), and the tape keeps x either way
+register(OpDef("silu", "unary", _silu_impl, expr="({0} * sigmoid({0}))", dtype_rule="same"))
 
 
 # ---- softmax / log_softmax ------------------------------------------------------

@@ -2,11 +2,13 @@
 
 ``joint_graph`` differentiates a forward graph with the same gradient rules
 the eager tape uses (``ir.registry.vjp`` through a builder that emits graph
-nodes). ``partition`` splits the joint graph into a forward graph that also
-returns what the backward needs, and a backward graph taking those values plus
-the output gradients. What is saved is chosen by a minimum cut over the joint
-graph (as AOTAutograd does): cheap elementwise and view chains are recomputed
-in the backward when that saves fewer bytes than keeping their results.
+nodes; an op with a decomposition and no rule of its own is differentiated
+through its decomposition, ``ir.passes.decompose.derived_vjp``). ``partition``
+splits the joint graph into a forward graph that also returns what the backward
+needs, and a backward graph taking those values plus the output gradients. What
+is saved is chosen by a minimum cut over the joint graph (as AOTAutograd does):
+cheap elementwise and view chains are recomputed in the backward when that
+saves fewer bytes than keeping their results.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def joint_graph(forward: Graph, wrt: list[int] | None = None,
     # values that depend on a wrt input: only these carry gradients
     active: set[int] = {id(v) for v in wrt_vals}
     for n in g.nodes:
-        if REGISTRY[n.op].grad is not None and any(id(a) in active for a in n.value_inputs):
+        if REGISTRY[n.op].differentiable and any(id(a) in active for a in n.value_inputs):
             if n.out.dtype.is_floating_point:
                 active.add(id(n.out))
     grads: dict[int, Value] = {}
@@ -77,7 +79,7 @@ def joint_graph(forward: Graph, wrt: list[int] | None = None,
         if gout is None:
             continue
         op = REGISTRY[n.op]
-        if op.grad is None:
+        if not op.differentiable:
             continue
         in_grads = vjp(op, b, gout, list(n.inputs), n.out, n.attrs)
         for a, ga in zip(n.inputs, in_grads):

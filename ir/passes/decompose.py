@@ -5,13 +5,28 @@ use (``b.mul(x, y)``, ``b.op("sum", x, dims=...)``); here the builder inserts ea
 primitive into the graph just before the node it replaces. The back end decomposes
 composites whose pieces fuse better than the whole (softmax and log_softmax into row
 reductions, gelu into an elementwise chain) and drops ``detach`` once autodiff is done.
+
+``derived_vjp`` is the gradient of an op that has a decomposition and no ``grad`` rule:
+the decomposition is built as a small graph for the call's input shapes and dtypes, the
+autodiff pass differentiates it (each primitive with its own rule), dead-code
+elimination keeps only what the gradients read, and the result is replayed through the
+caller's builder: the eager tape (ops run now, recorded again under
+``create_graph=True``) or the autodiff pass of a traced graph (nodes of the backward).
+The gradient recomputes nothing it does not read (a linear layer's backward has no
+forward GEMM). The replay recipe is cached per op, shapes, dtypes and attributes.
+
+Rules are only ever called with graph ``Value``s (``x.numel``, ``x.ndim``, ``x.shape``
+and ``x.dtype`` as properties), never with tensors.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from ..graph import Graph, Node
-from ..registry import REGISTRY, GradBuilder
+from .. import dtypes as dt
+from ..graph import Graph, Node, Value
+from ..registry import REGISTRY, GradBuilder, OpDef
 
 
 class InsertBuilder(GradBuilder):
@@ -60,3 +75,158 @@ def decompose_ops(graph: Graph, ops: Iterable[str] | None = None) -> int:
             continue
         count += decompose_node(graph, n)
     return count
+
+
+# ---- gradients through decompositions ------------------------------------------------------
+# dtypes a rule may decline that its gradient is then derived in (float32, cast back after)
+_LOW = ("float16", "bfloat16")
+
+
+class _Ref(int):
+    """A slot of a replay recipe (a value computed earlier), as opposed to a literal."""
+
+
+@dataclass
+class _Recipe:
+    inputs: list[tuple[int, int, dt.DType]]             # (slot, op input position, dtype)
+    tangent: tuple[int, dt.DType] | None                # (slot, dtype) of the output grad
+    steps: list[tuple[str, tuple, dict, int, tuple]]    # (op, args, attrs, slot, slots freed)
+    grads: list[int | None]                             # one slot (or None) per op input
+    n_slots: int
+
+
+_RECIPES: dict[Any, _Recipe] = {}
+_MAX_RECIPES = 1024
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, dt.DType):
+        return ("dtype", v.name)
+    return (type(v).__name__, v)
+
+
+def _spec(x: Any) -> Any:
+    if isinstance(x, (bool, int, float)):
+        return x
+    return (tuple(int(s) for s in x.shape), x.dtype)
+
+
+def decomposition_graph(op: OpDef, specs: list, attrs: dict, *, upcast: bool = False
+                        ) -> Graph | None:
+    """``op``'s decomposition as a graph over inputs of these (shape, dtype) specs (Python
+    numbers stay literal); None when the rule declines. ``upcast``: float16/bfloat16
+    inputs become float32 inputs."""
+    g = Graph(f"{op.name}_decomposition")
+    args = []
+    for i, s in enumerate(specs):
+        if isinstance(s, tuple):
+            d = dt.float32 if upcast and s[1].name in _LOW else s[1]
+            v = g.add_input(s[0], d, name=f"x{i}")
+            v.meta["position"] = i
+            args.append(v)
+        else:
+            args.append(s)
+    out = op.decomposition(InsertBuilder(g, 0), *args, **attrs)
+    if out is None:
+        if g.nodes:
+            raise RuntimeError(f"decomposition of {op.name} added nodes, then declined: a "
+                               "rule must decide before it builds")
+        return None
+    g.set_outputs([out])
+    return g
+
+
+def _build_recipe(op: OpDef, specs: list, out_shape, attrs: dict, want: list[bool]
+                  ) -> _Recipe:
+    from .autodiff import joint_graph
+    g = decomposition_graph(op, specs, attrs)
+    if g is None and any(isinstance(s, tuple) and s[1].name in _LOW for s in specs):
+        g = decomposition_graph(op, specs, attrs, upcast=True)
+    if g is None:
+        shown = [s if not isinstance(s, tuple) else (s[0], s[1].name) for s in specs]
+        raise RuntimeError(f"{op.name}: no gradient for inputs {shown}: the op has no "
+                           "gradient rule and its decomposition declines them")
+    if tuple(g.outputs[0].shape) != tuple(out_shape):
+        raise RuntimeError(f"decomposition of {op.name} gives shape {g.outputs[0].shape}, not "
+                           f"{tuple(out_shape)}")
+    wrt = [k for k, v in enumerate(g.inputs) if want[v.meta["position"]]]
+    joint = joint_graph(g, wrt=wrt)
+    jg = joint.graph
+    grads = {}
+    for v, gv in zip(joint.wrt, joint.grads):
+        if gv is not None:
+            grads[v.meta["position"]] = gv
+    slot: dict[int, int] = {}
+    inputs = []
+    for v in jg.inputs:
+        slot[id(v)] = len(slot)
+        if v.meta.get("tangent"):
+            tangent = (slot[id(v)], v.dtype)
+        else:
+            inputs.append((slot[id(v)], v.meta["position"], v.dtype))
+    if not joint.grad_inputs:
+        tangent = None
+    # the nodes the gradients read, in graph order
+    need: set[int] = set()
+    stack = list(grads.values())
+    while stack:
+        v = stack.pop()
+        if v.producer is None or id(v.producer) in need:
+            continue
+        need.add(id(v.producer))
+        stack.extend(v.producer.value_inputs)
+    nodes = [n for n in jg.nodes if id(n) in need]
+    for n in nodes:
+        for a in n.value_inputs:
+            if a.kind == "const":
+                raise RuntimeError(f"decomposition of {op.name}: its gradient reads a constant "
+                                   "tensor; write it with Python numbers")
+        slot[id(n.out)] = len(slot)
+    last: dict[int, int] = {}
+    for k, n in enumerate(nodes):
+        for a in n.value_inputs:
+            last[slot[id(a)]] = k
+    kept = {slot[id(v)] for v in grads.values()}
+    steps = []
+    for k, n in enumerate(nodes):
+        args = tuple(_Ref(slot[id(a)]) if isinstance(a, Value) else a for a in n.inputs)
+        freed = tuple(s for s in {slot[id(a)] for a in n.value_inputs}
+                      if last[s] == k and s not in kept)
+        steps.append((n.op, args, dict(n.attrs), slot[id(n.out)], freed))
+    used = set(last) | kept
+    inputs = [i for i in inputs if i[0] in used]
+    if tangent is not None and tangent[0] not in used:
+        tangent = None
+    out_grads = [slot[id(grads[i])] if i in grads else None for i in range(len(specs))]
+    return _Recipe(inputs, tangent, steps, out_grads, len(slot))
+
+
+def derived_vjp(op: OpDef, b: GradBuilder, g, inputs: list, out, attrs: dict) -> list:
+    """The gradients of ``op`` at ``inputs`` (one per input, None where there is none),
+    through its decomposition's primitives, built with ``b``."""
+    needs = getattr(b, "needs", None)
+    specs = [_spec(x) for x in inputs]
+    want = [isinstance(s, tuple) and s[1].is_floating_point and (needs is None or bool(needs[i]))
+            for i, s in enumerate(specs)]
+    key = (op.name, tuple(s if not isinstance(s, tuple) else (s[0], s[1].name) for s in specs),
+           _freeze(attrs), tuple(want), tuple(out.shape))
+    recipe = _RECIPES.get(key)
+    if recipe is None:
+        recipe = _build_recipe(op, specs, out.shape, attrs, want)
+        if len(_RECIPES) >= _MAX_RECIPES:
+            _RECIPES.clear()
+        _RECIPES[key] = recipe
+    slots: list = [None] * recipe.n_slots
+    for s, pos, d in recipe.inputs:
+        slots[s] = b.cast(inputs[pos], d)
+    if recipe.tangent is not None:
+        slots[recipe.tangent[0]] = b.cast(g, recipe.tangent[1])
+    for name, args, at, s, freed in recipe.steps:
+        slots[s] = b.op(name, *[slots[a] if isinstance(a, _Ref) else a for a in args], **at)
+        for f in freed:
+            slots[f] = None
+    return [None if s is None else slots[s] for s in recipe.grads]
