@@ -1627,3 +1627,108 @@ _add("allreduce_wait",
 _add("broadcast",
      Case(lambda g: [g.f(3, 4)], lambda x, src: W(x), {"src": 0}),
      Case(lambda g: [g.i(6)], lambda x, src: W(x), {"src": 0}, label="int"))
+
+
+# ---- composites written once in primitives (ir/ops/composites.py) -------------------------------
+def _layer_norm_ref(x, *wb, normalized_ndim, eps, has_weight=False, has_bias=False):
+    x = W(x)
+    lead = x.shape[:x.ndim - normalized_ndim]
+    rows = x.reshape(lead + (-1,))
+    out = np.empty_like(rows)
+    for idx in np.ndindex(*lead):
+        r = rows[idx]
+        mu = r.sum() / r.size
+        var = ((r - mu) ** 2).sum() / r.size
+        out[idx] = (r - mu) / math.sqrt(var + eps)
+    out = out.reshape(x.shape)
+    if has_weight:
+        out = out * W(wb[0])
+    if has_bias:
+        out = out + W(wb[-1])
+    return out
+
+
+def _loss_reduce(loss, reduction):
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+
+
+def _mse_ref(x, t, weight=None, reduction="mean"):
+    loss = (W(x) - W(t)) ** 2 * (1.0 if weight is None else W(weight))
+    return _loss_reduce(loss, reduction)
+
+
+def _cross_entropy_ref(x, t, weight=None, reduction="mean", ignore_index=-100,
+                       label_smoothing=0.0):
+    """Sample by sample: -sum_c q_c w_c log p_c with q the (smoothed) target distribution."""
+    x, vector = W(x), x.ndim == 1
+    if vector:
+        x, t = x[None], np.asarray(t)[None]
+    n = x.shape[1]
+    w = np.ones(n) if weight is None else W(weight)
+    xs = np.moveaxis(x, 1, -1).reshape(-1, n)
+    soft = t.dtype.kind == "f"
+    ts = np.moveaxis(W(t), 1, -1).reshape(-1, n) if soft else np.asarray(t).reshape(-1)
+    losses, denom = [], 0.0
+    for row, tgt in zip(xs, ts):
+        logp = row - row.max() - math.log(np.exp(row - row.max()).sum())
+        if soft:
+            q = tgt * (1 - label_smoothing) + label_smoothing / n
+            losses.append(-(q * w * logp).sum())
+            continue
+        if tgt == ignore_index:
+            losses.append(0.0)
+            continue
+        q = np.full(n, label_smoothing / n)
+        q[tgt] += 1 - label_smoothing
+        # torch: the smoothing term carries each class's weight, the nll term the target's
+        losses.append(-(1 - label_smoothing) * w[tgt] * logp[tgt]
+                      - (label_smoothing / n) * (w * logp).sum())
+        denom += w[tgt]
+    loss = np.array(losses).reshape(t.shape[:1] + t.shape[2:] if soft else t.shape)
+    if reduction == "none":
+        return loss.reshape(()) if vector else loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / (loss.size if soft else denom)
+
+
+_LN = {"eps": 1e-5}
+_add("linear",
+     Case(lambda g: [g.f(3, 4), g.f(5, 4), g.f(5)], lambda x, w, b: W(x) @ W(w).T + W(b)),
+     Case(lambda g: [g.f(2, 3, 4), g.f(2, 4)], lambda x, w: W(x) @ W(w).T, label="3d_nobias"),
+     Case(lambda g: [g.f(4), g.f(3, 4), g.f(3)], lambda x, w, b: W(x) @ W(w).T + W(b),
+          label="vector"))
+_add("layer_norm",
+     Case(lambda g: [g.f(3, 5), g.f(5), g.f(5)], _layer_norm_ref,
+          {"normalized_ndim": 1, "has_weight": True, "has_bias": True, **_LN}),
+     Case(lambda g: [g.f(2, 3, 4)], _layer_norm_ref, {"normalized_ndim": 2, **_LN},
+          label="2dims"),
+     Case(lambda g: [g.f(4, 3), g.f(3)], _layer_norm_ref,
+          {"normalized_ndim": 1, "has_bias": True, "eps": 1e-3}, label="bias_only"))
+_add("mse_loss",
+     *[Case(lambda g: [g.f(3, 4), g.f(3, 4)], _mse_ref, {"reduction": r}, label=r)
+       for r in ("mean", "sum", "none")],
+     Case(lambda g: [g.f(2, 5), g.f(2, 5), g.pos(2, 5)], _mse_ref, {"reduction": "mean"},
+          label="weight"))
+
+
+def _ce_case(make, label, **attrs):
+    attrs = {"reduction": "mean", "ignore_index": -100, "label_smoothing": 0.0, **attrs}
+    return Case(make, _cross_entropy_ref, attrs, out_dtype="float32", label=label)
+
+
+def _probs(g, *shape):
+    p = g.pos(*shape)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+_add("cross_entropy",
+     _ce_case(lambda g: [g.f(4, 5), np.array([1, 0, 4, 2])], "mean"),
+     _ce_case(lambda g: [g.f(4, 5), np.array([1, -100, 4, 2]), g.pos(5)], "weight_ignore",
+              reduction="sum"),
+     _ce_case(lambda g: [g.f(3, 4, 2), np.array([[0, 3], [2, 2], [1, 0]])], "smooth_none",
+              reduction="none", label_smoothing=0.2),
+     _ce_case(lambda g: [g.f(3, 4), np.array([3, 1, 1]), g.pos(4)], "smooth_weight",
+              label_smoothing=0.1),
+     _ce_case(lambda g: [g.f(3, 4), _probs(g, 3, 4)], "probs", label_smoothing=0.1),
+     _ce_case(lambda g: [g.f(5), np.array(2)], "vector", reduction="none"))

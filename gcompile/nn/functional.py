@@ -332,10 +332,11 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
                            f"{tuple(weight.shape)}]")
     from ..amp import cast_inputs
     input, weight, bias = cast_inputs(input, weight, bias)
-    out = apply_op("matmul", (input, apply_op("permute", (weight,), {"dims": (1, 0)})))
-    if bias is not None:
-        out = apply_op("add", (out, bias))
-    return out
+    # one op (ir/ops/composites.py): traced as one node, written once in primitives
+    # (grad_fn named as torch's for a batch of rows: addmm / mm)
+    names = ("MmBackward0", "AddmmBackward0") if input.dim() == 2 else (None, None)
+    return apply_op("linear", (input, weight) if bias is None else (input, weight, bias),
+                    grad_name=names[bias is not None])
 
 
 def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None):
@@ -665,16 +666,12 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
         raise RuntimeError(
             f"Given normalized_shape={list(shape)}, expected input with shape [*, "
             f"{', '.join(map(str, shape))}], but got input of size{list(input.shape)}")
-    dims = tuple(range(input.dim() - k, input.dim()))
-    mean = input.mean(dim=dims, keepdim=True)
-    centred = input - mean
-    var = (centred * centred).mean(dim=dims, keepdim=True)
-    out = centred * (var + eps).rsqrt()
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out
+    _check_float(input, "layer_norm")
+    # one op (ir/ops/composites.py): traced as one node, written once in primitives
+    extra = tuple(t for t in (weight, bias) if t is not None)
+    return apply_op("layer_norm", (input,) + extra,
+                    {"normalized_ndim": k, "eps": float(eps), "has_weight": weight is not None,
+                     "has_bias": bias is not None})
 
 
 def group_norm(input: Tensor, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
@@ -824,11 +821,12 @@ def _check_same_size(input, target, name):
 def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
              reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
     _check_same_size(input, target, "mse_loss")
-    d = input - target
-    loss = d * d
-    if weight is not None:
-        loss = loss * weight
-    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction), "mse_loss")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    # one op (ir/ops/composites.py): traced as one node, written once in primitives
+    return apply_op("mse_loss", (input, target) if weight is None else (input, target, weight),
+                    {"reduction": reduction})
 
 
 def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
@@ -870,13 +868,10 @@ def _check_targets(target: Tensor, n_classes: int, ignore_index: int, name: str)
                         f"with {n_classes} classes)")
 
 
-def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
-             ignore_index: int = -100, reduce=None, reduction: str = "mean") -> Tensor:
-    """-input[n, target[n]] (times weight[target[n]]); mean divides by the
-    summed weights of non-ignored targets."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{reduction} is not a valid value for reduction")
+def _class_targets(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int
+                   ) -> Tensor:
+    """nll_loss's checks of class-index targets (shapes, dtype, and on every call their
+    range); the targets as int64."""
     if input.dim() < 1:
         raise ValueError(f"Expected 1 or more dimensions (got {input.dim()})")
     if target.dtype.kind not in "iu":
@@ -893,7 +888,18 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
         raise RuntimeError(f"weight tensor should be defined either for all {n_classes} classes "
                            f"or no classes but got weight tensor of shape: {list(weight.shape)}")
     target = _check_targets(target, n_classes, ignore_index, "nll_loss")
-    target = target.long() if target.dtype is not dt.int64 else target
+    return target.long() if target.dtype is not dt.int64 else target
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
+             ignore_index: int = -100, reduce=None, reduction: str = "mean") -> Tensor:
+    """-input[n, target[n]] (times weight[target[n]]); mean divides by the
+    summed weights of non-ignored targets."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    target = _class_targets(input, target, weight, ignore_index)
+    cdim = _class_dim(input)
     ignored = apply_op("eq", (target, ignore_index))
     safe = apply_op("where", (ignored, 0, target))
     picked = apply_op("gather", (input, safe.unsqueeze(cdim)), {"dim": cdim}).squeeze(cdim)
@@ -919,46 +925,13 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     _check_float(input, "cross_entropy")
-    cdim = _class_dim(input)
-    n_classes = input.shape[cdim]
-    logp = log_softmax(input, cdim)
-    wshape = [1] * input.dim()
-    wshape[cdim] = n_classes
-    if target.dtype.is_floating_point:
-        if tuple(target.shape) != tuple(input.shape):
-            raise RuntimeError(f"cross_entropy: class-probability targets must have the input's "
-                               f"shape, got input {tuple(input.shape)} and target "
-                               f"{tuple(target.shape)}")
-        if label_smoothing > 0:
-            target = target * (1 - label_smoothing) + label_smoothing / n_classes
-        prod = logp * target
-        if weight is not None:
-            prod = prod * weight.reshape(wshape)
-        if reduction == "none":
-            return -prod.sum(cdim)
-        if reduction == "sum":
-            return -prod.sum()
-        return -prod.sum() / (input.numel() / n_classes)
-    nll = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
-    if label_smoothing == 0.0:
-        return nll
-    ignored = apply_op("eq", (target, ignore_index))
-    keep = apply_op("cast", (apply_op("logical_not", (ignored,)),), {"dtype": input.dtype})
-    smooth = -(logp * weight.reshape(wshape)).sum(cdim) if weight is not None else \
-        -logp.sum(cdim)
-    smooth = smooth * keep
-    if reduction == "mean":
-        if weight is not None:
-            safe = apply_op("where", (ignored, 0, target))
-            denom = (apply_op("getitem", (weight, safe), {"index": (("t", 0),)}) * keep).sum()
-        else:
-            denom = keep.sum()
-        ret = smooth.sum() / denom
-    elif reduction == "sum":
-        ret = smooth.sum()
-    else:
-        ret = smooth
-    return nll * (1 - label_smoothing) + ret * (label_smoothing / n_classes)
+    if not target.dtype.is_floating_point:
+        target = _class_targets(input, target, weight, ignore_index)
+    # one op (ir/ops/composites.py): traced as one node, written once in primitives
+    return apply_op("cross_entropy", (input, target) if weight is None else
+                    (input, target, weight),
+                    {"reduction": reduction, "ignore_index": int(ignore_index),
+                     "label_smoothing": float(label_smoothing)})
 
 
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,

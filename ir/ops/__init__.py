@@ -5,4 +5,5 @@ from . import recurrent  # noqa: F401,E402
 from . import lapack, sorting, special  # noqa: F401,E402
 from . import random  # noqa: F401,E402
 from . import collectives  # noqa: F401,E402
+from . import composites  # noqa: F401,E402
 from . import decompositions  # noqa: F401,E402

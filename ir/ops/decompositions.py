@@ -71,6 +71,78 @@ def _silu(b, x):
     return b.mul(x, b.sigmoid(x))
 
 
+def _linear(b, x, w, bias=None):
+    """x @ w^T (+ bias)."""
+    out = b.matmul(x, b.permute(w, dims=(1, 0)))
+    return out if bias is None else b.add(out, bias)
+
+
+def _layer_norm(b, x, *wb, normalized_ndim, eps, has_weight=False, has_bias=False):
+    """(x - mean) * rsqrt(var + eps) over the trailing dims, biased variance."""
+    dims = tuple(range(x.ndim - normalized_ndim, x.ndim))
+    c = b.sub(x, b.mean(x, dims=dims, keepdim=True))
+    var = b.mean(b.mul(c, c), dims=dims, keepdim=True)
+    out = b.mul(c, b.rsqrt(b.add(var, float(eps))))
+    if has_weight:
+        out = b.mul(out, wb[0])
+    if has_bias:
+        out = b.add(out, wb[-1])
+    return out
+
+
+def _reduce(b, loss, reduction):
+    if reduction == "none":
+        return loss
+    return b.op(reduction, loss, dims=tuple(range(loss.ndim)), keepdim=False)
+
+
+def _mse_loss(b, x, t, weight=None, reduction="mean"):
+    """(x - t)^2 (times weight), reduced."""
+    d = b.sub(x, t)
+    loss = b.mul(d, d)
+    if weight is not None:
+        loss = b.mul(loss, weight)
+    return _reduce(b, loss, reduction)
+
+
+def _cross_entropy(b, x, t, weight=None, reduction="mean", ignore_index=-100,
+                   label_smoothing=0.0):
+    """log_softmax, then the negative log-likelihood of the target classes (or the soft
+    cross entropy with class probabilities), with torch's label smoothing."""
+    cdim = 0 if x.ndim == 1 else 1
+    n = x.shape[cdim]
+    logp = b.log_softmax(x, dim=cdim)
+    wshape = tuple(n if i == cdim else 1 for i in range(x.ndim))
+    wb = None if weight is None else b.reshape(weight, shape=wshape)
+    if t.dtype.is_floating_point:
+        if label_smoothing > 0:
+            t = b.add(b.mul(t, 1.0 - label_smoothing), label_smoothing / n)
+        prod = b.mul(logp, t)
+        if wb is not None:
+            prod = b.mul(prod, wb)
+        if reduction == "none":
+            return b.neg(b.sum(prod, dims=(cdim,), keepdim=False))
+        total = b.neg(_reduce(b, prod, "sum"))
+        return total if reduction == "sum" else b.div(total, float(x.numel / n))
+    ignored = b.eq(t, ignore_index)
+    safe = b.where(ignored, 0, t)
+    index_shape = tuple(t.shape[:cdim]) + (1,) + tuple(t.shape[cdim:])
+    picked = b.gather(logp, b.reshape(safe, shape=index_shape), dim=cdim)
+    picked = b.reshape(picked, shape=tuple(t.shape))
+    keep = b.cast(b.logical_not(ignored), x.dtype)
+    w = keep if weight is None else b.mul(b.getitem(weight, safe, index=(("t", 0),)), keep)
+    loss = b.neg(b.mul(picked, w))
+    nll = b.div(_reduce(b, loss, "sum"), _reduce(b, w, "sum")) if reduction == "mean" else \
+        _reduce(b, loss, reduction)
+    if label_smoothing == 0.0:
+        return nll
+    smooth = b.neg(b.sum(logp if wb is None else b.mul(logp, wb), dims=(cdim,), keepdim=False))
+    smooth = b.mul(smooth, keep)
+    ret = b.div(_reduce(b, smooth, "sum"), _reduce(b, w, "sum")) if reduction == "mean" else \
+        _reduce(b, smooth, reduction)
+    return b.add(b.mul(nll, 1.0 - label_smoothing), b.mul(ret, label_smoothing / n))
+
+
 RULES = {
     "detach": _detach,
     "gelu": _gelu,
@@ -78,6 +150,10 @@ RULES = {
     "softmax": _softmax_rule(log=False),
     "log_softmax": _softmax_rule(log=True),
     "logsumexp": _logsumexp,
+    "linear": _linear,
+    "layer_norm": _layer_norm,
+    "mse_loss": _mse_loss,
+    "cross_entropy": _cross_entropy,
 }
 for _name, _rule in RULES.items():
     set_decomposition(_name, _rule)

@@ -467,11 +467,11 @@ def fuse(graph: Graph) -> Fusion:
 
 def decompose(graph: Graph) -> int:
     """Rewrite composite ops into the primitives of their decompositions (softmax and
-    log_softmax over float rows into max / exp / sum / div, gelu and logsumexp), which
-    the fuser places better than the whole op; returns rewrites. Also folds
-    weight-gradient matmuls into one GEMM and turns ``sum_to_size`` into fusible sums
-    (``ir.passes.rewrites``)."""
+    log_softmax over float rows into max / exp / sum / div, gelu, silu, logsumexp,
+    linear, layer_norm and the losses), which the fuser places better than the whole
+    op; returns rewrites. Then, on the primitives, folds weight-gradient matmuls into one
+    GEMM and turns ``sum_to_size`` into fusible sums (``ir.passes.rewrites``)."""
     from .decompose import decompose_ops
     from .rewrites import decompose_sum_to_size, fold_summed_matmul
-    count = fold_summed_matmul(graph) + decompose_sum_to_size(graph)
-    return count + decompose_ops(graph)
+    count = decompose_ops(graph)
+    return count + fold_summed_matmul(graph) + decompose_sum_to_size(graph)
