@@ -8,7 +8,7 @@ from ir.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, float64,
                        get_default_dtype, iinfo, int8, int16, int32, int64, promote_types,
                        set_default_dtype, uint8)
 
-from . import _methods  # noqa: F401  (binds operators onto Tensor)
+from . import _tensor  # noqa: F401  (the eager core: Tensor with all its methods)
 import kernels.cpu.nn_native  # noqa: E402,F401  (native conv/pool/embedding/scatter-add kernels)
 import kernels.cpu.eager_ew  # noqa: E402,F401  (generated kernels for eager activations)
 from . import autograd, cuda
@@ -28,6 +28,7 @@ from ._random import (Generator, default_generator, get_rng_state, initial_seed,
 from ._tensor import Size, Tensor, strided
 from . import distributions, optim, utils  # noqa: E402
 from . import accelerator, amp, backends, linalg, special  # noqa: E402,F401
+from ._aliases import *  # noqa: E402,F401,F403  (torch.det, torch.svd, torch.mvlgamma ...)
 from .amp import autocast  # noqa: E402,F401
 from . import distributed  # noqa: E402
 from .serialization import load, save

@@ -1,22 +1,28 @@
-"""Tensor creation: from data, filled, ranges, random."""
+"""Tensor creation: from data, filled, ranges, random; Python operands made tensors.
+
+Layer: above the dispatcher, ``_random`` and ``cuda`` (device checks); the conversion
+methods, autograd and the functions use it."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from ir import dtypes as dt
 
+from . import cuda
 from ._device import as_device
+from ._dispatch import _SCALARS, apply_op, check_values
+from ._interop import from_dlpack_array, shared_array
 from ._random import _gen, random_tensor
-from ._tensor import Tensor, _sizes, apply_op
 from ._state import state
+from ._tensor_base import Tensor, _sizes, _to_numpy
 
 
 def _check_device(device):
     d = as_device(device)
     if d.type == "cuda":
-        from . import cuda
         if not cuda.is_available():
             raise RuntimeError("Found no NVIDIA driver on your system: CUDA is not available, "
                                f"cannot create a tensor on {d}")
@@ -57,20 +63,9 @@ def _infer_dtype(data):
     return [dt.bool_, dt.int64, dt.get_default_dtype()][kind]
 
 
-def _to_numpy(data, dtype=None):
-    if isinstance(data, Tensor):
-        return data._data
-    if isinstance(data, np.ndarray):
-        return data
-    if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in data):
-        data = [(_to_numpy(x) if isinstance(x, (Tensor, list, tuple)) else x) for x in data]
-    return np.asarray(data)
-
-
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """Copy ``data`` into a new leaf tensor (torch.tensor). Also takes torch tensors,
     JAX arrays and anything with ``__array_interface__`` or ``__dlpack__``."""
-    from ._interop import shared_array
     if not isinstance(data, (Tensor, np.ndarray)):
         shared = shared_array(data)
         if shared is not None:
@@ -106,10 +101,23 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=Fal
     return _finish(arr, requires_grad, device)
 
 
+def _wrap_scalar_or_tensor(x):
+    """An operand of a Tensor operator as ``apply_op`` takes it: tensors and Python
+    numbers as they are, NumPy scalars as Python numbers, arrays and lists as tensors."""
+    if isinstance(x, Tensor) or isinstance(x, _SCALARS):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, (np.ndarray, list, tuple)):
+        return tensor(x)
+    if isinstance(x, numbers.Number):
+        return float(x)
+    raise TypeError(f"unsupported operand type {type(x).__name__}")
+
+
 def as_tensor(data, dtype=None, device=None):
     """Share memory with ``data`` when it already has the right dtype: NumPy arrays,
     torch tensors (CPU), JAX arrays, ``__array_interface__`` and DLPack producers."""
-    from ._interop import shared_array
     if not isinstance(data, (Tensor, np.ndarray)):
         shared = shared_array(data)
         if shared is not None:
@@ -135,7 +143,6 @@ def from_dlpack(ext) -> Tensor:
     array, ...) or a legacy DLPack capsule, without copying."""
     if isinstance(ext, Tensor):
         return Tensor._make(ext._data)
-    from ._interop import from_dlpack_array
     return from_numpy(from_dlpack_array(ext))
 
 
@@ -389,7 +396,6 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, out=None
 def bernoulli(input, p=None, *, generator=None):
     """1 with probability ``p`` (or each element of ``input``), else 0; in ops, so a
     compiled function draws at run time and checks the probabilities every call."""
-    from ._functions import check_values
     probs = input if p is None else apply_op("full_like", (input,), {"value": float(p),
                                                                       "dtype": None})
     if not probs.dtype.is_floating_point:
@@ -456,7 +462,6 @@ def _fill_random(self, values):
     self._check_inplace()
     self._data[...] = values
     self._vbox[0] += 1
-    from ._state import state
     if state.tracer is not None:
         state.tracer.graph_break("random in-place fill")
     return self

@@ -15,7 +15,11 @@ from ir.ops.linalg import parse_einsum
 from ir.ops.movement import np_index
 from ir.shapes import normalize_dim, normalize_dims
 
-from ._tensor import Tensor, _graph_break, _wrap_scalar_or_tensor, apply_op, return_type
+from . import _autocast
+from ._creation import _wrap_scalar_or_tensor  # noqa: F401  (the operators' operand rule)
+from ._dispatch import _graph_break, apply_op, check_values  # noqa: F401  (re-exported)
+from ._tensor_base import Size, Tensor, return_type
+from ._tensor_base import named_result as _result
 
 _S = (bool, int, float)
 
@@ -45,6 +49,12 @@ def _t(x):
         return x
     from ._creation import tensor
     return tensor(x)
+
+
+def _pad_last(x: Tensor, pad: tuple) -> Tensor:
+    """Zero padding of the last dims, (left, right, top, bottom, ...): the ``pad`` op as
+    ``nn.functional.pad`` runs it, for pads known to be valid."""
+    return apply_op("pad", (x,), {"pad": tuple(pad), "mode": "constant", "value": 0.0})
 
 
 # ---- elementwise -------------------------------------------------------------
@@ -786,7 +796,6 @@ def broadcast_tensors(*tensors):
 
 def broadcast_shapes(*shapes):
     from ir.shapes import broadcast_shapes as bs
-    from ._tensor import Size
     return Size(bs(*[(s,) if isinstance(s, int) else tuple(s) for s in shapes]))
 
 
@@ -839,8 +848,7 @@ def _same_dtype_pair(a, b, op):
 
 
 def matmul(input, other, *, out=None):
-    from .amp import cast_inputs
-    a, b = cast_inputs(_t(input), _t(other))
+    a, b = _autocast.cast_inputs(_t(input), _t(other))
     _same_dtype_pair(a, b, "matmul")
     name = "MmBackward0" if a.dim() == 2 and b.dim() == 2 else (
         "BmmBackward0" if a.dim() == 3 and b.dim() == 3 else "MatmulBackward0")
@@ -961,14 +969,6 @@ def tensordot(a, b, dims=2):
                                                           if j not in db]
     return einsum("".join(sa) + "," + "".join(sb) + "->" + "".join(out), a, b)
 
-
-
-def check_values(input: Tensor, kind: str, *, low=None, high=None, ignore=None,
-                 error: str = "RuntimeError", message: str) -> Tensor:
-    """``input``, or ``error(message.format(bad=...))`` when a value fails the check
-    (kind "finite" or "range"): an op, so a compiled plan checks on every call."""
-    return apply_op("check", (input,), {"kind": kind, "low": low, "high": high,
-                                        "ignore": ignore, "error": error, "message": message})
 
 
 # ---- inverse/hyperbolic trigonometry and special functions ------------------------------
@@ -1213,10 +1213,9 @@ def block_diag(*tensors):
         d = dt.promote_types(d, t.dtype)
     total = builtins.sum(t.shape[1] for t in ts)
     rows, left = [], 0
-    import gcompile.nn.functional as nnf
     for t in ts:
         c = t.shape[1]
-        rows.append(nnf.pad(t.to(d), (left, total - left - c)))
+        rows.append(_pad_last(t.to(d), (left, total - left - c)))
         left += c
     return cat(rows, 0)
 
@@ -1344,11 +1343,10 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1):
     from ._creation import eye
     e = eye(n, dtype=x.dtype)
     out = mul(x.unsqueeze(-1), e)  # (..., n, n) with x on the diagonal
-    import gcompile.nn.functional as nnf
     if offset > 0:
-        out = nnf.pad(out, (offset, 0, 0, offset))
+        out = _pad_last(out, (offset, 0, 0, offset))
     elif offset < 0:
-        out = nnf.pad(out, (0, -offset, -offset, 0))
+        out = _pad_last(out, (0, -offset, -offset, 0))
     nd = out.dim()
     d1, d2 = normalize_dim(dim1, nd), normalize_dim(dim2, nd)
     del m
@@ -1963,86 +1961,6 @@ def kaiser_window(window_length, periodic=True, beta=12.0, *, dtype=None, layout
                    / np.i0(beta), dtype)
 
 
-# torch-namespace forms of torch.linalg (the older names)
-def inverse(input):
-    from . import linalg
-    return linalg.inv(input)
-
-
-def det(input):
-    from . import linalg
-    return linalg.det(input)
-
-
-def logdet(input):
-    """log det: nan for a negative determinant, -inf for zero."""
-    from . import linalg
-    sign_, logabs = linalg.slogdet(input)
-    return where(lt(sign_, 0), math.nan, where(eq(sign_, 0), -math.inf, logabs))
-
-
-def slogdet(input):
-    from . import linalg
-    return linalg.slogdet(input)
-
-
-def cholesky(input, upper=False):
-    from . import linalg
-    return linalg.cholesky(input, upper=upper)
-
-
-def cholesky_solve(B, L, upper=False):  # noqa: N803 - torch's names
-    """X with (L L^T) X = B."""
-    from . import linalg
-    L = _t(L)
-    lo = L.mT if upper else L
-    return linalg.solve(matmul(lo, lo.mT), B)
-
-
-def cholesky_inverse(L, upper=False):  # noqa: N803
-    from . import linalg
-    L = _t(L)
-    lo = L.mT if upper else L
-    return linalg.inv(matmul(lo, lo.mT))
-
-
-def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):  # noqa: N803
-    """(solution, the coefficient matrix) with op(A) X = b, A triangular."""
-    from . import linalg
-    A = _t(A)
-    At = A.mT if transpose else A
-    X = linalg.solve_triangular(At, b, upper=upper != transpose, unitriangular=unitriangular)
-    from .linalg import _result
-    return _result("triangular_solve", "solution cloned_coefficient", X, A.clone())
-
-
-def pinverse(input, rcond=1e-15):
-    from . import linalg
-    return linalg.pinv(input, rtol=rcond)
-
-
-def matrix_power(input, n):
-    from . import linalg
-    return linalg.matrix_power(input, n)
-
-
-def chain_matmul(*matrices):
-    from . import linalg
-    return linalg.multi_dot(matrices)
-
-
-def qr(input, some=True):
-    from . import linalg
-    return linalg.qr(input, "reduced" if some else "complete")
-
-
-def svd(input, some=True, compute_uv=True):
-    """U, S, V (not Vh) with input = U diag(S) V^T (torch.svd's convention)."""
-    from . import linalg
-    U, S, Vh = linalg.svd(input, full_matrices=not some)
-    return linalg._result("svd_UV", "U S V", U, S, Vh.mT)
-
-
 def matrix_exp(A):  # noqa: N803
     """exp(A) by scaling and squaring with a Taylor series (in ops, so it differentiates)."""
     A = _t(A)
@@ -2059,16 +1977,6 @@ def matrix_exp(A):  # noqa: N803
     for _ in range(s):
         result = matmul(result, result)
     return result
-
-
-def mvlgamma(input, p):
-    from . import special
-    return special.multigammaln(input, p)
-
-
-def i0(input):
-    from . import special
-    return special.i0(input)
 
 
 _FLAGS = {"deterministic": False, "warn_only": False, "warn_always": False}
@@ -2177,7 +2085,6 @@ def frexp(input):
     small = logical_and(finite_nz, lt(abs(m), 0.5))
     e = where(small, sub(e, 1.0), e)
     m = where(small, mul(m, 2.0), m)
-    from .linalg import _result
     return _result("frexp", "mantissa exponent", m, e.to(dt.int32))
 
 

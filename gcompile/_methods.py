@@ -1,11 +1,20 @@
-"""Attach operators and function-style methods to Tensor (one definition each,
-in ``_functions``; here only the binding)."""
+"""Attach Python operators (``x + y``, ``x @ w``, ``x += 1``) and function-style methods
+(``x.exp()``, ``x.sum(dim)``, ``x.add_(y)``) to Tensor: one definition each, in
+``_functions``; here only the binding.
+
+Layer: the top of the eager core's Tensor methods, just below ``_tensor``, which imports
+it so ``Tensor`` is complete.
+"""
 from __future__ import annotations
 
 from . import _functions as F
+# the class's own methods first: the bindings below replace same-named ones
+from . import _tensor_autograd, _tensor_convert, _tensor_inplace, _tensor_shape  # noqa: F401
 from ._functions import _is_one
 from ._symbolic import SymScalar
-from ._tensor import Tensor, _wrap_scalar_or_tensor, apply_op
+from ._creation import _wrap_scalar_or_tensor
+from ._dispatch import apply_op
+from ._tensor_base import Tensor
 
 
 def _binop(name):
@@ -238,13 +247,17 @@ def _div_(self, other, *, rounding_mode=None):
 Tensor.div_ = _div_
 Tensor.divide_ = _div_
 
-for _m in ("inverse", "det", "logdet", "slogdet", "cholesky", "pinverse", "matrix_power",
-           "matrix_exp", "signbit", "count_nonzero", "msort", "ravel", "diagflat", "take",
+for _m in ("matrix_exp", "signbit", "count_nonzero", "msort", "ravel", "diagflat", "take",
            "nanmedian", "histc", "renorm", "frexp", "positive", "sgn", "heaviside", "isposinf",
            "isneginf", "isreal", "ldexp", "cov", "corrcoef", "hsplit", "vsplit", "dsplit",
-           "conj", "resolve_conj", "resolve_neg", "svd", "qr", "bitwise_left_shift",
-           "bitwise_right_shift", "cholesky_solve", "cholesky_inverse", "triangular_solve",
-           "is_complex", "is_conj"):
+           "conj", "resolve_conj", "resolve_neg", "bitwise_left_shift",
+           "bitwise_right_shift", "is_complex", "is_conj"):
     if not hasattr(Tensor, _m):
         setattr(Tensor, _m, getattr(F, _m))
-Tensor.mvlgamma = lambda self, p: F.mvlgamma(self, p)
+
+
+def _where(self, condition, other):
+    return F.where(condition, self, other)
+
+
+Tensor.where = _where

@@ -1,10 +1,18 @@
-"""Random state: Generator objects and the default generator (torch.manual_seed)."""
+"""Random state: Generator objects and the default generator (torch.manual_seed), and the
+seeds random ops draw from them.
+
+Layer: above the dispatcher (``random_tensor`` runs the registry's random ops); creation
+and ``cuda`` use it."""
 from __future__ import annotations
 
 import json
 import time
 
 import numpy as np
+
+from ._dispatch import apply_op
+from ._state import state
+from ._tensor_base import Tensor
 
 
 class Generator:
@@ -34,7 +42,6 @@ class Generator:
         return self._seed
 
     def get_state(self):
-        from ._tensor import Tensor
         blob = json.dumps({"seed": self._seed, "state": self._rng.bit_generator.state},
                           default=int).encode()
         return Tensor._make(np.frombuffer(blob, np.uint8).copy())
@@ -60,7 +67,6 @@ def _not_while_tracing(what: str) -> None:
     """Reseeding inside a compiled function is a graph break: the plan re-draws its
     seeds from the generator at every call, but a ``manual_seed`` traced once would
     not run again, so later calls would draw different numbers than eager ones."""
-    from ._state import state
     if state.tracer is not None:
         state.tracer.graph_break(f"{what} (changing the random state)")
 
@@ -69,7 +75,6 @@ def _gen(generator):
     """The NumPy stream a random op draws from. While tracing, a draw is a graph
     break: its numbers would be baked into the plan (the same "random" numbers on
     every call), whichever generator it comes from."""
-    from ._state import state
     if state.tracer is not None:
         state.tracer.graph_break("random number generation" + (
             "" if generator is None else " (an explicit Generator)"))
@@ -109,8 +114,6 @@ def draw_seed(generator=None):
     """A 0-d int64 seed for one random op, from ``generator`` (default: the global
     one). Eagerly it is drawn now; while tracing it becomes a plan input that is
     drawn again, in program order, at every call of the compiled plan."""
-    from ._state import state
-    from ._tensor import Tensor
     gen = default_generator if generator is None else generator
     if not isinstance(gen, Generator):
         raise TypeError(f"generator must be a gcompile.Generator, got {type(gen).__name__}")
@@ -122,7 +125,6 @@ def draw_seed(generator=None):
 def random_tensor(kind: str, shape: tuple, dtype, generator=None):
     """Samples of ``kind`` ("uniform": U[0, 1), "normal": N(0, 1)) through the
     registry's random ops, so compiled code draws them at run time."""
-    from ._tensor import apply_op
     return apply_op("rand_" + kind, (draw_seed(generator),),
                     {"shape": tuple(int(s) for s in shape), "dtype": dtype})
 

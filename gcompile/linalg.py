@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections import namedtuple
 
 from ir import dtypes as dt
 from ir.ops.lapack import LinAlgError
@@ -15,23 +14,12 @@ from ir.shapes import normalize_dim
 
 from . import _functions as F
 from ._tensor import Tensor, apply_op
+from ._tensor_base import named_result as _result
 
 __all__ = ["LinAlgError", "vector_norm", "matrix_norm", "norm", "inv", "inv_ex", "solve",
            "det", "slogdet", "cholesky", "eigh", "eigvalsh", "svd", "svdvals", "qr", "pinv",
            "cross", "matmul", "vecdot", "diagonal", "multi_dot", "matrix_power", "cond",
            "matrix_rank", "solve_triangular", "lstsq"]
-
-
-_RESULTS: dict = {}
-
-
-def _result(name: str, fields: str, *values):
-    """torch.return_types.<name>: a named tuple with torch's field names."""
-    cls = _RESULTS.get(name)
-    if cls is None:
-        cls = _RESULTS[name] = namedtuple(name, fields)
-        cls.__module__ = "torch.return_types"
-    return cls(*values)
 
 
 def _mT(x: Tensor) -> Tensor:

@@ -1,5 +1,7 @@
-"""The layer contract (pyproject.toml [tool.importlinter]): gcompile > runtime > kernels
-> ir, imports pointing down only. Checked with import-linter, a dev dependency."""
+"""The layer contracts (pyproject.toml [tool.importlinter]): gcompile > runtime > kernels
+> ir, and inside gcompile the eager core's order (docs/architecture.md, "The eager core"),
+imports pointing down only, lazy ones inside functions included. Checked with
+import-linter, a dev dependency."""
 from __future__ import annotations
 
 import pathlib

@@ -11,22 +11,15 @@ precision it was traced with.
 from __future__ import annotations
 
 import functools
-import threading
 import warnings
 from typing import Any
 
 from ir import dtypes as dt
 
+from .._autocast import _LOWER, _current, _local, cast_inputs  # noqa: F401  (read by nn.functional)
+
 __all__ = ["autocast", "GradScaler", "is_autocast_available", "custom_fwd", "custom_bwd",
            "get_autocast_dtype"]
-
-_local = threading.local()
-_LOWER = (dt.float16, dt.bfloat16)
-
-
-def _current():
-    """The active autocast dtype (None when off)."""
-    return getattr(_local, "dtype", None)
 
 
 def is_autocast_available(device_type: str) -> bool:
@@ -83,16 +76,6 @@ class autocast:  # noqa: N801 - torch's name
         return wrapper
 
 
-def cast_inputs(*tensors):
-    """The operands of a matrix product under autocast: floating ones other than float64
-    in the autocast dtype (torch casts float32 and the other lower precision alike)."""
-    d = _current()
-    if d is None:
-        return tensors
-    return tuple(t.to(d) if t is not None and t.dtype in (dt.float32,) + _LOWER else t
-                 for t in tensors)
-
-
 def _to_float32(x):
     from .._tensor import Tensor
     if isinstance(x, Tensor) and x.dtype in _LOWER:
@@ -143,7 +126,7 @@ def _install_float32_list() -> None:
 _install_float32_list()
 
 
-def custom_fwd(fwd=None, *, device_type: str = "cpu", cast_inputs=None):
+def custom_fwd(fwd=None, *, device_type: str = "cpu", cast_inputs=None):  # noqa: F811
     """Decorator for a custom autograd forward (runs it as is: no extra casting)."""
     if fwd is None:
         return lambda f: f

@@ -124,7 +124,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 def Variable(data, requires_grad: bool = False, volatile: bool = False):
     """The pre-0.4 ``Variable`` wrapper: today just a tensor (sharing ``data``'s
     memory) with ``requires_grad`` set, as in torch."""
-    from .._tensor import Tensor
+    from .._tensor_base import Tensor
     t = Tensor._make(data._data)
     if requires_grad:
         t.requires_grad = True

@@ -56,7 +56,7 @@ def gradcheck(func, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: floa
               raise_exception: bool = True, nondet_tol: float = 0.0, check_undefined_grad=True,
               fast_mode: bool = False, **_) -> bool:
     """Compare the autograd Jacobian with central finite differences."""
-    from .._tensor import Tensor
+    from .._tensor_base import Tensor
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff_idx = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not diff_idx:
@@ -89,7 +89,7 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
     """gradcheck of the function x -> grad(func(x), x, v) (second derivatives)."""
     from .. import autograd
     from .._creation import randn
-    from .._tensor import Tensor
+    from .._tensor_base import Tensor
     from .grad_mode import enable_grad
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
