@@ -41,6 +41,8 @@ import numpy as np
 
 from ir import dtypes as dt
 from ir import serialize
+from ir.graph import Graph
+from ir.registry import REGISTRY
 
 from .._tensor import Tensor
 
@@ -404,7 +406,23 @@ def _graph_and_bindings(entry, params):
             t = Tensor._make(np.asarray(float(entry.scalars[i]()), np.float64))
         weights[name] = Tensor._make(np.array(t._data, copy=True))
         bindings.append({"weight": name})
-    return serialize.to_dict(entry.graph), bindings, weights
+    return serialize.to_dict(portable(entry.graph)), bindings, weights
+
+
+def portable(graph: Graph) -> Graph:
+    """``graph`` as a process that never ran the user's code can load it: nodes of ops
+    registered at run time (not built in) become their decompositions' primitives, in a
+    copy. An op with no decomposition stays (loading then names it)."""
+    from ir.ops import BUILTIN
+    from ir.passes.decompose import decompose_while
+
+    def wanted(n):
+        return n.op not in BUILTIN and REGISTRY[n.op].decomposition is not None
+    if not any(wanted(n) for n in graph.nodes):
+        return graph
+    graph = graph.copy()
+    decompose_while(graph, wanted)
+    return graph
 
 
 def _normalise_dynamic(fn: Any, args: tuple, dynamic_shapes: Any) -> list[dict[int, Dim]]:
@@ -557,8 +575,8 @@ def export(fn_or_module: Any, *example_inputs: Any, dynamic_shapes: Any = None
     for name in names:
         g1 = _trace(fn_or_module, _resized(args, dyn, name, 1))[0]
         g2 = _trace(fn_or_module, _resized(args, dyn, name, 2))[0]
-        _size_paths(graph_json, serialize.to_dict(g1.graph), serialize.to_dict(g2.graph), [],
-                    patches, name)
+        _size_paths(graph_json, serialize.to_dict(portable(g1.graph)),
+                    serialize.to_dict(portable(g2.graph)), [], patches, name)
     for path, name, _ in patches:
         if path[0] == "inputs" and "weight" in bindings[path[1]]:
             raise NotImplementedError(f"gcompile.export: dimension {name!r} cannot be dynamic: "

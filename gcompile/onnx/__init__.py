@@ -4,9 +4,12 @@ The function (or eval-mode module) is traced by the compiler with grad off and
 no graph breaks; the graph as traced (before the compiler's own decompositions,
 so softmax stays Softmax) is translated node by node into ONNX operators.
 Parameters, buffers and captured tensors become initializers. Every op in the
-registry either has a translation here (``CONVERTERS``) or is listed in
-``UNSUPPORTED`` with the reason, and exporting a graph that uses it raises
-``NotImplementedError`` naming the op, the value and the user's source line.
+registry has a translation here (``CONVERTERS``), or a decomposition (``OpDef.
+decomposition``: the op written in primitives, which are exported in its place, e.g.
+``linear``, ``layer_norm``, ``mse_loss``, ``cross_entropy``), or is listed in
+``UNSUPPORTED`` with the reason; exporting a graph that uses an op with none of these
+(or whose decomposition declines its inputs) raises ``NotImplementedError`` naming the
+op, the value and the user's source line.
 
 Shapes are static (the example inputs' shapes). Pure data movement (slicing,
 im2col, flip, roll, padding, triangular masks, ...) is exported as one
@@ -685,6 +688,7 @@ def graph_to_onnx(graph: Graph, initial: dict[int, np.ndarray], *, opset_version
     if opset_version < MIN_OPSET:
         raise ValueError(f"gcompile.onnx.export: opset_version {opset_version} is older than "
                          f"the oldest supported, {MIN_OPSET}")
+    graph, initial, graph_inputs = _decompose_unmapped(graph, initial, graph_inputs)
     b = _Builder(opset_version)
     model_inputs = []
     for v, name in zip(graph_inputs, input_names):
@@ -701,6 +705,8 @@ def graph_to_onnx(graph: Graph, initial: dict[int, np.ndarray], *, opset_version
         conv = CONVERTERS.get(n.op)
         if conv is None:
             why = UNSUPPORTED.get(n.op, "no translation to ONNX has been written for it")
+            if REGISTRY[n.op].decomposition is not None:
+                why += " (its decomposition into primitives declines these inputs)"
             raise NotImplementedError(f"gcompile.onnx.export: op {n.op!r} (%{n.out.name}"
                                       f"{_where(n)}) cannot be exported to ONNX: {why}")
         try:
@@ -717,6 +723,27 @@ def graph_to_onnx(graph: Graph, initial: dict[int, np.ndarray], *, opset_version
                               producer_name="gcompile")
     onnx.checker.check_model(model)
     return model
+
+
+def _decompose_unmapped(graph: Graph, initial: dict[int, np.ndarray], graph_inputs: list
+                        ) -> tuple[Graph, dict[int, np.ndarray], list]:
+    """Ops with no translation but a decomposition become its primitives, again and again
+    (a primitive may be a composite itself), in a copy of ``graph``; the copy's inputs take
+    over ``initial`` and ``graph_inputs``. An op whose rule declines stays, and the
+    translation loop names it."""
+    from ir.passes.decompose import decompose_while
+
+    def wanted(n):
+        return n.op not in CONVERTERS and REGISTRY[n.op].decomposition is not None
+    if not any(wanted(n) for n in graph.nodes):
+        return graph, initial, graph_inputs
+    g = graph.copy()
+    new_of = {id(old): new for old, new in zip(graph.inputs, g.inputs)}
+    initial = {id(new_of[k]): a for k, a in ((id(v), initial.get(id(v))) for v in graph.inputs)
+               if a is not None}
+    graph_inputs = [new_of[id(v)] for v in graph_inputs]
+    decompose_while(g, wanted)
+    return g, initial, graph_inputs
 
 
 def _clean(name: str) -> str:

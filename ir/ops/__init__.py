@@ -7,3 +7,8 @@ from . import random  # noqa: F401,E402
 from . import collectives  # noqa: F401,E402
 from . import composites  # noqa: F401,E402
 from . import decompositions  # noqa: F401,E402
+from ..registry import REGISTRY as _REGISTRY  # noqa: E402
+
+# the ops every process has: one registered later (at run time, by user code) is unknown to
+# a process that did not run that code (gcompile.export writes its decomposition instead)
+BUILTIN = frozenset(_REGISTRY)

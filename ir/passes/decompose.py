@@ -20,7 +20,7 @@ and ``x.dtype`` as properties), never with tensors.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,28 @@ def decompose_ops(graph: Graph, ops: Iterable[str] | None = None) -> int:
             continue
         count += decompose_node(graph, n)
     return count
+
+
+def decompose_while(graph: Graph, wanted: Callable[[Node], bool]) -> int:
+    """Decompose every node ``wanted`` picks, and then the primitives it picks among
+    theirs, until none is left (a rule that declines leaves its node); returns how many
+    were rewritten. New nodes keep the composite's ``source`` (its user's line)."""
+    declined: set[int] = set()
+    count = 0
+    while True:
+        todo = [n for n in graph.nodes if id(n) not in declined and wanted(n)]
+        if not todo:
+            return count
+        for n in todo:
+            before = {id(m) for m in graph.nodes}
+            if not decompose_node(graph, n):
+                declined.add(id(n))
+                continue
+            count += 1
+            if "source" in n.meta:
+                for m in graph.nodes:
+                    if id(m) not in before:
+                        m.meta.setdefault("source", n.meta["source"])
 
 
 # ---- gradients through decompositions ------------------------------------------------------
