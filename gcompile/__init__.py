@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from ir.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, float64,
+from ir.dtypes import (DType, bfloat16, bool_, can_cast, finfo, float16, float32, float64,
                        get_default_dtype, iinfo, int8, int16, int32, int64, promote_types,
                        set_default_dtype, uint8)
 
@@ -57,11 +57,6 @@ def result_type(tensor1, tensor2):
     from ir.dtypes import result_type as rt
     specs = [(x.dtype, x.dim()) if isinstance(x, Tensor) else x for x in (tensor1, tensor2)]
     return rt(*specs)
-
-
-def can_cast(from_, to) -> bool:
-    order = {"b": 0, "i": 1, "f": 2}
-    return order[from_.kind] <= order[to.kind]
 
 
 def is_storage(obj) -> bool:

@@ -45,22 +45,22 @@ def _infer_dtype(data):
     while stack:
         x = stack.pop()
         if isinstance(x, Tensor):
-            kind = max(kind, {"b": 0, "i": 1, "f": 2}[x.dtype.kind])
+            kind = max(kind, dt.category(x.dtype))
             if x.dtype.kind == "f":
                 return None if x.dtype is dt.get_default_dtype() else x.dtype
         elif isinstance(x, bool) or isinstance(x, np.bool_):
-            kind = max(kind, 0)
+            kind = max(kind, dt.category(dt.bool_))
         elif isinstance(x, (int, np.integer)):
-            kind = max(kind, 1)
+            kind = max(kind, dt.category(dt.int64))
         elif isinstance(x, (float, np.floating)):
-            kind = 2
+            kind = dt.category(dt.float64)
         elif isinstance(x, (list, tuple)):
             stack.extend(x)
         else:
             raise TypeError(f"new(): invalid data type '{type(x).__name__}'")
     if kind == -1:
         return dt.get_default_dtype()
-    return [dt.bool_, dt.int64, dt.get_default_dtype()][kind]
+    return dt.category_dtype(kind)
 
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
@@ -224,8 +224,8 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False, out=
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     if dtype is None:
-        dtype = dt.bool_ if isinstance(fill_value, bool) else (
-            dt.int64 if isinstance(fill_value, int) else dt.get_default_dtype())
+        dtype = dt.scalar_dtype(fill_value) if isinstance(fill_value, (bool, int)) else \
+            dt.get_default_dtype()
     arr = np.full(_sizes((size,)), fill_value, _dtype(dtype).np)
     if out is not None:
         out._data = arr

@@ -90,24 +90,24 @@ def _make_ew_plan(op, args):
         return None, None, (None,) * len(args)
     cdt = compute_dtype(op, specs)
     odt = output_dtype(op, specs)
-    if cdt is dt.bfloat16:
+    wide = dt.compute_type(cdt)
+    if wide is not cdt:
         # bfloat16 computes in float32: the plan says so and marks the call for
         # _via_float32 instead of listing casts
-        return dt.float32, odt, _VIA_FLOAT32
+        return wide, odt, _VIA_FLOAT32
     casts = []
     for i, a in enumerate(args):
         if i == 0 and op.dtype_rule == "where":
             casts.append(None)
         elif isinstance(a, Tensor):
             casts.append(None if a._data.dtype == cdt.np else cdt.np)
-        elif cdt.kind == "f":
-            casts.append(cdt.np.type)
         else:
-            casts.append(_int_scalar_cast(cdt.np))
+            casts.append(dt.scalar_converter(cdt))
     return cdt, odt, tuple(casts)
 
 
 _BF16 = dt.bfloat16.np
+_WIDE = dt.compute_type(dt.bfloat16)  # float32: where bfloat16 arithmetic runs
 _VIA_FLOAT32 = "via float32"  # the plan of an op that computes a bfloat16 result
 
 
@@ -121,32 +121,24 @@ def _via_float32(op, args, attrs, grad_name):
     if op._ew:
         odt = _ew_plan(op, args)[1]
         skip = 0 if op.dtype_rule == "where" else -1  # where's condition stays bool
-        args = tuple(apply_op("cast", (a,), {"dtype": dt.float32})
-                     if isinstance(a, Tensor) and i != skip and a._data.dtype != np.float32
+        args = tuple(apply_op("cast", (a,), {"dtype": _WIDE})
+                     if isinstance(a, Tensor) and i != skip and a._data.dtype != _WIDE.np
                      else a for i, a in enumerate(args))
         if not any(isinstance(a, Tensor) for a in args):  # numbers only (default bfloat16)
-            args = (Tensor._make(np.asarray(args[0], np.float32)),) + args[1:]
+            args = (Tensor._make(np.asarray(args[0], _WIDE.np)),) + args[1:]
         low = attrs
     else:
         specs = [(a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
         odt = op.infer(specs, attrs)[1]
-        args = tuple(apply_op("cast", (a,), {"dtype": dt.float32})
+        args = tuple(apply_op("cast", (a,), {"dtype": _WIDE})
                      if isinstance(a, Tensor) and a._data.dtype is _BF16 else a for a in args)
         low = attrs
         if attrs.get("dtype") is dt.bfloat16:
-            low = dict(attrs, dtype=dt.float32)
+            low = dict(attrs, dtype=_WIDE)
     out = apply_op(op, args, low, grad_name)
     if odt is dt.bfloat16:
         out = apply_op("cast", (out,), {"dtype": dt.bfloat16}, grad_name or op._grad_fn_name)
     return out
-
-
-def _int_scalar_cast(npd):
-    """A Python int becomes the op's integer dtype wrapping around, like torch
-    (uint8 + 1000 is uint8 + 232), where NumPy would raise."""
-    def cast(v):
-        return np.array(v).astype(npd)[()]
-    return cast
 
 
 def _infer_error(op, args, attrs):

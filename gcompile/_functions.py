@@ -242,8 +242,9 @@ def clamp(input, min=None, max=None, *, out=None):  # noqa: A002
         return _out(r, out)
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
-    if not x.dtype.is_floating_point and (isinstance(min, float) or isinstance(max, float)):
-        x = x.to(dt.get_default_dtype())
+    bounds = [v for v in (min, max) if isinstance(v, float)]
+    if bounds:  # an integer tensor clamped to float bounds promotes, as torch's result type
+        x = x.to(dt.result_type((x.dtype, x.dim()), *bounds))
     return _out(apply_op("clamp", (x,), {"min": min, "max": max}), out)
 
 
@@ -293,9 +294,8 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     same = apply_op("eq", (a, b))
     if a.dtype is dt.bool_ or not a.dtype.is_floating_point and (rtol == 0 and atol == 0):
         return same
-    af = a if a.dtype.is_floating_point else a.to(dt.get_default_dtype())
-    bf = b if not isinstance(b, Tensor) or b.dtype.is_floating_point else \
-        b.to(dt.get_default_dtype())
+    af = a.to(dt.float_type(a.dtype))
+    bf = b.to(dt.float_type(b.dtype)) if isinstance(b, Tensor) else b
     diff = apply_op("abs", (apply_op("sub", (af, bf)),))
     bound = apply_op("add", (apply_op("mul", (apply_op("abs", (_t(bf) if not isinstance(
         bf, Tensor) else bf,)), float(rtol))), float(atol)))
@@ -991,7 +991,7 @@ arctan2 = atan2
 
 def _float(x: Tensor) -> Tensor:
     """``x`` in the default float dtype when it is integral (ops that compute in floats)."""
-    return x if x.dtype.is_floating_point else x.to(dt.get_default_dtype())
+    return x.to(dt.float_type(x.dtype))
 
 
 def digamma(input, *, out=None):

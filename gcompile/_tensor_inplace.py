@@ -254,8 +254,8 @@ def _broadcastable(shapes) -> bool:
 
 
 def _check_cast(src: dt.DType, dst: dt.DType, name: str) -> None:
-    order = {"b": 0, "i": 1, "f": 2}
-    if order[src.kind] > order[dst.kind]:
+    """An in-place op may not store a result of a higher category (``dt.can_cast``)."""
+    if not dt.can_cast(src, dst):
         cap = {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int",
                "bool": "Bool", "float16": "Half", "uint8": "Byte", "int8": "Char",
                "int16": "Short"}

@@ -1,4 +1,11 @@
-"""Dtypes and torch's type-promotion rules.
+"""Dtypes and torch's type-promotion and casting rules: the one place they are written.
+
+Promotion (``promote_types``, ``result_type``, and the dtype a Python scalar or Python
+data takes), casting (``can_cast``, how a Python number is converted to an op's dtype),
+and where arithmetic runs (``compute_type``: bfloat16 is a storage type computed in
+float32; ``float_type``: what an int -> float op gives). ``ir.registry``'s
+``compute_dtype``/``output_dtype`` apply them per op; the eager dispatcher, the functions
+and ``gcompile.result_type``/``can_cast`` call them rather than restating them.
 
 Lives in ``ir`` because graph values carry dtypes; ``gcompile`` re-exports the
 dtype objects as ``gcompile.float32`` etc.
@@ -12,6 +19,8 @@ __all__ = [
     "DType", "float16", "bfloat16", "float32", "float64", "int8", "int16",
     "int32", "int64", "uint8", "bool_", "all_dtypes", "from_numpy", "as_dtype",
     "promote_types", "result_type", "get_default_dtype", "set_default_dtype", "finfo", "iinfo",
+    "category", "can_cast", "scalar_dtype", "category_dtype", "float_type", "compute_type",
+    "scalar_converter",
 ]
 
 
@@ -149,6 +158,59 @@ def promote_types(a: DType, b: DType) -> DType:
 _CAT = {"b": 0, "i": 1, "f": 2}
 
 
+def category(d: DType) -> int:
+    """0 bool, 1 integer, 2 floating: the order promotion and casting compare."""
+    return _CAT[d.kind]
+
+
+def can_cast(from_: DType, to: DType) -> bool:
+    """torch.can_cast: casting may not lower the category (float -> int, int -> bool);
+    an in-place op whose result would have to do so raises."""
+    return _CAT[from_.kind] <= _CAT[to.kind]
+
+
+def scalar_dtype(value) -> DType:
+    """The dtype torch gives a Python scalar: bool, int64, or the default float."""
+    if isinstance(value, bool):
+        return bool_
+    if isinstance(value, int):
+        return int64
+    if isinstance(value, float):
+        return get_default_dtype()
+    raise TypeError(f"unsupported scalar operand {value!r} of type {type(value).__name__}")
+
+
+def category_dtype(cat: int) -> DType:
+    """The dtype of a Python scalar of category ``cat``: bool, int64, the default float
+    (torch.tensor's dtype for Python data of that highest category)."""
+    return (bool_, int64, get_default_dtype())[cat]
+
+
+def float_type(d: DType) -> DType:
+    """The dtype an op that computes in floating point gives for ``d`` operands: ``d``
+    itself when floating, else the default float (torch's int -> float promotion)."""
+    return d if d.kind == "f" else get_default_dtype()
+
+
+def compute_type(d: DType) -> DType:
+    """The dtype arithmetic on ``d`` runs in: float32 for bfloat16 (a storage type, as
+    on torch's CPU; results are rounded back), ``d`` otherwise."""
+    return float32 if d is bfloat16 else d
+
+
+def scalar_converter(d: DType):
+    """How a Python number becomes an operand of dtype ``d``: a float type's constructor,
+    or for integers a conversion that wraps around like torch (uint8 + 1000 is
+    uint8 + 232) where NumPy would raise."""
+    if d.kind == "f":
+        return d.np.type
+    npd = d.np
+
+    def cast(v):
+        return np.array(v).astype(npd)[()]
+    return cast
+
+
 def result_type(*operands) -> DType:
     """Result dtype of an elementwise op, torch style.
 
@@ -165,14 +227,7 @@ def result_type(*operands) -> DType:
             else:
                 zero_t = d if zero_t is None else promote_types(zero_t, d)
         else:
-            if isinstance(op, bool):
-                sd = bool_
-            elif isinstance(op, int):
-                sd = int64
-            elif isinstance(op, float):
-                sd = get_default_dtype()
-            else:
-                raise TypeError(f"unsupported scalar operand {op!r} of type {type(op).__name__}")
+            sd = scalar_dtype(op)
             if scal is None or _CAT[sd.kind] > _CAT[scal.kind]:
                 scal = sd
     result = None

@@ -157,8 +157,8 @@ def compute_dtype(op: OpDef, specs) -> dt.DType:
     """The dtype an elementwise op computes in (before bool results)."""
     d = dt.result_type(*specs)
     rule = op.dtype_rule
-    if rule in ("float",) and not d.is_floating_point:
-        return dt.get_default_dtype()
+    if rule in ("float",):
+        return dt.float_type(d)
     if rule == "int_only" and d.is_floating_point:
         raise RuntimeError(f"{op.name}: not implemented for floating-point dtype {d}")
     return d

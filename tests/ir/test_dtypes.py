@@ -57,3 +57,19 @@ def test_result_type_categories():
         dt.set_default_dtype(f32)
     with pytest.raises(TypeError):
         dt.set_default_dtype(i32)
+
+
+def test_casting_and_compute_rules_against_torch():
+    """The casting and compute-type rules the eager core calls instead of restating."""
+    torch = pytest.importorskip("torch")
+    for a in ALL:
+        for b in ALL:
+            ta, tb = (getattr(torch, x.name) for x in (a, b))
+            assert dt.can_cast(a, b) == torch.can_cast(ta, tb), (a, b)
+    assert [dt.scalar_dtype(v) for v in (True, 3, 2.5)] == [dt.bool_, dt.int64, dt.float32]
+    assert [dt.category_dtype(c) for c in range(3)] == [dt.bool_, dt.int64, dt.float32]
+    assert dt.float_type(dt.int32) is dt.float32 and dt.float_type(dt.float64) is dt.float64
+    assert dt.compute_type(dt.bfloat16) is dt.float32 and dt.compute_type(dt.int8) is dt.int8
+    # a Python int wraps into an integer dtype as in torch (uint8 + 1000 is uint8 + 232)
+    assert dt.scalar_converter(dt.uint8)(1000) == 232
+    assert dt.scalar_converter(dt.float16)(0.1) == np.float16(0.1)
