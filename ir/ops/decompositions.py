@@ -1,9 +1,14 @@
 """Decompositions of the composite ops into primitives (``OpDef.decomposition``).
 
 Each is written once against the builder interface and attached to its op here, so
-the op's definition (eager implementation, fused expression, gradient) and its
-primitive form sit in one table the compiler's decompose pass reads. A rule returns
-None, before building anything, to decline.
+the op's definition (eager implementation, fused expression) and its primitive form sit
+in one table. It is used by the compiler's decompose pass (traced graphs), by the
+gradient of every op here without a hand-written rule (derived from the primitives:
+silu, leaky_relu, linear, layer_norm, mse_loss, cross_entropy), and by the ONNX exporter
+for ops it has no translation for. gelu, softmax, log_softmax and logsumexp keep fused
+hand-written rules (see their definitions for why); detach's rule is no gradient
+(``cuts_gradient``). A rule returns None, before building anything, to decline; it is
+only ever called with graph values.
 """
 from __future__ import annotations
 
@@ -62,6 +67,13 @@ def _detach(b, x):
     """Only the autodiff pass needs the cut; after it, detach is its input (the op is
     marked ``cuts_gradient``: this is not its gradient)."""
     return x
+
+
+def _leaky_relu(b, x, negative_slope=0.01):
+    """where(x > 0, x, x * slope)."""
+    if not x.dtype.is_floating_point:
+        return None
+    return b.where(b.gt(x, 0.0), x, b.mul(x, float(negative_slope)))
 
 
 def _silu(b, x):
@@ -147,6 +159,7 @@ RULES = {
     "detach": _detach,
     "gelu": _gelu,
     "silu": _silu,
+    "leaky_relu": _leaky_relu,
     "softmax": _softmax_rule(log=False),
     "log_softmax": _softmax_rule(log=True),
     "logsumexp": _logsumexp,

@@ -87,6 +87,9 @@ _GELU_BWD_EXPR = (
     "(1.0 + 0.134145 * {1} * {1})) if {approximate} == 'tanh' else "
     f"{{0}} * (0.5 * (1.0 + erf({{1}} * {_S!r})) + {{1}} * exp(-0.5 * {{1}} * {{1}}) * {_P!r}))")
 
+# A hand-written rule kept beside the decomposition (decompositions.py): gelu_backward is
+# one fused elementwise pass over (g, x) with its own second derivative, where the
+# gradient derived from the primitives recomputes erf/tanh and chains ~10 eager ops.
 register(OpDef("gelu", "unary", _gelu_impl, expr=_GELU_EXPR, dtype_rule="same",
                attrs=("approximate",), saves=(0,), float_only=True,
                grad=lambda b, g, xs, out, approximate="none": (
@@ -120,11 +123,11 @@ def _leaky_impl(x, negative_slope=0.01):
     return np.where(x > 0, x, x * x.dtype.type(negative_slope))
 
 
+# the gradient is derived from the decomposition where(x > 0, x, x * slope)
+# (decompositions.py): g or g * slope, exactly, from the saved x as before
 register(OpDef("leaky_relu", "unary", _leaky_impl,
                expr="({0} if {0} > 0 else {0} * {negative_slope})", dtype_rule="same",
-               attrs=("negative_slope",), saves=(0,),
-               grad=lambda b, g, xs, out, negative_slope=0.01: (
-                   b.where(b.gt(xs[0], 0.0), g, b.mul(g, float(negative_slope))),)))
+               attrs=("negative_slope",)))
 
 
 def _elu_impl(x, alpha=1.0):
@@ -177,6 +180,9 @@ def _log_softmax_impl(x, dim):
     return (s - np.log(np.sum(np.exp(s), axis=dim, keepdims=True))).astype(x.dtype, copy=False)
 
 
+# Hand-written rules kept beside the decompositions (decompositions.py): the fused softmax
+# backward reads only the saved output (y (g - sum(g y)), g - exp(y) sum(g)); the gradient
+# derived from the primitives would save x and recompute the max, exp and row sums.
 def _softmax_grad(b, g, xs, out, dim):
     return (b.mul(out, b.sub(g, b.sum(b.mul(g, out), dims=(dim,), keepdim=True))),)
 

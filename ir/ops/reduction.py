@@ -103,6 +103,9 @@ def _logsumexp_impl(x, dims, keepdim):
     return np.asarray(s).astype(x.dtype, copy=False)
 
 
+# Kept beside the decomposition (decompositions.py): g exp(x - out) from the saved (reduced)
+# output is one pass; the gradient derived from the primitives recomputes the max, exp and
+# sums, and sends g through the max's finite guard, where it cancels only up to rounding.
 def _logsumexp_grad(b, g, xs, out, dims, keepdim):
     x = xs[0]
     return (b.mul(_keep(b, g, x, dims, keepdim), b.exp(b.sub(x, _keep(b, out, x, dims, keepdim)))),)
