@@ -17,6 +17,7 @@ from ir.shapes import normalize_dim, normalize_dims
 
 from . import _autocast
 from ._creation import _wrap_scalar_or_tensor  # noqa: F401  (the operators' operand rule)
+from ._creation import eye, tensor, zeros, zeros_like
 from ._dispatch import _graph_break, apply_op, check_values  # noqa: F401  (re-exported)
 from ._tensor_base import Size, Tensor, return_type
 from ._tensor_base import named_result as _result
@@ -29,13 +30,11 @@ def _np_index(spec, tensors):
 
 
 def _zeros_like(input, *, dtype=None, **kw):
-    from ._creation import zeros_like as _zl
-    return _zl(input, dtype=dtype, **kw)
+    return zeros_like(input, dtype=dtype, **kw)
 
 
 def _zeros(*size, dtype=None, **kw):
-    from ._creation import zeros as _z
-    return _z(*size, dtype=dtype, **kw)
+    return zeros(*size, dtype=dtype, **kw)
 
 
 def _is_one(alpha) -> bool:
@@ -47,7 +46,6 @@ def _t(x):
     """Tensor for a value that must be one (first argument of most functions)."""
     if isinstance(x, Tensor):
         return x
-    from ._creation import tensor
     return tensor(x)
 
 
@@ -819,7 +817,6 @@ def diag(input, diagonal=0):
     x = _t(input)
     if x.dim() == 1:
         n = x.shape[0] + builtins.abs(diagonal)
-        from ._creation import zeros
         out = zeros(n, n, dtype=x.dtype)
         rows = np.arange(x.shape[0]) + builtins.max(-diagonal, 0)
         cols = np.arange(x.shape[0]) + builtins.max(diagonal, 0)
@@ -1292,7 +1289,6 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
         reps = x
         counts = reps.tolist()
         idx = [i for i, c in enumerate(counts) for _ in range(c)]
-        from ._creation import tensor
         return tensor(idx, dtype=dt.int64)
     if dim is None:
         x = x.flatten()
@@ -1304,7 +1300,6 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
             raise RuntimeError("repeats must have the same size as input along dim, but got "
                                f"repeats.size(0) = {len(counts)} and input.size({d}) = "
                                f"{x.shape[d]}")
-        from ._creation import tensor
         idx = tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=dt.int64)
         return index_select(x, d, idx)
     r = repeats.item() if isinstance(repeats, Tensor) else int(repeats)
@@ -1329,7 +1324,6 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     else:
         k = builtins.max(0, builtins.min(r + offset, c))
         rows, cols = np.arange(k) - offset, np.arange(k)
-    from ._creation import tensor
     flat = y.reshape(*y.shape[:-2], r * c)
     idx = tensor((rows * c + cols).astype(np.int64), dtype=dt.int64)
     return index_select(flat, -1, idx) if flat.dim() else flat
@@ -1340,7 +1334,6 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1):
     x = _t(input)
     n = x.shape[-1]
     m = n + builtins.abs(offset)
-    from ._creation import eye
     e = eye(n, dtype=x.dtype)
     out = mul(x.unsqueeze(-1), e)  # (..., n, n) with x on the diagonal
     if offset > 0:
@@ -1355,14 +1348,12 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1):
 
 def tril_indices(row, col, offset=0, *, dtype=None, device=None, layout=None):
     """Coordinates (2, N) of the lower triangle, row-major."""
-    from ._creation import tensor
     r, c = np.tril_indices(row, offset, col)
     return tensor(np.stack([r, c]).astype(np.int64), dtype=dtype or dt.int64)
 
 
 def triu_indices(row, col, offset=0, *, dtype=None, device=None, layout=None):
     """Coordinates (2, N) of the upper triangle, row-major."""
-    from ._creation import tensor
     r, c = np.triu_indices(row, offset, col)
     return tensor(np.stack([r, c]).astype(np.int64), dtype=dtype or dt.int64)
 
@@ -1486,7 +1477,6 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
         else None
     scalar = vals is None
     if scalar:
-        from ._creation import tensor
         vals = tensor([input], dtype=seq.dtype)
     if side is not None:
         if side not in ("left", "right"):
@@ -1547,7 +1537,6 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False,  # noq
         d = normalize_dim(dim, x.dim())
         vals, inv, cnt = np.unique(data, axis=d, return_inverse=True, return_counts=True)
         inv = inv.reshape(-1)
-    from ._creation import tensor
     out = [tensor(vals, dtype=x.dtype)]
     if return_inverse:
         out.append(tensor(inv.astype(np.int64), dtype=dt.int64))
@@ -1567,7 +1556,6 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         starts = np.zeros(0, np.int64)
     else:
         starts = np.flatnonzero(np.concatenate([[True], data[1:] != data[:-1]]))
-    from ._creation import tensor
     out = [tensor(data[starts], dtype=x.dtype)]
     if return_inverse:
         out.append(tensor((np.cumsum(np.concatenate([[False], data[1:] != data[:-1]]))
@@ -1595,7 +1583,6 @@ def index_fill(input, dim, index, value):
     spec = tuple(("s", None, None, None) for _ in range(d)) + (("t", 0),)
     v = value.to(x.dtype) if isinstance(value, Tensor) else value
     if not isinstance(v, Tensor):
-        from ._creation import tensor
         v = tensor(v, dtype=x.dtype)
     return apply_op("index_put", (x, v, index), {"index": spec, "accumulate": False},
                     "IndexFillBackward0")
@@ -1647,7 +1634,6 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
         sl = tuple(slice(0, n) for n in index.shape)
         vals = src_t[sl].reshape(-1).to(x.dtype)
         grids = np.indices(tuple(index.shape)).reshape(index.dim(), -1)
-        from ._creation import tensor
         coords = [tensor(g.astype(np.int64)) for g in grids]
         coords[d] = index[sl].reshape(-1)
         order = argsort(vals.detach(), 0, descending=(reduce == "amin"), stable=True)
@@ -1853,7 +1839,6 @@ def combinations(input, r=2, with_replacement=False):
     idx = list(it(range(n), r))
     if not idx:
         return _zeros(0, r, dtype=x.dtype) if r else _zeros(0, dtype=x.dtype)
-    from ._creation import tensor
     cols = tensor(np.array(idx, np.int64))
     return stack([index_select(x, 0, cols[:, j]) for j in range(r)], 1)
 
@@ -1919,7 +1904,6 @@ def bitwise_right_shift(input, other):
 
 
 def _window(n, periodic, fn, dtype):
-    from ._creation import tensor
     if n == 0:
         return tensor(np.zeros(0), dtype=dtype or dt.get_default_dtype())
     if n == 1:
@@ -1967,7 +1951,6 @@ def matrix_exp(A):  # noqa: N803
     nrm = float(amax(sum(abs(A.detach()), -2)).item()) if A.numel() else 0.0
     s = builtins.max(0, int(math.ceil(math.log2(nrm))) + 1) if nrm > 0.5 else 0
     X = div(A, float(2 ** s))
-    from ._creation import eye
     eye_ = eye(A.shape[-1], dtype=A.dtype)
     term = eye_.expand(*A.shape)
     result = term

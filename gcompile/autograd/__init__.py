@@ -1,12 +1,14 @@
 """torch.autograd: backward, grad, Function, gradcheck and grad modes."""
 from __future__ import annotations
 
+from .._creation import ones_like, tensor, zeros_like
 from .._state import state
+from .._tensor_base import Tensor
 from .function import Function, FunctionCtx, once_differentiable
 from .gradcheck import gradcheck, gradgradcheck
 from .grad_mode import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,
                         no_grad, set_grad_enabled)
-from .graph import AccumulateGrad, Node, run_backward  # noqa: F401  (re-exported)
+from .graph import AccumulateGrad, Node, _accumulate, run_backward  # noqa: F401  (re-exported)
 
 __all__ = ["backward", "grad", "Function", "FunctionCtx", "once_differentiable", "gradcheck",
            "gradgradcheck", "no_grad", "enable_grad", "set_grad_enabled", "inference_mode",
@@ -30,7 +32,6 @@ def _root(t, i):
 
 
 def _make_grads(outputs, grad_outputs, create_graph):
-    from .._creation import ones_like
     grads = []
     for i, (t, g) in enumerate(zip(outputs, grad_outputs)):
         if g is None:
@@ -40,7 +41,6 @@ def _make_grads(outputs, grad_outputs, create_graph):
                     f"shape {tuple(t.shape)}; pass `gradient` with that shape)")
             g = ones_like(t)
         elif not hasattr(g, "_data"):
-            from .._creation import tensor
             g = tensor(g, dtype=t.dtype)
         if tuple(g.shape) != tuple(t.shape):
             raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and "
@@ -72,7 +72,6 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         for x, g in zip(inputs, res):
             if g is None:
                 continue
-            from .graph import _accumulate
             if x.grad_fn is None:
                 _accumulate(x, g, create_graph)
             else:
@@ -108,7 +107,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         g = results.get(node)
         if g is None:
             if materialize_grads:
-                from .._creation import zeros_like
                 g = zeros_like(x)
             elif not allow_unused:
                 raise RuntimeError(f"One of the differentiated Tensors (input {i}) appears to not "
@@ -124,7 +122,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 def Variable(data, requires_grad: bool = False, volatile: bool = False):
     """The pre-0.4 ``Variable`` wrapper: today just a tensor (sharing ``data``'s
     memory) with ``requires_grad`` set, as in torch."""
-    from .._tensor_base import Tensor
     t = Tensor._make(data._data)
     if requires_grad:
         t.requires_grad = True

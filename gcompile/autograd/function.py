@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import functools
 
+from .._creation import zeros
 from .._state import state
-from .graph import Node, SavedTensor
+from .._tensor_base import Tensor
+from .graph import _FREED_MSG, Node, SavedTensor
 
 
 class FunctionCtx:
@@ -22,7 +24,6 @@ class FunctionCtx:
     @property
     def saved_tensors(self):
         if self._saved is None and self._node is not None and self._node._freed:
-            from .graph import _FREED_MSG
             raise RuntimeError(_FREED_MSG)
         return tuple(s.unpack(self._node) if s is not None else None for s in (self._saved or ()))
 
@@ -66,7 +67,6 @@ class BackwardCFunction(Node):
         return f"{self._cls.__name__}Backward"
 
     def apply(self, grads):
-        from .._creation import zeros
         if not isinstance(grads, list):
             grads = [grads]
         if self.ctx.materialize_grads:
@@ -109,7 +109,6 @@ class Function(metaclass=_FunctionMeta):
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .._tensor_base import Tensor
         ctx = FunctionCtx()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         prev = state.grad_enabled
