@@ -12,6 +12,9 @@ dtype objects as ``gcompile.float32`` etc.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import ml_dtypes
 import numpy as np
 
@@ -198,7 +201,7 @@ def compute_type(d: DType) -> DType:
     return float32 if d is bfloat16 else d
 
 
-def scalar_converter(d: DType):
+def scalar_converter(d: DType) -> Callable[[Any], Any]:
     """How a Python number becomes an operand of dtype ``d``: a float type's constructor,
     or for integers a conversion that wraps around like torch (uint8 + 1000 is
     uint8 + 232) where NumPy would raise."""
