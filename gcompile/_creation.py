@@ -16,6 +16,7 @@ from ._device import as_device
 from ._dispatch import _SCALARS, apply_op, check_values
 from ._interop import from_dlpack_array, shared_array
 from ._random import _gen, random_tensor
+from ._symshape import SymInt
 from ._state import state
 from ._tensor_base import Tensor, _sizes, _to_numpy
 
@@ -36,6 +37,24 @@ def _finish(arr, requires_grad=False, device=None):
     if requires_grad:
         t.requires_grad = True
     return t
+
+
+def _finish_op(t, requires_grad=False, device=None):
+    _check_device(device)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _symbolic(shape) -> bool:
+    return any(isinstance(d, SymInt) for d in shape)
+
+
+def _sym_full(shape, value, d, requires_grad=False, device=None):
+    """A tensor whose size is a traced dynamic size: the graph makes it at run time
+    at the call's size (``ir/ops/creation.py``) instead of baking in a constant."""
+    return _finish_op(apply_op("full", (), {"shape": tuple(shape), "value": value,
+                                            "dtype": dt.as_dtype(d)}), requires_grad, device)
 
 
 def _infer_dtype(data):
@@ -108,6 +127,8 @@ def _wrap_scalar_or_tensor(x):
         return x
     if isinstance(x, np.generic):
         return x.item()
+    if isinstance(x, SymInt):  # a traced size used as a number: baked in, guarded
+        return int(x)
     if isinstance(x, (np.ndarray, list, tuple)):
         return tensor(x)
     if isinstance(x, numbers.Number):
@@ -203,7 +224,10 @@ def _size_kw(kw: dict, fn: str):
 
 def zeros(*size, dtype=None, device=None, requires_grad=False, out=None, layout=None,
           pin_memory=False, **kw):
-    arr = np.zeros(_shape_arg(size, _size_kw(kw, "zeros"), "zeros"), _dtype(dtype).np)
+    shape = _shape_arg(size, _size_kw(kw, "zeros"), "zeros")
+    if out is None and _symbolic(shape):
+        return _sym_full(shape, 0, _dtype(dtype), requires_grad, device)
+    arr = np.zeros(shape, _dtype(dtype).np)
     if out is not None:
         out._data = arr
         return out
@@ -212,7 +236,10 @@ def zeros(*size, dtype=None, device=None, requires_grad=False, out=None, layout=
 
 def ones(*size, dtype=None, device=None, requires_grad=False, out=None, layout=None,
          pin_memory=False, **kw):
-    arr = np.ones(_shape_arg(size, _size_kw(kw, "ones"), "ones"), _dtype(dtype).np)
+    shape = _shape_arg(size, _size_kw(kw, "ones"), "ones")
+    if out is None and _symbolic(shape):
+        return _sym_full(shape, 1, _dtype(dtype), requires_grad, device)
+    arr = np.ones(shape, _dtype(dtype).np)
     if out is not None:
         out._data = arr
         return out
@@ -226,7 +253,10 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False, out=
     if dtype is None:
         dtype = dt.scalar_dtype(fill_value) if isinstance(fill_value, (bool, int)) else \
             dt.get_default_dtype()
-    arr = np.full(_sizes((size,)), fill_value, _dtype(dtype).np)
+    shape = _sizes((size,))
+    if out is None and _symbolic(shape):
+        return _sym_full(shape, fill_value, _dtype(dtype), requires_grad, device)
+    arr = np.full(shape, fill_value, _dtype(dtype).np)
     if out is not None:
         out._data = arr
         return out
@@ -246,12 +276,16 @@ def empty_like(input, *, dtype=None, device=None, requires_grad=False, layout=No
 def zeros_like(input, *, dtype=None, device=None, requires_grad=False, layout=None,
                pin_memory=False, memory_format=None):
     _check_format(memory_format)
+    if _symbolic(input.shape):
+        return _sym_full(input.shape, 0, _like(input, dtype), requires_grad, device)
     return _finish(np.zeros(input.shape, _like(input, dtype).np), requires_grad, device)
 
 
 def ones_like(input, *, dtype=None, device=None, requires_grad=False, layout=None,
               pin_memory=False, memory_format=None):
     _check_format(memory_format)
+    if _symbolic(input.shape):
+        return _sym_full(input.shape, 1, _like(input, dtype), requires_grad, device)
     return _finish(np.ones(input.shape, _like(input, dtype).np), requires_grad, device)
 
 
@@ -271,6 +305,13 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
         start, end = 0, start
     vals = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
     start, end, step = vals
+    if any(isinstance(v, SymInt) for v in vals) and all(
+            isinstance(v, (int, SymInt)) for v in vals) and dtype is None:
+        # a traced dynamic size: the graph makes it at run time (ir/ops/creation.py)
+        if step == 0:
+            raise RuntimeError("arange: step must be nonzero")
+        return _finish_op(apply_op("arange", (), {"start": start, "end": end, "step": step,
+                                                  "dtype": dt.int64}), requires_grad, device)
     if step == 0:
         raise RuntimeError("arange: step must be nonzero")
     if (end - start) * step < 0:

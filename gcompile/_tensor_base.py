@@ -2,9 +2,11 @@
 dtype, device, views' bases, the version counter).
 
 This is the bottom of the eager core: it imports nothing of gcompile but the device and
-dtype names. Every other concern defines its Tensor methods in its own module, higher up,
-and attaches them here with ``tensor_methods`` (shape and indexing in ``_tensor_shape``,
-in-place writes in ``_tensor_inplace``, conversion in ``_tensor_convert``, autograd in
+dtype names, the per-thread state and symbolic sizes (a tracer with dynamic dimensions
+answers ``shape``/``size()``/``numel()`` with SymInts, ``_symshape.py``). Every other
+concern defines its Tensor methods in its own module, higher up, and attaches them here
+with ``tensor_methods`` (shape and indexing in ``_tensor_shape``, in-place writes in
+``_tensor_inplace``, conversion in ``_tensor_convert``, autograd in
 ``_tensor_autograd``, operators in ``_methods``), so ``gcompile.Tensor`` stays one class
 while no module needs one above it.
 """
@@ -18,6 +20,8 @@ from ir import dtypes as dt
 from ir.shapes import contiguous_strides, normalize_dim
 
 from ._device import CPU
+from ._state import state
+from ._symshape import SymInt
 
 
 def tensor_methods(body: type) -> type:
@@ -111,6 +115,9 @@ class Tensor:
     # ---- basic properties ----------------------------------------------------
     @property
     def shape(self):
+        tracer = state.tracer
+        if tracer is not None and tracer.shape_env is not None:
+            return Size(tracer.sym_size(self))  # dynamic dimensions as SymInts
         return Size(self._data.shape)
 
     @property
@@ -170,9 +177,12 @@ class Tensor:
         return self.dtype.is_floating_point
 
     def size(self, dim=None):
+        tracer = state.tracer
+        shape = self._data.shape if tracer is None or tracer.shape_env is None else \
+            tracer.sym_size(self)
         if dim is None:
-            return Size(self._data.shape)
-        return self._data.shape[normalize_dim(dim, self.dim())]
+            return Size(shape)
+        return shape[normalize_dim(dim, self.dim())]
 
     def dim(self) -> int:
         return self._data.ndim
@@ -180,6 +190,9 @@ class Tensor:
     ndimension = dim
 
     def numel(self) -> int:
+        tracer = state.tracer
+        if tracer is not None and tracer.shape_env is not None:
+            return Size(tracer.sym_size(self)).numel()
         return int(self._data.size)
 
     nelement = numel
@@ -214,6 +227,9 @@ class Tensor:
     def __len__(self) -> int:
         if self.dim() == 0:
             raise TypeError("len() of a 0-d tensor")
+        tracer = state.tracer
+        if tracer is not None and tracer.shape_env is not None:
+            return int(tracer.sym_size(self)[0])  # len() must be an int: guarded
         return self._data.shape[0]
 
     def __hash__(self) -> int:
@@ -284,6 +300,9 @@ def _sizes(args):
     for a in args:
         if isinstance(a, Tensor):
             a = a.item()
+        if isinstance(a, SymInt):  # a traced dynamic size: kept symbolic
+            out.append(a)
+            continue
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
             raise TypeError(f"expected a sequence of integers for the size, got {a!r} of type "
                             f"{type(a).__name__}")

@@ -6,12 +6,15 @@ Layer: above the dispatcher; the in-place writes (``_tensor_inplace``) build on 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ir import dtypes as dt
 from ir.shapes import infer_size, normalize_dim, normalize_dims, view_strides
 
 from ._dispatch import _graph_break, apply_op
+from ._symshape import SymInt, hints
 from ._tensor_base import Tensor, _sizes, tensor_methods
 
 
@@ -40,9 +43,9 @@ def _normalize_index(shape, idx):
         elif isinstance(it, bool):
             tensors.append(Tensor._make(np.asarray(it)))
             spec.append(("t", len(tensors) - 1))
-        elif isinstance(it, (int, np.integer)) and not isinstance(it, bool):
+        elif isinstance(it, (int, np.integer, SymInt)) and not isinstance(it, bool):
             n = shape[dim]
-            it = int(it)
+            it = it if isinstance(it, SymInt) else int(it)
             if it < -n or it >= n:
                 raise IndexError(f"index {it} is out of bounds for dimension {dim} with size {n}")
             spec.append(("i", it))
@@ -54,7 +57,7 @@ def _normalize_index(shape, idx):
             for v in (it.start, it.stop, it.step):
                 if isinstance(v, Tensor):
                     v = int(v.item())
-                vals.append(None if v is None else int(v))
+                vals.append(None if v is None else v if isinstance(v, SymInt) else int(v))
             spec.append(("s", *vals))
             dim += 1
         else:
@@ -113,7 +116,7 @@ class _ShapeMethods:
         if len(shape) == 1 and isinstance(shape[0], dt.DType):
             raise NotImplementedError("view(dtype) is not supported")
         shape = infer_size(_sizes(shape), self.numel())
-        if view_strides(self._data.shape, self.stride(), shape) is None:
+        if view_strides(self._data.shape, self.stride(), hints(shape)) is None:
             raise RuntimeError(
                 "view size is not compatible with input tensor's size and stride (at least one "
                 "dimension spans across two contiguous subspaces). Use .reshape(...) instead. "
@@ -125,9 +128,10 @@ class _ShapeMethods:
 
     def reshape(self, *shape):
         shape = infer_size(_sizes(shape), self.numel())
-        if shape == tuple(self._data.shape):
+        # (symbolic sizes, when tracing dynamic dimensions: checked at their traced values)
+        if hints(shape) == tuple(self._data.shape):
             return apply_op("reshape", (self,), {"shape": shape}, "ViewBackward0")
-        name = "ViewBackward0" if view_strides(self._data.shape, self.stride(), shape) \
+        name = "ViewBackward0" if view_strides(self._data.shape, self.stride(), hints(shape)) \
             is not None else "UnsafeViewBackward0"
         return apply_op("reshape", (self,), {"shape": shape}, name)
 
@@ -142,7 +146,7 @@ class _ShapeMethods:
         if s > e:
             raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         shp = tuple(self.shape)
-        new = shp[:s] + (int(np.prod(shp[s:e + 1])),) + shp[e + 1:]
+        new = shp[:s] + (math.prod(shp[s:e + 1]),) + shp[e + 1:]
         return self.reshape(new)
 
     def unflatten(self, dim, sizes):

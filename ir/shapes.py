@@ -69,7 +69,9 @@ def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
 
 def infer_size(shape: Sequence[int], n: int, op: str = "view") -> Shape:
     """Resolve a single -1 in a requested shape against ``n`` elements."""
-    shape = tuple(int(s) for s in shape)
+    # symbolic sizes (gcompile's SymInt, duck-typed: ir does not import it) stay as
+    # they are, so a traced reshape keeps the expression
+    shape = tuple(s if hasattr(s, "expr") else int(s) for s in shape)
     neg = [i for i, s in enumerate(shape) if s == -1]
     if len(neg) > 1:
         raise RuntimeError("only one dimension can be inferred")

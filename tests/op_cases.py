@@ -1065,6 +1065,26 @@ for _n in ("tril", "triu"):
          Case(lambda g: [g.f(2, 3, 3)], _tri_ref(_n == "triu"), {"diagonal": 0}, label="batch"))
 
 
+# creation ops (made from sizes alone; traced when a size is symbolic)
+_add("arange",
+     Case(lambda g: [], lambda start, end, step, dtype: np.arange(start, end, step),
+          {"start": 2, "end": 11, "step": 3, "dtype": dt.int64}, out_dtype="int64",
+          grad=False),
+     Case(lambda g: [], lambda start, end, step, dtype: np.arange(start, end, step),
+          {"start": 5, "end": -4, "step": -2, "dtype": dt.int64}, out_dtype="int64",
+          grad=False, label="negative step"),
+     Case(lambda g: [], lambda start, end, step, dtype: np.arange(start, end, step),
+          {"start": 3, "end": 3, "step": 1, "dtype": dt.int64}, out_dtype="int64",
+          grad=False, label="empty"))
+_add("full",
+     Case(lambda g: [], lambda shape, value, dtype: np.full(shape, value, np.float32),
+          {"shape": (2, 3), "value": 1.5, "dtype": dt.float32}, out_dtype="float32",
+          grad=False),
+     Case(lambda g: [], lambda shape, value, dtype: np.full(shape, value, bool),
+          {"shape": (4,), "value": True, "dtype": dt.bool_}, out_dtype="bool", grad=False,
+          label="bool"))
+
+
 def _like(fill):
     def ref(x, dtype=None, value=None):
         return np.full(x.shape, fill if value is None else value)

@@ -280,7 +280,7 @@ class CompiledFunction:
     """The callable ``gcompile.compile`` returns (also wraps module-like objects)."""
 
     def __init__(self, fn: Callable, module=None, *, fullgraph: bool = False,
-                 dynamic: bool = False, backend: str = "plan",
+                 dynamic: bool | None = None, backend: str = "plan",
                  options: dict | None = None) -> None:
         self._fn = fn
         self._module = module
@@ -289,7 +289,12 @@ class CompiledFunction:
         if options.get("kernels") == "reference":
             backend = "reference"
         self.fullgraph = fullgraph
-        self.dynamic = dynamic
+        self.dynamic = dynamic  # None: after a second size; True: from the first call
+        # dynamic shapes (dynamic.py), per signature without its sizes: the shapes
+        # traced so far, the dimensions made symbolic, and those that cannot be
+        self._shapes_seen: dict[tuple, list] = {}
+        self._dyn_dims: dict[tuple, dict[int, tuple[int, ...]]] = {}
+        self._static_only: set[tuple] = set()
         self.backend = backend
         self._entries: dict[tuple, list] = {}  # per signature: entries with their guards
         self._eager: set[tuple] = set()         # signatures that run eagerly
@@ -351,7 +356,82 @@ class CompiledFunction:
                 if len(entries) > 1:
                     self._release_idle(entries)
                 return entry.run(leaves, [p for _, p in params])
+        if self._dyn_dims:
+            dims = self._dyn_dims.get(_shapeless(key))
+            if dims is not None:
+                dkey = _dynamic_key(key, dims)
+                for entry in self._entries.get(dkey, ()):
+                    failed = entry.shape_failure(leaves) or (
+                        check_guards(entry.guards) if entry.guards else None)
+                    if failed is None:
+                        if entry.needs_validation(leaves):
+                            return self._validate(entry, dkey, key, leaves, params, args,
+                                                  kwargs)
+                        return entry.run(leaves, [p for _, p in params])
         return self._miss(key, leaves, params, args, kwargs, failed)
+
+    def _dims_for(self, key, leaves) -> dict[int, tuple[int, ...]]:
+        """Which dimensions of which tensor arguments to trace symbolically."""
+        if self.dynamic is False or not leaves:
+            return {}
+        sk = _shapeless(key)
+        seen = self._shapes_seen.setdefault(sk, [])
+        shapes = tuple(k[0] for k in key[0])
+        dims: dict[int, set] = {}
+        for i, t in enumerate(leaves):
+            marked = getattr(t, "_dynamo_dynamic_indices", None)
+            if self.dynamic is True:
+                dims[i] = set(range(t.dim()))
+            elif marked:
+                dims[i] = set(marked)
+        if self.dynamic is None and sk not in self._static_only:
+            for old in seen:
+                for i, (a, b) in enumerate(zip(old, shapes)):
+                    for d, (x, y) in enumerate(zip(a, b)):
+                        if x != y:
+                            dims.setdefault(i, set()).add(d)
+            for i, ds in self._dyn_dims.get(sk, {}).items():
+                dims.setdefault(i, set()).update(ds)
+        if shapes not in seen:
+            seen.append(shapes)
+        return {i: tuple(sorted(d for d in ds if leaves[i]._data.shape[d] >= 2))
+                for i, ds in dims.items() if any(leaves[i]._data.shape[d] >= 2 for d in ds)}
+
+    def _store(self, key, entry) -> None:
+        entries = self._entries.setdefault(key, [])
+        entries.insert(0, entry)
+        self._last_entry = entry
+        self._traced.append(entry)
+        self._release_idle(entries)
+
+    def _validate(self, dyn, dkey, key, leaves, params, args, kwargs):
+        """First call of a symbolic trace at sizes it was not traced at: trace again
+        (symbolically, at these sizes) and trust the symbolic graph only if both
+        traces agree (see dynamic.py); otherwise this signature goes back to one
+        trace per size."""
+        from .dynamic import DynamicEntry, first_difference
+        name = getattr(self._fn, "__qualname__", type(self._fn).__name__)
+        dims = {i: d for i, d in _dims_of(dyn).items()}
+        result, entry, brk = self._trace(name, leaves, params, args, kwargs, dims)
+        if brk is not None or entry is None or type(entry).__name__ == "_Transient":
+            return result  # handled as a miss would be next time
+        sk = _shapeless(key)
+        if isinstance(entry, DynamicEntry) and entry.fingerprint == dyn.fingerprint:
+            dyn.validated = True
+            dyn.add_sizes(leaves, next(iter(entry.entries.values())))
+            logs.log("recompiles", f"{name}: dynamic sizes checked: {dyn.describe()}")
+            return result
+        why = (first_difference(dyn.fingerprint, entry.fingerprint)
+               if isinstance(entry, DynamicEntry) else "its sizes were specialised")
+        logs.log("recompiles", f"{name}: sizes are not dynamic here, one trace per size from "
+                 f"now on: two symbolic traces differ: {why}")
+        self._static_only.add(sk)
+        self._dyn_dims.pop(sk, None)
+        self._entries.pop(dkey, None)
+        concrete = next(iter(entry.entries.values())) if isinstance(entry, DynamicEntry) \
+            else entry
+        self._store(key, concrete)
+        return result
 
     def call_until_planned(self, *args, **kwargs):
         """Call until there is a plan or a graph break and return the last result (a
@@ -393,7 +473,8 @@ class CompiledFunction:
             logs.log("recompiles", f"{name}: recompiling ({traced + 1}): "
                      f"{_describe_miss(self._last_key, key)}")
         self._last_key = key
-        result, entry, brk = self._trace(name, leaves, params, args, kwargs)
+        dims = self._dims_for(key, leaves)
+        result, entry, brk = self._trace(name, leaves, params, args, kwargs, dims)
         if brk is not None:
             self.graph_breaks.append(brk)
             logs.log("graph_breaks", f"{name}: graph break: {brk}")
@@ -407,16 +488,24 @@ class CompiledFunction:
             self._transients[key] = self._transients.get(key, 0) + 1
             if self._transients[key] > 2:
                 self._eager.add(key)
+        elif entry.kind == "dynamic":
+            sk = _shapeless(key)
+            dims = _dims_of(entry)
+            self._dyn_dims[sk] = dims
+            logs.log("recompiles", f"{name}: traced with symbolic sizes: {entry.describe()}")
+            self._store(_dynamic_key(key, dims), entry)
         else:
-            entries = self._entries.setdefault(key, [])
-            entries.insert(0, entry)
-            self._last_entry = entry
-            self._traced.append(entry)
-            self._release_idle(entries)
+            if dims:  # asked for symbolic sizes, but every one was specialised
+                self._static_only.add(_shapeless(key))
+            self._store(key, entry)
         return result
 
-    def _trace(self, name, leaves, params, args, kwargs):
+    def _trace(self, name, leaves, params, args, kwargs, dims=None):
         tracer = Tracer(name=_safe_name(name), fullgraph=self.fullgraph)
+        if dims:
+            from .._symshape import ShapeEnv
+            tracer.shape_env = ShapeEnv()
+            tracer.dynamic_dims = {id(leaves[i]): (i, d) for i, d in dims.items()}
         input_map = []
         for i, t in enumerate(leaves):
             if tracer._lookup(t) is None:
@@ -475,19 +564,39 @@ class CompiledFunction:
         inputs = [leaves[i] if kind == "arg" else params[i][1] if kind == "param" else
                   live[i][0] if kind == "live" else tracer.scalars[i][2]
                   for kind, i in input_map]
-        if training:
-            # forward and backward plans from the autodiff pass (training.py)
-            from .training import TrainingEntry
-            entry = TrainingEntry(graph, self._build, out_spec, len(out_leaves), live,
+        scalars = scalar_sources(tracer)
+        guards = unique_guards(tracer.guards + grad_presence_guards(grad_guards))
+        symbolic = _symbolic_inputs(tracer)
+        if symbolic:  # the plans are built from instantiations of the symbolic graph
+            from .dynamic import Ghost
+            inputs = [Ghost(t) for t in inputs]
+            out_leaves = [Ghost(t) for t in out_leaves]
+
+        def make_entry(g):
+            if training:
+                # forward and backward plans from the autodiff pass (training.py)
+                from .training import TrainingEntry
+                e = TrainingEntry(g, self._build, out_spec, len(out_leaves), live,
                                   writebacks, input_map, inputs, out_leaves)
-        else:
-            views = _output_views(graph, out_leaves)
-            executable = self._build(graph)
-            entry = InferenceEntry(graph, executable, out_spec, len(out_leaves), live, writebacks,
-                           input_map)
-            entry.views = views
-        entry.scalars = scalar_sources(tracer)
-        entry.guards = unique_guards(tracer.guards + grad_presence_guards(grad_guards))
+            else:
+                views = _output_views(g, out_leaves)
+                e = InferenceEntry(g, self._build(g), out_spec, len(out_leaves), live,
+                                   writebacks, input_map)
+                e.views = views
+            e.scalars = scalars
+            e.guards = guards
+            e.traced_text = traced_text
+            return e
+
+        if not symbolic:
+            return result, make_entry(graph), None
+        from .dynamic import DynamicEntry, instantiate
+        env = tracer.shape_env
+        first = make_entry(instantiate(graph, symbolic, env.hints))
+        entry = DynamicEntry(graph, env, symbolic, make_entry, first, out_spec,
+                             len(out_leaves), live, writebacks, input_map)
+        entry.scalars = scalars
+        entry.guards = guards
         entry.traced_text = traced_text
         return result, entry, None
 
@@ -496,6 +605,44 @@ class CompiledFunction:
             return _interpreter_backend(graph)
         from .backend import build_executable
         return build_executable(graph, reference=self.backend == "reference")
+
+
+def _shapeless(key: tuple) -> tuple:
+    """A signature key without the tensor arguments' sizes (their ranks stay)."""
+    return (tuple((len(k[0]),) + k[1:] for k in key[0]),) + key[1:]
+
+
+def _dynamic_key(key: tuple, dims: dict[int, tuple[int, ...]]) -> tuple:
+    """A signature key with the dynamic dimensions' sizes left out."""
+    leaves = []
+    for i, k in enumerate(key[0]):
+        ds = dims.get(i, ())
+        leaves.append((tuple(None if d in ds else s for d, s in enumerate(k[0])),) + k[1:])
+    return (tuple(leaves),) + key[1:]
+
+
+def _dims_of(entry) -> dict[int, tuple[int, ...]]:
+    """The argument dimensions a dynamic entry's symbols stand for."""
+    out: dict[int, set] = {}
+    for i, d in entry.sources.values():
+        out.setdefault(i, set()).add(d)
+    return {i: tuple(sorted(ds)) for i, ds in out.items()}
+
+
+def _symbolic_inputs(tracer) -> dict[int, tuple]:
+    """Graph input position -> symbolic shape, when the trace has a symbol that was
+    not specialised (and is not a whole training step, which stays per size)."""
+    env = tracer.shape_env
+    if env is None or not env.hints or tracer.backward_ran:
+        return {}
+    from .dynamic import pinned
+    if all(pinned(env, s) for s in env.hints):
+        if tracer.specialized:
+            logs.log("recompiles", "symbolic sizes specialised: "
+                     + "; ".join(tracer.specialized[:3]))
+        return {}
+    pos = {id(v): i for i, v in enumerate(tracer.graph.inputs)}
+    return {pos[vid]: s for vid, s in tracer.sym_shapes.items() if vid in pos}
 
 
 def _safe_name(name: str) -> str:
@@ -510,10 +657,11 @@ def compile(fn_or_module=None, *, fullgraph: bool = False, dynamic: bool | None 
     Works as ``compile(fn)``, ``@compile`` and ``@compile(fullgraph=True)``. ``mode``
     (torch's names; all compile the same CPU plan), ``options`` (``kernels``,
     ``max_recompiles``) and ``disable=True`` are checked: anything unknown is an
-    error listing the valid names. ``dynamic`` is accepted for torch compatibility:
-    graphs are specialised to shapes, but generated kernels are generic in sizes,
-    so a new shape retraces without compiling new kernels. A module comes back as
-    an ``OptimizedModule``, itself an ``nn.Module``.
+    error listing the valid names. ``dynamic`` follows torch: ``None`` (default)
+    traces again with a dimension symbolic once it was seen with a second size, so
+    later sizes reuse that trace (kernels are generic in sizes); ``True`` does so from
+    the first call; ``False`` traces each size (see ``compiler/dynamic.py``). A module
+    comes back as an ``OptimizedModule``, itself an ``nn.Module``.
     """
     from .options import validate_compile_options
     opts = validate_compile_options(mode, options, kwargs)
@@ -533,7 +681,7 @@ def compile(fn_or_module=None, *, fullgraph: bool = False, dynamic: bool | None 
                         f"{type(fn_or_module).__name__}")
     fn = fn_or_module if callable(fn_or_module) or not is_module else fn_or_module.forward
     cf = CompiledFunction(fn, fn_or_module if is_module else None, fullgraph=fullgraph,
-                          dynamic=bool(dynamic), backend=backend, options=opts)
+                          dynamic=dynamic, backend=backend, options=opts)
     from ..nn.modules.module import Module
     if isinstance(fn_or_module, Module):
         from .optimized_module import OptimizedModule

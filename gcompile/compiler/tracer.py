@@ -184,6 +184,14 @@ class Tracer:
         self.created: list[weakref.ref] = []
         self.grad_reads: dict[int, tuple[object, object]] = {}  # id(grad) -> (leaf, grad)
         self.backward_ran = False
+        # dynamic shapes (_symshape.py): the symbols of this trace, each graph value's
+        # shape as ints and Exprs, the op attributes that hold Exprs, and why a
+        # symbol had to be specialised (for the recompiles log)
+        self.shape_env = None
+        self.dynamic_dims: dict[int, tuple[int, tuple[int, ...]]] = {}  # id -> (leaf, dims)
+        self.sym_shapes: dict[int, tuple] = {}
+        self._sym_attrs: dict[int, tuple[dict, dict]] = {}
+        self.specialized: list[str] = []
         from .._state import state
         self.journal: Journal | None = state.journal
 
@@ -196,7 +204,73 @@ class Tracer:
         v = self.graph.add_input(tuple(t._data.shape), t.dtype, name)
         self._set(t, v)
         self.bound.append((t, v))
+        dyn = self.dynamic_dims.get(id(t))
+        if dyn is not None and self.shape_env is not None:
+            leaf, dims = dyn
+            shape = list(t._data.shape)
+            for d in dims:
+                if shape[d] >= 2:
+                    shape[d] = self.shape_env.new_symbol(shape[d], (leaf, d)).expr
+            if any(not isinstance(d, int) for d in shape):
+                self.sym_shapes[id(v)] = tuple(shape)
         return v
+
+    # ---- dynamic shapes ------------------------------------------------------------
+    def sym_size(self, t) -> tuple:
+        """``t``'s shape as traced code sees it: SymInts in its dynamic dimensions."""
+        v = self._lookup(t, cut=False)
+        s = self.sym_shapes.get(id(v)) if v is not None else None
+        if s is None:
+            return tuple(t._data.shape)
+        from .._symshape import as_syms
+        return as_syms(s, self.shape_env)
+
+    def _record_sym(self, op, args, attrs, v) -> None:
+        """The symbolic shape of node value ``v`` (and the Exprs in its attributes),
+        inferred by the op's own shape rule over SymInts; where the rule cannot take
+        them, the sizes involved are specialised under guards (sound, not dynamic)."""
+        from .._tensor import Tensor
+        from .._symshape import Expr, SymInt, as_syms, exprs
+        env = self.shape_env
+        pending = self._sym_attrs.pop(id(attrs), None)
+        sym_attrs = pending[1] if pending is not None and pending[0] is attrs else None
+        specs, symbolic = [], sym_attrs is not None
+        for a in args:
+            if isinstance(a, Tensor):
+                s = self.sym_shapes.get(id(self._lookup(a, cut=False)))
+                symbolic = symbolic or s is not None
+                specs.append((as_syms(s, env) if s is not None else tuple(a._data.shape),
+                              a.dtype))
+            else:
+                specs.append(a)
+        if not symbolic:
+            return
+        node = v.producer
+        if sym_attrs is not None:
+            node.meta["sym_attrs"] = exprs(sym_attrs)
+        shape = None
+        if op.infer is not None:
+            try:
+                got = op.infer(specs, sym_attrs if sym_attrs is not None else attrs)
+                shape = tuple(d.expr if isinstance(d, SymInt) else int(d) for d in got[0])
+            except Exception as e:  # noqa: BLE001 - a rule that cannot take SymInts
+                self.specialized.append(f"{op.name}: {type(e).__name__}: {e}")
+                shape = None
+        if shape is not None and tuple(env.hint_of(Expr.of(d)) for d in shape) != v.shape:
+            self.specialized.append(f"{op.name}: symbolic shape {shape} disagrees with "
+                                    f"{v.shape}")
+            shape = None
+        if shape is None:  # bake every size this op saw, under guards
+            for sp in specs:
+                if isinstance(sp, tuple):
+                    for d in sp[0]:
+                        if isinstance(d, SymInt):
+                            env.specialize(d.expr)
+            if sym_attrs is not None:
+                _specialize_all(sym_attrs, env)
+            return
+        if any(isinstance(d, Expr) for d in shape):
+            self.sym_shapes[id(v)] = shape
 
     def note_detach(self, t, source_requires_grad: bool) -> None:
         """``t`` came from ``x.detach()``: it reads x's current value through a
@@ -218,6 +292,8 @@ class Tracer:
                 cut = d[1].get(id(a[1]))
                 if cut is None:
                     cut = d[1][id(a[1])] = self.graph.add_node("detach", [a[1]])
+                    if id(a[1]) in self.sym_shapes:
+                        self.sym_shapes[id(cut)] = self.sym_shapes[id(a[1])]
                 return cut
             return a[1]
         e = self.env.get(id(t))
@@ -264,6 +340,8 @@ class Tracer:
         v = self.graph.add_node(op.name, ins, dict(attrs), shape=tuple(result._data.shape),
                                 dtype=result.dtype)
         v.producer.meta["source"] = user_frame()  # the user's line that made it
+        if self.shape_env is not None:
+            self._record_sym(op, args, attrs, v)
         self._set(result, v)
         self.clock += 1
         if result._base is not None:
@@ -289,10 +367,15 @@ class Tracer:
             shape = tuple(tensor._data.shape)
             if nv.shape != shape:
                 nv = self.graph.add_node("expand", [nv], {"shape": shape})
+                sym = self.sym_shapes.get(id(old))
+                if sym is not None:
+                    nv.producer.meta["sym_attrs"] = {"shape": sym}
             if nv.dtype is not tensor.dtype:
                 nv = self.graph.add_node("cast", [nv], {"dtype": tensor.dtype})
             if nv.kind != "node":
                 nv = self.graph.add_node("clone", [nv])
+        if id(old) in self.sym_shapes:
+            self.sym_shapes[id(nv)] = self.sym_shapes[id(old)]
         root = old
         prev = self.mutated.get(id(tensor))
         if prev is not None:
@@ -369,6 +452,8 @@ class Tracer:
         dtype a Python number would have computed in); in attributes, which the graph
         bakes in, they are specialised to their value under a guard."""
         from .._symbolic import SymScalar
+        if self.shape_env is not None:
+            args, attrs = self._lift_sizes(op, args, attrs)
         if any(isinstance(v, SymScalar) for v in attrs.values()):
             attrs = {k: v.specialize() if isinstance(v, SymScalar) else v
                      for k, v in attrs.items()}
@@ -388,6 +473,18 @@ class Tracer:
                 a = t
             out.append(a)
         return tuple(out), attrs
+
+    def _lift_sizes(self, op, args, attrs):
+        """SymInts in attributes stay in the graph as Exprs (the eager run uses their
+        traced values); a SymInt operand (``x * t``) is baked in under a guard."""
+        from .._symshape import SymInt, hints, is_symbolic
+        if any(isinstance(a, SymInt) for a in args):
+            args = tuple(int(a) if isinstance(a, SymInt) else a for a in args)
+        if attrs and is_symbolic(attrs):
+            plain = hints(attrs)
+            self._sym_attrs[id(plain)] = (plain, attrs)
+            attrs = plain
+        return args, attrs
 
     def note_module(self, module) -> None:
         """A module ran inside the trace: what its forward may branch on (training
@@ -461,3 +558,15 @@ class Tracer:
         v.kind = "const"
         v.data = data
         g.constants.append(v)
+
+
+def _specialize_all(v, env) -> None:
+    from .._symshape import SymInt
+    if isinstance(v, SymInt):
+        env.specialize(v.expr)
+    elif isinstance(v, (tuple, list)):
+        for x in v:
+            _specialize_all(x, env)
+    elif isinstance(v, dict):
+        for x in v.values():
+            _specialize_all(x, env)

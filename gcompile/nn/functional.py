@@ -1039,7 +1039,11 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = apply_op("matmul", (query, key.transpose(-2, -1))) * s
     if is_causal:
-        causal = Tensor._make(np.triu(np.ones((lq, lk), bool), 1))
+        if isinstance(lq, int) and isinstance(lk, int):
+            causal = Tensor._make(np.triu(np.ones((lq, lk), bool), 1))
+        else:  # traced dynamic sizes: the mask is made in the graph at the call's size
+            from .._creation import ones
+            causal = ones((lq, lk), dtype=dt.bool_).triu(1)
         scores = scores.masked_fill(causal, float("-inf"))
     if attn_mask is not None:
         if attn_mask.dtype is dt.bool_:

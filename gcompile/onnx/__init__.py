@@ -343,6 +343,12 @@ def _full(b, n):
     return b.const(np.full(n.out.shape, v, n.out.dtype.np))
 
 
+@_conv("arange", "full")
+def _creation(b, n):
+    """Made from sizes alone: at the exported graph's sizes, a constant."""
+    return b.const(np.asarray(REGISTRY[n.op].impl(**n.attrs)))
+
+
 # ---- reductions -------------------------------------------------------------------------
 _REDUCE = {"sum": "ReduceSum", "mean": "ReduceMean", "amax": "ReduceMax", "amin": "ReduceMin",
            "prod": "ReduceProd", "logsumexp": "ReduceLogSumExp"}

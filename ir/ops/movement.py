@@ -125,8 +125,39 @@ def _getitem_impl(x, *idx, index):
     return out
 
 
+def _symbolic_index_shape(shape, index):
+    """The result shape of a basic index (slices, ints, None, ...) in plain integer
+    arithmetic, so traced symbolic sizes (duck-typed SymInts) stay symbolic."""
+    shape = list(shape)
+    consumed = sum(1 for it in index if it[0] in ("s", "i"))
+    out, dim = [], 0
+    for it in index:
+        kind = it[0]
+        if kind == "n":
+            out.append(1)
+        elif kind == "e":
+            k = len(shape) - consumed
+            out.extend(shape[dim:dim + k])
+            dim += k
+        elif kind == "i":
+            dim += 1
+        else:
+            n = shape[dim]
+            start, stop, step = it[1], it[2], 1 if it[3] is None else it[3]
+            start = 0 if start is None else start + n if start < 0 else start
+            stop = n if stop is None else stop + n if stop < 0 else stop
+            start = 0 if start < 0 else n if start > n else start
+            stop = 0 if stop < 0 else n if stop > n else stop
+            out.append((stop - start + step - 1) // step if stop > start else 0)
+            dim += 1
+    return tuple(out) + tuple(shape[dim:])
+
+
 def _getitem_infer(specs, attrs):
     shape, d = specs[0]
+    if len(specs) == 1 and any(hasattr(v, "expr") for v in shape + tuple(
+            x for it in attrs["index"] for x in it[1:])):
+        return _symbolic_index_shape(shape, attrs["index"]), d
     dummies = []
     for s in specs[1:]:
         ishape, idt = s

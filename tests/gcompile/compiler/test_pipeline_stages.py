@@ -34,7 +34,7 @@ def test_a_train_step_prints_every_stage_in_order(monkeypatch, capsys):
     err = capsys.readouterr().err
     # the first step runs eagerly (every .grad None); the second traces and compiles
     assert _stages(err) == ["trace", "trace"] + BACK_END
-    assert "matmul %arg0" in err          # the traced graph
+    assert re.search(r"(linear|matmul) %arg0", err)  # the traced graph
     assert "[matmul]: matmul" in err      # the fusion groups
     assert re.search(r"\d+ steps: \d+ kernel", err)  # what lowering made
     assert "arena" in err                 # the memory plan
