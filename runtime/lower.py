@@ -276,7 +276,7 @@ def _plan_memory(graph: Graph, steps: list[Step], slot: dict, names: list[str]) 
     for i, s in enumerate(steps):
         for o in s.outputs:
             def_step[o] = i
-            if s.kind in ("kernel", "matmul"):
+            if s.kind in ("kernel", "matmul") or s.into:
                 roots[o] = frozenset([o])
                 buffer_slots.append(o)
             else:

@@ -33,6 +33,9 @@ class Step:
     spec: object = None
     inplace: dict = field(default_factory=dict)  # output slot -> input slot it overwrites
     bytes_moved: int = 0
+    # a library step that writes into its output's buffer (planned in the arena, or the
+    # call's fresh output) rather than returning a new array
+    into: bool = False
 
     def __repr__(self) -> str:
         return f"Step({self.kind} {self.name})"

@@ -3,7 +3,8 @@
 A generated kernel (``_KernelRun``: arguments bound once per layout), a BLAS
 matmul (``matmul_step``: stacked operands folded into one 2-D GEMM on views), a
 view (``_ViewRun``: cached views of arena buffers) or a library op run through its
-NumPy implementation (``node_step``). ``lower.py`` decides which step each group
+implementation (``node_step``; into its planned buffer where the implementation takes
+``out=``, ``_IntoRun``). ``lower.py`` decides which step each group
 becomes; this module only knows how to run them."""
 from __future__ import annotations
 
@@ -262,16 +263,55 @@ def mark_stable(plan: Plan) -> None:
             st.run.stable = frozenset(s for s in st.run.slots if s in stable)
 
 
+class _IntoRun:
+    """The ``run`` of a library step whose op implementation takes ``out=``
+    (``kernels.cpu.handwritten.writes_out``: the native conv, pooling, scatter-add and
+    recurrent kernels): it writes into the output's buffer, which the plan provides
+    (an arena view, fixed once the plan is built, or the call's fresh output), so a
+    steady-state call allocates nothing large. Should the op's implementation have been
+    replaced by one without ``out=`` since, its result is copied in."""
+
+    __slots__ = ("op", "ins", "so", "attrs")
+
+    def __init__(self, op, ins, so: int, attrs: dict) -> None:
+        self.op = op
+        self.ins = ins
+        self.so = so
+        self.attrs = attrs
+
+    def __call__(self, env) -> None:
+        args = [env[s] if s is not None else c for s, c in self.ins]
+        out = env[self.so]
+        fn = self.op.impl
+        with np.errstate(all="ignore"):
+            if getattr(fn, "writes_out", False):
+                fn(*args, out=out, **self.attrs)
+                return
+        np.copyto(out, eval_op(self.op, args, self.attrs), casting="unsafe")
+
+
+def writes_into(n: Node) -> bool:
+    """Whether a library step for ``n`` writes into a buffer the plan gives it: the op's
+    implementation takes ``out=`` and the output is an array of the node's dtype."""
+    return bool(getattr(REGISTRY[n.op].impl, "writes_out", False)) and \
+        getattr(n.out.dtype, "np", None) is not None
+
+
 def node_step(n: Node, slot, kind: str) -> Step:
     ins = [(slot[id(a)], None) if isinstance(a, Value) else (None, a) for a in n.inputs]
     so = slot[id(n.out)]
     opdef = REGISTRY[n.op]
     attrs = n.attrs
+    into = False
 
     if kind == "view":
         run = _ViewRun(opdef.impl, ins, so, attrs)
+    elif writes_into(n):
+        run = _IntoRun(opdef, ins, so, attrs)
+        into = True
     else:
         def run(env):
             env[so] = eval_op(opdef, [env[s] if s is not None else c for s, c in ins], attrs)
     return Step(kind, f"{n.op} %{n.out.name}", run, [s for s, _ in ins if s is not None], [so],
-                [n], bytes_moved=sum(a.nbytes for a in n.value_inputs) + n.out.nbytes)
+                [n], bytes_moved=sum(a.nbytes for a in n.value_inputs) + n.out.nbytes,
+                into=into)

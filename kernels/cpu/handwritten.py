@@ -59,7 +59,8 @@ import numpy as np
 
 from . import codegen
 
-__all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE"]
+__all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE", "writes_out",
+           "result", "into"]
 
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
@@ -89,6 +90,33 @@ def operand(a: np.ndarray, dtype=None) -> np.ndarray:
     if any(s < 0 or s % isz for s in a.strides):
         return np.ascontiguousarray(a)
     return a
+
+
+def writes_out(fn):
+    """Mark ``fn`` (an op implementation served natively) as taking ``out=``: a
+    C-contiguous array of the op's result shape and dtype that it fills and returns
+    instead of allocating. A plan's library step then runs the op into its planned
+    buffer (``runtime.steps``), so a steady-state step allocates nothing large."""
+    fn.writes_out = True
+    return fn
+
+
+def result(shape, dtype, out: np.ndarray | None) -> np.ndarray:
+    """The array a kernel writes its result into: ``out`` when it is usable as that
+    result (same shape and dtype, C-contiguous, writeable), else a fresh one."""
+    if out is not None and out.shape == tuple(shape) and out.dtype == dtype and \
+            out.flags.c_contiguous and out.flags.writeable:
+        return out
+    return np.empty(shape, dtype)
+
+
+def into(res, out: np.ndarray | None):
+    """``res`` delivered into ``out`` when one was given (a copy unless the kernel
+    already wrote there: the reference fallbacks and unusable ``out`` arrays)."""
+    if out is None or res is out:
+        return res
+    np.copyto(out, res, casting="unsafe")
+    return out
 
 
 def _span(a: np.ndarray) -> int:

@@ -151,27 +151,27 @@ def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH,
 '''
 
 
-def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False):
+def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False, out=None):
     ref = REGISTRY["im2col"].reference
     if x.dtype.name not in FLOATS or x.size == 0:
-        return ref(x, kernel, stride, padding, dilation, ones_row)
+        return hw.into(ref(x, kernel, stride, padding, dilation, ones_row), out)
     d = x.dtype.name
     k = hw.kernel("im2col", (("x", "in", d), ("out", "out", d))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM) + _ints("ones"),
                   _IM2COL, op="im2col")
     if not _ready(k):
-        return ref(x, kernel, stride, padding, dilation, ones_row)
+        return hw.into(ref(x, kernel, stride, padding, dilation, ones_row), out)
     x = hw.operand(x)
     n, c = x.shape[:2]
     out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
     kk = int(np.prod(kernel))
     rows = c * kk + (1 if ones_row else 0)
     length = int(np.prod(out_sp))
-    res = np.empty((n, rows, length), x.dtype)
+    res = hw.result((n, rows, length), x.dtype, out)
     _, st = _as5d(x)
     k(x, res, c, *st, *_geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp),
       1 if ones_row else 0, n=n * rows, work=res.size)
-    return res
+    return hw.into(res, out)
 
 
 # ---- col2im -----------------------------------------------------------------------------
@@ -218,15 +218,15 @@ def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
 '''
 
 
-def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=False):
+def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=False, out=None):
     ref = REGISTRY["col2im"].reference
     if cols.dtype.name not in FLOATS or cols.size == 0:
-        return ref(cols, spatial, kernel, stride, padding, dilation, ones_row)
+        return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row), out)
     d = cols.dtype.name
     k = hw.kernel("col2im", (("cols", "in", d), ("out", "out", d))
                   + _ints("C", "c0", "c1", "c2") + _ints(*_GEOM), _COL2IM, op="col2im")
     if not _ready(k):
-        return ref(cols, spatial, kernel, stride, padding, dilation, ones_row)
+        return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row), out)
     n = cols.shape[0]
     kk = int(np.prod(kernel))
     if ones_row:
@@ -234,12 +234,12 @@ def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=Fa
     c = cols.shape[1] // kk
     out_sp = _spatial_out(spatial, kernel, stride, padding, dilation)
     cols = hw.operand(cols)
-    res = np.empty((n, c) + tuple(int(s) for s in spatial), cols.dtype)
+    res = hw.result((n, c) + tuple(int(s) for s in spatial), cols.dtype, out)
     d3 = _dims3(spatial, 1)
     k(cols, res, c, *hw.strides(cols), *_geometry(spatial, kernel, stride, padding, dilation,
                                                   out_sp),
       n=n * c * d3[0] * d3[1], work=cols.size + res.size)
-    return res
+    return hw.into(res, out)
 
 
 # ---- max pooling --------------------------------------------------------------------------
@@ -289,25 +289,25 @@ def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH,
 '''
 
 
-def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode):
+def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode, out=None):
     ref = REGISTRY["max_pool_indices"].reference
     if x.dtype.name not in FLOATS or x.size == 0:
-        return ref(x, kernel, stride, padding, dilation, ceil_mode)
+        return hw.into(ref(x, kernel, stride, padding, dilation, ceil_mode), out)
     d = x.dtype.name
     k = hw.kernel("max_pool_indices", (("x", "in", d), ("out", "out", "int64"))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
                   _MAXPOOL, op="max_pool_indices")
     if not _ready(k):
-        return ref(x, kernel, stride, padding, dilation, ceil_mode)
+        return hw.into(ref(x, kernel, stride, padding, dilation, ceil_mode), out)
     x = hw.operand(x)
     n, c = x.shape[:2]
     out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
-    res = np.empty((n, c) + out_sp, np.int64)
+    res = hw.result((n, c) + out_sp, np.int64, out)
     _, st = _as5d(x)
     geo = _geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp)
     od, oh = geo[15], geo[16]
     k(x, res, c, *st, *geo, n=n * c * od * oh, work=res.size * int(np.prod(kernel)))
-    return res
+    return hw.into(res, out)
 
 
 # pool_gather: one unit per (n, c) plane; an index outside the plane flags the plane and
@@ -343,18 +343,18 @@ def _plane_view(a: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def _pool_gather_native(x, idx):
+def _pool_gather_native(x, idx, out=None):
     ref = REGISTRY["pool_gather"].reference
     if x.dtype.name not in FLOATS or idx.dtype != np.int64 or x.size == 0 or idx.size == 0 \
             or x.ndim < 3 or idx.ndim != x.ndim:
-        return ref(x, idx)
+        return hw.into(ref(x, idx), out)
     d = x.dtype.name
     k = hw.kernel("pool_gather", (("x", "in", d), ("idx", "in", "int64"), ("out", "out", d),
                                   ("bad", "out", "int8"))
                   + _ints("C", "s0", "s1", "sp", "P", "i0", "i1", "ip", "O"),
                   _GATHER, op="pool_gather")
     if not _ready(k):
-        return ref(x, idx)
+        return hw.into(ref(x, idx), out)
     xv = _plane_view(hw.operand(x))
     iv = _plane_view(hw.operand(idx))
     if xv is None:
@@ -364,13 +364,13 @@ def _pool_gather_native(x, idx):
     n, c, p = xv.shape
     o = iv.shape[2]
     if iv.shape[:2] != (n, c):
-        return ref(x, idx)
-    res = np.empty(idx.shape, x.dtype)
+        return hw.into(ref(x, idx), out)
+    res = hw.result(idx.shape, x.dtype, out)
     bad = np.empty(n * c, np.int8)
     k(xv, iv, res, bad, c, *hw.strides(xv), p, *hw.strides(iv), o, n=n * c, work=res.size)
     if bad.any():
-        return ref(x, idx)
-    return res
+        return hw.into(ref(x, idx), out)
+    return hw.into(res, out)
 
 
 # pool_scatter: one unit per (n, c) plane, summed in float64 in index order (the
@@ -399,19 +399,19 @@ def body(g, idx, out, bad, acc, C, g0, g1, gp, i0, i1, ip, O, P, lo, hi):
 '''
 
 
-def _pool_scatter_native(g, idx, shape):
+def _pool_scatter_native(g, idx, shape, out=None):
     ref = REGISTRY["pool_scatter"].reference
     shape = tuple(int(s) for s in shape)
     if g.dtype.name not in FLOATS or idx.dtype != np.int64 or g.size == 0 or len(shape) < 3 \
             or g.shape != idx.shape or g.shape[:2] != shape[:2]:
-        return ref(g, idx, shape)
+        return hw.into(ref(g, idx, shape), out)
     d = g.dtype.name
     k = hw.kernel("pool_scatter", (("g", "in", d), ("idx", "in", "int64"), ("out", "out", d),
                                    ("bad", "out", "int8"), ("acc", "scratch", "float64"))
                   + _ints("C", "g0", "g1", "gp", "i0", "i1", "ip", "O", "P"),
                   _SCATTER, op="pool_scatter")
     if not _ready(k):
-        return ref(g, idx, shape)
+        return hw.into(ref(g, idx, shape), out)
     gv = _plane_view(hw.operand(g))
     iv = _plane_view(hw.operand(idx))
     if gv is None:
@@ -420,13 +420,13 @@ def _pool_scatter_native(g, idx, shape):
         iv = np.ascontiguousarray(idx).reshape(idx.shape[0], idx.shape[1], -1)
     n, c, o = gv.shape
     p = int(np.prod(shape[2:]))
-    res = np.empty(shape, g.dtype)
+    res = hw.result(shape, g.dtype, out)
     bad = np.empty(n * c, np.int8)
     k(gv, iv, res, bad, p, c, *hw.strides(gv), *hw.strides(iv), o, p, n=n * c,
       work=res.size + g.size)
     if bad.any():
-        return ref(g, idx, shape)
-    return res
+        return hw.into(ref(g, idx, shape), out)
+    return hw.into(res, out)
 
 
 # ---- average pooling ----------------------------------------------------------------------
@@ -463,17 +463,17 @@ def body(x, div, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD
 
 
 def _avg_pool_native(x, kernel, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override):
+                     divisor_override, out=None):
     ref = REGISTRY["avg_pool"].reference
     args = (kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
     if x.dtype.name not in FLOATS or x.size == 0:
-        return ref(x, *args)
+        return hw.into(ref(x, *args), out)
     d = x.dtype.name
     k = hw.kernel("avg_pool", (("x", "in", d), ("div", "in", d), ("out", "out", d))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
                   _AVGPOOL.replace("ZERO", f"np.{d}(0)"), op="avg_pool")
     if not _ready(k):
-        return ref(x, *args)
+        return hw.into(ref(x, *args), out)
     x = hw.operand(x)
     n, c = x.shape[:2]
     ones = (1,) * len(kernel)
@@ -481,12 +481,12 @@ def _avg_pool_native(x, kernel, stride, padding, ceil_mode, count_include_pad,
     div = np.ascontiguousarray(np.broadcast_to(
         _avg_divisor(x.shape[2:], out_sp, kernel, stride, padding, ceil_mode,
                      count_include_pad, divisor_override, x.dtype), out_sp), dtype=x.dtype)
-    res = np.empty((n, c) + out_sp, x.dtype)
+    res = hw.result((n, c) + out_sp, x.dtype, out)
     _, st = _as5d(x)
     geo = _geometry(x.shape[2:], kernel, stride, padding, ones, out_sp)
     k(x, div, res, c, *st, *geo, n=n * c * geo[15] * geo[16],
       work=res.size * int(np.prod(kernel)))
-    return res
+    return hw.into(res, out)
 
 
 # One unit per input row (n, c, d, h): contributions in the reference's offset order.
@@ -525,17 +525,17 @@ def body(g, div, out, C, g0, g1, g2, g3, g4, D, H, W, KD, KH, KW, SD, SH, SW, PD
 
 
 def _avg_pool_backward_native(g, shape, kernel, stride, padding, ceil_mode, count_include_pad,
-                              divisor_override):
+                              divisor_override, out=None):
     ref = REGISTRY["avg_pool_backward"].reference
     args = (shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
     if g.dtype.name not in FLOATS or g.size == 0:
-        return ref(g, *args)
+        return hw.into(ref(g, *args), out)
     d = g.dtype.name
     k = hw.kernel("avg_pool_backward", (("g", "in", d), ("div", "in", d), ("out", "out", d))
                   + _ints("C", "g0", "g1", "g2", "g3", "g4") + _ints(*_GEOM),
                   _AVGPOOL_BWD, op="avg_pool_backward")
     if not _ready(k):
-        return ref(g, *args)
+        return hw.into(ref(g, *args), out)
     g = hw.operand(g)
     shape = tuple(int(s) for s in shape)
     spatial = shape[2:]
@@ -543,12 +543,12 @@ def _avg_pool_backward_native(g, shape, kernel, stride, padding, ceil_mode, coun
     div = np.ascontiguousarray(np.broadcast_to(
         _avg_divisor(spatial, out_sp, kernel, stride, padding, ceil_mode, count_include_pad,
                      divisor_override, g.dtype), out_sp), dtype=g.dtype)
-    res = np.empty(shape, g.dtype)
+    res = hw.result(shape, g.dtype, out)
     _, st = _as5d(g)
     geo = _geometry(spatial, kernel, stride, padding, (1,) * len(kernel), out_sp)
     n, c = shape[:2]
     k(g, div, res, c, *st, *geo, n=n * c * geo[0] * geo[1], work=res.size + g.size)
-    return res
+    return hw.into(res, out)
 
 
 # ---- scatter-adds over rows ------------------------------------------------------------------
@@ -612,9 +612,10 @@ def body(vals, v0, v1, base, b0, b1, order, pos, out, F, copy_base, lo, hi):
 '''
 
 
-def _rows_add(op, vals2, idx1, rows, base2=None, skip=None):
+def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None):
     """(rows, F) result: ``base2`` (or zeros) plus, for each i in order, vals2[i] added to
-    row idx1[i]; None when an index is out of range (the caller's reference raises)."""
+    row idx1[i], written into ``out`` (a C-contiguous (rows, F) array) when given; None
+    when an index is out of range (the caller's reference raises)."""
     d = vals2.dtype.name
     it = idx1.dtype.name
     bucket = hw.kernel(f"bucket_{it}", (("idx", "in", it), ("si", "int", None),
@@ -638,51 +639,61 @@ def _rows_add(op, vals2, idx1, rows, base2=None, skip=None):
     if bad[0]:
         return None
     if base2 is None:
-        out = np.zeros((rows, f), vals2.dtype)  # rows nothing reaches stay untouched pages
+        if out is None:
+            out = np.zeros((rows, f), vals2.dtype)  # rows nothing reaches: untouched pages
+        else:
+            out.fill(0)
         base2, copy = out, 0
     else:
-        out = np.empty((rows, f), vals2.dtype)
+        if out is None:
+            out = np.empty((rows, f), vals2.dtype)
         copy = 1
     seg(vals2, *hw.strides(vals2), base2, *hw.strides(base2), order, pos, out, f, copy,
         n=rows, work=(rows if copy else 0) * f + vals2.size)
     return out
 
 
-def _embedding_backward_native(g, idx, num_weights, padding_idx=None):
+def _embedding_backward_native(g, idx, num_weights, padding_idx=None, out=None):
     ref = REGISTRY["embedding_backward"].reference
     if g.dtype.name not in FLOATS or idx.dtype.name not in ("int64", "int32") or g.ndim < 1 \
             or idx.size * (g.shape[-1] if g.ndim else 0) == 0 or idx.shape != g.shape[:-1]:
-        return ref(g, idx, num_weights, padding_idx)
+        return hw.into(ref(g, idx, num_weights, padding_idx), out)
     dim = g.shape[-1]
     flat = hw.operand(idx.reshape(-1))
     g2 = hw.operand(g.reshape(-1, dim))
-    out = _rows_add("embedding_backward", g2, flat, int(num_weights), skip=padding_idx)
-    return ref(g, idx, num_weights, padding_idx) if out is None else out
+    dest = None if out is None else hw.result((int(num_weights), dim), g.dtype, out)
+    res = _rows_add("embedding_backward", g2, flat, int(num_weights), skip=padding_idx,
+                    out=out if dest is out else None)
+    if res is None:
+        return hw.into(ref(g, idx, num_weights, padding_idx), out)
+    return hw.into(res, out)
 
 
-def _index_put_native(x, values, *idx, index, accumulate):
+def _index_put_native(x, values, *idx, index, accumulate, out=None):
     """index_put(accumulate=True) with one integer index tensor over dim 0 (x[idx] += v,
     index_add along dim 0, the gradient of x[idx]) natively; all else by reference."""
     ref = REGISTRY["index_put"].reference
     if not (accumulate and len(idx) == 1 and tuple(map(tuple, index)) == (("t", 0),)):
-        return ref(x, values, *idx, index=index, accumulate=accumulate)
+        return hw.into(ref(x, values, *idx, index=index, accumulate=accumulate), out)
     i = idx[0]
     if not (isinstance(x, np.ndarray) and isinstance(i, np.ndarray) and x.ndim >= 1
             and x.dtype.name in FLOATS and i.ndim >= 1 and i.dtype.name in ("int64", "int32")
             and i.size and x.size):
-        return ref(x, values, *idx, index=index, accumulate=accumulate)
+        return hw.into(ref(x, values, *idx, index=index, accumulate=accumulate), out)
     try:  # x[i] has shape i.shape + x.shape[1:]: rows of x, one per index entry
         vals = np.broadcast_to(np.asarray(values, dtype=x.dtype), i.shape + x.shape[1:])
     except ValueError:
-        return ref(x, values, *idx, index=index, accumulate=accumulate)
+        return hw.into(ref(x, values, *idx, index=index, accumulate=accumulate), out)
     rows = x.shape[0]
     f = int(np.prod(x.shape[1:]))
     x2 = _rows2(hw.operand(x), rows, f)
     v2 = _rows2(hw.operand(vals), i.size, f)
-    out = _rows_add("index_put", v2, hw.operand(i.reshape(-1)), rows, base2=x2)
-    if out is None:
-        return ref(x, values, *idx, index=index, accumulate=accumulate)
-    return out.reshape(x.shape)
+    dest = None if out is None else hw.result(x.shape, x.dtype, out)
+    res = _rows_add("index_put", v2, hw.operand(i.reshape(-1)), rows, base2=x2,
+                    out=None if out is None or dest is not out else out.reshape(rows, f))
+    if res is None:
+        return hw.into(ref(x, values, *idx, index=index, accumulate=accumulate), out)
+    return hw.into(res.reshape(x.shape), out)
 
 
 def _rows2(a: np.ndarray, rows: int, f: int) -> np.ndarray:
@@ -719,7 +730,7 @@ def body(src, s0, s1, idx, i0, i1, out, R, M, F, bad, lo, hi):
 '''
 
 
-def _scatter_native(x, index, src, dim, reduce=None):
+def _scatter_native(x, index, src, dim, reduce=None, out=None):
     ref = REGISTRY["scatter"].reference
     if reduce not in ("add", "sum") or not isinstance(src, np.ndarray) \
             or not isinstance(x, np.ndarray) or x.ndim not in (1, 2) \
@@ -729,7 +740,7 @@ def _scatter_native(x, index, src, dim, reduce=None):
             or any(si < ii for si, ii in zip(src.shape, index.shape)) \
             or any(xs < ii for d_, (xs, ii) in enumerate(zip(x.shape, index.shape))
                    if d_ != dim):
-        return ref(x, index, src, dim, reduce)
+        return hw.into(ref(x, index, src, dim, reduce), out)
     it = index.dtype.name
     d = x.dtype.name
     k = hw.kernel(f"scatter_add_{it}", (("src", "in", d), ("s0", "int", None),
@@ -738,10 +749,12 @@ def _scatter_native(x, index, src, dim, reduce=None):
                                         ("out", "out", d)) + _ints("R", "M", "F")
                   + (("bad", "out", "int8"),), _SCATTER_ADD, op="scatter")
     if not _ready(k):
-        return ref(x, index, src, dim, reduce)
+        return hw.into(ref(x, index, src, dim, reduce), out)
     src_c = hw.operand(src[tuple(slice(0, s) for s in index.shape)])
     idx_c = hw.operand(index)
-    out = np.array(x, copy=True, order="C")
+    dest = out
+    out = hw.result(x.shape, x.dtype, dest)
+    np.copyto(out, x)
     if x.ndim == 1:
         out_t, src_t, idx_t = out.reshape(-1, 1), src_c.reshape(-1, 1), idx_c.reshape(-1, 1)
     elif dim == 0:
@@ -751,14 +764,16 @@ def _scatter_native(x, index, src, dim, reduce=None):
     m, f = idx_t.shape
     rows = out_t.shape[0]
     work = np.ascontiguousarray(out_t[:, :f])  # the columns the index reaches, (rows, f)
+    direct = np.may_share_memory(work, out)  # already a view: written in place
     nblk = (f + 63) // 64
     bad = np.empty(nblk, np.int8)
     k(src_t, *hw.strides(src_t), idx_t, *hw.strides(idx_t), work, rows, m, f, bad, n=nblk,
       work=idx_t.size + work.size)
     if bad.any():
-        return ref(x, index, src, dim, reduce)
-    out_t[:, :f] = work
-    return out
+        return hw.into(ref(x, index, src, dim, reduce), dest)
+    if not direct:
+        out_t[:, :f] = work
+    return hw.into(out, dest)
 
 
 # ---- registration ---------------------------------------------------------------------------
@@ -778,8 +793,10 @@ NATIVE = {
 
 def register() -> None:
     """Serve the ops in ``NATIVE`` from their kernels (once; the NumPy implementations
-    stay as ``op.reference``)."""
+    stay as ``op.reference``). Each takes ``out=`` (``handwritten.writes_out``): a plan's
+    library step passes its planned buffer."""
     for name, fn in NATIVE.items():
+        hw.writes_out(fn)
         op = REGISTRY[name]
         if op.impl is not fn:
             op.use_native(fn)

@@ -313,91 +313,95 @@ def _ref(name: str) -> Callable:
 
 # ---- LSTM ----------------------------------------------------------------------------
 def lstm_scan(xw: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_hh: np.ndarray,
-              bias: np.ndarray) -> np.ndarray:
-    """``lstm_scan`` with one native gate kernel per step (see the module docstring)."""
+              bias: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``lstm_scan`` with one native gate kernel per step (see the module docstring),
+    into ``out`` when given (``handwritten.writes_out``)."""
     if not _ready(xw, h0, c0, w_hh, bias):
-        return _ref("lstm_scan")(xw, h0, c0, w_hh, bias)
+        return hw.into(_ref("lstm_scan")(xw, h0, c0, w_hh, bias), out)
     xw, h0, c0, bias = _c(xw), _c(h0), _c(c0), _c(bias)
     t_len, bsz, h4 = xw.shape
     h = h4 // 4
-    out = np.empty((7, t_len, bsz, h), xw.dtype)
+    res = hw.result((7, t_len, bsz, h), xw.dtype, out)
     gates = np.empty((bsz, h4), xw.dtype)
     k = step_kernel("lstm_fwd", xw.dtype.name)
-    step = _Stepper(k, [gates, xw, bias, c0, out, 0, t_len, bsz, h], bsz, 11 * bsz * h)
+    step = _Stepper(k, [gates, xw, bias, c0, res, 0, t_len, bsz, h], bsz, 11 * bsz * h)
     w_t = w_hh.T
     hp = h0
     for t in range(t_len):
         np.matmul(hp, w_t, out=gates)
         step.run(t)
-        hp = out[0, t]
-    return out
+        hp = res[0, t]
+    return hw.into(res, out)
 
 
-def lstm_scan_backward(gout: np.ndarray, out: np.ndarray, c0: np.ndarray,
-                       w_hh: np.ndarray) -> np.ndarray:
-    """``lstm_scan_backward``: per step one native kernel for the gate derivatives and
-    the matmul for dh; dc0 in row T (first H columns), as the reference."""
-    if not _ready(out, gout, c0, w_hh):
-        return _ref("lstm_scan_backward")(gout, out, c0, w_hh)
-    gout, out, c0 = _c(gout), _c(out), _c(c0)
-    _, t_len, bsz, h = out.shape
-    d = out.dtype
-    res = np.empty((t_len + 1, bsz, 4 * h), d)
+def lstm_scan_backward(gout: np.ndarray, fwd: np.ndarray, c0: np.ndarray,
+                       w_hh: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``lstm_scan_backward`` (``fwd``: the scan's output): per step one native kernel
+    for the gate derivatives and the matmul for dh; dc0 in row T (first H columns), as
+    the reference; into ``out`` when given."""
+    if not _ready(fwd, gout, c0, w_hh):
+        return hw.into(_ref("lstm_scan_backward")(gout, fwd, c0, w_hh), out)
+    gout, fwd, c0 = _c(gout), _c(fwd), _c(c0)
+    _, t_len, bsz, h = fwd.shape
+    d = fwd.dtype
+    res = hw.result((t_len + 1, bsz, 4 * h), d, out)
     res[t_len] = 0
     dhn = np.zeros((bsz, h), d)
     dcn = np.zeros((bsz, h), d)
     k = step_kernel("lstm_bwd", d.name)
-    step = _Stepper(k, [gout, out, c0, dhn, dcn, res, 0, t_len, bsz, h], bsz, 14 * bsz * h)
+    step = _Stepper(k, [gout, fwd, c0, dhn, dcn, res, 0, t_len, bsz, h], bsz, 14 * bsz * h)
     for t in range(t_len - 1, -1, -1):
         step.run(t)
         if t:   # dh0 = res[0] @ W_hh is the gradient rule's (one matmul in the graph)
             np.matmul(res[t], w_hh, out=dhn)
     res[t_len, :, :h] = dcn
-    return res
+    return hw.into(res, out)
 
 
 # ---- GRU -----------------------------------------------------------------------------
-def gru_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
-    """``gru_scan`` with one native gate kernel per step."""
+def gru_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray, *,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """``gru_scan`` with one native gate kernel per step, into ``out`` when given."""
     if not _ready(xw, h0, w_hh, b_hh):
-        return _ref("gru_scan")(xw, h0, w_hh, b_hh)
+        return hw.into(_ref("gru_scan")(xw, h0, w_hh, b_hh), out)
     xw, h0, b_hh = _c(xw), _c(h0), _c(b_hh)
     t_len, bsz, h3 = xw.shape
     h = h3 // 3
-    out = np.empty((5, t_len, bsz, h), xw.dtype)
+    res = hw.result((5, t_len, bsz, h), xw.dtype, out)
     hh = np.empty((bsz, h3), xw.dtype)
     k = step_kernel("gru_fwd", xw.dtype.name)
-    step = _Stepper(k, [hh, xw, b_hh, h0, out, 0, t_len, bsz, h], bsz, 12 * bsz * h)
+    step = _Stepper(k, [hh, xw, b_hh, h0, res, 0, t_len, bsz, h], bsz, 12 * bsz * h)
     w_t = w_hh.T
     hp = h0
     for t in range(t_len):
         np.matmul(hp, w_t, out=hh)
         step.run(t)
-        hp = out[0, t]
-    return out
+        hp = res[0, t]
+    return hw.into(res, out)
 
 
-def gru_scan_backward(gout: np.ndarray, out: np.ndarray, h0: np.ndarray,
-                      w_hh: np.ndarray) -> np.ndarray:
-    """``gru_scan_backward``: [d input projection | d hidden projection] per step from one
-    native kernel, the matmul for dh into a buffer; dh0 in row T."""
-    if not _ready(out, gout, h0, w_hh):
-        return _ref("gru_scan_backward")(gout, out, h0, w_hh)
-    gout, out, h0 = _c(gout), _c(out), _c(h0)
-    _, t_len, bsz, h = out.shape
-    d = out.dtype
-    res = np.empty((t_len + 1, bsz, 6 * h), d)
+def gru_scan_backward(gout: np.ndarray, fwd: np.ndarray, h0: np.ndarray,
+                      w_hh: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``gru_scan_backward`` (``fwd``: the scan's output): [d input projection | d hidden
+    projection] per step from one native kernel, the matmul for dh into a buffer; dh0 in
+    row T; into ``out`` when given."""
+    if not _ready(fwd, gout, h0, w_hh):
+        return hw.into(_ref("gru_scan_backward")(gout, fwd, h0, w_hh), out)
+    gout, fwd, h0 = _c(gout), _c(fwd), _c(h0)
+    _, t_len, bsz, h = fwd.shape
+    d = fwd.dtype
+    res = hw.result((t_len + 1, bsz, 6 * h), d, out)
     res[t_len] = 0
     gemm = np.zeros((bsz, h), d)
     carry = np.zeros((bsz, h), d)
     k = step_kernel("gru_bwd", d.name)
-    step = _Stepper(k, [gout, out, h0, gemm, carry, res, 0, t_len, bsz, h], bsz,
+    step = _Stepper(k, [gout, fwd, h0, gemm, carry, res, 0, t_len, bsz, h], bsz,
                     13 * bsz * h)
     for t in range(t_len - 1, -1, -1):
         step.run(t)
         np.matmul(res[t, :, 3 * h:], w_hh, out=gemm)
     np.add(gemm, carry, out=res[t_len, :, :h])
-    return res
+    return hw.into(res, out)
 
 
 # ---- Elman RNN -----------------------------------------------------------------------
@@ -409,44 +413,47 @@ def _relu_flag(nonlinearity: str) -> int:
 
 
 def rnn_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray,
-             nonlinearity: str = "tanh") -> np.ndarray:
+             nonlinearity: str = "tanh", *, out: np.ndarray | None = None) -> np.ndarray:
     """``rnn_scan``: each step's matmul lands in its output block, one native kernel adds
-    the projection and activates in place."""
+    the projection and activates in place; into ``out`` when given."""
     relu = _relu_flag(nonlinearity)
     if not _ready(xw, h0, w_hh):
-        return _ref("rnn_scan")(xw, h0, w_hh, nonlinearity=nonlinearity)
+        return hw.into(_ref("rnn_scan")(xw, h0, w_hh, nonlinearity=nonlinearity), out)
     xw = _c(xw)
     t_len, bsz, h = xw.shape
-    out = np.empty((t_len, bsz, h), xw.dtype)
+    res = hw.result((t_len, bsz, h), xw.dtype, out)
     k = step_kernel("rnn_fwd", xw.dtype.name)
-    step = _Stepper(k, [xw, out, relu, 0, bsz, h], bsz, 3 * bsz * h)
+    step = _Stepper(k, [xw, res, relu, 0, bsz, h], bsz, 3 * bsz * h)
     w_t = w_hh.T
     hp = h0
     for t in range(t_len):
-        np.matmul(hp, w_t, out=out[t])
+        np.matmul(hp, w_t, out=res[t])
         step.run(t)
-        hp = out[t]
-    return out
+        hp = res[t]
+    return hw.into(res, out)
 
 
-def rnn_scan_backward(gout: np.ndarray, out: np.ndarray, w_hh: np.ndarray,
-                      nonlinearity: str = "tanh") -> np.ndarray:
-    """``rnn_scan_backward``: d(pre-activation) per step from one native kernel and the
-    matmul for dh into a buffer (dh0 is the gradient rule's)."""
+def rnn_scan_backward(gout: np.ndarray, fwd: np.ndarray, w_hh: np.ndarray,
+                      nonlinearity: str = "tanh", *,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """``rnn_scan_backward`` (``fwd``: the scan's output): d(pre-activation) per step
+    from one native kernel and the matmul for dh into a buffer (dh0 is the gradient
+    rule's); into ``out`` when given."""
     relu = _relu_flag(nonlinearity)
-    if not _ready(out, gout, w_hh):
-        return _ref("rnn_scan_backward")(gout, out, w_hh, nonlinearity=nonlinearity)
-    gout, out = _c(gout), _c(out)
-    t_len, bsz, h = out.shape
-    res = np.empty((t_len, bsz, h), out.dtype)
-    dhn = np.zeros((bsz, h), out.dtype)
-    k = step_kernel("rnn_bwd", out.dtype.name)
-    step = _Stepper(k, [gout, out, dhn, res, relu, 0, bsz, h], bsz, 4 * bsz * h)
+    if not _ready(fwd, gout, w_hh):
+        return hw.into(_ref("rnn_scan_backward")(gout, fwd, w_hh, nonlinearity=nonlinearity),
+                       out)
+    gout, fwd = _c(gout), _c(fwd)
+    t_len, bsz, h = fwd.shape
+    res = hw.result((t_len, bsz, h), fwd.dtype, out)
+    dhn = np.zeros((bsz, h), fwd.dtype)
+    k = step_kernel("rnn_bwd", fwd.dtype.name)
+    step = _Stepper(k, [gout, fwd, dhn, res, relu, 0, bsz, h], bsz, 4 * bsz * h)
     for t in range(t_len - 1, -1, -1):
         step.run(t)
         if t:
             np.matmul(res[t], w_hh, out=dhn)
-    return res
+    return hw.into(res, out)
 
 
 NATIVE = {"lstm_scan": lstm_scan, "lstm_scan_backward": lstm_scan_backward,
@@ -455,8 +462,10 @@ NATIVE = {"lstm_scan": lstm_scan, "lstm_scan_backward": lstm_scan_backward,
 
 
 def register() -> None:
-    """Serve the scan ops from the native versions (idempotent)."""
+    """Serve the scan ops from the native versions (idempotent); each takes ``out=``
+    (``handwritten.writes_out``): a plan's library step passes its planned buffer."""
     for name, fn in NATIVE.items():
+        hw.writes_out(fn)
         op = REGISTRY[name]
         if op.impl is not fn:
             op.use_native(fn)

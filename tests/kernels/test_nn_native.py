@@ -2,7 +2,8 @@
 NumPy implementations they replace (``op.reference``): the same results bit for bit,
 with one thread and with the range split over two, over strides, padding, dilation,
 ceil mode, 1-D/2-D/3-D, odd sizes and non-contiguous inputs; index errors raise as the
-reference does; conv/pool gradients pass finite-difference checks and match torch."""
+reference does; conv/pool gradients pass finite-difference checks and match torch. Each
+also writes the same result into a given ``out=`` array (how plans run them)."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,6 +33,11 @@ def _same(name, *args, **attrs):
     want = op.reference(*args, **attrs)
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)  # NaNs compare equal here
+    # into a given buffer (a plan's library step): every element written, no new array
+    assert op.impl.writes_out
+    out = np.full(want.shape, 7, want.dtype)
+    assert op.impl(*args, out=out, **attrs) is out
+    np.testing.assert_array_equal(out, want)
     return got
 
 

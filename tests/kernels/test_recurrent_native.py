@@ -46,6 +46,9 @@ def _check(name, args, attrs, dtype, gplanes):
     ref = fwd.reference(*args, **attrs)
     assert out.dtype == ref.dtype == np.dtype(dtype) and out.shape == ref.shape
     np.testing.assert_allclose(out, ref, **TOL[dtype])
+    into = np.full(out.shape, 7, out.dtype)   # a plan's buffer: filled, bit for bit
+    assert fwd.impl.writes_out and fwd.impl(*args, out=into, **attrs) is into
+    np.testing.assert_array_equal(into, out)
     rng = np.random.default_rng(1)
     g = np.zeros_like(ref)
     if gplanes is None:
@@ -63,6 +66,9 @@ def _check(name, args, attrs, dtype, gplanes):
     want = bwd.reference(g, ref, *rest, **attrs)
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_allclose(got, want, **TOL[dtype])
+    into = np.full(got.shape, 7, got.dtype)
+    assert bwd.impl.writes_out and bwd.impl(g, ref, *rest, out=into, **attrs) is into
+    np.testing.assert_array_equal(into, got)
 
 
 def _arr(rng, shape, dtype, scale=1.0):
