@@ -130,8 +130,9 @@ def _accumulate(leaf, g, create_graph):
             # optimizer's native update wants it dense like its parameter)
             if state.tracer is None:
                 g = Tensor._make(np.array(g._data, order="C"))
-            else:
-                g = g.clone()
+            else:  # a recorded copy, in C order too: state made from .grad while a
+                # step is traced (SGD's momentum buffer) keeps the layout it gets here
+                g = g.clone() if g.is_contiguous() else g.contiguous()
         if tuple(g.shape) != tuple(leaf.shape):
             raise RuntimeError(f"gradient shape {tuple(g.shape)} does not match leaf shape "
                                f"{tuple(leaf.shape)}")

@@ -5,6 +5,11 @@
   ``sum_b x_b^T @ g_b``) becomes one 2-D GEMM over the stacked rows,
   ``x.reshape(B*T, K)^T @ g.reshape(B*T, N)``: one BLAS call with a long inner dim
   instead of B small ones and a B-times larger intermediate summed afterwards.
+- ``transpose_matmul_products``: ``permute(A @ B, (1, 0))`` of a 2-D matmul read only
+  through that transpose becomes ``B^T @ A^T`` (views, or the permutes the operands came
+  from undone): a Linear weight's gradient ``(x^T g)^T`` is computed in the weight's own
+  layout, so the optimizer kernel reading it streams a contiguous array instead of a
+  strided transpose (the MNIST CNN's fc1 update: a 128 x 9216 transposed read).
 - ``decompose_sum_to_size``: ``sum_to_size`` over float dims becomes ``sum`` over those
   dims (plus a reshape), which the fuser runs as a rows reduction fused with its
   producers (bias gradients, LayerNorm backward) instead of a NumPy call.
@@ -133,5 +138,54 @@ def fold_summed_matmul(graph: Graph) -> int:
         graph.replace_all_uses(n.out, out)
         graph.remove_node(n)
         graph.remove_node(mm.producer)
+        count += 1
+    return count
+
+
+def _transpose_2d(n: Node | None) -> bool:
+    return n is not None and n.op == "permute" and tuple(n.attrs["dims"]) == (1, 0)
+
+
+def transpose_matmul_products(graph: Graph) -> int:
+    """``permute(A @ B, (1, 0))`` (possibly through a same-shape reshape) of a 2-D matmul
+    whose product is read by nothing else -> ``B^T @ A^T``, each operand's transpose
+    being the value a 2-D ``permute`` made it from, or a new ``permute`` (a view: BLAS
+    takes it as a transposed operand). The product is the same numbers; the readers get
+    them contiguous. Returns rewrites."""
+    outputs = {id(o) for o in graph.outputs}
+    count = 0
+    for n in list(graph.nodes):
+        if not _transpose_2d(n) or not isinstance(n.inputs[0], Value):
+            continue
+        v = n.inputs[0]
+        chain = [n]
+        p = v.producer
+        if p is not None and p.op == "reshape" and isinstance(p.inputs[0], Value) and \
+                tuple(p.inputs[0].shape) == tuple(v.shape):
+            if len(v.users) != 1 or id(v) in outputs:
+                continue
+            chain.append(p)
+            v = p.inputs[0]
+            p = v.producer
+        if p is None or p.op != "matmul" or len(v.users) != 1 or id(v) in outputs:
+            continue
+        a, b = p.inputs
+        if not (isinstance(a, Value) and isinstance(b, Value)) or a.ndim != 2 or \
+                b.ndim != 2 or a.dtype is not b.dtype:
+            continue
+        pos = [graph.nodes.index(n)]
+
+        def t(x, pos=pos):
+            if _transpose_2d(x.producer) and isinstance(x.producer.inputs[0], Value):
+                return x.producer.inputs[0]
+            r = graph.add_node("permute", [x], {"dims": (1, 0)}, index=pos[0])
+            pos[0] += 1
+            return r
+        out = graph.add_node("matmul", [t(b), t(a)], {}, index=pos[0])
+        if tuple(out.shape) != tuple(n.out.shape) or out.dtype is not n.out.dtype:
+            raise AssertionError("transpose_matmul_products: shape or dtype changed")
+        graph.replace_all_uses(n.out, out)
+        for m in chain + [p]:
+            graph.remove_node(m)
         count += 1
     return count

@@ -1,4 +1,5 @@
-"""ir.passes.rewrites: weight-gradient matmuls folded into one GEMM, sum_to_size as sums.
+"""ir.passes.rewrites: weight-gradient matmuls folded into one GEMM, sum_to_size as sums,
+transposed matmul products computed in their readers' layout.
 
 Each rewritten graph is run by the reference interpreter and compared with NumPy."""
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
-from ir.passes.rewrites import decompose_sum_to_size, fold_summed_matmul
+from ir.passes.rewrites import decompose_sum_to_size, fold_summed_matmul, transpose_matmul_products
 
 F32 = dt.float32
 rng = np.random.default_rng(0)
@@ -108,3 +109,44 @@ def test_integer_sum_to_size_is_left_alone():
     x = g.add_input((4, 5), dt.int32)
     g.set_outputs([g.add_node("sum_to_size", [x], {"shape": (5,)})])
     assert decompose_sum_to_size(g) == 0
+
+
+@pytest.mark.parametrize("through_reshape", [False, True])
+def test_transposed_product_is_computed_transposed(through_reshape):
+    """(x^T g)^T (a Linear weight's gradient, read by the optimizer) becomes g^T x: the
+    transpose of x cancels the permute it came from, and the product is contiguous."""
+    B, K, N = 5, 7, 3
+    g = Graph()
+    x = g.add_input((B, K), F32)
+    gy = g.add_input((B, N), F32)
+    w = g.add_input((N, K), F32)
+    mm = g.add_node("matmul", [g.add_node("permute", [x], {"dims": (1, 0)}), gy])
+    if through_reshape:
+        mm = g.add_node("reshape", [mm], {"shape": (K, N)})
+    gw = g.add_node("permute", [mm], {"dims": (1, 0)})
+    out = g.add_node("sub", [w, gw])
+    g.set_outputs([out])
+    assert transpose_matmul_products(g) == 1
+    g.toposort()
+    from ir.passes import simplify
+    simplify(g)
+    mms = [n for n in g.nodes if n.op == "matmul"]
+    assert len(mms) == 1 and mms[0].out.shape == (N, K)
+    assert mms[0].inputs[1] is x and mms[0].inputs[0].producer.op == "permute"
+    assert out.producer.inputs[1] is mms[0].out
+    xa = rng.standard_normal((B, K)).astype(np.float32)
+    ga = rng.standard_normal((B, N)).astype(np.float32)
+    wa = rng.standard_normal((N, K)).astype(np.float32)
+    (got,) = _run(g, xa, ga, wa)
+    np.testing.assert_allclose(got, wa - (xa.T @ ga).T, rtol=1e-5, atol=1e-5)
+
+
+def test_transposed_product_left_alone_when_read_otherwise():
+    """A product also read untransposed (or a graph output) keeps its layout."""
+    g = Graph()
+    a = g.add_input((4, 6), F32)
+    b = g.add_input((6, 5), F32)
+    mm = g.add_node("matmul", [a, b])
+    t = g.add_node("permute", [mm], {"dims": (1, 0)})
+    g.set_outputs([t, mm])
+    assert transpose_matmul_products(g) == 0
