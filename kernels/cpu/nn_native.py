@@ -288,20 +288,78 @@ def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH,
             out[q + ow] = ao
 '''
 
+# The common pool (no padding, no dilation, every window inside the input: MNIST's 2x2)
+# with the window size in the source: constant trip counts that LLVM unrolls, no bounds
+# tests, and no branch on the data: Numba makes ``v if m else bo`` a branch, which
+# mispredicts on every other offset, so the winner is kept with integer arithmetic
+# (``m`` 0/1), the running maximum with ``max`` (a select) and ``nf`` (a NaN won: only a
+# later NaN beats it). The same offsets in the same order as _MAXPOOL, so the same
+# indices; a 2x2 pool of 64x64x24x24 on one core: ~3.4 ms against ~8-15 ms (noisy).
+_MAXPOOL_FIXED = '''
+@njit(nogil=True, inline="always")
+def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
+         DD, DH, DW, OD, OH, OW, lo, hi):
+    for t in range(lo, hi):
+        oh = t % OH
+        r = t // OH
+        od = r % OD
+        r = r // OD
+        ci = r % C
+        ni = r // C
+        d0 = od * SD
+        h0 = oh * SH
+        base = ni * s0 + ci * s1 + d0 * s2 + h0 * s3
+        pbase = (d0 * H + h0) * W
+        o = out[t * OW:(t + 1) * OW]
+        for ow in range(OW):
+            w0 = ow * SW
+            rb = base + w0 * s4
+            # the first offset sets the maximum; later ones as in _MAXPOOL
+            bo = x[rb]
+            nf = np.int64(bo != bo)
+            ao = pbase + w0
+            for kd in range(KD_):
+                for kh in range(KH_):
+                    for kw in range(KW_):
+                        if kd == 0 and kh == 0 and kw == 0:
+                            continue
+                        v = x[rb + kd * s2 + kh * s3 + kw * s4]
+                        isn = np.int64(v != v)
+                        m = (np.int64(v > bo) & (1 - nf)) | isn
+                        nf |= isn
+                        ao += m * (pbase + (kd * H + kh) * W + w0 + kw - ao)
+                        bo = max(bo, v)
+            o[ow] = ao
+'''
+
+
+def _maxpool_body(spatial, kernel, stride, padding, dilation, out_sp) -> str:
+    """_MAXPOOL_FIXED for this window when it applies (no padding, dilation 1, every
+    window inside the input, a small window), else the general _MAXPOOL."""
+    if any(int(p) for p in padding) or any(int(d) != 1 for d in dilation) or \
+            int(np.prod(kernel)) > 64 or any((o - 1) * int(st) + int(k) > int(sp) for
+                                             o, st, k, sp in zip(out_sp, stride, kernel,
+                                                                 spatial)):
+        return _MAXPOOL
+    kd, kh, kw = _dims3(kernel, 1)
+    return (_MAXPOOL_FIXED.replace("KD_", str(kd)).replace("KH_", str(kh))
+            .replace("KW_", str(kw)))
+
 
 def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode, out=None):
     ref = REGISTRY["max_pool_indices"].reference
     if x.dtype.name not in FLOATS or x.size == 0:
         return hw.into(ref(x, kernel, stride, padding, dilation, ceil_mode), out)
     d = x.dtype.name
+    out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     k = hw.kernel("max_pool_indices", (("x", "in", d), ("out", "out", "int64"))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
-                  _MAXPOOL, op="max_pool_indices")
+                  _maxpool_body(x.shape[2:], kernel, stride, padding, dilation, out_sp),
+                  op="max_pool_indices")
     if not _ready(k):
         return hw.into(ref(x, kernel, stride, padding, dilation, ceil_mode), out)
     x = hw.operand(x)
     n, c = x.shape[:2]
-    out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     res = hw.result((n, c) + out_sp, np.int64, out)
     _, st = _as5d(x)
     geo = _geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp)

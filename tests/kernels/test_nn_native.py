@@ -85,6 +85,10 @@ POOL_CASES = [  # kernel, stride, padding, dilation
     ((3, 3), (1, 1), (1, 1), (1, 1)),     # overlapping windows
     ((3, 2), (2, 1), (1, 1), (2, 1)),
     ((2, 3, 2), (2, 2, 1), (1, 1, 0), (1, 1, 2)),
+    # no padding or dilation: the fixed-window kernel where every window fits
+    ((3, 3), (1, 1), (0, 0), (1, 1)),
+    ((2,), (3,), (0,), (1,)),
+    ((2, 2, 2), (1, 2, 2), (0, 0, 0), (1, 1, 1)),
 ]
 
 
@@ -110,10 +114,25 @@ def test_max_pool_gather_scatter(case, ceil_mode, dtype, threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_all_minus_inf_window_keeps_first_position(dtype, threads):
+@pytest.mark.parametrize("padding", [(1, 1), (0, 0)])
+def test_all_minus_inf_window_keeps_first_position(dtype, padding, threads):
     x = np.full((1, 2, 5, 5), -np.inf, dtype)
-    _same("max_pool_indices", x, kernel=(2, 2), stride=(2, 2), padding=(1, 1),
-          dilation=(1, 1), ceil_mode=True)
+    _same("max_pool_indices", x, kernel=(2, 2), stride=(2, 2), padding=padding,
+          dilation=(1, 1), ceil_mode=padding == (1, 1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fixed_window_pool_nan_runs_and_ties(dtype, threads):
+    """The fixed-window kernel (MNIST's 2x2 pool) on windows of NaNs, infinities and
+    ties: the first maximum wins, a NaN beats everything, the last NaN wins."""
+    rng = np.random.default_rng(7)
+    vals = np.array([np.nan, np.inf, -np.inf, 0.5, -0.5, 0.0, -0.0], dtype)
+    x = vals[rng.integers(0, len(vals), (3, 4, 8, 10))]
+    assert nn_native._maxpool_body((8, 10), (2, 2), (2, 2), (0, 0), (1, 1), (4, 5)) \
+        is not nn_native._MAXPOOL
+    for xin in (x, _strided(x)):
+        _same("max_pool_indices", xin, kernel=(2, 2), stride=(2, 2), padding=(0, 0),
+              dilation=(1, 1), ceil_mode=False)
 
 
 def test_pool_index_errors_match_reference():
