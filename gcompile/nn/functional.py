@@ -335,6 +335,9 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     # one op (ir/ops/composites.py): traced as one node, written once in primitives
     # (grad_fn named as torch's for a batch of rows: addmm / mm)
     names = ("MmBackward0", "AddmmBackward0") if input.dim() == 2 else (None, None)
+    if bias is not None and dt.bfloat16 in (input.dtype, weight.dtype, bias.dtype):
+        # bfloat16 stores the product, rounded, before the bias is added (as torch)
+        return apply_op("linear", (input, weight), grad_name=names[0]) + bias
     return apply_op("linear", (input, weight) if bias is None else (input, weight, bias),
                     grad_name=names[bias is not None])
 

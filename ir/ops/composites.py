@@ -67,7 +67,9 @@ def _linear_infer(specs, attrs):
     return tuple(shape), d
 
 
-register(OpDef("linear", "matmul", _linear_impl, infer=_linear_infer,
+# the derived gradient reads x and the weight, never the bias: the tape keeps those two (as
+# torch's addmm), so an in-place write to the bias before backward is no error
+register(OpDef("linear", "matmul", _linear_impl, infer=_linear_infer, saves=(0, 1),
                doc="x @ weight^T (+ bias)"))
 
 

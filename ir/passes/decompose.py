@@ -67,14 +67,11 @@ def decompose_node(graph: Graph, n: Node) -> bool:
 
 def decompose_ops(graph: Graph, ops: Iterable[str] | None = None) -> int:
     """Decompose every node whose op is in ``ops`` (default: every op that has a
-    decomposition); returns how many were rewritten."""
-    wanted = None if ops is None else set(ops)
-    count = 0
-    for n in list(graph.nodes):
-        if wanted is not None and n.op not in wanted:
-            continue
-        count += decompose_node(graph, n)
-    return count
+    decomposition), and the composites among their primitives (cross_entropy's
+    log_softmax); returns how many were rewritten."""
+    names = None if ops is None else set(ops)
+    return decompose_while(graph, lambda n: REGISTRY[n.op].decomposition is not None
+                           and (names is None or n.op in names))
 
 
 def decompose_while(graph: Graph, wanted: Callable[[Node], bool]) -> int:
@@ -184,14 +181,13 @@ def _build_recipe(op: OpDef, specs: list, out_shape, attrs: dict, want: list[boo
             grads[v.meta["position"]] = gv
     slot: dict[int, int] = {}
     inputs = []
+    tangent = None
     for v in jg.inputs:
         slot[id(v)] = len(slot)
         if v.meta.get("tangent"):
             tangent = (slot[id(v)], v.dtype)
         else:
             inputs.append((slot[id(v)], v.meta["position"], v.dtype))
-    if not joint.grad_inputs:
-        tangent = None
     # the nodes the gradients read, in graph order
     need: set[int] = set()
     stack = list(grads.values())
