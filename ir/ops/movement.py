@@ -236,12 +236,21 @@ def _cat_grad(b, g, xs, out, dim):
     return tuple(grads)
 
 
-def _cat_impl(*xs, dim):
+def _cat_impl(*xs, dim, out=None):
     from .. import dtypes as dt
     d = xs[0].dtype
     for x in xs[1:]:
         d = dt.promote_types(dt.from_numpy(d), dt.from_numpy(x.dtype)).np
-    return np.concatenate(xs, axis=dim, dtype=d)
+    if out is not None and out.dtype == d:
+        return np.concatenate(xs, axis=dim, out=out)
+    res = np.concatenate(xs, axis=dim, dtype=d)
+    if out is not None:
+        np.copyto(out, res, casting="unsafe")
+        return out
+    return res
+
+
+_cat_impl.writes_out = True  # a plan's library step concatenates into its planned buffer
 
 
 register(OpDef("cat", "movement", _cat_impl, infer=_cat_infer, grad=_cat_grad, attrs=("dim",)))

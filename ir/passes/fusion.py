@@ -470,10 +470,12 @@ def decompose(graph: Graph) -> int:
     log_softmax over float rows into max / exp / sum / div, gelu, silu, logsumexp,
     linear, layer_norm and the losses), which the fuser places better than the whole
     op; returns rewrites. Then, on the primitives, folds weight-gradient matmuls into one
-    GEMM, computes transposed 2-D matmul products in their readers' layout and turns
-    ``sum_to_size`` into fusible sums (``ir.passes.rewrites``)."""
+    GEMM, computes transposed 2-D matmul products in their readers' layout, turns
+    ``sum_to_size`` into fusible sums and split's gradient into a ``cat``
+    (``ir.passes.rewrites``)."""
     from .decompose import decompose_ops
-    from .rewrites import decompose_sum_to_size, fold_summed_matmul, transpose_matmul_products
+    from .rewrites import (cat_slice_puts, decompose_sum_to_size, fold_summed_matmul,
+                           transpose_matmul_products)
     count = decompose_ops(graph)
     count += fold_summed_matmul(graph) + decompose_sum_to_size(graph)
-    return count + transpose_matmul_products(graph)
+    return count + transpose_matmul_products(graph) + cat_slice_puts(graph)

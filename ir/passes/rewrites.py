@@ -10,11 +10,17 @@
   from undone): a Linear weight's gradient ``(x^T g)^T`` is computed in the weight's own
   layout, so the optimizer kernel reading it streams a contiguous array instead of a
   strided transpose (the MNIST CNN's fc1 update: a 128 x 9216 transposed read).
+- ``cat_slice_puts``: a sum of ``index_put``s of values into disjoint slices along one
+  dim of an all-zero constant, covering it (the gradient of ``split``/``chunk``: a
+  fused attention projection's ``q, k, v = qkv.split(d, dim=2)``), becomes ``cat`` of
+  the values: one copy instead of zero-filled copies, strided adds and a sum.
 - ``decompose_sum_to_size``: ``sum_to_size`` over float dims becomes ``sum`` over those
   dims (plus a reshape), which the fuser runs as a rows reduction fused with its
   producers (bias gradients, LayerNorm backward) instead of a NumPy call.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from ..graph import Graph, Node, Value
 
@@ -188,4 +194,82 @@ def transpose_matmul_products(graph: Graph) -> int:
         for m in chain + [p]:
             graph.remove_node(m)
         count += 1
+    return count
+
+
+def _slice_put(v: Value, outputs: set) -> tuple | None:
+    """``(dim, start, stop, values)`` when ``v`` is ``index_put`` of ``values`` (same
+    shape as the slice, same dtype) into one slice ``[start, stop)`` along ``dim`` (every
+    other dim whole) of an all-zero constant, read once; else None."""
+    n = v.producer
+    if n is None or n.op != "index_put" or len(n.inputs) != 2 or len(v.users) != 1 or \
+            id(v) in outputs:
+        return None
+    base, vals = n.inputs
+    if not (isinstance(base, Value) and isinstance(vals, Value)) or base.kind != "const" \
+            or base.data is None or vals.dtype is not base.dtype:
+        return None
+    index = n.attrs["index"]
+    if len(index) != base.ndim or any(it[0] != "s" for it in index):
+        return None
+    dim = lo = hi = None
+    for d, (_, a, b, step) in enumerate(index):
+        size = base.shape[d]
+        a = 0 if a is None else a
+        b = size if b is None else b
+        if step not in (None, 1) or not 0 <= a < b <= size:
+            return None
+        if (a, b) == (0, size):
+            continue
+        if dim is not None:
+            return None
+        dim, lo, hi = d, a, b
+    want = tuple(base.shape[:dim or 0]) + ((hi - lo,) if dim is not None else ()) + \
+        tuple(base.shape[(dim or 0) + 1:])
+    if dim is None or tuple(vals.shape) != want or np.any(base.data):
+        return None
+    return dim, lo, hi, vals
+
+
+def cat_slice_puts(graph: Graph) -> int:
+    """A tree of ``add``s whose leaves are ``index_put``s of values into disjoint slices
+    along one dim of all-zero constants, together covering that dim (``split``'s
+    gradient), -> ``cat`` of the values in slice order. Returns rewrites."""
+    outputs = {id(o) for o in graph.outputs}
+    done: set[int] = set()
+    count = 0
+    for n in list(reversed(graph.nodes)):
+        if n.op != "add" or id(n) in done or n.attrs:
+            continue
+        leaves: list[Value] = []
+        adds: list[Node] = []
+        stack = [n.out]
+        while stack:
+            v = stack.pop()
+            p = v.producer
+            if p is not None and p.op == "add" and not p.attrs and \
+                    (p is n or (len(v.users) == 1 and id(v) not in outputs)) and \
+                    all(isinstance(a, Value) for a in p.inputs):
+                adds.append(p)
+                stack += list(p.inputs)
+            else:
+                leaves.append(v)
+        if len(leaves) < 2 or any(tuple(v.shape) != tuple(n.out.shape) or
+                                  v.dtype is not n.out.dtype for v in leaves):
+            continue
+        puts = [_slice_put(v, outputs) for v in leaves]
+        if any(p is None for p in puts) or len({p[0] for p in puts}) != 1:
+            continue
+        puts.sort(key=lambda p: p[1])
+        dim = puts[0][0]
+        if puts[0][1] != 0 or puts[-1][2] != n.out.shape[dim] or \
+                any(a[2] != b[1] for a, b in zip(puts, puts[1:])):
+            continue
+        out = graph.add_node("cat", [p[3] for p in puts], {"dim": dim},
+                             index=graph.nodes.index(n))
+        if tuple(out.shape) != tuple(n.out.shape) or out.dtype is not n.out.dtype:
+            raise AssertionError("cat_slice_puts: shape or dtype changed")
+        graph.replace_all_uses(n.out, out)
+        done.update(id(a) for a in adds)
+        count += 1  # the adds and index_puts are left to dead-code elimination
     return count

@@ -1,5 +1,5 @@
 """ir.passes.rewrites: weight-gradient matmuls folded into one GEMM, sum_to_size as sums,
-transposed matmul products computed in their readers' layout.
+transposed matmul products computed in their readers' layout, split's gradient as a cat.
 
 Each rewritten graph is run by the reference interpreter and compared with NumPy."""
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
-from ir.passes.rewrites import decompose_sum_to_size, fold_summed_matmul, transpose_matmul_products
+from ir.passes.rewrites import (cat_slice_puts, decompose_sum_to_size, fold_summed_matmul,
+                                transpose_matmul_products)
 
 F32 = dt.float32
 rng = np.random.default_rng(0)
@@ -150,3 +151,46 @@ def test_transposed_product_left_alone_when_read_otherwise():
     t = g.add_node("permute", [mm], {"dims": (1, 0)})
     g.set_outputs([t, mm])
     assert transpose_matmul_products(g) == 0
+
+
+def _split_grad_graph(ranges, base_value=0.0, dim=2, shape=(2, 3, 12)):
+    """sum_i index_put(zeros, g_i, slice ranges[i] along dim): split's gradient."""
+    g = Graph()
+    gs = []
+    for a, b in ranges:
+        part = list(shape)
+        part[dim] = b - a
+        gs.append(g.add_input(tuple(part), F32))
+    acc = None
+    for (a, b), v in zip(ranges, gs):
+        base = g.add_const(np.full(shape, base_value, np.float32))
+        index = tuple(("s", None, None, None) if d != dim else ("s", a, b, None)
+                      for d in range(len(shape)))
+        put = g.add_node("index_put", [base, v], {"index": index, "accumulate": True})
+        acc = put if acc is None else g.add_node("add", [acc, put])
+    g.set_outputs([g.add_node("mul", [acc, 2.0])])
+    return g, gs
+
+
+def test_split_gradient_becomes_cat():
+    ranges = [(8, 12), (0, 4), (4, 8)]   # any order of the pieces
+    g, ins = _split_grad_graph(ranges)
+    arrays = [rng.standard_normal(v.shape).astype(np.float32) for v in ins]
+    (want,) = _run(g, *arrays)
+    assert cat_slice_puts(g) == 1
+    from ir.passes import simplify
+    simplify(g)
+    ops = [n.op for n in g.nodes]
+    assert "index_put" not in ops and "add" not in ops and ops.count("cat") == 1
+    cat = next(n for n in g.nodes if n.op == "cat")
+    assert cat.inputs == [ins[1], ins[2], ins[0]] and cat.attrs["dim"] == 2
+    (got,) = _run(g, *arrays)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("ranges,base", [([(0, 4), (4, 8)], 0.0),        # a gap: not a cat
+                                         ([(0, 6), (4, 12)], 0.0),       # overlapping
+                                         ([(0, 4), (4, 8), (8, 12)], 1.0)])  # base not zero
+def test_slice_puts_left_alone_unless_they_tile_zeros(ranges, base):
+    g, _ = _split_grad_graph(ranges, base)
+    assert cat_slice_puts(g) == 0
