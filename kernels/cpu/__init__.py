@@ -188,7 +188,7 @@ class CompiledKernel:
         self.primary = primary
         self.prefetched = False
         gen = self._source(primary)
-        if codegen.c_arity(gen.params) + 8 > _MAX_C_ARGS:  # + the strided variants' tables
+        if codegen.c_arity(gen.params) + 16 > _MAX_C_ARGS:  # + the strided variants' tables
             raise NotImplementedError(f"kernels: {len(spec.inputs)} inputs and "
                                       f"{len(spec.outputs)} outputs are more arguments than "
                                       "a ctypes call takes")
