@@ -169,6 +169,12 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
     tracer = _state.tracer
     if tracer is not None:
         args, attrs = tracer.lift(op, args, attrs)
+        if tracer.shape_env is not None and op.grad is None and op.decomposition is not None:
+            # dynamic sizes: a gradient derived from the decomposition would be built
+            # at the traced sizes; record the primitives themselves instead
+            out = tracer.decomposed(op, args, attrs)
+            if out is not None:
+                return out
     if op._ew:
         if len(args) == 2:
             x, y = args
@@ -292,6 +298,8 @@ class OpNode(Node):
         meta = []
         saves = op.saves
         saved = None
+        tracer = _state.tracer
+        sym = tracer is not None and tracer.shape_env is not None  # dynamic sizes: SymInts
         for i, x in enumerate(inputs):
             if x.__class__ in _NUMBERS or isinstance(x, _NUMBERS):
                 nxt.append(None)
@@ -321,7 +329,7 @@ class OpNode(Node):
                 meta.append(None)
             else:
                 d = x._data
-                meta.append(Meta(d.shape, d.dtype))
+                meta.append(Meta(tuple(x.shape) if sym else d.shape, d.dtype))
         if -1 in saves:
             if saved is None:
                 saved = {}
@@ -331,7 +339,7 @@ class OpNode(Node):
         self._saved = saved
         self._meta = meta
         d = out._data
-        self._out_meta = Meta(d.shape, d.dtype)
+        self._out_meta = Meta(tuple(out.shape) if sym else d.shape, d.dtype)
         self._freed = False
 
     @property
@@ -379,6 +387,8 @@ class EagerBuilder(GradBuilder):
             m = args[0]
             d = attrs.get("dtype") or m.dtype
             fill = {"zeros_like": 0, "ones_like": 1}.get(name, attrs.get("value"))
+            if any(not isinstance(n, int) for n in m.shape):  # traced dynamic sizes
+                return apply_op("full", (), {"shape": m.shape, "value": fill, "dtype": d})
             return Tensor._make(np.full(m.shape, fill, d.np))
         return apply_op(name, args, attrs)
 

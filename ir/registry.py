@@ -202,13 +202,13 @@ class GradBuilder:
     # conveniences built on ops
     def sum_to(self, g, shape):
         shape = tuple(shape)
-        if tuple(g.shape) == shape:
+        if _same_shape(g.shape, shape):
             return g
         return self.op("sum_to_size", g, shape=shape)
 
     def expand_to(self, g, shape):
         shape = tuple(shape)
-        if tuple(g.shape) == shape:
+        if _same_shape(g.shape, shape):
             return g
         return self.op("expand", g, shape=shape)
 
@@ -216,6 +216,13 @@ class GradBuilder:
         if g.dtype is dtype:
             return g
         return self.op("cast", g, dtype=dtype)
+
+
+def _same_shape(a, b) -> bool:
+    """Shape equality that compares sizes only between shapes of one rank (a traced
+    dynamic size compared with an unrelated one would add a needless guard)."""
+    a, b = tuple(a), tuple(b)
+    return len(a) == len(b) and a == b
 
 
 def vjp(op: OpDef, b: GradBuilder, g, inputs, out, attrs) -> list:
@@ -234,7 +241,7 @@ def vjp(op: OpDef, b: GradBuilder, g, inputs, out, attrs) -> list:
         if gx is None or isinstance(x, (bool, int, float)) or not x.dtype.is_floating_point:
             result.append(None)
             continue
-        if tuple(gx.shape) != tuple(x.shape):
+        if not _same_shape(gx.shape, x.shape):
             gx = b.sum_to(gx, x.shape)
         result.append(b.cast(gx, x.dtype))
     return result

@@ -631,9 +631,9 @@ def _dims_of(entry) -> dict[int, tuple[int, ...]]:
 
 def _symbolic_inputs(tracer) -> dict[int, tuple]:
     """Graph input position -> symbolic shape, when the trace has a symbol that was
-    not specialised (and is not a whole training step, which stays per size)."""
+    not specialised."""
     env = tracer.shape_env
-    if env is None or not env.hints or tracer.backward_ran:
+    if env is None or not env.hints:
         return {}
     from .dynamic import pinned
     if all(pinned(env, s) for s in env.hints):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ir.graph import Graph, Value
+from ir.registry import GradBuilder
 
 from .guards import check_guards, module_guard
 
@@ -474,6 +475,28 @@ class Tracer:
             out.append(a)
         return tuple(out), attrs
 
+    def decomposed(self, op, args, attrs):
+        """``op`` run as its decomposition's primitives (each recorded, each with its own
+        gradient rule, all of them symbolic in the dynamic sizes), when a gradient may
+        be taken through it; None to run the op itself."""
+        from .._state import state
+        from .._tensor_base import Tensor
+        if not state.grad_enabled or not any(
+                isinstance(a, Tensor) and a.requires_grad for a in args):
+            return None
+        from .._symshape import hints, is_symbolic
+        pending = self._sym_attrs.pop(id(attrs), None)
+        if pending is not None and pending[0] is attrs:
+            attrs = pending[1]  # the decomposition computes with the symbolic sizes
+        out = op.decomposition(_TensorBuilder(), *[_Proxy(a) if isinstance(a, Tensor) else a
+                                                   for a in args], **attrs)
+        if out is None:
+            if is_symbolic(attrs):  # the op runs itself after all: traced values again
+                plain = hints(attrs)
+                self._sym_attrs[id(plain)] = (plain, attrs)
+            return None
+        return out.t
+
     def _lift_sizes(self, op, args, attrs):
         """SymInts in attributes stay in the graph as Exprs (the eager run uses their
         traced values); a SymInt operand (``x * t``) is baked in under a guard."""
@@ -570,3 +593,39 @@ def _specialize_all(v, env) -> None:
     elif isinstance(v, dict):
         for x in v.values():
             _specialize_all(x, env)
+
+
+class _Proxy:
+    """A tensor as a decomposition rule sees a graph value (``numel``, ``ndim`` as
+    properties), so the rule runs eagerly on traced tensors."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t) -> None:
+        self.t = t
+
+    @property
+    def shape(self):
+        return tuple(self.t.shape)
+
+    @property
+    def dtype(self):
+        return self.t.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.t.dim()
+
+    @property
+    def numel(self):
+        return self.t.numel()
+
+
+class _TensorBuilder(GradBuilder):
+    """The builder a decomposition rule calls: each primitive is dispatched (and so
+    recorded by the tracer and on the autograd tape)."""
+
+    def op(self, name, *args, **attrs):
+        from .._dispatch import apply_op
+        return _Proxy(apply_op(name, tuple(a.t if isinstance(a, _Proxy) else a
+                                           for a in args), attrs))

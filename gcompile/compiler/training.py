@@ -263,7 +263,7 @@ def _first_step(cf, tracer) -> _Transient | None:
 def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
     """Turn a trace in which ``backward()`` ran into a ``StepEntry`` (or a
     ``_Transient`` when the step created state that later calls will find)."""
-    from .api import graph_input_map, scalar_sources
+    from .api import _symbolic_inputs, graph_input_map, scalar_sources
     from .guards import grad_presence_guards, unique_guards
     transient = check_escapes(tracer, out_leaves) or _first_step(cf, tracer)
     if transient is not None:
@@ -289,9 +289,23 @@ def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, i
     guards = [(weakref.ref(leaf), was_none) for leaf, was_none in tracer.grad_was_none.values()]
     guards += [g for g in slot_guards if all(g[0]() is not h[0]() for h in guards)]
     traced_text = str(graph)
-    executable = cf._build(graph)
-    entry = StepEntry(graph, executable, out_spec, len(out_leaves), live, writebacks, input_map,
-                      scalar_sources(tracer), grad_writes,
-                      unique_guards(tracer.guards + grad_presence_guards(guards)))
-    entry.traced_text = traced_text
+    scalars = scalar_sources(tracer)
+    guards = unique_guards(tracer.guards + grad_presence_guards(guards))
+
+    def make_entry(g):
+        e = StepEntry(g, cf._build(g), out_spec, len(out_leaves), live, writebacks, input_map,
+                      scalars, grad_writes, guards)
+        e.traced_text = traced_text
+        return e
+
+    symbolic = _symbolic_inputs(tracer)
+    if not symbolic:
+        return result, make_entry(graph), None
+    # dynamic sizes (a last smaller batch): plans built from instantiations of the graph
+    from .dynamic import DynamicEntry, instantiate
+    env = tracer.shape_env
+    first = make_entry(instantiate(graph, symbolic, env.hints))
+    entry = DynamicEntry(graph, env, symbolic, make_entry, first, out_spec, len(out_leaves),
+                         live, writebacks, input_map)
+    entry.scalars, entry.guards, entry.traced_text = scalars, guards, traced_text
     return result, entry, None

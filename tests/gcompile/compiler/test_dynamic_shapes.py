@@ -143,3 +143,38 @@ def test_training_forward_last_smaller_batch():
             F.cross_entropy(m(x), y).backward()
         for p, q in zip(model.parameters(), ref.parameters()):
             np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _train_pair(opt_cls, **kw):
+    tm.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    ref.load_state_dict(model.state_dict())
+    return (model, opt_cls(model.parameters(), **kw)), (ref, opt_cls(ref.parameters(), **kw))
+
+
+@pytest.mark.parametrize("opt_cls,kw", [(tm.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+                                        (tm.optim.Adam, {"lr": 1e-2})])
+def test_whole_step_last_smaller_batch(opt_cls, kw):
+    (model, opt), (ref, ref_opt) = _train_pair(opt_cls, **kw)
+
+    def make_step(m, o):
+        def step(x, y):
+            o.zero_grad()
+            loss = F.cross_entropy(m(x), y)
+            loss.backward()
+            o.step()
+            return loss
+        return step
+
+    step = tm.compile(make_step(model, opt))
+    eager = make_step(ref, ref_opt)
+    tm.manual_seed(1)
+    batches = [(tm.randn(n, 6), tm.randint(0, 3, (n,))) for n in (16, 16, 16, 7, 16, 5, 16, 9)]
+    for x, y in batches:
+        np.testing.assert_allclose(step(x, y).item(), eager(x, y).item(), rtol=1e-5)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-5, atol=1e-6)
+    # the eager first step, the first plan, the symbolic trace and its check
+    assert step.num_traces <= 4
+    assert any(isinstance(e, DynamicEntry) and e.validated for e in step.entries)
