@@ -173,8 +173,10 @@ class _ShapeMethods:
         st = self.stride()
         out = apply_op("reshape", (self,), {"shape": shp[:d] + (1,) + shp[d:]},
                        "UnsqueezeBackward0")
-        # torch: the new dim's stride is size*stride of the dim it lands before
-        return _restride(out, st[:d] + ((st[d] * shp[d]) if d < len(shp) else 1,) + st[d:])
+        # torch: the new dim's stride is size*stride of the dim it lands before (strides
+        # are this array's, so the traced size even when the dimension is dynamic)
+        n = self._data.shape[d] if d < len(shp) else 1
+        return _restride(out, st[:d] + ((st[d] * n) if d < len(shp) else 1,) + st[d:])
 
     def permute(self, *dims):
         dims = _sizes(dims)

@@ -26,7 +26,7 @@ from typing import Any
 from ir.graph import Graph, Node, Value, infer
 
 from .entry import Entry
-from .._symshape import Expr, canonical, evaluate
+from .._symshape import canonical, evaluate
 
 MAX_SIZES = 16  # instantiated plans kept per dynamic entry (least recently used go)
 
@@ -193,6 +193,6 @@ class DynamicEntry(Entry):
 
 
 def pinned(env, symbol: str) -> bool:
-    """Whether ``symbol`` was specialised to its traced value."""
-    e = Expr.symbol(symbol).add(Expr.const(-env.hints[symbol]))
-    return any(g[0] == e and g[1] == "==" and g[2] for g in env.guards)
+    """Whether a guard holds ``symbol`` to its traced value (an equation in it alone,
+    ``s0 - 7 == 0`` or ``512*s0 - 1024 == 0``)."""
+    return any(g[1] == "==" and g[2] and g[0].symbols() == {symbol} for g in env.guards)

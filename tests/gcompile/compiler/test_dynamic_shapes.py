@@ -178,3 +178,17 @@ def test_whole_step_last_smaller_batch(opt_cls, kw):
     # the eager first step, the first plan, the symbolic trace and its check
     assert step.num_traces <= 4
     assert any(isinstance(e, DynamicEntry) and e.validated for e in step.entries)
+
+
+def test_view_helpers_keep_sizes_symbolic():
+    # unsqueeze/squeeze/flatten/narrow compute eager strides from the traced array and
+    # sizes from the symbolic shape: no guard pins the dynamic size
+    def g(x):
+        y = x.unsqueeze(1).flatten(1).squeeze(0)
+        return y.narrow(0, 1, y.shape[0] - 1).sum(0)
+    cf = tm.compile(g, dynamic=True)
+    for n in (3, 4, 7, 5):
+        x = tm.randn(n, 4)
+        np.testing.assert_allclose(cf(x).numpy(), g(x).numpy(), rtol=1e-6)
+    dyn = [e for e in cf.entries if isinstance(e, DynamicEntry)]
+    assert len(dyn) == 1 and dyn[0].validated and not dyn[0].env.guards
