@@ -23,7 +23,7 @@ import hashlib
 from collections import OrderedDict
 from typing import Any
 
-from ir.graph import Graph, Node, Value, infer
+from ir.graph import Graph, Value, infer
 
 from .entry import Entry
 from .._symshape import canonical, evaluate
@@ -50,42 +50,15 @@ maybe_mark_dynamic = mark_dynamic
 def instantiate(graph: Graph, sym_inputs: dict[int, tuple], sizes: dict[str, int]) -> Graph:
     """``graph`` (a symbolic trace) at ``sizes``: input shapes and size attributes
     evaluated, node shapes re-inferred."""
-    g = Graph(graph.name)
-    g._next = graph._next
-    g.meta = dict(graph.meta)
-    vmap: dict[int, Value] = {}
-    for i, v in enumerate(graph.inputs):
-        shape = evaluate(sym_inputs[i], sizes) if i in sym_inputs else v.shape
-        nv = Value(v.id, v.name, tuple(shape), v.dtype, v.device, "input")
-        nv.meta = dict(v.meta)
-        vmap[id(v)] = nv
-        g.inputs.append(nv)
-    for c in graph.constants:
-        nc = Value(c.id, c.name, c.shape, c.dtype, c.device, "const")
-        nc.data = c.data
-        nc.meta = dict(c.meta)
-        vmap[id(c)] = nc
-        g.constants.append(nc)
-    for n in graph.nodes:
-        ins = [vmap[id(a)] if isinstance(a, Value) else a for a in n.inputs]
-        attrs = n.attrs
+    g = graph.copy()
+    for i, v in enumerate(g.inputs):
+        if i in sym_inputs:
+            v.shape = tuple(evaluate(sym_inputs[i], sizes))
+    for n in g.nodes:
         sym = n.meta.get("sym_attrs")
         if sym is not None:
-            attrs = dict(attrs)
-            attrs.update(evaluate(sym, sizes))
-        shape, _ = infer(n.op, ins, attrs)
-        ov = n.out
-        nv = Value(ov.id, ov.name, shape, ov.dtype, ov.device, "node")
-        nv.meta = dict(ov.meta)
-        nn = Node(n.op, ins, attrs, nv)
-        nn.meta = dict(n.meta)
-        nv.producer = nn
-        for a in nn.value_inputs:
-            if nn not in a.users:
-                a.users.append(nn)
-        vmap[id(ov)] = nv
-        g.nodes.append(nn)
-    g.outputs = [vmap[id(o)] for o in graph.outputs]
+            n.attrs = {**n.attrs, **evaluate(sym, sizes)}
+        n.out.shape = infer(n.op, n.inputs, n.attrs)[0]
     return g
 
 
