@@ -5,10 +5,13 @@ separated; ``all`` or ``1`` for every channel). ``stages`` prints each stage of 
 compile pipeline (trace -> verify -> autodiff -> passes -> fusion -> lower -> memory
 plan -> executable) with its time and what it produced. One parser for every layer (the
 runtime must not import ``gcompile``), so a misspelt channel is an error that
-lists the valid ones instead of a silently empty log.
+lists the valid ones instead of a silently empty log. Messages go through the
+standard ``logging`` module (logger ``gcompile.<channel>``), printed to stderr as
+``[gcompile:<channel>] ...`` (and to any handler you add to that logger).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -46,11 +49,33 @@ def enabled(channel: str) -> bool:
     return channel in parse(os.environ.get("GCOMPILE_LOG", ""))
 
 
+class _StderrHandler(logging.Handler):
+    """Writes ``[gcompile:<channel>] <line>`` to whatever ``sys.stderr`` is at the time
+    (so pytest's capture and redirected streams see it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        channel = record.name.partition(".")[2] or record.name
+        try:
+            sys.stderr.write(f"[gcompile:{channel}] {record.getMessage()}\n")
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+LOGGER = logging.getLogger("gcompile")
+if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
+    LOGGER.addHandler(_StderrHandler())
+LOGGER.setLevel(logging.INFO)
+LOGGER.propagate = False  # one line per message, whatever the root logger does
+
+
 def log(channel: str, msg: str) -> None:
-    """Write ``msg`` to stderr, one prefixed line per line, when ``channel`` is on."""
+    """Log ``msg`` on logger ``gcompile.<channel>`` (one record per line; stderr by
+    default, add your own handlers to ``logging.getLogger("gcompile")``) when
+    ``channel`` is on."""
     if enabled(channel):
+        logger = LOGGER.getChild(channel)
         for line in str(msg).splitlines() or [""]:
-            print(f"[gcompile:{channel}] {line}", file=sys.stderr)
+            logger.info(line)
 
 
 @contextmanager

@@ -36,3 +36,23 @@ def test_runtime_and_compiler_share_the_parser(monkeypatch, capsys):
         _log("kernels", "x")
     with pytest.raises(ValueError, match="kernls"):
         clogs.enabled("recompiles")
+
+
+def test_messages_go_through_the_logging_module(monkeypatch, capsys):
+    import logging
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append((record.name, record.getMessage()))
+
+    h = Keep()
+    logging.getLogger("gcompile").addHandler(h)
+    try:
+        monkeypatch.setenv("GCOMPILE_LOG", "recompiles")
+        logs.log("recompiles", "two\nlines")
+        logs.log("memory", "off")  # a channel not switched on: nothing
+    finally:
+        logging.getLogger("gcompile").removeHandler(h)
+    assert records == [("gcompile.recompiles", "two"), ("gcompile.recompiles", "lines")]
+    assert capsys.readouterr().err == "[gcompile:recompiles] two\n[gcompile:recompiles] lines\n"
