@@ -127,8 +127,8 @@ def _wrap_scalar_or_tensor(x):
         return x
     if isinstance(x, np.generic):
         return x.item()
-    if isinstance(x, SymInt):  # a traced size used as a number: baked in, guarded
-        return int(x)
+    if isinstance(x, SymInt):  # a traced size used as a number (the tracer lifts it)
+        return x
     if isinstance(x, (np.ndarray, list, tuple)):
         return tensor(x)
     if isinstance(x, numbers.Number):

@@ -16,11 +16,17 @@ an int subclass's value without asking it, which would bake a size in unguarded.
 """
 from __future__ import annotations
 
+import contextvars
+import numbers
 import operator
 from collections.abc import Iterable
 from typing import Any
 
 MIN_SIZE = 2  # dynamic sizes are at least this (0 and 1 are specialised)
+# the sizes of the call a dynamic entry is running (symbol -> size), for sizes the
+# plan reads as numbers (``x / x.shape[0]``); unset: the traced sizes
+CURRENT_SIZES: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "gcompile_current_sizes", default=None)
 
 
 class Expr:
@@ -161,6 +167,12 @@ class Expr:
         return " + ".join(parts).replace("+ -", "- ")
 
 
+def size_now(e: Expr, hints: dict[str, int]) -> int:
+    """``e`` at the sizes of the call being run (the traced sizes outside one)."""
+    sizes = CURRENT_SIZES.get()
+    return e.evaluate(sizes if sizes is not None else hints)
+
+
 class ShapeEnv:
     """The symbols of one trace, their traced values, and the guards taken on them."""
 
@@ -228,8 +240,8 @@ _REL = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.l
 def _operand(x: Any):
     if isinstance(x, SymInt):
         return x.expr
-    if isinstance(x, int) and not isinstance(x, bool):
-        return Expr.const(x)
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return Expr.const(int(x))
     return None
 
 
@@ -251,7 +263,9 @@ class SymInt:
     def _bin(self, other, f, swap=False):
         o = _operand(other)
         if o is None:
-            # a float (or anything else): compute on the traced value, guarded
+            if not isinstance(other, numbers.Real):
+                return NotImplemented  # e.g. a Tensor: its own operator takes the size
+            # a float: compute on the traced value, guarded
             v = self.env.specialize(self.expr)
             return f(other, v) if swap else f(v, other)
         a, b = (o, self.expr) if swap else (self.expr, o)

@@ -26,7 +26,7 @@ from typing import Any
 from ir.graph import Graph, Value, infer
 
 from .entry import Entry
-from .._symshape import canonical, evaluate
+from .._symshape import CURRENT_SIZES, canonical, evaluate
 
 MAX_SIZES = 16  # instantiated plans kept per dynamic entry (least recently used go)
 
@@ -150,7 +150,12 @@ class DynamicEntry(Entry):
         self.entries[self._key(self.sizes_of(leaves))] = entry
 
     def run(self, arg_tensors: list, params: list) -> Any:
-        return self.entry_for(arg_tensors).run(arg_tensors, params)
+        entry = self.entry_for(arg_tensors)
+        token = CURRENT_SIZES.set(self.sizes_of(arg_tensors))  # sizes read as numbers
+        try:
+            return entry.run(arg_tensors, params)
+        finally:
+            CURRENT_SIZES.reset(token)
 
     def executables(self) -> list:
         return [ex for e in self.entries.values() for ex in e.executables()]

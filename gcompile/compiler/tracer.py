@@ -438,6 +438,23 @@ class Tracer:
         self.scalar_inputs[sym.key] = t
         return t
 
+    def size_tensor(self, s):
+        """The 0-d int64 graph input standing for dynamic size ``s`` used as a number
+        (``loss / x.shape[0]``): the size of the call being run, at every call."""
+        from .._symshape import size_now
+        from .._tensor import Tensor
+        key = ("size", s.expr)
+        t = self.scalar_inputs.get(key)
+        if t is not None:
+            return t
+        t = Tensor._make(np.asarray(s.hint, np.int64))
+        v = self.graph.add_input((), t.dtype, f"size{len(self.scalars)}")
+        self._set(t, v)
+        expr, traced = s.expr, dict(self.shape_env.hints)
+        self.scalars.append((lambda: size_now(expr, traced), v, t))
+        self.scalar_inputs[key] = t
+        return t
+
     def random_seed(self, draw):
         """A 0-d int64 plan input drawn by ``draw()`` at every call (a random op's
         seed); drawn now too, for the traced call's own eager values."""
@@ -502,7 +519,10 @@ class Tracer:
         traced values); a SymInt operand (``x * t``) is baked in under a guard."""
         from .._symshape import SymInt, hints, is_symbolic
         if any(isinstance(a, SymInt) for a in args):
-            args = tuple(int(a) if isinstance(a, SymInt) else a for a in args)
+            # an elementwise operand reads the call's size at run time; elsewhere the
+            # size is baked in under a guard
+            args = tuple((self.size_tensor(a) if op.is_elementwise else int(a))
+                         if isinstance(a, SymInt) else a for a in args)
         if attrs and is_symbolic(attrs):
             plain = hints(attrs)
             self._sym_attrs[id(plain)] = (plain, attrs)

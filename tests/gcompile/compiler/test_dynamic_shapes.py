@@ -69,9 +69,21 @@ def test_branch_on_a_size_is_guarded():
     assert cf.num_traces <= 4  # one symbolic trace (and its check) per branch
 
 
-def test_size_used_as_a_number_is_specialised_not_stale():
+def test_size_used_as_a_number_is_read_at_run_time():
     def g(x):
-        return x * x.shape[0]  # the size as a value: baked in under a guard
+        return x * x.shape[0] + x.sum() / x.shape[0] - x.shape[1] * x
+    cf = tm.compile(g, dynamic=True)
+    for n in (3, 4, 5, 9, 3):
+        x = tm.randn(n, n + 1)
+        np.testing.assert_allclose(cf(x).numpy(), g(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert cf.num_traces == 2
+    xi = tm.randint(0, 5, (6, 7), dtype=tm.int32)
+    assert cf(xi).dtype == g(xi).dtype and np.array_equal(cf(xi).numpy(), g(xi).numpy())
+
+
+def test_size_made_a_float_is_specialised_not_stale():
+    def g(x):
+        return x * (1.0 / x.shape[0])  # a Python float: baked in under a guard
     cf = tm.compile(g, dynamic=True)
     for n in (3, 4, 5, 3):
         x = tm.randn(n, 2)
