@@ -12,6 +12,7 @@ import numpy as np
 
 from ._dispatch import apply_op
 from ._state import state
+from ._symshape import SymInt
 from ._tensor_base import Tensor
 
 
@@ -126,5 +127,6 @@ def random_tensor(kind: str, shape: tuple, dtype, generator=None):
     """Samples of ``kind`` ("uniform": U[0, 1), "normal": N(0, 1)) through the
     registry's random ops, so compiled code draws them at run time."""
     return apply_op("rand_" + kind, (draw_seed(generator),),
-                    {"shape": tuple(int(s) for s in shape), "dtype": dtype})
+                    {"shape": tuple(s if isinstance(s, SymInt) else int(s) for s in shape),
+                     "dtype": dtype})
 

@@ -204,3 +204,14 @@ def test_view_helpers_keep_sizes_symbolic():
         np.testing.assert_allclose(cf(x).numpy(), g(x).numpy(), rtol=1e-6)
     dyn = [e for e in cf.entries if isinstance(e, DynamicEntry)]
     assert len(dyn) == 1 and dyn[0].validated and not dyn[0].env.guards
+
+
+def test_random_ops_and_creation_take_symbolic_sizes():
+    def g(x):
+        return F.dropout(x, 0.5) + tm.randn(x.shape[0], x.shape[1]) * 0 + tm.zeros(x.shape[0], 1)
+    cf = tm.compile(g, dynamic=True)
+    for n in (3, 4, 5, 9, 3):
+        out = cf(tm.ones(n, 4))
+        assert tuple(out.shape) == (n, 4)
+        assert set(np.unique(out.numpy())) <= {0.0, 2.0}
+    assert cf.num_traces == 2
