@@ -237,7 +237,8 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
         if (low or attrs.get("dtype") is dt.bfloat16) and not op._view:
             return _via_float32(op, args, attrs, grad_name)
         if op._eager_infer:
-            specs = [(a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
+            # the arrays' own shapes (attributes hold traced values here, see lift)
+            specs = [(a._data.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
             op.infer(specs, attrs)
         arrays = [a._data if isinstance(a, Tensor) else a for a in args]
         out = _quiet_call(op.impl, arrays, attrs)

@@ -635,8 +635,8 @@ def _symbolic_inputs(tracer) -> dict[int, tuple]:
     env = tracer.shape_env
     if env is None or not env.hints:
         return {}
-    from .dynamic import pinned
-    if all(pinned(env, s) for s in env.hints):
+    from .dynamic import pinned_symbols
+    if set(env.hints) <= pinned_symbols(env):
         if tracer.specialized:
             logs.log("recompiles", "symbolic sizes specialised: "
                      + "; ".join(tracer.specialized[:3]))

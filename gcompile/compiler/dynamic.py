@@ -170,7 +170,19 @@ class DynamicEntry(Entry):
         return f"dynamic sizes {dims}; size guards: {guards}"
 
 
-def pinned(env, symbol: str) -> bool:
-    """Whether a guard holds ``symbol`` to its traced value (an equation in it alone,
-    ``s0 - 7 == 0`` or ``512*s0 - 1024 == 0``)."""
-    return any(g[1] == "==" and g[2] and g[0].symbols() == {symbol} for g in env.guards)
+def pinned_symbols(env) -> set[str]:
+    """The symbols guards hold to their traced values: those in an equation of their
+    own (``s0 - 7 == 0``, ``512*s0 - 1024 == 0``, ``not s0 - 9 != 0``), then any
+    equation's last free symbol once the others are held (``s1 == s0``)."""
+    eqs = [g[0].symbols() for g in env.guards
+           if (g[1] == "==" and g[2]) or (g[1] == "!=" and not g[2])]
+    held: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for syms in eqs:
+            free = syms - held
+            if len(free) == 1:
+                held |= free
+                grew = True
+    return held
