@@ -397,6 +397,16 @@ class CompiledFunction:
         return {i: tuple(sorted(d for d in ds if leaves[i]._data.shape[d] >= 2))
                 for i, ds in dims.items() if any(leaves[i]._data.shape[d] >= 2 for d in ds)}
 
+    def _graph_break(self, name: str, key, brk) -> None:
+        """Signature ``key`` runs eagerly from now on, with one warning."""
+        self.graph_breaks.append(brk)
+        logs.log("graph_breaks", f"{name}: graph break: {brk}")
+        warnings.warn_explicit(
+            f"gcompile.compile: graph break in {name}: {brk.what} cannot be traced into "
+            "the graph; this signature runs eagerly", GraphBreakWarning,
+            brk.filename, brk.lineno)
+        self._eager.add(key)
+
     def _store(self, key, entry) -> None:
         entries = self._entries.setdefault(key, [])
         entries.insert(0, entry)
@@ -413,8 +423,11 @@ class CompiledFunction:
         name = getattr(self._fn, "__qualname__", type(self._fn).__name__)
         dims = {i: d for i, d in _dims_of(dyn).items()}
         result, entry, brk = self._trace(name, leaves, params, args, kwargs, dims)
-        if brk is not None or entry is None or type(entry).__name__ == "_Transient":
-            return result  # handled as a miss would be next time
+        if brk is not None:  # these sizes take another path: they run eagerly
+            self._graph_break(name, key, brk)
+            return result
+        if entry is None or type(entry).__name__ == "_Transient":
+            return result  # state made on this call: checked again on the next
         sk = _shapeless(key)
         if isinstance(entry, DynamicEntry) and entry.fingerprint == dyn.fingerprint:
             dyn.validated = True
@@ -476,13 +489,7 @@ class CompiledFunction:
         dims = self._dims_for(key, leaves)
         result, entry, brk = self._trace(name, leaves, params, args, kwargs, dims)
         if brk is not None:
-            self.graph_breaks.append(brk)
-            logs.log("graph_breaks", f"{name}: graph break: {brk}")
-            warnings.warn_explicit(
-                f"gcompile.compile: graph break in {name}: {brk.what} cannot be traced into "
-                "the graph; this signature runs eagerly", GraphBreakWarning,
-                brk.filename, brk.lineno)
-            self._eager.add(key)
+            self._graph_break(name, key, brk)
         elif type(entry).__name__ == "_Transient":
             # eager this once (the trace was an eager run); retrace on the next call
             self._transients[key] = self._transients.get(key, 0) + 1
