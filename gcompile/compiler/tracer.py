@@ -325,13 +325,8 @@ class Tracer:
         ins = []
         for a in args:
             if isinstance(a, Tensor):
-                base = a._base
-                if base is not None and id(base) in self.mutated_at:
-                    made = self.made_at.get(id(a))
-                    if made is None or made[0]() is not a or made[1] < self.mutated_at[id(base)]:
-                        self.graph_break("reading a view whose base was modified in place "
-                                         "after the view was taken")
-                        return
+                if self._stale_view(a):
+                    return
                 ins.append(self.value_of(a))
             elif isinstance(a, (bool, int, float)):
                 ins.append(a)
@@ -349,6 +344,20 @@ class Tracer:
             self.made_at[id(result)] = (weakref.ref(result), self.clock)
         self.created.append(weakref.ref(result))
 
+    def _stale_view(self, t) -> bool:
+        """Whether ``t`` is a view whose base was written in place after the view was
+        taken (eager reads the new values through it; the graph has the old value):
+        a graph break, never a stale result."""
+        base = t._base
+        if base is None or id(base) not in self.mutated_at:
+            return False
+        made = self.made_at.get(id(t))
+        if made is None or made[0]() is not t or made[1] < self.mutated_at[id(base)]:
+            self.graph_break("reading a view whose base was modified in place after the "
+                             "view was taken")
+            return True
+        return False
+
     def record_mutation(self, tensor, new_value) -> None:
         if self.breaks:
             return
@@ -364,6 +373,8 @@ class Tracer:
         if new_value is None:
             nv = self.graph.add_const(tensor._data)
         else:
+            if self._stale_view(new_value):  # x.copy_(v), v a view of x taken before
+                return
             nv = self.value_of(new_value)
             shape = tuple(tensor._data.shape)
             if nv.shape != shape:

@@ -291,6 +291,23 @@ def test_view_read_after_base_mutation_is_a_graph_break():
     np.testing.assert_allclose(cf(x).numpy(), [2, 2])
 
 
+def test_copy_from_a_view_taken_before_its_base_was_written_is_a_graph_break():
+    # found by the property test: x.copy_(v) with v = x[0] taken before x.add_(x) read
+    # the old x[0] in the plan (eager copies the doubled value)
+    def f(x):
+        v = x[0]
+        x.add_(x)
+        return x.copy_(v)
+    cf = compile(f)
+    for _ in range(2):
+        a, b = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GraphBreakWarning)
+            got = cf(a)
+        np.testing.assert_allclose(got.numpy(), f(b).numpy())
+        np.testing.assert_allclose(a.numpy(), [2.0, 2.0, 2.0])
+
+
 def test_tracing_frees_intermediates_the_code_drops():
     """The first call traces while running eagerly; it must not keep every activation
     alive (peak memory of a first call = eager's)."""
