@@ -306,6 +306,14 @@ def _c(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _transposed(w: np.ndarray) -> np.ndarray:
+    """W^T as a C-contiguous copy, made once per sequence: each step's small
+    ``h @ W^T`` is then a plain NN GEMM, which OpenBLAS runs ~1.5x faster than the
+    transposed-operand one for the (batch x hidden) @ (hidden x gates) shapes here
+    (32x128 @ 128x512: ~33 us against ~54 us on one core)."""
+    return np.ascontiguousarray(w.T)
+
+
 def _ref(name: str) -> Callable:
     op = REGISTRY[name]
     return op.reference or op.impl
@@ -325,7 +333,7 @@ def lstm_scan(xw: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_hh: np.ndarray,
     gates = np.empty((bsz, h4), xw.dtype)
     k = step_kernel("lstm_fwd", xw.dtype.name)
     step = _Stepper(k, [gates, xw, bias, c0, res, 0, t_len, bsz, h], bsz, 11 * bsz * h)
-    w_t = w_hh.T
+    w_t = _transposed(w_hh)
     hp = h0
     for t in range(t_len):
         np.matmul(hp, w_t, out=gates)
@@ -371,7 +379,7 @@ def gru_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
     hh = np.empty((bsz, h3), xw.dtype)
     k = step_kernel("gru_fwd", xw.dtype.name)
     step = _Stepper(k, [hh, xw, b_hh, h0, res, 0, t_len, bsz, h], bsz, 12 * bsz * h)
-    w_t = w_hh.T
+    w_t = _transposed(w_hh)
     hp = h0
     for t in range(t_len):
         np.matmul(hp, w_t, out=hh)
@@ -424,7 +432,7 @@ def rnn_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray,
     res = hw.result((t_len, bsz, h), xw.dtype, out)
     k = step_kernel("rnn_fwd", xw.dtype.name)
     step = _Stepper(k, [xw, res, relu, 0, bsz, h], bsz, 3 * bsz * h)
-    w_t = w_hh.T
+    w_t = _transposed(w_hh)
     hp = h0
     for t in range(t_len):
         np.matmul(hp, w_t, out=res[t])
