@@ -15,7 +15,8 @@ from ir.registry import REGISTRY, GradBuilder, compute_dtype, output_dtype, vjp
 
 from ._state import state
 from ._symbolic import SymScalar
-from ._tape import _FREED_MSG, Meta, Node, SavedTensor, _seq_counter, grad_accumulator
+from ._tape import (_FREED_MSG, Meta, Node, SavedTensor, SymMeta, _seq_counter,
+                    grad_accumulator)
 from ._tensor_base import Tensor
 
 _EMPTY: dict = {}
@@ -300,7 +301,7 @@ class OpNode(Node):
         saves = op.saves
         saved = None
         tracer = _state.tracer
-        sym = tracer is not None and tracer.shape_env is not None  # dynamic sizes: SymInts
+        env = tracer.shape_env if tracer is not None else None  # dynamic sizes: SymInts
         for i, x in enumerate(inputs):
             if x.__class__ in _NUMBERS or isinstance(x, _NUMBERS):
                 nxt.append(None)
@@ -330,7 +331,8 @@ class OpNode(Node):
                 meta.append(None)
             else:
                 d = x._data
-                meta.append(Meta(tuple(x.shape) if sym else d.shape, d.dtype))
+                meta.append(Meta(d.shape, d.dtype) if env is None else
+                            SymMeta(d.shape, tuple(x.shape), d.dtype, env))
         if -1 in saves:
             if saved is None:
                 saved = {}
@@ -340,7 +342,8 @@ class OpNode(Node):
         self._saved = saved
         self._meta = meta
         d = out._data
-        self._out_meta = Meta(tuple(out.shape) if sym else d.shape, d.dtype)
+        self._out_meta = Meta(d.shape, d.dtype) if env is None else \
+            SymMeta(d.shape, tuple(out.shape), d.dtype, env)
         self._freed = False
 
     @property

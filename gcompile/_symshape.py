@@ -182,6 +182,7 @@ class ShapeEnv:
         # (expr, relation, expected): ``expr <relation> 0`` must evaluate to expected
         self.guards: list[tuple[Expr, str, bool]] = []
         self._seen: set = set()
+        self.frozen = False
 
     def new_symbol(self, hint: int, source: tuple[int, int]) -> SymInt:
         name = f"s{len(self.hints)}"
@@ -192,9 +193,14 @@ class ShapeEnv:
     def hint_of(self, e: Expr) -> int:
         return e.evaluate(self.hints)
 
+    def freeze(self) -> None:
+        """The trace is over: a SymInt that outlives it (in a saved shape, a user's
+        variable) acts as its traced value and adds no guard to the finished graph."""
+        self.frozen = True
+
     def guard(self, e: Expr, rel: str, result: bool) -> None:
         key = (e, rel)
-        if key not in self._seen:
+        if not self.frozen and key not in self._seen:
             self._seen.add(key)
             self.guards.append((e, rel, result))
 

@@ -46,6 +46,27 @@ class Meta:
                            "the op's `saves` is wrong")
 
 
+class SymMeta(Meta):
+    """A Meta recorded while a dynamic-shape trace runs: its shape has the trace's
+    SymInts while that trace is active (so gradients built in it stay symbolic), and
+    the concrete shape once it is over (an eager backward after the trace)."""
+
+    __slots__ = ("_concrete", "_sym", "_env")
+
+    def __init__(self, concrete, sym, np_dtype, env):
+        self._concrete = concrete
+        self._sym = sym
+        self._npd = np_dtype
+        self._env = env
+
+    @property
+    def shape(self):
+        tracer = state.tracer
+        if tracer is not None and tracer.shape_env is self._env:
+            return self._sym
+        return self._concrete
+
+
 class SavedTensor:
     """A tensor saved for backward; unpacking checks it was not modified in place."""
 

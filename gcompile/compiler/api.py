@@ -530,6 +530,8 @@ class CompiledFunction:
                 result = self._fn(*args, **kwargs)
         finally:
             state.tracer = prev
+            if tracer.shape_env is not None:
+                tracer.shape_env.freeze()  # SymInts that outlive the trace add no guards
         self.num_traces += 1
         # (random ops draw their seeds through the tracer; any other draw from a
         # Generator is a graph break where it happens: _random._gen)

@@ -155,6 +155,29 @@ def test_training_forward_last_smaller_batch():
             F.cross_entropy(m(x), y).backward()
         for p, q in zip(model.parameters(), ref.parameters()):
             np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
+    # eager backward after the trace reads the tape's shapes: concrete, adding no guard
+    assert cm._compiled.num_traces == 3
+    assert any(isinstance(e, DynamicEntry) and e.validated and not e.env.guards
+               for e in cm._compiled.entries)
+
+
+class _Holder:
+    size = None
+
+
+def test_a_size_kept_after_the_trace_adds_no_guard():
+    holder = _Holder()
+
+    def g(x):
+        holder.size = x.shape[0]
+        return x * 2
+    cf = tm.compile(g, dynamic=True)
+    cf(tm.randn(3, 2))
+    kept = holder.size
+    assert kept == 3 and kept != 4  # used after the trace: its traced value
+    for n in (4, 5, 6):
+        np.testing.assert_allclose(cf(tm.randn(n, 2)).shape, (n, 2))
+    assert cf.num_traces == 2
 
 
 def _train_pair(opt_cls, **kw):
