@@ -164,6 +164,13 @@ class DynamicEntry(Entry):
         for e in self.entries.values():
             e.release()
 
+    def __getattr__(self, name: str):
+        # what tools read of an entry (``executable``, ``forward``, ``part``, ...): that
+        # of the plan built for the most recent sizes
+        if name.startswith("__") or name == "entries":
+            raise AttributeError(name)
+        return getattr(next(reversed(self.entries.values())), name)
+
     def describe(self) -> str:
         dims = ", ".join(f"{s} = argument {i} dim {d}" for s, (i, d) in self.sources.items())
         guards = "; ".join(self.env.describe_guards()) or "none"

@@ -238,3 +238,13 @@ def test_random_ops_and_creation_take_symbolic_sizes():
         assert tuple(out.shape) == (n, 4)
         assert set(np.unique(out.numpy())) <= {0.0, 2.0}
     assert cf.num_traces == 2
+
+
+def test_a_dynamic_entry_answers_for_its_latest_plan():
+    cf = tm.compile(lambda x: (x * 2).relu().sum(1), dynamic=True)
+    for n in (3, 5, 6):
+        cf(tm.randn(n, 4))
+    e = cf.entries[-1]
+    assert isinstance(e, DynamicEntry) and len(e.entries) == 3
+    assert e.executable is e.entries[next(reversed(e.entries))].executable
+    assert "dynamic sizes s0 = argument 0 dim 0" in e.describe()
