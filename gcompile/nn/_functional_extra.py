@@ -373,6 +373,73 @@ __all__ = ["hardshrink", "softshrink", "adaptive_max_pool1d", "adaptive_max_pool
            "linear_cross_entropy"]
 
 
+def triplet_margin_with_distance_loss(anchor: Tensor, positive: Tensor, negative: Tensor, *,
+                                      distance_function=None, margin: float = 1.0,
+                                      swap: bool = False, reduction: str = "mean") -> Tensor:
+    """max(d(a, p) - d(a, n) + margin, 0) with any distance (pairwise L2 by default);
+    ``swap`` uses min(d(a, n), d(p, n)) as the negative distance."""
+    from .functional import pairwise_distance
+    if margin <= 0:
+        raise ValueError(f"triplet_margin_with_distance_loss: expected margin to be greater "
+                         f"than 0, got {margin} instead")
+    dims = (anchor.dim(), positive.dim(), negative.dim())
+    if len(set(dims)) != 1:
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have "
+                           f"the same number of dimensions, but got: anchor {dims[0]}D, "
+                           f"positive {dims[1]}D, and negative {dims[2]}D inputs")
+    dist = distance_function if distance_function is not None else pairwise_distance
+    d_pos = dist(anchor, positive)
+    d_neg = dist(anchor, negative)
+    if swap:
+        d_neg = T.minimum(d_neg, dist(positive, negative))
+    loss = (d_pos - d_neg + margin).clamp_min(0.0)
+    return _reduce(loss, reduction, "triplet_margin_with_distance_loss")
+
+
+def triplet_margin_loss(anchor: Tensor, positive: Tensor, negative: Tensor,
+                        margin: float = 1.0, p: float = 2, eps: float = 1e-6,
+                        swap: bool = False, size_average=None, reduce=None,
+                        reduction: str = "mean") -> Tensor:
+    """The triplet loss with the p-norm pairwise distance (torch's defaults)."""
+    from .functional import pairwise_distance
+    reduction = _legacy(size_average, reduce, reduction)
+    dims = (anchor.dim(), positive.dim(), negative.dim())
+    if len(set(dims)) != 1 or dims[0] not in (1, 2):
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have "
+                           f"the same number of dimensions, but got: anchor {dims[0]}D, "
+                           f"positive {dims[1]}D, and negative {dims[2]}D inputs")
+    return triplet_margin_with_distance_loss(
+        anchor, positive, negative, margin=margin, swap=swap, reduction=reduction,
+        distance_function=lambda a, b: pairwise_distance(a, b, p, eps))
+
+
+def rrelu(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3,
+          training: bool = False, inplace: bool = False, generator=None) -> Tensor:
+    """x for x >= 0, else a * x: a ~ U(lower, upper) per element while training
+    (drawn from the generator, so compiled calls draw fresh slopes), (lower + upper) / 2
+    in eval."""
+    from .._random import random_tensor
+    from .functional import _inplace
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f"\"rrelu_with_noise\" not implemented for "
+                           f"'{str(input.dtype).replace('torch.', '').capitalize()}'")
+    if training:
+        u = random_tensor("uniform", tuple(input.shape), input.dtype, generator)
+        slope = u * (upper - lower) + lower
+    else:
+        slope = (lower + upper) / 2.0
+    out = T.where(input >= 0, input, input * slope)
+    return _inplace(input, out) if inplace else out
+
+
+def rrelu_(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3,
+           training: bool = False) -> Tensor:
+    return rrelu(input, lower, upper, training, True)
+
+
+__all__ += ["triplet_margin_loss", "triplet_margin_with_distance_loss", "rrelu", "rrelu_"]
+
+
 _NEG = -1e30  # "log 0" for unreachable CTC states: finite, so no inf - inf or 0/0 in grads
 
 
