@@ -437,7 +437,105 @@ def rrelu_(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3,
     return rrelu(input, lower, upper, training, True)
 
 
-__all__ += ["triplet_margin_loss", "triplet_margin_with_distance_loss", "rrelu", "rrelu_"]
+def feature_alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False,
+                          inplace: bool = False, generator=None) -> Tensor:
+    """Alpha dropout of whole channels (dim 1): SELU's self-normalising dropout, one draw
+    per (sample, channel), as torch's."""
+    from .._random import random_tensor
+    from .functional import _inplace
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        out = input * 0.0
+        return _inplace(input, out) if inplace else out
+    if input.dim() < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    shape = tuple(input.shape[:2]) + (1,) * (input.dim() - 2)
+    u = random_tensor("uniform", shape, input.dtype, generator)
+    keep = T.where(u >= p, 1.0, 0.0).to(input.dtype)
+    alpha_p = -1.7580993408473766
+    a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
+    b = -a * alpha_p * p
+    out = (input * keep + (1.0 - keep) * alpha_p) * a + b
+    return _inplace(input, out) if inplace else out
+
+
+def channel_shuffle(input: Tensor, groups: int) -> Tensor:
+    """Interleave the channels (dim 1) of ``groups`` groups: (N, g, C/g, *) -> (N, C/g, g,
+    *)."""
+    if input.dim() < 3:
+        raise RuntimeError(f"channel_shuffle expects input to have at least 3 dimensions, but "
+                           f"got input with sizes {list(input.shape)}")
+    if groups <= 0:
+        raise RuntimeError(f"Number of groups to divide channels in must be positive. Value of "
+                           f"groups:{groups}")
+    n, c = input.shape[0], input.shape[1]
+    if c % groups:
+        raise RuntimeError(f"Number of channels must be divisible by groups. Got {c} channels "
+                           f"and {groups} groups.")
+    rest = tuple(input.shape[2:])
+    return (input.reshape((n, groups, c // groups) + rest).transpose(1, 2)
+            .reshape((n, c) + rest))
+
+
+def _max_unpool(nd: int, input: Tensor, indices: Tensor, kernel_size, stride, padding,
+                output_size, name: str) -> Tensor:
+    """Zeros of the pooled-from size with each value put back where ``indices`` (from
+    max_pool's ``return_indices``, flat over the spatial dims) says: a scatter."""
+    def tup(v):
+        return (v,) * nd if isinstance(v, int) else tuple(v)
+    k = tup(kernel_size)
+    st = k if stride is None else tup(stride)
+    pad = tup(padding)
+    if input.dim() not in (nd + 1, nd + 2):
+        raise RuntimeError(f"{name}: expected a {nd + 1}-D or {nd + 2}-D input, got "
+                           f"{input.dim()}-D")
+    if tuple(indices.shape) != tuple(input.shape):
+        raise RuntimeError(f"{name}: Expected shape of indices to be same as that of the input "
+                           f"tensor ({list(input.shape)}) but got indices tensor with shape: "
+                           f"{list(indices.shape)}")
+    spatial = tuple(input.shape[-nd:])
+    default = tuple((spatial[i] - 1) * st[i] - 2 * pad[i] + k[i] for i in range(nd))
+    if output_size is None:
+        out = default
+    else:
+        out = tuple(output_size)[-nd:]
+        for i in range(nd):
+            lo, hi = default[i] - st[i], default[i] + st[i]
+            if not lo < out[i] < hi:
+                raise ValueError(f'invalid output_size "{tuple(output_size)}" (dim {i} must be '
+                                 f"between {lo + 1} and {hi - 1})")
+    lead = tuple(input.shape[:-nd])
+    n_out = math.prod(out)
+    flat_in = input.reshape(lead + (-1,))
+    flat_idx = indices.reshape(lead + (-1,))
+    zeros = _creation.zeros(lead + (n_out,), dtype=input.dtype)
+    return zeros.scatter(-1, flat_idx, flat_in).reshape(lead + out)
+
+
+def max_unpool1d(input: Tensor, indices: Tensor, kernel_size, stride=None, padding=0,
+                 output_size=None) -> Tensor:
+    return _max_unpool(1, input, indices, kernel_size, stride, padding, output_size,
+                       "max_unpool1d")
+
+
+def max_unpool2d(input: Tensor, indices: Tensor, kernel_size, stride=None, padding=0,
+                 output_size=None) -> Tensor:
+    return _max_unpool(2, input, indices, kernel_size, stride, padding, output_size,
+                       "max_unpool2d")
+
+
+def max_unpool3d(input: Tensor, indices: Tensor, kernel_size, stride=None, padding=0,
+                 output_size=None) -> Tensor:
+    return _max_unpool(3, input, indices, kernel_size, stride, padding, output_size,
+                       "max_unpool3d")
+
+
+__all__ += ["triplet_margin_loss", "triplet_margin_with_distance_loss", "rrelu", "rrelu_",
+            "feature_alpha_dropout", "channel_shuffle", "max_unpool1d", "max_unpool2d",
+            "max_unpool3d"]
 
 
 _NEG = -1e30  # "log 0" for unreachable CTC states: finite, so no inf - inf or 0/0 in grads
