@@ -73,3 +73,42 @@ def test_feature_alpha_dropout_drops_whole_channels_and_keeps_moments():
     assert 0.25 < dropped.mean() < 0.35
     assert abs(y.mean()) < 0.05 and abs(y.std() - 1.0) < 0.05  # self-normalising
     assert gc.nn.FeatureAlphaDropout(0.3).eval()(x) is x
+
+
+@pytest.mark.parametrize("shape,k,d,p,s", [((2, 3, 5, 6), (2, 3), 1, 1, (2, 1)),
+                                           ((1, 2, 7, 7), 3, 2, 0, 1),
+                                           ((3, 4, 4), 2, 1, 0, 2),
+                                           ((2, 1, 6, 5), (3, 2), (1, 2), (2, 1), (1, 3))])
+def test_unfold_and_fold_match_torch_with_gradients(shape, k, d, p, s):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    outs = []
+    for m in (torch, gc):
+        xt = m.tensor(x, requires_grad=True)
+        u = m.nn.Unfold(k, d, p, s)(xt)
+        w = np.random.default_rng(1).standard_normal(tuple(u.shape)).astype(np.float32)
+        (u * m.tensor(w)).sum().backward()
+        cols = m.tensor(w, requires_grad=True)
+        f = m.nn.Fold(shape[-2:], k, d, p, s)(cols)
+        v = np.random.default_rng(2).standard_normal(tuple(f.shape)).astype(np.float32)
+        (f * m.tensor(v)).sum().backward()
+        outs.append([u.detach().numpy(), xt.grad.numpy(), f.detach().numpy(), cols.grad.numpy()])
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+
+
+def test_fold_errors_and_compiled_round_trip():
+    with pytest.raises(RuntimeError, match="divisible by the product of kernel_size"):
+        gc.nn.functional.fold(gc.randn(2, 7, 4), (3, 3), 2)
+    with pytest.raises(RuntimeError, match="number of sliding blocks 2 \\* 2 = 4"):
+        gc.nn.functional.fold(gc.randn(2, 8, 5), (3, 3), 2)
+    with pytest.raises(RuntimeError, match="Only 3D or 4D"):
+        gc.nn.functional.unfold(gc.randn(3, 4), 2)
+    f = gc.compile(lambda x: gc.nn.functional.fold(
+        gc.nn.functional.unfold(x, 3, padding=1), (6, 6), 3, padding=1))
+    x = gc.randn(2, 3, 6, 6)
+    want = torch.nn.functional.fold(torch.nn.functional.unfold(torch.tensor(x.numpy()), 3,
+                                                               padding=1), (6, 6), 3, padding=1)
+    for _ in range(2):
+        np.testing.assert_allclose(f(x).numpy(), want.numpy(), rtol=1e-6)
+    assert f.entries and not f.graph_breaks
