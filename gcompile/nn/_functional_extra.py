@@ -533,86 +533,9 @@ def max_unpool3d(input: Tensor, indices: Tensor, kernel_size, stride=None, paddi
                        "max_unpool3d")
 
 
-def _pair(v, name: str) -> tuple[int, int]:
-    t = (v, v) if isinstance(v, int) else tuple(v)
-    if len(t) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return int(t[0]), int(t[1])
-
-
-def _block_index(size: tuple[int, int], kernel, dilation, padding, stride):
-    """For each (kernel offset, block) pair, the flat position in the padded image that
-    sliding block reads (torch's unfold order: offset-major, then block row-major);
-    with the padded size and the number of blocks per dim."""
-    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel, dilation, padding, stride
-    hp, wp = size[0] + 2 * ph, size[1] + 2 * pw
-    oh = (hp - dh * (kh - 1) - 1) // sh + 1
-    ow = (wp - dw * (kw - 1) - 1) // sw + 1
-    ki, kj = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
-    bi, bj = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
-    rows = ki.reshape(-1, 1) * dh + bi.reshape(1, -1) * sh
-    cols = kj.reshape(-1, 1) * dw + bj.reshape(1, -1) * sw
-    return (rows * wp + cols).reshape(-1), (hp, wp), (oh, ow)
-
-
-def unfold(input: Tensor, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
-    """Sliding blocks as columns: (N, C, H, W) -> (N, C*kh*kw, L) (torch's im2col), a
-    gather from the padded image, so it differentiates and compiles like any gather."""
-    from .functional import pad as _pad
-    if input.dim() not in (3, 4):
-        raise RuntimeError(f"Input Error: Only 3D or 4D input Tensors are supported (got "
-                           f"{input.dim()}D)")
-    batched = input.dim() == 4
-    x = input if batched else input.unsqueeze(0)
-    k, d, p, st = (_pair(kernel_size, "kernel_size"), _pair(dilation, "dilation"),
-                   _pair(padding, "padding"), _pair(stride, "stride"))
-    n, c, h, w = x.shape
-    idx, (hp, wp), (oh, ow) = _block_index((h, w), k, d, p, st)
-    if oh < 1 or ow < 1:
-        raise RuntimeError(f"Given input with spatial size ({h}, {w}), kernel_size={k}, "
-                           f"dilation={d}, padding={p}, calculated shape of the array of "
-                           f"sliding blocks as ({oh}, {ow}), but its components must be at "
-                           "least one.")
-    if p != (0, 0):
-        x = _pad(x, (p[1], p[1], p[0], p[0]))
-    index = _creation.tensor(idx).expand(n, c, idx.size)
-    cols = x.reshape(n, c, hp * wp).gather(2, index)
-    out = cols.reshape(n, c * k[0] * k[1], oh * ow)
-    return out if batched else out.squeeze(0)
-
-
-def fold(input: Tensor, output_size, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
-    """The adjoint of ``unfold`` (torch's col2im): columns summed back into the image,
-    overlaps added, as a scatter-add into the padded image."""
-    if input.dim() not in (2, 3):
-        raise RuntimeError(f"Input Error: Only unbatched (2D) or batched (3D) input Tensors are "
-                           f"supported (got {input.dim()}D)")
-    batched = input.dim() == 3
-    x = input if batched else input.unsqueeze(0)
-    size = _pair(output_size, "output_size")
-    k, d, p, st = (_pair(kernel_size, "kernel_size"), _pair(dilation, "dilation"),
-                   _pair(padding, "padding"), _pair(stride, "stride"))
-    n, ck, blocks = x.shape
-    if ck % (k[0] * k[1]):
-        raise RuntimeError(f"Expected size of input's dimension 1 to be divisible by the product "
-                           f"of kernel_size, but got input.size(1)={ck} and kernel_size={k}.")
-    idx, (hp, wp), (oh, ow) = _block_index(size, k, d, p, st)
-    if blocks != oh * ow:
-        raise RuntimeError(f"Given output_size={size}, kernel_size={k}, dilation={d}, "
-                           f"padding={p}, stride={st}, expected size of input's dimension 2 to "
-                           f"match the calculated number of sliding blocks {oh} * {ow} = "
-                           f"{oh * ow}, but got input.size(2)={blocks}.")
-    c = ck // (k[0] * k[1])
-    index = _creation.tensor(idx).expand(n, c, idx.size)
-    img = _creation.zeros((n, c, hp * wp), dtype=x.dtype).scatter_add(
-        2, index, x.reshape(n, c, idx.size)).reshape(n, c, hp, wp)
-    out = img[:, :, p[0]:p[0] + size[0], p[1]:p[1] + size[1]]
-    return out if batched else out.squeeze(0)
-
-
 __all__ += ["triplet_margin_loss", "triplet_margin_with_distance_loss", "rrelu", "rrelu_",
             "feature_alpha_dropout", "channel_shuffle", "max_unpool1d", "max_unpool2d",
-            "max_unpool3d", "unfold", "fold"]
+            "max_unpool3d"]
 
 
 _NEG = -1e30  # "log 0" for unreachable CTC states: finite, so no inf - inf or 0/0 in grads

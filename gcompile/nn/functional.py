@@ -446,25 +446,54 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) 
     return _convnd(input, weight, bias, stride, padding, dilation, groups, 3, "conv3d")
 
 
+def _blocks(size, k, d, p, s) -> tuple[int, int]:
+    """The number of sliding blocks per spatial dim."""
+    return tuple((size[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2))
+
+
 def unfold(input: Tensor, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
-    """Sliding local blocks (N, C, H, W) -> (N, C*kh*kw, L)."""
-    if input.dim() != 4:
-        raise NotImplementedError("Input Error: Only 4D input Tensors are supported (got "
-                                  f"{input.dim()}D)")
-    attrs = {"kernel": _tuple(kernel_size, 2), "stride": _tuple(stride, 2),
-             "padding": _tuple(padding, 2), "dilation": _tuple(dilation, 2), "ones_row": False}
-    return apply_op("im2col", (input,), attrs, "Im2ColBackward0")
+    """Sliding local blocks (N, C, H, W) -> (N, C*kh*kw, L) (or unbatched (C, H, W))."""
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"Input Error: Only 3D or 4D input Tensors are supported (got "
+                           f"{input.dim()}D)")
+    k, s, p, d = (_tuple(kernel_size, 2), _tuple(stride, 2), _tuple(padding, 2),
+                  _tuple(dilation, 2))
+    blocks = _blocks(tuple(input.shape[-2:]), k, d, p, s)
+    if min(blocks) < 1:
+        raise RuntimeError(f"Given input with spatial size {tuple(input.shape[-2:])}, "
+                           f"kernel_size={k}, dilation={d}, padding={p}, calculated shape of "
+                           f"the array of sliding blocks as {blocks}, but its components must "
+                           "be at least one.")
+    x = input if input.dim() == 4 else input.unsqueeze(0)
+    attrs = {"kernel": k, "stride": s, "padding": p, "dilation": d, "ones_row": False}
+    out = apply_op("im2col", (x,), attrs, "Im2ColBackward0")
+    return out if input.dim() == 4 else out.squeeze(0)
 
 
 def fold(input: Tensor, output_size, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
-    """Adjoint of unfold: sum blocks (N, C*kh*kw, L) back into (N, C, H, W)."""
-    if input.dim() != 3:
-        raise NotImplementedError("Input Error: Only 3D input Tensors are supported (got "
-                                  f"{input.dim()}D)")
-    attrs = {"spatial": _tuple(output_size, 2), "kernel": _tuple(kernel_size, 2),
-             "stride": _tuple(stride, 2), "padding": _tuple(padding, 2),
-             "dilation": _tuple(dilation, 2), "ones_row": False}
-    return apply_op("col2im", (input,), attrs, "Col2ImBackward0")
+    """Adjoint of unfold: sum blocks (N, C*kh*kw, L) back into (N, C, H, W) (or unbatched
+    (C*kh*kw, L))."""
+    if input.dim() not in (2, 3):
+        raise RuntimeError(f"Input Error: Only unbatched (2D) or batched (3D) input Tensors are "
+                           f"supported (got {input.dim()}D)")
+    size, k, s, p, d = (_tuple(output_size, 2), _tuple(kernel_size, 2), _tuple(stride, 2),
+                        _tuple(padding, 2), _tuple(dilation, 2))
+    ck, n_blocks = input.shape[-2], input.shape[-1]
+    if ck % (k[0] * k[1]):
+        raise RuntimeError(f"Expected size of input's dimension 1 to be divisible by the product "
+                           f"of kernel_size, but got input.size(1)={ck} and kernel_size={k}.")
+    blocks = _blocks(size, k, d, p, s)
+    if n_blocks != blocks[0] * blocks[1]:
+        raise RuntimeError(f"Given output_size={size}, kernel_size={k}, dilation={d}, "
+                           f"padding={p}, stride={s}, expected size of input's dimension 2 to "
+                           f"match the calculated number of sliding blocks {blocks[0]} * "
+                           f"{blocks[1]} = {blocks[0] * blocks[1]}, but got "
+                           f"input.size(2)={n_blocks}.")
+    x = input if input.dim() == 3 else input.unsqueeze(0)
+    attrs = {"spatial": size, "kernel": k, "stride": s, "padding": p, "dilation": d,
+             "ones_row": False}
+    out = apply_op("col2im", (x,), attrs, "Col2ImBackward0")
+    return out if input.dim() == 3 else out.squeeze(0)
 
 
 # ---------------------------------------------------------------------------
