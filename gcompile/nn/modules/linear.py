@@ -58,11 +58,6 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
-class LazyLinear(Module):
-    def __init__(self, *args, **kwargs) -> None:
-        raise NotImplementedError("Lazy modules are not supported; give in_features to Linear")
-
-
 class Bilinear(Module):
     """y = x1^T A x2 + b."""
 
