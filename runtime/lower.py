@@ -152,62 +152,6 @@ def _evict_rows(g: Group, err: RowStoreConflict) -> list[Group] | None:
     return [rest, out]
 
 
-# elementwise ops that cost far more than a load and a store of their result
-_EXPENSIVE = frozenset({
-    "exp", "expm1", "exp2", "log", "log1p", "log2", "log10", "erf", "erfc", "erfinv",
-    "tanh", "sigmoid", "gelu", "gelu_backward", "silu", "softplus", "mish", "elu", "selu",
-    "celu", "pow", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh",
-    "asinh", "acosh", "atanh", "lgamma", "digamma"})
-
-
-SPLIT_RECOMPUTE_MIN = 1 << 16  # elements
-
-
-def _split_recomputed(g: Group) -> list[Group] | None:
-    """A rows group with a full-shape output computed by expensive elementwise ops that
-    a reduction of the group also reads: its kernel computes those ops twice per element,
-    once in the reduce loop and again in the final map loop (GELU's backward fused with
-    the bias gradient's column sum: erf and exp twice). Split: the elementwise nodes the
-    full outputs need (none reading a row value) become an elementwise kernel that stores
-    them once, and the reduction reads them (groups of ``SPLIT_RECOMPUTE_MIN`` elements
-    or more). The same float32 values either way."""
-    if g.kind != "rows" or int(np.prod(g.shape, dtype=np.int64)) < SPLIT_RECOMPUTE_MIN:
-        return None  # small: a second kernel call costs more than the recomputation
-    role = g.role
-    members = {id(n) for n in g.nodes}
-    # elem nodes that read no row value (transitively): computable before the reduction
-    free: set[int] = set()
-    for n in g.nodes:
-        if role[id(n)] == "elem" and all(a.producer is None or id(a.producer) not in members
-                                         or id(a.producer) in free for a in n.value_inputs):
-            free.add(id(n))
-    full = [v for v in g.outputs if id(v.producer) in free]
-    if not full:
-        return None
-    need: set[int] = set()
-    stack = [v.producer for v in full]
-    while stack:
-        n = stack.pop()
-        if id(n) in need:
-            continue
-        need.add(id(n))
-        stack += [a.producer for a in n.value_inputs
-                  if a.producer is not None and id(a.producer) in members]
-    moved = [n for n in g.nodes if id(n) in need]
-    reads_moved = any(role[id(n)] == "red" and any(
-        a.producer is not None and id(a.producer) in need for a in n.value_inputs)
-        for n in g.nodes)
-    rest = [n for n in g.nodes if id(n) not in need]
-    if not reads_moved or not any(n.op in _EXPENSIVE for n in moved) or \
-            not any(role[id(n)] == "red" for n in rest) or \
-            any(tuple(n.out.shape) != tuple(g.shape) for n in moved):
-        return None
-    pre = Group(g.id, "elementwise", moved, tuple(g.shape), (),
-                {id(n): "elem" for n in moved})
-    post = Group(g.id, "rows", rest, g.shape, g.dims, {id(n): role[id(n)] for n in rest})
-    return [pre, post]
-
-
 def _merge_into_consumer(parts: list[Group], queue: list[Group]) -> Group | None:
     """Fold the moved row math (``parts[1]``) into the one later elementwise group of the
     same shape that reads all of it (an optimizer update reading a bias gradient times
@@ -280,13 +224,6 @@ def _lower_groups(graph: Graph, fusion: Fusion, make_kernel, slot: dict) -> list
     while groups:
         g = groups.pop(0)
         if g.kind in ("elementwise", "rows"):
-            parts = _split_recomputed(g)
-            if parts is not None:
-                finish_groups(graph, parts + groups)
-                _log("kernels", f"split {g.describe()}: its full outputs are computed "
-                     "once, before the reduction reads them")
-                groups = parts + groups
-                continue
             try:
                 low = lower_elementwise(g) if g.kind == "elementwise" else lower_rows(g)
                 kernel = make_kernel(low.spec)

@@ -39,6 +39,7 @@ import ast
 import math
 import os
 import re
+from dataclasses import replace
 from typing import NamedTuple
 
 from ir import dtypes as dt
@@ -539,6 +540,9 @@ def emit_body(ctx: Ctx, phase: Phase, ind: str, sink=None) -> list[str]:
     _stmts(phase.stmts, ctx, lines, ind)
     c, d, _ = ctx.ref(phase.reduce_value)
     lines.append(f"{ind}{sink(c, d)}")
+    for o, v in phase.stores:  # full outputs computed here once (``hoist_stores``)
+        c, d, _ = ctx.ref(v)
+        lines.append(f"{ind}{ctx.elem(ctx.nin + o)} = {cast_code(c, d, spec.outputs[o][0])}")
     em.names, em.var_dtypes = saved
     return lines
 
@@ -590,6 +594,107 @@ def _stmts(stmts, ctx: Ctx, lines: list[str], indent: str) -> None:
             dts.append(d)
             consts.append(k)
         stmt_code(s, ctx.em, codes, dts, consts, lines, indent)
+
+
+def _reads(phase: Phase) -> set[int]:
+    """The inputs a phase reads anywhere (stmts, post, stores, reduce value)."""
+    refs = [a for s in phase.stmts + phase.post for a in s.args]
+    refs += [v for _, v in phase.stores] + [phase.reduce_value]
+    return {r[1] for r in refs if r is not None and r[0] == "in"}
+
+
+def hoist_stores(spec: KernelSpec, alias: tuple) -> KernelSpec:
+    """Move a rows kernel's full-output stores out of its final map phase into the
+    reduce phase that already computes part of their value, so each such value is
+    computed once per element (GELU's backward fused with the bias gradient's column
+    sum: ``y = gelu_backward(gy, x)`` is stored from the sum loop instead of being
+    computed there and again by the map phase). A store moves when its value needs no
+    row result of that phase or a later one; its stmts join that phase's body (those
+    equal to one of the body's stmts reuse it), the map keeps only what its remaining
+    stores need and goes when none remain. A store is kept in the map when a later
+    phase would still read an input that aliases its output (that input would be
+    overwritten before the read). The same stmts compute the same float values."""
+    phases = list(spec.phases)
+    if len(phases) < 2 or phases[-1].kind != "map" or not phases[-1].stores:
+        return spec
+    mp = phases[-1]
+    mdefs = {s.name: s for s in mp.stmts}
+    taken = {s.name for p in phases for s in p.stmts + p.post}
+
+    def closure(ref) -> list:
+        need: set[str] = set()
+        stack = [ref]
+        while stack:
+            r = stack.pop()
+            if r[0] == "v" and r[1] in mdefs and r[1] not in need:
+                need.add(r[1])
+                stack += list(mdefs[r[1]].args)
+        return [s for s in mp.stmts if s.name in need]
+
+    def target(stmts: list) -> int | None:
+        """The first reduce phase sharing a stmt with ``stmts`` that can compute them."""
+        posts: set[str] = set()
+        k = 0
+        for pi, p in enumerate(phases[:-1]):
+            if p.kind == "reduce":
+                pdefs = {s.name: s for s in p.stmts}
+                keys = {_canon(("v", s.name), pdefs) for s in p.stmts}
+                own = {s.name for s in stmts}
+                ok = all(a[0] in ("in", "c", "n") or (a[0] == "r" and a[1] < k) or
+                         (a[0] == "v" and (a[1] in own or a[1] in posts))
+                         for s in stmts for a in s.args)
+                if ok and any(_canon(("v", s.name), mdefs) in keys for s in stmts):
+                    return pi
+                k += 1
+            posts |= {s.name for s in p.post}
+        return None
+
+    plan = {}  # store index in mp.stores -> phase index
+    for si, (_o, ref) in enumerate(mp.stores):
+        if ref[0] == "v" and ref[1] in mdefs:
+            pi = target(closure(ref))
+            if pi is not None:
+                plan[si] = pi
+    nin = len(spec.inputs)
+    while plan:
+        new = list(phases)
+        for si, pi in sorted(plan.items()):
+            o, ref = mp.stores[si]
+            p = new[pi]
+            pdefs = {s.name: s for s in p.stmts}
+            have = {_canon(("v", s.name), pdefs): s.name for s in p.stmts}
+            ren: dict[str, str] = {}
+            add = []
+            for s in closure(ref):
+                key = _canon(("v", s.name), mdefs)
+                if key in have:
+                    ren[s.name] = have[key]
+                    continue
+                n = len(taken)
+                while f"h{n}" in taken:
+                    n += 1
+                ren[s.name] = f"h{n}"
+                taken.add(ren[s.name])
+                add.append(Stmt(ren[s.name], s.op, tuple(
+                    ("v", ren[a[1]]) if a[0] == "v" and a[1] in ren else a for a in s.args),
+                    s.attrs, s.dtype))
+            new[pi] = replace(p, stmts=p.stmts + tuple(add),
+                              stores=p.stores + ((o, ("v", ren[ref[1]])),))
+        keep = [st for si, st in enumerate(mp.stores) if si not in plan]
+        need = {s.name for _o, r in keep for s in closure(r)}
+        if keep:
+            new[-1] = Phase("map", tuple(s for s in mp.stmts if s.name in need),
+                            stores=tuple(keep))
+        else:
+            new.pop()
+        bad = [si for si, pi in plan.items()
+               if any(alias[i] == mp.stores[si][0] and i in _reads(q)
+                      for q in new[pi + 1:] for i in range(nin))]
+        if not bad:
+            return KernelSpec(spec.inputs, spec.outputs, tuple(new), spec.kind)
+        for si in bad:
+            del plan[si]
+    return spec
 
 
 def _refs_inputs(phase: Phase) -> list[int]:
@@ -997,7 +1102,7 @@ def rows_source(spec: KernelSpec, variant: tuple) -> Generated:
     """Source of one rows variant ``("rows", alias, pattern)``: ``wrap_rows``."""
     check_dtypes(spec)
     _, alias, pattern = variant
-    return wrap_rows(spec, alias, pattern)
+    return wrap_rows(hoist_stores(spec, alias), alias, pattern)
 
 
 def rows_blocked_source(spec: KernelSpec, variant: tuple) -> Generated:
@@ -1012,4 +1117,4 @@ def rows_blocked_source(spec: KernelSpec, variant: tuple) -> Generated:
     """
     check_dtypes(spec)
     _, alias, jpat, bpat = variant
-    return wrap_rows_blocked(spec, alias, jpat, bpat)
+    return wrap_rows_blocked(hoist_stores(spec, alias), alias, jpat, bpat)
