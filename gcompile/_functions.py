@@ -1434,6 +1434,73 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
     return x
 
 
+def gradient(input, *, spacing=1, dim=None, edge_order=1) -> tuple:
+    """torch.gradient: central differences inside, one-sided (edge_order 1 or 2) at the
+    ends, per dimension; ``spacing`` is one number, one per dimension, or each
+    dimension's coordinates (non-uniform, as NumPy's formula)."""
+    x = _t(input)
+    if edge_order not in (1, 2):
+        raise RuntimeError("torch.gradient only supports edge_order=1 and edge_order=2.")
+    dims = (tuple(range(x.dim())) if dim is None else
+            (normalize_dim(dim, x.dim()),) if isinstance(dim, int) else
+            tuple(normalize_dim(d, x.dim()) for d in dim))
+    if not x.dtype.is_floating_point:
+        x = x.to(dt.get_default_dtype())
+    if isinstance(spacing, (list, tuple)):
+        if len(spacing) != len(dims):
+            raise RuntimeError(f"torch.gradient expected spacing to be unspecified, a scalar or "
+                               f"it's spacing and dim arguments to have the same length, but "
+                               f"got a spacing argument of length {len(spacing)} and a dim "
+                               f"argument of length {len(dims)}.")
+        spacings = list(spacing)
+    else:
+        spacings = [spacing] * len(dims)
+    return tuple(_gradient_along(x, d, h, edge_order) for d, h in zip(dims, spacings))
+
+
+def _gradient_along(x, d: int, h, edge_order: int):
+    n = x.shape[d]
+    if n < edge_order + 1:
+        raise RuntimeError("torch.gradient expected each dimension size to be at least "
+                           "edge_order+1")
+
+    def sl(start, length):
+        return x.narrow(d, start, length)
+    if not isinstance(h, Tensor):
+        h = float(h.item()) if hasattr(h, "item") else float(h)
+        inner = (sl(2, n - 2) - sl(0, n - 2)) / (2.0 * h)
+        if edge_order == 1:
+            first, last = (sl(1, 1) - sl(0, 1)) / h, (sl(n - 1, 1) - sl(n - 2, 1)) / h
+        else:
+            first = (sl(0, 1) * -3.0 + sl(1, 1) * 4.0 - sl(2, 1)) / (2.0 * h)
+            last = (sl(n - 3, 1) - sl(n - 2, 1) * 4.0 + sl(n - 1, 1) * 3.0) / (2.0 * h)
+        return cat([first, inner, last], d)
+    c = h.to(x.dtype)
+    if c.dim() != 1 or c.shape[0] != n:
+        raise RuntimeError(f"torch.gradient expected each tensor to be on the same device and "
+                           f"to have size {n} along dimension {d}")
+    shape = [1] * x.dim()
+    shape[d] = -1
+
+    def coef(t):  # a 1-D coordinate difference, broadcast along dimension d
+        return t.reshape(shape)
+    dx = c.narrow(0, 1, n - 1) - c.narrow(0, 0, n - 1)
+    hl, hr = coef(dx.narrow(0, 0, n - 2)), coef(dx.narrow(0, 1, n - 2))
+    inner = (sl(2, n - 2) * (hl * hl) - sl(0, n - 2) * (hr * hr)
+             + sl(1, n - 2) * (hr * hr - hl * hl)) / (hl * hr * (hl + hr))
+    if edge_order == 1:
+        first = (sl(1, 1) - sl(0, 1)) / coef(dx.narrow(0, 0, 1))
+        last = (sl(n - 1, 1) - sl(n - 2, 1)) / coef(dx.narrow(0, n - 2, 1))
+    else:
+        a1, a2 = coef(dx.narrow(0, 0, 1)), coef(dx.narrow(0, 1, 1))
+        first = (sl(0, 1) * (-(2.0 * a1 + a2) / (a1 * (a1 + a2)))
+                 + sl(1, 1) * ((a1 + a2) / (a1 * a2)) + sl(2, 1) * (-a1 / (a2 * (a1 + a2))))
+        b1, b2 = coef(dx.narrow(0, n - 3, 1)), coef(dx.narrow(0, n - 2, 1))
+        last = (sl(n - 3, 1) * (b2 / (b1 * (b1 + b2))) + sl(n - 2, 1) * (-(b2 + b1) / (b1 * b2))
+                + sl(n - 1, 1) * ((2.0 * b2 + b1) / (b2 * (b1 + b2))))
+    return cat([first, inner, last], d)
+
+
 def _cum_extreme(name, input, dim, largest):
     x = _t(input)
     if x.dim() == 0:
