@@ -27,7 +27,8 @@ from ._random import (Generator, default_generator, get_rng_state, initial_seed,
                       seed, set_rng_state)
 from ._tensor import Size, Tensor, strided
 from . import distributions, optim, utils  # noqa: E402
-from . import accelerator, amp, backends, linalg, special  # noqa: E402,F401
+from . import accelerator, amp, backends, func, linalg, special  # noqa: E402,F401
+from .func import vmap  # noqa: E402,F401  (torch.vmap)
 from ._aliases import *  # noqa: E402,F401,F403  (torch.det, torch.svd, torch.mvlgamma ...)
 from .amp import autocast  # noqa: E402,F401
 from . import distributed  # noqa: E402
