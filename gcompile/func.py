@@ -83,10 +83,7 @@ def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = 
     def wrapper(*args, **kwargs):
         leaves: list = []
         spec = _leaves(tuple(args), leaves)
-        dims = _expand_dims(in_dims if isinstance(in_dims, (tuple, list)) or in_dims is None
-                            or isinstance(in_dims, int) else in_dims, tuple(args), "in_dims")
-        if isinstance(in_dims, int) or in_dims is None:
-            dims = [in_dims] * len(leaves)
+        dims = _expand_dims(in_dims, tuple(args), "in_dims")
         sizes = {t.shape[d % t.dim()] for t, d in zip(leaves, dims) if d is not None}
         if not sizes:
             raise ValueError("vmap: at least one input must be mapped over (in_dims all None)")
@@ -116,8 +113,7 @@ def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = 
             _leaves(r, got)
             for k, t in enumerate(got):
                 per[k].append(t)
-        odims = _expand_dims(out_dims, results[0], "out_dims") if not isinstance(
-            out_dims, int) else [out_dims] * len(outs)
+        odims = _expand_dims(out_dims, results[0], "out_dims")
         stacked = [T.stack(ts, dim=d % (ts[0].dim() + 1)) for ts, d in zip(per, odims)]
         return _build(out_spec, iter(stacked))
     return wrapper
