@@ -295,6 +295,7 @@ class CompiledFunction:
         self._shapes_seen: dict[tuple, list] = {}
         self._dyn_dims: dict[tuple, dict[int, tuple[int, ...]]] = {}
         self._static_only: set[tuple] = set()
+        self._dyn_hits: dict[tuple, Any] = {}  # signature -> the dynamic entry serving it
         self.backend = backend
         self._entries: dict[tuple, list] = {}  # per signature: entries with their guards
         self._eager: set[tuple] = set()         # signatures that run eagerly
@@ -357,6 +358,11 @@ class CompiledFunction:
                     self._release_idle(entries)
                 return entry.run(leaves, [p for _, p in params])
         if self._dyn_dims:
+            entry = self._dyn_hits.get(key)
+            if entry is not None and (not entry.guards or check_guards(entry.guards) is None):
+                # these exact sizes passed this entry's size guards before (they depend
+                # on the sizes alone): straight to its plan for them
+                return entry.run(leaves, [p for _, p in params])
             dims = self._dyn_dims.get(_shapeless(key))
             if dims is not None:
                 dkey = _dynamic_key(key, dims)
@@ -367,6 +373,9 @@ class CompiledFunction:
                         if entry.needs_validation(leaves):
                             return self._validate(entry, dkey, key, leaves, params, args,
                                                   kwargs)
+                        if len(self._dyn_hits) >= 256:
+                            self._dyn_hits.clear()
+                        self._dyn_hits[key] = entry
                         return entry.run(leaves, [p for _, p in params])
         return self._miss(key, leaves, params, args, kwargs, failed)
 
@@ -441,6 +450,7 @@ class CompiledFunction:
         self._static_only.add(sk)
         self._dyn_dims.pop(sk, None)
         self._entries.pop(dkey, None)
+        self._dyn_hits.clear()
         concrete = next(iter(entry.entries.values())) if isinstance(entry, DynamicEntry) \
             else entry
         self._store(key, concrete)
