@@ -1270,6 +1270,34 @@ def _col2im_case(xshape, kernel, stride, padding, dilation, ones_row):
 
 _add("col2im", *[_col2im_case(*c) for c in _CONV])
 
+
+def _batch_last(cols):
+    """(N, R, L) columns -> the (R, N*L) layout of ``batch_last``."""
+    return np.ascontiguousarray(np.swapaxes(cols, 0, 1)).reshape(cols.shape[1], -1)
+
+
+def _im2col_batch_last_ref(x, batch_last, **conv):
+    return _batch_last(_im2col_ref(x, **conv))
+
+
+def _col2im_batch_last_case(xshape, kernel, stride, padding, dilation, ones_row):
+    conv = _conv_attrs(kernel, stride, padding, dilation, ones_row)
+    cols_shape = _im2col_batch_last_ref(np.zeros(xshape), True, **conv).shape
+
+    def ref(cols, spatial, batch_last, **conv):
+        return vjp(lambda x: _im2col_batch_last_ref(x, True, **conv), [np.zeros(xshape)], 0,
+                   cols, eps=1.0)
+    return Case(lambda g: [g.f(*cols_shape)], ref,
+                dict(spatial=tuple(xshape[2:]), batch_last=True, **conv),
+                label=f"{len(kernel)}d{'_bias' if ones_row else ''}_batch_last")
+
+
+CASES["im2col"] += [Case(lambda g, s=s: [g.f(*s)], _im2col_batch_last_ref,
+                         dict(_conv_attrs(*rest), batch_last=True),
+                         label=f"{len(rest[0])}d{'_bias' if rest[-1] else ''}_batch_last")
+                    for s, *rest in _CONV]
+CASES["col2im"] += [_col2im_batch_last_case(*c) for c in _CONV]
+
 _POOL = [  # (x shape, kernel, stride, padding, dilation, ceil_mode)
     ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0), (1, 1), False),
     ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1), (1, 1), True),

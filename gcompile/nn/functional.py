@@ -410,9 +410,12 @@ def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, grou
         raise RuntimeError(f"{name}: Input type ({input.dtype}) and weight type "
                            f"({weight.dtype}) should be the same")
     fuse_bias = bias is not None and groups == 1
+    # batch-last columns (C*K [+1], N*L): the convolution is one GEMM over the whole batch
+    # (per group), and so are its weight and input gradients; the (Cout, N, L) product
+    # then goes to (N, Cout, L) by one transposing copy
     attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
-             "ones_row": fuse_bias}
-    cols = apply_op("im2col", (input,), attrs, "Im2ColBackward0")     # (N, C*K [+1], L)
+             "ones_row": fuse_bias, "batch_last": True}
+    cols = apply_op("im2col", (input,), attrs, "Im2ColBackward0")     # (C*K [+1], N*L)
     from ir.ops.nn import _spatial_out
     out_sp = _spatial_out(tuple(input.shape[2:]), kernel, stride, padding, dilation)
     if groups == 1:
@@ -421,13 +424,13 @@ def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, grou
             # bias as an extra weight column against im2col's row of ones
             w2 = apply_op("cat", (w2, bias.reshape(cout, 1)), {"dim": 1})
             bias = None
-        out = apply_op("matmul", (w2, cols))                            # (N, Cout, L)
+        out = apply_op("matmul", (w2, cols))                            # (Cout, N*L)
     else:
-        ck = cols.shape[1] // groups
+        ck = cols.shape[0] // groups
         w3 = weight.reshape(groups, cout // groups, ck)
-        c4 = cols.reshape(n, groups, ck, cols.shape[2])
-        out = apply_op("matmul", (w3, c4))                              # (N, G, Cout/G, L)
-    out = out.reshape((n, cout) + out_sp)
+        c3 = cols.reshape(groups, ck, cols.shape[1])
+        out = apply_op("matmul", (w3, c3))                              # (G, Cout/G, N*L)
+    out = out.reshape((cout, n) + out_sp).transpose(0, 1).contiguous()
     if bias is not None:
         out = apply_op("add", (out, bias.reshape((cout,) + (1,) * nsp)))
     return out.squeeze(0) if unbatched else out

@@ -226,7 +226,11 @@ def _window_slices(offsets, out, stride, dilation):
                  for o, n, s, d in zip(offsets, out, stride, dilation))
 
 
-def _im2col_impl(x, kernel, stride, padding, dilation, ones_row=False):
+def _im2col_impl(x, kernel, stride, padding, dilation, ones_row=False, batch_last=False):
+    if batch_last:  # (C*K [+1], N*L): row r holds image 0's L positions, then image 1's, ...
+        flat = _im2col_impl(x, kernel, stride, padding, dilation, ones_row)
+        return np.ascontiguousarray(flat.transpose(1, 0, 2)).reshape(
+            flat.shape[1], flat.shape[0] * flat.shape[2])
     n, c = x.shape[:2]
     out = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
     if any(p for p in padding):
@@ -243,7 +247,12 @@ def _im2col_impl(x, kernel, stride, padding, dilation, ones_row=False):
     return flat
 
 
-def _col2im_impl(cols, spatial, kernel, stride, padding, dilation, ones_row=False):
+def _col2im_impl(cols, spatial, kernel, stride, padding, dilation, ones_row=False,
+                 batch_last=False):
+    if batch_last:  # (C*K [+1], N*L) -> the (N, C*K [+1], L) view of the same columns
+        cols = cols.reshape(cols.shape[0], -1, _batch_last_length(spatial, kernel, stride,
+                                                                  padding, dilation)
+                            ).transpose(1, 0, 2)
     n = cols.shape[0]
     k = int(np.prod(kernel))
     if ones_row:
@@ -276,40 +285,61 @@ def _im2col_infer(specs, attrs):
             f"is smaller than the kernel {tuple(attrs['kernel'])} with dilation "
             f"{tuple(attrs['dilation'])}: output size would be {out}")
     extra = 1 if attrs.get("ones_row") else 0
-    return (shape[0], shape[1] * int(np.prod(attrs["kernel"])) + extra, int(np.prod(out))), d
+    rows = shape[1] * int(np.prod(attrs["kernel"])) + extra
+    if attrs.get("batch_last"):
+        return (rows, shape[0] * int(np.prod(out))), d
+    return (shape[0], rows, int(np.prod(out))), d
+
+
+def _batch_last_length(spatial, kernel, stride, padding, dilation) -> int:
+    """L, the output positions per image, of batch-last columns (at least 1, so that an
+    impossible geometry does not divide by zero)."""
+    return max(1, int(np.prod(_spatial_out(spatial, kernel, stride, padding, dilation))))
 
 
 def _col2im_infer(specs, attrs):
     shape, d = specs[0]
     k = int(np.prod(attrs["kernel"]))
     extra = 1 if attrs.get("ones_row") else 0
+    if attrs.get("batch_last"):
+        length = _batch_last_length(attrs["spatial"], attrs["kernel"], attrs["stride"],
+                                    attrs["padding"], attrs["dilation"])
+        return (shape[1] // length, (shape[0] - extra) // k) + tuple(attrs["spatial"]), d
     return (shape[0], (shape[1] - extra) // k) + tuple(attrs["spatial"]), d
 
 
 _CONV_ATTRS = ("kernel", "stride", "padding", "dilation")
 
 
-def _col2im_grad(b, g, kernel, stride, padding, dilation, ones_row):
-    # col2im drops the ones row, so that row's gradient is zero (not ones)
+def _col2im_grad(b, g, kernel, stride, padding, dilation, ones_row, batch_last):
+    # col2im drops the ones row, so that row's gradient is zero (not ones); the rows are
+    # dim -2 in both layouts
     cols = b.im2col(g, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
-                    ones_row=False)
+                    ones_row=False, batch_last=batch_last)
     return b.pad(cols, pad=(0, 0, 0, 1), mode="constant", value=0.0) if ones_row else cols
 
 
 # ``ones_row`` appends a row of ones to the columns, so a convolution's bias
 # rides in the matmul (weight gets a bias column): no separate bias pass
 # forward, and the bias gradient falls out of the weight-gradient matmul.
+# ``batch_last`` lays the columns out (C*K [+1], N*L) instead of (N, C*K [+1], L): a
+# convolution is then one GEMM W (Cout, C*K) @ cols over the whole batch (and so are both
+# of its gradients), not N small GEMMs plus a sum over the batch for the weight gradient.
 register(OpDef("im2col", "other", _im2col_impl, infer=_im2col_infer,
-               attrs=_CONV_ATTRS + ("ones_row",),
-               grad=lambda b, g, xs, out, kernel, stride, padding, dilation, ones_row=False: (
+               attrs=_CONV_ATTRS + ("ones_row", "batch_last"),
+               grad=lambda b, g, xs, out, kernel, stride, padding, dilation, ones_row=False,
+               batch_last=False: (
                    b.col2im(g, spatial=tuple(xs[0].shape[2:]), kernel=kernel, stride=stride,
-                            padding=padding, dilation=dilation, ones_row=ones_row),),
-               doc="sliding windows (N, C, *S) -> (N, C*prod(kernel) [+1], L); torch's unfold"))
+                            padding=padding, dilation=dilation, ones_row=ones_row,
+                            batch_last=batch_last),),
+               doc="sliding windows (N, C, *S) -> (N, C*prod(kernel) [+1], L), or with "
+                   "batch_last (C*prod(kernel) [+1], N*L); torch's unfold"))
 register(OpDef("col2im", "other", _col2im_impl, infer=_col2im_infer,
-               attrs=("spatial",) + _CONV_ATTRS + ("ones_row",),
+               attrs=("spatial",) + _CONV_ATTRS + ("ones_row", "batch_last"),
                grad=lambda b, g, xs, out, spatial, kernel, stride, padding, dilation,
-               ones_row=False: (_col2im_grad(b, g, kernel, stride, padding, dilation,
-                                             ones_row),),
+               ones_row=False, batch_last=False: (
+                   _col2im_grad(b, g, kernel, stride, padding, dilation, ones_row,
+                                batch_last),),
                doc="adjoint of im2col: sum windows back into (N, C, *spatial); torch's fold"))
 
 

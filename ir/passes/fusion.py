@@ -471,11 +471,13 @@ def decompose(graph: Graph) -> int:
     linear, layer_norm and the losses), which the fuser places better than the whole
     op; returns rewrites. Then, on the primitives, folds weight-gradient matmuls into one
     GEMM, computes transposed 2-D matmul products in their readers' layout, turns
-    ``sum_to_size`` into fusible sums and split's gradient into a ``cat``
+    ``sum_to_size`` into fusible sums and split's gradient into a ``cat``, and copies
+    a permuted value that a reshape cannot view by a kernel into a planned buffer
     (``ir.passes.rewrites``)."""
     from .decompose import decompose_ops
-    from .rewrites import (cat_slice_puts, decompose_sum_to_size, fold_summed_matmul,
-                           transpose_matmul_products)
+    from .rewrites import (cat_slice_puts, copy_before_reshape, decompose_sum_to_size,
+                           fold_summed_matmul, transpose_matmul_products)
     count = decompose_ops(graph)
     count += fold_summed_matmul(graph) + decompose_sum_to_size(graph)
-    return count + transpose_matmul_products(graph) + cat_slice_puts(graph)
+    count += transpose_matmul_products(graph) + cat_slice_puts(graph)
+    return count + copy_before_reshape(graph)

@@ -14,6 +14,10 @@
   dim of an all-zero constant, covering it (the gradient of ``split``/``chunk``: a
   fused attention projection's ``q, k, v = qkv.split(d, dim=2)``), becomes ``cat`` of
   the values: one copy instead of zero-filled copies, strided adds and a sum.
+- ``copy_before_reshape``: ``reshape(permute(x))`` that no strides can view (a
+  convolution's output gradient (N, Cout, L) -> (Cout, N*L) for its batch-wide GEMMs)
+  becomes ``reshape(clone(permute(x)))``: the copy NumPy would make anyway, unplanned, at
+  each call is a kernel writing a planned buffer, and the reshape a view of it.
 - ``decompose_sum_to_size``: ``sum_to_size`` over float dims becomes ``sum`` over those
   dims (plus a reshape), which the fuser runs as a rows reduction fused with its
   producers (bias gradients, LayerNorm backward) instead of a NumPy call.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node, Value
+from ..shapes import contiguous_strides, view_strides
 
 
 def _summed_axes(x_shape: tuple, shape: tuple) -> tuple[tuple[int, ...], bool] | None:
@@ -193,6 +198,37 @@ def transpose_matmul_products(graph: Graph) -> int:
         graph.replace_all_uses(n.out, out)
         for m in chain + [p]:
             graph.remove_node(m)
+        count += 1
+    return count
+
+
+_VIEWS = ("reshape", "permute", "expand", "getitem")  # fusion.VIEW_OPS
+
+
+def copy_before_reshape(graph: Graph) -> int:
+    """``reshape(permute(x))``, ``x`` made by a non-view op (so contiguous in its planned
+    buffer), whose new shape is no view of the permuted strides -> ``reshape(clone(
+    permute(x)))``. Returns rewrites."""
+    count = 0
+    for n in list(graph.nodes):
+        if n.op != "reshape" or not isinstance(n.inputs[0], Value):
+            continue
+        v = n.inputs[0]
+        p = v.producer
+        if p is None or p.op != "permute" or not isinstance(p.inputs[0], Value):
+            continue
+        x = p.inputs[0]
+        if x.producer is None or x.producer.op in _VIEWS or not x.numel:
+            continue
+        base = contiguous_strides(tuple(x.shape))
+        strides = tuple(base[d] for d in p.attrs["dims"])
+        if view_strides(tuple(v.shape), strides, tuple(n.out.shape)) is not None:
+            continue
+        c = graph.add_node("clone", [v], {}, index=graph.nodes.index(n))
+        n.inputs[0] = c  # reshape's one value operand
+        if n in v.users:
+            v.users.remove(n)
+        c.users.append(n)
         count += 1
     return count
 

@@ -106,13 +106,17 @@ def ow_range(off, SW, W, OW):
 _IM2COL = _OW_RANGE + '''
 @njit(nogil=True, inline="always")
 def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
-         DD, DH, DW, OD, OH, OW, ones, lo, hi):
+         DD, DH, DW, OD, OH, OW, ones, NB, lo, hi):
     K = KD * KH * KW
     R = C * K + ones
     L = OD * OH * OW
     for t in range(lo, hi):
-        ni = t // R
-        r = t - ni * R
+        if NB > 0:  # batch-last columns (R, N*L): unit t is row r of image ni
+            r = t // NB
+            ni = t - r * NB
+        else:  # (N, R, L)
+            ni = t // R
+            r = t - ni * R
         q0 = t * L
         if r >= C * K:
             for j in range(L):
@@ -151,26 +155,27 @@ def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH,
 '''
 
 
-def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False, out=None):
+def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False, batch_last=False,
+                   out=None):
     ref = REGISTRY["im2col"].reference
     if x.dtype.name not in FLOATS or x.size == 0:
-        return hw.into(ref(x, kernel, stride, padding, dilation, ones_row), out)
+        return hw.into(ref(x, kernel, stride, padding, dilation, ones_row, batch_last), out)
     d = x.dtype.name
     k = hw.kernel("im2col", (("x", "in", d), ("out", "out", d))
-                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM) + _ints("ones"),
-                  _IM2COL, op="im2col")
+                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM)
+                  + _ints("ones", "NB"), _IM2COL, op="im2col")
     if not _ready(k):
-        return hw.into(ref(x, kernel, stride, padding, dilation, ones_row), out)
+        return hw.into(ref(x, kernel, stride, padding, dilation, ones_row, batch_last), out)
     x = hw.operand(x)
     n, c = x.shape[:2]
     out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
     kk = int(np.prod(kernel))
     rows = c * kk + (1 if ones_row else 0)
     length = int(np.prod(out_sp))
-    res = hw.result((n, rows, length), x.dtype, out)
+    res = hw.result((rows, n * length) if batch_last else (n, rows, length), x.dtype, out)
     _, st = _as5d(x)
     k(x, res, c, *st, *_geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp),
-      1 if ones_row else 0, n=n * rows, work=res.size)
+      1 if ones_row else 0, n if batch_last else 0, n=n * rows, work=res.size)
     return hw.into(res, out)
 
 
@@ -218,26 +223,38 @@ def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
 '''
 
 
-def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=False, out=None):
+def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=False,
+                   batch_last=False, out=None):
     ref = REGISTRY["col2im"].reference
     if cols.dtype.name not in FLOATS or cols.size == 0:
-        return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row), out)
+        return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row,
+                           batch_last), out)
     d = cols.dtype.name
     k = hw.kernel("col2im", (("cols", "in", d), ("out", "out", d))
                   + _ints("C", "c0", "c1", "c2") + _ints(*_GEOM), _COL2IM, op="col2im")
     if not _ready(k):
-        return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row), out)
-    n = cols.shape[0]
+        return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row,
+                           batch_last), out)
     kk = int(np.prod(kernel))
-    if ones_row:
-        cols = cols[:, :-1]
-    c = cols.shape[1] // kk
     out_sp = _spatial_out(spatial, kernel, stride, padding, dilation)
     cols = hw.operand(cols)
+    if batch_last:  # (R, N*L): image n's row r starts at r*sr + n*L*sj
+        if ones_row:
+            cols = cols[:-1]
+        length = int(np.prod(out_sp))
+        n = cols.shape[1] // length
+        c = cols.shape[0] // kk
+        sr, sj = hw.strides(cols)
+        st = (length * sj, sr, sj)
+    else:
+        if ones_row:
+            cols = cols[:, :-1]
+        n = cols.shape[0]
+        c = cols.shape[1] // kk
+        st = hw.strides(cols)
     res = hw.result((n, c) + tuple(int(s) for s in spatial), cols.dtype, out)
     d3 = _dims3(spatial, 1)
-    k(cols, res, c, *hw.strides(cols), *_geometry(spatial, kernel, stride, padding, dilation,
-                                                  out_sp),
+    k(cols, res, c, *st, *_geometry(spatial, kernel, stride, padding, dilation, out_sp),
       n=n * c * d3[0] * d3[1], work=cols.size + res.size)
     return hw.into(res, out)
 

@@ -79,6 +79,74 @@ def test_im2col_col2im(case, dtype, threads):
         _same("col2im", np.asfortranarray(g), spatial=spatial, ones_row=ones_row, **attrs)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{len(c[0])}d-{c}")
+def test_im2col_col2im_batch_last(case, batch, dtype, threads):
+    """Batch-last columns (C*K [+1], N*L) (how conv lays them out for one GEMM over the
+    batch): the native kernels equal the reference, which equals the (N, C*K [+1], L)
+    columns with the batch moved next to L; col2im of batch-last columns equals col2im of
+    the same columns in the (N, R, L) layout."""
+    spatial, kernel, stride, padding, dilation = case
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    x = _rand((batch, 3) + spatial, dtype)
+    for ones_row in (False, True):
+        nrl = REGISTRY["im2col"].reference(x, ones_row=ones_row, **attrs)
+        for xin in (x, _strided(x)):
+            cols = _same("im2col", xin, ones_row=ones_row, batch_last=True, **attrs)
+        rows, length = nrl.shape[1:]
+        assert cols.shape == (rows, batch * length)
+        np.testing.assert_array_equal(cols.reshape(rows, batch, length).transpose(1, 0, 2), nrl)
+        g = _rand(cols.shape, dtype)
+        want = REGISTRY["col2im"].reference(
+            np.ascontiguousarray(g.reshape(rows, batch, length).transpose(1, 0, 2)),
+            spatial=spatial, ones_row=ones_row, **attrs)
+        for gin in (g, _strided(g), np.asfortranarray(g)):
+            got = _same("col2im", gin, spatial=spatial, ones_row=ones_row, batch_last=True,
+                        **attrs)
+            np.testing.assert_array_equal(got, want)
+
+
+CONV_LAYERS = [  # batch, C, Cout, groups, spatial, kernel, stride, padding, dilation, bias
+    (4, 3, 6, 1, (9, 8), (3, 2), (2, 1), (1, 0), (1, 2), True),
+    (2, 4, 6, 2, (7, 7), (3, 3), (1, 1), (1, 1), (1, 1), True),
+    (1, 2, 3, 1, (5, 5), (3, 3), (1, 1), (0, 0), (1, 1), False),
+    (3, 4, 4, 4, (6,), (3,), (1,), (1,), (1,), False),
+    (2, 2, 4, 2, (4, 5, 4), (2, 2, 2), (1, 2, 1), (1, 0, 0), (1, 1, 2), True),
+]
+
+
+@pytest.mark.parametrize("case", CONV_LAYERS, ids=str)
+def test_conv_matches_torch(case, threads):
+    """conv1d/2d/3d forward and both gradients (one GEMM over the batch on batch-last
+    columns; a GEMM per group) against torch, with groups, stride, padding, dilation,
+    bias and batch 1; the output is C-contiguous like torch's."""
+    torch = pytest.importorskip("torch")
+    n, c, cout, groups, spatial, kernel, stride, padding, dilation, bias = case
+    x = _rand((n, c) + spatial, np.float64)
+    w = _rand((cout, c // groups) + kernel, np.float64)
+    b = _rand((cout,), np.float64) if bias else None
+    g = None
+
+    def run(lib):
+        nonlocal g
+        ts = [lib.tensor(a, requires_grad=True) if a is not None else None for a in (x, w, b)]
+        conv = getattr(lib.nn.functional, f"conv{len(spatial)}d")
+        y = conv(ts[0], ts[1], ts[2], stride=stride, padding=padding, dilation=dilation,
+                 groups=groups)
+        if g is None:
+            g = _rand(tuple(y.shape), np.float64)
+        (y * lib.tensor(g)).sum().backward()
+        return y, [t.grad.numpy() for t in ts if t is not None]
+
+    y, grads = run(gcompile)
+    assert y.is_contiguous()
+    ty, tgrads = run(torch)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads, tgrads):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 POOL_CASES = [  # kernel, stride, padding, dilation
     ((3,), (2,), (1,), (1,)),
     ((2, 2), (2, 2), (0, 0), (1, 1)),

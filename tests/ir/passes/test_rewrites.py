@@ -1,5 +1,6 @@
 """ir.passes.rewrites: weight-gradient matmuls folded into one GEMM, sum_to_size as sums,
-transposed matmul products computed in their readers' layout, split's gradient as a cat.
+transposed matmul products computed in their readers' layout, split's gradient as a cat,
+a copy (clone) before a reshape that no strides can view.
 
 Each rewritten graph is run by the reference interpreter and compared with NumPy."""
 import numpy as np
@@ -8,8 +9,8 @@ import pytest
 from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
-from ir.passes.rewrites import (cat_slice_puts, decompose_sum_to_size, fold_summed_matmul,
-                                transpose_matmul_products)
+from ir.passes.rewrites import (cat_slice_puts, copy_before_reshape, decompose_sum_to_size,
+                                fold_summed_matmul, transpose_matmul_products)
 
 F32 = dt.float32
 rng = np.random.default_rng(0)
@@ -194,3 +195,37 @@ def test_split_gradient_becomes_cat():
 def test_slice_puts_left_alone_unless_they_tile_zeros(ranges, base):
     g, _ = _split_grad_graph(ranges, base)
     assert cat_slice_puts(g) == 0
+
+
+@pytest.mark.parametrize("dims, shape, copies", [
+    ((1, 0, 2), (4, 3 * 5), 1),       # a conv's output gradient (N, Cout, L) -> (Cout, N*L)
+    ((1, 0, 2), (4, 3, 5), 0),        # same shape: a view
+    ((0, 2, 1), (3, 20), 1),
+    ((1, 0, 2), (4 * 3, 5), 1),
+    ((0, 1, 2), (12, 5), 0),          # identity permute: still contiguous
+])
+def test_copy_before_reshape(dims, shape, copies):
+    """reshape(permute(x)) gets a clone in between exactly when the reshape cannot be a
+    view of the permuted strides; the values are unchanged."""
+    g = Graph()
+    a = g.add_input((3, 4, 5), F32)
+    x = g.add_node("exp", [a])
+    p = g.add_node("permute", [x], {"dims": dims})
+    out = g.add_node("reshape", [p], {"shape": shape})
+    g.set_outputs([out])
+    arr = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    (want,) = _run(g, arr)
+    assert copy_before_reshape(g) == copies
+    assert sum(n.op == "clone" for n in g.nodes) == copies
+    assert out.producer.inputs[0].producer.op == ("clone" if copies else "permute")
+    (got,) = _run(g, arr)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_copy_before_reshape_leaves_graph_inputs_alone():
+    """An input's strides are not known when the graph is built: no copy is added."""
+    g = Graph()
+    a = g.add_input((3, 4, 5), F32)
+    p = g.add_node("permute", [a], {"dims": (1, 0, 2)})
+    g.set_outputs([g.add_node("reshape", [p], {"shape": (4, 15)})])
+    assert copy_before_reshape(g) == 0
