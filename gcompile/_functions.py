@@ -2109,6 +2109,78 @@ def histc(input, bins=100, min=0, max=0):  # noqa: A002
     return _zeros(bins, dtype=x.dtype).index_put((b,), w, accumulate=True)
 
 
+def histogram(input, bins=100, *, range=None, weight=None, density=False):  # noqa: A002
+    """Counts (or weights) of ``input``'s values in ``bins`` equal bins over ``range`` (the
+    data's range by default, read with .item()) or between the edges of a 1-D ``bins``
+    tensor; the last edge is inclusive, values outside are ignored. ``density`` divides
+    by the total and the bin widths. Returns (hist, bin_edges)."""
+    from ._creation import linspace
+    x = _t(input)
+    if not x.dtype.is_floating_point:
+        raise RuntimeError(f"\"histogram_cpu\" not implemented for '{x.dtype}'")
+    flat = x.reshape(-1)
+    if isinstance(bins, Tensor):
+        if bins.dim() != 1 or bins.numel() < 2:
+            raise RuntimeError("torch.histogram(): bins tensor should have one dimension and "
+                               "at least 2 elements")
+        edges = bins.to(x.dtype)
+    else:
+        if bins < 1:
+            raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins}")
+        if range is not None:
+            lo, hi = float(range[0]), float(range[1])
+        elif flat.numel():
+            lo, hi = float(flat.min().item()), float(flat.max().item())
+        else:
+            lo, hi = 0.0, 0.0
+        if lo > hi:
+            raise RuntimeError(f"torch.histogram(): min should not exceed max, but got min "
+                               f"{lo} max {hi}")
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = linspace(lo, hi, int(bins) + 1, dtype=x.dtype)
+    n = edges.shape[0] - 1
+    last = edges[-1]
+    idx = sub(searchsorted(edges, flat, right=True), 1)
+    idx = clamp(where(eq(flat, last), n - 1, idx), 0, n - 1)
+    w = logical_and(ge(flat, edges[0]), le(flat, last)).to(x.dtype)
+    if weight is not None:
+        w = mul(w, _t(weight).reshape(-1).to(x.dtype))
+    hist = _zeros(n, dtype=x.dtype).index_put((idx,), w, accumulate=True)
+    if density:
+        hist = div(hist, mul(hist.sum(), sub(edges[1:], edges[:-1])))
+    return _result("histogram", "hist bin_edges", hist, edges)
+
+
+def mode(input, dim=-1, keepdim=False):
+    """The most frequent value along ``dim`` (the smallest of tied ones) and the index of
+    its last occurrence: sort, runs of equal values, their lengths."""
+    x = _t(input)
+    if x.dim() == 0:
+        normalize_dim(dim, 1)
+        return return_type("mode", x.clone(), _zeros_like(x, dtype=dt.int64))
+    d = normalize_dim(dim, x.dim())
+    n = x.shape[d]
+    if n == 0:
+        raise IndexError("mode(): Expected reduction dim to have non-zero size.")
+    s = sort(x, d).values
+    starts = ne(s.narrow(d, 1, n - 1), s.narrow(d, 0, n - 1)).to(dt.int64)
+    first = _zeros_like(s.narrow(d, 0, 1), dtype=dt.int64)
+    run = cumsum(cat([first, starts], d), d)           # run number of each sorted position
+    lengths = _zeros_like(run).scatter_add(d, run, add(_zeros_like(run), 1))
+    count = gather(lengths, d, run)                     # run length at each sorted position
+    best = argmax(eq(count, count.amax(d, keepdim=True)).to(dt.int64), d, keepdim=True)
+    value = gather(s, d, best)                          # the first (smallest) longest run
+    shape = [1] * x.dim()
+    shape[d] = n
+    from ._creation import arange
+    pos = arange(n).reshape(shape).expand(*x.shape)
+    index = where(eq(x, value), pos, -1).amax(d, keepdim=True)
+    if not keepdim:
+        value, index = value.squeeze(d), index.squeeze(d)
+    return return_type("mode", value, index)
+
+
 def renorm(input, p, dim, maxnorm):
     """Each slice along dim rescaled so its p-norm is at most maxnorm."""
     x = _t(input)
