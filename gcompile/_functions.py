@@ -2181,6 +2181,21 @@ def mode(input, dim=-1, keepdim=False):
     return return_type("mode", value, index)
 
 
+def gcd(input, other):
+    """Elementwise greatest common divisor of integer tensors (non-negative)."""
+    return apply_op("gcd", (_t(input), _t(other)))
+
+
+def lcm(input, other):
+    """Elementwise least common multiple of integer tensors (non-negative)."""
+    return apply_op("lcm", (_t(input), _t(other)))
+
+
+def nextafter(input, other):
+    """The next floating-point value after ``input`` towards ``other``."""
+    return apply_op("nextafter", (_t(input), _t(other)))
+
+
 def renorm(input, p, dim, maxnorm):
     """Each slice along dim rescaled so its p-norm is at most maxnorm."""
     x = _t(input)

@@ -251,7 +251,8 @@ for _m in ("matrix_exp", "signbit", "count_nonzero", "msort", "ravel", "diagflat
            "nanmedian", "histc", "renorm", "frexp", "positive", "sgn", "heaviside", "isposinf",
            "isneginf", "isreal", "ldexp", "cov", "corrcoef", "hsplit", "vsplit", "dsplit",
            "conj", "resolve_conj", "resolve_neg", "bitwise_left_shift",
-           "bitwise_right_shift", "is_complex", "is_conj", "mode", "histogram"):
+           "bitwise_right_shift", "is_complex", "is_conj", "mode", "histogram", "gcd", "lcm",
+           "nextafter"):
     if not hasattr(Tensor, _m):
         setattr(Tensor, _m, getattr(F, _m))
 

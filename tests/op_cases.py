@@ -1065,6 +1065,23 @@ for _n in ("tril", "triu"):
          Case(lambda g: [g.f(2, 3, 3)], _tri_ref(_n == "triu"), {"diagonal": 0}, label="batch"))
 
 
+# integer and float bit arithmetic (ir/ops/numeric.py)
+_add("gcd",
+     Case(lambda g: [np.array([12, -18, 0, 7, 0]), np.array([8, 12, 5, -21, 0])],
+          lambda a, b: np.gcd(a, b), out_dtype="int64", grad=False),
+     Case(lambda g: [np.array([[6], [15]], np.int32), np.array([4, 10, 25], np.int32)],
+          lambda a, b: np.gcd(a, b), out_dtype="int32", grad=False, label="broadcast"))
+_add("lcm",
+     Case(lambda g: [np.array([4, -6, 0, 7]), np.array([6, 4, 3, 5])],
+          lambda a, b: np.lcm(a, b), out_dtype="int64", grad=False))
+_add("nextafter",
+     Case(lambda g: [np.array([1.0, 0.0, -2.5, np.inf], np.float32),
+                     np.array([2.0, -1.0, -2.5, 0.0], np.float32)],
+          lambda a, b: np.nextafter(a, b), out_dtype="float32", grad=False),
+     Case(lambda g: [g.f(3, 4, dtype=np.float64), g.f(4, dtype=np.float64)],
+          lambda a, b: np.nextafter(a, b), out_dtype="float64", grad=False, label="f64"))
+
+
 # creation ops (made from sizes alone; traced when a size is symbolic)
 _add("arange",
      Case(lambda g: [], lambda start, end, step, dtype: np.arange(start, end, step),

@@ -7,6 +7,7 @@ from . import random  # noqa: F401,E402
 from . import collectives  # noqa: F401,E402
 from . import composites  # noqa: F401,E402
 from . import creation  # noqa: F401,E402
+from . import numeric  # noqa: F401,E402
 from . import decompositions  # noqa: F401,E402
 from ..registry import REGISTRY as _REGISTRY  # noqa: E402
 
