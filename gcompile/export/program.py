@@ -572,6 +572,8 @@ def export(fn_or_module: Any, *example_inputs: Any, dynamic_shapes: Any = None
                 raise ValueError(f"gcompile.export: dynamic dimension {d.name!r} has sizes "
                                  f"{known['example']} and {size} in the example inputs")
             inputs[arg_leaf[i]]["dims"][str(ax)] = d.name
+    if names:
+        _check_symbolic(fn_or_module, args, dyn)
     for name in names:
         g1 = _trace(fn_or_module, _resized(args, dyn, name, 1))[0]
         g2 = _trace(fn_or_module, _resized(args, dyn, name, 2))[0]
@@ -600,6 +602,39 @@ def _wants_tuple(fn: Any, arg: tuple) -> bool:
     except (TypeError, ValueError):
         return True
     return all(isinstance(a, Tensor) for a in arg) and (len(params) != 1 or len(arg) == 1)
+
+
+def _check_symbolic(fn_or_module: Any, args: tuple, dyn: list[dict[int, Dim]]) -> None:
+    """Trace once with the dynamic dimensions symbolic (``compiler/dynamic.py``): a
+    branch taken on their size (``min(x.shape[0], 5)``, ``if n > 4``) or a size baked in
+    would make the graph wrong at other sizes, though three traces at nearby sizes agree
+    (they all take the same branch), so either is an error here, naming the guard."""
+    from ..autograd import no_grad
+    from ..compiler.dynamic import DynamicEntry
+    cf = compiled_function(fn_or_module, "gcompile.export")
+    _key, leaves, params = cf._signature(args, {})
+    arg_leaf = _arg_leaf_index(args)
+    dims = {arg_leaf[i]: tuple(sorted(d)) for i, d in enumerate(dyn) if d and i in arg_leaf}
+    names = {(arg_leaf[i], ax): d.name for i, d_of in enumerate(dyn) for ax, d in d_of.items()
+             if i in arg_leaf}
+    with no_grad():
+        _, entry, _ = cf._trace("export", leaves, params, args, {}, dims)
+    if isinstance(entry, DynamicEntry):
+        guards = entry.env.describe_guards()
+        if not guards:
+            return
+        sym = {s: names.get(src, s) for s, src in entry.sources.items()}
+        shown = "; ".join(guards)
+        for s, n in sorted(sym.items(), key=lambda kv: -len(kv[0])):
+            shown = shown.replace(s, n)
+        raise NotImplementedError(f"gcompile.export: the program depends on the dynamic "
+                                  f"sizes: it holds only where {shown} (a branch or a size "
+                                  "taken from them); export with static sizes, or make the "
+                                  "code size-independent")
+    raise NotImplementedError("gcompile.export: the dynamic dimensions "
+                              f"{sorted(set(names.values()))} cannot be dynamic: the traced "
+                              "code turns their size into a fixed number (int(), a Python "
+                              "float, a loop over it)")
 
 
 def _arg_leaf_index(args: tuple) -> dict[int, int]:
