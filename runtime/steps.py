@@ -16,6 +16,7 @@ import numpy as np
 
 from ir.graph import Node, Value
 from ir.interpreter import eval_op
+from ir.ops.linalg import gemm_swaps_operands
 from ir.passes.fusion import Group
 from ir.registry import REGISTRY
 from ir.shapes import view_strides
@@ -187,7 +188,9 @@ def matmul_step(n: Node, slot) -> Step:
     when its leading dims collapse by a view (NumPy would call BLAS once per batch
     entry); transposed operands reach BLAS as views (NumPy passes the transpose flag
     when one stride is unit), and batched operands (attention's 4-D views) are given
-    to NumPy's matmul loop as the views the trace made, never copied here."""
+    to NumPy's matmul loop as the views the trace made, never copied here. A 2-D weight
+    gradient ``g @ x^T`` that BLAS runs faster swapped (``gemm_swaps_operands``) is
+    computed as ``x @ g^T`` into a small buffer kept by the step, then copied."""
     a, b = n.inputs
     sa, sb, so = slot[id(a)], slot[id(b)], slot[id(n.out)]
     fold = a.ndim >= 3 and b.ndim == 2
@@ -200,8 +203,20 @@ def matmul_step(n: Node, slot) -> Step:
         os_ = _fold_rows(o.shape, o.strides, o.itemsize)
         return (xs, os_) if xs is not None and os_ is not None else None
 
+    swaps: dict = {}  # operand layouts -> the (N, M) buffer of a swapped GEMM, or None
+
     def run(env):
         x, y, o = env[sa], env[sb], env[so]
+        if not fold and x.ndim == 2:
+            key = (x.shape, y.shape, x.strides, y.strides, o.strides)
+            if key not in swaps:
+                swap = o.flags.c_contiguous and gemm_swaps_operands(x, y)
+                swaps[key] = np.empty(o.shape[::-1], o.dtype) if swap else None
+            tmp = swaps[key]
+            if tmp is not None:
+                _gemm(y.T, x.T, tmp)
+                o[...] = tmp.T
+                return
         if fold:
             key = (x.strides, o.strides)
             mode = modes.get(key, 0)

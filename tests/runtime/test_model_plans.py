@@ -50,6 +50,30 @@ def test_linear_on_3d_input_is_one_2d_gemm(gemm_calls):
     assert np.shares_memory(a, x.numpy()), "the stacked rows must be a view of x"
 
 
+@pytest.mark.parametrize("m, k, n, swapped", [
+    (16, 6272, 73, True),     # a conv weight gradient g @ cols^T: N > M, long reduction
+    (32, 4096, 10, False),    # M > N: BLAS runs the plain form faster
+    (16, 40, 73, False),      # short reduction
+])
+def test_weight_gradient_gemm_runs_swapped_when_faster(gemm_calls, m, k, n, swapped):
+    """g (M, K) @ x^T (x (N, K)) runs as x @ g^T into a buffer then copied, where
+    ``gemm_swaps_operands`` says BLAS is faster so; the result matches NumPy and eager
+    (which takes the same path) on every call."""
+    from ir.ops.linalg import gemm_swaps_operands
+    g, x = torch.randn(m, k), torch.randn(n, k)
+    want = g.numpy().astype(np.float64) @ x.numpy().T.astype(np.float64)
+    assert gemm_swaps_operands(g.numpy(), x.numpy().T) is swapped
+    np.testing.assert_allclose((g @ x.t()).numpy(), want, rtol=1e-4, atol=1e-3)
+    f = torch.compile(lambda g, x: g @ x.t())
+    for _ in range(3):
+        out = f(g, x)
+        assert out.shape == (m, n) and out.is_contiguous()
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=1e-3)
+    a, b, o = gemm_calls[-1]
+    assert (a.shape, b.shape, o.shape) == (((n, k), (k, m), (n, m)) if swapped
+                                           else ((m, k), (k, n), (m, n)))
+
+
 def test_attention_matmuls_take_views_of_the_qkv_buffer(gemm_calls):
     """q @ k^T and att @ v on the head views of one qkv projection: only view steps
     between the projection and the batched matmuls, and BLAS gets those views."""
