@@ -9,6 +9,7 @@ cost of a Python loop (compile the function to make each call a plan).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -142,6 +143,33 @@ def _with_inputs(args: tuple, nums: tuple[int, ...]) -> tuple[list, list]:
     return args, diff
 
 
+@contextlib.contextmanager
+def _inside():
+    """Grad mode on and one transform deeper (results keep their graph for outer ones)."""
+    prev = state.grad_enabled
+    state.grad_enabled = True
+    _depth[0] += 1
+    try:
+        yield
+    finally:
+        _depth[0] -= 1
+        state.grad_enabled = prev
+
+
+def _call(func, args, kwargs, nums, has_aux):
+    """``func`` on the arguments with the differentiated ones as graph leaves: (output,
+    aux, the leaves per argument)."""
+    new_args, diff = _with_inputs(args, nums)
+    out = func(*new_args, **kwargs)
+    aux = None
+    if has_aux:
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise RuntimeError("output of function f should be a tuple: (output, aux) if "
+                               "has_aux is True")
+        out, aux = out
+    return out, aux, diff
+
+
 def _finish(t: Any) -> Any:
     if _depth[0] or not isinstance(t, Tensor):
         return t
@@ -155,18 +183,8 @@ def grad_and_value(func: Callable, argnums: int | tuple = 0, has_aux: bool = Fal
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         nums = _argnums(argnums, len(args))
-        prev = state.grad_enabled
-        state.grad_enabled = True
-        _depth[0] += 1
-        try:
-            new_args, diff = _with_inputs(args, nums)
-            out = func(*new_args, **kwargs)
-            aux = None
-            if has_aux:
-                if not (isinstance(out, tuple) and len(out) == 2):
-                    raise RuntimeError("grad_and_value(f)(*args): output of function f should "
-                                       "be a tuple: (output, aux) if has_aux is True")
-                out, aux = out
+        with _inside():
+            out, aux, diff = _call(func, args, kwargs, nums, has_aux)
             if not isinstance(out, Tensor) or out.numel() != 1:
                 got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
                 raise RuntimeError("grad_and_value(f)(*args): Expected f(*args) to return a "
@@ -174,9 +192,6 @@ def grad_and_value(func: Callable, argnums: int | tuple = 0, has_aux: bool = Fal
             flat = [t for _, group in diff for t in group]
             grads = _autograd_grad(out, flat, create_graph=True, allow_unused=True)
             grads = [T.zeros_like(t) if g is None else g for t, g in zip(flat, grads)]
-        finally:
-            _depth[0] -= 1
-            state.grad_enabled = prev
         it = iter(_finish(g) for g in grads)
         per_arg = [_build(_leaves(args[a], []), it) for a in nums]
         g_out = per_arg[0] if isinstance(argnums, int) else tuple(per_arg)
@@ -201,18 +216,8 @@ def grad(func: Callable, argnums: int | tuple = 0, has_aux: bool = False) -> Cal
 def vjp(func: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     """``func(*primals)`` and a function mapping cotangents to the vector-Jacobian
     products with respect to every primal."""
-    prev = state.grad_enabled
-    state.grad_enabled = True
-    _depth[0] += 1
-    try:
-        args, diff = _with_inputs(primals, tuple(range(len(primals))))
-        out = func(*args)
-    finally:
-        _depth[0] -= 1
-        state.grad_enabled = prev
-    aux = None
-    if has_aux:
-        out, aux = out
+    with _inside():
+        out, aux, diff = _call(func, primals, {}, tuple(range(len(primals))), has_aux)
     outs: list = []
     _leaves(out, outs)
     flat = [t for _, group in diff for t in group]
@@ -222,15 +227,9 @@ def vjp(func: Callable, *primals: Any, has_aux: bool = False) -> tuple:
         _leaves(cotangents[0] if len(cotangents) == 1 else cotangents, cots)
         if len(cots) != len(outs):
             raise RuntimeError(f"Expected {len(outs)} cotangents, got {len(cots)}")
-        prev2 = state.grad_enabled
-        state.grad_enabled = True
-        _depth[0] += 1
-        try:
+        with _inside():
             grads = _autograd_grad(outs, flat, cots, retain_graph=True, create_graph=True,
                                    allow_unused=True)
-        finally:
-            _depth[0] -= 1
-            state.grad_enabled = prev2
         grads = [_finish(T.zeros_like(t) if g is None else g) for t, g in zip(flat, grads)]
         it = iter(grads)
         return tuple(_build(_leaves(p, []), it) for p in primals)
@@ -244,15 +243,8 @@ def jacrev(func: Callable, argnums: int | tuple = 0, *, has_aux: bool = False) -
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         nums = _argnums(argnums, len(args))
-        prev = state.grad_enabled
-        state.grad_enabled = True
-        _depth[0] += 1
-        try:
-            new_args, diff = _with_inputs(args, nums)
-            out = func(*new_args, **kwargs)
-            aux = None
-            if has_aux:
-                out, aux = out
+        with _inside():
+            out, aux, diff = _call(func, args, kwargs, nums, has_aux)
             ins = [t for _, group in diff for t in group]
             flat_out = out.reshape(-1)
             rows = []
@@ -265,9 +257,6 @@ def jacrev(func: Callable, argnums: int | tuple = 0, *, has_aux: bool = False) -
                 col = (T.stack([r[j] for r in rows]) if rows
                        else T.zeros((0,) + tuple(t.shape), dtype=t.dtype))
                 jac.append(col.reshape(tuple(out.shape) + tuple(t.shape)))
-        finally:
-            _depth[0] -= 1
-            state.grad_enabled = prev
         jac = [_finish(j) for j in jac]
         result = jac[0] if isinstance(argnums, int) else tuple(jac)
         return (result, aux) if has_aux else result
