@@ -23,6 +23,19 @@ from ._tensor_shape import _check_index_tensor, _in_bounds, _normalize_index
 _state = state
 
 
+def _write_base(base, new_base) -> None:
+    """A write through a view lands in its base: the base takes ``new_base``'s values
+    and history (the tracer records it as the base's new value)."""
+    if state.tracer is not None:
+        state.tracer.before_write(base)
+    np.copyto(base._data, new_base._data)
+    base._vbox[0] += 1
+    if state.tracer is not None:
+        state.tracer.record_mutation(base, new_base)
+    base.grad_fn = new_base.grad_fn
+    base._requires_grad = new_base.requires_grad
+
+
 @tensor_methods
 class _InplaceMethods:
     """In-place writes of Tensor."""
@@ -117,14 +130,7 @@ class _InplaceMethods:
         spec, idx = self._view_spec
         new_base = apply_op("index_put", (base, result.to(base.dtype)) + tuple(idx),
                             {"index": spec, "accumulate": False}, "CopySlices")
-        if state.tracer is not None:
-            state.tracer.before_write(base)
-        np.copyto(base._data, new_base._data)
-        base._vbox[0] += 1
-        if state.tracer is not None:
-            state.tracer.record_mutation(base, new_base)
-        base.grad_fn = new_base.grad_fn
-        base._requires_grad = new_base.requires_grad
+        _write_base(base, new_base)
         if new_base.requires_grad:
             view = apply_op("getitem", (base,) + tuple(idx), {"index": spec}, "AsStridedBackward0")
             self.grad_fn = view.grad_fn
@@ -159,14 +165,7 @@ class _InplaceMethods:
         new_flat = apply_op("index_put", (flat_base, result.to(base.dtype), idx),
                             {"index": spec, "accumulate": False}, "CopySlices")
         new_base = apply_op("reshape", (new_flat,), {"shape": tuple(b.shape)}, "CopySlices")
-        if state.tracer is not None:
-            state.tracer.before_write(base)
-        np.copyto(b, new_base._data)
-        base._vbox[0] += 1
-        if state.tracer is not None:
-            state.tracer.record_mutation(base, new_base)
-        base.grad_fn = new_base.grad_fn
-        base._requires_grad = new_base.requires_grad
+        _write_base(base, new_base)
         if new_base.requires_grad:
             fb = apply_op("reshape", (base,), {"shape": (n,)}, "ViewBackward0")
             view = apply_op("getitem", (fb, idx), {"index": spec}, "AsStridedBackward0")
