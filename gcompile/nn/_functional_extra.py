@@ -439,27 +439,9 @@ def rrelu_(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3,
 
 def feature_alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False,
                           inplace: bool = False, generator=None) -> Tensor:
-    """Alpha dropout of whole channels (dim 1): SELU's self-normalising dropout, one draw
-    per (sample, channel), as torch's."""
-    from .._random import random_tensor
-    from .functional import _inplace
-    if p < 0.0 or p > 1.0:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    if not training or p == 0.0:
-        return input
-    if p == 1.0:
-        out = input * 0.0
-        return _inplace(input, out) if inplace else out
-    if input.dim() < 2:
-        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
-    shape = tuple(input.shape[:2]) + (1,) * (input.dim() - 2)
-    u = random_tensor("uniform", shape, input.dtype, generator)
-    keep = T.where(u >= p, 1.0, 0.0).to(input.dtype)
-    alpha_p = -1.7580993408473766
-    a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
-    b = -a * alpha_p * p
-    out = (input * keep + (1.0 - keep) * alpha_p) * a + b
-    return _inplace(input, out) if inplace else out
+    """Alpha dropout of whole channels (dim 1), one draw per (sample, channel), as torch's."""
+    from .functional import _alpha_dropout
+    return _alpha_dropout(input, p, training, inplace, generator, feature=True)
 
 
 def channel_shuffle(input: Tensor, groups: int) -> Tensor:

@@ -309,10 +309,27 @@ def dropout3d(input, p=0.5, training=True, inplace=False, generator=None):
 
 
 def alpha_dropout(input, p=0.5, training=False, inplace=False, generator=None):
+    return _alpha_dropout(input, p, training, inplace, generator, feature=False)
+
+
+def _alpha_dropout(input, p, training, inplace, generator, feature: bool):
+    """SELU's self-normalising dropout, one draw per element or (``feature``) per
+    (sample, channel): dropped values go to SELU's negative saturation, then an affine
+    map keeps mean and variance."""
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return input
+    if p == 1.0:
+        out = input * 0.0
+        return _inplace(input, out) if inplace else out
+    shape = tuple(input.shape)
+    if feature:
+        if input.dim() < 2:
+            raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+        shape = shape[:2] + (1,) * (input.dim() - 2)
     alpha_p = -1.7580993408473766
-    keep = _keep_mask(tuple(input.shape), p, input.dtype, generator) * (1.0 - p)
+    keep = _keep_mask(shape, p, input.dtype, generator) * (1.0 - p)
     a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
     b = -a * alpha_p * p
     out = (input * keep + (1.0 - keep) * alpha_p) * a + b
