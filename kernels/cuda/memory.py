@@ -1,0 +1,244 @@
+"""The caching device allocator: every CUDA tensor's storage and every kernel output comes
+from here, so ``gcompile.cuda.memory_allocated()`` counts them all and freed blocks are
+reused without a driver call (cudaMalloc/cudaFree synchronise the device and cost tens of
+microseconds; a training step allocates the same sizes every iteration).
+
+Blocks are cached by rounded size (512 B granules up to 1 MiB, 2 MiB granules above) and
+reused on an exact rounded-size match. A block goes back to the cache when the last device
+array that points into it (views included) is garbage: on a GPU through numba's own
+ownership (an ``AutoFreePointer`` whose finalizer returns the raw allocation here, views
+take owned references to it), under the simulator (``NUMBA_ENABLE_CUDASIM=1``, where a
+device array wraps a NumPy array) through the NumPy base chain of an object that holds
+the raw block. ``free`` returns a block at once for callers that know nothing else uses it.
+
+numba.cuda is imported on first use only: importing this module costs nothing and works
+without numba-cuda.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+
+import numpy as np
+
+__all__ = ["empty", "free", "view", "offset_of", "memory_allocated", "max_memory_allocated",
+           "memory_reserved", "reset_peak_memory_stats", "empty_cache", "is_simulator"]
+
+_SMALL = 1 << 20  # up to 1 MiB: 512-byte granules
+_SMALL_GRAIN = 512
+_LARGE_GRAIN = 2 << 20
+
+_lock = threading.Lock()
+_cache: dict[int, list] = {}  # rounded size -> raw blocks free for reuse
+_live: dict[int, tuple] = {}  # key -> (release, size): blocks handed out
+_stats = {"allocated": 0, "peak": 0, "cached": 0}
+
+
+def _cuda():
+    from numba import cuda
+    return cuda
+
+
+def is_simulator() -> bool:
+    """Whether numba.cuda runs its simulator (``NUMBA_ENABLE_CUDASIM=1``): device arrays
+    are NumPy arrays in host memory and kernels run as Python threads."""
+    from numba.core import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+def _round(nbytes: int) -> int:
+    grain = _SMALL_GRAIN if nbytes <= _SMALL else _LARGE_GRAIN
+    return max(grain, -(-nbytes // grain) * grain)
+
+
+def _take(size: int):
+    """A raw block of ``size`` bytes: a cached one, else a new one (on a GPU, after
+    emptying the cache once when the driver reports out of memory)."""
+    with _lock:
+        blocks = _cache.get(size)
+        if blocks:
+            _stats["cached"] -= size
+            return blocks.pop()
+    if is_simulator():
+        return np.empty(size, np.uint8)
+    ctx = _cuda().current_context()
+    try:
+        return ctx.memalloc(size)
+    except Exception as e:  # noqa: BLE001 - CudaAPIError (out of memory) is driver-specific
+        if "OUT_OF_MEMORY" not in str(e).upper():
+            raise
+        empty_cache()
+        return ctx.memalloc(size)
+
+
+def _give_back(key: int, raw, size: int) -> None:
+    with _lock:
+        entry = _live.pop(key, None)
+        _roots.pop(key, None)
+        if entry is None:
+            return
+        _stats["allocated"] -= size
+        _cache.setdefault(size, []).append(raw)
+        _stats["cached"] += size
+
+
+def _account(key: int, release, size: int) -> None:
+    with _lock:
+        _live[key] = (release, size)
+        _stats["allocated"] += size
+        if _stats["allocated"] > _stats["peak"]:
+            _stats["peak"] = _stats["allocated"]
+
+
+class _SimBlock:
+    """Under the simulator: exposes a raw block through ``__array_interface__``, so every
+    NumPy view of the block keeps this object (and so the block's accounting) alive."""
+
+    def __init__(self, raw: np.ndarray) -> None:
+        self.raw = raw
+        self.__array_interface__ = raw.__array_interface__
+
+
+_roots: dict[int, object] = {}  # GPU: blocks handed out, until their last reference goes
+_next_key = iter(range(1, 1 << 62)).__next__
+
+
+def _block(nbytes: int):
+    """A cached block of at least ``nbytes``, as what views are cut from: a NumPy uint8
+    array under the simulator, an owned device pointer on a GPU."""
+    size = _round(nbytes)
+    raw = _take(size)
+    key = _next_key()
+    if is_simulator():
+        handle = _SimBlock(raw)
+        handle.key = key
+        _account(key, weakref.finalize(handle, _give_back, key, raw, size), size)
+        return np.asarray(handle)
+    from numba.cuda.cudadrv.driver import AutoFreePointer
+    # numba's own ownership: owned references (views included) count on the root; when
+    # the last one goes the root's finalizer returns the raw block to the cache
+    root = AutoFreePointer(_cuda().current_context(), raw.device_pointer, size,
+                           finalizer=functools.partial(_give_back, key, raw, size))
+    root.key = key
+    with _lock:
+        _roots[key] = root
+    _account(key, root.free, size)
+    return root.own()
+
+
+def _contiguous(shape: tuple, itemsize: int) -> tuple:
+    strides, acc = [], itemsize
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= max(int(n), 1)
+    return tuple(reversed(strides))
+
+
+def empty(shape: tuple, dtype) -> object:
+    """An uninitialised C-contiguous device array of ``shape`` and ``dtype`` from the
+    cache (numba's ``DeviceNDArray``, or the simulator's ``FakeCUDAArray``)."""
+    shape = tuple(int(n) for n in shape)
+    dtype = np.dtype(dtype)
+    n = 1
+    for s in shape:
+        n *= s
+    return view(None, shape, _contiguous(shape, dtype.itemsize), 0, dtype, n * dtype.itemsize)
+
+
+def view(base, shape: tuple, strides: tuple, offset: int, dtype, nbytes: int | None = None):
+    """A device array of ``shape``/``strides`` (bytes) starting ``offset`` bytes into the
+    allocation behind device array ``base`` (None: a new block of ``nbytes``). Views keep
+    their block alive; no data moves."""
+    cuda = _cuda()
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    strides = tuple(int(s) for s in strides)
+    if base is None:
+        if nbytes == 0:
+            return cuda.device_array(shape, dtype)
+        mem = _block(nbytes)
+    else:
+        mem = _memory_of(base)
+        if mem is None:  # an empty array: nothing to point into
+            return cuda.device_array(shape, dtype)
+    if is_simulator():
+        arr = np.ndarray(shape, dtype, buffer=mem, offset=offset, strides=strides)
+        return cuda.simulator.cudadrv.devicearray.FakeCUDAArray(arr)
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    return DeviceNDArray(shape, strides, dtype, gpu_data=mem.view(offset))
+
+
+def _memory_of(arr):
+    """The whole allocation behind device array ``arr``, what ``view`` cuts from (None
+    for an empty array)."""
+    if is_simulator():
+        root = arr._ary
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if not root.size:
+            return None
+        if root.dtype != np.uint8 or root.ndim != 1:  # not from this allocator
+            if not root.flags.c_contiguous:
+                raise ValueError("cannot view a non-contiguous foreign device array")
+            root = np.frombuffer(root.data, np.uint8)
+        return root
+    if not arr.size:
+        return None
+    return arr.gpu_data.owner
+
+
+def offset_of(arr) -> int:
+    """Byte offset of device array ``arr``'s first element in its allocation."""
+    root = _memory_of(arr)
+    if root is None:
+        return 0
+    if is_simulator():
+        return arr._ary.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return int(arr.gpu_data.device_pointer_value or 0) - int(root.device_pointer_value or 0)
+
+
+def free(arr) -> None:
+    """Return ``arr``'s block to the cache now. Only for an array the caller knows no one
+    else uses (views included): its memory will be handed out again."""
+    if is_simulator():
+        a = arr._ary
+        while isinstance(a, np.ndarray):
+            a = a.base
+        key = getattr(a, "key", None)
+    else:
+        key = getattr(arr.gpu_data.owner, "key", None) if arr.size else None
+    with _lock:
+        entry = _live.get(key)
+    if entry is not None:
+        entry[0]()
+
+
+def memory_allocated() -> int:
+    """Bytes in blocks handed out and still referenced (rounded sizes, as torch counts)."""
+    return _stats["allocated"]
+
+
+def max_memory_allocated() -> int:
+    """The peak of ``memory_allocated`` since start or ``reset_peak_memory_stats``."""
+    return _stats["peak"]
+
+
+def memory_reserved() -> int:
+    """Bytes held by the allocator: handed out plus cached for reuse."""
+    return _stats["allocated"] + _stats["cached"]
+
+
+def reset_peak_memory_stats() -> None:
+    """Restart the peak from the bytes allocated now."""
+    with _lock:
+        _stats["peak"] = _stats["allocated"]
+
+
+def empty_cache() -> None:
+    """Release cached (unused) blocks to the driver; blocks in use stay."""
+    with _lock:
+        blocks = list(_cache.values())
+        _cache.clear()
+        _stats["cached"] = 0
+    blocks.clear()  # the raw allocations' own finalizers free them
