@@ -108,7 +108,12 @@ class _Capture:
     while any of them lives, not only the first one seen."""
     ref: weakref.ref
     value: Value
-    snapshot: np.ndarray
+    # the array as first seen, by reference: a copy of every captured parameter and
+    # optimizer state made the tracing call's peak memory grow by their whole size.
+    # The version box tells whether it was written since (``_changed_since_capture``)
+    data: np.ndarray
+    vbox: list
+    version: int
     others: list = field(default_factory=list)
 
     def tensor(self):
@@ -311,7 +316,7 @@ class Tracer:
         if v is not None:
             return v
         v = self.graph.add_input(tuple(t._data.shape), t.dtype, f"captured{len(self.captures)}")
-        cap = _Capture(weakref.ref(t), v, np.array(t._data, copy=True))
+        cap = _Capture(weakref.ref(t), v, t._data, t._vbox, t._vbox[0])
         self.captures.append(cap)
         self.captured_arrays[id(t._data)] = (weakref.ref(t._data), cap)
         self._set(t, v)
@@ -577,6 +582,19 @@ class Tracer:
                 self.graph_break("returning a view whose base was modified in place after "
                                  "the view was taken")
                 return
+        for cap in self.captures:
+            if cap.tensor() is None and self._changed_since_capture(cap):
+                self.graph_break("a tensor from outside the call was modified in place and "
+                                 "then released during it (its first value, which the graph "
+                                 "would bake in, is gone)")
+                return
+
+    def _changed_since_capture(self, cap: _Capture) -> bool:
+        """Was a (now dead) captured tensor's array written during the trace? Its
+        version box moved, or it shares memory with a tensor written in place."""
+        if cap.vbox[0] != cap.version:
+            return True
+        return any(np.may_share_memory(cap.data, t._data) for t, _ in self.mutated.values())
 
     def finish(self, output_tensors) -> tuple[list, list]:
         """Set graph outputs: the returned tensors, then the final values of mutated
@@ -587,8 +605,9 @@ class Tracer:
         for cap in self.captures:
             t = cap.tensor()
             if t is None:
-                # died with the call: it was a local; bake its first-seen data
-                self._to_const(cap.value, cap.snapshot)
+                # died with the call: it was a local; bake its first-seen data (unchanged:
+                # check_outputs made a graph break otherwise)
+                self._to_const(cap.value, np.array(cap.data, copy=True))
             else:
                 live.append((t, cap.value))
                 if t.requires_grad or (t.grad_fn is None and t.dtype.is_floating_point):
