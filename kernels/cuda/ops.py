@@ -1,0 +1,292 @@
+"""Eager ops on the device: one op call -> a ``KernelSpec`` -> ``CudaKernel``.
+
+Elementwise ops are the op's registry ``expr`` in one stmt (with the operand casts
+eager dispatch applies: ``ir.registry.compute_dtype``; Python scalars become typed
+constants), reductions (sum, mean, prod, amax, amin, var, std) are rows specs over the
+reduced dims, softmax / log_softmax / layer_norm the rows specs of their decompositions
+(``ir.ops.decompositions``: finite-guarded row max, the sum of exponentials; mean and
+biased variance), and matmul / linear go to ``kernels.cuda.gemm``. Anything else
+returns None: the caller falls back through host memory.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ir import dtypes as dt
+from ir.registry import REGISTRY, compute_dtype
+
+from ..spec import KernelSpec, Phase, Stmt, attrs_tuple, const
+from . import compile_kernel, empty
+from .views import elem_strides, is_device_array, strided
+
+__all__ = ["launch", "elementwise_spec", "reduction_spec", "softmax_spec", "layer_norm_spec"]
+
+_REDUCE = {"sum": "sum", "mean": "sum", "prod": "prod", "amax": "max", "amin": "min"}
+_FLOATS = ("float16", "float32", "float64")
+
+
+def _is_scalar(a) -> bool:
+    return isinstance(a, (bool, int, float, np.generic))
+
+
+def _scalar_const(a, cdt: str | None):
+    if cdt is not None:
+        return const(np.dtype(cdt).type(a).item(), cdt)
+    if isinstance(a, (bool, np.bool_)):
+        return const(bool(a), "bool")
+    if isinstance(a, (int, np.integer)):
+        return const(int(a), "int64")
+    return const(float(a), "float32")
+
+
+def elementwise_spec(op: str, attrs: dict, inputs: list, out_dtype: str
+                     ) -> tuple[KernelSpec, list]:
+    """The one-op elementwise spec for ``inputs`` (device arrays and scalars) and the
+    arrays it reads, in order (scalars are constants of the spec)."""
+    od = REGISTRY[op]
+    arrays = [a for a in inputs if not _is_scalar(a)]
+    stmts: list = []
+    if op == "clone" or od.dtype_rule == "cast":
+        if len(arrays) != 1:
+            raise NotImplementedError("cast of a scalar")
+        stmts.append(Stmt("t0", "cast", (("in", 0),), (("dtype", out_dtype),), out_dtype))
+    else:
+        specs = []
+        for a in inputs:
+            if _is_scalar(a):
+                specs.append(a.item() if isinstance(a, np.generic) else a)
+            else:
+                specs.append((dt.as_dtype(np.dtype(a.dtype).name), len(a.shape)))
+        cspecs = specs[1:] if od.dtype_rule == "where" else specs
+        cdt = compute_dtype(od, cspecs).name
+        args = []
+        k = 0
+        for i, a in enumerate(inputs):
+            skip = od.dtype_rule == "where" and i == 0
+            if _is_scalar(a):
+                args.append(_scalar_const(a, None if skip else cdt))
+                continue
+            ref = ("in", k)
+            d = np.dtype(a.dtype).name
+            if not skip and d != cdt:
+                stmts.append(Stmt(f"c{i}", "cast", (ref,), (("dtype", cdt),), cdt))
+                ref = ("v", f"c{i}")
+            args.append(ref)
+            k += 1
+        stmts.append(Stmt("t0", op, tuple(args), attrs_tuple(attrs), out_dtype))
+    spec = KernelSpec(tuple(np.dtype(a.dtype).name for a in arrays), ((out_dtype, "full"),),
+                      (Phase("map", tuple(stmts), stores=((0, ("v", "t0")),)),),
+                      "elementwise")
+    return spec, arrays
+
+
+def reduction_spec(op: str, in_dtype: str, out_dtype: str, correction: float = 1
+                   ) -> KernelSpec:
+    """A rows spec reducing its one input into one row output."""
+    x = ("in", 0)
+    pre: tuple = ()
+    if in_dtype != out_dtype:
+        pre = (Stmt("x", "cast", (x,), (("dtype", out_dtype),), out_dtype),)
+        x = ("v", "x")
+    d = out_dtype
+    if op in ("var", "std"):
+        p0 = Phase("reduce", pre, reduce_op="sum", reduce_value=x,
+                   post=(Stmt("mean", "div", (("r", 0), ("n", d)), (), d),))
+        cen = pre + (Stmt("dx", "sub", (x, ("v", "mean")), (), d),
+                     Stmt("d2", "mul", (("v", "dx"), ("v", "dx")), (), d))
+        post = [Stmt("den", "sub", (("n", d), const(float(correction), d)), (), d),
+                Stmt("var", "div", (("r", 1), ("v", "den")), (), d)]
+        if op == "std":
+            post.append(Stmt("std", "sqrt", (("v", "var"),), (), d))
+        p1 = Phase("reduce", cen, reduce_op="sum", reduce_value=("v", "d2"),
+                   store_result=0, post=tuple(post))
+        return KernelSpec((in_dtype,), ((d, "row"),), (p0, p1), "rows")
+    post: tuple = ()
+    if op == "mean":
+        post = (Stmt("mean", "div", (("r", 0), ("n", d)), (), d),)
+    return KernelSpec((in_dtype,), ((d, "row"),), (Phase(
+        "reduce", pre, reduce_op=_REDUCE[op], reduce_value=x, store_result=0, post=post),),
+        "rows")
+
+
+def softmax_spec(d: str, log: bool) -> KernelSpec:
+    """softmax / log_softmax over the row, as decomposed: m = max (0 where not finite),
+    s = x - m, then exp(s) / sum(exp(s)) or s - log(sum(exp(s)))."""
+    x = ("in", 0)
+    p0 = Phase("reduce", (), reduce_op="max", reduce_value=x, post=(
+        Stmt("fin", "isfinite", (("r", 0),), (), "bool"),
+        Stmt("m", "where", (("v", "fin"), ("r", 0), const(0.0, d)), (), d)))
+    body = (Stmt("s", "sub", (x, ("v", "m")), (), d), Stmt("e", "exp", (("v", "s"),), (), d))
+    if log:
+        p1 = Phase("reduce", body, reduce_op="sum", reduce_value=("v", "e"),
+                   post=(Stmt("lt", "log", (("r", 1),), (), d),))
+        mp = Phase("map", (Stmt("s", "sub", (x, ("v", "m")), (), d),
+                           Stmt("y", "sub", (("v", "s"), ("v", "lt")), (), d)),
+                   stores=((0, ("v", "y")),))
+    else:
+        p1 = Phase("reduce", body, reduce_op="sum", reduce_value=("v", "e"),
+                   post=(Stmt("rt", "reciprocal", (("r", 1),), (), d),))
+        mp = Phase("map", body + (Stmt("y", "mul", (("v", "e"), ("v", "rt")), (), d),),
+                   stores=((0, ("v", "y")),))
+    return KernelSpec((d,), ((d, "full"),), (p0, p1, mp), "rows")
+
+
+def layer_norm_spec(d: str, eps: float, has_weight: bool, has_bias: bool) -> KernelSpec:
+    """layer_norm as decomposed: c = x - mean, var = mean(c * c), c * rsqrt(var + eps),
+    times weight, plus bias."""
+    x = ("in", 0)
+    p0 = Phase("reduce", (), reduce_op="sum", reduce_value=x,
+               post=(Stmt("mean", "div", (("r", 0), ("n", d)), (), d),))
+    cen = (Stmt("c", "sub", (x, ("v", "mean")), (), d),
+           Stmt("c2", "mul", (("v", "c"), ("v", "c")), (), d))
+    p1 = Phase("reduce", cen, reduce_op="sum", reduce_value=("v", "c2"), post=(
+        Stmt("var", "div", (("r", 1), ("n", d)), (), d),
+        Stmt("ve", "add", (("v", "var"), const(float(eps), d)), (), d),
+        Stmt("rs", "rsqrt", (("v", "ve"),), (), d)))
+    st = [Stmt("c", "sub", (x, ("v", "mean")), (), d),
+          Stmt("y", "mul", (("v", "c"), ("v", "rs")), (), d)]
+    last, k = "y", 1
+    if has_weight:
+        st.append(Stmt("yw", "mul", (("v", last), ("in", k)), (), d))
+        last, k = "yw", k + 1
+    if has_bias:
+        st.append(Stmt("yb", "add", (("v", last), ("in", k)), (), d))
+        last = "yb"
+    mp = Phase("map", tuple(st), stores=((0, ("v", last)),))
+    return KernelSpec((d,) * (1 + has_weight + has_bias), ((d, "full"),), (p0, p1, mp),
+                      "rows")
+
+
+def _out(out_shapes, out_dtypes, i=0):
+    return empty(tuple(out_shapes[i]), np.dtype(out_dtypes[i]))
+
+
+def _dims(attrs: dict, nd: int) -> tuple | None:
+    dims = attrs.get("dims")
+    if dims is None:
+        return tuple(range(nd))
+    if isinstance(dims, int):
+        dims = (dims,)
+    return tuple(sorted({int(x) % nd for x in dims})) if nd else ()
+
+
+def _matmul(a, b, out) -> None:
+    """``out = a @ b`` with NumPy's matmul rules for 1-d, 2-d and stacked operands."""
+    from .gemm import matmul_into
+    from .views import broadcast_view
+    sa, sb, so = tuple(a.shape), tuple(b.shape), tuple(out.shape)
+    ta, tb, to = elem_strides(a), elem_strides(b), elem_strides(out)
+    if len(sa) == 1:  # a row vector; its dim is gone from the output
+        sa, ta = (1,) + sa, (0,) + ta
+        so, to = so[:-1] + (1,) + so[-1:], to[:-1] + (0,) + to[-1:]
+    if len(sb) == 1:  # a column vector
+        sb, tb = sb + (1,), tb + (0,)
+        so, to = so + (1,), to + (0,)
+    va, vb, vo = strided(a, sa, ta), strided(b, sb, tb), strided(out, so, to)
+    if len(so) == 2:
+        matmul_into(va, vb, vo)
+        return
+    batch = so[:-2]
+    xa = broadcast_view(va, batch + sa[-2:])
+    xb = broadcast_view(vb, batch + sb[-2:])
+    lead = batch[:-1]  # one 3-D GEMM per leading index (one call with one batch dim)
+    for ix in (np.ndindex(*lead) if lead else [()]):
+        def sub(x, ix=ix):
+            st = elem_strides(x)
+            off = sum(i * s for i, s in zip(ix, st))
+            return strided(x, tuple(x.shape)[len(lead):], st[len(lead):], off)
+        matmul_into(sub(xa), sub(xb), sub(vo))
+
+
+def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: list
+           ) -> list | None:
+    """See ``kernels.cuda.launch``."""
+    od = REGISTRY.get(op)
+    if od is None or len(out_shapes) != 1 or len(out_dtypes) != 1:
+        return None
+    attrs = dict(attrs or {})
+    arrays = [a for a in inputs if not _is_scalar(a)]
+    if any(a is not None and not is_device_array(a) for a in arrays):
+        return None
+    if any(s < 0 for a in arrays for s in a.strides):
+        return None
+    out_dtype = np.dtype(out_dtypes[0]).name
+    shape = tuple(out_shapes[0])
+    try:
+        if od.expr is not None or op == "clone":
+            spec, ins = elementwise_spec(op, attrs, inputs, out_dtype)
+            k = compile_kernel(spec)
+            out = _out(out_shapes, out_dtypes)
+            k.elementwise(ins, [out], shape)
+            return [out]
+        if op in _REDUCE or op in ("var", "std"):
+            x = inputs[0]
+            nd = len(x.shape)
+            dims = _dims(attrs, nd)
+            if not dims and nd:
+                return None  # nothing reduced: a cast, left to the caller
+            spec = reduction_spec(op, np.dtype(x.dtype).name, out_dtype,
+                                  attrs.get("correction", 1))
+            if any(x.shape[d] == 0 for d in dims):
+                return None  # empty rows: identities / nan, as the host computes
+            out = _out(out_shapes, out_dtypes)
+            compile_kernel(spec).rows([x], [out], tuple(x.shape), dims)
+            return [out]
+        if op in ("softmax", "log_softmax"):
+            x = inputs[0]
+            d = np.dtype(x.dtype).name
+            if d not in _FLOATS or d != out_dtype or not len(x.shape) or \
+                    0 in tuple(x.shape):
+                return None
+            out = _out(out_shapes, out_dtypes)
+            compile_kernel(softmax_spec(d, op == "log_softmax")).rows(
+                [x], [out], tuple(x.shape), (int(attrs["dim"]) % len(x.shape),))
+            return [out]
+        if op == "layer_norm":
+            x = inputs[0]
+            d = np.dtype(x.dtype).name
+            if d not in _FLOATS or any(np.dtype(a.dtype).name != d for a in arrays) or \
+                    len(arrays) != len(inputs) or d != out_dtype or 0 in tuple(x.shape):
+                return None
+            nn = int(attrs["normalized_ndim"])
+            nd = len(x.shape)
+            spec = layer_norm_spec(d, float(attrs["eps"]), bool(attrs.get("has_weight")),
+                                   bool(attrs.get("has_bias")))
+            out = _out(out_shapes, out_dtypes)
+            compile_kernel(spec).rows(list(inputs), [out], tuple(x.shape),
+                                      tuple(range(nd - nn, nd)))
+            return [out]
+        if op in ("matmul", "linear"):
+            return _launch_matmul(op, inputs, out_shapes, out_dtypes)
+    except NotImplementedError:
+        return None
+    return None
+
+
+def _launch_matmul(op: str, inputs: list, out_shapes, out_dtypes) -> list | None:
+    d = np.dtype(out_dtypes[0]).name
+    arrays = [a for a in inputs if a is not None]
+    if d not in ("float32", "float64") or any(np.dtype(a.dtype).name != d for a in arrays):
+        return None
+    if any(len(a.shape) == 0 for a in arrays[:2]):
+        return None
+    out = _out(out_shapes, out_dtypes)
+    if 0 in tuple(out.shape):
+        return [out]
+    a, b = inputs[0], inputs[1]
+    if op == "linear":
+        if len(b.shape) == 2:
+            st = elem_strides(b)
+            b = strided(b, (b.shape[1], b.shape[0]), (st[1], st[0]))
+        if len(a.shape) == 0 or len(b.shape) not in (1, 2):
+            return None
+    if tuple(a.shape)[-1] == 0:
+        from . import fill
+        fill(out, 0)
+    else:
+        _matmul(a, b, out)
+    if op == "linear" and len(inputs) > 2 and inputs[2] is not None:
+        from . import compile_kernel as ck
+        spec, ins = elementwise_spec("add", {}, [out, inputs[2]], d)
+        ck(spec).elementwise(ins, [out], tuple(out.shape))
+    return [out]

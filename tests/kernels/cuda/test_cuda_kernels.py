@@ -1,0 +1,220 @@
+"""Generated CUDA kernels (simulator at tiny sizes) against NumPy: every elementwise
+family, reductions with dims/keepdim, rows kernels (softmax, log_softmax, layer_norm),
+the tiled GEMM with transposed and batched operands, and ``launch``'s refusals."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+cuda = pytest.importorskip("numba.cuda")
+
+from kernels.cuda import compile_kernel, launch  # noqa: E402
+from kernels.cuda import codegen  # noqa: E402
+from kernels.cuda.gemm import tiled_gemm  # noqa: E402
+from kernels.cuda.views import strided  # noqa: E402
+from kernels.spec import KernelSpec, Phase, Stmt  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def host(d):
+    return d.copy_to_host()
+
+
+def run(op, attrs, ins, shape, dtype):
+    out = launch(op, attrs, [dev(a) if isinstance(a, np.ndarray) else a for a in ins],
+                 [shape], [dtype])
+    assert out is not None, op
+    return host(out[0])
+
+
+@pytest.mark.parametrize("op", ["neg", "exp", "tanh", "sigmoid", "relu", "abs", "sqrt",
+                                "log1p", "erf", "floor"])
+def test_unary(op):
+    import math
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    if op in ("sqrt", "log1p"):
+        x = np.abs(x)
+    ref = {"neg": np.negative, "exp": np.exp, "tanh": np.tanh,
+           "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "relu": lambda x: np.maximum(x, 0),
+           "abs": np.abs, "sqrt": np.sqrt, "log1p": np.log1p, "floor": np.floor,
+           "erf": lambda x: np.vectorize(math.erf)(x.astype(np.float64)).astype(np.float32),
+           }[op](x)
+    got = run(op, {}, [x], x.shape, "float32")
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6)
+
+
+def test_gelu_and_backward():
+    x = RNG.standard_normal((2, 5)).astype(np.float64)
+    g = RNG.standard_normal((2, 5)).astype(np.float64)
+    from ir.registry import REGISTRY
+    for approx in ("none", "tanh"):
+        ref = REGISTRY["gelu"].impl(x, approximate=approx)
+        np.testing.assert_allclose(run("gelu", {"approximate": approx}, [x], x.shape,
+                                       "float64"), ref, rtol=1e-12, atol=1e-14)
+        ref = REGISTRY["gelu_backward"].impl(g, x, approximate=approx)
+        np.testing.assert_allclose(run("gelu_backward", {"approximate": approx}, [g, x],
+                                       x.shape, "float64"), ref, rtol=1e-12, atol=1e-14)
+
+
+def test_binary_broadcast_and_promotion():
+    a = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    b = RNG.standard_normal((3, 1)).astype(np.float32)
+    np.testing.assert_allclose(run("add", {}, [a, b], a.shape, "float32"), a + b, rtol=1e-6)
+    np.testing.assert_allclose(run("div", {}, [a, b], a.shape, "float32"), a / b, rtol=1e-6)
+    # int64 tensor * float64 tensor computes in float64
+    i = np.arange(4, dtype=np.int64)
+    f = RNG.standard_normal(4)
+    np.testing.assert_allclose(run("mul", {}, [i, f], (4,), "float64"), i * f)
+    # a Python scalar keeps the tensor's dtype
+    np.testing.assert_allclose(run("sub", {}, [a, 1.5], a.shape, "float32"), a - 1.5,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(run("remainder", {}, [np.arange(-4, 4).astype(np.float32),
+                                                        3.0], (8,), "float32"),
+                                  np.remainder(np.arange(-4, 4).astype(np.float32), 3))
+
+
+def test_where_compare_cast():
+    a = RNG.standard_normal((3, 4)).astype(np.float32)
+    b = RNG.standard_normal((4,)).astype(np.float32)
+    m = run("gt", {}, [a, b], a.shape, "bool")
+    np.testing.assert_array_equal(m, a > b)
+    np.testing.assert_array_equal(run("eq", {}, [a, a], a.shape, "bool"),
+                                  np.ones(a.shape, bool))
+    np.testing.assert_array_equal(run("where", {}, [a > b, a, b], a.shape, "float32"),
+                                  np.where(a > b, a, b))
+    np.testing.assert_array_equal(run("where", {}, [a > 0, a, 0.0], a.shape, "float32"),
+                                  np.where(a > 0, a, np.float32(0)))
+    np.testing.assert_array_equal(run("cast", {"dtype": "int32"}, [a * 10], a.shape,
+                                      "int32"), (a * 10).astype(np.int32))
+    np.testing.assert_array_equal(run("cast", {"dtype": "float64"}, [a], a.shape, "float64"),
+                                  a.astype(np.float64))
+
+
+def test_strided_operands():
+    a = RNG.standard_normal((4, 3)).astype(np.float32)
+    da = dev(a)
+    at = strided(da, (3, 4), (1, 3))  # the transpose as a view
+    out = launch("mul", {}, [at, at], [(3, 4)], ["float32"])[0]
+    np.testing.assert_allclose(host(out), a.T * a.T, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op,dims,keep", [("sum", (1,), False), ("sum", (0, 2), True),
+                                          ("mean", None, False), ("amax", (0,), False),
+                                          ("amin", (2,), True), ("prod", (1,), False),
+                                          ("var", (2,), False), ("std", (0, 1), True)])
+def test_reductions(op, dims, keep):
+    x = RNG.standard_normal((3, 4, 5)).astype(np.float64)
+    ax = dims if dims is not None else (0, 1, 2)
+    fn = {"sum": np.sum, "mean": np.mean, "amax": np.amax, "amin": np.amin,
+          "prod": np.prod, "var": lambda x, axis, keepdims: np.var(x, axis=axis, ddof=1,
+                                                                   keepdims=keepdims),
+          "std": lambda x, axis, keepdims: np.std(x, axis=axis, ddof=1,
+                                                  keepdims=keepdims)}[op]
+    ref = np.asarray(fn(x, axis=ax, keepdims=keep))
+    attrs = {"dims": dims, "keepdim": keep}
+    if op in ("var", "std"):
+        attrs["correction"] = 1
+    np.testing.assert_allclose(run(op, attrs, [x], ref.shape, "float64"), ref, rtol=1e-12)
+
+
+def test_sum_of_ints_and_bools():
+    x = np.arange(12, dtype=np.int32).reshape(3, 4)
+    np.testing.assert_array_equal(run("sum", {"dims": (1,), "keepdim": False}, [x], (3,),
+                                      "int64"), x.sum(1))
+    b = x % 3 == 0
+    np.testing.assert_array_equal(run("sum", {"dims": (0,), "keepdim": False}, [b], (4,),
+                                      "int64"), b.sum(0))
+
+
+def test_softmax_log_softmax_layer_norm():
+    x = RNG.standard_normal((3, 7)).astype(np.float32)
+    x[1, 2] = -np.inf
+    e = np.exp(x - x.max(1, keepdims=True))
+    sm = e / e.sum(1, keepdims=True)
+    np.testing.assert_allclose(run("softmax", {"dim": -1}, [x], x.shape, "float32"), sm,
+                               rtol=1e-5, atol=1e-7)
+    with np.errstate(divide="ignore"):
+        lsm = np.log(sm)
+    np.testing.assert_allclose(run("log_softmax", {"dim": 1}, [x], x.shape, "float32"),
+                               lsm, rtol=1e-5, atol=1e-6)
+    y = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(run("softmax", {"dim": 0}, [y], y.shape, "float32"),
+                               np.exp(y) / np.exp(y).sum(0), rtol=1e-5)
+    w = RNG.standard_normal(4).astype(np.float32)
+    b = RNG.standard_normal(4).astype(np.float32)
+    from ir.registry import REGISTRY
+    ref = REGISTRY["layer_norm"].impl(y, w, b, normalized_ndim=1, eps=1e-5, has_weight=True,
+                                      has_bias=True)
+    got = run("layer_norm", {"normalized_ndim": 1, "eps": 1e-5, "has_weight": True,
+                             "has_bias": True}, [y, w, b], y.shape, "float32")
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gemm_transposed_and_batched(dtype):
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    a = RNG.standard_normal((5, 7)).astype(dtype)
+    b = RNG.standard_normal((6, 7)).astype(dtype)  # used transposed
+    out = cuda.device_array((5, 6), dtype)
+    db = dev(b)
+    tiled_gemm(dev(a), strided(db, (7, 6), (1, 7)), out)
+    np.testing.assert_allclose(host(out), a @ b.T, rtol=tol, atol=tol)
+    x = RNG.standard_normal((2, 3, 5)).astype(dtype)
+    y = RNG.standard_normal((2, 5, 4)).astype(dtype)
+    np.testing.assert_allclose(run("matmul", {}, [x, y], (2, 3, 4), dtype), x @ y,
+                               rtol=tol, atol=tol)
+    # a stacked input times a matrix (the batch broadcast by a zero stride), and vectors
+    np.testing.assert_allclose(run("matmul", {}, [x, y[0]], (2, 3, 4), dtype), x @ y[0],
+                               rtol=tol, atol=tol)
+    v = RNG.standard_normal(5).astype(dtype)
+    np.testing.assert_allclose(run("matmul", {}, [a[:, :5], v], (5,), dtype), a[:, :5] @ v,
+                               rtol=tol, atol=tol)
+    w = RNG.standard_normal((4, 5)).astype(dtype)
+    bias = RNG.standard_normal(4).astype(dtype)
+    np.testing.assert_allclose(run("linear", {}, [x, w, bias], (2, 3, 4), dtype),
+                               x @ w.T + bias, rtol=tol, atol=tol)
+
+
+def test_launch_refuses_what_it_cannot_run():
+    x = dev(np.ones((2, 2), np.float32))
+    assert launch("cumsum", {"dim": 0}, [x], [(2, 2)], ["float32"]) is None
+    assert launch("no_such_op", {}, [x], [(2, 2)], ["float32"]) is None
+    # an integer division by a run-time divisor raises in torch: the host path serves it
+    xi = dev(np.ones(3, np.int64))
+    assert launch("floor_divide", {}, [xi, xi], [(3,)], ["int64"]) is None
+    # host arrays are not device arrays
+    assert launch("add", {}, [np.ones(2), np.ones(2)], [(2,)], ["float64"]) is None
+
+
+def test_one_kernel_per_canonical_spec():
+    st = (Stmt("a", "mul", (("in", 0), ("in", 0)), (), "float32"),)
+    s1 = KernelSpec(("float32",), (("float32", "full"),),
+                    (Phase("map", st, stores=((0, ("v", "a")),)),), "elementwise")
+    st2 = (Stmt("b", "mul", (("in", 0), ("in", 0)), (), "float32"),)
+    s2 = KernelSpec(("float32",), (("float32", "full"),),
+                    (Phase("map", st2, stores=((0, ("v", "b")),)),), "elementwise")
+    assert compile_kernel(s1) is compile_kernel(s2)
+
+
+def test_rows_source_uses_warp_shuffles_only_off_the_simulator():
+    from kernels.cuda.ops import softmax_spec
+    spec = softmax_spec("float32", False)
+    assert "shfl_down_sync" in codegen.rows_source(spec, 1, 1, 256, True)
+    assert "shfl_down_sync" not in codegen.rows_source(spec, 1, 1, 16, False)
+
+
+@pytest.mark.gpu
+def test_large_softmax_on_gpu():
+    x = RNG.standard_normal((64, 1000)).astype(np.float32)
+    e = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(run("softmax", {"dim": 1}, [x], x.shape, "float32"),
+                               e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+    a = RNG.standard_normal((300, 200)).astype(np.float32)
+    b = RNG.standard_normal((200, 100)).astype(np.float32)
+    np.testing.assert_allclose(run("matmul", {}, [a, b], (300, 100), "float32"), a @ b,
+                               rtol=1e-4, atol=1e-4)
