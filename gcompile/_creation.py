@@ -12,7 +12,7 @@ import numpy as np
 from ir import dtypes as dt
 
 from . import cuda
-from ._device import as_device
+from ._device import CudaArray, as_device
 from ._dispatch import _SCALARS, apply_op, check_values
 from ._interop import from_dlpack_array, shared_array
 from ._random import _gen, random_tensor
@@ -22,28 +22,38 @@ from ._tensor_base import Tensor, _sizes, _to_numpy
 
 
 def _check_device(device):
+    """The CUDA device ``device`` names (checked: CUDA usable, index valid), or None
+    for the CPU."""
+    if device is None:
+        return None
     d = as_device(device)
     if d.type == "cuda":
-        if not cuda.is_available():
-            raise RuntimeError("Found no NVIDIA driver on your system: CUDA is not available, "
-                               f"cannot create a tensor on {d}")
-        raise NotImplementedError("gcompile tensors live on the CPU; CUDA runs through compiled "
-                                  "plans")
+        return cuda.check_device(d)
+    if d.type != "cpu":
+        raise RuntimeError(f"cannot create a tensor on {d}")
+    return None
 
 
 def _finish(arr, requires_grad=False, device=None):
-    _check_device(device)
-    t = Tensor._make(arr)
+    d = _check_device(device)
+    t = Tensor._make(arr if d is None else CudaArray.from_host(arr, d))
     if requires_grad:
         t.requires_grad = True
     return t
 
 
 def _finish_op(t, requires_grad=False, device=None):
-    _check_device(device)
+    d = _check_device(device)
+    if d is not None:
+        t = Tensor._make(CudaArray.from_host(t._data, d))
     if requires_grad:
         t.requires_grad = True
     return t
+
+
+def _like_device(input, device):
+    """*_like's device: the input's unless given (torch's rule)."""
+    return input.device if device is None and input._data.__class__ is CudaArray else device
 
 
 def _symbolic(shape) -> bool:
@@ -97,7 +107,11 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=Fal
             if dtype is not None:
                 out = out.to(dt.as_dtype(dtype))
             return out.requires_grad_(requires_grad) if requires_grad else out
-        arr = np.array(data._data, copy=True)
+        src = data._data
+        if src.__class__ is CudaArray:  # stays on its device unless told otherwise
+            device = device if device is not None else src.device
+            src = src.host()
+        arr = np.array(src, copy=True)
         if dtype is not None:
             arr = arr.astype(dt.as_dtype(dtype).np)
         return _finish(arr, requires_grad, device)
@@ -144,7 +158,8 @@ def as_tensor(data, dtype=None, device=None):
         if shared is not None:
             data = shared
     if isinstance(data, Tensor):
-        return data if dtype is None else data.to(dtype)
+        out = data if dtype is None else data.to(dtype)
+        return out if device is None else out.to(device)
     if isinstance(data, np.ndarray):
         d = dt.as_dtype(dtype) if dtype is not None else dt.from_numpy(data.dtype)
         arr = data if data.dtype == d.np else data.astype(d.np)
@@ -209,6 +224,9 @@ def empty(*size, dtype=None, device=None, requires_grad=False, out=None, layout=
     """Uninitialised tensor (``size=`` accepted as a keyword, as torch)."""
     sz = _shape_arg(size, _size_kw(kw, "empty"), "empty")
     _check_format(memory_format)
+    d = _check_device(device)
+    if d is not None:  # uninitialised device memory: nothing to copy
+        return _finish_op(Tensor._make(CudaArray.empty(sz, _dtype(dtype).np, d)), requires_grad)
     return _finish(np.empty(sz, _dtype(dtype).np), requires_grad, device)
 
 
@@ -270,12 +288,14 @@ def _like(input, dtype):
 def empty_like(input, *, dtype=None, device=None, requires_grad=False, layout=None,
                pin_memory=False, memory_format=None):
     _check_format(memory_format)
+    device = _like_device(input, device)
     return _finish(np.empty(input.shape, _like(input, dtype).np), requires_grad, device)
 
 
 def zeros_like(input, *, dtype=None, device=None, requires_grad=False, layout=None,
                pin_memory=False, memory_format=None):
     _check_format(memory_format)
+    device = _like_device(input, device)
     if _symbolic(input.shape):
         return _sym_full(input.shape, 0, _like(input, dtype), requires_grad, device)
     return _finish(np.zeros(input.shape, _like(input, dtype).np), requires_grad, device)
@@ -284,6 +304,7 @@ def zeros_like(input, *, dtype=None, device=None, requires_grad=False, layout=No
 def ones_like(input, *, dtype=None, device=None, requires_grad=False, layout=None,
               pin_memory=False, memory_format=None):
     _check_format(memory_format)
+    device = _like_device(input, device)
     if _symbolic(input.shape):
         return _sym_full(input.shape, 1, _like(input, dtype), requires_grad, device)
     return _finish(np.ones(input.shape, _like(input, dtype).np), requires_grad, device)
@@ -292,6 +313,7 @@ def ones_like(input, *, dtype=None, device=None, requires_grad=False, layout=Non
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, layout=None,
               pin_memory=False, memory_format=None):
     _check_format(memory_format)
+    device = _like_device(input, device)
     return _finish(np.full(input.shape, fill_value, _like(input, dtype).np), requires_grad, device)
 
 
@@ -351,9 +373,9 @@ def _float_dtype(dtype, fn):
 
 
 def _sample(kind, size, d, generator, requires_grad, device):
-    # through the registry's random ops: a compiled function draws fresh samples per call
-    as_device(device)
-    t = random_tensor(kind, _sizes(size), d, generator)
+    # through the registry's random ops: a compiled function draws fresh samples per call;
+    # on CUDA drawn on the host (the same generator, so the same values) and copied
+    t = _finish_op(random_tensor(kind, _sizes(size), d, generator), False, device)
     return t.requires_grad_() if requires_grad else t
 
 
@@ -396,18 +418,21 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
     return _finish(arr, requires_grad, device)
 
 
-def randint_like(input, low=0, high=None, *, generator=None, dtype=None):
+def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None):
     if high is None:
         low, high = 0, low
-    return randint(low, high, tuple(input.shape), generator=generator, dtype=dtype or input.dtype)
+    return randint(low, high, tuple(input.shape), generator=generator, dtype=dtype or input.dtype,
+                   device=_like_device(input, device))
 
 
-def rand_like(input, *, generator=None, dtype=None):
-    return rand(tuple(input.shape), generator=generator, dtype=dtype or input.dtype)
+def rand_like(input, *, generator=None, dtype=None, device=None):
+    return rand(tuple(input.shape), generator=generator, dtype=dtype or input.dtype,
+                device=_like_device(input, device))
 
 
-def randn_like(input, *, generator=None, dtype=None):
-    return randn(tuple(input.shape), generator=generator, dtype=dtype or input.dtype)
+def randn_like(input, *, generator=None, dtype=None, device=None):
+    return randn(tuple(input.shape), generator=generator, dtype=dtype or input.dtype,
+                 device=_like_device(input, device))
 
 
 def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):

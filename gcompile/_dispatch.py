@@ -13,6 +13,8 @@ import numpy as np
 from ir import dtypes as dt
 from ir.registry import REGISTRY, GradBuilder, compute_dtype, output_dtype, vjp
 
+from ._device import LIVE as _DEVICE_LIVE
+from ._device import CudaArray
 from ._state import state
 from ._symbolic import SymScalar
 from ._tape import (_FREED_MSG, Meta, Node, SavedTensor, SymMeta, _seq_counter,
@@ -176,6 +178,10 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
             out = tracer.decomposed(op, args, attrs)
             if out is not None:
                 return out
+    if _DEVICE_LIVE[0]:  # a CUDA tensor exists: CUDA operands take the device path
+        out = _device_op(op, args, attrs, grad_name, tracer)
+        if out is not None:
+            return out
     if op._ew:
         if len(args) == 2:
             x, y = args
@@ -265,6 +271,192 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
         for a in args:
             if isinstance(a, Tensor) and a._requires_grad:
                 result.grad_fn = OpNode(op, args, attrs, result, grad_name)
+                result._requires_grad = True
+                break
+    if tracer is not None:
+        tracer.record(op, args, attrs, result)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# CUDA tensors: device checks, device kernels, views, the host fallback
+# ---------------------------------------------------------------------------
+_BACKWARD_DEVICE: list = [None]  # the device of the CUDA node whose gradient rule runs
+_FALLBACK_LOGGED: set = set()
+
+
+def _mixed_devices(a, b) -> RuntimeError:
+    return RuntimeError("Expected all tensors to be on the same device, but found at least two "
+                        f"devices, {a} and {b}!")
+
+
+def _device_op(op, args, attrs, grad_name, tracer):
+    """Run ``op`` on CUDA operands, or None when no operand is on a CUDA device (the CPU
+    path runs). Device checks as torch's (a 0-d CPU tensor or a Python number may join
+    CUDA operands); views stay device views; an op with a device kernel
+    (``kernels.cuda.launch``) runs it, any other op runs its NumPy implementation on host
+    copies and its result is copied back (logged once per op on
+    ``GCOMPILE_LOG=cuda_fallback``). The tape records the op as on the CPU, so autograd
+    is unchanged."""
+    dev = None
+    cpu = False
+    for a in args:
+        if isinstance(a, Tensor):
+            d = a._data
+            if d.__class__ is CudaArray:
+                if dev is None:
+                    dev = d.device
+                elif d.device != dev:
+                    raise _mixed_devices(dev, d.device)
+            elif d.ndim:
+                cpu = True
+    if dev is None:
+        bdev = _BACKWARD_DEVICE[0]
+        if bdev is None or any(isinstance(a, Tensor) for a in args):
+            return None
+        # a gradient rule of a CUDA op made a tensor from nothing (zeros of a shape):
+        # it belongs on that op's device
+        host = _host_run(op, args, attrs)
+        return _device_result(op, args, attrs, grad_name, tracer,
+                              CudaArray.from_host(host, bdev))
+    if cpu:
+        raise _mixed_devices(dev, "cpu")
+    args = tuple(_to_device(a, dev) if isinstance(a, Tensor) and a._data.__class__ is not
+                 CudaArray else a for a in args)
+    if op._ew:
+        plan = _ew_plan(op, args)
+        if plan[2] is _VIA_FLOAT32:
+            return _via_float32(op, args, attrs, grad_name)
+    else:
+        for a in args:
+            if not isinstance(a, (Tensor,) + _SCALARS):
+                raise TypeError(f"{op.name}: expected Tensor arguments, got {type(a).__name__}")
+        if (any(isinstance(a, Tensor) and a._data.dtype is _BF16 for a in args)
+                or attrs.get("dtype") is dt.bfloat16) and not op._view:
+            return _via_float32(op, args, attrs, grad_name)
+        if op._eager_infer:
+            specs = [(a._data.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
+            op.infer(specs, attrs)
+    out = None
+    if op._view:
+        out = _device_view(op, args, attrs)
+        if out is not None:
+            return _device_result(op, args, attrs, grad_name, tracer, out, view=True)
+    out = _launch(op, args, attrs, dev)
+    if out is None:
+        if op.name not in _FALLBACK_LOGGED:
+            _FALLBACK_LOGGED.add(op.name)
+            from runtime.logs import log
+            log("cuda_fallback", f"{op.name}: no CUDA kernel, runs on the host (copies both "
+                                 "ways)")
+        out = CudaArray.from_host(_host_run(op, args, attrs), dev)
+    return _device_result(op, args, attrs, grad_name, tracer, out)
+
+
+def _to_device(t, dev):
+    """A 0-d CPU tensor joining CUDA operands, copied to their device."""
+    return Tensor._make(CudaArray.from_host(t._data, dev))
+
+
+def _device_view(op, args, attrs):
+    """The device view a view op makes, found by running its NumPy implementation on a
+    host array of the same layout over uninitialised memory: when the result points
+    into that memory, its offset and strides are the view's. None when the op copies
+    (a reshape that no strides can express): the caller computes it."""
+    src = args[0]._data
+    lo, hi = _span(src)
+    if hi - lo > 1 << 32:  # a dummy buffer that large is not worth it
+        return None
+    dummy = np.empty(hi - lo + src.itemsize, np.uint8)
+    host = np.ndarray(src.shape, src.dtype, buffer=dummy, offset=src.offset - lo,
+                      strides=src.strides)
+    rest = [a._data.host() if isinstance(a, Tensor) else a for a in args[1:]]
+    try:
+        r = _quiet_call(op.impl, [host] + rest, attrs)
+    except Exception:  # noqa: BLE001 - the real run below raises it with real data
+        return None
+    if not isinstance(r, np.ndarray) or not np.may_share_memory(r, dummy):
+        return None
+    off = r.__array_interface__["data"][0] - dummy.__array_interface__["data"][0] + lo
+    return src.view(r.shape, r.strides, off, r.dtype)
+
+
+def _span(a):
+    """(lowest, highest) byte offsets an array's elements occupy in its allocation."""
+    lo = hi = a.offset
+    if a.size:
+        for n, s in zip(a.shape, a.strides):
+            if s > 0:
+                hi += (n - 1) * s
+            else:
+                lo += (n - 1) * s
+    return lo, hi
+
+
+def _launch(op, args, attrs, dev):
+    """``op`` on the device through ``kernels.cuda.launch`` (CudaArray or None: no
+    kernel for these operands, or no kernels module)."""
+    launch = _device_kernels()
+    if launch is None:
+        return None
+    specs = [(a._data.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
+    shape, odt = op.infer(specs, attrs)
+    # operands as they are: the kernels apply the op's dtype rule (compute_dtype) themselves
+    inputs = [a._data.dev if isinstance(a, Tensor) else a for a in args]
+    outs = launch(op.name, attrs, inputs, [tuple(int(n) for n in shape)], [odt.name])
+    if outs is None:
+        return None
+    return CudaArray(outs[0], dev)
+
+
+_KERNELS: list = []
+
+
+def _device_kernels():
+    """``kernels.cuda.launch``, or None while that module does not exist."""
+    if not _KERNELS:
+        try:
+            from kernels.cuda import launch
+        except ImportError:
+            launch = None
+        _KERNELS.append(launch)
+    return _KERNELS[0]
+
+
+def _host_run(op, args, attrs):
+    """``op``'s CPU result (a NumPy array) on host copies of the operands."""
+    hargs = tuple(Tensor._make(a._data.host()) if isinstance(a, Tensor) and
+                  a._data.__class__ is CudaArray else a for a in args)
+    tracer = _state.tracer
+    _state.tracer = None
+    try:
+        return apply_op(op, hargs, attrs)._data
+    finally:
+        _state.tracer = tracer
+
+
+def _device_result(op, args, attrs, grad_name, tracer, out, view=False):
+    """The result tensor of a device op: view bookkeeping and the tape, as apply_op."""
+    result = _new_tensor(Tensor)
+    result._data = out
+    result.grad_fn = None
+    result._requires_grad = False
+    result._grad = None
+    result._acc = None
+    result._base = None
+    result._view_spec = None
+    if view:
+        src = args[0]
+        result._vbox = src._vbox
+        result._base = src._base if src._base is not None else src
+        if op.name == "getitem" and src._base is None:
+            result._view_spec = (attrs["index"], args[1:])
+    else:
+        result._vbox = [0]
+    if op._diff and _state.grad_enabled and (out.dtype.kind == "f" or out.dtype is _BF16):
+        for a in args:
+            if isinstance(a, Tensor) and a._requires_grad:
+                result.grad_fn = DeviceOpNode(op, args, attrs, result, grad_name)
                 result._requires_grad = True
                 break
     if tracer is not None:
@@ -368,6 +560,37 @@ class OpNode(Node):
         self._freed = True
 
 
+class DeviceMeta(Meta):
+    """Shape and dtype of an unsaved CUDA input, and its device: a gradient rule's
+    ``zeros_like`` of it is made there."""
+
+    __slots__ = ("device",)
+
+    def __init__(self, shape, np_dtype, device):
+        super().__init__(shape, np_dtype)
+        self.device = device
+
+
+class DeviceOpNode(OpNode):
+    """grad_fn of an op on CUDA tensors: the rule runs as for a CPU op, with the op's
+    device as where tensors made from nothing (zeros of a shape) go."""
+
+    def __init__(self, op, inputs, attrs, out, name=None):
+        super().__init__(op, inputs, attrs, out, name)
+        dev = out._data.device
+        self._device = dev
+        self._meta = [DeviceMeta(m.shape, m._npd, dev) if m.__class__ is Meta else m
+                      for m in self._meta]
+
+    def apply(self, grad):
+        prev = _BACKWARD_DEVICE[0]
+        _BACKWARD_DEVICE[0] = self._device
+        try:
+            return super().apply(grad)
+        finally:
+            _BACKWARD_DEVICE[0] = prev
+
+
 _NUMBERS = (bool, int, float)
 
 
@@ -393,6 +616,8 @@ class EagerBuilder(GradBuilder):
             fill = {"zeros_like": 0, "ones_like": 1}.get(name, attrs.get("value"))
             if any(not isinstance(n, int) for n in m.shape):  # traced dynamic sizes
                 return apply_op("full", (), {"shape": m.shape, "value": fill, "dtype": d})
+            if m.__class__ is DeviceMeta:
+                return Tensor._make(CudaArray.from_host(np.full(m.shape, fill, d.np), m.device))
             return Tensor._make(np.full(m.shape, fill, d.np))
         return apply_op(name, args, attrs)
 

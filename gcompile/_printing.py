@@ -146,11 +146,14 @@ def _add_suffixes(body: str, suffixes: list, indent: int) -> str:
 def tensor_repr(t) -> str:
     """torch's ``Tensor.__repr__``: body, then dtype/size/grad suffixes."""
     a = t._data
+    suffixes = []
+    if a.__class__ is not np.ndarray:  # a CUDA tensor: printed from a host copy
+        suffixes.append(f"device='{t.device}'")
+        a = a.host()
     if a.dtype == np.float16 or a.dtype == dt.bfloat16.np:  # formatted from float32
         a = a.astype(np.float32)
     prefix = "tensor("
     indent = len(prefix)
-    suffixes = []
     if a.size == 0:
         body = "[]"
         if a.ndim != 1:

@@ -1,5 +1,6 @@
 """The Tensor class itself: NumPy storage and the metadata read from it (shape, strides,
-dtype, device, views' bases, the version counter).
+dtype, device, views' bases, the version counter). A CUDA tensor's storage is a
+``CudaArray`` (``_device.py``): a device array with the same metadata.
 
 This is the bottom of the eager core: it imports nothing of gcompile but the device and
 dtype names, the per-thread state and symbolic sizes (a tracer with dynamic dimensions
@@ -19,7 +20,7 @@ import numpy as np
 from ir import dtypes as dt
 from ir.shapes import contiguous_strides, normalize_dim
 
-from ._device import CPU
+from ._device import CPU, CudaArray
 from ._state import state
 from ._symshape import SymInt
 
@@ -126,11 +127,12 @@ class Tensor:
 
     @property
     def device(self):
-        return CPU
+        d = self._data
+        return CPU if d.__class__ is not CudaArray else d.device
 
     @property
     def is_cuda(self) -> bool:
-        return False
+        return self._data.__class__ is CudaArray
 
     @property
     def layout(self):
@@ -212,6 +214,8 @@ class Tensor:
         return st[normalize_dim(dim, self.dim())]
 
     def storage_offset(self) -> int:
+        if self._data.__class__ is CudaArray:
+            return self._data.offset // self._data.itemsize
         if self._base is None:
             return 0
         base = self._base._data
@@ -219,7 +223,10 @@ class Tensor:
         return (start - base.__array_interface__["data"][0]) // self._data.itemsize
 
     def data_ptr(self) -> int:
-        return self._data.__array_interface__["data"][0]
+        d = self._data
+        if d.__class__ is CudaArray:
+            return d.__cuda_array_interface__["data"][0]
+        return d.__array_interface__["data"][0]
 
     def is_contiguous(self, memory_format=None) -> bool:
         return self._data.flags.c_contiguous or self._data.size <= 1

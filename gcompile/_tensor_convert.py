@@ -13,11 +13,59 @@ from ir import dtypes as dt
 
 from . import cuda as _cuda
 from ._creation import _check_format, empty, full, ones, tensor, zeros
-from ._device import as_device
+from ._device import CPU, CudaArray, as_device
 from ._dispatch import _graph_break, apply_op
 from ._printing import tensor_repr
-from ._tape import _type_name
+from ._state import state
+from ._tape import Node, _type_name, grad_accumulator
 from ._tensor_base import Tensor, _rebuild, _retype, tensor_methods
+
+
+def _numpy_error(t) -> TypeError:
+    return TypeError(f"can't convert {t.device} device type tensor to numpy. Use Tensor.cpu() "
+                     "to copy the tensor to host memory first.")
+
+
+def _move_data(data, dev):
+    """``data`` (NumPy or CudaArray) copied to device ``dev``; C-contiguous."""
+    if dev.type == "cpu":
+        return data.host() if data.__class__ is CudaArray else data.copy()
+    if data.__class__ is CudaArray:
+        if data.device == dev:
+            return data.copy()
+        data = data.host()
+    return CudaArray.from_host(data, dev)
+
+
+class ToCopyBackward0(Node):
+    """grad_fn of a copy to another device: the gradient goes back to the source's."""
+
+    def __init__(self, src: Tensor) -> None:
+        super().__init__()
+        self._next = (src.grad_fn if src.grad_fn is not None else grad_accumulator(src),)
+        nr = src.__dict__.get("_out_nr", 0) if src.grad_fn is not None else 0
+        if nr:
+            self._next_nr = [nr]
+        self._device = src.device
+
+    def apply(self, grad):
+        return [grad.to(self._device)]
+
+
+def _to_device(t: Tensor, dev) -> Tensor:
+    """``t`` copied to device ``dev``, recorded on the tape."""
+    out = Tensor._make(_move_data(t._data, dev))
+    if t.requires_grad and state.grad_enabled and t.dtype.is_floating_point:
+        out.grad_fn = ToCopyBackward0(t)
+        out._requires_grad = True
+    return out
+
+
+def _rebuild_device(data, requires_grad, cls, device):
+    """Unpickle a CUDA tensor: back onto its device (torch's behaviour)."""
+    from . import cuda
+    return _rebuild(CudaArray.from_host(data, cuda.check_device(device)) if device != "cpu"
+                    else data, requires_grad, cls)
 
 
 @tensor_methods
@@ -37,6 +85,8 @@ class _ConversionMethods:
 
     def numpy(self, force: bool = False):
         _graph_break("Tensor.numpy()")
+        if self._data.__class__ is CudaArray:
+            raise _numpy_error(self)
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
                                "tensor.detach().numpy() instead.")
@@ -47,6 +97,8 @@ class _ConversionMethods:
         ``copy=True``; ``copy=False`` raises ValueError when a copy would be needed, as
         NumPy 2 asks of ``__array__``."""
         a = self._data
+        if a.__class__ is CudaArray:
+            raise _numpy_error(self)
         if dtype is not None and np.dtype(dtype) != a.dtype:
             if copy is False:
                 raise ValueError(f"Unable to avoid copy while converting a {self.dtype} "
@@ -59,9 +111,27 @@ class _ConversionMethods:
         consumer sees writable, shared memory)."""
         if stream is not None:
             kwargs["stream"] = stream
+        if self._data.__class__ is CudaArray:
+            raise NotImplementedError("DLPack export of CUDA tensors is not supported; "
+                                      "use __cuda_array_interface__ (numba, CuPy) instead")
         return self._data.__dlpack__(**kwargs)
 
+    @property
+    def __cuda_array_interface__(self):
+        """CUDA tensors share their device memory with numba/CuPy (zero-copy)."""
+        if self._data.__class__ is not CudaArray:
+            raise AttributeError("Can't get __cuda_array_interface__ on non-CUDA tensor type: "
+                                 f"{self.type()} If CUDA data is required use tensor.cuda() to "
+                                 "copy tensor to device memory.")
+        if self.requires_grad:
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires "
+                               "grad. If gradients aren't required, use var.detach() to get "
+                               "Variable that doesn't require grad.")
+        return self._data.__cuda_array_interface__
+
     def __dlpack_device__(self):
+        if self._data.__class__ is CudaArray:
+            return (2, self._data.device.index or 0)  # kDLCUDA
         return self._data.__dlpack_device__()
 
     def __bool__(self) -> bool:
@@ -105,6 +175,9 @@ class _ConversionMethods:
         return t
 
     def __reduce_ex__(self, proto):
+        if self._data.__class__ is CudaArray:
+            return (_rebuild_device, (self._data.host(), self.requires_grad, type(self),
+                                      str(self.device)))
         return (_rebuild, (self._data.copy(), self.requires_grad, type(self)))
 
     # ---- dtype / device ---------------------------------------------------
@@ -129,22 +202,28 @@ class _ConversionMethods:
                 dtype = dt.as_dtype(a)
             else:
                 dev = a
+        d = None
         if dev is not None:
             d = as_device(dev)
             if d.type == "cuda":
-                if not _cuda.is_available():
-                    raise RuntimeError("Found no NVIDIA driver on your system: CUDA is not "
-                                       f"available, cannot move a tensor to {d}")
-                raise NotImplementedError("gcompile tensors live on the CPU; CUDA runs through "
-                                          "compiled plans")
+                d = _cuda.check_device(d)
+            elif d.type != "cpu":
+                raise RuntimeError(f"cannot move a tensor to {d}")
+            if d == self.device:
+                d = None
         out = self
         if dtype is not None and dt.as_dtype(dtype) is not self.dtype:
             out = apply_op("cast", (self,), {"dtype": dt.as_dtype(dtype)})
-        elif copy:
+        elif copy and d is None:
             out = self.clone()
+        if d is not None:
+            _graph_break(f"Tensor.to({d})")
+            out = _to_device(out, d)
         return out
 
-    def cpu(self):
+    def cpu(self, memory_format=None):
+        if self._data.__class__ is CudaArray:
+            return _to_device(self, CPU)
         return self
 
     def cuda(self, device=None, non_blocking=False):
@@ -199,24 +278,25 @@ class _ConversionMethods:
 
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False, layout=None,
                    pin_memory=False):
-        return tensor(data, dtype=dtype or self.dtype, device=device,
+        return tensor(data, dtype=dtype or self.dtype, device=device or self.device,
                       requires_grad=requires_grad)
 
     def new_zeros(self, *size, dtype=None, device=None, requires_grad=False, layout=None,
                   pin_memory=False):
-        return zeros(*size, dtype=dtype or self.dtype, device=device,
+        return zeros(*size, dtype=dtype or self.dtype, device=device or self.device,
                      requires_grad=requires_grad)
 
     def new_ones(self, *size, dtype=None, device=None, requires_grad=False, layout=None,
                  pin_memory=False):
-        return ones(*size, dtype=dtype or self.dtype, device=device, requires_grad=requires_grad)
+        return ones(*size, dtype=dtype or self.dtype, device=device or self.device,
+                    requires_grad=requires_grad)
 
     def new_empty(self, *size, dtype=None, device=None, requires_grad=False, layout=None,
                   pin_memory=False):
-        return empty(*size, dtype=dtype or self.dtype, device=device,
+        return empty(*size, dtype=dtype or self.dtype, device=device or self.device,
                      requires_grad=requires_grad)
 
     def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False,
                  layout=None, pin_memory=False):
-        return full(size, fill_value, dtype=dtype or self.dtype, device=device,
+        return full(size, fill_value, dtype=dtype or self.dtype, device=device or self.device,
                     requires_grad=requires_grad)

@@ -1,6 +1,6 @@
 """Named log channels shared by the runtime and the compiler: ``GCOMPILE_LOG``.
 
-``GCOMPILE_LOG=recompiles,graph_breaks,kernels,memory,stages`` (comma or semicolon
+``GCOMPILE_LOG=recompiles,graph_breaks,kernels,memory,stages,cuda_fallback`` (comma or semicolon
 separated; ``all`` or ``1`` for every channel). ``stages`` prints each stage of the
 compile pipeline (trace -> verify -> autodiff -> passes -> fusion -> lower -> memory
 plan -> executable) with its time and what it produced. One parser for every layer (the
@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-CHANNELS = ("recompiles", "graph_breaks", "kernels", "memory", "guards", "stages")
+CHANNELS = ("recompiles", "graph_breaks", "kernels", "memory", "guards", "stages",
+            "cuda_fallback")
 ALL = ("all", "1")
 _cache: dict[str, frozenset] = {}
 

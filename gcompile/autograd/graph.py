@@ -11,7 +11,6 @@ import heapq
 import itertools
 from collections import defaultdict
 
-import numpy as np
 
 from .._dispatch import _LIKE, _NUMBERS, EAGER_BUILDER, EagerBuilder, OpNode  # noqa: F401
 from .._state import state
@@ -129,7 +128,7 @@ def _accumulate(leaf, g, create_graph):
             # straight to C order (a Linear's weight gradient arrives transposed; the
             # optimizer's native update wants it dense like its parameter)
             if state.tracer is None:
-                g = Tensor._make(np.array(g._data, order="C"))
+                g = Tensor._make(g._data.copy())  # C order; a CUDA gradient stays there
             else:  # a recorded copy, in C order too: state made from .grad while a
                 # step is traced (SGD's momentum buffer) keeps the layout it gets here
                 g = g.clone() if g.is_contiguous() else g.contiguous()

@@ -22,7 +22,8 @@ import weakref
 
 import numpy as np
 
-__all__ = ["empty", "free", "view", "offset_of", "memory_allocated", "max_memory_allocated",
+__all__ = ["empty", "free", "view", "offset_of", "copy", "to_host", "from_host", "write",
+           "is_contiguous", "memory_allocated", "max_memory_allocated",
            "memory_reserved", "reset_peak_memory_stats", "empty_cache", "is_simulator"]
 
 _SMALL = 1 << 20  # up to 1 MiB: 512-byte granules
@@ -242,3 +243,140 @@ def empty_cache() -> None:
         _cache.clear()
         _stats["cached"] = 0
     blocks.clear()  # the raw allocations' own finalizers free them
+
+
+# ---------------------------------------------------------------------------
+# copies: device <-> host, and device -> device for any strides (and dtype casts)
+# ---------------------------------------------------------------------------
+_COPY_KERNEL = None
+cuda = None  # numba.cuda, bound on first kernel build
+_THREADS = 256
+
+
+def _copy_kernel():
+    """One grid-stride kernel for every strided copy: each thread turns flat indices into
+    element offsets in the two allocations (viewed as flat typed arrays), casting on the
+    store. Compiled per (dtypes, rank) by numba."""
+    global _COPY_KERNEL, cuda
+    if _COPY_KERNEL is None:
+        cuda = _cuda()  # a module global: the simulator swaps the kernel's globals
+
+        @cuda.jit
+        def kernel(dst, dst_off, dst_st, src, src_off, src_st, shape, n):
+            i = cuda.grid(1)
+            step = cuda.gridsize(1)
+            nd = len(shape)
+            while i < n:
+                rem = i
+                do = dst_off
+                so = src_off
+                for j in range(nd):
+                    k = nd - 1 - j
+                    c = rem % shape[k]
+                    rem //= shape[k]
+                    do += c * dst_st[k]
+                    so += c * src_st[k]
+                dst[do] = src[so]
+                i += step
+
+        _COPY_KERNEL = kernel
+    return _COPY_KERNEL
+
+
+def _alloc_nbytes(root) -> int:
+    return int(root.size)
+
+
+def _flat(arr):
+    """(1-D typed view of the whole allocation behind ``arr``, ``arr``'s offset and
+    strides in elements)."""
+    item = arr.dtype.itemsize
+    off = offset_of(arr)
+    if off % item or any(s % item for s in arr.strides):
+        raise NotImplementedError("a device copy of an array whose offset or strides are not "
+                                  "multiples of its element size is not supported")
+    root = _memory_of(arr)
+    n = _alloc_nbytes(root) // item
+    flat = view(arr, (n,), (item,), 0, arr.dtype)
+    return flat, off // item, tuple(s // item for s in arr.strides)
+
+
+def copy(dst, src, *, kernel: bool | None = None) -> None:
+    """``dst[...] = src`` on the device, any strides (``src`` may broadcast with 0 strides),
+    casting to ``dst``'s dtype. Under the simulator the arrays are host memory and NumPy
+    copies them, unless ``kernel=True`` asks for the device kernel (tests run it)."""
+    if tuple(dst.shape) != tuple(src.shape):
+        raise ValueError(f"copy: shapes differ, {tuple(dst.shape)} and {tuple(src.shape)}")
+    n = 1
+    for s in dst.shape:
+        n *= s
+    if n == 0:
+        return
+    if kernel is None:
+        kernel = not is_simulator()
+    if not kernel:
+        np.copyto(dst._ary, src._ary, casting="unsafe")
+        return
+    dflat, doff, dst_st = _flat(dst)
+    sflat, soff, src_st = _flat(src)
+    shape = tuple(int(s) for s in dst.shape) or (1,)
+    if not dst_st:
+        dst_st, src_st = (0,), (0,)
+    threads = 32 if is_simulator() else _THREADS
+    blocks = 1 if is_simulator() else min(-(-n // threads), 4096)
+    _copy_kernel()[blocks, threads](dflat, doff, dst_st, sflat, soff, src_st, shape, n)
+
+
+def is_contiguous(arr) -> bool:
+    """C-contiguity by torch's rule (size-1 dimensions' strides do not matter)."""
+    acc = arr.dtype.itemsize
+    for n, s in zip(reversed(arr.shape), reversed(arr.strides)):
+        if n != 1 and s != acc:
+            return False
+        acc *= n
+    return True
+
+
+def to_host(arr) -> np.ndarray:
+    """A C-contiguous host copy of device array ``arr`` (any strides)."""
+    if is_simulator():
+        return np.array(arr._ary, order="C")
+    if not arr.size:
+        return np.empty(arr.shape, arr.dtype)
+    if not is_contiguous(arr):
+        tmp = empty(arr.shape, arr.dtype)
+        copy(tmp, arr)
+        arr = tmp
+    out = np.empty(arr.shape, arr.dtype)
+    arr.copy_to_host(out)
+    return out
+
+
+def from_host(a: np.ndarray):
+    """A new C-contiguous device array holding ``a``'s values."""
+    a = np.asarray(a)
+    if not a.flags.c_contiguous:
+        a = a.copy()  # (np.ascontiguousarray makes 0-d arrays 1-d)
+    dev = empty(a.shape, a.dtype)
+    if a.size:
+        dev.copy_to_device(a)
+    return dev
+
+
+def write(dst, a: np.ndarray) -> None:
+    """``dst[...] = a`` from host memory (``a`` broadcasts to ``dst``'s shape, casts)."""
+    a = np.asarray(a)
+    if is_simulator():
+        np.copyto(dst._ary, a, casting="unsafe")
+        return
+    if not dst.size:
+        return
+    if a.shape == tuple(dst.shape) and a.dtype == dst.dtype and is_contiguous(dst):
+        dst.copy_to_device(a if a.flags.c_contiguous else a.copy())
+        return
+    src = from_host(a)
+    if src.shape != tuple(dst.shape):
+        strides = (0,) * (len(dst.shape) - src.ndim) + tuple(
+            0 if n == 1 else s for n, s in zip(src.shape, src.strides))
+        src = view(src, dst.shape, strides, offset_of(src), src.dtype)
+    copy(dst, src)

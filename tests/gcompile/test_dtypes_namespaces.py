@@ -56,7 +56,9 @@ def test_autocast_runs_matrix_products_in_float16():
     assert f(x).dtype == torch.float16
 
 
-def test_autocast_errors_and_cuda_disabled():
+def test_autocast_errors_and_cuda_disabled(monkeypatch):
+    # the suite may run on the CUDA simulator (tests/conftest.py): make CUDA absent
+    monkeypatch.setattr(torch.cuda, "_probe", lambda: (False, "No CUDA GPUs are available"))
     assert torch.autocast("cpu").fast_dtype is torch.bfloat16  # torch's CPU default
     with pytest.warns(UserWarning, match="target dtype is not supported"):
         torch.autocast("cpu", dtype=torch.float64)
@@ -69,7 +71,8 @@ def test_autocast_errors_and_cuda_disabled():
     assert torch.amp.is_autocast_available("cpu")
 
 
-def test_grad_scaler_scales_unscales_skips_and_updates():
+def test_grad_scaler_scales_unscales_skips_and_updates(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "_probe", lambda: (False, "No CUDA GPUs are available"))
     p = nn.Parameter(torch.tensor([1.0, 2.0]))
     opt = torch.optim.SGD([p], lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=8.0, growth_interval=2)
