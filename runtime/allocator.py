@@ -10,6 +10,8 @@ block, which the pool kept alive all along.
 from __future__ import annotations
 
 import math
+import mmap
+import os
 import threading
 
 import numpy as np
@@ -81,3 +83,116 @@ class CachingAllocator:
 
 
 default_allocator = CachingAllocator()
+
+
+# ---------------------------------------------------------------------------
+# arenas of compiled plans
+# ---------------------------------------------------------------------------
+# Arenas at least this large give their pages back to the OS after every call
+# (``keep_arena`` not set): the next call faults them in again, about 0.3 ms per MB,
+# which measured +11% on an MLP training step whose arena was 15 or 49 MB (4-layer
+# MLP, batch 512, width 1024 / 2048; ``benchmarks/memory.py`` and the note in
+# docs/architecture.md). Smaller arenas stay resident: the memory is small and the
+# time is not. Above the threshold the memory wins: held between calls, the arena
+# would make compiled training cost more than eager, which frees its activations.
+# ``GCOMPILE_ARENA_RELEASE_BYTES`` or ``compile(..., options={"keep_arena": ...})``
+# override it.
+ARENA_RELEASE_BYTES = int(os.environ.get("GCOMPILE_ARENA_RELEASE_BYTES", 64 << 20))
+_PAGE = 4096
+_HUGE = 2 << 20
+
+
+class Arena:
+    """One arena block: a page-aligned anonymous mapping where the OS has one (so its
+    pages can be handed back while the addresses, and the plan's views and bound
+    kernels over them, stay valid), else a NumPy buffer."""
+
+    __slots__ = ("nbytes", "array", "_map", "__weakref__")
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self._map = None
+        if nbytes >= _PAGE and hasattr(mmap, "MADV_DONTNEED") and hasattr(mmap, "MAP_PRIVATE"):
+            # private: MADV_DONTNEED then frees the pages (a shared anonymous mapping,
+            # mmap's default, would keep them in shared memory, only unmapped)
+            self._map = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            if nbytes >= _HUGE and hasattr(mmap, "MADV_HUGEPAGE"):
+                # transparent huge pages: faulting the arena back in after a release
+                # costs ~0.1 ms per MB instead of ~0.6 ms with 4 KiB pages (measured)
+                self._map.madvise(mmap.MADV_HUGEPAGE)
+            self.array = np.frombuffer(self._map, np.uint8)
+        else:
+            self.array = np.empty(max(nbytes, 1), np.uint8)
+
+    def release_pages(self) -> bool:
+        """Give the pages back to the OS (their contents are lost; the next write
+        faults in zeroed pages). False where that is not possible."""
+        if self._map is None:
+            return False
+        self._map.madvise(mmap.MADV_DONTNEED)
+        return True
+
+
+class ArenaPool:
+    """The arenas of every compiled plan in the process, shared: a plan takes a block
+    for the length of one call and gives it back, so plans that never run at the
+    same time (a forward and its backward, the plans of other shapes or of a retrace)
+    reuse one block instead of each keeping its own. A plan gets back the block it had
+    last time when it is free (its views over the block, and the kernels bound to
+    them, stay valid); a block too small for the next taker is replaced by a larger
+    one. After a call the block's pages go back to the OS when the plan asks for it
+    (see ``ARENA_RELEASE_BYTES``)."""
+
+    def __init__(self) -> None:
+        self._free: list[Arena] = []
+        self._lock = threading.Lock()
+        self.created = 0
+        self.reused = 0
+        self.released = 0
+
+    def take(self, nbytes: int, prefer: Arena | None = None) -> Arena:
+        """A block of at least ``nbytes``: ``prefer`` if free and large enough, else
+        the smallest free block that fits, else a new one (free blocks smaller than it
+        are dropped: whoever used them fits in the new one)."""
+        with self._lock:
+            fits = [a for a in self._free if a.nbytes >= nbytes]
+            if fits:
+                a = prefer if any(f is prefer for f in fits) else min(fits,
+                                                                      key=lambda f: f.nbytes)
+                self._free = [f for f in self._free if f is not a]
+                self.reused += 1
+                return a
+            dropped = self._free
+            self._free = []
+            self.created += 1
+        for a in dropped:  # superseded: let go of their pages now, not when last viewed
+            a.release_pages()
+        return Arena(nbytes)
+
+    def give(self, arena: Arena, release: bool) -> None:
+        """Return a block after a call; ``release``: its pages go back to the OS."""
+        if release and arena.release_pages():
+            self.released += 1
+        with self._lock:
+            self._free.append(arena)
+
+    def discard(self, arena: Arena) -> None:
+        """Forget a block (a plan not used lately): its pages go back to the OS."""
+        with self._lock:
+            self._free = [f for f in self._free if f is not arena]
+        arena.release_pages()
+
+    def clear(self) -> None:
+        with self._lock:
+            dropped, self._free = self._free, []
+        for a in dropped:
+            a.release_pages()
+
+    def stats(self) -> dict:
+        with self._lock:
+            free = [a.nbytes for a in self._free]
+        return {"created": self.created, "reused": self.reused, "released": self.released,
+                "free_blocks": len(free), "free_bytes": sum(free)}
+
+
+default_arena_pool = ArenaPool()

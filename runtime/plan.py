@@ -15,6 +15,7 @@ import numpy as np
 
 from ir.passes.memory import MemoryPlan
 
+from . import allocator as _alloc
 from .allocator import default_allocator
 
 
@@ -67,8 +68,12 @@ class Plan:
     arena_bytes: int
     unplanned_bytes: int
     slot_names: list[str]
-    arena: np.ndarray | None = None
+    arena: np.ndarray | None = None  # the block this plan ran on last (None: none yet)
     _planned_views: list = field(default_factory=list)
+    # keep the arena's pages between calls: True always, False never, None (default)
+    # when it is smaller than ``runtime.allocator.ARENA_RELEASE_BYTES``
+    keep_arena: bool | None = None
+    _block: object = None  # the runtime.allocator.Arena behind ``arena``
 
     @property
     def planned_bytes(self) -> int:
@@ -119,15 +124,43 @@ class Plan:
                 return False
         return True
 
-    def materialize(self) -> None:
-        """Allocate the arena once and prebuild every planned buffer's view."""
-        self.arena = np.empty(max(self.arena_bytes, 1), np.uint8)
+    def materialize(self, pool=None) -> None:
+        """Take an arena block from the shared pool (the one this plan had last time
+        when it is free) and, for a new block, build every planned buffer's view."""
+        pool = pool or _alloc.default_arena_pool
+        block = pool.take(self.arena_bytes, prefer=self._block)
+        if block is self._block and self._planned_views:
+            return
+        self._block = block
+        self.arena = block.array
         views = []
         for b in self.buffers:
             if b.planned:
                 raw = self.arena[b.offset:b.offset + b.nbytes]
                 views.append((b.slot, raw.view(b.dtype).reshape(b.shape)))
         self._planned_views = views
+
+    @property
+    def releases_arena(self) -> bool:
+        """Do this plan's arena pages go back to the OS after each call?"""
+        if self.keep_arena is None:
+            return self.arena_bytes >= _alloc.ARENA_RELEASE_BYTES
+        return not self.keep_arena
+
+    def give_back(self, pool=None) -> None:
+        """After a call: the block returns to the pool (its pages to the OS when
+        ``releases_arena``); the plan keeps its views for the next call."""
+        if self._block is not None:
+            (pool or _alloc.default_arena_pool).give(self._block, self.releases_arena)
+
+    def drop_arena(self, pool=None) -> None:
+        """Let go of the arena (an entry not used lately): the block's pages go back to
+        the OS and the next call takes a block again."""
+        block, self._block = self._block, None
+        self.arena = None
+        self._planned_views = []
+        if block is not None:
+            (pool or _alloc.default_arena_pool).discard(block)
 
     def __str__(self) -> str:
         lines = [f"plan: {len(self.steps)} steps ({self.num_kernels} kernels), arena "
@@ -155,15 +188,22 @@ class Executor:
         self.allocator = allocator or default_allocator
         self.profile = profile
         self.records: list[dict] = []
-        if plan.arena is None:
-            plan.materialize()
         self._fresh = [(b.slot, b.shape, b.dtype) for b in plan.buffers if not b.planned]
 
     def __call__(self, inputs: list[np.ndarray], out_into: dict | None = None
                  ) -> list[np.ndarray]:
         """Run the plan. ``out_into`` maps output index -> an array to compute that
-        output into (see ``Plan.can_write_output_into_input``)."""
+        output into (see ``Plan.can_write_output_into_input``). The plan holds an arena
+        block from the shared pool for the length of the call."""
         plan = self.plan
+        plan.materialize()
+        try:
+            return self._run(plan, inputs, out_into)
+        finally:
+            plan.give_back()
+
+    def _run(self, plan: Plan, inputs: list[np.ndarray], out_into: dict | None
+             ) -> list[np.ndarray]:
         env: list = [None] * plan.n_slots
         for s, a in zip(plan.input_slots, inputs):
             env[s] = a

@@ -286,6 +286,7 @@ class CompiledFunction:
         self._module = module
         options = options or {}
         self.recompile_limit = options.get("max_recompiles", RECOMPILE_LIMIT)
+        self.keep_arena = options.get("keep_arena")  # None: by size (runtime.allocator)
         if options.get("kernels") == "reference":
             backend = "reference"
         self.fullgraph = fullgraph
@@ -623,7 +624,9 @@ class CompiledFunction:
         if self.backend == "interpreter":
             return _interpreter_backend(graph)
         from .backend import build_executable
-        return build_executable(graph, reference=self.backend == "reference")
+        ex = build_executable(graph, reference=self.backend == "reference")
+        ex.plan.keep_arena = self.keep_arena
+        return ex
 
 
 def _shapeless(key: tuple) -> tuple:
@@ -675,8 +678,8 @@ def compile(fn_or_module=None, *, fullgraph: bool = False, dynamic: bool | None 
 
     Works as ``compile(fn)``, ``@compile`` and ``@compile(fullgraph=True)``. ``mode``
     (torch's names; all compile the same CPU plan), ``options`` (``kernels``,
-    ``max_recompiles``) and ``disable=True`` are checked: anything unknown is an
-    error listing the valid names. ``dynamic`` follows torch: ``None`` (default)
+    ``max_recompiles``, ``keep_arena``) and ``disable=True`` are checked: anything
+    unknown is an error listing the valid names. ``dynamic`` follows torch: ``None`` (default)
     traces again with a dimension symbolic once it was seen with a second size, so
     later sizes reuse that trace (kernels are generic in sizes); ``True`` does so from
     the first call; ``False`` traces each size (see ``compiler/dynamic.py``). A module

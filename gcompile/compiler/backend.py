@@ -18,15 +18,12 @@ class LockedExecutor(Executor):
 
     def __call__(self, inputs, out_into=None):
         with self._lock:
-            if self.plan.arena is None:
-                self.plan.materialize()
             return super().__call__(inputs, out_into)
 
     def release(self) -> None:
-        """Give back the arena (an entry not used lately); the next call makes it anew."""
+        """Give back the arena (an entry not used lately); the next call takes one anew."""
         with self._lock:
-            self.plan.arena = None
-            self.plan._planned_views = []
+            self.plan.drop_arena()
 
 
 def build_executable(graph, profile: bool = False, reference: bool = False) -> Executor:

@@ -18,6 +18,10 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
                         "kernel specs) for this function's plans"),
     "max_recompiles": ((int,), "traced signatures of this function before it runs eagerly "
                                "(default RECOMPILE_LIMIT)"),
+    "keep_arena": ((bool,), "keep each plan's arena pages resident between calls (True: "
+                            "faster, holds the memory; False: give them back after every "
+                            "call); default: keep arenas under runtime.allocator."
+                            "ARENA_RELEASE_BYTES"),
 }
 _CHOICES = {"kernels": ("numba", "reference")}
 

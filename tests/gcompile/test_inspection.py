@@ -143,7 +143,7 @@ def test_compile_options_validation():
         validate_compile_options(None, {"kernels": "cuda"}, {})
     with pytest.raises(ValueError, match="at least 1"):
         validate_compile_options(None, {"max_recompiles": 0}, {})
-    assert set(OPTIONS) == {"kernels", "max_recompiles"}
+    assert set(OPTIONS) == {"kernels", "max_recompiles", "keep_arena"}
 
 
 def test_compile_options_check_log_channels(monkeypatch):

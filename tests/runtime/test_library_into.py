@@ -81,7 +81,6 @@ def test_conv_step_library_outputs_are_planned_buffers():
         assert isinstance(into[op].run, _IntoRun) and _planned(plan, into[op])
     # the buffer im2col fills is the same arena view on every call
     s = into["im2col"]
-    views = dict(plan._planned_views)
     seen = []
     real = s.run
 
@@ -94,6 +93,7 @@ def test_conv_step_library_outputs_are_planned_buffers():
         f(x, y)
     finally:
         s.run = real
+    views = dict(plan._planned_views)  # built when the plan first took its arena block
     assert seen[0] is seen[1] is views[s.outputs[0]]
     assert np.shares_memory(seen[0], plan.arena)
 
