@@ -99,6 +99,12 @@ class CudaKernel:
         self.sources: dict[tuple, str] = {}
         self._in_np = [np.dtype(d) for d in spec.inputs]
         self._out_np = [np.dtype(d) for d, _ in spec.outputs]
+        # generate the primary variant now: a body the generator refuses (an integer
+        # division by a run-time divisor, say) fails here, where lowering can split the
+        # group, not at the first call
+        sim = simulator()
+        self.source = self._source(("ew", 1) if spec.kind == "elementwise" else
+                                   ("rows", 1, 1, 16 if sim else 256, not sim))
 
     def __repr__(self) -> str:
         return (f"CudaKernel({self.spec.kind}, inputs={list(self.spec.inputs)}, "

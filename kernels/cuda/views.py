@@ -106,3 +106,27 @@ def broadcast_view(a, shape: tuple):
         else:
             raise ValueError(f"cannot broadcast shape {ash} to {shape}")
     return strided(a, shape, tuple(st))
+
+
+def typed_view(base, offset: int, shape: tuple, dtype):
+    """A C-contiguous ``dtype`` array of ``shape`` inside the 1-d uint8 device array
+    ``base`` at byte ``offset`` (a planned buffer in a device arena)."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(n) for n in shape)
+    n = 1
+    for s in shape:
+        n *= s
+    nbytes = n * dtype.itemsize
+    if type(base).__name__ == "FakeCUDAArray":
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        raw = base._ary[offset:offset + nbytes]
+        return FakeCUDAArray(raw.view(dtype).reshape(shape))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    strides = []
+    acc = dtype.itemsize
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= s
+    gpu_data = base.gpu_data.view(offset, offset + max(nbytes, 0))
+    return DeviceNDArray(shape, tuple(reversed(strides)), dtype,
+                         stream=getattr(base, "stream", 0), gpu_data=gpu_data)

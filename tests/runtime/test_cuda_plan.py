@@ -1,0 +1,103 @@
+"""Compiled plans on CUDA (simulator, tiny sizes): the fused graph's device plan
+against the CPU plan of the same graph (its specs evaluated by NumPy)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+try:
+    from numba import cuda
+except ImportError:  # pragma: no cover - depends on the install
+    pytest.skip("numba-cuda is not installed", allow_module_level=True)
+
+from ir import dtypes as dt  # noqa: E402
+from ir.graph import Graph  # noqa: E402
+from runtime.cuda_plan import compile_cuda  # noqa: E402
+from runtime.lower import compile_graph  # noqa: E402
+from runtime.plan import Executor  # noqa: E402
+from runtime.reference import ReferenceKernel  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0") and not cuda.is_available(),
+    reason="no GPU and not under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
+
+RNG = np.random.default_rng(1)
+
+
+def _mlp() -> Graph:
+    g = Graph()
+    x = g.add_input((4, 6), dt.float32, "x")
+    w1 = g.add_input((8, 6), dt.float32, "w1")
+    b1 = g.add_input((8,), dt.float32, "b1")
+    w2 = g.add_input((5, 8), dt.float32, "w2")
+    b2 = g.add_input((5,), dt.float32, "b2")
+    h = g.add_node("relu", [g.add_node("linear", [x, w1, b1])])
+    y = g.add_node("softmax", [g.add_node("linear", [h, w2, b2])], {"dim": -1})
+    g.set_outputs([y, h])
+    return g
+
+
+def _chain() -> Graph:
+    g = Graph()
+    a = g.add_input((3, 5), dt.float32, "a")
+    b = g.add_input((5,), dt.float32, "b")
+    t = g.add_node("tanh", [g.add_node("mul", [g.add_node("add", [a, b]), 0.5])])
+    e = g.add_node("gelu", [g.add_node("permute", [t], {"dims": (1, 0)})],
+                   {"approximate": "tanh"})
+    s = g.add_node("sum", [e], {"dims": (0,), "keepdim": True})
+    ln = g.add_node("layer_norm", [a], {"normalized_ndim": 1, "eps": 1e-5,
+                                        "has_weight": False, "has_bias": False})
+    g.set_outputs([e, s, ln])
+    return g
+
+
+def _check(make, arrays, rtol=1e-5, atol=1e-6):
+    ref = Executor(compile_graph(make(), make_kernel=ReferenceKernel).plan)(arrays)
+    ex = compile_cuda(make())
+    got = ex([cuda.to_device(a) for a in arrays])
+    assert len(got) == len(ref)
+    for r, d in zip(ref, got):
+        np.testing.assert_allclose(d.copy_to_host(), r, rtol=rtol, atol=atol)
+    return ex
+
+
+def test_mlp_inference_plan_matches_cpu():
+    arrays = [RNG.standard_normal(s).astype(np.float32)
+              for s in [(4, 6), (8, 6), (8,), (5, 8), (5,)]]
+    ex = _check(_mlp, arrays)
+    kinds = [s.kind for s in ex.plan.steps]
+    assert "matmul" in kinds and "kernel" in kinds
+    assert not ex.host_steps, ex.host_steps  # all on the device
+    assert ex.arena is not None
+    arena = ex.arena
+    # a second call reuses the arena and gives the same numbers
+    again = ex([cuda.to_device(a) for a in arrays])
+    first = ex([cuda.to_device(a) for a in arrays])
+    assert ex.arena is arena
+    np.testing.assert_array_equal(again[0].copy_to_host(), first[0].copy_to_host())
+
+
+def test_fused_chain_rows_and_views_match_cpu():
+    arrays = [RNG.standard_normal((3, 5)).astype(np.float32),
+              RNG.standard_normal(5).astype(np.float32)]
+    ex = _check(_chain, arrays)
+    assert not ex.host_steps, ex.host_steps
+
+
+def test_library_step_runs_through_host_memory_explicitly():
+    def make():
+        g = Graph()
+        x = g.add_input((2, 6), dt.float32, "x")
+        c = g.add_node("cumsum", [g.add_node("exp", [x])], {"dim": 1})
+        g.set_outputs([g.add_node("add", [c, 1.0])])
+        return g
+    ex = _check(make, [RNG.standard_normal((2, 6)).astype(np.float32)])
+    assert any("cumsum" in s for s in ex.host_steps)
+
+
+def test_host_inputs_are_refused():
+    ex = compile_cuda(_chain())
+    with pytest.raises(TypeError, match="same device"):
+        ex([np.zeros((3, 5), np.float32), np.zeros(5, np.float32)])
