@@ -94,7 +94,7 @@ class CudaArray:
     writes the host result back. Ops never take that road: dispatch routes CUDA tensors
     to ``kernels.cuda`` or to a logged host fallback (``_dispatch``)."""
 
-    __slots__ = ("dev", "device", "shape", "strides", "dtype")
+    __slots__ = ("dev", "device", "shape", "strides", "dtype", "__weakref__")
     __array_priority__ = 2000
 
     def __init__(self, dev, device: device) -> None:
@@ -139,7 +139,12 @@ class CudaArray:
 
     @property
     def __cuda_array_interface__(self) -> dict:
-        return self.dev.__cuda_array_interface__
+        dev = self.dev
+        if hasattr(dev, "_ary"):  # the simulator's arrays live in host memory
+            ai = dev._ary.__array_interface__
+            return {"shape": self.shape, "strides": self.strides if self.size else None,
+                    "typestr": ai["typestr"], "data": ai["data"], "version": 3}
+        return dev.__cuda_array_interface__
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -260,7 +265,7 @@ class CudaArray:
 
     # ---- writes ------------------------------------------------------------
     def __setitem__(self, idx, value) -> None:
-        if idx is Ellipsis or (isinstance(idx, tuple) and idx == (Ellipsis,)):
+        if idx is Ellipsis or (isinstance(idx, tuple) and len(idx) == 1 and idx[0] is Ellipsis):
             self.write(value)
             return
         h = self.host()

@@ -319,7 +319,9 @@ def _device_op(op, args, attrs, grad_name, tracer):
         host = _host_run(op, args, attrs)
         return _device_result(op, args, attrs, grad_name, tracer,
                               CudaArray.from_host(host, bdev))
-    if cpu:
+    if cpu and (op.name not in _INDEXING or any(
+            isinstance(a, Tensor) and a._data.__class__ is not CudaArray and a._data.ndim
+            and a._data.dtype.kind not in "iub" for a in args)):
         raise _mixed_devices(dev, "cpu")
     args = tuple(_to_device(a, dev) if isinstance(a, Tensor) and a._data.__class__ is not
                  CudaArray else a for a in args)
@@ -353,8 +355,14 @@ def _device_op(op, args, attrs, grad_name, tracer):
     return _device_result(op, args, attrs, grad_name, tracer, out)
 
 
+# ops whose CPU index tensors may address a CUDA tensor: torch allows x_cuda[idx_cpu], and
+# library functions (diagonal, ...) build their index tensors on the host
+_INDEXING = frozenset(("getitem", "index_put", "index_select", "gather", "take"))
+
+
 def _to_device(t, dev):
-    """A 0-d CPU tensor joining CUDA operands, copied to their device."""
+    """A 0-d CPU tensor (or a CPU index tensor) joining CUDA operands, copied to their
+    device."""
     return Tensor._make(CudaArray.from_host(t._data, dev))
 
 

@@ -52,6 +52,8 @@ def usable(kind: str, params: list[Tensor], grads: list[Tensor],
     seen = set()
     for i, p in enumerate(params):
         d = p._data
+        if d.__class__ is not np.ndarray:  # a CUDA parameter: the op-by-op update runs there
+            return False
         dtype = d.dtype
         if dtype not in _FLOATS or not d.flags.c_contiguous or not d.flags.writeable:
             return False

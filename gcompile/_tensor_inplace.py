@@ -59,7 +59,8 @@ class _InplaceMethods:
         tracking = state.grad_enabled and (self.requires_grad or any(
             isinstance(a, Tensor) and a.requires_grad for a in args))
         if (not tracking and state.tracer is None and isinstance(op.impl, np.ufunc)
-                and op.is_elementwise and self._data.dtype is not _BF16):
+                and op.is_elementwise and self._data.__class__ is np.ndarray
+                and self._data.dtype is not _BF16):
             cdt, odt, _ = _ew_plan(op, (self,) + tuple(args))
             _check_cast(odt, self.dtype, name)
             casts = _ew_plan(op, (self,) + tuple(args))[2][1:]
@@ -148,7 +149,10 @@ class _InplaceMethods:
                 "in-place modification of a view of a non-contiguous tensor that takes part in "
                 "autograd is not supported; call .contiguous() on the base first")
         el = b.itemsize
-        offset = (v.__array_interface__["data"][0] - b.__array_interface__["data"][0]) // el
+        if b.__class__ is np.ndarray:
+            offset = (v.__array_interface__["data"][0] - b.__array_interface__["data"][0]) // el
+        else:  # CUDA storage: offsets in the allocation
+            offset = (v.offset - b.offset) // el
         flat = np.full(v.shape, offset, np.int64)
         for d, (n, s) in enumerate(zip(v.shape, v.strides)):
             shape = [1] * v.ndim

@@ -404,7 +404,7 @@ class Module:
             if isinstance(a, dt.DType):
                 dtype = a
             elif isinstance(a, Tensor):
-                dtype = a.dtype
+                dtype, device = a.dtype, a.device
             else:
                 device = a
         if dtype is not None:
@@ -424,7 +424,8 @@ class Module:
         return self._apply(convert)
 
     def cpu(self) -> Module:
-        return self
+        """Parameters, gradients and buffers moved to host memory."""
+        return self.to("cpu")
 
     def cuda(self, device=None) -> Module:
         return self.to("cuda" if device is None else device)
