@@ -156,11 +156,35 @@ def _alias_key(leaves: list[Tensor]) -> tuple:
     first: dict[int, int] = {}
     out = []
     for i, t in enumerate(leaves):
-        a = t._data
-        while isinstance(a.base, np.ndarray):
-            a = a.base
-        out.append(first.setdefault(id(a), i))
+        out.append(first.setdefault(_root_key(t._data), i))
     return tuple(out)
+
+
+def _root_key(a) -> object:
+    """What identifies the memory an argument's array lives in: its root array, or for
+    a CUDA tensor's storage the start of its device allocation."""
+    if type(a).__name__ == "CudaArray":
+        from kernels.cuda import memory
+        m = memory._memory_of(a.dev)
+        if m is None:
+            return ("cuda", id(a))
+        if memory.is_simulator():
+            return ("cuda", m.__array_interface__["data"][0])
+        return ("cuda", int(m.device_pointer_value or 0))
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return id(a)
+
+
+def _cuda_training_break(fullgraph: bool):
+    """Compiled plans on CUDA run inference (``runtime.cuda_plan``); a traced call with
+    gradients on CUDA tensors runs eagerly on the device instead."""
+    from .tracer import GraphBreak, user_frame
+    brk = GraphBreak("compiled training on CUDA tensors is not implemented yet (the call "
+                     "runs eagerly on the device)", *user_frame())
+    if fullgraph:
+        raise GraphBreakError(f"gcompile.compile(fullgraph=True): graph break: {brk}")
+    return brk
 
 
 def _describe_miss(old: tuple, new: tuple) -> str:
@@ -519,6 +543,10 @@ class CompiledFunction:
         return result
 
     def _trace(self, name, leaves, params, args, kwargs, dims=None):
+        if state.grad_enabled and any(getattr(t, "is_cuda", False) and t.requires_grad
+                                      for t in list(leaves) + [p for _, p in params]):
+            brk = _cuda_training_break(self.fullgraph)
+            return self._fn(*args, **kwargs), None, brk
         tracer = Tracer(name=_safe_name(name), fullgraph=self.fullgraph)
         if dims:
             from .._symshape import ShapeEnv
@@ -552,6 +580,12 @@ class CompiledFunction:
             tracer.check_outputs(out_leaves)
         if tracer.breaks:
             return result, None, tracer.breaks[0]
+        on_cuda = any(getattr(t, "is_cuda", False) for t in
+                      list(leaves) + [p for _, p in params] + [t for t, _ in tracer.bound]) \
+            or any(type(c.data).__name__ == "CudaArray" for c in tracer.captures)
+        if on_cuda and (tracer.backward_ran or (state.grad_enabled and any(
+                t.requires_grad for t in out_leaves))):
+            return result, None, _cuda_training_break(self.fullgraph)
         # the globals and closure variables the function reads are guarded too
         tracer.guards.extend(function_guards(
             self._fn if self._module is None else type(self._module).forward))
@@ -593,6 +627,8 @@ class CompiledFunction:
             out_leaves = [Ghost(t) for t in out_leaves]
 
         def make_entry(g):
+            if on_cuda:
+                g.meta["device"] = "cuda"  # _build lowers it to CUDA kernels
             if training:
                 # forward and backward plans from the autodiff pass (training.py)
                 from .training import TrainingEntry
@@ -623,6 +659,9 @@ class CompiledFunction:
     def _build(self, graph):
         if self.backend == "interpreter":
             return _interpreter_backend(graph)
+        if graph.meta.get("device") == "cuda":
+            from .backend import build_cuda_executable
+            return build_cuda_executable(graph)
         from .backend import build_executable
         ex = build_executable(graph, reference=self.backend == "reference")
         ex.plan.keep_arena = self.keep_arena

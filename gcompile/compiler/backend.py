@@ -68,3 +68,43 @@ def _trim_heap() -> None:
 
 
 _MALLOC_TRIM = None
+
+
+class CudaPlanExecutable:
+    """A compiled plan run by CUDA kernels (``runtime.cuda_plan``) for tensors whose
+    storage is a ``CudaArray``: unwraps their device arrays, moves host scalar inputs
+    (an optimizer's lr read from Python) to the device, and wraps the outputs."""
+
+    def __init__(self, executor) -> None:
+        self.executor = executor
+        self.plan = executor.plan
+        self.compiled = executor.compiled
+
+    def __call__(self, inputs, out_into=None):
+        import numpy as np
+
+        from .._device import CudaArray, device
+        dev = next((a.device for a in inputs if isinstance(a, CudaArray)), device("cuda"))
+        arrays = [a.dev if isinstance(a, CudaArray) else
+                  CudaArray.from_host(np.asarray(a), dev).dev for a in inputs]
+        into = None
+        if out_into:
+            into = {k: a.dev if isinstance(a, CudaArray) else a for k, a in out_into.items()}
+        outs = self.executor(arrays, into)
+        return [CudaArray(o, dev) for o in outs]
+
+    def release(self) -> None:
+        self.executor.release()
+
+
+def build_cuda_executable(graph) -> CudaPlanExecutable:
+    """The plan for ``graph`` on CUDA: lowered like the CPU plan, run by device kernels
+    (``runtime.cuda_plan``); ops without a device kernel run through host memory."""
+    from ir.verify import verify
+    from runtime.cuda_plan import compile_cuda
+
+    from .logs import stage
+    with stage("verify", lambda: f"{graph.name}: {len(graph.inputs)} inputs, "
+               f"{len(graph.nodes)} nodes, {len(graph.outputs)} outputs: ok"):
+        verify(graph)
+    return CudaPlanExecutable(compile_cuda(graph))

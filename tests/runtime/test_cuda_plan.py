@@ -101,3 +101,33 @@ def test_host_inputs_are_refused():
     ex = compile_cuda(_chain())
     with pytest.raises(TypeError, match="same device"):
         ex([np.zeros((3, 5), np.float32), np.zeros(5, np.float32)])
+
+
+def test_compile_on_cuda_tensors_runs_the_device_plan():
+    import warnings
+
+    import gcompile as torch
+    import gcompile.nn as nn
+    from gcompile.compiler.backend import CudaPlanExecutable
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.Softmax(dim=-1))
+    x = torch.randn(4, 6)
+    ref = m(x).detach().numpy()
+    m.to("cuda")
+    cm = torch.compile(m)
+    with torch.no_grad():
+        y = cm(x.cuda())
+        y2 = cm(x.cuda())
+    assert y.is_cuda and y2.is_cuda
+    np.testing.assert_allclose(y.cpu().numpy(), ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(y2.cpu().numpy(), ref, rtol=1e-5, atol=1e-7)
+    exes = [e for ents in cm._compiled._entries.values() for ent in ents
+            for e in ent.executables()]
+    assert exes and all(isinstance(e, CudaPlanExecutable) for e in exes)
+    assert not any(e.executor.host_steps for e in exes)
+    # compiled training on CUDA is not lowered yet: a graph break, the call runs eagerly
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = torch.compile(m)(x.cuda())
+    out[:, 0].sum().backward()
+    assert m[0].weight.grad is not None and m[0].weight.grad.is_cuda
