@@ -11,6 +11,7 @@ from ir.dtypes import (DType, bfloat16, bool_, can_cast, finfo, float16, float32
 from . import _tensor  # noqa: F401  (the eager core: Tensor with all its methods)
 import kernels.cpu.nn_native  # noqa: E402,F401  (native conv/pool/embedding/scatter-add kernels)
 import kernels.cpu.eager_ew  # noqa: E402,F401  (generated kernels for eager activations)
+import kernels.cpu.random_native  # noqa: E402,F401  (Philox kernels for the random ops)
 from . import autograd, cuda
 from . import nn  # noqa: E402
 from ._creation import (channels_last, channels_last_3d, contiguous_format,  # noqa: F401

@@ -1645,22 +1645,50 @@ _add("check",
           _check_attrs("range", low=-1.0, high=None), label="low_only"))
 
 
-# random ops: the seed is the input; the reference is the PCG64 stream the op defines
+# random ops: the seed is the input. rand_uniform's reference is Philox4x32-10 written
+# out per block with Python ints (checked against Random123's known-answer vectors in
+# tests/kernels/test_random_native.py); rand_normal's is the PCG64 stream it defines.
 # (tests/gcompile/test_random_ops.py checks the samples' statistics)
-def _pcg(seed, kind, shape, dtype):
+def philox4x32_10(ctr, key):
+    m = 0xFFFFFFFF
+    c, k = list(ctr), list(key)
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [((p1 >> 32) ^ c[1] ^ k[0]) & m, p1 & m, ((p0 >> 32) ^ c[3] ^ k[1]) & m, p0 & m]
+        k = [(k[0] + 0x9E3779B9) & m, (k[1] + 0xBB67AE85) & m]
+    return c
+
+
+def _philox_uniform(seed, shape, dtype):
+    n = int(np.prod(shape, dtype=np.int64))
+    seed = int(seed) & (2**64 - 1)
+    key = (seed & 0xFFFFFFFF, seed >> 32)
+    f64 = dtype.name == "float64"
+    per = 2 if f64 else 4
+    vals = []
+    for b in range((n + per - 1) // per):
+        w = philox4x32_10((b & 0xFFFFFFFF, b >> 32, 0, 0), key)
+        if f64:
+            vals += [((w[0] >> 5) * 2**26 + (w[1] >> 6)) / 2**53,
+                     ((w[2] >> 5) * 2**26 + (w[3] >> 6)) / 2**53]
+        else:
+            vals += [(x >> 8) / 2**24 for x in w]
+    return np.array(vals[:n], np.float64).reshape(shape).astype(dtype.np)
+
+
+def _pcg_normal(seed, shape, dtype):
     rng = np.random.Generator(np.random.PCG64(int(seed)))
     npd = np.float64 if dtype.name == "float64" else np.float32
-    draw = rng.random if kind == "uniform" else rng.standard_normal
-    return draw(shape, dtype=npd).astype(dtype.np)
+    return rng.standard_normal(shape, dtype=npd).astype(dtype.np)
 
 
-for _kind in ("uniform", "normal"):
+for _kind, _ref in (("uniform", _philox_uniform), ("normal", _pcg_normal)):
     _add(f"rand_{_kind}",
          Case(lambda g: [np.array(1234, np.int64)],
-              lambda s, shape, dtype, _k=_kind: _pcg(s, _k, shape, dtype),
+              lambda s, shape, dtype, _r=_ref: _r(s, shape, dtype),
               {"shape": (3, 4), "dtype": _dt.float32}, out_dtype="float32", grad=False),
          Case(lambda g: [np.array(2**40 + 7, np.int64)],
-              lambda s, shape, dtype, _k=_kind: _pcg(s, _k, shape, dtype),
+              lambda s, shape, dtype, _r=_ref: _r(s, shape, dtype),
               {"shape": (5,), "dtype": _dt.float64}, out_dtype="float64", grad=False,
               label="f64"))
 
