@@ -29,6 +29,10 @@ class Explanation:
     saved_bytes: int = 0                 # with recomputation (min-cut)
     saved_bytes_no_recompute: int = 0    # saving everything the backward reads
     recomputed: list[str] = field(default_factory=list)
+    # why each saved value is kept: (names, bytes, reason); for a whole training step,
+    # what its one plan keeps alive from the forward for the backward
+    saved_detail: list = field(default_factory=list)
+    releases_arena: bool = False     # the arena's pages go back to the OS after a call
     fusion: object = None           # the ir.passes.fusion.Fusion (groups of graph nodes)
 
     def to_networkx(self):
@@ -115,13 +119,19 @@ class Explanation:
         if self.unfused:
             out.append("== not fused ==")
             out += [f"  %{k}: {v}" for k, v in self.unfused.items()]
-        out.append(f"== memory: planned arena {self.planned_bytes} bytes, unplanned "
-                   f"(op-by-op intermediates) {self.unplanned_bytes} bytes ==")
+        out.append(f"== memory: planned arena (peak of intermediates) {self.planned_bytes} "
+                   f"bytes, {'released' if self.releases_arena else 'kept'} between calls; "
+                   f"unplanned (op-by-op intermediates) {self.unplanned_bytes} bytes ==")
         out.append(str(self.plan))
+        if self.backward_plan is None and self.saved_detail:
+            out.append(f"== training step: {self.saved_bytes} bytes kept from the forward "
+                       "for the backward ==")
+            out += [f"  {names}: {n} bytes, {why}" for names, n, why in self.saved_detail]
         if self.backward_plan is not None:
             out.append(f"== training: forward saves {self.saved_bytes} bytes for the backward "
                        f"({self.saved_bytes_no_recompute} bytes without recomputation) ==")
             out.append("  saved: " + (", ".join(f"%{n}" for n in self.saved) or "nothing"))
+            out += [f"  {names}: {n} bytes, {why}" for names, n, why in self.saved_detail]
             out.append("  recomputed in the backward: " +
                        (", ".join(f"%{n}" for n in self.recomputed) or "nothing"))
             out.append("== backward plan ==")
@@ -174,10 +184,15 @@ def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
         training = dict(backward_plan=entry.backward.plan, saved=list(part.saved),
                         saved_bytes=part.saved_bytes,
                         saved_bytes_no_recompute=part.saved_bytes_no_recompute,
-                        recomputed=list(part.recomputed))
+                        recomputed=list(part.recomputed),
+                        saved_detail=_mincut_detail(entry))
         ex = entry.forward
     else:
         ex = entry.executable
+        if entry.kind == "step":
+            from .training import saved_for_backward
+            detail = saved_for_backward(ex.plan)
+            training = dict(saved_detail=detail, saved_bytes=sum(d[1] for d in detail))
     comp = ex.compiled
     plan = comp.plan
     kernels = [s for s in plan.steps if s.kind == "kernel"]
@@ -189,7 +204,25 @@ def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
         kernel_sources=[_source_run(s.kernel) for s in kernels],
         kernel_specs=[s.spec for s in kernels],
         planned_bytes=plan.planned_bytes, unplanned_bytes=plan.unplanned_bytes, plan=plan,
+        releases_arena=plan.releases_arena,
         fusion=comp.fusion, **training)
+
+
+def _mincut_detail(entry) -> list[tuple[str, int, str]]:
+    """Each value a compiled forward saves for its backward plan, with its bytes and
+    why (an input is held by the caller anyway; a computed value is on the min-cut:
+    cheaper to keep than to recompute from what is kept)."""
+    g = entry.joint.graph
+    vals = {v.name: v for v in g.inputs} | {n.out.name: n.out for n in g.nodes}
+    out = []
+    for name in entry.part.saved:
+        v = vals.get(name)
+        if v is None:
+            continue
+        why = ("an input of the call (no copy: the caller's tensor)" if v.kind == "input"
+               else "on the min-cut: cheaper to save than to recompute")
+        out.append(("%" + name, v.nbytes, why))
+    return out
 
 
 def _source_run(kernel) -> str:

@@ -189,7 +189,8 @@ class Tracer:
         self.modules_seen: set[int] = set()
         self.created: list[weakref.ref] = []
         self.grad_reads: dict[int, tuple[object, object]] = {}  # id(grad) -> (leaf, grad)
-        self.backward_ran = False
+        self._backward_ran = False
+        self.backward_start: int | None = None  # graph nodes recorded before backward()
         # dynamic shapes (_symshape.py): the symbols of this trace, each graph value's
         # shape as ints and Exprs, the op attributes that hold Exprs, and why a
         # symbol had to be specialised (for the recompiles log)
@@ -321,6 +322,19 @@ class Tracer:
         self.captured_arrays[id(t._data)] = (weakref.ref(t._data), cap)
         self._set(t, v)
         return v
+
+    @property
+    def backward_ran(self) -> bool:
+        """Did ``backward()`` run in the trace (a whole training step)?"""
+        return self._backward_ran
+
+    @backward_ran.setter
+    def backward_ran(self, ran: bool) -> None:
+        if ran and self.backward_start is None:
+            # where the forward ends: what the step keeps for its backward is measured
+            # across this point (StepEntry.saved_bytes)
+            self.backward_start = len(self.graph.nodes)
+        self._backward_ran = ran
 
     # ---- hooks called by gcompile._tensor ---------------------------------------------
     def record(self, op, args, attrs, result) -> None:

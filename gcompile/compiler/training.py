@@ -155,6 +155,19 @@ class StepEntry(Entry):
     def executables(self) -> list:
         return [self.executable]
 
+    @property
+    def saved_bytes(self) -> int:
+        """Bytes the step's plan keeps from its forward for its backward: its arena
+        storages (and fresh buffers) written before the first step that computes only
+        nodes ``backward()`` recorded, and read at or after it. Eager autograd's saved
+        tensors are the counterpart; fused elementwise chains save nothing."""
+        return saved_across_backward(self.executable.plan)
+
+    @property
+    def planned_bytes(self) -> int:
+        """The plan's arena: its peak of intermediates by liveness."""
+        return self.executable.plan.arena_bytes
+
     def run(self, arg_tensors: list[Tensor], params: list[Tensor]):
         from .api import _unflatten
         tensors = self.input_tensors(arg_tensors, params)
@@ -169,6 +182,44 @@ class StepEntry(Entry):
         for leaf, k in self.grad_writes:
             leaf._grad = None if k is None else Tensor._make(outs[k])
         return _unflatten(self.out_spec, [Tensor._make(outs[k]) for k in range(self.n_out)])
+
+
+def saved_across_backward(plan) -> int:
+    """See ``StepEntry.saved_bytes``; 0 when the plan has no backward steps."""
+    return sum(nbytes for _, nbytes, _ in saved_for_backward(plan))
+
+
+def saved_for_backward(plan) -> list[tuple[str, int, str]]:
+    """What a whole-step plan keeps from its forward for its backward, and why: per
+    arena storage (or fresh buffer) written before the backward's first step and read
+    at or after it, (the buffers' names, bytes, 'written by step i (...), last read by
+    step j (...)')."""
+    # the first step of the backward proper (a forward kernel may compute a backward
+    # value early, e.g. ReLU's mask: that value lives across the point, so it counts)
+    start = next((i for i, st in enumerate(plan.steps)
+                  if st.nodes and all(n.meta.get("step_backward") for n in st.nodes)), None)
+    if start is None:
+        return []
+
+    def why(a: int, b: int) -> str:
+        b = min(b, len(plan.steps) - 1)
+        return (f"written by step {a} ({plan.steps[a].name[:50]}), last read by step {b} "
+                f"({plan.steps[b].name[:50]})")
+
+    out = [(", ".join("%" + n for n in s.buffers), s.nbytes, why(s.start, s.end))
+           for s in plan.memory.storages if s.start < start <= s.end]
+    # fresh buffers (outputs) are not in the memory plan: one made in the forward and
+    # read in the backward is saved too
+    by_slot = {b.slot: b for b in plan.buffers if not b.planned}
+    made = {o: i for i, st in enumerate(plan.steps[:start]) if st.kind != "view"
+            for o in st.outputs if o in by_slot}
+    last = {}
+    for i, st in enumerate(plan.steps[start:], start):
+        for x in st.inputs:
+            if x in made:
+                last[x] = i
+    out += [("%" + by_slot[o].name, by_slot[o].nbytes, why(made[o], last[o])) for o in last]
+    return out
 
 
 class _Transient:
@@ -271,6 +322,11 @@ def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, i
     live, writebacks = tracer.finish(out_leaves)
     live, slot_guards = tracer.dynamic_grads(live)
     graph = tracer.graph
+    if tracer.backward_start is not None:
+        # the nodes backward() recorded: the plan's steps that compute them are the
+        # step's backward, and what lives across that point is saved for it
+        for n in graph.nodes[tracer.backward_start:]:
+            n.meta["step_backward"] = True
     outs = list(graph.outputs)
     grad_writes = []
     for leaf, value in tracer.grad_writes.values():
