@@ -109,6 +109,28 @@ def reduction_spec(op: str, in_dtype: str, out_dtype: str, correction: float = 1
         "rows")
 
 
+def logsumexp_spec(d: str) -> KernelSpec:
+    """log(sum(exp(x - m))) + m over the row, m the max (0 where not finite), as
+    decomposed (``ir.ops.decompositions._logsumexp``)."""
+    x = ("in", 0)
+    p0 = Phase("reduce", (), reduce_op="max", reduce_value=x, post=(
+        Stmt("fin", "isfinite", (("r", 0),), (), "bool"),
+        Stmt("m", "where", (("v", "fin"), ("r", 0), const(0.0, d)), (), d)))
+    body = (Stmt("s", "sub", (x, ("v", "m")), (), d), Stmt("e", "exp", (("v", "s"),), (), d))
+    p1 = Phase("reduce", body, reduce_op="sum", reduce_value=("v", "e"), store_result=0,
+               post=(Stmt("lt", "log", (("r", 1),), (), d),
+                     Stmt("y", "add", (("v", "lt"), ("v", "m")), (), d)))
+    return KernelSpec((d,), ((d, "row"),), (p0, p1), "rows")
+
+
+def truth_spec(op: str, in_dtype: str) -> KernelSpec:
+    """any / all: the max / min of the elements' truth values."""
+    pre = (Stmt("b", "cast", (("in", 0),), (("dtype", "bool"),), "bool"),)
+    return KernelSpec((in_dtype,), (("bool", "row"),), (Phase(
+        "reduce", pre, reduce_op="max" if op == "any" else "min", reduce_value=("v", "b"),
+        store_result=0),), "rows")
+
+
 def softmax_spec(d: str, log: bool) -> KernelSpec:
     """softmax / log_softmax over the row, as decomposed: m = max (0 where not finite),
     s = x - m, then exp(s) / sum(exp(s)) or s - log(sum(exp(s)))."""
@@ -232,6 +254,32 @@ def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: lis
             out = _out(out_shapes, out_dtypes)
             compile_kernel(spec).rows([x], [out], tuple(x.shape), dims)
             return [out]
+        if op in ("logsumexp", "any", "all"):
+            x = inputs[0]
+            nd = len(x.shape)
+            dims = _dims(attrs, nd)
+            d = np.dtype(x.dtype).name
+            if not dims or any(x.shape[k] == 0 for k in dims):
+                return None
+            if op == "logsumexp":
+                if d not in _FLOATS or d != out_dtype:
+                    return None
+                spec = logsumexp_spec(d)
+            else:
+                spec = truth_spec(op, d)
+            out = _out(out_shapes, out_dtypes)
+            compile_kernel(spec).rows([x], [out], tuple(x.shape), dims)
+            return [out]
+        if op == "sum_to_size":
+            return _sum_to_size(inputs[0], tuple(attrs["shape"]), out_shapes, out_dtypes)
+        if op in ("zeros_like", "ones_like", "full_like", "full"):
+            from . import fill
+            value = {"zeros_like": 0, "ones_like": 1}.get(op, attrs.get("value"))
+            if not isinstance(value, (bool, int, float, np.generic)):
+                return None
+            out = _out(out_shapes, out_dtypes)
+            fill(out, value)
+            return [out]
         if op in ("softmax", "log_softmax"):
             x = inputs[0]
             d = np.dtype(x.dtype).name
@@ -261,6 +309,31 @@ def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: lis
     except NotImplementedError:
         return None
     return None
+
+
+def _sum_to_size(x, shape: tuple, out_shapes, out_dtypes) -> list | None:
+    """``sum_to_size``: sum over the leading dims and the dims ``shape`` has as 1 (a
+    broadcast operand's gradient), in ``x``'s dtype."""
+    from . import copy_into
+    xs = tuple(x.shape)
+    d = np.dtype(x.dtype).name
+    if np.dtype(out_dtypes[0]).name != d:
+        return None
+    lead = len(xs) - len(shape)
+    if lead < 0:
+        return None
+    dims = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
+                                      if s == 1 and xs[i + lead] != 1)
+    out = _out(out_shapes, out_dtypes)
+    if not dims:
+        copy_into(out, strided(x, shape, elem_strides(x)[lead:]))
+        return [out]
+    if any(xs[k] == 0 for k in dims):
+        return None
+    # the output viewed with x's rank: leading dims of size 1 (stride 0)
+    o = strided(out, (1,) * lead + tuple(shape), (0,) * lead + elem_strides(out))
+    compile_kernel(reduction_spec("sum", d, d)).rows([x], [o], xs, dims)
+    return [out]
 
 
 def _launch_matmul(op: str, inputs: list, out_shapes, out_dtypes) -> list | None:

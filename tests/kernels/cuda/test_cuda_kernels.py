@@ -218,3 +218,26 @@ def test_large_softmax_on_gpu():
     b = RNG.standard_normal((200, 100)).astype(np.float32)
     np.testing.assert_allclose(run("matmul", {}, [a, b], (300, 100), "float32"), a @ b,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_sum_to_size_logsumexp_any_all_and_fills():
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(run("sum_to_size", {"shape": (3, 1)}, [x], (3, 1), "float32"),
+                               x.sum(axis=(0, 2)).reshape(3, 1), rtol=1e-5)
+    np.testing.assert_allclose(run("sum_to_size", {"shape": (4,)}, [x], (4,), "float32"),
+                               x.sum(axis=(0, 1)), rtol=1e-5)
+    np.testing.assert_array_equal(run("sum_to_size", {"shape": (3, 4)}, [x], (3, 4),
+                                      "float32")[None], x.sum(0, keepdims=True))
+    m = x.max(axis=2, keepdims=True)
+    ref = (np.log(np.exp(x - m).sum(axis=2, keepdims=True)) + m)[..., 0]
+    np.testing.assert_allclose(run("logsumexp", {"dims": (2,), "keepdim": False}, [x],
+                                   (2, 3), "float32"), ref, rtol=1e-5)
+    b = x > 0.5
+    np.testing.assert_array_equal(run("any", {"dims": (1,), "keepdim": False}, [b], (2, 4),
+                                      "bool"), b.any(1))
+    np.testing.assert_array_equal(run("all", {"dims": (0, 2), "keepdim": True}, [x], (1, 3, 1),
+                                      "bool"), np.all(x, axis=(0, 2), keepdims=True))
+    np.testing.assert_array_equal(run("ones_like", {}, [x], x.shape, "float32"),
+                                  np.ones_like(x))
+    np.testing.assert_array_equal(run("full_like", {"value": 2.5}, [x], x.shape, "float64"),
+                                  np.full(x.shape, 2.5))
