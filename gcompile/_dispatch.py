@@ -344,6 +344,11 @@ def _device_op(op, args, attrs, grad_name, tracer):
         out = _device_view(op, args, attrs)
         if out is not None:
             return _device_result(op, args, attrs, grad_name, tracer, out, view=True)
+        # the op copies (a reshape no strides can express): the same op on a contiguous
+        # device copy is a view of that copy
+        out = _device_view(op, (Tensor._make(args[0]._data.copy()),) + args[1:], attrs)
+        if out is not None:
+            return _device_result(op, args, attrs, grad_name, tracer, out)
     out = _launch(op, args, attrs, dev)
     if out is None:
         if op.name not in _FALLBACK_LOGGED:
@@ -436,11 +441,14 @@ def _host_run(op, args, attrs):
     hargs = tuple(Tensor._make(a._data.host()) if isinstance(a, Tensor) and
                   a._data.__class__ is CudaArray else a for a in args)
     tracer = _state.tracer
+    bdev = _BACKWARD_DEVICE[0]
     _state.tracer = None
+    _BACKWARD_DEVICE[0] = None
     try:
         return apply_op(op, hargs, attrs)._data
     finally:
         _state.tracer = tracer
+        _BACKWARD_DEVICE[0] = bdev
 
 
 def _device_result(op, args, attrs, grad_name, tracer, out, view=False):

@@ -103,7 +103,9 @@ class _ShapeMethods:
             return self
         out = apply_op("clone", (self,), grad_name="CloneBackward0")
         # clone keeps a dense tensor's strides (torch's preserve_format); here we need C order
-        out._data = np.ascontiguousarray(out._data)
+        d = out._data
+        out._data = np.ascontiguousarray(d) if d.__class__ is np.ndarray else \
+            d if d.flags.c_contiguous else d.copy()  # CUDA storage stays on the device
         return out
 
     def __iter__(self):

@@ -98,7 +98,10 @@ class _Encoder:
                 return obj
             return {"kind": "float", "value": repr(obj)}
         if isinstance(obj, Tensor):
-            name = self._array(obj, obj.detach()._data, path)
+            data = obj.detach()._data
+            if data.__class__ is not np.ndarray:  # a CUDA tensor: saved from a host copy
+                data = data.host()
+            name = self._array(obj, data, path)
             node = {"kind": "tensor", "name": name}
             if obj.requires_grad:
                 node["requires_grad"] = True

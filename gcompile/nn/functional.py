@@ -243,10 +243,13 @@ def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=N
 # ---------------------------------------------------------------------------
 # dropout
 # ---------------------------------------------------------------------------
-def _keep_mask(shape, p: float, dtype, generator) -> Tensor:
+def _keep_mask(shape, p: float, dtype, generator, like: Tensor | None = None) -> Tensor:
     """1/(1-p) where an element is kept (probability 1-p), else 0. The draw is a
-    registry op, so a compiled step draws a fresh mask on every call."""
+    registry op, so a compiled step draws a fresh mask on every call; it is drawn on the
+    host and moved to ``like``'s device when that is a CUDA device."""
     u = random_tensor("uniform", shape, dtype, generator)
+    if like is not None and like.is_cuda:
+        u = u.to(like.device)
     keep = apply_op("cast", (apply_op("ge", (u, p)),), {"dtype": dtype})
     return keep * (1.0 / (1.0 - p))
 
@@ -262,7 +265,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if p == 1.0:
         out = input * 0.0
     else:
-        out = input * _keep_mask(tuple(input.shape), p, input.dtype, generator)
+        out = input * _keep_mask(tuple(input.shape), p, input.dtype, generator, input)
     return _inplace(input, out) if inplace else out
 
 
@@ -292,7 +295,7 @@ def _feature_dropout(input, p, training, inplace, generator, batched_ndim, name)
     if p == 1.0:
         out = input * 0.0
     else:
-        out = input * _keep_mask(shape, p, input.dtype, generator)
+        out = input * _keep_mask(shape, p, input.dtype, generator, input)
     return _inplace(input, out) if inplace else out
 
 
@@ -329,7 +332,7 @@ def _alpha_dropout(input, p, training, inplace, generator, feature: bool):
             raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
         shape = shape[:2] + (1,) * (input.dim() - 2)
     alpha_p = -1.7580993408473766
-    keep = _keep_mask(shape, p, input.dtype, generator) * (1.0 - p)
+    keep = _keep_mask(shape, p, input.dtype, generator, input) * (1.0 - p)
     a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
     b = -a * alpha_p * p
     out = (input * keep + (1.0 - keep) * alpha_p) * a + b

@@ -368,8 +368,8 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore state saved by :meth:`state_dict` (tensors are copied, float
-        state cast to its parameter's dtype, ``step`` kept as is)."""
+        """Restore state saved by :meth:`state_dict` (tensors are copied onto their
+        parameter's device, float state cast to its dtype, ``step`` kept as is)."""
         if not isinstance(state_dict, dict) or "param_groups" not in state_dict \
                 or "state" not in state_dict:
             raise ValueError("optimizer state dict must be a dict with 'state' and "
@@ -391,10 +391,12 @@ class Optimizer:
 
         def cast(param, value, key):
             if isinstance(value, Tensor):
-                if key != "step" and param.dtype.is_floating_point and \
-                        value.dtype.is_floating_point:
-                    return value.detach().to(param.dtype, copy=True)
-                return value.detach().clone()
+                if key == "step":
+                    return value.detach().clone()
+                # state follows its parameter's device (as torch's load_state_dict)
+                if param.dtype.is_floating_point and value.dtype.is_floating_point:
+                    return value.detach().to(param.device, param.dtype, copy=True)
+                return value.detach().to(param.device, copy=True)
             if isinstance(value, dict):
                 return {k: cast(param, v, k) for k, v in value.items()}
             if isinstance(value, (list, tuple)):

@@ -342,3 +342,80 @@ def test_module_to_and_back():
         assert not v.is_cuda, k
     np.testing.assert_array_equal(m[0].weight.detach().numpy(), ref["0.weight"].numpy())
     assert m.to(torch.ones(1, device="cuda"))[0].weight.is_cuda
+
+
+def test_cnn_train_steps_match_cpu():
+    def run(dev):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Dropout(0.0), nn.Linear(2 * 3 * 3, 3)).to(dev)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        torch.manual_seed(1)
+        x = torch.randn(2, 1, 8, 8).to(dev)
+        y = torch.tensor([0, 2]).to(dev)
+        losses = []
+        for _ in range(2):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(m(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses, [_np(p) for p in m.parameters()]
+
+    l0, p0 = run("cpu")
+    l1, p1 = run("cuda")
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    for a, b in zip(p1, p0):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_mask_is_drawn_for_the_device():
+    torch.manual_seed(0)
+    a = nn.functional.dropout(torch.ones(8), 0.5, True)
+    torch.manual_seed(0)
+    b = nn.functional.dropout(torch.ones(8, device="cuda"), 0.5, True)
+    assert b.is_cuda and b.tolist() == a.tolist()
+
+
+def test_save_load_and_optimizer_state_follow_devices(tmp_path):
+    m = nn.Linear(3, 2).cuda()
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    sd = torch.load(tmp_path / "m.pt")  # gcompile loads on the CPU
+    m2 = nn.Linear(3, 2).cuda()
+    m2.load_state_dict(sd)  # copied into the CUDA parameters
+    assert m2.weight.is_cuda and m2.weight.tolist() == m.weight.tolist()
+    opt = torch.optim.Adam(m.parameters())
+    m(torch.ones(1, 3, device="cuda")).sum().backward()
+    opt.step()
+    host_state = {"state": {k: {n: (v.cpu() if isinstance(v, torch.Tensor) else v)
+                                for n, v in st.items()}
+                            for k, st in opt.state_dict()["state"].items()},
+                  "param_groups": opt.state_dict()["param_groups"]}
+    opt2 = torch.optim.Adam(m2.parameters())
+    opt2.load_state_dict(host_state)  # state goes to its parameter's device, as torch
+    st = opt2.state[m2.weight]
+    assert st["exp_avg"].is_cuda and st["exp_avg_sq"].is_cuda and not st["step"].is_cuda
+    m2(torch.ones(1, 3, device="cuda")).sum().backward()
+    opt2.step()
+    assert m2.weight.is_cuda
+
+
+def test_tensors_made_from_nothing_in_a_cuda_backward_go_to_the_device(monkeypatch):
+    from gcompile import _dispatch
+    torch.ones(1, device="cuda")  # (dispatch looks at devices once a CUDA tensor exists)
+    monkeypatch.setattr(_dispatch, "_BACKWARD_DEVICE", [torch.device("cuda:0")])
+    t = _dispatch.apply_op("full", (), {"shape": (2,), "value": 3.0, "dtype": torch.float32})
+    assert t.is_cuda and t.tolist() == [3.0, 3.0]
+    monkeypatch.setattr(_dispatch, "_BACKWARD_DEVICE", [None])
+    assert not _dispatch.apply_op("full", (), {"shape": (2,), "value": 3.0,
+                                               "dtype": torch.float32}).is_cuda
+
+
+def test_device_moves_differentiate():
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    y = x.cuda()
+    assert y.grad_fn.name() == "ToCopyBackward0"
+    z = (y * y).cpu()
+    assert not z.is_cuda
+    z.sum().backward()
+    assert not x.grad.is_cuda and x.grad.tolist() == [2.0, -4.0]
