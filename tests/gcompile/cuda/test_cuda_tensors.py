@@ -419,3 +419,11 @@ def test_device_moves_differentiate():
     assert not z.is_cuda
     z.sum().backward()
     assert not x.grad.is_cuda and x.grad.tolist() == [2.0, -4.0]
+
+
+def test_accelerator_is_cuda():
+    assert torch.accelerator.is_available()
+    assert torch.accelerator.current_accelerator() == torch.device("cuda")
+    assert torch.accelerator.device_count() == torch.cuda.device_count()
+    assert torch.accelerator.current_device_index() == 0
+    torch.accelerator.synchronize()
