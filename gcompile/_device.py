@@ -127,10 +127,9 @@ class CudaArray:
 
     @property
     def flags(self) -> _Flags:
-        m = _mem()
-        c = m.is_contiguous(self.dev)
-        return _Flags(c, c if self.ndim <= 1 else
-                      m.is_contiguous(self.view(self.shape[::-1], self.strides[::-1])))
+        item = self.dtype.itemsize
+        return _Flags(_dense(self.shape, self.strides, item),
+                      _dense(self.shape[::-1], self.strides[::-1], item))
 
     @property
     def offset(self) -> int:
@@ -317,6 +316,16 @@ class CudaArray:
         m = _mem()
         a, b = m._memory_of(self.dev), m._memory_of(other.dev)
         return a is not None and b is not None and _root_id(a) == _root_id(b)
+
+
+def _dense(shape: tuple, strides: tuple, itemsize: int) -> bool:
+    """C-contiguity of (shape, byte strides) by torch's rule (size-1 dims do not count)."""
+    acc = itemsize
+    for n, s in zip(reversed(shape), reversed(strides)):
+        if n != 1 and s != acc:
+            return False
+        acc *= n
+    return True
 
 
 def _root_id(root) -> int:

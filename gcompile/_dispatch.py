@@ -414,6 +414,12 @@ def _launch(op, args, attrs, dev):
         return None
     specs = [(a._data.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
     shape, odt = op.infer(specs, attrs)
+    fill = _FILLS.get(op.name)
+    if fill is not None:  # zeros_like & co: a fill kernel, nothing read or copied
+        from kernels.cuda import fill as fill_kernel
+        out = CudaArray.empty(tuple(int(n) for n in shape), odt.np, dev)
+        fill_kernel(out.dev, attrs.get("value") if fill == "value" else fill)
+        return out
     # operands as they are: the kernels apply the op's dtype rule (compute_dtype) themselves
     inputs = [a._data.dev if isinstance(a, Tensor) else a for a in args]
     outs = launch(op.name, attrs, inputs, [tuple(int(n) for n in shape)], [odt.name])
@@ -423,6 +429,7 @@ def _launch(op, args, attrs, dev):
 
 
 _KERNELS: list = []
+_FILLS = {"zeros_like": 0, "ones_like": 1, "full_like": "value"}
 
 
 def _device_kernels():
@@ -438,8 +445,11 @@ def _device_kernels():
 
 def _host_run(op, args, attrs):
     """``op``'s CPU result (a NumPy array) on host copies of the operands."""
-    hargs = tuple(Tensor._make(a._data.host()) if isinstance(a, Tensor) and
-                  a._data.__class__ is CudaArray else a for a in args)
+    creation = op.category == "creation"  # reads its operands' shapes only: no download
+    hargs = tuple(Tensor._make(np.empty(a._data.shape, a._data.dtype) if creation else
+                               a._data.host())
+                  if isinstance(a, Tensor) and a._data.__class__ is CudaArray else a
+                  for a in args)
     tracer = _state.tracer
     bdev = _BACKWARD_DEVICE[0]
     _state.tracer = None

@@ -427,3 +427,14 @@ def test_accelerator_is_cuda():
     assert torch.accelerator.device_count() == torch.cuda.device_count()
     assert torch.accelerator.current_device_index() == 0
     torch.accelerator.synchronize()
+
+
+def test_like_ops_fill_on_the_device():
+    from gcompile._dispatch import apply_op
+    c = torch.ones(2, 3, device="cuda")
+    z = apply_op("zeros_like", (c,), {"dtype": None})
+    f = apply_op("full_like", (c,), {"value": 2.5, "dtype": torch.float64})
+    o = apply_op("ones_like", (c,), {"dtype": torch.int64})
+    assert z.is_cuda and z.tolist() == [[0.0] * 3] * 2
+    assert f.dtype == torch.float64 and f.tolist() == [[2.5] * 3] * 2
+    assert o.dtype == torch.int64 and o.tolist() == [[1] * 3] * 2
