@@ -264,14 +264,55 @@ class CudaArray:
 
     # ---- writes ------------------------------------------------------------
     def __setitem__(self, idx, value) -> None:
-        if idx is Ellipsis or (isinstance(idx, tuple) and len(idx) == 1 and idx[0] is Ellipsis):
-            self.write(value)
+        """``a[idx] = value``: through a device view for basic indices (ints, slices,
+        ``...``, None), else through a host copy."""
+        target = self.view_by(lambda a: a[idx]) if _basic(idx) else None
+        if target is not None:
+            target.write(value)
             return
         h = self.host()
         h[_host(idx)] = _host(value)
         self.write(h)
 
+    def view_by(self, fn) -> CudaArray | None:
+        """The device view ``fn`` (a NumPy view function of one array) makes of this
+        array, found by running it on a host array of the same layout over uninitialised
+        memory: None when ``fn``'s result is not a view of its argument."""
+        lo, hi = self.span()
+        if hi - lo > 1 << 32:  # a dummy buffer that large is not worth it
+            return None
+        dummy = np.empty(hi - lo + self.itemsize, np.uint8)
+        host = np.ndarray(self.shape, self.dtype, buffer=dummy, offset=self.offset - lo,
+                          strides=self.strides)
+        r = fn(host)
+        if not isinstance(r, np.ndarray) or not np.may_share_memory(r, dummy):
+            return None
+        off = r.__array_interface__["data"][0] - dummy.__array_interface__["data"][0] + lo
+        return self.view(r.shape, r.strides, off, r.dtype)
+
+    def span(self) -> tuple[int, int]:
+        """(lowest, highest) byte offsets of the elements in the allocation."""
+        lo = hi = self.offset
+        if self.size:
+            for n, s in zip(self.shape, self.strides):
+                if s > 0:
+                    hi += (n - 1) * s
+                else:
+                    lo += (n - 1) * s
+        return lo, hi
+
     def __iadd__(self, other):
+        """``a += b`` (gradient accumulation): a device add when a kernel serves it."""
+        if isinstance(other, CudaArray):
+            try:
+                from kernels.cuda import launch
+            except ImportError:
+                launch = None
+            out = None if launch is None else launch(
+                "add", {}, [self.dev, other.dev], [self.shape], [self.dtype.name])
+            if out is not None:
+                self.write(CudaArray(out[0], self.device))
+                return self
         self.write(self.host() + _host(other))
         return self
 
@@ -316,6 +357,13 @@ class CudaArray:
         m = _mem()
         a, b = m._memory_of(self.dev), m._memory_of(other.dev)
         return a is not None and b is not None and _root_id(a) == _root_id(b)
+
+
+def _basic(idx) -> bool:
+    """Whether ``idx`` is a basic NumPy index (views, never copies)."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, slice) or
+               (isinstance(i, (int, np.integer)) and not isinstance(i, bool)) for i in items)
 
 
 def _dense(shape: tuple, strides: tuple, itemsize: int) -> bool:

@@ -372,38 +372,18 @@ def _to_device(t, dev):
 
 
 def _device_view(op, args, attrs):
-    """The device view a view op makes, found by running its NumPy implementation on a
-    host array of the same layout over uninitialised memory: when the result points
-    into that memory, its offset and strides are the view's. None when the op copies
-    (a reshape that no strides can express): the caller computes it."""
-    src = args[0]._data
-    lo, hi = _span(src)
-    if hi - lo > 1 << 32:  # a dummy buffer that large is not worth it
-        return None
-    dummy = np.empty(hi - lo + src.itemsize, np.uint8)
-    host = np.ndarray(src.shape, src.dtype, buffer=dummy, offset=src.offset - lo,
-                      strides=src.strides)
+    """The device view a view op makes (``CudaArray.view_by``: its NumPy implementation
+    on a host array of the same layout over uninitialised memory), or None when the op
+    copies (a reshape that no strides can express): the caller computes it."""
     rest = [a._data.host() if isinstance(a, Tensor) else a for a in args[1:]]
-    try:
-        r = _quiet_call(op.impl, [host] + rest, attrs)
-    except Exception:  # noqa: BLE001 - the real run below raises it with real data
-        return None
-    if not isinstance(r, np.ndarray) or not np.may_share_memory(r, dummy):
-        return None
-    off = r.__array_interface__["data"][0] - dummy.__array_interface__["data"][0] + lo
-    return src.view(r.shape, r.strides, off, r.dtype)
 
+    def fn(host):
+        try:
+            return _quiet_call(op.impl, [host] + rest, attrs)
+        except Exception:  # noqa: BLE001 - the real run raises it with real data
+            return None
 
-def _span(a):
-    """(lowest, highest) byte offsets an array's elements occupy in its allocation."""
-    lo = hi = a.offset
-    if a.size:
-        for n, s in zip(a.shape, a.strides):
-            if s > 0:
-                hi += (n - 1) * s
-            else:
-                lo += (n - 1) * s
-    return lo, hi
+    return args[0]._data.view_by(fn)
 
 
 def _launch(op, args, attrs, dev):

@@ -438,3 +438,19 @@ def test_like_ops_fill_on_the_device():
     assert z.is_cuda and z.tolist() == [[0.0] * 3] * 2
     assert f.dtype == torch.float64 and f.tolist() == [[2.5] * 3] * 2
     assert o.dtype == torch.int64 and o.tolist() == [[1] * 3] * 2
+
+
+def test_basic_index_writes_and_accumulation_stay_on_the_device(monkeypatch):
+    from gcompile._device import CudaArray
+    c = torch.zeros(3, 4, device="cuda")
+    g = torch.ones(3, 4, device="cuda")
+
+    def no_host(self):
+        raise AssertionError("copied to the host")
+
+    monkeypatch.setattr(CudaArray, "host", no_host)
+    c[1, ::2] = 2.0          # a basic index: a device view, written on the device
+    c[..., 3] = g[0, :3]
+    c._data += g._data       # AccumulateGrad's in-place add
+    monkeypatch.undo()
+    assert c.tolist() == [[1.0, 1.0, 1.0, 2.0], [3.0, 1.0, 3.0, 2.0], [1.0, 1.0, 1.0, 2.0]]
