@@ -70,7 +70,9 @@ def _out(r, out):
     if out is None:
         return r
     if tuple(out.shape) != tuple(r.shape):
-        out._data = np.empty(r.shape, out._data.dtype)
+        d = out._data
+        out._data = np.empty(r.shape, d.dtype) if d.__class__ is np.ndarray else \
+            d.empty(r.shape, d.dtype, d.device)  # a CUDA out= stays on its device
     out.copy_(r.detach() if not out.requires_grad else r)
     return out
 

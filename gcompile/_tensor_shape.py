@@ -394,9 +394,13 @@ class _ShapeMethods:
             return Tensor._make(np.zeros((int(bool(self._data)), 0), np.int64))
         idx = np.nonzero(self._data)
         if as_tuple:
-            return tuple(Tensor._make(i.astype(np.int64)) for i in idx)
-        return Tensor._make(np.stack(idx, axis=1).astype(np.int64) if idx else
-                            np.zeros((int(bool(self._data)), 0), np.int64))
+            out = tuple(Tensor._make(i.astype(np.int64)) for i in idx)
+        else:
+            out = Tensor._make(np.stack(idx, axis=1).astype(np.int64) if idx else
+                               np.zeros((int(bool(self._data)), 0), np.int64))
+        if self.is_cuda:  # found on the host: the indices go back to the tensor's device
+            return tuple(i.to(self.device) for i in out) if as_tuple else out.to(self.device)
+        return out
 
 
 def _restride(t, strides):
@@ -407,7 +411,8 @@ def _restride(t, strides):
         return t
     want = tuple(s * arr.itemsize for s in strides)
     if arr.strides != want:
-        t._data = np.lib.stride_tricks.as_strided(arr, arr.shape, want)
+        t._data = np.lib.stride_tricks.as_strided(arr, arr.shape, want) \
+            if arr.__class__ is np.ndarray else arr.view(arr.shape, want)  # CUDA storage
     return t
 
 

@@ -454,3 +454,20 @@ def test_basic_index_writes_and_accumulation_stay_on_the_device(monkeypatch):
     c._data += g._data       # AccumulateGrad's in-place add
     monkeypatch.undo()
     assert c.tolist() == [[1.0, 1.0, 1.0, 2.0], [3.0, 1.0, 3.0, 2.0], [1.0, 1.0, 1.0, 2.0]]
+
+
+def test_size_one_dims_nonzero_and_out_stay_on_the_device():
+    x = torch.arange(6.0).reshape(2, 1, 3)
+    c = x.cuda()
+    for f in [lambda t: t.squeeze(1), lambda t: t.unsqueeze(0), lambda t: t[:, :, 1:2].squeeze(),
+              lambda t: t.transpose(0, 2).unsqueeze(1)]:
+        v, ref = f(c), f(x)
+        assert v.is_cuda and v.stride() == ref.stride()
+        np.testing.assert_array_equal(_np(v), ref.numpy())
+    m = torch.tensor([[0.0, 1.0], [2.0, 0.0]], device="cuda")
+    nz = m.nonzero()
+    assert nz.is_cuda and nz.tolist() == [[0, 1], [1, 0]]
+    assert all(i.is_cuda for i in m.nonzero(as_tuple=True))
+    out = torch.empty(0, device="cuda")
+    torch.exp(torch.zeros(3, device="cuda"), out=out)
+    assert out.is_cuda and out.tolist() == [1.0] * 3
