@@ -8,6 +8,8 @@ engine, the functions) imports it from here.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ir import dtypes as dt
@@ -281,7 +283,13 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
 # ---------------------------------------------------------------------------
 # CUDA tensors: device checks, device kernels, views, the host fallback
 # ---------------------------------------------------------------------------
-_BACKWARD_DEVICE: list = [None]  # the device of the CUDA node whose gradient rule runs
+class _BackwardDevice(threading.local):
+    """Per thread: the device of the CUDA node whose gradient rule runs (None: none)."""
+
+    device = None
+
+
+_BACKWARD_DEVICE = _BackwardDevice()
 _FALLBACK_LOGGED: set = set()
 
 
@@ -311,7 +319,7 @@ def _device_op(op, args, attrs, grad_name, tracer):
             elif d.ndim:
                 cpu = True
     if dev is None:
-        bdev = _BACKWARD_DEVICE[0]
+        bdev = _BACKWARD_DEVICE.device
         if bdev is None or any(isinstance(a, Tensor) for a in args):
             return None
         # a gradient rule of a CUDA op made a tensor from nothing (zeros of a shape):
@@ -431,14 +439,14 @@ def _host_run(op, args, attrs):
                   if isinstance(a, Tensor) and a._data.__class__ is CudaArray else a
                   for a in args)
     tracer = _state.tracer
-    bdev = _BACKWARD_DEVICE[0]
+    bdev = _BACKWARD_DEVICE.device
     _state.tracer = None
-    _BACKWARD_DEVICE[0] = None
+    _BACKWARD_DEVICE.device = None
     try:
         return apply_op(op, hargs, attrs)._data
     finally:
         _state.tracer = tracer
-        _BACKWARD_DEVICE[0] = bdev
+        _BACKWARD_DEVICE.device = bdev
 
 
 def _device_result(op, args, attrs, grad_name, tracer, out, view=False):
@@ -589,12 +597,12 @@ class DeviceOpNode(OpNode):
                       for m in self._meta]
 
     def apply(self, grad):
-        prev = _BACKWARD_DEVICE[0]
-        _BACKWARD_DEVICE[0] = self._device
+        prev = _BACKWARD_DEVICE.device
+        _BACKWARD_DEVICE.device = self._device
         try:
             return super().apply(grad)
         finally:
-            _BACKWARD_DEVICE[0] = prev
+            _BACKWARD_DEVICE.device = prev
 
 
 _NUMBERS = (bool, int, float)

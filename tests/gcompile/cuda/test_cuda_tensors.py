@@ -403,10 +403,10 @@ def test_save_load_and_optimizer_state_follow_devices(tmp_path):
 def test_tensors_made_from_nothing_in_a_cuda_backward_go_to_the_device(monkeypatch):
     from gcompile import _dispatch
     torch.ones(1, device="cuda")  # (dispatch looks at devices once a CUDA tensor exists)
-    monkeypatch.setattr(_dispatch, "_BACKWARD_DEVICE", [torch.device("cuda:0")])
+    monkeypatch.setattr(_dispatch._BACKWARD_DEVICE, "device", torch.device("cuda:0"))
     t = _dispatch.apply_op("full", (), {"shape": (2,), "value": 3.0, "dtype": torch.float32})
     assert t.is_cuda and t.tolist() == [3.0, 3.0]
-    monkeypatch.setattr(_dispatch, "_BACKWARD_DEVICE", [None])
+    monkeypatch.setattr(_dispatch._BACKWARD_DEVICE, "device", None)
     assert not _dispatch.apply_op("full", (), {"shape": (2,), "value": 3.0,
                                                "dtype": torch.float32}).is_cuda
 
