@@ -471,3 +471,33 @@ def test_size_one_dims_nonzero_and_out_stay_on_the_device():
     out = torch.empty(0, device="cuda")
     torch.exp(torch.zeros(3, device="cuda"), out=out)
     assert out.is_cuda and out.tolist() == [1.0] * 3
+
+
+# ---- real GPU only (skipped under the simulator) ------------------------------------------
+@pytest.mark.gpu
+def test_gpu_mlp_steps_at_real_size_match_cpu_and_reuse_memory():
+    def run(dev):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(256, 512), nn.GELU(), nn.LayerNorm(512),
+                          nn.Linear(512, 10)).to(dev)
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        torch.manual_seed(1)
+        x = torch.randn(128, 256).to(dev)
+        y = torch.randint(0, 10, (128,)).to(dev)
+        reserved = []
+        for _ in range(3):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(m(x), y)
+            loss.backward()
+            opt.step()
+            if dev == "cuda":
+                torch.cuda.synchronize()
+                reserved.append(torch.cuda.memory_reserved())
+        return loss.item(), [_np(p) for p in m.parameters()], reserved
+
+    l0, p0, _ = run("cpu")
+    l1, p1, reserved = run("cuda")
+    np.testing.assert_allclose(l1, l0, rtol=1e-4)
+    for a, b in zip(p1, p0):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert reserved[2] <= reserved[1]  # the caching allocator reuses the second step's blocks
