@@ -319,10 +319,14 @@ class CudaArray:
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         """A NumPy ufunc on device arrays runs on host copies; results written to a
         device ``out`` go back to the device."""
+        outs = () if out is None else out if isinstance(out, tuple) else (out,)
+        if any(isinstance(o, np.ndarray) for o in outs):  # x_cpu.add_(y_cuda)
+            dev = next(a.device for a in inputs if isinstance(a, CudaArray))
+            raise RuntimeError("Expected all tensors to be on the same device, but found at "
+                               f"least two devices, {dev} and cpu!")
         res = getattr(ufunc, method)(*_host(inputs), **kwargs)
         if out is None:
             return res
-        outs = out if isinstance(out, tuple) else (out,)
         results = res if isinstance(res, tuple) else (res,)
         for o, r in zip(outs, results):
             if isinstance(o, CudaArray):

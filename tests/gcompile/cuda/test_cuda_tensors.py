@@ -112,7 +112,7 @@ def test_mixing_devices_raises_torchs_error():
     msg = ("Expected all tensors to be on the same device, but found at least two devices, "
            "cuda:0 and cpu!")
     for f in [lambda: c + x, lambda: x + c, lambda: torch.matmul(c, x), lambda: c.add_(x),
-              lambda: torch.cat([c, x])]:
+              lambda: x.add_(c), lambda: x.mul_(c[0]), lambda: torch.cat([c, x])]:
         with pytest.raises(RuntimeError, match=msg):
             f()
     # Python numbers and 0-d CPU tensors join CUDA operands, as in torch
