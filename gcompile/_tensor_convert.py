@@ -26,8 +26,38 @@ def _numpy_error(t) -> TypeError:
                      "to copy the tensor to host memory first.")
 
 
+def _dense_order(shape, strides, itemsize):
+    """The dims ordered by decreasing stride when (shape, byte strides) is a permutation
+    of a C-contiguous layout (a transposed or channels-last tensor), else None."""
+    if len(shape) < 2 or 0 in shape:
+        return None
+    order = sorted(range(len(shape)), key=lambda d: -strides[d])
+    if order == list(range(len(shape))):
+        return None  # already C order (or not dense: the plain copy is C order anyway)
+    acc = itemsize
+    for d in reversed(order):
+        if shape[d] == 1:
+            continue
+        if strides[d] != acc:
+            return None
+        acc *= shape[d]
+    return order
+
+
 def _move_data(data, dev):
-    """``data`` (NumPy or CudaArray) copied to device ``dev``; C-contiguous."""
+    """``data`` (NumPy or CudaArray) copied to device ``dev``, keeping a dense layout's
+    strides (torch's preserve_format: a transposed tensor stays transposed), else in C
+    order."""
+    order = _dense_order(data.shape, data.strides, data.dtype.itemsize)
+    if order is not None:  # move the C-ordered permutation, then permute back
+        inv = [order.index(d) for d in range(len(order))]
+        moved = _move_data(data.transpose(order) if data.__class__ is np.ndarray else
+                           data.view(tuple(data.shape[d] for d in order),
+                                     tuple(data.strides[d] for d in order)), dev)
+        if moved.__class__ is np.ndarray:
+            return moved.transpose(inv)
+        return moved.view(tuple(moved.shape[i] for i in inv),
+                          tuple(moved.strides[i] for i in inv))
     if dev.type == "cpu":
         return data.host() if data.__class__ is CudaArray else data.copy()
     if data.__class__ is CudaArray:

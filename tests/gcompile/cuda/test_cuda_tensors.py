@@ -38,9 +38,18 @@ def test_moves_both_ways_keep_values_and_devices():
     assert c.to("cpu", torch.float64).dtype == torch.float64
     d = c.to(torch.int32)
     assert d.is_cuda and d.dtype == torch.int32 and d.cpu().tolist() == x.int().tolist()
-    # a transposed (strided) view moves with its values
+    # a transposed (strided) view moves with its values; a dense layout keeps its strides
+    # both ways (torch's preserve_format), anything else arrives in C order
     np.testing.assert_array_equal(x.t().cuda().cpu().numpy(), x.t().numpy())
     np.testing.assert_array_equal(c.t().cpu().numpy(), x.t().numpy())
+    y = torch.arange(24.0).reshape(2, 3, 4)
+    for v, want in [(y.permute(2, 0, 1), (1, 12, 4)), (y.transpose(1, 2), (12, 1, 4)),
+                    (y[:, :, :2], (6, 2, 1)), (y.permute(0, 2, 1)[:, :1], (3, 3, 1))]:
+        moved = v.cuda()
+        assert moved.stride() == want
+        back = moved.cpu()
+        assert back.stride() == moved.stride()
+        np.testing.assert_array_equal(back.numpy(), v.numpy())
 
 
 def test_views_are_device_views_with_torchs_strides():
