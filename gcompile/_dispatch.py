@@ -376,7 +376,10 @@ _INDEXING = frozenset(("getitem", "index_put", "index_select", "gather", "take")
 def _to_device(t, dev):
     """A 0-d CPU tensor (or a CPU index tensor) joining CUDA operands, copied to their
     device."""
-    return Tensor._make(CudaArray.from_host(t._data, dev))
+    out = Tensor._make(CudaArray.from_host(t._data, dev))
+    if _state.tracer is not None:  # traced as ``t`` itself, not baked as a constant
+        _state.tracer.alias(out, t)
+    return out
 
 
 def _device_view(op, args, attrs):

@@ -176,17 +176,6 @@ def _root_key(a) -> object:
     return id(a)
 
 
-def _cuda_training_break(fullgraph: bool):
-    """Compiled plans on CUDA run inference (``runtime.cuda_plan``); a traced call with
-    gradients on CUDA tensors runs eagerly on the device instead."""
-    from .tracer import GraphBreak, user_frame
-    brk = GraphBreak("compiled training on CUDA tensors is not implemented yet (the call "
-                     "runs eagerly on the device)", *user_frame())
-    if fullgraph:
-        raise GraphBreakError(f"gcompile.compile(fullgraph=True): graph break: {brk}")
-    return brk
-
-
 def _describe_miss(old: tuple, new: tuple) -> str:
     names = ("argument tensors", "argument structure", "grad mode", "training flags",
              "parameters", "aliasing between tensor arguments")
@@ -543,10 +532,6 @@ class CompiledFunction:
         return result
 
     def _trace(self, name, leaves, params, args, kwargs, dims=None):
-        if state.grad_enabled and any(getattr(t, "is_cuda", False) and t.requires_grad
-                                      for t in list(leaves) + [p for _, p in params]):
-            brk = _cuda_training_break(self.fullgraph)
-            return self._fn(*args, **kwargs), None, brk
         tracer = Tracer(name=_safe_name(name), fullgraph=self.fullgraph)
         if dims:
             from .._symshape import ShapeEnv
@@ -583,9 +568,8 @@ class CompiledFunction:
         on_cuda = any(getattr(t, "is_cuda", False) for t in
                       list(leaves) + [p for _, p in params] + [t for t, _ in tracer.bound]) \
             or any(type(c.data).__name__ == "CudaArray" for c in tracer.captures)
-        if on_cuda and (tracer.backward_ran or (state.grad_enabled and any(
-                t.requires_grad for t in out_leaves))):
-            return result, None, _cuda_training_break(self.fullgraph)
+        if on_cuda:
+            tracer.graph.meta["device"] = "cuda"  # _build lowers it to CUDA kernels
         # the globals and closure variables the function reads are guarded too
         tracer.guards.extend(function_guards(
             self._fn if self._module is None else type(self._module).forward))
@@ -632,7 +616,7 @@ class CompiledFunction:
             if training:
                 # forward and backward plans from the autodiff pass (training.py)
                 from .training import TrainingEntry
-                e = TrainingEntry(g, self._build, out_spec, len(out_leaves), live,
+                e = TrainingEntry(g, self._build_on(g), out_spec, len(out_leaves), live,
                                   writebacks, input_map, inputs, out_leaves)
             else:
                 views = _output_views(g, out_leaves)
@@ -655,6 +639,18 @@ class CompiledFunction:
         entry.guards = guards
         entry.traced_text = traced_text
         return result, entry, None
+
+    def _build_on(self, graph):
+        """``_build`` for the graphs derived from ``graph`` (a training entry's forward
+        and backward plans): on ``graph``'s device."""
+        dev = graph.meta.get("device")
+        if dev is None:
+            return self._build
+
+        def build(g):
+            g.meta.setdefault("device", dev)
+            return self._build(g)
+        return build
 
     def _build(self, graph):
         if self.backend == "interpreter":

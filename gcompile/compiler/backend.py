@@ -87,11 +87,16 @@ class CudaPlanExecutable:
         dev = next((a.device for a in inputs if isinstance(a, CudaArray)), device("cuda"))
         arrays = [a.dev if isinstance(a, CudaArray) else
                   CudaArray.from_host(np.asarray(a), dev).dev for a in inputs]
-        into = None
-        if out_into:
-            into = {k: a.dev if isinstance(a, CudaArray) else a for k, a in out_into.items()}
-        outs = self.executor(arrays, into)
-        return [CudaArray(o, dev) for o in outs]
+        into, host_into = None, {}
+        if out_into:  # device tensors are written in place; host ones (a CPU step count)
+            into = {k: a.dev for k, a in out_into.items() if isinstance(a, CudaArray)}
+            host_into = {k: a for k, a in out_into.items() if not isinstance(a, CudaArray)}
+        outs = self.executor(arrays, into or None)
+        res = [CudaArray(o, dev) for o in outs]
+        for k, a in host_into.items():  # the caller counts on these being written
+            np.copyto(a, res[k].host(), casting="unsafe")
+            res[k] = a
+        return res
 
     def release(self) -> None:
         self.executor.release()
