@@ -440,7 +440,21 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
     return _finish(_gen(generator).permutation(n).astype(d.np), requires_grad, device)
 
 
+def _on_host(fn, *tensors):
+    """CUDA operands of a host-drawn random function: drawn from host copies, returned
+    on their device (None: no CUDA operand)."""
+    dev = next((t.device for t in tensors if isinstance(t, Tensor) and t.is_cuda), None)
+    if dev is None:
+        return None
+    out = fn(*[t.cpu() if isinstance(t, Tensor) else t for t in tensors])
+    return out.to(dev)
+
+
 def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, out=None):
+    moved = _on_host(lambda m, s: normal(m, s, size, generator=generator, dtype=dtype),
+                     mean, std)
+    if moved is not None:
+        return moved
     rng = _gen(generator)
     if isinstance(mean, Tensor) or isinstance(std, Tensor):
         m = mean._data if isinstance(mean, Tensor) else mean
@@ -469,10 +483,16 @@ def bernoulli(input, p=None, *, generator=None):
     probs = check_values(probs, "range", low=0.0, high=1.0,
                          message="bernoulli: all probabilities must be in [0, 1] (got {bad})")
     u = random_tensor("uniform", tuple(input.shape), probs.dtype, generator)
+    if input.is_cuda:  # drawn on the host, compared on the device
+        u = u.to(input.device)
     return apply_op("cast", (apply_op("lt", (u, probs)),), {"dtype": input.dtype})
 
 
 def multinomial(input, num_samples, replacement=False, *, generator=None):
+    moved = _on_host(lambda x: multinomial(x, num_samples, replacement, generator=generator),
+                     input)
+    if moved is not None:
+        return moved
     p = input._data.astype(np.float64)
     if p.ndim not in (1, 2):
         raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got shape "
@@ -496,6 +516,9 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
 
 
 def poisson(input, generator=None):
+    moved = _on_host(lambda x: poisson(x, generator), input)
+    if moved is not None:
+        return moved
     return Tensor._make(_gen(generator).poisson(input._data).astype(input.dtype.np))
 
 

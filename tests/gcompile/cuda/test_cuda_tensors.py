@@ -510,3 +510,14 @@ def test_gpu_mlp_steps_at_real_size_match_cpu_and_reuse_memory():
     for a, b in zip(p1, p0):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     assert reserved[2] <= reserved[1]  # the caching allocator reuses the second step's blocks
+
+
+def test_random_functions_of_cuda_tensors_stay_on_the_device():
+    p = torch.tensor([[0.0, 1.0], [1.0, 0.0]], device="cuda")
+    for t in [torch.bernoulli(p), torch.multinomial(p, 1), torch.poisson(p),
+              torch.normal(p, torch.ones(2, 2, device="cuda")), torch.normal(p, 1.0)]:
+        assert t.is_cuda, t
+    assert torch.bernoulli(p).tolist() == p.tolist()
+    assert torch.multinomial(p, 1).tolist() == [[1], [0]]
+    c = torch.empty(3, device="cuda").uniform_(2.0, 3.0)
+    assert c.is_cuda and all(2.0 <= v <= 3.0 for v in c.tolist())
