@@ -19,7 +19,8 @@ __all__ = ["is_available", "device_count", "current_device", "set_device", "sync
            "Event", "Stream", "current_stream", "default_stream", "memory_allocated",
            "max_memory_allocated", "memory_reserved", "reset_peak_memory_stats",
            "empty_cache", "get_device_name", "get_device_capability", "manual_seed",
-           "manual_seed_all", "is_initialized", "unavailable_reason"]
+           "manual_seed_all", "is_initialized", "unavailable_reason", "get_device_properties",
+           "mem_get_info", "device"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -134,6 +135,62 @@ def get_device_name(device=None) -> str:
 def get_device_capability(device=None) -> tuple[int, int]:
     _require()
     return tuple(_cuda().get_current_device().compute_capability)
+
+
+class _DeviceProperties:
+    """torch.cuda.get_device_properties' answer: name, total_memory (bytes),
+    major/minor (compute capability), multi_processor_count."""
+
+    def __init__(self, name: str, total_memory: int, major: int, minor: int, sms: int) -> None:
+        self.name, self.total_memory = name, total_memory
+        self.major, self.minor, self.multi_processor_count = major, minor, sms
+
+    def __repr__(self) -> str:
+        return (f"_CudaDeviceProperties(name='{self.name}', major={self.major}, "
+                f"minor={self.minor}, total_memory={self.total_memory // (1 << 20)}MB, "
+                f"multi_processor_count={self.multi_processor_count})")
+
+
+def get_device_properties(device=None) -> _DeviceProperties:
+    _require()
+    major, minor = get_device_capability(device)
+    if _simulator():
+        return _DeviceProperties(get_device_name(), mem_get_info()[1], major, minor, 1)
+    dev = _cuda().get_current_device()
+    return _DeviceProperties(get_device_name(), mem_get_info()[1], major, minor,
+                             int(dev.MULTIPROCESSOR_COUNT))
+
+
+def mem_get_info(device=None) -> tuple[int, int]:
+    """(free, total) bytes of device memory, as the driver reports them (under the
+    simulator, whose device memory is host memory: the host's)."""
+    _require()
+    if _simulator():
+        import os
+        try:
+            page = os.sysconf("SC_PAGE_SIZE")
+            return (os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page)
+        except (ValueError, OSError, AttributeError):  # not a POSIX host
+            return 0, 0
+    info = _cuda().current_context().get_memory_info()
+    return int(info[0]), int(info[1])
+
+
+class device:
+    """``with torch.cuda.device(i):`` makes device ``i`` current inside the block."""
+
+    def __init__(self, device) -> None:
+        d = as_device(device) if not isinstance(device, int) else _device_cls("cuda", device)
+        self.idx = d.index if d.index is not None else _current[0]
+        self.prev = None
+
+    def __enter__(self) -> device:
+        self.prev = _current[0]
+        set_device(self.idx)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        set_device(self.prev)
 
 
 def memory_allocated(device=None) -> int:

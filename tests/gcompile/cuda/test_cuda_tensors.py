@@ -183,6 +183,12 @@ def test_cuda_namespace():
     assert start.elapsed_time(end) >= 0.0
     with pytest.raises(RuntimeError, match="enable_timing=True"):
         torch.cuda.Event().elapsed_time(end)
+    props = torch.cuda.get_device_properties(0)
+    assert props.name == torch.cuda.get_device_name() and props.major >= 1
+    free, total = torch.cuda.mem_get_info()
+    assert 0 <= free <= total
+    with torch.cuda.device(0):
+        assert torch.cuda.current_device() == 0
 
 
 def test_allocator_statistics():
