@@ -1,6 +1,7 @@
 """The one entry every eager op goes through: ``apply_op`` runs a registered op on
 tensors, with torch's dtype rules (plans cached per signature), records it on the tape
-(``OpNode``) and on an active tracer.
+(``OpNode``) and on an active tracer. CUDA operands take ``_device_op`` (device views,
+``kernels.cuda`` kernels, or the host fallback), found by one flag test on the CPU path.
 
 Layer: above the tensor's storage (``_tensor_base``) and the tape's node types
 (``_tape``); everything that runs ops (the Tensor's methods, creation, random, autograd's
