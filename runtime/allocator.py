@@ -1,4 +1,4 @@
-"""A caching allocator for fresh graph outputs.
+"""A caching allocator for fresh graph outputs, and the arena pool of compiled plans.
 
 Outputs must be memory the user owns, but fresh large allocations pay page
 faults on every call. Blocks handed out here come back to a size-keyed pool
@@ -89,15 +89,15 @@ default_allocator = CachingAllocator()
 # arenas of compiled plans
 # ---------------------------------------------------------------------------
 # Arenas at least this large give their pages back to the OS after every call
-# (``keep_arena`` not set): the next call faults them in again, about 0.3 ms per MB,
-# which measured +11% on an MLP training step whose arena was 15 or 49 MB (4-layer
-# MLP, batch 512, width 1024 / 2048; ``benchmarks/memory.py`` and the note in
-# docs/architecture.md). Smaller arenas stay resident: the memory is small and the
-# time is not. Above the threshold the memory wins: held between calls, the arena
-# would make compiled training cost more than eager, which frees its activations.
-# ``GCOMPILE_ARENA_RELEASE_BYTES`` or ``compile(..., options={"keep_arena": ...})``
-# override it.
-ARENA_RELEASE_BYTES = int(os.environ.get("GCOMPILE_ARENA_RELEASE_BYTES", 64 << 20))
+# (``keep_arena`` not set). The next call faults them in again: with huge pages about
+# 0.1 ms per MB (49 MB: ~4.5 ms, against ~130 ms for the MLP step that fills it, 4x2048
+# Adam at batch 512; ~0.6 ms per MB with 4 KiB pages), measured on a loaded 2-core
+# machine. Held between calls, an arena that size made compiled training cost more
+# than eager, which frees its activations (``benchmarks/memory.py``: 191 vs 161 MB
+# beyond the parameters). Smaller arenas stay resident: little memory, and a short
+# call would feel the faults more. ``GCOMPILE_ARENA_RELEASE_BYTES`` or
+# ``compile(..., options={"keep_arena": True | False})`` override it.
+ARENA_RELEASE_BYTES = int(os.environ.get("GCOMPILE_ARENA_RELEASE_BYTES", 16 << 20))
 _PAGE = 4096
 _HUGE = 2 << 20
 

@@ -188,7 +188,8 @@ class Tracer:
         self.guards: list[tuple[object, object, str]] = []
         self.modules_seen: set[int] = set()
         self.created: list[weakref.ref] = []
-        self.grad_reads: dict[int, tuple[object, object]] = {}  # id(grad) -> (leaf, grad)
+        # id(grad) -> (leaf, grad or a weak reference to it)
+        self.grad_reads: dict[int, tuple[object, object]] = {}
         self._backward_ran = False
         self.backward_start: int | None = None  # graph nodes recorded before backward()
         # dynamic shapes (_symshape.py): the symbols of this trace, each graph value's
@@ -318,6 +319,9 @@ class Tracer:
             return v
         v = self.graph.add_input(tuple(t._data.shape), t.dtype, f"captured{len(self.captures)}")
         cap = _Capture(weakref.ref(t), v, t._data, t._vbox, t._vbox[0])
+        r = self.grad_reads.get(id(t))
+        if r is not None and _deref(r[1]) is t:
+            self.grad_reads[id(t)] = (r[0], t)  # a .grad the graph reads: kept, as a slot
         self.captures.append(cap)
         self.captured_arrays[id(t._data)] = (weakref.ref(t._data), cap)
         self._set(t, v)
@@ -409,9 +413,13 @@ class Tracer:
             self.sym_shapes[id(nv)] = self.sym_shapes[id(old)]
         root = old
         prev = self.mutated.get(id(tensor))
-        if prev is not None:
+        if prev is not None and _deref(prev[0]) is tensor:
             root = prev[1]
-        self.mutated[id(tensor)] = (tensor, root)
+        # a tensor made inside the function needs no write-back: held weakly, so the
+        # temporaries eager code writes in place (an optimizer's scratch) die when it
+        # drops them instead of living, all at once, until the trace ends
+        self.mutated[id(tensor)] = (tensor if root.kind == "input" else weakref.ref(tensor),
+                                    root)
         self._set(tensor, nv)
         self.clock += 1
         self.mutated_at[id(tensor)] = self.clock
@@ -436,14 +444,20 @@ class Tracer:
     def note_grad_value(self, leaf, grad) -> None:
         """``leaf.grad`` was read while tracing: bind it by *where it lives*, not by
         object, so the next call reads whatever tensor ``leaf.grad`` is then."""
-        if id(grad) not in self.grad_reads and self._lookup(grad) is None:
-            self.grad_reads[id(grad)] = (leaf, grad)
+        r = self.grad_reads.get(id(grad))
+        if (r is None or _deref(r[1]) is not grad) and self._lookup(grad) is None:
+            # weakly: a gradient only looked at (zero_grad's None test) and then dropped
+            # must not live on, beside the new one, until the trace ends; value_of holds
+            # it strongly once the graph reads it
+            self.grad_reads[id(grad)] = (leaf, weakref.ref(grad))
 
     def dynamic_grads(self, live):
         """Swap captured ``.grad`` tensors for slots read through their leaf at run
         time; returns (live, guards) with guards = [(leaf ref, False)]."""
         guards, slots = [], {}
-        for gid, (leaf, _) in self.grad_reads.items():
+        for gid, (leaf, held) in self.grad_reads.items():
+            if _deref(held) is None:
+                continue  # dropped during the call: nothing captured it
             slots[gid] = GradSlot(leaf)
             guards.append((weakref.ref(leaf), False))
         live = [(slots.get(id(t), t), v) for t, v in live]
@@ -608,7 +622,17 @@ class Tracer:
         version box moved, or it shares memory with a tensor written in place."""
         if cap.vbox[0] != cap.version:
             return True
-        return any(np.may_share_memory(cap.data, t._data) for t, _ in self.mutated.values())
+        return any(np.may_share_memory(cap.data, t._data) for t, _ in self.mutated_tensors())
+
+    def mutated_tensors(self) -> list[tuple[object, Value]]:
+        """(tensor, value before its first in-place write) of every tensor written in
+        place during the trace that is still alive."""
+        out = []
+        for held, root in self.mutated.values():
+            t = _deref(held)
+            if t is not None:
+                out.append((t, root))
+        return out
 
     def finish(self, output_tensors) -> tuple[list, list]:
         """Set graph outputs: the returned tensors, then the final values of mutated
@@ -631,7 +655,7 @@ class Tracer:
                                         f"requires_grad of captured tensor %{cap.value.name}"))
         writebacks = []
         input_ids = {id(v) for v in self.graph.inputs}
-        for tensor, root in self.mutated.values():
+        for tensor, root in self.mutated_tensors():
             if id(root) not in input_ids:
                 continue  # a tensor made inside the function: nothing to write back
             writebacks.append((self.graph.inputs.index(root), len(outs)))
@@ -645,6 +669,11 @@ class Tracer:
         v.kind = "const"
         v.data = data
         g.constants.append(v)
+
+
+def _deref(held):
+    """A tensor held directly or through a weak reference (None once dead)."""
+    return held() if isinstance(held, weakref.ref) else held
 
 
 def _specialize_all(v, env) -> None:

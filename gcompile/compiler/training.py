@@ -280,7 +280,7 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
         t = cap.tensor()
         if t is not None:
             keep.add(id(t._data))
-    for tensor, _ in tracer.mutated.values():
+    for tensor, _ in tracer.mutated_tensors():
         keep.add(id(tensor._data))
     escaped = _escaped(tracer, keep)
     if not escaped:
