@@ -8,7 +8,8 @@
   broadcast, 1 write) in GB/s and % of the copy bandwidth (goal: >= 80%);
 - reductions: a row sum and a row softmax over 8192 x 1024 float32, in GB/s and % of copy;
 - GEMM: 4096^3 float32 (cuBLAS through CuPy when installed, else the tiled kernel), TFLOP/s;
-- an MLP train step (784-1024-1024-10, batch 512, SGD) in eager mode on the device, ms;
+- an MLP train step (784-1024-1024-10, batch 512, SGD) on the device, eager and as one
+  compiled step, ms;
 - the same with torch on CUDA (eager, and torch.compile) when torch with CUDA is installed.
 
 Times are CUDA-event medians after warm-up. Refuses to run under the CUDA simulator
@@ -116,14 +117,15 @@ def bench_gemm(size: int, reps: int) -> dict:
             "engine": "cuBLAS (CuPy)" if cublas_available() else "tiled numba.cuda kernel"}
 
 
-def bench_mlp(reps: int, batch: int = 512) -> dict:
+def bench_mlp(reps: int, batch: int = 512, width: int = 1024, features: int = 784) -> dict:
     import gcompile as gc
     from numba import cuda
     gc.manual_seed(0)
-    m = gc.nn.Sequential(gc.nn.Linear(784, 1024), gc.nn.ReLU(), gc.nn.Linear(1024, 1024),
-                         gc.nn.ReLU(), gc.nn.Linear(1024, 10)).to("cuda")
+    m = gc.nn.Sequential(gc.nn.Linear(features, width), gc.nn.ReLU(),
+                         gc.nn.Linear(width, width), gc.nn.ReLU(),
+                         gc.nn.Linear(width, 10)).to("cuda")
     opt = gc.optim.SGD(m.parameters(), lr=0.01)
-    x = gc.randn(batch, 784).cuda()
+    x = gc.randn(batch, features).cuda()
     t = gc.randint(0, 10, (batch,)).cuda()
     lossf = gc.nn.CrossEntropyLoss()
 
@@ -134,7 +136,13 @@ def bench_mlp(reps: int, batch: int = 512) -> dict:
     step()
     cuda.synchronize()
     out = {"gcompile_eager_ms": _time_ms(step, reps)}
-    out.update(_bench_torch_mlp(reps, batch))
+    compiled = gc.compile(step)
+    for _ in range(3):  # eager first step, trace, then the plan
+        compiled()
+    cuda.synchronize()
+    out["gcompile_compiled_ms"] = _time_ms(compiled, reps)
+    if (batch, width, features) == (512, 1024, 784):
+        out.update(_bench_torch_mlp(reps, batch))
     return out
 
 

@@ -84,7 +84,7 @@ def _load(source: str):
 def _threads(n: int) -> tuple[int, int]:
     """(blocks, threads per block) of a grid-stride launch over ``n`` items."""
     tpb = 8 if simulator() else 256  # the simulator runs a Python thread per CUDA thread
-    cap = 2 if simulator() else 4096
+    cap = 1 if simulator() else 4096
     return max(1, min((n + tpb - 1) // tpb, cap)), tpb
 
 
@@ -104,7 +104,7 @@ class CudaKernel:
         # group, not at the first call
         sim = simulator()
         self.source = self._source(("ew", 1) if spec.kind == "elementwise" else
-                                   ("rows", 1, 1, 8 if sim else 256, not sim))
+                                   ("rows", 1, 1, 4 if sim else 256, not sim))
 
     def __repr__(self) -> str:
         return (f"CudaKernel({self.spec.kind}, inputs={list(self.spec.inputs)}, "
@@ -199,10 +199,10 @@ class CudaKernel:
         if R == 0:
             raise NotImplementedError("kernels.cuda: a reduction over no elements")
         sim = simulator()
-        tpb = 8 if sim else (256 if R > 128 else 64)
+        tpb = 4 if sim else (256 if R > 128 else 64)
         key = ("rows", len(outer), len(red), tpb, not sim)
         fn = _load(self._source(key))
-        blocks = max(1, min(M, 2 if sim else 65535))
+        blocks = max(1, min(M, 1 if sim else 65535))
         fn[blocks, tpb](*views, M, R, *outer, *red)
 
     def __call__(self, ins: list, outs: list, shape: tuple | None = None,
