@@ -177,6 +177,8 @@ class CudaKernel:
         M, R = _prod(outer), _prod(red)
         if M == 0:
             return
+        if R == 0:
+            raise NotImplementedError("kernels.cuda: a reduction over no elements")
         nin = len(self.spec.inputs)
         views = []
         for k, a in enumerate(list(ins) + list(outs)):
@@ -196,8 +198,6 @@ class CudaKernel:
             views.append(strided(b, tuple(vs), tuple(vt)))
         outer = outer or [1]
         red = red or [1]
-        if R == 0:
-            raise NotImplementedError("kernels.cuda: a reduction over no elements")
         sim = simulator()
         tpb = 4 if sim else (256 if R > 128 else 64)
         key = ("rows", len(outer), len(red), tpb, not sim)

@@ -145,6 +145,8 @@ def rows_source(spec: KernelSpec, nk: int, nr: int, tpb: int, warp: bool) -> str
             ctx = Ctx(spec, em, alias, elem, red)
             body += loop + emit_body(ctx, p, I[3]) + [f"{I[3]}j += bd"]
             continue
+        if p.reduce_op not in ("sum", "prod", "max", "min"):
+            raise NotImplementedError(f"kernels.cuda: reduction {p.reduce_op!r}")
         k = len(red)
         acc = f"acc{k}"
         got: list[str] = []
@@ -157,12 +159,17 @@ def rows_source(spec: KernelSpec, nk: int, nr: int, tpb: int, warp: bool) -> str
         acc_d = got[0]
         ident = em.const(_reduce_ident(p.reduce_op, acc_d), acc_d)
         sm = f"sm{k}"
-        head.append(f"{I[1]}{sm} = cuda.shared.array({tpb}, {_NT[acc_d]})")
+        # bool partial results (any/all, max/min of masks) live in shared memory as
+        # uint8 (0/1), which combine the same way under max/min
+        sm_d = "uint8" if acc_d == "bool" else acc_d
+        head.append(f"{I[1]}{sm} = cuda.shared.array({tpb}, {_NT[sm_d]})")
         body += [f"{I[2]}{acc} = {ident}"] + loop + inner + [f"{I[3]}j += bd"]
-        body += [f"{I[2]}{sm}[tid] = {acc}", f"{I[2]}cuda.syncthreads()"]
-        body += _tree(sm, p.reduce_op, acc_d, tpb, warp, I[2])
+        body += [f"{I[2]}{sm}[tid] = {cast_code(acc, acc_d, sm_d)}",
+                 f"{I[2]}cuda.syncthreads()"]
+        body += _tree(sm, p.reduce_op, sm_d, tpb, warp, I[2])
         # every thread reads the row result; the barrier keeps sm[0] until all have
-        body += [f"{I[2]}racc{k} = {sm}[0]", f"{I[2]}cuda.syncthreads()"]
+        body += [f"{I[2]}racc{k} = {cast_code(f'{sm}[0]', sm_d, acc_d)}",
+                 f"{I[2]}cuda.syncthreads()"]
         red[k] = (f"racc{k}", acc_d)
         ctx.elem = None
         post = emit_post(ctx, p, k, I[2], lambda q: f"{ops[q]}[{rowi}]")

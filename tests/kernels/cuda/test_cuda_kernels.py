@@ -220,6 +220,43 @@ def test_large_softmax_on_gpu():
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "bool"])
+def test_block_reductions_with_warp_shuffles_on_gpu(dtype):
+    # rows longer than 128 run 256 threads per block: tree to 32, then warp shuffles
+    x = (RNG.standard_normal((37, 3000)) * 10).astype(dtype)
+    for op, ref, odt in (("sum", x.sum(1, dtype=np.int64 if dtype in ("int64", "bool")
+                                         else dtype), "int64" if dtype in ("int64", "bool")
+                          else dtype),
+                         ("amax", x.max(1), dtype), ("amin", x.min(0), dtype)):
+        dims = (0,) if op == "amin" else (1,)
+        got = run(op, {"dims": dims, "keepdim": False}, [x], ref.shape, odt)
+        if dtype.startswith("float"):
+            np.testing.assert_allclose(got, ref, rtol=1e-4 if dtype == "float32" else 1e-12)
+        else:
+            np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiled_gemm_at_odd_sizes_on_gpu(dtype):
+    a = RNG.standard_normal((3, 131, 77)).astype(dtype)
+    b = RNG.standard_normal((3, 65, 77)).astype(dtype)
+    out = cuda.device_array((3, 131, 65), dtype)
+    db = dev(b)
+    tiled_gemm(dev(a), strided(db, (3, 77, 65), (65 * 77, 1, 77)), out)
+    tol = 1e-4 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(host(out), a @ b.transpose(0, 2, 1), rtol=tol, atol=tol)
+
+
+@pytest.mark.gpu
+def test_elementwise_broadcast_at_size_on_gpu():
+    a = RNG.standard_normal((512, 1, 300)).astype(np.float32)
+    b = RNG.standard_normal((700, 1)).astype(np.float32)
+    np.testing.assert_allclose(run("mul", {}, [a, b], (512, 700, 300), "float32"), a * b,
+                               rtol=1e-6)
+
+
 def test_sum_to_size_logsumexp_any_all_and_fills():
     x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
     np.testing.assert_allclose(run("sum_to_size", {"shape": (3, 1)}, [x], (3, 1), "float32"),
