@@ -306,6 +306,17 @@ def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: lis
             return [out]
         if op in ("matmul", "linear"):
             return _launch_matmul(op, inputs, out_shapes, out_dtypes)
+        if op in ("gather", "scatter", "check"):
+            from . import indexing
+            if op == "gather":
+                out = indexing.gather(inputs[0], inputs[1], int(attrs["dim"]), shape,
+                                      out_dtypes[0])
+            elif op == "scatter":
+                out = indexing.scatter(inputs[0], inputs[1], inputs[2], int(attrs["dim"]),
+                                       attrs.get("reduce"), shape, out_dtypes[0])
+            else:
+                out = indexing.check(inputs[0], attrs)
+            return None if out is None else [out]
     except NotImplementedError:
         return None
     return None

@@ -278,3 +278,26 @@ def test_sum_to_size_logsumexp_any_all_and_fills():
                                   np.ones_like(x))
     np.testing.assert_array_equal(run("full_like", {"value": 2.5}, [x], x.shape, "float64"),
                                   np.full(x.shape, 2.5))
+
+
+def test_gather_scatter_check():
+    x = RNG.standard_normal((3, 5)).astype(np.float32)
+    idx = np.array([[0, 4], [-1, 2], [3, 3]], np.int64)
+    ref = np.take_along_axis(x, np.where(idx < 0, idx + 5, idx), axis=1)
+    np.testing.assert_array_equal(run("gather", {"dim": 1}, [x, idx], (3, 2), "float32"), ref)
+    src = RNG.standard_normal((3, 2)).astype(np.float32)
+    from ir.registry import REGISTRY
+    for reduce in (None, "add"):
+        ref = REGISTRY["scatter"].impl(x, idx, src, dim=1, reduce=reduce)
+        got = run("scatter", {"dim": 1, "reduce": reduce}, [x, idx, src], x.shape, "float32")
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+    # an index out of range: no device result, the host path raises torch's IndexError
+    bad = dev(np.array([[5, 0], [0, 0], [0, 0]], np.int64))
+    assert launch("gather", {"dim": 1}, [dev(x), bad], [(3, 2)], ["float32"]) is None
+    t = np.array([0, 2, -100, 1], np.int64)
+    attrs = {"kind": "range", "low": 0, "high": 2, "ignore": -100, "error": "IndexError",
+             "message": "bad {bad}"}
+    np.testing.assert_array_equal(run("check", attrs, [t], (4,), "int64"), t)
+    assert launch("check", attrs, [dev(np.array([0, 3]))], [(2,)], ["int64"]) is None
+    f = np.array([1.0, np.inf], np.float32)
+    assert launch("check", {"kind": "finite"}, [dev(f)], [(2,)], ["float32"]) is None
