@@ -54,15 +54,17 @@ def get_compile_kernel():
 
 
 def _prefetch(factory, graph: Graph, plan: Plan) -> None:
-    """Compile the plan's new kernels now, in parallel (``kernels.cpu.prefetch``), rather
-    than one after another on the plan's first run. Which loop variant each kernel runs
-    depends on its operands' layouts (broadcasts, in-place reuse), so a cold plan is run
-    once on zero inputs with its kernels only recording the variant they would use."""
+    """Compile the plan's new kernels in parallel (``kernels.cpu.prefetch``) rather than
+    one after another on the plan's first run. Which loop variant each kernel runs
+    depends on its operands' layouts (broadcasts, in-place reuse, outputs computed
+    straight into an input), so right before the plan's first call it is run once on
+    copies of that call's inputs, laid out and aliased as they are, with its kernels
+    only recording the variant they will use (``_dry_run``)."""
     kernels = [s.kernel for s in plan.steps if s.kind == "kernel"]
     if not kernels or factory is not _KERNEL_FACTORY:
         return
     try:
-        from kernels.cpu import compile_kernel, compile_workers, needs_compile, prefetch
+        from kernels.cpu import compile_kernel, compile_workers, needs_compile
     except ImportError:
         return
     if factory is not compile_kernel or compile_workers() < 1 or not needs_compile(kernels):
@@ -71,7 +73,19 @@ def _prefetch(factory, graph: Graph, plan: Plan) -> None:
     # other processes would have to take part; main variants are compiled instead
     impure = any(n.op != "check" and (getattr(REGISTRY.get(n.op), "extra", None) or {}
                                       ).get("impure") for n in graph.nodes)
-    work = [] if impure else _dry_run(graph, plan)
+    if impure:
+        _compile_ahead(kernels, [])
+        return
+
+    def first_run(inputs: list, out_into: dict | None) -> None:
+        if needs_compile(kernels):  # not already done by a plan sharing these kernels
+            _compile_ahead(kernels, _dry_run(plan, inputs, out_into))
+
+    plan.before_first_run = first_run
+
+
+def _compile_ahead(kernels: list, work: list) -> None:
+    from kernels.cpu import prefetch
     seen = {id(k) for k, _ in work}
     work += [k for k in kernels if id(k) not in seen]  # steps the dry run did not reach
     n = prefetch(work)
@@ -79,21 +93,48 @@ def _prefetch(factory, graph: Graph, plan: Plan) -> None:
         _log("kernels", f"compiled {n} kernels in parallel")
 
 
-def _dry_run(graph: Graph, plan: Plan) -> list:
-    """(kernel, variant) for each kernel step of ``plan`` run on zero inputs (contiguous,
-    as most inputs are); non-kernel steps run for real so that views and in-place reuse
-    lay out operands as on a real call. Stops quietly where a step fails on zeros."""
+def _copy_like(a):
+    """A copy of array ``a`` with its strides (so a kernel sees the same layout)."""
+    if not isinstance(a, np.ndarray):
+        return a
+    if a.flags.c_contiguous or a.size <= 1:
+        return np.array(a, copy=True, order="C")
+    if a.flags.f_contiguous:
+        return np.array(a, copy=True, order="F")
+    isz = a.itemsize
+    if any(s % isz for s in a.strides):
+        return np.array(a, copy=True)
+    lo = sum(min(0, (n - 1) * s) for n, s in zip(a.shape, a.strides)) // isz
+    hi = sum(max(0, (n - 1) * s) for n, s in zip(a.shape, a.strides)) // isz
+    base = np.zeros(hi - lo + 1, a.dtype)
+    out = np.lib.stride_tricks.as_strided(base[-lo:], a.shape, a.strides, writeable=True)
+    np.copyto(out, a)
+    return out
+
+
+def _dry_run(plan: Plan, inputs: list, out_into: dict | None) -> list:
+    """(kernel, variant) for each kernel step of ``plan`` run on copies of ``inputs``
+    (and of the arrays of ``out_into``, an input's copy where the call computes an
+    output into that input); non-kernel steps run for real on the copies so that views
+    and in-place reuse lay out operands as on the real call. Stops quietly where a step
+    fails on the zeros the skipped kernels leave."""
     from .plan import Executor
     try:
-        inputs = [np.zeros(v.shape, v.dtype.np) for v in graph.inputs]
-    except (AttributeError, TypeError, ValueError):
+        copies = [_copy_like(a) for a in inputs]
+        into = None
+        if out_into:
+            into = {}
+            for k, a in out_into.items():
+                j = next((j for j, b in enumerate(inputs) if b is a), None)
+                into[k] = copies[j] if j is not None else _copy_like(a)
+    except (AttributeError, TypeError, ValueError, MemoryError):
         return []
     rec: list = []
     RECORDING.variants = rec
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            Executor(plan)(inputs)
+            Executor(plan)(copies, into)
     except Exception:  # noqa: BLE001 - the variants seen so far are still worth compiling
         pass
     finally:

@@ -74,6 +74,9 @@ class Plan:
     # when it is smaller than ``runtime.allocator.ARENA_RELEASE_BYTES``
     keep_arena: bool | None = None
     _block: object = None  # the runtime.allocator.Arena behind ``arena``
+    # called once, with the first call's (inputs, out_into), before that call runs
+    # (``runtime.lower``: find and compile the loop variants the kernels will use)
+    before_first_run: Callable | None = None
 
     @property
     def planned_bytes(self) -> int:
@@ -196,6 +199,10 @@ class Executor:
         output into (see ``Plan.can_write_output_into_input``). The plan holds an arena
         block from the shared pool for the length of the call."""
         plan = self.plan
+        hook = plan.before_first_run
+        if hook is not None:
+            plan.before_first_run = None
+            hook(inputs, out_into)
         plan.materialize()
         try:
             return self._run(plan, inputs, out_into)

@@ -9,14 +9,17 @@ Numba source once (``kernels.cpu.codegen``), loads its machine code
 through the disk cache (``kernels.cache``, ``kernels.cpu.native``: a warm
 process does not import Numba) and calls it with raw pointers and sizes.
 
-Cold compiles run in parallel: ``prefetch(kernels)`` (called by the runtime once a
-plan's kernels are known) compiles the main variant of every kernel that is neither
-loaded nor on disk in worker processes (Numba holds the GIL while it compiles, so
-threads would not help). Each worker writes into the same signed disk cache with the
-same per-user key; the parent then loads those objects through the ordinary checked
-path, exactly as a warm process would. The parent compiles too, taking jobs from the
-back of the queue that no worker has started. ``GCOMPILE_COMPILE_WORKERS`` sets the
-number of workers (0 turns this off).
+Cold compiles run in parallel: right before a cold plan's first run, ``prefetch``
+gets the loop variant of each kernel the run will use (``runtime.lower`` runs the plan
+once on copies of that call's inputs, kernels only recording) and compiles those that
+are neither loaded nor on disk in worker processes (Numba holds the GIL while it
+compiles, so threads would not help). Workers are fresh interpreters running
+``python -m kernels.cpu.worker`` (never ``multiprocessing``, which imports the user's
+``__main__`` again); each writes into the same signed disk cache with the same per-user
+key, and the parent loads those objects through the ordinary checked path, exactly as a
+warm process would. The parent compiles too, taking jobs from the back of the queue
+that no worker has started. ``GCOMPILE_COMPILE_WORKERS`` sets the number of workers
+(default: one fewer than the usable cores; 0 turns this off).
 Outputs are always passed in; an input that is exactly an output (same memory,
 same strides) is read from the output, so in-place epilogues vectorise.
 """
@@ -669,57 +672,161 @@ def _observe(done: int, total: int) -> None:
 
 
 def compile_workers() -> int:
-    """Worker processes for cold compiles: ``GCOMPILE_COMPILE_WORKERS`` (opt-in; default
-    0, the parent compiles alone). Off by default: with workers on, cold-cache runs of
-    the training-equivalence tests gave wrong results now and then (a race between
-    worker compiles and the parent's loads, not yet found), and a fork server re-imports
-    an unguarded user script in every worker."""
+    """Worker processes for cold compiles: ``GCOMPILE_COMPILE_WORKERS``, else one fewer
+    than the usable cores (the parent compiles too), at most 8; 0 turns them off.
+
+    Workers are fresh interpreters running ``python -m kernels.cpu.worker`` (never
+    ``multiprocessing``, whose spawn and fork server import the user's ``__main__``
+    again), so an unguarded script is safe."""
     env = os.environ.get("GCOMPILE_COMPILE_WORKERS")
     if env is not None and env.strip() != "":
         return max(0, int(env))
-    return 0
+    return max(0, min(_usable_cores() - 1, 8))
 
 
-def _worker_pool(workers: int):
-    """The process pool (started once, on the first batch worth it). Workers fork from a
-    single-threaded server that has imported Numba already, so they start in
-    milliseconds and never inherit this process's threads."""
-    with _POOL_LOCK:
-        return _start_pool(workers)
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
+class _Worker:
+    """One compile worker process and the thread that feeds it jobs from ``_JOBS``."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        # the package root as working folder: ``-m`` puts it first on sys.path, so a
+        # module of the caller's folder cannot shadow ours
+        self.proc = subprocess.Popen([sys.executable, "-m", "kernels.cpu.worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, cwd=root, env=env)
+        self.alive = True
+        self.ready = threading.Event()  # set once Numba is warm in the worker
+        self.thread = threading.Thread(target=self._serve, name="gcompile-compile-worker",
+                                       daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        from . import worker as proto
+        proc = self.proc
+        try:
+            hello = proto.recv(proc.stdout)
+            if not (isinstance(hello, tuple) and hello[:1] == ("ready",)):
+                return
+            self.ready.set()
+            while True:
+                job = _next_job()
+                if job is None:
+                    return
+                try:
+                    proto.send(proc.stdin, (0, job.args))
+                    got = proto.recv(proc.stdout)
+                except (OSError, ValueError, EOFError):
+                    got = None
+                if got is None:  # the worker died: that kernel compiles on first call
+                    job.finish(None)
+                    return
+                job.finish(got[1])
+        finally:
+            self.alive = False
+            with _JOBS_COND:
+                _JOBS_COND.notify_all()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # the worker exits at the end of its input
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - it does not exit: stop it
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _Job:
+    """One kernel variant to compile; claimed once, by a worker or by the parent."""
+
+    __slots__ = ("kernel", "variant", "gen", "args", "done", "on_done")
+
+    def __init__(self, kernel, variant, gen, args, on_done) -> None:
+        self.kernel, self.variant, self.gen, self.args = kernel, variant, gen, args
+        self.done = False
+        self.on_done = on_done
+
+    def finish(self, result) -> None:
+        if result is not None and result[0] == "ok":
+            status, cpu = result[1]
+            _STATS["worker_cpu_s"] += cpu
+            if status == "compiled":
+                _STATS["worker_compiles"] += 1
+        with _JOBS_COND:
+            self.done = True
+            _JOBS_COND.notify_all()
+        self.on_done()
+
+
+MIN_BATCH = 6  # cold kernels in one plan that start the compile workers
+_WORKERS: list = []  # live _Worker objects of this process
+_JOBS: list = []  # pending _Job objects: workers take from the front, the parent the back
+_JOBS_COND = threading.Condition()
 _POOL_LOCK = threading.Lock()
 
 
-def _start_pool(workers: int):
-    pool = _WORKERS[0]
-    if pool is not None or _WORKERS[1]:
-        return pool
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    try:
-        if "forkserver" not in mp.get_all_start_methods():  # pragma: no cover - Windows
-            # spawn would import the user's __main__ again in every worker
-            raise ValueError("no fork server on this platform")
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["kernels.cpu.worker"])
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-    except (OSError, ValueError, RuntimeError):
-        _WORKERS[1] = True
-        return None
-    _WORKERS[0] = pool
-    import atexit
-    atexit.register(_shutdown_workers)
-    return pool
+def _next_job():
+    """The next job for a worker (from the front), waiting while there is none."""
+    with _JOBS_COND:
+        while not _JOBS:
+            _JOBS_COND.wait()
+        return _JOBS.pop(0)
+
+
+def _worker_pool(workers: int) -> list:
+    """Start the compile workers (once per process; they start in the background, and
+    take jobs once Numba is warm in them) and return the live ones."""
+    with _POOL_LOCK:
+        if not _WORKERS and workers > 0 and not _POOL_STATE["started"]:
+            _POOL_STATE["started"] = True
+            try:
+                for _ in range(workers):
+                    _WORKERS.append(_Worker())
+            except OSError:
+                pass
+            import atexit
+            atexit.register(_shutdown_workers)
+        return [w for w in _WORKERS if w.alive]
+
+
+_POOL_STATE = {"started": False}
+WORKER_TIMEOUT_S = 300.0  # a worker silent this long is not waited for
+
+
+def _forget_workers() -> None:
+    """In a child forked from this process: the workers (and their pipes) are the
+    parent's; the child starts its own if it compiles."""
+    global _JOBS_COND
+    _WORKERS.clear()
+    _JOBS.clear()
+    _JOBS_COND = threading.Condition()
+    _POOL_STATE["started"] = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
 
 
 def _shutdown_workers() -> None:
-    """Stop the workers before the interpreter tears modules down (a pool collected
-    during teardown prints an ignored exception)."""
-    pool = _WORKERS[0]
-    if pool is not None:
-        _WORKERS[0] = None
-        pool.shutdown(wait=True, cancel_futures=True)
+    """Stop the workers (they exit when their input closes) and wait for them."""
+    with _POOL_LOCK:
+        workers = list(_WORKERS)
+        _WORKERS.clear()
+    for w in workers:
+        w.close()
 
 
 def _compile_in_worker(source: str, nargs: int, cache_dir: str, key_file: str,
@@ -761,7 +868,7 @@ def prefetch(work) -> int:
     raised here: that kernel compiles (and fails) on its first call as before, where the
     runtime falls back to the NumPy evaluation of its spec."""
     workers = compile_workers()
-    if workers < 1 or _WORKERS[1]:
+    if workers < 1 or (_POOL_STATE["started"] and not any(w.alive for w in _WORKERS)):
         return 0
     todo: list[tuple[CompiledKernel, tuple, codegen.Generated]] = []
     seen: set[str] = set()
@@ -778,7 +885,11 @@ def prefetch(work) -> int:
             todo.append((k, v, gen))
     if _cache._key() is None:
         return 0
-    n = _compile_batch(todo, workers) if len(todo) >= 2 else 0
+    # starting a worker costs about a second and a half of CPU (Python, NumPy, Numba
+    # and a first compile) before it takes a job: worth it for a batch that keeps the
+    # parent busy longer than that, or once the workers run anyway
+    running = any(w.alive for w in _WORKERS)
+    n = _compile_batch(todo, workers) if len(todo) >= (2 if running else MIN_BATCH) else 0
     # a warm process skips the dry run for these (their variants are on disk, or one
     # compiles on first call)
     for k in {id(k): k for k in (it[0] if isinstance(it, tuple) else it for it in work)
@@ -790,16 +901,16 @@ def prefetch(work) -> int:
 
 
 def _compile_batch(todo: list, workers: int) -> int:
-    """Compile ``todo`` ((kernel, variant, generated source) triples): a feeder thread
-    hands jobs from the front to at most ``workers`` processes (starting the pool, which
-    takes a moment the first time, without holding up the parent), while this thread
-    compiles jobs from the back; each job is claimed exactly once."""
-    import concurrent.futures as cf
-    from concurrent.futures.process import BrokenProcessPool
-    args = (str(_cache.cache_dir()), str(_cache.cache_key_file()), _cache._SALT)
+    """Compile ``todo`` ((kernel, variant, generated source) triples): the workers take
+    jobs from the front of a shared queue while this thread compiles from the back,
+    each job claimed exactly once; returns when every job is done. A worker that is
+    still starting takes nothing (the parent does the work meanwhile)."""
+    _worker_pool(workers)  # started once; they take jobs as soon as they are ready
+    args = (os.path.abspath(_cache.cache_dir()), os.path.abspath(_cache.cache_key_file()),
+            _cache._SALT)
     total = len(todo)
     lock = threading.Lock()
-    state = {"front": 0, "back": total, "done": 0}
+    state = {"done": 0}
 
     def finished() -> None:
         with lock:
@@ -807,65 +918,40 @@ def _compile_batch(todo: list, workers: int) -> int:
             done = state["done"]
         _observe(done, total)
 
-    def claim(front: bool) -> int | None:
-        with lock:
-            if state["front"] >= state["back"]:
-                return None
-            if front:
-                state["front"] += 1
-                return state["front"] - 1
-            state["back"] -= 1
-            return state["back"]
-
-    def feed() -> None:
-        pool = _worker_pool(workers)
-        if pool is None:
-            return
-        running: set = set()
-        try:
-            while True:
-                while len(running) < workers:
-                    i = claim(front=True)
-                    if i is None:
-                        break
-                    gen = todo[i][2]
-                    running.add(pool.submit(_compile_in_worker, gen.source,
-                                            codegen.c_arity(gen.params), *args))
-                if not running:
-                    return
-                done, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    try:
-                        status, cpu = fut.result()
-                        _STATS["worker_cpu_s"] += cpu
-                        if status == "compiled":
-                            _STATS["worker_compiles"] += 1
-                    except BrokenProcessPool:
-                        _WORKERS[1] = True
-                    except Exception:  # noqa: BLE001 - it compiles (and fails) on first call
-                        pass
-                    finished()
-                if _WORKERS[1]:
-                    return  # what is left is the parent's (or compiles on first call)
-        except (BrokenProcessPool, RuntimeError):
-            _WORKERS[1] = True
-
+    jobs = [_Job(k, v, gen, (gen.source, codegen.c_arity(gen.params)) + args, finished)
+            for k, v, gen in todo]
     _observe(0, total)
-    feeder = threading.Thread(target=feed, name="gcompile-compile-feeder", daemon=True)
-    feeder.start()
     try:
+        with _JOBS_COND:
+            _JOBS.extend(jobs)
+            _JOBS_COND.notify_all()
         while True:
-            i = claim(front=False)
-            if i is None:
-                break
-            k, v, _ = todo[i]
+            with _JOBS_COND:
+                mine = [j for j in jobs if j in _JOBS]
+                if not mine:
+                    break
+                job = mine[-1]
+                _JOBS.remove(job)
             try:
                 with _LOCK:
-                    k._fn(v)
+                    job.kernel._fn(job.variant)
             except Exception:  # noqa: BLE001 - it fails again, and is handled, on first call
                 pass
-            finished()
-        feeder.join()
+            job.finish(None)
+        with _JOBS_COND:  # jobs in workers' hands
+            deadline = time.monotonic() + WORKER_TIMEOUT_S
+            left = sum(not j.done for j in jobs)
+            while left:
+                if not any(w.alive for w in _WORKERS) or time.monotonic() > deadline:
+                    break  # what a dead or stuck worker held compiles on first call
+                _JOBS_COND.wait(1.0)
+                now_left = sum(not j.done for j in jobs)
+                if now_left < left:
+                    left, deadline = now_left, time.monotonic() + WORKER_TIMEOUT_S
     finally:
+        with _JOBS_COND:
+            for j in jobs:
+                if j in _JOBS:
+                    _JOBS.remove(j)
         _observe(total, total)
     return total
