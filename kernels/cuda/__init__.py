@@ -81,6 +81,24 @@ def _load(source: str):
     return fn
 
 
+_LAUNCHED: set = set()
+
+
+def _launch(fn, grid, block, args: tuple) -> None:
+    """Launch ``fn``; the first launch of each kernel compiles it, and a kernel the
+    device compiler refuses (an unsupported function or dtype on this GPU) raises
+    NotImplementedError there, so callers take their host path instead of failing."""
+    if id(fn) in _LAUNCHED:
+        fn[grid, block](*args)
+        return
+    try:
+        fn[grid, block](*args)
+    except Exception as e:  # noqa: BLE001 - numba's typing/lowering errors have no common base here
+        raise NotImplementedError(f"kernels.cuda: kernel did not build or run: "
+                                  f"{type(e).__name__}: {e}") from e
+    _LAUNCHED.add(id(fn))
+
+
 def _threads(n: int) -> tuple[int, int]:
     """(blocks, threads per block) of a grid-stride launch over ``n`` items."""
     tpb = 8 if simulator() else 256  # the simulator runs a Python thread per CUDA thread
@@ -161,7 +179,7 @@ class CudaKernel:
             sizes = list(shape)
         fn = _load(self._source(("ew", len(sizes))))
         blocks, tpb = _threads(n)
-        fn[blocks, tpb](*views, n, *sizes)
+        _launch(fn, blocks, tpb, (*views, n, *sizes))
 
     def rows(self, ins: list, outs: list, shape: tuple, dims: tuple) -> None:
         """Run a rows spec over iteration shape ``shape`` reducing ``dims``: inputs
@@ -203,7 +221,7 @@ class CudaKernel:
         key = ("rows", len(outer), len(red), tpb, not sim)
         fn = _load(self._source(key))
         blocks = max(1, min(M, 1 if sim else 65535))
-        fn[blocks, tpb](*views, M, R, *outer, *red)
+        _launch(fn, blocks, tpb, (*views, M, R, *outer, *red))
 
     def __call__(self, ins: list, outs: list, shape: tuple | None = None,
                  dims: tuple = ()) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _load, _threads, compile_kernel, copy_into, empty
+from . import _launch, _load, _threads, compile_kernel, copy_into, empty
 from .views import elem_strides, strided
 
 __all__ = ["gather", "scatter", "check"]
@@ -85,7 +85,7 @@ def _run(kind: str, a, idx, b, dim: int, size: int) -> None:
         raise NotImplementedError("kernels.cuda: a 0-d index")
     fn = _load(_source(kind, nd, dim))
     blocks, tpb = _threads(n)
-    fn[blocks, tpb](a, idx, b, n, *shape, size)
+    _launch(fn, blocks, tpb, (a, idx, b, n, *shape, size))
 
 
 def gather(x, index, dim: int, out_shape: tuple, out_dtype) -> object | None:

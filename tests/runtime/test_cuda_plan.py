@@ -195,3 +195,17 @@ def test_compiled_cnn_step_on_cuda_matches_cpu():
     # convolution and pooling have no device kernels yet: explicitly through the host
     assert host and all(h.split()[0] in ("im2col", "cat", "max_pool_indices", "pool_gather",
                                          "pool_scatter") for h in host), host
+
+
+def test_a_kernel_that_fails_on_the_device_runs_its_spec_on_the_host(monkeypatch):
+    from kernels.cuda import CudaKernel
+    real = CudaKernel.rows
+
+    def refuse(self, *a, **k):
+        raise NotImplementedError("pretend the device compiler refused it")
+    monkeypatch.setattr(CudaKernel, "rows", refuse)
+    arrays = [RNG.standard_normal((3, 5)).astype(np.float32),
+              RNG.standard_normal(5).astype(np.float32)]
+    ex = _check(_chain, arrays)
+    assert any("CUDA kernel failed" in h for h in ex.host_steps), ex.host_steps
+    monkeypatch.setattr(CudaKernel, "rows", real)
