@@ -77,6 +77,8 @@ def strided(a, shape: tuple, strides: tuple, offset: int = 0):
         start = as_strided(base, shape=(offset + 1,), strides=(isz,))[offset:]
         return FakeCUDAArray(as_strided(start, shape=shape, strides=bstrides))
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    if not hasattr(a, "gpu_data"):  # another library's array: numba's view of it, zero copy
+        a = cuda_module().as_cuda_array(a)
     gpu_data = a.gpu_data
     if offset:
         gpu_data = gpu_data.view(offset * isz)
