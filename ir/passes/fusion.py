@@ -104,6 +104,32 @@ TINY_NUMEL = 4096  # elementwise groups this small merge horizontally (merge_tin
 TINY_MAX_OPERANDS = 160  # ... up to about this many arrays per kernel (ctypes takes 1024 args)
 
 
+def _backward_nodes(graph: Graph) -> set[int]:
+    """Nodes of a training step's backward: marked by the whole-step compiler
+    (``meta['step_backward']``) or computed from one (nodes rewrites made)."""
+    bw: set[int] = set()
+    for n in graph.nodes:
+        if n.meta.get("step_backward") or any(
+                a.producer is not None and id(a.producer) in bw for a in n.value_inputs):
+            bw.add(id(n))
+    return bw
+
+
+def _stays_in_backward(n: Node, bw: set[int]) -> bool:
+    """A backward node every input of which the backward reads elsewhere too: fused
+    into a forward kernel, its result would live until the backward in addition to
+    those inputs (ReLU's mask beside its output); computed in the backward it costs no
+    memory."""
+    if id(n) not in bw:
+        return False
+    for a in n.value_inputs:
+        if a.producer is None:
+            continue
+        if id(a.producer) in bw or not any(u is not n and id(u) in bw for u in a.users):
+            return False
+    return True
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:
@@ -130,6 +156,7 @@ class _Fuser:
         self.gof: dict[int, Group] = {}
         self.reasons: dict[str, str] = {}
         self.pos = {id(n): i for i, n in enumerate(graph.nodes)}
+        self.backward = _backward_nodes(graph)  # empty unless a whole training step
 
     def new_group(self, kind, n, role_of: str = "elem", **kw) -> Group:
         g = Group(len(self.groups), kind, **kw)
@@ -231,6 +258,15 @@ class _Fuser:
             g = self.producer_group(a)
             if g is not None and g.kind in ("elementwise", "rows") and g not in cands:
                 cands.append(g)
+        if self.backward and _stays_in_backward(n, self.backward):
+            # computed in a forward kernel, its result would be kept for the backward
+            # beside the inputs that are kept anyway (ReLU's mask beside its output)
+            cands = [g for g in cands if any(id(m) in self.backward for m in g.nodes)]
+            if not cands:
+                self.new_group("elementwise", n, shape=S)
+                self.reasons[n.out.name] = ("a backward value whose inputs are kept for the "
+                                            "backward anyway: computed there, not saved")
+                return
         if not cands:
             # horizontal fusion: join a sibling group over the same shape that reads one of
             # the same inputs (the input is then read once for both)
