@@ -722,6 +722,7 @@ class _Worker:
             while True:
                 job = _next_job()
                 if job is None:
+                    self._retire()
                     return
                 try:
                     proto.send(proc.stdin, (0, job.args))
@@ -736,6 +737,16 @@ class _Worker:
             self.alive = False
             with _JOBS_COND:
                 _JOBS_COND.notify_all()
+
+    def _retire(self) -> None:
+        """Leave the pool (idle too long) and stop the process."""
+        with _POOL_LOCK:
+            if self in _WORKERS:
+                _WORKERS.remove(self)
+            if not _WORKERS:
+                _POOL_STATE["started"] = False
+        self.alive = False
+        self.close()
 
     def close(self) -> None:
         try:
@@ -779,10 +790,16 @@ _POOL_LOCK = threading.Lock()
 
 
 def _next_job():
-    """The next job for a worker (from the front), waiting while there is none."""
+    """The next job for a worker (from the front), waiting while there is none; None
+    after ``WORKER_IDLE_S`` seconds without one (the worker then exits: an idle one
+    holds a few hundred MB, and a later cold plan starts a new one)."""
+    deadline = time.monotonic() + WORKER_IDLE_S
     with _JOBS_COND:
         while not _JOBS:
-            _JOBS_COND.wait()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            _JOBS_COND.wait(left)
         return _JOBS.pop(0)
 
 
@@ -797,13 +814,16 @@ def _worker_pool(workers: int) -> list:
                     _WORKERS.append(_Worker())
             except OSError:
                 pass
-            import atexit
-            atexit.register(_shutdown_workers)
+            if not _POOL_STATE["atexit"]:
+                import atexit
+                atexit.register(_shutdown_workers)
+                _POOL_STATE["atexit"] = True
         return [w for w in _WORKERS if w.alive]
 
 
-_POOL_STATE = {"started": False}
+_POOL_STATE = {"started": False, "atexit": False}
 WORKER_TIMEOUT_S = 300.0  # a worker silent this long is not waited for
+WORKER_IDLE_S = 60.0  # a worker without a job this long exits
 
 
 def _forget_workers() -> None:
@@ -889,6 +909,10 @@ def prefetch(work) -> int:
     # and a first compile) before it takes a job: worth it for a batch that keeps the
     # parent busy longer than that, or once the workers run anyway
     running = any(w.alive for w in _WORKERS)
+    # longest first (by source length, which compile time follows): workers take from
+    # the front, the parent from the back, so the batch ends on short jobs, not on a
+    # long one that one process compiles while the other waits
+    todo.sort(key=lambda t: -len(t[2].source))
     n = _compile_batch(todo, workers) if len(todo) >= (2 if running else MIN_BATCH) else 0
     # a warm process skips the dry run for these (their variants are on disk, or one
     # compiles on first call)

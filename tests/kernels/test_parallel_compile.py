@@ -144,3 +144,37 @@ def test_workers_never_run_the_main_script_again(tmp_path):
     assert proc.stdout.count("TOP-LEVEL RAN") == 1, proc.stdout
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     assert stats["worker_compiles"] >= 1  # the workers did compile
+
+
+TWO_PLANS = textwrap.dedent("""
+    import json
+    import numpy as np
+    import gcompile as torch
+    from kernels.cpu import cache_stats
+
+    def f(x):
+        return torch.tanh(torch.sigmoid(x) * 1.75) - x * 0.375
+
+    def g(y):  # another function, another plan, the same kernel
+        return torch.tanh(torch.sigmoid(y) * 1.75) - y * 0.375
+
+    x = torch.randn(16, 32)
+    cf, cg = torch.compile(f), torch.compile(g)
+    cf(x)
+    a = cf(x)
+    one = cache_stats()["compiles"]
+    cg(x)
+    b = cg(x)
+    print(json.dumps({"one": one, "two": cache_stats()["compiles"],
+                      "same": bool(np.array_equal(a.numpy(), b.numpy()))}))
+""")
+
+
+def test_identical_kernels_across_plans_compile_once(tmp_path):
+    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path / "c"), GCOMPILE_PROGRESS="0",
+               GCOMPILE_CACHE_KEY_FILE=str(tmp_path / "key"), GCOMPILE_COMPILE_WORKERS="0")
+    proc = subprocess.run([sys.executable, "-c", TWO_PLANS], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["one"] >= 1 and out["two"] == out["one"] and out["same"]
