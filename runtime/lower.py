@@ -78,8 +78,12 @@ def _prefetch(factory, graph: Graph, plan: Plan) -> None:
         return
 
     def first_run(inputs: list, out_into: dict | None) -> None:
-        if needs_compile(kernels):  # not already done by a plan sharing these kernels
-            _compile_ahead(kernels, _dry_run(plan, inputs, out_into))
+        try:
+            if needs_compile(kernels):  # not already done by a plan sharing these kernels
+                _compile_ahead(kernels, _dry_run(plan, inputs, out_into))
+        except Exception as e:  # noqa: BLE001 - the kernels compile on first use instead
+            _log("kernels", f"compiling ahead failed ({type(e).__name__}: {e}); kernels "
+                 "compile on first use")
 
     plan.before_first_run = first_run
 
