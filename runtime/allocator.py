@@ -144,7 +144,10 @@ class ArenaPool:
     (see ``ARENA_RELEASE_BYTES``)."""
 
     def __init__(self) -> None:
-        self._free: list[Arena] = []
+        # id -> free block. Single dict operations are atomic under the GIL, so the
+        # per-call path (take the block a plan had, give it back) takes no lock; the
+        # lock serialises the rare searches and replacements
+        self._free: dict[int, Arena] = {}
         self._lock = threading.Lock()
         self.created = 0
         self.reused = 0
@@ -154,43 +157,48 @@ class ArenaPool:
         """A block of at least ``nbytes``: ``prefer`` if free and large enough, else
         the smallest free block that fits, else a new one (free blocks smaller than it
         are dropped: whoever used them fits in the new one)."""
+        if prefer is not None and prefer.nbytes >= nbytes and \
+                self._free.pop(id(prefer), None) is not None:
+            self.reused += 1
+            return prefer
         with self._lock:
-            fits = [a for a in self._free if a.nbytes >= nbytes]
-            if fits:
-                a = prefer if any(f is prefer for f in fits) else min(fits,
-                                                                      key=lambda f: f.nbytes)
-                self._free = [f for f in self._free if f is not a]
-                self.reused += 1
-                return a
-            dropped = self._free
-            self._free = []
+            while True:
+                fits = [a for a in list(self._free.values()) if a.nbytes >= nbytes]
+                if not fits:
+                    break
+                a = min(fits, key=lambda f: f.nbytes)
+                if self._free.pop(id(a), None) is not None:
+                    self.reused += 1
+                    return a
+            dropped = [self._free.pop(k, None) for k in list(self._free)]
             self.created += 1
         for a in dropped:  # superseded: let go of their pages now, not when last viewed
-            a.release_pages()
+            if a is not None:
+                a.release_pages()
         return Arena(nbytes)
 
     def give(self, arena: Arena, release: bool) -> None:
         """Return a block after a call; ``release``: its pages go back to the OS."""
         if release and arena.release_pages():
             self.released += 1
-        with self._lock:
-            self._free.append(arena)
+        self._free[id(arena)] = arena
 
     def discard(self, arena: Arena) -> None:
         """Forget a block (a plan not used lately): its pages go back to the OS."""
         with self._lock:
-            self._free = [f for f in self._free if f is not arena]
+            if self._free.get(id(arena)) is arena:
+                del self._free[id(arena)]
         arena.release_pages()
 
     def clear(self) -> None:
         with self._lock:
-            dropped, self._free = self._free, []
+            dropped = [self._free.pop(k, None) for k in list(self._free)]
         for a in dropped:
-            a.release_pages()
+            if a is not None:
+                a.release_pages()
 
     def stats(self) -> dict:
-        with self._lock:
-            free = [a.nbytes for a in self._free]
+        free = [a.nbytes for a in list(self._free.values())]
         return {"created": self.created, "reused": self.reused, "released": self.released,
                 "free_blocks": len(free), "free_bytes": sum(free)}
 

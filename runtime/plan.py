@@ -130,12 +130,19 @@ class Plan:
     def materialize(self, pool=None) -> None:
         """Take an arena block from the shared pool (the one this plan had last time
         when it is free) and, for a new block, build every planned buffer's view."""
+        if not self.arena_bytes:  # no intermediates (or only empty ones): no block
+            if self.arena is None:
+                self._build_views(np.empty(1, np.uint8))
+            return
         pool = pool or _alloc.default_arena_pool
         block = pool.take(self.arena_bytes, prefer=self._block)
         if block is self._block and self._planned_views:
             return
         self._block = block
-        self.arena = block.array
+        self._build_views(block.array)
+
+    def _build_views(self, arena: np.ndarray) -> None:
+        self.arena = arena
         views = []
         for b in self.buffers:
             if b.planned:
@@ -154,7 +161,10 @@ class Plan:
         """After a call: the block returns to the pool (its pages to the OS when
         ``releases_arena``); the plan keeps its views for the next call."""
         if self._block is not None:
-            (pool or _alloc.default_arena_pool).give(self._block, self.releases_arena)
+            (pool or _alloc.default_arena_pool).give(
+                self._block, self.keep_arena is False or (
+                    self.keep_arena is None and
+                    self.arena_bytes >= _alloc.ARENA_RELEASE_BYTES))
 
     def drop_arena(self, pool=None) -> None:
         """Let go of the arena (an entry not used lately): the block's pages go back to
