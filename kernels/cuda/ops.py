@@ -306,6 +306,13 @@ def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: lis
             return [out]
         if op in ("matmul", "linear"):
             return _launch_matmul(op, inputs, out_shapes, out_dtypes)
+        if op == "cat":
+            return _cat(inputs, int(attrs["dim"]), shape, out_dtypes[0])
+        if op in ("im2col", "col2im"):
+            from . import conv
+            fn = conv.im2col if op == "im2col" else conv.col2im
+            out = fn(inputs[0], attrs, shape, out_dtypes[0])
+            return None if out is None else [out]
         if op in ("gather", "scatter", "check"):
             from . import indexing
             if op == "gather":
@@ -344,6 +351,27 @@ def _sum_to_size(x, shape: tuple, out_shapes, out_dtypes) -> list | None:
     # the output viewed with x's rank: leading dims of size 1 (stride 0)
     o = strided(out, (1,) * lead + tuple(shape), (0,) * lead + elem_strides(out))
     compile_kernel(reduction_spec("sum", d, d)).rows([x], [o], xs, dims)
+    return [out]
+
+
+def _cat(xs: list, dim: int, shape: tuple, out_dtype) -> list | None:
+    """``torch.cat``: each input copied (and converted) into its slice of the output."""
+    from . import copy_into
+    if not xs or any(_is_scalar(x) for x in xs) or not shape:
+        return None
+    dim %= len(shape)
+    out = empty(shape, np.dtype(out_dtype))
+    st = elem_strides(out)
+    off = 0
+    for x in xs:
+        xs_ = tuple(x.shape)
+        if len(xs_) != len(shape):
+            if xs_ == (0,):  # torch skips legacy empty 1-d inputs
+                continue
+            return None
+        if xs_[dim]:
+            copy_into(strided(out, xs_, st, off * st[dim]), x)
+        off += xs_[dim]
     return [out]
 
 

@@ -301,3 +301,26 @@ def test_gather_scatter_check():
     assert launch("check", attrs, [dev(np.array([0, 3]))], [(2,)], ["int64"]) is None
     f = np.array([1.0, np.inf], np.float32)
     assert launch("check", {"kind": "finite"}, [dev(f)], [(2,)], ["float32"]) is None
+
+
+@pytest.mark.parametrize("ones,batch_last", [(False, False), (True, True)])
+def test_im2col_col2im(ones, batch_last):
+    from ir.registry import REGISTRY
+    x = RNG.standard_normal((2, 2, 5, 4)).astype(np.float32)
+    attrs = {"kernel": (3, 2), "stride": (2, 1), "padding": (1, 0), "dilation": (1, 1),
+             "ones_row": ones, "batch_last": batch_last}
+    ref = REGISTRY["im2col"].impl(x, **attrs)
+    got = run("im2col", attrs, [x], ref.shape, "float32")
+    np.testing.assert_array_equal(got, ref)
+    back = REGISTRY["col2im"].impl(ref, spatial=(5, 4), **attrs)
+    np.testing.assert_allclose(run("col2im", dict(attrs, spatial=(5, 4)), [ref], back.shape,
+                                   "float32"), back, rtol=1e-6)
+
+
+def test_cat():
+    a = RNG.standard_normal((2, 3)).astype(np.float32)
+    b = np.arange(4, dtype=np.int64).reshape(2, 2)
+    np.testing.assert_allclose(run("cat", {"dim": 1}, [a, b], (2, 5), "float32"),
+                               np.concatenate([a, b.astype(np.float32)], axis=1))
+    np.testing.assert_array_equal(run("cat", {"dim": 0}, [a, a], (4, 3), "float32"),
+                                  np.concatenate([a, a]))
