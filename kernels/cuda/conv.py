@@ -157,3 +157,117 @@ def col2im(cols, attrs: dict, out_shape: tuple, out_dtype) -> object | None:
     blocks, tpb = _threads(n)
     _launch(fn, blocks, tpb, (c3, out, n, C))
     return out
+
+
+def _pool_out(spatial, kernel, stride, padding, dilation, ceil_mode: bool) -> tuple:
+    from ir.ops.nn import _spatial_out
+    return tuple(_spatial_out(spatial, kernel, stride, padding, dilation, ceil_mode))
+
+
+def _max_pool_source(d: str, spatial, kernel, stride, padding, dilation, out) -> str:
+    D = len(spatial)
+    isf = np.dtype(d).kind == "f"
+    fill = "-np.inf" if isf else str(int(np.iinfo(np.dtype(d)).min))
+    plane = [int(np.prod(spatial[q + 1:])) for q in range(D)]
+    lines = ["import numpy as np", "from numba import cuda", f"FILL = np.{d}({fill})", "",
+             "", "@cuda.jit", "def entry(x, idx, n, C):", "    i = cuda.grid(1)",
+             "    step = cuda.gridsize(1)", "    while i < n:"]
+    lines += _split("i", ["b", "c"] + [f"o{q}" for q in range(D)], ["N", "C"] + list(out),
+                    " " * 8)
+    start = " + ".join(f"(o{q} * {stride[q]} - {padding[q]}) * {plane[q]}" for q in range(D))
+    for j, offs in enumerate(itertools.product(*(range(k) for k in kernel))):
+        inside = []
+        for q in range(D):
+            lines.append(f"        p{q} = o{q} * {stride[q]} - {padding[q]} + "
+                         f"{offs[q] * dilation[q]}")
+            inside.append(f"(p{q} >= 0) and (p{q} < {spatial[q]})")
+        at = ", ".join(f"p{q}" for q in range(D))
+        lines.append(f"        v = x[b, c, {at}] if {' and '.join(inside)} else FILL")
+        flat = sum(o * dd * st for o, dd, st in zip(offs, dilation, plane))
+        if j == 0:
+            lines += ["        best = v", f"        arg = {flat}"]
+        else:
+            nan = " or (v != v)" if isf else ""
+            lines += [f"        if (v > best){nan}:", "            best = v",
+                      f"            arg = {flat}"]
+    at = ", ".join(f"o{q}" for q in range(D))
+    lines += [f"        idx[b, c, {at}] = arg + {start}", "        i += step"]
+    return "\n".join(lines) + "\n"
+
+
+def max_pool_indices(x, attrs: dict, out_shape: tuple, out_dtype) -> object | None:
+    """The ``max_pool_indices`` op: each window's first maximum (NaN wins, as torch) as a
+    flat index into its spatial plane; None for the host path."""
+    d = np.dtype(x.dtype).name
+    D = len(x.shape) - 2
+    if D < 1 or np.dtype(out_dtype) != np.int64 or np.dtype(d).kind not in "fiu" or \
+            d == "float16":
+        return None
+    vals = _attrs(attrs, D)
+    if vals is None:
+        return None
+    kernel, stride, padding, dilation = vals
+    spatial = tuple(x.shape[2:])
+    out = _pool_out(spatial, kernel, stride, padding, dilation, bool(attrs.get("ceil_mode")))
+    if tuple(out_shape) != tuple(x.shape[:2]) + out:
+        return None
+    res = empty(out_shape, np.int64)
+    n = int(np.prod(out_shape))
+    if n == 0:
+        return res
+    fn = _load(_max_pool_source(d, spatial, kernel, stride, padding, dilation, out))
+    blocks, tpb = _threads(n)
+    _launch(fn, blocks, tpb, (x, res, n, x.shape[1]))
+    return res
+
+
+def _planes(a, keep: int):
+    """``a`` viewed as (N, C, prod(rest)) when its trailing dims collapse, else None."""
+    sh, st = tuple(a.shape), elem_strides(a)
+    rest, rst = sh[keep:], st[keep:]
+    size = int(np.prod(rest)) if rest else 1
+    want = 1
+    for n_, s_ in zip(reversed(rest), reversed(rst)):
+        if n_ != 1 and s_ != want * (rst[-1] if rst else 1):
+            return None
+        want *= n_
+    inner = rst[-1] if rst else 1
+    return strided(a, sh[:keep] + (size,), st[:keep] + (inner,))
+
+
+def pool_gather(x, idx, out_shape: tuple, out_dtype) -> object | None:
+    """``pool_gather``: the values at max pooling's flat indices."""
+    from .indexing import gather
+    xv, iv = _planes(x, 2), _planes(idx, 2)
+    if xv is None or iv is None:
+        return None
+    out = empty(out_shape, out_dtype)
+    ov = _planes(out, 2)
+    res = gather(xv, iv, 2, tuple(iv.shape), out_dtype)
+    if res is None:
+        return None
+    from . import copy_into
+    copy_into(ov, res)
+    return out
+
+
+def pool_scatter(g, idx, shape: tuple, out_dtype) -> object | None:
+    """``pool_scatter`` (max pooling's gradient): ``g`` summed into the flat positions
+    ``idx`` of zero planes, in float64 as the host's bincount, then cast."""
+    from . import copy_into, fill
+    from .indexing import scatter
+    gv, iv = _planes(g, 2), _planes(idx, 2)
+    if gv is None or iv is None or len(shape) < 3:
+        return None
+    n, c = int(shape[0]), int(shape[1])
+    plane = int(np.prod(shape[2:]))
+    g64 = empty(tuple(gv.shape), np.float64)
+    copy_into(g64, gv)
+    z = empty((n, c, plane), np.float64)
+    fill(z, 0)
+    acc = scatter(z, iv, g64, 2, "add", (n, c, plane), np.float64)
+    if acc is None:
+        return None
+    out = empty(tuple(shape), out_dtype)
+    copy_into(_planes(out, 2), acc)
+    return out

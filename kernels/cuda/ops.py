@@ -308,10 +308,19 @@ def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: lis
             return _launch_matmul(op, inputs, out_shapes, out_dtypes)
         if op == "cat":
             return _cat(inputs, int(attrs["dim"]), shape, out_dtypes[0])
-        if op in ("im2col", "col2im"):
+        if op in ("im2col", "col2im", "max_pool_indices"):
             from . import conv
-            fn = conv.im2col if op == "im2col" else conv.col2im
+            fn = {"im2col": conv.im2col, "col2im": conv.col2im,
+                  "max_pool_indices": conv.max_pool_indices}[op]
             out = fn(inputs[0], attrs, shape, out_dtypes[0])
+            return None if out is None else [out]
+        if op in ("pool_gather", "pool_scatter"):
+            from . import conv
+            if op == "pool_gather":
+                out = conv.pool_gather(inputs[0], inputs[1], shape, out_dtypes[0])
+            else:
+                out = conv.pool_scatter(inputs[0], inputs[1], tuple(attrs["shape"]),
+                                        out_dtypes[0])
             return None if out is None else [out]
         if op in ("gather", "scatter", "check"):
             from . import indexing

@@ -164,6 +164,7 @@ def test_compiled_training_on_cuda_matches_cpu(whole_step):
 
 
 def test_compiled_cnn_step_on_cuda_matches_cpu():
+    """Conv (im2col + GEMM), max pooling and SGD momentum, all on the device."""
     import gcompile as torch
     import gcompile.nn as nn
 
@@ -192,9 +193,7 @@ def test_compiled_cnn_step_on_cuda_matches_cpu():
         np.testing.assert_allclose(p, r, rtol=1e-4, atol=1e-6)
     host = [h for ents in run._entries.values() for e in ents for x in e.executables()
             for h in x.executor.host_steps]
-    # convolution and pooling have no device kernels yet: explicitly through the host
-    assert host and all(h.split()[0] in ("im2col", "cat", "max_pool_indices", "pool_gather",
-                                         "pool_scatter") for h in host), host
+    assert not host, host  # im2col, cat, max pooling and its gradient included
 
 
 def test_a_kernel_that_fails_on_the_device_runs_its_spec_on_the_host(monkeypatch):

@@ -324,3 +324,21 @@ def test_cat():
                                np.concatenate([a, b.astype(np.float32)], axis=1))
     np.testing.assert_array_equal(run("cat", {"dim": 0}, [a, a], (4, 3), "float32"),
                                   np.concatenate([a, a]))
+
+
+def test_max_pool_indices_gather_scatter():
+    from ir.registry import REGISTRY
+    x = RNG.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    x[0, 0, 1, 1] = np.nan
+    x[1, 1, :2, :2] = 7.0  # ties keep the first maximum
+    attrs = {"kernel": (2, 2), "stride": (2, 2), "padding": (1, 1), "dilation": (1, 1),
+             "ceil_mode": True}
+    ref = REGISTRY["max_pool_indices"].impl(x, **attrs)
+    idx = run("max_pool_indices", attrs, [x], ref.shape, "int64")
+    np.testing.assert_array_equal(idx, ref)
+    vals = REGISTRY["pool_gather"].impl(x, ref)
+    np.testing.assert_array_equal(run("pool_gather", {}, [x, ref], ref.shape, "float32"), vals)
+    g = RNG.standard_normal(ref.shape).astype(np.float32)
+    back = REGISTRY["pool_scatter"].impl(g, ref, shape=x.shape)
+    np.testing.assert_allclose(run("pool_scatter", {"shape": x.shape}, [g, ref], x.shape,
+                                   "float32"), back, rtol=1e-6)
