@@ -14,9 +14,14 @@ def reduced_shape(shape, dims, keepdim):
     return tuple(d for i, d in enumerate(shape) if i not in dims)
 
 
-def _infer(kind):
+def _infer(kind, name=None):
     def infer(specs, attrs):
         shape, d = specs[0]
+        if kind == "extremum":  # no identity: torch refuses an empty reduced dim
+            for dim in (range(len(shape)) if attrs["dims"] is None else attrs["dims"]):
+                if isinstance(shape[dim], int) and shape[dim] == 0:
+                    raise IndexError(f"{name}(): Expected reduction dim {dim} to have "
+                                     "non-zero size.")
         out_shape = reduced_shape(shape, attrs["dims"], attrs["keepdim"])
         if kind == "sum" and d.kind != "f":
             return out_shape, dt.int64
@@ -137,7 +142,7 @@ def _prod_grad(b, g, xs, out, dims, keepdim):
 
 
 def _red(name, impl, kind, grad=None, saves=(), extra_attrs=(), **kw):
-    register(OpDef(name, "reduction", impl, infer=_infer(kind), grad=grad, saves=saves,
+    register(OpDef(name, "reduction", impl, infer=_infer(kind, name), grad=grad, saves=saves,
                    attrs=("dims", "keepdim") + tuple(extra_attrs), **kw))
 
 
@@ -154,9 +159,9 @@ def _mean_impl(x, dims, keepdim):
 _red("mean", _mean_impl, "float", _mean_grad)
 _red("prod", _prod_impl, "sum", _prod_grad, saves=(0,))
 _red("amax", lambda x, dims, keepdim: np.asarray(np.amax(x, axis=dims, keepdims=keepdim)),
-     "same", _extreme_grad, saves=(0, -1))
+     "extremum", _extreme_grad, saves=(0, -1))
 _red("amin", lambda x, dims, keepdim: np.asarray(np.amin(x, axis=dims, keepdims=keepdim)),
-     "same", _extreme_grad, saves=(0, -1))
+     "extremum", _extreme_grad, saves=(0, -1))
 _red("var", _var_impl, "float", _var_grad, saves=(0,), extra_attrs=("correction",))
 _red("std", lambda x, dims, keepdim, correction=1: np.sqrt(_var_impl(x, dims, keepdim, correction)),
      "float", _std_grad, saves=(0, -1), extra_attrs=("correction",))

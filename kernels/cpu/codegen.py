@@ -736,7 +736,7 @@ from kernels.cpu.fastmath import (exp_f32, expm1_f32, log_f32, log1p_f32, log2_f
                                   log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64,
                                   floordiv_f32, floordiv_f64, remainder_f32, remainder_f64,
                                   floordiv_int, remainder_int, index_div, index_rem,
-                                  strided_window)
+                                  strided_window, float_key, key_float)
 """
 
 
@@ -799,7 +799,7 @@ def _unused_imports_guard() -> str:
     return ("_USED = (math, np, prange, carray, cfunc, types, exp_f32, expm1_f32, log_f32, "
             "log1p_f32, log2_f32, log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64, "
             "floordiv_f32, floordiv_f64, remainder_f32, remainder_f64, floordiv_int, "
-            "remainder_int, index_div, index_rem, strided_window)\n")
+            "remainder_int, index_div, index_rem, strided_window, float_key, key_float)\n")
 
 
 
@@ -982,6 +982,8 @@ def _rows_reduce(ctx: Ctx, p: Phase, k: int, pattern, bufs: dict, reuse: dict) -
             return f"{src}[j] = {cast_code(c, d, bufs[src])}"
         lines += [f"{I2}for j in range(R):"] + emit_body(ctx, p, I3, sink)
         acc_d = bufs[src]
+    if op in ("max", "min") and acc_d in ("float32", "float64"):
+        return lines + _keyed_extremum(ctx, p, k, src, acc_d)
     ident = em.const(_reduce_ident(op, acc_d), acc_d)
     U = UNROLL
     lines += [f"{I2}a{k}_{u} = {ident}" for u in range(U)]
@@ -1002,6 +1004,32 @@ def _rows_reduce(ctx: Ctx, p: Phase, k: int, pattern, bufs: dict, reuse: dict) -
         level = level[::2]
     lines.append(f"{I2}racc{k} = a{k}_0")
     ctx.red[k] = (f"racc{k}", acc_d)
+    ctx.elem = None  # post stmts run once per row
+    return lines + emit_post(ctx, p, k, I2, lambda q: f"{_operands(ctx.spec)[q]}[o{q}]")
+
+
+# fastmath.float_key of +inf and -inf (here: generating source must not import Numba)
+KEY_POS_INF = {"float32": 0x7F800000, "float64": 0x7FF0000000000000}
+KEY_NEG_INF = {"float32": -0x7F800001, "float64": -0x7FF0000000000001}
+
+
+def _keyed_extremum(ctx: Ctx, p: Phase, k: int, src: str, d: str) -> list[str]:
+    """A float max/min of a row as an integer max and min over order keys
+    (``fastmath.float_key``), which LLVM vectorises: one key above that of +inf or below
+    that of -inf is a NaN, and the result is NaN as torch's; an empty row gives the
+    identity (-inf for max)."""
+    em = ctx.em
+    kd = "int32" if d == "float32" else "int64"
+    kp, kn = em.const(KEY_POS_INF[d], kd), em.const(KEY_NEG_INF[d], kd)
+    nan = em.const(math.nan, d)
+    lines = [f"{I2}kh{k} = {kn}", f"{I2}kl{k} = {kp}",
+             f"{I2}for j in range(R):",
+             f"{I3}e0 = float_key({src}[j])",
+             f"{I3}kh{k} = e0 if e0 > kh{k} else kh{k}",
+             f"{I3}kl{k} = e0 if e0 < kl{k} else kl{k}",
+             f"{I2}racc{k} = {nan} if (kh{k} > {kp}) | (kl{k} < {kn}) else "
+             f"key_float({'kh' if p.reduce_op == 'max' else 'kl'}{k}, {nan})"]
+    ctx.red[k] = (f"racc{k}", d)
     ctx.elem = None  # post stmts run once per row
     return lines + emit_post(ctx, p, k, I2, lambda q: f"{_operands(ctx.spec)[q]}[o{q}]")
 

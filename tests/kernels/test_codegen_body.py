@@ -100,13 +100,15 @@ CORPUS = [
 # sha256[:16] of each source above, recorded from the generator before the body emitter
 # was split out (and unchanged by it); re-recorded when float arithmetic already in its
 # dtype lost its no-op conversion (``codegen._same_float_binop``), and for log_softmax
-# when its exp output moved into the sum loop (``codegen.hoist_stores``). A change here changes
+# when its exp output moved into the sum loop (``codegen.hoist_stores``), and when float
+# max/min row reductions became integer ones over order keys (``fastmath.float_key``, which
+# the header imports: every source). A change here changes
 # every user's cache key.
 HASHES = [
-    "b97a52d03a559119", "3c2565fa18eb8bd0", "695bacb24de13506", "ee8fc6e613c0b6a6",
-    "dd44a9074659e073", "aa5ce83c4cb08b7b", "0929e05cdf429aea", "f7248f07a553d54e",
-    "fd61fb62df45433e", "5d8e37efe8a55781", "85639d7b9c4a3462", "2a2712397fe26e66",
-    "738ffe25f3e2788c",
+    "376807d52889853b", "d7d705d702b35a69", "c036ba4751f097fd", "6048205f175bf1c1",
+    "db4ebfa1c88d9dec", "e68143f23be2e87b", "66a58bacebea958f", "fb2483da869535dd",
+    "32f3680d462fbd6e", "4a5f49feb1e44318", "5c2186f34232e6cd", "1baaa35e1e36d4cb",
+    "25961023cc147d17",
 ]
 
 
