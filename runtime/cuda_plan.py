@@ -149,7 +149,7 @@ class CudaExecutor:
         return run
 
     def _view_run(self, st):
-        from kernels.cuda.views import elem_strides, strided
+        from kernels.cuda.views import elem_strides, strided, view_layout
         n = st.nodes[0]
         opdef = REGISTRY[n.op]
         arrays = [i for i, a in enumerate(n.inputs) if isinstance(a, Value)]
@@ -167,7 +167,7 @@ class CudaExecutor:
         def layout(x):
             key = (tuple(x.shape), elem_strides(x), str(x.dtype))
             if key not in memo:
-                memo[key] = _view_layout(opdef, attrs, consts, k, x)
+                memo[key] = view_layout(opdef, attrs, consts, k, x)
             return memo[key]
 
         def run(env):
@@ -286,30 +286,3 @@ class CudaExecutor:
         with self._lock:
             self.arena = None
             self._views = []
-
-
-def _view_layout(opdef, attrs: dict, args: list, k: int, x):
-    """(shape, element strides, element offset) of ``opdef`` applied to a host array laid
-    out as device array ``x`` (argument ``k``), or None when the op would copy."""
-    from numpy.lib.stride_tricks import as_strided
-
-    from kernels.cuda.views import elem_strides
-    dt_ = np.dtype(x.dtype)
-    shape, st = tuple(x.shape), elem_strides(x)
-    if any(s < 0 for s in st):
-        return None
-    extent = 1 + sum((n - 1) * s for n, s in zip(shape, st)) if all(shape) else 1
-    buf = np.empty(extent, dt_)  # untouched pages unless the op copies
-    proxy = as_strided(buf, shape, tuple(s * dt_.itemsize for s in st), writeable=False)
-    call = list(args)
-    call[k] = proxy
-    out = opdef.impl(*call, **attrs)
-    if not isinstance(out, np.ndarray) or out.dtype != dt_ or \
-            not np.shares_memory(out, buf) or any(s < 0 for s in out.strides):
-        return None
-    base = buf.__array_interface__["data"][0]
-    off = out.__array_interface__["data"][0] - base
-    if off % dt_.itemsize or any(s % dt_.itemsize for s in out.strides):
-        return None
-    return (tuple(out.shape), tuple(s // dt_.itemsize for s in out.strides),
-            off // dt_.itemsize)

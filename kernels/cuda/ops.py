@@ -333,6 +333,8 @@ def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: lis
             else:
                 out = indexing.check(inputs[0], attrs)
             return None if out is None else [out]
+        if od.decomposition is not None:
+            return _decomposed(od, attrs, inputs, shape, out_dtype)
     except NotImplementedError:
         return None
     return None
@@ -382,6 +384,88 @@ def _cat(xs: list, dim: int, shape: tuple, out_dtype) -> list | None:
             copy_into(strided(out, xs_, st, off * st[dim]), x)
         off += xs_[dim]
     return [out]
+
+
+class _Dev:
+    """A device array as a decomposition rule sees a value: shape, dtype (``ir``'s),
+    ndim, numel."""
+
+    __slots__ = ("arr", "shape", "dtype", "ndim", "numel")
+
+    def __init__(self, arr) -> None:
+        self.arr = arr
+        self.shape = tuple(int(n) for n in arr.shape)
+        self.dtype = dt.as_dtype(np.dtype(arr.dtype).name)
+        self.ndim = len(self.shape)
+        n = 1
+        for k in self.shape:
+            n *= k
+        self.numel = n
+
+
+class _NoDevice(Exception):
+    """A primitive of a decomposition has no device kernel."""
+
+
+def _builder():
+    from ir.registry import GradBuilder
+
+    class DeviceBuilder(GradBuilder):
+        """Runs a decomposition rule's primitives through ``launch`` (views by stride
+        arithmetic), so a composite op without a kernel of its own still runs on the
+        device."""
+
+        def op(self, name, *args, **attrs):
+            od = REGISTRY[name]
+            specs = [(a.shape, a.dtype) if isinstance(a, _Dev) else a for a in args]
+            shape, odt = od.infer(specs, attrs)
+            raw = [a.arr if isinstance(a, _Dev) else a for a in args]
+            if od.category == "view":
+                return _Dev(_view(od, attrs, raw, tuple(shape)))
+            res = launch(name, attrs, raw, [tuple(shape)], [odt.name])
+            if res is None:
+                raise _NoDevice(name)
+            return _Dev(res[0])
+    return DeviceBuilder()
+
+
+def _view(od, attrs: dict, raw: list, shape: tuple):
+    """A view op on a device array: the same view by strides, or for a reshape no
+    strides express, a contiguous copy viewed with the new shape."""
+    from . import copy_into
+    from .views import view_layout
+    k = next(i for i, a in enumerate(raw) if not _is_scalar(a) and a is not None)
+    lay = view_layout(od, attrs, raw, k, raw[k])
+    if lay is not None:
+        return strided(raw[k], *lay)
+    if od.name != "reshape":
+        raise _NoDevice(od.name)
+    x = raw[k]
+    c = empty(tuple(x.shape), np.dtype(x.dtype))
+    copy_into(c, x)
+    st, acc = [], 1
+    for n in reversed(shape):
+        st.append(acc)
+        acc *= n
+    return strided(c, shape, tuple(reversed(st)))
+
+
+def _decomposed(od, attrs: dict, inputs: list, shape: tuple, out_dtype: str) -> list | None:
+    """``od`` through its decomposition rule, each primitive on the device; None when a
+    primitive has no device kernel (or the rule declines these operands)."""
+    args = [_Dev(a) if not _is_scalar(a) and a is not None else a for a in inputs]
+    try:
+        res = od.decomposition(_builder(), *args, **attrs)
+    except _NoDevice:
+        return None
+    if res is None or not isinstance(res, _Dev) or res.shape != tuple(shape):
+        return None
+    if np.dtype(res.arr.dtype).name != out_dtype:
+        from . import copy_into
+        out = empty(tuple(shape), np.dtype(out_dtype))
+        copy_into(out, res.arr)
+        return [out]
+    return [res.arr]
 
 
 def _launch_matmul(op: str, inputs: list, out_shapes, out_dtypes) -> list | None:

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 __all__ = ["simulator", "cuda_module", "strided", "broadcast_view", "elem_strides",
-           "is_device_array"]
+           "is_device_array", "typed_view", "view_layout"]
 
 
 def simulator() -> bool:
@@ -132,3 +132,29 @@ def typed_view(base, offset: int, shape: tuple, dtype):
     gpu_data = base.gpu_data.view(offset, offset + max(nbytes, 0))
     return DeviceNDArray(shape, tuple(reversed(strides)), dtype,
                          stream=getattr(base, "stream", 0), gpu_data=gpu_data)
+
+
+def view_layout(opdef, attrs: dict, args: list, k: int, x):
+    """(shape, element strides, element offset) of ``opdef`` applied to a host array laid
+    out as device array ``x`` (argument ``k``), or None when the op would copy."""
+    from numpy.lib.stride_tricks import as_strided
+
+    dt_ = np.dtype(x.dtype)
+    shape, st = tuple(x.shape), elem_strides(x)
+    if any(s < 0 for s in st):
+        return None
+    extent = 1 + sum((n - 1) * s for n, s in zip(shape, st)) if all(shape) else 1
+    buf = np.empty(extent, dt_)  # untouched pages unless the op copies
+    proxy = as_strided(buf, shape, tuple(s * dt_.itemsize for s in st), writeable=False)
+    call = list(args)
+    call[k] = proxy
+    out = opdef.impl(*call, **attrs)
+    if not isinstance(out, np.ndarray) or out.dtype != dt_ or \
+            not np.shares_memory(out, buf) or any(s < 0 for s in out.strides):
+        return None
+    base = buf.__array_interface__["data"][0]
+    off = out.__array_interface__["data"][0] - base
+    if off % dt_.itemsize or any(s % dt_.itemsize for s in out.strides):
+        return None
+    return (tuple(out.shape), tuple(s // dt_.itemsize for s in out.strides),
+            off // dt_.itemsize)

@@ -342,3 +342,18 @@ def test_max_pool_indices_gather_scatter():
     back = REGISTRY["pool_scatter"].impl(g, ref, shape=x.shape)
     np.testing.assert_allclose(run("pool_scatter", {"shape": x.shape}, [g, ref], x.shape,
                                    "float32"), back, rtol=1e-6)
+
+
+def test_composite_ops_run_their_decomposition_on_the_device():
+    from ir.registry import REGISTRY
+    x = RNG.standard_normal((4, 3)).astype(np.float32)
+    t = np.array([0, 2, -100, 1], np.int64)
+    for attrs in ({"reduction": "mean", "ignore_index": -100, "label_smoothing": 0.0},
+                  {"reduction": "none", "ignore_index": -100, "label_smoothing": 0.1}):
+        ref = np.asarray(REGISTRY["cross_entropy"].impl(x, t, **attrs))
+        np.testing.assert_allclose(run("cross_entropy", attrs, [x, t], ref.shape, "float32"),
+                                   ref, rtol=1e-5, atol=1e-6)
+    y = RNG.standard_normal((4, 3)).astype(np.float32)
+    ref = np.asarray(REGISTRY["mse_loss"].impl(x, y, reduction="sum"))
+    np.testing.assert_allclose(run("mse_loss", {"reduction": "sum"}, [x, y], (), "float32"),
+                               ref, rtol=1e-5)
