@@ -199,3 +199,115 @@ def _or(st: list, terms: list[str]) -> str:
         st.append(Stmt(name, "logical_or", (("v", acc), ("v", t)), (), "bool"))
         acc = name
     return acc
+
+
+def _flat_rows(a, lead: int):
+    """``a`` viewed as (prod(shape[:lead]), *shape[lead:]) when its leading dims collapse
+    by strides, else None."""
+    sh, st = tuple(a.shape), elem_strides(a)
+    m = 1
+    for n in sh[:lead]:
+        m *= n
+    inner = None
+    for n, s in zip(reversed(sh[:lead]), reversed(st[:lead])):
+        if n == 1:
+            continue
+        if inner is None:
+            inner, want = s, s * n
+        elif s != want:
+            return None
+        else:
+            want *= n
+    return strided(a, (m,) + sh[lead:], ((inner or 0),) + st[lead:])
+
+
+def index_select(x, index, dim: int, out_shape: tuple, out_dtype) -> object | None:
+    """``torch.index_select``: a gather with the 1-d index broadcast over the other dims."""
+    nd = len(x.shape)
+    if nd == 0 or len(index.shape) != 1:
+        return None
+    dim %= nd
+    ist = elem_strides(index)[0]
+    ib = strided(index, tuple(out_shape), tuple(ist if d == dim else 0 for d in range(nd)))
+    return gather(x, ib, dim, tuple(out_shape), out_dtype)
+
+
+def embedding(weight, idx, out_shape: tuple, out_dtype) -> object | None:
+    """``embedding``: rows of ``weight`` picked by ``idx`` (a gather along dim 0)."""
+    if len(weight.shape) != 2:
+        return None
+    D = weight.shape[1]
+    iv = _flat_rows(idx, len(idx.shape)) if len(idx.shape) else strided(idx, (1,), (0,))
+    if iv is None:
+        return None
+    M = iv.shape[0]
+    ib = strided(iv, (M, D), (elem_strides(iv)[0], 0))
+    out = empty(tuple(out_shape), out_dtype)
+    ov = _flat_rows(out, len(out_shape) - 1)
+    res = gather(weight, ib, 0, (M, D), out_dtype)
+    if res is None or ov is None:
+        return None
+    copy_into(ov, res)
+    return out
+
+
+def embedding_backward(g, idx, num_weights: int, padding_idx, out_dtype) -> object | None:
+    """``embedding_backward``: the rows of ``g`` summed into the rows ``idx`` picks
+    (atomics), the padding row left zero."""
+    from . import fill
+    D = tuple(g.shape)[-1]
+    gv = _flat_rows(g, len(g.shape) - 1)
+    iv = _flat_rows(idx, len(idx.shape)) if len(idx.shape) else strided(idx, (1,), (0,))
+    if gv is None or iv is None or iv.shape[0] != gv.shape[0]:
+        return None
+    M = iv.shape[0]
+    ib = strided(iv, (M, D), (elem_strides(iv)[0], 0))
+    z = empty((int(num_weights), D), out_dtype)
+    fill(z, 0)
+    out = scatter(z, ib, gv, 0, "add", (int(num_weights), D), out_dtype)
+    if out is not None and padding_idx is not None:
+        p = int(padding_idx) % int(num_weights)
+        fill(strided(out, (1, D), elem_strides(out), p * elem_strides(out)[0]), 0)
+    return out
+
+
+def _cumsum_source(nd: int, dim: int) -> str:
+    rows = [d for d in range(nd) if d != dim]
+    at = ", ".join("j" if d == dim else f"i{d}" for d in range(nd))
+    lines = ["from numba import cuda", "", "", "@cuda.jit",
+             f"def entry(x, out, m, R, {', '.join(f's{d}' for d in range(nd))}, zero):",
+             "    t = cuda.grid(1)", "    step = cuda.gridsize(1)", "    while t < m:",
+             "        rr = t"]
+    for d in reversed(rows[1:]):
+        lines += [f"        i{d} = rr % s{d}", f"        rr = rr // s{d}"]
+    if rows:
+        lines.append(f"        i{rows[0]} = rr")
+    lines += ["        acc = zero", "        for j in range(R):",
+              f"            acc += x[{at}]", f"            out[{at}] = acc",
+              "        t += step"]
+    return "\n".join(lines) + "\n"
+
+
+def cumsum(x, dim: int, out_shape: tuple, out_dtype) -> object | None:
+    """``torch.cumsum``: one thread per row, adding in order (the host's rounding)."""
+    nd = len(x.shape)
+    if nd == 0:
+        return None
+    dim %= nd
+    od = np.dtype(out_dtype)
+    out = empty(tuple(out_shape), od)
+    xs = x
+    if np.dtype(x.dtype) != od:  # ints sum in int64
+        xs = empty(tuple(x.shape), od)
+        copy_into(xs, x)
+    shape = tuple(x.shape)
+    m = 1
+    for d in range(nd):
+        if d != dim:
+            m *= shape[d]
+    if m == 0 or shape[dim] == 0:
+        return out
+    fn = _load(_cumsum_source(nd, dim))
+    blocks, tpb = _threads(m)
+    _launch(fn, blocks, tpb, (xs, out, m, shape[dim], *shape, od.type(0)))
+    return out

@@ -322,6 +322,20 @@ def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: lis
                 out = conv.pool_scatter(inputs[0], inputs[1], tuple(attrs["shape"]),
                                         out_dtypes[0])
             return None if out is None else [out]
+        if op in ("index_select", "embedding", "embedding_backward", "cumsum"):
+            from . import indexing
+            if op == "index_select":
+                out = indexing.index_select(inputs[0], inputs[1], int(attrs["dim"]), shape,
+                                            out_dtypes[0])
+            elif op == "embedding":
+                out = indexing.embedding(inputs[0], inputs[1], shape, out_dtypes[0])
+            elif op == "embedding_backward":
+                out = indexing.embedding_backward(inputs[0], inputs[1],
+                                                  attrs["num_weights"],
+                                                  attrs.get("padding_idx"), out_dtypes[0])
+            else:
+                out = indexing.cumsum(inputs[0], int(attrs["dim"]), shape, out_dtypes[0])
+            return None if out is None else [out]
         if op in ("gather", "scatter", "check"):
             from . import indexing
             if op == "gather":

@@ -182,7 +182,7 @@ def test_gemm_transposed_and_batched(dtype):
 
 def test_launch_refuses_what_it_cannot_run():
     x = dev(np.ones((2, 2), np.float32))
-    assert launch("cumsum", {"dim": 0}, [x], [(2, 2)], ["float32"]) is None
+    assert launch("flip", {"dims": (0,)}, [x], [(2, 2)], ["float32"]) is None
     assert launch("no_such_op", {}, [x], [(2, 2)], ["float32"]) is None
     # an integer division by a run-time divisor raises in torch: the host path serves it
     xi = dev(np.ones(3, np.int64))
@@ -357,3 +357,25 @@ def test_composite_ops_run_their_decomposition_on_the_device():
     ref = np.asarray(REGISTRY["mse_loss"].impl(x, y, reduction="sum"))
     np.testing.assert_allclose(run("mse_loss", {"reduction": "sum"}, [x, y], (), "float32"),
                                ref, rtol=1e-5)
+
+
+def test_index_select_embedding_cumsum():
+    from ir.registry import REGISTRY
+    x = RNG.standard_normal((4, 3)).astype(np.float32)
+    i = np.array([3, 0, 3], np.int64)
+    np.testing.assert_array_equal(run("index_select", {"dim": 0}, [x, i], (3, 3), "float32"),
+                                  x[i])
+    np.testing.assert_array_equal(run("index_select", {"dim": 1}, [x, i[:2] % 3], (4, 2),
+                                      "float32"), x[:, i[:2] % 3])
+    idx = np.array([[1, 3], [3, 0]], np.int64)
+    np.testing.assert_array_equal(run("embedding", {"padding_idx": None}, [x, idx], (2, 2, 3),
+                                      "float32"), x[idx])
+    g = RNG.standard_normal((2, 2, 3)).astype(np.float32)
+    ref = REGISTRY["embedding_backward"].impl(g, idx, num_weights=4, padding_idx=0)
+    np.testing.assert_allclose(run("embedding_backward", {"num_weights": 4, "padding_idx": 0},
+                                   [g, idx], (4, 3), "float32"), ref, rtol=1e-6)
+    np.testing.assert_allclose(run("cumsum", {"dim": 1}, [x], x.shape, "float32"),
+                               np.cumsum(x, axis=1), rtol=1e-6)
+    b = np.arange(6, dtype=np.int32).reshape(2, 3)
+    np.testing.assert_array_equal(run("cumsum", {"dim": 0}, [b], b.shape, "int64"),
+                                  np.cumsum(b, axis=0, dtype=np.int64))
