@@ -5,7 +5,9 @@
 
 Workload: an MLP of 4 Linear layers (784-W-W-W-10) with ReLU, cross-entropy and Adam,
 one training step per call (zero_grad, forward, backward, step), as in issue 20; plus a
-tiny case (width 64, batch 8) whose compiled figure is the fixed cost. Every system and
+tiny case (width 64, batch 8) whose compiled figure is the fixed cost, and the
+character GPT of ``gcompile.bench_models`` (``gpt_train``: 2 blocks, d 128, 64 tokens,
+batch 16, AdamW). Every system and
 size runs in its own fresh process. Columns, all beyond the model's own parameters (the
 resident size once the model, optimizer and batch exist):
 
@@ -14,8 +16,10 @@ resident size once the model, optimizer and batch exist):
   anonymous part (without touched pages of shared libraries such as LLVM's code);
 - ``peak3``: the highest resident MB during the first 3 steps (VmHWM, reset once the
   model exists): for the compiled step, that includes tracing and planning;
+  figures are for a warm kernel cache: a process that had to compile kernels (Numba
+  imported) is measured again;
 - ``arena``: MB of the compiled plans' arenas (intermediates placed by liveness) and
-  whether their pages go back to the OS after each call (``rel``) or stay (``keep``);
+  whether their pages go back to the OS after each call (``r``) or stay (``k``);
 - ``saved``: MB of activations kept from the forward for the backward (inputs and
   parameters not counted): eager from the autograd graph after the forward, torch
   through ``saved_tensors_hooks``, compiled from the step plan (what lives across its
@@ -150,14 +154,20 @@ def torch_saved_bytes(torch, model, loss_fn, x, y) -> int:
     return sum(seen.values())
 
 
-def child(system: str, width: int, batch: int) -> dict:
-    """Measure one system at one size in this (fresh) process."""
+def child(system: str, width: int, batch: int, workload: str = "mlp") -> dict:
+    """Measure one system at one size in this (fresh) process; ``workload`` "mlp" or a
+    model of ``gcompile.bench_models`` (the character GPT: ``gpt_train``)."""
     if system.startswith("torch"):
         import torch as tm
     else:
         import gcompile as tm
     tm.set_num_threads(int(os.environ.get("GCOMPILE_BENCH_THREADS", "2")))
-    model, opt, x, y, loss_fn = build(tm, width, batch)
+    if workload == "mlp":
+        model, opt, x, y, loss_fn = build(tm, width, batch)
+    else:
+        from gcompile.bench_models import build as build_model
+        model, opt, (x, y), loss_fn = build_model(tm, workload)
+        model.train()
     base, base_anon = rss_mb(), anon_mb()
     have_hwm = reset_hwm()
 
@@ -171,7 +181,7 @@ def child(system: str, width: int, batch: int) -> dict:
     fn = tm.compile(step) if system == "gc_compiled" else step
     for _ in range(3):
         float(fn(x, y))
-    out: dict = {"system": system, "width": width, "batch": batch,
+    out: dict = {"system": system, "width": width, "batch": batch, "workload": workload,
                  "after3": rss_mb() - base, "peak3": hwm_mb() - base if have_hwm else None}
     reset_hwm()
     for _ in range(10):
@@ -180,6 +190,9 @@ def child(system: str, width: int, batch: int) -> dict:
     out["anon13"] = anon_mb() - base_anon
     out["peak13"] = hwm_mb() - base if have_hwm else None
     out["param_mb"] = sum(p.numel() * p.element_size() for p in model.parameters()) / MB
+    # kernels compiled in this process (a cold kernel cache): Numba and LLVM's compiler
+    # stay loaded; main() measures such a case again, warm
+    out["cold"] = "numba" in sys.modules
     if system == "gc_compiled":
         from runtime.allocator import default_allocator, default_arena_pool
         plans = [ex.plan for e in fn.entries for ex in e.executables()]
@@ -268,6 +281,17 @@ def _run(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _measure(args: list[str]) -> dict:
+    """One fresh-process measurement; again when that process had to compile kernels
+    (the figures are for a warm kernel cache; the cold one's are kept as ``cold_run``)."""
+    got = _run(args)
+    if got.get("cold"):
+        cold = got
+        got = _run(args)
+        got["cold_run"] = {k: cold[k] for k in ("after13", "anon13", "peak3") if k in cold}
+    return got
+
+
 def _torch_available() -> bool:
     import importlib.util
     return importlib.util.find_spec("torch") is not None
@@ -323,6 +347,12 @@ def format_fixed(fx: dict) -> str:
         lines.append(f"  {what:<52}{mb:>8.1f}{anon:>8.1f}")
     lines.append("  " + ", ".join(f"{k}: {v}" for k, v in fx["info"].items()
                                   if k != "kernel_cache"))
+    cold = fx.get("cold", {}).get("stages")
+    if cold:
+        comp = [st for st in cold if st[0].startswith("compile(step)")]
+        lines.append(f"  with a cold kernel cache (kernels compiled here, Numba imported) the "
+                     f"compile(step) stages add {sum(st[1] for st in comp):.1f} MB "
+                     f"({sum(st[2] for st in comp):.1f} anonymous)")
     return "\n".join(lines)
 
 
@@ -333,13 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--no-tiny", action="store_true", help="leave out the 64x8 case")
+    p.add_argument("--no-gpt", action="store_true",
+                   help="leave out the character GPT of gcompile.bench_models (gpt_train)")
     p.add_argument("--json", metavar="FILE")
     a = p.parse_args(argv)
     if a.child:
         if a.child[0] == "fixed":
             print(json.dumps(fixed_child()))
         else:
-            print(json.dumps(child(a.child[0], int(a.child[1]), int(a.child[2]))))
+            print(json.dumps(child(a.child[0], int(a.child[1]), int(a.child[2]),
+                                   *a.child[3:])))
         return 0
     systems = [s for s in a.systems.split(",") if s]
     if "torch_eager" in systems and not _torch_available():
@@ -351,9 +384,18 @@ def main(argv: list[str] | None = None) -> int:
         row: dict = {"width": w, "batch": b}
         for s in systems:
             print(f"{s} {w}x{b} ...", file=sys.stderr, flush=True)
-            row[s] = _run([s, str(w), str(b)])
+            row[s] = _measure([s, str(w), str(b)])
+        rows.append(row)
+    if not a.no_gpt:
+        row = {"width": "gpt", "batch": 16}
+        for s in systems:
+            print(f"{s} gpt_train ...", file=sys.stderr, flush=True)
+            row[s] = _measure([s, "0", "16", "gpt_train"])
         rows.append(row)
     fx = _run(["fixed"])
+    if fx.get("info", {}).get("numba_imported"):
+        cold, fx = fx, _run(["fixed"])
+        fx["cold"] = cold
     print(format_table(rows, systems))
     print(format_fixed(fx))
     if a.json:
