@@ -164,8 +164,8 @@ def rows_source(spec: KernelSpec, nk: int, nr: int, tpb: int, warp: bool) -> str
         sm_d = "uint8" if acc_d == "bool" else acc_d
         head.append(f"{I[1]}{sm} = cuda.shared.array({tpb}, {_NT[sm_d]})")
         body += [f"{I[2]}{acc} = {ident}"] + loop + inner + [f"{I[3]}j += bd"]
-        body += [f"{I[2]}{sm}[tid] = {cast_code(acc, acc_d, sm_d)}",
-                 f"{I[2]}cuda.syncthreads()"]
+        stored = f"(1 if {acc} else 0)" if acc_d == "bool" else acc
+        body += [f"{I[2]}{sm}[tid] = {stored}", f"{I[2]}cuda.syncthreads()"]
         body += _tree(sm, p.reduce_op, sm_d, tpb, warp, I[2])
         # every thread reads the row result; the barrier keeps sm[0] until all have
         body += [f"{I[2]}racc{k} = {cast_code(f'{sm}[0]', sm_d, acc_d)}",

@@ -2,11 +2,15 @@
 
 Elementwise ops are the op's registry ``expr`` in one stmt (with the operand casts
 eager dispatch applies: ``ir.registry.compute_dtype``; Python scalars become typed
-constants), reductions (sum, mean, prod, amax, amin, var, std) are rows specs over the
-reduced dims, softmax / log_softmax / layer_norm the rows specs of their decompositions
-(``ir.ops.decompositions``: finite-guarded row max, the sum of exponentials; mean and
-biased variance), and matmul / linear go to ``kernels.cuda.gemm``. Anything else
-returns None: the caller falls back through host memory.
+constants); reductions (sum, mean, prod, amax, amin, var, std, logsumexp, any, all,
+sum_to_size) are rows specs over the reduced dims; softmax / log_softmax / layer_norm the
+rows specs of their decompositions (``ir.ops.decompositions``: finite-guarded row max,
+the sum of exponentials; mean and biased variance); matmul / linear go to
+``kernels.cuda.gemm``; index ops (gather, scatter, index_select, embedding and its
+backward, cumsum, check) to ``kernels.cuda.indexing``; im2col / col2im and max pooling to
+``kernels.cuda.conv``; cat and the ``*_like``/``full`` fills are copies and fills. A
+composite op with none of these runs its decomposition rule primitive by primitive.
+Anything else returns None: the caller falls back through host memory.
 """
 from __future__ import annotations
 
