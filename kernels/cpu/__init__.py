@@ -905,15 +905,17 @@ def prefetch(work) -> int:
             todo.append((k, v, gen))
     if _cache._key() is None:
         return 0
-    # starting a worker costs about a second and a half of CPU (Python, NumPy, Numba
-    # and a first compile) before it takes a job: worth it for a batch that keeps the
-    # parent busy longer than that, or once the workers run anyway
-    running = any(w.alive for w in _WORKERS)
+    # starting a worker costs about a second of CPU (Python, NumPy, Numba and a first
+    # compile) before it takes a job: worth it for a batch that keeps the parent busy
+    # longer than that; a smaller batch compiles here (with its progress shown), or
+    # also in workers already running
+    if len(todo) >= MIN_BATCH:
+        _worker_pool(workers)
     # longest first (by source length, which compile time follows): workers take from
     # the front, the parent from the back, so the batch ends on short jobs, not on a
     # long one that one process compiles while the other waits
     todo.sort(key=lambda t: -len(t[2].source))
-    n = _compile_batch(todo, workers) if len(todo) >= (2 if running else MIN_BATCH) else 0
+    n = _compile_batch(todo) if len(todo) >= 2 else 0
     # a warm process skips the dry run for these (their variants are on disk, or one
     # compiles on first call)
     for k in {id(k): k for k in (it[0] if isinstance(it, tuple) else it for it in work)
@@ -924,12 +926,12 @@ def prefetch(work) -> int:
     return n
 
 
-def _compile_batch(todo: list, workers: int) -> int:
+def _compile_batch(todo: list) -> int:
     """Compile ``todo`` ((kernel, variant, generated source) triples): the workers take
     jobs from the front of a shared queue while this thread compiles from the back,
     each job claimed exactly once; returns when every job is done. A worker that is
-    still starting takes nothing (the parent does the work meanwhile)."""
-    _worker_pool(workers)  # started once; they take jobs as soon as they are ready
+    still starting takes nothing (the parent does the work meanwhile), and without
+    workers the parent compiles them all."""
     args = (os.path.abspath(_cache.cache_dir()), os.path.abspath(_cache.cache_key_file()),
             _cache._SALT)
     total = len(todo)
