@@ -182,7 +182,7 @@ def test_gemm_transposed_and_batched(dtype):
 
 def test_launch_refuses_what_it_cannot_run():
     x = dev(np.ones((2, 2), np.float32))
-    assert launch("flip", {"dims": (0,)}, [x], [(2, 2)], ["float32"]) is None
+    assert launch("roll", {"shifts": (1,), "dims": (0,)}, [x], [(2, 2)], ["float32"]) is None
     assert launch("no_such_op", {}, [x], [(2, 2)], ["float32"]) is None
     # an integer division by a run-time divisor raises in torch: the host path serves it
     xi = dev(np.ones(3, np.int64))
@@ -379,3 +379,9 @@ def test_index_select_embedding_cumsum():
     b = np.arange(6, dtype=np.int32).reshape(2, 3)
     np.testing.assert_array_equal(run("cumsum", {"dim": 0}, [b], b.shape, "int64"),
                                   np.cumsum(b, axis=0, dtype=np.int64))
+
+
+def test_flip():
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run("flip", {"dims": (0, 2)}, [x], x.shape, "float32"),
+                                  np.flip(x, (0, 2)))
