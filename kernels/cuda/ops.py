@@ -326,8 +326,6 @@ def launch(op: str, attrs: dict, inputs: list, out_shapes: list, out_dtypes: lis
                 out = conv.pool_scatter(inputs[0], inputs[1], tuple(attrs["shape"]),
                                         out_dtypes[0])
             return None if out is None else [out]
-        if op == "flip":
-            return _flip(inputs[0], attrs["dims"], shape, out_dtypes[0])
         if op in ("index_select", "embedding", "embedding_backward", "cumsum"):
             from . import indexing
             if op == "index_select":
@@ -383,36 +381,6 @@ def _sum_to_size(x, shape: tuple, out_shapes, out_dtypes) -> list | None:
     o = strided(out, (1,) * lead + tuple(shape), (0,) * lead + elem_strides(out))
     compile_kernel(reduction_spec("sum", d, d)).rows([x], [o], xs, dims)
     return [out]
-
-
-_REVERSED: dict = {}
-
-
-def _flip(x, dims, shape: tuple, out_dtype) -> list | None:
-    """``torch.flip``: an index_select with a reversed index per flipped dim (negative
-    strides are not views here)."""
-    from . import copy_into
-    from .indexing import index_select
-    from .views import cuda_module
-    nd = len(shape)
-    if np.dtype(out_dtype) != np.dtype(x.dtype):
-        return None
-    dims = sorted({int(d) % nd for d in (dims if not isinstance(dims, int) else (dims,))}) \
-        if nd else []
-    cur = x
-    for d in dims:
-        n = int(shape[d])
-        rev = _REVERSED.get(n)
-        if rev is None:
-            rev = _REVERSED[n] = cuda_module().to_device(np.arange(n - 1, -1, -1,
-                                                                   dtype=np.int64))
-        cur = index_select(cur, rev, d, tuple(shape), out_dtype)
-        if cur is None:
-            return None
-    if cur is x:
-        cur = empty(tuple(shape), np.dtype(out_dtype))
-        copy_into(cur, x)
-    return [cur]
 
 
 def _cat(xs: list, dim: int, shape: tuple, out_dtype) -> list | None:

@@ -380,8 +380,3 @@ def test_index_select_embedding_cumsum():
     np.testing.assert_array_equal(run("cumsum", {"dim": 0}, [b], b.shape, "int64"),
                                   np.cumsum(b, axis=0, dtype=np.int64))
 
-
-def test_flip():
-    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
-    np.testing.assert_array_equal(run("flip", {"dims": (0, 2)}, [x], x.shape, "float32"),
-                                  np.flip(x, (0, 2)))
