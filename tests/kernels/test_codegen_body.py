@@ -102,13 +102,14 @@ CORPUS = [
 # dtype lost its no-op conversion (``codegen._same_float_binop``), and for log_softmax
 # when its exp output moved into the sum loop (``codegen.hoist_stores``), and when float
 # max/min row reductions became integer ones over order keys (``fastmath.float_key``, which
-# the header imports: every source). A change here changes
+# the header imports: every source) and float row sums vector ones (``fastmath.vsum``).
+# A change here changes
 # every user's cache key.
 HASHES = [
-    "376807d52889853b", "d7d705d702b35a69", "c036ba4751f097fd", "6048205f175bf1c1",
-    "db4ebfa1c88d9dec", "e68143f23be2e87b", "66a58bacebea958f", "fb2483da869535dd",
-    "32f3680d462fbd6e", "4a5f49feb1e44318", "5c2186f34232e6cd", "1baaa35e1e36d4cb",
-    "25961023cc147d17",
+    "a15efdfac71b07b7", "eab5c02d4535828c", "818204c4728d9b56", "e7c7ea362c29ac91",
+    "e8e943b54cffeb74", "71f88d305519d1b2", "62b3867db06e884e", "de6019c4b1a5510f",
+    "09dd40e3ee523d97", "76be4cc50f06f8a7", "1d4fccd2e04caf7f", "10e12710fe035cdb",
+    "b5d2229a4b1d8fe9",
 ]
 
 

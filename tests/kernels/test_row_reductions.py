@@ -1,6 +1,8 @@
-"""Float max/min row reductions run as integer reductions over order keys
-(``fastmath.float_key``): every float, signed zeros, infinities and NaNs of either sign
-must give what the compare-and-select loop gave (NumPy's nan-propagating max/min)."""
+"""Row reductions of the generated kernels. Float max/min run as integer reductions over
+order keys (``fastmath.float_key``): every float, signed zeros, infinities and NaNs of
+either sign must give what the compare-and-select loop gave (NumPy's nan-propagating
+max/min). Float sums run in vector lanes (``fastmath.vsum``): exact up to rounding, NaN
+and inf as any sum, and one fixed order whatever the thread split."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import gcompile as gc
 import gcompile.nn.functional as F
 from kernels.cpu.codegen import KEY_NEG_INF, KEY_POS_INF
-from kernels.cpu.fastmath import float_key, key_float
+from kernels.cpu.fastmath import float_key, key_float, vsum
 
 
 def _neg_nan(dtype):
@@ -79,3 +81,48 @@ def test_empty_reduced_dim_is_refused_as_torch(compiled):
         with pytest.raises(IndexError, match="Expected reduction dim 1 to have non-zero size"):
             f(gc.zeros(3, 0))
     assert tuple(gc.zeros(0, 3).amax(-1).shape) == (0,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vsum_every_length(dtype):
+    from numba import njit
+
+    @njit
+    def total(a, n):
+        return vsum(a, n)
+
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1023, 1024, 1025):
+        a = rng.standard_normal(n + 3).astype(dtype)
+        got = total(a, n)
+        want = float(np.sum(a[:n], dtype=np.float64))
+        assert type(got) is float or got.dtype == dtype
+        assert abs(got - want) <= 4 * np.finfo(dtype).eps * max(1.0, np.abs(a[:n]).sum())
+    a = np.ones(40, dtype)
+    a[37] = np.nan
+    assert np.isnan(total(a, 40)) and total(a, 37) == 37
+    a[37] = np.inf
+    assert total(a, 40) == np.inf
+
+
+def test_row_sums_do_not_depend_on_threads():
+    import kernels.cpu as cpu
+
+    x = gc.tensor(np.random.default_rng(2).standard_normal((300, 257)).astype(np.float32))
+
+    def fn(t):
+        return t.sum(-1), F.layer_norm(t, (257,)), F.softmax(t, -1)
+
+    one = [r.numpy() for r in gc.compile(fn)(x)]
+    old = cpu.set_parallel_threshold(1)
+    try:
+        cpu.set_num_threads(2)
+        two = [r.numpy() for r in gc.compile(fn)(x)]
+    finally:
+        cpu.set_parallel_threshold(old)
+        cpu.set_num_threads(None)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    eager = [r.numpy() for r in fn(x)]
+    for a, b in zip(one, eager):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
