@@ -1645,35 +1645,24 @@ _add("check",
           _check_attrs("range", low=-1.0, high=None), label="low_only"))
 
 
-# random ops: the seed is the input. rand_uniform's reference is Philox4x32-10 written
-# out per block with Python ints (checked against Random123's known-answer vectors in
-# tests/kernels/test_random_native.py); rand_normal's is the PCG64 stream it defines.
+# random ops: the seed is the input. rand_uniform's reference is the Philox4x32-10 blocks
+# of ir.ops.random (checked against Random123's known answers and a scalar cipher in
+# tests/kernels/test_random_native.py) turned into floats here; the op itself runs the
+# native kernel. rand_normal's is the PCG64 stream it defines.
 # (tests/gcompile/test_random_ops.py checks the samples' statistics)
-def philox4x32_10(ctr, key):
-    m = 0xFFFFFFFF
-    c, k = list(ctr), list(key)
-    for _ in range(10):
-        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
-        c = [((p1 >> 32) ^ c[1] ^ k[0]) & m, p1 & m, ((p0 >> 32) ^ c[3] ^ k[1]) & m, p0 & m]
-        k = [(k[0] + 0x9E3779B9) & m, (k[1] + 0xBB67AE85) & m]
-    return c
-
-
 def _philox_uniform(seed, shape, dtype):
+    from ir.ops.random import philox_blocks
     n = int(np.prod(shape, dtype=np.int64))
-    seed = int(seed) & (2**64 - 1)
-    key = (seed & 0xFFFFFFFF, seed >> 32)
-    f64 = dtype.name == "float64"
-    per = 2 if f64 else 4
-    vals = []
-    for b in range((n + per - 1) // per):
-        w = philox4x32_10((b & 0xFFFFFFFF, b >> 32, 0, 0), key)
-        if f64:
-            vals += [((w[0] >> 5) * 2**26 + (w[1] >> 6)) / 2**53,
-                     ((w[2] >> 5) * 2**26 + (w[3] >> 6)) / 2**53]
-        else:
-            vals += [(x >> 8) / 2**24 for x in w]
-    return np.array(vals[:n], np.float64).reshape(shape).astype(dtype.np)
+    per = 2 if dtype.name == "float64" else 4
+    f64 = per == 2
+    w = [x.astype(np.float64) for x in philox_blocks(int(seed), (n + per - 1) // per)]
+    if f64:
+        pairs = [((w[0] // 32) * 2**26 + w[1] // 64) / 2**53,
+                 ((w[2] // 32) * 2**26 + w[3] // 64) / 2**53]
+        vals = np.stack(pairs, axis=1).reshape(-1)
+    else:
+        vals = np.stack([(x // 256) / 2**24 for x in w], axis=1).reshape(-1)
+    return vals[:n].reshape(shape).astype(dtype.np)
 
 
 def _pcg_normal(seed, shape, dtype):

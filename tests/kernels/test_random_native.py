@@ -3,10 +3,6 @@ native kernel against the NumPy reference for every size class and thread split,
 samples' statistics."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 
@@ -17,21 +13,18 @@ from ir.ops.random import philox_blocks
 from ir.registry import REGISTRY
 
 
-def _op_cases():
-    """tests/op_cases.py, loaded once under the name tests/kernels/test_ops.py gives it."""
-    name = "_gcompile_op_cases"
-    if name not in sys.modules:
-        path = pathlib.Path(__file__).resolve().parents[1] / "op_cases.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-philox4x32_10 = _op_cases().philox4x32_10
-
 M = 0xFFFFFFFF
+
+
+def philox4x32_10(ctr, key):
+    """The cipher per block with Python ints, written from the paper."""
+    c, k = list(ctr), list(key)
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [((p1 >> 32) ^ c[1] ^ k[0]) & M, p1 & M, ((p0 >> 32) ^ c[3] ^ k[1]) & M, p0 & M]
+        k = [(k[0] + 0x9E3779B9) & M, (k[1] + 0xBB67AE85) & M]
+    return c
+
 
 # Random123 kat_vectors: philox4x32 10 rounds (counter, key) -> output
 KAT = [
@@ -56,6 +49,20 @@ def test_reference_blocks_are_the_cipher():
 
 
 OP = REGISTRY["rand_uniform"]
+
+
+def test_samples_from_the_scalar_cipher():
+    seed = 2**33 + 99
+    key = (seed & M, seed >> 32)
+    u32 = OP.impl(np.array(seed, np.int64), (11,), dt.float32)
+    u64 = OP.impl(np.array(seed, np.int64), (5,), dt.float64)
+    for i in range(11):
+        w = philox4x32_10((i // 4, 0, 0, 0), key)[i % 4]
+        assert u32[i] == np.float32((w >> 8) / 2**24)
+    for i in range(5):
+        w = philox4x32_10((i // 2, 0, 0, 0), key)
+        hi, lo = w[2 * (i % 2)], w[2 * (i % 2) + 1]
+        assert u64[i] == ((hi >> 5) * 2**26 + (lo >> 6)) / 2**53
 
 
 @pytest.mark.parametrize("dtype", [dt.float32, dt.float64])
