@@ -454,7 +454,8 @@ def _host_run(op, args, attrs):
 
 
 def _device_result(op, args, attrs, grad_name, tracer, out, view=False):
-    """The result tensor of a device op: view bookkeeping and the tape, as apply_op."""
+    """The result tensor of a device op: view bookkeeping and the tape, as apply_op's
+    CPU path (which writes the same lines inline: a call there costs ~3% of a small op)."""
     result = _new_tensor(Tensor)
     result._data = out
     result.grad_fn = None
