@@ -14,6 +14,10 @@ Workloads (the shapes of PyTorch's own examples):
   AdamW;
 - ``mlp:WIDTH:BATCH``: an MLP 784-WIDTH-WIDTH-10 with ReLU, cross-entropy and Adam.
 
+Systems: ``gc_eager``, ``gc_compiled`` (``compile(step)``), ``torch_eager`` (when PyTorch
+is installed) and, for the MLP only, ``jax_jit`` (``jax.jit`` of the same step with Adam
+written out, as optax's; when JAX is installed: the issue's yardstick for compiled steps).
+
 The model code is written once against a ``torch``-like module, so gcompile and PyTorch
 run the same program. Every (round, workload, system) runs in a new Python process, the
 systems interleaved within a round; the table gives the median over rounds of each
@@ -191,6 +195,8 @@ def _rss_mb() -> float:
 
 def child(system: str, name: str, dropout: float, steps: int, small: bool) -> dict:
     """Time one system on one workload in this (fresh) process."""
+    if system == "jax_jit":
+        return _jax_child(name, steps)
     if system.startswith("torch"):
         import torch as tm
     else:
@@ -241,6 +247,62 @@ def child(system: str, name: str, dropout: float, steps: int, small: bool) -> di
     return result
 
 
+def _jax_child(name: str, steps: int) -> dict:
+    """The MLP step under ``jax.jit``: forward, cross-entropy, grad and Adam (torch's
+    defaults: lr 1e-3, betas 0.9/0.999, eps 1e-8) in one jitted function."""
+    if not name.startswith("mlp:"):
+        raise ValueError("jax_jit runs the mlp:WIDTH:BATCH workload only")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    _, width, batch = name.split(":")
+    width, batch = int(width), int(batch)
+    rng = np.random.default_rng(0)
+    dims = [784, width, width, 10]
+    params = []
+    for i, o in zip(dims[:-1], dims[1:]):
+        bound = 1 / np.sqrt(i)
+        params += [jnp.asarray(rng.uniform(-bound, bound, (i, o)).astype(np.float32)),
+                   jnp.asarray(rng.uniform(-bound, bound, (o,)).astype(np.float32))]
+    x = jnp.asarray(rng.standard_normal((batch, 784)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 10, batch))
+
+    def loss_fn(ps, x, y):
+        h = x
+        for k in range(0, len(ps) - 2, 2):
+            h = jax.nn.relu(h @ ps[k] + ps[k + 1])
+        logits = h @ ps[-2] + ps[-1]
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def step(ps, m, v, t, x, y):
+        loss, g = jax.value_and_grad(loss_fn)(ps, x, y)
+        t = t + 1
+        m = [0.9 * a + 0.1 * b for a, b in zip(m, g)]
+        v = [0.999 * a + 0.001 * b * b for a, b in zip(v, g)]
+        c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+        ps = [p - 1e-3 * (a / c1) / (jnp.sqrt(b / c2) + 1e-8) for p, a, b in zip(ps, m, v)]
+        return ps, m, v, t, loss
+
+    m = [jnp.zeros_like(p) for p in params]
+    v = [jnp.zeros_like(p) for p in params]
+    t = jnp.asarray(0.0, jnp.float32)
+    state = (params, m, v, t)
+    for _ in range(3):
+        *state, loss = step(*state, x, y)
+    float(loss)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        *state, loss = step(*state, x, y)
+        float(loss)
+        times.append(time.perf_counter() - t0)
+    return {"system": "jax_jit", "workload": name, "ms": 1e3 * statistics.median(times),
+            "loss": float(loss)}
+
+
 def _run_child(system: str, name: str, dropout: float, steps: int, small: bool) -> dict:
     cmd = [sys.executable, "-m", "gcompile.bench_models", "--child", system, name,
            str(dropout), str(steps), "1" if small else "0"]
@@ -256,11 +318,18 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def _jax_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("jax") is not None
+
+
 def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
         dropout: float = 0.0, small: bool = False, say=None) -> list[dict]:
     """Interleaved rounds of fresh processes; one row per workload."""
     if "torch_eager" in systems and not _torch_available():
         systems = [s for s in systems if s != "torch_eager"]
+    if "jax_jit" in systems and not _jax_available():
+        systems = [s for s in systems if s != "jax_jit"]
     got: dict = {(n, s): [] for n in names for s in systems}
     for r in range(rounds):
         for n in names:
@@ -384,6 +453,7 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         e, c, t = ms(r.get("gc_eager", {})), ms(r.get("gc_compiled", {})), \
             ms(r.get("torch_eager", {}))
+        j = ms(r.get("jax_jit", {}))
 
         def f(v):
             return f"{v:.1f}" if v is not None else "-"
@@ -392,7 +462,8 @@ def format_table(rows: list[dict]) -> str:
             return f"{a / b:.2f}x" if a is not None and b else "-"
 
         lines.append(f"{r['workload']:<16}{f(e):>10}{f(c):>13}{f(t):>13}"
-                     f"{ratio(c, t):>12}{ratio(e, t):>13}{ratio(e, c):>12}")
+                     f"{ratio(c, t):>12}{ratio(e, t):>13}{ratio(e, c):>12}"
+                     + (f"   jax jit {f(j)} ms, compiled/jax {ratio(c, j)}" if j else ""))
     for r in rows:
         comp = r.get("gc_compiled", {})
         if "split" in comp:

@@ -80,3 +80,21 @@ def test_gcompile_bench_runs_the_real_models_in_fresh_processes(monkeypatch, cap
          "gc_eager": {"ms": 1.0, "us_per_sample": 31.25, "mem_mb": 3.0, "param_mb": 2.6}}])
     assert bench.main(["--sweep", "--no-torch"]) == 0
     assert "31.25" in capsys.readouterr().out
+
+
+def test_jax_system_is_left_out_without_jax(monkeypatch):
+    monkeypatch.setattr(bm, "_jax_available", lambda: False)
+    monkeypatch.setattr(bm, "_run_child", lambda s, *a: {"system": s, "ms": 1.0})
+    rows = bm.run(["mlp:16:8"], ["gc_eager", "jax_jit"], rounds=1, steps=1)
+    assert "jax_jit" not in rows[0] and rows[0]["gc_eager"]["ms"] == 1.0
+
+
+def test_jax_child_trains_the_mlp():
+    pytest.importorskip("jax", reason="JAX is not installed (the benchmark's optional yardstick)")
+    r = bm._jax_child("mlp:32:8", 3)
+    assert r["ms"] > 0 and 0 < r["loss"] < 10
+    with pytest.raises(ValueError, match="mlp"):
+        bm._jax_child("cnn_train", 1)
+    table = bm.format_table([{"workload": "mlp:32:8", "gc_compiled": {"ms": 2.0},
+                              "jax_jit": {"ms": 1.0}}])
+    assert "compiled/jax 2.00x" in table
