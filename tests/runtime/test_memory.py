@@ -254,3 +254,35 @@ def test_step_computes_relu_mask_in_the_backward(monkeypatch):
     *_, f2, x2, y2 = _mlp_step(width=32, batch=16)
     fused = torch.explain(f2, x2, y2)
     assert fused.saved_bytes >= e.saved_bytes + 2 * 16 * 32
+
+
+def test_plans_in_threads_take_separate_blocks():
+    import threading
+
+    def make(k):
+        w = torch.randn(64, 64)
+        return torch.compile(lambda a: ((a @ w).relu() * k + 1).tanh().sum(1)), w
+
+    (f, wf), (g, wg) = make(2.0), make(3.0)
+    a = torch.randn(32, 64)
+    want = {f: ((a @ wf).relu() * 2.0 + 1).tanh().sum(1).numpy(),
+            g: ((a @ wg).relu() * 3.0 + 1).tanh().sum(1).numpy()}
+    for _ in range(3):  # traced and planned here: the threads run the plans
+        f(a), g(a)
+    bad = []
+
+    def run(fn):
+        try:
+            for _ in range(40):
+                got = fn(a).numpy()
+                if not np.allclose(got, want[fn], rtol=1e-5, atol=1e-5):
+                    bad.append("wrong result")
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            bad.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in (f, g, f, g)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, bad[:3]
