@@ -31,7 +31,7 @@ from . import distributions, optim, utils  # noqa: E402
 from . import accelerator, amp, backends, func, linalg, special  # noqa: E402,F401
 from .func import vmap  # noqa: E402,F401  (torch.vmap)
 from ._aliases import *  # noqa: E402,F401,F403  (torch.det, torch.svd, torch.mvlgamma ...)
-from .amp import autocast  # noqa: E402,F401
+from .amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402,F401
 from . import distributed  # noqa: E402
 from .serialization import load, save
 from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled,

@@ -1,12 +1,14 @@
-"""torch.amp: autocast and GradScaler on the CPU.
+"""torch.amp: autocast and GradScaler.
 
 Inside ``autocast(device_type="cpu")`` (bfloat16, torch's CPU default, or float16) matrix
 products (matmul, mm, bmm, linear, conv, conv_transpose) take their float32/float16/bfloat16
 operands in the autocast dtype and return it, as torch's CPU autocast lists them. The ops
 torch's CPU autocast runs in float32 (the losses, 3-d pools, grid_sample, prod, quantile,
-cdist, trace) take lower-precision operands in float32; everything else keeps its dtype. The
-autocast state is read when a function runs eagerly or is traced; a compiled plan keeps the
-precision it was traced with.
+cdist, trace) take lower-precision operands in float32; everything else keeps its dtype.
+``autocast(device_type="cuda")`` (float16 by default, as torch's) does the same for ops over
+CUDA tensors; each device type has its own state, as in torch. The autocast state is read
+when a function runs eagerly or is traced; a compiled plan keeps the precision it was
+traced with.
 """
 from __future__ import annotations
 
@@ -16,20 +18,32 @@ from typing import Any
 
 from ir import dtypes as dt
 
-from .._autocast import _LOWER, _current, _local, cast_inputs  # noqa: F401  (read by nn.functional)
+from .._autocast import _LOWER, _current, _set, active_for, cast_inputs  # noqa: F401
+# (cast_inputs is read by nn.functional)
 
 __all__ = ["autocast", "GradScaler", "is_autocast_available", "custom_fwd", "custom_bwd",
-           "get_autocast_dtype"]
+           "get_autocast_dtype", "is_autocast_enabled"]
+
+
+_DEFAULT = {"cpu": dt.bfloat16, "cuda": dt.float16}  # torch's defaults per device type
 
 
 def is_autocast_available(device_type: str) -> bool:
+    if device_type == "cuda":
+        from .. import cuda
+        return cuda.is_available()
     return device_type == "cpu"
 
 
 def get_autocast_dtype(device_type: str = "cpu"):
     """The dtype autocast uses on ``device_type`` (torch.get_autocast_dtype)."""
-    d = _current()
-    return d if d is not None else dt.bfloat16
+    d = _current(device_type)
+    return d if d is not None else _DEFAULT.get(device_type, dt.bfloat16)
+
+
+def is_autocast_enabled(device_type: str = "cpu") -> bool:
+    """Whether autocast is on for ``device_type`` in this thread."""
+    return _current(device_type) is not None
 
 
 class autocast:  # noqa: N801 - torch's name
@@ -51,22 +65,23 @@ class autocast:  # noqa: N801 - torch's name
         elif device_type != "cpu":
             raise RuntimeError(f"User specified an unsupported autocast device_type "
                                f"'{device_type}'")
-        if self._enabled and device_type == "cpu":
-            d = dt.as_dtype(dtype) if dtype is not None else dt.bfloat16
+        if self._enabled:
+            d = dt.as_dtype(dtype) if dtype is not None else _DEFAULT[device_type]
             if d not in _LOWER:
-                warnings.warn("In CPU autocast, but the target dtype is not supported. "
-                              "Disabling autocast.\nCPU Autocast only supports dtypes of "
+                where = "CPU" if device_type == "cpu" else "CUDA"
+                warnings.warn(f"In {where} autocast, but the target dtype is not supported. "
+                              f"Disabling autocast.\n{where} Autocast only supports dtypes of "
                               "torch.bfloat16, torch.float16 currently.")
                 self._enabled = False
             self.fast_dtype = d
 
     def __enter__(self):
-        self._prev = _current()
-        _local.dtype = self.fast_dtype if self._enabled else None
+        self._prev = _current(self.device)
+        _set(self.device, self.fast_dtype if self._enabled else None)
         return self
 
     def __exit__(self, *exc) -> None:
-        _local.dtype = self._prev
+        _set(self.device, self._prev)
 
     def __call__(self, fn):
         @functools.wraps(fn)
@@ -89,7 +104,7 @@ def _float32_op(fn):
     lower precision."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        if _current() is not None:
+        if active_for(tuple(args) + tuple(kwargs.values())) is not None:
             args = tuple(_to_float32(a) for a in args)
             kwargs = {k: _to_float32(v) for k, v in kwargs.items()}
         return fn(*args, **kwargs)
@@ -271,3 +286,26 @@ class GradScaler:
         self._backoff_factor = float(state_dict["backoff_factor"])
         self._growth_interval = int(state_dict["growth_interval"])
         self._growth_tracker = int(state_dict["_growth_tracker"])
+
+
+class _DeviceAmp:
+    """``torch.cuda.amp`` / ``torch.cpu.amp``: torch's older spellings of autocast and
+    GradScaler with the device type fixed."""
+
+    def __init__(self, device_type: str) -> None:
+        self._device = device_type
+
+    def autocast(self, enabled: bool = True, dtype=None, cache_enabled: bool = True):
+        return autocast(self._device, dtype=dtype, enabled=enabled,
+                        cache_enabled=cache_enabled)
+
+    def GradScaler(self, *args, **kwargs):  # noqa: N802 - torch's name
+        return GradScaler(self._device, *args, **kwargs)
+
+
+def _install_device_amp() -> None:
+    from .. import cuda
+    cuda.amp = _DeviceAmp("cuda")
+
+
+_install_device_amp()
