@@ -829,10 +829,17 @@ WORKER_IDLE_S = 60.0  # a worker without a job this long exits
 def _forget_workers() -> None:
     """In a child forked from this process: the workers (and their pipes) are the
     parent's; the child starts its own if it compiles."""
-    global _JOBS_COND
+    global _JOBS_COND, _POOL_LOCK
+    for w in _WORKERS:  # the parent's pipes: the child holding them open would keep a
+        for f in (w.proc.stdin, w.proc.stdout):  # worker from seeing its input end
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
     _WORKERS.clear()
     _JOBS.clear()
     _JOBS_COND = threading.Condition()
+    _POOL_LOCK = threading.Lock()
     _POOL_STATE["started"] = False
 
 

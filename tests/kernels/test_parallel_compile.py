@@ -179,3 +179,29 @@ def test_identical_kernels_across_plans_compile_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["one"] >= 1 and out["two"] == out["one"] and out["same"]
+
+
+FORK = textwrap.dedent("""
+    import os
+    from kernels.cpu import _POOL_STATE, _WORKERS, _shutdown_workers, _worker_pool
+    ws = _worker_pool(1)
+    assert ws and ws[0].ready.wait(120)
+    pid = os.fork()
+    if pid == 0:  # the child has no workers and may start its own
+        os._exit(0 if not _WORKERS and not _POOL_STATE["started"] else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0, "the forked child kept the parent's workers"
+    assert all(w.alive for w in _WORKERS)  # the parent's are untouched
+    _shutdown_workers()
+    assert [w.proc.returncode for w in ws] == [0]  # it exits when its input closes
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_forgets_the_workers(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", FORK], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
