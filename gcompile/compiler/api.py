@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _autocast
 from .._state import state
 from .._tensor import Tensor
 from .._tensor import apply_op as _apply_op
@@ -178,7 +179,7 @@ def _root_key(a) -> object:
 
 def _describe_miss(old: tuple, new: tuple) -> str:
     names = ("argument tensors", "argument structure", "grad mode", "training flags",
-             "parameters", "aliasing between tensor arguments")
+             "parameters", "aliasing between tensor arguments", "autocast state")
     for i, (a, b) in enumerate(zip(old, new)):
         if a == b:
             continue
@@ -352,7 +353,8 @@ class CompiledFunction:
         params = _module_params(self._module)
         key = (tuple(_tensor_key(t) for t in leaves), _static_key(spec),
                bool(state.grad_enabled), _training_flags(self._module),
-               tuple((n, id(p)) + _tensor_key(p) for n, p in params), _alias_key(leaves))
+               tuple((n, id(p)) + _tensor_key(p) for n, p in params), _alias_key(leaves),
+               _autocast_key())
         return key, leaves, params
 
     def __call__(self, *args, **kwargs):
@@ -662,6 +664,13 @@ class CompiledFunction:
         ex = build_executable(graph, reference=self.backend == "reference")
         ex.plan.keep_arena = self.keep_arena
         return ex
+
+
+def _autocast_key() -> tuple:
+    """The autocast state a trace bakes in (matrix products' dtypes), per device type: a
+    plan traced under autocast must not serve calls outside it, nor the reverse."""
+    d = getattr(_autocast._local, "dtypes", None)
+    return tuple(sorted((k, v.name) for k, v in d.items())) if d else ()
 
 
 def _shapeless(key: tuple) -> tuple:

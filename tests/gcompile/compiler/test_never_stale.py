@@ -429,3 +429,20 @@ def test_compiled_gradients_stop_at_detach():
     np.testing.assert_allclose(p2.detach().numpy(), p1.detach().numpy())
     np.testing.assert_allclose(p2.grad.numpy(), p1.grad.numpy())
     assert not torch.compile(lambda x: x.detach() * 2)(a).requires_grad
+
+
+def test_autocast_state_is_part_of_the_signature():
+    mm = torch.compile(lambda a, b: a @ b)
+    a, b = torch.randn(3, 4), torch.randn(4, 2)
+    assert mm(a, b).dtype == torch.float32
+    with torch.autocast("cpu"):
+        assert mm(a, b).dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert mm(a, b).dtype == torch.float16
+    assert mm(a, b).dtype == torch.float32
+    traced_inside = torch.compile(lambda a, b: a @ b)
+    with torch.autocast("cpu"):
+        traced_inside(a, b)
+    out = traced_inside(a, b)
+    assert out.dtype == torch.float32
+    np.testing.assert_array_equal(out.numpy(), (a @ b).numpy())
