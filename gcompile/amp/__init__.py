@@ -7,8 +7,8 @@ torch's CPU autocast runs in float32 (the losses, 3-d pools, grid_sample, prod, 
 cdist, trace) take lower-precision operands in float32; everything else keeps its dtype.
 ``autocast(device_type="cuda")`` (float16 by default, as torch's) does the same for ops over
 CUDA tensors; each device type has its own state, as in torch. The autocast state is read
-when a function runs eagerly or is traced; a compiled plan keeps the precision it was
-traced with.
+when a function runs eagerly or is traced, and is part of a compiled function's signature:
+a plan serves only calls made under the autocast state it was traced with.
 """
 from __future__ import annotations
 
