@@ -548,6 +548,9 @@ class CompiledFunction:
             if tracer._lookup(p) is None:
                 tracer.bind_input(p, pname.replace(".", "_"))
                 input_map.append(("param", i))
+        # the globals and closure variables the function reads, as the trace finds them
+        fguards = function_guards(self._fn if self._module is None else
+                                  type(self._module).forward)
         prev = state.tracer
         state.tracer = tracer
         try:
@@ -572,9 +575,19 @@ class CompiledFunction:
             or any(type(c.data).__name__ == "CudaArray" for c in tracer.captures)
         if on_cuda:
             tracer.graph.meta["device"] = "cuda"  # _build lowers it to CUDA kernels
-        # the globals and closure variables the function reads are guarded too
-        tracer.guards.extend(function_guards(
-            self._fn if self._module is None else type(self._module).forward))
+        # the globals and closure variables the function reads are guarded too; one it
+        # changed itself (a counter, a dict entry replaced, a list appended to) is a Python
+        # side effect a plan would not repeat
+        changed = check_guards(fguards)
+        if changed is not None:
+            from .tracer import GraphBreak, user_frame
+            brk = GraphBreak(f"the function changes a Python value it reads ({changed} "
+                             "during the call): a compiled plan would not repeat that",
+                             *user_frame())
+            if self.fullgraph:
+                raise GraphBreakError(f"gcompile.compile(fullgraph=True): graph break: {brk}")
+            return result, None, brk
+        tracer.guards.extend(fguards)
         if tracer.backward_ran:
             # a whole training step (backward and updates inside): training.py
             from .training import build_step_entry

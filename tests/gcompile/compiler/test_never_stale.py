@@ -446,3 +446,44 @@ def test_autocast_state_is_part_of_the_signature():
     out = traced_inside(a, b)
     assert out.dtype == torch.float32
     np.testing.assert_array_equal(out.numpy(), (a @ b).numpy())
+
+
+def test_a_python_value_the_function_changes_is_not_baked():
+    """The function replaces the dict entry it read: a plan would keep mutating the first
+    tensor and never write the dict again (it gave 6, 10, 18 where eager gives 4)."""
+    def run(compiled):
+        holder = {"t": torch.ones(1)}
+
+        def f(x):
+            t = holder["t"]
+            t.mul_(2)
+            holder["t"] = torch.ones(1)
+            return t + holder["t"] + x
+
+        g = torch.compile(f) if compiled else f
+        with pytest.warns(torch.compiler.GraphBreakWarning, match="changes a Python value") \
+                if compiled else _nullcontext():
+            first = g(torch.ones(1)).item()
+        return [first] + [g(torch.ones(1)).item() for _ in range(3)]
+
+    assert run(True) == run(False) == [4.0] * 4
+
+
+def test_a_counter_the_function_increments_counts_every_call():
+    calls = [0]
+
+    @torch.compile
+    def f(x):
+        calls[0] += 1
+        return x * 2
+
+    with pytest.warns(torch.compiler.GraphBreakWarning):
+        f(torch.ones(2))
+    for _ in range(3):
+        f(torch.ones(2))
+    assert calls == [4]
+
+
+def _nullcontext():
+    import contextlib
+    return contextlib.nullcontext()
