@@ -4,19 +4,23 @@
 
 For each workload of ``gcompile.bench_models`` (default: cnn_train, lstm_lm_train,
 gpt_train) a child process builds the model and optimizer, compiles the training step
-(``gcompile.compile``) and times its first call:
+(``gcompile.compile``) and times its "first call": every call up to and including the
+first one that runs the compiled plan (the first call of a training step runs eagerly,
+creating the optimizer's state; the second traces and builds the plan; the third runs
+it, compiling its kernels):
 
 - **cold**: ``XDG_CACHE_HOME`` points to a new, empty folder, so every kernel compiles;
 - **warm**: a second fresh process on the folder the cold one filled (kernel cache hit).
 
-Printed per run: wall time of the first call, CPU time of the child (its own plus that
-of its compile workers, ``RUSAGE_CHILDREN`` of this process), kernels compiled in
-process and in workers, and the first call's time per phase: trace (up to the graph),
-autodiff, passes (decompose, simplify, fusion), lower (spec building and source
-generation), memory plan, executable (the dry run and parallel compiles, when on),
-then on the first run: ``codegen`` (variant sources), ``numba`` (Numba compiles, in
-this process), ``load`` (machine code into the engine). The phases overlap where they
-nest (``codegen``/``numba``/``load`` happen inside ``executable`` or the first run).
+Printed per run: the wall time of those calls (and of each), the child's CPU time over
+them, the whole child process's wall and CPU time (its own plus that of its compile
+workers: ``RUSAGE_CHILDREN`` of this process), kernels compiled in process and in
+workers, and time per phase (seconds, summed over the calls): ``trace`` (running the
+step under the tracer, eager kernels compiling included), ``autodiff``, ``passes``,
+``fusion``, ``lower`` (spec building, main-variant sources), ``memory plan``,
+``executable``, then ``codegen`` (variant sources), ``numba`` (Numba compiles in this
+process, wherever they happen) and ``load`` (machine code into the engine). Phases nest:
+``codegen``/``numba``/``load`` also count inside ``trace`` or the plan's first run.
 
 The machine this was written on has 2 cores shared with other jobs: compare CPU time
 as well as wall time, and several rounds.
