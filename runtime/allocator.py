@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import time
 import threading
 
 import numpy as np
@@ -98,8 +99,30 @@ default_allocator = CachingAllocator()
 # call would feel the faults more. ``GCOMPILE_ARENA_RELEASE_BYTES`` or
 # ``compile(..., options={"keep_arena": True | False})`` override it.
 ARENA_RELEASE_BYTES = int(os.environ.get("GCOMPILE_ARENA_RELEASE_BYTES", 16 << 20))
+# ... and only while faulting the arena back in costs at most this share of the call
+# (``refault_seconds`` against the plan's fastest call so far): a short call over a big
+# arena keeps it (the GPT step of bench_models, 29 MB over ~26 ms, ran 13% slower when
+# it released, measured on a loaded machine), a long one releases (4x2048 MLP step).
+RELEASE_COST_SHARE = 0.05
 _PAGE = 4096
 _HUGE = 2 << 20
+_REFAULT: list = []  # seconds per byte to fault a released arena back in (measured once)
+
+
+def refault_seconds(nbytes: int) -> float:
+    """Estimated time to fault ``nbytes`` of a released arena back in, from one
+    measurement per process (an 8 MB arena written, released, written again)."""
+    if not _REFAULT:
+        probe = Arena(8 << 20)
+        probe.array[::_PAGE] = 1
+        if probe.release_pages():
+            t0 = time.perf_counter()
+            probe.array[::_PAGE] = 1
+            _REFAULT.append((time.perf_counter() - t0) / probe.nbytes)
+        else:
+            _REFAULT.append(0.0)
+        probe.release_pages()
+    return _REFAULT[0] * nbytes
 
 
 class Arena:

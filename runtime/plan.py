@@ -71,8 +71,10 @@ class Plan:
     arena: np.ndarray | None = None  # the block this plan ran on last (None: none yet)
     _planned_views: list = field(default_factory=list)
     # keep the arena's pages between calls: True always, False never, None (default)
-    # when it is smaller than ``runtime.allocator.ARENA_RELEASE_BYTES``
+    # when it is smaller than ``runtime.allocator.ARENA_RELEASE_BYTES`` or faulting it
+    # back in would cost more than ``RELEASE_COST_SHARE`` of a call
     keep_arena: bool | None = None
+    fastest_call: float | None = None  # seconds: this plan's fastest call so far
     _block: object = None  # the runtime.allocator.Arena behind ``arena``
     # called once, with the first call's (inputs, out_into), before that call runs
     # (``runtime.lower``: find and compile the loop variants the kernels will use)
@@ -152,19 +154,23 @@ class Plan:
 
     @property
     def releases_arena(self) -> bool:
-        """Do this plan's arena pages go back to the OS after each call?"""
+        """Do this plan's arena pages go back to the OS after each call? (By default
+        not before a first call has been timed.)"""
         if self.keep_arena is None:
-            return self.arena_bytes >= _alloc.ARENA_RELEASE_BYTES
+            return self.arena_bytes >= _alloc.ARENA_RELEASE_BYTES and \
+                self.fastest_call is not None and \
+                _alloc.refault_seconds(self.arena_bytes) <= \
+                _alloc.RELEASE_COST_SHARE * self.fastest_call
         return not self.keep_arena
 
-    def give_back(self, pool=None) -> None:
-        """After a call: the block returns to the pool (its pages to the OS when
-        ``releases_arena``); the plan keeps its views for the next call."""
+    def give_back(self, pool=None, seconds: float | None = None) -> None:
+        """After a call (that took ``seconds``): the block returns to the pool (its
+        pages to the OS when ``releases_arena``); the plan keeps its views for the
+        next call."""
+        if seconds is not None and (self.fastest_call is None or seconds < self.fastest_call):
+            self.fastest_call = seconds
         if self._block is not None:
-            (pool or _alloc.default_arena_pool).give(
-                self._block, self.keep_arena is False or (
-                    self.keep_arena is None and
-                    self.arena_bytes >= _alloc.ARENA_RELEASE_BYTES))
+            (pool or _alloc.default_arena_pool).give(self._block, self.releases_arena)
 
     def drop_arena(self, pool=None) -> None:
         """Let go of the arena (an entry not used lately): the block's pages go back to
@@ -214,10 +220,11 @@ class Executor:
             plan.before_first_run = None
             hook(inputs, out_into)
         plan.materialize()
+        t0 = time.perf_counter()
         try:
             return self._run(plan, inputs, out_into)
         finally:
-            plan.give_back()
+            plan.give_back(seconds=time.perf_counter() - t0)
 
     def _run(self, plan: Plan, inputs: list[np.ndarray], out_into: dict | None
              ) -> list[np.ndarray]:

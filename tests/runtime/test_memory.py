@@ -286,3 +286,24 @@ def test_plans_in_threads_take_separate_blocks():
     for t in threads:
         t.join()
     assert not bad, bad[:3]
+
+
+def test_default_release_weighs_refault_cost_against_the_call(monkeypatch):
+    *_, f, x, y = _mlp_step()
+    for _ in range(3):
+        f(x, y)
+    plan = f.entries[-1].executable.plan
+    monkeypatch.setattr(allocator, "ARENA_RELEASE_BYTES", 1)
+    assert plan.fastest_call is not None and plan.fastest_call > 0
+    monkeypatch.setattr(allocator, "refault_seconds", lambda n: 0.0)
+    assert plan.releases_arena  # cheap to fault back in: released
+    monkeypatch.setattr(allocator, "refault_seconds", lambda n: plan.fastest_call)
+    assert not plan.releases_arena  # would double the call: kept
+    plan.fastest_call = None
+    monkeypatch.setattr(allocator, "refault_seconds", lambda n: 0.0)
+    assert not plan.releases_arena  # no call timed yet: kept
+
+
+def test_refault_estimate_is_measured_once_and_scales():
+    a = allocator.refault_seconds(1 << 20)
+    assert a >= 0 and allocator.refault_seconds(2 << 20) == pytest.approx(2 * a)
