@@ -50,7 +50,7 @@ def _child(name: str) -> dict:
 
     import gcompile as tm
     import kernels.cpu as kc
-    from gcompile.bench_models import build
+    from gcompile.bench_models import build, train_step
     from kernels.cpu import codegen, native
     from runtime import logs
 
@@ -82,12 +82,7 @@ def _child(name: str) -> dict:
     model, opt, (x, y), loss_fn = build(tm, name)
     model.train()
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = train_step(model, opt, loss_fn)
 
     fn = tm.compile(step)
     import_s = time.perf_counter() - t_start

@@ -154,6 +154,18 @@ def torch_saved_bytes(torch, model, loss_fn, x, y) -> int:
     return sum(seen.values())
 
 
+def train_step(model, opt, loss_fn):
+    """gcompile.bench_models.train_step, restated: a torch child must not import gcompile
+    (its memory is what is measured)."""
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def child(system: str, width: int, batch: int, workload: str = "mlp") -> dict:
     """Measure one system at one size in this (fresh) process; ``workload`` "mlp" or a
     model of ``gcompile.bench_models`` (the character GPT: ``gpt_train``)."""
@@ -171,12 +183,7 @@ def child(system: str, width: int, batch: int, workload: str = "mlp") -> dict:
     base, base_anon = rss_mb(), anon_mb()
     have_hwm = reset_hwm()
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = train_step(model, opt, loss_fn)
 
     fn = tm.compile(step) if system == "gc_compiled" else step
     for _ in range(3):
@@ -244,12 +251,7 @@ def fixed_child() -> dict:
     tm.set_num_threads(int(os.environ.get("GCOMPILE_BENCH_THREADS", "2")))
     model, opt, x, y, loss_fn = build(tm, 64, 8)
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = train_step(model, opt, loss_fn)
 
     mark("model, optimizer, batch")
     step(x, y)

@@ -165,6 +165,18 @@ def build(tm, name: str, dropout: float = 0.0, small: bool = False):
     raise ValueError(f"unknown model workload {name!r}; choose from {MODEL_WORKLOADS}")
 
 
+def train_step(model, opt, loss_fn):
+    """The training step every benchmark times (the same code under torch and
+    gcompile): zero the gradients, loss, backward, optimizer step; returns the loss."""
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def _split(records: list[dict], n_calls: int, wall_s: float) -> dict:
     """ms per step in GEMMs, library (layer) steps, fused kernels, views, and the rest."""
     sums = {"matmul": 0.0, "library": 0.0, "kernel": 0.0, "view": 0.0}
@@ -206,12 +218,7 @@ def child(system: str, name: str, dropout: float, steps: int, small: bool) -> di
     model.train()
     base_mb = _rss_mb()
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = train_step(model, opt, loss_fn)
 
     result: dict = {"system": system, "workload": name}
     fn = step
