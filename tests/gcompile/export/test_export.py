@@ -123,8 +123,11 @@ def test_dynamic_dimension_that_cannot_follow_is_refused():
         if key not in cache:
             cache[key] = torch.ones(key, 1)
         return x * cache[key]
-    # (hashing the size bakes it in: the symbolic trace refuses it before the captured
-    # tensor is looked at)
+    # (filling the cache is a Python side effect no graph repeats: refused as a graph
+    # break; without it, hashing the size bakes it in and the symbolic trace refuses it)
+    with pytest.raises(RuntimeError, match="changes a Python value it reads"):
+        torch.export(g, torch.randn(4, 3), dynamic_shapes=({0: Dim("n")},))
+    cache[4] = torch.ones(4, 1)
     with pytest.raises(NotImplementedError, match="cannot be dynamic"):
         torch.export(g, torch.randn(4, 3), dynamic_shapes=({0: Dim("n")},))
     with pytest.raises(ValueError, match="outside"):
