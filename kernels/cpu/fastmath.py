@@ -358,12 +358,15 @@ def sigmoid_f64(x):
 from .codegen import FUNCTIONS_F32  # noqa: E402 - the names codegen emits calls to
 
 
-def _make_divmod(ftype):
+def divmod_functions(ftype):
+    """NumPy's float floor division and remainder for ``ftype`` (its ``npy_divmod``, so
+    1 // 0.1 == 9 exactly as eager, where floor(a / b) gives 10), as plain Python for a
+    target to compile: CPU kernels here, device functions in ``kernels.cuda.devmath``."""
     zero, one, half = ftype(0.0), ftype(1.0), ftype(0.5)
 
-    @njit(inline="always", error_model="numpy")
     def floordiv(a, b):
-        # NumPy's npy_divmod, so 1 // 0.1 == 9 exactly as eager (floor(a / b) gives 10)
+        if b == zero:
+            return ftype(a / b)
         mod = np.fmod(a, b)
         div = (a - mod) / b
         if mod != zero and ((b < zero) != (mod < zero)):
@@ -373,18 +376,22 @@ def _make_divmod(ftype):
             fl = fl + one
         if div == zero:
             fl = np.copysign(zero, a / b)
-        return a / b if b == zero else fl
+        return ftype(fl)
 
-    @njit(inline="always", error_model="numpy")
     def remainder(a, b):
         mod = np.fmod(a, b)
         if mod != zero and ((b < zero) != (mod < zero)):
             mod = mod + b
         if mod == zero:
             mod = np.copysign(zero, b)
-        return mod
+        return ftype(mod)
 
     return floordiv, remainder
+
+
+def _make_divmod(ftype):
+    jit = njit(inline="always", error_model="numpy")
+    return tuple(jit(f) for f in divmod_functions(ftype))
 
 
 floordiv_f32, remainder_f32 = _make_divmod(np.float32)

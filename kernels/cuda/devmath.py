@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from kernels.cpu.fastmath import divmod_functions
+
 from .views import cuda_module
 
 cuda = cuda_module()
@@ -87,34 +89,7 @@ def sigmoid_f64(x):
 
 
 def _make_divmod(ftype):
-    zero, one, half = ftype(0.0), ftype(1.0), ftype(0.5)
-
-    @_dev
-    def floordiv(a, b):
-        # NumPy's npy_divmod (1 // 0.1 == 9, as eager)
-        if b == zero:
-            return a / b
-        mod = np.fmod(a, b)
-        div = (a - mod) / b
-        if mod != zero and ((b < zero) != (mod < zero)):
-            div = div - one
-        fl = np.floor(div)
-        if div - fl > half:
-            fl = fl + one
-        if div == zero:
-            fl = np.copysign(zero, a / b)
-        return ftype(fl)
-
-    @_dev
-    def remainder(a, b):
-        mod = np.fmod(a, b)
-        if mod != zero and ((b < zero) != (mod < zero)):
-            mod = mod + b
-        if mod == zero:
-            mod = np.copysign(zero, b)
-        return ftype(mod)
-
-    return floordiv, remainder
+    return tuple(_dev(f) for f in divmod_functions(ftype))
 
 
 floordiv_f32, remainder_f32 = _make_divmod(np.float32)
