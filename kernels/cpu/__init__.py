@@ -615,6 +615,9 @@ def _pool(workers: int):
     """A persistent thread pool for the parallel path (kernels are nogil)."""
     from concurrent.futures import ThreadPoolExecutor
     with _LOCK:
+        if _POOL[0] is None:
+            from .blas_spin import quiet
+            quiet()  # OpenBLAS's idle spin would take these threads' cores after each GEMM
         if _POOL[0] is None or _POOL[1] < workers:
             _POOL[0] = ThreadPoolExecutor(max_workers=workers,
                                           thread_name_prefix="gcompile-kernel")

@@ -1,0 +1,62 @@
+"""kernels.cpu.blas_spin: OpenBLAS's idle spin shortened once, BLAS still right after."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+_PROBE = r"""
+import ctypes, json, os, numpy as np
+from threadpoolctl import threadpool_info
+libs = [d["filepath"] for d in threadpool_info() if d.get("internal_api") == "openblas"]
+if not libs:
+    print(json.dumps({"skip": "NumPy is not linked to OpenBLAS"})); raise SystemExit
+from kernels.cpu import blas_spin
+changed = blas_spin.quiet()
+again = blas_spin.quiet()
+lib = ctypes.CDLL(libs[0])
+lib.openblas_thread_timeout.restype = ctypes.c_int
+a = np.random.default_rng(0).standard_normal((300, 200))
+b = np.random.default_rng(1).standard_normal((200, 400))
+ok = bool(np.allclose(a @ b, np.einsum("ik,kj->ij", a, b)))
+print(json.dumps({"changed": len(changed), "again": len(again),
+                  "timeout": lib.openblas_thread_timeout(), "gemm_ok": ok}))
+"""
+
+
+def _probe(env_extra: dict) -> dict:
+    import json
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    if "skip" in got:
+        pytest.skip(got["skip"])
+    return got
+
+
+def test_quiet_shortens_the_spin_once_and_gemm_stays_right():
+    from kernels.cpu.blas_spin import SPIN_LOG2_CYCLES
+    got = _probe({})
+    assert got["changed"] >= 1 and got["again"] == 0
+    assert got["timeout"] == SPIN_LOG2_CYCLES
+    assert got["gemm_ok"]
+
+
+def test_a_users_own_timeout_is_left_alone():
+    got = _probe({"OPENBLAS_THREAD_TIMEOUT": "26"})
+    assert got["changed"] == 0
+    assert got["timeout"] == 26
+    assert got["gemm_ok"]
+
+
+def test_kernel_pool_quiets_blas():
+    """The first parallel kernel call (the pool's creation) is what quiets BLAS."""
+    code = ("import kernels.cpu as c, kernels.cpu.blas_spin as b; c._pool(1);"
+            " print(b._DONE[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "True"
