@@ -17,7 +17,9 @@
 - ``copy_before_reshape``: ``reshape(permute(x))`` that no strides can view (a
   convolution's output gradient (N, Cout, L) -> (Cout, N*L) for its batch-wide GEMMs)
   becomes ``reshape(clone(permute(x)))``: the copy NumPy would make anyway, unplanned, at
-  each call is a kernel writing a planned buffer, and the reshape a view of it.
+  each call is a kernel writing a planned buffer, and the reshape a view of it. Where
+  ``x`` is an elementwise op's result read only there (a ReLU gradient), the op itself
+  computes the permuted layout instead (its operands permuted views), and no copy runs.
 - ``decompose_sum_to_size``: ``sum_to_size`` over float dims becomes ``sum`` over those
   dims (plus a reshape), which the fuser runs as a rows reduction fused with its
   producers (bias gradients, LayerNorm backward) instead of a NumPy call.
@@ -224,13 +226,43 @@ def copy_before_reshape(graph: Graph) -> int:
         strides = tuple(base[d] for d in p.attrs["dims"])
         if view_strides(tuple(v.shape), strides, tuple(n.out.shape)) is not None:
             continue
+        count += 1
+        if _permuted_elementwise(graph, p, v) is not None:
+            continue  # every reader of the permuted value now reads e's own result
         c = graph.add_node("clone", [v], {}, index=graph.nodes.index(n))
         n.inputs[0] = c  # reshape's one value operand
         if n in v.users:
             v.users.remove(n)
         c.users.append(n)
-        count += 1
     return count
+
+
+def _permuted_elementwise(graph: Graph, p: Node, v: Value) -> Value | None:
+    """``permute(e(a, b, ...))`` with ``e`` elementwise and read only through ``p`` ->
+    ``e(permute(a), permute(b), ...)``: ``e`` writes the permuted layout itself (its
+    kernel reads its operands through strided views), so no copy pass follows it (a
+    convolution's ReLU gradient going to (Cout, N*L): one kernel instead of two). None
+    (nothing changed) when ``e`` is not such an op or an operand is not of ``e``'s rank."""
+    x = p.inputs[0]
+    e = x.producer
+    if e is None or not e.opdef.is_elementwise or x.users != [p] or \
+            any(o is x for o in graph.outputs) or any(o is v for o in graph.outputs):
+        return None
+    if any(isinstance(a, Value) and a.ndim != x.ndim for a in e.inputs):
+        return None
+    dims = p.attrs["dims"]
+    at = graph.nodes.index(e) + 1
+    args = []
+    for a in e.inputs:
+        if isinstance(a, Value):
+            a = graph.add_node("permute", [a], {"dims": dims}, index=at)
+            at += 1
+        args.append(a)
+    out = graph.add_node(e.op, args, e.attrs, dtype=x.dtype, index=at)
+    graph.replace_all_uses(v, out)
+    graph.remove_node(p)
+    graph.remove_node(e)
+    return out
 
 
 def _slice_put(v: Value, outputs: set) -> tuple | None:

@@ -209,7 +209,7 @@ def test_copy_before_reshape(dims, shape, copies):
     view of the permuted strides; the values are unchanged."""
     g = Graph()
     a = g.add_input((3, 4, 5), F32)
-    x = g.add_node("exp", [a])
+    x = g.add_node("cumsum", [a], {"dim": 2})
     p = g.add_node("permute", [x], {"dims": dims})
     out = g.add_node("reshape", [p], {"shape": shape})
     g.set_outputs([out])
@@ -229,3 +229,40 @@ def test_copy_before_reshape_leaves_graph_inputs_alone():
     p = g.add_node("permute", [a], {"dims": (1, 0, 2)})
     g.set_outputs([g.add_node("reshape", [p], {"shape": (4, 15)})])
     assert copy_before_reshape(g) == 0
+
+
+def test_elementwise_producer_writes_the_permuted_layout():
+    """reshape(permute(where(m, g, 0))) (a convolution's ReLU gradient going to (Cout,
+    N*L)): the where computes the permuted layout from permuted views of its operands,
+    and no clone is added; a broadcast operand of the same rank is permuted too."""
+    g = Graph()
+    m = g.add_input((3, 4, 5), dt.bool_)
+    gy = g.add_input((3, 4, 5), F32)
+    b = g.add_input((1, 4, 1), F32)
+    w = g.add_node("where", [m, gy, 0.0])
+    x = g.add_node("mul", [w, b])
+    p = g.add_node("permute", [x], {"dims": (1, 0, 2)})
+    out = g.add_node("reshape", [p], {"shape": (4, 15)})
+    g.set_outputs([out])
+    arrs = (rng.standard_normal((3, 4, 5)) > 0, rng.standard_normal((3, 4, 5)).astype(np.float32),
+            rng.standard_normal((1, 4, 1)).astype(np.float32))
+    (want,) = _run(g, *arrs)
+    assert copy_before_reshape(g) == 1
+    assert not any(n.op == "clone" for n in g.nodes)
+    mul = out.producer.inputs[0].producer
+    assert mul.op == "mul" and mul.out.shape == (4, 3, 5)
+    assert all(a.producer.op == "permute" for a in mul.value_inputs)
+    (got,) = _run(g, *arrs)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_elementwise_producer_with_other_readers_gets_a_copy():
+    """An elementwise result also read elsewhere keeps its layout: the copy stays."""
+    g = Graph()
+    a = g.add_input((3, 4, 5), F32)
+    x = g.add_node("exp", [a])
+    p = g.add_node("permute", [x], {"dims": (1, 0, 2)})
+    out = g.add_node("reshape", [p], {"shape": (4, 15)})
+    g.set_outputs([out, x])
+    assert copy_before_reshape(g) == 1
+    assert sum(n.op == "clone" for n in g.nodes) == 1
