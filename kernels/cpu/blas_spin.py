@@ -10,8 +10,9 @@ happened when NumPy was imported, so ``quiet()`` sets it, has OpenBLAS read its
 environment again and stops the server; the next parallel GEMM starts it again with
 the short spin. A user's own ``OPENBLAS_THREAD_TIMEOUT`` is left alone.
 
-Only OpenBLAS builds that export ``openblas_read_env`` and ``blas_thread_shutdown_``
-(NumPy's and SciPy's wheels do) are touched; anything else is a no-op.
+Only OpenBLAS builds on their own pthreads server that export ``openblas_read_env`` and
+``blas_thread_shutdown_`` (NumPy's and SciPy's wheels) are touched; anything else
+(OpenMP builds, MKL, Accelerate) is left as it is.
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def quiet() -> list[str]:
             return []
         try:
             from threadpoolctl import threadpool_info
-            libs = [d["filepath"] for d in threadpool_info() if d.get("internal_api") == "openblas"]
+            libs = [d["filepath"] for d in threadpool_info()
+                    if d.get("internal_api") == "openblas"
+                    and d.get("threading_layer") == "pthreads"]
         except Exception:  # noqa: BLE001 - no threadpoolctl or an odd library: leave BLAS be
             return []
         os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(SPIN_LOG2_CYCLES)
