@@ -125,8 +125,8 @@ def _accumulate(leaf, g, create_graph):
     if leaf.grad is None:
         if not create_graph:
             # a gradient may be shared by several leaves or be a view: copy it, eagerly
-            # straight to C order (a Linear's weight gradient arrives transposed; the
-            # optimizer's native update wants it dense like its parameter)
+            # straight to C order (the optimizer's native update wants it dense like its
+            # parameter; a Linear's weight gradient already is, see decompose._layout_rewrites)
             if state.tracer is None:
                 g = Tensor._make(g._data.copy())  # C order; a CUDA gradient stays there
             else:  # a recorded copy, in C order too: state made from .grad while a

@@ -159,6 +159,21 @@ def decomposition_graph(op: OpDef, specs: list, attrs: dict, *, upcast: bool = F
     return g
 
 
+def _layout_rewrites(jg: Graph, grads: dict) -> None:
+    """The weight-gradient GEMM rewrites the compiler applies (``ir.passes.rewrites``), on
+    the gradient graph, so that eager calls get them too: a Linear weight's gradient is
+    one GEMM over all leading dims, computed in the weight's own (out, in) layout (not a
+    transposed view the optimizer then reads strided or ``.grad`` copies)."""
+    from .rewrites import fold_summed_matmul, transpose_matmul_products
+    keys = list(grads)
+    saved = jg.outputs
+    jg.set_outputs([grads[k] for k in keys])
+    if fold_summed_matmul(jg) + transpose_matmul_products(jg):
+        for k, v in zip(keys, jg.outputs):
+            grads[k] = v
+    jg.set_outputs(saved)
+
+
 def _build_recipe(op: OpDef, specs: list, out_shape, attrs: dict, want: list[bool]
                   ) -> _Recipe:
     from .autodiff import joint_graph
@@ -179,6 +194,7 @@ def _build_recipe(op: OpDef, specs: list, out_shape, attrs: dict, want: list[boo
     for v, gv in zip(joint.wrt, joint.grads):
         if gv is not None:
             grads[v.meta["position"]] = gv
+    _layout_rewrites(jg, grads)
     slot: dict[int, int] = {}
     inputs = []
     tangent = None

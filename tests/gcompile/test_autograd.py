@@ -420,3 +420,19 @@ def test_no_grad_optimizer_step_pattern():
         w.grad.zero_()
     assert w.is_leaf and w.requires_grad
     np.testing.assert_allclose(w.detach().numpy(), [4.5, 4.625], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (2, 3, 6)])
+def test_eager_linear_weight_grad_is_one_gemm_in_the_weights_layout(shape):
+    """The derived (eager) gradient of linear gets the compiler's weight-gradient rewrites:
+    the weight's gradient arrives dense in (out, in) order, equal to NumPy's."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 4)
+    x = torch.randn(*shape, requires_grad=True)
+    lin(x).square().sum().backward()
+    w, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+    xn = x.detach().numpy().reshape(-1, 6)
+    gy = 2 * (xn @ w.T + b)
+    assert lin.weight.grad._data.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(lin.weight.grad.numpy(), gy.T @ xn, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x.grad.numpy().reshape(-1, 6), gy @ w, rtol=1e-5, atol=1e-5)
