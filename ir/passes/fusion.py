@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..graph import Graph, Node, Value
+from .partition import backward_nodes as _backward_nodes
+from .partition import recompute_for_backward
 from ..registry import REGISTRY
 
 VIEW_OPS = ("reshape", "permute", "expand", "getitem")
@@ -102,17 +104,6 @@ def row_reduction_dims(n: Node) -> tuple[int, ...] | None:
 
 TINY_NUMEL = 4096  # elementwise groups this small merge horizontally (merge_tiny)
 TINY_MAX_OPERANDS = 160  # ... up to about this many arrays per kernel (ctypes takes 1024 args)
-
-
-def _backward_nodes(graph: Graph) -> set[int]:
-    """Nodes of a training step's backward: marked by the whole-step compiler
-    (``meta['step_backward']``) or computed from one (nodes rewrites made)."""
-    bw: set[int] = set()
-    for n in graph.nodes:
-        if n.meta.get("step_backward") or any(
-                a.producer is not None and id(a.producer) in bw for a in n.value_inputs):
-            bw.add(id(n))
-    return bw
 
 
 def _stays_in_backward(n: Node, bw: set[int]) -> bool:
@@ -251,6 +242,9 @@ class _Fuser:
                 return False
         return True
 
+    def backward_only(self, g: Group) -> bool:
+        return all(id(m) in self.backward for m in g.nodes)
+
     def join_elementwise(self, n: Node) -> None:
         S = n.out.shape
         cands = []
@@ -258,6 +252,11 @@ class _Fuser:
             g = self.producer_group(a)
             if g is not None and g.kind in ("elementwise", "rows") and g not in cands:
                 cands.append(g)
+        # a value recomputed for the backward (the min-cut), or a group computing one,
+        # stays out of forward kernels: there it would be computed early and kept after all
+        fits = (self.backward_only if n.meta.get("recomputed") or any(
+            m.meta.get("recomputed") for g in cands for m in g.nodes) else (lambda g: True))
+        cands = [g for g in cands if fits(g)]
         if self.backward and _stays_in_backward(n, self.backward):
             # computed in a forward kernel, its result would be kept for the backward
             # beside the inputs that are kept anyway (ReLU's mask beside its output)
@@ -275,7 +274,7 @@ class _Fuser:
                 for u in a.users:
                     g = self.gof.get(id(u))
                     if g is not None and g.kind == "elementwise" and g.shape == S and \
-                            g not in sib:
+                            g not in sib and fits(g):
                         sib.append(g)
             for g in sib:
                 if not self.creates_cycle({id(m) for m in g.nodes}, n):
@@ -381,12 +380,14 @@ class _Fuser:
         for g in self.groups:
             if g.kind != "elementwise" or not g.nodes or _numel(g.shape) > TINY_NUMEL:
                 continue
-            for h in by_shape.setdefault(g.shape, []):
+            # a backward group (an optimizer's scalars) merged into a forward one would
+            # run in the forward, its results kept until the backward reads them
+            for h in by_shape.setdefault((g.shape, self.backward_only(g)), []):
                 if _operands(h) + _operands(g) <= TINY_MAX_OPERANDS and not self.linked(h, g):
                     self.merge([g], h)
                     break
             else:
-                by_shape[g.shape].append(g)
+                by_shape[(g.shape, self.backward_only(g))].append(g)
 
     def alias_ok(self, n: Node) -> Group | None:
         """A reshape that only re-inserts reduced size-1 dims of a row value."""
@@ -497,7 +498,10 @@ def split(group: Group) -> list[Group]:
 
 
 def fuse(graph: Graph) -> Fusion:
-    """Partition ``graph`` (in topological order) into fusion groups."""
+    """Partition ``graph`` (in topological order) into fusion groups. A whole training
+    step's backward first gets its min-cut: cheap forward values it reads are
+    recomputed there instead of kept (``ir.passes.partition``)."""
+    recompute_for_backward(graph)
     return _Fuser(graph).run()
 
 

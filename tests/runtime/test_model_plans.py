@@ -154,7 +154,9 @@ def test_layer_norm_forward_is_one_kernel_storing_rstd():
     plan = _plan_of(f)
     fwd = [s for s in plan.steps if s.kind == "kernel" and "rsqrt" in s.name]
     assert len(fwd) == 1 and "mean" in fwd[0].name, plan
-    assert plan.num_kernels <= 7, plan
+    # 8: the step's min-cut keeps mean and rstd, and the backward recomputes x - mean
+    # and the normalised x in its own kernels instead of the forward keeping them
+    assert plan.num_kernels <= 8, plan
 
 
 def test_gpt_train_step_kernel_count_and_equivalence():
