@@ -29,6 +29,7 @@ class Explanation:
     saved_bytes: int = 0                 # with recomputation (min-cut)
     saved_bytes_no_recompute: int = 0    # saving everything the backward reads
     recomputed: list[str] = field(default_factory=list)
+    min_cut_bytes: int = 0               # a whole step: what its min-cut keeps (its model)
     # why each saved value is kept: (names, bytes, reason); for a whole training step,
     # what its one plan keeps alive from the forward for the backward
     saved_detail: list = field(default_factory=list)
@@ -127,6 +128,13 @@ class Explanation:
             out.append(f"== training step: {self.saved_bytes} bytes kept from the forward "
                        "for the backward ==")
             out += [f"  {names}: {n} bytes, {why}" for names, n, why in self.saved_detail]
+            if self.saved or self.recomputed:
+                names = ", ".join(f"%{n}" for n in self.saved) or "nothing"
+                out.append(f"  min-cut: the backward reads {names} from the forward "
+                           f"({self.min_cut_bytes} bytes; without recomputation "
+                           f"{self.saved_bytes_no_recompute} bytes)")
+                out.append("  recomputed in the backward: " +
+                           (", ".join(f"%{n}" for n in self.recomputed) or "nothing"))
         if self.backward_plan is not None:
             out.append(f"== training: forward saves {self.saved_bytes} bytes for the backward "
                        f"({self.saved_bytes_no_recompute} bytes without recomputation) ==")
@@ -193,6 +201,11 @@ def explain(fn, *inputs, train: bool | None = None, **kwargs) -> Explanation:
             from .training import saved_for_backward
             detail = saved_for_backward(ex.plan)
             training = dict(saved_detail=detail, saved_bytes=sum(d[1] for d in detail))
+            cut = ex.compiled.graph.meta.get("step_cut")
+            if cut is not None:  # the step's min-cut (ir.passes.partition)
+                training.update(saved=list(cut.saved), recomputed=list(cut.recomputed),
+                                min_cut_bytes=cut.saved_bytes,
+                                saved_bytes_no_recompute=cut.saved_bytes_no_recompute)
     comp = ex.compiled
     plan = comp.plan
     kernels = [s for s in plan.steps if s.kind == "kernel"]
