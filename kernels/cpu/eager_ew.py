@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 
 from ir.registry import REGISTRY
-from kernels.spec import KernelSpec, Phase, Stmt, attrs_tuple
+from kernels.spec import KernelSpec, Phase, Stmt, attrs_tuple, const
 
 from . import compile_kernel
 
@@ -184,11 +184,98 @@ class _Native:
         return out
 
 
+class _NativeWhere:
+    """``where(cond, x, y)`` for a bool ``cond`` and float32/float64 ``x``/``y`` (arrays of
+    one dtype, or one of them a Python number): one kernel pass, where ``np.where`` took
+    ~1.7 ns per element (ReLU's gradient ``where(out > 0, g, 0)`` is three of an eager MLP
+    step's ops). The selection is exact, so results equal NumPy's bit for bit."""
+
+    __name__ = "where_native"
+
+    def __init__(self) -> None:
+        op = REGISTRY["where"]
+        self.ref = op.reference if op.reference is not None else op.impl
+        self.kernels: dict = {}
+
+    def __call__(self, c, x, y):
+        if c.__class__ is not np.ndarray or c.dtype != np.bool_ or not c.flags.aligned:
+            return self.ref(c, x, y)
+        arrays = [a for a in (x, y) if a.__class__ is np.ndarray]
+        if not arrays:
+            return self.ref(c, x, y)
+        dtype = arrays[0].dtype
+        if dtype.name not in _BOTH or not dtype.isnative:
+            return self.ref(c, x, y)
+        shape = c.shape
+        for a in (x, y):
+            if a.__class__ is np.ndarray:
+                if a.dtype != dtype or not a.flags.aligned:
+                    return self.ref(c, x, y)
+            elif a.__class__ not in (int, float):  # bool, numpy scalars, complex: NumPy's rules
+                return self.ref(c, x, y)
+        for a in arrays:
+            if a.shape != shape:
+                try:
+                    shape = np.broadcast_shapes(shape, a.shape)
+                except ValueError:
+                    return self.ref(c, x, y)
+        size = 1
+        for n in shape:
+            size *= n
+        if size < MIN_SIZE:
+            return self.ref(c, x, y)
+        key = (dtype.name, x if x.__class__ is not np.ndarray else None,
+               y if y.__class__ is not np.ndarray else None)
+        k = self.kernels.get(key, _MISSING)
+        if k is _MISSING:
+            k = self.kernels[key] = self._build(*key)
+        if k is None:
+            return self.ref(c, x, y)
+        ops = [c] + arrays
+        like = next((b for b in arrays if b.shape == shape), None)
+        out = np.empty_like(like) if like is not None else np.empty(shape, dtype)
+        ins = [b if b.shape == shape else np.broadcast_to(b, shape) for b in ops]
+        try:
+            k(ins, [out])
+        except Exception as e:  # noqa: BLE001 - as _Native: warn once, then NumPy
+            self._failed(key, e)
+            self.kernels[key] = None
+            return self.ref(c, x, y)
+        return out
+
+    def _build(self, dtype: str, xs, ys):
+        if ("where", dtype, xs, ys) in _FAILED:
+            return None
+        ins = ["bool"]
+        args: list = [("in", 0)]
+        for v in (xs, ys):
+            if v is None:
+                args.append(("in", len(ins)))
+                ins.append(dtype)
+            else:
+                args.append(const(float(v), dtype))
+        st = Stmt("t0", "where", tuple(args), (), dtype)
+        spec = KernelSpec(tuple(ins), ((dtype, "full"),),
+                          (Phase("map", (st,), stores=((0, ("v", "t0")),)),), "elementwise")
+        try:
+            return compile_kernel(spec)
+        except Exception as e:  # noqa: BLE001 - codegen rejects it: NumPy serves
+            self._failed((dtype, xs, ys), e)
+            return None
+
+    def _failed(self, key, e) -> None:
+        if ("where",) + key not in _FAILED:
+            _FAILED.add(("where",) + key)
+            warnings.warn(f"gcompile: eager kernel for where ({key[0]}) could not be built "
+                          f"({type(e).__name__}: {e}); using the NumPy implementation",
+                          RuntimeWarning, stacklevel=3)
+
+
 def served() -> tuple[str, ...]:
     """The ops this module serves."""
-    return tuple(sorted({op for op, _ in SERVED}))
+    return tuple(sorted({op for op, _ in SERVED} | {"where"}))
 
 
 for _name in served():
     if _name in REGISTRY:
-        REGISTRY[_name].use_native(_Native(_name))
+        REGISTRY[_name].use_native(_NativeWhere() if _name == "where" else _Native(_name))

@@ -243,3 +243,36 @@ def test_a_kernel_that_cannot_be_built_warns_once(small, monkeypatch):
         warnings.simplefilter("error")
         np.testing.assert_array_equal(impl(x), got)
         assert E._Native("sigmoid")(x) is not None  # a new instance: no second warning
+
+
+@pytest.mark.parametrize("d", ["float32", "float64"])
+@pytest.mark.parametrize("form", ["x, 0.0", "-0.0, x", "x, y", "x, y[0]", "cond row", "x.T, 1"])
+def test_where_served_bit_for_bit(d, form, small, calls):
+    """where(cond, x, y) on float arrays (or one Python number): a kernel serves it, and the
+    result equals np.where bit for bit (NaN, -0.0 and broadcasting included)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 7)).astype(d)
+    x[0, :3] = [np.nan, -0.0, np.inf]
+    y = rng.standard_normal((6, 7)).astype(d)
+    c = rng.standard_normal((6, 7)) > 0
+    args = {"x, 0.0": (c, x, 0.0), "-0.0, x": (c, -0.0, x), "x, y": (c, x, y),
+            "x, y[0]": (c, x, y[0]), "cond row": (c[0], x, y),
+            "x.T, 1": (c.T, x.T, 1)}[form]
+    before = calls.get("where", 0)
+    got = REGISTRY["where"].impl(*args)
+    want = np.where(*args)
+    assert calls.get("where", 0) == before
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got.view(f"i{got.itemsize}"), want.view(f"i{want.itemsize}"))
+
+
+def test_where_unserved_forms_go_to_numpy(small, calls):
+    """Mixed dtypes, integer or bool values, two Python numbers: NumPy's rules, NumPy's code."""
+    c = np.array([True, False, True])
+    cases = [(c, np.ones(3, np.float32), np.ones(3)), (c, np.arange(3), 0),
+             (c, 1.0, 2.0), (c.astype(np.int8), np.ones(3), 0.0), (c, np.ones(3), True)]
+    for args in cases:
+        before = calls.get("where", 0)
+        got = REGISTRY["where"].impl(*args)
+        assert calls.get("where", 0) == before + 1
+        np.testing.assert_array_equal(got, np.where(*args))
