@@ -1,4 +1,4 @@
-"""Eager activations served by generated single-op kernels.
+"""Eager activations (and ``where``) served by generated single-op kernels.
 
 The NumPy implementations of GELU, erf, sigmoid, SiLU, softplus, ELU, leaky ReLU and
 GELU's backward take several passes over memory each (``np_erf`` alone is about ten), and
@@ -8,6 +8,9 @@ ops through ``OpDef.use_native`` from the kernel compiled for a one-statement el
 kernel per (op, dtype, attributes), compiled on first use and kept in the disk cache, so a
 warm process never imports Numba. Calls run on threads above ``PARALLEL_THRESHOLD`` as
 plan kernels do.
+
+``where`` (bool condition, float arrays or one Python number) is served the same way
+(``_NativeWhere``): ``np.where`` costs ~1.7 ns per element, a ReLU gradient's whole pass.
 
 ``op.reference`` (the NumPy implementation) serves everything else: arrays below
 ``MIN_SIZE`` (where the ~5-10 us kernel call costs more than NumPy), dtypes other than
