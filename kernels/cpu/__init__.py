@@ -492,6 +492,15 @@ class CompiledKernel:
         if not rows and n_outer == 1 and (inner_n == 1 or all(inner_s[k] == 1 for k in live)):
             recipes = [recipe(k, [(inner_n, 1)]) for k in live]
             return (total, ("flat", alias, None), (), inner_n, recipes)
+        if not rows and n_outer == 1 and all(inner_s[k] == 1 or (k < nin and inner_s[k] == 0)
+                                             for k in live):
+            # one run with some inputs broadcast from one element (an optimizer's
+            # learning rate and step counts): the flat loop, those read once, compiles
+            # in about 2/3 of the strided variant's time and splits over threads
+            pattern = tuple("b" if k in live and inner_s[k] == 0 else "c"
+                            for k in range(len(ops)))
+            recipes = [recipe(k, [(inner_n, inner_s[k])]) for k in live]
+            return (total, ("flat", alias, pattern), (), inner_n, recipes)
 
         def all_dims(k, extra):
             return [(m[0], m[1 + k]) for m in merged] + extra

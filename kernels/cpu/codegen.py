@@ -736,7 +736,7 @@ from kernels.cpu.fastmath import (exp_f32, expm1_f32, log_f32, log1p_f32, log2_f
                                   log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64,
                                   floordiv_f32, floordiv_f64, remainder_f32, remainder_f64,
                                   floordiv_int, remainder_int, index_div, index_rem,
-                                  strided_window, float_key, key_float, vsum)
+                                  window, strided_window, float_key, key_float, vsum)
 """
 
 
@@ -799,8 +799,8 @@ def _unused_imports_guard() -> str:
     return ("_USED = (math, np, prange, carray, cfunc, types, exp_f32, expm1_f32, log_f32, "
             "log1p_f32, log2_f32, log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64, "
             "floordiv_f32, floordiv_f64, remainder_f32, remainder_f64, floordiv_int, "
-            "remainder_int, index_div, index_rem, strided_window, float_key, key_float, "
-            "vsum)\n")
+            "remainder_int, index_div, index_rem, window, strided_window, float_key, "
+            "key_float, vsum)\n")
 
 
 
@@ -900,14 +900,17 @@ def _rowlen_lines(spec: KernelSpec) -> list[str]:
     return [f"{I2}n_{d} = {_NP[d]}(R)" for d in sorted(ns)]
 
 
-def wrap_flat(spec: KernelSpec, alias: tuple) -> Generated:
-    """``for i in range(hi - lo)`` around the body: every operand one contiguous run."""
+def wrap_flat(spec: KernelSpec, alias: tuple, pattern: tuple | None = None) -> Generated:
+    """``for i in range(hi - lo)`` around the body: every operand one contiguous run,
+    except inputs ``pattern`` classes ``b`` (one element, broadcast: read once)."""
     em = Emitter()
     ops = _operands(spec)
-    # slice to [lo, hi) so the loop index starts at 0: LLVM then knows it is never
+    scalar = {k for k in range(len(ops)) if pattern is not None and pattern[k] == "b"}
+    # window [lo, hi) so the loop index starts at 0: LLVM then knows it is never
     # negative and drops NumPy-style wraparound selects (2x faster GELU)
-    head = [f"{I1}{ops[k]} = {ops[k]}[lo:hi]" for k in _live(spec, alias)]
-    ctx = Ctx(spec, em, alias, lambda k: f"{ops[k]}[i]")
+    head = [f"{I1}b{k} = {ops[k]}[0]" if k in scalar else
+            f"{I1}{ops[k]} = window({ops[k]}, lo, hi - lo)" for k in _live(spec, alias)]
+    ctx = Ctx(spec, em, alias, lambda k: f"b{k}" if k in scalar else f"{ops[k]}[i]")
     body = emit_body(ctx, spec.phases[0], I2)
     return _finish(em, head + [f"{I1}for i in range(hi - lo):"] + body, _arrays(spec, alias))
 
@@ -927,7 +930,7 @@ def wrap_rows(spec: KernelSpec, alias: tuple, pattern: tuple, length: str = "R")
             continue  # an offset, no window
         cls = pattern[k]
         if cls == "c":
-            lines.append(f"{I2}w{k} = {ops[k]}[o{k}:o{k} + {length}]")
+            lines.append(f"{I2}w{k} = window({ops[k]}, o{k}, {length})")
         elif cls == "s":
             lines.append(f"{I2}s{k} = istr[{k}]")
             lines.append(f"{I2}w{k} = strided_window({ops[k]}, o{k}, {length}, s{k})")
@@ -1072,7 +1075,7 @@ def wrap_rows_blocked(spec: KernelSpec, alias: tuple, jpat: tuple, bpat: tuple) 
                 continue
             base = f"o{k} + j * s{k}" if jpat[k] != "b" else f"o{k}"
             if bpat[k] == "c":
-                out.append(f"{I3}u{k} = {ops[k]}[{base}:{base} + nb]")
+                out.append(f"{I3}u{k} = window({ops[k]}, {base}, nb)")
                 names[k] = f"u{k}[b]"
             elif bpat[k] == "b":
                 names[k] = f"{ops[k]}[{base}]"
@@ -1125,12 +1128,13 @@ def wrap_rows_blocked(spec: KernelSpec, alias: tuple, jpat: tuple, bpat: tuple) 
 # ---- sources of the variants kernels.cpu asks for -----------------------------------------
 
 def elementwise_source(spec: KernelSpec, variant: tuple) -> Generated:
-    """Source of one elementwise variant: ``("flat"|"strided", alias, pattern)``."""
+    """Source of one elementwise variant: ``("flat"|"strided", alias, pattern)`` (a flat
+    variant's pattern is None, or classes each operand ``c`` or ``b``: broadcast)."""
     check_dtypes(spec)
     layout, alias, pattern = variant
     (_phase,) = spec.phases
     if layout == "flat":
-        return wrap_flat(spec, alias)
+        return wrap_flat(spec, alias, pattern)
     return wrap_strided(spec, alias, pattern)
 
 

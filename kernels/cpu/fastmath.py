@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir as llir
-from numpy.lib.stride_tricks import as_strided
 from numba import njit, types
 from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, make_view
 
 __all__ = ["exp_f32", "expm1_f32", "log_f32", "log1p_f32", "log2_f32", "log10_f32",
            "tanh_f32", "sigmoid_f32", "erf_f32", "sigmoid_f64", "FUNCTIONS_F32",
-           "index_div", "index_rem", "floordiv_int", "remainder_int", "strided_window",
+           "index_div", "index_rem", "floordiv_int", "remainder_int", "window", "strided_window",
            "float_key", "key_float", "vsum"]
 
 f32 = np.float32
@@ -463,8 +463,45 @@ def remainder_int(a, b):
     return r
 
 
-@njit(inline="always")
-def strided_window(a, start, n, step):
-    """``a[start:start + (n - 1) * step + 1:step]`` without the zero-step check of a
-    slice (a raise path): ``step`` is a stride classed general, so never 0 or 1."""
-    return as_strided(a[start:], (n,), (step * a.itemsize,))
+# ---- windows of an operand ------------------------------------------------------------
+# A generated kernel views each operand's run for a row (or for its [lo, hi) share) as a
+# 1-D array. Its offsets are in bounds by construction, so the view is built directly:
+# a slice costs Numba ~7 ms of compile time each (its bounds are clamped and
+# normalised), and a kernel takes one per operand. The elements read are the same.
+def _window_codegen(strided: bool):
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = make_array(aryty)(context, builder, args[0])
+        start, n = (context.cast(builder, v, t, types.intp)
+                    for v, t in zip(args[1:3], sig.args[1:3]))
+        step = ary.itemsize
+        if strided:
+            step = builder.mul(context.cast(builder, args[3], sig.args[3], types.intp), step)
+        # not ``inbounds``: a window of an empty operand (never read) may point past it
+        data = builder.gep(ary.data, [start])
+        return make_view(context, builder, aryty, ary, sig.return_type, data, [n],
+                         [step])._getvalue()
+    return codegen
+
+
+def _is_vector(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+
+
+@intrinsic
+def window(typingctx, a, start, n):
+    """``a[start:start + n]`` of a C-contiguous 1-D array, for ``0 <= start`` and
+    ``start + n <= len(a)`` (or ``n == 0``)."""
+    if _is_vector(a) and isinstance(start, types.Integer) and isinstance(n, types.Integer):
+        return a(a, start, n), _window_codegen(False)
+    return None
+
+
+@intrinsic
+def strided_window(typingctx, a, start, n, step):
+    """``a[start:start + (n - 1) * step + 1:step]`` of a C-contiguous 1-D array, in
+    bounds as for ``window``: ``step`` is a stride classed general (never 0 or 1, and
+    a slice's zero-step check would be a raise path)."""
+    if _is_vector(a) and all(isinstance(t, types.Integer) for t in (start, n, step)):
+        return a.copy(layout="A")(a, start, n, step), _window_codegen(True)
+    return None

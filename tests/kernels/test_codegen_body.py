@@ -82,6 +82,7 @@ A2 = (-1, -1)
 CORPUS = [
     (gelu_spec, "elementwise_source", ("flat", A2, None)),
     (gelu_spec, "elementwise_source", ("flat", (0, -1), None)),
+    (gelu_spec, "elementwise_source", ("flat", A2, ("c", "b", "c", "c"))),
     (gelu_spec, "elementwise_source", ("strided", A2, ("c", "b", "c", "s"))),
     (gelu_spec, "elementwise_source", ("strided", (-1, 0), ("s", "c", "c", "c"))),
     (int_spec, "elementwise_source", ("flat", A2, None)),
@@ -102,14 +103,16 @@ CORPUS = [
 # dtype lost its no-op conversion (``codegen._same_float_binop``), and for log_softmax
 # when its exp output moved into the sum loop (``codegen.hoist_stores``), and when float
 # max/min row reductions became integer ones over order keys (``fastmath.float_key``, which
-# the header imports: every source) and float row sums vector ones (``fastmath.vsum``).
+# the header imports: every source) and float row sums vector ones (``fastmath.vsum``);
+# and when operand windows became ``fastmath.window`` views instead of slices (every
+# source) and the flat variant took broadcast scalars (the third entry, new).
 # A change here changes
 # every user's cache key.
 HASHES = [
-    "a15efdfac71b07b7", "eab5c02d4535828c", "818204c4728d9b56", "e7c7ea362c29ac91",
-    "e8e943b54cffeb74", "71f88d305519d1b2", "62b3867db06e884e", "de6019c4b1a5510f",
-    "09dd40e3ee523d97", "76be4cc50f06f8a7", "1d4fccd2e04caf7f", "10e12710fe035cdb",
-    "b5d2229a4b1d8fe9",
+    "eea21c0905d16595", "b4a06f324e87516e", "dea2456ae61e3b4c", "5151ba1d799f9699",
+    "c16927759b15bf24", "22f80550caaa6922", "083079d5bac03faf", "41dcc29984d16eed",
+    "233e3a28b4411f4e", "5c99e3a2c1fcd085", "223274a778ae0f1a", "5f16a7e5a9edc8f5",
+    "1c41ba2e753f0ec7", "4a17fee7ff056065",
 ]
 
 

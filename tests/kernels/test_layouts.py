@@ -122,6 +122,29 @@ def test_parallel_path(monkeypatch):
     np.testing.assert_allclose(a, _ref(x, y)[0], rtol=1e-6, atol=1e-6)
 
 
+def test_broadcast_scalars_take_the_flat_loop():
+    """Inputs broadcast from one element (0-d, (1, 1), a zero-stride view) over an
+    otherwise contiguous call run the flat variant, reading them once: the same bits
+    as with the value spelled out in full, on one thread and split over threads."""
+    k = compile_kernel(_axpb_spec())
+    x = R(64, 33)
+    for s in (np.asarray(R()), R(1, 1), np.broadcast_to(R(), (64, 33))):
+        full = np.ascontiguousarray(np.broadcast_to(s, x.shape))
+        want = [np.empty(x.shape, np.float32), np.empty(x.shape, bool)]
+        k([x, full], want)
+        assert k.variant_for([x, np.broadcast_to(s, x.shape)], want) == \
+            ("flat", (-1, -1), ("c", "b", "c", "c"))
+        for parallel in (False, True):
+            got = [np.empty(x.shape, np.float32), np.empty(x.shape, bool)]
+            old = set_parallel_threshold(0)
+            try:
+                k([x, np.broadcast_to(s, x.shape)], got, parallel=parallel)
+            finally:
+                set_parallel_threshold(old)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_generic_in_size():
     _run(R(3, 9), R(3, 9))
     before = cache_stats()["compiles"]
