@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 Ref = tuple  # ("in", i) | ("v", name) | ("c", value, dtype_name) | ("r", k)
 
-__all__ = ["Ref", "Stmt", "Phase", "KernelSpec", "inp", "var", "const", "red",
+__all__ = ["Ref", "Stmt", "Phase", "KernelSpec", "inp", "var", "const", "red", "ExactFloat",
            "rowlen", "attrs_tuple", "REDUCE_OPS"]
 
 REDUCE_OPS = ("sum", "max", "min", "prod")
@@ -39,10 +39,39 @@ def var(name: str) -> Ref:
     return ("v", str(name))
 
 
+class ExactFloat(float):
+    """A float constant that equals another only bit for bit: ``-0.0`` is not ``0.0`` and
+    every NaN is NaN, so two specs that differ only in such a constant never share a
+    kernel (``where(c, x, -0.0)`` once ran the ``0.0`` kernel), and a NaN constant does
+    not miss the kernel cache at each lookup."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            return NotImplemented
+        return float(self).hex() == float(other).hex()
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(float(self).hex())
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+    def __reduce__(self):
+        return (ExactFloat, (float(self),))
+
+
 def const(value: object, dtype: str = "float32") -> Ref:
     """A typed constant (never a bare Python float in generated code)."""
     if hasattr(value, "item"):
         value = value.item()
+    if isinstance(value, float):
+        value = ExactFloat(value)
     return ("c", value, str(dtype))
 
 

@@ -114,7 +114,8 @@ class Emitter:
             raise NotImplementedError("kernels: a None constant cannot be generated")
         if isinstance(value, str):
             raise NotImplementedError(f"kernels: string constant {value!r}")
-        key = (repr(value), type(value).__name__, dtype)
+        tname = "float" if isinstance(value, float) else type(value).__name__
+        key = (repr(value), tname, dtype)
         if key not in self.consts:
             self.consts[key] = f"K{len(self.consts)}"
         return self.consts[key]

@@ -24,7 +24,7 @@ import types
 
 import numpy as np
 
-from ..spec import KernelSpec, Phase, Stmt, canonical
+from ..spec import KernelSpec, Phase, Stmt, canonical, const
 from .views import broadcast_view, cuda_module, elem_strides, is_device_array, simulator, strided
 
 __all__ = ["CudaKernel", "compile_kernel", "launch", "empty", "fill", "copy_into",
@@ -276,7 +276,7 @@ def fill(a, value) -> None:
     """Set every element of device array ``a`` to ``value``."""
     d = np.dtype(a.dtype).name
     spec = KernelSpec((), ((d, "full"),), (Phase("map", (
-        Stmt("t0", "cast", (("c", np.dtype(d).type(value).item(), d),), (("dtype", d),), d),),
+        Stmt("t0", "cast", (const(np.dtype(d).type(value), d),), (("dtype", d),), d),),
         stores=((0, ("v", "t0")),)),), "elementwise")
     compile_kernel(spec).elementwise([], [a], tuple(a.shape))
 

@@ -135,6 +135,7 @@ def check(x, attrs: dict) -> object | None:
     """The ``check`` op: a copy of ``x`` when every element passes (decided on the
     device, one bool read back), else None: the host path raises the op's error."""
     from ..spec import KernelSpec, Phase, Stmt
+    from ..spec import const as spec_const
     d = np.dtype(x.dtype).name
     kind = attrs.get("kind")
     isf = np.dtype(d).kind == "f"
@@ -146,7 +147,7 @@ def check(x, attrs: dict) -> object | None:
         c = np.dtype(d).type(v)
         if c != v:
             raise NotImplementedError("a bound not exact in the tensor's dtype")
-        return ("c", c.item(), d)
+        return spec_const(c, d)
 
     try:
         if kind == "finite":
