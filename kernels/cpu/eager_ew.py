@@ -214,7 +214,9 @@ class _NativeWhere:
             if a.__class__ is np.ndarray:
                 if a.dtype != dtype or not a.flags.aligned:
                     return self.ref(c, x, y)
-            elif a.__class__ not in (int, float):  # bool, numpy scalars, complex: NumPy's rules
+            elif not (a.__class__ in (int, float) or
+                      (isinstance(a, np.generic) and a.dtype == dtype)):
+                # bool, complex, numpy scalars of another dtype: NumPy's promotion rules
                 return self.ref(c, x, y)
         for a in arrays:
             if a.shape != shape:
@@ -227,8 +229,9 @@ class _NativeWhere:
             size *= n
         if size < MIN_SIZE:
             return self.ref(c, x, y)
-        key = (dtype.name, x if x.__class__ is not np.ndarray else None,
-               y if y.__class__ is not np.ndarray else None)
+        # constants by their exact bits (-0.0 == 0.0 and nan != nan as dict keys)
+        key = (dtype.name, None if x.__class__ is np.ndarray else float(x).hex(),
+               None if y.__class__ is np.ndarray else float(y).hex())
         k = self.kernels.get(key, _MISSING)
         if k is _MISSING:
             k = self.kernels[key] = self._build(*key)
@@ -256,7 +259,7 @@ class _NativeWhere:
                 args.append(("in", len(ins)))
                 ins.append(dtype)
             else:
-                args.append(const(float(v), dtype))
+                args.append(const(float.fromhex(v), dtype))
         st = Stmt("t0", "where", tuple(args), (), dtype)
         spec = KernelSpec(tuple(ins), ((dtype, "full"),),
                           (Phase("map", (st,), stores=((0, ("v", "t0")),)),), "elementwise")

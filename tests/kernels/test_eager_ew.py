@@ -246,7 +246,8 @@ def test_a_kernel_that_cannot_be_built_warns_once(small, monkeypatch):
 
 
 @pytest.mark.parametrize("d", ["float32", "float64"])
-@pytest.mark.parametrize("form", ["x, 0.0", "-0.0, x", "x, y", "x, y[0]", "cond row", "x.T, 1"])
+@pytest.mark.parametrize("form", ["x, 0.0", "-0.0, x", "x, -0.0", "x, nan", "x, y", "x, y[0]",
+                                  "cond row", "x.T, 1", "x, np scalar"])
 def test_where_served_bit_for_bit(d, form, small, calls):
     """where(cond, x, y) on float arrays (or one Python number): a kernel serves it, and the
     result equals np.where bit for bit (NaN, -0.0 and broadcasting included)."""
@@ -257,7 +258,8 @@ def test_where_served_bit_for_bit(d, form, small, calls):
     c = rng.standard_normal((6, 7)) > 0
     args = {"x, 0.0": (c, x, 0.0), "-0.0, x": (c, -0.0, x), "x, y": (c, x, y),
             "x, y[0]": (c, x, y[0]), "cond row": (c[0], x, y),
-            "x.T, 1": (c.T, x.T, 1)}[form]
+            "x.T, 1": (c.T, x.T, 1), "x, -0.0": (c, x, -0.0), "x, nan": (c, x, float("nan")),
+            "x, np scalar": (c, x, np.dtype(d).type(0.5))}[form]
     before = calls.get("where", 0)
     got = REGISTRY["where"].impl(*args)
     want = np.where(*args)
@@ -270,7 +272,8 @@ def test_where_unserved_forms_go_to_numpy(small, calls):
     """Mixed dtypes, integer or bool values, two Python numbers: NumPy's rules, NumPy's code."""
     c = np.array([True, False, True])
     cases = [(c, np.ones(3, np.float32), np.ones(3)), (c, np.arange(3), 0),
-             (c, 1.0, 2.0), (c.astype(np.int8), np.ones(3), 0.0), (c, np.ones(3), True)]
+             (c, 1.0, 2.0), (c.astype(np.int8), np.ones(3), 0.0), (c, np.ones(3), True),
+             (c, np.ones(3, np.float32), np.float64(2.0))]
     for args in cases:
         before = calls.get("where", 0)
         got = REGISTRY["where"].impl(*args)
