@@ -36,42 +36,116 @@ def recomputable(n: Node) -> bool:
     return op.category in RECOMPUTABLE and not op.extra.get("impure")
 
 
+SOURCE, SINK = "source", "sink"
+
+
+def cut_network(fwd_nodes: list[Node], needed: list[Value], free: set[int]
+                ) -> list[tuple[object, object, int | None]]:
+    """The flow network of the cut, as edges ``(u, v, capacity)`` (None: unbounded):
+    each forward value is an edge ``("in", id) -> ("out", id)`` costing its bytes
+    (nothing for values in ``free``, returned anyway; unbounded for a view, which holds
+    its source's memory); ops that may not be recomputed hang from the source, and
+    the values in ``needed`` feed the sink."""
+    in_fwd = {id(n.out) for n in fwd_nodes}
+    edges: list[tuple[object, object, int | None]] = []
+    for n in fwd_nodes:
+        v = n.out
+        cap = (0 if id(v) in free else None if REGISTRY[n.op].category == "view"
+               else max(v.nbytes, 1))
+        edges.append((("in", id(v)), ("out", id(v)), cap))
+        if not recomputable(n):
+            edges.append((SOURCE, ("in", id(v)), None))
+        for a in n.value_inputs:
+            if id(a) in in_fwd:
+                edges.append((("out", id(a)), ("in", id(v)), None))
+    edges += [(("out", id(v)), SINK, None) for v in needed]
+    return edges
+
+
+def sink_side(edges: list[tuple[object, object, int | None]]) -> set:
+    """The nodes that can still reach the sink once a maximum flow runs from the source
+    (Dinic's algorithm): the sink side of the minimum cut nearest the sink, the same
+    set as networkx's ``minimum_cut`` partition (the tests compare them). Written here
+    because importing networkx costs every compiled training step ~10 MB and ~0.1 s."""
+    index: dict[object, int] = {SOURCE: 0, SINK: 1}
+    for u, v, _ in edges:
+        index.setdefault(u, len(index))
+        index.setdefault(v, len(index))
+    big = sum(c for _, _, c in edges if c) + 1  # more than any cut of finite edges
+    to: list[int] = []
+    cap: list[int] = []
+    adj: list[list[int]] = [[] for _ in index]
+    for u, v, c in edges:
+        adj[index[u]].append(len(to))
+        to.append(index[v])
+        cap.append(big if c is None else c)
+        adj[index[v]].append(len(to))
+        to.append(index[u])
+        cap.append(0)
+    s, t, n = 0, 1, len(index)
+    while True:
+        level = [-1] * n
+        level[s] = 0
+        queue = [s]
+        for u in queue:
+            for e in adj[u]:
+                if cap[e] > 0 and level[to[e]] < 0:
+                    level[to[e]] = level[u] + 1
+                    queue.append(to[e])
+        if level[t] < 0:
+            break
+        it = [0] * n
+        path: list[int] = []
+        u = s
+        while True:  # augmenting paths in the level graph, one edge pointer per node
+            if u == t:
+                f = min(cap[e] for e in path)
+                for e in path:
+                    cap[e] -= f
+                    cap[e ^ 1] += f
+                path.clear()
+                u = s
+                continue
+            while it[u] < len(adj[u]):
+                e = adj[u][it[u]]
+                if cap[e] > 0 and level[to[e]] == level[u] + 1:
+                    break
+                it[u] += 1
+            if it[u] < len(adj[u]):
+                e = adj[u][it[u]]
+                path.append(e)
+                u = to[e]
+                continue
+            if u == s:
+                break
+            level[u] = -1  # a dead end: retreat
+            e = path.pop()
+            u = to[e ^ 1]
+            it[u] += 1
+    # residual reachability to the sink: u reaches t through an edge u -> v with room
+    reach = [False] * n
+    reach[t] = True
+    queue = [t]
+    for v in queue:
+        for e in adj[v]:  # e: v -> u; its pair e ^ 1 is u -> v
+            u = to[e]
+            if not reach[u] and cap[e ^ 1] > 0:
+                reach[u] = True
+                queue.append(u)
+    return {key for key, i in index.items() if reach[i]}
+
+
 def min_cut(fwd_nodes: list[Node], needed: list[Value], free: set[int]) -> list[Value]:
     """Forward values to keep so that every value in ``needed`` is kept or can be
     recomputed from kept ones, with the fewest bytes kept. Values whose id is in
     ``free`` (returned anyway) cost nothing; graph inputs and constants are always
     available. Of the cuts with the fewest bytes, the one nearest the backward
     (the least recomputation) is taken."""
-    import networkx as nx  # imported here: only training steps need it
-
-    inf = float("inf")
-    fg = nx.DiGraph()
-    src, sink = "__source__", "__sink__"
-    in_fwd = {id(n.out) for n in fwd_nodes}
-    for n in fwd_nodes:
-        v = n.out
-        if id(v) in free:
-            cap = 0
-        elif REGISTRY[n.op].category == "view":
-            cap = inf  # a view holds its source's memory: keep the source instead
-        else:
-            cap = max(v.nbytes, 1)
-        fg.add_edge(("in", id(v)), ("out", id(v)), capacity=cap)
-        if not recomputable(n):
-            fg.add_edge(src, ("in", id(v)), capacity=inf)
-        for a in n.value_inputs:
-            if id(a) in in_fwd:
-                fg.add_edge(("out", id(a)), ("in", id(v)), capacity=inf)
     if not needed:
         return []
-    for v in needed:
-        fg.add_edge(("out", id(v)), sink, capacity=inf)
-    fg.add_node(src)
-    # networkx's sink side is every node that can still reach the sink in the residual
-    # graph: the minimum cut nearest the sink
-    _, (reach, _) = nx.minimum_cut(fg, src, sink)
+    near = sink_side(cut_network(fwd_nodes, needed, free))
     return [n.out for n in fwd_nodes
-            if ("in", id(n.out)) in reach and ("out", id(n.out)) not in reach]
+            if ("in", id(n.out)) not in near and ("out", id(n.out)) in near]
 
 
 def backward_nodes(graph: Graph) -> set[int]:
