@@ -23,9 +23,10 @@ resident size once the model, optimizer and batch exist):
 - ``saved``: MB of activations kept from the forward for the backward (inputs and
   parameters not counted): eager from the autograd graph after the forward, torch
   through ``saved_tensors_hooks``, compiled from the step plan (what lives across its
-  first backward step, ``StepEntry.saved_bytes``) and, in brackets, the min-cut of
+  first backward step, ``StepEntry.saved_bytes``; the step's min-cut,
+  ``ir.passes.partition``, chooses it) and, below the table, the min-cut of
   ``compile(loss_fn)`` (``TrainingEntry.saved_bytes``) for a compiled forward whose
-  backward runs from the tape.
+  backward runs from the tape. A last section gives the saved bytes per step exactly.
 
 A second table breaks the fixed cost down (resident MB added by each stage of a fresh
 process: interpreter, NumPy, llvmlite, the rest of ``import gcompile``, a first eager
@@ -209,7 +210,12 @@ def child(system: str, width: int, batch: int, workload: str = "mlp") -> dict:
         out["pool"] = default_arena_pool.stats()
         out["allocator_cached_mb"] = default_allocator.stats()["cached_bytes"] / MB
         steps = [e for e in fn.entries if e.kind == "step"]
+        out["saved_bytes"] = steps[-1].saved_bytes if steps else None
         out["saved_mb"] = steps[-1].saved_bytes / MB if steps else None
+        cut = steps[-1].executable.compiled.graph.meta.get("step_cut") if steps else None
+        if cut is not None:  # the step's min-cut: its model of the bytes, and what it did
+            out["step_cut"] = {"saved_bytes": cut.saved_bytes, "recomputed": len(cut.recomputed),
+                               "no_recompute_bytes": cut.saved_bytes_no_recompute}
         # the min-cut: a compiled forward whose backward plan runs from the tape
         lf = tm.compile(lambda x, y: loss_fn(model(x), y))
         for _ in range(2):
@@ -224,10 +230,12 @@ def child(system: str, width: int, batch: int, workload: str = "mlp") -> dict:
         exclude = {id(_root(p._data)) for p in model.parameters()}
         exclude |= {id(_root(x._data)), id(_root(y._data))}
         loss = loss_fn(model(x), y)
-        out["saved_mb"] = gc_saved_bytes(loss, exclude) / MB
+        out["saved_bytes"] = gc_saved_bytes(loss, exclude)
+        out["saved_mb"] = out["saved_bytes"] / MB
         del loss
     else:
-        out["saved_mb"] = torch_saved_bytes(tm, model, loss_fn, x, y) / MB
+        out["saved_bytes"] = torch_saved_bytes(tm, model, loss_fn, x, y)
+        out["saved_mb"] = out["saved_bytes"] / MB
     return out
 
 
@@ -336,6 +344,21 @@ def format_table(rows: list[dict], systems: list[str]) -> str:
                          f"{c['mincut_mb']:.2f} MB ({c['mincut_all_mb']:.2f}; "
                          f"{c['no_recompute_mb']:.2f}); {c['plans']} plan(s), pool "
                          f"{c['pool']}")
+    lines.append("saved for the backward per step, bytes (compiled: the step plan; in "
+                 "brackets its min-cut's count, values recomputed, and the bytes without "
+                 "recomputation):")
+    for r in rows:
+        cells = []
+        for s in systems:
+            c = r.get(s, {})
+            if c.get("saved_bytes") is None:
+                cells.append(f"{s} -")
+                continue
+            cut = c.get("step_cut")
+            extra = (f" ({cut['saved_bytes']}, {cut['recomputed']} recomputed, "
+                     f"{cut['no_recompute_bytes']})" if cut else "")
+            cells.append(f"{s} {c['saved_bytes']}{extra}")
+        lines.append(f"  {r['width']}x{r['batch']}: " + "; ".join(cells))
     return "\n".join(lines)
 
 
