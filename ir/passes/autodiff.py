@@ -169,51 +169,38 @@ def _min_cut(g: Graph, fwd_nodes: list[Node], primal: list[Value], direct: list[
              ) -> list[Value]:
     """Values to save: a minimum cut between the primal inputs and the backward's
     needs, where saving a value costs its bytes and only cheap forward ops may be
-    recomputed (everything else is pinned to the forward side)."""
-    import networkx as nx  # imported here: it costs ~0.3 s and only the min-cut needs it
+    recomputed (everything else is pinned to the forward side). The max-flow is
+    ``ir.passes.partition``'s (networkx's import would cost ~10 MB)."""
+    from .partition import SINK, SOURCE, sink_side
 
-    inf = float("inf")
-    fg = nx.DiGraph()
-    src, sink = "__source__", "__sink__"
-    fwd_set = {id(n.out) for n in fwd_nodes}
-
-    def vin(v):
-        return ("in", id(v))
-
-    def vout(v):
-        return ("out", id(v))
-
+    edges: list[tuple[object, object, int | None]] = []
     for v in primal:
         # a primal input already exists outside the plan: keeping it costs less than
         # materialising a new value of the same size
-        fg.add_edge(src, vin(v), capacity=inf)
-        fg.add_edge(vin(v), vout(v), capacity=max(v.nbytes // 2, 1))
+        edges.append((SOURCE, ("in", id(v)), None))
+        edges.append((("in", id(v)), ("out", id(v)), max(v.nbytes // 2, 1)))
     for n in fwd_nodes:
         v = n.out
         # saving a view would copy it out of the plan: prefer saving its source
         bias = 1 if REGISTRY[n.op].category in ("view", "creation") else 0
-        fg.add_edge(vin(v), vout(v), capacity=max(v.nbytes, 1) + bias)
+        edges.append((("in", id(v)), ("out", id(v)), max(v.nbytes, 1) + bias))
         if REGISTRY[n.op].category not in _RECOMPUTABLE:
-            fg.add_edge(src, vin(v), capacity=inf)
+            edges.append((SOURCE, ("in", id(v)), None))
         for a in n.value_inputs:
             if a.kind == "const":
                 continue
-            fg.add_edge(vout(a), vin(v), capacity=inf)
-    for v in direct:
-        fg.add_edge(vout(v), sink, capacity=inf)
+            edges.append((("out", id(a)), ("in", id(v)), None))
     if not direct:
         return []
-    _, (reach, _) = nx.minimum_cut(fg, src, sink)
-    saved = []
+    edges += [(("out", id(v)), SINK, None) for v in direct]
+    near = sink_side(edges)
     by_id = {id(v): v for v in primal}
     by_id.update({id(n.out): n.out for n in fwd_nodes})
-    for key, v in by_id.items():
-        if ("in", key) in reach and ("out", key) not in reach:
-            saved.append(v)
+    saved = [v for key, v in by_id.items()
+             if ("in", key) not in near and ("out", key) in near]
     # keep joint-graph order for stable signatures
     order = {id(v): i for i, v in enumerate(g.all_values())}
     saved.sort(key=lambda v: order[id(v)])
-    del fwd_set
     return saved
 
 
