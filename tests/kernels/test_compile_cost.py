@@ -9,6 +9,8 @@ arithmetic already in its dtype is emitted without a no-op conversion call.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,35 @@ def test_float_arithmetic_without_conversion_bits(monkeypatch):
         out = np.empty(1000, d)
         CompiledKernel(spec)([x, y, z], [out])
         np.testing.assert_array_equal(out, ((x + y) - z) * np.dtype(d).type(0.375) / y)
+
+
+def test_fastmath_helpers_are_one_subroutine_each():
+    """The float32 helpers are intrinsics over one Numba subroutine per process and flag
+    set (``fastmath._subroutine``), inlined by LLVM: a kernel calling each of them
+    twice, one nested in another, has no raise path into Numba's runtime (its object
+    loads), and computes what NumPy does to float32 rounding."""
+    from kernels.cpu import fastmath
+    ops = ["exp", "expm1", "log", "log1p", "log2", "log10", "tanh", "sigmoid", "erf"]
+    sts = [S("a", "mul", inp(0), const(0.5, F))]
+    for op in ops:
+        sts += [S(f"{op}1", op, inp(0)), S(f"{op}2", op, var("a"))]
+    sts += [S("n", "exp", var("tanh1"))]
+    outs = [f"{op}{i}" for op in ops for i in (1, 2)] + ["n"]
+    spec = KernelSpec((F,), tuple((F, "full") for _ in outs), (Phase(
+        "map", tuple(sts), stores=tuple((o, var(n)) for o, n in enumerate(outs))),),
+        "elementwise")
+    x = np.random.default_rng(3).uniform(0.1, 3.0, 257).astype(np.float32)
+    got = [np.empty_like(x) for _ in outs]
+    CompiledKernel(spec)([x], got)
+    ref = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p,
+           "log2": np.log2, "log10": np.log10, "tanh": np.tanh,
+           "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "erf": np.vectorize(math.erf)}
+    for name, g in zip(outs, got):
+        if name == "n":
+            want = np.exp(np.tanh(x.astype(np.float64)))
+        else:
+            v = x.astype(np.float64) * (0.5 if name.endswith("2") else 1.0)
+            want = ref[name[:-1]](v)
+        np.testing.assert_allclose(g, want, rtol=2e-6, atol=1e-7, err_msg=name)
+    names = {k[0] for k in fastmath._SUBROUTINES}
+    assert {f"{op}_f32" for op in ops} <= names
