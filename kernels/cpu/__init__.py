@@ -141,6 +141,7 @@ def _load_entry(gen: codegen.Generated):
         else:
             _STATS["disk_hits"] += 1
             return fn
+    _start_workers_early()
     t0 = time.process_time()
     obj, meta = _compile_object(gen.source)
     _STATS["compile_cpu_s"] += time.process_time() - t0
@@ -853,6 +854,22 @@ def _worker_pool(workers: int) -> list:
 
 
 _POOL_STATE = {"started": False, "atexit": False}
+EARLY_START = 3  # in-process cold compiles after which the workers start unasked
+
+
+def _start_workers_early() -> None:
+    """A process compiling its third kernel cold (a model's first, eager, call compiles
+    its kernels one by one) is likely to compile a plan's batch next: start the
+    workers now, in the background, so that their start-up (~1 s, Numba's import and
+    first compile) overlaps these compiles instead of the batch. Idle, they exit after
+    ``WORKER_IDLE_S``; nothing waits for them here."""
+    if _STATS["compiles"] + 1 < EARLY_START or _POOL_STATE["started"]:
+        return
+    workers = compile_workers()
+    if workers > 0 and _cache._key() is not None:
+        _worker_pool(workers)
+
+
 WORKER_TIMEOUT_S = 300.0  # a worker silent this long is not waited for
 WORKER_IDLE_S = 60.0  # a worker without a job this long exits
 

@@ -205,3 +205,42 @@ def test_a_forked_child_forgets_the_workers(tmp_path):
     proc = subprocess.run([sys.executable, "-c", FORK], capture_output=True, text=True,
                           env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+EARLY = textwrap.dedent("""
+    import json
+    import numpy as np
+    from kernels.cpu import _POOL_STATE, _WORKERS, _shutdown_workers, compile_kernel
+    from kernels.spec import KernelSpec, Phase, Stmt, const, inp, var
+    started = []
+    for c in (1.5, 2.5, 3.5):  # three kernels compiled cold, one after another
+        spec = KernelSpec(("float32",), (("float32", "full"),), (Phase("map", (
+            Stmt("y", "mul", (inp(0), const(c, "float32")), (), "float32"),),
+            stores=((0, var("y")),)),), "elementwise")
+        x = np.ones(4, np.float32)
+        out = np.empty_like(x)
+        compile_kernel(spec)([x], [out])
+        assert out[0] == np.float32(c)
+        started.append(bool(_POOL_STATE["started"]))
+    workers = len(_WORKERS)
+    _shutdown_workers()
+    print(json.dumps({"started": started, "workers": workers}))
+""")
+
+
+@pytest.mark.parametrize("workers", ["1", "0"])
+def test_workers_start_at_the_third_cold_compile(tmp_path, workers):
+    """A process compiling kernels cold one by one (a model's eager first call) starts
+    its compile workers at the third, so they are warm when a plan's batch comes."""
+    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path / "c"), GCOMPILE_PROGRESS="0",
+               GCOMPILE_CACHE_KEY_FILE=str(tmp_path / "key"), GCOMPILE_COMPILE_WORKERS=workers)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", EARLY], capture_output=True, text=True,
+                          env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if workers == "1":
+        assert out == {"started": [False, False, True], "workers": 1}
+    else:
+        assert out == {"started": [False, False, False], "workers": 0}
