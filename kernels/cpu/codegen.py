@@ -737,11 +737,12 @@ from kernels.cpu.fastmath import (exp_f32, expm1_f32, log_f32, log1p_f32, log2_f
                                   log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64,
                                   floordiv_f32, floordiv_f64, remainder_f32, remainder_f64,
                                   floordiv_int, remainder_int, index_div, index_rem,
-                                  window, strided_window, float_key, key_float, vsum)
+                                  window, strided_window, ptr_window, float_key,
+                                  key_float, vsum)
 """
 
 
-def entry_lines(params: tuple) -> list[str]:
+def entry_lines(params: tuple, direct: frozenset = frozenset()) -> list[str]:
     """Decorator, signature and prologue of the ``entry`` cfunc: C arguments in, and
     ``carray`` views over the pointers under the names the loop code uses.
 
@@ -771,7 +772,8 @@ def entry_lines(params: tuple) -> list[str]:
             cargs += [c, c + "_n"]
             ctys += ["types.voidptr", "types.intp"]
             npd = "np.int64" if kind == "vec" else _NP[dtype]
-            pro.append(f"    {name} = carray({c}, ({c}_n,), {npd})")
+            if name not in direct:  # ``direct``: the loop views these itself
+                pro.append(f"    {name} = carray({c}, ({c}_n,), {npd})")
     sig = ", ".join(ctys + ["types.intp", "types.intp"])
     return ["", "", f"@cfunc(types.void({sig}), nopython=True, error_model=\"numpy\", "
             f"fastmath={FASTMATH!r})",
@@ -789,10 +791,13 @@ def _tables(*names: str) -> list[tuple]:
     return [(n, kinds.get(n, "int"), None, None) for n in names]
 
 
-def _finish(em: Emitter, loop: list[str], params: list[tuple]) -> Generated:
-    """The module: header, typed constants, then the entry with ``loop`` as its body."""
+def _finish(em: Emitter, loop: list[str], params: list[tuple],
+            direct: frozenset = frozenset()) -> Generated:
+    """The module: header, typed constants, then the entry with ``loop`` as its body
+    (``direct``: operands ``loop`` views from their pointers, with no ``carray``)."""
     params = tuple(params)
-    lines = [HEADER, _unused_imports_guard()] + em.const_lines() + entry_lines(params) + loop
+    lines = ([HEADER, _unused_imports_guard()] + em.const_lines() + entry_lines(params, direct)
+             + loop)
     return Generated("\n".join(lines) + "\n", params)
 
 
@@ -800,8 +805,8 @@ def _unused_imports_guard() -> str:
     return ("_USED = (math, np, prange, carray, cfunc, types, exp_f32, expm1_f32, log_f32, "
             "log1p_f32, log2_f32, log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64, "
             "floordiv_f32, floordiv_f64, remainder_f32, remainder_f64, floordiv_int, "
-            "remainder_int, index_div, index_rem, window, strided_window, float_key, "
-            "key_float, vsum)\n")
+            "remainder_int, index_div, index_rem, window, strided_window, ptr_window, "
+            "float_key, key_float, vsum)\n")
 
 
 
@@ -908,12 +913,17 @@ def wrap_flat(spec: KernelSpec, alias: tuple, pattern: tuple | None = None) -> G
     ops = _operands(spec)
     scalar = {k for k in range(len(ops)) if pattern is not None and pattern[k] == "b"}
     # window [lo, hi) so the loop index starts at 0: LLVM then knows it is never
-    # negative and drops NumPy-style wraparound selects (2x faster GELU)
+    # negative and drops NumPy-style wraparound selects (2x faster GELU); straight from
+    # the pointer (a ``carray`` and then a window cost Numba twice the compile time)
+    live = _live(spec, alias)
+    dts = list(spec.inputs) + [d for d, _ in spec.outputs]
     head = [f"{I1}b{k} = {ops[k]}[0]" if k in scalar else
-            f"{I1}{ops[k]} = window({ops[k]}, lo, hi - lo)" for k in _live(spec, alias)]
+            f"{I1}{ops[k]} = ptr_window(c_{ops[k]}, lo, hi - lo, {_NP[dts[k]]})"
+            for k in live]
     ctx = Ctx(spec, em, alias, lambda k: f"b{k}" if k in scalar else f"{ops[k]}[i]")
     body = emit_body(ctx, spec.phases[0], I2)
-    return _finish(em, head + [f"{I1}for i in range(hi - lo):"] + body, _arrays(spec, alias))
+    return _finish(em, head + [f"{I1}for i in range(hi - lo):"] + body, _arrays(spec, alias),
+                   frozenset(ops[k] for k in live if k not in scalar))
 
 
 def wrap_rows(spec: KernelSpec, alias: tuple, pattern: tuple, length: str = "R") -> Generated:

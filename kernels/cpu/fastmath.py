@@ -17,12 +17,12 @@ import numpy as np
 from llvmlite import ir as llir
 from numba import njit, types
 from numba.extending import intrinsic
-from numba.np.arrayobj import make_array, make_view
+from numba.np.arrayobj import make_array, make_view, populate_array
 
 __all__ = ["exp_f32", "expm1_f32", "log_f32", "log1p_f32", "log2_f32", "log10_f32",
            "tanh_f32", "sigmoid_f32", "erf_f32", "sigmoid_f64", "FUNCTIONS_F32",
            "index_div", "index_rem", "floordiv_int", "remainder_int", "window", "strided_window",
-           "float_key", "key_float", "vsum"]
+           "ptr_window", "float_key", "key_float", "vsum"]
 
 f32 = np.float32
 
@@ -531,6 +531,29 @@ def window(typingctx, a, start, n):
     ``start + n <= len(a)`` (or ``n == 0``)."""
     if _is_vector(a) and isinstance(start, types.Integer) and isinstance(n, types.Integer):
         return a(a, start, n), _window_codegen(False)
+    return None
+
+
+@intrinsic
+def ptr_window(typingctx, p, start, n, dtype):
+    """The 1-D ``dtype`` array of ``n`` elements from element ``start`` of the C pointer
+    ``p`` (a flat kernel's ``[lo, hi)`` share of an operand): what ``carray`` and then
+    ``window`` give, for half their compile time."""
+    if p == types.voidptr and isinstance(dtype, types.NumberClass) and \
+            isinstance(start, types.Integer) and isinstance(n, types.Integer):
+        arr = types.Array(dtype.instance_type, 1, "C")
+
+        def codegen(context, builder, sig, args):
+            lt = context.get_data_type(arr.dtype)
+            first, count = (context.cast(builder, v, t, types.intp)
+                            for v, t in zip(args[1:3], sig.args[1:3]))
+            data = builder.gep(builder.bitcast(args[0], lt.as_pointer()), [first])
+            size = context.get_constant(types.intp, context.get_abi_sizeof(lt))
+            out = make_array(arr)(context, builder)
+            populate_array(out, data=data, shape=[count], strides=[size], itemsize=size,
+                           meminfo=None)
+            return out._getvalue()
+        return arr(p, start, n, dtype), codegen
     return None
 
 

@@ -105,14 +105,15 @@ CORPUS = [
 # max/min row reductions became integer ones over order keys (``fastmath.float_key``, which
 # the header imports: every source) and float row sums vector ones (``fastmath.vsum``);
 # and when operand windows became ``fastmath.window`` views instead of slices (every
-# source) and the flat variant took broadcast scalars (the third entry, new).
+# source) and the flat variant took broadcast scalars (the third entry, new), and when
+# flat variants viewed their operands from the pointers (``fastmath.ptr_window``).
 # A change here changes
 # every user's cache key.
 HASHES = [
-    "eea21c0905d16595", "b4a06f324e87516e", "dea2456ae61e3b4c", "5151ba1d799f9699",
-    "c16927759b15bf24", "22f80550caaa6922", "083079d5bac03faf", "41dcc29984d16eed",
-    "233e3a28b4411f4e", "5c99e3a2c1fcd085", "223274a778ae0f1a", "5f16a7e5a9edc8f5",
-    "1c41ba2e753f0ec7", "4a17fee7ff056065",
+    "a7877fb9e3e03352", "7c47a86c05be88bb", "2539e0d0fe12b768", "d12c354747ae5d3b",
+    "5368b785f2a9882f", "a3e64a377b03e8e8", "b5d096caadf55f69", "94f2888be870ece8",
+    "c36f987995952931", "0d5330f9b6374257", "c4f2c11a71c34f1e", "0fbdb33dd3401376",
+    "49f17de1c94e75e1", "9c67c07e9df50f71",
 ]
 
 
