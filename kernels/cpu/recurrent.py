@@ -16,8 +16,9 @@ Importing this module makes the native versions the ops' ``impl``
 (``OpDef.use_native``); ``op.reference`` keeps the NumPy loops, used for dtypes
 other than float32/float64, mixed dtypes and empty shapes. Per step, the kernel's
 entry point is called directly with its argument list built once per sequence
-(only the step index changes). Batch rows never interact, so with several threads each
-runs the whole time loop for its own block of rows (``_by_rows``: no hand-off per step).
+(only the step index changes), unless a step's block is large enough for
+``PARALLEL_THRESHOLD``; then it goes through ``NativeKernel.__call__``, which splits
+the batch rows over the kernel thread pool.
 """
 from __future__ import annotations
 
@@ -257,12 +258,19 @@ def step_kernel(name: str, dtype: str) -> hw.NativeKernel:
 
 
 class _Stepper:
-    """One kernel bound to the arrays of one sequence: ``at(lo, hi)(t)`` does step ``t``
-    over batch rows ``[lo, hi)``. The C argument list (a pointer and a span per array,
-    the ints, then ``lo, hi``: ``codegen.entry_lines``' layout) is built once; per step
-    only the step index changes."""
+    """One kernel bound to the arrays of one sequence: ``run(t)`` does step ``t`` over
+    all batch rows. The C argument list (a pointer and a span per array, the ints,
+    then ``lo, hi``: ``codegen.entry_lines``' layout) is built once; per step only the
+    step index changes. Blocks at or above ``PARALLEL_THRESHOLD`` elements go through
+    ``NativeKernel.__call__`` instead, which splits the rows over threads."""
 
-    def __init__(self, k: hw.NativeKernel, args: list) -> None:
+    def __init__(self, k: hw.NativeKernel, args: list, nrows: int, work: int) -> None:
+        import kernels.cpu as cpu
+        self.k, self.args, self.nrows = k, args, nrows
+        self.t_at = [p[0] for p in k.params].index("t")
+        self.parallel = work >= cpu.PARALLEL_THRESHOLD and nrows >= 2
+        if self.parallel:
+            return
         cargs: list[int] = []
         for (pname, kind, dtype), a in zip(k.params, args):
             if kind == "int":
@@ -276,64 +284,16 @@ class _Stepper:
                 if kind == "out" and not a.flags.writeable:
                     raise ValueError(f"{k.name}: output {pname} is read-only")
                 cargs += [a.__array_interface__["data"][0], a.size]
-        self.cargs = cargs
+        self.cargs = cargs + [0, nrows]
         self.fn = k.load()
 
-    def at(self, lo: int, hi: int) -> Callable[[int], None]:
-        """Step ``t`` over rows ``[lo, hi)``, with an argument list of its own (so row
-        blocks can run on different threads)."""
-        cargs = self.cargs + [lo, hi]
-        fn, slot = self.fn, self.t_slot
-
-        def run(t: int) -> None:
-            cargs[slot] = t
-            fn(*cargs)
-        return run
-
-
-# Row blocks: the rows of a recurrent layer's batch never meet (each row's state depends
-# only on its own past), so each thread runs the whole time loop for its own block of rows
-# (the step's small GEMM on those rows with single-threaded BLAS, then the gate kernel),
-# with no synchronisation per step, where splitting each step's GEMM and kernel over
-# threads paid a hand-off per step. Blocks start at multiples of ``_SPLIT_ROWS`` rows,
-# OpenBLAS's float32 row panel on AVX-512, so each row's GEMM result has the same bits as
-# in the whole-batch GEMM (and as with one thread). Below ``_SPLIT_MIN_MACS``
-# multiply-adds per sequence, or with one block, one thread runs it all.
-_SPLIT_MIN_MACS = 1 << 21
-_SPLIT_ROWS = 16
-_BLAS: list = [None]
-
-
-def _blas_controller():
-    if _BLAS[0] is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _BLAS[0] = ThreadpoolController()
-        except Exception:  # noqa: BLE001 - no threadpoolctl: row blocks are not split
-            _BLAS[0] = False
-    return _BLAS[0]
-
-
-def _by_rows(nrows: int, macs: int, rows: Callable[[int, int], None]) -> None:
-    """``rows(lo, hi)`` over ``[0, nrows)``: one call, or row blocks on the kernel pool
-    (each row's results are the same either way: the same kernel and GEMM per row)."""
-    import kernels.cpu as cpu
-    panels = -(-nrows // _SPLIT_ROWS)
-    k = min(cpu._nthreads(), panels)
-    ctl = _blas_controller() if k >= 2 and macs >= _SPLIT_MIN_MACS else False
-    if not ctl:
-        rows(0, nrows)
-        return
-    cut = [min(nrows, (c * panels // k) * _SPLIT_ROWS) for c in range(k + 1)]
-    bounds = list(zip(cut[:-1], cut[1:]))
-    with ctl.limit(limits=1, user_api="blas"):
-        ex = cpu._pool(k - 1)
-        futs = [ex.submit(rows, lo, hi) for lo, hi in bounds[1:]]
-        try:
-            rows(*bounds[0])
-        finally:
-            for f in futs:
-                f.result()
+    def run(self, t: int) -> None:
+        if self.parallel:
+            self.args[self.t_at] = t
+            self.k(*self.args, n=self.nrows, parallel=True)
+        else:
+            self.cargs[self.t_slot] = t
+            self.fn(*self.cargs)
 
 
 def _ready(*arrays: np.ndarray) -> bool:
@@ -372,17 +332,13 @@ def lstm_scan(xw: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_hh: np.ndarray,
     res = hw.result((7, t_len, bsz, h), xw.dtype, out)
     gates = np.empty((bsz, h4), xw.dtype)
     k = step_kernel("lstm_fwd", xw.dtype.name)
-    step = _Stepper(k, [gates, xw, bias, c0, res, 0, t_len, bsz, h])
+    step = _Stepper(k, [gates, xw, bias, c0, res, 0, t_len, bsz, h], bsz, 11 * bsz * h)
     w_t = _transposed(w_hh)
-
-    def rows(lo: int, hi: int) -> None:
-        run, g = step.at(lo, hi), gates[lo:hi]
-        hp = h0[lo:hi]
-        for t in range(t_len):
-            np.matmul(hp, w_t, out=g)
-            run(t)
-            hp = res[0, t, lo:hi]
-    _by_rows(bsz, t_len * bsz * h * h4, rows)
+    hp = h0
+    for t in range(t_len):
+        np.matmul(hp, w_t, out=gates)
+        step.run(t)
+        hp = res[0, t]
     return hw.into(res, out)
 
 
@@ -401,15 +357,11 @@ def lstm_scan_backward(gout: np.ndarray, fwd: np.ndarray, c0: np.ndarray,
     dhn = np.zeros((bsz, h), d)
     dcn = np.zeros((bsz, h), d)
     k = step_kernel("lstm_bwd", d.name)
-    step = _Stepper(k, [gout, fwd, c0, dhn, dcn, res, 0, t_len, bsz, h])
-
-    def rows(lo: int, hi: int) -> None:
-        run, dh = step.at(lo, hi), dhn[lo:hi]
-        for t in range(t_len - 1, -1, -1):
-            run(t)
-            if t:   # dh0 = res[0] @ W_hh is the gradient rule's (one matmul in the graph)
-                np.matmul(res[t, lo:hi], w_hh, out=dh)
-    _by_rows(bsz, t_len * bsz * h * 4 * h, rows)
+    step = _Stepper(k, [gout, fwd, c0, dhn, dcn, res, 0, t_len, bsz, h], bsz, 14 * bsz * h)
+    for t in range(t_len - 1, -1, -1):
+        step.run(t)
+        if t:   # dh0 = res[0] @ W_hh is the gradient rule's (one matmul in the graph)
+            np.matmul(res[t], w_hh, out=dhn)
     res[t_len, :, :h] = dcn
     return hw.into(res, out)
 
@@ -426,17 +378,13 @@ def gru_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
     res = hw.result((5, t_len, bsz, h), xw.dtype, out)
     hh = np.empty((bsz, h3), xw.dtype)
     k = step_kernel("gru_fwd", xw.dtype.name)
-    step = _Stepper(k, [hh, xw, b_hh, h0, res, 0, t_len, bsz, h])
+    step = _Stepper(k, [hh, xw, b_hh, h0, res, 0, t_len, bsz, h], bsz, 12 * bsz * h)
     w_t = _transposed(w_hh)
-
-    def rows(lo: int, hi: int) -> None:
-        run, g = step.at(lo, hi), hh[lo:hi]
-        hp = h0[lo:hi]
-        for t in range(t_len):
-            np.matmul(hp, w_t, out=g)
-            run(t)
-            hp = res[0, t, lo:hi]
-    _by_rows(bsz, t_len * bsz * h * h3, rows)
+    hp = h0
+    for t in range(t_len):
+        np.matmul(hp, w_t, out=hh)
+        step.run(t)
+        hp = res[0, t]
     return hw.into(res, out)
 
 
@@ -455,14 +403,11 @@ def gru_scan_backward(gout: np.ndarray, fwd: np.ndarray, h0: np.ndarray,
     gemm = np.zeros((bsz, h), d)
     carry = np.zeros((bsz, h), d)
     k = step_kernel("gru_bwd", d.name)
-    step = _Stepper(k, [gout, fwd, h0, gemm, carry, res, 0, t_len, bsz, h])
-
-    def rows(lo: int, hi: int) -> None:
-        run, g = step.at(lo, hi), gemm[lo:hi]
-        for t in range(t_len - 1, -1, -1):
-            run(t)
-            np.matmul(res[t, lo:hi, 3 * h:], w_hh, out=g)
-    _by_rows(bsz, t_len * bsz * h * 3 * h, rows)
+    step = _Stepper(k, [gout, fwd, h0, gemm, carry, res, 0, t_len, bsz, h], bsz,
+                    13 * bsz * h)
+    for t in range(t_len - 1, -1, -1):
+        step.run(t)
+        np.matmul(res[t, :, 3 * h:], w_hh, out=gemm)
     np.add(gemm, carry, out=res[t_len, :, :h])
     return hw.into(res, out)
 
@@ -486,17 +431,13 @@ def rnn_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray,
     t_len, bsz, h = xw.shape
     res = hw.result((t_len, bsz, h), xw.dtype, out)
     k = step_kernel("rnn_fwd", xw.dtype.name)
-    step = _Stepper(k, [xw, res, relu, 0, bsz, h])
+    step = _Stepper(k, [xw, res, relu, 0, bsz, h], bsz, 3 * bsz * h)
     w_t = _transposed(w_hh)
-
-    def rows(lo: int, hi: int) -> None:
-        run = step.at(lo, hi)
-        hp = h0[lo:hi]
-        for t in range(t_len):
-            np.matmul(hp, w_t, out=res[t, lo:hi])
-            run(t)
-            hp = res[t, lo:hi]
-    _by_rows(bsz, t_len * bsz * h * h, rows)
+    hp = h0
+    for t in range(t_len):
+        np.matmul(hp, w_t, out=res[t])
+        step.run(t)
+        hp = res[t]
     return hw.into(res, out)
 
 
@@ -515,15 +456,11 @@ def rnn_scan_backward(gout: np.ndarray, fwd: np.ndarray, w_hh: np.ndarray,
     res = hw.result((t_len, bsz, h), fwd.dtype, out)
     dhn = np.zeros((bsz, h), fwd.dtype)
     k = step_kernel("rnn_bwd", fwd.dtype.name)
-    step = _Stepper(k, [gout, fwd, dhn, res, relu, 0, bsz, h])
-
-    def rows(lo: int, hi: int) -> None:
-        run, dh = step.at(lo, hi), dhn[lo:hi]
-        for t in range(t_len - 1, -1, -1):
-            run(t)
-            if t:
-                np.matmul(res[t, lo:hi], w_hh, out=dh)
-    _by_rows(bsz, t_len * bsz * h * h, rows)
+    step = _Stepper(k, [gout, fwd, dhn, res, relu, 0, bsz, h], bsz, 4 * bsz * h)
+    for t in range(t_len - 1, -1, -1):
+        step.run(t)
+        if t:
+            np.matmul(res[t], w_hh, out=dhn)
     return hw.into(res, out)
 
 

@@ -14,19 +14,16 @@ import kernels.cpu as kcpu
 import kernels.cpu.recurrent as rec
 from ir.registry import REGISTRY
 
-SIZES = [(5, 3, 7), (1, 1, 1), (4, 2, 33), (3, 37, 9)]   # (T, B, H): odd, tiny, past a
-# vector width, row blocks of 16 and 21
+SIZES = [(5, 3, 7), (1, 1, 1), (4, 2, 33)]   # (T, B, H): odd, tiny, past a vector width
 TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request, monkeypatch):
-    """One thread, or two with the batch rows split into blocks over the kernel pool
-    (whatever the work, where there are two row panels)."""
+    """One thread, or two with every step's rows split over the kernel pool."""
     n = request.param
     old_threads = gcompile.get_num_threads()
     monkeypatch.setenv("GCOMPILE_NUM_THREADS", str(n))
-    monkeypatch.setattr(rec, "_SPLIT_MIN_MACS", 0)
     gcompile.set_num_threads(n)
     old = kcpu.set_parallel_threshold(1 if n > 1 else 1 << 40)
     yield n
@@ -147,40 +144,3 @@ def test_kernels_load_without_numba_in_a_warm_process(tmp_path):
                            text=True, timeout=300) for _ in range(2)]
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr
     assert runs[1].stdout.strip() == "False"
-
-
-@pytest.mark.parametrize("name", ["lstm_scan", "gru_scan", "rnn_scan"])
-def test_row_blocks_give_the_same_bits(name, monkeypatch):
-    """Forward and backward with the batch split into row blocks on two threads equal
-    the one-thread run bit for bit (blocks of 16 and 32 rows), at a size past the default
-    split threshold."""
-    t, b, h = 16, 48, 64
-    rng = np.random.default_rng(2)
-    gates = {"lstm_scan": 4, "gru_scan": 3, "rnn_scan": 1}[name]
-    x = _arr(rng, (t, b, gates * h), "float32")
-    h0 = _arr(rng, (b, h), "float32")
-    w = _arr(rng, (gates * h, h), "float32", 0.2)
-    if name == "lstm_scan":
-        args = (x, h0, _arr(rng, (b, h), "float32"), w, _arr(rng, 4 * h, "float32"))
-    elif name == "gru_scan":
-        args = (x, h0, w, _arr(rng, 3 * h, "float32"))
-    else:
-        args = (x, h0, w)
-    assert t * b * h * gates * h >= rec._SPLIT_MIN_MACS
-    fwd, bwd = _ops(name)
-    runs = []
-    old = gcompile.get_num_threads()
-    try:
-        for n in (1, 2):
-            monkeypatch.setenv("GCOMPILE_NUM_THREADS", str(n))
-            gcompile.set_num_threads(n)
-            out = fwd.impl(*args)
-            g = np.random.default_rng(3).standard_normal(out.shape).astype(out.dtype)
-            rest = {"lstm_scan": (2, 3), "gru_scan": (1, 2), "rnn_scan": (2,)}[name]
-            rest = tuple(args[i] for i in rest)
-            runs.append((out, bwd.impl(g, out, *rest)))
-    finally:
-        gcompile.set_num_threads(old)
-    (o1, b1), (o2, b2) = runs
-    np.testing.assert_array_equal(o1, o2)
-    np.testing.assert_array_equal(b1, b2)
