@@ -4,8 +4,7 @@ The returned ``CompiledKernel`` is generic in sizes and strides. On each call
 it collapses dimensions that are contiguous for every operand, picks a loop
 variant (flat when everything is one contiguous run, else strided with the
 innermost axis classed unit/zero/general stride per operand; serial below
-``PARALLEL_THRESHOLD`` elements, weighted by ``cost_weight``, split over a thread pool
-above), generates that variant's
+``PARALLEL_THRESHOLD`` elements, split over a thread pool above), generates that variant's
 Numba source once (``kernels.cpu.codegen``), loads its machine code
 through the disk cache (``kernels.cache``, ``kernels.cpu.native``: a warm
 process does not import Numba) and calls it with raw pointers and sizes.
@@ -174,23 +173,6 @@ def _compile_object(source: str) -> tuple[bytes, dict]:
     return obj, {"symbol": entry.native_name, "externals": externals}
 
 
-# Ops whose scalar code costs about as much as streaming several elements (polynomial or
-# libm evaluations, divisions): ``cost_weight`` counts them so that a softmax over a
-# 16x4x64x64 attention block (262K elements, two exps each) splits over threads like a
-# cheap op over ~2M elements would, not stays on one thread below PARALLEL_THRESHOLD.
-_COSTLY = frozenset({"exp", "expm1", "log", "log1p", "log2", "log10", "tanh", "sigmoid",
-                     "erf", "erfc", "gelu", "gelu_backward", "silu", "softplus", "elu", "pow",
-                     "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh",
-                     "asinh", "acosh", "atanh", "rsqrt", "sqrt", "div", "lgamma", "digamma"})
-
-
-def cost_weight(spec: KernelSpec) -> int:
-    """Elements of a cheap op (a load, an add, a store) one element of ``spec`` costs,
-    roughly: 1 plus 2 per costly stmt in its per-element phases, at most 8."""
-    n = sum(1 for p in spec.phases for st in p.stmts if st.op in _COSTLY)
-    return min(8, 1 + 2 * n)
-
-
 class CompiledKernel:
     """A kernel generic in sizes and strides; call with lists of input and output arrays."""
 
@@ -201,7 +183,6 @@ class CompiledKernel:
         self._plans: dict[tuple, tuple] = {}
         self._in_np = [np.dtype(d) for d in spec.inputs]
         self._out_np = [np.dtype(d) for d, _ in spec.outputs]
-        self.weight = cost_weight(spec)
         nin = len(spec.inputs)
         alias = (-1,) * nin
         if spec.kind == "elementwise":
@@ -287,7 +268,7 @@ class CompiledKernel:
             self._plans[key] = plan
         total, variant, n_split, template, slots, scratch, _keep = plan
         if parallel is None:
-            parallel = total * self.weight >= PARALLEL_THRESHOLD
+            parallel = total >= PARALLEL_THRESHOLD
         args = list(template)
         for slot, k in slots:
             args[slot] = ptrs[k]
@@ -321,7 +302,7 @@ class CompiledKernel:
         total, variant, n_split, template, slots, scratch, keep = self._marshal(
             self._plan(inputs, outputs, shape, alias), inputs, outputs)
         if parallel is None:
-            parallel = total * self.weight >= PARALLEL_THRESHOLD
+            parallel = total >= PARALLEL_THRESHOLD
         if parallel and n_split >= 2 and _nthreads() >= 2:
             return None
         args = list(template) + [0, n_split]
