@@ -153,15 +153,26 @@ def _ptr_reader():
         return lambda a: a.__array_interface__["data"][0]
 
 
+def _short_spin() -> bool:
+    try:
+        from kernels.cpu.blas_spin import short_spin
+    except ImportError:  # pragma: no cover - kernels without the CPU back end
+        return False
+    return short_spin()
+
+
 def kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
     in_slots = [slot[id(v)] for v in low.ext]
     out_slots = [slot[id(v)] for v in low.out_vals]
-    # An epilogue right after a BLAS call runs serially unless it is large: OpenBLAS's
-    # threads are still spinning then, and a parallel kernel's threads would fight them
-    # (measured: a 256x512 bias+relu went from 0.2 ms serial to 20 ms parallel).
+    # An epilogue right after a BLAS call runs serially unless it is large, where
+    # OpenBLAS's threads still spin then (its default ~0.1 s): a parallel kernel's threads
+    # would fight them (measured: a 256x512 bias+relu went from 0.2 ms serial to 20 ms
+    # parallel). With the spin shortened (kernels.cpu.blas_spin) the rule is off: GPT's
+    # GELU and attention softmax epilogues then split over threads.
     numel = int(np.prod(low.full_shape, dtype=np.int64))
     serial = numel <= SERIAL_EPILOGUE_MAX and any(
-        v.producer is not None and v.producer.op == "matmul" for v in low.ext)
+        v.producer is not None and v.producer.op == "matmul" for v in low.ext) and \
+        not _short_spin()
     run = _KernelRun(low, kernel, in_slots, out_slots, serial, name)
     nbytes = sum(v.nbytes for v in low.ext) + sum(v.nbytes for v in low.out_vals)
     return Step("kernel", name, run, in_slots, out_slots, list(g.nodes), kernel, low.spec,

@@ -20,7 +20,7 @@ import ctypes
 import os
 import threading
 
-__all__ = ["quiet", "SPIN_LOG2_CYCLES"]
+__all__ = ["quiet", "short_spin", "SPIN_LOG2_CYCLES"]
 
 # 2**18 cycles (~0.1 ms): long enough that back-to-back GEMMs find the threads awake,
 # short enough that the kernel after a GEMM has the cores to itself.
@@ -58,3 +58,14 @@ def quiet() -> list[str]:
             shutdown()
             changed.append(path)
         return changed
+
+
+def short_spin() -> bool:
+    """Whether OpenBLAS's idle threads spin only briefly after a GEMM (``quiet`` applied,
+    or the user's own ``OPENBLAS_THREAD_TIMEOUT`` at most ours): then a kernel right
+    after a GEMM may split over threads without fighting them. False where unknown."""
+    quiet()
+    try:
+        return int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "")) <= SPIN_LOG2_CYCLES
+    except ValueError:
+        return False

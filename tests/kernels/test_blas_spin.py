@@ -22,7 +22,8 @@ a = np.random.default_rng(0).standard_normal((300, 200))
 b = np.random.default_rng(1).standard_normal((200, 400))
 ok = bool(np.allclose(a @ b, np.einsum("ik,kj->ij", a, b)))
 print(json.dumps({"changed": len(changed), "again": len(again),
-                  "timeout": lib.openblas_thread_timeout(), "gemm_ok": ok}))
+                  "timeout": lib.openblas_thread_timeout(), "gemm_ok": ok,
+                  "short": blas_spin.short_spin()}))
 """
 
 
@@ -43,14 +44,14 @@ def test_quiet_shortens_the_spin_once_and_gemm_stays_right():
     got = _probe({})
     assert got["changed"] >= 1 and got["again"] == 0
     assert got["timeout"] == SPIN_LOG2_CYCLES
-    assert got["gemm_ok"]
+    assert got["gemm_ok"] and got["short"]
 
 
 def test_a_users_own_timeout_is_left_alone():
     got = _probe({"OPENBLAS_THREAD_TIMEOUT": "26"})
     assert got["changed"] == 0
     assert got["timeout"] == 26
-    assert got["gemm_ok"]
+    assert got["gemm_ok"] and not got["short"]
 
 
 def test_kernel_pool_quiets_blas():
@@ -60,3 +61,29 @@ def test_kernel_pool_quiets_blas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "True"
+
+
+_EPILOGUE = r"""
+import json, gcompile as torch
+lin = torch.nn.Linear(512, 512)
+f = torch.compile(lambda x: torch.relu(lin(x)))
+x = torch.randn(256, 512)
+with torch.no_grad():
+    f(x)
+steps = f.entries[-1].executable.plan.steps
+print(json.dumps([s.run.serial for s in steps if s.kind == "kernel"]))
+"""
+
+
+@pytest.mark.parametrize("timeout, serial", [(None, False), ("26", True)])
+def test_epilogue_after_gemm_splits_only_with_a_short_spin(timeout, serial):
+    """A bias+ReLU right after a GEMM is kept on one thread only while OpenBLAS's threads
+    spin long (a user's own OPENBLAS_THREAD_TIMEOUT=26 here)."""
+    import json
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if timeout:
+        env["OPENBLAS_THREAD_TIMEOUT"] = timeout
+    out = subprocess.run([sys.executable, "-c", _EPILOGUE], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    flags = json.loads(out.strip().splitlines()[-1])
+    assert flags and all(f is serial for f in flags)
