@@ -79,10 +79,31 @@ def set_min_size(n: int) -> int:
     return old
 
 
-def _spec(op: str, dtype: str, nin: int, attrs: dict) -> KernelSpec:
-    st = Stmt("t0", op, tuple(("in", i) for i in range(nin)), attrs_tuple(attrs), dtype)
-    return KernelSpec((dtype,) * nin, ((dtype, "full"),),
+def _spec(op: str, dtype: str, inputs: tuple[str, ...], args: tuple, attrs: dict
+          ) -> KernelSpec:
+    """One ``op`` statement over ``args`` (input refs or constants) computed in ``dtype``."""
+    st = Stmt("t0", op, args, attrs_tuple(attrs), dtype)
+    return KernelSpec(inputs, ((dtype, "full"),),
                       (Phase("map", (st,), stores=((0, ("v", "t0")),)),), "elementwise")
+
+
+def _warn_failed(key: tuple, e: Exception) -> None:
+    """Warn once per (op, dtype, ...) that its kernel could not be built or run."""
+    if key not in _FAILED:
+        _FAILED.add(key)
+        warnings.warn(f"gcompile: eager kernel for {key[0]} ({key[1]}) could not be built "
+                      f"({type(e).__name__}: {e}); using the NumPy implementation",
+                      RuntimeWarning, stacklevel=4)
+
+
+def _launch(k, ins: list, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Run ``k`` over ``ins`` (broadcast to ``shape``) into a new array; the output takes
+    the layout of a full-shape input (as NumPy's order="K" does), so a transposed
+    activation stays transposed and every operand walks in order."""
+    like = next((b for b in ins if b.shape == shape and b.dtype == dtype), None)
+    out = np.empty_like(like) if like is not None else np.empty(shape, dtype)
+    k([b if b.shape == shape else np.broadcast_to(b, shape) for b in ins], [out])
+    return out
 
 
 class _Native:
@@ -136,18 +157,15 @@ class _Native:
         if (self.name, dtype.name, tuple(sorted(norm.items()))) in _FAILED:
             return None
         try:
-            return compile_kernel(_spec(self.name, dtype.name, self.nin, norm)), tier, norm
+            spec = _spec(self.name, dtype.name, (dtype.name,) * self.nin,
+                         tuple(("in", i) for i in range(self.nin)), norm)
+            return compile_kernel(spec), tier, norm
         except Exception as e:  # noqa: BLE001 - a spec codegen rejects: the reference serves
             self._failed(dtype, norm, e)
             return None
 
     def _failed(self, dtype, norm, e) -> None:
-        key = (self.name, dtype.name, tuple(sorted(norm.items())))
-        if key not in _FAILED:
-            _FAILED.add(key)
-            warnings.warn(f"gcompile: eager kernel for {self.name} ({dtype.name}) could not be "
-                          f"built ({type(e).__name__}: {e}); using the NumPy implementation",
-                          RuntimeWarning, stacklevel=4)
+        _warn_failed((self.name, dtype.name, tuple(sorted(norm.items()))), e)
 
     def __call__(self, *arrays, **attrs):
         a = arrays[0]
@@ -172,19 +190,13 @@ class _Native:
             size *= n
         if size < MIN_SIZE * tier:
             return self.ref(*arrays, **attrs)
-        # the output takes the layout of a full-shape input (as NumPy's order="K" does),
-        # so a transposed activation stays transposed and every operand walks in order
-        like = next((b for b in arrays if b.shape == shape), None)
-        out = np.empty_like(like) if like is not None else np.empty(shape, dtype)
-        ins = [b if b.shape == shape else np.broadcast_to(b, shape) for b in arrays]
         try:
-            k(ins, [out])
+            return _launch(k, list(arrays), shape, dtype)
         except Exception as e:  # noqa: BLE001 - a variant that cannot be built (no Numba
             # on a cold cache, a compiler error): warn once, the reference serves from now on
             self._failed(dtype, norm, e)
             self.kernels[(dtype, tuple(attrs.items()))] = None
             return self.ref(*arrays, **attrs)
-        return out
 
 
 class _NativeWhere:
@@ -237,17 +249,12 @@ class _NativeWhere:
             k = self.kernels[key] = self._build(*key)
         if k is None:
             return self.ref(c, x, y)
-        ops = [c] + arrays
-        like = next((b for b in arrays if b.shape == shape), None)
-        out = np.empty_like(like) if like is not None else np.empty(shape, dtype)
-        ins = [b if b.shape == shape else np.broadcast_to(b, shape) for b in ops]
         try:
-            k(ins, [out])
+            return _launch(k, [c] + arrays, shape, dtype)
         except Exception as e:  # noqa: BLE001 - as _Native: warn once, then NumPy
-            self._failed(key, e)
+            _warn_failed(("where",) + key, e)
             self.kernels[key] = None
             return self.ref(c, x, y)
-        return out
 
     def _build(self, dtype: str, xs, ys):
         if ("where", dtype, xs, ys) in _FAILED:
@@ -260,21 +267,11 @@ class _NativeWhere:
                 ins.append(dtype)
             else:
                 args.append(const(float.fromhex(v), dtype))
-        st = Stmt("t0", "where", tuple(args), (), dtype)
-        spec = KernelSpec(tuple(ins), ((dtype, "full"),),
-                          (Phase("map", (st,), stores=((0, ("v", "t0")),)),), "elementwise")
         try:
-            return compile_kernel(spec)
+            return compile_kernel(_spec("where", dtype, tuple(ins), tuple(args), {}))
         except Exception as e:  # noqa: BLE001 - codegen rejects it: NumPy serves
-            self._failed((dtype, xs, ys), e)
+            _warn_failed(("where", dtype, xs, ys), e)
             return None
-
-    def _failed(self, key, e) -> None:
-        if ("where",) + key not in _FAILED:
-            _FAILED.add(("where",) + key)
-            warnings.warn(f"gcompile: eager kernel for where ({key[0]}) could not be built "
-                          f"({type(e).__name__}: {e}); using the NumPy implementation",
-                          RuntimeWarning, stacklevel=3)
 
 
 def served() -> tuple[str, ...]:
