@@ -13,6 +13,7 @@ import numpy as np
 from ir import dtypes as dt
 from ir.ops.linalg import parse_einsum
 from ir.ops.movement import np_index
+from ir.registry import REGISTRY as _REGISTRY
 from ir.shapes import normalize_dim, normalize_dims
 
 from . import _autocast
@@ -58,17 +59,36 @@ def _pad_last(x: Tensor, pad: tuple) -> Tensor:
 # ---- elementwise -------------------------------------------------------------
 def _unary(name, grad_name=None):
     def fn(input, *, out=None):
-        r = apply_op(name, (_t(input),), grad_name=grad_name)
-        return _out(r, out)
+        x = _t(input)
+        if out is not None and _into(out, name, (x,)):
+            return out
+        return _out(apply_op(name, (x,), grad_name=grad_name), out)
     fn.__name__ = name
     fn.__qualname__ = name
     fn.__doc__ = f"Elementwise ``{name}`` (torch.{name})."
     return fn
 
 
+def _into(out, name: str, args: tuple) -> bool:
+    """``out=`` of the same shape as the result, nothing tracked: the op writes straight
+    into it (no result-sized temporary; ``torch.div(a, b, out=b)`` needs none)."""
+    if not isinstance(out, Tensor):
+        return False
+    shapes = [a._data.shape for a in args if isinstance(a, Tensor)]
+    try:
+        if np.broadcast_shapes(*shapes) != out._data.shape:
+            return False
+    except ValueError:
+        return False
+    return out._ew_into(_REGISTRY[name], args)
+
+
 def _out(r, out):
     if out is None:
         return r
+    if not dt.can_cast(r.dtype, out.dtype):  # torch refuses a narrower out=
+        raise RuntimeError(f"result type {r.dtype.scalar_name} can't be cast to the desired "
+                           f"output type {out.dtype.scalar_name}")
     if tuple(out.shape) != tuple(r.shape):
         d = out._data
         out._data = np.empty(r.shape, d.dtype) if d.__class__ is np.ndarray else \
@@ -132,6 +152,8 @@ def _binary(name, grad_name=None):
         b = _wrap_scalar_or_tensor(other)
         if not isinstance(a, Tensor) and not isinstance(b, Tensor):
             a = _t(a)
+        if out is not None and _into(out, name, (a, b)):
+            return out
         return _out(apply_op(name, (a, b), grad_name=grad_name), out)
     fn.__name__ = name
     fn.__qualname__ = name
@@ -194,6 +216,8 @@ def add(input, other, *, alpha=1, out=None):
     a = _wrap_scalar_or_tensor(input)
     if not isinstance(a, Tensor) and not isinstance(other, Tensor):
         a = _t(a)
+    if out is not None and _into(out, "add", (a, other)):
+        return out
     return _out(apply_op("add", (a, other)), out)
 
 
@@ -208,6 +232,8 @@ def sub(input, other, *, alpha=1, out=None):
     a = _wrap_scalar_or_tensor(input)
     if not isinstance(a, Tensor) and not isinstance(other, Tensor):
         a = _t(a)
+    if out is not None and _into(out, "sub", (a, other)):
+        return out
     return _out(apply_op("sub", (a, other)), out)
 
 

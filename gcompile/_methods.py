@@ -7,6 +7,8 @@ it so ``Tensor`` is complete.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import _functions as F
 # the class's own methods first: the bindings below replace same-named ones
 from . import _tensor_autograd, _tensor_convert, _tensor_inplace, _tensor_shape  # noqa: F401
@@ -14,6 +16,7 @@ from ._functions import _is_one
 from ._symbolic import SymScalar
 from ._creation import _wrap_scalar_or_tensor
 from ._dispatch import apply_op
+from ._state import state
 from ._tensor_base import Tensor
 
 
@@ -169,9 +172,50 @@ Tensor.clamp_ = _clamp_
 Tensor.clip_ = _clamp_
 Tensor.clamp_min_ = lambda self, min: _clamp_(self, min=min)  # noqa: A002
 Tensor.clamp_max_ = lambda self, max: _clamp_(self, max=max)  # noqa: A002
-Tensor.lerp_ = lambda self, end, weight: self._assign(F.lerp(self, end, weight))
-Tensor.addcmul_ = lambda self, t1, t2, value=1: self._assign(F.addcmul(self, t1, t2, value=value))
-Tensor.addcdiv_ = lambda self, t1, t2, value=1: self._assign(F.addcdiv(self, t1, t2, value=value))
+def _one_temporary(self, *operands) -> bool:
+    """Whether an in-place composite may build its value through one temporary (its ops in
+    place on it, then added into self): autograd tracks nothing, and every tensor operand
+    has self's dtype and broadcasts to self's shape. An optimizer traced op by op then
+    holds one parameter-sized temporary, as eager torch does (issue 20)."""
+    tensors = [t for t in operands if isinstance(t, Tensor)]
+    if state.grad_enabled and (self.requires_grad or any(t.requires_grad for t in tensors)):
+        return False
+    if any(t.dtype is not self.dtype for t in tensors):
+        return False
+    try:
+        return np.broadcast_shapes(self._data.shape, *[t._data.shape for t in tensors]) == \
+            self._data.shape
+    except ValueError:
+        return False
+
+
+def _lerp_(self, end, weight):
+    """self + weight * (end - self), F.lerp's ops in its order."""
+    if not isinstance(end, Tensor) or not _one_temporary(self, end, weight):
+        return self._assign(F.lerp(self, end, weight))
+    t = F.sub(end, self)
+    F.mul(weight, t, out=t)
+    return self.add_(t)
+
+
+def _addc_(name):
+    def method(self, tensor1, tensor2, value=1):
+        if not (isinstance(tensor1, Tensor) and isinstance(tensor2, Tensor)
+                and _one_temporary(self, tensor1, tensor2, value)):
+            return self._assign(getattr(F, name)(self, tensor1, tensor2, value=value))
+        t = F.mul(tensor1, tensor2) if name == "addcmul" else F.div(tensor1, tensor2)
+        if not _is_one(value):  # x * 1 is x exactly: F's composite multiplies anyway
+            t.mul_(value)
+        return self.add_(t)
+    method.__name__ = name + "_"
+    method.__doc__ = f"self + value * (tensor1 {'*' if name == 'addcmul' else '/'} tensor2), " \
+        f"F.{name}'s ops in its order."
+    return method
+
+
+Tensor.lerp_ = _lerp_
+Tensor.addcmul_ = _addc_("addcmul")
+Tensor.addcdiv_ = _addc_("addcdiv")
 Tensor.square_ = lambda self: self._assign(F.square(self))
 Tensor.sigmoid_ = _make_inplace_unary("sigmoid")
 Tensor.relu_ = _make_inplace_unary("relu")

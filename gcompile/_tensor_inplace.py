@@ -56,29 +56,10 @@ class _InplaceMethods:
         """``self = op(self, *args)`` written into self's memory, history rebased."""
         self._check_inplace()
         op = REGISTRY[name]
+        if self._ew_into(op, (self,) + tuple(args), attrs, name):
+            return self
         tracking = state.grad_enabled and (self.requires_grad or any(
             isinstance(a, Tensor) and a.requires_grad for a in args))
-        if (not tracking and state.tracer is None and isinstance(op.impl, np.ufunc)
-                and op.is_elementwise and self._data.__class__ is np.ndarray
-                and self._data.dtype is not _BF16):
-            cdt, odt, _ = _ew_plan(op, (self,) + tuple(args))
-            _check_cast(odt, self.dtype, name)
-            casts = _ew_plan(op, (self,) + tuple(args))[2][1:]
-            arrays = [a._data if isinstance(a, Tensor) else (c(a) if c is not None else a)
-                      for a, c in zip(args, casts)]
-            try:
-                with np.errstate(all="ignore"):
-                    op.impl(self._data, *arrays, out=self._data, casting="unsafe",
-                            dtype=cdt.np if cdt is not None else None)
-            except ValueError:
-                _infer_error(op, (self,) + tuple(args), attrs)
-                shapes = [list(a.shape) for a in (self,) + tuple(args) if isinstance(a, Tensor)]
-                bshape = list(np.broadcast_shapes(*[tuple(x) for x in shapes])) \
-                    if _broadcastable(shapes) else shapes[1:]
-                raise RuntimeError(f"{name}_: output with shape {list(self.shape)} doesn't match "
-                                   f"the broadcast shape {bshape}") from None
-            self._vbox[0] += 1
-            return self
         src = self
         if tracking and 0 in op.saves:
             # the gradient rule reads self's value from before the write: save a
@@ -92,6 +73,58 @@ class _InplaceMethods:
         result = apply_op(op, (src,) + tuple(args), attrs, grad_name)
         _check_cast(result.dtype, self.dtype, name)
         return self._assign(result)
+
+    def _ew_into(self, op, args, attrs=_EMPTY, name=None) -> bool:
+        """Write elementwise ``op(*args)`` straight into self's storage (``x.add_(y)``,
+        ``torch.div(a, b, out=b)``): no result-sized temporary, under a tracer too, where
+        the op and the write are recorded as if computed out of place and assigned (so an
+        optimizer traced op by op peaks at eager's memory, issue 20). False, having done
+        nothing, where that cannot be done: autograd tracks the write, the op is not a
+        NumPy ufunc, or bfloat16 or device storage is involved."""
+        if not (op.is_elementwise and isinstance(op.impl, np.ufunc)):
+            return False
+        d = self._data
+        if d.__class__ is not np.ndarray or d.dtype is _BF16:
+            return False
+        grad = state.grad_enabled
+        tracer = state.tracer
+        for a in args:
+            if isinstance(a, Tensor):
+                if (grad and a._requires_grad) or a._data.__class__ is not np.ndarray:
+                    return False
+        if grad and self._requires_grad:
+            return False
+        name = name or op.name
+        if tracer is not None:
+            # symbolic scalars (a traced lr or beta) become 0-d graph inputs, as in apply_op
+            args, attrs = tracer.lift(op, args, attrs)
+        cdt, odt, casts = _ew_plan(op, args)
+        if odt is None or casts.__class__ is str:
+            return False
+        _check_cast(odt, self.dtype, name)
+        arrays = [a._data if isinstance(a, Tensor) else (c(a) if c is not None else a)
+                  for a, c in zip(args, casts)]
+        if tracer is not None:
+            tracer.before_write(self)
+        try:
+            with np.errstate(all="ignore"):
+                op.impl(*arrays, out=d, casting="unsafe",
+                        dtype=cdt.np if cdt is not None else None)
+        except ValueError:
+            _infer_error(op, args, attrs)
+            shapes = [list(a.shape) for a in args if isinstance(a, Tensor)]
+            bshape = list(np.broadcast_shapes(*[tuple(x) for x in shapes])) \
+                if _broadcastable(shapes) else shapes[1:]
+            raise RuntimeError(f"{name}_: output with shape {list(self.shape)} doesn't match "
+                               f"the broadcast shape {bshape}") from None
+        self._vbox[0] += 1
+        if tracer is not None:
+            # the graph sees ``self = op(*args)``: a node whose value has odt's dtype (a
+            # zero-strided stand-in, no memory) and a write of it into self
+            stand_in = Tensor._make(np.broadcast_to(np.empty((), odt.np), d.shape))
+            tracer.record(op, args, attrs, stand_in)
+            tracer.record_mutation(self, stand_in)
+        return True
 
     def _assign(self, result):
         """Write ``result`` into self's storage and take over its history."""

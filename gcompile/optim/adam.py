@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._creation import zeros_like
+from .._functions import div as torch_div
 from .._functions import maximum
 from .._tensor import Tensor
 from ir.dtypes import float64
@@ -138,8 +139,10 @@ def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
             src = max_exp_avg_sqs[i] if amsgrad else exp_avg_sq
             if amsgrad:
                 src.copy_(maximum(src, exp_avg_sq))
-            denom = (src.sqrt() / (bc2_sqrt * step_size_neg)).add_(eps / step_size_neg)
-            param.addcdiv_(exp_avg, denom)
+            denom = src.sqrt()
+            denom.div_(bc2_sqrt * step_size_neg).add_(eps / step_size_neg)
+            # param.addcdiv_(exp_avg, denom) with denom's storage as the temporary
+            param.add_(torch_div(exp_avg, denom, out=denom))
             continue
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2 ** 0.5
@@ -148,5 +151,8 @@ def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
             max_sq.copy_(maximum(max_sq, exp_avg_sq))
             denom = (max_sq.sqrt() / bias_correction2_sqrt).add_(eps)
         else:
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-step_size)
+            denom = exp_avg_sq.sqrt()
+            denom.div_(bias_correction2_sqrt).add_(eps)
+        # param.addcdiv_(exp_avg, denom, value=-step_size) with denom's storage as the
+        # temporary: one parameter-sized temporary in all, when traced too (issue 20)
+        param.add_(torch_div(exp_avg, denom, out=denom).mul_(-step_size))
