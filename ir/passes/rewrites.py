@@ -20,6 +20,10 @@
   each call is a kernel writing a planned buffer, and the reshape a view of it. Where
   ``x`` is an elementwise op's result read only there (a ReLU gradient), the op itself
   computes the permuted layout instead (its operands permuted views), and no copy runs.
+- ``drop_output_clones``: an output that is ``clone`` of an intermediate nothing else
+  returns (a ``.grad`` a traced backward copied, as eager's ``AccumulateGrad`` does) is
+  the intermediate itself: its producer writes the output buffer directly instead of
+  an arena buffer copied at the end (a training step held every weight gradient twice).
 - ``decompose_sum_to_size``: ``sum_to_size`` over float dims becomes ``sum`` over those
   dims (plus a reshape), which the fuser runs as a rows reduction fused with its
   producers (bias gradients, LayerNorm backward) instead of a NumPy call.
@@ -340,4 +344,43 @@ def cat_slice_puts(graph: Graph) -> int:
         graph.replace_all_uses(n.out, out)
         done.update(id(a) for a in adds)
         count += 1  # the adds and index_puts are left to dead-code elimination
+    return count
+
+
+# producers whose result is always a new buffer (never a view or an operand returned as
+# is), so handing it out as an output cannot alias anything the caller holds
+_FRESH_CATEGORIES = ("unary", "binary", "ternary", "reduction")
+_NOT_FRESH = ("cast", "clamp", "sum_to_size")
+
+
+def _fresh(n: Node) -> bool:
+    from ..registry import REGISTRY
+    if n.op in ("clone", "matmul", "linear", "embedding_backward"):
+        return True
+    return REGISTRY[n.op].category in _FRESH_CATEGORIES and n.op not in _NOT_FRESH
+
+
+def drop_output_clones(graph: Graph) -> int:
+    """Outputs ``clone(x)`` (through ``detach``) of a fresh intermediate ``x`` that no
+    other output is -> ``x``, read by the clone's readers too; returns rewrites (the
+    clones, now unread, go in dce)."""
+    taken: dict[int, int] = {}
+    for o in graph.outputs:
+        taken[id(o)] = taken.get(id(o), 0) + 1
+    count = 0
+    for c in list(graph.outputs):
+        n = c.producer
+        if n is None or n.op != "clone" or not isinstance(n.inputs[0], Value) or \
+                taken.get(id(c)) != 1:
+            continue
+        x = n.inputs[0]
+        while x.producer is not None and x.producer.op == "detach" and \
+                isinstance(x.producer.inputs[0], Value):
+            x = x.producer.inputs[0]
+        if x.kind != "node" or x.producer is None or id(x) in taken or \
+                not _fresh(x.producer) or x.shape != c.shape or x.dtype is not c.dtype:
+            continue
+        graph.replace_all_uses(c, x)
+        taken[id(x)] = 1
+        count += 1
     return count

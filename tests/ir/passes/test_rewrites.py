@@ -1,6 +1,7 @@
 """ir.passes.rewrites: weight-gradient matmuls folded into one GEMM, sum_to_size as sums,
 transposed matmul products computed in their readers' layout, split's gradient as a cat,
-a copy (clone) before a reshape that no strides can view.
+a copy (clone) before a reshape that no strides can view, an output copy of a fresh
+intermediate dropped.
 
 Each rewritten graph is run by the reference interpreter and compared with NumPy."""
 import numpy as np
@@ -9,8 +10,10 @@ import pytest
 from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
+from ir.passes.cleanup import dce
 from ir.passes.rewrites import (cat_slice_puts, copy_before_reshape, decompose_sum_to_size,
-                                fold_summed_matmul, transpose_matmul_products)
+                                drop_output_clones, fold_summed_matmul,
+                                transpose_matmul_products)
 
 F32 = dt.float32
 rng = np.random.default_rng(0)
@@ -266,3 +269,43 @@ def test_elementwise_producer_with_other_readers_gets_a_copy():
     g.set_outputs([out, x])
     assert copy_before_reshape(g) == 1
     assert sum(n.op == "clone" for n in g.nodes) == 1
+
+
+def test_output_clone_of_a_fresh_intermediate_is_dropped():
+    """clone(detach(x @ w)) as an output (a .grad a traced backward copied) is x @ w
+    itself, so the matmul writes the output buffer; the later reader reads it too."""
+    g = Graph()
+    x, w, p = g.add_input((4, 3), F32), g.add_input((3, 5), F32), g.add_input((4, 5), F32)
+    mm = g.add_node("matmul", [x, w])
+    c = g.add_node("clone", [g.add_node("detach", [mm])])
+    upd = g.add_node("sub", [p, mm])
+    g.set_outputs([c, upd])
+    arrs = [rng.standard_normal(s).astype(np.float32) for s in ((4, 3), (3, 5), (4, 5))]
+    want = _run(g, *arrs)
+    assert drop_output_clones(g) == 1
+    dce(g)
+    assert g.outputs[0] is mm and not any(n.op == "clone" for n in g.nodes)
+    for a, b in zip(_run(g, *arrs), want):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["input", "view", "twice", "also_output"])
+def test_output_clone_kept_where_dropping_it_would_alias(case):
+    """The copy stays for an input (the caller's tensor), a view, a value returned
+    twice (two outputs, one buffer) and a value that is an output itself."""
+    g = Graph()
+    x = g.add_input((4, 3), F32)
+    y = g.add_node("exp", [x])
+    if case == "input":
+        outs = [g.add_node("clone", [x])]
+    elif case == "view":
+        outs = [g.add_node("clone", [g.add_node("reshape", [y], {"shape": (3, 4)})])]
+    elif case == "twice":
+        outs = [g.add_node("clone", [y]), g.add_node("clone", [y])]
+    else:
+        outs = [y, g.add_node("clone", [y])]
+    g.set_outputs(outs)
+    dropped = drop_output_clones(g)
+    assert dropped == (1 if case == "twice" else 0)
+    ids = [id(o) for o in g.outputs]
+    assert len(set(ids)) == len(ids)
