@@ -287,11 +287,14 @@ _jit = _subroutine(types.float32)
 
 @_jit
 def exp_f32(x):
-    """exp for float32: Cody-Waite reduction, degree-6 polynomial, 2^n by bit cast."""
+    """exp for float32: Cody-Waite reduction, degree-6 polynomial, 2^n by bit cast.
+    Below ``_EXP_LO`` (the result rounds to 0) the polynomial runs on 0 and 0 is
+    selected: computed there, the last product underflows, and each such element cost
+    a microcode assist (a causal attention mask's -inf half made softmax 3x slower)."""
     isnan = x != x
-    xc = _ZERO if isnan else x
+    under = x < _EXP_LO
+    xc = _ZERO if isnan | under else x
     xc = _EXP_HI if xc > _EXP_HI else xc
-    xc = _EXP_LO if xc < _EXP_LO else xc
     n = np.floor(xc * _LOG2E + _HALF)
     r = xc - n * _LN2_HI
     r = r - n * _LN2_LO
@@ -301,6 +304,7 @@ def exp_f32(x):
     s1 = _f32_from_intval((n1 + _BIAS) * _MBITS)
     s2 = _f32_from_intval((n2 + _BIAS) * _MBITS)
     res = p * s1 * s2
+    res = _ZERO if under else res
     return x if isnan else res
 
 
