@@ -114,8 +114,9 @@ def env_report() -> dict:
     except Exception as e:  # noqa: BLE001 - report, don't fail
         rep["llvm_cpu"] = f"unknown ({type(e).__name__}: {e})"
         rep["llvm_cpu_features"] = []
+    from kernels.cache import cache_info, prefer_wide_vectors
+    rep["kernel_vector_width"] = "512 bits" if prefer_wide_vectors() else "LLVM's default"
     # kernel cache
-    from kernels.cache import cache_info
     rep["kernel_cache"] = cache_info()
     # CUDA
     from . import cuda
@@ -158,6 +159,7 @@ def format_env(rep: dict) -> str:
                      f"threads={p['num_threads']} {p.get('filepath')}")
     lines += [f"llvm cpu: {rep['llvm_cpu']}",
               f"llvm cpu features: {' '.join(rep['llvm_cpu_features'])}",
+              f"kernel vector width: {rep['kernel_vector_width']}",
               f"kernel cache: {kc['dir']}",
               f"kernel cache size: {kc['objects']} kernels, {_fmt_bytes(kc['bytes'])}",
               f"kernel cache key: {kc['key_file']}"

@@ -88,6 +88,37 @@ def _library_salt() -> str:
     return h.hexdigest()
 
 
+def prefer_wide_vectors() -> bool:
+    """On a host with AVX-512, let LLVM vectorise kernels 512 bits wide (it prefers 256
+    on these CPUs by default): set ``NUMBA_CPU_FEATURES`` to the host's features without
+    ``prefer-256-bit`` before Numba reads it, here and in compile workers, which
+    inherit it. The transcendental loops are where it pays (a float32 erf loop 0.63 ->
+    0.41 ms, exp 0.31 -> 0.21 ms over 512K elements here); results are the same bits
+    (no reassociation). ``NUMBA_CPU_FEATURES`` set by the user, or
+    ``GCOMPILE_VECTOR_WIDTH=256``, leave LLVM's choice. Numba code of the user's own in
+    this process gets the same setting. Returns whether it is on."""
+    want = os.environ.get("GCOMPILE_VECTOR_WIDTH", "512")
+    current = os.environ.get("NUMBA_CPU_FEATURES")
+    if want != "512":
+        return False
+    if current:
+        return current.endswith(",-prefer-256-bit")
+    try:
+        import llvmlite.binding as ll
+        feats = ll.get_host_cpu_features()
+        if not feats.get("avx512f"):
+            return False
+        value = feats.flatten() + ",-prefer-256-bit"
+    except Exception:  # noqa: BLE001 - no feature list: leave LLVM's choice
+        return False
+    os.environ["NUMBA_CPU_FEATURES"] = value
+    config = sys.modules.get("numba.core.config")
+    if config is not None:  # Numba already imported: read when its codegen is made
+        config.CPU_FEATURES = value
+    return True
+
+
+prefer_wide_vectors()
 _SALT = _library_salt()
 _MODULES: dict[str, ModuleType] = {}
 
