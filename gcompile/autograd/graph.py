@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 from collections import defaultdict
 
+import numpy as np
 
 from .._dispatch import _LIKE, _NUMBERS, EAGER_BUILDER, EagerBuilder, OpNode  # noqa: F401
 from .._state import state
@@ -110,25 +112,74 @@ def run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=N
                 deps[m] -= 1
                 if deps[m] == 0:
                     heapq.heappush(ready, (-m._seq_nr, next(tie), m))
+            # only ``pending`` holds the gradients now (_unshared counts references)
+            in_grads = gi = g = None
         return results
     finally:
         state.grad_enabled = prev
 
 
+# (references to the gradient tensor, to its array) in _accumulate when nothing else
+# holds either, counted once on a gradient known to be unshared (_calibrate)
+_REFS: list = []
+_CALIBRATING: list = []
+_COUNTS_EXACT = sys.version_info < (3, 14)
+
+
+def _calibrate() -> None:
+    _CALIBRATING.append(True)
+    prev, state.grad_enabled = state.grad_enabled, True  # called inside a backward
+    try:
+        w = Tensor._make(np.ones(4, np.float32), True)
+        (w * 2.0).sum().backward()   # mul's gradient: a new array only the engine holds
+    finally:
+        state.grad_enabled = prev
+        _CALIBRATING.pop()
+
+
+def _unshared(g, tensor_refs: int) -> bool:
+    """Whether ``leaf.grad`` may be the gradient's own array, as torch's AccumulateGrad
+    steals a gradient nobody else holds (a copy per parameter per step otherwise): a
+    C-contiguous, writeable NumPy array owning its memory (or viewing all of a new one),
+    which no other tensor, view, hook, list or retained ``.grad`` references (reference
+    counts no higher than those of a gradient known to be unshared). Never from Python
+    3.14 on, whose borrowed references make the counts lower than the holders."""
+    if not _COUNTS_EXACT:
+        return False
+    d = g._data
+    if d.__class__ is not np.ndarray or not (d.flags.c_contiguous and d.flags.writeable):
+        return False
+    base = d.base  # a GEMM's transposed result: a view of a new array, all of it
+    if base is not None and not (base.__class__ is np.ndarray and base.base is None
+                                 and base.nbytes == d.nbytes):
+        return False
+    if _CALIBRATING:
+        if not _REFS:
+            _REFS.extend((tensor_refs, sys.getrefcount(d)))
+        return False
+    if not _REFS:
+        _calibrate()
+    return tensor_refs <= _REFS[0] and sys.getrefcount(d) <= _REFS[1] and (
+        base is None or sys.getrefcount(base) <= 3)  # d's reference, ``base``, the call
+
+
 def _accumulate(leaf, g, create_graph):
     if leaf is None:
         return
+    tensor_refs = sys.getrefcount(g)
     if not create_graph:
         g = g.detach()
     if state.tracer is not None:
         state.tracer.note_grad_read(leaf)
     if leaf.grad is None:
         if not create_graph:
-            # a gradient may be shared by several leaves or be a view: copy it, eagerly
-            # straight to C order (the optimizer's native update wants it dense like its
-            # parameter; a Linear's weight gradient already is, see decompose._layout_rewrites)
+            # a gradient may be shared by several leaves or be a view: copy it unless
+            # nothing else holds it (_unshared), eagerly straight to C order (the
+            # optimizer's native update wants it dense like its parameter; a Linear's
+            # weight gradient already is, see decompose._layout_rewrites)
             if state.tracer is None:
-                g = Tensor._make(g._data.copy())  # C order; a CUDA gradient stays there
+                if not _unshared(g, tensor_refs):
+                    g = Tensor._make(g._data.copy())  # C order; a CUDA one stays there
             else:  # a recorded copy, in C order too: state made from .grad while a
                 # step is traced (SGD's momentum buffer) keeps the layout it gets here
                 g = g.clone() if g.is_contiguous() else g.contiguous()

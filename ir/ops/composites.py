@@ -52,7 +52,12 @@ def _check_reduction(reduction: str) -> None:
 def _linear_impl(x, w, bias=None):
     out = REGISTRY["matmul"].impl(x, w.T)
     if bias is not None:
-        out = np.add(out, bias, dtype=_promoted([out, bias]))
+        d = _promoted([out, bias])
+        if out.dtype == d and out.flags.writeable and \
+                np.broadcast_shapes(out.shape, bias.shape) == out.shape:
+            np.add(out, bias, out=out)  # the GEMM's result is ours: no second buffer
+        else:
+            out = np.add(out, bias, dtype=d)
     return np.asarray(out)
 
 
