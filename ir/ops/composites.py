@@ -88,7 +88,16 @@ def _layer_norm_impl(x, *wb, normalized_ndim, eps, has_weight=False, has_bias=Fa
     mean = np.mean(x, axis=dims, keepdims=True)
     c = x - mean
     var = np.mean(c * c, axis=dims, keepdims=True)
-    out = c * np.reciprocal(np.sqrt(var + x.dtype.type(eps)))
+    r = np.reciprocal(np.sqrt(var + x.dtype.type(eps)))
+    if c.dtype == x.dtype and c.flags.writeable and all(w.dtype == x.dtype for w in wb):
+        # the same operations, in place in c: eager allocated a buffer for each
+        np.multiply(c, r, out=c)
+        if has_weight:
+            np.multiply(c, wb[0], out=c)
+        if has_bias:
+            np.add(c, wb[-1], out=c)
+        return c
+    out = c * r
     if has_weight:
         out = out * wb[0]
     if has_bias:

@@ -168,8 +168,14 @@ register(OpDef("silu", "unary", _silu_impl, expr="({0} * sigmoid({0}))", dtype_r
 # ---- softmax / log_softmax ------------------------------------------------------
 def _softmax_impl(x, dim):
     m = np.max(x, axis=dim, keepdims=True) if x.size else x
-    e = np.exp(x - np.where(np.isfinite(m), m, 0))
-    return (e / np.sum(e, axis=dim, keepdims=True)).astype(x.dtype, copy=False)
+    e = x - np.where(np.isfinite(m), m, 0)
+    if e.dtype != x.dtype or not e.flags.writeable:
+        e = np.exp(e)
+        return (e / np.sum(e, axis=dim, keepdims=True)).astype(x.dtype, copy=False)
+    # the same operations in one buffer: eager softmax allocated three of x's size
+    np.exp(e, out=e)
+    np.divide(e, np.sum(e, axis=dim, keepdims=True), out=e)
+    return e
 
 
 def _log_softmax_impl(x, dim):
