@@ -403,8 +403,12 @@ def sweep(systems: list[str], rounds: int = 1, steps: int = 5, say=None) -> list
 
 
 def format_sweep(rows: list[dict], systems: list[str]) -> str:
+    """Time per sample and resident MB beyond the model per system; for a compiled
+    system also the plan's planned arena (MB)."""
+    planned = [s for s in systems if any("planned_mb" in r.get(s, {}) for r in rows)]
     head = f"{'axis':<6}{'width':>6}{'batch':>6}{'params MB':>10}" + "".join(
-        f"{s + ' us/sample':>22}{s + ' MB':>16}" for s in systems)
+        f"{s + ' us/sample':>22}{s + ' MB':>16}" + (f"{'planned MB':>12}" if s in planned
+                                                     else "") for s in systems)
     lines = [head]
     for r in rows:
         pm = next((r[s]["param_mb"] for s in systems if "param_mb" in r.get(s, {})), 0.0)
@@ -413,6 +417,8 @@ def format_sweep(rows: list[dict], systems: list[str]) -> str:
             c = r.get(s, {})
             cells += (f"{c['us_per_sample']:>22.2f}{c['mem_mb']:>16.1f}" if "ms" in c
                       else f"{'failed':>22}{'':>16}")
+            if s in planned:
+                cells += f"{c['planned_mb']:>12.1f}" if "planned_mb" in c else f"{'':>12}"
         lines.append(f"{r['axis']:<6}{r['width']:>6}{r['batch']:>6}{pm:>10.1f}" + cells)
     return "\n".join(lines)
 

@@ -40,7 +40,12 @@ def test_sweep_table_and_plot(tmp_path):
              "gc_eager": {"ms": 2.0 * b, "us_per_sample": 2e3, "mem_mb": 10.0, "param_mb": 2.6},
              "gc_compiled": {"error": "boom"}} for b in (32, 64)]
     table = bm.format_sweep(rows, ["gc_eager", "gc_compiled"])
-    assert "2000.00" in table and "failed" in table
+    assert "2000.00" in table and "failed" in table and "planned MB" not in table
+    rows[1]["gc_compiled"] = {"ms": 1.0, "us_per_sample": 1e3, "mem_mb": 12.5,
+                              "param_mb": 2.6, "planned_mb": 3.25}
+    table = bm.format_sweep(rows, ["gc_eager", "gc_compiled"])
+    head, _, last = table.splitlines()
+    assert "planned MB" in head and last.split()[-3:] == ["1000.00", "12.5", "3.2"]
     json.dumps(rows)
     pytest.importorskip("matplotlib")
     path = tmp_path / "sweep.png"
