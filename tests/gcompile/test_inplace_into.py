@@ -13,6 +13,7 @@ import pytest
 import gcompile as torch
 import gcompile.nn as nn
 import gcompile.nn.functional as F
+from gcompile.bench_models import train_step
 
 
 def _peak(fn, *args):
@@ -128,14 +129,7 @@ def _adam_mlp(width):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, step, x, y
+    return model, train_step(model, opt, F.cross_entropy), x, y
 
 
 def test_traced_adam_step_peaks_at_eager_peak():

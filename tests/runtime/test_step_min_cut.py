@@ -9,7 +9,7 @@ import gcompile as torch
 import gcompile.nn.functional as F
 import ir.passes.fusion as fusion
 from gcompile import nn
-from gcompile.bench_models import build
+from gcompile.bench_models import build, train_step
 
 
 def _gpt(compiled: bool, dropout: float = 0.0, steps: int = 3):
@@ -17,12 +17,7 @@ def _gpt(compiled: bool, dropout: float = 0.0, steps: int = 3):
     model.train()
     torch.manual_seed(123)  # dropout draws from the global generator, in program order
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = train_step(model, opt, loss_fn)
     fn = torch.compile(step) if compiled else step
     losses = [float(fn(x, y)) for _ in range(steps)]
     params = [p.detach().numpy().copy() for p in model.parameters()]
@@ -65,12 +60,7 @@ def _mlp(compiled: bool, steps: int = 4):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = torch.randn(32, 20), torch.randint(0, 10, (32,))
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = train_step(model, opt, F.cross_entropy)
     fn = torch.compile(step) if compiled else step
     per_step = []
     for _ in range(steps):
@@ -147,12 +137,7 @@ def test_explain_names_what_a_step_keeps_and_recomputes():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = torch.randn(32, 20), torch.randint(0, 10, (32,))
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = train_step(model, opt, F.cross_entropy)
     e = torch.explain(step, x, y)
     text = str(e)
     assert e.saved and e.recomputed
