@@ -114,8 +114,8 @@ def env_report() -> dict:
     except Exception as e:  # noqa: BLE001 - report, don't fail
         rep["llvm_cpu"] = f"unknown ({type(e).__name__}: {e})"
         rep["llvm_cpu_features"] = []
-    from kernels.cache import cache_info, prefer_wide_vectors
-    rep["kernel_vector_width"] = "512 bits" if prefer_wide_vectors() else "LLVM's default"
+    from kernels.cache import WIDE_VECTORS, cache_info
+    rep["kernel_vector_width"] = "512 bits" if WIDE_VECTORS else "LLVM's default"
     # kernel cache
     rep["kernel_cache"] = cache_info()
     # CUDA

@@ -118,7 +118,7 @@ def prefer_wide_vectors() -> bool:
     return True
 
 
-prefer_wide_vectors()
+WIDE_VECTORS = prefer_wide_vectors()  # what kernels of this process are compiled for
 _SALT = _library_salt()
 _MODULES: dict[str, ModuleType] = {}
 
