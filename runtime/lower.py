@@ -277,7 +277,9 @@ def _lower_groups(graph: Graph, fusion: Fusion, make_kernel, slot: dict) -> list
                 if parts is not None:
                     ops = ", ".join(n.op for n in parts[1].nodes)
                     into = _merge_into_consumer(parts, groups)
-                    finish_groups(graph, parts + groups)
+                    # only these groups' members changed: the moved nodes read nothing
+                    # of later groups, and their producers' values were outputs already
+                    finish_groups(graph, parts + ([into] if into is not None else []))
                     _log("kernels", f"moved {ops} out of {g.describe()} ({e}) into "
                          + (into.describe() if into is not None else "a kernel of its own"))
                     groups = parts + groups

@@ -100,12 +100,14 @@ class Plan:
         (same shape, no view), so element i is read before element i is written."""
         out_slot = self.output_slots[k]
         in_slot = self.input_slots[j]
-        if self.copy_outputs[k] or self.output_slots.count(out_slot) != 1:
+        idx = self._index()
+        if self.copy_outputs[k] or idx["out_count"].get(out_slot, 0) != 1 \
+                or in_slot in idx["out_count"]:
             return False
-        buf = next((b for b in self.buffers if b.slot == out_slot), None)
+        buf = idx["buffer"].get(out_slot)
         if buf is None or buf.planned:
             return False
-        writers = [i for i, st in enumerate(self.steps) if out_slot in st.outputs]
+        writers = idx["writers"].get(out_slot, ())
         if len(writers) != 1:
             return False
         w = writers[0]
@@ -113,21 +115,35 @@ class Plan:
         if wstep.kind != "kernel" or getattr(wstep.spec, "kind", None) != "elementwise":
             return False
         aliases = {in_slot}
-        for st in self.steps:  # steps are in order: views of views are found
-            if st.kind == "view" and any(x in aliases for x in st.inputs):
+        for st in idx["views"]:  # steps are in order: views of views are found
+            if any(x in aliases for x in st.inputs):
                 aliases.update(st.outputs)
-        if in_slot in self.output_slots:
-            return False
-        for i, st in enumerate(self.steps):
-            reads = [x for x in st.inputs if x in aliases]
-            if not reads:
-                continue
-            if i == w:
-                if any(x != in_slot for x in reads):
+        for a in aliases:
+            for i in idx["readers"].get(a, ()):
+                if i > w or (i == w and a != in_slot):
                     return False
-            elif i > w:
-                return False
         return True
+
+    def _index(self) -> dict:
+        """Who writes, reads and views each slot (built once: ``can_write_output_into_input``
+        asks for every write-back of a plan)."""
+        idx = self.__dict__.get("_slot_index")
+        if idx is None:
+            writers: dict[int, list[int]] = {}
+            readers: dict[int, list[int]] = {}
+            for i, st in enumerate(self.steps):
+                for x in st.outputs:
+                    writers.setdefault(x, []).append(i)
+                for x in dict.fromkeys(st.inputs):
+                    readers.setdefault(x, []).append(i)
+            out_count: dict[int, int] = {}
+            for s in self.output_slots:
+                out_count[s] = out_count.get(s, 0) + 1
+            idx = self.__dict__["_slot_index"] = {
+                "writers": writers, "readers": readers, "out_count": out_count,
+                "buffer": {b.slot: b for b in reversed(self.buffers)},
+                "views": [st for st in self.steps if st.kind == "view"]}
+        return idx
 
     def materialize(self, pool=None) -> None:
         """Take an arena block from the shared pool (the one this plan had last time

@@ -85,14 +85,14 @@ def decompose_while(graph: Graph, wanted: Callable[[Node], bool]) -> int:
         if not todo:
             return count
         for n in todo:
-            before = {id(m) for m in graph.nodes}
+            first = graph._next  # values (so nodes) made from here on are the rule's
             if not decompose_node(graph, n):
                 declined.add(id(n))
                 continue
             count += 1
             if "source" in n.meta:
                 for m in graph.nodes:
-                    if id(m) not in before:
+                    if m.out.id >= first:
                         m.meta.setdefault("source", n.meta["source"])
 
 

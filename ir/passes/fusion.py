@@ -350,32 +350,49 @@ class _Fuser:
         self.new_group("rows", n, shape=X, dims=dims, role_of="red")
 
     # ---- horizontal fusion of tiny groups ---------------------------------------------
-    def linked(self, a: Group, b: Group) -> bool:
-        """Is there a path between groups ``a`` and ``b`` (either way) through some other
-        group? Then running them as one step would form a cycle."""
-        gof = self.gof
-        for src, dst in ((a, b), (b, a)):
-            seen = {id(src)}
-            stack = [src]
-            while stack:
-                g = stack.pop()
-                for m in g.nodes:
-                    for u in m.out.users:
-                        h = gof.get(id(u))
-                        if h is None or id(h) in seen:
-                            continue
-                        if h is dst:
-                            if g is not src:
-                                return True
-                            continue
-                        seen.add(id(h))
-                        stack.append(h)
-        return False
-
     def merge_tiny(self) -> None:
         """Independent elementwise groups of one tiny shape (an optimizer's per-parameter
         scalar math, the updates of bias and norm parameters) run as one kernel: each
-        would cost a launch for a few hundred elements of work."""
+        would cost a launch for a few hundred elements of work. Two groups are
+        independent when no path joins them through a third group (running them as one
+        step would close a cycle); the paths are walked over group edges, kept up to
+        date as groups merge."""
+        gof = self.gof
+        succ: dict[int, set[int]] = {id(g): set() for g in self.groups}
+        pred: dict[int, set[int]] = {id(g): set() for g in self.groups}
+        for g in self.groups:
+            for m in g.nodes:
+                for u in m.out.users:
+                    h = gof.get(id(u))
+                    if h is not None and h is not g:
+                        succ[id(g)].add(id(h))
+                        pred[id(h)].add(id(g))
+
+        def reaches(src: int, dst: int) -> bool:  # a path src -> ... -> dst of >= 2 edges
+            stack = [x for x in succ[src] if x != dst]
+            seen = set(stack)
+            while stack:
+                for y in succ[stack.pop()]:
+                    if y == dst:
+                        return True
+                    if y not in seen:
+                        seen.add(y)
+                        stack.append(y)
+            return False
+
+        def merged(g: Group, h: Group) -> None:  # g's edges become h's
+            gi, hi = id(g), id(h)
+            for y in succ.pop(gi):
+                pred[y].discard(gi)
+                if y != hi:
+                    pred[y].add(hi)
+                    succ[hi].add(y)
+            for x in pred.pop(gi):
+                succ[x].discard(gi)
+                if x != hi:
+                    succ[x].add(hi)
+                    pred[hi].add(x)
+
         by_shape: dict[tuple, list[Group]] = {}
         for g in self.groups:
             if g.kind != "elementwise" or not g.nodes or _numel(g.shape) > TINY_NUMEL:
@@ -383,8 +400,10 @@ class _Fuser:
             # a backward group (an optimizer's scalars) merged into a forward one would
             # run in the forward, its results kept until the backward reads them
             for h in by_shape.setdefault((g.shape, self.backward_only(g)), []):
-                if _operands(h) + _operands(g) <= TINY_MAX_OPERANDS and not self.linked(h, g):
+                if _operands(h) + _operands(g) <= TINY_MAX_OPERANDS and \
+                        not reaches(id(h), id(g)) and not reaches(id(g), id(h)):
                     self.merge([g], h)
+                    merged(g, h)
                     break
             else:
                 by_shape[(g.shape, self.backward_only(g))].append(g)

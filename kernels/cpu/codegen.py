@@ -36,6 +36,7 @@ the ``kernels.cpu.fastmath`` helpers bodies call by name need device versions.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import os
 import re
@@ -426,7 +427,7 @@ def stmt_code(stmt: Stmt, em: Emitter, arg_codes: list[str], arg_dtypes: list[st
         src = tmpl.format(*[f"__a{i}" for i in range(len(args))], **names)
     except (KeyError, IndexError) as e:
         raise NotImplementedError(f"kernels: op {op!r}: template {tmpl!r} needs {e}") from None
-    tree = ast.parse(src, mode="eval")
+    tree = _parse(src)
     expr = _ExprGen(em, cd, args, attrs, op).gen(tree)
     if rule == "bool" or op in _LOGICAL:
         val, val_d = expr, "bool"  # comparisons and logical ops yield Python bools
@@ -440,6 +441,12 @@ def stmt_code(stmt: Stmt, em: Emitter, arg_codes: list[str], arg_dtypes: list[st
             val = cast_code(expr, "__any__", cd)
     lines.append(f"{indent}{target} = {cast_code(val, val_d, out_d)}")
     return target
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(src: str) -> ast.Expression:
+    """An op's expression template, parsed once (``_ExprGen`` only reads the tree)."""
+    return ast.parse(src, mode="eval")
 
 
 _BINOP = re.compile(r"\((\w+) [-+*/] (\w+)\)")
