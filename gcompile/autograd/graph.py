@@ -65,6 +65,8 @@ def run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=N
     state.grad_enabled = create_graph
     try:
         deps = _collect(roots)
+        if state.tracer is not None and capture is None:
+            state.tracer.stop_if_first_step(deps)
         pending = {}
         root_nrs = root_nrs or [0] * len(roots)
         for r, g, nr in zip(roots, grads, root_nrs):

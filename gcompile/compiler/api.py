@@ -552,6 +552,10 @@ class CompiledFunction:
         fguards = function_guards(self._fn if self._module is None else
                                   type(self._module).forward)
         prev = state.tracer
+        # the function's first step, if it turns out to be one run while .grad is None,
+        # runs eagerly from its backward() on (Tracer.stop_if_first_step)
+        tracer.stop_first_step = prev is None and not dims and tracer.journal is None \
+            and not self._traced and not getattr(self, "_first_step_seen", False)
         state.tracer = tracer
         try:
             with logs.stage("trace", lambda: "graph break: " + str(tracer.breaks[0])
@@ -562,6 +566,12 @@ class CompiledFunction:
             if tracer.shape_env is not None:
                 tracer.shape_env.freeze()  # SymInts that outlive the trace add no guards
         self.num_traces += 1
+        if tracer.stopped is not None and not tracer.breaks:
+            from .training import _Transient
+            self._first_step_seen = True
+            logs.log("recompiles", f"{tracer.graph.name}: ran eagerly, will retrace: "
+                     f"{tracer.stopped}")
+            return result, _Transient(tracer.stopped), None
         # (random ops draw their seeds through the tracer; any other draw from a
         # Generator is a graph break where it happens: _random._gen)
         out_leaves: list[Tensor] = []

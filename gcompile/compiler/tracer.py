@@ -192,6 +192,12 @@ class Tracer:
         self.grad_reads: dict[int, tuple[object, object]] = {}
         self._backward_ran = False
         self.backward_start: int | None = None  # graph nodes recorded before backward()
+        # a function's first traced step, while .grad is still None, runs eagerly once
+        # (training._first_step): with ``stop_first_step`` set, backward() finding that
+        # case ends the trace there (``stopped`` says why) and the call goes on untraced
+        self.stop_first_step = False
+        self.stopped: str | None = None
+        self.steps_open = 0  # optimizer steps running under this trace (_traced_step)
         # dynamic shapes (_symshape.py): the symbols of this trace, each graph value's
         # shape as ints and Exprs, the op attributes that hold Exprs, and why a
         # symbol had to be specialised (for the recompiles log)
@@ -428,6 +434,24 @@ class Tracer:
         """``tensor``'s storage is about to be written in place."""
         if self.journal is not None:
             self.journal.tensor(tensor)
+
+    def stop_if_first_step(self, deps) -> bool:
+        """At the start of a traced backward (``deps``: the autograd nodes it will run):
+        when this is the function's first step and a gradient it reaches is still None,
+        the trace would be thrown away (``training._first_step``); stop tracing now, so
+        the backward and the optimizer step run as plain eager code. True if stopped."""
+        from .._state import state
+        from .._tape import AccumulateGrad
+        if not self.stop_first_step or self.steps_open or state.tracer is not self:
+            return False
+        self.stop_first_step = False
+        if not (any(was_none for _, was_none in self.grad_was_none.values()) or any(
+                isinstance(m, AccumulateGrad) and m.variable._grad is None for m in deps)):
+            return False
+        self.stopped = "the first step ran while .grad was None (its plan would serve only " \
+                       "that call)"
+        state.tracer = None
+        return True
 
     def record_grad(self, leaf, value) -> None:
         """``leaf.grad = value`` is happening while tracing (zero_grad, backward)."""

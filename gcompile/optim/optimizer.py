@@ -85,9 +85,11 @@ def _traced_step(opt: Optimizer, step: Callable, args: tuple, kwargs: dict) -> A
     if tracer.journal is not None:
         tracer.journal.optimizer(opt)
     opt.param_groups = [_TracedGroup(g, i, tracer.guards) for i, g in enumerate(groups)]
+    tracer.steps_open += 1  # a closure's backward must not stop the trace mid-step
     try:
         return _run_step(opt, step, args, kwargs)
     finally:
+        tracer.steps_open -= 1
         opt.param_groups = groups
 
 

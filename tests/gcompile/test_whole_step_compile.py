@@ -133,6 +133,41 @@ def test_the_first_step_runs_eagerly_instead_of_building_a_plan_for_grads_none()
     assert len(step.entries) == 1
 
 
+def test_the_first_step_stops_tracing_at_its_backward():
+    """The first step's trace would be thrown away: from backward() on it runs as plain
+    eager code (the optimizer step untraced, its native update), and its numbers are
+    eager's bit for bit; the second call traces, then the plan runs."""
+    from gcompile._state import state
+
+    def run(compiled):
+        torch.manual_seed(0)
+        model = _model()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        seen = []
+        opt.register_step_pre_hook(lambda o, a, k: seen.append(state.tracer is not None))
+        x, y = torch.randn(4, 10), torch.randn(4, 3)
+
+        def step():
+            opt.zero_grad()
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+            return loss
+        fn = torch.compile(step) if compiled else step
+        fn()
+        after_one = [p.detach().numpy().copy() for p in model.parameters()]
+        for _ in range(3):
+            fn()
+        return fn, seen, after_one
+
+    fn, seen, first = run(True)
+    _, _, eager_first = run(False)
+    assert fn.num_traces == 2 and len(fn.entries) == 1
+    assert seen[:2] == [False, True]  # the first call's step untraced, the second's traced
+    for a, b in zip(first, eager_first):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_an_entry_no_longer_used_gives_back_its_arena():
     """A plan traced for calls made while .grad is None (the user cleared them) stays
     (guarded) but gives back its arena once idle, and gets it again when needed."""
