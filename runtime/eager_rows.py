@@ -13,7 +13,10 @@ as ``[rows, row length]`` with weight and bias broadcast over the rows.
 ``op.reference`` (the NumPy implementation) serves the rest: arrays below ``MIN_SIZE``
 elements, a softmax over any dim but the last, dtypes other than float32/float64, mixed
 dtypes, inputs that do not fold to two dims without a copy, and any kernel that cannot be
-built (which warns once).
+built (which warns once). While ``compile()`` traces a function (``tracing``, set by
+gcompile), a kernel that is neither loaded nor on disk is not compiled for the trace
+alone (the plan fuses the op with its neighbours): the reference serves that call, so a
+cold first call compiles only what the plan runs.
 """
 from __future__ import annotations
 
@@ -34,6 +37,13 @@ MIN_SIZE = int(os.environ.get("GCOMPILE_EAGER_ROWS_MIN", 2048))
 _MISSING = object()
 
 
+def _not_tracing() -> bool:
+    return False
+
+
+tracing = _not_tracing  # gcompile installs its test: is a compiled function being traced?
+
+
 def set_min_size(n: int) -> int:
     """Set ``MIN_SIZE`` (elements); returns the previous value (tests drive the kernels
     with small arrays through it)."""
@@ -51,6 +61,12 @@ def _rows_view(x: np.ndarray, r: int) -> np.ndarray | None:
     except AttributeError:
         return None
     return v if v.strides[1] == x.itemsize else None
+
+
+def _cold(k) -> bool:
+    """Whether ``k``'s main loop variant would compile on this call."""
+    from kernels.cpu import needs_compile
+    return needs_compile([k])
 
 
 class _RowsNative:
@@ -80,7 +96,7 @@ class _RowsNative:
         k = self.kernels.get(key, _MISSING)
         if k is _MISSING:
             k = self.kernels[key] = self._build(x.dtype.name, len(ins), kattrs, r)
-        if k is None:
+        if k is None or (tracing() and _cold(k)):
             return self.ref(x, *wb, **attrs)
         out = np.empty(x.shape, x.dtype)
         try:

@@ -24,7 +24,7 @@ from .._tensor import apply_op as _apply_op
 from . import logs
 from .entry import Entry
 from .guards import check_guards, function_guards, grad_presence_guards, unique_guards
-from .tracer import GraphBreak, GraphBreakError, Tracer
+from .tracer import TRACING_CALLS, GraphBreak, GraphBreakError, Tracer
 
 RECOMPILE_LIMIT = 8
 IDLE_CALLS = 3  # calls to other entries of a signature before an idle entry's arena goes
@@ -557,11 +557,13 @@ class CompiledFunction:
         tracer.stop_first_step = prev is None and not dims and tracer.journal is None \
             and not self._traced and not getattr(self, "_first_step_seen", False)
         state.tracer = tracer
+        TRACING_CALLS[0] += 1
         try:
             with logs.stage("trace", lambda: "graph break: " + str(tracer.breaks[0])
                             if tracer.breaks else str(tracer.graph)):
                 result = self._fn(*args, **kwargs)
         finally:
+            TRACING_CALLS[0] -= 1
             state.tracer = prev
             if tracer.shape_env is not None:
                 tracer.shape_env.freeze()  # SymInts that outlive the trace add no guards

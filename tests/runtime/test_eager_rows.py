@@ -110,3 +110,20 @@ def test_gradients_flow_through_the_served_ops(small):
     g_ln = r * (gy - gy.mean(1, keepdims=True) - xh * (gy * xh).mean(1, keepdims=True))
     np.testing.assert_allclose(x.grad.numpy(), g_soft + g_ln, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(w.grad.numpy(), (c * xh).sum(0), rtol=1e-4, atol=1e-5)
+
+
+def test_a_trace_does_not_compile_a_kernel_for_itself(small, monkeypatch):
+    """A compiled function's first call (the trace, and the first step's eager rest)
+    takes the reference where the rows kernel would compile: the plan runs its own."""
+    monkeypatch.setattr(eager_rows, "_cold", lambda k: True)  # as on an empty cache
+    calls = []
+    ref = REGISTRY["softmax"].reference
+    monkeypatch.setattr(REGISTRY["softmax"].impl, "ref",
+                        lambda *a, **k: calls.append(1) or ref(*a, **k))
+    x = torch.tensor(_x((8, 16)))
+    F.softmax(x, -1)
+    assert calls == []  # eager: the kernel
+    cf = torch.compile(lambda x: F.softmax(x, -1) * 2)
+    cf(x)
+    assert calls == [1]  # the trace: the reference
+    np.testing.assert_allclose(cf(x).numpy(), 2 * ref(x.numpy(), -1), rtol=1e-6)
