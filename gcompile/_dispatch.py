@@ -640,6 +640,36 @@ class EagerBuilder(GradBuilder):
             return Tensor._make(np.full(m.shape, fill, d.np))
         return apply_op(name, args, attrs)
 
+    def run_gradient_graph(self, recipe, key, inputs, g):
+        """A derived gradient (``derived_vjp``) run as one compiled plan of its graph
+        (``runtime.eager_gradients``) rather than op by op: the arrays of its outputs
+        as tensors, or None where the replay serves (a gradient that must itself be
+        differentiable, a trace recording it, inputs not kept or not host float
+        arrays of the graph's dtypes, small sizes)."""
+        if state.grad_enabled or state.tracer is not None or g.__class__ is not Tensor \
+                or recipe.graph is None:
+            return None
+        gd = g._data
+        if gd.__class__ is not np.ndarray or gd.size < _eager_gradients().MIN_SIZE:
+            return None
+        arrays = []
+        for k, v in zip(recipe.graph_inputs, recipe.graph.inputs):
+            t = g if k == "tangent" else inputs[k]
+            if t.__class__ is not Tensor:
+                return None
+            a = t._data
+            if a.__class__ is not np.ndarray or a.dtype != v.dtype.np or \
+                    a.shape != v.shape:
+                return None
+            arrays.append(a)
+        outs = _eager_gradients().run(recipe, key, arrays)
+        return None if outs is None else [Tensor._make(o) for o in outs]
+
+
+def _eager_gradients():
+    from runtime import eager_gradients
+    return eager_gradients
+
 
 _LIKE = ("zeros_like", "ones_like", "full_like")
 

@@ -112,6 +112,11 @@ class _Recipe:
     steps: list[tuple[str, tuple, dict, int, tuple]]    # (op, args, attrs, slot, slots freed)
     grads: list[int | None]                             # one slot (or None) per op input
     n_slots: int
+    # the same gradients as one graph (outputs: the non-None grads in input order; inputs:
+    # an op input position each, or "tangent"), which an eager builder may run as a
+    # compiled plan instead of the steps (``run_gradient_graph``)
+    graph: Graph | None = None
+    graph_inputs: tuple = ()
 
 
 _RECIPES: dict[Any, _Recipe] = {}
@@ -236,7 +241,20 @@ def _build_recipe(op: OpDef, specs: list, out_shape, attrs: dict, want: list[boo
     if tangent is not None and tangent[0] not in used:
         tangent = None
     out_grads = [slot[id(grads[i])] if i in grads else None for i in range(len(specs))]
-    return _Recipe(inputs, tangent, steps, out_grads, len(slot))
+    return _Recipe(inputs, tangent, steps, out_grads, len(slot),
+                   *_gradient_graph(jg, grads))
+
+
+def _gradient_graph(jg: Graph, grads: dict) -> tuple[Graph, tuple]:
+    """``jg`` cut down to the gradients: outputs the grads in input order, inputs only
+    those they read (the op's inputs by position, and the tangent)."""
+    from .cleanup import dce
+    jg.set_outputs([grads[i] for i in sorted(grads)])
+    dce(jg)
+    outs = {id(v) for v in jg.outputs}
+    jg.inputs = [v for v in jg.inputs if v.users or id(v) in outs]
+    return jg, tuple("tangent" if v.meta.get("tangent") else v.meta["position"]
+                     for v in jg.inputs)
 
 
 def derived_vjp(op: OpDef, b: GradBuilder, g, inputs: list, out, attrs: dict) -> list:
@@ -254,6 +272,12 @@ def derived_vjp(op: OpDef, b: GradBuilder, g, inputs: list, out, attrs: dict) ->
         if len(_RECIPES) >= _MAX_RECIPES:
             _RECIPES.clear()
         _RECIPES[key] = recipe
+    run = getattr(b, "run_gradient_graph", None)
+    if run is not None:
+        got = run(recipe, key, inputs, g)
+        if got is not None:  # one per graph output, in input order
+            it = iter(got)
+            return [None if s is None else next(it) for s in recipe.grads]
     slots: list = [None] * recipe.n_slots
     for s, pos, d in recipe.inputs:
         slots[s] = b.cast(inputs[pos], d)
