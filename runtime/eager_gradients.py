@@ -24,7 +24,7 @@ import numpy as np
 
 from . import eager_rows
 
-__all__ = ["MIN_SIZE", "MIN_STEPS", "run", "set_min_size"]
+__all__ = ["MIN_SIZE", "MIN_STEPS", "run"]
 
 MIN_SIZE = int(os.environ.get("GCOMPILE_EAGER_GRADIENTS_MIN", 4096))
 MIN_STEPS = 4  # recipes this short (a Linear's two GEMMs and a sum) gain nothing
@@ -33,13 +33,6 @@ _PLANS: dict = {}
 _LOCK = threading.Lock()  # a plan's arena is shared by its calls
 _MISSING = object()
 
-
-def set_min_size(n: int) -> int:
-    """Set ``MIN_SIZE``; returns the previous value (tests drive small gradients)."""
-    global MIN_SIZE
-    old = MIN_SIZE
-    MIN_SIZE = int(n)
-    return old
 
 
 def run(recipe, key, arrays: list[np.ndarray]) -> list[np.ndarray] | None:

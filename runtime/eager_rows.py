@@ -28,7 +28,7 @@ import numpy as np
 
 from ir.registry import REGISTRY
 
-__all__ = ["MIN_SIZE", "SERVED", "set_min_size"]
+__all__ = ["MIN_SIZE", "SERVED"]
 
 SERVED = ("softmax", "log_softmax", "layer_norm")
 _DTYPES = ("float32", "float64")
@@ -43,14 +43,6 @@ def _not_tracing() -> bool:
 
 tracing = _not_tracing  # gcompile installs its test: is a compiled function being traced?
 
-
-def set_min_size(n: int) -> int:
-    """Set ``MIN_SIZE`` (elements); returns the previous value (tests drive the kernels
-    with small arrays through it)."""
-    global MIN_SIZE
-    old = MIN_SIZE
-    MIN_SIZE = int(n)
-    return old
 
 
 def _rows_view(x: np.ndarray, r: int) -> np.ndarray | None:

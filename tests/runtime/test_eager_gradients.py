@@ -12,10 +12,8 @@ from runtime import eager_gradients
 
 
 @pytest.fixture
-def plans():
-    old = eager_gradients.set_min_size(0)
-    yield
-    eager_gradients.set_min_size(old)
+def plans(monkeypatch):
+    monkeypatch.setattr(eager_gradients, "MIN_SIZE", 0)
 
 
 def _t(shape, seed, grad=True, dtype=np.float32):
@@ -52,7 +50,7 @@ def test_plans_give_the_replays_gradients(plans, monkeypatch, name, dtype, tol):
                         lambda *a: (lambda r: calls.append(r is not None) or r)(run(*a)))
     got = _grads(name, dtype)
     assert any(calls), "no gradient ran as a plan"
-    eager_gradients.set_min_size(10 ** 9)
+    monkeypatch.setattr(eager_gradients, "MIN_SIZE", 10 ** 9)
     want = _grads(name, dtype)
     assert len(got) == len(want)
     for a, b in zip(got, want):

@@ -13,10 +13,8 @@ from runtime import eager_rows
 
 
 @pytest.fixture
-def small():
-    old = eager_rows.set_min_size(0)
-    yield
-    eager_rows.set_min_size(old)
+def small(monkeypatch):
+    monkeypatch.setattr(eager_rows, "MIN_SIZE", 0)
 
 
 def _x(shape, dtype=np.float32, seed=0):
@@ -88,7 +86,7 @@ def test_the_reference_serves_what_the_kernel_does_not(small, monkeypatch):
     REGISTRY["layer_norm"].impl(x, x[0].astype(np.float64), normalized_ndim=1, eps=1e-5,
                                 has_weight=True, has_bias=False)  # mixed dtypes
     assert len(calls) == 4
-    eager_rows.set_min_size(10 ** 9)
+    monkeypatch.setattr(eager_rows, "MIN_SIZE", 10 ** 9)
     REGISTRY["softmax"].impl(x, dim=1)                      # small
     assert len(calls) == 5
 
