@@ -16,6 +16,8 @@ import numpy as np
 
 from .._dispatch import _LIKE, _NUMBERS, EAGER_BUILDER, EagerBuilder, OpNode  # noqa: F401
 from .._state import state
+from ir.ops.movement import np_index
+
 from .._tape import (_FREED_MSG, AccumulateGrad, Meta, Node, SavedTensor,  # noqa: F401
                      _Handle, _seq_counter, _type_name, grad_accumulator)
 from .._tensor_base import Tensor
@@ -79,9 +81,11 @@ def run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=N
         ready = [(-r._seq_nr, next(tie), r) for r in dict.fromkeys(roots) if deps[r] == 0]
         heapq.heapify(ready)
         results = {}
+        owned: set[int] = set()  # pending gradients made here, so written in place
         while ready:
             node = heapq.heappop(ready)[2]
             g = pending.pop(node, None)
+            owned.discard(id(g))
             if getattr(node, "num_outputs", 1) > 1 and g is not None and all(
                     x is None for x in g):
                 g = None
@@ -102,7 +106,12 @@ def run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=N
                 if capture is None and g is not None:
                     _accumulate(node.variable, g, create_graph)
                 continue
-            in_grads = [None] * len(node._next) if g is None else node.apply(g)
+            if g is not None and not create_graph and node.__class__ is OpNode and \
+                    node.op.name == "getitem" and state.tracer is None and \
+                    _slice_grad(node, g, pending, owned):
+                in_grads = [None] * len(node._next)  # added to its input's pending gradient
+            else:
+                in_grads = [None] * len(node._next) if g is None else node.apply(g)
             if not retain_graph:
                 node.release()
             nrs = getattr(node, "_next_nr", None)
@@ -119,6 +128,47 @@ def run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=N
         return results
     finally:
         state.grad_enabled = prev
+
+
+def _slice_grad(node, g, pending, owned: set[int]) -> bool:
+    """The gradient of a basic-slicing ``getitem`` (a ``split``/``chunk`` part, ``x[:, i]``)
+    added straight into its input's pending gradient: the rule's ``index_put`` of ``g``
+    into zeros, then the engine's sum with what arrived before, made one buffer the
+    engine owns and adds each slice into (a split into k parts wrote k full zero-filled
+    buffers and summed them). The same sums of the same numbers. False (the rule runs)
+    for index tensors, another dtype, CUDA or traced-size inputs, or an input node with
+    several outputs."""
+    m = node._next[0]
+    meta = node._meta[0]
+    index = node.attrs["index"]
+    if m is None or getattr(m, "num_outputs", 1) != 1 or meta.__class__ is not Meta or \
+            any(item[0] == "t" for item in index):
+        return False
+    gd = g._data
+    if gd.__class__ is not np.ndarray or gd.dtype != meta._npd:
+        return False
+    key = np_index(index, ())
+    if not any(item[0] == "e" for item in index):
+        key += (Ellipsis,)  # a view even where every item is an integer
+    cur = pending.get(m)
+    if cur is not None and id(cur) in owned:
+        buf = cur._data
+    elif cur is None:
+        buf = np.zeros(meta.shape, meta._npd)
+    else:
+        c = cur._data
+        if c.__class__ is not np.ndarray or c.dtype != meta._npd or c.shape != meta.shape:
+            return False
+        buf = c.copy()
+    view = buf[key]
+    if view.shape != gd.shape:
+        return False
+    np.add(view, gd, out=view)
+    if cur is None or id(cur) not in owned:
+        t = Tensor._make(buf)
+        pending[m] = t
+        owned.add(id(t))
+    return True
 
 
 # (references to the gradient tensor, to its array) in _accumulate when nothing else
