@@ -646,22 +646,20 @@ class EagerBuilder(GradBuilder):
         as tensors, or None where the replay serves (a gradient that must itself be
         differentiable, a trace recording it, inputs not kept or not host float
         arrays of the graph's dtypes, small sizes)."""
-        if state.grad_enabled or state.tracer is not None or g.__class__ is not Tensor \
-                or recipe.graph is None:
-            return None
-        gd = g._data
-        if gd.__class__ is not np.ndarray or gd.size < _eager_gradients().MIN_SIZE:
+        if state.grad_enabled or state.tracer is not None or recipe.graph is None:
             return None
         arrays = []
         for k, v in zip(recipe.graph_inputs, recipe.graph.inputs):
             t = g if k == "tangent" else inputs[k]
-            if t.__class__ is not Tensor:
+            if not isinstance(t, Tensor):  # (a Parameter is one)
                 return None
             a = t._data
             if a.__class__ is not np.ndarray or a.dtype != v.dtype.np or \
                     a.shape != v.shape:
                 return None
             arrays.append(a)
+        if not arrays or max(a.size for a in arrays) < _eager_gradients().MIN_SIZE:
+            return None
         outs = _eager_gradients().run(recipe, key, arrays)
         return None if outs is None else [Tensor._make(o) for o in outs]
 

@@ -110,3 +110,20 @@ def test_a_whole_step_trace_records_the_primitives(plans, monkeypatch):
     assert traced and not any(traced)
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_parameters_and_loss_tangents_take_the_plan(monkeypatch):
+    """A module's Parameters are tensors, and a loss's tangent is 0-d: the size that
+    decides is the largest input's."""
+    monkeypatch.setattr(eager_gradients, "MIN_SIZE", 100)
+    ran = []
+    run = eager_gradients.run
+    monkeypatch.setattr(eager_gradients, "run",
+                        lambda r, key, a: (lambda o: ran.append((key[0], o is not None)) or o)(
+                            run(r, key, a)))
+    ln = torch.nn.LayerNorm(12)
+    x = _t((3, 5, 12), 0)
+    t = torch.tensor(np.random.default_rng(3).integers(0, 12, 15))
+    F.cross_entropy(ln(x).reshape(-1, 12), t).backward()
+    assert ("layer_norm", True) in ran and ("cross_entropy", True) in ran
+    assert ln.weight.grad is not None and x.grad is not None
