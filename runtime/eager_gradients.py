@@ -10,10 +10,10 @@ pipeline a compiled function's plan goes through (its primitives fuse into a few
 kernels), and run by an ``Executor``.
 
 ``run`` declines (the caller replays the primitives) for small gradients (below
-``MIN_SIZE`` elements of the tangent, where a plan call costs more than the replay),
-for short recipes, for graphs the pipeline does not lower, and while a compiled
-function's first call runs (``runtime.eager_rows.tracing``) and the plan's kernels would
-compile for it alone.
+``MIN_SIZE`` elements in the largest input, where a plan call costs more than the
+replay), for recipes of mostly GEMMs and views, for graphs the pipeline does not
+lower, and during a compiled function's first call (``runtime.eager_rows.tracing``)
+where the plan's kernels would compile for it alone.
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ from . import eager_rows
 __all__ = ["MIN_SIZE", "MIN_STEPS", "run"]
 
 MIN_SIZE = int(os.environ.get("GCOMPILE_EAGER_GRADIENTS_MIN", 4096))
-MIN_STEPS = 4  # recipes this short (a Linear's two GEMMs and a sum) gain nothing
+# recipes with fewer elementwise and reduction steps gain nothing (a Linear's: two
+# GEMMs, views and one sum, which its replay already runs as well as a plan)
+MIN_STEPS = int(os.environ.get("GCOMPILE_EAGER_GRADIENTS_MIN_STEPS", 3))
 _MAX_PLANS = 256
 _PLANS: dict = {}
 _LOCK = threading.Lock()  # a plan's arena is shared by its calls
@@ -38,7 +40,7 @@ _MISSING = object()
 def run(recipe, key, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
     """The gradients ``recipe.graph`` computes from ``arrays`` (its inputs, in order),
     or None where the replay serves."""
-    if recipe.graph is None or len(recipe.steps) < MIN_STEPS:
+    if recipe.graph is None or recipe.work_steps < MIN_STEPS:
         return None
     ex = _PLANS.get(key, _MISSING)
     if ex is _MISSING:

@@ -117,6 +117,7 @@ class _Recipe:
     # compiled plan instead of the steps (``run_gradient_graph``)
     graph: Graph | None = None
     graph_inputs: tuple = ()
+    work_steps: int = 0  # steps that are neither GEMMs nor views (what a plan would fuse)
 
 
 _RECIPES: dict[Any, _Recipe] = {}
@@ -241,8 +242,9 @@ def _build_recipe(op: OpDef, specs: list, out_shape, attrs: dict, want: list[boo
     if tangent is not None and tangent[0] not in used:
         tangent = None
     out_grads = [slot[id(grads[i])] if i in grads else None for i in range(len(specs))]
+    work = sum(1 for name, *_ in steps if REGISTRY[name].category not in ("matmul", "view"))
     return _Recipe(inputs, tangent, steps, out_grads, len(slot),
-                   *_gradient_graph(jg, grads))
+                   *_gradient_graph(jg, grads), work)
 
 
 def _gradient_graph(jg: Graph, grads: dict) -> tuple[Graph, tuple]:
