@@ -9,6 +9,8 @@ from ir.dtypes import (DType, bfloat16, bool_, can_cast, finfo, float16, float32
                        set_default_dtype, uint8)
 
 from . import _tensor  # noqa: F401  (the eager core: Tensor with all its methods)
+import runtime.allocator  # noqa: E402
+runtime.allocator.tune_host_heap()  # eager arrays from the heap, not fresh mappings
 import kernels.cpu.nn_native  # noqa: E402,F401  (native conv/pool/embedding/scatter-add kernels)
 import kernels.cpu.eager_ew  # noqa: E402,F401  (generated kernels for eager activations)
 import kernels.cpu.random_native  # noqa: E402,F401  (Philox kernels for the random ops)

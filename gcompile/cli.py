@@ -116,6 +116,9 @@ def env_report() -> dict:
         rep["llvm_cpu_features"] = []
     from kernels.cache import WIDE_VECTORS, cache_info
     rep["kernel_vector_width"] = "512 bits" if WIDE_VECTORS else "LLVM's default"
+    from runtime.allocator import HOST_HEAP
+    rep["host_heap"] = HOST_HEAP["why"] if HOST_HEAP["tuned"] else \
+        f"the C library's defaults ({HOST_HEAP['why']})"
     # kernel cache
     rep["kernel_cache"] = cache_info()
     # CUDA
@@ -134,7 +137,7 @@ def env_report() -> dict:
         ("onnxruntime", "onnxruntime"), ("torch", "torch"), ("jax", "jax"))}
     rep["environment"] = {k: v for k, v in sorted(os.environ.items())
                           if k.startswith(("GCOMPILE_", "NUMBA_", "OMP_", "OPENBLAS_",
-                                           "MKL_"))}
+                                           "MKL_", "MALLOC_", "GLIBC_TUNABLES"))}
     return rep
 
 
@@ -160,6 +163,7 @@ def format_env(rep: dict) -> str:
     lines += [f"llvm cpu: {rep['llvm_cpu']}",
               f"llvm cpu features: {' '.join(rep['llvm_cpu_features'])}",
               f"kernel vector width: {rep['kernel_vector_width']}",
+              f"host heap: {rep['host_heap']}",
               f"kernel cache: {kc['dir']}",
               f"kernel cache size: {kc['objects']} kernels, {_fmt_bytes(kc['bytes'])}",
               f"kernel cache key: {kc['key_file']}"

@@ -19,6 +19,50 @@ import numpy as np
 
 _MIN_BYTES = 1 << 16  # small arrays: plain NumPy allocation is cheaper
 
+# glibc's malloc maps every block above M_MMAP_THRESHOLD (128 KiB at first, raised only
+# as such blocks are freed) afresh and unmaps it on free, and gives the heap's free top
+# back to the OS beyond M_TRIM_THRESHOLD (twice that): an eager step's activations and
+# temporaries (a few MB each; an im2col buffer 42 MB) were faulted in page by page at
+# every op. With blocks up to HOST_MMAP_THRESHOLD served from the heap, and up to
+# HOST_TRIM_THRESHOLD of freed memory kept for the next step, eager training ran faster
+# (interleaved A/B, 3 rounds: cnn_train 93 -> 70 ms, gpt_train 45 -> 39 ms; the MLP and
+# compiled steps unchanged), as PyTorch's own CPU allocation does not fault each step.
+# Plans' arenas are mappings of their own (``Arena``), released as before.
+HOST_MMAP_THRESHOLD = 64 << 20
+HOST_TRIM_THRESHOLD = 128 << 20
+HOST_HEAP: dict = {"tuned": False, "why": "not set up"}
+
+
+def tune_host_heap() -> bool:
+    """Set glibc's malloc thresholds (above); True if they were set. Leaves malloc
+    alone off glibc, where the user set their own (``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``), or with
+    ``GCOMPILE_HOST_HEAP=default``; ``HOST_HEAP`` says which (``gcompile env``)."""
+    if os.environ.get("GCOMPILE_HOST_HEAP", "").strip().lower() == "default":
+        HOST_HEAP.update(tuned=False, why="GCOMPILE_HOST_HEAP=default")
+        return False
+    mine = [k for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+            if k in os.environ]
+    if mine:
+        HOST_HEAP.update(tuned=False, why=f"{mine[0]} is set")
+        return False
+    try:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        HOST_HEAP.update(tuned=False, why="not glibc")
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    ok = bool(mallopt(m_mmap_threshold, HOST_MMAP_THRESHOLD)) and \
+        bool(mallopt(m_trim_threshold, HOST_TRIM_THRESHOLD))
+    HOST_HEAP.update(tuned=ok, why=(f"glibc malloc: mmap threshold {HOST_MMAP_THRESHOLD >> 20} "
+                                    f"MB, trim threshold {HOST_TRIM_THRESHOLD >> 20} MB")
+                     if ok else "mallopt refused")
+    return ok
+
 
 class _Holder:
     __slots__ = ("__array_interface__", "_block", "_pool", "__weakref__")

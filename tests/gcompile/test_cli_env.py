@@ -71,6 +71,7 @@ def test_env_report_parses(capsys, tmp_path, monkeypatch):
     assert fields["mpi available"].split()[0] in ("True", "False")
     assert int(fields["kernel threads"]) >= 1
     assert fields["llvm cpu"] and fields["blas"]
+    assert fields["host heap"]
     pytest.importorskip("threadpoolctl")
     assert "threadpoolctl is not installed" not in fields["blas"]
 
