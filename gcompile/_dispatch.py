@@ -175,6 +175,8 @@ def apply_op(name, args, attrs=_EMPTY, grad_name=None):
     tracer = _state.tracer
     if tracer is not None:
         args, attrs = tracer.lift(op, args, attrs)
+        if tracer.record_only:
+            return tracer.stand_in(op, args, attrs)
         if tracer.shape_env is not None and op.grad is None and op.decomposition is not None:
             # dynamic sizes: a gradient derived from the decomposition would be built
             # at the traced sizes; record the primitives themselves instead

@@ -14,6 +14,8 @@ class State(threading.local):
     tracer = None
     # set by ``explain`` while it traces: undoes every write the traced calls make
     journal = None
+    # inside ``_methods.traced_in_chunks``: the trace's symbolic number -> 0-d tensor
+    concrete = None
 
 
 state = State()

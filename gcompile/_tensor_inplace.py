@@ -72,6 +72,9 @@ class _InplaceMethods:
                 _state.tracer.alias(src, self)  # the copy holds self's current value
         result = apply_op(op, (src,) + tuple(args), attrs, grad_name)
         _check_cast(result.dtype, self.dtype, name)
+        if state.tracer is not None and state.tracer.record_only:
+            state.tracer.record_mutation(self, result)  # a stand-in: nothing to write
+            return self
         return self._assign(result)
 
     def _ew_into(self, op, args, attrs=_EMPTY, name=None) -> bool:
@@ -106,6 +109,11 @@ class _InplaceMethods:
                   for a, c in zip(args, casts)]
         if tracer is not None:
             tracer.before_write(self)
+            if tracer.record_only:  # recorded, computed by the caller (recording_only)
+                stand_in = Tensor._make(np.broadcast_to(np.empty((), odt.np), d.shape))
+                tracer.record(op, args, attrs, stand_in)
+                tracer.record_mutation(self, stand_in)
+                return True
         try:
             with np.errstate(all="ignore"):
                 op.impl(*arrays, out=d, casting="unsafe",

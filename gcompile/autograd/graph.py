@@ -181,11 +181,13 @@ _COUNTS_EXACT = sys.version_info < (3, 14)
 def _calibrate() -> None:
     _CALIBRATING.append(True)
     prev, state.grad_enabled = state.grad_enabled, True  # called inside a backward
+    tracer, state.tracer = state.tracer, None  # (or a traced one: nothing to record)
     try:
         w = Tensor._make(np.ones(4, np.float32), True)
         (w * 2.0).sum().backward()   # mul's gradient: a new array only the engine holds
     finally:
         state.grad_enabled = prev
+        state.tracer = tracer
         _CALIBRATING.pop()
 
 
@@ -232,6 +234,15 @@ def _accumulate(leaf, g, create_graph):
             if state.tracer is None:
                 if not _unshared(g, tensor_refs):
                     g = Tensor._make(g._data.copy())  # C order; a CUDA one stays there
+            elif _unshared(g, tensor_refs):
+                # the graph gets its copy (a plan writes .grad itself), the trace's value
+                # is the gradient's own array, as in eager: no second parameter-sized
+                # buffer while the step is traced (issue 20)
+                tracer = state.tracer
+                with tracer.recording_only():
+                    c = g.clone()
+                g = Tensor._make(g._data)
+                tracer.alias(g, c)
             else:  # a recorded copy, in C order too: state made from .grad while a
                 # step is traced (SGD's momentum buffer) keeps the layout it gets here
                 g = g.clone() if g.is_contiguous() else g.contiguous()

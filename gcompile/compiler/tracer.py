@@ -10,6 +10,7 @@ tensor's value becomes the new SSA value, and writes to inputs are written back.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -206,6 +207,9 @@ class Tracer:
         self.stop_first_step = False
         self.stopped: str | None = None
         self.steps_open = 0  # optimizer steps running under this trace (_traced_step)
+        # ops record stand-ins and compute nothing (``recording_only``): the caller
+        # computes the values another way (the traced Adam update, in chunks)
+        self.record_only = False
         # dynamic shapes (_symshape.py): the symbols of this trace, each graph value's
         # shape as ints and Exprs, the op attributes that hold Exprs, and why a
         # symbol had to be specialised (for the recompiles log)
@@ -442,6 +446,26 @@ class Tracer:
         """``tensor``'s storage is about to be written in place."""
         if self.journal is not None:
             self.journal.tensor(tensor)
+
+    @contextlib.contextmanager
+    def recording_only(self):
+        """Within: ops and elementwise in-place writes are recorded as usual but compute
+        nothing; results are zero-strided stand-ins (no memory). For code whose values
+        the caller computes itself, without the temporaries the ops would allocate."""
+        prev, self.record_only = self.record_only, True
+        try:
+            yield
+        finally:
+            self.record_only = prev
+
+    def stand_in(self, op, args, attrs):
+        """``op(*args)`` recorded with a zero-strided stand-in for its value."""
+        from .._tensor import Tensor
+        specs = [(a._data.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
+        shape, d = op.infer(specs, attrs)
+        out = Tensor._make(np.broadcast_to(np.empty((), d.np), tuple(shape)))
+        self.record(op, args, attrs, out)
+        return out
 
     def stop_if_first_step(self, deps) -> bool:
         """At the start of a traced backward (``deps``: the autograd nodes it will run):

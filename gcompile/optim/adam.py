@@ -7,6 +7,7 @@ from typing import Any
 from .._creation import zeros_like
 from .._functions import div as torch_div
 from .._functions import maximum
+from .._methods import traced_in_chunks
 from .._tensor import Tensor
 from ir.dtypes import float64
 from ..autograd import no_grad
@@ -139,10 +140,17 @@ def adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
             src = max_exp_avg_sqs[i] if amsgrad else exp_avg_sq
             if amsgrad:
                 src.copy_(maximum(src, exp_avg_sq))
-            denom = src.sqrt()
-            denom.div_(bc2_sqrt * step_size_neg).add_(eps / step_size_neg)
-            # param.addcdiv_(exp_avg, denom) with denom's storage as the temporary
-            param.add_(torch_div(exp_avg, denom, out=denom))
+            scale, shift = bc2_sqrt * step_size_neg, eps / step_size_neg
+
+            def update(p, v, m, scale=scale, shift=shift):
+                # param.addcdiv_(exp_avg, sqrt(v) / bc2_sqrt + eps, value=-step_size),
+                # with the denominator's storage as the temporary
+                denom = v.sqrt()
+                denom.div_(scale).add_(shift)
+                p.add_(torch_div(m, denom, out=denom))
+            # traced: recorded on the whole tensors, computed in chunks (no temporary)
+            if not traced_in_chunks(update, param, src, exp_avg):
+                update(param, src, exp_avg)
             continue
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2 ** 0.5

@@ -132,11 +132,13 @@ def _adam_mlp(width):
     return model, train_step(model, opt, F.cross_entropy), x, y
 
 
-def test_traced_adam_step_peaks_at_eager_peak():
+@pytest.mark.parametrize("width,extra", [(384, 1.3), (640, 0.2)])
+def test_traced_adam_step_peaks_at_eager_peak(width, extra):
     """The calls that trace a whole Adam step (computed op by op) allocate at their
     highest point no more than eager (one native kernel per parameter) plus one
-    parameter-sized temporary: before, each in-place op and composite held its own."""
-    width = 384
+    parameter-sized temporary; from four chunks of elements (``traced_in_chunks``) the
+    update's composites and the weight gradients' copies add none. Before, each in-place
+    op and composite held its own."""
     big = width * width * 4
     model, step, x, y = _adam_mlp(width)
     eager = max(_peak(step, x, y) for _ in range(2))
@@ -144,7 +146,7 @@ def test_traced_adam_step_peaks_at_eager_peak():
     c = torch.compile(step)
     traced = max(_peak(c, x, y) for _ in range(2))  # state made, then traced
     assert c.entries and c.entries[-1].kind == "step"
-    assert traced <= eager + 1.3 * big, (traced, eager, big)
+    assert traced <= eager + extra * big, (traced, eager, big)
     # the weight gradients go straight to the .grad buffers, not through the arena
     # (ir.passes.rewrites.drop_output_clones): it holds less than one of them
     c(x, y)
