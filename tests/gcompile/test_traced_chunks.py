@@ -9,6 +9,7 @@ import pytest
 
 import gcompile as torch
 from gcompile import _methods, nn
+from gcompile.bench_models import train_step
 
 WIDTH = 640  # 409600 weights: above four chunks
 
@@ -18,16 +19,10 @@ def _run(make_opt, compiled, steps=4):
     model = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Tanh(), nn.Linear(WIDTH, 4))
     opt = make_opt(model.parameters())
     x, y = torch.randn(8, WIDTH), torch.randn(8, 4)
-
-    def step():
-        opt.zero_grad()
-        loss = ((model(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        return loss
+    step = train_step(model, opt, nn.MSELoss())
     fn = torch.compile(step) if compiled else step
     for _ in range(steps):
-        fn()
+        fn(x, y)
     return fn, [p.detach().numpy().copy() for p in model.parameters()]
 
 

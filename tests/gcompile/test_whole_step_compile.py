@@ -6,6 +6,7 @@ import pytest
 
 import gcompile as torch
 from gcompile import nn
+from gcompile.bench_models import train_step
 
 
 def _model():
@@ -146,18 +147,12 @@ def test_the_first_step_stops_tracing_at_its_backward():
         seen = []
         opt.register_step_pre_hook(lambda o, a, k: seen.append(state.tracer is not None))
         x, y = torch.randn(4, 10), torch.randn(4, 3)
-
-        def step():
-            opt.zero_grad()
-            loss = ((model(x) - y) ** 2).mean()
-            loss.backward()
-            opt.step()
-            return loss
+        step = train_step(model, opt, nn.MSELoss())
         fn = torch.compile(step) if compiled else step
-        fn()
+        fn(x, y)
         after_one = [p.detach().numpy().copy() for p in model.parameters()]
         for _ in range(3):
-            fn()
+            fn(x, y)
         return fn, seen, after_one
 
     fn, seen, first = run(True)
