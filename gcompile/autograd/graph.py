@@ -14,10 +14,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from .._dispatch import _LIKE, _NUMBERS, EAGER_BUILDER, EagerBuilder, OpNode  # noqa: F401
-from .._state import state
 from ir.ops.movement import np_index
 
+from .._dispatch import _LIKE, _NUMBERS, EAGER_BUILDER, EagerBuilder, OpNode  # noqa: F401
+from .._state import state
 from .._tape import (_FREED_MSG, AccumulateGrad, Meta, Node, SavedTensor,  # noqa: F401
                      _Handle, _seq_counter, _type_name, grad_accumulator)
 from .._tensor_base import Tensor
