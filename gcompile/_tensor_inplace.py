@@ -109,29 +109,24 @@ class _InplaceMethods:
                   for a, c in zip(args, casts)]
         if tracer is not None:
             tracer.before_write(self)
-            if tracer.record_only:  # recorded, computed by the caller (recording_only)
-                stand_in = Tensor._make(np.broadcast_to(np.empty((), odt.np), d.shape))
-                tracer.record(op, args, attrs, stand_in)
-                tracer.record_mutation(self, stand_in)
-                return True
-        try:
-            with np.errstate(all="ignore"):
-                op.impl(*arrays, out=d, casting="unsafe",
-                        dtype=cdt.np if cdt is not None else None)
-        except ValueError:
-            _infer_error(op, args, attrs)
-            shapes = [list(a.shape) for a in args if isinstance(a, Tensor)]
-            bshape = list(np.broadcast_shapes(*[tuple(x) for x in shapes])) \
-                if _broadcastable(shapes) else shapes[1:]
-            raise RuntimeError(f"{name}_: output with shape {list(self.shape)} doesn't match "
-                               f"the broadcast shape {bshape}") from None
-        self._vbox[0] += 1
+        # (under Tracer.recording_only the caller computes the values: only record)
+        if tracer is None or not tracer.record_only:
+            try:
+                with np.errstate(all="ignore"):
+                    op.impl(*arrays, out=d, casting="unsafe",
+                            dtype=cdt.np if cdt is not None else None)
+            except ValueError:
+                _infer_error(op, args, attrs)
+                shapes = [list(a.shape) for a in args if isinstance(a, Tensor)]
+                bshape = list(np.broadcast_shapes(*[tuple(x) for x in shapes])) \
+                    if _broadcastable(shapes) else shapes[1:]
+                raise RuntimeError(f"{name}_: output with shape {list(self.shape)} doesn't "
+                                   f"match the broadcast shape {bshape}") from None
+            self._vbox[0] += 1
         if tracer is not None:
             # the graph sees ``self = op(*args)``: a node whose value has odt's dtype (a
-            # zero-strided stand-in, no memory) and a write of it into self
-            stand_in = Tensor._make(np.broadcast_to(np.empty((), odt.np), d.shape))
-            tracer.record(op, args, attrs, stand_in)
-            tracer.record_mutation(self, stand_in)
+            # stand-in) and a write of it into self
+            tracer.record_mutation(self, tracer.stand_in(op, args, attrs, d.shape, odt))
         return True
 
     def _assign(self, result):

@@ -36,7 +36,6 @@ _LOCK = threading.Lock()  # a plan's arena is shared by its calls
 _MISSING = object()
 
 
-
 def run(recipe, key, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
     """The gradients ``recipe.graph`` computes from ``arrays`` (its inputs, in order),
     or None where the replay serves."""
@@ -51,7 +50,7 @@ def run(recipe, key, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
             _PLANS[key] = ex
     if ex is None:
         return None
-    if eager_rows.tracing() and _cold(ex):
+    if eager_rows.tracing() and eager_rows.cold(ex.plan.kernels()):
         return None
     with _LOCK:
         return ex(arrays)
@@ -66,8 +65,3 @@ def _build(recipe):
         return None
     return Executor(plan)
 
-
-def _cold(ex) -> bool:
-    from kernels.cpu import CompiledKernel, needs_compile
-    ks = [k for k in ex.plan.kernels() if isinstance(k, CompiledKernel)]
-    return bool(ks) and needs_compile(ks)

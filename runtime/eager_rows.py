@@ -55,10 +55,12 @@ def _rows_view(x: np.ndarray, r: int) -> np.ndarray | None:
     return v if v.strides[1] == x.itemsize else None
 
 
-def _cold(k) -> bool:
-    """Whether ``k``'s main loop variant would compile on this call."""
-    from kernels.cpu import needs_compile
-    return needs_compile([k])
+def cold(kernels) -> bool:
+    """Whether any generated kernel among ``kernels`` would compile its main loop
+    variant on its next call (neither loaded nor on disk)."""
+    from kernels.cpu import CompiledKernel, needs_compile
+    ks = [k for k in kernels if isinstance(k, CompiledKernel)]
+    return bool(ks) and needs_compile(ks)
 
 
 class _RowsNative:
@@ -88,7 +90,7 @@ class _RowsNative:
         k = self.kernels.get(key, _MISSING)
         if k is _MISSING:
             k = self.kernels[key] = self._build(x.dtype.name, len(ins), kattrs, r)
-        if k is None or (tracing() and _cold(k)):
+        if k is None or (tracing() and cold([k])):
             return self.ref(x, *wb, **attrs)
         out = np.empty(x.shape, x.dtype)
         try:

@@ -25,6 +25,7 @@ from . import logs
 from .entry import Entry
 from .guards import check_guards, function_guards, grad_presence_guards, unique_guards
 from .tracer import TRACING_CALLS, GraphBreak, GraphBreakError, Tracer
+from .training import first_step_pending, first_step_transient
 
 RECOMPILE_LIMIT = 8
 IDLE_CALLS = 3  # calls to other entries of a signature before an idle entry's arena goes
@@ -555,7 +556,7 @@ class CompiledFunction:
         # the function's first step, if it turns out to be one run while .grad is None,
         # runs eagerly from its backward() on (Tracer.stop_if_first_step)
         tracer.stop_first_step = prev is None and not dims and tracer.journal is None \
-            and not self._traced and not getattr(self, "_first_step_seen", False)
+            and first_step_pending(self)
         state.tracer = tracer
         TRACING_CALLS[0] += 1
         try:
@@ -568,12 +569,8 @@ class CompiledFunction:
             if tracer.shape_env is not None:
                 tracer.shape_env.freeze()  # SymInts that outlive the trace add no guards
         self.num_traces += 1
-        if tracer.stopped is not None and not tracer.breaks:
-            from .training import _Transient
-            self._first_step_seen = True
-            logs.log("recompiles", f"{tracer.graph.name}: ran eagerly, will retrace: "
-                     f"{tracer.stopped}")
-            return result, _Transient(tracer.stopped), None
+        if tracer.stopped and not tracer.breaks:
+            return result, first_step_transient(self, tracer), None
         # (random ops draw their seeds through the tracer; any other draw from a
         # Generator is a graph break where it happens: _random._gen)
         out_leaves: list[Tensor] = []

@@ -203,9 +203,9 @@ class Tracer:
         self.backward_start: int | None = None  # graph nodes recorded before backward()
         # a function's first traced step, while .grad is still None, runs eagerly once
         # (training._first_step): with ``stop_first_step`` set, backward() finding that
-        # case ends the trace there (``stopped`` says why) and the call goes on untraced
+        # case ends the trace there (``stopped``) and the call goes on untraced
         self.stop_first_step = False
-        self.stopped: str | None = None
+        self.stopped = False
         self.steps_open = 0  # optimizer steps running under this trace (_traced_step)
         # ops record stand-ins and compute nothing (``recording_only``): the caller
         # computes the values another way (the traced Adam update, in chunks)
@@ -458,12 +458,14 @@ class Tracer:
         finally:
             self.record_only = prev
 
-    def stand_in(self, op, args, attrs):
-        """``op(*args)`` recorded with a zero-strided stand-in for its value."""
+    def stand_in(self, op, args, attrs, shape=None, dtype=None):
+        """``op(*args)`` recorded with a zero-strided stand-in (no memory) for its value,
+        of ``shape`` and ``dtype`` (a DType), by default those ``op.infer`` gives."""
         from .._tensor import Tensor
-        specs = [(a._data.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
-        shape, d = op.infer(specs, attrs)
-        out = Tensor._make(np.broadcast_to(np.empty((), d.np), tuple(shape)))
+        if shape is None:
+            specs = [(a._data.shape, a.dtype) if isinstance(a, Tensor) else a for a in args]
+            shape, dtype = op.infer(specs, attrs)
+        out = Tensor._make(np.broadcast_to(np.empty((), dtype.np), tuple(shape)))
         self.record(op, args, attrs, out)
         return out
 
@@ -480,8 +482,7 @@ class Tracer:
         if not (any(was_none for _, was_none in self.grad_was_none.values()) or any(
                 isinstance(m, AccumulateGrad) and m.variable._grad is None for m in deps)):
             return False
-        self.stopped = "the first step ran while .grad was None (its plan would serve only " \
-                       "that call)"
+        self.stopped = True
         state.tracer = None
         return True
 

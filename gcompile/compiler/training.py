@@ -292,6 +292,20 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
     return _Transient(what)
 
 
+def first_step_pending(cf) -> bool:
+    """Whether ``cf``'s next traced step would be its very first (``_first_step``)."""
+    return not (getattr(cf, "_first_step_seen", False) or cf._traced)
+
+
+def first_step_transient(cf, tracer) -> _Transient:
+    """Mark ``cf``'s first step seen and say, on ``recompiles``, that it ran eagerly."""
+    from . import logs
+    cf._first_step_seen = True
+    what = "the first step ran while .grad was None (its plan would serve only that call)"
+    logs.log("recompiles", f"{tracer.graph.name}: ran eagerly, will retrace: {what}")
+    return _Transient(what)
+
+
 def _first_step(cf, tracer) -> _Transient | None:
     """The very first traced step of a function, run while ``.grad`` was still None:
     its plan would be guarded on those missing gradients and serve only this call
@@ -299,16 +313,14 @@ def _first_step(cf, tracer) -> _Transient | None:
     arena that stays allocated. Run it eagerly once instead (the trace already
     computed its results) and trace the steady-state step on the next call. Only
     once per function: a loop that clears ``.grad`` before every call gets its
-    grads-None plan on the second call."""
-    if getattr(cf, "_first_step_seen", False) or cf._traced:
+    grads-None plan on the second call. (Usually the trace has stopped at its
+    ``backward()`` already: ``Tracer.stop_if_first_step``.)"""
+    if not first_step_pending(cf):
         return None
-    cf._first_step_seen = True
     if not any(was_none for _, was_none in tracer.grad_was_none.values()):
+        cf._first_step_seen = True
         return None
-    from . import logs
-    what = "the first step ran while .grad was None (its plan would serve only that call)"
-    logs.log("recompiles", f"{tracer.graph.name}: ran eagerly, will retrace: {what}")
-    return _Transient(what)
+    return first_step_transient(cf, tracer)
 
 
 def build_step_entry(cf, tracer, result, out_leaves, out_spec, leaves, params, input_map):
