@@ -48,11 +48,10 @@ def tune_host_heap() -> bool:
         return False
     try:
         import ctypes
-        import ctypes.util
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols: no library search at import
         libc.gnu_get_libc_version  # noqa: B018 - glibc only
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         HOST_HEAP.update(tuned=False, why="not glibc")
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
