@@ -71,6 +71,11 @@ def _mem():
     return memory
 
 
+def on(dev: device):
+    """The device guard: ``dev`` current for the block (allocations, launches, copies)."""
+    return _mem().on_device(dev.index)
+
+
 class _Flags:
     __slots__ = ("c_contiguous", "f_contiguous", "writeable")
 
@@ -156,11 +161,13 @@ class CudaArray:
     @classmethod
     def from_host(cls, a, dev: device) -> CudaArray:
         """Copy host array ``a`` to a new contiguous device array."""
-        return cls(_mem().from_host(np.asarray(a)), dev)
+        with on(dev):
+            return cls(_mem().from_host(np.asarray(a)), dev)
 
     @classmethod
     def empty(cls, shape: tuple, dtype, dev: device) -> CudaArray:
-        return cls(_mem().empty(tuple(shape), np.dtype(dtype)), dev)
+        with on(dev):
+            return cls(_mem().empty(tuple(shape), np.dtype(dtype)), dev)
 
     def view(self, shape: tuple, strides: tuple, offset: int | None = None,
              dtype=None) -> CudaArray:
@@ -171,18 +178,22 @@ class CudaArray:
 
     def host(self) -> np.ndarray:
         """A C-contiguous host copy."""
-        return _mem().to_host(self.dev)
+        with on(self.device):
+            return _mem().to_host(self.dev)
 
     def write(self, value) -> None:
         """``self[...] = value``: a device array is copied on the device (cast,
-        broadcast), anything else from the host."""
-        if isinstance(value, CudaArray):
-            src = value
-            if src.shape != self.shape:
-                src = src.broadcast_to(self.shape)
-            _mem().copy(self.dev, src.dev)
-        else:
-            _mem().write(self.dev, np.asarray(value))
+        broadcast), anything else from the host (a device array on another device too)."""
+        if isinstance(value, CudaArray) and value.device != self.device:
+            value = value.host()
+        with on(self.device):
+            if isinstance(value, CudaArray):
+                src = value
+                if src.shape != self.shape:
+                    src = src.broadcast_to(self.shape)
+                _mem().copy(self.dev, src.dev)
+            else:
+                _mem().write(self.dev, np.asarray(value))
 
     def broadcast_to(self, shape: tuple) -> CudaArray:
         shape = tuple(shape)
@@ -308,8 +319,12 @@ class CudaArray:
                 from kernels.cuda import launch
             except ImportError:
                 launch = None
-            out = None if launch is None else launch(
-                "add", {}, [self.dev, other.dev], [self.shape], [self.dtype.name])
+            if other.device != self.device:
+                raise RuntimeError("Expected all tensors to be on the same device, but found "
+                                   f"at least two devices, {self.device} and {other.device}!")
+            with on(self.device):
+                out = None if launch is None else launch(
+                    "add", {}, [self.dev, other.dev], [self.shape], [self.dtype.name])
             if out is not None:
                 self.write(CudaArray(out[0], self.device))
                 return self

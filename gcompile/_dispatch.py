@@ -18,6 +18,7 @@ from ir.registry import REGISTRY, GradBuilder, compute_dtype, output_dtype, vjp
 
 from ._device import LIVE as _DEVICE_LIVE
 from ._device import CudaArray
+from ._device import on as _on_device
 from ._state import state
 from ._symbolic import SymScalar
 from ._tape import (_FREED_MSG, Meta, Node, SavedTensor, SymMeta, _seq_counter,
@@ -336,6 +337,12 @@ def _device_op(op, args, attrs, grad_name, tracer):
         raise _mixed_devices(dev, "cpu")
     args = tuple(_to_device(a, dev) if isinstance(a, Tensor) and a._data.__class__ is not
                  CudaArray else a for a in args)
+    with _on_device(dev):
+        return _device_run(op, args, attrs, grad_name, tracer, dev)
+
+
+def _device_run(op, args, attrs, grad_name, tracer, dev):
+    """``_device_op``'s work on its device, with that device current."""
     if op._ew:
         plan = _ew_plan(op, args)
         if plan[2] is _VIA_FLOAT32:

@@ -78,23 +78,22 @@ def device_count() -> int:
     return len(_cuda().gpus)
 
 
-_current = [0]
+def _mem():
+    from kernels.cuda import memory
+    return memory
 
 
 def current_device() -> int:
     _require()
-    return _current[0]
+    return _mem().current_index()
 
 
 def set_device(device) -> None:
-    """Make ``device`` (an index, 'cuda:N' or a device) the current one."""
+    """Make ``device`` (an index, 'cuda:N' or a device) the current one on this thread."""
     d = as_device(device)
     if d.type != "cuda":
         return
-    idx = check_device(d).index
-    if not _simulator():
-        _cuda().select_device(idx)
-    _current[0] = idx
+    _mem().select(check_device(d).index)
 
 
 def _require() -> None:
@@ -108,33 +107,32 @@ def check_device(d) -> _device_cls:
     that CUDA is usable and the index exists."""
     _require()
     d = as_device(d)
-    idx = _current[0] if d.index is None else d.index
+    idx = _mem().current_index() if d.index is None else d.index
     if idx < 0 or idx >= device_count():
         raise RuntimeError("CUDA error: invalid device ordinal")
-    if idx != _current[0]:
-        raise NotImplementedError(
-            f"gcompile allocates on the current CUDA device only (cuda:{_current[0]}); "
-            f"call gcompile.cuda.set_device({idx}) first")
     return _device_cls("cuda", idx)
 
 
 def synchronize(device=None) -> None:
     """Wait for every kernel and copy on the device to finish."""
     if is_available():
-        _cuda().synchronize()
+        with _mem().on_device(_index(device)):
+            _cuda().synchronize()
 
 
 def get_device_name(device=None) -> str:
     _require()
     if _simulator():
         return "numba.cuda simulator"
-    name = _cuda().get_current_device().name
+    with _mem().on_device(_index(device)):
+        name = _cuda().get_current_device().name
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def get_device_capability(device=None) -> tuple[int, int]:
     _require()
-    return tuple(_cuda().get_current_device().compute_capability)
+    with _mem().on_device(_index(device)):
+        return tuple(_cuda().get_current_device().compute_capability)
 
 
 class _DeviceProperties:
@@ -156,9 +154,10 @@ def get_device_properties(device=None) -> _DeviceProperties:
     major, minor = get_device_capability(device)
     if _simulator():
         return _DeviceProperties(get_device_name(), mem_get_info()[1], major, minor, 1)
-    dev = _cuda().get_current_device()
-    return _DeviceProperties(get_device_name(), mem_get_info()[1], major, minor,
-                             int(dev.MULTIPROCESSOR_COUNT))
+    with _mem().on_device(_index(device)):
+        sms = int(_cuda().get_current_device().MULTIPROCESSOR_COUNT)
+    return _DeviceProperties(get_device_name(device), mem_get_info(device)[1], major, minor,
+                             sms)
 
 
 def mem_get_info(device=None) -> tuple[int, int]:
@@ -172,7 +171,8 @@ def mem_get_info(device=None) -> tuple[int, int]:
             return (os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page)
         except (ValueError, OSError, AttributeError):  # not a POSIX host
             return 0, 0
-    info = _cuda().current_context().get_memory_info()
+    with _mem().on_device(_index(device)):
+        info = _cuda().current_context().get_memory_info()
     return int(info[0]), int(info[1])
 
 
@@ -181,11 +181,11 @@ class device:
 
     def __init__(self, device) -> None:
         d = as_device(device) if not isinstance(device, int) else _device_cls("cuda", device)
-        self.idx = d.index if d.index is not None else _current[0]
+        self.idx = d.index if d.index is not None else current_device()
         self.prev = None
 
     def __enter__(self) -> device:
-        self.prev = _current[0]
+        self.prev = current_device()
         set_device(self.idx)
         return self
 
@@ -193,32 +193,37 @@ class device:
         set_device(self.prev)
 
 
+def _index(device) -> int | None:
+    """The ordinal torch's memory functions name (None: the current device)."""
+    if device is None:
+        return None
+    if isinstance(device, int):
+        return device
+    d = as_device(device)
+    return d.index
+
+
 def memory_allocated(device=None) -> int:
     """Bytes of device memory held by tensors (the caching allocator's blocks in use)."""
-    from kernels.cuda import memory
-    return memory.memory_allocated()
+    return _mem().memory_allocated(_index(device))
 
 
 def max_memory_allocated(device=None) -> int:
-    from kernels.cuda import memory
-    return memory.max_memory_allocated()
+    return _mem().max_memory_allocated(_index(device))
 
 
 def memory_reserved(device=None) -> int:
     """Bytes the caching allocator holds: in use plus cached for reuse."""
-    from kernels.cuda import memory
-    return memory.memory_reserved()
+    return _mem().memory_reserved(_index(device))
 
 
 def reset_peak_memory_stats(device=None) -> None:
-    from kernels.cuda import memory
-    memory.reset_peak_memory_stats()
+    _mem().reset_peak_memory_stats(_index(device))
 
 
 def empty_cache() -> None:
-    """Give cached, unused blocks back to the driver."""
-    from kernels.cuda import memory
-    memory.empty_cache()
+    """Give every device's cached, unused blocks back to the driver."""
+    _mem().empty_cache()
 
 
 class Stream:

@@ -17,7 +17,8 @@ device counterpart (``CudaExecutor``):
   host, the op's NumPy implementation runs, the result is copied back. Each such step
   is listed in ``CudaExecutor.host_steps`` and logged on the ``kernels`` channel, so a
   plan is never silently slow and never computes different numbers;
-- the memory plan's arena is one device allocation made on the first call and kept;
+- the memory plan's arena is one device allocation made on the first call and kept (on
+  the device current then; a call on another device moves it there);
   planned intermediates are typed views into it, graph outputs are fresh device
   arrays (``kernels.cuda.empty``), constants are uploaded once.
 """
@@ -73,6 +74,7 @@ class CudaExecutor:
         self.arena = None
         self._views: list = []
         self._consts: list = []
+        self._device = None  # the ordinal the arena and constants live on
         self.host_steps: list[str] = []
         groups = {id(g.nodes[0]): g for g in compiled.fusion.groups if g.nodes}
         self._runs = []
@@ -237,7 +239,9 @@ class CudaExecutor:
     def _materialize(self) -> None:
         from kernels.cuda import empty
         from kernels.cuda.views import typed_view
+        from kernels.cuda.memory import current_index
         plan = self.plan
+        self._device = current_index()
         self.arena = empty((max(plan.arena_bytes, 1),), np.uint8)
         self._views = [(b.slot, typed_view(self.arena, b.offset, b.shape, b.dtype))
                        for b in plan.buffers if b.planned]
@@ -256,9 +260,10 @@ class CudaExecutor:
             if not is_device_array(a):
                 raise TypeError(f"Expected all tensors to be on the same device, but input "
                                 f"{i} is on the host (a CUDA plan takes device arrays)")
+        from kernels.cuda.memory import current_index
         with self._lock:
-            if self.arena is None:
-                self._materialize()
+            if self.arena is None or self._device != current_index():
+                self._materialize()  # first call, or called on another device
             env: list = [None] * plan.n_slots
             for s, a in zip(plan.input_slots, inputs):
                 env[s] = a

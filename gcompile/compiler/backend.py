@@ -81,10 +81,20 @@ class CudaPlanExecutable:
         self.compiled = executor.compiled
 
     def __call__(self, inputs, out_into=None):
+        from .._device import CudaArray, device, on
+        dev = next((a.device for a in inputs if isinstance(a, CudaArray)), device("cuda"))
+        other = next((a.device for a in inputs if isinstance(a, CudaArray) and a.device != dev),
+                     None)
+        if other is not None:
+            raise RuntimeError("Expected all tensors to be on the same device, but found at "
+                               f"least two devices, {dev} and {other}!")
+        with on(dev):
+            return self._run(inputs, out_into, dev)
+
+    def _run(self, inputs, out_into, dev):
         import numpy as np
 
-        from .._device import CudaArray, device
-        dev = next((a.device for a in inputs if isinstance(a, CudaArray)), device("cuda"))
+        from .._device import CudaArray
         arrays = [a.dev if isinstance(a, CudaArray) else
                   CudaArray.from_host(np.asarray(a), dev).dev for a in inputs]
         into, host_into = None, {}

@@ -3,6 +3,10 @@ from here, so ``gcompile.cuda.memory_allocated()`` counts them all and freed blo
 reused without a driver call (cudaMalloc/cudaFree synchronise the device and cost tens of
 microseconds; a training step allocates the same sizes every iteration).
 
+Each device has its own pool and statistics: a block is allocated in, cached for and
+reused on the device that was current when it was taken (``on_device(i)`` makes device
+``i`` current around a piece of work, as torch's device guard does for each op).
+
 Blocks are cached by rounded size (512 B granules up to 1 MiB, 2 MiB granules above) and
 reused on an exact rounded-size match. A block goes back to the cache when the last device
 array that points into it (views included) is garbage: on a GPU through numba's own
@@ -22,7 +26,8 @@ import weakref
 
 import numpy as np
 
-__all__ = ["empty", "free", "view", "offset_of", "copy", "to_host", "from_host", "write",
+__all__ = ["empty", "free", "on_device", "current_index", "select", "view", "offset_of", "copy",
+           "to_host", "from_host", "write",
            "is_contiguous", "memory_allocated", "max_memory_allocated",
            "memory_reserved", "reset_peak_memory_stats", "empty_cache", "is_simulator"]
 
@@ -31,9 +36,17 @@ _SMALL_GRAIN = 512
 _LARGE_GRAIN = 2 << 20
 
 _lock = threading.Lock()
-_cache: dict[int, list] = {}  # rounded size -> raw blocks free for reuse
-_live: dict[int, tuple] = {}  # key -> (release, size): blocks handed out
-_stats = {"allocated": 0, "peak": 0, "cached": 0}
+_cache: dict[tuple, list] = {}  # (device, rounded size) -> raw blocks free for reuse
+_live: dict[int, tuple] = {}  # key -> (release, size, device): blocks handed out
+_stats: dict[int, dict] = {}  # device -> {"allocated", "peak", "cached"} bytes
+_SIM_CURRENT = [0]  # the simulator's current device (it has one; tests pretend more)
+
+
+def _st(dev: int) -> dict:
+    st = _stats.get(dev)
+    if st is None:
+        st = _stats[dev] = {"allocated": 0, "peak": 0, "cached": 0}
+    return st
 
 
 def _cuda():
@@ -48,18 +61,67 @@ def is_simulator() -> bool:
     return bool(config.ENABLE_CUDASIM)
 
 
+def current_index() -> int:
+    """The ordinal of the device current on this thread (numba's context stack)."""
+    if is_simulator():
+        return _SIM_CURRENT[0]
+    return int(_cuda().get_current_device().id)
+
+
+def select(idx: int) -> None:
+    """Make device ``idx`` current on this thread (``torch.cuda.set_device``)."""
+    if is_simulator():
+        _SIM_CURRENT[0] = int(idx)
+    else:
+        _cuda().select_device(int(idx))
+
+
+class on_device:
+    """``with on_device(i):`` makes device ``i`` current for the block (allocations,
+    kernel launches and copies go there), then restores the previous one; free when
+    ``i`` is already current."""
+
+    __slots__ = ("idx", "_cm", "_prev")
+
+    def __init__(self, idx: int | None) -> None:
+        self.idx = idx
+        self._cm = None
+        self._prev = None
+
+    def __enter__(self) -> on_device:
+        idx = self.idx
+        if idx is None or idx == current_index():
+            return self
+        if is_simulator():
+            self._prev = _SIM_CURRENT[0]
+            _SIM_CURRENT[0] = idx
+        else:
+            self._cm = _cuda().gpus[idx]
+            self._cm.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._prev is not None:
+            _SIM_CURRENT[0] = self._prev
+            self._prev = None
+        elif self._cm is not None:
+            cm, self._cm = self._cm, None
+            cm.__exit__(*exc)
+
+
 def _round(nbytes: int) -> int:
     grain = _SMALL_GRAIN if nbytes <= _SMALL else _LARGE_GRAIN
     return max(grain, -(-nbytes // grain) * grain)
 
 
-def _take(size: int):
-    """A raw block of ``size`` bytes: a cached one, else a new one (on a GPU, after
-    emptying the cache once when the driver reports out of memory)."""
+def _take(size: int, dev: int):
+    """A raw block of ``size`` bytes on device ``dev`` (the current one): a cached one,
+    else a new one (on a GPU, after emptying the cache once when the driver reports out
+    of memory)."""
     with _lock:
-        blocks = _cache.get(size)
+        blocks = _cache.get((dev, size))
         if blocks:
-            _stats["cached"] -= size
+            _st(dev)["cached"] -= size
             return blocks.pop()
     if is_simulator():
         return np.empty(size, np.uint8)
@@ -69,7 +131,7 @@ def _take(size: int):
     except Exception as e:  # noqa: BLE001 - CudaAPIError (out of memory) is driver-specific
         if "OUT_OF_MEMORY" not in str(e).upper():
             raise
-        empty_cache()
+        empty_cache(dev)
         return ctx.memalloc(size)
 
 
@@ -79,17 +141,20 @@ def _give_back(key: int, raw, size: int) -> None:
         _roots.pop(key, None)
         if entry is None:
             return
-        _stats["allocated"] -= size
-        _cache.setdefault(size, []).append(raw)
-        _stats["cached"] += size
+        dev = entry[2]
+        st = _st(dev)
+        st["allocated"] -= size
+        _cache.setdefault((dev, size), []).append(raw)
+        st["cached"] += size
 
 
-def _account(key: int, release, size: int) -> None:
+def _account(key: int, release, size: int, dev: int) -> None:
     with _lock:
-        _live[key] = (release, size)
-        _stats["allocated"] += size
-        if _stats["allocated"] > _stats["peak"]:
-            _stats["peak"] = _stats["allocated"]
+        _live[key] = (release, size, dev)
+        st = _st(dev)
+        st["allocated"] += size
+        if st["allocated"] > st["peak"]:
+            st["peak"] = st["allocated"]
 
 
 class _SimBlock:
@@ -109,12 +174,13 @@ def _block(nbytes: int):
     """A cached block of at least ``nbytes``, as what views are cut from: a NumPy uint8
     array under the simulator, an owned device pointer on a GPU."""
     size = _round(nbytes)
-    raw = _take(size)
+    dev = current_index()
+    raw = _take(size, dev)
     key = _next_key()
     if is_simulator():
         handle = _SimBlock(raw)
         handle.key = key
-        _account(key, weakref.finalize(handle, _give_back, key, raw, size), size)
+        _account(key, weakref.finalize(handle, _give_back, key, raw, size), size, dev)
         return np.asarray(handle)
     from numba.cuda.cudadrv.driver import AutoFreePointer
     # numba's own ownership: owned references (views included) count on the root; when
@@ -124,7 +190,7 @@ def _block(nbytes: int):
     root.key = key
     with _lock:
         _roots[key] = root
-    _account(key, root.free, size)
+    _account(key, root.free, size, dev)
     return root.own()
 
 
@@ -215,33 +281,42 @@ def free(arr) -> None:
         entry[0]()
 
 
-def memory_allocated() -> int:
-    """Bytes in blocks handed out and still referenced (rounded sizes, as torch counts)."""
-    return _stats["allocated"]
+def _dev(device: int | None) -> int:
+    return current_index() if device is None else int(device)
 
 
-def max_memory_allocated() -> int:
+def memory_allocated(device: int | None = None) -> int:
+    """Bytes in blocks handed out and still referenced on ``device`` (default: the
+    current one), in rounded sizes as torch counts."""
+    return _st(_dev(device))["allocated"]
+
+
+def max_memory_allocated(device: int | None = None) -> int:
     """The peak of ``memory_allocated`` since start or ``reset_peak_memory_stats``."""
-    return _stats["peak"]
+    return _st(_dev(device))["peak"]
 
 
-def memory_reserved() -> int:
-    """Bytes held by the allocator: handed out plus cached for reuse."""
-    return _stats["allocated"] + _stats["cached"]
+def memory_reserved(device: int | None = None) -> int:
+    """Bytes held by the allocator on ``device``: handed out plus cached for reuse."""
+    st = _st(_dev(device))
+    return st["allocated"] + st["cached"]
 
 
-def reset_peak_memory_stats() -> None:
+def reset_peak_memory_stats(device: int | None = None) -> None:
     """Restart the peak from the bytes allocated now."""
     with _lock:
-        _stats["peak"] = _stats["allocated"]
+        st = _st(_dev(device))
+        st["peak"] = st["allocated"]
 
 
-def empty_cache() -> None:
-    """Release cached (unused) blocks to the driver; blocks in use stay."""
+def empty_cache(device: int | None = None) -> None:
+    """Release ``device``'s cached (unused) blocks to the driver (every device's when
+    None); blocks in use stay."""
     with _lock:
-        blocks = list(_cache.values())
-        _cache.clear()
-        _stats["cached"] = 0
+        keys = [k for k in _cache if device is None or k[0] == device]
+        blocks = [_cache.pop(k) for k in keys]
+        for st_dev in {k[0] for k in keys}:
+            _st(st_dev)["cached"] = 0
     blocks.clear()  # the raw allocations' own finalizers free them
 
 
