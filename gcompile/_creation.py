@@ -13,6 +13,7 @@ from ir import dtypes as dt
 
 from . import cuda
 from ._device import CudaArray, as_device
+from ._device import device as device_cls
 from ._dispatch import _SCALARS, apply_op, check_values
 from ._interop import from_dlpack_array, shared_array
 from ._random import _gen, random_tensor
@@ -179,6 +180,16 @@ def from_dlpack(ext) -> Tensor:
     array, ...) or a legacy DLPack capsule, without copying."""
     if isinstance(ext, Tensor):
         return Tensor._make(ext._data)
+    from . import _dlpack
+    dev = _dlpack.capsule_device(ext)
+    if dev is None and hasattr(ext, "__dlpack_device__") and hasattr(ext, "__dlpack__"):
+        dev = tuple(ext.__dlpack_device__())
+        if dev[0] == _dlpack.KDL_CUDA:
+            cuda.check_device(device_cls("cuda", int(dev[1])))
+            ext = ext.__dlpack__(stream=1)  # gcompile launches on the legacy default stream
+    if dev is not None and dev[0] == _dlpack.KDL_CUDA:
+        idx, arr = _dlpack.from_capsule(ext)
+        return Tensor._make(CudaArray(arr, device_cls("cuda", idx)))
     return from_numpy(from_dlpack_array(ext))
 
 

@@ -138,13 +138,21 @@ class _ConversionMethods:
 
     def __dlpack__(self, stream=None, **kwargs):
         """Export through NumPy's DLPack (versioned when the consumer asks, so the
-        consumer sees writable, shared memory)."""
+        consumer sees writable, shared memory); a CUDA tensor through ``_dlpack``'s
+        legacy capsule, after the device finished the work queued on it (kernels run on
+        the default stream; ``stream=-1`` asks for no synchronisation)."""
+        data = self._data
+        if data.__class__ is CudaArray:
+            if self.requires_grad:
+                raise RuntimeError("Can't export tensors that require gradient, use "
+                                   "tensor.detach()")
+            if stream != -1:
+                _cuda.synchronize(data.device)
+            from ._dlpack import to_capsule
+            return to_capsule(data, data.device.index or 0)
         if stream is not None:
             kwargs["stream"] = stream
-        if self._data.__class__ is CudaArray:
-            raise NotImplementedError("DLPack export of CUDA tensors is not supported; "
-                                      "use __cuda_array_interface__ (numba, CuPy) instead")
-        return self._data.__dlpack__(**kwargs)
+        return data.__dlpack__(**kwargs)
 
     @property
     def __cuda_array_interface__(self):

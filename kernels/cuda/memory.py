@@ -26,8 +26,8 @@ import weakref
 
 import numpy as np
 
-__all__ = ["empty", "free", "on_device", "current_index", "select", "view", "offset_of", "copy",
-           "to_host", "from_host", "write",
+__all__ = ["empty", "free", "foreign", "on_device", "current_index", "select", "view",
+           "offset_of", "copy", "to_host", "from_host", "write",
            "is_contiguous", "memory_allocated", "max_memory_allocated",
            "memory_reserved", "reset_peak_memory_stats", "empty_cache", "is_simulator"]
 
@@ -192,6 +192,47 @@ def _block(nbytes: int):
         _roots[key] = root
     _account(key, root.free, size, dev)
     return root.own()
+
+
+class _ForeignBlock:
+    """Under the simulator: host memory another library owns, exposed to NumPy; the
+    owner's ``release`` runs when the last view of it is garbage."""
+
+    def __init__(self, ptr: int, nbytes: int, release) -> None:
+        self.__array_interface__ = {"data": (ptr, False), "shape": (nbytes,),
+                                    "typestr": "|u1", "version": 3}
+        self._done = weakref.finalize(self, release) if release is not None else None
+
+
+def foreign(ptr: int, shape: tuple, strides: tuple, dtype, release=None):
+    """A device array over memory another library allocated (DLPack, the CUDA array
+    interface): ``shape``/``strides`` (bytes, none negative) from device address ``ptr``
+    on the current device. ``release()`` runs once no array uses the memory any more.
+    Not counted by ``memory_allocated`` (torch does not count foreign memory either)."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(n) for n in shape)
+    strides = tuple(int(s) for s in strides)
+    if any(s < 0 for s in strides):
+        raise BufferError("a device array with negative strides cannot be shared")
+    nbytes = dtype.itemsize
+    for n, st in zip(shape, strides):
+        if n == 0:
+            nbytes = 0
+            break
+        nbytes += (n - 1) * st
+    if nbytes == 0:  # nothing to share: an empty array of our own
+        if release is not None:
+            release()
+        return _cuda().device_array(shape, dtype)
+    if is_simulator():
+        root = np.asarray(_ForeignBlock(ptr, nbytes, release))
+        arr = np.ndarray(shape, dtype, buffer=root, offset=0, strides=strides)
+        return _cuda().simulator.cudadrv.devicearray.FakeCUDAArray(arr)
+    from numba.cuda.cudadrv import driver
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    mem = driver.MemoryPointer(_cuda().current_context(), driver.binding.CUdeviceptr(ptr),
+                               size=nbytes, finalizer=release)
+    return DeviceNDArray(shape, strides, dtype, gpu_data=mem)
 
 
 def _contiguous(shape: tuple, itemsize: int) -> tuple:
