@@ -7,7 +7,7 @@
 - fused elementwise: tanh-GELU of ``x * a + b`` (one generated kernel: 3 reads with a
   broadcast, 1 write) in GB/s and % of the copy bandwidth (goal: >= 80%);
 - reductions: a row sum and a row softmax over 8192 x 1024 float32, in GB/s and % of copy;
-- GEMM: 4096^3 float32 (cuBLAS through CuPy when installed, else the tiled kernel), TFLOP/s;
+- GEMM: 4096^3 float32 (cuBLAS via nvmath-python when usable, else the tiled kernel), TFLOP/s;
 - an MLP train step (784-1024-1024-10, batch 512, SGD) on the device, eager and as one
   compiled step, ms;
 - the same with torch on CUDA (eager, and torch.compile) when torch with CUDA is installed.
@@ -114,7 +114,8 @@ def bench_gemm(size: int, reps: int) -> dict:
     c = empty((size, size), np.float32)
     ms = _time_ms(lambda: matmul_into(a, b, c), reps)
     return {"n": size, "ms": ms, "TFLOP/s": 2 * size ** 3 / (ms * 1e-3) / 1e12,
-            "engine": "cuBLAS (CuPy)" if cublas_available() else "tiled numba.cuda kernel"}
+            "engine": "cuBLAS (nvmath-python)" if cublas_available()
+            else "tiled numba.cuda kernel"}
 
 
 def bench_mlp(reps: int, batch: int = 512, width: int = 1024, features: int = 784) -> dict:

@@ -193,7 +193,8 @@ def _cache(args) -> int:
             print(json.dumps(info, indent=2))
         else:
             print(f"folder: {info['dir']}" + ("" if info["exists"] else " (does not exist)"))
-            print(f"kernels: {info['objects']} compiled, {info['sources']} sources")
+            print(f"kernels: {info['objects']} compiled, {info['sources']} sources; "
+                  f"CUDA: {info['cuda_files']} files (sources and signed PTX/cubin)")
             print(f"size: {_fmt_bytes(info['bytes'])} ({info['bytes']} bytes)")
             print(f"signing key: {info['key_file']}"
                   + ("" if info["key_exists"] else " (not created yet)"))

@@ -259,6 +259,13 @@ def _key() -> bytes | None:
     return key
 
 
+def cache_key() -> bytes | None:
+    """This user's kernel cache key (see ``cache_key_file()``), or None, with one warning,
+    when there is no usable one; what signs every kind of cached code (CPU objects here,
+    CUDA index and data files in ``kernels.cuda.disk_cache``)."""
+    return _key()
+
+
 def _tag(key: bytes, source: str, head: dict, obj: bytes) -> str:
     """HMAC-SHA256 over the entry's format, expected source, header fields and code."""
     m = hmac.new(key, digestmod=hashlib.sha256)
@@ -419,6 +426,9 @@ def _entries(folder: Path) -> list[Path]:
             out.append(p)
         elif name == "__pycache__" and p.is_dir():
             out.extend(q for q in p.iterdir() if q.name.startswith("gk_"))
+        elif name == "cuda" and p.is_dir():  # kernels.cuda.disk_cache: sources, .nbi, .nbc
+            out.extend(q for q in p.iterdir() if q.is_file() and (
+                q.name.startswith(".tmp_") or q.suffix in (".py", ".nbi", ".nbc")))
     return out
 
 
@@ -437,6 +447,7 @@ def cache_info() -> dict:
             "objects": sum(1 for f in files if f.suffix == ".kobj"),
             "sources": sum(1 for f in files if f.suffix == ".py"
                            and f.parent == folder),
+            "cuda_files": sum(1 for f in files if f.parent.name == "cuda"),
             "bytes": size, "key_file": str(key), "key_exists": key.is_file()}
 
 

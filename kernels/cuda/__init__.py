@@ -6,7 +6,13 @@ grid-stride loops and block reductions). ``CudaKernel(spec)`` runs one spec on d
 arrays of any non-negative strides (``elementwise``: operands broadcast to the
 iteration shape; ``rows``: reductions over some dims, one block per row). Compiled
 kernels are kept in memory per generated source (which names the spec, the rank and
-the launch shape); see ``docs/architecture.md`` for why there is no on-disk CUDA cache.
+the launch shape), and on disk per GPU architecture (``kernels.cuda.disk_cache``): each
+generated source is written to ``cuda/`` in the kernel cache folder and run from there,
+and numba-cuda's cache of its compiled PTX/cubin is kept beside it, every file signed
+with the kernel cache key (``kernels.cache``) and verified before it is unpickled; a
+file that does not verify is recompiled and overwritten, and without a usable key
+kernels are compiled in every process. Under the simulator the sources are written
+but nothing is compiled or cached.
 
 ``launch(op, attrs, inputs, out_shapes, out_dtypes)`` is what eager CUDA dispatch
 calls for one op; it returns None where no device kernel serves the op (the caller then
@@ -61,22 +67,36 @@ def _prod(shape) -> int:
 
 
 def _load(source: str):
-    """The ``entry`` kernel of a generated module (one per distinct source)."""
+    """The ``entry`` kernel of a generated module (one per distinct source).
+
+    The source is written to the CUDA cache folder as a real file (``disk_cache.
+    write_source``), and the expected text (never the file's contents) runs with that
+    file's name, so numba can name the kernel's signed disk cache entries after it
+    (``disk_cache.attach``; not under the simulator, nor without a usable key). Where
+    the file cannot be written the module runs under a pseudo-filename, uncached."""
     fn = _MODULES.get(source)
     if fn is None:
         with _LOCK:
             fn = _MODULES.get(source)
             if fn is None:
                 cuda_module()
+                from . import disk_cache
                 h = hashlib.sha256(source.encode()).hexdigest()[:16]
                 name = f"gcompile_cuda_{h}"
-                filename = f"<{name}>"
-                linecache.cache[filename] = (len(source), None, source.splitlines(True),
-                                             filename)
+                path = disk_cache.write_source(source)
+                if path is None:
+                    filename = f"<{name}>"
+                    linecache.cache[filename] = (len(source), None,
+                                                 source.splitlines(True), filename)
+                else:
+                    filename = str(path)
                 mod = types.ModuleType(name)
                 mod.__file__ = filename
                 exec(compile(source, filename, "exec"), mod.__dict__)
-                fn = _MODULES[source] = mod.entry
+                fn = mod.entry
+                if path is not None:
+                    disk_cache.attach(fn)
+                _MODULES[source] = fn
                 _STATS["compiled_sources"] += 1
     return fn
 

@@ -90,12 +90,22 @@ def test_cache_info_and_clear(capsys, tmp_path, monkeypatch):
     (tmp_path / "gk_a.py").write_text("x = 1\n")
     (tmp_path / "gk_a.seen").touch()
     (tmp_path / "notes.txt").write_text("not the cache's file")  # never touched
+    cuda = tmp_path / "cuda"  # kernels.cuda.disk_cache's sources and signed files
+    cuda.mkdir()
+    (cuda / "gk_cuda_1.py").write_text("y = 2\n")
+    (cuda / "gk_cuda_1.entry-16.py311.nbi").write_bytes(b"2" * 10)
+    (cuda / "gk_cuda_1.entry-16.py311.1.nbc").write_bytes(b"3" * 20)
+    (cuda / "readme.txt").write_text("not the cache's file either")
     assert main(["cache", "info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["objects"] == 1 and info["sources"] == 1 and info["bytes"] == 306
+    assert info["objects"] == 1 and info["sources"] == 1 and info["cuda_files"] == 3
+    assert info["bytes"] == 306 + 6 + 10 + 20
+    assert main(["cache", "info"]) == 0
+    assert "CUDA: 3 files" in capsys.readouterr().out
     assert main(["cache", "clear"]) == 0
-    assert "removed 3 files" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert "removed 6 files" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cuda", "notes.txt"]
+    assert [p.name for p in cuda.iterdir()] == ["readme.txt"]
     assert main(["cache", "info"]) == 0
     assert "kernels: 0 compiled" in capsys.readouterr().out
 
