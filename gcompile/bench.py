@@ -324,6 +324,12 @@ def add_arguments(p) -> None:
                         "(cnn_train, lstm_lm_train, gpt_train)")
     p.add_argument("--dropout", type=float, default=0.0,
                    help="dropout probability in the real-model workloads")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the GPU benchmark instead (gcompile.bench_cuda: kernels as %% of "
+                        "the device's copy bandwidth, GEMM, MLP and CNN train steps, torch CUDA "
+                        "side by side; JSON with -o, a PNG beside it; needs a real GPU)")
+    p.add_argument("--quick", action="store_true",
+                   help="with --device cuda: smaller sizes, fewer repeats")
     p.add_argument("--sweep", action="store_true",
                    help="instead: the MLP train step over batch 32-1024 and width 256-2048 "
                         "(time per sample and memory; with --plot, a PNG)")
@@ -337,6 +343,10 @@ def run(args) -> int:
     from . import bench_models
     from .bench_train import TRAIN_WORKLOADS, format_train_table, run_train_bench
     from .progress import task
+    if args.device == "cuda":
+        from .bench_cuda import main as cuda_main
+        return cuda_main((["--out", args.output] if args.output else [])
+                         + (["--quick"] if args.quick or args.small else []))
     if args.sweep:
         return _run_sweep(args)
     names = list(args.workloads or [])

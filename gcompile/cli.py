@@ -26,6 +26,7 @@ _EPILOGS = {
   gcompile bench gpt_train --no-latency      # skip the fresh-process first-call runs
   gcompile bench --json                      # JSON on stdout
   gcompile bench mlp_train --output b.json --plot b.png   # JSON file and a PNG chart
+  gcompile bench --device cuda -o gpu.json   # the GPU benchmark (needs a real GPU)
 
 Progress (workload i/n, what runs, elapsed) is drawn on stderr when it is a terminal;
 GCOMPILE_PROGRESS=0 turns it off.""",
