@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from kernels.cpu import optim_native
+from kernels.cpu import defer_compile, optim_native
 
 from ._state import state
 from ._tensor import Tensor
@@ -30,8 +30,11 @@ def _kernel_ready(kind: str, dtype: np.dtype) -> bool:
     key = f"{kind}_{dtype.name}"
     if key in _FAILED:
         return False
+    kernel = getattr(optim_native, f"_{kind}_kernel")(dtype.name)
+    if defer_compile([kernel]):  # a compiled step's first call: its plan updates in place
+        return False
     try:
-        getattr(optim_native, f"_{kind}_kernel")(dtype.name).load()
+        kernel.load()
     except Exception as e:  # noqa: BLE001 - any build failure: the op-by-op path still works
         _FAILED.add(key)
         warnings.warn(f"gcompile: native optimizer kernel {key} could not be built "

@@ -12,8 +12,8 @@ kernels), and run by an ``Executor``.
 ``run`` declines (the caller replays the primitives) for small gradients (below
 ``MIN_SIZE`` elements in the largest input, where a plan call costs more than the
 replay), for recipes of mostly GEMMs and views, for graphs the pipeline does not
-lower, and during a compiled function's first call (``runtime.eager_rows.tracing``)
-where the plan's kernels would compile for it alone.
+lower, and during a compiled function's first call where the plan's kernels would
+compile for it alone (``kernels.cpu.defer_compile``).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from . import eager_rows
+from kernels.cpu import defer_compile
 
 __all__ = ["MIN_SIZE", "MIN_STEPS", "run"]
 
@@ -50,7 +50,7 @@ def run(recipe, key, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
             _PLANS[key] = ex
     if ex is None:
         return None
-    if eager_rows.tracing() and eager_rows.cold(ex.plan.kernels()):
+    if defer_compile(ex.plan.kernels()):
         return None
     with _LOCK:
         return ex(arrays)

@@ -13,10 +13,9 @@ as ``[rows, row length]`` with weight and bias broadcast over the rows.
 ``op.reference`` (the NumPy implementation) serves the rest: arrays below ``MIN_SIZE``
 elements, a softmax over any dim but the last, dtypes other than float32/float64, mixed
 dtypes, inputs that do not fold to two dims without a copy, and any kernel that cannot be
-built (which warns once). While ``compile()`` traces a function (``tracing``, set by
-gcompile), a kernel that is neither loaded nor on disk is not compiled for the trace
-alone (the plan fuses the op with its neighbours): the reference serves that call, so a
-cold first call compiles only what the plan runs.
+built (which warns once). While ``compile()`` traces a function, a kernel that is
+neither loaded nor on disk is not compiled for the trace alone
+(``kernels.cpu.defer_compile``): the reference serves that call.
 """
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ import warnings
 import numpy as np
 
 from ir.registry import REGISTRY
+from kernels.cpu import defer_compile
 
 __all__ = ["MIN_SIZE", "SERVED"]
 
@@ -37,14 +37,6 @@ MIN_SIZE = int(os.environ.get("GCOMPILE_EAGER_ROWS_MIN", 2048))
 _MISSING = object()
 
 
-def _not_tracing() -> bool:
-    return False
-
-
-tracing = _not_tracing  # gcompile installs its test: is a compiled function being traced?
-
-
-
 def _rows_view(x: np.ndarray, r: int) -> np.ndarray | None:
     """``x`` as ``[rows, r]`` without a copy (rows of unit stride), or None."""
     v = x.view()
@@ -53,14 +45,6 @@ def _rows_view(x: np.ndarray, r: int) -> np.ndarray | None:
     except AttributeError:
         return None
     return v if v.strides[1] == x.itemsize else None
-
-
-def cold(kernels) -> bool:
-    """Whether any generated kernel among ``kernels`` would compile its main loop
-    variant on its next call (neither loaded nor on disk)."""
-    from kernels.cpu import CompiledKernel, needs_compile
-    ks = [k for k in kernels if isinstance(k, CompiledKernel)]
-    return bool(ks) and needs_compile(ks)
 
 
 class _RowsNative:
@@ -90,7 +74,7 @@ class _RowsNative:
         k = self.kernels.get(key, _MISSING)
         if k is _MISSING:
             k = self.kernels[key] = self._build(x.dtype.name, len(ins), kattrs, r)
-        if k is None or (tracing() and cold([k])):
+        if k is None or defer_compile([k]):
             return self.ref(x, *wb, **attrs)
         out = np.empty(x.shape, x.dtype)
         try:

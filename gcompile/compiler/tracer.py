@@ -22,15 +22,15 @@ import numpy as np
 from ir.graph import Graph, Value
 from ir.registry import GradBuilder
 
-from runtime import eager_rows
+import kernels.cpu as _kernels
 
 from .guards import check_guards, module_guard
 
 # calls of compiled functions being traced now (the first step's eager rest included: its
-# results are the trace's, the plan runs its own kernels); eager rows kernels not yet
-# compiled are not compiled for them alone (runtime.eager_rows)
+# results are the trace's, the plan runs its own kernels); eager kernels not yet compiled
+# are not compiled for them alone (kernels.cpu.defer_compile)
 TRACING_CALLS = [0]
-eager_rows.tracing = lambda: TRACING_CALLS[0] > 0
+_kernels.tracing = lambda: TRACING_CALLS[0] > 0
 
 _PKG_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(p))) + os.sep
                   for p in (__file__,))

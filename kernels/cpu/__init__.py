@@ -37,8 +37,8 @@ from ..spec import KernelSpec, canonical
 from . import codegen, native
 
 __all__ = ["compile_kernel", "CompiledKernel", "BoundCall", "cache_stats", "PARALLEL_THRESHOLD",
-           "set_parallel_threshold", "prefetch", "needs_compile", "compile_workers",
-           "set_compile_observer"]
+           "set_parallel_threshold", "prefetch", "needs_compile", "defer_compile", "defer_call",
+           "compile_workers", "set_compile_observer"]
 
 # Elements per call above which a kernel's range is split over threads. Dispatching to
 # the pool costs ~20-40 us per call on this 2-core machine (benchmarks/kernels_micro.py
@@ -903,15 +903,50 @@ def _compile_in_worker(source: str, nargs: int, cache_dir: str, key_file: str,
 
 
 def needs_compile(kernels) -> bool:
-    """Whether any of ``kernels`` has a main variant that is neither loaded nor on disk
-    (a cheap test: a warm process answers False without looking further)."""
+    """Whether any of ``kernels`` (generated ``CompiledKernel``s, or hand-written
+    ``NativeKernel``s) has a main variant that is neither loaded nor on disk (a cheap
+    test: a warm process answers False without looking further)."""
     for k in kernels:
-        if not isinstance(k, CompiledKernel) or k.primary in k._fns or k.prefetched:
+        if isinstance(k, CompiledKernel):
+            if k.primary in k._fns or k.prefetched:
+                continue
+            src = k._source(k.primary).source
+        elif getattr(k, "generated", None) is not None and getattr(k, "_fn", True) is None:
+            src = k.generated.source  # a hand-written kernel not loaded yet
+        else:
             continue
-        src = k._source(k.primary).source
         if not (_cache.object_path(src).exists() or _cache.hint_path(src).exists()):
             return True
     return False
+
+
+def _not_tracing() -> bool:
+    return False
+
+
+tracing = _not_tracing  # gcompile installs its test: is compile() tracing a function now?
+
+
+def defer_call(k: CompiledKernel, inputs: list, outputs: list) -> bool:
+    """``defer_compile`` for one call of ``k`` on these arrays, exactly: the loop variant
+    it would run is neither loaded nor on disk (a plan may have cached another variant
+    of the same spec, which ``needs_compile``'s main-variant test would take as warm)."""
+    if not tracing():
+        return False
+    v = k.variant_for(inputs, outputs)
+    if v is None or v in k._fns:
+        return False
+    return not _cache.object_path(k._source(v).source).exists()
+
+
+def defer_compile(kernels) -> bool:
+    """Whether an eager call should leave ``kernels`` alone and take its NumPy path: a
+    compiled function's first call is running (its trace, and the first training step's
+    eager rest) and one of them would compile machine code. The plan fuses those ops
+    into kernels of its own, so compiling these for the trace alone only delays the
+    first call (a GPT step's trace compiled 12 such kernels, ~7 s on a cold cache);
+    once cached, or outside a trace, they serve as usual."""
+    return tracing() and needs_compile(kernels)
 
 
 def prefetch(work) -> int:

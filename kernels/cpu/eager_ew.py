@@ -16,9 +16,11 @@ plan kernels do.
 ``MIN_SIZE`` (where the ~5-10 us kernel call costs more than NumPy), dtypes other than
 those in ``SERVED`` (float16/bfloat16/integers, and float64 where Numba's scalar libm calls
 lose to NumPy's SIMD loops: tanh and exp are ~10x slower per element), Python scalar
-operands, byte-swapped or misaligned arrays, and any kernel that cannot be built (which
-warns once). float32 kernels use ``kernels.cpu.fastmath`` (polynomial exp/tanh/erf), so
-they agree with the reference to ~1e-6 relative; float64 to a few ulps.
+operands, byte-swapped or misaligned arrays, any kernel that cannot be built (which
+warns once), and a kernel not compiled yet while ``compile()`` traces a function
+(``kernels.cpu.defer_compile``: the plan fuses the op into kernels of its own).
+float32 kernels use ``kernels.cpu.fastmath`` (polynomial exp/tanh/erf), so they agree
+with the reference to ~1e-6 relative; float64 to a few ulps.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from ir.registry import REGISTRY
 from kernels.spec import KernelSpec, Phase, Stmt, attrs_tuple, const
 
 from . import compile_kernel
+from . import defer_call as _defer
 
 __all__ = ["SERVED", "MIN_SIZE", "set_min_size", "served"]
 
@@ -96,13 +99,18 @@ def _warn_failed(key: tuple, e: Exception) -> None:
                       RuntimeWarning, stacklevel=4)
 
 
-def _launch(k, ins: list, shape: tuple, dtype: np.dtype) -> np.ndarray:
+def _launch(k, ins: list, shape: tuple, dtype: np.dtype) -> np.ndarray | None:
     """Run ``k`` over ``ins`` (broadcast to ``shape``) into a new array; the output takes
     the layout of a full-shape input (as NumPy's order="K" does), so a transposed
-    activation stays transposed and every operand walks in order."""
+    activation stays transposed and every operand walks in order. None (the caller runs
+    the reference) where the call would compile a variant for a trace alone
+    (``kernels.cpu.defer_call``)."""
     like = next((b for b in ins if b.shape == shape and b.dtype == dtype), None)
     out = np.empty_like(like) if like is not None else np.empty(shape, dtype)
-    k([b if b.shape == shape else np.broadcast_to(b, shape) for b in ins], [out])
+    ins = [b if b.shape == shape else np.broadcast_to(b, shape) for b in ins]
+    if _defer(k, ins, [out]):
+        return None
+    k(ins, [out])
     return out
 
 
@@ -191,12 +199,13 @@ class _Native:
         if size < MIN_SIZE * tier:
             return self.ref(*arrays, **attrs)
         try:
-            return _launch(k, list(arrays), shape, dtype)
+            out = _launch(k, list(arrays), shape, dtype)
         except Exception as e:  # noqa: BLE001 - a variant that cannot be built (no Numba
             # on a cold cache, a compiler error): warn once, the reference serves from now on
             self._failed(dtype, norm, e)
             self.kernels[(dtype, tuple(attrs.items()))] = None
             return self.ref(*arrays, **attrs)
+        return out if out is not None else self.ref(*arrays, **attrs)
 
 
 class _NativeWhere:
@@ -250,11 +259,12 @@ class _NativeWhere:
         if k is None:
             return self.ref(c, x, y)
         try:
-            return _launch(k, [c] + arrays, shape, dtype)
+            out = _launch(k, [c] + arrays, shape, dtype)
         except Exception as e:  # noqa: BLE001 - as _Native: warn once, then NumPy
             _warn_failed(("where",) + key, e)
             self.kernels[key] = None
             return self.ref(c, x, y)
+        return out if out is not None else self.ref(c, x, y)
 
     def _build(self, dtype: str, xs, ys):
         if ("where", dtype, xs, ys) in _FAILED:
