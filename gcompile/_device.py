@@ -71,6 +71,12 @@ def _mem():
     return memory
 
 
+def mixed_devices(a, b) -> RuntimeError:
+    """torch's error for operands on two devices (``a``, ``b``: devices or names)."""
+    return RuntimeError("Expected all tensors to be on the same device, but found at least two "
+                        f"devices, {a} and {b}!")
+
+
 def on(dev: device):
     """The device guard: ``dev`` current for the block (allocations, launches, copies)."""
     return _mem().on_device(dev.index)
@@ -320,8 +326,7 @@ class CudaArray:
             except ImportError:
                 launch = None
             if other.device != self.device:
-                raise RuntimeError("Expected all tensors to be on the same device, but found "
-                                   f"at least two devices, {self.device} and {other.device}!")
+                raise mixed_devices(self.device, other.device)
             with on(self.device):
                 out = None if launch is None else launch(
                     "add", {}, [self.dev, other.dev], [self.shape], [self.dtype.name])
@@ -336,9 +341,8 @@ class CudaArray:
         device ``out`` go back to the device."""
         outs = () if out is None else out if isinstance(out, tuple) else (out,)
         if any(isinstance(o, np.ndarray) for o in outs):  # x_cpu.add_(y_cuda)
-            dev = next(a.device for a in inputs if isinstance(a, CudaArray))
-            raise RuntimeError("Expected all tensors to be on the same device, but found at "
-                               f"least two devices, {dev} and cpu!")
+            raise mixed_devices(next(a.device for a in inputs if isinstance(a, CudaArray)),
+                                "cpu")
         res = getattr(ufunc, method)(*_host(inputs), **kwargs)
         if out is None:
             return res

@@ -18,6 +18,7 @@ from ir.registry import REGISTRY, GradBuilder, compute_dtype, output_dtype, vjp
 
 from ._device import LIVE as _DEVICE_LIVE
 from ._device import CudaArray
+from ._device import mixed_devices as _mixed_devices
 from ._device import on as _on_device
 from ._state import state
 from ._symbolic import SymScalar
@@ -295,11 +296,6 @@ class _BackwardDevice(threading.local):
 
 _BACKWARD_DEVICE = _BackwardDevice()
 _FALLBACK_LOGGED: set = set()
-
-
-def _mixed_devices(a, b) -> RuntimeError:
-    return RuntimeError("Expected all tensors to be on the same device, but found at least two "
-                        f"devices, {a} and {b}!")
 
 
 def _device_op(op, args, attrs, grad_name, tracer):

@@ -180,8 +180,8 @@ def from_capsule(capsule):
     """(device index, device array) sharing a CUDA ``dltensor`` capsule's memory; the
     capsule is marked used and the producer's deleter runs when the last array over it
     is garbage."""
-    if not _api.PyCapsule_IsValid(capsule, _NAME):
-        raise BufferError("from_dlpack: expected a 'dltensor' capsule that was not consumed")
+    if capsule_device(capsule) is None:
+        raise BufferError("from_dlpack: expected a 'dltensor' capsule")
     addr = _api.PyCapsule_GetPointer(capsule, _NAME)
     m = _Managed.from_address(addr)
     t = m.dl_tensor

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 
-from ._device import as_device
+from ._device import _mem, as_device
 from ._device import device as _device_cls
 
 __all__ = ["is_available", "device_count", "current_device", "set_device", "synchronize",
@@ -76,11 +76,6 @@ def device_count() -> int:
     if not is_available():
         return 0
     return len(_cuda().gpus)
-
-
-def _mem():
-    from kernels.cuda import memory
-    return memory
 
 
 def current_device() -> int:

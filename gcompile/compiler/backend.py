@@ -81,13 +81,12 @@ class CudaPlanExecutable:
         self.compiled = executor.compiled
 
     def __call__(self, inputs, out_into=None):
-        from .._device import CudaArray, device, on
+        from .._device import CudaArray, device, mixed_devices, on
         dev = next((a.device for a in inputs if isinstance(a, CudaArray)), device("cuda"))
         other = next((a.device for a in inputs if isinstance(a, CudaArray) and a.device != dev),
                      None)
         if other is not None:
-            raise RuntimeError("Expected all tensors to be on the same device, but found at "
-                               f"least two devices, {dev} and {other}!")
+            raise mixed_devices(dev, other)
         with on(dev):
             return self._run(inputs, out_into, dev)
 
