@@ -160,3 +160,36 @@ def test_sibling_reductions_and_standardize_share_one_kernel():
     g.set_outputs([y, lse])
     comp = run_both(g, [rand(8, 20)])
     assert comp.plan.num_kernels <= 2
+
+
+def _per_parameter_scalars(n_params: int) -> Graph:
+    """An optimizer's per-parameter step math: one copy of a recipe per parameter
+    (``step + 1``, ``1 - beta ** step``), plus two tiny groups of their own structure."""
+    g = Graph()
+    beta = g.add_input((), F32, "beta")
+    outs = []
+    for i in range(n_params):
+        s = g.add_input((), F32, f"step{i}")
+        t = g.add_node("add", [s, 1.0])
+        outs += [t, g.add_node("rsub", [g.add_node("pow", [beta, t]), 1.0])]
+    a = g.add_input((), F32, "a")
+    c = g.add_input((), F32, "c")
+    outs += [g.add_node("exp", [a]), g.add_node("neg", [g.add_node("sqrt", [c])])]
+    g.set_outputs(outs)
+    return g
+
+
+def test_tiny_groups_of_one_structure_stay_apart_and_share_a_source():
+    """Copies of one recipe are not merged into one kernel (its body, and compile
+    time, would grow with the copies): each is its own kernel of one source, compiled
+    once; tiny groups of their own structure still merge."""
+    from kernels.spec import canonical
+    from runtime.specs import lower_elementwise
+    g = _per_parameter_scalars(5)
+    steps = [np.float32(0.9)] + [np.float32(i) for i in range(5)] + [np.float32(0.3)] * 2
+    comp = run_both(g, [np.asarray(v) for v in steps])
+    groups = [gr for gr in comp.fusion.groups if gr.kind == "elementwise"]
+    copies = [gr for gr in groups if any(m.op == "pow" for m in gr.nodes)]
+    assert [len(gr.nodes) for gr in copies] == [3] * 5
+    assert len(groups) == len(copies) + 1  # exp(a) and -sqrt(c): one kernel
+    assert len({canonical(lower_elementwise(gr).spec) for gr in copies}) == 1
