@@ -26,6 +26,13 @@ def threads(request, monkeypatch):
     set_parallel_threshold(old)
 
 
+@pytest.fixture(params=["planes", "rows"])
+def col2im_units(request, monkeypatch):
+    """col2im's two kernels: one unit per (n, c) plane, or per output row."""
+    monkeypatch.setattr(nn_native, "_PLANES_MIN", 0 if request.param == "planes" else 1 << 60)
+    return request.param
+
+
 def _same(name, *args, **attrs):
     op = REGISTRY[name]
     assert op.reference is not None and op.impl is nn_native.NATIVE[name]
@@ -66,7 +73,7 @@ CONV_CASES = [  # spatial, kernel, stride, padding, dilation
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{len(c[0])}d-{c}")
-def test_im2col_col2im(case, dtype, threads):
+def test_im2col_col2im(case, dtype, threads, col2im_units):
     spatial, kernel, stride, padding, dilation = case
     attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
     x = _rand((2, 3) + spatial, dtype)
@@ -82,7 +89,7 @@ def test_im2col_col2im(case, dtype, threads):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{len(c[0])}d-{c}")
-def test_im2col_col2im_batch_last(case, batch, dtype, threads):
+def test_im2col_col2im_batch_last(case, batch, dtype, threads, col2im_units):
     """Batch-last columns (C*K [+1], N*L) (how conv lays them out for one GEMM over the
     batch): the native kernels equal the reference, which equals the (N, C*K [+1], L)
     columns with the batch moved next to L; col2im of batch-last columns equals col2im of
