@@ -180,9 +180,22 @@ def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False, batch_l
 
 
 # ---- col2im -----------------------------------------------------------------------------
+# dst[d0 + ow*SW] += cols[src + ow*c2] over the valid ow of one output row
+_ADD_RUN = '''
+@njit(nogil=True, inline="always")
+def add_run(dst, d0, cols, src, ow0, ow1, SW, c2):
+    if SW == 1 and c2 == 1:
+        dd = dst[d0 + ow0:d0 + ow1]
+        s = cols[src + ow0:src + ow1]
+        for j in range(ow1 - ow0):
+            dd[j] += s[j]
+    else:
+        for ow in range(ow0, ow1):
+            dst[d0 + ow * SW] += cols[src + ow * c2]
+'''
 # One unit per output row (n, c, d, h): the row is zeroed, then every kernel offset
 # that reaches it adds its columns, in the reference's (kd, kh, kw) order.
-_COL2IM = _OW_RANGE + '''
+_COL2IM = _OW_RANGE + _ADD_RUN + '''
 @njit(nogil=True, inline="always")
 def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
          DD, DH, DW, OD, OH, OW, lo, hi):
@@ -212,14 +225,7 @@ def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
                     ow0, ow1 = ow_range(off, SW, W, OW)
                     src = (ni * c0 + (ci * K + (kd * KH + kh) * KW + kw) * c1
                            + (od * OH + oh) * OW * c2)
-                    if SW == 1 and c2 == 1:
-                        dst = row[ow0 + off:ow1 + off]
-                        s = cols[src + ow0:src + ow1]
-                        for j in range(ow1 - ow0):
-                            dst[j] += s[j]
-                    else:
-                        for ow in range(ow0, ow1):
-                            row[ow * SW + off] += cols[src + ow * c2]
+                    add_run(row, off, cols, src, ow0, ow1, SW, c2)
 '''
 
 
@@ -229,7 +235,7 @@ def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
 # conv2, 9 rows of the columns interleaved) and ran at about half the memory rate. Per
 # element, offsets still add in (kd, kh, kw) order: the same bits. Used when the planes
 # are enough units to share among threads (``_PLANES_MIN``).
-_COL2IM_PLANES = _OW_RANGE + '''
+_COL2IM_PLANES = _OW_RANGE + _ADD_RUN + '''
 @njit(nogil=True, inline="always")
 def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
          DD, DH, DW, OD, OH, OW, lo, hi):
@@ -257,14 +263,7 @@ def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
                                 continue
                             src = src0 + (od * OH + oh) * OW * c2
                             dst0 = (i_d * H + ih) * W + off
-                            if SW == 1 and c2 == 1:
-                                dst = plane[dst0 + ow0:dst0 + ow1]
-                                s = cols[src + ow0:src + ow1]
-                                for j in range(ow1 - ow0):
-                                    dst[j] += s[j]
-                            else:
-                                for ow in range(ow0, ow1):
-                                    plane[dst0 + ow * SW] += cols[src + ow * c2]
+                            add_run(plane, dst0, cols, src, ow0, ow1, SW, c2)
 '''
 _PLANES_MIN = 64  # (n, c) planes from which col2im runs one unit per plane
 
