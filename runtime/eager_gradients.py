@@ -12,8 +12,9 @@ kernels), and run by an ``Executor``.
 ``run`` declines (the caller replays the primitives) for small gradients (below
 ``MIN_SIZE`` elements in the largest input, where a plan call costs more than the
 replay), for recipes of mostly GEMMs and views, for graphs the pipeline does not
-lower, and during a compiled function's first call where the plan's kernels would
-compile for it alone (``kernels.cpu.defer_compile``).
+lower, and during a compiled function's first call where no plan was built for the key
+yet (``kernels.cpu.defer_build``) or the plan's kernels would compile for it alone
+(``kernels.cpu.defer_compile``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import threading
 
 import numpy as np
 
-from kernels.cpu import defer_compile
+from kernels.cpu import defer_build, defer_compile
 
 __all__ = ["MIN_SIZE", "MIN_STEPS", "run"]
 
@@ -43,6 +44,8 @@ def run(recipe, key, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
         return None
     ex = _PLANS.get(key, _MISSING)
     if ex is _MISSING:
+        if defer_build():
+            return None
         ex = _build(recipe)
         with _LOCK:
             if len(_PLANS) >= _MAX_PLANS:

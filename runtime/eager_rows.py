@@ -13,9 +13,11 @@ as ``[rows, row length]`` with weight and bias broadcast over the rows.
 ``op.reference`` (the NumPy implementation) serves the rest: arrays below ``MIN_SIZE``
 elements, a softmax over any dim but the last, dtypes other than float32/float64, mixed
 dtypes, inputs that do not fold to two dims without a copy, and any kernel that cannot be
-built (which warns once). While ``compile()`` traces a function, a kernel that is
-neither loaded nor on disk is not compiled for the trace alone
-(``kernels.cpu.defer_compile``): the reference serves that call.
+built (which warns once). While ``compile()`` traces a function (its first call), the
+reference also serves where no kernel was built for the op yet
+(``kernels.cpu.defer_build``: building one costs graph passes and loads even on a warm
+cache, and the plan runs its own), and where a built kernel's loop variant is neither
+loaded nor on disk (``kernels.cpu.defer_compile``).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import warnings
 import numpy as np
 
 from ir.registry import REGISTRY
-from kernels.cpu import defer_compile
+from kernels.cpu import defer_build, defer_compile
 
 __all__ = ["MIN_SIZE", "SERVED"]
 
@@ -73,6 +75,8 @@ class _RowsNative:
             return self.ref(x, *wb, **attrs)
         k = self.kernels.get(key, _MISSING)
         if k is _MISSING:
+            if defer_build():
+                return self.ref(x, *wb, **attrs)
             k = self.kernels[key] = self._build(x.dtype.name, len(ins), kattrs, r)
         if k is None or defer_compile([k]):
             return self.ref(x, *wb, **attrs)

@@ -37,8 +37,8 @@ from ..spec import KernelSpec, canonical
 from . import codegen, native
 
 __all__ = ["compile_kernel", "CompiledKernel", "BoundCall", "cache_stats", "PARALLEL_THRESHOLD",
-           "set_parallel_threshold", "prefetch", "needs_compile", "defer_compile", "defer_call",
-           "compile_workers", "set_compile_observer"]
+           "set_parallel_threshold", "prefetch", "needs_compile", "defer_compile", "defer_build",
+           "defer_call", "compile_workers", "set_compile_observer"]
 
 # Elements per call above which a kernel's range is split over threads. Dispatching to
 # the pool costs ~20-40 us per call on this 2-core machine (benchmarks/kernels_micro.py
@@ -947,6 +947,15 @@ def defer_compile(kernels) -> bool:
     first call (a GPT step's trace compiled 12 such kernels, ~7 s on a cold cache);
     once cached, or outside a trace, they serve as usual."""
     return tracing() and needs_compile(kernels)
+
+
+def defer_build() -> bool:
+    """Whether an eager op should not build a plan of its own now (the rows kernels and
+    gradient plans of ``runtime.eager_rows``/``eager_gradients``): a compiled function's
+    first call is running, whose plan fuses those ops, and building one costs graph
+    passes and kernel loads (about 0.1 s of a GPT step's warm first call) even when its
+    kernels are on disk. Plans built before still serve."""
+    return tracing()
 
 
 def prefetch(work) -> int:

@@ -127,3 +127,29 @@ def test_parameters_and_loss_tangents_take_the_plan(monkeypatch):
     F.cross_entropy(ln(x).reshape(-1, 12), t).backward()
     assert ("layer_norm", True) in ran and ("cross_entropy", True) in ran
     assert ln.weight.grad is not None and x.grad is not None
+
+
+def test_a_compiled_steps_first_call_builds_no_gradient_plan(plans, monkeypatch):
+    """The first call of a compiled step runs its backward eagerly (the optimizer's state
+    is made then): no gradient plan is built for it, the replay serves. An eager step
+    afterwards builds the plan."""
+    built = []
+    build = eager_gradients._build
+    monkeypatch.setattr(eager_gradients, "_build", lambda r: built.append(1) or build(r))
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(9, 9), torch.nn.LayerNorm(9))
+    opt = torch.optim.Adam(m.parameters(), lr=0.1)
+    x, target = _t((7, 9), 5, grad=False), _t((7, 9), 6, grad=False)
+
+    def step():
+        opt.zero_grad()
+        loss = ((m(x) - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+    f = torch.compile(step)
+    for _ in range(3):
+        f()
+    assert f.entries and built == []
+    step()
+    assert built

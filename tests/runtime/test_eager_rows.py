@@ -126,3 +126,21 @@ def test_a_trace_does_not_compile_a_kernel_for_itself(small, monkeypatch):
     cf(x)
     assert calls == [1]  # the trace: the reference
     np.testing.assert_allclose(cf(x).numpy(), 2 * ref(x.numpy(), -1), rtol=1e-6)
+
+
+def test_a_trace_builds_no_rows_plan_even_when_cached(small, monkeypatch):
+    """While a compiled function's first call runs, a rows plan not built yet is not
+    built (graph passes and kernel loads a warm process paid for nothing: the plan runs
+    its own kernel); outside it, the plan is built and serves."""
+    native = REGISTRY["log_softmax"].impl
+    built = []
+    build = native._build
+    monkeypatch.setattr(native, "_build", lambda *a: built.append(1) or build(*a))
+    x = torch.tensor(_x((6, 37), np.float64))  # a row length no other test uses
+    cf = torch.compile(lambda x: F.log_softmax(x, -1) + 1)
+    want = REGISTRY["log_softmax"].reference(x.numpy(), dim=-1) + 1
+    np.testing.assert_allclose(cf(x).numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(cf(x).numpy(), want, rtol=1e-12)
+    assert built == []
+    np.testing.assert_allclose(F.log_softmax(x, -1).numpy(), want - 1, rtol=1e-12)
+    assert built == [1]
