@@ -396,14 +396,67 @@ def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH,
 '''
 
 
-def _maxpool_body(spatial, kernel, stride, padding, dilation, out_sp) -> str:
+# _MAXPOOL_FIXED's rule where the input's rows are contiguous (s4 == 1) and the window
+# has at most ``ROW_RUN_MAX`` offsets: each window row is read from a slice of its input
+# row at constant offsets (``r_kd_kh[SW * ow + kw]``, SW and the window baked in), the
+# offsets written out in order. LLVM schedules constant-stride loads from one slice far
+# better than loads at run-time strides: the MNIST 2x2 pool ran 3.0-3.7 ms against
+# 5.0-7.1 ms on one thread, same indices (NaNs, infinities and ties included).
+ROW_RUN_MAX = 16
+
+
+def _maxpool_rows_source(kernel, stride) -> str:
+    kd_, kh_, kw_ = _dims3(kernel, 1)
+    sw = _dims3(stride, 1)[2]
+    head = """
+@njit(nogil=True, inline="always")
+def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
+         DD, DH, DW, OD, OH, OW, lo, hi):
+    L = (OW - 1) * SW_ + KW_
+    for t in range(lo, hi):
+        oh = t % OH
+        r = t // OH
+        od = r % OD
+        r = r // OD
+        ci = r % C
+        ni = r // C
+        d0 = od * SD
+        h0 = oh * SH
+        base = ni * s0 + ci * s1 + d0 * s2 + h0 * s3
+        pbase = (d0 * H + h0) * W
+        o = out[t * OW:(t + 1) * OW]
+""".replace("SW_", str(sw)).replace("KW_", str(kw_))
+    rows = [f"        r_{a}_{b} = x[base + {a} * s2 + {b} * s3:base + {a} * s2 + {b} * s3 + L]"
+            for a in range(kd_) for b in range(kh_)]
+    loop = ["        for ow in range(OW):", f"            w0 = ow * {sw}",
+            "            bo = r_0_0[w0]", "            nf = np.int64(bo != bo)",
+            "            ao = pbase + w0"]
+    for a in range(kd_):
+        for b in range(kh_):
+            for c in range(kw_):
+                if a == b == c == 0:
+                    continue
+                loop += [f"            v = r_{a}_{b}[w0 + {c}]",
+                         "            isn = np.int64(v != v)",
+                         "            m = (np.int64(v > bo) & (1 - nf)) | isn",
+                         "            nf |= isn",
+                         f"            ao += m * (pbase + ({a} * H + {b}) * W + w0 + {c} - ao)",
+                         "            bo = bo if bo >= v else v"]
+    return head + "\n".join(rows + loop + ["            o[ow] = ao"]) + "\n"
+
+
+def _maxpool_body(spatial, kernel, stride, padding, dilation, out_sp, s4: int = 0) -> str:
     """_MAXPOOL_FIXED for this window when it applies (no padding, dilation 1, every
-    window inside the input, a small window), else the general _MAXPOOL."""
+    window inside the input, a small window), its row-run form where the input's rows
+    are also contiguous (``s4``, the last axis's stride, is 1), else the general
+    _MAXPOOL."""
     if any(int(p) for p in padding) or any(int(d) != 1 for d in dilation) or \
             int(np.prod(kernel)) > 64 or any((o - 1) * int(st) + int(k) > int(sp) for
                                              o, st, k, sp in zip(out_sp, stride, kernel,
                                                                  spatial)):
         return _MAXPOOL
+    if s4 == 1 and int(np.prod(kernel)) <= ROW_RUN_MAX:
+        return _maxpool_rows_source(kernel, stride)
     kd, kh, kw = _dims3(kernel, 1)
     return (_MAXPOOL_FIXED.replace("KD_", str(kd)).replace("KH_", str(kh))
             .replace("KW_", str(kw)))
@@ -415,16 +468,17 @@ def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode, ou
         return hw.into(ref(x, kernel, stride, padding, dilation, ceil_mode), out)
     d = x.dtype.name
     out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    x = hw.operand(x)
+    _, st = _as5d(x)
     k = hw.kernel("max_pool_indices", (("x", "in", d), ("out", "out", "int64"))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
-                  _maxpool_body(x.shape[2:], kernel, stride, padding, dilation, out_sp),
+                  _maxpool_body(x.shape[2:], kernel, stride, padding, dilation, out_sp,
+                                st[4]),
                   op="max_pool_indices")
     if not _ready(k):
         return hw.into(ref(x, kernel, stride, padding, dilation, ceil_mode), out)
-    x = hw.operand(x)
     n, c = x.shape[:2]
     res = hw.result((n, c) + out_sp, np.int64, out)
-    _, st = _as5d(x)
     geo = _geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp)
     od, oh = geo[15], geo[16]
     k(x, res, c, *st, *geo, n=n * c * od * oh, work=res.size * int(np.prod(kernel)))

@@ -205,6 +205,9 @@ def test_fixed_window_pool_nan_runs_and_ties(dtype, threads):
     x = vals[rng.integers(0, len(vals), (3, 4, 8, 10))]
     assert nn_native._maxpool_body((8, 10), (2, 2), (2, 2), (0, 0), (1, 1), (4, 5)) \
         is not nn_native._MAXPOOL
+    # contiguous rows take the row-run form, the strided copy the fixed-window one
+    assert "r_0_1" in nn_native._maxpool_body((8, 10), (2, 2), (2, 2), (0, 0), (1, 1),
+                                              (4, 5), 1)
     for xin in (x, _strided(x)):
         _same("max_pool_indices", xin, kernel=(2, 2), stride=(2, 2), padding=(0, 0),
               dilation=(1, 1), ceil_mode=False)
