@@ -351,14 +351,9 @@ def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH,
             out[q + ow] = ao
 '''
 
-# The common pool (no padding, no dilation, every window inside the input: MNIST's 2x2)
-# with the window size in the source: constant trip counts that LLVM unrolls, no bounds
-# tests, and no branch on the data: Numba makes ``v if m else bo`` a branch, which
-# mispredicts on every other offset, so the winner is kept with integer arithmetic
-# (``m`` 0/1), the running maximum with ``max`` (a select) and ``nf`` (a NaN won: only a
-# later NaN beats it). The same offsets in the same order as _MAXPOOL, so the same
-# indices; a 2x2 pool of 64x64x24x24 on one core: ~3.4 ms against ~8-15 ms (noisy).
-_MAXPOOL_FIXED = '''
+# One unit per output row (n, c, od, oh) of a pool whose windows all fit: ``base`` is
+# the first window row's input offset, ``pbase`` its position in the plane.
+_FIXED_UNIT = '''
 @njit(nogil=True, inline="always")
 def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
          DD, DH, DW, OD, OH, OW, lo, hi):
@@ -374,7 +369,16 @@ def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH,
         base = ni * s0 + ci * s1 + d0 * s2 + h0 * s3
         pbase = (d0 * H + h0) * W
         o = out[t * OW:(t + 1) * OW]
-        for ow in range(OW):
+'''
+
+# The common pool (no padding, no dilation, every window inside the input: MNIST's 2x2)
+# with the window size in the source: constant trip counts that LLVM unrolls, no bounds
+# tests, and no branch on the data: Numba makes ``v if m else bo`` a branch, which
+# mispredicts on every other offset, so the winner is kept with integer arithmetic
+# (``m`` 0/1), the running maximum with ``max`` (a select) and ``nf`` (a NaN won: only a
+# later NaN beats it). The same offsets in the same order as _MAXPOOL, so the same
+# indices; a 2x2 pool of 64x64x24x24 on one core: ~3.4 ms against ~8-15 ms (noisy).
+_MAXPOOL_FIXED = _FIXED_UNIT + '''        for ow in range(OW):
             w0 = ow * SW
             rb = base + w0 * s4
             # the first offset sets the maximum; later ones as in _MAXPOOL
@@ -408,24 +412,7 @@ ROW_RUN_MAX = 16
 def _maxpool_rows_source(kernel, stride) -> str:
     kd_, kh_, kw_ = _dims3(kernel, 1)
     sw = _dims3(stride, 1)[2]
-    head = """
-@njit(nogil=True, inline="always")
-def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
-         DD, DH, DW, OD, OH, OW, lo, hi):
-    L = (OW - 1) * SW_ + KW_
-    for t in range(lo, hi):
-        oh = t % OH
-        r = t // OH
-        od = r % OD
-        r = r // OD
-        ci = r % C
-        ni = r // C
-        d0 = od * SD
-        h0 = oh * SH
-        base = ni * s0 + ci * s1 + d0 * s2 + h0 * s3
-        pbase = (d0 * H + h0) * W
-        o = out[t * OW:(t + 1) * OW]
-""".replace("SW_", str(sw)).replace("KW_", str(kw_))
+    head = _FIXED_UNIT + f"        L = (OW - 1) * {sw} + {kw_}\n"
     rows = [f"        r_{a}_{b} = x[base + {a} * s2 + {b} * s3:base + {a} * s2 + {b} * s3 + L]"
             for a in range(kd_) for b in range(kh_)]
     loop = ["        for ow in range(OW):", f"            w0 = ow * {sw}",
