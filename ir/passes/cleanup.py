@@ -37,11 +37,12 @@ def dce(graph: Graph) -> int:
     return removed
 
 
-def _attr_key(v):
+def attr_key(v):
+    """A hashable key of node attributes (NaN equal to NaN): what CSE and fusion compare."""
     if isinstance(v, (list, tuple)):
-        return tuple(_attr_key(x) for x in v)
+        return tuple(attr_key(x) for x in v)
     if isinstance(v, dict):
-        return tuple(sorted((k, _attr_key(x)) for k, x in v.items()))
+        return tuple(sorted((k, attr_key(x)) for k, x in v.items()))
     if isinstance(v, float) and v != v:
         return ("nan",)
     return (type(v).__name__, v) if not hasattr(v, "name") else ("dtype", v.name)
@@ -56,7 +57,7 @@ def cse(graph: Graph) -> int:
             continue
         key = (n.op, tuple(("v", id(a)) if isinstance(a, Value) else
                            ("s", type(a).__name__, a) for a in n.inputs),
-               _attr_key(n.attrs), n.out.shape, n.out.dtype.name)
+               attr_key(n.attrs), n.out.shape, n.out.dtype.name)
         prev = seen.get(key)
         if prev is None:
             seen[key] = n.out

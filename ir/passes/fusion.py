@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..graph import Graph, Node, Value
+from .cleanup import attr_key
 from .partition import backward_nodes as _backward_nodes
 from .partition import recompute_for_backward
 from ..registry import REGISTRY
@@ -148,14 +149,14 @@ def _structure(g: Group) -> tuple:
         refs = []
         for a in m.inputs:
             if not isinstance(a, Value):
-                refs.append(("c", repr(a)))
+                refs.append(("c", attr_key(a)))
             elif id(a) in local:
                 refs.append(("n", local[id(a)]))
             else:
                 refs.append(("x", ext.setdefault(id(a), len(ext)), a.dtype.name, a.shape))
         local[id(m.out)] = len(local)
         used_outside = any(id(u) not in members for u in m.out.users)
-        sig.append((m.op, repr(sorted(m.attrs.items())), m.out.dtype.name, m.out.shape,
+        sig.append((m.op, attr_key(m.attrs), m.out.dtype.name, m.out.shape,
                     tuple(refs), used_outside))
     return tuple(sig)
 

@@ -193,14 +193,16 @@ def add_run(dst, d0, cols, src, ow0, ow1, SW, c2):
         for ow in range(ow0, ow1):
             dst[d0 + ow * SW] += cols[src + ow * c2]
 '''
-# One unit per output row (n, c, d, h): the row is zeroed, then every kernel offset
-# that reaches it adds its columns, in the reference's (kd, kh, kw) order.
-_COL2IM = _OW_RANGE + _ADD_RUN + '''
+# col2im's kernel signature (columns in, image out), shared by its two bodies
+_COL2IM_HEAD = _OW_RANGE + _ADD_RUN + '''
 @njit(nogil=True, inline="always")
 def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
          DD, DH, DW, OD, OH, OW, lo, hi):
     K = KD * KH * KW
-    for t in range(lo, hi):
+'''
+# One unit per output row (n, c, d, h): the row is zeroed, then every kernel offset
+# that reaches it adds its columns, in the reference's (kd, kh, kw) order.
+_COL2IM = _COL2IM_HEAD + '''    for t in range(lo, hi):
         ih = t % H
         r = t // H
         i_d = r % D
@@ -235,12 +237,7 @@ def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
 # conv2, 9 rows of the columns interleaved) and ran at about half the memory rate. Per
 # element, offsets still add in (kd, kh, kw) order: the same bits. Used when the planes
 # are enough units to share among threads (``_PLANES_MIN``).
-_COL2IM_PLANES = _OW_RANGE + _ADD_RUN + '''
-@njit(nogil=True, inline="always")
-def body(cols, out, C, c0, c1, c2, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH, PW,
-         DD, DH, DW, OD, OH, OW, lo, hi):
-    K = KD * KH * KW
-    P = D * H * W
+_COL2IM_PLANES = _COL2IM_HEAD + '''    P = D * H * W
     for t in range(lo, hi):
         ci = t % C
         ni = t // C
