@@ -1315,6 +1315,43 @@ CASES["im2col"] += [Case(lambda g, s=s: [g.f(*s)], _im2col_batch_last_ref,
                     for s, *rest in _CONV]
 CASES["col2im"] += [_col2im_batch_last_case(*c) for c in _CONV]
 
+
+
+def _conv_ref(x, w2, **conv):
+    cols = _im2col_ref(x, **conv)
+    out = [_conv_out(*a) for a in zip(W(x).shape[2:], conv["kernel"], conv["stride"],
+                                      conv["padding"], conv["dilation"])]
+    return np.matmul(W(w2), cols).reshape((cols.shape[0], W(w2).shape[0]) + tuple(out))
+
+
+def _conv_shapes(xshape, kernel, stride, padding, dilation, ones_row, cout=3):
+    rows = _im2col_ref(np.zeros(xshape), kernel, stride, padding, dilation, ones_row).shape[1]
+    conv = _conv_attrs(kernel, stride, padding, dilation, ones_row)
+    y = _conv_ref(np.zeros(xshape), np.zeros((cout, rows)), **conv)
+    return (cout, rows), y.shape, conv
+
+
+def _conv_cases(xshape, kernel, stride, padding, dilation, ones_row):
+    wshape, yshape, conv = _conv_shapes(xshape, kernel, stride, padding, dilation, ones_row)
+    label = f"{len(kernel)}d{'_bias' if ones_row else ''}"
+
+    def input_grad_ref(g, w2, spatial, **conv):
+        return vjp(lambda x: _conv_ref(x, w2, **conv), [np.zeros(xshape)], 0, g, eps=1.0)
+
+    def weight_grad_ref(x, g, **conv):
+        cols = _im2col_ref(x, **conv)
+        return np.einsum("nol,nrl->or", W(g).reshape(g.shape[0], g.shape[1], -1), cols)
+    return {"conv": Case(lambda g: [g.f(*xshape), g.f(*wshape)], _conv_ref, conv, label=label),
+            "conv_input_grad": Case(lambda g: [g.f(*yshape), g.f(*wshape)], input_grad_ref,
+                                    dict(spatial=tuple(xshape[2:]), **conv), label=label),
+            "conv_weight_grad": Case(lambda g: [g.f(*xshape), g.f(*yshape)], weight_grad_ref,
+                                     conv, label=label)}
+
+
+for _c in _CONV:
+    for _name, _case in _conv_cases(*_c).items():
+        CASES.setdefault(_name, []).append(_case)
+
 _POOL = [  # (x shape, kernel, stride, padding, dilation, ceil_mode)
     ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0), (1, 1), False),
     ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1), (1, 1), True),

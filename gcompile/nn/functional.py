@@ -430,11 +430,20 @@ def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, grou
         raise RuntimeError(f"{name}: Input type ({input.dtype}) and weight type "
                            f"({weight.dtype}) should be the same")
     fuse_bias = bias is not None and groups == 1
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
+             "ones_row": fuse_bias}
+    if groups == 1 and not input.is_cuda and input.dtype in (dt.float32, dt.float64):
+        # one op: im2col and the GEMM a few images at a time (kernels.cpu.conv_native),
+        # the bias as an extra weight column against im2col's row of ones
+        w2 = weight.reshape(cout, -1)
+        if fuse_bias:
+            w2 = apply_op("cat", (w2, bias.reshape(cout, 1)), {"dim": 1})
+        out = apply_op("conv", (input, w2), attrs, "ConvolutionBackward0")
+        return out.squeeze(0) if unbatched else out
     # batch-last columns (C*K [+1], N*L): the convolution is one GEMM over the whole batch
     # (per group), and so are its weight and input gradients; the (Cout, N, L) product
     # then goes to (N, Cout, L) by one transposing copy
-    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
-             "ones_row": fuse_bias, "batch_last": True}
+    attrs["batch_last"] = True
     cols = apply_op("im2col", (input,), attrs, "Im2ColBackward0")     # (C*K [+1], N*L)
     from ir.ops.nn import _spatial_out
     out_sp = _spatial_out(tuple(input.shape[2:]), kernel, stride, padding, dilation)

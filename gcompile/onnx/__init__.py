@@ -503,6 +503,29 @@ def _movement(b, n):
     return b.op("Gather", [ext, b.const(idx)], axis=0)
 
 
+@_conv("conv")
+def _convolution(b, n):
+    """conv's (Cout, C*K [+1]) weight matrix back into Conv's W (and B, its last column
+    when ``ones_row``)."""
+    x, w2 = n.inputs
+    kernel = [int(k) for k in n.attrs["kernel"]]
+    ck = int(x.shape[1]) * int(np.prod(kernel))
+    cout = int(w2.shape[0])
+    wm = b.ref(w2)
+
+    def cols(lo, hi):
+        return b.op("Slice", [wm, b.const(np.array([lo], np.int64)),
+                              b.const(np.array([hi], np.int64)),
+                              b.const(np.array([1], np.int64))])
+    ins = [b.ref(x), b.op("Reshape", [cols(0, ck),
+                                      b.shape_const([cout, int(x.shape[1])] + kernel)])]
+    if n.attrs.get("ones_row"):
+        ins.append(b.op("Reshape", [cols(ck, ck + 1), b.shape_const([cout])]))
+    pads = [int(p) for p in n.attrs["padding"]]
+    return b.op("Conv", ins, kernel_shape=kernel, strides=[int(v) for v in n.attrs["stride"]],
+                pads=pads + pads, dilations=[int(v) for v in n.attrs["dilation"]])
+
+
 @_conv("matmul")
 def _matmul(b, n):
     ins = [b.ref(a) for a in n.inputs]
@@ -652,7 +675,8 @@ def _rnn(b, n):
 # ---- ops with no ONNX translation, and why ----------------------------------------------
 _BACKWARD = "a backward-pass op (export inference graphs: model.eval(), no backward)"
 UNSUPPORTED: dict[str, str] = {
-    **{op: _BACKWARD for op in ("avg_pool_backward", "col2im", "cumprod_backward",
+    **{op: _BACKWARD for op in ("avg_pool_backward", "col2im", "conv_input_grad",
+                                "conv_weight_grad", "cumprod_backward",
                                 "embedding_backward", "gelu_backward", "gru_scan_backward",
                                 "lstm_scan_backward", "pad_backward", "pool_scatter",
                                 "prod_others", "rnn_scan_backward", "select_block_backward")},

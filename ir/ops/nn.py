@@ -1,8 +1,8 @@
 """Neural-network primitives that need their own kernel.
 
 Fused activations (elementwise, with a scalar ``expr``), softmax and
-log_softmax, im2col/col2im (convolution is im2col + a BLAS matmul, so the
-compiler sees two schedulable ops), pooling with argmax indices, embedding
+log_softmax, im2col/col2im, convolution as one op (im2col and its GEMM a few images at a
+time) with its two gradients, pooling with argmax indices, embedding
 lookup (the recurrent scans live in recurrent.py). Every forward op's gradient is written
 in terms of other registered ops, so eager autograd and the graph autodiff
 pass share it.
@@ -347,6 +347,105 @@ register(OpDef("col2im", "other", _col2im_impl, infer=_col2im_infer,
                    _col2im_grad(b, g, kernel, stride, padding, dilation, ones_row,
                                 batch_last),),
                doc="adjoint of im2col: sum windows back into (N, C, *spatial); torch's fold"))
+
+
+
+# ---- convolution as one op ----------------------------------------------------------------
+# ``conv`` is im2col + GEMM as one op: its kernel takes a few images at a time, so their
+# columns stay in cache between the two, and writes (N, Cout, *out) directly (no
+# transposing copy). ``w2`` is the weight as (Cout, C*prod(kernel)), with the bias as one
+# more column when ``ones_row``. Its two gradients are ops of their own, and each of the
+# three differentiates into the others (double backward).
+def _conv_impl(x, w2, kernel, stride, padding, dilation, ones_row=False):
+    cols = _im2col_impl(x, kernel, stride, padding, dilation, ones_row)    # (N, R, L)
+    out = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
+    return np.matmul(w2, cols).reshape((x.shape[0], w2.shape[0]) + out)
+
+
+def _conv_input_grad_impl(g, w2, spatial, kernel, stride, padding, dilation, ones_row=False):
+    g3 = g.reshape(g.shape[0], g.shape[1], int(np.prod(g.shape[2:])))
+    return _col2im_impl(np.matmul(w2.T, g3), tuple(spatial), kernel, stride, padding,
+                        dilation, ones_row)
+
+
+def _conv_weight_grad_impl(x, g, kernel, stride, padding, dilation, ones_row=False):
+    cols = _im2col_impl(x, kernel, stride, padding, dilation, ones_row)    # (N, R, L)
+    g3 = g.reshape(g.shape[0], g.shape[1], int(np.prod(g.shape[2:])))
+    return np.tensordot(g3, cols, axes=([0, 2], [0, 2])).astype(x.dtype, copy=False)
+
+
+def _conv_rows(c: int, kernel, ones_row) -> int:
+    return c * int(np.prod(kernel)) + (1 if ones_row else 0)
+
+
+def _conv_infer(specs, attrs):
+    (xs, xd), (ws, wd) = specs
+    (cols, rows_d) = _im2col_infer([(xs, xd)], dict(attrs, batch_last=False))
+    if len(ws) != 2 or ws[1] != cols[1]:
+        raise RuntimeError(f"conv: weight matrix of shape {tuple(ws)} does not match the "
+                           f"{cols[1]} im2col rows of input {tuple(xs)}")
+    if xd is not wd:
+        raise RuntimeError(f"conv: input type ({xd}) and weight type ({wd}) should be the "
+                           "same")
+    out = _spatial_out(xs[2:], attrs["kernel"], attrs["stride"], attrs["padding"],
+                       attrs["dilation"])
+    return (xs[0], ws[0]) + out, xd
+
+
+def _conv_input_grad_infer(specs, attrs):
+    (gs, gd), (ws, _) = specs
+    k = int(np.prod(attrs["kernel"]))
+    c = (ws[1] - (1 if attrs.get("ones_row") else 0)) // k
+    return (gs[0], c) + tuple(attrs["spatial"]), gd
+
+
+def _conv_weight_grad_infer(specs, attrs):
+    (xs, xd), (gs, _) = specs
+    return (gs[1], _conv_rows(xs[1], attrs["kernel"], attrs.get("ones_row"))), xd
+
+
+def _conv_grad(b, g, xs, out, kernel, stride, padding, dilation, ones_row=False):
+    x, w2 = xs
+    geo = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+               ones_row=ones_row)
+    return (b.conv_input_grad(g, w2, spatial=tuple(x.shape[2:]), **geo),
+            b.conv_weight_grad(x, g, **geo))
+
+
+def _conv_input_grad_grad(b, h, xs, out, spatial, kernel, stride, padding, dilation,
+                          ones_row=False):
+    # dx = col2im(w2^T g) drops the ones row, so w2's bias column gets no gradient and
+    # does not reach g: both terms use the columns of h without a row of ones
+    g, w2 = xs
+    cols = _col2im_grad(b, h, kernel, stride, padding, dilation, ones_row, False)
+    dg = b.reshape(b.matmul(w2, cols), shape=tuple(g.shape))
+    dw = b.conv_weight_grad(h, g, kernel=kernel, stride=stride, padding=padding,
+                            dilation=dilation, ones_row=False)
+    if ones_row:
+        dw = b.pad(dw, pad=(0, 1), mode="constant", value=0.0)
+    return dg, dw
+
+
+def _conv_weight_grad_grad(b, h, xs, out, kernel, stride, padding, dilation, ones_row=False):
+    x, g = xs
+    geo = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+               ones_row=ones_row)
+    return (b.conv_input_grad(g, h, spatial=tuple(x.shape[2:]), **geo), b.conv(x, h, **geo))
+
+
+register(OpDef("conv", "other", _conv_impl, infer=_conv_infer, grad=_conv_grad,
+               attrs=_CONV_ATTRS + ("ones_row",), saves=(0, 1), float_only=True,
+               backward_name="ConvolutionBackward0",
+               doc="convolution (N, C, *S) x (Cout, C*prod(kernel) [+1 bias column]) -> "
+                   "(N, Cout, *out): im2col and the GEMM in one op"))
+register(OpDef("conv_input_grad", "other", _conv_input_grad_impl,
+               infer=_conv_input_grad_infer, grad=_conv_input_grad_grad,
+               attrs=("spatial",) + _CONV_ATTRS + ("ones_row",), saves=(0, 1),
+               float_only=True, doc="conv's input gradient: col2im(w2^T g)"))
+register(OpDef("conv_weight_grad", "other", _conv_weight_grad_impl,
+               infer=_conv_weight_grad_infer, grad=_conv_weight_grad_grad,
+               attrs=_CONV_ATTRS + ("ones_row",), saves=(0, 1), float_only=True,
+               doc="conv's weight-matrix gradient: the sum over images of g im2col(x)^T"))
 
 
 # ---- pooling -------------------------------------------------------------------------

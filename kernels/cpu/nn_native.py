@@ -155,15 +155,19 @@ def body(x, out, C, s0, s1, s2, s3, s4, D, H, W, KD, KH, KW, SD, SH, SW, PD, PH,
 '''
 
 
+def im2col_kernel(d: str, op: str = "im2col") -> hw.NativeKernel:
+    """The im2col kernel for dtype ``d`` (``op``: the registry op a caller serves with it)."""
+    return hw.kernel("im2col", (("x", "in", d), ("out", "out", d))
+                     + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM)
+                     + _ints("ones", "NB"), _IM2COL, op=op)
+
+
 def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False, batch_last=False,
                    out=None):
     ref = REGISTRY["im2col"].reference
     if x.dtype.name not in FLOATS or x.size == 0:
         return hw.into(ref(x, kernel, stride, padding, dilation, ones_row, batch_last), out)
-    d = x.dtype.name
-    k = hw.kernel("im2col", (("x", "in", d), ("out", "out", d))
-                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM)
-                  + _ints("ones", "NB"), _IM2COL, op="im2col")
+    k = im2col_kernel(x.dtype.name)
     if not _ready(k):
         return hw.into(ref(x, kernel, stride, padding, dilation, ones_row, batch_last), out)
     x = hw.operand(x)
@@ -265,6 +269,13 @@ _COL2IM_PLANES = _COL2IM_HEAD + '''    P = D * H * W
 _PLANES_MIN = 64  # (n, c) planes from which col2im runs one unit per plane
 
 
+def col2im_kernel(d: str, by_plane: bool, op: str = "col2im") -> hw.NativeKernel:
+    """The col2im kernel for dtype ``d``: one unit per (n, c) plane, or per input row."""
+    return hw.kernel("col2im_planes" if by_plane else "col2im",
+                     (("cols", "in", d), ("out", "out", d)) + _ints("C", "c0", "c1", "c2")
+                     + _ints(*_GEOM), _COL2IM_PLANES if by_plane else _COL2IM, op=op)
+
+
 def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=False,
                    batch_last=False, out=None):
     ref = REGISTRY["col2im"].reference
@@ -278,10 +289,7 @@ def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=Fa
     n = cols.shape[1] // length if batch_last else cols.shape[0]
     c = (rows - (1 if ones_row else 0)) // kk
     by_plane = n * c >= _PLANES_MIN
-    d = cols.dtype.name
-    k = hw.kernel("col2im_planes" if by_plane else "col2im",
-                  (("cols", "in", d), ("out", "out", d)) + _ints("C", "c0", "c1", "c2")
-                  + _ints(*_GEOM), _COL2IM_PLANES if by_plane else _COL2IM, op="col2im")
+    k = col2im_kernel(cols.dtype.name, by_plane)
     if not _ready(k):
         return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row,
                            batch_last), out)

@@ -1,0 +1,186 @@
+"""Convolution by image blocks (kernels.cpu.conv_native) against the NumPy references of
+``conv``, ``conv_input_grad`` and ``conv_weight_grad`` over strides, padding, dilation,
+1-D/2-D/3-D, the bias column, odd sizes, blocks that do not divide the batch and
+non-contiguous inputs; results that do not depend on the thread count; gradients
+(first and second order) against finite differences and torch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gcompile
+import kernels.cpu as cpu
+from gcompile.autograd import gradcheck, gradgradcheck
+from ir.registry import REGISTRY
+from kernels.cpu import conv_native
+
+RNG = np.random.default_rng(7)
+DTYPES = [np.float32, np.float64]
+CASES = [  # spatial, kernel, stride, padding, dilation
+    ((11,), (3,), (1,), (0,), (1,)),
+    ((12,), (4,), (3,), (2,), (2,)),
+    ((7, 9), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((9, 8), (3, 2), (2, 3), (1, 0), (2, 1)),
+    ((6, 7), (5, 5), (1, 2), (2, 2), (1, 1)),
+    ((5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 0, 1), (2, 1, 1)),
+]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request, monkeypatch):
+    monkeypatch.setattr(cpu, "_THREAD_LIMIT", [request.param])
+    return request.param
+
+
+@pytest.fixture(params=[1 << 30, 1], ids=["one-block", "image-blocks"])
+def block_bytes(request, monkeypatch):
+    """Every image of a thread's range in one block, or one image per block."""
+    monkeypatch.setattr(conv_native, "BLOCK_BYTES", request.param)
+    return request.param
+
+
+def _rand(shape, dtype):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+def _operands(case, dtype, n=5, c=3, cout=4, ones_row=True):
+    spatial, kernel, stride, padding, dilation = case
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                 ones_row=ones_row)
+    x = _rand((n, c) + spatial, dtype)
+    w2 = _rand((cout, c * int(np.prod(kernel)) + ones_row), dtype)
+    y = REGISTRY["conv"].reference(x, w2, **attrs)
+    return x, w2, _rand(y.shape, dtype), attrs
+
+
+def _check(name, args, attrs, exact):
+    op = REGISTRY[name]
+    assert op.impl is conv_native.NATIVE[name] and op.impl.writes_out
+    want = op.reference(*args, **attrs)
+    got = op.impl(*args, **attrs)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if exact:
+        np.testing.assert_array_equal(got, want)
+    else:
+        tol = 1e-5 if got.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    out = np.full(want.shape, 7, want.dtype)
+    assert op.impl(*args, out=out, **attrs) is out
+    np.testing.assert_array_equal(out, got)
+    return got
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ones_row", [False, True])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{len(c[0])}d-{c}")
+def test_native_equals_reference(case, ones_row, dtype, threads, block_bytes):
+    """Each image's output and input gradient is one GEMM, as in the reference: equal bit
+    for bit; the weight gradient sums in another order: equal to rounding."""
+    x, w2, g, attrs = _operands(case, dtype, ones_row=ones_row)
+    spatial = case[0]
+    for xin in (x, x[:, ::-1][:, ::-1], np.swapaxes(np.swapaxes(x, 0, 1).copy(), 0, 1)):
+        _check("conv", (xin, w2), attrs, exact=True)
+        _check("conv_weight_grad", (xin, g), attrs, exact=False)
+    for gin in (g, np.swapaxes(np.swapaxes(g, 0, 1).copy(), 0, 1)):
+        _check("conv_input_grad", (gin, w2), dict(attrs, spatial=spatial), exact=True)
+    _check("conv", (x, np.asfortranarray(w2)), attrs, exact=True)
+
+
+@pytest.mark.parametrize("case", CASES[2:4], ids=str)
+def test_results_do_not_depend_on_threads_or_blocks(case, monkeypatch):
+    x, w2, g, attrs = _operands(case, np.float32, n=13)
+    runs = []
+    for nthreads, nbytes in ((1, 1 << 30), (2, 1 << 30), (2, 1), (3, 1)):
+        monkeypatch.setattr(cpu, "_THREAD_LIMIT", [nthreads])
+        monkeypatch.setattr(conv_native, "BLOCK_BYTES", nbytes)
+        runs.append((REGISTRY["conv"].impl(x, w2, **attrs),
+                     REGISTRY["conv_input_grad"].impl(g, w2, spatial=case[0], **attrs),
+                     REGISTRY["conv_weight_grad"].impl(x, g, **attrs)))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_other_dtypes_and_empty_batches_use_the_reference():
+    case = CASES[2]
+    x, w2, g, attrs = _operands(case, np.float32)
+    half = REGISTRY["conv"].impl(x.astype(np.float16), w2.astype(np.float16), **attrs)
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half, REGISTRY["conv"].reference(x, w2, **attrs), rtol=2e-2,
+                               atol=5e-2)
+    assert REGISTRY["conv"].impl(x[:0], w2, **attrs).shape == (0, 4, 7, 9)
+    assert REGISTRY["conv_weight_grad"].impl(x[:0], g[:0], **attrs).shape == w2.shape
+
+
+def test_a_steady_conv_keeps_its_column_blocks():
+    """The per-thread column buffers are reused, not allocated on every call."""
+    x, w2, _, attrs = _operands(CASES[2], np.float32)
+    REGISTRY["conv"].impl(x, w2, **attrs)
+    kept = dict(conv_native._LOCAL.arrays)
+    REGISTRY["conv"].impl(x, w2, **attrs)
+    assert all(conv_native._LOCAL.arrays[k] is a for k, a in kept.items())
+
+
+def _conv_fn(nsp, stride, padding, dilation):
+    conv = getattr(gcompile.nn.functional, f"conv{nsp}d")
+    return lambda x, w, b: conv(x, w, b, stride=stride, padding=padding, dilation=dilation)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=str)
+def test_conv_gradients_by_finite_differences(case):
+    """First and second order (the three ops differentiate into each other)."""
+    spatial, kernel, stride, padding, dilation = case
+    x = gcompile.tensor(_rand((2, 2) + spatial, np.float64), requires_grad=True)
+    w = gcompile.tensor(_rand((3, 2) + kernel, np.float64), requires_grad=True)
+    b = gcompile.tensor(_rand((3,), np.float64), requires_grad=True)
+    fn = _conv_fn(len(spatial), stride, padding, dilation)
+    assert fn(x, w, b).grad_fn.name() == "ConvolutionBackward0"
+    assert gradcheck(fn, (x, w, b))
+    assert gradgradcheck(fn, (x, w, b))
+
+
+def test_double_backward_matches_torch():
+    """A gradient penalty: d/dθ of |∂loss/∂x|², against torch."""
+    torch = pytest.importorskip("torch")
+    x0, w0, b0 = _rand((3, 2, 7, 6), np.float64), _rand((4, 2, 3, 2), np.float64), \
+        _rand((4,), np.float64)
+    grads = []
+    for lib in (gcompile, torch):
+        x, w, b = (lib.tensor(a, requires_grad=True) for a in (x0, w0, b0))
+        y = lib.nn.functional.conv2d(x, w, b, stride=(2, 1), padding=1, dilation=(1, 2))
+        gx, = lib.autograd.grad((y ** 2).sum(), x, create_graph=True)
+        ((gx ** 2).sum() + (y ** 3).mean()).backward()
+        grads.append([t.grad.numpy() for t in (x, w, b)])
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_compiled_cnn_step_runs_conv_ops_and_equals_eager():
+    torch = gcompile
+    nn = gcompile.nn
+
+    def make():
+        torch.manual_seed(3)
+        model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                              nn.Conv2d(6, 4, (3, 2), stride=2), nn.Flatten(),
+                              nn.Linear(4 * 4 * 5, 5))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step
+    x, y = torch.randn(7, 3, 9, 10), torch.randint(0, 5, (7,))
+    (m1, s1), (m2, s2) = make(), make()
+    f = torch.compile(s2)
+    for _ in range(3):
+        np.testing.assert_allclose(f(x, y).item(), s1(x, y).item(), rtol=1e-6)
+    ops = {s.nodes[0].op for s in f.entries[-1].executable.plan.steps}
+    assert {"conv", "conv_input_grad", "conv_weight_grad"} <= ops
+    assert "im2col" not in ops and "col2im" not in ops
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-5,
+                                   atol=1e-7)
