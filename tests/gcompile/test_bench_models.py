@@ -20,8 +20,9 @@ def test_compiled_child_runs_a_plan_and_splits_the_step(name, threads):
     r = bm.child("gc_compiled", name, 0.1 if name == "gpt_train" else 0.0, 2, True)
     assert r["plan"] and r["kernels"] > 0 and r["ms"] > 0
     split = r["split"]
-    assert set(split) >= {"gemm_ms", "layer_ms", "fused_ms", "python_ms"}
+    assert set(split) >= {"gemm_ms", "conv_ms", "layer_ms", "fused_ms", "python_ms"}
     assert split["gemm_ms"] > 0 and split["python_ms"] >= 0
+    assert (split["conv_ms"] > 0) == (name == "cnn_train")  # conv steps hold their GEMMs
     assert r["param_mb"] > 0 and r["planned_mb"] >= 0
 
 
