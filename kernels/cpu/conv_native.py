@@ -30,7 +30,8 @@ from ir.registry import REGISTRY
 
 from . import blas_lanes
 from . import handwritten as hw
-from .nn_native import FLOATS, _as5d, _geometry, _ready, col2im_kernel, im2col_kernel
+from .nn_native import (_COL2IM_INTS, _IM2COL_INTS, FLOATS, _as5d, _geometry, _ready,
+                        col2im_kernel, fixed_args, im2col_kernel)
 
 BLOCK_BYTES = 2 << 20  # columns per block: about an L2's worth
 WGRAD_PARTS = 8        # fixed partial sums of the weight gradient
@@ -66,18 +67,17 @@ class _Im2col:
     """im2col of image blocks of ``x`` into (b, R, L) buffers, on the calling thread."""
 
     def __init__(self, x, kernel, stride, padding, dilation, ones_row, op):
-        self.k = im2col_kernel(x.dtype.name, op)
-        self.c = x.shape[1]
-        self.rows = self.c * int(np.prod(kernel)) + (1 if ones_row else 0)
+        c = x.shape[1]
+        self.rows = c * int(np.prod(kernel)) + (1 if ones_row else 0)
         out = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
         self.length = int(np.prod(out))
-        self.geom = _geometry(x.shape[2:], kernel, stride, padding, dilation, out)
-        self.ones = 1 if ones_row else 0
-        self.st = _as5d(x)[1]
+        args = dict(zip(_IM2COL_INTS, [c, *_as5d(x)[1], *_geometry(
+            x.shape[2:], kernel, stride, padding, dilation, out), 1 if ones_row else 0, 0]))
+        self.k = im2col_kernel(x.dtype.name, op, fixed_args(args, ("s4", "ones", "NB")))
+        self.args = list(args.values())
 
     def __call__(self, x, lo, hi, buf):
-        self.k(x[lo:hi], buf, self.c, *self.st, *self.geom, self.ones, 0,
-               n=(hi - lo) * self.rows, parallel=False)
+        self.k(x[lo:hi], buf, *self.args, n=(hi - lo) * self.rows, parallel=False)
 
 
 def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=None):
@@ -112,18 +112,20 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
     ref = REGISTRY["conv_input_grad"].reference
     if g.dtype.name not in FLOATS or w2.dtype != g.dtype or g.size == 0 or w2.size == 0:
         return hw.into(ref(g, w2, spatial, kernel, stride, padding, dilation, ones_row), out)
-    d = g.dtype.name
-    kc = col2im_kernel(d, True, "conv_input_grad")
-    if not _ready(kc):
-        return hw.into(ref(g, w2, spatial, kernel, stride, padding, dilation, ones_row), out)
     n, cout = g.shape[:2]
     rows = w2.shape[1]
     c = (rows - (1 if ones_row else 0)) // int(np.prod(kernel))
     out_sp = _spatial_out(spatial, kernel, stride, padding, dilation)
     length = int(np.prod(out_sp))
+    # the block buffer (b, R, L) is C-contiguous: its strides are (R*L, L, 1) whatever b
+    args = dict(zip(_COL2IM_INTS, [c, rows * length, length, 1, *_geometry(
+        spatial, kernel, stride, padding, dilation, out_sp)]))
+    kc = col2im_kernel(g.dtype.name, True, "conv_input_grad", fixed_args(args, ("c2",)))
+    if not _ready(kc):
+        return hw.into(ref(g, w2, spatial, kernel, stride, padding, dilation, ones_row), out)
     g3 = g.reshape(n, cout, length)
     res = hw.result((n, c) + tuple(int(s) for s in spatial), g.dtype, out)
-    geom = _geometry(spatial, kernel, stride, padding, dilation, out_sp)
+    cargs = list(args.values())
     w2t = w2.T
     b = _block(rows, length, g.itemsize, n)
     k = blas_lanes.lanes(n)
@@ -131,12 +133,11 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
     def task(lo, hi):
         def run():
             buf = _scratch("cols", (b, rows, length), g.dtype)
-            st = hw.strides(buf)
             for i in range(lo, hi, b):
                 j = min(i + b, hi)
                 blk = buf[:j - i]
                 np.matmul(w2t, g3[i:j], out=blk)
-                kc(blk, res[i:j], c, *st, *geom, n=(j - i) * c, parallel=False)
+                kc(blk, res[i:j], *cargs, n=(j - i) * c, parallel=False)
         return run
     blas_lanes.run([task(lo, hi) for lo, hi in _ranges(n, k)], k)
     return hw.into(res, out)

@@ -43,6 +43,13 @@ def _rand(shape, dtype):
     return RNG.standard_normal(shape).astype(dtype)
 
 
+def _strided(a):
+    """The values of ``a`` in every other element of a larger array's last axis."""
+    big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    big[..., ::2] = a
+    return big[..., ::2]
+
+
 def _operands(case, dtype, n=5, c=3, cout=4, ones_row=True):
     spatial, kernel, stride, padding, dilation = case
     attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
@@ -78,7 +85,7 @@ def test_native_equals_reference(case, ones_row, dtype, threads, block_bytes):
     for bit; the weight gradient sums in another order: equal to rounding."""
     x, w2, g, attrs = _operands(case, dtype, ones_row=ones_row)
     spatial = case[0]
-    for xin in (x, x[:, ::-1][:, ::-1], np.swapaxes(np.swapaxes(x, 0, 1).copy(), 0, 1)):
+    for xin in (x, _strided(x), np.flip(x, -1), np.swapaxes(np.swapaxes(x, 0, 1).copy(), 0, 1)):
         _check("conv", (xin, w2), attrs, exact=True)
         _check("conv_weight_grad", (xin, g), attrs, exact=False)
     for gin in (g, np.swapaxes(np.swapaxes(g, 0, 1).copy(), 0, 1)):
@@ -184,3 +191,20 @@ def test_compiled_cnn_step_runs_conv_ops_and_equals_eager():
     for p, q in zip(m1.parameters(), m2.parameters()):
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-5,
                                    atol=1e-7)
+
+
+def test_column_kernels_are_built_for_the_geometry():
+    """The conv ops use im2col / col2im with the window, strides and flags baked in (the
+    index arithmetic folds), one kernel per geometry whatever the channels or sizes."""
+    from kernels.cpu import handwritten as hw
+    from kernels.cpu import nn_native
+    for c, sp in ((3, (7, 9)), (5, (11, 6))):
+        x, w2, g, attrs = _operands(((sp), (3, 3), (1, 2), (1, 0), (1, 1)), np.float32, c=c)
+        REGISTRY["conv"].impl(x, w2, **attrs)
+        REGISTRY["conv_input_grad"].impl(g, w2, spatial=sp, **attrs)
+    fixed = [k for k in hw.loaded_for("conv") if k.name == "im2col_fixed"]
+    assert any("    SW = 2\n" in k.source and "    KW = 3\n" in k.source for k in fixed)
+    assert sum("    SW = 2\n" in k.source and "    PH = 1\n" in k.source for k in fixed) == 1
+    assert any(k.name == "col2im_planes_fixed" for k in hw.loaded_for("conv_input_grad"))
+    with pytest.raises(ValueError, match="top line"):
+        nn_native._fixed("def body(a, lo, hi):\n    pass\n", {"a": 1})
