@@ -74,7 +74,10 @@ class Plan:
     # when it is smaller than ``runtime.allocator.ARENA_RELEASE_BYTES`` or faulting it
     # back in would cost more than ``RELEASE_COST_SHARE`` of a call
     keep_arena: bool | None = None
-    fastest_call: float | None = None  # seconds: this plan's fastest call so far
+    # seconds: this plan's fastest call so far, the first not counted (it loads and binds
+    # the kernels, and its time would only decide to keep an arena it then measured)
+    fastest_call: float | None = None
+    calls: int = 0
     _block: object = None  # the runtime.allocator.Arena behind ``arena``
     # called once, with the first call's (inputs, out_into), before that call runs
     # (``runtime.lower``: find and compile the loop variants the kernels will use)
@@ -171,7 +174,7 @@ class Plan:
     @property
     def releases_arena(self) -> bool:
         """Do this plan's arena pages go back to the OS after each call? (By default
-        not before a first call has been timed.)"""
+        not before a call after the first has been timed.)"""
         if self.keep_arena is None:
             return self.arena_bytes >= _alloc.ARENA_RELEASE_BYTES and \
                 self.fastest_call is not None and \
@@ -183,8 +186,10 @@ class Plan:
         """After a call (that took ``seconds``): the block returns to the pool (its
         pages to the OS when ``releases_arena``); the plan keeps its views for the
         next call."""
-        if seconds is not None and (self.fastest_call is None or seconds < self.fastest_call):
-            self.fastest_call = seconds
+        if seconds is not None:
+            self.calls += 1
+            if self.calls > 1 and (self.fastest_call is None or seconds < self.fastest_call):
+                self.fastest_call = seconds
         if self._block is not None:
             (pool or _alloc.default_arena_pool).give(self._block, self.releases_arena)
 
