@@ -17,10 +17,6 @@ from dataclasses import dataclass, field
 from ..graph import Graph, Node, Value
 from ..registry import REGISTRY, GradBuilder, vjp
 
-# ops the backward may recompute instead of saving: cheap, pure, one pass
-_RECOMPUTABLE = ("unary", "binary", "ternary", "view", "creation")
-
-
 class GraphGradBuilder(GradBuilder):
     """Emits every op a gradient rule asks for as a node of ``graph``."""
 
@@ -171,7 +167,7 @@ def _min_cut(g: Graph, fwd_nodes: list[Node], primal: list[Value], direct: list[
     needs, where saving a value costs its bytes and only cheap forward ops may be
     recomputed (everything else is pinned to the forward side). The max-flow is
     ``ir.passes.partition``'s (networkx's import would cost ~10 MB)."""
-    from .partition import SINK, SOURCE, sink_side
+    from .partition import SINK, SOURCE, recomputable, sink_side
 
     edges: list[tuple[object, object, int | None]] = []
     for v in primal:
@@ -184,7 +180,7 @@ def _min_cut(g: Graph, fwd_nodes: list[Node], primal: list[Value], direct: list[
         # saving a view would copy it out of the plan: prefer saving its source
         bias = 1 if REGISTRY[n.op].category in ("view", "creation") else 0
         edges.append((("in", id(v)), ("out", id(v)), max(v.nbytes, 1) + bias))
-        if REGISTRY[n.op].category not in _RECOMPUTABLE:
+        if not recomputable(n):
             edges.append((SOURCE, ("in", id(v)), None))
         for a in n.value_inputs:
             if a.kind == "const":

@@ -7,8 +7,8 @@ chooses those values by a minimum cut (bytes kept) over the forward nodes, as
 ``ir.passes.autodiff.partition`` does for a compiled forward: cheap elementwise and
 view chains are recomputed in the backward from what is kept (their clones are
 marked ``recomputed``, and fusion keeps them out of forward kernels); matmuls,
-reductions, random draws and library ops are never recomputed (their cost, or their
-randomness: a dropout mask must be the one the forward used).
+reductions, erf-class elementwise ops, random draws and library ops are never recomputed
+(their cost, or their randomness: a dropout mask must be the one the forward used).
 """
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ from ..registry import REGISTRY
 
 # ops a backward may recompute: cheap, pure, one pass over their operands
 RECOMPUTABLE = ("unary", "binary", "ternary", "view", "creation")
+# ... but not these elementwise ops, each tens of flops per element (erf's polynomials and
+# exp): recomputing GELU's erf chain cost the GPT step of ``gcompile.bench_models`` about
+# 1 ms (3%) to save 2.3 MB of its 16.5 MB arena
+EXPENSIVE = ("erf", "erfc", "gelu", "gelu_backward")
 
 
 @dataclass
@@ -32,8 +36,10 @@ class StepCut:
 
 
 def recomputable(n: Node) -> bool:
+    """May a backward recompute ``n`` instead of reading its saved value?"""
     op = REGISTRY[n.op]
-    return op.category in RECOMPUTABLE and not op.extra.get("impure")
+    return op.category in RECOMPUTABLE and n.op not in EXPENSIVE and \
+        not op.extra.get("impure")
 
 
 SOURCE, SINK = "source", "sink"
