@@ -25,6 +25,19 @@ def _gpt(compiled: bool, dropout: float = 0.0, steps: int = 3):
     return fn, losses, params, grads
 
 
+def _assert_trains_like(params, want, names, lr=1e-3, steps=3):
+    """Parameters after the same steps agree, except attention's key bias: its gradient
+    is zero in exact arithmetic (softmax ignores a shift shared by all keys), so it is
+    rounding noise whose sign any change of summation order flips, and Adam turns noise
+    into steps of about ``lr``: there, only Adam's bound holds."""
+    d = 128
+    for name, a, b in zip(names, params, want):
+        if name.endswith("attn.qkv.bias"):
+            np.testing.assert_allclose(a[d:2 * d], b[d:2 * d], atol=2 * lr * steps)
+            a, b = np.delete(a, np.s_[d:2 * d]), np.delete(b, np.s_[d:2 * d])
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=name)
+
+
 def _no_cut(monkeypatch):
     monkeypatch.setattr(fusion, "recompute_for_backward", lambda g: None)
 
@@ -40,17 +53,21 @@ def test_gpt_step_with_min_cut_equals_without_and_eager(monkeypatch, dropout):
     assert not any(n.meta.get("recomputed") and n.op.startswith("rand") for n in g.nodes)
     _, e_losses, e_params, e_grads = _gpt(False, dropout)
     np.testing.assert_allclose(losses, e_losses, rtol=2e-5)
-    for a, b in zip(params + grads, e_params + e_grads):
+    names = [n for n, _ in build(torch, "gpt_train", 0.0, small=True)[0].named_parameters()]
+    _assert_trains_like(params, e_params, names)
+    for a, b in zip(grads, e_grads):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
     # the recomputed ops are the same ops on the same operands: the plan without the
-    # min-cut gives the same numbers
+    # min-cut gives the same numbers, up to rounding (a recomputed chain may land in
+    # another kernel, where a multiply and an add contract into one FMA differently)
     _no_cut(monkeypatch)
     fn2, losses2, params2, grads2 = _gpt(True, dropout)
     assert "step_cut" not in fn2.entries[-1].executable.compiled.graph.meta
     assert fn2.entries[-1].saved_bytes > entry.saved_bytes
     np.testing.assert_allclose(losses, losses2, rtol=1e-6)
-    for a, b in zip(params + grads, params2 + grads2):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    _assert_trains_like(params, params2, names)
+    for a, b in zip(grads, grads2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def _mlp(compiled: bool, steps: int = 4):
