@@ -16,14 +16,16 @@ from kernels.cpu import conv_native
 
 RNG = np.random.default_rng(7)
 DTYPES = [np.float32, np.float64]
+# Each geometry (window, strides, padding, dilation) builds its own column kernels, per
+# dtype (``nn_native.fixed_args``), and this folder's tests compile into an empty cache:
+# the cases are few, and the float64 ones share the finite-difference tests' geometries.
 CASES = [  # spatial, kernel, stride, padding, dilation
-    ((11,), (3,), (1,), (0,), (1,)),
-    ((12,), (4,), (3,), (2,), (2,)),
-    ((7, 9), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((11,), (3,), (2,), (1,), (2,)),
     ((9, 8), (3, 2), (2, 3), (1, 0), (2, 1)),
-    ((6, 7), (5, 5), (1, 2), (2, 2), (1, 1)),
+    ((7, 9), (3, 3), (1, 1), (1, 1), (1, 1)),
     ((5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 0, 1), (2, 1, 1)),
 ]
+F64_CASES = (0, 1, 3)
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -69,18 +71,21 @@ def _check(name, args, attrs, exact):
     if exact:
         np.testing.assert_array_equal(got, want)
     else:
+        # sums of many products: rounding scales with the largest of them, not the result
         tol = 1e-5 if got.dtype == np.float32 else 1e-12
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
     out = np.full(want.shape, 7, want.dtype)
     assert op.impl(*args, out=out, **attrs) is out
     np.testing.assert_array_equal(out, got)
     return got
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ones_row", [False, True])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{len(c[0])}d-{c}")
-def test_native_equals_reference(case, ones_row, dtype, threads, block_bytes):
+@pytest.mark.parametrize("case,dtype", [(c, np.float32) for c in CASES]
+                         + [(CASES[i], np.float64) for i in F64_CASES],
+                         ids=lambda v: f"{len(v[0])}d-{v}" if isinstance(v, tuple) else
+                         np.dtype(v).name)
+def test_native_equals_reference(case, ones_row, dtype, block_bytes):
     """Each image's output and input gradient is one GEMM, as in the reference: equal bit
     for bit; the weight gradient sums in another order: equal to rounding."""
     x, w2, g, attrs = _operands(case, dtype, ones_row=ones_row)
@@ -133,13 +138,14 @@ def _conv_fn(nsp, stride, padding, dilation):
     return lambda x, w, b: conv(x, w, b, stride=stride, padding=padding, dilation=dilation)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=str)
+@pytest.mark.parametrize("case", [CASES[i] for i in F64_CASES], ids=str)
 def test_conv_gradients_by_finite_differences(case):
     """First and second order (the three ops differentiate into each other)."""
     spatial, kernel, stride, padding, dilation = case
+    spatial = tuple(max(s - 2, 5) for s in spatial)  # the same kernels, fewer differences
     x = gcompile.tensor(_rand((2, 2) + spatial, np.float64), requires_grad=True)
-    w = gcompile.tensor(_rand((3, 2) + kernel, np.float64), requires_grad=True)
-    b = gcompile.tensor(_rand((3,), np.float64), requires_grad=True)
+    w = gcompile.tensor(_rand((2, 2) + kernel, np.float64), requires_grad=True)
+    b = gcompile.tensor(_rand((2,), np.float64), requires_grad=True)
     fn = _conv_fn(len(spatial), stride, padding, dilation)
     assert fn(x, w, b).grad_fn.name() == "ConvolutionBackward0"
     assert gradcheck(fn, (x, w, b))
@@ -149,12 +155,12 @@ def test_conv_gradients_by_finite_differences(case):
 def test_double_backward_matches_torch():
     """A gradient penalty: d/dθ of |∂loss/∂x|², against torch."""
     torch = pytest.importorskip("torch")
-    x0, w0, b0 = _rand((3, 2, 7, 6), np.float64), _rand((4, 2, 3, 2), np.float64), \
+    x0, w0, b0 = _rand((3, 2, 9, 8), np.float64), _rand((4, 2, 3, 2), np.float64), \
         _rand((4,), np.float64)
     grads = []
     for lib in (gcompile, torch):
         x, w, b = (lib.tensor(a, requires_grad=True) for a in (x0, w0, b0))
-        y = lib.nn.functional.conv2d(x, w, b, stride=(2, 1), padding=1, dilation=(1, 2))
+        y = lib.nn.functional.conv2d(x, w, b, stride=(2, 3), padding=(1, 0), dilation=(2, 1))
         gx, = lib.autograd.grad((y ** 2).sum(), x, create_graph=True)
         ((gx ** 2).sum() + (y ** 3).mean()).backward()
         grads.append([t.grad.numpy() for t in (x, w, b)])
