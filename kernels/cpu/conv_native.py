@@ -10,7 +10,8 @@ own buffer of about ``BLOCK_BYTES`` and multiplies straight into the output's (N
 L) rows, with BLAS on one thread while the op's threads run (``blas_lanes``). The two
 gradients work the same way: ``conv_input_grad`` multiplies then col2im's each block;
 ``conv_weight_grad`` im2col's each block again (cheaper than keeping the columns) and
-accumulates g·colsᵀ.
+accumulates g·colsᵀ. The im2col and col2im kernels are built for the layer's window,
+strides and padding (``nn_native.fixed_args``), which halves their time.
 
 Results do not depend on the thread count: each image's forward and input gradient are
 computed alone, and the weight gradient sums ``WGRAD_PARTS`` fixed partial sums (over
@@ -37,6 +38,7 @@ BLOCK_BYTES = 2 << 20  # columns per block: about an L2's worth
 WGRAD_PARTS = 8        # fixed partial sums of the weight gradient
 
 _LOCAL = threading.local()
+
 
 def _scratch(key: str, shape: tuple, dtype) -> np.ndarray:
     """A per-thread work array of ``shape`` (kept for the next call when it is at most a
@@ -80,14 +82,22 @@ class _Im2col:
         self.k(x[lo:hi], buf, *self.args, n=(hi - lo) * self.rows, parallel=False)
 
 
-def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=None):
-    ref = REGISTRY["conv"].reference
-    if x.dtype.name not in FLOATS or w2.dtype != x.dtype or x.size == 0 or w2.size == 0:
-        return hw.into(ref(x, w2, kernel, stride, padding, dilation, ones_row), out)
+def _columns(x, other, kernel, stride, padding, dilation, ones_row, op):
+    """``x`` as a kernel operand and its column maker, or None where the NumPy reference
+    serves ``op`` (another dtype, mixed dtypes, an empty operand, no kernel)."""
+    if x.dtype.name not in FLOATS or other.dtype != x.dtype or x.size == 0 or other.size == 0:
+        return None
     x = hw.operand(x)
-    cols = _Im2col(x, kernel, stride, padding, dilation, ones_row, "conv")
-    if not _ready(cols.k):
-        return hw.into(ref(x, w2, kernel, stride, padding, dilation, ones_row), out)
+    cols = _Im2col(x, kernel, stride, padding, dilation, ones_row, op)
+    return (x, cols) if _ready(cols.k) else None
+
+
+def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=None):
+    ready = _columns(x, w2, kernel, stride, padding, dilation, ones_row, "conv")
+    if ready is None:
+        return hw.into(REGISTRY["conv"].reference(x, w2, kernel, stride, padding, dilation,
+                                                  ones_row), out)
+    x, cols = ready
     n, cout, length = x.shape[0], w2.shape[0], cols.length
     out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
     res = hw.result((n, cout) + out_sp, x.dtype, out)
@@ -145,13 +155,11 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
 
 def _conv_weight_grad_native(x, g, kernel, stride, padding, dilation, ones_row=False,
                              out=None):
-    ref = REGISTRY["conv_weight_grad"].reference
-    if x.dtype.name not in FLOATS or g.dtype != x.dtype or x.size == 0 or g.size == 0:
-        return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)
-    x = hw.operand(x)
-    cols = _Im2col(x, kernel, stride, padding, dilation, ones_row, "conv_weight_grad")
-    if not _ready(cols.k):
-        return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)
+    ready = _columns(x, g, kernel, stride, padding, dilation, ones_row, "conv_weight_grad")
+    if ready is None:
+        return hw.into(REGISTRY["conv_weight_grad"].reference(
+            x, g, kernel, stride, padding, dilation, ones_row), out)
+    x, cols = ready
     n, cout, length, rows = x.shape[0], g.shape[1], cols.length, cols.rows
     g3 = g.reshape(n, cout, length)
     b = _block(rows, length, x.itemsize, n)
@@ -186,11 +194,7 @@ NATIVE = {
 def register() -> None:
     """Serve the ops in ``NATIVE`` from these kernels (the NumPy implementations stay as
     ``op.reference``); each takes ``out=`` like ``nn_native``'s."""
-    for name, fn in NATIVE.items():
-        hw.writes_out(fn)
-        op = REGISTRY[name]
-        if op.impl is not fn:
-            op.use_native(fn)
+    hw.serve(NATIVE)
 
 
 register()

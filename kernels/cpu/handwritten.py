@@ -60,7 +60,7 @@ import numpy as np
 from . import codegen
 
 __all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE", "writes_out",
-           "result", "into"]
+           "serve", "result", "into"]
 
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
@@ -99,6 +99,17 @@ def writes_out(fn):
     buffer (``runtime.steps``), so a steady-state step allocates nothing large."""
     fn.writes_out = True
     return fn
+
+
+def serve(natives: dict) -> None:
+    """Make each ``natives[op]`` (taking ``out=``, ``writes_out``) the implementation of
+    registry op ``op``, once; the NumPy implementation stays as ``op.reference``."""
+    from ir.registry import REGISTRY
+    for name, fn in natives.items():
+        writes_out(fn)
+        op = REGISTRY[name]
+        if op.impl is not fn:
+            op.use_native(fn)
 
 
 def result(shape, dtype, out: np.ndarray | None) -> np.ndarray:

@@ -994,11 +994,7 @@ def register() -> None:
     """Serve the ops in ``NATIVE`` from their kernels (once; the NumPy implementations
     stay as ``op.reference``). Each takes ``out=`` (``handwritten.writes_out``): a plan's
     library step passes its planned buffer."""
-    for name, fn in NATIVE.items():
-        hw.writes_out(fn)
-        op = REGISTRY[name]
-        if op.impl is not fn:
-            op.use_native(fn)
+    hw.serve(NATIVE)
 
 
 register()

@@ -472,11 +472,7 @@ NATIVE = {"lstm_scan": lstm_scan, "lstm_scan_backward": lstm_scan_backward,
 def register() -> None:
     """Serve the scan ops from the native versions (idempotent); each takes ``out=``
     (``handwritten.writes_out``): a plan's library step passes its planned buffer."""
-    for name, fn in NATIVE.items():
-        hw.writes_out(fn)
-        op = REGISTRY[name]
-        if op.impl is not fn:
-            op.use_native(fn)
+    hw.serve(NATIVE)
 
 
 register()
