@@ -41,8 +41,10 @@ _LOCAL = threading.local()
 
 
 def _scratch(key: str, shape: tuple, dtype) -> np.ndarray:
-    """A per-thread work array of ``shape`` (kept for the next call when it is at most a
-    few blocks, so a steady-state training step allocates nothing large)."""
+    """A work array of ``shape``, kept by the calling thread for its next call when it is
+    at most a few blocks (so a steady-state training step allocates nothing large). The
+    caller takes one per lane (``key`` names the lane) and hands it to the lane's tasks,
+    whichever pool thread runs them."""
     count = int(np.prod(shape))
     dtype = np.dtype(dtype)
     if count * dtype.itemsize > 4 * BLOCK_BYTES:
@@ -54,6 +56,11 @@ def _scratch(key: str, shape: tuple, dtype) -> np.ndarray:
     if a is None or a.size < count:
         a = kept[(key, dtype)] = np.empty(count, dtype)
     return a[:count].reshape(shape)
+
+
+def _lane_scratch(key: str, k: int, shape: tuple, dtype) -> list[np.ndarray]:
+    """One ``_scratch`` array per lane (task i of ``blas_lanes.run`` runs on lane i % k)."""
+    return [_scratch(f"{key}{j}", shape, dtype) for j in range(k)]
 
 
 def _block(rows: int, length: int, itemsize: int, n: int) -> int:
@@ -105,15 +112,16 @@ def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=N
     b = _block(cols.rows, length, x.itemsize, n)
     k = blas_lanes.lanes(n)
 
-    def task(lo, hi):
+    bufs = _lane_scratch("cols", k, (b, cols.rows, length), x.dtype)
+
+    def task(lo, hi, buf):
         def run():
-            buf = _scratch("cols", (b, cols.rows, length), x.dtype)
             for i in range(lo, hi, b):
                 j = min(i + b, hi)
                 cols(x, i, j, buf[:j - i])
                 np.matmul(w2, buf[:j - i], out=y3[i:j])
         return run
-    blas_lanes.run([task(lo, hi) for lo, hi in _ranges(n, k)], k)
+    blas_lanes.run([task(lo, hi, bufs[t % k]) for t, (lo, hi) in enumerate(_ranges(n, k))], k)
     return hw.into(res, out)
 
 
@@ -140,16 +148,17 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
     b = _block(rows, length, g.itemsize, n)
     k = blas_lanes.lanes(n)
 
-    def task(lo, hi):
+    bufs = _lane_scratch("cols", k, (b, rows, length), g.dtype)
+
+    def task(lo, hi, buf):
         def run():
-            buf = _scratch("cols", (b, rows, length), g.dtype)
             for i in range(lo, hi, b):
                 j = min(i + b, hi)
                 blk = buf[:j - i]
                 np.matmul(w2t, g3[i:j], out=blk)
                 kc(blk, res[i:j], *cargs, n=(j - i) * c, parallel=False)
         return run
-    blas_lanes.run([task(lo, hi) for lo, hi in _ranges(n, k)], k)
+    blas_lanes.run([task(lo, hi, bufs[t % k]) for t, (lo, hi) in enumerate(_ranges(n, k))], k)
     return hw.into(res, out)
 
 
@@ -168,18 +177,21 @@ def _conv_weight_grad_native(x, g, kernel, stride, padding, dilation, ones_row=F
     acc = _scratch("acc", (len(parts), rows, cout), x.dtype)
     acc.fill(0)
 
-    def task(p, lo, hi):
+    k = blas_lanes.lanes(len(parts))
+    bufs = _lane_scratch("cols", k, (b, rows, length), x.dtype)
+    tmps = _lane_scratch("wgrad", k, (b, rows, cout), x.dtype)
+    sums = _lane_scratch("wsum", k, (rows, cout), x.dtype)
+
+    def task(p, lo, hi, buf, tmp, part):
         def run():
-            buf = _scratch("cols", (b, rows, length), x.dtype)
-            tmp = _scratch("wgrad", (b, rows, cout), x.dtype)
             for i in range(lo, hi, b):
                 j = min(i + b, hi)
                 cols(x, i, j, buf[:j - i])
                 np.matmul(buf[:j - i], g3[i:j].transpose(0, 2, 1), out=tmp[:j - i])
-                acc[p] += tmp[:j - i].sum(0)
+                acc[p] += np.sum(tmp[:j - i], axis=0, out=part)
         return run
-    blas_lanes.run([task(p, lo, hi) for p, (lo, hi) in enumerate(parts)],
-                   blas_lanes.lanes(len(parts)))
+    blas_lanes.run([task(p, lo, hi, bufs[p % k], tmps[p % k], sums[p % k])
+                    for p, (lo, hi) in enumerate(parts)], k)
     total = acc.sum(0) if len(parts) > 1 else acc[0]
     return hw.into(np.ascontiguousarray(total.T), out)
 
