@@ -31,8 +31,8 @@ from ir.registry import REGISTRY
 
 from . import blas_lanes
 from . import handwritten as hw
-from .nn_native import (_COL2IM_INTS, _IM2COL_INTS, FLOATS, _as5d, _geometry, _ready,
-                        col2im_kernel, fixed_args, im2col_kernel)
+from .nn_native import (_COL2IM_INTS, FLOATS, _geometry, _ready, col2im_kernel, fixed_args,
+                        im2col_args, im2col_kernel)
 
 BLOCK_BYTES = 2 << 20  # columns per block: about an L2's worth
 WGRAD_PARTS = 8        # fixed partial sums of the weight gradient
@@ -76,12 +76,9 @@ class _Im2col:
     """im2col of image blocks of ``x`` into (b, R, L) buffers, on the calling thread."""
 
     def __init__(self, x, kernel, stride, padding, dilation, ones_row, op):
-        c = x.shape[1]
-        self.rows = c * int(np.prod(kernel)) + (1 if ones_row else 0)
-        out = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
-        self.length = int(np.prod(out))
-        args = dict(zip(_IM2COL_INTS, [c, *_as5d(x)[1], *_geometry(
-            x.shape[2:], kernel, stride, padding, dilation, out), 1 if ones_row else 0, 0]))
+        self.rows = x.shape[1] * int(np.prod(kernel)) + (1 if ones_row else 0)
+        args, self.out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
+        self.length = int(np.prod(self.out_sp))
         self.k = im2col_kernel(x.dtype.name, op, fixed_args(args, ("s4", "ones", "NB")))
         self.args = list(args.values())
 
@@ -106,8 +103,7 @@ def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=N
                                                   ones_row), out)
     x, cols = ready
     n, cout, length = x.shape[0], w2.shape[0], cols.length
-    out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
-    res = hw.result((n, cout) + out_sp, x.dtype, out)
+    res = hw.result((n, cout) + cols.out_sp, x.dtype, out)
     y3 = res.reshape(n, cout, length)
     b = _block(cols.rows, length, x.itemsize, n)
     k = blas_lanes.lanes(n)

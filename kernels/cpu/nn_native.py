@@ -25,6 +25,7 @@ pair's time at the MNIST example's shapes.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -177,9 +178,15 @@ def _fixed(body: str, fixed: dict[str, int] | None) -> str:
     3x3 stride-1 im2col of MNIST's conv2 input runs about 2.4x faster so."""
     if not fixed:
         return body
+    return _fixed_source(body, tuple(sorted((k, int(v)) for k, v in fixed.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _fixed_source(body: str, fixed: tuple) -> str:
+    """``_fixed``'s text, built once per geometry (conv ops ask for it on every call)."""
     if body.count(_BODY_TOP) != 1:
         raise ValueError("kernels: a fixed-geometry body needs one top line to set before")
-    sets = "".join(f"    {k} = {int(v)}\n" for k, v in sorted(fixed.items()))
+    sets = "".join(f"    {k} = {v}\n" for k, v in fixed)
     return body.replace(_BODY_TOP, sets + _BODY_TOP)
 
 
@@ -189,6 +196,16 @@ def im2col_kernel(d: str, op: str = "im2col", fixed: dict[str, int] | None = Non
     ``fixed``: int arguments baked in, ``fixed_args``)."""
     return hw.kernel("im2col_fixed" if fixed else "im2col", (("x", "in", d), ("out", "out", d))
                      + _ints(*_IM2COL_INTS), _fixed(_IM2COL, fixed), op=op)
+
+
+def im2col_args(x, kernel, stride, padding, dilation, ones_row: bool, nb: int
+                ) -> tuple[dict[str, int], tuple[int, ...]]:
+    """The int arguments of an im2col kernel call on ``x`` (``nb``: the batch for
+    batch-last columns, else 0), by name, and the output's spatial size."""
+    out = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
+    vals = [x.shape[1], *_as5d(x)[1], *_geometry(x.shape[2:], kernel, stride, padding,
+                                                dilation, out), 1 if ones_row else 0, nb]
+    return dict(zip(_IM2COL_INTS, vals)), out
 
 
 def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False, batch_last=False,
@@ -201,14 +218,12 @@ def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False, batch_l
         return hw.into(ref(x, kernel, stride, padding, dilation, ones_row, batch_last), out)
     x = hw.operand(x)
     n, c = x.shape[:2]
-    out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation)
-    kk = int(np.prod(kernel))
-    rows = c * kk + (1 if ones_row else 0)
+    args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row,
+                               n if batch_last else 0)
+    rows = c * int(np.prod(kernel)) + (1 if ones_row else 0)
     length = int(np.prod(out_sp))
     res = hw.result((rows, n * length) if batch_last else (n, rows, length), x.dtype, out)
-    _, st = _as5d(x)
-    k(x, res, c, *st, *_geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp),
-      1 if ones_row else 0, n if batch_last else 0, n=n * rows, work=res.size)
+    k(x, res, *args.values(), n=n * rows, work=res.size)
     return hw.into(res, out)
 
 
