@@ -158,13 +158,28 @@ class Graph:
         self._next += 1
         return Value(vid, name or str(vid), shape, dtype, device, kind)
 
+    def _taken(self) -> set[str]:
+        """Every name this graph has given out (kept, not rebuilt per new input: a traced
+        step adds hundreds of inputs to a graph of thousands of nodes). A name stays
+        taken after its value is removed."""
+        taken = self.__dict__.get("_names")
+        if taken is None:
+            taken = self.__dict__["_names"] = {v.name for v in self.all_values()}
+        return taken
+
     def _unique_name(self, name: str) -> str:
-        taken = {v.name for v in self.all_values()}
+        taken = self._taken()
         base, k = name, 1
         while name in taken or name.isdigit():
             name = f"{base}_{k}"
             k += 1
+        taken.add(name)
         return name
+
+    def name_value(self, v: Value, name: str) -> None:
+        """Give ``v`` the name ``name`` (deserialisation keeps the stored names)."""
+        v.name = name
+        self._taken().add(name)
 
     def add_input(self, shape: Sequence[int], dtype, name: str | None = None,
                   device: str = "cpu") -> Value:
@@ -257,29 +272,45 @@ class Graph:
             if isinstance(new, Value) and u not in new.users:
                 new.users.append(u)
         old.users = []
-        if any(o is old for o in self.outputs):
+        if old in self.outputs:  # identity: Value defines no __eq__
             if not isinstance(new, Value):
                 raise ValueError("cannot replace a graph output by a Python scalar")
             self.outputs = [new if o is old else o for o in self.outputs]
 
     def remove_node(self, node: Node) -> None:
         """Remove a node whose value has no users."""
-        if node.out.users or any(o is node.out for o in self.outputs):
+        if node.out.users or node.out in self.outputs:
             raise ValueError(f"cannot remove {format_node(node)}: its value is still used")
         for a in node.value_inputs:
             if node in a.users:
                 a.users.remove(node)
         self.nodes.remove(node)
 
+    def remove_nodes(self, nodes: Iterable[Node]) -> None:
+        """``remove_node`` for each of ``nodes`` (none of whose values may still be used,
+        not even by another of them), with one pass over the node list."""
+        gone = set()
+        for node in nodes:
+            if node.out.users or node.out in self.outputs:
+                raise ValueError(f"cannot remove {format_node(node)}: its value is still used")
+            for a in node.value_inputs:
+                if node in a.users:
+                    a.users.remove(node)
+            gone.add(id(node))
+        if gone:
+            self.nodes = [n for n in self.nodes if id(n) not in gone]
+
     def remove_unused_constants(self) -> None:
         self.constants = [c for c in self.constants
-                          if c.users or any(o is c for o in self.outputs)]
+                          if c.users or c in self.outputs]
 
     def copy(self) -> Graph:
         """A structural copy (constants share their read-only data)."""
         g = Graph(self.name)
         g._next = self._next
         g.meta = dict(self.meta)
+        if "_names" in self.__dict__:
+            g.__dict__["_names"] = set(self.__dict__["_names"])
         vmap: dict[int, Value] = {}
         for v in self.inputs + self.constants:
             nv = Value(v.id, v.name, v.shape, v.dtype, v.device, v.kind)

@@ -160,7 +160,7 @@ def from_dict(d: dict) -> Graph:
         name = _field(od, "name", f"{where}.out", str)
         if name in env:
             raise GraphFormatError(f"{where}.out.name: {name!r} is defined twice")
-        v.name = name
+        g.name_value(v, name)
         env[name] = v
     outs = []
     for i, name in enumerate(_field(d, "outputs", "graph", list)):

@@ -118,9 +118,12 @@ class Plan:
         if wstep.kind != "kernel" or getattr(wstep.spec, "kind", None) != "elementwise":
             return False
         aliases = {in_slot}
-        for st in idx["views"]:  # steps are in order: views of views are found
-            if any(x in aliases for x in st.inputs):
-                aliases.update(st.outputs)
+        todo = [in_slot]
+        while todo:  # views of views are views too
+            for v in idx["viewed_by"].get(todo.pop(), ()):
+                if v not in aliases:
+                    aliases.add(v)
+                    todo.append(v)
         for a in aliases:
             for i in idx["readers"].get(a, ()):
                 if i > w or (i == w and a != in_slot):
@@ -139,13 +142,18 @@ class Plan:
                     writers.setdefault(x, []).append(i)
                 for x in dict.fromkeys(st.inputs):
                     readers.setdefault(x, []).append(i)
+            viewed_by: dict[int, list[int]] = {}  # slot -> slots of views taken of it
+            for st in self.steps:
+                if st.kind == "view":
+                    for x in dict.fromkeys(st.inputs):
+                        viewed_by.setdefault(x, []).extend(st.outputs)
             out_count: dict[int, int] = {}
             for s in self.output_slots:
                 out_count[s] = out_count.get(s, 0) + 1
             idx = self.__dict__["_slot_index"] = {
                 "writers": writers, "readers": readers, "out_count": out_count,
                 "buffer": {b.slot: b for b in reversed(self.buffers)},
-                "views": [st for st in self.steps if st.kind == "view"]}
+                "viewed_by": viewed_by}
         return idx
 
     def materialize(self, pool=None) -> None:

@@ -51,7 +51,7 @@ def attr_key(v):
 def cse(graph: Graph) -> int:
     """Merge nodes computing the same op on the same operands; returns merges."""
     seen: dict[tuple, Value] = {}
-    merged = 0
+    gone = []
     for n in list(graph.nodes):
         if not _pure(n.op):
             continue
@@ -63,9 +63,9 @@ def cse(graph: Graph) -> int:
             seen[key] = n.out
             continue
         graph.replace_all_uses(n.out, prev)
-        graph.remove_node(n)
-        merged += 1
-    return merged
+        gone.append(n)
+    graph.remove_nodes(gone)
+    return len(gone)
 
 
 def fold_constants(graph: Graph, max_bytes: int = 1 << 20) -> int:

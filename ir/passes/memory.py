@@ -109,13 +109,16 @@ def check_plan(plan: MemoryPlan, reqs: list[BufferReq]) -> None:
             if ra.end > rb.start:
                 raise ValueError(f"memory plan: {a} (steps {ra.start}..{ra.end}) is still read "
                                  f"after {b} overwrites it at step {rb.start}")
-    n_steps = max((r.end for r in reqs), default=-1) + 1
-    for step in range(n_steps):
-        live = [s for s in plan.storages if s.start <= step <= s.end]
-        live.sort(key=lambda s: s.offset)
-        for a, b in zip(live, live[1:]):
-            if a.offset + a.nbytes > b.offset:
+    # storages live at once, checked when the later one starts (the first step both
+    # are live): a sweep, not a scan of every storage at every step
+    live: list = []
+    for s in sorted(plan.storages, key=lambda s: s.start):
+        live = [t for t in live if t.end >= s.start]
+        for t in live:
+            if t.offset < s.offset + s.nbytes and s.offset < t.offset + t.nbytes:
+                a, b = (t, s) if (t.offset, t.start) <= (s.offset, s.start) else (s, t)
                 raise ValueError(
-                    f"memory plan: at step {step} storage of {a.buffers} "
+                    f"memory plan: at step {s.start} storage of {a.buffers} "
                     f"[{a.offset}, {a.offset + a.nbytes}) overlaps storage of {b.buffers} "
                     f"[{b.offset}, {b.offset + b.nbytes})")
+        live.append(s)

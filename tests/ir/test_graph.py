@@ -115,3 +115,26 @@ def test_replace_and_copy():
     h.remove_node(n)
     verify(h)
     assert len(h.nodes) == len(g.nodes) - 1
+
+
+def test_names_stay_unique_through_removals_copies_and_round_trips():
+    """Inputs and constants get names no value of the graph has had (kept in a set, not
+    rebuilt from every value per new input); a copy and a JSON round trip keep them."""
+    g = Graph("names")
+    a = g.add_input((2,), dt.float32, "x")
+    b = g.add_input((2,), dt.float32, "x")
+    c = g.add_const(np.ones(2, np.float32), "x")
+    assert (a.name, b.name, c.name) == ("x", "x_1", "x_2")
+    assert g.add_input((2,), dt.float32, "7").name == "7_1"  # digits are node names
+    n = g.add_node("add", [a, b])
+    g.set_outputs([n])
+    g.remove_unused_constants()  # c goes; its name stays taken
+    assert c not in g.constants
+    assert g.add_const(np.zeros(2, np.float32), "x_2").name == "x_2_1"
+    h = g.copy()
+    assert h.add_input((2,), dt.float32, "x").name == "x_3"
+    assert g.add_input((2,), dt.float32, "x").name == "x_3"  # the copy's set is its own
+    r = serialize.loads(serialize.dumps(g))
+    names = [v.name for v in r.all_values()]
+    assert len(names) == len(set(names))
+    assert r.add_input((2,), dt.float32, names[-1]).name == names[-1] + "_1"

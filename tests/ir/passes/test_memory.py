@@ -43,3 +43,21 @@ def test_checker_rejects_overlap():
 def test_bad_inplace_request_is_refused():
     with pytest.raises(ValueError, match="in place"):
         plan_memory([BufferReq("a", 64, 0, 3), BufferReq("b", 64, 1, 2, inplace_of="a")])
+
+
+def test_checker_finds_an_overlap_among_many_storages():
+    """The checker sweeps storages by start step: an overlap between a storage and one
+    that started long before it (others started in between) is still found, and plans
+    built by the planner over many buffers pass."""
+    reqs = [BufferReq(f"r{i}", 64 * (1 + i % 5), i, i + 1 + i % 7) for i in range(60)]
+    plan = plan_memory(reqs)
+    check_plan(plan, reqs)
+    long = [BufferReq("long", 256, 0, 50)] + [BufferReq(f"s{i}", 64, i, i + 1)
+                                                for i in range(1, 40)]
+    storages = [Storage(0, 256, 0, 50, ["long"], 0)]
+    storages += [Storage(i, 64, i, i + 1, [f"s{i}"], 256 + 64 * (i % 2)) for i in range(1, 40)]
+    storages[30] = Storage(30, 64, 30, 31, ["s30"], 128)  # inside long's range at step 30
+    offsets = {s.buffers[0]: s.offset for s in storages}
+    bad = MemoryPlan(storages, offsets, {s.buffers[0]: j for j, s in enumerate(storages)}, 384)
+    with pytest.raises(ValueError, match=r"at step 30 storage of \['long'\].*overlaps.*s30"):
+        check_plan(bad, long)
