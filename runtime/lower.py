@@ -133,10 +133,11 @@ def _dry_run(plan: Plan, inputs: list, out_into: dict | None) -> list:
                 into[k] = copies[j] if j is not None else _copy_like(a)
     except (AttributeError, TypeError, ValueError, MemoryError):
         return []
+    from kernels.cpu import dry_run
     rec: list = []
     RECORDING.variants = rec
     try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
+        with np.errstate(all="ignore"), warnings.catch_warnings(), dry_run():
             warnings.simplefilter("ignore")
             Executor(plan)(copies, into)
     except Exception:  # noqa: BLE001 - the variants seen so far are still worth compiling

@@ -38,7 +38,7 @@ from . import codegen, native
 
 __all__ = ["compile_kernel", "CompiledKernel", "BoundCall", "cache_stats", "PARALLEL_THRESHOLD",
            "set_parallel_threshold", "prefetch", "needs_compile", "defer_compile", "defer_build",
-           "defer_call", "compile_workers", "set_compile_observer"]
+           "defer_call", "defer_native", "dry_run", "compile_workers", "set_compile_observer"]
 
 # Elements per call above which a kernel's range is split over threads. Dispatching to
 # the pool costs ~20-40 us per call on this 2-core machine (benchmarks/kernels_micro.py
@@ -838,13 +838,14 @@ _POOL_STATE = {"started": False, "atexit": False}
 EARLY_START = 3  # in-process cold compiles after which the workers start unasked
 
 
-def _start_workers_early() -> None:
+def _start_workers_early(now: bool = False) -> None:
     """A process compiling its third kernel cold (a model's first, eager, call compiles
-    its kernels one by one) is likely to compile a plan's batch next: start the
-    workers now, in the background, so that their start-up (~1 s, Numba's import and
-    first compile) overlaps these compiles instead of the batch. Idle, they exit after
+    its kernels one by one), or a compiled function's first call leaving a cold kernel
+    for its plan (``now``), is likely to compile a plan's batch next: start the workers
+    now, in the background, so that their start-up (~1 s, Numba's import and first
+    compile) overlaps the trace instead of the batch. Idle, they exit after
     ``WORKER_IDLE_S``; nothing waits for them here."""
-    if _STATS["compiles"] + 1 < EARLY_START or _POOL_STATE["started"]:
+    if _POOL_STATE["started"] or (not now and _STATS["compiles"] + 1 < EARLY_START):
         return
     workers = compile_workers()
     if workers > 0 and _cache._key() is not None:
@@ -939,6 +940,57 @@ def defer_call(k: CompiledKernel, inputs: list, outputs: list) -> bool:
     return not _cache.object_path(k._source(v).source).exists()
 
 
+_DRY_RUN = threading.local()  # .on while a plan's dry run records its kernels' variants
+
+
+class dry_run:
+    """While a plan runs once to record its kernels' loop variants (``prefetch``):
+    hand-written kernels not yet compiled leave their ops to the NumPy path and join
+    the batch (``defer_native``)."""
+
+    def __enter__(self) -> None:
+        self.prev = getattr(_DRY_RUN, "on", False)
+        _DRY_RUN.on = True
+
+    def __exit__(self, *exc) -> None:
+        _DRY_RUN.on = self.prev
+
+
+def defer_native(k) -> bool:
+    """Whether hand-written kernel ``k`` (a ``NativeKernel`` whose machine code is not
+    loaded) should leave this call of its op to the op's NumPy implementation: a
+    compiled function's first call is tracing (its plan runs the op itself) or a plan's
+    dry run is recording, and the kernel is not on disk. The compile workers take it
+    at once, while the trace goes on, and the plan's batch waits for it (a GPT step's
+    trace compiled four such kernels, ~2.3 s, one after another, before)."""
+    if not (tracing() or getattr(_DRY_RUN, "on", False)):
+        return False
+    if _cache.object_path(k.source).exists():
+        return False
+    _start_workers_early(now=True)
+    _compile_soon(k)
+    return True
+
+
+_EARLY: dict[str, _Job] = {}  # source -> job queued by _compile_soon, for workers only
+
+
+def _compile_soon(k) -> None:
+    """Queue hand-written kernel ``k`` for the compile workers now (the parent is busy
+    tracing and does not take it); ``prefetch`` later adopts the job into its batch."""
+    if not _POOL_STATE["started"] or _cache._key() is None:
+        return
+    args = (k.source, codegen.c_arity(k.generated.params),
+            os.path.abspath(_cache.cache_dir()), os.path.abspath(_cache.cache_key_file()),
+            _cache._SALT)
+    with _JOBS_COND:
+        if k.source in _EARLY:
+            return
+        job = _EARLY[k.source] = _Job(k, None, k.generated, args, lambda: None)
+        _JOBS.append(job)
+        _JOBS_COND.notify_all()
+
+
 def defer_compile(kernels) -> bool:
     """Whether an eager call should leave ``kernels`` alone and take its NumPy path: a
     compiled function's first call is running (its trace, and the first training step's
@@ -970,6 +1022,7 @@ def prefetch(work) -> int:
     workers = compile_workers()
     if workers < 1 or (_POOL_STATE["started"] and not any(w.alive for w in _WORKERS)):
         return 0
+    from .handwritten import wanted
     todo: list[tuple[CompiledKernel, tuple, codegen.Generated]] = []
     seen: set[str] = set()
     with _LOCK:
@@ -983,6 +1036,17 @@ def prefetch(work) -> int:
                 continue
             seen.add(gen.source)
             todo.append((k, v, gen))
+        early = []
+        for k in wanted():  # hand-written kernels the trace and dry run left (variant None)
+            if k.source in seen:
+                continue
+            seen.add(k.source)
+            with _JOBS_COND:
+                job = _EARLY.pop(k.source, None)
+            if job is not None and not job.done:
+                early.append(job)  # queued or compiling in a worker already
+            elif not _cache.object_path(k.source).exists():
+                todo.append((k, None, k.generated))
     if _cache._key() is None:
         return 0
     # starting a worker costs about a second of CPU (Python, NumPy, Numba and a first
@@ -995,7 +1059,7 @@ def prefetch(work) -> int:
     # the front, the parent from the back, so the batch ends on short jobs, not on a
     # long one that one process compiles while the other waits
     todo.sort(key=lambda t: -len(t[2].source))
-    n = _compile_batch(todo) if len(todo) >= 2 else 0
+    n = _compile_batch(todo, early) if len(todo) + len(early) >= 2 else 0
     # a warm process skips the dry run for these (their variants are on disk, or one
     # compiles on first call)
     for k in {id(k): k for k in (it[0] if isinstance(it, tuple) else it for it in work)
@@ -1006,12 +1070,13 @@ def prefetch(work) -> int:
     return n
 
 
-def _compile_batch(todo: list) -> int:
+def _compile_batch(todo: list, early: list = ()) -> int:
     """Compile ``todo`` ((kernel, variant, generated source) triples): the workers take
     jobs from the front of a shared queue while this thread compiles from the back,
-    each job claimed exactly once; returns when every job is done. A worker that is
-    still starting takes nothing (the parent does the work meanwhile), and without
-    workers the parent compiles them all."""
+    each job claimed exactly once; returns when every job is done, and the ``early``
+    jobs (queued before, ``_compile_soon``) too. A worker that is still starting takes
+    nothing (the parent does the work meanwhile), and without workers the parent
+    compiles them all."""
     args = (os.path.abspath(_cache.cache_dir()), os.path.abspath(_cache.cache_key_file()),
             _cache._SALT)
     total = len(todo)
@@ -1026,11 +1091,16 @@ def _compile_batch(todo: list) -> int:
 
     jobs = [_Job(k, v, gen, (gen.source, codegen.c_arity(gen.params)) + args, finished)
             for k, v, gen in todo]
+    with _JOBS_COND:
+        _JOBS.extend(jobs)
+        for job in early:  # still queued (the parent may take it too) or in a worker
+            if not job.done:
+                job.on_done = finished
+                jobs.insert(0, job)
+                total += 1
+        _JOBS_COND.notify_all()
     _observe(0, total)
     try:
-        with _JOBS_COND:
-            _JOBS.extend(jobs)
-            _JOBS_COND.notify_all()
         while True:
             with _JOBS_COND:
                 mine = [j for j in jobs if j in _JOBS]
@@ -1040,7 +1110,10 @@ def _compile_batch(todo: list) -> int:
                 _JOBS.remove(job)
             try:
                 with _LOCK:
-                    job.kernel._fn(job.variant)
+                    if job.variant is None:  # a hand-written kernel
+                        job.kernel.load()
+                    else:
+                        job.kernel._fn(job.variant)
             except Exception:  # noqa: BLE001 - it fails again, and is handled, on first call
                 pass
             job.finish(None)

@@ -60,7 +60,7 @@ import numpy as np
 from . import codegen
 
 __all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE", "writes_out",
-           "serve", "result", "into"]
+           "serve", "result", "into", "Deferred", "wanted"]
 
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
@@ -101,15 +101,57 @@ def writes_out(fn):
     return fn
 
 
+class Deferred(Exception):
+    """A kernel call left to its op's NumPy implementation (``NativeKernel.__call__``):
+    the served op (``serve``) catches it and computes the result with ``op.reference``."""
+
+
+_SERVING = threading.local()  # .depth: served-op calls running on this thread
+_WANTED: dict[str, NativeKernel] = {}  # deferred kernels, by source, for the next batch
+
+
 def serve(natives: dict) -> None:
     """Make each ``natives[op]`` (taking ``out=``, ``writes_out``) the implementation of
-    registry op ``op``, once; the NumPy implementation stays as ``op.reference``."""
+    registry op ``op``, once; the NumPy implementation stays as ``op.reference``.
+
+    Each is wrapped so that a kernel it calls may defer (``Deferred``): while a compiled
+    function's first call traces, or a plan's dry run records its kernels, a kernel not
+    yet compiled leaves that call to the reference and is compiled with the plan's
+    batch (``wanted``), in parallel, instead of alone on the critical path.
+    ``natives[op]`` becomes the wrapped function."""
     from ir.registry import REGISTRY
-    for name, fn in natives.items():
-        writes_out(fn)
+    for name, fn in list(natives.items()):
         op = REGISTRY[name]
-        if op.impl is not fn:
-            op.use_native(fn)
+        if getattr(fn, "serves_op", None) == name and op.impl is fn:
+            continue
+        ref = op.reference or op.impl
+        natives[name] = served = _served(name, writes_out(fn), ref)
+        op.use_native(served)
+
+
+def _served(name: str, fn, ref):
+    def impl(*args, out=None, **kw):
+        depth = getattr(_SERVING, "depth", 0)
+        _SERVING.depth = depth + 1
+        try:
+            return fn(*args, out=out, **kw)
+        except Deferred:
+            return into(ref(*args, **kw), out)
+        finally:
+            _SERVING.depth = depth
+    impl.__name__ = impl.__qualname__ = getattr(fn, "__name__", name)
+    impl.__doc__ = fn.__doc__
+    impl.__wrapped__ = fn
+    impl.serves_op = name
+    return writes_out(impl)
+
+
+def wanted() -> list[NativeKernel]:
+    """The kernels deferred since the last call (not loaded since), to compile now."""
+    with _LOCK:
+        got = list(_WANTED.values())
+        _WANTED.clear()
+    return [k for k in got if k._fn is None]
 
 
 def result(shape, dtype, out: np.ndarray | None) -> np.ndarray:
@@ -187,10 +229,16 @@ class NativeKernel:
         return f"NativeKernel({self.name}, {[p[:2] for p in self.params]})"
 
     def load(self):
-        """The entry point (from the disk cache, or compiled by Numba and stored)."""
+        """The entry point (from the disk cache, or compiled by Numba and stored).
+        Raises ``Deferred`` instead of compiling inside a served op while
+        ``kernels.cpu.defer_native`` says so (the kernel then joins the next batch)."""
         fn = self._fn
         if fn is None:
             cpu = _cpu()
+            if getattr(_SERVING, "depth", 0) and cpu.defer_native(self):
+                with _LOCK:
+                    _WANTED[self.source] = self
+                raise Deferred(self.name)
             with cpu._LOCK:
                 fn = self._fn
                 if fn is None:

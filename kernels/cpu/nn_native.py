@@ -41,18 +41,27 @@ _FAILED: set[str] = set()
 # ---- helpers ----------------------------------------------------------------------------
 
 
-def _ready(k: hw.NativeKernel) -> bool:
-    """Whether ``k`` loads; a kernel that cannot be built (no Numba on a cold cache, a
-    compiler error) warns once and leaves its op to the NumPy reference."""
-    if k.name in _FAILED:
-        return False
-    try:
-        k.load()
-    except Exception as e:  # noqa: BLE001 - any build failure: the reference still works
-        _FAILED.add(k.name)
-        warnings.warn(f"gcompile: native kernel {k.name} could not be built ({type(e).__name__}:"
-                      f" {e}); using the NumPy implementation", RuntimeWarning, stacklevel=3)
-        return False
+def _ready(*ks: hw.NativeKernel) -> bool:
+    """Whether all of ``ks`` load; a kernel that cannot be built (no Numba on a cold
+    cache, a compiler error) warns once and leaves its op to the NumPy reference. One
+    that defers (``handwritten.Deferred``) does so after the others were asked, so that
+    all of them join the next compile batch."""
+    deferred = None
+    for k in ks:
+        if k.name in _FAILED:
+            return False
+        try:
+            k.load()
+        except hw.Deferred as d:  # left to the op's reference for now, not a failure
+            deferred = d
+        except Exception as e:  # noqa: BLE001 - any build failure: the reference works
+            _FAILED.add(k.name)
+            warnings.warn(f"gcompile: native kernel {k.name} could not be built "
+                          f"({type(e).__name__}: {e}); using the NumPy implementation",
+                          RuntimeWarning, stacklevel=3)
+            return False
+    if deferred is not None:
+        raise deferred
     return True
 
 
@@ -841,7 +850,7 @@ def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None):
                                     ("order", "in", "int64"), ("pos", "in", "int64"),
                                     ("out", "out", d), ("F", "int", None),
                                     ("copy_base", "int", None)), _SEGMENT_ADD, op=op)
-    if not (_ready(bucket) and _ready(seg)):
+    if not _ready(bucket, seg):
         return None
     m = idx1.shape[0]
     f = vals2.shape[1]

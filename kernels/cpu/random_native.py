@@ -98,30 +98,25 @@ def _kernel(dtype: str):
     return hw.kernel(f"rand_uniform_{dtype}", params, _body(per, store), op="rand_uniform")
 
 
-def _serve():
-    op = REGISTRY["rand_uniform"]
-    ref = op.reference or op.impl  # the NumPy implementation
+def rand_uniform(seed, shape, dtype, out=None):
+    name = np.dtype(dtype.np).name
+    if name not in _SOURCES:
+        return hw.into(REGISTRY["rand_uniform"].reference(seed, shape, dtype), out)
+    res = hw.result(shape, np.dtype(name), out)
+    n = res.size
+    if n:
+        per = _SOURCES[name][0]
+        _kernel(name)(res.reshape(-1), int(np.asarray(seed)), n, n=(n + per - 1) // per,
+                      work=n)
+    return res
 
-    def rand_uniform(seed, shape, dtype, out=None):
-        name = np.dtype(dtype.np).name
-        if name not in _SOURCES:
-            return hw.into(ref(seed, shape, dtype), out)
-        res = hw.result(shape, np.dtype(name), out)
-        n = res.size
-        if n:
-            per = _SOURCES[name][0]
-            _kernel(name)(res.reshape(-1), int(np.asarray(seed)), n, n=(n + per - 1) // per,
-                          work=n)
-        return res
 
-    return hw.writes_out(rand_uniform)
+NATIVE = {"rand_uniform": rand_uniform}
 
 
 def register() -> None:
     """Serve ``rand_uniform`` from the kernels (once)."""
-    op = REGISTRY["rand_uniform"]
-    if op.reference is None:
-        op.use_native(_serve())
+    hw.serve(NATIVE)
 
 
 register()

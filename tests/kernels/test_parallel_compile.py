@@ -244,3 +244,63 @@ def test_workers_start_at_the_third_cold_compile(tmp_path, workers):
         assert out == {"started": [False, False, True], "workers": 1}
     else:
         assert out == {"started": [False, False, False], "workers": 0}
+
+
+NATIVES = textwrap.dedent("""
+    import json
+    import numpy as np
+    import gcompile as torch
+    from gcompile import nn
+    from kernels.cpu import cache_stats, handwritten, _POOL_STATE
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 16), nn.Dropout(0.25), nn.Linear(16, 50))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    @torch.compile
+    def step(idx, tgt):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(idx).reshape(-1, 50), tgt.reshape(-1))
+        loss.backward()
+        opt.step()
+        return loss
+
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, 50, (4, 8), generator=g)
+    tgt = torch.randint(0, 50, (4, 8), generator=g)
+    losses = [step(idx, tgt).item()]  # eager first step, traced: nothing compiles here
+    first = dict(cache_stats())
+    deferred = sorted(k.name for k in handwritten._WANTED.values())
+    losses += [step(idx, tgt).item() for _ in range(3)]
+    print(json.dumps({"first": first, "deferred": deferred, "after": cache_stats(),
+                      "started": _POOL_STATE["started"], "losses": losses,
+                      "loaded": sorted(k.name for op in ("rand_uniform", "embedding_backward")
+                                       for k in handwritten.loaded_for(op))}))
+""")
+
+
+def _natives(tmp_path, cache: str, workers: str) -> dict:
+    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path / cache), GCOMPILE_PROGRESS="0",
+               GCOMPILE_CACHE_KEY_FILE=str(tmp_path / "key"), GCOMPILE_COMPILE_WORKERS=workers)
+    proc = subprocess.run([sys.executable, "-c", NATIVES], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_hand_written_kernels_a_trace_meets_compile_with_the_plans_batch(tmp_path):
+    """Dropout's random stream and the embedding gradient's scatter kernels are not
+    compiled one after another on a compiled step's first (traced) call: their ops take
+    the NumPy reference there, the workers start and take them at once, and the plan's
+    batch waits for them. Results equal those of a process without workers (which
+    compiles them lazily) and of a warm process, bit for bit."""
+    par = _natives(tmp_path, "par", "1")
+    assert par["first"]["compiles"] == 0 and par["started"]
+    assert {"rand_uniform_float32", "bucket_int64", "segment_add"} <= set(par["deferred"])
+    assert {"rand_uniform_float32", "segment_add"} <= set(par["loaded"])
+    assert par["after"]["worker_compiles"] >= 3
+    serial = _natives(tmp_path, "ser", "0")
+    assert serial["first"]["compiles"] == 0 and not serial["started"]
+    assert serial["losses"] == par["losses"]
+    warm = _natives(tmp_path, "par", "1")
+    assert warm["after"]["compiles"] == 0 and warm["after"]["worker_compiles"] == 0
+    assert not warm["deferred"] and warm["losses"] == par["losses"]
