@@ -935,7 +935,7 @@ def _rows2(a: np.ndarray, rows: int, f: int) -> np.ndarray:
 # rows of the index in order within it (np.add.at's order for every element).
 _SCATTER_ADD = '''
 @njit(nogil=True, inline="always")
-def body(src, s0, s1, idx, i0, i1, out, R, M, F, bad, lo, hi):
+def body(src, s0, s1, idx, i0, i1, out, o0, o1, R, M, F, bad, lo, hi):
     for blk in range(lo, hi):
         j0 = blk * 64
         j1 = min(j0 + 64, F)
@@ -948,7 +948,7 @@ def body(src, s0, s1, idx, i0, i1, out, R, M, F, bad, lo, hi):
                 if v < 0 or v >= R:
                     flag = 1
                     continue
-                out[v * F + j] += src[i * s0 + j * s1]
+                out[v * o0 + j * o1] += src[i * s0 + j * s1]
         bad[blk] = flag
 '''
 
@@ -969,7 +969,8 @@ def _scatter_native(x, index, src, dim, reduce=None, out=None):
     k = hw.kernel(f"scatter_add_{it}", (("src", "in", d), ("s0", "int", None),
                                         ("s1", "int", None), ("idx", "in", it),
                                         ("i0", "int", None), ("i1", "int", None),
-                                        ("out", "out", d)) + _ints("R", "M", "F")
+                                        ("out", "out", d), ("o0", "int", None),
+                                        ("o1", "int", None)) + _ints("R", "M", "F")
                   + (("bad", "out", "int8"),), _SCATTER_ADD, op="scatter")
     if not _ready(k):
         return hw.into(ref(x, index, src, dim, reduce), out)
@@ -982,20 +983,17 @@ def _scatter_native(x, index, src, dim, reduce=None, out=None):
         out_t, src_t, idx_t = out.reshape(-1, 1), src_c.reshape(-1, 1), idx_c.reshape(-1, 1)
     elif dim == 0:
         out_t, src_t, idx_t = out, src_c, idx_c
-    else:  # along dim 1: the same on the transposes
-        out_t, src_t, idx_t = out.T, src_c.T, idx_c.T
+    else:  # along dim 1: the same on the transposes (strided views, written in place:
+        out_t, src_t, idx_t = out.T, src_c.T, idx_c.T  # one column of them per row)
     m, f = idx_t.shape
     rows = out_t.shape[0]
-    work = np.ascontiguousarray(out_t[:, :f])  # the columns the index reaches, (rows, f)
-    direct = np.may_share_memory(work, out)  # already a view: written in place
-    nblk = (f + 63) // 64
+    reach = out_t[:, :f]  # the columns the index reaches, (rows, f); column j is one
+    nblk = (f + 63) // 64  # thread's: blocks of columns split over threads never race
     bad = np.empty(nblk, np.int8)
-    k(src_t, *hw.strides(src_t), idx_t, *hw.strides(idx_t), work, rows, m, f, bad, n=nblk,
-      work=idx_t.size + work.size)
+    k(src_t, *hw.strides(src_t), idx_t, *hw.strides(idx_t), reach, *hw.strides(reach),
+      rows, m, f, bad, n=nblk, work=idx_t.size + m * f)
     if bad.any():
         return hw.into(ref(x, index, src, dim, reduce), dest)
-    if not direct:
-        out_t[:, :f] = work
     return hw.into(out, dest)
 
 
