@@ -23,6 +23,7 @@ from .._tensor import Tensor
 from .._tensor import apply_op as _apply_op
 from . import logs
 from .entry import Entry
+from .gc_pause import gc_paused
 from .guards import check_guards, function_guards, grad_presence_guards, unique_guards
 from .tracer import TRACING_CALLS, GraphBreak, GraphBreakError, Tracer
 from .training import first_step_pending, first_step_transient
@@ -497,6 +498,10 @@ class CompiledFunction:
         entries[0].idle = 0
 
     def _miss(self, key, leaves, params, args, kwargs, failed=None):
+        with gc_paused():
+            return self._miss_traced(key, leaves, params, args, kwargs, failed)
+
+    def _miss_traced(self, key, leaves, params, args, kwargs, failed=None):
         name = getattr(self._fn, "__qualname__", type(self._fn).__name__)
         traced = len(self.entries)
         if traced >= self.recompile_limit:

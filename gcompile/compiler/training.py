@@ -283,6 +283,13 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
     for tensor, _ in tracer.mutated_tensors():
         keep.add(id(tensor._data))
     escaped = _escaped(tracer, keep)
+    if escaped:
+        # garbage in a reference cycle (an exception's traceback holding the frame of an
+        # op that computed the array) holds arrays too; the collector is paused while a
+        # compile runs (gc_pause), so collect before taking them for escapes
+        import gc
+        gc.collect()
+        escaped = _escaped(tracer, keep)
     if not escaped:
         return None
     what = ("the call created tensors that outlive it (" +

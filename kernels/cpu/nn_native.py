@@ -52,8 +52,8 @@ def _ready(*ks: hw.NativeKernel) -> bool:
             return False
         try:
             k.load()
-        except hw.Deferred as d:  # left to the op's reference for now, not a failure
-            deferred = d
+        except hw.Deferred:  # left to the op's reference for now, not a failure
+            deferred = k.name  # (not the exception: its traceback holds this frame)
         except Exception as e:  # noqa: BLE001 - any build failure: the reference works
             _FAILED.add(k.name)
             warnings.warn(f"gcompile: native kernel {k.name} could not be built "
@@ -61,7 +61,7 @@ def _ready(*ks: hw.NativeKernel) -> bool:
                           RuntimeWarning, stacklevel=3)
             return False
     if deferred is not None:
-        raise deferred
+        raise hw.Deferred(deferred)
     return True
 
 
