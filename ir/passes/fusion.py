@@ -191,9 +191,8 @@ class _Fuser:
             return self.gof.get(id(v.producer))
         return None
 
-    def creates_cycle(self, members: set[int], n: Node) -> bool:
-        """Would merging the groups that hold ``members`` (node ids) and adding ``n``
-        close a cycle between groups?
+    def creates_cycle(self, groups: list[Group], n: Node) -> bool:
+        """Would merging ``groups`` and adding ``n`` close a cycle between groups?
 
         Reachability is walked over groups, not nodes: a group runs as one step, so a
         path that enters a group at one node leaves it from any of its nodes (a -> b in
@@ -201,12 +200,16 @@ class _Fuser:
         exists). A cycle is a path that leaves the merged set and comes back to it (or
         to ``n``). Nodes before ``n`` all have groups; nodes after it have none yet and
         cannot lead back to ``n`` or to a member (the graph is in topological order)."""
-        merged = list({id(g): g for g in (self.gof[mid] for mid in members)}.values())
-        inside = set(members)
-        for g in merged:
-            inside.update(id(m) for m in g.nodes)
-        inside.add(id(n))
-        limit = self.pos[id(n)]
+        merged = list({id(g): g for g in groups}.values())
+        if len(merged) == 1:
+            # one group, which is acyclic already: a new cycle would have to run through
+            # n, so enter n from another group
+            only = merged[0]
+            if all((h := self.producer_group(a)) is None or h is only
+                   for a in n.value_inputs):
+                return False
+        nid = id(n)
+        limit = self.pos[nid]
         pos, gof = self.pos, self.gof
         start = {id(g) for g in merged}
         seen = set(start)
@@ -217,13 +220,17 @@ class _Fuser:
             for m in g.nodes:
                 for u in m.out.users:
                     uid = id(u)
-                    if uid in inside:
+                    if uid == nid:
                         if outside:
-                            return True  # left the merged set and came back
+                            return True  # left the merged set and came back to n
                         continue
                     if pos.get(uid, limit) >= limit:
                         continue  # not placed yet: cannot lead back
                     h = gof[uid]
+                    if id(h) in start:
+                        if outside:
+                            return True  # left the merged set and came back
+                        continue
                     if id(h) not in seen:
                         seen.add(id(h))
                         stack.append(h)
@@ -302,7 +309,7 @@ class _Fuser:
                             g not in sib and fits(g):
                         sib.append(g)
             for g in sib:
-                if not self.creates_cycle({id(m) for m in g.nodes}, n):
+                if not self.creates_cycle([g], n):
                     self.add(g, n, "elem")
                     g.nodes.sort(key=lambda m: self.pos[id(m)])
                     return
@@ -311,7 +318,7 @@ class _Fuser:
         # row-level math on reduced values (post stmts)
         for g in cands:
             if g.kind == "rows" and g.shape != S and self.row_role_ok(g, n):
-                if not self.creates_cycle({id(m) for m in g.nodes}, n):
+                if not self.creates_cycle([g], n):
                     self.add(g, n, "row")
                     return
         compat = []
@@ -327,8 +334,7 @@ class _Fuser:
         options = [compat] if len(compat) > 1 else []
         options += [[g] for g in sorted(compat, key=lambda g: -len(g.nodes))]
         for opt in options:
-            members = {id(m) for g in opt for m in g.nodes}
-            if self.creates_cycle(members, n):
+            if self.creates_cycle(opt, n):
                 continue
             into = next((g for g in opt if g.kind == "rows"), opt[0])
             self.merge(opt, into)
@@ -351,8 +357,7 @@ class _Fuser:
         if g is not None and g.shape == X and (
                 g.kind == "elementwise" or (g.kind == "rows" and g.dims == dims
                                             and g.role[id(x.producer)] == "elem")):
-            members = {id(m) for m in g.nodes}
-            if not self.creates_cycle(members, n):
+            if not self.creates_cycle([g], n):
                 g.kind = "rows"
                 g.dims = dims
                 self.add(g, n, "red")
@@ -367,7 +372,7 @@ class _Fuser:
             sib = self.gof.get(id(u))
             if sib is not None and sib is not g and sib.kind == "rows" and sib.shape == X \
                     and sib.dims == dims and \
-                    not self.creates_cycle({id(m) for m in sib.nodes}, n):
+                    not self.creates_cycle([sib], n):
                 self.add(sib, n, "red")
                 sib.nodes.sort(key=lambda m: self.pos[id(m)])
                 self.reasons.pop(n.out.name, None)
