@@ -773,6 +773,13 @@ class _Worker:
             self.proc.wait()
 
 
+def _job_args(gen: codegen.Generated) -> tuple:
+    """What a worker needs to compile ``gen`` into this process's cache
+    (``_compile_in_worker``'s arguments)."""
+    return (gen.source, codegen.c_arity(gen.params), os.path.abspath(_cache.cache_dir()),
+            os.path.abspath(_cache.cache_key_file()), _cache._SALT)
+
+
 class _Job:
     """One kernel variant to compile; claimed once, by a worker or by the parent."""
 
@@ -980,13 +987,11 @@ def _compile_soon(k) -> None:
     tracing and does not take it); ``prefetch`` later adopts the job into its batch."""
     if not _POOL_STATE["started"] or _cache._key() is None:
         return
-    args = (k.source, codegen.c_arity(k.generated.params),
-            os.path.abspath(_cache.cache_dir()), os.path.abspath(_cache.cache_key_file()),
-            _cache._SALT)
     with _JOBS_COND:
         if k.source in _EARLY:
             return
-        job = _EARLY[k.source] = _Job(k, None, k.generated, args, lambda: None)
+        job = _EARLY[k.source] = _Job(k, None, k.generated, _job_args(k.generated),
+                                      lambda: None)
         _JOBS.append(job)
         _JOBS_COND.notify_all()
 
@@ -1077,8 +1082,6 @@ def _compile_batch(todo: list, early: list = ()) -> int:
     jobs (queued before, ``_compile_soon``) too. A worker that is still starting takes
     nothing (the parent does the work meanwhile), and without workers the parent
     compiles them all."""
-    args = (os.path.abspath(_cache.cache_dir()), os.path.abspath(_cache.cache_key_file()),
-            _cache._SALT)
     total = len(todo)
     lock = threading.Lock()
     state = {"done": 0}
@@ -1089,8 +1092,7 @@ def _compile_batch(todo: list, early: list = ()) -> int:
             done = state["done"]
         _observe(done, total)
 
-    jobs = [_Job(k, v, gen, (gen.source, codegen.c_arity(gen.params)) + args, finished)
-            for k, v, gen in todo]
+    jobs = [_Job(k, v, gen, _job_args(gen), finished) for k, v, gen in todo]
     with _JOBS_COND:
         _JOBS.extend(jobs)
         for job in early:  # still queued (the parent may take it too) or in a worker
