@@ -106,14 +106,15 @@ CORPUS = [
 # the header imports: every source) and float row sums vector ones (``fastmath.vsum``);
 # and when operand windows became ``fastmath.window`` views instead of slices (every
 # source) and the flat variant took broadcast scalars (the third entry, new), and when
-# flat variants viewed their operands from the pointers (``fastmath.ptr_window``).
-# A change here changes
+# flat variants viewed their operands from the pointers (``fastmath.ptr_window``), and
+# when kernels took Numba's leaner pipeline (``kernels.cpu.pipeline``: header and
+# decorator). A change here changes
 # every user's cache key.
 HASHES = [
-    "a7877fb9e3e03352", "7c47a86c05be88bb", "2539e0d0fe12b768", "d12c354747ae5d3b",
-    "5368b785f2a9882f", "a3e64a377b03e8e8", "b5d096caadf55f69", "94f2888be870ece8",
-    "c36f987995952931", "0d5330f9b6374257", "c4f2c11a71c34f1e", "0fbdb33dd3401376",
-    "49f17de1c94e75e1", "9c67c07e9df50f71",
+    "fc81fbb6ce140bc8", "21014bef147acb6a", "e9f860e4ff10f893", "a3ab8700f0f5bc11",
+    "b135125ffe5359bd", "2ab7ffbd19d0877e", "1bbeedf56d45ea33", "46429db1e1a701e2",
+    "a1d072980e1a86f3", "216ed4affde0f419", "bb235a8dff492804", "ed1e309066793684",
+    "19d90ac94188233e", "7abe55766e2eeb1c",
 ]
 
 
