@@ -151,6 +151,7 @@ class Graph:
         self.outputs: list[Value] = []
         self._next = 0
         self.meta: dict[str, Any] = {}
+        self._names: set[str] | None = None  # every name given out, built on first need
 
     # ---- construction -------------------------------------------------------------
     def _new_value(self, shape, dtype, kind, name=None, device="cpu") -> Value:
@@ -162,10 +163,9 @@ class Graph:
         """Every name this graph has given out (kept, not rebuilt per new input: a traced
         step adds hundreds of inputs to a graph of thousands of nodes). A name stays
         taken after its value is removed."""
-        taken = self.__dict__.get("_names")
-        if taken is None:
-            taken = self.__dict__["_names"] = {v.name for v in self.all_values()}
-        return taken
+        if self._names is None:
+            self._names = {v.name for v in self.all_values()}
+        return self._names
 
     def _unique_name(self, name: str) -> str:
         taken = self._taken()
@@ -309,8 +309,8 @@ class Graph:
         g = Graph(self.name)
         g._next = self._next
         g.meta = dict(self.meta)
-        if "_names" in self.__dict__:
-            g.__dict__["_names"] = set(self.__dict__["_names"])
+        if self._names is not None:
+            g._names = set(self._names)
         vmap: dict[int, Value] = {}
         for v in self.inputs + self.constants:
             nv = Value(v.id, v.name, v.shape, v.dtype, v.device, v.kind)

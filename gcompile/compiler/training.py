@@ -9,6 +9,7 @@ parameter sharing, frozen parameters and gradients to inputs behave as eager.
 """
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import numpy as np
@@ -287,7 +288,6 @@ def check_escapes(tracer, out_leaves) -> _Transient | None:
         # garbage in a reference cycle (an exception's traceback holding the frame of an
         # op that computed the array) holds arrays too; the collector is paused while a
         # compile runs (gc_pause), so collect before taking them for escapes
-        import gc
         gc.collect()
         escaped = _escaped(tracer, keep)
     if not escaped:

@@ -974,11 +974,14 @@ def defer_native(k) -> bool:
         return False
     if _cache.object_path(k.source).exists():
         return False
+    with _JOBS_COND:
+        _DEFERRED[k.source] = k
     _start_workers_early(now=True)
     _compile_soon(k)
     return True
 
 
+_DEFERRED: dict = {}  # source -> hand-written kernel deferred, for the next batch
 _EARLY: dict[str, _Job] = {}  # source -> job queued by _compile_soon, for workers only
 
 
@@ -1027,7 +1030,6 @@ def prefetch(work) -> int:
     workers = compile_workers()
     if workers < 1 or (_POOL_STATE["started"] and not any(w.alive for w in _WORKERS)):
         return 0
-    from .handwritten import wanted
     todo: list[tuple[CompiledKernel, tuple, codegen.Generated]] = []
     seen: set[str] = set()
     with _LOCK:
@@ -1041,9 +1043,12 @@ def prefetch(work) -> int:
                 continue
             seen.add(gen.source)
             todo.append((k, v, gen))
+        with _JOBS_COND:
+            deferred = list(_DEFERRED.values())
+            _DEFERRED.clear()
         early = []
-        for k in wanted():  # hand-written kernels the trace and dry run left (variant None)
-            if k.source in seen:
+        for k in deferred:  # hand-written kernels the trace and dry run left (variant None)
+            if k._fn is not None or k.source in seen:
                 continue
             seen.add(k.source)
             with _JOBS_COND:

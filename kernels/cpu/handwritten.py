@@ -60,7 +60,7 @@ import numpy as np
 from . import codegen
 
 __all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE", "writes_out",
-           "serve", "result", "into", "Deferred", "wanted"]
+           "serve", "result", "into", "Deferred"]
 
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
@@ -102,12 +102,11 @@ def writes_out(fn):
 
 
 class Deferred(Exception):
-    """A kernel call left to its op's NumPy implementation (``NativeKernel.__call__``):
-    the served op (``serve``) catches it and computes the result with ``op.reference``."""
+    """A kernel call left to its op's NumPy implementation (``NativeKernel.load``): the
+    served op (``serve``) catches it and computes the result with ``op.reference``."""
 
 
 _SERVING = threading.local()  # .depth: served-op calls running on this thread
-_WANTED: dict[str, NativeKernel] = {}  # deferred kernels, by source, for the next batch
 
 
 def serve(natives: dict) -> None:
@@ -117,7 +116,8 @@ def serve(natives: dict) -> None:
     Each is wrapped so that a kernel it calls may defer (``Deferred``): while a compiled
     function's first call traces, or a plan's dry run records its kernels, a kernel not
     yet compiled leaves that call to the reference and is compiled with the plan's
-    batch (``wanted``), in parallel, instead of alone on the critical path.
+    batch (``kernels.cpu.defer_native``), in parallel, instead of alone on the critical
+    path.
     ``natives[op]`` becomes the wrapped function."""
     from ir.registry import REGISTRY
     for name, fn in list(natives.items()):
@@ -144,14 +144,6 @@ def _served(name: str, fn, ref):
     impl.__wrapped__ = fn
     impl.serves_op = name
     return writes_out(impl)
-
-
-def wanted() -> list[NativeKernel]:
-    """The kernels deferred since the last call (not loaded since), to compile now."""
-    with _LOCK:
-        got = list(_WANTED.values())
-        _WANTED.clear()
-    return [k for k in got if k._fn is None]
 
 
 def result(shape, dtype, out: np.ndarray | None) -> np.ndarray:
@@ -236,8 +228,6 @@ class NativeKernel:
         if fn is None:
             cpu = _cpu()
             if getattr(_SERVING, "depth", 0) and cpu.defer_native(self):
-                with _LOCK:
-                    _WANTED[self.source] = self
                 raise Deferred(self.name)
             with cpu._LOCK:
                 fn = self._fn

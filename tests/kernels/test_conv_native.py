@@ -11,6 +11,7 @@ import pytest
 import gcompile
 import kernels.cpu as cpu
 from gcompile.autograd import gradcheck, gradgradcheck
+from gcompile.bench_models import train_step
 from ir.registry import REGISTRY
 from kernels.cpu import conv_native
 
@@ -178,14 +179,7 @@ def test_compiled_cnn_step_runs_conv_ops_and_equals_eager():
                               nn.Conv2d(6, 4, (3, 2), stride=2), nn.Flatten(),
                               nn.Linear(4 * 4 * 5, 5))
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        return model, step
+        return model, train_step(model, opt, nn.functional.cross_entropy)
     x, y = torch.randn(7, 3, 9, 10), torch.randint(0, 5, (7,))
     (m1, s1), (m2, s2) = make(), make()
     f = torch.compile(s2)

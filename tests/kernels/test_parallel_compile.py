@@ -251,7 +251,7 @@ NATIVES = textwrap.dedent("""
     import numpy as np
     import gcompile as torch
     from gcompile import nn
-    from kernels.cpu import cache_stats, handwritten, _POOL_STATE
+    from kernels.cpu import cache_stats, handwritten, _DEFERRED, _POOL_STATE
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(50, 16), nn.Dropout(0.25), nn.Linear(16, 50))
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -269,7 +269,7 @@ NATIVES = textwrap.dedent("""
     tgt = torch.randint(0, 50, (4, 8), generator=g)
     losses = [step(idx, tgt).item()]  # eager first step, traced: nothing compiles here
     first = dict(cache_stats())
-    deferred = sorted(k.name for k in handwritten._WANTED.values())
+    deferred = sorted(k.name for k in _DEFERRED.values())
     losses += [step(idx, tgt).item() for _ in range(3)]
     print(json.dumps({"first": first, "deferred": deferred, "after": cache_stats(),
                       "plan": bool(step.entries),
