@@ -165,6 +165,7 @@ class Plan:
             return
         pool = pool or _alloc.default_arena_pool
         block = pool.take(self.arena_bytes, prefer=self._block)
+        block.fault_in()
         if block is self._block and self._planned_views:
             return
         self._block = block

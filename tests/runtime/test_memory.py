@@ -3,6 +3,7 @@ from one pool, large arenas give their pages back after a call, parameters, grad
 and optimizer state exist once (no shadow copy survives a call), and nothing the trace
 made stays referenced once the plan is built."""
 import gc
+import os
 import weakref
 
 import numpy as np
@@ -314,3 +315,38 @@ def test_default_release_weighs_refault_cost_against_the_call(monkeypatch):
 def test_refault_estimate_is_measured_once_and_scales():
     a = allocator.refault_seconds(1 << 20)
     assert a >= 0 and allocator.refault_seconds(2 << 20) == pytest.approx(2 * a)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_a_released_arena_is_faulted_in_before_the_plan_runs_on_it(monkeypatch):
+    # pages faulted in by a parallel kernel's threads at once cost ~50x more than in one
+    # thread: the plan faults a released block in itself before its steps run
+    big = 24 << 20
+    a = allocator.Arena(big)
+    before = _rss_bytes()
+    a.fault_in()
+    assert _rss_bytes() - before > big // 2
+    assert a.release_pages()
+    low = _rss_bytes()
+    assert before - low < big // 4 and a.array[::4096].max() == 0
+    a.fault_in()
+    assert _rss_bytes() - low > big // 2
+    # a plan that releases its block faults it in again when the next call takes it
+    *_, f, x, y = _mlp_step()
+    monkeypatch.setattr(allocator, "ARENA_RELEASE_BYTES", 1)
+    monkeypatch.setattr(allocator, "refault_seconds", lambda n: 0.0)
+    calls = []
+    real = allocator.Arena.fault_in
+    monkeypatch.setattr(allocator.Arena, "fault_in", lambda self: (calls.append(self._resident),
+                                                                   real(self)))
+    for _ in range(4):
+        want = f(x, y)
+    plan = f.entries[-1].executable.plan
+    assert plan.releases_arena and False in calls[-2:]
+    assert not plan._block._resident  # given back released after the last call
+    assert np.isfinite(float(want))
