@@ -78,6 +78,9 @@ class Plan:
     # the kernels, and its time would only decide to keep an arena it then measured)
     fastest_call: float | None = None
     calls: int = 0
+    # seconds: the least this plan's block took to fault back in after a release (None:
+    # not seen yet); weighed instead of ``refault_seconds``'s probe once known
+    fault_seconds: float | None = None
     _block: object = None  # the runtime.allocator.Arena behind ``arena``
     # called once, with the first call's (inputs, out_into), before that call runs
     # (``runtime.lower``: find and compile the loop variants the kernels will use)
@@ -165,7 +168,11 @@ class Plan:
             return
         pool = pool or _alloc.default_arena_pool
         block = pool.take(self.arena_bytes, prefer=self._block)
-        block.fault_in()
+        t0 = time.perf_counter()
+        if block.fault_in() and block is self._block:
+            took = time.perf_counter() - t0
+            if self.fault_seconds is None or took < self.fault_seconds:
+                self.fault_seconds = took
         if block is self._block and self._planned_views:
             return
         self._block = block
@@ -185,10 +192,11 @@ class Plan:
         """Do this plan's arena pages go back to the OS after each call? (By default
         not before a call after the first has been timed.)"""
         if self.keep_arena is None:
-            return self.arena_bytes >= _alloc.ARENA_RELEASE_BYTES and \
-                self.fastest_call is not None and \
-                _alloc.refault_seconds(self.arena_bytes) <= \
-                _alloc.RELEASE_COST_SHARE * self.fastest_call
+            if self.arena_bytes < _alloc.ARENA_RELEASE_BYTES or self.fastest_call is None:
+                return False
+            refault = self.fault_seconds if self.fault_seconds is not None else \
+                _alloc.refault_seconds(self.arena_bytes)
+            return refault <= _alloc.RELEASE_COST_SHARE * self.fastest_call
         return not self.keep_arena
 
     def give_back(self, pool=None, seconds: float | None = None) -> None:
