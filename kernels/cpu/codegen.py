@@ -1083,18 +1083,18 @@ BLOCK = 512  # rows processed side by side when the reduced axis is strided
 
 
 def wrap_rows_blocked(spec: KernelSpec, alias: tuple, jpat: tuple, bpat: tuple) -> Generated:
-    """``BLOCK`` neighbouring rows side by side: task ``tt`` is outer row ``t``'s block
-    ``blk``; each step ``j`` of the reduced axis takes every operand's run of ``nb``
+    """``BK`` (at most ``BLOCK``) neighbouring rows side by side: task ``tt`` is outer row
+    ``t``'s block ``blk``; each step ``j`` of the reduced axis takes every operand's run of ``nb``
     block elements (``u{k}``: ``bpat`` ``c`` a slice, ``s`` a strided window; ``b`` the
     scalar itself) and the body runs over ``b`` in the block, with per-row
     accumulators and post values in ``BLOCK``-long scratch arrays."""
     em = Emitter()
     ops, live = _operands(spec), _live(spec, alias)
     row_out = _row_outputs(spec)
-    lines = [f"{I1}nd = oshape.shape[0]", f"{I1}nblk = (M + {BLOCK} - 1) // {BLOCK}",
+    lines = [f"{I1}nd = oshape.shape[0]", f"{I1}nblk = (M + BK - 1) // BK",
              f"{I1}for tt in range(lo, hi):", f"{I2}t = index_div(tt, nblk)",
-             f"{I2}blk = tt - t * nblk", f"{I2}b0 = blk * {BLOCK}",
-             f"{I2}nb = min({BLOCK}, M - b0)"]
+             f"{I2}blk = tt - t * nblk", f"{I2}b0 = blk * BK",
+             f"{I2}nb = min(BK, M - b0)"]
     lines += _offsets(live, lambda k: f"b0 * bstr[{k}]", "b0 * bstr[q]",
                       _offs_vector(spec, alias))
     for k in live:
@@ -1154,7 +1154,7 @@ def wrap_rows_blocked(spec: KernelSpec, alias: tuple, jpat: tuple, bpat: tuple) 
         if post:
             lines += [f"{I2}for b in range(nb):"] + post
     scratch = [(arr, "scratch", d, BLOCK) for arr, d in arrays]
-    params = (_arrays(spec, alias) + _tables("M", "R", "oshape", "ostr", "istr", "bstr")
+    params = (_arrays(spec, alias) + _tables("M", "BK", "R", "oshape", "ostr", "istr", "bstr")
               + scratch + _offs_scratch(spec, alias))
     return _finish(em, lines, params)
 

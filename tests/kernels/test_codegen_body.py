@@ -108,13 +108,14 @@ CORPUS = [
 # source) and the flat variant took broadcast scalars (the third entry, new), and when
 # flat variants viewed their operands from the pointers (``fastmath.ptr_window``), and
 # when kernels took Numba's leaner pipeline (``kernels.cpu.pipeline``: header and
-# decorator). A change here changes
+# decorator), and when the column-blocked width became a run-time argument (``BK``:
+# narrower blocks where one block would leave a thread idle). A change here changes
 # every user's cache key.
 HASHES = [
     "fc81fbb6ce140bc8", "21014bef147acb6a", "e9f860e4ff10f893", "a3ab8700f0f5bc11",
     "b135125ffe5359bd", "2ab7ffbd19d0877e", "1bbeedf56d45ea33", "46429db1e1a701e2",
-    "a1d072980e1a86f3", "216ed4affde0f419", "bb235a8dff492804", "ed1e309066793684",
-    "19d90ac94188233e", "7abe55766e2eeb1c",
+    "a1d072980e1a86f3", "7ff2f0ee6af2d96b", "bb235a8dff492804", "b0eaf7b70b7ed532",
+    "19d90ac94188233e", "dabd37ae711c939f",
 ]
 
 

@@ -185,3 +185,30 @@ def test_layernorm_over_dim0_column_blocked():
     np.testing.assert_allclose(out, want, **TOL)
     np.testing.assert_allclose(mean, mu[0], **TOL)
     np.testing.assert_allclose(rstd, 1 / np.sqrt(var[0] + 1e-5), **TOL)
+
+
+def test_column_blocks_narrow_for_threads_and_keep_the_sums(monkeypatch):
+    # the bias gradient of a [1024, 512] activation: one 512-wide block left one thread
+    # doing everything; with two threads the blocks narrow to two tasks, and since each
+    # column is still summed in row order the results are bit-identical to one thread
+    import kernels.cpu as kc
+    x = rng.standard_normal((1024, 512)).astype(np.float32)
+    spec = KernelSpec((F,), ((F, "row"),), (
+        Phase("reduce", (S("e", "exp", inp(0)),), reduce_op="sum", reduce_value=var("e"),
+              store_result=0),), "rows")
+    got = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(kc, "_nthreads", lambda t=threads: t)
+        old = set_parallel_threshold(1 << 10)
+        try:
+            k = compile_kernel(spec)
+            plan = k._plan([x.T], [np.empty(512, np.float32)], x.T.shape, (-1,))
+            assert plan[1][0] == "rowsblk"
+            assert plan[3] == threads  # tasks: one block, or one per thread
+            out = np.empty(512, np.float32)
+            k([x.T], [out])
+            got[threads] = out
+        finally:
+            set_parallel_threshold(old)
+    np.testing.assert_array_equal(got[1], got[2])
+    np.testing.assert_allclose(got[2], np.exp(x.astype(np.float64)).sum(0), rtol=1e-5)
