@@ -30,6 +30,10 @@ RECORDING = threading.local()
 
 
 SERIAL_EPILOGUE_MAX = 1 << 20
+# bytes: a stacked left operand whose rows do not collapse by a view is copied into a
+# buffer the step keeps, up to this size, for one GEMM (larger: one GEMM per leading
+# index, each large enough to run at the BLAS rate)
+FOLD_COPY_MAX = 8 << 20
 
 
 class _KernelRun:
@@ -205,14 +209,25 @@ def matmul_step(n: Node, slot) -> Step:
     a, b = n.inputs
     sa, sb, so = slot[id(a)], slot[id(b)], slot[id(n.out)]
     fold = a.ndim >= 3 and b.ndim == 2
-    modes: dict = {}  # operand strides -> (a's 2-D shape, out's 2-D shape) or None
+    # operand layouts -> (a's 2-D shape, out's 2-D shape, a's copy buffer or None) or None
+    modes: dict = {}
 
     def decide(x: np.ndarray, o: np.ndarray):
         if not fold or any(s < 0 for s in x.strides):
             return None
         xs = _fold_rows(x.shape, x.strides, x.itemsize)
         os_ = _fold_rows(o.shape, o.strides, o.itemsize)
-        return (xs, os_) if xs is not None and os_ is not None else None
+        if os_ is None:
+            return None
+        if xs is not None:
+            return (xs, os_, None)
+        if x.nbytes <= FOLD_COPY_MAX:
+            # rows that do not collapse by a view (a batch_first RNN's permuted output
+            # into its decoder): copied into a kept buffer, then one GEMM, as eager's
+            # matmul does (NumPy would run one small GEMM per leading index)
+            rows = (int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+            return (rows, os_, np.empty(x.shape, x.dtype))
+        return None
 
     swaps: dict = {}  # operand layouts -> the (N, M) buffer of a swapped GEMM, or None
 
@@ -229,11 +244,14 @@ def matmul_step(n: Node, slot) -> Step:
                 o[...] = tmp.T
                 return
         if fold:
-            key = (x.strides, o.strides)
+            key = (x.shape, x.strides, o.strides)
             mode = modes.get(key, 0)
             if mode == 0:
                 mode = modes[key] = decide(x, o)
             if mode is not None:
+                if mode[2] is not None:
+                    np.copyto(mode[2], x)
+                    x = mode[2]
                 _gemm(x.reshape(mode[0]), y, o.reshape(mode[1]))
                 return
         _gemm(x, y, o)

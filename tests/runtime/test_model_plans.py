@@ -308,3 +308,23 @@ def test_group_norm_compiled_backward(dtype):
     assert f.entries
     for a, b in zip((x.grad.numpy(), m.weight.grad.numpy(), m.bias.grad.numpy()), want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_on_permuted_rows_copies_them_for_one_gemm(gemm_calls):
+    """A batch_first RNN's (T, B, H) output permuted to (B, T, H) into its decoder: the
+    rows do not collapse by a view, so the step copies them into a kept buffer and runs
+    one GEMM (NumPy would run one per batch entry), equal to eager bit for bit."""
+    h = torch.randn(6, 4, 16)
+    w = torch.randn(16, 5)
+    f = torch.compile(lambda h, w: h.permute(1, 0, 2) @ w)
+    want = (h.permute(1, 0, 2) @ w).numpy()
+    for _ in range(3):
+        out = f(h, w)
+        np.testing.assert_array_equal(out.numpy(), want)
+    a, b, o = gemm_calls[-1]
+    assert a.shape == (24, 16) and o.shape == (24, 5)
+    buf = a.base if a.base is not None else a
+    assert not np.shares_memory(a, h.numpy())
+    f(h, w)
+    a2 = gemm_calls[-1][0]
+    assert np.shares_memory(a2, buf), "the copy buffer is kept between calls"
