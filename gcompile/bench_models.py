@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -200,6 +201,41 @@ def _split(records: list[dict], n_calls: int, wall_s: float) -> dict:
     return out
 
 
+_CONV_FLOP_OPS = ("conv", "conv_input_grad", "conv_weight_grad")
+
+
+def _flops(plan) -> dict:
+    """GFLOP per step in the plan's GEMMs (2*M*N*K per product) and convolutions (each of
+    conv and its two gradients multiplies (Cout, R) by (R, N*L): 2*N*Cout*L*R)."""
+    out = {"gemm": 0.0, "conv": 0.0}
+    for st in plan.steps:
+        for n in st.nodes:
+            if n.op == "matmul" and st.kind == "matmul":
+                out["gemm"] += 2.0 * math.prod(n.out.shape) * n.inputs[0].shape[-1]
+            elif n.op in _CONV_FLOP_OPS:
+                rows = n.out.shape[1] if n.op == "conv_weight_grad" else n.inputs[1].shape[1]
+                big = n.inputs[1] if n.op == "conv_weight_grad" else \
+                    (n.out if n.op == "conv" else n.inputs[0])
+                out["conv"] += 2.0 * math.prod(big.shape) * rows
+    return {k: v / 1e9 for k, v in out.items()}
+
+
+def blas_rate(n: int = 1024, repeat: int = 7) -> float:
+    """This machine's BLAS rate in GFLOP/s: the best of ``repeat`` float32 n x n x n GEMMs
+    with the threads the benchmark runs with (the step's GEMMs are measured against it)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    out = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
 def _rss_mb() -> float:
     """Resident memory of this process (Linux /proc; 0 elsewhere)."""
     import gc
@@ -257,6 +293,7 @@ def child(system: str, name: str, dropout: float, steps: int, small: bool) -> di
             wall = time.perf_counter() - t0
             ex.profile = False
             result["split"] = _split(ex.records, steps, wall)
+            result["split"].update(gflop=_flops(ex.plan), blas_gflops=blas_rate())
     return result
 
 
@@ -493,6 +530,7 @@ def format_table(rows: list[dict]) -> str:
                          f"layer kernels {sp['layer_ms']:.1f} ms, fused kernels "
                          f"{sp['fused_ms']:.1f} ms, Python {sp['python_ms']:.1f} ms"
                          + ("" if comp.get("plan") else " (NO PLAN: ran eagerly)"))
+            lines += _rate_lines(r["workload"], sp)
             if sp["top_layer_steps"]:
                 lines.append("    layer steps: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in sp["top_layer_steps"]))
@@ -500,6 +538,22 @@ def format_table(rows: list[dict]) -> str:
             if isinstance(cell, dict) and "error" in cell:
                 lines.append(f"{r['workload']} {s}: failed: {cell['error']}")
     return "\n".join(lines)
+
+
+def _rate_lines(workload: str, sp: dict) -> list[str]:
+    """The step's GEMM (and convolution) time against its FLOPs at the machine's BLAS
+    rate: 1.00x would be every product at the rate of a large square GEMM."""
+    rate, fl = sp.get("blas_gflops"), sp.get("gflop")
+    if not rate or not fl:
+        return []
+    parts = []
+    for what, key, ms in (("GEMM", "gemm", sp["gemm_ms"]), ("conv", "conv", sp["conv_ms"])):
+        if fl.get(key):
+            ideal = fl[key] / rate * 1e3
+            parts.append(f"{what} {ms:.1f} ms for {fl[key]:.2f} GFLOP "
+                         f"({fl[key] / ms * 1e3:.0f} GFLOP/s) = {ms / ideal:.2f}x")
+    return [f"    {workload}: " + "; ".join(parts) + f" the time at the BLAS rate "
+            f"({rate:.0f} GFLOP/s, a 1024^3 float32 GEMM)"] if parts else []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ def test_compiled_child_runs_a_plan_and_splits_the_step(name, threads):
     assert set(split) >= {"gemm_ms", "conv_ms", "layer_ms", "fused_ms", "python_ms"}
     assert split["gemm_ms"] > 0 and split["python_ms"] >= 0
     assert (split["conv_ms"] > 0) == (name == "cnn_train")  # conv steps hold their GEMMs
+    assert (split["gflop"]["conv"] > 0) == (name == "cnn_train")
+    assert split["gflop"]["gemm"] > 0 and split["blas_gflops"] > 0
     assert r["param_mb"] > 0 and r["planned_mb"] >= 0
 
 
@@ -106,3 +108,19 @@ def test_jax_child_trains_the_mlp():
     table = bm.format_table([{"workload": "mlp:32:8", "gc_compiled": {"ms": 2.0},
                               "jax_jit": {"ms": 1.0}}])
     assert "compiled/jax 2.00x" in table
+
+
+def test_compiled_child_counts_the_steps_gemm_flops_against_the_blas_rate(threads):
+    # MLP 784-W-W-10 at batch B: three forward GEMMs, three weight gradients, and the
+    # input gradients of the second and third layers (the batch needs none)
+    w, b = 16, 8
+    r = bm.child("gc_compiled", f"mlp:{w}:{b}", 0.0, 2, True)
+    fwd = 2 * b * (784 * w + w * w + w * 10)
+    want = 2 * fwd + 2 * b * (w * w + w * 10)
+    split = r["split"]
+    assert split["gflop"]["gemm"] * 1e9 == pytest.approx(want)
+    assert split["gflop"]["conv"] == 0 and split["blas_gflops"] > 0
+    line = bm._rate_lines("mlp", dict(split, gemm_ms=1.0, conv_ms=0.0,
+                                      gflop={"gemm": 0.2, "conv": 0.0}, blas_gflops=100.0))
+    assert line == ["    mlp: GEMM 1.0 ms for 0.20 GFLOP (200 GFLOP/s) = 0.50x the time at "
+                    "the BLAS rate (100 GFLOP/s, a 1024^3 float32 GEMM)"]
