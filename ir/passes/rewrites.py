@@ -27,6 +27,10 @@
 - ``decompose_sum_to_size``: ``sum_to_size`` over float dims becomes ``sum`` over those
   dims (plus a reshape), which the fuser runs as a rows reduction fused with its
   producers (bias gradients, LayerNorm backward) instead of a NumPy call.
+- ``narrow_scan_gradients``: a recurrent scan's backward reads only the leading blocks
+  of its packed output's gradient (LSTM: h and c of its 7; GRU: h of its 5), so a
+  ``select_block_backward`` feeding it builds just those blocks: the LSTM LM's zero
+  (7, T, B, H) gradient (7.3 MB filled per step to carry one 1 MB block) shrinks to 2.
 """
 from __future__ import annotations
 
@@ -383,4 +387,34 @@ def drop_output_clones(graph: Graph) -> int:
         graph.replace_all_uses(c, x)
         taken[id(x)] = 1
         count += 1
+    return count
+
+
+# scan backward op -> how many leading blocks of its packed output's gradient it reads
+_SCAN_GRAD_BLOCKS = {"lstm_scan_backward": 2, "gru_scan_backward": 1}
+
+
+def narrow_scan_gradients(graph: Graph) -> int:
+    """A scan backward whose output gradient is ``select_block_backward(g, index=i)`` of
+    the packed output, ``i`` among the blocks it reads -> the same op over just those
+    blocks (the others are zeros it never reads). Returns rewrites."""
+    count = 0
+    for n in list(graph.nodes):
+        keep = _SCAN_GRAD_BLOCKS.get(n.op)
+        if keep is None or not isinstance(n.inputs[0], Value):
+            continue
+        v = n.inputs[0]
+        p = v.producer
+        if p is None or p.op != "select_block_backward" or \
+                not p.attrs["index"] < keep < p.attrs["shape"][0]:
+            continue
+        shape = (keep,) + tuple(p.attrs["shape"][1:])
+        small = graph.add_node("select_block_backward", [p.inputs[0]],
+                               {"shape": shape, "index": p.attrs["index"]},
+                               index=graph.nodes.index(n))
+        n.inputs[0] = small
+        if n in v.users:
+            v.users.remove(n)
+        small.users.append(n)
+        count += 1  # the wide one, if nothing else reads it, goes in dce
     return count

@@ -1,7 +1,7 @@
 """ir.passes.rewrites: weight-gradient matmuls folded into one GEMM, sum_to_size as sums,
 transposed matmul products computed in their readers' layout, split's gradient as a cat,
 a copy (clone) before a reshape that no strides can view, an output copy of a fresh
-intermediate dropped.
+intermediate dropped, a scan backward's packed gradient narrowed to the blocks it reads.
 
 Each rewritten graph is run by the reference interpreter and compared with NumPy."""
 import numpy as np
@@ -12,7 +12,7 @@ from ir.graph import Graph
 from ir.interpreter import interpret
 from ir.passes.cleanup import dce
 from ir.passes.rewrites import (cat_slice_puts, copy_before_reshape, decompose_sum_to_size,
-                                drop_output_clones, fold_summed_matmul,
+                                drop_output_clones, fold_summed_matmul, narrow_scan_gradients,
                                 transpose_matmul_products)
 
 F32 = dt.float32
@@ -309,3 +309,48 @@ def test_output_clone_kept_where_dropping_it_would_alias(case):
     assert dropped == (1 if case == "twice" else 0)
     ids = [id(o) for o in g.outputs]
     assert len(set(ids)) == len(ids)
+
+
+def _scan_backward_graph(op: str, index: int, also_read: bool = False):
+    """g -> select_block_backward(index) -> the scan backward of a packed forward."""
+    T, B, H = 5, 3, 4
+    blocks, w = (7, (4 * H, H)) if op == "lstm_scan_backward" else (5, (3 * H, H))
+    g = Graph()
+    gh = g.add_input((T, B, H), F32)
+    fwd = g.add_input((blocks, T, B, H), F32)
+    s0 = g.add_input((B, H), F32)
+    whh = g.add_input(w, F32)
+    wide = g.add_node("select_block_backward", [gh], {"shape": (blocks, T, B, H),
+                                                      "index": index})
+    back = g.add_node(op, [wide, fwd, s0, whh])
+    g.set_outputs([back, wide] if also_read else [back])
+    args = [rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs]
+    if op == "lstm_scan_backward":  # gate activations in (0, 1) as the forward makes them
+        args[1][2:6] = 1 / (1 + np.exp(-args[1][2:6]))
+    return g, args
+
+
+@pytest.mark.parametrize("op, index, narrowed", [
+    ("lstm_scan_backward", 0, 2), ("lstm_scan_backward", 1, 2), ("lstm_scan_backward", 3, None),
+    ("gru_scan_backward", 0, 1), ("gru_scan_backward", 1, None)])
+def test_scan_backward_reads_only_the_gradient_blocks_it_needs(op, index, narrowed):
+    g, args = _scan_backward_graph(op, index)
+    want = _run(g, *args)
+    assert narrow_scan_gradients(g) == (narrowed is not None)
+    dce(g)
+    sbb = [n for n in g.nodes if n.op == "select_block_backward"]
+    assert len(sbb) == 1
+    assert sbb[0].attrs["shape"][0] == (narrowed or sbb[0].attrs["shape"][0])
+    for a, b in zip(_run(g, *args), want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_wide_scan_gradient_kept_where_something_else_reads_it():
+    g, args = _scan_backward_graph("lstm_scan_backward", 0, also_read=True)
+    want = _run(g, *args)
+    assert narrow_scan_gradients(g) == 1
+    dce(g)
+    shapes = sorted(n.attrs["shape"][0] for n in g.nodes if n.op == "select_block_backward")
+    assert shapes == [2, 7]
+    for a, b in zip(_run(g, *args), want):
+        np.testing.assert_array_equal(a, b)
