@@ -161,7 +161,8 @@ class Plan:
 
     def materialize(self, pool=None) -> None:
         """Take an arena block from the shared pool (the one this plan had last time
-        when it is free) and, for a new block, build every planned buffer's view."""
+        when it is free), fault it in here if it is fresh or was released
+        (``Arena.fault_in``), and, for a new block, build every planned buffer's view."""
         if not self.arena_bytes:  # no intermediates (or only empty ones): no block
             if self.arena is None:
                 self._build_views(np.empty(1, np.uint8))
