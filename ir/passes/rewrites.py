@@ -27,6 +27,11 @@
 - ``decompose_sum_to_size``: ``sum_to_size`` over float dims becomes ``sum`` over those
   dims (plus a reshape), which the fuser runs as a rows reduction fused with its
   producers (bias gradients, LayerNorm backward) instead of a NumPy call.
+- ``cat_before_reshape``: ``cat`` of values that are each a ``reshape`` merging dims of
+  another value into the cat dim (attention's head gradients, (B, T, H, D) ->
+  (B, T, H*D), each a copy since they are permuted) becomes ``reshape(cat(...))`` of
+  the unmerged values: the cat reads the permuted views itself and its contiguous
+  result reshapes as a view, so the three copies before it go.
 - ``narrow_scan_gradients``: a recurrent scan's backward reads only the leading blocks
   of its packed output's gradient (LSTM: h and c of its 7; GRU: h of its 5), so a
   ``select_block_backward`` feeding it builds just those blocks: the LSTM LM's zero
@@ -417,4 +422,47 @@ def narrow_scan_gradients(graph: Graph) -> int:
             v.users.remove(n)
         small.users.append(n)
         count += 1  # the wide one, if nothing else reads it, goes in dce
+    return count
+
+
+def _merged_into(v: Value, p_shape: tuple, dim: int) -> tuple | None:
+    """The dims of ``v`` that ``reshape(v) -> p_shape`` merges into ``p_shape[dim]``
+    (the others unchanged), or None when the reshape is not such a merge."""
+    vs = tuple(v.shape)
+    k = len(vs) - len(p_shape) + 1  # dims merged into one
+    if k < 2 or vs[:dim] != tuple(p_shape[:dim]) or \
+            vs[dim + k:] != tuple(p_shape[dim + 1:]) or _prod(vs[dim:dim + k]) != p_shape[dim]:
+        return None
+    return vs[dim:dim + k]
+
+
+def cat_before_reshape(graph: Graph) -> int:
+    """``cat([reshape(v_i)], dim)``, each reshape merging dims ``dim..dim+k`` of ``v_i``
+    into ``dim`` with the same trailing sizes for every ``i``, -> ``reshape(cat([v_i],
+    dim))``. Returns rewrites (the reshapes, if now unread, go in dce)."""
+    count = 0
+    for n in list(graph.nodes):
+        if n.op != "cat" or len(n.inputs) < 2 or \
+                not all(isinstance(a, Value) for a in n.inputs):
+            continue
+        dim = n.attrs["dim"] % len(n.out.shape)
+        parts, rest = [], None
+        for a in n.inputs:
+            p = a.producer
+            if p is None or p.op != "reshape" or not isinstance(p.inputs[0], Value):
+                break
+            merged = _merged_into(p.inputs[0], tuple(a.shape), dim)
+            if merged is None or (rest is not None and merged[1:] != rest):
+                break
+            rest = merged[1:]
+            parts.append(p.inputs[0])
+        else:
+            at = graph.nodes.index(n)
+            joined = graph.add_node("cat", parts, {"dim": dim}, index=at)
+            out = graph.add_node("reshape", [joined], {"shape": tuple(n.out.shape)},
+                                 index=at + 1)
+            if tuple(out.shape) != tuple(n.out.shape) or out.dtype is not n.out.dtype:
+                raise AssertionError("cat_before_reshape: shape or dtype changed")
+            graph.replace_all_uses(n.out, out)
+            count += 1
     return count

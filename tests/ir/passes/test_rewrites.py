@@ -1,7 +1,8 @@
 """ir.passes.rewrites: weight-gradient matmuls folded into one GEMM, sum_to_size as sums,
 transposed matmul products computed in their readers' layout, split's gradient as a cat,
 a copy (clone) before a reshape that no strides can view, an output copy of a fresh
-intermediate dropped, a scan backward's packed gradient narrowed to the blocks it reads.
+intermediate dropped, a scan backward's packed gradient narrowed to the blocks it reads, a
+cat of merging reshapes done before the reshape.
 
 Each rewritten graph is run by the reference interpreter and compared with NumPy."""
 import numpy as np
@@ -11,9 +12,9 @@ from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
 from ir.passes.cleanup import dce
-from ir.passes.rewrites import (cat_slice_puts, copy_before_reshape, decompose_sum_to_size,
-                                drop_output_clones, fold_summed_matmul, narrow_scan_gradients,
-                                transpose_matmul_products)
+from ir.passes.rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
+                                decompose_sum_to_size, drop_output_clones, fold_summed_matmul,
+                                narrow_scan_gradients, transpose_matmul_products)
 
 F32 = dt.float32
 rng = np.random.default_rng(0)
@@ -352,5 +353,41 @@ def test_wide_scan_gradient_kept_where_something_else_reads_it():
     dce(g)
     shapes = sorted(n.attrs["shape"][0] for n in g.nodes if n.op == "select_block_backward")
     assert shapes == [2, 7]
+    for a, b in zip(_run(g, *args), want):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["heads", "three_dims", "mixed_split", "not_a_merge"])
+def test_cat_of_merging_reshapes_cats_first(case):
+    """cat([reshape(permute(h_i))], dim=2) of attention head gradients (B, T, H, D) ->
+    (B, T, H*D) becomes reshape(cat([permute(h_i)], dim=2)): the reshape copies go."""
+    B, T, H, D = 2, 3, 4, 5
+    g = Graph()
+    outs = []
+    for i in range(3):
+        h = g.add_input((B, H, T, D) if case != "three_dims" else (B, H, T, D, 2), F32)
+        p = g.add_node("permute", [h], {"dims": (0, 2, 1, 3) if case != "three_dims"
+                                        else (0, 2, 1, 3, 4)})
+        if case == "mixed_split" and i == 1:  # another split of the same width: H*D = 20
+            shape = (B, T, H * D)
+            p = g.add_node("reshape", [p], {"shape": (B, T, 2, 2 * D)})
+        elif case == "not_a_merge" and i == 1:
+            shape = (B, T * H, D)  # merges the wrong dims: no rewrite
+        else:
+            shape = (B, T, H * D * (2 if case == "three_dims" else 1))
+        outs.append(g.add_node("reshape", [p], {"shape": shape}))
+    if case == "not_a_merge":
+        outs[1] = g.add_node("reshape", [outs[1]], {"shape": (B, T, H * D)})
+    cat = g.add_node("cat", outs, {"dim": 2})
+    g.set_outputs([cat])
+    args = [rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs]
+    want = _run(g, *args)
+    got = cat_before_reshape(g)
+    dce(g)
+    assert got == (case in ("heads", "three_dims"))
+    if got:
+        (c,) = [n for n in g.nodes if n.op == "cat"]
+        assert all(a.producer.op == "permute" for a in c.inputs)
+        assert sum(1 for n in g.nodes if n.op == "reshape") == 1
     for a, b in zip(_run(g, *args), want):
         np.testing.assert_array_equal(a, b)
