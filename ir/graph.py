@@ -277,6 +277,16 @@ class Graph:
                 raise ValueError("cannot replace a graph output by a Python scalar")
             self.outputs = [new if o is old else o for o in self.outputs]
 
+    def replace_input(self, node: Node, index: int, new: Value) -> None:
+        """Point ``node``'s operand ``index`` at ``new``, keeping both values' users."""
+        old = node.inputs[index]
+        node.inputs[index] = new
+        if isinstance(old, Value) and not any(a is old for a in node.inputs) and \
+                node in old.users:
+            old.users.remove(node)
+        if node not in new.users:
+            new.users.append(node)
+
     def remove_node(self, node: Node) -> None:
         """Remove a node whose value has no users."""
         if node.out.users or node.out in self.outputs:

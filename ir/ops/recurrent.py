@@ -157,8 +157,10 @@ register(OpDef("lstm_scan", "other", _lstm_impl, infer=_lstm_infer, grad=_lstm_g
                saves=(1, 2, 3, -1), backward_name="LstmBackward0",
                doc="LSTM over a sequence: (T,B,4H) projections, h0, c0, W_hh, bias (4H) -> "
                    "(7,T,B,H) packed [h, c, i, f, g, o, tanh(c)]"))
+# extra["grad_blocks"]: the leading blocks of the packed output's gradient (input 0) the
+# backward reads (h and c here; ir.passes.rewrites.narrow_scan_gradients builds only those)
 register(OpDef("lstm_scan_backward", "other", _lstm_backward_impl,
-               grad=_no_double_backward("lstm_scan"),
+               grad=_no_double_backward("lstm_scan"), extra={"grad_blocks": 2},
                infer=lambda specs, attrs: ((specs[1][0][1] + 1, specs[1][0][2],
                                             4 * specs[1][0][3]), specs[1][1])))
 
@@ -286,7 +288,7 @@ register(OpDef("gru_scan", "other", _gru_impl, infer=_gru_infer, grad=_gru_grad,
                doc="GRU over a sequence: (T,B,3H) input projections (with b_ih), h0, W_hh, "
                    "b_hh -> (5,T,B,H) packed [h, r, z, n, W_hn h + b_hn]"))
 register(OpDef("gru_scan_backward", "other", _gru_backward_impl,
-               grad=_no_double_backward("gru_scan"),
+               grad=_no_double_backward("gru_scan"), extra={"grad_blocks": 1},  # h only
                infer=lambda specs, attrs: ((specs[1][0][1] + 1, specs[1][0][2],
                                             6 * specs[1][0][3]), specs[1][1])))
 

@@ -572,10 +572,10 @@ def decompose(graph: Graph) -> int:
     op; returns rewrites. Then, on the primitives, folds weight-gradient matmuls into one
     GEMM, computes transposed 2-D matmul products in their readers' layout, turns
     ``sum_to_size`` into fusible sums and split's gradient into a ``cat`` (of the values
-    before their merging reshapes), builds only
-    the blocks of a scan's packed gradient its backward reads, copies
-    a permuted value that a reshape cannot view by a kernel into a planned buffer, and
-    returns a fresh intermediate itself instead of a copy of it (``ir.passes.rewrites``)."""
+    before their merging reshapes), builds only the blocks of a scan's packed gradient
+    its backward reads, copies a permuted value that a reshape cannot view by a kernel
+    into a planned buffer, and returns a fresh intermediate itself instead of a copy of
+    it (``ir.passes.rewrites``)."""
     from .decompose import decompose_ops
     from .rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
                            decompose_sum_to_size, drop_output_clones, fold_summed_matmul,

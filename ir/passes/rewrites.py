@@ -243,10 +243,7 @@ def copy_before_reshape(graph: Graph) -> int:
         if _permuted_elementwise(graph, p, v) is not None:
             continue  # every reader of the permuted value now reads e's own result
         c = graph.add_node("clone", [v], {}, index=graph.nodes.index(n))
-        n.inputs[0] = c  # reshape's one value operand
-        if n in v.users:
-            v.users.remove(n)
-        c.users.append(n)
+        graph.replace_input(n, 0, c)  # reshape's one value operand
     return count
 
 
@@ -395,17 +392,16 @@ def drop_output_clones(graph: Graph) -> int:
     return count
 
 
-# scan backward op -> how many leading blocks of its packed output's gradient it reads
-_SCAN_GRAD_BLOCKS = {"lstm_scan_backward": 2, "gru_scan_backward": 1}
-
 
 def narrow_scan_gradients(graph: Graph) -> int:
     """A scan backward whose output gradient is ``select_block_backward(g, index=i)`` of
     the packed output, ``i`` among the blocks it reads -> the same op over just those
-    blocks (the others are zeros it never reads). Returns rewrites."""
+    blocks (the others are zeros it never reads; the op says how many it reads in
+    ``extra["grad_blocks"]``). Returns rewrites."""
+    from ..registry import REGISTRY
     count = 0
     for n in list(graph.nodes):
-        keep = _SCAN_GRAD_BLOCKS.get(n.op)
+        keep = REGISTRY[n.op].extra.get("grad_blocks")
         if keep is None or not isinstance(n.inputs[0], Value):
             continue
         v = n.inputs[0]
@@ -417,10 +413,7 @@ def narrow_scan_gradients(graph: Graph) -> int:
         small = graph.add_node("select_block_backward", [p.inputs[0]],
                                {"shape": shape, "index": p.attrs["index"]},
                                index=graph.nodes.index(n))
-        n.inputs[0] = small
-        if n in v.users:
-            v.users.remove(n)
-        small.users.append(n)
+        graph.replace_input(n, 0, small)
         count += 1  # the wide one, if nothing else reads it, goes in dce
     return count
 

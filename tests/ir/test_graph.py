@@ -138,3 +138,19 @@ def test_names_stay_unique_through_removals_copies_and_round_trips():
     names = [v.name for v in r.all_values()]
     assert len(names) == len(set(names))
     assert r.add_input((2,), dt.float32, names[-1]).name == names[-1] + "_1"
+
+
+def test_replace_input_keeps_users_consistent():
+    g = Graph()
+    x = g.add_input((3,), dt.float32)
+    y = g.add_input((3,), dt.float32)
+    s = g.add_node("add", [x, x])
+    g.set_outputs([s])
+    n = s.producer
+    g.replace_input(n, 0, y)  # x is still operand 1: still a user
+    assert n in x.users and n in y.users
+    g.replace_input(n, 1, y)
+    assert n not in x.users and y.users.count(n) == 1
+    verify(g)
+    a, b = np.ones(3, np.float32), np.full(3, 2.0, np.float32)
+    np.testing.assert_array_equal(interpret(g, [a, b])[0], b + b)
