@@ -36,6 +36,12 @@
   of its packed output's gradient (LSTM: h and c of its 7; GRU: h of its 5), so a
   ``select_block_backward`` feeding it builds just those blocks: the LSTM LM's zero
   (7, T, B, H) gradient (7.3 MB filled per step to carry one 1 MB block) shrinks to 2.
+- ``pool_before_relu``: ``max_pool(relu(x))`` becomes ``relu(max_pool(x))`` and its
+  gradient ``relu'(x) * scatter(g)`` becomes ``scatter(relu'(pooled) * g)``: the ReLU,
+  its mask and the mask's gradient product run on the pooled values (a quarter of the
+  elements for a 2x2 pool) instead of the convolution's whole output. The values and
+  gradients are the same: ReLU is monotone, so the window's maximum is the same element
+  wherever it is positive, and where it is not, both forms give zero.
 """
 from __future__ import annotations
 
@@ -458,4 +464,96 @@ def cat_before_reshape(graph: Graph) -> int:
                 raise AssertionError("cat_before_reshape: shape or dtype changed")
             graph.replace_all_uses(n.out, out)
             count += 1
+    return count
+
+
+def _is_zero(a) -> bool:
+    return isinstance(a, (bool, int, float)) and not isinstance(a, bool) and a == 0
+
+
+def _mask_grads(m: Node, iv: Value, outputs: set) -> list | None:
+    """(m, where, scatter) for each reader of mask ``m`` = ``gt(r, 0)``, each a
+    ``where(m, pool_scatter(g, iv), 0)`` whose scatter nothing else reads; else None."""
+    if m.op != "gt" or not _is_zero(m.inputs[1]) or id(m.out) in outputs:
+        return None
+    found = []
+    for w in m.out.users:
+        s = w.inputs[1] if w.op == "where" else None
+        sc = s.producer if isinstance(s, Value) else None
+        if w.inputs[0] is not m.out or not _is_zero(w.inputs[2]) or sc is None or \
+                sc.op != "pool_scatter" or sc.inputs[1] is not iv or \
+                len(s.users) != 1 or id(s) in outputs:
+            return None
+        found.append((m, w, sc))
+    return found
+
+
+def _relu_mask_grads(rv: Value, x: Value, iv: Value, outputs: set) -> list | None:
+    """The ReLU gradients ``where(gt(r, 0), pool_scatter(g, iv), 0)``, ``r`` the ReLU's
+    output ``rv`` or its input ``x``, as (mask, where, scatter) nodes, when every reader
+    of ``rv`` other than the pool is such a mask and every reader of ``iv`` other than
+    the gather is such a scatter; else None."""
+    found = []
+    for m in rv.users:
+        if m.op in ("max_pool_indices", "pool_gather"):
+            continue
+        got = _mask_grads(m, iv, outputs)
+        if got is None:
+            return None
+        found += got
+    for m in x.users:
+        if m.op == "gt" and any(w.op == "where" and isinstance(w.inputs[1], Value) and
+                                w.inputs[1].producer is not None and
+                                w.inputs[1].producer.op == "pool_scatter" and
+                                w.inputs[1].producer.inputs[1] is iv for w in m.out.users):
+            got = _mask_grads(m, iv, outputs)
+            if got is None:
+                return None
+            found += got
+    scatters = {id(sc) for _, _, sc in found}
+    if any(u.op != "pool_gather" and id(u) not in scatters for u in iv.users):
+        return None
+    return found
+
+
+def pool_before_relu(graph: Graph) -> int:
+    """``pool_gather(r, max_pool_indices(r))`` of ``r = relu(x)``, whose other readers
+    are only its ReLU gradients ``where(gt(r, 0), pool_scatter(g, indices), 0)`` ->
+    ``relu(pool_gather(x, max_pool_indices(x)))`` and gradients ``pool_scatter(where(
+    gt(pooled, 0), g, 0), indices of x)``. Returns rewrites (the full-size ReLU, its
+    mask and indices go in dce)."""
+    outputs = {id(o) for o in graph.outputs}
+    count = 0
+    for r in list(graph.nodes):
+        if r.op != "relu" or not isinstance(r.inputs[0], Value) or id(r.out) in outputs:
+            continue
+        rv, x = r.out, r.inputs[0]
+        mis = [u for u in rv.users if u.op == "max_pool_indices"]
+        if len(mis) != 1 or id(mis[0].out) in outputs:
+            continue
+        mi = mis[0]
+        iv = mi.out
+        pgs = [u for u in rv.users if u.op == "pool_gather"]
+        if len(pgs) != 1 or pgs[0].inputs[0] is not rv or pgs[0].inputs[1] is not iv:
+            continue
+        pg = pgs[0]
+        grads = _relu_mask_grads(rv, x, iv, outputs)
+        if grads is None:
+            continue
+        at = graph.nodes.index(pg)
+        idx = graph.add_node("max_pool_indices", [x], dict(mi.attrs), index=at)
+        pooled = graph.add_node("pool_gather", [x, idx], dict(pg.attrs), index=at + 1)
+        act = graph.add_node("relu", [pooled], {}, index=at + 2)
+        if tuple(act.shape) != tuple(pg.out.shape) or act.dtype is not pg.out.dtype:
+            raise AssertionError("pool_before_relu: shape or dtype changed")
+        graph.replace_all_uses(pg.out, act)
+        for _, w, sc in grads:
+            at = graph.nodes.index(w)
+            mask = graph.add_node("gt", [act, 0], {}, index=at)
+            g = graph.add_node("where", [mask, sc.inputs[0], w.inputs[2]], {}, index=at + 1)
+            back = graph.add_node("pool_scatter", [g, idx], dict(sc.attrs), index=at + 2)
+            if tuple(back.shape) != tuple(w.out.shape) or back.dtype is not w.out.dtype:
+                raise AssertionError("pool_before_relu: gradient shape or dtype changed")
+            graph.replace_all_uses(w.out, back)
+        count += 1
     return count

@@ -328,3 +328,34 @@ def test_linear_on_permuted_rows_copies_them_for_one_gemm(gemm_calls):
     f(h, w)
     a2 = gemm_calls[-1][0]
     assert np.shares_memory(a2, buf), "the copy buffer is kept between calls"
+
+
+def test_conv_relu_maxpool_step_runs_relu_on_the_pooled_values():
+    """A training step's conv -> ReLU -> max-pool: the plan pools the convolution's
+    output and runs the ReLU, its mask and its gradient on the pooled shape; losses and
+    parameters equal eager's to rounding (the convolution's weight gradient sums in
+    another order compiled, with or without the rewrite)."""
+    def make():
+        torch.manual_seed(4)
+        model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(8 * 3 * 3, 4))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step
+    x, y = torch.randn(5, 2, 8, 8), torch.randint(0, 4, (5,))
+    (m1, s1), (m2, s2) = make(), make()
+    f = torch.compile(s2)
+    for _ in range(4):
+        np.testing.assert_allclose(f(x, y).item(), s1(x, y).item(), rtol=1e-6)
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-5,
+                                   atol=1e-7)
+    shapes = {n.op: n.out.shape for s in _plan_of(f).steps for n in s.nodes
+              if n.op in ("relu", "max_pool_indices")}
+    assert shapes["relu"] == shapes["max_pool_indices"] == (5, 8, 3, 3)

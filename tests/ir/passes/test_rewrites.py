@@ -14,7 +14,8 @@ from ir.interpreter import interpret
 from ir.passes.cleanup import dce
 from ir.passes.rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
                                 decompose_sum_to_size, drop_output_clones, fold_summed_matmul,
-                                narrow_scan_gradients, transpose_matmul_products)
+                                narrow_scan_gradients, pool_before_relu,
+                                transpose_matmul_products)
 
 F32 = dt.float32
 rng = np.random.default_rng(0)
@@ -391,3 +392,62 @@ def test_cat_of_merging_reshapes_cats_first(case):
         assert sum(1 for n in g.nodes if n.op == "reshape") == 1
     for a, b in zip(_run(g, *args), want):
         np.testing.assert_array_equal(a, b)
+
+
+def _relu_pool_graph(shape, pool: dict, mask_from: str = "relu", extra: str | None = None):
+    """relu -> max pool forward, and the ReLU gradient of the pool's scattered output
+    gradient, as a whole training step's graph has them (``extra``: another reader of
+    the ReLU output or of the indices, which must keep the graph as it is)."""
+    g = Graph()
+    x = g.add_input(shape, F32)
+    r = g.add_node("relu", [x])
+    idx = g.add_node("max_pool_indices", [r], dict(pool))
+    p = g.add_node("pool_gather", [r, idx])
+    gp = g.add_input(tuple(p.shape), F32)
+    back = g.add_node("pool_scatter", [gp, idx], {"shape": tuple(shape)})
+    mask = g.add_node("gt", [r if mask_from == "relu" else x, 0])
+    gx = g.add_node("where", [mask, back, 0.0])
+    outs = [p, gx]
+    if extra == "relu":
+        outs.append(g.add_node("mul", [r, 2.0]))
+    elif extra == "indices":
+        outs.append(g.add_node("pool_scatter", [gp, idx], {"shape": tuple(shape)}))
+    g.set_outputs(outs)
+    return g, x, gp
+
+
+POOL_2 = dict(kernel=(2, 2), stride=(2, 2), padding=(0, 0), dilation=(1, 1), ceil_mode=False)
+POOL_3 = dict(kernel=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1), ceil_mode=True)
+
+
+@pytest.mark.parametrize("pool", [POOL_2, POOL_3], ids=["2x2", "3x3-overlapping-padded"])
+@pytest.mark.parametrize("mask_from", ["relu", "input"])
+def test_max_pool_moves_before_relu_with_the_same_values_and_gradients(pool, mask_from):
+    """Windows all negative, all zero, tied, mixed, with NaN: the rewritten graph gives
+    the same pooled values and input gradient bit for bit, and the ReLU and its mask run
+    on the pooled shape."""
+    shape = (2, 3, 7, 8)
+    g, x, gp = _relu_pool_graph(shape, pool, mask_from)
+    xa = rng.standard_normal(shape).astype(np.float32)
+    xa[0, 0] = -np.abs(xa[0, 0])  # every window negative
+    xa[0, 1] = 0.0  # every window zero
+    xa[0, 2, :4, :4] = 0.5  # ties
+    xa[1, 0, 2, 3] = np.nan
+    ga = rng.standard_normal(tuple(gp.shape)).astype(np.float32)
+    want = _run(g, xa, ga)
+    assert pool_before_relu(g) == 1
+    dce(g)
+    relus = [n for n in g.nodes if n.op == "relu"]
+    assert len(relus) == 1 and relus[0].out.shape == tuple(gp.shape)
+    assert all(n.out.shape == tuple(gp.shape) for n in g.nodes if n.op in ("gt", "where"))
+    assert [n.inputs[0] for n in g.nodes if n.op == "max_pool_indices"] == [x]
+    for got, ref in zip(_run(g, xa, ga), want):
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("extra", ["relu", "indices"])
+def test_relu_pool_left_alone_when_read_otherwise(extra):
+    g, _, _ = _relu_pool_graph((2, 3, 6, 6), POOL_2, extra=extra)
+    before = [n.op for n in g.nodes]
+    assert pool_before_relu(g) == 0
+    assert [n.op for n in g.nodes] == before
