@@ -9,6 +9,7 @@ import pytest
 import gcompile as torch
 import gcompile.nn as nn
 import gcompile.nn.functional as F
+from gcompile.bench_models import train_step
 from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
@@ -340,14 +341,7 @@ def test_conv_relu_maxpool_step_runs_relu_on_the_pooled_values():
         model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                               nn.Linear(8 * 3 * 3, 4))
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        return model, step
+        return model, train_step(model, opt, F.cross_entropy)
     x, y = torch.randn(5, 2, 8, 8), torch.randint(0, 4, (5,))
     (m1, s1), (m2, s2) = make(), make()
     f = torch.compile(s2)
