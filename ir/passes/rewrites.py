@@ -541,19 +541,27 @@ def pool_before_relu(graph: Graph) -> int:
         if grads is None:
             continue
         at = graph.nodes.index(pg)
-        idx = graph.add_node("max_pool_indices", [x], dict(mi.attrs), index=at)
-        pooled = graph.add_node("pool_gather", [x, idx], dict(pg.attrs), index=at + 1)
-        act = graph.add_node("relu", [pooled], {}, index=at + 2)
+        idx = _like(graph, mi, [x], at)
+        pooled = _like(graph, pg, [x, idx], at + 1)
+        act = _like(graph, r, [pooled], at + 2)
         if tuple(act.shape) != tuple(pg.out.shape) or act.dtype is not pg.out.dtype:
             raise AssertionError("pool_before_relu: shape or dtype changed")
         graph.replace_all_uses(pg.out, act)
-        for _, w, sc in grads:
+        for m, w, sc in grads:
             at = graph.nodes.index(w)
-            mask = graph.add_node("gt", [act, 0], {}, index=at)
-            g = graph.add_node("where", [mask, sc.inputs[0], w.inputs[2]], {}, index=at + 1)
-            back = graph.add_node("pool_scatter", [g, idx], dict(sc.attrs), index=at + 2)
+            mask = _like(graph, m, [act, 0], at)
+            g = _like(graph, w, [mask, sc.inputs[0], w.inputs[2]], at + 1)
+            back = _like(graph, sc, [g, idx], at + 2)
             if tuple(back.shape) != tuple(w.out.shape) or back.dtype is not w.out.dtype:
                 raise AssertionError("pool_before_relu: gradient shape or dtype changed")
             graph.replace_all_uses(w.out, back)
         count += 1
     return count
+
+
+def _like(graph: Graph, n: Node, inputs: list, at: int) -> Value:
+    """``n``'s op and attributes on ``inputs``, inserted at ``at``, carrying ``n``'s meta
+    (its source line, and whether it belongs to a training step's backward)."""
+    v = graph.add_node(n.op, inputs, dict(n.attrs), index=at)
+    v.producer.meta = dict(n.meta)
+    return v
