@@ -596,29 +596,45 @@ def _pool_gather_native(x, idx, out=None):
     return hw.into(res, out)
 
 
-# pool_scatter: one unit per (n, c) plane, summed in float64 in index order (the
-# reference's bincount), then rounded once to the output dtype.
+# pool_scatter: one unit per (n, c) plane. The reference sums each position's values in
+# float64 in index order (its bincount) and rounds once. Where no position gets two
+# values (a max pool whose windows do not overlap, found while writing: ``seen``), that
+# sum is the value itself, added to the zeroed float row (0.0 + v, so -0.0 lands as
+# +0.0 as in the reference); a plane where one repeats is summed the reference's way.
+# The float64 pass over every plane cost the MNIST CNN's pool gradient 1.6 ms, against
+# 0.7 ms without it.
 _SCATTER = '''
 @njit(nogil=True, inline="always")
-def body(g, idx, out, bad, acc, C, g0, g1, gp, i0, i1, ip, O, P, lo, hi):
+def body(g, idx, out, bad, acc, seen, C, g0, g1, gp, i0, i1, ip, O, P, lo, hi):
     for t in range(lo, hi):
         ni = t // C
         ci = t - ni * C
         gb = ni * g0 + ci * g1
         ib = ni * i0 + ci * i1
+        row = out[t * P:(t + 1) * P]
         for j in range(P):
-            acc[j] = 0.0
+            row[j] = 0
+            seen[j] = 0
         flag = 0
+        dup = 0
         for j in range(O):
             p = idx[ib + j * ip]
             if p < 0 or p >= P:
                 flag = 1
             else:
-                acc[p] += np.float64(g[gb + j * gp])
+                dup |= seen[p]
+                seen[p] = 1
+                row[p] += g[gb + j * gp]
         bad[t] = flag
-        row = out[t * P:(t + 1) * P]
-        for j in range(P):
-            row[j] = acc[j]
+        if dup:
+            for j in range(P):
+                acc[j] = 0.0
+            for j in range(O):
+                p = idx[ib + j * ip]
+                if p >= 0 and p < P:
+                    acc[p] += np.float64(g[gb + j * gp])
+            for j in range(P):
+                row[j] = acc[j]
 '''
 
 
@@ -630,7 +646,8 @@ def _pool_scatter_native(g, idx, shape, out=None):
         return hw.into(ref(g, idx, shape), out)
     d = g.dtype.name
     k = hw.kernel("pool_scatter", (("g", "in", d), ("idx", "in", "int64"), ("out", "out", d),
-                                   ("bad", "out", "int8"), ("acc", "scratch", "float64"))
+                                   ("bad", "out", "int8"), ("acc", "scratch", "float64"),
+                                   ("seen", "scratch", "int8"))
                   + _ints("C", "g0", "g1", "gp", "i0", "i1", "ip", "O", "P"),
                   _SCATTER, op="pool_scatter")
     if not _ready(k):
@@ -645,7 +662,7 @@ def _pool_scatter_native(g, idx, shape, out=None):
     p = int(np.prod(shape[2:]))
     res = hw.result(shape, g.dtype, out)
     bad = np.empty(n * c, np.int8)
-    k(gv, iv, res, bad, p, c, *hw.strides(gv), *hw.strides(iv), o, p, n=n * c,
+    k(gv, iv, res, bad, p, p, c, *hw.strides(gv), *hw.strides(iv), o, p, n=n * c,
       work=res.size + g.size)
     if bad.any():
         return hw.into(ref(g, idx, shape), out)

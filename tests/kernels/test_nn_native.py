@@ -213,6 +213,31 @@ def test_fixed_window_pool_nan_runs_and_ties(dtype, threads):
               dilation=(1, 1), ceil_mode=False)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("overlap", [False, True], ids=["disjoint", "overlapping"])
+def test_pool_scatter_single_and_summed_positions_match_the_reference_bits(
+        dtype, overlap, threads):
+    """Disjoint windows write each value once (no float64 pass), overlapping ones sum
+    in float64 in index order; both give the reference's bits, -0.0 landing as +0.0
+    where it is a position's only value, and a plane whose indices repeat only in its
+    last values taking the summed path."""
+    x = _rand((2, 3, 6, 6), dtype)
+    stride = (1, 1) if overlap else (2, 2)
+    idx = REGISTRY["max_pool_indices"].impl(x, (2, 2), stride, (0, 0), (1, 1), False)
+    g = _rand(idx.shape, dtype)
+    g.reshape(-1)[::5] = -0.0
+    got = _same("pool_scatter", g, idx, shape=x.shape)
+    want = REGISTRY["pool_scatter"].reference(g, idx, x.shape)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    if not overlap:
+        idx2 = idx.copy()
+        idx2[1, 2, -1, -1] = idx2[1, 2, 0, 0]  # one repeat, found at the plane's end
+        got = _same("pool_scatter", g, idx2, shape=x.shape)
+        np.testing.assert_array_equal(np.signbit(got),
+                                      np.signbit(REGISTRY["pool_scatter"].reference(
+                                          g, idx2, x.shape)))
+
+
 def test_pool_index_errors_match_reference():
     x = _rand((1, 2, 4, 4), np.float32)
     idx = np.zeros((1, 2, 2, 2), np.int64)
