@@ -574,17 +574,19 @@ def decompose(graph: Graph) -> int:
     ``sum_to_size`` into fusible sums and split's gradient into a ``cat`` (of the values
     before their merging reshapes), builds only the blocks of a scan's packed gradient
     its backward reads, max-pools before a ReLU (which then runs on the pooled values),
-    copies a permuted value that a reshape cannot view by a kernel into a planned
-    buffer, and returns a fresh intermediate itself instead of a copy of it
+    turns a loss's one-index gather and scatter into masked rows the fuser joins to its
+    log-softmax, copies a permuted value that a reshape cannot view by a kernel into a
+    planned buffer, and returns a fresh intermediate itself instead of a copy of it
     (``ir.passes.rewrites``)."""
     from .decompose import decompose_ops
     from .rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
                            decompose_sum_to_size, drop_output_clones, fold_summed_matmul,
-                           narrow_scan_gradients, pool_before_relu,
+                           masked_one_hot, narrow_scan_gradients, pool_before_relu,
                            transpose_matmul_products)
     count = decompose_ops(graph)
     count += fold_summed_matmul(graph) + decompose_sum_to_size(graph)
     count += transpose_matmul_products(graph) + cat_slice_puts(graph)
     count += cat_before_reshape(graph)
     count += narrow_scan_gradients(graph) + pool_before_relu(graph)
+    count += masked_one_hot(graph)
     return count + copy_before_reshape(graph) + drop_output_clones(graph)

@@ -14,7 +14,7 @@ from ir.interpreter import interpret
 from ir.passes.cleanup import dce
 from ir.passes.rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
                                 decompose_sum_to_size, drop_output_clones, fold_summed_matmul,
-                                narrow_scan_gradients, pool_before_relu,
+                                masked_one_hot, narrow_scan_gradients, pool_before_relu,
                                 transpose_matmul_products)
 
 F32 = dt.float32
@@ -451,3 +451,56 @@ def test_relu_pool_left_alone_when_read_otherwise(extra):
     before = [n.op for n in g.nodes]
     assert pool_before_relu(g) == 0
     assert [n.op for n in g.nodes] == before
+
+
+def _nll_graph(n: int, c: int, ignore: int | None = -100, checked: bool = True):
+    """nll_loss's pieces as a training step has them: range-checked targets (ignored ones
+    sent to class 0), the target log-probability gathered, and the gradient scattered
+    into zeros."""
+    g = Graph()
+    logp = g.add_input((n, c), F32)
+    t = g.add_input((n,), dt.int64)
+    src = g.add_input((n, 1), F32)
+    if checked:
+        t = g.add_node("check", [t], {"kind": "range", "low": 0, "high": c - 1,
+                                      "ignore": ignore, "error": "IndexError",
+                                      "message": "bad {bad}"})
+    if ignore is not None:
+        t = g.add_node("where", [g.add_node("eq", [t, ignore]), 0, t])
+    idx = g.add_node("reshape", [t], {"shape": (n, 1)})
+    picked = g.add_node("gather", [logp, idx], {"dim": 1})
+    zeros = g.add_node("zeros_like", [logp])
+    grad = g.add_node("scatter", [zeros, idx, src], {"dim": 1, "reduce": "add"})
+    g.set_outputs([picked, grad])
+    return g
+
+
+@pytest.mark.parametrize("ignore", [-100, None])
+def test_loss_gather_and_scatter_become_masked_rows(ignore):
+    """Same bits as the gather and scatter-add: NaN and infinities elsewhere in a row do
+    not leak, -0.0 scattered lands as +0.0, ignored targets read class 0."""
+    n, c = 9, 7
+    g = _nll_graph(n, c, ignore)
+    logp = rng.standard_normal((n, c)).astype(np.float32)
+    logp[1, 3], logp[2, 0], logp[4, 5] = np.nan, np.inf, -np.inf
+    t = rng.integers(0, c, n)
+    if ignore is not None:
+        t[3] = ignore
+    src = rng.standard_normal((n, 1)).astype(np.float32)
+    src[5, 0] = -0.0
+    want = _run(g, logp, t, src)
+    assert masked_one_hot(g) == 2
+    dce(g)
+    assert not any(nd.op in ("gather", "scatter") for nd in g.nodes)
+    got = _run(g, logp, t, src)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+
+
+def test_unchecked_indices_keep_gather_and_scatter():
+    """Indices not known to be in range (a user's gather): an out-of-range one must still
+    raise, so the library ops stay."""
+    g = _nll_graph(4, 5, ignore=None, checked=False)
+    assert masked_one_hot(g) == 0
+    assert {"gather", "scatter"} <= {nd.op for nd in g.nodes}
