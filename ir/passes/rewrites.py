@@ -593,21 +593,22 @@ def _index_below(v, n: int) -> bool:
     if p.op in ("reshape", "permute", "expand", "getitem") and isinstance(p.inputs[0], Value):
         return _index_below(p.inputs[0], n)
     if p.op == "check":
-        a = p.attrs
-        return a.get("kind") == "range" and a.get("low") is not None and a["low"] >= 0 and \
-            a.get("high") is not None and a["high"] < n and a.get("ignore") is None
+        return _checks_below(p, n) and p.attrs.get("ignore") is None
     if p.op == "where":
         cond, c, t = p.inputs
         q = cond.producer if isinstance(cond, Value) else None
         ck = t.producer if isinstance(t, Value) else None
-        if q is None or q.op != "eq" or ck is None or ck.op != "check" or \
-                q.inputs[0] is not t or ck.attrs.get("ignore") is None or \
-                q.inputs[1] != ck.attrs["ignore"] or not _index_below(c, n):
-            return False
-        a = ck.attrs
-        return a.get("kind") == "range" and a.get("low") is not None and a["low"] >= 0 and \
-            a.get("high") is not None and a["high"] < n
+        return (q is not None and q.op == "eq" and ck is not None and _checks_below(ck, n)
+                and q.inputs[0] is t and ck.attrs.get("ignore") is not None
+                and q.inputs[1] == ck.attrs["ignore"] and _index_below(c, n))
     return False
+
+
+def _checks_below(ck: Node, n: int) -> bool:
+    """``ck`` is a range ``check`` of values within ``[0, n)`` (bar its ignored value)."""
+    a = ck.attrs
+    return ck.op == "check" and a.get("kind") == "range" and a.get("low") is not None and \
+        a["low"] >= 0 and a.get("high") is not None and a["high"] < n
 
 
 def _one_index(shape: tuple, idx, dim: int) -> bool:
@@ -622,7 +623,7 @@ def _one_index(shape: tuple, idx, dim: int) -> bool:
 def _zeros(v) -> bool:
     p = v.producer if isinstance(v, Value) else None
     if p is not None:
-        return p.op == "zeros_like" or (p.op == "zeros")
+        return p.op in ("zeros_like", "zeros")
     return isinstance(v, Value) and v.kind == "const" and v.data is not None and \
         not np.any(v.data)
 
