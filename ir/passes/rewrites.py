@@ -107,6 +107,12 @@ def decompose_sum_to_size(graph: Graph) -> int:
     return count
 
 
+def _same_type(new: Value, old: Value, what: str) -> None:
+    """A rewrite's replacement must have the shape and dtype of the value it replaces."""
+    if tuple(new.shape) != tuple(old.shape) or new.dtype is not old.dtype:
+        raise AssertionError(f"{what}: shape or dtype changed")
+
+
 def _prod(xs) -> int:
     p = 1
     for x in xs:
@@ -222,8 +228,7 @@ def transpose_matmul_products(graph: Graph) -> int:
             pos[0] += 1
             return r
         out = graph.add_node("matmul", [t(b), t(a)], {}, index=pos[0])
-        if tuple(out.shape) != tuple(n.out.shape) or out.dtype is not n.out.dtype:
-            raise AssertionError("transpose_matmul_products: shape or dtype changed")
+        _same_type(out, n.out, "transpose_matmul_products")
         graph.replace_all_uses(n.out, out)
         for m in chain + [p]:
             graph.remove_node(m)
@@ -359,8 +364,7 @@ def cat_slice_puts(graph: Graph) -> int:
             continue
         out = graph.add_node("cat", [p[3] for p in puts], {"dim": dim},
                              index=graph.nodes.index(n))
-        if tuple(out.shape) != tuple(n.out.shape) or out.dtype is not n.out.dtype:
-            raise AssertionError("cat_slice_puts: shape or dtype changed")
+        _same_type(out, n.out, "cat_slice_puts")
         graph.replace_all_uses(n.out, out)
         done.update(id(a) for a in adds)
         count += 1  # the adds and index_puts are left to dead-code elimination
@@ -404,7 +408,6 @@ def drop_output_clones(graph: Graph) -> int:
         taken[id(x)] = 1
         count += 1
     return count
-
 
 
 def narrow_scan_gradients(graph: Graph) -> int:
@@ -468,15 +471,16 @@ def cat_before_reshape(graph: Graph) -> int:
             joined = graph.add_node("cat", parts, {"dim": dim}, index=at)
             out = graph.add_node("reshape", [joined], {"shape": tuple(n.out.shape)},
                                  index=at + 1)
-            if tuple(out.shape) != tuple(n.out.shape) or out.dtype is not n.out.dtype:
-                raise AssertionError("cat_before_reshape: shape or dtype changed")
+            _same_type(out, n.out, "cat_before_reshape")
             graph.replace_all_uses(n.out, out)
             count += 1
     return count
 
 
 def _is_zero(a) -> bool:
-    return isinstance(a, (bool, int, float)) and not isinstance(a, bool) and a == 0
+    """A Python scalar zero operand (not False)."""
+    return isinstance(a, (int, float)) and not isinstance(a, bool) and a == 0
+
 
 
 def _mask_grads(m: Node, iv: Value, outputs: set) -> list | None:
@@ -509,15 +513,8 @@ def _relu_mask_grads(rv: Value, x: Value, iv: Value, outputs: set) -> list | Non
         if got is None:
             return None
         found += got
-    for m in x.users:
-        if m.op == "gt" and any(w.op == "where" and isinstance(w.inputs[1], Value) and
-                                w.inputs[1].producer is not None and
-                                w.inputs[1].producer.op == "pool_scatter" and
-                                w.inputs[1].producer.inputs[1] is iv for w in m.out.users):
-            got = _mask_grads(m, iv, outputs)
-            if got is None:
-                return None
-            found += got
+    for m in x.users:  # masks of the input: those not all such gradients are other uses
+        found += _mask_grads(m, iv, outputs) or []
     scatters = {id(sc) for _, _, sc in found}
     if any(u.op != "pool_gather" and id(u) not in scatters for u in iv.users):
         return None
@@ -552,16 +549,14 @@ def pool_before_relu(graph: Graph) -> int:
         idx = _like(graph, mi, [x], at)
         pooled = _like(graph, pg, [x, idx], at + 1)
         act = _like(graph, r, [pooled], at + 2)
-        if tuple(act.shape) != tuple(pg.out.shape) or act.dtype is not pg.out.dtype:
-            raise AssertionError("pool_before_relu: shape or dtype changed")
+        _same_type(act, pg.out, "pool_before_relu")
         graph.replace_all_uses(pg.out, act)
         for m, w, sc in grads:
             at = graph.nodes.index(w)
             mask = _like(graph, m, [act, 0], at)
             g = _like(graph, w, [mask, sc.inputs[0], w.inputs[2]], at + 1)
             back = _like(graph, sc, [g, idx], at + 2)
-            if tuple(back.shape) != tuple(w.out.shape) or back.dtype is not w.out.dtype:
-                raise AssertionError("pool_before_relu: gradient shape or dtype changed")
+            _same_type(back, w.out, "pool_before_relu")
             graph.replace_all_uses(w.out, back)
         count += 1
     return count
@@ -641,8 +636,8 @@ def masked_one_hot(graph: Graph) -> int:
         elif n.op == "scatter" and n.attrs.get("reduce") in (None, "add"):
             x, idx, src = n.inputs
             shape = tuple(n.out.shape)
-            if not _zeros(x) or not isinstance(src, Value) or src.dtype is not n.out.dtype or \
-                    tuple(src.shape) != tuple(idx.shape if isinstance(idx, Value) else ()):
+            if not _zeros(x) or not isinstance(src, Value) or not isinstance(idx, Value) or \
+                    src.dtype is not n.out.dtype or tuple(src.shape) != tuple(idx.shape):
                 continue
         else:
             continue
@@ -667,8 +662,7 @@ def masked_one_hot(graph: Graph) -> int:
                 val = graph.add_node("add", [src, 0.0], index=at + 1)
                 at += 1
             new = graph.add_node("where", [hit, val, 0.0], index=at + 1)
-        if tuple(new.shape) != tuple(n.out.shape) or new.dtype is not n.out.dtype:
-            raise AssertionError("masked_one_hot: shape or dtype changed")
+        _same_type(new, n.out, "masked_one_hot")
         new.producer.meta = dict(n.meta)
         graph.replace_all_uses(n.out, new)
         count += 1
