@@ -105,6 +105,8 @@ def env_report() -> dict:
         cores = os.cpu_count()
     rep["cpu_count"] = cores
     rep["kernel_threads"] = _nthreads()
+    from kernels.cpu import native_pool
+    rep["thread_pool"] = native_pool.describe()
     rep["compile_workers"] = compile_workers()
     # the CPU LLVM sees
     try:
@@ -157,6 +159,7 @@ def format_env(rep: dict) -> str:
              f"platform: {rep['platform']}", f"numpy: {rep['numpy']}",
              f"numba: {rep['numba']}", f"llvmlite: {rep['llvmlite']}",
              f"cpu count: {rep['cpu_count']}", f"kernel threads: {rep['kernel_threads']}",
+             f"thread pool: {rep['thread_pool']}",
              f"compile workers: {rep['compile_workers']}", f"blas: {rep['blas']}"]
     for i, p in enumerate(rep.get("threadpools", [])):
         lines.append(f"threadpool {i}: {p['user_api']} {p['internal_api']} {p['version']} "

@@ -159,10 +159,10 @@ def _ptr_reader():
 
 def _short_spin() -> bool:
     try:
-        from kernels.cpu.blas_spin import short_spin
+        from kernels.cpu import blas_leaves_cores
     except ImportError:  # pragma: no cover - kernels without the CPU back end
         return False
-    return short_spin()
+    return blas_leaves_cores()
 
 
 def kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
@@ -171,7 +171,8 @@ def kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
     # An epilogue right after a BLAS call runs serially unless it is large, where
     # OpenBLAS's threads still spin then (its default ~0.1 s): a parallel kernel's threads
     # would fight them (measured: a 256x512 bias+relu went from 0.2 ms serial to 20 ms
-    # parallel). With the spin shortened (kernels.cpu.blas_spin) the rule is off: GPT's
+    # parallel). With BLAS's jobs on the native pool or its spin shortened
+    # (kernels.cpu.blas_leaves_cores) the rule is off: GPT's
     # GELU and attention softmax epilogues then split over threads.
     numel = int(np.prod(low.full_shape, dtype=np.int64))
     serial = numel <= SERIAL_EPILOGUE_MAX and any(

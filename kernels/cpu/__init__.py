@@ -4,8 +4,8 @@ The returned ``CompiledKernel`` is generic in sizes and strides. On each call
 it collapses dimensions that are contiguous for every operand, picks a loop
 variant (flat when everything is one contiguous run, else strided with the
 innermost axis classed unit/zero/general stride per operand; serial below
-``PARALLEL_THRESHOLD`` elements, split over a thread pool above), generates that variant's
-Numba source once (``kernels.cpu.codegen``), loads its machine code
+``PARALLEL_THRESHOLD`` elements, split over the threads of ``native_pool`` above),
+generates that variant's Numba source once (``kernels.cpu.codegen``), loads its machine code
 through the disk cache (``kernels.cache``, ``kernels.cpu.native``: a warm
 process does not import Numba) and calls it with raw pointers and sizes.
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import cache as _cache
 from ..spec import KernelSpec, canonical
-from . import codegen, native
+from . import codegen, native, native_pool
 
 __all__ = ["compile_kernel", "CompiledKernel", "BoundCall", "cache_stats", "PARALLEL_THRESHOLD",
            "set_parallel_threshold", "prefetch", "needs_compile", "defer_compile", "defer_build",
@@ -304,7 +304,16 @@ class CompiledKernel:
         if parallel is None:
             parallel = total >= PARALLEL_THRESHOLD
         if parallel and n_split >= 2 and _nthreads() >= 2:
-            return None
+            k = min(_nthreads(), n_split)
+            if len(template) + 2 > native_pool.MAX_ARGS or not _native_threads(k):
+                return None
+            rows, blocks = self._rows(template, n_split, k, scratch)
+            for slot, j in slots:
+                rows[:, slot] = ptrs[j]
+            where: dict[int, list[int]] = {}
+            for slot, j in slots:
+                where.setdefault(j, []).append(slot)
+            return native_pool.RowsCall(self._fn(variant), rows, where, ptrs, (blocks, keep))
         args = list(template) + [0, n_split]
         for slot, k in slots:
             args[slot] = ptrs[k]
@@ -323,11 +332,29 @@ class CompiledKernel:
         ptrs = [_ptr(a) for a in inputs] + [_ptr(b) for b in outputs]
         return self._plan(inputs, outputs, shape, _aliases(inputs, outputs, ptrs))[1]
 
+    @staticmethod
+    def _rows(args: list, n: int, k: int, scratch: tuple) -> tuple[np.ndarray, list]:
+        """One row of C arguments per chunk of ``[0, n)`` split ``k`` ways, each with
+        its own scratch block (returned: they must outlive the calls)."""
+        rows = np.empty((k, len(args) + 2), np.int64)
+        blocks = []
+        for c in range(k):
+            a = list(args)
+            blocks.append(_with_scratch(a, scratch))
+            rows[c, :-2] = a
+            rows[c, -2] = c * n // k
+            rows[c, -1] = (c + 1) * n // k
+        return rows, blocks
+
     def _run_parallel(self, variant: tuple, args: list, n: int, nthr: int,
                       scratch: tuple = ()) -> None:
         """Disjoint [lo, hi) ranges of the serial nogil entry on ``nthr`` threads."""
         fn = self._fn(variant)
         k = min(nthr, n)
+        if len(args) + 2 <= native_pool.MAX_ARGS and _native_threads(k):
+            rows, blocks = self._rows(args, n, k, scratch)  # noqa: F841 - kept for the call
+            native_pool.run_rows(fn, rows)
+            return
         pool = _pool(k - 1)
         chunks = []
         for c in range(k):
@@ -637,8 +664,25 @@ def _cls(s: int) -> str:
 _POOL: list = [None, 0]
 
 
+def _native_threads(k: int) -> bool:
+    """Whether a ``k``-way call runs on the native pool (``native_pool``), with its
+    workers started."""
+    return native_pool.ensure_workers(max(k, _nthreads()))
+
+
+def blas_leaves_cores() -> bool:
+    """Whether BLAS's threads keep off the kernels' cores between GEMMs, so a kernel
+    right after a GEMM may split over threads: OpenBLAS's jobs run on the native pool
+    (``native_pool``), or its idle spin is short (``blas_spin``)."""
+    if _native_threads(_nthreads()) and native_pool.routed_blas():
+        return True
+    from .blas_spin import short_spin
+    return short_spin()
+
+
 def _pool(workers: int):
-    """A persistent thread pool for the parallel path (kernels are nogil)."""
+    """A persistent Python thread pool for the parallel path where the native pool is
+    not available, and for ``blas_lanes``' lanes (kernels are nogil)."""
     from concurrent.futures import ThreadPoolExecutor
     with _LOCK:
         if _POOL[0] is None:
@@ -659,6 +703,8 @@ def set_num_threads(n: int | None) -> None:
     (``gcompile.set_num_threads`` sets it with BLAS's); None goes back to
     GCOMPILE_NUM_THREADS / NUMBA_NUM_THREADS or the usable cores."""
     _THREAD_LIMIT[0] = None if n is None else max(1, int(n))
+    if native_pool.routed_blas():  # OpenBLAS's jobs need a thread each on the pool
+        native_pool.ensure_workers(_nthreads())
 
 
 def _nthreads() -> int:

@@ -277,6 +277,10 @@ class NativeKernel:
         for c in range(k):
             a = list(cargs)
             chunks.append((a, _fill_scratch(a, scratch), c * n // k, (c + 1) * n // k))
+        if len(cargs) + 2 <= cpu.native_pool.MAX_ARGS and cpu._native_threads(k):
+            rows = np.array([a + [lo, hi] for a, _, lo, hi in chunks], np.int64)
+            cpu.native_pool.run_rows(fn, rows)
+            return
         ex = cpu._pool(k - 1)
         futs = [ex.submit(fn, *a, lo, hi) for a, _, lo, hi in chunks[1:]]
         try:

@@ -70,6 +70,8 @@ def test_env_report_parses(capsys, tmp_path, monkeypatch):
     assert fields["cuda available"] in ("True", "False")
     assert fields["mpi available"].split()[0] in ("True", "False")
     assert int(fields["kernel threads"]) >= 1
+    from kernels.cpu import native_pool
+    assert fields["thread pool"].startswith("native" if native_pool.available() else "python")
     assert fields["llvm cpu"] and fields["blas"]
     assert fields["host heap"]
     pytest.importorskip("threadpoolctl")

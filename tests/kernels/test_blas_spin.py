@@ -75,15 +75,23 @@ print(json.dumps([s.run.serial for s in steps if s.kind == "kernel"]))
 """
 
 
-@pytest.mark.parametrize("timeout, serial", [(None, False), ("26", True)])
-def test_epilogue_after_gemm_splits_only_with_a_short_spin(timeout, serial):
-    """A bias+ReLU right after a GEMM is kept on one thread only while OpenBLAS's threads
-    spin long (a user's own OPENBLAS_THREAD_TIMEOUT=26 here)."""
+@pytest.mark.parametrize("timeout, pool", [(None, "1"), ("26", "0"), ("26", "1")])
+def test_epilogue_after_gemm_splits_only_when_blas_leaves_the_cores(timeout, pool):
+    """A bias+ReLU right after a GEMM is kept on one thread only while OpenBLAS's own
+    threads spin long after it (a user's OPENBLAS_THREAD_TIMEOUT=26 here). With
+    OpenBLAS's jobs on the native pool (``native_pool``) its threads never run, and the
+    epilogue splits whatever the timeout."""
     import json
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     if timeout:
         env["OPENBLAS_THREAD_TIMEOUT"] = timeout
-    out = subprocess.run([sys.executable, "-c", _EPILOGUE], capture_output=True, text=True,
-                         env=env, check=True).stdout
-    flags = json.loads(out.strip().splitlines()[-1])
+    env["GCOMPILE_NATIVE_POOL"] = pool
+    code = _EPILOGUE + ("from kernels.cpu import native_pool\n"
+                        "print(json.dumps(bool(native_pool.routed_blas())))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.strip().splitlines()
+    flags, routed = json.loads(out[-2]), json.loads(out[-1])
+    if pool == "0":
+        assert not routed
+    serial = timeout is not None and not routed
     assert flags and all(f is serial for f in flags)
