@@ -54,7 +54,6 @@ def run(tasks: list[Callable[[], None]], k: int) -> None:
         for t in tasks[j::k]:
             t()
     with ctl.limit(limits=1):
-        cpu.native_pool.quiesce()  # its spinning workers would share the lanes' cores
         ex = cpu._pool(k - 1)
         futs = [ex.submit(lane, j) for j in range(1, k)]
         try:

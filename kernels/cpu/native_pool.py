@@ -30,7 +30,8 @@ call runs at a time (its jobs use OpenBLAS's per-position buffers).
 Kernel chunks are called through ``kernel_chunk`` with their C argument rows (one row
 per chunk, the kernel's own ``lo, hi`` last), for kernels of up to ``MAX_ARGS``
 arguments; larger ones, non-POSIX systems and ``GCOMPILE_NATIVE_POOL=0`` keep the
-Python pool (``available()`` says which).
+Python pool (``available()`` says which), which sends spinning workers to sleep first
+(``quiesce``): they would share its threads' cores.
 """
 from __future__ import annotations
 
@@ -45,12 +46,12 @@ import numpy as np
 __all__ = ["MAX_ARGS", "available", "run_rows", "RowsCall", "quiesce", "ensure_workers",
            "routed_blas", "describe", "stats"]
 
-MAX_ARGS = 64
+MAX_ARGS = 40  # 99% of the kernels in a user's cache; each more costs ~0.4 ms to build
 
 # state words, each group on its own 64-byte line
 _SLOT = {"SEQ": 0, "NEXT": 8, "DONE": 16, "RUNNER": 24, "DESC": 25, "NCHUNKS": 26,
-         "PARKED": 32, "PARKNOW": 33, "LIVE": 34, "LOCK": 40, "BLASLOCK": 48, "STOP": 56,
-         "SPIN_NS": 57, "CLOCK": 58}
+         "PARKED": 32, "PARKNOW": 33, "LIVE": 34, "LOCK": 40, "BLASLOCK": 48, "SPIN_NS": 56,
+         "CLOCK": 57}
 _GEN_SHIFT = 24  # NEXT = generation << 24 | next chunk
 
 
@@ -204,8 +205,7 @@ unlock:
 }}
 
 ; a worker: take chunks of every new task; spin while tasks keep coming, sleep on the
-; condition variable after SPIN_NS idle nanoseconds or when PARKNOW is set; return
-; when STOP is set
+; condition variable after SPIN_NS idle nanoseconds or when PARKNOW is set
 define void @gc_pool_worker() {{
 entry:
   %lv = atomicrmw add ptr {at("LIVE")}, i64 1 seq_cst
@@ -216,10 +216,6 @@ loop:
   %last = phi i64 [%s0, %entry], [%s, %got], [%last, %idle], [%last, %woke]
   %since = phi i64 [%t0, %entry], [%tg, %got], [%since, %idle], [%tu, %woke]
   %i = phi i64 [0, %entry], [0, %got], [%i1, %idle], [0, %woke]
-  %stop = load atomic i64, ptr {at("STOP")} monotonic, align 8
-  %st = icmp ne i64 %stop, 0
-  br i1 %st, label %exit, label %look
-look:
   %s = load atomic i64, ptr {at("SEQ")} seq_cst, align 8
   %new = icmp ne i64 %s, %last
   br i1 %new, label %got, label %idle0
@@ -249,11 +245,8 @@ park:
   %l1 = call i32 @pthread_mutex_lock(ptr @gc_pool_mutex)
   %o1 = atomicrmw add ptr {at("PARKED")}, i64 1 seq_cst
   %s2 = load atomic i64, ptr {at("SEQ")} seq_cst, align 8
-  %stop2 = load atomic i64, ptr {at("STOP")} seq_cst, align 8
   %same = icmp eq i64 %s2, %last
-  %nostop = icmp eq i64 %stop2, 0
-  %sleep = and i1 %same, %nostop
-  br i1 %sleep, label %dowait, label %unpark
+  br i1 %same, label %dowait, label %unpark
 dowait:
   %cw = call i32 @pthread_cond_wait(ptr @gc_pool_cond, ptr @gc_pool_mutex)
   br label %unpark
@@ -264,17 +257,6 @@ unpark:
   br label %woke
 woke:
   br label %loop
-exit:
-  %lx = atomicrmw sub ptr {at("LIVE")}, i64 1 seq_cst
-  ret void
-}}
-
-; wake every sleeping worker (after STOP is set, or to take the next task sooner)
-define void @gc_pool_wake() {{
-  %w1 = call i32 @pthread_mutex_lock(ptr @gc_pool_mutex)
-  %w2 = call i32 @pthread_cond_broadcast(ptr @gc_pool_cond)
-  %w3 = call i32 @pthread_mutex_unlock(ptr @gc_pool_mutex)
-  ret void
 }}
 
 ; OpenBLAS's jobs: desc = [dojob, jobdata, element size, dojob_data]
@@ -441,8 +423,7 @@ def _load() -> dict | None:
                 eng.add_object_file(ll.ObjectFileRef.from_data(obj))
                 eng.finalize_object()
             addr = {name: eng.get_function_address(f"gc_pool_{name}") for name in
-                    ("init", "state_ptr", "run", "worker", "wake", "blas_callback",
-                     "kernel_chunk")}
+                    ("init", "state_ptr", "run", "worker", "blas_callback", "kernel_chunk")}
         except Exception:  # noqa: BLE001 - no pool: the Python pool keeps working
             return None
         if not all(addr.values()):
@@ -456,8 +437,7 @@ def _load() -> dict | None:
         _P.update(addr=addr, st=st, workers=[],
                   run=ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
                                        ctypes.c_int64)(addr["run"]),
-                  worker=ctypes.CFUNCTYPE(None)(addr["worker"]),
-                  wake=ctypes.CFUNCTYPE(None)(addr["wake"]), blas=[], ok=True)
+                  worker=ctypes.CFUNCTYPE(None)(addr["worker"]), blas=[], ok=True)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
         return _P
