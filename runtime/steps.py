@@ -157,7 +157,7 @@ def _ptr_reader():
         return lambda a: a.__array_interface__["data"][0]
 
 
-def _short_spin() -> bool:
+def _blas_leaves_cores() -> bool:
     try:
         from kernels.cpu import blas_leaves_cores
     except ImportError:  # pragma: no cover - kernels without the CPU back end
@@ -177,7 +177,7 @@ def kernel_step(low: Lowered, kernel, slot, g: Group, name: str) -> Step:
     numel = int(np.prod(low.full_shape, dtype=np.int64))
     serial = numel <= SERIAL_EPILOGUE_MAX and any(
         v.producer is not None and v.producer.op == "matmul" for v in low.ext) and \
-        not _short_spin()
+        not _blas_leaves_cores()
     run = _KernelRun(low, kernel, in_slots, out_slots, serial, name)
     nbytes = sum(v.nbytes for v in low.ext) + sum(v.nbytes for v in low.out_vals)
     return Step("kernel", name, run, in_slots, out_slots, list(g.nodes), kernel, low.spec,
