@@ -36,9 +36,10 @@ from .. import cache as _cache
 from ..spec import KernelSpec, canonical
 from . import codegen, native, native_pool
 
-__all__ = ["compile_kernel", "CompiledKernel", "BoundCall", "cache_stats", "PARALLEL_THRESHOLD",
-           "set_parallel_threshold", "prefetch", "needs_compile", "defer_compile", "defer_build",
-           "defer_call", "defer_native", "dry_run", "compile_workers", "set_compile_observer"]
+__all__ = ["compile_kernel", "CompiledKernel", "BoundCall", "RowsCall", "cache_stats",
+           "PARALLEL_THRESHOLD", "set_parallel_threshold", "prefetch", "needs_compile",
+           "defer_compile", "defer_build", "defer_call", "defer_native", "dry_run",
+           "compile_workers", "set_compile_observer"]
 
 # Elements per call above which a kernel's range is split over threads. Dispatching to
 # the pool costs ~20-40 us per call on this 2-core machine (benchmarks/kernels_micro.py
@@ -310,10 +311,7 @@ class CompiledKernel:
             rows, blocks = self._rows(template, n_split, k, scratch)
             for slot, j in slots:
                 rows[:, slot] = ptrs[j]
-            where: dict[int, list[int]] = {}
-            for slot, j in slots:
-                where.setdefault(j, []).append(slot)
-            return native_pool.RowsCall(self._fn(variant), rows, where, ptrs, (blocks, keep))
+            return RowsCall(self._fn(variant), rows, slots, ptrs, (blocks, keep))
         args = list(template) + [0, n_split]
         for slot, k in slots:
             args[slot] = ptrs[k]
@@ -619,6 +617,25 @@ class BoundCall:
 
     def __call__(self) -> None:
         self.fn(*self.args)
+
+
+class RowsCall(BoundCall):
+    """A parallel ``BoundCall``: ``args`` are the C argument rows of its chunks (one
+    per thread, ``kernels.cpu.native_pool``), a moved operand is repointed in each."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, fn, rows: np.ndarray, slots, ptrs: list[int], keep) -> None:
+        super().__init__(fn, rows, slots, ptrs, keep)
+        self._task = native_pool.rows_task(fn, rows)
+
+    def repoint(self, k: int, p: int) -> None:
+        self.ptrs[k] = p
+        for slot in self._where.get(k, ()):
+            self.args[:, slot] = p
+
+    def __call__(self) -> None:
+        self._task()
 
 
 def _aliases(inputs, outputs, ptrs: list[int]) -> tuple[int, ...]:

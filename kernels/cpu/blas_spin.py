@@ -20,7 +20,7 @@ import ctypes
 import os
 import threading
 
-__all__ = ["quiet", "short_spin", "SPIN_LOG2_CYCLES"]
+__all__ = ["quiet", "short_spin", "pthreads_openblas", "SPIN_LOG2_CYCLES"]
 
 # 2**18 cycles (~0.1 ms): long enough that back-to-back GEMMs find the threads awake,
 # short enough that the kernel after a GEMM has the cores to itself.
@@ -28,6 +28,17 @@ SPIN_LOG2_CYCLES = 18
 
 _DONE: list = [False]
 _LOCK = threading.Lock()
+
+
+def pthreads_openblas() -> list[str]:
+    """Paths of the loaded OpenBLAS libraries built on their own pthreads server (the
+    ones whose threads gcompile may tune or replace); empty without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+        return [d["filepath"] for d in threadpool_info()
+                if d.get("internal_api") == "openblas" and d.get("threading_layer") == "pthreads"]
+    except Exception:  # noqa: BLE001 - no threadpoolctl or an odd library: leave BLAS be
+        return []
 
 
 def quiet() -> list[str]:
@@ -39,12 +50,8 @@ def quiet() -> list[str]:
         _DONE[0] = True
         if "OPENBLAS_THREAD_TIMEOUT" in os.environ:
             return []
-        try:
-            from threadpoolctl import threadpool_info
-            libs = [d["filepath"] for d in threadpool_info()
-                    if d.get("internal_api") == "openblas"
-                    and d.get("threading_layer") == "pthreads"]
-        except Exception:  # noqa: BLE001 - no threadpoolctl or an odd library: leave BLAS be
+        libs = pthreads_openblas()
+        if not libs:
             return []
         os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(SPIN_LOG2_CYCLES)
         changed = []

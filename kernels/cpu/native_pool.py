@@ -40,10 +40,11 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["MAX_ARGS", "available", "run_rows", "RowsCall", "quiesce", "ensure_workers",
+__all__ = ["MAX_ARGS", "available", "rows_task", "run_rows", "quiesce", "ensure_workers",
            "routed_blas", "describe", "stats"]
 
 MAX_ARGS = 40  # 99% of the kernels in a user's cache; each more costs ~0.4 ms to build
@@ -432,8 +433,7 @@ def _load() -> dict | None:
         state = ctypes.CFUNCTYPE(ctypes.c_void_p)(addr["state_ptr"])()
         st = np.ctypeslib.as_array(ctypes.cast(state, ctypes.POINTER(ctypes.c_int64)),
                                    shape=(64,))
-        st[_SLOT["CLOCK"]] = time.CLOCK_MONOTONIC
-        st[_SLOT["SPIN_NS"]] = int(float(os.environ.get("GCOMPILE_SPIN_US", 2000)) * 1000)
+        _set_clock(st)
         _P.update(addr=addr, st=st, workers=[],
                   run=ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
                                        ctypes.c_int64)(addr["run"]),
@@ -441,6 +441,12 @@ def _load() -> dict | None:
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
         return _P
+
+
+def _set_clock(st: np.ndarray) -> None:
+    """The clock the workers read and how long they spin idle (``GCOMPILE_SPIN_US``)."""
+    st[_SLOT["CLOCK"]] = time.CLOCK_MONOTONIC
+    st[_SLOT["SPIN_NS"]] = int(float(os.environ.get("GCOMPILE_SPIN_US", 2000)) * 1000)
 
 
 def available() -> bool:
@@ -471,14 +477,9 @@ def ensure_workers(threads: int) -> bool:
 def _openblas_setters() -> list[tuple[str, object]]:
     """(path, ``openblas_set_threads_callback_function``) of every loaded pthreads
     OpenBLAS that has one."""
-    try:
-        from threadpoolctl import threadpool_info
-        libs = [d["filepath"] for d in threadpool_info()
-                if d.get("internal_api") == "openblas" and d.get("threading_layer") == "pthreads"]
-    except Exception:  # noqa: BLE001 - no threadpoolctl or an odd library: leave BLAS be
-        return []
+    from .blas_spin import pthreads_openblas
     found = []
-    for path in libs:
+    for path in pthreads_openblas():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -522,47 +523,24 @@ def routed_blas() -> list[str]:
     return [p for p in _P.get("blas", []) if p]
 
 
-def run_rows(entry, rows: np.ndarray) -> None:
-    """Call the kernel ``entry`` (a ctypes function of int64 arguments) once per row of
-    ``rows`` (C-contiguous int64, one row of C arguments per chunk, ``lo, hi`` last),
-    the rows on the pool's threads."""
+def rows_task(entry, rows: np.ndarray) -> Callable[[], None]:
+    """A task calling the kernel ``entry`` (a ctypes function of int64 arguments) once
+    per row of ``rows`` (C-contiguous int64, one row of C arguments per chunk, ``lo, hi``
+    last): calling it runs the rows on the pool's threads. The rows may be rewritten
+    between runs; ``rows`` must outlive the task."""
     desc = np.array([ctypes.cast(entry, ctypes.c_void_p).value, rows.shape[1],
                      rows.ctypes.data], np.int64)
-    _P["run"](_P["addr"]["kernel_chunk"], desc.ctypes.data, rows.shape[0])
+    run, chunk, addr, n = _P["run"], _P["addr"]["kernel_chunk"], desc.ctypes.data, rows.shape[0]
+
+    def task() -> None:
+        run(chunk, addr, n)
+    task.desc = desc  # alive while the task is
+    return task
 
 
-class RowsCall:
-    """A parallel kernel call with its C argument rows built once (the threaded
-    counterpart of ``kernels.cpu.BoundCall``, with the same ``ptrs``/``repoint``/
-    ``sharing``). ``where`` maps an operand to the argument slots holding its data
-    pointer; ``keep`` holds what the rows point at (scratch blocks)."""
-
-    __slots__ = ("rows", "desc", "daddr", "n", "ptrs", "_where", "_keep", "_run", "_chunk")
-
-    def __init__(self, entry, rows: np.ndarray, where: dict[int, list[int]],
-                 ptrs: list[int], keep) -> None:
-        self.rows = rows
-        self.desc = np.array([ctypes.cast(entry, ctypes.c_void_p).value, rows.shape[1],
-                              rows.ctypes.data], np.int64)
-        self.daddr = self.desc.ctypes.data
-        self.n = rows.shape[0]
-        self.ptrs = list(ptrs)
-        self._where = where
-        self._keep = keep
-        self._run = _P["run"]
-        self._chunk = _P["addr"]["kernel_chunk"]
-
-    def repoint(self, k: int, p: int) -> None:
-        self.ptrs[k] = p
-        for slot in self._where.get(k, ()):
-            self.rows[:, slot] = p
-
-    def sharing(self) -> tuple[int, ...]:
-        ptrs = self.ptrs
-        return tuple(ptrs.index(p) for p in ptrs)
-
-    def __call__(self) -> None:
-        self._run(self._chunk, self.daddr, self.n)
+def run_rows(entry, rows: np.ndarray) -> None:
+    """Run ``rows_task(entry, rows)`` once."""
+    rows_task(entry, rows)()
 
 
 def quiesce() -> None:
@@ -593,8 +571,7 @@ def _after_fork_in_child() -> None:
         return
     st = p["st"]
     st[:] = 0
-    st[_SLOT["CLOCK"]] = time.CLOCK_MONOTONIC
-    st[_SLOT["SPIN_NS"]] = int(float(os.environ.get("GCOMPILE_SPIN_US", 2000)) * 1000)
+    _set_clock(st)
     ctypes.CFUNCTYPE(None)(p["addr"]["init"])()
     n = len(p["workers"])
     p["workers"] = []
