@@ -154,7 +154,9 @@ def _load_entry(gen: codegen.Generated):
 
 def _compile_object(source: str) -> tuple[bytes, dict]:
     """Compile the variant's ``entry`` cfunc with Numba; its object code and header."""
-    mod, _ = _cache.load_module(source)
+    from .pipeline import remembered_calls  # imports Numba
+    with remembered_calls():
+        mod, _ = _cache.load_module(source)
     entry = mod.entry
     lib = entry._library
     final = lib._final_module

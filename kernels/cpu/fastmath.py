@@ -541,8 +541,8 @@ def window(typingctx, a, start, n):
 @intrinsic
 def ptr_window(typingctx, p, start, n, dtype):
     """The 1-D ``dtype`` array of ``n`` elements from element ``start`` of the C pointer
-    ``p`` (a flat kernel's ``[lo, hi)`` share of an operand): what ``carray`` and then
-    ``window`` give, for half their compile time."""
+    ``p`` (an operand, or a flat kernel's ``[lo, hi)`` share of one): what ``carray``
+    and then ``window`` give, for half their compile time."""
     if p == types.voidptr and isinstance(dtype, types.NumberClass) and \
             isinstance(start, types.Integer) and isinstance(n, types.Integer):
         arr = types.Array(dtype.instance_type, 1, "C")
@@ -558,6 +558,29 @@ def ptr_window(typingctx, p, start, n, dtype):
                            meminfo=None)
             return out._getvalue()
         return arr(p, start, n, dtype), codegen
+    return None
+
+
+@intrinsic
+def ptr_matrix(typingctx, p, rows, cols, dtype):
+    """The C-contiguous ``rows`` x ``cols`` ``dtype`` array at the C pointer ``p`` (a
+    kernel's stride tables): what ``carray(p, (rows, cols), dtype)`` gives, typed and
+    lowered directly instead of through ``carray``'s overload."""
+    if p == types.voidptr and isinstance(dtype, types.NumberClass) and \
+            isinstance(rows, types.Integer) and isinstance(cols, types.Integer):
+        arr = types.Array(dtype.instance_type, 2, "C")
+
+        def codegen(context, builder, sig, args):
+            lt = context.get_data_type(arr.dtype)
+            r, c = (context.cast(builder, v, t, types.intp)
+                    for v, t in zip(args[1:3], sig.args[1:3]))
+            size = context.get_constant(types.intp, context.get_abi_sizeof(lt))
+            out = make_array(arr)(context, builder)
+            populate_array(out, data=builder.bitcast(args[0], lt.as_pointer()),
+                           shape=[r, c], strides=[builder.mul(c, size), size],
+                           itemsize=size, meminfo=None)
+            return out._getvalue()
+        return arr(p, rows, cols, dtype), codegen
     return None
 
 

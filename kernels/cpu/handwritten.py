@@ -65,8 +65,9 @@ __all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUD
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
 import numpy as np
-from numba import carray, cfunc, njit, types
-_USED = (math, np, carray, cfunc, njit, types)
+from numba import cfunc, njit, types
+from kernels.cpu.fastmath import ptr_matrix, ptr_window
+_USED = (math, np, cfunc, njit, types, ptr_matrix, ptr_window)
 """
 
 _KINDS = {"in": "arr", "out": "arr", "int": "int", "scratch": "scratch"}

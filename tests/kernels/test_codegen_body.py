@@ -109,13 +109,14 @@ CORPUS = [
 # flat variants viewed their operands from the pointers (``fastmath.ptr_window``), and
 # when kernels took Numba's leaner pipeline (``kernels.cpu.pipeline``: header and
 # decorator), and when the column-blocked width became a run-time argument (``BK``:
-# narrower blocks where one block would leave a thread idle). A change here changes
-# every user's cache key.
+# narrower blocks where one block would leave a thread idle), and when the prologue's
+# views became ``fastmath.ptr_window``/``ptr_matrix`` instead of ``carray`` (every
+# source). A change here changes every user's cache key.
 HASHES = [
-    "fc81fbb6ce140bc8", "21014bef147acb6a", "e9f860e4ff10f893", "a3ab8700f0f5bc11",
-    "b135125ffe5359bd", "2ab7ffbd19d0877e", "1bbeedf56d45ea33", "46429db1e1a701e2",
-    "a1d072980e1a86f3", "7ff2f0ee6af2d96b", "bb235a8dff492804", "b0eaf7b70b7ed532",
-    "19d90ac94188233e", "dabd37ae711c939f",
+    "a9991daf630247c1", "56f39669ef508d73", "eb3aa060af8a7cd3", "416b41d0fd5ef43e",
+    "ab35447ef2267927", "352da85e30ea674f", "db01ca77e6804b9d", "a384aadb19358b7a",
+    "62e0bb9ecd6d6bf0", "8dff8501da29ea27", "ac35c004bff0495c", "39125244e01d8a0d",
+    "28722bdfcb942d58", "c50aa2773c3a128f",
 ]
 
 

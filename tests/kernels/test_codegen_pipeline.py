@@ -7,6 +7,7 @@ import importlib.util
 import re
 
 import numpy as np
+import pytest
 from numba.core.registry import CPUDispatcher
 
 from kernels.cpu import CompiledKernel, codegen, fastmath
@@ -62,3 +63,89 @@ def test_a_kernel_calling_an_inlined_helper_keeps_the_default_pipeline():
     out = np.empty(4)
     CompiledKernel(spec)([x, y], [out])
     np.testing.assert_array_equal(out, np.floor_divide(x, y))  # 1 // 0.1 == 9, as NumPy
+
+
+def _typing():
+    from numba.core.registry import cpu_target
+    ctx = cpu_target.typing_context
+    ctx.refresh()
+    return ctx
+
+
+def test_remembered_calls_resolve_as_numba_does_and_leave_no_trace():
+    import operator
+
+    from numba.core import errors, types
+
+    from kernels.cpu.pipeline import remembered_calls
+    ctx = _typing()
+    plain = types.BaseFunction.get_call_type
+    arr = types.Array(types.float32, 1, "C")
+    calls = [(operator.add, (types.float32, types.float32)),
+             (operator.mul, (types.int64, types.float64)),
+             (operator.getitem, (arr, types.intp)),
+             (np.float32, (types.int64,))]
+    want = [ctx.resolve_function_type(ctx.resolve_value_type(f), a, {}) for f, a in calls]
+    with remembered_calls():
+        assert types.BaseFunction.get_call_type is not plain
+        for _ in range(2):  # the second round is answered from memory
+            got = [ctx.resolve_function_type(ctx.resolve_value_type(f), a, {})
+                   for f, a in calls]
+            assert got == want
+        # a call that does not type still fails, every time
+        for _ in range(2):
+            with pytest.raises(errors.TypingError):
+                ctx.resolve_function_type(ctx.resolve_value_type(operator.add),
+                                          (arr, types.unicode_type), {})
+    assert types.BaseFunction.get_call_type is plain
+
+
+def test_kernels_compiled_with_remembered_calls_have_the_same_machine_code():
+    from kernels.cpu.pipeline import remembered_calls
+    rows = codegen.rows_source(_rows_spec(), ("rows", (-1, -1), ("c", "c", "c", "c")))
+    assert "ptr_matrix(" in rows.source
+    for src in (codegen.elementwise_source(_spec("add"), ("flat", (-1, -1), None)).source,
+                rows.source):
+        plain = _asm(src, "plain_kernel")
+        with remembered_calls():
+            first = _asm(src, "remembered_kernel")
+            again = _asm(src, "remembered_again")
+        assert first == plain and again == plain
+
+
+def _rows_spec() -> KernelSpec:
+    """x * rsqrt(mean(x * x) + eps) * w: its rows variant reads the stride table, a 2-D
+    view (``fastmath.ptr_matrix``)."""
+    from kernels.spec import red, rowlen
+    return KernelSpec((F, F), ((F, "full"), (F, "row")), (
+        Phase("reduce", (Stmt("sq", "mul", (inp(0), inp(0)), (), F),), reduce_op="sum",
+              reduce_value=var("sq"), store_result=1,
+              post=(Stmt("ms", "div", (red(0), rowlen(F)), (), F),
+                    Stmt("me", "add", (var("ms"), const(1e-6, F)), (), F),
+                    Stmt("r", "rsqrt", (var("me"),), (), F))),
+        Phase("map", (Stmt("y", "mul", (inp(0), red(0)), (), F),
+                      Stmt("z", "mul", (var("y"), inp(1)), (), F)),
+              stores=((0, var("z")),)),
+    ), "rows")
+
+
+def test_ptr_matrix_views_a_c_pointer_as_a_c_contiguous_matrix():
+    import ctypes
+
+    from numba import cfunc, types
+
+    from kernels.cpu.fastmath import ptr_matrix, ptr_window
+
+    @cfunc(types.void(types.voidptr, types.intp, types.intp, types.voidptr))
+    def transpose(p, r, c, q):
+        a = ptr_matrix(p, r, c, np.int64)
+        out = ptr_window(q, 0, r * c, np.int64)
+        for i in range(r):
+            for j in range(c):
+                out[j * r + i] = a[i, j] + a.shape[0] * 1000 + a.shape[1] * 100
+    a = np.arange(15, dtype=np.int64).reshape(3, 5)
+    out = np.zeros(15, dtype=np.int64)
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_ssize_t,
+                          ctypes.c_void_p)(transpose.address)
+    fn(a.ctypes.data, 3, 5, out.ctypes.data)
+    np.testing.assert_array_equal(out, a.T.ravel() + 3500)
