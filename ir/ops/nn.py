@@ -36,11 +36,29 @@ def np_erf(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.float64:
         # np.asarray: a ufunc on a 0-d array returns a Python float, not an array
         return np.asarray(_erf_exact(x), np.float64) if x.size else x.copy()
+    # in place, the operations in the order 1 - (((((p1 t - p2) t + p3) t - p4) t + p5) t
+    # exp(-a a)) gives them: the same bits as that expression, in three buffers instead
+    # of twelve (fresh memory's first touches were a third of the time)
     a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
-               + 0.254829592) * t * np.exp(-a * a)
-    return np.copysign(y, x).astype(x.dtype, copy=False)
+    t = a * 0.3275911
+    t += 1.0
+    np.divide(1.0, t, out=t)
+    y = t * 1.061405429
+    y -= 1.453152027
+    y *= t
+    y += 1.421413741
+    y *= t
+    y -= 0.284496736
+    y *= t
+    y += 0.254829592
+    y *= t
+    np.negative(a, out=t)
+    t *= a
+    np.exp(t, out=t)
+    y *= t
+    np.subtract(1.0, y, out=y)
+    np.copysign(y, x, out=y)
+    return y.astype(x.dtype, copy=False)
 
 
 # ---- fused activations -----------------------------------------------------------
