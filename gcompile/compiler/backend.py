@@ -33,9 +33,12 @@ def build_executable(graph, profile: bool = False, reference: bool = False) -> E
     from ir.verify import verify
 
     from .logs import stage
+    # structure only: each node's type came from the registry's shape rule when the
+    # tracer added it, and running every rule again was 7 of a GPT step's 11 ms here
+    # (the tests verify types after every pass)
     with stage("verify", lambda: f"{graph.name}: {len(graph.inputs)} inputs, "
                f"{len(graph.nodes)} nodes, {len(graph.outputs)} outputs: ok"):
-        verify(graph)
+        verify(graph, check_types=False)
     if reference:
         from runtime.reference import ReferenceKernel
         compiled = compile_graph(graph, make_kernel=ReferenceKernel)
