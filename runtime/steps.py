@@ -105,46 +105,52 @@ class _KernelRun:
                 o.fill(0)
             return
         try:
-            if self.serial:
+            # bound first, then run through the binding: the call's layout is planned
+            # and its arguments marshalled once (a GPT step's first run did both twice
+            # for each of its 213 kernel steps)
+            b = self._bind(env, ins + outs)
+            if b is not None:
+                b()
+            elif self.serial:
                 self.kernel(ins, outs, parallel=False)
             else:
                 self.kernel(ins, outs)
         except Exception as e:  # noqa: BLE001 - generation failed at first call
             from .reference import ReferenceKernel
+            self.bound = None
             if isinstance(self.kernel, ReferenceKernel):
                 raise
             _log("kernels", f"kernel for {self.name} failed ({type(e).__name__}: {e}); "
                  "using the NumPy evaluation of its spec")
             self.kernel = ReferenceKernel(self.low.spec)
             self.kernel(ins, outs)
-            return
-        self._bind(env, ins + outs)
 
-    def _bind(self, env, ops: list) -> None:
+    def _bind(self, env, ops: list):
+        """Bind the kernel to this call's layout (``self.bound``), and return the binding;
+        None where the call takes the general path. Errors (a kernel that does not
+        compile) are the caller's, as a general call's would be."""
         bind = getattr(self.kernel, "bind", None)
         if bind is None:
-            return
+            return None
         raws = [env[s] for s in self.slots]
         layout = tuple(r.strides for r in raws)
         if layout == self.refused:
-            return  # binding this layout was refused before (e.g. a threaded call)
+            return None  # binding this layout was refused before (e.g. a threaded call)
         self.ptr = ptr = _ptr_reader()
         b = None
         if all(ptr(r) == ptr(o) for r, o in zip(raws, ops)):  # no transform copied
             nin = len(self.pairs_in)
-            try:
-                b = bind(ops[:nin], ops[nin:], False if self.serial else None)
-            except Exception:  # noqa: BLE001 - the general path keeps working
-                b = None
+            b = bind(ops[:nin], ops[nin:], False if self.serial else None)
         if b is None:
             self.refused = layout
-            return
+            return None
         self.objs = [(s, r) for s, r in zip(self.slots, raws) if s in self.stable]
         self.var = [[k, s, weakref.ref(r)] for k, (s, r) in enumerate(zip(self.slots, raws))
                     if s not in self.stable]
         self.strides = [r.strides for r in raws]
         self.sharing = b.sharing()
         self.bound = b
+        return b
 
 
 def _ptr_reader():

@@ -56,3 +56,40 @@ def test_executor_profile_and_plan_text():
         assert "kernel" in text and "fresh" in text
     finally:
         set_kernel_factory(old)
+
+
+class _NoCompile:
+    """A kernel whose machine code fails to build (as a Numba typing error would), on
+    the plan's first call and when bound."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.calls = 0
+
+    def __call__(self, inputs, outputs, parallel=None):
+        self.calls += 1
+        raise RuntimeError("does not compile")
+
+    def bind(self, inputs, outputs, parallel=None):
+        self.calls += 1
+        raise RuntimeError("does not compile")
+
+
+def test_a_kernel_that_fails_on_first_call_falls_back_to_its_spec_once():
+    g = Graph()
+    x = g.add_input((8, 16), dt.float32, "x")
+    y = g.add_node("exp", [g.add_node("relu", [x])])
+    g.set_outputs([y])
+    made = []
+
+    def factory(spec):
+        made.append(_NoCompile(spec))
+        return made[-1]
+    comp = compile_graph(g, make_kernel=factory)
+    ex = Executor(comp.plan)
+    X = np.linspace(-2, 2, 128, dtype=np.float32).reshape(8, 16)
+    for _ in range(2):
+        np.testing.assert_allclose(ex([X])[0], np.exp(np.maximum(X, 0)), rtol=1e-6)
+    assert made and all(k.calls == 1 for k in made)  # tried once, not again per call
+    kinds = {type(s.run.kernel).__name__ for s in comp.plan.steps if hasattr(s.run, "kernel")}
+    assert kinds == {"ReferenceKernel"}
