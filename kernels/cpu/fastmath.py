@@ -538,6 +538,27 @@ def window(typingctx, a, start, n):
     return None
 
 
+def _pointer_view(context, builder, arr, ptr, first, dims):
+    """The C-contiguous ``arr`` (an array type) of shape ``dims`` (LLVM integers) whose
+    first element is element ``first`` (or 0, for None) of the C pointer ``ptr``."""
+    lt = context.get_data_type(arr.dtype)
+    data = builder.bitcast(ptr, lt.as_pointer())
+    if first is not None:
+        data = builder.gep(data, [first])
+    size = context.get_constant(types.intp, context.get_abi_sizeof(lt))
+    strides = [size]
+    for d in reversed(dims[1:]):
+        strides.insert(0, builder.mul(d, strides[0]))
+    out = make_array(arr)(context, builder)
+    populate_array(out, data=data, shape=list(dims), strides=strides, itemsize=size,
+                   meminfo=None)
+    return out._getvalue()
+
+
+def _intp_args(context, builder, sig, args, which):
+    return [context.cast(builder, args[i], sig.args[i], types.intp) for i in which]
+
+
 @intrinsic
 def ptr_window(typingctx, p, start, n, dtype):
     """The 1-D ``dtype`` array of ``n`` elements from element ``start`` of the C pointer
@@ -548,15 +569,8 @@ def ptr_window(typingctx, p, start, n, dtype):
         arr = types.Array(dtype.instance_type, 1, "C")
 
         def codegen(context, builder, sig, args):
-            lt = context.get_data_type(arr.dtype)
-            first, count = (context.cast(builder, v, t, types.intp)
-                            for v, t in zip(args[1:3], sig.args[1:3]))
-            data = builder.gep(builder.bitcast(args[0], lt.as_pointer()), [first])
-            size = context.get_constant(types.intp, context.get_abi_sizeof(lt))
-            out = make_array(arr)(context, builder)
-            populate_array(out, data=data, shape=[count], strides=[size], itemsize=size,
-                           meminfo=None)
-            return out._getvalue()
+            first, count = _intp_args(context, builder, sig, args, (1, 2))
+            return _pointer_view(context, builder, arr, args[0], first, [count])
         return arr(p, start, n, dtype), codegen
     return None
 
@@ -571,15 +585,8 @@ def ptr_matrix(typingctx, p, rows, cols, dtype):
         arr = types.Array(dtype.instance_type, 2, "C")
 
         def codegen(context, builder, sig, args):
-            lt = context.get_data_type(arr.dtype)
-            r, c = (context.cast(builder, v, t, types.intp)
-                    for v, t in zip(args[1:3], sig.args[1:3]))
-            size = context.get_constant(types.intp, context.get_abi_sizeof(lt))
-            out = make_array(arr)(context, builder)
-            populate_array(out, data=builder.bitcast(args[0], lt.as_pointer()),
-                           shape=[r, c], strides=[builder.mul(c, size), size],
-                           itemsize=size, meminfo=None)
-            return out._getvalue()
+            dims = _intp_args(context, builder, sig, args, (1, 2))
+            return _pointer_view(context, builder, arr, args[0], None, dims)
         return arr(p, rows, cols, dtype), codegen
     return None
 
