@@ -26,6 +26,7 @@ out identical (symbol names aside).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from numba.core import types
@@ -44,6 +45,7 @@ _SCOPE = {"depth": 0, "plain": None}  # changed under Numba's compiler lock only
 
 
 def _remembering_call_type(self, context, args, kws):
+    """``BaseFunction.get_call_type`` through ``_RESOLVED``."""
     try:
         key = (self, context, tuple(args), tuple(sorted(kws.items())))
         sig = _RESOLVED.get(key)
@@ -57,7 +59,7 @@ def _remembering_call_type(self, context, args, kws):
 
 
 @contextmanager
-def remembered_calls():
+def remembered_calls() -> Iterator[None]:
     """Within: function types resolve a call once per argument types (see the module's
     docstring). Holds Numba's (reentrant) compiler lock throughout, so that no other
     thread's compile, the only other caller of the typing, runs meanwhile."""
