@@ -560,6 +560,20 @@ def _intp_args(context, builder, sig, args, which):
 
 
 @intrinsic
+def address(typingctx, a, start):
+    """The address of ``a[start]`` (a C-contiguous 1-D array), as an integer: a pointer
+    for a C function a kernel calls (``blas_calls``), without ``a.ctypes``' object."""
+    if _is_vector(a) and isinstance(start, types.Integer):
+        def codegen(context, builder, sig, args):
+            ary = make_array(sig.args[0])(context, builder, args[0])
+            first = context.cast(builder, args[1], sig.args[1], types.intp)
+            return builder.ptrtoint(builder.gep(ary.data, [first]),
+                                    context.get_value_type(types.uintp))
+        return types.uintp(a, start), codegen
+    return None
+
+
+@intrinsic
 def ptr_window(typingctx, p, start, n, dtype):
     """The 1-D ``dtype`` array of ``n`` elements from element ``start`` of the C pointer
     ``p`` (an operand, or a flat kernel's ``[lo, hi)`` share of one): what ``carray``

@@ -97,12 +97,27 @@ def _engine():
     return eng
 
 
+def provide(name: str, address: int) -> None:
+    """Make ``name`` resolve to ``address`` for MCJIT, ours and Numba's (LLVM keeps one
+    table per process): a C function of a library loaded privately, which the process
+    does not export (NumPy's OpenBLAS, ``blas_calls``), for kernels that call it."""
+    ll = _ll()
+    with _LOCK:
+        if _PROVIDED.get(name) != address:
+            ll.add_symbol(name, address)
+            _PROVIDED[name] = address
+
+
+_PROVIDED: dict[str, int] = {}  # name -> address given to LLVM by ``provide``
+
+
 def unresolved(externals: list[str]) -> list[str]:
-    """The names in ``externals`` that neither the helpers nor the process define."""
+    """The names in ``externals`` that neither the helpers, ``provide`` nor the process
+    define."""
     proc = ctypes.CDLL(None)
     missing = []
     for name in externals:
-        if name in HELPER_SYMBOLS or name.startswith("llvm."):
+        if name in HELPER_SYMBOLS or name in _PROVIDED or name.startswith("llvm."):
             continue
         try:
             getattr(proc, name)

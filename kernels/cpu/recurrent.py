@@ -19,6 +19,13 @@ entry point is called directly with its argument list built once per sequence
 (only the step index changes), unless a step's block is large enough for
 ``PARALLEL_THRESHOLD``; then it goes through ``NativeKernel.__call__``, which splits
 the batch rows over the kernel thread pool.
+
+Where NumPy's own OpenBLAS is loaded (``blas_calls``), the LSTM instead runs each
+sequence as one kernel (``seq_kernel``): batch rows are independent through time, so
+each thread of the pool takes its rows through all T steps, calling OpenBLAS's GEMM for
+its rows' ``h @ W_hh`` (on one thread) and the step body in turn. The benchmark LSTM
+(T 64, B 32, H 128) went from 12.97 to 11.74 ms per compiled training step and from
+14.81 to 13.62 ms eager (medians of five interleaved rounds, fresh processes).
 """
 from __future__ import annotations
 
@@ -243,6 +250,92 @@ _BODIES = {
 
 _STEP_KERNELS: dict[tuple[str, str], hw.NativeKernel] = {}
 
+# A whole LSTM sequence in one kernel (``blas_calls``): the rows [lo, hi) of the batch
+# are independent through time, so each thread of the pool runs all T steps for its
+# rows, calling OpenBLAS's GEMM (on one thread, ``blas_calls.one_thread``: the rows are
+# the parallelism) and the step body in turn, with no Python and no thread hand-off
+# between steps. Per step
+# of the 32x128 benchmark LSTM, the Python loop paid a 2-thread GEMM (~31 us), a serial
+# gate kernel (~17 us) and their dispatch; two threads on 16 rows each pay a one-thread
+# GEMM (~28 us, half the rows: packing W dominates) and half the gate math.
+_SEQ_HEAD = """
+from numba import types as _types
+from kernels.cpu import blas_calls as _blas
+from kernels.cpu.fastmath import address
+_blas.provide()  # the GEMM's address, for this compile (and a later load: the caller)
+_P = _types.uintp
+GEMM = _types.ExternalFunction(_blas.{gemm}, _types.void(
+    _types.int32, _types.int32, _types.int32, _types.int64, _types.int64, _types.int64,
+    _types.{scalar}, _P, _types.int64, _P, _types.int64, _types.{scalar}, _P, _types.int64))
+ROW_MAJOR = np.int32(_blas.ROW_MAJOR)
+NO_TRANS = np.int32(_blas.NO_TRANS)
+"""
+
+_LSTM_FWD_SEQ = """
+@njit(nogil=True, inline="always")
+def body(xw, h0, c0, wt, bias, gates, out, nt, nb, nh, lo, hi):
+    # gates rows [lo, hi) = h_{t-1} rows @ W_hh^T, then the step's gate math
+    m = hi - lo
+    n4 = 4 * nh
+    if m <= 0:
+        return
+    g = address(gates, lo * n4)
+    w = address(wt, 0)
+    for t in range(nt):
+        if t == 0:
+            a = address(h0, lo * nh)
+        else:
+            a = address(out, ((t - 1) * nb + lo) * nh)
+        GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n4, nh, ONE, a, nh, w, n4, ZERO, g, n4)
+        step(gates, xw, bias, c0, out, t, nt, nb, nh, lo, hi)
+"""
+
+_LSTM_BWD_SEQ = """
+@njit(nogil=True, inline="always")
+def body(gout, out, c0, w, dhn, dcn, res, nt, nb, nh, lo, hi):
+    # per step (T-1 down to 0) the gate derivatives of rows [lo, hi), then their
+    # dh_{t-1} = d(gates)_t @ W_hh
+    m = hi - lo
+    n4 = 4 * nh
+    if m <= 0:
+        return
+    d = address(dhn, lo * nh)
+    wp = address(w, 0)
+    for t in range(nt - 1, -1, -1):
+        step(gout, out, c0, dhn, dcn, res, t, nt, nb, nh, lo, hi)
+        if t:
+            r = address(res, (t * nb + lo) * n4)
+            GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, nh, n4, ONE, r, n4, wp, nh, ZERO, d, nh)
+"""
+
+_SEQ = {
+    "lstm_fwd_seq": (_LSTM_FWD, _LSTM_FWD_SEQ, ("xw", "in"), ("h0", "in"), ("c0", "in"),
+                     ("wt", "in"), ("bias", "in"), ("gates", "out"), ("out", "out"),
+                     "nt", "nb", "nh"),
+    "lstm_bwd_seq": (_LSTM_BWD, _LSTM_BWD_SEQ, ("gout", "in"), ("out", "in"), ("c0", "in"),
+                     ("w", "in"), ("dhn", "out"), ("dcn", "out"), ("res", "out"),
+                     "nt", "nb", "nh"),
+}
+_GEMM = {"float32": ("SGEMM", "float32"), "float64": ("DGEMM", "float64")}
+
+
+def seq_kernel(name: str, dtype: str) -> hw.NativeKernel | None:
+    """The whole-sequence kernel ``name`` (a key of ``_SEQ``) for ``dtype``, or None
+    where OpenBLAS's GEMM cannot be called from a kernel here (``blas_calls``)."""
+    k = _STEP_KERNELS.get((name, dtype))
+    if k is None:
+        from . import blas_calls
+        if not blas_calls.provide():
+            return None
+        step_body, seq_body, *params = _SEQ[name]
+        gemm, scalar = _GEMM[dtype]
+        ps = tuple((p, "int", None) if isinstance(p, str) else (p[0], p[1], dtype)
+                   for p in params)
+        src = (_MATH[dtype] + _SEQ_HEAD.format(gemm=gemm, scalar=scalar)
+               + step_body.replace("def body(", "def step(") + seq_body)
+        k = _STEP_KERNELS[(name, dtype)] = hw.kernel(f"recurrent_{name}_{dtype}", ps, src)
+    return k
+
 
 def step_kernel(name: str, dtype: str) -> hw.NativeKernel:
     """The native step kernel ``name`` (a key of ``_BODIES``) for ``dtype`` (memoised
@@ -331,9 +424,15 @@ def lstm_scan(xw: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_hh: np.ndarray,
     h = h4 // 4
     res = hw.result((7, t_len, bsz, h), xw.dtype, out)
     gates = np.empty((bsz, h4), xw.dtype)
+    w_t = _transposed(w_hh)
+    seq = seq_kernel("lstm_fwd_seq", xw.dtype.name)
+    if seq is not None:
+        from .blas_calls import one_thread
+        with one_thread():
+            seq(xw, h0, c0, w_t, bias, gates, res, t_len, bsz, h, n=bsz, parallel=bsz >= 2)
+        return hw.into(res, out)
     k = step_kernel("lstm_fwd", xw.dtype.name)
     step = _Stepper(k, [gates, xw, bias, c0, res, 0, t_len, bsz, h], bsz, 11 * bsz * h)
-    w_t = _transposed(w_hh)
     hp = h0
     for t in range(t_len):
         np.matmul(hp, w_t, out=gates)
@@ -356,6 +455,14 @@ def lstm_scan_backward(gout: np.ndarray, fwd: np.ndarray, c0: np.ndarray,
     res[t_len] = 0
     dhn = np.zeros((bsz, h), d)
     dcn = np.zeros((bsz, h), d)
+    seq = seq_kernel("lstm_bwd_seq", d.name)
+    if seq is not None:
+        from .blas_calls import one_thread
+        with one_thread():
+            seq(gout, fwd, c0, _c(w_hh), dhn, dcn, res, t_len, bsz, h, n=bsz,
+                parallel=bsz >= 2)
+        res[t_len, :, :h] = dcn
+        return hw.into(res, out)
     k = step_kernel("lstm_bwd", d.name)
     step = _Stepper(k, [gout, fwd, c0, dhn, dcn, res, 0, t_len, bsz, h], bsz, 14 * bsz * h)
     for t in range(t_len - 1, -1, -1):

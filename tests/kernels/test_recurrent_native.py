@@ -14,7 +14,8 @@ import kernels.cpu as kcpu
 import kernels.cpu.recurrent as rec
 from ir.registry import REGISTRY
 
-SIZES = [(5, 3, 7), (1, 1, 1), (4, 2, 33)]   # (T, B, H): odd, tiny, past a vector width
+# (T, B, H): odd, tiny, past a vector width, and rows split unevenly over two threads
+SIZES = [(5, 3, 7), (1, 1, 1), (4, 2, 33), (3, 9, 20)]
 TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
 
 
@@ -125,6 +126,32 @@ def test_strided_inputs_and_fallbacks():
     rnn, _ = _ops("rnn_scan")
     with pytest.raises(ValueError, match="nonlinearity"):
         rnn.impl(xw[..., :h], h0, w[:h], nonlinearity="sigmoid")
+
+
+def test_the_lstm_runs_whole_sequences_in_one_kernel_and_leaves_blas_threads(threads):
+    """With NumPy's OpenBLAS the LSTM scans run as one kernel per sequence (each thread's
+    rows through every step, OpenBLAS's GEMM called from the kernel on one thread), and
+    OpenBLAS's thread count is the caller's again afterwards."""
+    from kernels.cpu import blas_calls
+    if not blas_calls.provide():
+        pytest.skip("NumPy's bundled OpenBLAS (scipy_openblas64_) is not loaded")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(3)
+    t_len, b, h = 6, 8, 16
+    xw, w = _arr(rng, (t_len, b, 4 * h), "float32"), _arr(rng, (4 * h, h), "float32", 0.3)
+    s0, bias = _arr(rng, (b, h), "float32"), _arr(rng, (4 * h,), "float32")
+    with threadpoolctl.threadpool_limits(2, "blas"):
+        out = rec.lstm_scan(xw, s0, s0, w, bias)
+        grad = rec.lstm_scan_backward(np.ones_like(out), out, s0, w)
+        after = [d["num_threads"] for d in threadpoolctl.threadpool_info()
+                 if d.get("internal_api") == "openblas"]
+    assert after and after[0] == 2
+    for name in ("lstm_fwd_seq", "lstm_bwd_seq"):
+        assert rec.seq_kernel(name, "float32")._fn is not None
+    fwd, bwd = _ops("lstm_scan")
+    np.testing.assert_allclose(out, fwd.reference(xw, s0, s0, w, bias), **TOL["float32"])
+    np.testing.assert_allclose(grad, bwd.reference(np.ones_like(out), out, s0, w),
+                               **TOL["float32"])
 
 
 def test_kernels_load_without_numba_in_a_warm_process(tmp_path):

@@ -1,0 +1,96 @@
+"""OpenBLAS's GEMM for native kernels: a kernel whose loop calls a small matmul per
+iteration (a recurrent layer's ``h @ W_hh`` per time step) calls it directly, without
+going back to Python between iterations.
+
+NumPy's bundled OpenBLAS (``scipy_openblas64_``: 64-bit integers, prefixed names) is
+loaded privately, so its functions are not process symbols a kernel object could link
+against: ``provide`` hands their addresses to LLVM (``native.provide``) under names of
+our own, in every process that compiles or loads such a kernel (a kernel module calls
+it when it is compiled; its user before loading it).
+
+Such a kernel's rows already run on the thread pool, so its GEMMs must run on their own
+thread: a multi-threaded one would hand its jobs to the pool from inside a pool task.
+``one_thread`` sets OpenBLAS to one thread around the kernel's call. That setting is
+the library's, not the thread's (its ``openblas_set_num_threads_local`` changes the
+same global in this build: two threads saving and restoring it left it at 1, and every
+later GEMM on one thread), so nested and concurrent users share one count, and the
+first in sets it and the last out restores it; meanwhile the process's other GEMMs run
+on one thread too.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["provide", "one_thread", "SGEMM", "DGEMM", "ROW_MAJOR", "NO_TRANS"]
+
+SGEMM, DGEMM = "gc_sgemm", "gc_dgemm"
+ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS_ORDER / CBLAS_TRANSPOSE values
+_NAMES = {SGEMM: "scipy_cblas_sgemm64_", DGEMM: "scipy_cblas_dgemm64_"}
+_THREADS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
+_LOCK = threading.Lock()
+_STATE: dict = {"depth": 0}
+
+
+def _openblas() -> ctypes.CDLL | None:
+    """NumPy's own OpenBLAS (the one its matmul calls), or None."""
+    import numpy as np
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    try:
+        names = sorted(n for n in os.listdir(libs) if "scipy_openblas64_" in n)
+    except OSError:
+        return None
+    for n in names:
+        try:
+            return ctypes.CDLL(os.path.join(libs, n))
+        except OSError:
+            continue
+    return None
+
+
+def provide() -> bool:
+    """Make ``gc_sgemm`` and ``gc_dgemm`` resolvable (once per process); False where
+    NumPy's OpenBLAS or one of the functions used is missing (then no kernel may call
+    them)."""
+    if "ok" in _STATE:
+        return _STATE["ok"]
+    with _LOCK:
+        if "ok" not in _STATE:
+            ok = False
+            lib = _openblas()
+            if lib is not None:
+                try:
+                    addr = {ours: ctypes.cast(getattr(lib, theirs), ctypes.c_void_p).value
+                            for ours, theirs in _NAMES.items()}
+                    get, put = (getattr(lib, name) for name in _THREADS)
+                except AttributeError:
+                    addr = {}
+                if addr and all(addr.values()):
+                    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                    _STATE["get"], _STATE["put"] = get, put
+                    from . import native
+                    for ours, a in addr.items():
+                        native.provide(ours, a)
+                    ok = True
+            _STATE["ok"] = ok
+    return _STATE["ok"]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """OpenBLAS on one thread within (see the module's docstring); ``provide`` first."""
+    with _LOCK:
+        if _STATE["depth"] == 0:
+            _STATE["saved"] = _STATE["get"]()
+            _STATE["put"](1)
+        _STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _STATE["depth"] -= 1
+            if _STATE["depth"] == 0:
+                _STATE["put"](_STATE["saved"])

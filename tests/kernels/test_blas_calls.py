@@ -1,0 +1,76 @@
+"""OpenBLAS's GEMM called from native kernels (kernels/cpu/blas_calls.py): its symbols
+resolve for kernel objects, and ``one_thread`` sets OpenBLAS to one thread and gives
+back the caller's count, however its users nest and overlap."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from kernels.cpu import blas_calls, native
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def _openblas_threads() -> int:
+    info = [d for d in threadpoolctl.threadpool_info() if d.get("internal_api") == "openblas"]
+    if not info:
+        pytest.skip("NumPy does not use OpenBLAS here")
+    return info[0]["num_threads"]
+
+
+@pytest.fixture
+def provided():
+    if not blas_calls.provide():
+        pytest.skip("NumPy's bundled OpenBLAS (scipy_openblas64_) is not loaded")
+
+
+def test_provided_names_resolve_for_kernel_objects(provided):
+    assert native.unresolved([blas_calls.SGEMM, blas_calls.DGEMM]) == []
+    assert native.unresolved(["gc_no_such_function"]) == ["gc_no_such_function"]
+
+
+def test_one_thread_nests_and_restores(provided):
+    with threadpoolctl.threadpool_limits(2, "blas"):
+        before = _openblas_threads()
+        with blas_calls.one_thread():
+            assert _openblas_threads() == 1
+            with blas_calls.one_thread():
+                assert _openblas_threads() == 1
+            assert _openblas_threads() == 1
+        assert _openblas_threads() == before == 2
+
+
+def test_one_thread_overlapping_users_restore_the_count(provided):
+    """Two threads whose scopes overlap in both orders: the count is back at the end
+    (saving and restoring it per thread left it at 1)."""
+    with threadpoolctl.threadpool_limits(2, "blas"):
+        first_in, second_in, first_out = (threading.Event() for _ in range(3))
+
+        def first():
+            with blas_calls.one_thread():
+                first_in.set()
+                second_in.wait(5)
+            first_out.set()
+
+        def second():
+            first_in.wait(5)
+            with blas_calls.one_thread():
+                second_in.set()
+                first_out.wait(5)
+                assert _openblas_threads() == 1  # still inside: still one thread
+        ts = [threading.Thread(target=f) for f in (first, second)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(10)
+        assert _openblas_threads() == 2
+
+
+def test_a_gemm_is_right_inside_one_thread(provided):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((33, 65)).astype(np.float32)
+    b = rng.standard_normal((65, 17)).astype(np.float32)
+    with blas_calls.one_thread():
+        np.testing.assert_allclose(a @ b, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
