@@ -10,26 +10,28 @@ concurrent compile ends (and not at all if it was off before).
 from __future__ import annotations
 
 import gc
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_LOCK = threading.Lock()
-_STATE = {"depth": 0, "was_enabled": False}
+from kernels.shared_setting import SharedSetting
+
+
+def _pause() -> bool:
+    was = gc.isenabled()
+    gc.disable()
+    return was
+
+
+def _resume(was: bool) -> None:
+    if was:
+        gc.enable()
+
+
+_PAUSED = SharedSetting(_pause, _resume)
 
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Disable ``gc`` for the duration (nested and concurrent uses count)."""
-    with _LOCK:
-        if _STATE["depth"] == 0:
-            _STATE["was_enabled"] = gc.isenabled()
-            gc.disable()
-        _STATE["depth"] += 1
-    try:
+    with _PAUSED.scope():
         yield
-    finally:
-        with _LOCK:
-            _STATE["depth"] -= 1
-            if _STATE["depth"] == 0 and _STATE["was_enabled"]:
-                gc.enable()

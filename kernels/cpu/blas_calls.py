@@ -13,17 +13,17 @@ thread: a multi-threaded one would hand its jobs to the pool from inside a pool 
 ``one_thread`` sets OpenBLAS to one thread around the kernel's call. That setting is
 the library's, not the thread's (its ``openblas_set_num_threads_local`` changes the
 same global in this build: two threads saving and restoring it left it at 1, and every
-later GEMM on one thread), so nested and concurrent users share one count, and the
-first in sets it and the last out restores it; meanwhile the process's other GEMMs run
-on one thread too.
+later GEMM on one thread), so its users share it (``kernels.shared_setting``);
+meanwhile the process's other GEMMs run on one thread too.
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+
+from ..shared_setting import SharedSetting
 
 __all__ = ["provide", "one_thread", "SGEMM", "DGEMM", "ROW_MAJOR", "NO_TRANS"]
 
@@ -32,7 +32,7 @@ ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS_ORDER / CBLAS_TRANSPOSE values
 _NAMES = {SGEMM: "scipy_cblas_sgemm64_", DGEMM: "scipy_cblas_dgemm64_"}
 _THREADS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
 _LOCK = threading.Lock()
-_STATE: dict = {"depth": 0}
+_STATE: dict = {}
 
 
 def _openblas() -> ctypes.CDLL | None:
@@ -49,6 +49,13 @@ def _openblas() -> ctypes.CDLL | None:
         except OSError:
             continue
     return None
+
+
+def _one(get, put) -> int:
+    """Set OpenBLAS to one thread; its count before."""
+    saved = get()
+    put(1)
+    return saved
 
 
 def provide() -> bool:
@@ -70,7 +77,7 @@ def provide() -> bool:
                     addr = {}
                 if addr and all(addr.values()):
                     get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
-                    _STATE["get"], _STATE["put"] = get, put
+                    _STATE["one"] = SharedSetting(lambda: _one(get, put), put)
                     from . import native
                     for ours, a in addr.items():
                         native.provide(ours, a)
@@ -79,18 +86,7 @@ def provide() -> bool:
     return _STATE["ok"]
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """OpenBLAS on one thread within (see the module's docstring); ``provide`` first."""
-    with _LOCK:
-        if _STATE["depth"] == 0:
-            _STATE["saved"] = _STATE["get"]()
-            _STATE["put"](1)
-        _STATE["depth"] += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _STATE["depth"] -= 1
-            if _STATE["depth"] == 0:
-                _STATE["put"](_STATE["saved"])
+def one_thread() -> AbstractContextManager[None]:
+    """A context in which OpenBLAS runs on one thread (see the module's docstring);
+    ``provide`` first."""
+    return _STATE["one"].scope()
