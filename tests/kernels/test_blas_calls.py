@@ -50,6 +50,7 @@ def test_one_thread_overlapping_users_restore_the_count(provided):
     (saving and restoring it per thread left it at 1)."""
     with threadpoolctl.threadpool_limits(2, "blas"):
         first_in, second_in, first_out = (threading.Event() for _ in range(3))
+        seen = []
 
         def first():
             with blas_calls.one_thread():
@@ -62,12 +63,13 @@ def test_one_thread_overlapping_users_restore_the_count(provided):
             with blas_calls.one_thread():
                 second_in.set()
                 first_out.wait(5)
-                assert _openblas_threads() == 1  # still inside: still one thread
+                seen.append(_openblas_threads())  # still inside: still one thread
         ts = [threading.Thread(target=f) for f in (first, second)]
         for t in ts:
             t.start()
         for t in ts:
             t.join(10)
+        assert seen == [1]
         assert _openblas_threads() == 2
 
 
