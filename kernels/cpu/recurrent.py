@@ -254,10 +254,11 @@ _STEP_KERNELS: dict[tuple[str, str], hw.NativeKernel] = {}
 # are independent through time, so each thread of the pool runs all T steps for its
 # rows, calling OpenBLAS's GEMM (on one thread, ``blas_calls.one_thread``: the rows are
 # the parallelism) and the step body in turn, with no Python and no thread hand-off
-# between steps. Per step
-# of the 32x128 benchmark LSTM, the Python loop paid a 2-thread GEMM (~31 us), a serial
-# gate kernel (~17 us) and their dispatch; two threads on 16 rows each pay a one-thread
-# GEMM (~28 us, half the rows: packing W dominates) and half the gate math.
+# between steps. Per step of the 32x128 benchmark LSTM, the Python loop paid a 2-thread
+# GEMM (~31 us), a serial gate kernel (~17 us) and their dispatch; two threads on 16
+# rows each pay a one-thread GEMM (~28 us, half the rows: packing W dominates) and half
+# the gate math. Where the pool cannot take the second half (busy with another caller's
+# task), the caller runs both halves, with one-thread GEMMs: slower than before.
 _SEQ_HEAD = """
 from numba import types as _types
 from kernels.cpu import blas_calls as _blas
