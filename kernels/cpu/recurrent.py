@@ -20,8 +20,8 @@ entry point is called directly with its argument list built once per sequence
 ``PARALLEL_THRESHOLD``; then it goes through ``NativeKernel.__call__``, which splits
 the batch rows over the kernel thread pool.
 
-Where NumPy's own OpenBLAS is loaded (``blas_calls``), the LSTM instead runs each
-sequence as one kernel (``seq_kernel``): batch rows are independent through time, so
+Where NumPy's own OpenBLAS is loaded (``blas_calls``), the LSTM and the GRU instead run
+each sequence as one kernel (``seq_kernel``): batch rows are independent through time, so
 each thread of the pool takes its rows through all T steps, calling OpenBLAS's GEMM for
 its rows' ``h @ W_hh`` (on one thread) and the step body in turn. The benchmark LSTM
 (T 64, B 32, H 128) went from 12.97 to 11.74 ms per compiled training step and from
@@ -250,7 +250,7 @@ _BODIES = {
 
 _STEP_KERNELS: dict[tuple[str, str], hw.NativeKernel] = {}
 
-# A whole LSTM sequence in one kernel (``blas_calls``): the rows [lo, hi) of the batch
+# A whole LSTM or GRU sequence in one kernel (``blas_calls``): the rows [lo, hi) of the batch
 # are independent through time, so each thread of the pool runs all T steps for its
 # rows, calling OpenBLAS's GEMM (on one thread, ``blas_calls.one_thread``: the rows are
 # the parallelism) and the step body in turn, with no Python and no thread hand-off
@@ -272,50 +272,64 @@ ROW_MAJOR = np.int32(_blas.ROW_MAJOR)
 NO_TRANS = np.int32(_blas.NO_TRANS)
 """
 
-_LSTM_FWD_SEQ = """
+# The sequence bodies, one per direction, filled in per layer: the forward's GEMM gives
+# each step's hidden projection (``width`` columns) from h_{t-1}; the backward's gives
+# dh_{t-1} from the step's hidden-projection gradient (``k`` columns at ``off`` in rows
+# of ``rw``), for the steps ``cond`` says.
+_FWD_SEQ = """
 @njit(nogil=True, inline="always")
-def body(xw, h0, c0, wt, bias, gates, out, nt, nb, nh, lo, hi):
-    # gates rows [lo, hi) = h_{t-1} rows @ W_hh^T, then the step's gate math
+def body(xw, h0, {state}wt, bias, proj, out, nt, nb, nh, lo, hi):
+    # proj rows [lo, hi) = h_{{t-1}} rows @ W_hh^T, then the step's gate math
     m = hi - lo
-    n4 = 4 * nh
+    width = {width}
     if m <= 0:
         return
-    g = address(gates, lo * n4)
+    g = address(proj, lo * width)
     w = address(wt, 0)
     for t in range(nt):
         if t == 0:
             a = address(h0, lo * nh)
         else:
             a = address(out, ((t - 1) * nb + lo) * nh)
-        GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n4, nh, ONE, a, nh, w, n4, ZERO, g, n4)
-        step(gates, xw, bias, c0, out, t, nt, nb, nh, lo, hi)
+        GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, width, nh, ONE, a, nh, w, width, ZERO, g, width)
+        step({step}, t, nt, nb, nh, lo, hi)
 """
 
-_LSTM_BWD_SEQ = """
+_BWD_SEQ = """
 @njit(nogil=True, inline="always")
-def body(gout, out, c0, w, dhn, dcn, res, nt, nb, nh, lo, hi):
+def body(gout, out, s0, w, dh, carry, res, nt, nb, nh, lo, hi):
     # per step (T-1 down to 0) the gate derivatives of rows [lo, hi), then their
-    # dh_{t-1} = d(gates)_t @ W_hh
+    # dh_{{t-1}} = d(hidden projection)_t @ W_hh
     m = hi - lo
-    n4 = 4 * nh
+    rw, k, off = {rw}, {k}, {off}
     if m <= 0:
         return
-    d = address(dhn, lo * nh)
+    d = address(dh, lo * nh)
     wp = address(w, 0)
     for t in range(nt - 1, -1, -1):
-        step(gout, out, c0, dhn, dcn, res, t, nt, nb, nh, lo, hi)
-        if t:
-            r = address(res, (t * nb + lo) * n4)
-            GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, nh, n4, ONE, r, n4, wp, nh, ZERO, d, nh)
+        step(gout, out, s0, dh, carry, res, t, nt, nb, nh, lo, hi)
+        if {cond}:
+            r = address(res, (t * nb + lo) * rw + off)
+            GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, nh, k, ONE, r, rw, wp, nh, ZERO, d, nh)
 """
 
-_SEQ = {
-    "lstm_fwd_seq": (_LSTM_FWD, _LSTM_FWD_SEQ, ("xw", "in"), ("h0", "in"), ("c0", "in"),
-                     ("wt", "in"), ("bias", "in"), ("gates", "out"), ("out", "out"),
-                     "nt", "nb", "nh"),
-    "lstm_bwd_seq": (_LSTM_BWD, _LSTM_BWD_SEQ, ("gout", "in"), ("out", "in"), ("c0", "in"),
-                     ("w", "in"), ("dhn", "out"), ("dcn", "out"), ("res", "out"),
-                     "nt", "nb", "nh"),
+_FWD_PARAMS = (("xw", "in"), ("h0", "in"), ("wt", "in"), ("bias", "in"), ("proj", "out"),
+               ("out", "out"), "nt", "nb", "nh")
+_BWD_PARAMS = (("gout", "in"), ("out", "in"), ("s0", "in"), ("w", "in"), ("dh", "out"),
+               ("carry", "out"), ("res", "out"), "nt", "nb", "nh")
+_SEQ = {  # name: (step body, sequence body, parameters)
+    # LSTM: the cell state c0 is an input too; dh_{t-1} is needed for t >= 1 only
+    "lstm_fwd_seq": (_LSTM_FWD, _FWD_SEQ.format(state="c0, ", width="4 * nh",
+                                                step="proj, xw, bias, c0, out"),
+                     _FWD_PARAMS[:2] + (("c0", "in"),) + _FWD_PARAMS[2:]),
+    "lstm_bwd_seq": (_LSTM_BWD, _BWD_SEQ.format(rw="4 * nh", k="4 * nh", off="0",
+                                                cond="t"), _BWD_PARAMS),
+    # GRU: the hidden-projection gradient is the last 3H of res's 6H columns, and the
+    # step before t = 0 gets it too (dh0 = it + the carry, added by the caller)
+    "gru_fwd_seq": (_GRU_FWD, _FWD_SEQ.format(state="", width="3 * nh",
+                                              step="proj, xw, bias, h0, out"), _FWD_PARAMS),
+    "gru_bwd_seq": (_GRU_BWD, _BWD_SEQ.format(rw="6 * nh", k="3 * nh", off="3 * nh",
+                                              cond="True"), _BWD_PARAMS),
 }
 _GEMM = {"float32": ("SGEMM", "float32"), "float64": ("DGEMM", "float64")}
 
@@ -328,7 +342,7 @@ def seq_kernel(name: str, dtype: str) -> hw.NativeKernel | None:
         from . import blas_calls
         if not blas_calls.provide():
             return None
-        step_body, seq_body, *params = _SEQ[name]
+        step_body, seq_body, params = _SEQ[name]
         gemm, scalar = _GEMM[dtype]
         ps = tuple((p, "int", None) if isinstance(p, str) else (p[0], p[1], dtype)
                    for p in params)
@@ -336,6 +350,19 @@ def seq_kernel(name: str, dtype: str) -> hw.NativeKernel | None:
                + step_body.replace("def body(", "def step(") + seq_body)
         k = _STEP_KERNELS[(name, dtype)] = hw.kernel(f"recurrent_{name}_{dtype}", ps, src)
     return k
+
+
+def _run_seq(name: str, *args) -> bool:
+    """Run the sequence kernel ``name`` on ``args`` (its arrays, then T, B, H) over the
+    batch rows, OpenBLAS on one thread meanwhile; False where there is none."""
+    k = seq_kernel(name, args[0].dtype.name)
+    if k is None:
+        return False
+    from .blas_calls import one_thread
+    bsz = args[-2]
+    with one_thread():
+        k(*args, n=bsz, parallel=bsz >= 2)
+    return True
 
 
 def step_kernel(name: str, dtype: str) -> hw.NativeKernel:
@@ -426,11 +453,7 @@ def lstm_scan(xw: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_hh: np.ndarray,
     res = hw.result((7, t_len, bsz, h), xw.dtype, out)
     gates = np.empty((bsz, h4), xw.dtype)
     w_t = _transposed(w_hh)
-    seq = seq_kernel("lstm_fwd_seq", xw.dtype.name)
-    if seq is not None:
-        from .blas_calls import one_thread
-        with one_thread():
-            seq(xw, h0, c0, w_t, bias, gates, res, t_len, bsz, h, n=bsz, parallel=bsz >= 2)
+    if _run_seq("lstm_fwd_seq", xw, h0, c0, w_t, bias, gates, res, t_len, bsz, h):
         return hw.into(res, out)
     k = step_kernel("lstm_fwd", xw.dtype.name)
     step = _Stepper(k, [gates, xw, bias, c0, res, 0, t_len, bsz, h], bsz, 11 * bsz * h)
@@ -456,12 +479,7 @@ def lstm_scan_backward(gout: np.ndarray, fwd: np.ndarray, c0: np.ndarray,
     res[t_len] = 0
     dhn = np.zeros((bsz, h), d)
     dcn = np.zeros((bsz, h), d)
-    seq = seq_kernel("lstm_bwd_seq", d.name)
-    if seq is not None:
-        from .blas_calls import one_thread
-        with one_thread():
-            seq(gout, fwd, c0, _c(w_hh), dhn, dcn, res, t_len, bsz, h, n=bsz,
-                parallel=bsz >= 2)
+    if _run_seq("lstm_bwd_seq", gout, fwd, c0, _c(w_hh), dhn, dcn, res, t_len, bsz, h):
         res[t_len, :, :h] = dcn
         return hw.into(res, out)
     k = step_kernel("lstm_bwd", d.name)
@@ -485,9 +503,11 @@ def gru_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
     h = h3 // 3
     res = hw.result((5, t_len, bsz, h), xw.dtype, out)
     hh = np.empty((bsz, h3), xw.dtype)
+    w_t = _transposed(w_hh)
+    if _run_seq("gru_fwd_seq", xw, h0, w_t, b_hh, hh, res, t_len, bsz, h):
+        return hw.into(res, out)
     k = step_kernel("gru_fwd", xw.dtype.name)
     step = _Stepper(k, [hh, xw, b_hh, h0, res, 0, t_len, bsz, h], bsz, 12 * bsz * h)
-    w_t = _transposed(w_hh)
     hp = h0
     for t in range(t_len):
         np.matmul(hp, w_t, out=hh)
@@ -510,6 +530,9 @@ def gru_scan_backward(gout: np.ndarray, fwd: np.ndarray, h0: np.ndarray,
     res[t_len] = 0
     gemm = np.zeros((bsz, h), d)
     carry = np.zeros((bsz, h), d)
+    if _run_seq("gru_bwd_seq", gout, fwd, h0, _c(w_hh), gemm, carry, res, t_len, bsz, h):
+        np.add(gemm, carry, out=res[t_len, :, :h])
+        return hw.into(res, out)
     k = step_kernel("gru_bwd", d.name)
     step = _Stepper(k, [gout, fwd, h0, gemm, carry, res, 0, t_len, bsz, h], bsz,
                     13 * bsz * h)

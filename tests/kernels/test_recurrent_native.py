@@ -128,30 +128,34 @@ def test_strided_inputs_and_fallbacks():
         rnn.impl(xw[..., :h], h0, w[:h], nonlinearity="sigmoid")
 
 
-def test_the_lstm_runs_whole_sequences_in_one_kernel_and_leaves_blas_threads(threads):
-    """With NumPy's OpenBLAS the LSTM scans run as one kernel per sequence (each thread's
-    rows through every step, OpenBLAS's GEMM called from the kernel on one thread), and
-    OpenBLAS's thread count is the caller's again afterwards."""
+@pytest.mark.parametrize("layer", ["lstm", "gru"])
+def test_scans_run_whole_sequences_in_one_kernel_and_leave_blas_threads(layer, threads):
+    """With NumPy's OpenBLAS the LSTM and GRU scans run as one kernel per sequence (each
+    thread's rows through every step, OpenBLAS's GEMM called from the kernel on one
+    thread), and OpenBLAS's thread count is the caller's again afterwards."""
     from kernels.cpu import blas_calls
     if not blas_calls.provide():
         pytest.skip("NumPy's bundled OpenBLAS (scipy_openblas64_) is not loaded")
     threadpoolctl = pytest.importorskip("threadpoolctl")
     rng = np.random.default_rng(3)
     t_len, b, h = 6, 8, 16
-    xw, w = _arr(rng, (t_len, b, 4 * h), "float32"), _arr(rng, (4 * h, h), "float32", 0.3)
-    s0, bias = _arr(rng, (b, h), "float32"), _arr(rng, (4 * h,), "float32")
+    gates = 4 if layer == "lstm" else 3
+    xw, w = _arr(rng, (t_len, b, gates * h), "float32"), _arr(rng, (gates * h, h), "float32", 0.3)
+    s0, bias = _arr(rng, (b, h), "float32"), _arr(rng, (gates * h,), "float32")
+    fwd, bwd = _ops(f"{layer}_scan")
+    args = (xw, s0, s0, w, bias) if layer == "lstm" else (xw, s0, w, bias)
+    rest = (s0, w)  # (c0 or h0, W_hh)
     with threadpoolctl.threadpool_limits(2, "blas"):
-        out = rec.lstm_scan(xw, s0, s0, w, bias)
-        grad = rec.lstm_scan_backward(np.ones_like(out), out, s0, w)
+        out = fwd.impl(*args)
+        grad = bwd.impl(np.ones_like(out), out, *rest)
         after = [d["num_threads"] for d in threadpoolctl.threadpool_info()
                  if "numpy.libs" in d.get("filepath", "")
                  and "scipy_openblas64_" in d.get("filepath", "")]
     assert after and after[0] == 2
-    for name in ("lstm_fwd_seq", "lstm_bwd_seq"):
-        assert rec.seq_kernel(name, "float32")._fn is not None
-    fwd, bwd = _ops("lstm_scan")
-    np.testing.assert_allclose(out, fwd.reference(xw, s0, s0, w, bias), **TOL["float32"])
-    np.testing.assert_allclose(grad, bwd.reference(np.ones_like(out), out, s0, w),
+    for way in ("fwd", "bwd"):
+        assert rec.seq_kernel(f"{layer}_{way}_seq", "float32")._fn is not None
+    np.testing.assert_allclose(out, fwd.reference(*args), **TOL["float32"])
+    np.testing.assert_allclose(grad, bwd.reference(np.ones_like(out), out, *rest),
                                **TOL["float32"])
 
 
