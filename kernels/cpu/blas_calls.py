@@ -19,7 +19,6 @@ meanwhile the process's other GEMMs run on one thread too.
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 from contextlib import AbstractContextManager
 
@@ -36,18 +35,16 @@ _STATE: dict = {}
 
 
 def _openblas() -> ctypes.CDLL | None:
-    """NumPy's own OpenBLAS (the one its matmul calls), or None."""
-    import numpy as np
-    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    try:
-        names = sorted(n for n in os.listdir(libs) if "scipy_openblas64_" in n)
-    except OSError:
-        return None
-    for n in names:
+    """NumPy's own OpenBLAS (the 64-bit-integer build with prefixed names that its
+    matmul calls), among the loaded ones (``blas_spin.pthreads_openblas``), or None."""
+    from .blas_spin import pthreads_openblas
+    for path in pthreads_openblas():
         try:
-            return ctypes.CDLL(os.path.join(libs, n))
+            lib = ctypes.CDLL(path)
         except OSError:
             continue
+        if hasattr(lib, _NAMES[SGEMM]):
+            return lib
     return None
 
 

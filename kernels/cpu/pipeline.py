@@ -38,10 +38,12 @@ from numba.core.untyped_passes import (FindLiterallyCalls, FixupArgs, IRProcessi
                                        MakeFunctionToJitFunction, ReconstructSSA,
                                        RewriteDynamicRaises, TranslateByteCode, WithLifting)
 
+from ..shared_setting import SharedSetting
+
 __all__ = ["LeanCompiler", "remembered_calls"]
 
 _RESOLVED: dict = {}  # (function type, typing context, argument types, keywords) -> signature
-_SCOPE = {"depth": 0, "plain": None}  # changed under Numba's compiler lock only
+_PLAIN = types.BaseFunction.get_call_type  # Numba's own
 
 
 def _remembering_call_type(self, context, args, kws):
@@ -50,12 +52,25 @@ def _remembering_call_type(self, context, args, kws):
         key = (self, context, tuple(args), tuple(sorted(kws.items())))
         sig = _RESOLVED.get(key)
     except TypeError:  # an unhashable argument type: resolve as usual
-        return _SCOPE["plain"](self, context, args, kws)
+        return _PLAIN(self, context, args, kws)
     if sig is None:
-        sig = _SCOPE["plain"](self, context, args, kws)
+        sig = _PLAIN(self, context, args, kws)
         if sig is not None:
             _RESOLVED[key] = sig
     return sig
+
+
+def _remember():
+    before = types.BaseFunction.get_call_type
+    types.BaseFunction.get_call_type = _remembering_call_type
+    return before
+
+
+def _forget(before) -> None:
+    types.BaseFunction.get_call_type = before
+
+
+_REMEMBERING = SharedSetting(_remember, _forget)
 
 
 @contextmanager
@@ -63,17 +78,8 @@ def remembered_calls() -> Iterator[None]:
     """Within: function types resolve a call once per argument types (see the module's
     docstring). Holds Numba's (reentrant) compiler lock throughout, so that no other
     thread's compile, the only other caller of the typing, runs meanwhile."""
-    with global_compiler_lock:
-        if _SCOPE["depth"] == 0:
-            _SCOPE["plain"] = types.BaseFunction.get_call_type
-            types.BaseFunction.get_call_type = _remembering_call_type
-        _SCOPE["depth"] += 1
-        try:
-            yield
-        finally:
-            _SCOPE["depth"] -= 1
-            if _SCOPE["depth"] == 0:
-                types.BaseFunction.get_call_type = _SCOPE["plain"]
+    with global_compiler_lock, _REMEMBERING.scope():
+        yield
 
 
 class LeanCompiler(CompilerBase):
