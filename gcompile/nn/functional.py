@@ -433,7 +433,7 @@ def _convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, grou
     attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
              "ones_row": fuse_bias}
     if groups == 1 and not input.is_cuda and input.dtype in (dt.float32, dt.float64):
-        # one op: im2col and the GEMM a few images at a time (kernels.cpu.conv_native),
+        # one op: im2col and the GEMM an image at a time (kernels.cpu.conv_native),
         # the bias as an extra weight column against im2col's row of ones
         w2 = weight.reshape(cout, -1)
         if fuse_bias:

@@ -701,7 +701,7 @@ def blas_leaves_cores() -> bool:
 
 def _pool(workers: int):
     """A persistent Python thread pool for the parallel path where the native pool is
-    not available, and for ``blas_lanes``' lanes (kernels are nogil)."""
+    not available (kernels are nogil)."""
     from concurrent.futures import ThreadPoolExecutor
     native_pool.quiesce()  # spinning native workers would share these threads' cores
     with _LOCK:

@@ -24,10 +24,11 @@ from contextlib import AbstractContextManager
 
 from ..shared_setting import SharedSetting
 
-__all__ = ["provide", "one_thread", "SGEMM", "DGEMM", "ROW_MAJOR", "NO_TRANS"]
+__all__ = ["provide", "one_thread", "kernel_head", "SGEMM", "DGEMM", "ROW_MAJOR", "NO_TRANS",
+           "TRANS"]
 
 SGEMM, DGEMM = "gc_sgemm", "gc_dgemm"
-ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS_ORDER / CBLAS_TRANSPOSE values
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS_ORDER / CBLAS_TRANSPOSE values
 _NAMES = {SGEMM: "scipy_cblas_sgemm64_", DGEMM: "scipy_cblas_dgemm64_"}
 _THREADS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
 _LOCK = threading.Lock()
@@ -81,6 +82,31 @@ def provide() -> bool:
                     ok = True
             _STATE["ok"] = ok
     return _STATE["ok"]
+
+
+# The lines a kernel's source starts with to call ``GEMM(order, trans_a, trans_b, m, n,
+# k, alpha, a, lda, b, ldb, beta, c, ldc)`` (CBLAS's argument order; the matrices are
+# ``fastmath.address`` pointers) for one dtype.
+_HEAD = """
+from numba import types as _types
+from kernels.cpu import blas_calls as _blas
+from kernels.cpu.fastmath import address
+_blas.provide()  # the GEMM's address, for this compile (and a later load: the caller)
+_P = _types.uintp
+GEMM = _types.ExternalFunction(_blas.{gemm}, _types.void(
+    _types.int32, _types.int32, _types.int32, _types.int64, _types.int64, _types.int64,
+    _types.{scalar}, _P, _types.int64, _P, _types.int64, _types.{scalar}, _P, _types.int64))
+ROW_MAJOR = np.int32(_blas.ROW_MAJOR)
+NO_TRANS = np.int32(_blas.NO_TRANS)
+TRANS = np.int32(_blas.TRANS)
+"""
+_GEMMS = {"float32": "SGEMM", "float64": "DGEMM"}
+
+
+def kernel_head(dtype: str) -> str:
+    """The source lines that give a hand-written kernel ``GEMM`` for ``dtype`` (float32
+    or float64), ``address`` and the CBLAS flags; ``provide`` must have succeeded."""
+    return _HEAD.format(gemm=_GEMMS[dtype], scalar=dtype)
 
 
 def one_thread() -> AbstractContextManager[None]:

@@ -544,8 +544,8 @@ def run_rows(entry, rows: np.ndarray) -> None:
 
 
 def quiesce() -> None:
-    """Send spinning workers to sleep now (before work on other threads, such as
-    ``blas_lanes``' Python lanes, which would share their cores)."""
+    """Send spinning workers to sleep now (before work on other threads, such as the
+    Python thread pool's, which would share their cores)."""
     p = _P
     if p.get("ok"):
         p["st"][_SLOT["PARKNOW"]] = 1

@@ -259,18 +259,6 @@ _STEP_KERNELS: dict[tuple[str, str], hw.NativeKernel] = {}
 # rows each pay a one-thread GEMM (~28 us, half the rows: packing W dominates) and half
 # the gate math. Where the pool cannot take the second half (busy with another caller's
 # task), the caller runs both halves, with one-thread GEMMs: slower than before.
-_SEQ_HEAD = """
-from numba import types as _types
-from kernels.cpu import blas_calls as _blas
-from kernels.cpu.fastmath import address
-_blas.provide()  # the GEMM's address, for this compile (and a later load: the caller)
-_P = _types.uintp
-GEMM = _types.ExternalFunction(_blas.{gemm}, _types.void(
-    _types.int32, _types.int32, _types.int32, _types.int64, _types.int64, _types.int64,
-    _types.{scalar}, _P, _types.int64, _P, _types.int64, _types.{scalar}, _P, _types.int64))
-ROW_MAJOR = np.int32(_blas.ROW_MAJOR)
-NO_TRANS = np.int32(_blas.NO_TRANS)
-"""
 
 # The sequence bodies, one per direction, filled in per layer: the forward's GEMM gives
 # each step's hidden projection (``width`` columns) from h_{t-1}; the backward's gives
@@ -331,7 +319,6 @@ _SEQ = {  # name: (step body, sequence body, parameters)
     "gru_bwd_seq": (_GRU_BWD, _BWD_SEQ.format(rw="6 * nh", k="3 * nh", off="3 * nh",
                                               cond="True"), _BWD_PARAMS),
 }
-_GEMM = {"float32": ("SGEMM", "float32"), "float64": ("DGEMM", "float64")}
 
 
 def seq_kernel(name: str, dtype: str) -> hw.NativeKernel | None:
@@ -343,10 +330,9 @@ def seq_kernel(name: str, dtype: str) -> hw.NativeKernel | None:
         if not blas_calls.provide():
             return None
         step_body, seq_body, params = _SEQ[name]
-        gemm, scalar = _GEMM[dtype]
         ps = tuple((p, "int", None) if isinstance(p, str) else (p[0], p[1], dtype)
                    for p in params)
-        src = (_MATH[dtype] + _SEQ_HEAD.format(gemm=gemm, scalar=scalar)
+        src = (_MATH[dtype] + blas_calls.kernel_head(dtype)
                + step_body.replace("def body(", "def step(") + seq_body)
         k = _STEP_KERNELS[(name, dtype)] = hw.kernel(f"recurrent_{name}_{dtype}", ps, src)
     return k

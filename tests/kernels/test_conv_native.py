@@ -1,8 +1,8 @@
-"""Convolution by image blocks (kernels.cpu.conv_native) against the NumPy references of
-``conv``, ``conv_input_grad`` and ``conv_weight_grad`` over strides, padding, dilation,
-1-D/2-D/3-D, the bias column, odd sizes, blocks that do not divide the batch and
-non-contiguous inputs; results that do not depend on the thread count; gradients
-(first and second order) against finite differences and torch."""
+"""Convolution by lanes of images (kernels.cpu.conv_native) against the NumPy references
+of ``conv``, ``conv_input_grad`` and ``conv_weight_grad`` over strides, padding,
+dilation, 1-D/2-D/3-D, the bias column, odd sizes, lanes and parts that do not divide
+the batch and non-contiguous inputs; results that do not depend on the thread count;
+gradients (first and second order) against finite differences and torch."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,13 +32,6 @@ F64_CASES = (0, 1, 3)
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request, monkeypatch):
     monkeypatch.setattr(cpu, "_THREAD_LIMIT", [request.param])
-    return request.param
-
-
-@pytest.fixture(params=[1 << 30, 1], ids=["one-block", "image-blocks"])
-def block_bytes(request, monkeypatch):
-    """Every image of a thread's range in one block, or one image per block."""
-    monkeypatch.setattr(conv_native, "BLOCK_BYTES", request.param)
     return request.param
 
 
@@ -86,7 +79,7 @@ def _check(name, args, attrs, exact):
                          + [(CASES[i], np.float64) for i in F64_CASES],
                          ids=lambda v: f"{len(v[0])}d-{v}" if isinstance(v, tuple) else
                          np.dtype(v).name)
-def test_native_equals_reference(case, ones_row, dtype, block_bytes):
+def test_native_equals_reference(case, ones_row, dtype, threads):
     """Each image's output and input gradient is one GEMM, as in the reference: equal bit
     for bit; the weight gradient sums in another order: equal to rounding."""
     x, w2, g, attrs = _operands(case, dtype, ones_row=ones_row)
@@ -100,12 +93,11 @@ def test_native_equals_reference(case, ones_row, dtype, block_bytes):
 
 
 @pytest.mark.parametrize("case", CASES[2:4], ids=str)
-def test_results_do_not_depend_on_threads_or_blocks(case, monkeypatch):
+def test_results_do_not_depend_on_threads(case, monkeypatch):
     x, w2, g, attrs = _operands(case, np.float32, n=13)
     runs = []
-    for nthreads, nbytes in ((1, 1 << 30), (2, 1 << 30), (2, 1), (3, 1)):
+    for nthreads in (1, 2, 3):
         monkeypatch.setattr(cpu, "_THREAD_LIMIT", [nthreads])
-        monkeypatch.setattr(conv_native, "BLOCK_BYTES", nbytes)
         runs.append((REGISTRY["conv"].impl(x, w2, **attrs),
                      REGISTRY["conv_input_grad"].impl(g, w2, spatial=case[0], **attrs),
                      REGISTRY["conv_weight_grad"].impl(x, g, **attrs)))
@@ -125,8 +117,8 @@ def test_other_dtypes_and_empty_batches_use_the_reference():
     assert REGISTRY["conv_weight_grad"].impl(x[:0], g[:0], **attrs).shape == w2.shape
 
 
-def test_a_steady_conv_keeps_its_column_blocks():
-    """The per-thread column buffers are reused, not allocated on every call."""
+def test_a_steady_conv_keeps_its_column_buffers():
+    """The caller's column buffers are reused, not allocated on every call."""
     x, w2, _, attrs = _operands(CASES[2], np.float32)
     REGISTRY["conv"].impl(x, w2, **attrs)
     kept = dict(conv_native._LOCAL.arrays)
@@ -200,9 +192,8 @@ def test_column_kernels_are_built_for_the_geometry():
     from kernels.cpu import nn_native
 
     def fixed():
-        return {k.source for k in hw.loaded_for("conv") if k.name == "im2col_fixed"} | \
-            {k.source for k in hw.loaded_for("conv_input_grad")
-             if k.name == "col2im_planes_fixed"}
+        return {k.source for op in ("conv", "conv_input_grad")
+                for k in hw.loaded_for(op) if k.name == f"{op}_lanes"}
     seen = []
     for c, sp in ((3, (7, 9)), (5, (11, 6))):
         before = fixed()
@@ -210,7 +201,7 @@ def test_column_kernels_are_built_for_the_geometry():
         REGISTRY["conv"].impl(x, w2, **attrs)
         REGISTRY["conv_input_grad"].impl(g, w2, spatial=sp, **attrs)
         seen.append(fixed() - before)
-    im2col = [src for src in fixed() if "def body(x, out" in src and "    SW = 2\n" in src
+    im2col = [src for src in fixed() if "def im2col(x, out" in src and "    SW = 2\n" in src
               and "    KW = 3\n" in src and "    PH = 1\n" in src]
     assert im2col and not seen[1]  # the second layer reuses the first one's kernels
     with pytest.raises(ValueError, match="top line"):
