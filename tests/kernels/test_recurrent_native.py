@@ -159,6 +159,31 @@ def test_scans_run_whole_sequences_in_one_kernel_and_leave_blas_threads(layer, t
                                **TOL["float32"])
 
 
+@pytest.mark.parametrize("small", [64, 4000], ids=["row-by-row", "uneven-blocks"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sequence_gemms_in_row_blocks(small, dtype, threads, monkeypatch):
+    """Where OpenBLAS has small-matrix kernels, a thread's per-step GEMM runs in blocks of
+    rows each within ``SMALL`` multiply-adds (``blas_calls.gemm_rows``); with limits that
+    make single rows, or blocks of 3 and 2 of a thread's 5 rows, both layers still match
+    their reference."""
+    from kernels.cpu import blas_calls
+    if not blas_calls.provide():
+        pytest.skip("NumPy's bundled OpenBLAS (scipy_openblas64_) is not loaded")
+    monkeypatch.setitem(blas_calls._STATE, "small", small)
+    monkeypatch.setattr(rec, "_STEP_KERNELS", {})
+    t, b, h = 3, 9, 20
+    rng = np.random.default_rng(5)
+    lstm = (_arr(rng, (t, b, 4 * h), dtype), _arr(rng, (b, h), dtype), _arr(rng, (b, h), dtype),
+            _arr(rng, (4 * h, h), dtype, 0.4), _arr(rng, 4 * h, dtype))
+    _check("lstm_scan", lstm, {}, dtype, (0, 1))
+    gru = (_arr(rng, (t, b, 3 * h), dtype), _arr(rng, (b, h), dtype),
+           _arr(rng, (3 * h, h), dtype, 0.4), _arr(rng, 3 * h, dtype))
+    _check("gru_scan", gru, {}, dtype, (0,))
+    for name in ("lstm_fwd_seq", "lstm_bwd_seq", "gru_fwd_seq", "gru_bwd_seq"):
+        k = rec.seq_kernel(name, dtype)
+        assert f"SMALL = {small}\n" in k.source and k._fn is not None
+
+
 def test_kernels_load_without_numba_in_a_warm_process(tmp_path):
     """The step kernels come from the disk cache as machine code: a second process runs
     an LSTM forward and backward without importing Numba."""
