@@ -259,8 +259,9 @@ _STEP_KERNELS: dict[tuple[str, str], hw.NativeKernel] = {}
 # between steps. Per step of the 32x128 benchmark LSTM, the Python loop paid a 2-thread
 # GEMM (~31 us), a serial gate kernel (~17 us) and their dispatch; two threads on 16
 # rows each pay a one-thread GEMM (~28 us, half the rows: packing W dominates; in two
-# 8-row blocks on OpenBLAS's small-matrix kernels, ~20 us) and half the gate math. Where the pool cannot take the second half (busy with another caller's
-# task), the caller runs both halves, with one-thread GEMMs: slower than before.
+# 8-row blocks on OpenBLAS's small-matrix kernels, ~20 us) and half the gate math.
+# Where the pool cannot take the second half (busy with another caller's task), the
+# caller runs both halves, with one-thread GEMMs: slower than before.
 
 # The sequence bodies, one per direction, filled in per layer: the forward's GEMM gives
 # each step's hidden projection (``width`` columns) from h_{t-1}; the backward's gives
