@@ -182,8 +182,9 @@ _CONV_OPS = ("conv ", "conv_input_grad ", "conv_weight_grad ")
 
 
 def _split(records: list[dict], n_calls: int, wall_s: float) -> dict:
-    """ms per step in GEMMs, convolutions (im2col and their GEMMs in one library step),
-    other library (layer) steps, fused kernels, views, and the rest."""
+    """ms per step in GEMMs, convolutions (columns or Winograd tiles and their GEMMs, one
+    library step each), other library (layer) steps, fused kernels, views, and the
+    rest."""
     sums = {"matmul": 0.0, "library": 0.0, "kernel": 0.0, "view": 0.0, "conv": 0.0}
     top: dict[str, float] = {}
     for r in records:
@@ -524,7 +525,7 @@ def format_table(rows: list[dict]) -> str:
         comp = r.get("gc_compiled", {})
         if "split" in comp:
             sp = comp["split"]
-            conv = (f"conv (im2col + GEMM) {sp['conv_ms']:.1f} ms, "
+            conv = (f"conv (with its GEMMs) {sp['conv_ms']:.1f} ms, "
                     if sp.get("conv_ms") else "")
             lines.append(f"{r['workload']} compiled step: GEMM {sp['gemm_ms']:.1f} ms, {conv}"
                          f"layer kernels {sp['layer_ms']:.1f} ms, fused kernels "
@@ -542,7 +543,8 @@ def format_table(rows: list[dict]) -> str:
 
 def _rate_lines(workload: str, sp: dict) -> list[str]:
     """The step's GEMM (and convolution) time against its FLOPs at the machine's BLAS
-    rate: 1.00x would be every product at the rate of a large square GEMM."""
+    rate: 1.00x would be every product at the rate of a large square GEMM (a
+    convolution's FLOPs are im2col's: Winograd's fewer multiplies can beat 1.00x)."""
     rate, fl = sp.get("blas_gflops"), sp.get("gflop")
     if not rate or not fl:
         return []

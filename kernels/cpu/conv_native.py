@@ -36,7 +36,7 @@ import numpy as np
 from ir.ops.nn import _spatial_out
 from ir.registry import REGISTRY
 
-from . import blas_calls
+from . import blas_calls, conv_winograd
 from . import handwritten as hw
 from .nn_native import (_COL2IM_INTS, _COL2IM_PLANES, _IM2COL, _IM2COL_INTS, FLOATS, _fixed,
                         _geometry, _ints, _ready, fixed_args, im2col_args)
@@ -181,6 +181,12 @@ def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=N
     ref = REGISTRY["conv"].reference
     if not _usable(x, w2):
         return hw.into(ref(x, w2, kernel, stride, padding, dilation, ones_row), out)
+    if conv_winograd.applies(x, w2.shape[0], kernel, stride, padding, dilation):
+        res = hw.result((x.shape[0], w2.shape[0]) + _spatial_out(
+            x.shape[2:], kernel, stride, padding, dilation), x.dtype, out)
+        if conv_winograd.forward(np.ascontiguousarray(x), w2, padding, ones_row, res,
+                                 _lanes(x.shape[0]), _scratch):
+            return hw.into(res, out)
     x = hw.operand(x)
     args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
     k = conv_kernel("conv", x.dtype.name, fixed_args(args, ("s4", "ones", "NB")))
@@ -203,6 +209,13 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
     n, cout = g.shape[:2]
     rows = w2.shape[1]
     c = (rows - (1 if ones_row else 0)) // int(np.prod(kernel))
+    # stride 1, 3x3: the convolution of g, padded by 2 - P, by the turned filters
+    pads = tuple(2 - int(p) for p in padding)
+    if conv_winograd.applies(g, c, kernel, stride, pads, dilation):
+        res = hw.result((n, c) + tuple(int(s) for s in spatial), g.dtype, out)
+        if conv_winograd.forward(np.ascontiguousarray(g), conv_winograd.flipped(w2, c), pads,
+                                 False, res, _lanes(n), _scratch, op="conv_input_grad"):
+            return hw.into(res, out)
     out_sp = _spatial_out(spatial, kernel, stride, padding, dilation)
     length = int(np.prod(out_sp))
     # one image's columns: (R, L), C-contiguous

@@ -13,7 +13,7 @@ import kernels.cpu as cpu
 from gcompile.autograd import gradcheck, gradgradcheck
 from gcompile.bench_models import train_step
 from ir.registry import REGISTRY
-from kernels.cpu import conv_native
+from kernels.cpu import conv_native, conv_winograd
 
 RNG = np.random.default_rng(7)
 DTYPES = [np.float32, np.float64]
@@ -206,3 +206,102 @@ def test_column_kernels_are_built_for_the_geometry():
     assert im2col and not seen[1]  # the second layer reuses the first one's kernels
     with pytest.raises(ValueError, match="top line"):
         nn_native._fixed("def body(a, lo, hi):\n    pass\n", {"a": 1})
+
+
+# Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions of at least MIN_CHANNELS channels:
+# odd and even sizes (partial tiles), each padding up to 2 per side (the input gradient
+# pads by 2 - P), the bias column, float64.
+WINO_CASES = [  # n, c, h, w, cout, padding, ones_row
+    (3, 8, 7, 9, 9, (1, 1), True),
+    (2, 9, 6, 5, 8, (0, 2), False),
+    (2, 12, 8, 8, 10, (2, 1), True),
+    (1, 8, 4, 3, 8, (0, 0), False),
+]
+WINO_TOL = {np.float32: 2e-6, np.float64: 1e-14}
+
+
+def _wino_operands(case, dtype):
+    n, c, h, w, cout, padding, ones_row = case
+    attrs = dict(kernel=(3, 3), stride=(1, 1), padding=padding, dilation=(1, 1),
+                 ones_row=ones_row)
+    x = _rand((n, c, h, w), dtype)
+    w2 = _rand((cout, 9 * c + ones_row), dtype)
+    y = REGISTRY["conv"].reference(x, w2, **attrs)
+    return x, w2, _rand(y.shape, dtype), attrs
+
+
+def _close(got, want, dtype):
+    tol = WINO_TOL[dtype]
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", WINO_CASES, ids=str)
+def test_winograd_forward_and_input_gradient_match_reference(case, dtype, threads,
+                                                             monkeypatch):
+    """Forward and input gradient by Winograd (its kernel ran: a transform of the
+    filters was asked for) equal the reference to rounding, also into ``out=``, from a
+    non-contiguous input, and whatever the thread count."""
+    x, w2, g, attrs = _wino_operands(case, dtype)
+    assert conv_winograd.applies(x, w2.shape[0], (3, 3), (1, 1), attrs["padding"], (1, 1))
+    calls = []
+    real = conv_winograd.filters
+    monkeypatch.setattr(conv_winograd, "filters", lambda *a: calls.append(1) or real(*a))
+    spatial = x.shape[2:]
+    conv, igrad = REGISTRY["conv"], REGISTRY["conv_input_grad"]
+    y = conv.impl(x, w2, **attrs)
+    _close(y, conv.reference(x, w2, **attrs), dtype)
+    gi = igrad.impl(g, w2, spatial=spatial, **attrs)
+    _close(gi, igrad.reference(g, w2, spatial=spatial, **attrs), dtype)
+    assert len(calls) == 2
+    from kernels.cpu import handwritten as hw
+    for op in ("conv", "conv_input_grad"):  # an exported program ships its machine code
+        assert any(k.name == "conv_winograd" for k in hw.loaded_for(op))
+    np.testing.assert_array_equal(conv.impl(_strided(x), w2, **attrs), y)
+    out = np.full(y.shape, 7, y.dtype)
+    assert conv.impl(x, w2, out=out, **attrs) is out
+    np.testing.assert_array_equal(out, y)
+    out = np.full(gi.shape, 7, gi.dtype)
+    assert igrad.impl(g, w2, spatial=spatial, out=out, **attrs) is out
+    np.testing.assert_array_equal(out, gi)
+
+
+def test_winograd_results_do_not_depend_on_threads(monkeypatch):
+    x, w2, g, attrs = _wino_operands(WINO_CASES[0], np.float32)
+    x, g = np.concatenate([x] * 5), np.concatenate([g] * 5)  # 15 images over the lanes
+    runs = []
+    for nthreads in (1, 2, 3):
+        monkeypatch.setattr(cpu, "_THREAD_LIMIT", [nthreads])
+        runs.append((REGISTRY["conv"].impl(x, w2, **attrs),
+                     REGISTRY["conv_input_grad"].impl(g, w2, spatial=x.shape[2:], **attrs)))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_winograd_takes_only_the_convolutions_it_serves():
+    """Strides, dilation, other windows, few channels, padding past 2 (for the input
+    gradient), 1-D and images too large for the caches go to im2col."""
+    x = np.zeros((1, 8, 9, 9), np.float32)
+    ok = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
+    assert conv_winograd.applies(x, 4, **ok)
+    for change in (dict(stride=(2, 1)), dict(dilation=(1, 2)), dict(kernel=(3, 2)),
+                   dict(padding=(-1, 0))):
+        assert not conv_winograd.applies(x, 4, **(ok | change))
+    assert not conv_winograd.applies(x[:, :7], 4, **ok)
+    assert not conv_winograd.applies(np.zeros((1, 8, 9), np.float32), 4, kernel=(3,),
+                                     stride=(1,), padding=(1,), dilation=(1,))
+    big = np.zeros((1, 64, 224, 224), np.float32)
+    assert not conv_winograd.applies(big, 64, **ok)
+    assert not conv_winograd.applies(x.astype(np.float16), 4, **ok)
+
+
+def test_winograd_conv_gradients_by_finite_differences():
+    """First and second order through a layer whose forward and input gradient take the
+    Winograd path (8 channels in and out)."""
+    x = gcompile.tensor(_rand((2, 8, 5, 6), np.float64), requires_grad=True)
+    w = gcompile.tensor(_rand((8, 8, 3, 3), np.float64) * 0.3, requires_grad=True)
+    b = gcompile.tensor(_rand((8,), np.float64), requires_grad=True)
+    fn = _conv_fn(2, (1, 1), (1, 1), (1, 1))
+    assert gradcheck(fn, (x, w, b))
+    assert gradgradcheck(fn, (x, w, b))
