@@ -337,7 +337,8 @@ def seq_kernel(name: str, dtype: str) -> hw.NativeKernel | None:
                    for p in params)
         src = (_MATH[dtype] + blas_calls.kernel_head(dtype)
                + step_body.replace("def body(", "def step(") + seq_body)
-        k = _STEP_KERNELS[(name, dtype)] = hw.kernel(f"recurrent_{name}_{dtype}", ps, src)
+        k = _STEP_KERNELS[(name, dtype)] = hw.kernel(f"recurrent_{name}_{dtype}", ps, src,
+                                                     op=_op(name))
     return k
 
 
@@ -363,8 +364,15 @@ def step_kernel(name: str, dtype: str) -> hw.NativeKernel:
         ps = tuple((p, "int", None) if isinstance(p, str) else (p[0], p[1], dtype)
                    for p in params)
         k = _STEP_KERNELS[(name, dtype)] = hw.kernel(f"recurrent_{name}_{dtype}", ps,
-                                                     _MATH[dtype] + body)
+                                                     _MATH[dtype] + body, op=_op(name))
     return k
+
+
+def _op(name: str) -> str:
+    """The scan op kernel ``name`` ("lstm_bwd_seq", "gru_fwd" ...) serves: an exported
+    program whose steps run that op ships its machine code (``handwritten.loaded_for``)."""
+    layer, way = name.split("_")[:2]
+    return f"{layer}_scan" + ("_backward" if way == "bwd" else "")
 
 
 class _Stepper:

@@ -12,6 +12,7 @@ import pytest
 import gcompile
 import kernels.cpu as kcpu
 import kernels.cpu.recurrent as rec
+from kernels.cpu import handwritten as hw
 from ir.registry import REGISTRY
 
 # (T, B, H): odd, tiny, past a vector width, and rows split unevenly over two threads
@@ -153,7 +154,11 @@ def test_scans_run_whole_sequences_in_one_kernel_and_leave_blas_threads(layer, t
                  and "scipy_openblas64_" in d.get("filepath", "")]
     assert after and after[0] == 2
     for way in ("fwd", "bwd"):
-        assert rec.seq_kernel(f"{layer}_{way}_seq", "float32")._fn is not None
+        k = rec.seq_kernel(f"{layer}_{way}_seq", "float32")
+        assert k._fn is not None
+        # an exported program whose steps run the scan ships the kernel's machine code
+        op = f"{layer}_scan" + ("_backward" if way == "bwd" else "")
+        assert k in hw.loaded_for(op)
     np.testing.assert_allclose(out, fwd.reference(*args), **TOL["float32"])
     np.testing.assert_allclose(grad, bwd.reference(np.ones_like(out), out, *rest),
                                **TOL["float32"])
