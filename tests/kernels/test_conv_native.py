@@ -298,9 +298,10 @@ def test_winograd_takes_only_the_convolutions_it_serves():
 
 def test_winograd_conv_gradients_by_finite_differences():
     """First and second order through a layer whose forward and input gradient take the
-    Winograd path (8 channels in and out)."""
-    x = gcompile.tensor(_rand((2, 8, 5, 6), np.float64), requires_grad=True)
-    w = gcompile.tensor(_rand((8, 8, 3, 3), np.float64) * 0.3, requires_grad=True)
+    Winograd path (8 channels in and out; the weights' own gradient, im2col's, is checked
+    above, and differencing their 576 entries would dominate the suite)."""
+    x = gcompile.tensor(_rand((1, 8, 4, 5), np.float64), requires_grad=True)
+    w = gcompile.tensor(_rand((8, 8, 3, 3), np.float64) * 0.3)
     b = gcompile.tensor(_rand((8,), np.float64), requires_grad=True)
     fn = _conv_fn(2, (1, 1), (1, 1), (1, 1))
     assert gradcheck(fn, (x, w, b))
