@@ -181,7 +181,8 @@ def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=N
     ref = REGISTRY["conv"].reference
     if not _usable(x, w2):
         return hw.into(ref(x, w2, kernel, stride, padding, dilation, ones_row), out)
-    if conv_winograd.applies(x, w2.shape[0], kernel, stride, padding, dilation):
+    if conv_winograd.applies(x, w2.shape[0], kernel, stride, padding, dilation) and \
+            conv_winograd.finite(x, w2):
         res = hw.result((x.shape[0], w2.shape[0]) + _spatial_out(
             x.shape[2:], kernel, stride, padding, dilation), x.dtype, out)
         if conv_winograd.forward(np.ascontiguousarray(x), w2, padding, ones_row, res,
@@ -211,7 +212,8 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
     c = (rows - (1 if ones_row else 0)) // int(np.prod(kernel))
     # stride 1, 3x3: the convolution of g, padded by 2 - P, by the turned filters
     pads = tuple(2 - int(p) for p in padding)
-    if conv_winograd.applies(g, c, kernel, stride, pads, dilation):
+    if conv_winograd.applies(g, c, kernel, stride, pads, dilation) and \
+            conv_winograd.finite(g, w2):
         res = hw.result((n, c) + tuple(int(s) for s in spatial), g.dtype, out)
         if conv_winograd.forward(np.ascontiguousarray(g), conv_winograd.flipped(w2, c), pads,
                                  False, res, _lanes(n), _scratch, op="conv_input_grad"):

@@ -279,6 +279,26 @@ def test_winograd_results_do_not_depend_on_threads(monkeypatch):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_values_take_im2col(bad):
+    """An inf in the input (or the output gradient, or the weights) gives what im2col
+    gives, ±inf where the products are, not the NaN the transforms would make of it."""
+    x, w2, g, attrs = _wino_operands(WINO_CASES[0], np.float32)
+    spatial = x.shape[2:]
+    conv, igrad = REGISTRY["conv"], REGISTRY["conv_input_grad"]
+    for args in ((_with(x, bad), w2), (x, _with(w2, bad))):
+        np.testing.assert_array_equal(conv.impl(*args, **attrs), conv.reference(*args, **attrs))
+    for args in ((_with(g, bad), w2), (g, _with(w2, bad))):
+        np.testing.assert_array_equal(igrad.impl(*args, spatial=spatial, **attrs),
+                                      igrad.reference(*args, spatial=spatial, **attrs))
+
+
+def _with(a, value):
+    a = a.copy()
+    a.flat[a.size // 2] = value
+    return a
+
+
 def test_winograd_takes_only_the_convolutions_it_serves():
     """Strides, dilation, other windows, few channels, padding past 2 (for the input
     gradient), 1-D and images too large for the caches go to im2col."""
