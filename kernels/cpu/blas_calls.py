@@ -15,14 +15,19 @@ the library's, not the thread's (its ``openblas_set_num_threads_local`` changes 
 same global in this build: two threads saving and restoring it left it at 1, and every
 later GEMM on one thread), so its users share it (``kernels.shared_setting``);
 meanwhile the process's other GEMMs run on one thread too.
+
+Where OpenBLAS has small-matrix kernels (``SMALL_GEMM_MACS``, found from its core name),
+a product of at most 10^6 multiply-adds runs without packing its operands; a kernel's
+``gemm_rows`` (in ``kernel_head``) cuts a slightly larger one (a recurrent step's 16
+rows of 128 @ 128x512) into even blocks of rows that stay within it.
 """
 from __future__ import annotations
 
 import ctypes
 import threading
+from contextlib import AbstractContextManager
 
 import numpy as np
-from contextlib import AbstractContextManager
 
 from ..shared_setting import SharedSetting
 

@@ -79,3 +79,15 @@ def test_a_gemm_is_right_inside_one_thread(provided):
     b = rng.standard_normal((65, 17)).astype(np.float32)
     with blas_calls.one_thread():
         np.testing.assert_allclose(a @ b, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_small_matrix_limit_follows_the_openblas_core(provided):
+    """The row-block limit of ``gemm_rows`` is OpenBLAS's small-matrix size on cores that
+    have those kernels (threadpoolctl names the core too), else 0 (one call), and it is
+    what kernel sources are built with."""
+    core = next(d.get("architecture", "") for d in threadpoolctl.threadpool_info()
+                if "scipy_openblas64_" in d.get("filepath", ""))
+    want = blas_calls.SMALL_GEMM_MACS if core.lower() in blas_calls._SMALL_CORES else 0
+    assert blas_calls._STATE["small"] == want
+    assert blas_calls._core(blas_calls._openblas()) == core.lower()
+    assert f"SMALL = {want}\n" in blas_calls.kernel_head("float32")
