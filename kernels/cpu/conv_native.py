@@ -25,7 +25,9 @@ computed them.
 
 Serves ``conv``, ``conv_input_grad`` and ``conv_weight_grad`` for float32/float64 where
 NumPy's OpenBLAS can be called from kernels (``blas_calls.provide``); ``op.reference``
-(NumPy) serves other dtypes, empty inputs and processes without it.
+(NumPy) serves other dtypes, empty inputs and processes without it. The forward and
+input gradient of a 3x3 stride-1 convolution of at least 8 channels go to Winograd's
+F(2x2, 3x3) instead (``conv_winograd``: 2.25x fewer multiplies).
 """
 from __future__ import annotations
 
