@@ -11,7 +11,9 @@ gradients work the same way: ``conv_input_grad`` multiplies then col2im's each i
 ``conv_weight_grad`` im2col's each image again (cheaper than keeping the columns) and
 accumulates cols·gᵀ into its part's sum (GEMM with beta 1). The im2col and col2im
 bodies are built for the layer's window, strides and padding (``nn_native.fixed_args``),
-which halves their time.
+which halves their time, for convolutions of at least ``FIXED_MIN_COLUMNS`` column
+values; smaller ones share one kernel per op and dtype (a kernel per geometry costs a
+compile each: the test suite's many small layers took 16% longer from a cold cache).
 
 Before, the lanes were Python threads calling a column kernel and NumPy's matmul a few
 images at a time: at MNIST's conv2 (batch 64, 32->64 channels, 3x3 over 26x26) each op
@@ -45,6 +47,7 @@ from .nn_native import (_COL2IM_INTS, _COL2IM_PLANES, _IM2COL, _IM2COL_INTS, FLO
 
 KEEP_BYTES = 8 << 20  # work buffers up to this size are kept between calls
 WGRAD_PARTS = 8       # fixed partial sums of the weight gradient
+FIXED_MIN_COLUMNS = 1 << 18  # column values from which a kernel is built per geometry
 
 _LOCAL = threading.local()
 
@@ -123,9 +126,20 @@ _KERNELS = {  # op: (body, the helper it calls, its source and ints, arrays, mor
 }
 
 
-def conv_kernel(op: str, dtype: str, fixed: dict[str, int]) -> hw.NativeKernel | None:
+def _fixed_for(args: dict[str, int], inner: tuple[str, ...], n: int) -> dict | None:
+    """The geometry to bake into a convolution's kernel (``nn_native.fixed_args``), for
+    one whose columns are at least ``FIXED_MIN_COLUMNS`` values; None (one kernel per op
+    and dtype for every geometry) below that, where the column loops cost little and a
+    kernel per geometry would cost a compile each (the test suite's many small layers)."""
+    rows = args["C"] * args["KD"] * args["KH"] * args["KW"] + args.get("ones", 0)
+    length = args["OD"] * args["OH"] * args["OW"]
+    return fixed_args(args, inner) if n * rows * length >= FIXED_MIN_COLUMNS else None
+
+
+def conv_kernel(op: str, dtype: str, fixed: dict[str, int] | None) -> hw.NativeKernel | None:
     """The kernel serving ``op`` for ``dtype`` with the geometry ``fixed`` baked into its
-    column helper, or None where OpenBLAS's GEMM cannot be called from a kernel."""
+    column helper (None: generic), or None where OpenBLAS's GEMM cannot be called from a
+    kernel."""
     if not blas_calls.provide():
         return None
     body, helper, helper_src, geo, arrays, ints = _KERNELS[op]
@@ -192,7 +206,7 @@ def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=N
             return hw.into(res, out)
     x = hw.operand(x)
     args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
-    k = conv_kernel("conv", x.dtype.name, fixed_args(args, ("s4", "ones", "NB")))
+    k = conv_kernel("conv", x.dtype.name, _fixed_for(args, ("s4", "ones", "NB"), x.shape[0]))
     if k is None or not _ready(k):
         return hw.into(ref(x, w2, kernel, stride, padding, dilation, ones_row), out)
     n, cout, rows = x.shape[0], w2.shape[0], w2.shape[1]
@@ -225,7 +239,7 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
     # one image's columns: (R, L), C-contiguous
     args = dict(zip(_COL2IM_INTS, [c, rows * length, length, 1, *_geometry(
         spatial, kernel, stride, padding, dilation, out_sp)]))
-    k = conv_kernel("conv_input_grad", g.dtype.name, fixed_args(args, ("c2",)))
+    k = conv_kernel("conv_input_grad", g.dtype.name, _fixed_for(args, ("c2",), n))
     if k is None or not _ready(k):
         return hw.into(ref(g, w2, spatial, kernel, stride, padding, dilation, ones_row), out)
     res = hw.result((n, c) + tuple(int(s) for s in spatial), g.dtype, out)
@@ -242,7 +256,8 @@ def _conv_weight_grad_native(x, g, kernel, stride, padding, dilation, ones_row=F
         return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)
     x = hw.operand(x)
     args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
-    k = conv_kernel("conv_weight_grad", x.dtype.name, fixed_args(args, ("s4", "ones", "NB")))
+    k = conv_kernel("conv_weight_grad", x.dtype.name,
+                    _fixed_for(args, ("s4", "ones", "NB"), x.shape[0]))
     if k is None or not _ready(k):
         return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)
     n, cout = x.shape[0], g.shape[1]

@@ -35,6 +35,15 @@ def threads(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["generic", "per-geometry"])
+def columns(request, monkeypatch):
+    """The column loops of one kernel per op and dtype, or of one built for the
+    geometry (``FIXED_MIN_COLUMNS``: large convolutions)."""
+    monkeypatch.setattr(conv_native, "FIXED_MIN_COLUMNS",
+                        1 << 62 if request.param == "generic" else 0)
+    return request.param
+
+
 def _rand(shape, dtype):
     return RNG.standard_normal(shape).astype(dtype)
 
@@ -79,7 +88,7 @@ def _check(name, args, attrs, exact):
                          + [(CASES[i], np.float64) for i in F64_CASES],
                          ids=lambda v: f"{len(v[0])}d-{v}" if isinstance(v, tuple) else
                          np.dtype(v).name)
-def test_native_equals_reference(case, ones_row, dtype, threads):
+def test_native_equals_reference(case, ones_row, dtype, threads, columns):
     """Each image's output and input gradient is one GEMM, as in the reference: equal bit
     for bit; the weight gradient sums in another order: equal to rounding."""
     x, w2, g, attrs = _operands(case, dtype, ones_row=ones_row)
@@ -93,7 +102,7 @@ def test_native_equals_reference(case, ones_row, dtype, threads):
 
 
 @pytest.mark.parametrize("case", CASES[2:4], ids=str)
-def test_results_do_not_depend_on_threads(case, monkeypatch):
+def test_results_do_not_depend_on_threads(case, monkeypatch, columns):
     x, w2, g, attrs = _operands(case, np.float32, n=13)
     runs = []
     for nthreads in (1, 2, 3):
@@ -185,9 +194,15 @@ def test_compiled_cnn_step_runs_conv_ops_and_equals_eager():
                                    atol=1e-7)
 
 
-def test_column_kernels_are_built_for_the_geometry():
-    """The conv ops use im2col / col2im with the window, strides and flags baked in (the
-    index arithmetic folds), one kernel per geometry whatever the channels or sizes."""
+def test_column_kernels_are_built_for_the_geometry(monkeypatch):
+    """Large convolutions use im2col / col2im with the window, strides and flags baked in
+    (the index arithmetic folds), one kernel per geometry whatever the channels or sizes;
+    small ones share one kernel per op and dtype."""
+    x, w2, _, attrs = _operands(CASES[2], np.float32)
+    assert conv_native._fixed_for(conv_native.im2col_args(x, attrs["kernel"], attrs["stride"],
+                                                          attrs["padding"], attrs["dilation"],
+                                                          True, 0)[0], ("s4",), 5) is None
+    monkeypatch.setattr(conv_native, "FIXED_MIN_COLUMNS", 0)
     from kernels.cpu import handwritten as hw
     from kernels.cpu import nn_native
 
