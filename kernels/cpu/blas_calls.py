@@ -125,6 +125,8 @@ GEMM = _types.ExternalFunction(_blas.{gemm}, _types.void(
 ROW_MAJOR = np.int32(_blas.ROW_MAJOR)
 NO_TRANS = np.int32(_blas.NO_TRANS)
 TRANS = np.int32(_blas.TRANS)
+ONE = {scalar}(1.0)
+ZERO = {scalar}(0.0)
 SMALL = {small}
 _ITEM = {item}
 
@@ -142,7 +144,7 @@ def gemm_rows(ta, m, n, k, a, lda, b, ldb, beta, c, ldc):
     r0 = 0
     while r0 < m:  # (a range with a run-time step would need Numba's error helpers)
         mr = min(rows, m - r0)
-        GEMM(ROW_MAJOR, ta, NO_TRANS, mr, n, k, {scalar}(1.0), a + np.uintp(r0 * step), lda,
+        GEMM(ROW_MAJOR, ta, NO_TRANS, mr, n, k, ONE, a + np.uintp(r0 * step), lda,
              b, ldb, beta, c + np.uintp(r0 * ldc * _ITEM), ldc)
         r0 += rows
 """
@@ -152,7 +154,8 @@ _GEMMS = {"float32": "SGEMM", "float64": "DGEMM"}
 def kernel_head(dtype: str) -> str:
     """The source lines that give a hand-written kernel ``GEMM`` for ``dtype`` (float32
     or float64), ``gemm_rows`` (a GEMM in blocks of rows OpenBLAS runs unpacked),
-    ``address`` and the CBLAS flags; ``provide`` must have succeeded."""
+    ``address``, the CBLAS flags and ``ONE``/``ZERO`` of the dtype (alpha and beta);
+    ``provide`` must have succeeded."""
     return _HEAD.format(gemm=_GEMMS[dtype], dtype=dtype, scalar=f"np.{dtype}",
                         item=np.dtype(dtype).itemsize, small=_STATE.get("small", 0))
 

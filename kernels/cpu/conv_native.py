@@ -33,6 +33,7 @@ F(2x2, 3x3) instead (``conv_winograd``: 2.25x fewer multiplies).
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -50,8 +51,6 @@ WGRAD_PARTS = 8       # fixed partial sums of the weight gradient
 FIXED_MIN_COLUMNS = 1 << 18  # column values from which a kernel is built per geometry
 
 _LOCAL = threading.local()
-
-_CONSTS = {d: f"ONE = np.{d}(1.0)\nZERO = np.{d}(0.0)\n" for d in FLOATS}
 
 # The work units are lanes: lane j of NL takes images [j*N//NL, (j+1)*N//NL) (the
 # weight gradient: parts) and the j-th (R*L) block of ``buf`` for their columns. The
@@ -142,10 +141,18 @@ def conv_kernel(op: str, dtype: str, fixed: dict[str, int] | None) -> hw.NativeK
     kernel."""
     if not blas_calls.provide():
         return None
+    return _lanes_kernel(op, dtype, None if fixed is None else tuple(sorted(fixed.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _lanes_kernel(op: str, dtype: str, fixed: tuple | None) -> hw.NativeKernel:
+    """``conv_kernel``'s kernel, its source built once per op, dtype and geometry (every
+    conv call asks)."""
     body, helper, helper_src, geo, arrays, ints = _KERNELS[op]
     unpack = f"    {', '.join(geo)} = {', '.join(f'geo[{i}]' for i in range(len(geo)))}"
-    src = (_CONSTS[dtype] + blas_calls.kernel_head(dtype)
-           + _fixed(helper_src, fixed).replace("def body(", f"def {helper}(")
+    src = (blas_calls.kernel_head(dtype)
+           + _fixed(helper_src, dict(fixed) if fixed else None)
+           .replace("def body(", f"def {helper}(")
            + body.replace("GEOMETRY", unpack))
     params = tuple((n, kind, dtype) for n, kind in arrays) + (
         ("buf", "out", dtype), ("geo", "in", "int64")) + _ints(*ints)

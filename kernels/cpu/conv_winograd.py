@@ -230,8 +230,7 @@ def _kernel(dtype: str, op: str) -> hw.NativeKernel:
     steps run ``op`` ships its machine code: ``handwritten.loaded_for``)."""
     k = _KERNELS.get((dtype, op))
     if k is None:
-        head = (f"ONE = np.{dtype}(1.0)\nZERO = np.{dtype}(0.0)\n"
-                + blas_calls.kernel_head(dtype))
+        head = blas_calls.kernel_head(dtype)
         body = (_FWD.replace("LANE_BUFFERS", _LANE_BUFFERS)
                 .replace("INPUT_TRANSFORM", _INPUT_TRANSFORM)
                 .replace("OUTPUT_TRANSFORM", _output_transform()))
