@@ -1,7 +1,8 @@
 """Compiled plans on a CUDA device: the CPU plan's fused graph, run by device kernels.
 
-``compile_cuda(graph)`` lowers ``graph`` exactly as for the CPU (``compile_graph``:
-decompose, fuse, one ``KernelSpec`` per fusion group, the memory plan), with
+``compile_cuda(graph)`` lowers ``graph`` as for the CPU (``compile_graph``:
+decompose, fuse, one ``KernelSpec`` per fusion group, the memory plan; ops the CPU keeps
+whole for its native kernels, attention, are decomposed into ops with device kernels), with
 ``kernels.cuda.compile_kernel`` as the kernel factory, and turns each step into its
 device counterpart (``CudaExecutor``):
 
@@ -41,7 +42,7 @@ __all__ = ["compile_cuda", "CudaExecutor"]
 def compile_cuda(graph: Graph, *, check: bool = True) -> CudaExecutor:
     """Lower ``graph`` (optimised in place) to a plan run by CUDA kernels."""
     from kernels.cuda import compile_kernel
-    compiled = compile_graph(graph, check=check, make_kernel=compile_kernel)
+    compiled = compile_graph(graph, check=check, make_kernel=compile_kernel, keep_whole=False)
     return CudaExecutor(compiled)
 
 

@@ -221,13 +221,15 @@ def _merge_into_consumer(parts: list[Group], queue: list[Group]) -> Group | None
     return None
 
 
-def compile_graph(graph: Graph, *, check: bool = True, make_kernel=None) -> Compiled:
+def compile_graph(graph: Graph, *, check: bool = True, make_kernel=None,
+                  keep_whole: bool = True) -> Compiled:
     """Optimise and lower ``graph`` (modified in place) into an executable plan;
-    ``make_kernel`` (spec -> kernel) defaults to the generated-kernel factory. The
-    stages run in this order, each printed on ``GCOMPILE_LOG=stages``."""
+    ``make_kernel`` (spec -> kernel) defaults to the generated-kernel factory;
+    ``keep_whole`` (``ir.passes.fusion.decompose``): ops with CPU kernels of their own
+    stay whole. The stages run in this order, each printed on ``GCOMPILE_LOG=stages``."""
     make_kernel = make_kernel or get_compile_kernel()
     with stage("passes (decompose, simplify)", lambda: f"{len(graph.nodes)} nodes"):
-        decompose(graph)
+        decompose(graph, keep_whole=keep_whole)
         simplify(graph)
         graph.toposort()
     with stage("fusion", lambda: str(fusion)):

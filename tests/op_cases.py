@@ -1667,6 +1667,40 @@ _add("select_block_backward",
           {"shape": (5, T_, B_, H_), "index": 1}))
 
 
+# ---- attention (ir/ops/attention.py) ------------------------------------------------------------
+def _sdpa_ref(q, k, v, scale, causal):
+    """Per item, in float64: scores, an explicit row softmax over the allowed keys, times v."""
+    q, k, v = W(q), W(k), W(v)
+    lq, d = q.shape[-2:]
+    qf, kf, vf = (a.reshape(-1, lq, d) for a in (q, k, v))
+    out = np.zeros(qf.shape)
+    for b in range(qf.shape[0]):
+        for i in range(lq):
+            n = i + 1 if causal else lq
+            s = np.array([scale * np.dot(qf[b, i], kf[b, j]) for j in range(n)])
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            out[b, i] = p @ vf[b, :n]
+    return out.reshape(q.shape)
+
+
+def _sdpa_backward_sample(shape, scale, causal):
+    def make(g):
+        return [g.f(*shape), g.f(*shape), g.f(*shape), g.f(*shape)]
+    return Case(make, lambda gout, q, k, v, scale, causal: np.stack(
+        [vjp(lambda *a: _sdpa_ref(*a, scale, causal), [q, k, v], i, gout) for i in range(3)]),
+        {"scale": scale, "causal": causal}, tol=FD_TOL, label=f"{len(shape)}d_causal{causal}")
+
+
+_add("sdpa",
+     *[Case(lambda g, s=shape: [g.f(*s), g.f(*s), g.f(*s)], _sdpa_ref,
+            {"scale": scale, "causal": causal}, label=f"{len(shape)}d_causal{causal}")
+       for shape, scale, causal in (((2, 3, 5, 4), 0.5, False), ((2, 3, 5, 4), 0.5, True),
+                                    ((6, 3), 1.3, True), ((1, 9, 2), 0.7, False))])
+_add("sdpa_backward", _sdpa_backward_sample((2, 2, 4, 3), 0.5, True),
+     _sdpa_backward_sample((5, 2), 1.1, False))
+
+
 # ---- run-time checks -----------------------------------------------------------------------------
 def _check_attrs(kind, low=None, high=None, ignore=None, error="RuntimeError"):
     return {"kind": kind, "low": low, "high": high, "ignore": ignore, "error": error,

@@ -2,6 +2,7 @@
 from . import checks, elementwise, indexing, linalg, movement, reduction  # noqa: F401
 from . import nn  # noqa: F401,E402
 from . import recurrent  # noqa: F401,E402
+from . import attention  # noqa: F401,E402
 from . import lapack, sorting, special  # noqa: F401,E402
 from . import random  # noqa: F401,E402
 from . import collectives  # noqa: F401,E402

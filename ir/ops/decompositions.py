@@ -7,13 +7,16 @@ gradient of every op here without a hand-written rule (derived from the primitiv
 silu, leaky_relu, linear, layer_norm, mse_loss, cross_entropy), and by the ONNX exporter
 for ops it has no translation for. gelu, softmax, log_softmax and logsumexp keep fused
 hand-written rules (see their definitions for why); detach's rule is no gradient
-(``cuts_gradient``). A rule returns None, before building anything, to decline; it is
-only ever called with graph values.
+(``cuts_gradient``). Attention (``sdpa``, ``sdpa_backward``) stays whole in CPU plans,
+which have native kernels for it (``extra["whole_on_cpu"]``); the backward op's own
+gradient (double backward) is derived from its rule. A rule returns None, before
+building anything, to decline; it is only ever called with graph values.
 """
 from __future__ import annotations
 
 import math
 
+from .. import dtypes as dt
 from ..registry import set_decomposition
 
 _FLOATS = ("float32", "float64")
@@ -155,6 +158,40 @@ def _cross_entropy(b, x, t, weight=None, reduction="mean", ignore_index=-100,
     return b.add(b.mul(nll, 1.0 - label_smoothing), b.mul(ret, label_smoothing / n))
 
 
+def _sdpa_probs(b, q, k, scale, causal):
+    """softmax(q kᵀ · scale) over the last dim, -inf above the diagonal when causal."""
+    s = b.mul(b.matmul(q, _swap_last(b, k)), float(scale))
+    if causal:
+        lq, lk = q.shape[-2], k.shape[-2]
+        rows = b.reshape(b.arange(start=0, end=lq, step=1, dtype=dt.int64), shape=(lq, 1))
+        cols = b.reshape(b.arange(start=0, end=lk, step=1, dtype=dt.int64), shape=(1, lk))
+        s = b.where(b.gt(cols, rows), float("-inf"), s)  # above the diagonal
+    return b.softmax(s, dim=q.ndim - 1)
+
+
+def _swap_last(b, x):
+    nd = x.ndim
+    return b.permute(x, dims=tuple(range(nd - 2)) + (nd - 1, nd - 2))
+
+
+def _sdpa(b, q, k, v, scale, causal):
+    """matmul, softmax, matmul."""
+    return b.matmul(_sdpa_probs(b, q, k, scale, causal), v)
+
+
+def _sdpa_backward(b, g, q, k, v, scale, causal):
+    """The scores recomputed, then dv = pᵀ g, ds = p (g vᵀ - rowsum(p · g vᵀ)),
+    dq = ds k · scale, dk = dsᵀ q · scale, stacked."""
+    p = _sdpa_probs(b, q, k, scale, causal)
+    dv = b.matmul(_swap_last(b, p), g)
+    dp = b.matmul(g, _swap_last(b, v))
+    ds = b.mul(p, b.sub(dp, b.sum(b.mul(p, dp), dims=(q.ndim - 1,), keepdim=True)))
+    dq = b.mul(b.matmul(ds, k), float(scale))
+    dk = b.mul(b.matmul(_swap_last(b, ds), q), float(scale))
+    one = (1,) + tuple(q.shape)
+    return b.cat(*(b.reshape(t, shape=one) for t in (dq, dk, dv)), dim=0)
+
+
 RULES = {
     "detach": _detach,
     "gelu": _gelu,
@@ -167,6 +204,8 @@ RULES = {
     "layer_norm": _layer_norm,
     "mse_loss": _mse_loss,
     "cross_entropy": _cross_entropy,
+    "sdpa": _sdpa,
+    "sdpa_backward": _sdpa_backward,
 }
 for _name, _rule in RULES.items():
     set_decomposition(_name, _rule)

@@ -565,25 +565,31 @@ def fuse(graph: Graph) -> Fusion:
     return _Fuser(graph).run()
 
 
-def decompose(graph: Graph) -> int:
+def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     """Rewrite composite ops into the primitives of their decompositions (softmax and
     log_softmax over float rows into max / exp / sum / div, gelu, silu, logsumexp,
     linear, layer_norm and the losses), which the fuser places better than the whole
-    op; returns rewrites. Then, on the primitives, folds weight-gradient matmuls into one
-    GEMM, computes transposed 2-D matmul products in their readers' layout, turns
-    ``sum_to_size`` into fusible sums and split's gradient into a ``cat`` (of the values
-    before their merging reshapes), builds only the blocks of a scan's packed gradient
-    its backward reads, max-pools before a ReLU (which then runs on the pooled values),
-    turns a loss's one-index gather and scatter into masked rows the fuser joins to its
-    log-softmax, copies a permuted value that a reshape cannot view by a kernel into a
-    planned buffer, and returns a fresh intermediate itself instead of a copy of it
-    (``ir.passes.rewrites``)."""
+    op; returns rewrites. ``keep_whole``: ops marked ``extra["whole_on_cpu"]`` (attention,
+    whose native kernel beats its pieces) stay whole, for back ends that run them as
+    library steps; a back end without their kernels (CUDA) passes False. Then, on the
+    primitives, folds weight-gradient matmuls into one GEMM, computes transposed 2-D
+    matmul products in their readers' layout, turns ``sum_to_size`` into fusible sums
+    and split's gradient into a ``cat`` (of the values before their merging reshapes),
+    builds only the blocks of a scan's packed gradient its backward reads, max-pools
+    before a ReLU (which then runs on the pooled values), turns a loss's one-index
+    gather and scatter into masked rows the fuser joins to its log-softmax, copies a
+    permuted value that a reshape cannot view by a kernel into a planned buffer, and
+    returns a fresh intermediate itself instead of a copy of it (``ir.passes.rewrites``)."""
     from .decompose import decompose_ops
     from .rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
                            decompose_sum_to_size, drop_output_clones, fold_summed_matmul,
                            masked_one_hot, narrow_scan_gradients, pool_before_relu,
                            transpose_matmul_products)
-    count = decompose_ops(graph)
+    names = None  # every op with a decomposition
+    if keep_whole:
+        names = [name for name, op in REGISTRY.items()
+                 if op.decomposition is not None and not op.extra.get("whole_on_cpu")]
+    count = decompose_ops(graph, names)
     count += fold_summed_matmul(graph) + decompose_sum_to_size(graph)
     count += transpose_matmul_products(graph) + cat_slice_puts(graph)
     count += cat_before_reshape(graph)

@@ -86,6 +86,20 @@ def test_fused_chain_rows_and_views_match_cpu():
     assert not ex.host_steps, ex.host_steps
 
 
+def test_attention_runs_decomposed_on_the_device():
+    """The CPU keeps sdpa whole for its native kernel; the device plan decomposes it into
+    matmuls and softmax rows, which have device kernels (tracing with device tensors
+    takes the composite path anyway; only the causal mask's aranges have none)."""
+    def make():
+        g = Graph()
+        q, k, v = (g.add_input((2, 5, 4), dt.float32, n) for n in "qkv")
+        g.set_outputs([g.add_node("sdpa", [q, k, v], {"scale": 0.5, "causal": True})])
+        return g
+    ex = _check(make, [RNG.standard_normal((2, 5, 4)).astype(np.float32) for _ in range(3)])
+    assert all(h.startswith("arange") for h in ex.host_steps), ex.host_steps
+    assert "sdpa" not in {s.name.split()[0] for s in ex.plan.steps}
+
+
 def test_library_step_runs_through_host_memory_explicitly():
     def make():
         g = Graph()
