@@ -1093,14 +1093,29 @@ def _mask_to_additive(mask: Tensor | None, dtype) -> Tensor | None:
     return mask.to(dtype) if mask.dtype is not dtype else mask
 
 
+def _one_attention_op(query: Tensor, key: Tensor, value: Tensor, attn_mask, dropout_p) -> bool:
+    """Whether the ``sdpa`` op serves a call: q, k and v of one shape and of float32 or
+    float64 on the CPU, no mask, no dropout."""
+    d = query.dtype
+    return (attn_mask is None and dropout_p == 0.0 and d in (dt.float32, dt.float64)
+            and key.dtype is d and value.dtype is d and query.dim() >= 2
+            and not (query.is_cuda or key.is_cuda or value.is_cuda)
+            and tuple(query.shape) == tuple(key.shape) == tuple(value.shape))
+
+
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                                  attn_mask: Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None,
                                  enable_gqa: bool = False, generator=None) -> Tensor:
     """softmax(Q K^T * scale + mask) V. A bool mask marks allowed positions
-    with True (torch's SDPA convention)."""
+    with True (torch's SDPA convention). Self-attention shapes without a mask other than
+    the causal one, nor dropout, run as one ``sdpa`` op (``ir.ops.attention``); the rest
+    as matmul, softmax and matmul."""
     lq, lk = query.shape[-2], key.shape[-2]
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if _one_attention_op(query, key, value, attn_mask, dropout_p):
+        return apply_op("sdpa", (query, key, value),
+                        {"scale": float(s), "causal": bool(is_causal)})
     scores = apply_op("matmul", (query, key.transpose(-2, -1))) * s
     if is_causal:
         if isinstance(lq, int) and isinstance(lk, int):

@@ -1,0 +1,136 @@
+"""Native attention kernels (kernels/cpu/attention.py): ``sdpa`` and ``sdpa_backward``
+served natively match their NumPy reference (``op.reference``) on one thread and split
+over two, over strided, broadcast and several-block inputs, give the same bits whatever
+the thread count, propagate NaNs as the reference does, and load from the disk cache
+without Numba. The functional and its gradients are tested in
+tests/gcompile/nn/test_attention_op.py."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import gcompile
+import kernels.cpu.attention as att
+from ir.registry import REGISTRY
+
+TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
+# (..., L, D): batch and heads, tiny, one item, odd sizes past a vector width, 2-D
+SHAPES = [(2, 3, 5, 4), (1, 1, 1, 1), (1, 37, 19), (3, 2, 17, 33), (6, 3)]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    old = gcompile.get_num_threads()
+    gcompile.set_num_threads(request.param)
+    yield request.param
+    gcompile.set_num_threads(old)
+
+
+def _inputs(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(dtype) for _ in range(4)]
+
+
+def _check(g, q, k, v, scale, causal, dtype):
+    fwd, bwd = REGISTRY["sdpa"], REGISTRY["sdpa_backward"]
+    assert fwd.impl is att.NATIVE["sdpa"] and bwd.impl is att.NATIVE["sdpa_backward"]
+    got = att.sdpa(q, k, v, scale, causal)
+    np.testing.assert_allclose(got, fwd.reference(q, k, v, scale=scale, causal=causal),
+                               **TOL[dtype])
+    got = att.sdpa_backward(g, q, k, v, scale, causal)
+    np.testing.assert_allclose(got, bwd.reference(g, q, k, v, scale=scale, causal=causal),
+                               **TOL[dtype])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_native_matches_reference(shape, dtype, causal, threads):
+    g, q, k, v = _inputs(shape, dtype)
+    _check(g, q, k, v, 0.4, causal, dtype)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_query_rows_in_several_blocks(causal, monkeypatch):
+    """Long sequences run in blocks of query rows; dk and dv sum over the blocks (under
+    the causal mask each block's columns stop at its last row)."""
+    monkeypatch.setattr(att, "BLOCK_VALUES", 7 * 23)
+    assert att._block_rows(23, causal) == 7
+    g, q, k, v = _inputs((2, 23, 5), "float64")
+    _check(g, q, k, v, 0.6, causal, "float64")
+
+
+def test_strided_broadcast_and_reversed_inputs():
+    """Heads of a fused qkv projection are read in place (their row stride is the GEMM's
+    leading dimension); broadcast batch dims and reversed rows work too."""
+    rng = np.random.default_rng(1)
+    qkv = rng.standard_normal((3, 6, 3, 2, 4)).astype(np.float32)  # (B, L, 3, H, D)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    g = rng.standard_normal((3, 6, 2, 4)).astype(np.float32).transpose(0, 2, 1, 3)
+    assert not q.flags.c_contiguous and att._rows(q) is q
+    _check(g, q, k, v, 0.5, True, "float32")
+    kb = np.broadcast_to(k[:1], k.shape)   # one key set for every batch item
+    _check(g, q, kb, v, 0.5, False, "float32")
+    _check(g, q[:, :, ::-1], k, v[..., ::-1], 0.5, True, "float32")
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    g, q, k, v = _inputs((4, 3, 20, 8), "float32", seed=3)
+    res = []
+    for n in (1, 2):
+        old = gcompile.get_num_threads()
+        gcompile.set_num_threads(n)
+        try:
+            res.append((att.sdpa(q, k, v, 0.3, True), att.sdpa_backward(g, q, k, v, 0.3, True)))
+        finally:
+            gcompile.set_num_threads(old)
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_and_inf_propagate_as_in_the_reference(dtype):
+    g, q, k, v = _inputs((2, 6, 4), dtype, seed=4)
+    q[0, 2, 1] = np.nan
+    k[1, 3, 0] = np.inf
+    for causal in (False, True):
+        want = REGISTRY["sdpa"].reference(q, k, v, scale=0.5, causal=causal)
+        got = att.sdpa(q, k, v, 0.5, causal)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[ok], want[ok], **TOL[dtype])
+
+
+def test_other_dtypes_and_empty_shapes_use_the_reference():
+    q = np.ones((2, 3, 4), np.float16)
+    out = REGISTRY["sdpa"].impl(q, q, q, scale=0.5, causal=True)
+    assert out.dtype == np.float16 and out.shape == (2, 3, 4)
+    e = np.zeros((2, 0, 4), np.float32)
+    assert att.sdpa(e, e, e, 0.5, False).shape == (2, 0, 4)
+    assert att.sdpa_backward(e, e, e, e, 0.5, False).shape == (3, 2, 0, 4)
+
+
+def test_out_buffer_is_written_in_place():
+    g, q, k, v = _inputs((2, 5, 3), "float32")
+    out = np.empty((3, 2, 5, 3), np.float32)
+    assert att.sdpa_backward(g, q, k, v, 0.5, True, out=out) is out
+
+
+def test_kernels_load_without_numba_in_a_warm_process(tmp_path):
+    """The kernels come from the disk cache as machine code: a second process runs an
+    attention forward and backward without importing Numba."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, kernels.cpu.attention as a\n"
+            "q = np.ones((2, 3, 5, 4), np.float32)\n"
+            "o = a.sdpa(q, q, q, 0.5, True)\n"
+            "a.sdpa_backward(o, q, q, q, 0.5, True)\n"
+            "print('numba' in sys.modules)\n")
+    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert runs[1].stdout.strip() == "False"
