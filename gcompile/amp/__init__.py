@@ -1,10 +1,11 @@
 """torch.amp: autocast and GradScaler.
 
 Inside ``autocast(device_type="cpu")`` (bfloat16, torch's CPU default, or float16) matrix
-products (matmul, mm, bmm, linear, conv, conv_transpose) take their float32/float16/bfloat16
-operands in the autocast dtype and return it, as torch's CPU autocast lists them. The ops
-torch's CPU autocast runs in float32 (the losses, 3-d pools, grid_sample, prod, quantile,
-cdist, trace) take lower-precision operands in float32; everything else keeps its dtype.
+products (matmul, mm, bmm, linear, conv, conv_transpose, scaled_dot_product_attention) take
+their float32/float16/bfloat16 operands in the autocast dtype and return it, as torch's CPU
+autocast lists them. The ops torch's CPU autocast runs in float32 (the losses, 3-d pools,
+grid_sample, prod, quantile, cdist, trace) take lower-precision operands in float32;
+everything else keeps its dtype.
 ``autocast(device_type="cuda")`` (float16 by default, as torch's) does the same for ops over
 CUDA tensors; each device type has its own state, as in torch. The autocast state is read
 when a function runs eagerly or is traced, and is part of a compiled function's signature:

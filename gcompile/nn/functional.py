@@ -1110,7 +1110,10 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     """softmax(Q K^T * scale + mask) V. A bool mask marks allowed positions
     with True (torch's SDPA convention). Self-attention shapes without a mask other than
     the causal one, nor dropout, run as one ``sdpa`` op (``ir.ops.attention``); the rest
-    as matmul, softmax and matmul."""
+    as matmul, softmax and matmul. Under autocast q, k and v take its dtype, as torch's
+    autocast lists attention."""
+    from ..amp import cast_inputs
+    query, key, value = cast_inputs(query, key, value)
     lq, lk = query.shape[-2], key.shape[-2]
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     if _one_attention_op(query, key, value, attn_mask, dropout_p):

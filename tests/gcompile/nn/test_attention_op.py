@@ -51,6 +51,8 @@ def test_calls_the_op_does_not_cover_keep_the_composite():
     assert out.shape == (2, 4, 3)
     half = [t.detach().to(torch.float16) for t in (q, k, v)]
     assert F.scaled_dot_product_attention(*half).dtype is torch.float16
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as torch's autocast
+        assert F.scaled_dot_product_attention(q, k, v).dtype is torch.bfloat16
 
 
 def test_gradients_and_second_derivatives_by_finite_differences():
