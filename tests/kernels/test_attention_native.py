@@ -6,8 +6,6 @@ without Numba. The functional and its gradients are tested in
 tests/gcompile/nn/test_attention_op.py."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -118,19 +116,12 @@ def test_out_buffer_is_written_in_place():
     assert att.sdpa_backward(g, q, k, v, 0.5, True, out=out) is out
 
 
-def test_kernels_load_without_numba_in_a_warm_process(tmp_path):
+def test_kernels_load_without_numba_in_a_warm_process(two_processes):
     """The kernels come from the disk cache as machine code: a second process runs an
     attention forward and backward without importing Numba."""
-    import subprocess
-    import sys
-    code = ("import sys, numpy as np, kernels.cpu.attention as a\n"
-            "q = np.ones((2, 3, 5, 4), np.float32)\n"
-            "o = a.sdpa(q, q, q, 0.5, True)\n"
-            "a.sdpa_backward(o, q, q, q, 0.5, True)\n"
-            "print('numba' in sys.modules)\n")
-    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path))
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                           text=True, timeout=300) for _ in range(2)]
-    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
-    assert runs[1].stdout.strip() == "False"
+    out = two_processes("import sys, numpy as np, kernels.cpu.attention as a\n"
+                        "q = np.ones((2, 3, 5, 4), np.float32)\n"
+                        "o = a.sdpa(q, q, q, 0.5, True)\n"
+                        "a.sdpa_backward(o, q, q, q, 0.5, True)\n"
+                        "print('numba' in sys.modules)\n")
+    assert out[1] == "False"

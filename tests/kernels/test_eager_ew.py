@@ -4,9 +4,6 @@ strided, transposed and flipped inputs, special values, sizes around the thresho
 and two kernel threads; gradients through the public API; a warm process without Numba."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -210,20 +207,14 @@ def test_gelu_double_backward(small):
                              (x,))
 
 
-def test_kernels_load_without_numba_in_a_warm_process(tmp_path):
+def test_kernels_load_without_numba_in_a_warm_process(two_processes):
     """import gcompile registers the kernels without Numba; the first process compiles
     gelu's kernel, the second loads it from the disk cache as machine code."""
-    code = ("import sys, gcompile as torch\n"
-            "x = torch.randn(64, 256)\n"
-            "torch.nn.functional.gelu(x)\n"
-            "print('numba' in sys.modules)\n")
-    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path))
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
-                           capture_output=True, text=True, timeout=300) for _ in range(2)]
-    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
-    assert runs[0].stdout.strip() == "True"  # compiled (the process had a cold cache)
-    assert runs[1].stdout.strip() == "False"
+    out = two_processes("import sys, gcompile as torch\n"
+                        "x = torch.randn(64, 256)\n"
+                        "torch.nn.functional.gelu(x)\n"
+                        "print('numba' in sys.modules)\n")
+    assert out == ["True", "False"]  # compiled (the first had a cold cache), then loaded
 
 
 def test_a_kernel_that_cannot_be_built_warns_once(small, monkeypatch):

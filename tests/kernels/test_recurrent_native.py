@@ -4,7 +4,6 @@ split over two, and load from the disk cache without Numba. The layers built on 
 are tested against torch in tests/gcompile/nn/test_rnn_native.py."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -189,20 +188,13 @@ def test_sequence_gemms_in_row_blocks(small, dtype, threads, monkeypatch):
         assert f"SMALL = {small}\n" in k.source and k._fn is not None
 
 
-def test_kernels_load_without_numba_in_a_warm_process(tmp_path):
+def test_kernels_load_without_numba_in_a_warm_process(two_processes):
     """The step kernels come from the disk cache as machine code: a second process runs
     an LSTM forward and backward without importing Numba."""
-    import subprocess
-    import sys
-    code = ("import sys, numpy as np, kernels.cpu.recurrent as r\n"
-            "x = np.ones((3, 2, 8), np.float32); s = np.zeros((2, 2), np.float32)\n"
-            "w = np.full((8, 2), .1, np.float32); b = np.zeros(8, np.float32)\n"
-            "o = r.lstm_scan(x, s, s, w, b)\n"
-            "r.lstm_scan_backward(np.ones_like(o), o, s, w)\n"
-            "print('numba' in sys.modules)\n")
-    env = dict(os.environ, GCOMPILE_CACHE_DIR=str(tmp_path))
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                           text=True, timeout=300) for _ in range(2)]
-    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
-    assert runs[1].stdout.strip() == "False"
+    out = two_processes("import sys, numpy as np, kernels.cpu.recurrent as r\n"
+                        "x = np.ones((3, 2, 8), np.float32); s = np.zeros((2, 2), np.float32)\n"
+                        "w = np.full((8, 2), .1, np.float32); b = np.zeros(8, np.float32)\n"
+                        "o = r.lstm_scan(x, s, s, w, b)\n"
+                        "r.lstm_scan_backward(np.ones_like(o), o, s, w)\n"
+                        "print('numba' in sys.modules)\n")
+    assert out[1] == "False"
