@@ -1146,7 +1146,9 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
                                  k_proj_weight=None, v_proj_weight=None, static_k=None,
                                  static_v=None, average_attn_weights=True, is_causal=False,
                                  generator=None):
-    """torch's MultiheadAttention math on (L, N, E) inputs (sequence first)."""
+    """torch's MultiheadAttention math on (L, N, E) inputs (sequence first). Without
+    weights to return, masks, extra keys or dropout, the attention goes through
+    ``scaled_dot_product_attention`` (one op where the shapes allow)."""
     if static_k is not None or static_v is not None:
         raise NotImplementedError("multi_head_attention_forward: static_k/static_v are not "
                                   "supported")
@@ -1172,6 +1174,17 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
         q = linear(query, w[0], b[0])
         k = linear(key, w[1], b[1])
         v = linear(value, w[2], b[2])
+    if not need_weights and attn_mask is None and key_padding_mask is None and bias_k is None \
+            and not add_zero_attn and not (dropout_p > 0.0 and training) and \
+            (not is_causal or tgt_len == src_len):
+        # nothing but the attention itself (a Transformer layer in eval mode): through
+        # scaled_dot_product_attention, one op where the shapes allow
+        heads = [t.reshape(t.shape[0], bsz, num_heads, head_dim).permute(1, 2, 0, 3)
+                 for t in (q, k, v)]
+        out = scaled_dot_product_attention(*heads, is_causal=is_causal)
+        out = linear(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim), out_proj_weight,
+                     out_proj_bias)
+        return (out.squeeze(1) if unbatched else out), None
     add_mask = _mask_to_additive(attn_mask, q.dtype)
     if is_causal and add_mask is None:
         add_mask = Tensor._make(np.where(np.triu(np.ones((tgt_len, src_len), bool), 1),

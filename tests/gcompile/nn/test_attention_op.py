@@ -122,3 +122,25 @@ def test_decompose_keeps_the_op_whole_only_where_asked():
         ops = {n.op for n in graph.nodes}
         assert ("sdpa" in ops) is keep
         assert keep or "matmul" in ops
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_multihead_attention_without_weights_uses_the_op(causal):
+    """nn.MultiheadAttention with need_weights=False and nothing but the attention (a
+    Transformer layer in eval mode) runs it as the sdpa op: same outputs and gradients
+    as the path that returns the weights."""
+    torch.manual_seed(0)
+    m = torch.nn.MultiheadAttention(16, 4, dropout=0.1).eval()
+    x = torch.randn(7, 3, 16, requires_grad=True)
+    outs, grads = [], []
+    for need in (False, True):
+        out, w = m(x, x, x, need_weights=need, is_causal=causal)
+        assert (w is None) is not need
+        g, = torch.autograd.grad(out.square().sum(), (x,))
+        outs.append(out.detach().numpy())
+        grads.append(g.numpy())
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+    fn = torch.compile(lambda a: m(a, a, a, need_weights=False, is_causal=causal)[0])
+    fn(x.detach())
+    assert "sdpa" in {n.op for n in fn.graph.nodes}
