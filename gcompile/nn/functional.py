@@ -1174,19 +1174,13 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
         q = linear(query, w[0], b[0])
         k = linear(key, w[1], b[1])
         v = linear(value, w[2], b[2])
-    if not need_weights and attn_mask is None and key_padding_mask is None and bias_k is None \
-            and not add_zero_attn and not (dropout_p > 0.0 and training) and \
-            (not is_causal or tgt_len == src_len):
-        # nothing but the attention itself (a Transformer layer in eval mode): through
-        # scaled_dot_product_attention, one op where the shapes allow
-        heads = [t.reshape(t.shape[0], bsz, num_heads, head_dim).permute(1, 2, 0, 3)
-                 for t in (q, k, v)]
-        out = scaled_dot_product_attention(*heads, is_causal=is_causal)
-        out = linear(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim), out_proj_weight,
-                     out_proj_bias)
-        return (out.squeeze(1) if unbatched else out), None
+    # nothing but the attention itself (a Transformer layer in eval mode): it goes through
+    # scaled_dot_product_attention, one op where the shapes allow
+    plain = not need_weights and attn_mask is None and key_padding_mask is None and \
+        bias_k is None and not add_zero_attn and not (dropout_p > 0.0 and training) and \
+        (not is_causal or tgt_len == src_len)
     add_mask = _mask_to_additive(attn_mask, q.dtype)
-    if is_causal and add_mask is None:
+    if is_causal and add_mask is None and not plain:
         add_mask = Tensor._make(np.where(np.triu(np.ones((tgt_len, src_len), bool), 1),
                                          -np.inf, 0.0).astype(q.dtype.np))
     if bias_k is not None and bias_v is not None:
@@ -1211,19 +1205,22 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
             add_mask = pad(add_mask, (0, 1))
         if key_padding_mask is not None:
             key_padding_mask = pad(key_padding_mask, (0, 1))
-    scores = apply_op("matmul", (q, k.transpose(-2, -1))) * (1.0 / math.sqrt(head_dim))
-    if add_mask is not None:
-        if add_mask.dim() == 2:
-            scores = scores + add_mask
-        else:  # (N*H, L, S)
-            scores = scores + add_mask.reshape(bsz, num_heads, tgt_len, -1)
-    if key_padding_mask is not None:
-        kpm = _mask_to_additive(key_padding_mask, q.dtype)
-        scores = scores + kpm.reshape(bsz, 1, 1, -1)
-    attn = softmax(scores, -1)
-    if dropout_p > 0.0 and training:
-        attn = dropout(attn, dropout_p, True, generator=generator)
-    out = apply_op("matmul", (attn, v))                      # (N, H, L, D)
+    if plain:
+        out = scaled_dot_product_attention(q, k, v, is_causal=is_causal)   # (N, H, L, D)
+    else:
+        scores = apply_op("matmul", (q, k.transpose(-2, -1))) * (1.0 / math.sqrt(head_dim))
+        if add_mask is not None:
+            if add_mask.dim() == 2:
+                scores = scores + add_mask
+            else:  # (N*H, L, S)
+                scores = scores + add_mask.reshape(bsz, num_heads, tgt_len, -1)
+        if key_padding_mask is not None:
+            kpm = _mask_to_additive(key_padding_mask, q.dtype)
+            scores = scores + kpm.reshape(bsz, 1, 1, -1)
+        attn = softmax(scores, -1)
+        if dropout_p > 0.0 and training:
+            attn = dropout(attn, dropout_p, True, generator=generator)
+        out = apply_op("matmul", (attn, v))                      # (N, H, L, D)
     out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
     out = linear(out, out_proj_weight, out_proj_bias)
     weights = None

@@ -580,16 +580,13 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     gather and scatter into masked rows the fuser joins to its log-softmax, copies a
     permuted value that a reshape cannot view by a kernel into a planned buffer, and
     returns a fresh intermediate itself instead of a copy of it (``ir.passes.rewrites``)."""
-    from .decompose import decompose_ops
+    from .decompose import decompose_while
     from .rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
                            decompose_sum_to_size, drop_output_clones, fold_summed_matmul,
                            masked_one_hot, narrow_scan_gradients, pool_before_relu,
                            transpose_matmul_products)
-    names = None  # every op with a decomposition
-    if keep_whole:
-        names = [name for name, op in REGISTRY.items()
-                 if op.decomposition is not None and not op.extra.get("whole_on_cpu")]
-    count = decompose_ops(graph, names)
+    count = decompose_while(graph, lambda n: REGISTRY[n.op].decomposition is not None and not (
+        keep_whole and REGISTRY[n.op].extra.get("whole_on_cpu")))
     count += fold_summed_matmul(graph) + decompose_sum_to_size(graph)
     count += transpose_matmul_products(graph) + cat_slice_puts(graph)
     count += cat_before_reshape(graph)
