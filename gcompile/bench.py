@@ -319,9 +319,9 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the speedups and first-call times as a PNG (needs matplotlib: "
                         "pip install 'gcompile[plot]')")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="interleaved rounds of fresh processes for the real-model workloads "
-                        "(cnn_train, lstm_lm_train, gpt_train)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds of fresh processes for the real-model workloads (cnn_train, "
+                        "lstm_lm_train, gpt_train), which take turns within a round")
     p.add_argument("--dropout", type=float, default=0.0,
                    help="dropout probability in the real-model workloads")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",

@@ -1,6 +1,6 @@
 """Real-model training steps, gcompile against PyTorch, each system in a fresh process.
 
-    python -m gcompile.bench_models [--rounds 3] [--steps 10] [--dropout 0.0]
+    python -m gcompile.bench_models [--rounds 2] [--turns 5] [--steps 10] [--dropout 0.0]
                                     [--systems gc_eager,gc_compiled,torch_eager]
                                     [workloads ...]
 
@@ -19,11 +19,14 @@ is installed) and, for the MLP only, ``jax_jit`` (``jax.jit`` of the same step w
 written out, as optax's; when JAX is installed: the issue's yardstick for compiled steps).
 
 The model code is written once against a ``torch``-like module, so gcompile and PyTorch
-run the same program. Every (round, workload, system) runs in a new Python process, the
-systems interleaved within a round; the table gives the median over rounds of each
-process's median step time, and ratios to PyTorch eager. For the compiled step, the
-child also times every plan step and splits a step into GEMM / layer kernels (library
-steps) / fused kernels / Python (what is left of the wall time).
+run the same program. Each round starts a new Python process per system; built, compiled
+and warmed up, they take turns (``--turns``, in rotating order, never two at once), each
+turn one untimed step and ``--steps`` timed ones. The table gives the median over turns of
+each turn's median step time, and ratios to PyTorch eager; the per-turn line gives the
+median over turns of the ratio within a turn, which a machine whose speed drifts between
+turns leaves alone. For the compiled step, the child also times every plan step and
+splits a step into GEMM / layer kernels (library steps) / fused kernels / Python (what is
+left of the wall time).
 """
 from __future__ import annotations
 
@@ -248,59 +251,104 @@ def _rss_mb() -> float:
         return 0.0
 
 
+class _Timed:
+    """One system's training step, built, compiled and warmed up in this process:
+    ``steps(n)`` times n more steps, ``report()`` says what they measured."""
+
+    def __init__(self, system: str, name: str, dropout: float, small: bool) -> None:
+        self.system, self.name = system, name
+        self.times: list[float] = []
+        if system == "jax_jit":
+            self.fn, self.extra = _jax_step(name), None
+            self.fn()
+            return
+        if system.startswith("torch"):
+            import torch as tm
+        else:
+            import gcompile as tm
+        tm.set_num_threads(int(os.environ.get("GCOMPILE_BENCH_THREADS", "2")))
+        model, opt, (x, y), loss_fn = build(tm, name, dropout, small)
+        model.train()
+        base_mb = _rss_mb()
+        step = tm.compile(train_step(model, opt, loss_fn)) if system == "gc_compiled" else \
+            train_step(model, opt, loss_fn)
+        self.fn = lambda: float(step(x, y))
+        for _ in range(3):
+            self.fn()
+        self.extra = (step, model, x, y, base_mb)
+
+    def steps(self, n: int) -> list[float]:
+        """Time n steps (each waits for its loss, as a training loop's logging does)."""
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.fn()
+            out.append(time.perf_counter() - t0)
+        self.times += out
+        return out
+
+    def report(self, steps: int) -> dict:
+        result: dict = {"system": self.system, "workload": self.name,
+                        "ms": 1e3 * statistics.median(self.times), "loss": self.fn()}
+        if self.extra is None:
+            return result
+        fn, model, x, y, base_mb = self.extra
+        result["mem_mb"] = _rss_mb() - base_mb
+        result["param_mb"] = sum(p.numel() * p.element_size()
+                                 for p in model.parameters()) / 2**20
+        if self.system == "gc_compiled":
+            entries = fn.entries
+            result["plan"] = bool(entries)
+            if entries:
+                ex = entries[-1].executable
+                result["kernels"] = ex.plan.num_kernels
+                result["planned_mb"] = ex.plan.planned_bytes / 2**20
+                ex.records.clear()
+                ex.profile = True
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    fn(x, y)
+                wall = time.perf_counter() - t0
+                ex.profile = False
+                result["split"] = _split(ex.records, steps, wall)
+                result["split"].update(gflop=_flops(ex.plan), blas_gflops=blas_rate())
+        return result
+
+
 def child(system: str, name: str, dropout: float, steps: int, small: bool) -> dict:
     """Time one system on one workload in this (fresh) process."""
-    if system == "jax_jit":
-        return _jax_child(name, steps)
-    if system.startswith("torch"):
-        import torch as tm
-    else:
-        import gcompile as tm
-    tm.set_num_threads(int(os.environ.get("GCOMPILE_BENCH_THREADS", "2")))
-    model, opt, (x, y), loss_fn = build(tm, name, dropout, small)
-    model.train()
-    base_mb = _rss_mb()
-
-    step = train_step(model, opt, loss_fn)
-
-    result: dict = {"system": system, "workload": name}
-    fn = step
-    if system == "gc_compiled":
-        fn = tm.compile(step)
-    for _ in range(3):
-        loss = fn(x, y)
-    float(loss)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        float(fn(x, y))
-        times.append(time.perf_counter() - t0)
-    result["ms"] = 1e3 * statistics.median(times)
-    result["loss"] = float(fn(x, y))
-    result["mem_mb"] = _rss_mb() - base_mb
-    result["param_mb"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-    if system == "gc_compiled":
-        entries = fn.entries
-        result["plan"] = bool(entries)
-        if entries:
-            ex = entries[-1].executable
-            result["kernels"] = ex.plan.num_kernels
-            result["planned_mb"] = ex.plan.planned_bytes / 2**20
-            ex.records.clear()
-            ex.profile = True
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn(x, y)
-            wall = time.perf_counter() - t0
-            ex.profile = False
-            result["split"] = _split(ex.records, steps, wall)
-            result["split"].update(gflop=_flops(ex.plan), blas_gflops=blas_rate())
-    return result
+    timed = _Timed(system, name, dropout, small)
+    timed.steps(steps)
+    return timed.report(steps)
 
 
-def _jax_child(name: str, steps: int) -> dict:
-    """The MLP step under ``jax.jit``: forward, cross-entropy, grad and Adam (torch's
-    defaults: lr 1e-3, betas 0.9/0.999, eps 1e-8) in one jitted function."""
+def serve(system: str, name: str, dropout: float, small: bool, stdin=None, stdout=None
+          ) -> None:
+    """A child that takes turns: built and warmed up, it says ``ready``, then for each
+    line ``N`` from the parent times 1 + N steps (the first, after its idle wait,
+    untimed) and answers their times as a JSON list; on ``done`` it answers its
+    report."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        timed = _Timed(system, name, dropout, small)
+    except Exception as e:  # noqa: BLE001 - the parent shows it in the table
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}), file=stdout, flush=True)
+        return
+    print(json.dumps("ready"), file=stdout, flush=True)
+    steps = 0
+    for line in stdin:
+        if line.strip() == "done":
+            print(json.dumps(timed.report(max(steps, 1))), file=stdout, flush=True)
+            return
+        steps = int(line)
+        timed.fn()
+        print(json.dumps(timed.steps(steps)), file=stdout, flush=True)
+
+
+def _jax_step(name: str):
+    """A callable running one step of the MLP under ``jax.jit``: forward, cross-entropy,
+    grad and Adam (torch's defaults: lr 1e-3, betas 0.9/0.999, eps 1e-8) in one jitted
+    function."""
     if not name.startswith("mlp:"):
         raise ValueError("jax_jit runs the mlp:WIDTH:BATCH workload only")
     import jax
@@ -339,19 +387,16 @@ def _jax_child(name: str, steps: int) -> dict:
 
     m = [jnp.zeros_like(p) for p in params]
     v = [jnp.zeros_like(p) for p in params]
-    t = jnp.asarray(0.0, jnp.float32)
-    state = (params, m, v, t)
-    for _ in range(3):
-        *state, loss = step(*state, x, y)
-    float(loss)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        *state, loss = step(*state, x, y)
-        float(loss)
-        times.append(time.perf_counter() - t0)
-    return {"system": "jax_jit", "workload": name, "ms": 1e3 * statistics.median(times),
-            "loss": float(loss)}
+    state = [(params, m, v, jnp.asarray(0.0, jnp.float32))]
+
+    def run() -> float:
+        *new, loss = step(*state[0], x, y)
+        state[0] = tuple(new)
+        return float(loss)
+
+    for _ in range(2):
+        run()
+    return run
 
 
 def _run_child(system: str, name: str, dropout: float, steps: int, small: bool) -> dict:
@@ -374,40 +419,112 @@ def _jax_available() -> bool:
     return importlib.util.find_spec("jax") is not None
 
 
+class _Turns:
+    """The live children of one round, one per system, taking turns."""
+
+    def __init__(self, systems: list[str], name: str, dropout: float, small: bool) -> None:
+        self.procs: dict = {}
+        self.errors: dict = {}
+        for s in systems:
+            cmd = [sys.executable, "-m", "gcompile.bench_models", "--serve", s, name,
+                   str(dropout), "1" if small else "0"]
+            self.procs[s] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True)
+        for s in systems:   # all built, compiled and warm before any turn is timed
+            self._ask(s, None)
+
+    def _ask(self, s: str, line: str | None):
+        """Send ``line`` (if any) to system s and read its answer; a child that failed
+        or died is dropped, with its error kept."""
+        proc = self.procs.get(s)
+        if proc is None:
+            return None
+        try:
+            if line is not None:
+                proc.stdin.write(line + "\n")
+                proc.stdin.flush()
+            text = proc.stdout.readline()
+        except OSError:
+            text = ""
+        got = json.loads(text) if text.strip() else None
+        if got is None or (isinstance(got, dict) and "error" in got):
+            proc.kill()
+            self.errors[s] = got["error"] if got else \
+                ((proc.stderr.read().strip().splitlines() or ["failed"])[-1])
+            del self.procs[s]
+            return None
+        return got
+
+    def turn(self, s: str, steps: int) -> list[float] | None:
+        return self._ask(s, str(steps))
+
+    def finish(self, s: str) -> dict:
+        got = self._ask(s, "done")
+        proc = self.procs.pop(s, None)
+        if proc is not None:
+            proc.wait()
+        return got if got is not None else {"system": s,
+                                            "error": self.errors.get(s, "no result")}
+
+
 def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
-        dropout: float = 0.0, small: bool = False, say=None) -> list[dict]:
-    """Interleaved rounds of fresh processes; one row per workload."""
+        dropout: float = 0.0, small: bool = False, say=None, turns: int = 5,
+        pause_s: float = 0.05) -> list[dict]:
+    """Rounds of fresh processes, one per system, alive together but never running at
+    once: they take ``turns`` turns each of ``steps`` timed steps, in rotating order,
+    ``pause_s`` apart (every system's idle threads asleep before the next turn). A
+    machine whose speed drifts (shared hosts: 30% for tens of seconds) then slows every
+    system alike, where a process per round put whole systems on one side of a change.
+    One row per workload: per system the median of its turns' median step times, and
+    ``paired``: the median over turns of compiled / PyTorch within the same turn."""
     if "torch_eager" in systems and not _torch_available():
         systems = [s for s in systems if s != "torch_eager"]
     if "jax_jit" in systems and not _jax_available():
         systems = [s for s in systems if s != "jax_jit"]
-    got: dict = {(n, s): [] for n in names for s in systems}
-    for r in range(rounds):
-        for n in names:
-            for s in systems:
-                if say:
-                    say(f"round {r + 1}/{rounds}: {n} {s}")
-                got[n, s].append(_run_child(s, n, dropout, steps, small))
     rows = []
     for n in names:
-        row: dict = {"workload": n, "dropout": dropout}
-        for s in systems:
-            ok = [g for g in got[n, s] if "ms" in g]
-            if not ok:
-                row[s] = {"error": got[n, s][-1].get("error", "no result")}
-                continue
-            cell: dict = {"ms": statistics.median(g["ms"] for g in ok),
-                          "rounds": [round(g["ms"], 2) for g in ok]}
-            if s == "gc_compiled":
-                cell["plan"] = all(g.get("plan") for g in ok)
-                splits = [g["split"] for g in ok if "split" in g]
-                if splits:
-                    best = min(splits, key=lambda sp: sp["gemm_ms"] + sp.get("conv_ms", 0.0)
-                               + sp["layer_ms"] + sp["fused_ms"] + sp["python_ms"])
-                    cell["split"] = best
-            row[s] = cell
-        rows.append(row)
+        per_turn: dict = {s: [] for s in systems}
+        reports: dict = {s: [] for s in systems}
+        for r in range(rounds):
+            if say:
+                say(f"round {r + 1}/{rounds}: {n}: starting {', '.join(systems)}")
+            live = _Turns(systems, n, dropout, small)
+            for t in range(turns):
+                k = (r * turns + t) % len(systems)
+                for s in systems[k:] + systems[:k]:
+                    time.sleep(pause_s)
+                    got = live.turn(s, steps)
+                    per_turn[s].append(1e3 * statistics.median(got) if got else None)
+            for s in systems:
+                reports[s].append(live.finish(s))
+        rows.append(_row(n, dropout, systems, per_turn, reports))
     return rows
+
+
+def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports: dict
+         ) -> dict:
+    row: dict = {"workload": name, "dropout": dropout}
+    for s in systems:
+        ms = [m for m in per_turn[s] if m is not None]
+        ok = [g for g in reports[s] if "error" not in g]
+        if not ms:
+            row[s] = {"error": next((g["error"] for g in reports[s] if "error" in g),
+                                    "no result")}
+            continue
+        cell: dict = {"ms": statistics.median(ms), "turns": [round(m, 2) for m in ms]}
+        if s == "gc_compiled" and ok:
+            cell["plan"] = all(g.get("plan") for g in ok)
+            splits = [g["split"] for g in ok if "split" in g]
+            if splits:
+                cell["split"] = min(splits, key=lambda sp: sp["gemm_ms"] + sp["conv_ms"]
+                                    + sp["layer_ms"] + sp["fused_ms"] + sp["python_ms"])
+        row[s] = cell
+    for s in ("gc_compiled", "gc_eager"):
+        pairs = [a / b for a, b in zip(per_turn.get(s, ()), per_turn.get("torch_eager", ()))
+                 if a is not None and b]
+        if pairs and isinstance(row.get(s), dict) and "ms" in row[s]:
+            row[s]["paired"] = statistics.median(pairs)
+    return row
 
 
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
@@ -522,6 +639,14 @@ def format_table(rows: list[dict]) -> str:
                      f"{ratio(c, t):>12}{ratio(e, t):>13}{ratio(e, c):>12}"
                      + (f"   jax jit {f(j)} ms, compiled/jax {ratio(c, j)}" if j else ""))
     for r in rows:
+        paired = [f"{label} {r[s]['paired']:.2f}x" for s, label in
+                  (("gc_compiled", "compiled/torch"), ("gc_eager", "eager/torch"))
+                  if isinstance(r.get(s), dict) and "paired" in r[s]]
+        if paired:
+            turns = len(r["gc_compiled" if "gc_compiled" in r else "gc_eager"].get("turns", ()))
+            lines.append(f"{r['workload']} per turn (median over {turns} turns of the ratio "
+                         "within a turn): " + ", ".join(paired))
+    for r in rows:
         comp = r.get("gc_compiled", {})
         if "split" in comp:
             sp = comp["split"]
@@ -562,9 +687,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gcompile.bench_models",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved rounds (default 3; 1 with --sweep)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per process")
+                   help="rounds of fresh processes (default 2; 1 with --sweep)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="timed steps per turn (per process with --sweep)")
+    p.add_argument("--turns", type=int, default=5,
+                   help="turns per round: the systems' live processes take turns")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--small", action="store_true", help="small shapes (a quick check)")
     p.add_argument("--systems", default=",".join(SYSTEMS))
@@ -577,6 +706,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         system, name, dropout, steps, small = args.child
         print(json.dumps(child(system, name, float(dropout), int(steps), small == "1")))
+        return 0
+    if args.serve:
+        system, name, dropout, small = args.serve
+        serve(system, name, float(dropout), small == "1")
         return 0
     systems = [s for s in args.systems.split(",") if s]
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -594,8 +727,8 @@ def main(argv: list[str] | None = None) -> int:
         if n not in MODEL_WORKLOADS and not re.fullmatch(r"mlp:\d+:\d+", n):
             p.error(f"unknown workload {n!r}; choose from {', '.join(MODEL_WORKLOADS)} or "
                     "mlp:WIDTH:BATCH")
-    rows = run(args.workloads, systems, args.rounds or 3, args.steps, args.dropout, args.small,
-               say=say)
+    rows = run(args.workloads, systems, args.rounds or 2, args.steps, args.dropout, args.small,
+               say=say, turns=args.turns)
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as fh:

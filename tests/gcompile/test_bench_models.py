@@ -92,9 +92,9 @@ def test_gcompile_bench_runs_the_real_models_in_fresh_processes(monkeypatch, cap
 
 def test_jax_system_is_left_out_without_jax(monkeypatch):
     monkeypatch.setattr(bm, "_jax_available", lambda: False)
-    monkeypatch.setattr(bm, "_run_child", lambda s, *a: {"system": s, "ms": 1.0})
-    rows = bm.run(["mlp:16:8"], ["gc_eager", "jax_jit"], rounds=1, steps=1)
-    assert "jax_jit" not in rows[0] and rows[0]["gc_eager"]["ms"] == 1.0
+    rows = bm.run(["mlp:16:8"], ["gc_eager", "jax_jit"], rounds=1, steps=1, small=True,
+                  turns=1, pause_s=0.0)
+    assert "jax_jit" not in rows[0] and rows[0]["gc_eager"]["ms"] > 0
 
 
 def test_jax_child_trains_the_mlp():
@@ -124,3 +124,43 @@ def test_compiled_child_counts_the_steps_gemm_flops_against_the_blas_rate(thread
                                       gflop={"gemm": 0.2, "conv": 0.0}, blas_gflops=100.0))
     assert line == ["    mlp: GEMM 1.0 ms for 0.20 GFLOP (200 GFLOP/s) = 0.50x the time at "
                     "the BLAS rate (100 GFLOP/s, a 1024^3 float32 GEMM)"]
+
+
+def test_serve_answers_ready_then_each_turn_then_its_report(threads):
+    import io
+    out = io.StringIO()
+    bm.serve("gc_compiled", "mlp:16:8", 0.0, True, stdin=io.StringIO("2\n3\ndone\n"),
+             stdout=out)
+    ready, first, second, report = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert ready == "ready" and len(first) == 2 and len(second) == 3
+    assert all(t > 0 for t in first + second)
+    assert report["ms"] == pytest.approx(1e3 * sorted(first + second)[2])  # median of 5
+    assert report["plan"] and "split" in report
+    out = io.StringIO()
+    bm.serve("gc_eager", "resnet", 0.0, True, stdin=io.StringIO("1\n"), stdout=out)
+    assert "unknown model workload" in json.loads(out.getvalue())["error"]
+
+
+def test_rows_take_medians_over_turns_and_pair_ratios_within_a_turn():
+    # turn 3 ran on a slow machine for both systems: the paired ratio ignores it
+    per_turn = {"gc_compiled": [9.0, 9.0, 18.0, None], "torch_eager": [10.0, 10.0, 20.0, 10.0]}
+    reports = {"gc_compiled": [{"plan": True}], "torch_eager": [{"error": "late"}]}
+    row = bm._row("w", 0.0, ["gc_compiled", "torch_eager"], per_turn, reports)
+    assert row["gc_compiled"]["ms"] == 9.0 and row["gc_compiled"]["turns"] == [9.0, 9.0, 18.0]
+    assert row["gc_compiled"]["paired"] == pytest.approx(0.9)
+    assert row["gc_compiled"]["plan"] and row["torch_eager"]["ms"] == 10.0
+    assert "paired" not in row["torch_eager"]
+    row = bm._row("w", 0.0, ["gc_eager"], {"gc_eager": [None]}, {"gc_eager": [{"error": "x"}]})
+    assert row["gc_eager"] == {"error": "x"}
+    assert "per turn" in bm.format_table([bm._row("w", 0.0, ["gc_compiled", "torch_eager"],
+                                                  per_turn, reports)])
+
+
+def test_run_takes_turns_in_live_processes():
+    rows = bm.run(["mlp:16:8"], ["gc_eager", "gc_compiled"], rounds=1, steps=2, small=True,
+                  turns=2, pause_s=0.0)
+    for s in ("gc_eager", "gc_compiled"):
+        assert len(rows[0][s]["turns"]) == 2 and rows[0][s]["ms"] > 0
+    assert rows[0]["gc_compiled"]["plan"]
+    bad = bm.run(["resnet"], ["gc_eager"], rounds=1, steps=1, turns=1, pause_s=0.0)
+    assert "unknown model workload" in bad[0]["gc_eager"]["error"]
