@@ -23,7 +23,7 @@ def _check_impl(x, kind, low=None, high=None, ignore=None, error="RuntimeError",
     offending value is reported.
     """
     a = np.asarray(x)
-    if a.size:
+    if a.size and not _passes(a, kind, low, high):
         if kind == "finite":
             bad_mask = ~np.isfinite(a)
         elif kind == "range":
@@ -42,6 +42,17 @@ def _check_impl(x, kind, low=None, high=None, ignore=None, error="RuntimeError",
             bad = a[bad_mask].flat[0]
             raise _ERRORS[error](message.format(bad=bad.item()))
     return np.array(a, copy=True)
+
+
+def _passes(a: np.ndarray, kind: str, low, high) -> bool:
+    """The common case in two reductions (a class-index check ran at ~40 us per call
+    through its masks); False sends the caller to the masks that find the offender."""
+    if kind == "finite":
+        return a.dtype.kind not in "fc" or bool(np.isfinite(a.min()) & np.isfinite(a.max()))
+    if kind != "range":
+        return False
+    lo, hi = a.min(), a.max()   # NaN propagates: compares False, so the masks look
+    return (low is None or bool(lo >= low)) and (high is None or bool(hi <= high))
 
 
 register(OpDef("check", "other", _check_impl,
