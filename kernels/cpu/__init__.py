@@ -60,6 +60,22 @@ def set_parallel_threshold(n: int) -> int:
     return old
 
 
+# per-element calls that cost several plain arithmetic ops each (vector polynomials)
+_COSTLY = frozenset({"exp", "expm1", "log", "log1p", "log2", "log10", "tanh", "sigmoid", "erf",
+                     "pow", "sin", "cos", "tan", "atan", "asin", "acos", "sinh", "cosh", "erfc",
+                     "gelu", "softplus", "silu"})
+
+
+def work_weight(spec: KernelSpec) -> int:
+    """How many plain elementwise passes one element of ``spec`` costs: one per pass
+    over the data plus three per costly call. ``PARALLEL_THRESHOLD`` is weighed against
+    elements times this, since it was set for one cheap pass: the cross-entropy rows of
+    the LSTM benchmark ([2048, 65]; three passes and two exps per element) took 325 us
+    on one thread, 2.4 ns an element, under a threshold meant for ~0.3 ns ones."""
+    calls = sum(1 for ph in spec.phases for st in ph.stmts if st.op in _COSTLY)
+    return len(spec.phases) + 3 * calls
+
+
 def cache_stats() -> dict:
     """Kernel cache counters for this process, and the cache folder."""
     return dict(_STATS, dir=str(_cache.cache_dir()))
@@ -186,6 +202,7 @@ class CompiledKernel:
         self._plans: dict[tuple, tuple] = {}
         self._in_np = [np.dtype(d) for d in spec.inputs]
         self._out_np = [np.dtype(d) for d, _ in spec.outputs]
+        self._weight = work_weight(spec)
         nin = len(spec.inputs)
         alias = (-1,) * nin
         if spec.kind == "elementwise":
@@ -271,7 +288,7 @@ class CompiledKernel:
             self._plans[key] = plan
         total, variant, n_split, template, slots, scratch, _keep = plan
         if parallel is None:
-            parallel = total >= PARALLEL_THRESHOLD
+            parallel = total * self._weight >= PARALLEL_THRESHOLD
         args = list(template)
         for slot, k in slots:
             args[slot] = ptrs[k]
@@ -305,7 +322,7 @@ class CompiledKernel:
         total, variant, n_split, template, slots, scratch, keep = self._marshal(
             self._plan(inputs, outputs, shape, alias), inputs, outputs)
         if parallel is None:
-            parallel = total >= PARALLEL_THRESHOLD
+            parallel = total * self._weight >= PARALLEL_THRESHOLD
         if parallel and n_split >= 2 and _nthreads() >= 2:
             k = min(_nthreads(), n_split)
             if len(template) + 2 > native_pool.MAX_ARGS or not _native_threads(k):

@@ -212,3 +212,29 @@ def test_column_blocks_narrow_for_threads_and_keep_the_sums(monkeypatch):
             set_parallel_threshold(old)
     np.testing.assert_array_equal(got[1], got[2])
     np.testing.assert_allclose(got[2], np.exp(x.astype(np.float64)).sum(0), rtol=1e-5)
+
+
+def test_costly_rows_split_over_threads_below_the_element_threshold(monkeypatch):
+    """The threshold is weighed in plain passes: softmax (three passes, two exps an
+    element) splits at a ninth of the elements a one-pass copy needs."""
+    import kernels.cpu as cpu
+    from kernels.cpu import work_weight
+    assert work_weight(softmax_spec()) == 9 and work_weight(stats_spec()) == 5
+    copy = KernelSpec((F,), ((F, "full"),), (Phase("map", (), stores=((0, inp(0)),)),),
+                      "elementwise")
+    assert work_weight(copy) == 1
+    split = []
+    real = cpu.CompiledKernel._run_parallel
+    monkeypatch.setattr(cpu.CompiledKernel, "_run_parallel",
+                        lambda self, *a, **k: (split.append(self.spec), real(self, *a, **k)))
+    x = rng.standard_normal((64, 100)).astype(np.float32)
+    old = set_parallel_threshold(x.size * 5)
+    try:
+        for spec in (softmax_spec(), copy):
+            out = np.empty_like(x)
+            compile_kernel(spec)([x], [out], parallel=None)
+    finally:
+        set_parallel_threshold(old)
+    # (specs come back canonical: the softmax is the one rows kernel)
+    assert [s.kind for s in split] == (["rows"] if cpu._nthreads() >= 2 else [])
+    np.testing.assert_array_equal(out, x)
