@@ -852,10 +852,12 @@ def body(vals, v0, v1, base, b0, b1, order, pos, out, F, copy_base, lo, hi):
 '''
 
 
-def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None):
+def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None, row_offsets=None):
     """(rows, F) result: ``base2`` (or zeros) plus, for each i in order, vals2[i] added to
     row idx1[i], written into ``out`` (a C-contiguous (rows, F) array) when given; None
-    when an index is out of range (the caller's reference raises)."""
+    when an index is out of range (the caller's reference raises). With ``row_offsets``,
+    ``vals2`` is any array whose last axis holds the values and row i starts at element
+    ``row_offsets[i]`` of it."""
     d = vals2.dtype.name
     it = idx1.dtype.name
     bucket = hw.kernel(f"bucket_{it}", (("idx", "in", it), ("si", "int", None),
@@ -870,7 +872,7 @@ def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None):
     if not _ready(bucket, seg):
         return None
     m = idx1.shape[0]
-    f = vals2.shape[1]
+    f = vals2.shape[-1]
     order = np.empty(max(m, 1), np.int64)
     pos = np.empty(rows + 1, np.int64)
     bad = np.zeros(1, np.int8)
@@ -888,9 +890,31 @@ def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None):
         if out is None:
             out = np.empty((rows, f), vals2.dtype)
         copy = 1
-    seg(vals2, *hw.strides(vals2), base2, *hw.strides(base2), order, pos, out, f, copy,
+    v0, v1 = (1, hw.strides(vals2)[-1]) if row_offsets is not None else hw.strides(vals2)
+    if row_offsets is not None:   # positions -> where their rows start in vals2
+        used = int(pos[rows - 1]) if rows else 0
+        order = row_offsets[order[:used]] if used else order
+    seg(vals2, v0, v1, base2, *hw.strides(base2), order, pos, out, f, copy,
         n=rows, work=(rows if copy else 0) * f + vals2.size)
     return out
+
+
+def _rows_of(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``g``'s rows (its last axis) as a (rows, F) view, or, where its leading axes do
+    not flatten by a view, ``g`` itself with each row's element offset in C order: a
+    batch_first LSTM's embedding gradient is the transpose of its time-major input
+    gradient, and copying it flat cost 512 KB per step."""
+    v = g.view()
+    try:
+        v.shape = (-1, g.shape[-1])
+        return v, None
+    except AttributeError:
+        pass
+    st = hw.strides(g)[:-1]
+    offs = np.zeros((), np.int64)
+    for n, s in zip(g.shape[:-1], st):
+        offs = offs[..., None] + np.arange(n, dtype=np.int64) * s
+    return g, offs.reshape(-1)
 
 
 def _embedding_backward_native(g, idx, num_weights, padding_idx=None, out=None):
@@ -900,10 +924,10 @@ def _embedding_backward_native(g, idx, num_weights, padding_idx=None, out=None):
         return hw.into(ref(g, idx, num_weights, padding_idx), out)
     dim = g.shape[-1]
     flat = hw.operand(idx.reshape(-1))
-    g2 = hw.operand(g.reshape(-1, dim))
+    g2, offsets = _rows_of(hw.operand(g))
     dest = None if out is None else hw.result((int(num_weights), dim), g.dtype, out)
     res = _rows_add("embedding_backward", g2, flat, int(num_weights), skip=padding_idx,
-                    out=out if dest is out else None)
+                    out=out if dest is out else None, row_offsets=offsets)
     if res is None:
         return hw.into(ref(g, idx, num_weights, padding_idx), out)
     return hw.into(res, out)

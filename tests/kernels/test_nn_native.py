@@ -285,6 +285,13 @@ def test_embedding_backward(dtype, idx_dtype, threads):
     for padding_idx in (None, 5, 0):
         _same("embedding_backward", g, idx, num_weights=13, padding_idx=padding_idx)
     _same("embedding_backward", _strided(g), idx.T.copy().T, num_weights=20)
+    # leading axes that do not flatten by a view (a batch_first LSTM's transposed
+    # gradient), with and without a skipped padding row: rows read in place, same sums
+    gt = np.ascontiguousarray(g.transpose(1, 0, 2)).transpose(1, 0, 2)
+    for padding_idx in (None, 5):
+        _same("embedding_backward", gt, idx, num_weights=13, padding_idx=padding_idx)
+        _same("embedding_backward", _strided(gt), idx, num_weights=13,
+              padding_idx=padding_idx)
     bad = idx.copy()
     bad[2, 3] = 13
     with pytest.raises(IndexError):
