@@ -29,6 +29,7 @@ import numpy as np
 
 from ir.registry import REGISTRY
 from kernels.cpu import defer_build, defer_compile
+from kernels.cpu.handwritten import view_as
 
 __all__ = ["MIN_SIZE", "SERVED"]
 
@@ -41,12 +42,8 @@ _MISSING = object()
 
 def _rows_view(x: np.ndarray, r: int) -> np.ndarray | None:
     """``x`` as ``[rows, r]`` without a copy (rows of unit stride), or None."""
-    v = x.view()
-    try:
-        v.shape = (x.size // r, r)
-    except AttributeError:
-        return None
-    return v if v.strides[1] == x.itemsize else None
+    v = view_as(x, (x.size // r, r))
+    return v if v is not None and v.strides[1] == x.itemsize else None
 
 
 class _RowsNative:

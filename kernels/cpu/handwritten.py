@@ -57,6 +57,8 @@ import threading
 
 import numpy as np
 
+from ir.shapes import view_strides
+
 from . import codegen
 
 __all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE", "writes_out",
@@ -80,6 +82,14 @@ def strides(a: np.ndarray) -> tuple[int, ...]:
     """Element strides of ``a`` (byte strides divided by the item size)."""
     isz = a.itemsize
     return tuple(s // isz for s in a.strides)
+
+
+def view_as(a: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """``a.reshape(shape)`` where that is a view of ``a``, else None. (Asking NumPy by
+    setting ``.shape`` on a view cost ~30 us whenever it refused: its error path.)"""
+    if view_strides(a.shape, a.strides, shape) is None:
+        return None
+    return a.reshape(shape)
 
 
 def operand(a: np.ndarray, dtype=None) -> np.ndarray:

@@ -558,12 +558,7 @@ def body(x, idx, out, bad, C, s0, s1, sp, P, i0, i1, ip, O, lo, hi):
 def _plane_view(a: np.ndarray) -> np.ndarray | None:
     """(N, C, prod(spatial)) view of ``a`` without a copy, or None."""
     n, c = a.shape[:2]
-    try:
-        v = a.view()
-        v.shape = (n, c, int(np.prod(a.shape[2:])))
-        return v
-    except AttributeError:
-        return None
+    return hw.view_as(a, (n, c, int(np.prod(a.shape[2:]))))
 
 
 def _pool_gather_native(x, idx, out=None):
@@ -904,17 +899,22 @@ def _rows_of(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     not flatten by a view, ``g`` itself with each row's element offset in C order: a
     batch_first LSTM's embedding gradient is the transpose of its time-major input
     gradient, and copying it flat cost 512 KB per step."""
-    v = g.view()
-    try:
-        v.shape = (-1, g.shape[-1])
+    v = hw.view_as(g, (g.size // g.shape[-1] if g.shape[-1] else 0, g.shape[-1]))
+    if v is not None:
         return v, None
-    except AttributeError:
-        pass
-    st = hw.strides(g)[:-1]
+    return g, _row_offsets(g.shape[:-1], hw.strides(g)[:-1])
+
+
+@functools.lru_cache(maxsize=64)
+def _row_offsets(shape: tuple, strides: tuple) -> np.ndarray:
+    """Element offset of each index of ``shape`` (C order) at ``strides``; read-only,
+    kept per layout (a plan's step asks for the same one on every call)."""
     offs = np.zeros((), np.int64)
-    for n, s in zip(g.shape[:-1], st):
+    for n, s in zip(shape, strides):
         offs = offs[..., None] + np.arange(n, dtype=np.int64) * s
-    return g, offs.reshape(-1)
+    offs = offs.reshape(-1)
+    offs.flags.writeable = False
+    return offs
 
 
 def _embedding_backward_native(g, idx, num_weights, padding_idx=None, out=None):
@@ -964,12 +964,8 @@ def _rows2(a: np.ndarray, rows: int, f: int) -> np.ndarray:
     """``a`` as (rows, f) without a copy where its strides allow (broadcast rows too)."""
     if a.shape == (rows, f):
         return a
-    try:
-        v = a.view()
-        v.shape = (rows, f)
-        return v
-    except AttributeError:
-        return np.ascontiguousarray(a).reshape(rows, f)
+    v = hw.view_as(a, (rows, f))
+    return v if v is not None else np.ascontiguousarray(a).reshape(rows, f)
 
 
 # scatter(reduce='add') along dim 0 of a 1-D/2-D array: one unit per block of columns,
