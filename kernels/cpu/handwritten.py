@@ -178,6 +178,8 @@ def into(res, out: np.ndarray | None):
 def _span(a: np.ndarray) -> int:
     if a.size == 0:
         return 0
+    if a.flags.c_contiguous:   # most operands: skip the per-axis sum (~2 us a call)
+        return a.size
     isz = a.itemsize
     return 1 + sum((n - 1) * (s // isz) for n, s in zip(a.shape, a.strides))
 
