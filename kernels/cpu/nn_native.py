@@ -1,7 +1,7 @@
 """Native kernels for the convolution, pooling, embedding and scatter-add ops.
 
 Importing this module serves ``im2col``, ``col2im``, ``max_pool_indices``,
-``pool_gather``, ``pool_scatter``, ``avg_pool``, ``avg_pool_backward``,
+``pool_gather``, ``pool_scatter``, ``avg_pool``, ``avg_pool_backward``, ``embedding``,
 ``embedding_backward``, ``index_put`` (accumulate over one 1-D row index) and
 ``scatter`` (reduce='add', 1-D/2-D) from hand-written kernels
 (``kernels.cpu.handwritten``) through ``OpDef.use_native``; ``op.reference`` keeps the
@@ -894,6 +894,55 @@ def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None, row_offset
     return out
 
 
+# embedding: one unit per looked-up row; negative indices wrap as NumPy's take does, and
+# one outside [-R, R) flags the call, which the reference then raises for.
+_LOOKUP = '''
+@njit(nogil=True, inline="always")
+def body(w, w0, w1, idx, si, out, bad, R, F, lo, hi):
+    for i in range(lo, hi):
+        v = np.int64(idx[i * si])
+        if v < 0:
+            v += R
+        if v < 0 or v >= R:
+            bad[0] = 1
+            continue
+        row = out[i * F:(i + 1) * F]
+        if w1 == 1:
+            src = w[v * w0:v * w0 + F]
+            for j in range(F):
+                row[j] = src[j]
+        else:
+            for j in range(F):
+                row[j] = w[v * w0 + j * w1]
+'''
+
+
+def _embedding_native(weight, idx, padding_idx=None, out=None):
+    """Rows of ``weight`` into ``out``, split over threads when large (the LSTM LM's
+    folded input projection looks up 2048 rows of 512: ``np.take`` and a copy into the
+    plan's buffer took 0.4 ms)."""
+    ref = REGISTRY["embedding"].reference
+    if weight.dtype.name not in FLOATS or weight.ndim != 2 or idx.dtype.name not in (
+            "int64", "int32") or idx.size == 0 or weight.size == 0:
+        return hw.into(ref(weight, idx, padding_idx), out)
+    it = idx.dtype.name
+    k = hw.kernel(f"embedding_{it}", (("w", "in", weight.dtype.name),) + _ints("w0", "w1")
+                  + (("idx", "in", it), ("si", "int", None), ("out", "out", weight.dtype.name),
+                     ("bad", "out", "int8")) + _ints("R", "F"), _LOOKUP, op="embedding")
+    if not _ready(k):
+        return hw.into(ref(weight, idx, padding_idx), out)
+    w = hw.operand(weight)
+    flat = hw.operand(idx.reshape(-1))
+    rows, f = w.shape
+    res = hw.result(idx.shape + (f,), w.dtype, out)
+    bad = np.zeros(1, np.int8)
+    k(w, *hw.strides(w), flat, hw.strides(flat)[0], res, bad, rows, f, n=flat.size,
+      work=flat.size * f)
+    if bad[0]:
+        return hw.into(ref(weight, idx, padding_idx), out)
+    return hw.into(res, out)
+
+
 def _rows_of(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """``g``'s rows (its last axis) as a (rows, F) view, or, where its leading axes do
     not flatten by a view, ``g`` itself with each row's element offset in C order: a
@@ -1043,6 +1092,7 @@ NATIVE = {
     "pool_scatter": _pool_scatter_native,
     "avg_pool": _avg_pool_native,
     "avg_pool_backward": _avg_pool_backward_native,
+    "embedding": _embedding_native,
     "embedding_backward": _embedding_backward_native,
     "index_put": _index_put_native,
     "scatter": _scatter_native,

@@ -278,6 +278,17 @@ def test_avg_pool_and_backward(case, dtype, threads):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("idx_dtype", [np.int64, np.int32])
+def test_embedding_lookup(dtype, idx_dtype, threads):
+    w = _rand((13, 7), dtype)
+    idx = RNG.integers(-13, 13, (6, 9)).astype(idx_dtype)  # negatives wrap, as take's
+    _same("embedding", w, idx)
+    _same("embedding", _strided(w), idx.T, padding_idx=2)
+    with pytest.raises(IndexError):
+        REGISTRY["embedding"].impl(w, np.array([3, 13], idx_dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("idx_dtype", [np.int64, np.int32])
 def test_embedding_backward(dtype, idx_dtype, threads):
     idx = RNG.integers(0, 13, (6, 9)).astype(idx_dtype)
     idx[0, :4] = 5  # repeated rows: contributions add in index order
