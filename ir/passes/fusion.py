@@ -573,7 +573,8 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     whose native kernel beats its pieces) stay whole, for back ends that run them as
     library steps; a back end without their kernels (CUDA) passes False. Then, on the
     primitives, folds weight-gradient matmuls into one GEMM, computes transposed 2-D
-    matmul products in their readers' layout, turns ``sum_to_size`` into fusible sums
+    matmul products in their readers' layout, multiplies an embedding table instead of
+    the many rows looked up from it, turns ``sum_to_size`` into fusible sums
     and split's gradient into a ``cat`` (of the values before their merging reshapes),
     builds only the blocks of a scan's packed gradient its backward reads, max-pools
     before a ReLU (which then runs on the pooled values), turns a loss's one-index
@@ -582,13 +583,15 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     returns a fresh intermediate itself instead of a copy of it (``ir.passes.rewrites``)."""
     from .decompose import decompose_while
     from .rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
-                           decompose_sum_to_size, drop_output_clones, fold_summed_matmul,
-                           masked_one_hot, narrow_scan_gradients, pool_before_relu,
+                           decompose_sum_to_size, drop_output_clones,
+                           fold_embedding_projections, fold_summed_matmul, masked_one_hot,
+                           narrow_scan_gradients, pool_before_relu,
                            transpose_matmul_products)
     count = decompose_while(graph, lambda n: REGISTRY[n.op].decomposition is not None and not (
         keep_whole and REGISTRY[n.op].extra.get("whole_on_cpu")))
     count += fold_summed_matmul(graph) + decompose_sum_to_size(graph)
     count += transpose_matmul_products(graph) + cat_slice_puts(graph)
+    count += fold_embedding_projections(graph)
     count += cat_before_reshape(graph)
     count += narrow_scan_gradients(graph) + pool_before_relu(graph)
     count += masked_one_hot(graph)

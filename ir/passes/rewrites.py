@@ -667,3 +667,212 @@ def masked_one_hot(graph: Graph) -> int:
         graph.replace_all_uses(n.out, new)
         count += 1
     return count
+
+
+# ---- embedding lookups folded into the matmuls that read them ---------------------------
+_TOKEN_VIEWS = ("permute", "reshape", "clone")
+
+
+def _token_chain(emb: Node, v: Value) -> list[Node] | None:
+    """The ops from ``emb``'s output to ``v`` when each only rearranges the token (leading)
+    axes and keeps the feature axis last and whole, else None."""
+    chain: list[Node] = []
+    d = emb.out.shape[-1]
+    while v is not emb.out:
+        p = v.producer
+        if p is None or p.op not in _TOKEN_VIEWS or not isinstance(p.inputs[0], Value) or \
+                not v.ndim or v.shape[-1] != d:
+            return None
+        if p.op == "permute" and tuple(p.attrs["dims"])[-1] != v.ndim - 1:
+            return None
+        chain.append(p)
+        v = p.inputs[0]
+    return chain[::-1]
+
+
+def _on_tokens(chain: list[Node], idx: np.ndarray) -> np.ndarray:
+    """``chain`` replayed on token positions (``idx``: the lookup's index shape)."""
+    for p in chain:
+        if p.op == "permute":
+            idx = np.transpose(idx, tuple(p.attrs["dims"])[:-1])
+        elif p.op == "reshape":
+            idx = idx.reshape(tuple(p.out.shape)[:-1])
+    return idx
+
+
+def fold_embedding_projections(graph: Graph) -> int:
+    """An embedding lookup ``r = E[idx]`` (rows of a ``[V, D]`` table; views that only
+    rearrange its token axes allowed, ``N`` tokens in all) read by 2-D matmuls, where
+    ``V < N`` (a character model's 65 symbols at 2048 tokens):
+
+    - ``r @ W`` -> ``(E @ W)[idx]``: the product on V rows instead of N;
+    - ``A @ r`` (a weight gradient ``G^T r``) -> ``S^T @ E``, ``S`` the lookup's
+      scatter-add of ``A^T`` (``embedding_backward``, V rows), and ``r^T @ G`` ->
+      ``E^T @ S``;
+    - ``embedding_backward(views(G @ W), idx)`` (the table's gradient through that
+      projection) -> ``embedding_backward(G, idx) @ W``, the views checked to put each
+      token back where the lookup took it.
+
+    A batch_first LSTM's input projection and both its gradients, three GEMMs of 2048
+    rows, become products of 65 rows around one lookup and one scatter-add. The sums
+    are the same, grouped by symbol (rounding differs). Returns rewrites."""
+    from .cleanup import dce
+    count = 0
+    for emb in [n for n in graph.nodes if n.op == "embedding"]:
+        E, idx = emb.inputs[0], emb.inputs[1]
+        if not isinstance(E, Value) or not isinstance(idx, Value) or E.ndim != 2 or \
+                not E.dtype.is_floating_point or emb.attrs.get("padding_idx") is not None:
+            continue
+        V, D = E.shape
+        made: dict = {}  # chain signature -> token index value in that order
+
+        def tokens(chain, made=made, emb=emb):
+            """The lookup's index in ``chain``'s token order, made right after the
+            lookup (every rewrite below reads it) and shared by equal chains."""
+            key = tuple((p.op, tuple(p.out.shape), tuple(p.attrs.get("dims", ())))
+                        for p in chain)
+            if key not in made:
+                v, at = emb.inputs[1], graph.nodes.index(emb) + 1
+                for p in chain:
+                    if p.op == "clone":
+                        continue
+                    attrs = {"dims": tuple(p.attrs["dims"])[:-1]} if p.op == "permute" \
+                        else {"shape": tuple(p.out.shape)[:-1]}
+                    v = graph.add_node(p.op, [v], attrs, index=at)
+                    v.producer.meta = dict(emb.meta)
+                    at += 1
+                made[key] = v
+            return made[key]
+
+        # every 2-D value the lookup reaches through token views
+        reach, stack = [], [emb.out]
+        while stack:
+            v = stack.pop()
+            for u in v.users:
+                if u.op in _TOKEN_VIEWS and _token_chain(emb, u.out) is not None:
+                    stack.append(u.out)
+            if v.ndim == 2 and v is not emb.out and v.shape[0] > V:
+                reach.append(v)
+        for r in reach:
+            chain = _token_chain(emb, r)
+            for m in [u for u in r.users if u.op == "matmul"]:
+                a, b = m.inputs
+                if not (isinstance(a, Value) and isinstance(b, Value)) or a.ndim != 2 or \
+                        b.ndim != 2 or a.dtype is not E.dtype or b.dtype is not E.dtype:
+                    continue
+                ids = tokens(chain)
+                at = [graph.nodes.index(m)]
+                meta = dict(m.meta)
+                if a is r and b is not r:                                   # r @ W
+                    proj = graph.add_node("matmul", [E, b], index=at[0])
+                    new = graph.add_node("embedding", [proj, ids], {"padding_idx": None},
+                                         index=at[0] + 1)
+                elif b is r and a is not r:                                 # A @ r
+                    at_t = _t2d(graph, a, at)
+                    s = graph.add_node("embedding_backward", [at_t, ids],
+                                       {"num_weights": V, "padding_idx": None}, index=at[0])
+                    st = graph.add_node("permute", [s], {"dims": (1, 0)}, index=at[0] + 1)
+                    new = graph.add_node("matmul", [st, E], index=at[0] + 2)
+                else:
+                    continue
+                for v in _new_nodes(new, m, ids):
+                    v.producer.meta = dict(meta)
+                _same_type(new, m.out, "fold_embedding_projections")
+                graph.replace_all_uses(m.out, new)
+                count += 1
+        count += _fold_table_gradient(graph, emb, V, tokens)
+    if count:
+        dce(graph)
+    return count
+
+
+def _t2d(graph: Graph, a: Value, at: list) -> Value:
+    """``a^T``: the value a 2-D permute made ``a`` from, or a new permute (a view)."""
+    if _transpose_2d(a.producer) and isinstance(a.producer.inputs[0], Value):
+        return a.producer.inputs[0]
+    t = graph.add_node("permute", [a], {"dims": (1, 0)}, index=at[0])
+    at[0] += 1
+    return t
+
+
+def _new_nodes(new: Value, old: Node, ids: Value) -> list[Value]:
+    """The values a rewrite added for ``old``'s result: ``new`` and its operands back to
+    the values ``old`` already read (and the shared token index ``ids``)."""
+    seen, out, stack = {id(a) for a in old.value_inputs} | {id(ids)}, [], [new]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen or v.producer is None:
+            continue
+        seen.add(id(v))
+        out.append(v)
+        stack.extend(v.producer.value_inputs)
+    return out
+
+
+def _fold_table_gradient(graph: Graph, emb: Node, V: int, tokens) -> int:
+    """The third case of ``fold_embedding_projections`` for lookup ``emb``."""
+    count = 0
+    idx = emb.inputs[1]
+    for eb in [u for u in idx.users if u.op == "embedding_backward"]:
+        g = eb.inputs[0]
+        if eb.inputs[1] is not idx or eb.attrs.get("num_weights") != V or \
+                not isinstance(g, Value) or tuple(g.shape) != tuple(emb.out.shape):
+            continue
+        back: list[Node] = []   # views from the projection's product to g
+        v = g
+        while v.producer is not None and v.producer.op in _TOKEN_VIEWS and \
+                isinstance(v.producer.inputs[0], Value):
+            back.append(v.producer)
+            v = v.producer.inputs[0]
+        mm = v.producer
+        if mm is None or mm.op != "matmul" or v.ndim != 2 or v.shape[0] <= V or \
+                len(v.users) != 1 or any(o is v for o in graph.outputs):
+            continue
+        G, W = mm.inputs
+        if not (isinstance(G, Value) and isinstance(W, Value)) or G.ndim != 2 or W.ndim != 2:
+            continue
+        # the forward's token order for v's rows: replay back (product -> g) on token
+        # positions, then find the lookup chain that maps g's layout back to v's rows
+        n_tok = v.shape[0]
+        pos = np.arange(n_tok).reshape(n_tok, 1)
+        for p in back[::-1]:
+            if p.op == "permute":
+                pos = np.transpose(pos, tuple(p.attrs["dims"]))
+            elif p.op == "reshape":
+                pos = pos.reshape(tuple(p.out.shape)[:-1] + (1,))
+            if pos.shape[-1] != 1:
+                break
+        else:
+            pos = pos[..., 0]
+            chain = _chain_to_rows(graph, emb, n_tok, pos)
+            if chain is None:
+                continue
+            ids = tokens(chain)
+            at = graph.nodes.index(eb)
+            s = graph.add_node("embedding_backward", [G, ids],
+                               {"num_weights": V, "padding_idx": eb.attrs.get("padding_idx")},
+                               index=at)
+            new = graph.add_node("matmul", [s, W], index=at + 1)
+            for nv in _new_nodes(new, eb, ids):
+                nv.producer.meta = dict(eb.meta)
+            _same_type(new, eb.out, "fold_embedding_projections")
+            graph.replace_all_uses(eb.out, new)
+            count += 1
+    return count
+
+
+def _chain_to_rows(graph: Graph, emb: Node, n_tok: int, pos: np.ndarray) -> list | None:
+    """A token-view chain from ``emb`` to a 2-D value of ``n_tok`` rows whose row i holds
+    the token ``pos`` (positions in the lookup's layout) says row i came from."""
+    stack = [emb.out]
+    while stack:
+        v = stack.pop()
+        for u in v.users:
+            if u.op in _TOKEN_VIEWS:
+                stack.append(u.out)
+        if v.ndim == 2 and v.shape[0] == n_tok and v is not emb.out:
+            chain = _token_chain(emb, v)
+            if chain is not None and np.array_equal(_on_tokens(chain, pos),
+                                                    np.arange(n_tok)):
+                return chain
+    return None

@@ -148,11 +148,17 @@ def test_lstm_step_scans_write_into_planned_buffers():
     into = _into_steps(plan)
     for op in ("lstm_scan", "lstm_scan_backward"):
         assert op in into and _planned(plan, into[op]), f"{op}:\n{plan}"
-    # the embedding's gradient is the weight's .grad: written straight into that output
-    # buffer (not copied there from the arena: ir.passes.rewrites.drop_output_clones)
-    emb = into["embedding_backward"]
-    at = plan.output_slots.index(emb.outputs[0])
-    assert not _planned(plan, emb) and not plan.copy_outputs[at], str(plan)
+    # 20 symbols at 96 tokens: the input projection and its gradients run on the table
+    # (ir.passes.rewrites.fold_embedding_projections): the table's gradient is the
+    # (20, 4H) scatter-add of the projection's gradient times W_ih, that product the
+    # weight's .grad, written straight into its output buffer (not copied there from the
+    # arena: ir.passes.rewrites.drop_output_clones)
+    assert into["embedding_backward"].nodes[0].inputs[0].shape == (96, 4 * 32)
+    assert not any(s.kind == "matmul" and s.nodes[0].inputs[0].shape[0] == 96 and
+                   s.nodes[0].inputs[0].shape[-1] == 8 for s in plan.steps), str(plan)
+    grad = next(s for s in plan.steps if s.kind == "matmul" and s.nodes[0].out.shape == (20, 8))
+    at = plan.output_slots.index(grad.outputs[0])
+    assert not _planned(plan, grad) and not plan.copy_outputs[at], str(plan)
 
 
 def test_an_implementation_without_out_is_copied_in(monkeypatch):

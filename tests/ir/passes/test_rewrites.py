@@ -2,7 +2,8 @@
 transposed matmul products computed in their readers' layout, split's gradient as a cat,
 a copy (clone) before a reshape that no strides can view, an output copy of a fresh
 intermediate dropped, a scan backward's packed gradient narrowed to the blocks it reads, a
-cat of merging reshapes done before the reshape.
+cat of merging reshapes done before the reshape, an embedding table multiplied instead of
+the rows looked up from it.
 
 Each rewritten graph is run by the reference interpreter and compared with NumPy."""
 import numpy as np
@@ -13,8 +14,9 @@ from ir.graph import Graph
 from ir.interpreter import interpret
 from ir.passes.cleanup import dce
 from ir.passes.rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
-                                decompose_sum_to_size, drop_output_clones, fold_summed_matmul,
-                                masked_one_hot, narrow_scan_gradients, pool_before_relu,
+                                decompose_sum_to_size, drop_output_clones,
+                                fold_embedding_projections, fold_summed_matmul, masked_one_hot,
+                                narrow_scan_gradients, pool_before_relu,
                                 transpose_matmul_products)
 
 F32 = dt.float32
@@ -504,3 +506,72 @@ def test_unchecked_indices_keep_gather_and_scatter():
     g = _nll_graph(4, 5, ignore=None, checked=False)
     assert masked_one_hot(g) == 0
     assert {"gather", "scatter"} <= {nd.op for nd in g.nodes}
+
+
+def _lookup_graph(V, B, T, D, M, back_dims=(1, 0, 2)):
+    """A batch_first lookup E[idx] (B, T, D) made time-major, its projection r @ W, the
+    projection's weight gradient G^T r and the table's gradient through it (the views
+    from G @ W^T back to (B, T, D) undo the forward's with ``back_dims``)."""
+    g = Graph()
+    E = g.add_input((V, D), F32)
+    idx = g.add_input((B, T), dt.int64)
+    W = g.add_input((D, M), F32)
+    G = g.add_input((T * B, M), F32)
+    emb = g.add_node("embedding", [E, idx], {"padding_idx": None})
+    r = g.add_node("reshape", [g.add_node("permute", [emb], {"dims": (1, 0, 2)})],
+                   {"shape": (T * B, D)})
+    fwd = g.add_node("matmul", [r, W])
+    gw = g.add_node("matmul", [g.add_node("permute", [G], {"dims": (1, 0)}), r])
+    gr = g.add_node("matmul", [G, g.add_node("permute", [W], {"dims": (1, 0)})])
+    ge = g.add_node("permute", [g.add_node("reshape", [gr], {"shape": (T, B, D)})],
+                    {"dims": back_dims})
+    ge_shape = tuple(ge.shape)
+    if ge_shape != (B, T, D):
+        ge = g.add_node("reshape", [ge], {"shape": (B, T, D)})
+    ge_table = g.add_node("embedding_backward", [ge, idx], {"num_weights": V,
+                                                            "padding_idx": None})
+    g.set_outputs([fwd, gw, ge_table])
+    return g
+
+
+def _lookup_arrays(V, B, T, D, M):
+    return [rng.standard_normal((V, D)).astype(np.float32), rng.integers(0, V, (B, T)),
+            rng.standard_normal((D, M)).astype(np.float32),
+            rng.standard_normal((T * B, M)).astype(np.float32)]
+
+
+def test_embedding_projection_runs_on_the_table():
+    """r @ W, G^T r and the table gradient through W: no product of the T*B rows left,
+    a lookup of the table's product and one scatter-add (shared) instead; same values."""
+    V, B, T, D, M = 5, 4, 6, 3, 7
+    g = _lookup_graph(V, B, T, D, M)
+    arrays = _lookup_arrays(V, B, T, D, M)
+    want = _run(g, *arrays)
+    assert fold_embedding_projections(g) == 3
+    mms = [n for n in g.nodes if n.op == "matmul"]
+    assert all(V in (a.shape[0] for a in n.inputs) or n.out.shape[0] == V or
+               n.inputs[1].shape[0] == V for n in mms), [n.out.shape for n in mms]
+    assert not any(n.op == "matmul" and n.inputs[0].shape[0] == T * B for n in g.nodes)
+    got = _run(g, *arrays)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_projection_left_alone_for_a_large_table():
+    """A table of at least as many rows as tokens: multiplying it would cost more."""
+    g = _lookup_graph(24, 4, 6, 3, 7)
+    assert fold_embedding_projections(g) == 0
+
+
+def test_table_gradient_through_mismatched_views_is_left_alone():
+    """Views that do not put each token back where the lookup took it (here the
+    gradient's batch and time axes come back swapped, as a (T, B) reshape read as
+    (B, T)): the table gradient keeps its own product; the rest still folds."""
+    V, B, T, D, M = 5, 4, 6, 3, 7
+    g = _lookup_graph(V, B, T, D, M, back_dims=(0, 1, 2))
+    arrays = _lookup_arrays(V, B, T, D, M)
+    want = _run(g, *arrays)
+    assert fold_embedding_projections(g) == 2
+    got = _run(g, *arrays)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
