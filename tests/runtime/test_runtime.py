@@ -93,3 +93,35 @@ def test_a_kernel_that_fails_on_first_call_falls_back_to_its_spec_once():
     assert made and all(k.calls == 1 for k in made)  # tried once, not again per call
     kinds = {type(s.run.kernel).__name__ for s in comp.plan.steps if hasattr(s.run, "kernel")}
     assert kinds == {"ReferenceKernel"}
+
+
+def test_views_of_planned_buffers_are_made_once_per_arena_block():
+    """A view of an arena buffer (or of a view of one) is the same array on every call:
+    the plan makes it with the buffers and a call skips its step; a new block (the
+    arena dropped) makes them again, and results stay right throughout."""
+    g = Graph()
+    x = g.add_input((8, 6), dt.float32, "x")
+    e = g.add_node("exp", [x])                               # planned (an intermediate)
+    t = g.add_node("reshape", [g.add_node("permute", [e], {"dims": (1, 0)})],
+                   {"shape": (3, 16)})                       # a view of a planned copy
+    s = g.add_node("mul", [g.add_node("permute", [e], {"dims": (1, 0)}), 2.0])
+    g.set_outputs([s, g.add_node("add", [t, 1.0])])
+    comp = compile_graph(g)
+    plan = comp.plan
+    ex = Executor(plan)
+    X = np.linspace(-1, 1, 48, dtype=np.float32).reshape(8, 6)
+    for _ in range(2):
+        a, b = ex([X])
+        np.testing.assert_allclose(a, 2 * np.exp(X).T, rtol=1e-6)
+        np.testing.assert_allclose(b, np.exp(X).T.reshape(3, 16) + 1, rtol=1e-6)
+    views = [st for st in plan.steps if st.kind == "view"]
+    skipped = [st for st in views if st not in plan._run_steps]
+    assert skipped
+    before = dict(plan._planned_views)
+    assert all(np.shares_memory(before[st.outputs[0]], plan.arena) for st in skipped)
+    plan.drop_arena()
+    a, b = ex([X * 0.5])
+    np.testing.assert_allclose(a, 2 * np.exp(X * 0.5).T, rtol=1e-6)
+    np.testing.assert_allclose(b, np.exp(X * 0.5).T.reshape(3, 16) + 1, rtol=1e-6)
+    after = dict(plan._planned_views)
+    assert set(after) == set(before) and any(after[k] is not before[k] for k in after)
