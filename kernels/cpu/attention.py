@@ -20,7 +20,12 @@ two threads, float32): forward 0.28-0.36 ms and backward 0.54-0.70 ms with the o
 in cache; inside the training step's plan, where they come from memory after the layer's
 GEMMs, 0.44-0.48 and 1.0-1.1 ms per layer, against 0.70 and 1.09 ms for the matmul /
 softmax composite's steps in the same process (plan steps timed with the executor's
-``profile`` flag, as ``gcompile.bench_models`` splits a step).
+``profile`` flag, as ``gcompile.bench_models`` splits a step). There the backward's
+strided row reads missed the cache once per row (run twice in a row inside the plan, it
+took 1.03 ms, then 0.64): it first sweeps each item's q, k, v and output-gradient rows
+front to back (``touch``), which the prefetchers follow; paired with the plain kernel in
+one process over 8-12 alternations, the two backward steps took 0.89-0.95x the time. The
+same sweep made the forward slower, so it has none.
 
 Each item is computed whole by one thread, so results do not depend on the thread
 count. ``op.reference`` (NumPy) serves other dtypes, empty shapes and processes without
@@ -83,6 +88,14 @@ def softmax_rows(s, m, cols, r0, causal):
 
 
 @njit(nogil=True, inline="always")
+def touch(x, xo, xs, rows, dim):
+    # read the rows' whole span front to back: the strided row reads after it then hit
+    # the cache instead of missing once per row (the prefetchers follow a sweep)
+    n = (rows - 1) * xs + dim
+    return vsum(x[xo:xo + n], n)
+
+
+@njit(nogil=True, inline="always")
 def transpose_into(t, x, xo, xs, rows, dim):
     # t (dim, rows) = the (rows, dim) matrix at x[xo:] with row stride xs: the products
     # then take both operands untransposed, which OpenBLAS's small-matrix kernels run
@@ -119,7 +132,7 @@ def body(q, k, v, o, offs, geo, sc, buf, N, lo, hi):
 '''
 
 # res is (3, N, L, D): dq, dk, dv; buf holds a block's probabilities (BR * L), its dp
-# and then ds (BR * L), kᵀ and vᵀ (D * L each)
+# and then ds (BR * L), kᵀ and vᵀ (D * L each), and one element the operand sweep writes
 _BWD = '''
 @njit(nogil=True, inline="always")
 def body(g, q, k, v, res, offs, geo, sc, buf, N, lo, hi):
@@ -136,6 +149,9 @@ def body(g, q, k, v, res, offs, geo, sc, buf, N, lo, hi):
     nb = (L + BR - 1) // BR
     for i in range(lo, hi):
         qo, ko, vo, go = offs[i], offs[N + i], offs[2 * N + i], offs[3 * N + i]
+        # the operands' rows swept first (the last scratch element keeps the sweep)
+        buf[2 * BR * L + 2 * D * L] = (touch(q, qo, qs, L, D) + touch(k, ko, ks, L, D)
+                                       + touch(v, vo, vs, L, D) + touch(g, go, gs, L, D))
         dq = address(res, i * L * D)
         dk = address(res, (N + i) * L * D)
         dv = address(res, (2 * N + i) * L * D)
@@ -191,6 +207,7 @@ def attention_kernel(way: str, dtype: str) -> hw.NativeKernel | None:
     params = tuple((p, "int", None) if isinstance(p, str) else
                    (p[0], p[1], p[2] if len(p) > 2 else dtype) for p in _PARAMS[way])
     src = (_MATH[dtype].format(pos=KEY_POS_INF[dtype], neg=KEY_NEG_INF[dtype])
+
            + blas_calls.kernel_head(dtype) + _SOFTMAX
            + (_FWD if way == "fwd" else _BWD))
     return hw.kernel(f"sdpa_{way}", params, src, op="sdpa" if way == "fwd" else "sdpa_backward")
@@ -281,7 +298,7 @@ def sdpa_backward(g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, sc
     res = hw.result((3,) + q.shape, q.dtype, out)
     geo = np.array([length, dim, qs, ks, vs, gs, br, int(bool(causal))], np.int64)
     sc = np.array([scale], q.dtype)
-    _run(kern, [g, q, k, v, res, offs, geo, sc, 2 * (br + dim) * length, items], items)
+    _run(kern, [g, q, k, v, res, offs, geo, sc, 2 * (br + dim) * length + 1, items], items)
     return hw.into(res, out)
 
 
