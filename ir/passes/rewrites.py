@@ -707,8 +707,7 @@ def fold_embedding_projections(graph: Graph) -> int:
 
     - ``r @ W`` -> ``(E @ W)[idx]``: the product on V rows instead of N;
     - ``A @ r`` (a weight gradient ``G^T r``) -> ``S^T @ E``, ``S`` the lookup's
-      scatter-add of ``A^T`` (``embedding_backward``, V rows), and ``r^T @ G`` ->
-      ``E^T @ S``;
+      scatter-add of ``A^T`` (``embedding_backward``, V rows);
     - ``embedding_backward(views(G @ W), idx)`` (the table's gradient through that
       projection) -> ``embedding_backward(G, idx) @ W``, the views checked to put each
       token back where the lookup took it.
@@ -818,10 +817,14 @@ def _fold_table_gradient(graph: Graph, emb: Node, V: int, tokens) -> int:
         if eb.inputs[1] is not idx or eb.attrs.get("num_weights") != V or \
                 not isinstance(g, Value) or tuple(g.shape) != tuple(emb.out.shape):
             continue
-        back: list[Node] = []   # views from the projection's product to g
-        v = g
+        back: list[Node] = []   # views from the projection's product to g, each
+        v = g                   # keeping the feature axis last and whole
+        d = g.shape[-1]
         while v.producer is not None and v.producer.op in _TOKEN_VIEWS and \
-                isinstance(v.producer.inputs[0], Value):
+                isinstance(v.producer.inputs[0], Value) and v.producer.inputs[0].ndim and \
+                v.producer.inputs[0].shape[-1] == d and not (
+                    v.producer.op == "permute" and
+                    tuple(v.producer.attrs["dims"])[-1] != v.ndim - 1):
             back.append(v.producer)
             v = v.producer.inputs[0]
         mm = v.producer
@@ -840,24 +843,21 @@ def _fold_table_gradient(graph: Graph, emb: Node, V: int, tokens) -> int:
                 pos = np.transpose(pos, tuple(p.attrs["dims"]))
             elif p.op == "reshape":
                 pos = pos.reshape(tuple(p.out.shape)[:-1] + (1,))
-            if pos.shape[-1] != 1:
-                break
-        else:
-            pos = pos[..., 0]
-            chain = _chain_to_rows(graph, emb, n_tok, pos)
-            if chain is None:
-                continue
-            ids = tokens(chain)
-            at = graph.nodes.index(eb)
-            s = graph.add_node("embedding_backward", [G, ids],
-                               {"num_weights": V, "padding_idx": eb.attrs.get("padding_idx")},
-                               index=at)
-            new = graph.add_node("matmul", [s, W], index=at + 1)
-            for nv in _new_nodes(new, eb, ids):
-                nv.producer.meta = dict(eb.meta)
-            _same_type(new, eb.out, "fold_embedding_projections")
-            graph.replace_all_uses(eb.out, new)
-            count += 1
+        pos = pos[..., 0]
+        chain = _chain_to_rows(graph, emb, n_tok, pos)
+        if chain is None:
+            continue
+        ids = tokens(chain)
+        at = graph.nodes.index(eb)
+        s = graph.add_node("embedding_backward", [G, ids],
+                           {"num_weights": V, "padding_idx": eb.attrs.get("padding_idx")},
+                           index=at)
+        new = graph.add_node("matmul", [s, W], index=at + 1)
+        for nv in _new_nodes(new, eb, ids):
+            nv.producer.meta = dict(eb.meta)
+        _same_type(new, eb.out, "fold_embedding_projections")
+        graph.replace_all_uses(eb.out, new)
+        count += 1
     return count
 
 

@@ -575,3 +575,25 @@ def test_table_gradient_through_mismatched_views_is_left_alone():
     got = _run(g, *arrays)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_table_gradient_through_a_feature_reshape_is_left_alone():
+    """A view between the product and the table gradient that regroups the feature axis
+    (a (2N, D/2) product read as (B, T, D)) does not keep tokens whole: the table
+    gradient keeps its own product, and the values stay right."""
+    V, B, T, D, M = 5, 4, 6, 4, 7
+    g = Graph()
+    E = g.add_input((V, D), F32)
+    idx = g.add_input((B, T), dt.int64)
+    W = g.add_input((M, D // 2), F32)
+    G = g.add_input((2 * B * T, M), F32)
+    g.add_node("embedding", [E, idx], {"padding_idx": None})
+    ge = g.add_node("reshape", [g.add_node("matmul", [G, W])], {"shape": (B, T, D)})
+    table = g.add_node("embedding_backward", [ge, idx], {"num_weights": V, "padding_idx": None})
+    g.set_outputs([table])
+    arrays = [rng.standard_normal((V, D)).astype(np.float32), rng.integers(0, V, (B, T)),
+              rng.standard_normal((M, D // 2)).astype(np.float32),
+              rng.standard_normal((2 * B * T, M)).astype(np.float32)]
+    want = _run(g, *arrays)
+    assert fold_embedding_projections(g) == 0
+    np.testing.assert_allclose(_run(g, *arrays)[0], want[0], rtol=1e-6)
