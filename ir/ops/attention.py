@@ -42,15 +42,24 @@ def _sdpa_impl(q, k, v, scale, causal):
     return np.matmul(_probs(q, k, scale, causal), v).astype(q.dtype, copy=False)
 
 
-def _sdpa_backward_impl(g, q, k, v, scale, causal):
-    """[dq, dk, dv] stacked on a new leading axis."""
+def laid_out(r: np.ndarray, perm, cat_dim) -> np.ndarray:
+    """``sdpa_backward``'s result for its layout attributes from the stacked [dq, dk, dv]:
+    as it is, or each permuted by ``perm`` and concatenated along ``cat_dim`` (the gradient
+    of a fused q/k/v projection, which a rewrite hands the op to write directly)."""
+    if perm is None:
+        return r
+    return np.concatenate([np.transpose(x, perm) for x in r], axis=cat_dim)
+
+
+def _sdpa_backward_impl(g, q, k, v, scale, causal, perm=None, cat_dim=None):
+    """[dq, dk, dv] stacked on a new leading axis (or laid out by ``perm``/``cat_dim``)."""
     p = _probs(q, k, scale, causal)
     dv = np.matmul(np.swapaxes(p, -1, -2), g)
     dp = np.matmul(g, np.swapaxes(v, -1, -2))
     ds = p * (dp - np.sum(p * dp, axis=-1, keepdims=True))
     dq = np.matmul(ds, k) * q.dtype.type(scale)
     dk = np.matmul(np.swapaxes(ds, -1, -2), q) * q.dtype.type(scale)
-    return np.stack([dq, dk, dv]).astype(q.dtype, copy=False)
+    return laid_out(np.stack([dq, dk, dv]).astype(q.dtype, copy=False), perm, cat_dim)
 
 
 def _check(name, specs):
@@ -78,7 +87,15 @@ def _sdpa_backward_infer(specs, attrs):
     if tuple(specs[0][0]) != shape or specs[0][1] is not d:
         raise RuntimeError(f"sdpa_backward: the output gradient must match the query, got "
                            f"{tuple(specs[0][0])} {specs[0][1]}")
-    return (3,) + shape, d
+    perm, cat_dim = attrs.get("perm"), attrs.get("cat_dim")
+    if perm is None:
+        return (3,) + shape, d
+    if sorted(perm) != list(range(len(shape))) or not 0 <= cat_dim < len(shape):
+        raise RuntimeError(f"sdpa_backward: perm {perm} and cat_dim {cat_dim} do not lay out "
+                           f"a {len(shape)}-D gradient")
+    out = [shape[i] for i in perm]
+    out[cat_dim] *= 3
+    return tuple(out), d
 
 
 def _sdpa_grad(b, g, xs, out, scale, causal):
@@ -94,6 +111,7 @@ register(OpDef("sdpa", "other", _sdpa_impl, infer=_sdpa_infer, grad=_sdpa_grad,
                doc="scaled dot-product attention softmax(q k^T * scale [causal]) v of q, k, v "
                    "of one shape (..., L, D)"))
 register(OpDef("sdpa_backward", "other", _sdpa_backward_impl, infer=_sdpa_backward_infer,
-               attrs=("scale", "causal"), extra={"whole_on_cpu": True},
-               doc="[dq, dk, dv] of sdpa, stacked on a leading axis of 3, from the output "
+               attrs=("scale", "causal", "perm", "cat_dim"), extra={"whole_on_cpu": True},
+               doc="[dq, dk, dv] of sdpa, stacked on a leading axis of 3 (or, with perm and "
+                   "cat_dim, each permuted and concatenated along cat_dim), from the output "
                    "gradient and q, k, v (the scores are recomputed)"))

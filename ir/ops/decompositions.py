@@ -179,15 +179,17 @@ def _sdpa(b, q, k, v, scale, causal):
     return b.matmul(_sdpa_probs(b, q, k, scale, causal), v)
 
 
-def _sdpa_backward(b, g, q, k, v, scale, causal):
+def _sdpa_backward(b, g, q, k, v, scale, causal, perm=None, cat_dim=None):
     """The scores recomputed, then dv = pᵀ g, ds = p (g vᵀ - rowsum(p · g vᵀ)),
-    dq = ds k · scale, dk = dsᵀ q · scale, stacked."""
+    dq = ds k · scale, dk = dsᵀ q · scale, stacked (or permuted and concatenated)."""
     p = _sdpa_probs(b, q, k, scale, causal)
     dv = b.matmul(_swap_last(b, p), g)
     dp = b.matmul(g, _swap_last(b, v))
     ds = b.mul(p, b.sub(dp, b.sum(b.mul(p, dp), dims=(q.ndim - 1,), keepdim=True)))
     dq = b.mul(b.matmul(ds, k), float(scale))
     dk = b.mul(b.matmul(_swap_last(b, ds), q), float(scale))
+    if perm is not None:
+        return b.cat(*(b.permute(t, dims=tuple(perm)) for t in (dq, dk, dv)), dim=cat_dim)
     one = (1,) + tuple(q.shape)
     return b.cat(*(b.reshape(t, shape=one) for t in (dq, dk, dv)), dim=0)
 

@@ -575,14 +575,16 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     primitives, folds weight-gradient matmuls into one GEMM, computes transposed 2-D
     matmul products in their readers' layout, multiplies an embedding table instead of
     the many rows looked up from it, turns ``sum_to_size`` into fusible sums
-    and split's gradient into a ``cat`` (of the values before their merging reshapes),
+    and split's gradient into a ``cat`` (of the values before their merging reshapes;
+    attention's three gradients laid out side by side by its backward op itself),
     builds only the blocks of a scan's packed gradient its backward reads, max-pools
     before a ReLU (which then runs on the pooled values), turns a loss's one-index
     gather and scatter into masked rows the fuser joins to its log-softmax, copies a
     permuted value that a reshape cannot view by a kernel into a planned buffer, and
     returns a fresh intermediate itself instead of a copy of it (``ir.passes.rewrites``)."""
     from .decompose import decompose_while
-    from .rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
+    from .rewrites import (attention_gradients_in_place, cat_before_reshape,
+                           cat_slice_puts, copy_before_reshape,
                            decompose_sum_to_size, drop_output_clones,
                            fold_embedding_projections, fold_summed_matmul, masked_one_hot,
                            narrow_scan_gradients, pool_before_relu,
@@ -592,7 +594,7 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     count += fold_summed_matmul(graph) + decompose_sum_to_size(graph)
     count += transpose_matmul_products(graph) + cat_slice_puts(graph)
     count += fold_embedding_projections(graph)
-    count += cat_before_reshape(graph)
+    count += cat_before_reshape(graph) + attention_gradients_in_place(graph)
     count += narrow_scan_gradients(graph) + pool_before_relu(graph)
     count += masked_one_hot(graph)
     return count + copy_before_reshape(graph) + drop_output_clones(graph)

@@ -27,6 +27,11 @@ front to back (``touch``), which the prefetchers follow; paired with the plain k
 one process over 8-12 alternations, the two backward steps took 0.89-0.95x the time. The
 same sweep made the forward slower, so it has none.
 
+The backward writes dq, dk and dv at per-item offsets and a row stride it is given: the
+stacked (3, ...) layout, or the permuted, concatenated one of its ``perm``/``cat_dim``
+attributes (a fused q/k/v projection's gradient, ``ir.passes.rewrites.
+attention_gradients_in_place``), where a copy into that layout used to follow it.
+
 Each item is computed whole by one thread, so results do not depend on the thread
 count. ``op.reference`` (NumPy) serves other dtypes, empty shapes and processes without
 NumPy's OpenBLAS.
@@ -131,13 +136,15 @@ def body(q, k, v, o, offs, geo, sc, buf, N, lo, hi):
             r0 += m
 '''
 
-# res is (3, N, L, D): dq, dk, dv; buf holds a block's probabilities (BR * L), its dp
-# and then ds (BR * L), kᵀ and vᵀ (D * L each), and one element the operand sweep writes
+# res holds dq, dk, dv: item i's rows of each start at element oo[i], oo[N + i] and
+# oo[2N + i] of it, OR apart (the stacked (3, N, L, D) layout, or the rewrite's
+# concatenated one); buf holds a block's probabilities (BR * L), its dp and then ds
+# (BR * L), kᵀ and vᵀ (D * L each), and one element the operand sweep writes
 _BWD = '''
 @njit(nogil=True, inline="always")
-def body(g, q, k, v, res, offs, geo, sc, buf, N, lo, hi):
-    L, D, qs, ks, vs, gs, BR, causal = (geo[0], geo[1], geo[2], geo[3], geo[4], geo[5],
-                                        geo[6], geo[7])
+def body(g, q, k, v, res, offs, oo, geo, sc, buf, N, lo, hi):
+    L, D, qs, ks, vs, gs, BR, causal, OR = (geo[0], geo[1], geo[2], geo[3], geo[4], geo[5],
+                                            geo[6], geo[7], geo[8])
     scale = sc[0]
     pp = address(buf, 0)
     dp = buf[BR * L:2 * BR * L]
@@ -152,9 +159,9 @@ def body(g, q, k, v, res, offs, geo, sc, buf, N, lo, hi):
         # the operands' rows swept first (the last scratch element keeps the sweep)
         buf[2 * BR * L + 2 * D * L] = (touch(q, qo, qs, L, D) + touch(k, ko, ks, L, D)
                                        + touch(v, vo, vs, L, D) + touch(g, go, gs, L, D))
-        dq = address(res, i * L * D)
-        dk = address(res, (N + i) * L * D)
-        dv = address(res, (2 * N + i) * L * D)
+        dq = address(res, oo[i])
+        dk = address(res, oo[N + i])
+        dv = address(res, oo[2 * N + i])
         transpose_into(kt, k, ko, ks, L, D)
         transpose_into(vt, v, vo, vs, L, D)
         b = nb - 1
@@ -168,7 +175,7 @@ def body(g, q, k, v, res, offs, geo, sc, buf, N, lo, hi):
             GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, cols, D, scale, qb, qs, ktp, L, ZERO, pp,
                  cols)
             softmax_rows(buf, m, cols, r0, causal)
-            GEMM(ROW_MAJOR, TRANS, NO_TRANS, cols, D, m, ONE, pp, cols, gb, gs, beta, dv, D)
+            GEMM(ROW_MAJOR, TRANS, NO_TRANS, cols, D, m, ONE, pp, cols, gb, gs, beta, dv, OR)
             GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, cols, D, ONE, gb, gs, vtp, L, ZERO, dpp,
                  cols)
             # ds = p dp - p rowsum(p dp)
@@ -184,8 +191,8 @@ def body(g, q, k, v, res, offs, geo, sc, buf, N, lo, hi):
                 for j in range(n, cols):
                     d[j] = ZERO
             GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, D, cols, scale, dpp, cols, address(k, ko), ks,
-                 ZERO, dq + np.uintp(r0 * D * _ITEM), D)
-            GEMM(ROW_MAJOR, TRANS, NO_TRANS, cols, D, m, scale, dpp, cols, qb, qs, beta, dk, D)
+                 ZERO, dq + np.uintp(r0 * OR * _ITEM), OR)
+            GEMM(ROW_MAJOR, TRANS, NO_TRANS, cols, D, m, scale, dpp, cols, qb, qs, beta, dk, OR)
             b -= 1
 '''
 
@@ -193,8 +200,8 @@ _PARAMS = {
     "fwd": (("q", "in"), ("k", "in"), ("v", "in"), ("o", "out"), ("offs", "in", "int64"),
             ("geo", "in", "int64"), ("sc", "in"), ("buf", "scratch"), "N"),
     "bwd": (("g", "in"), ("q", "in"), ("k", "in"), ("v", "in"), ("res", "out"),
-            ("offs", "in", "int64"), ("geo", "in", "int64"), ("sc", "in"), ("buf", "scratch"),
-            "N"),
+            ("offs", "in", "int64"), ("oo", "in", "int64"), ("geo", "in", "int64"),
+            ("sc", "in"), ("buf", "scratch"), "N"),
 }
 
 
@@ -207,7 +214,6 @@ def attention_kernel(way: str, dtype: str) -> hw.NativeKernel | None:
     params = tuple((p, "int", None) if isinstance(p, str) else
                    (p[0], p[1], p[2] if len(p) > 2 else dtype) for p in _PARAMS[way])
     src = (_MATH[dtype].format(pos=KEY_POS_INF[dtype], neg=KEY_NEG_INF[dtype])
-
            + blas_calls.kernel_head(dtype) + _SOFTMAX
            + (_FWD if way == "fwd" else _BWD))
     return hw.kernel(f"sdpa_{way}", params, src, op="sdpa" if way == "fwd" else "sdpa_backward")
@@ -283,22 +289,62 @@ def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool
     return hw.into(res, out)
 
 
+def _gradient_rows(res: np.ndarray, shape: tuple, perm, cat_dim) -> tuple | None:
+    """Where dq, dk and dv go in ``res`` (``sdpa_backward``'s result for its layout):
+    each item's first-row offsets (dq's, dk's, dv's) and the row stride, or None where a
+    row is not contiguous there."""
+    if perm is None:
+        views = list(res)
+    else:
+        n = res.shape[cat_dim] // 3
+        inv = tuple(int(i) for i in np.argsort(perm))
+        views = [np.transpose(res[(slice(None),) * cat_dim + (slice(j * n, (j + 1) * n),)],
+                              inv) for j in range(3)]
+    isz = res.itemsize
+    strides = [hw.strides(x) for x in views]
+    if any(x.shape != shape or st[-1] != 1 or st[-2] != strides[0][-2]
+           for x, st in zip(views, strides)):
+        return None
+    base = res.__array_interface__["data"][0]
+    starts = [(x.__array_interface__["data"][0] - base) // isz for x in views]
+    batch = tuple(shape[:-2])
+    offs = _offsets(batch, tuple(st[:-2] for st in strides))
+    n_items = offs.size // 3
+    return offs + np.repeat(np.array(starts, np.int64), n_items), strides[0][-2]
+
+
 def sdpa_backward(g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
-                  causal: bool, *, out: np.ndarray | None = None) -> np.ndarray:
-    """``sdpa_backward``: [dq, dk, dv] by the lanes kernel, into ``out`` when given."""
+                  causal: bool, perm=None, cat_dim=None, *,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """``sdpa_backward``: [dq, dk, dv] by the lanes kernel, into ``out`` when given, in
+    the op's layout (stacked, or permuted and concatenated: written there directly)."""
     ref = REGISTRY["sdpa_backward"].reference
     kern = attention_kernel("bwd", q.dtype.name) if _usable(q, k, v, g) else None
+
+    def by_reference():
+        return hw.into(ref(g, q, k, v, scale=scale, causal=causal, perm=perm,
+                           cat_dim=cat_dim), out)
     if kern is None or not _ready(kern):
-        return hw.into(ref(g, q, k, v, scale=scale, causal=causal), out)
+        return by_reference()
     g, q, k, v = _rows(g), _rows(q), _rows(k), _rows(v)
     length, dim = q.shape[-2:]
     items = q.size // (length * dim)
     offs, (qs, ks, vs, gs) = _layout((q, k, v, g))
     br = _block_rows(length, causal)
-    res = hw.result((3,) + q.shape, q.dtype, out)
-    geo = np.array([length, dim, qs, ks, vs, gs, br, int(bool(causal))], np.int64)
+    if perm is None:
+        shape = (3,) + q.shape
+    else:
+        shape = [q.shape[i] for i in perm]
+        shape[cat_dim] *= 3
+    res = hw.result(tuple(shape), q.dtype, out)
+    rows = _gradient_rows(res, q.shape, perm, cat_dim)
+    if rows is None:
+        return by_reference()
+    oo, ors = rows
+    geo = np.array([length, dim, qs, ks, vs, gs, br, int(bool(causal)), ors], np.int64)
     sc = np.array([scale], q.dtype)
-    _run(kern, [g, q, k, v, res, offs, geo, sc, 2 * (br + dim) * length + 1, items], items)
+    _run(kern, [g, q, k, v, res, offs, oo, geo, sc, 2 * (br + dim) * length + 1, items],
+         items)
     return hw.into(res, out)
 
 

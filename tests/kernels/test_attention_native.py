@@ -116,6 +116,41 @@ def test_out_buffer_is_written_in_place():
     assert att.sdpa_backward(g, q, k, v, 0.5, True, out=out) is out
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("perm, cat_dim", [((0, 2, 1, 3), 2), ((0, 2, 1, 3), 3),
+                                           ((1, 0, 2, 3), 0), ((0, 1, 2, 3), 1)])
+def test_gradients_written_in_the_concatenated_layout(perm, cat_dim, dtype, causal,
+                                                      threads):
+    """With ``perm`` and ``cat_dim`` (a fused q/k/v projection's gradient), dq, dk and dv
+    go straight where permuting and concatenating them would put them, from strided
+    q, k, v (the heads of one qkv buffer) as the plan gives them."""
+    b, t, h, d = 2, 7, 3, 4
+    rng = np.random.default_rng(1)
+    qkv = rng.standard_normal((b, t, 3 * h * d)).astype(dtype)
+    q, k, v = (qkv[..., j * h * d:(j + 1) * h * d].reshape(b, t, h, d).transpose(0, 2, 1, 3)
+               for j in range(3))
+    g = rng.standard_normal((b, h, t, d)).astype(dtype)
+    ref = REGISTRY["sdpa_backward"].reference
+    want = np.concatenate([x.transpose(perm) for x in ref(g, q, k, v, scale=0.4,
+                                                          causal=causal)], axis=cat_dim)
+    np.testing.assert_array_equal(ref(g, q, k, v, scale=0.4, causal=causal, perm=perm,
+                                      cat_dim=cat_dim), want)
+    got = att.sdpa_backward(g, q, k, v, 0.4, causal, perm, cat_dim)
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+    out = np.full(want.shape, np.nan, dtype)
+    assert att.sdpa_backward(g, q, k, v, 0.4, causal, perm, cat_dim, out=out) is out
+    np.testing.assert_allclose(out, want, **TOL[dtype])
+
+
+def test_bad_layout_attributes_are_refused():
+    from ir import dtypes as dt
+    spec = ((2, 3, 5, 4), dt.float32)
+    with pytest.raises(RuntimeError, match="do not lay out"):
+        REGISTRY["sdpa_backward"].infer([spec] * 4, {"scale": 1.0, "causal": False,
+                                                     "perm": (0, 1, 2), "cat_dim": 1})
+
+
 def test_kernels_load_without_numba_in_a_warm_process(two_processes):
     """The kernels come from the disk cache as machine code: a second process runs an
     attention forward and backward without importing Numba."""

@@ -194,6 +194,9 @@ def test_gpt_train_step_kernel_count_and_equivalence():
     # besides the attention ops (sdpa and sdpa_backward per block, native kernels of their own)
     library = [s.name.split()[0] for s in plan.steps if s.kind == "library"]
     assert library.count("sdpa") == library.count("sdpa_backward") == 2
+    # the backward writes the fused q/k/v projection's gradient itself: no cat of its
+    # three gradients (ir.passes.rewrites.attention_gradients_in_place)
+    assert "cat" not in library and "select_block" not in library, library
     assert len(library) - 4 <= 16, library
     assert not any("sum_to_size" in s.name for s in plan.steps)
 

@@ -3,7 +3,8 @@ transposed matmul products computed in their readers' layout, split's gradient a
 a copy (clone) before a reshape that no strides can view, an output copy of a fresh
 intermediate dropped, a scan backward's packed gradient narrowed to the blocks it reads, a
 cat of merging reshapes done before the reshape, an embedding table multiplied instead of
-the rows looked up from it.
+the rows looked up from it, attention's gradients written side by side by its backward
+op.
 
 Each rewritten graph is run by the reference interpreter and compared with NumPy."""
 import numpy as np
@@ -13,7 +14,8 @@ from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
 from ir.passes.cleanup import dce
-from ir.passes.rewrites import (cat_before_reshape, cat_slice_puts, copy_before_reshape,
+from ir.passes.rewrites import (attention_gradients_in_place, cat_before_reshape,
+                                cat_slice_puts, copy_before_reshape,
                                 decompose_sum_to_size, drop_output_clones,
                                 fold_embedding_projections, fold_summed_matmul, masked_one_hot,
                                 narrow_scan_gradients, pool_before_relu,
@@ -597,3 +599,33 @@ def test_table_gradient_through_a_feature_reshape_is_left_alone():
     want = _run(g, *arrays)
     assert fold_embedding_projections(g) == 0
     np.testing.assert_allclose(_run(g, *arrays)[0], want[0], rtol=1e-6)
+
+
+def _attention_gradient_cat(reader: bool):
+    """sdpa_backward's [dq, dk, dv], each (B, H, T, D) -> (B, T, H, D), side by side along
+    the head axis (a fused q/k/v projection's gradient); ``reader``: R read elsewhere too."""
+    B, H, T, D = 2, 3, 5, 4
+    g = Graph()
+    ins = [g.add_input((B, H, T, D), F32) for _ in range(4)]
+    R = g.add_node("sdpa_backward", ins, {"scale": 0.5, "causal": True})
+    parts = [g.add_node("permute", [g.add_node("select_block", [R], {"index": i})],
+                        {"dims": (0, 2, 1, 3)}) for i in range(3)]
+    cat = g.add_node("cat", parts, {"dim": 2})
+    g.set_outputs([cat, R] if reader else [cat])
+    arrays = [rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4)]
+    return g, arrays
+
+
+def test_attention_gradients_are_written_where_the_cat_puts_them():
+    g, arrays = _attention_gradient_cat(reader=False)
+    want = _run(g, *arrays)
+    assert attention_gradients_in_place(g) == 1
+    assert [n.op for n in g.nodes] == ["sdpa_backward"]
+    assert g.nodes[0].attrs["perm"] == (0, 2, 1, 3) and g.nodes[0].attrs["cat_dim"] == 2
+    np.testing.assert_allclose(_run(g, *arrays)[0], want[0], rtol=1e-6)
+
+
+def test_attention_gradient_read_elsewhere_keeps_its_cat():
+    g, arrays = _attention_gradient_cat(reader=True)
+    assert attention_gradients_in_place(g) == 0
+    assert any(n.op == "cat" for n in g.nodes)
