@@ -62,8 +62,9 @@ def set_parallel_threshold(n: int) -> int:
 
 # per-element calls that cost several plain arithmetic ops each (vector polynomials)
 _COSTLY = frozenset({"exp", "expm1", "log", "log1p", "log2", "log10", "tanh", "sigmoid", "erf",
-                     "pow", "sin", "cos", "tan", "atan", "asin", "acos", "sinh", "cosh", "erfc",
-                     "gelu", "softplus", "silu"})
+                     "pow", "sin", "cos", "tan", "atan", "atan2", "asin", "acos", "sinh",
+                     "cosh", "asinh", "acosh", "atanh", "erfc", "gelu", "gelu_backward",
+                     "softplus", "silu", "elu"})
 
 
 def work_weight(spec: KernelSpec) -> int:

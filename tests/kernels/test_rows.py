@@ -223,6 +223,8 @@ def test_costly_rows_split_over_threads_below_the_element_threshold(monkeypatch)
     copy = KernelSpec((F,), ((F, "full"),), (Phase("map", (), stores=((0, inp(0)),)),),
                       "elementwise")
     assert work_weight(copy) == 1
+    from ir.registry import REGISTRY
+    assert all(REGISTRY[op].expr is not None for op in cpu._COSTLY)  # names of real ops
     split = []
     real = cpu.CompiledKernel._run_parallel
     monkeypatch.setattr(cpu.CompiledKernel, "_run_parallel",
