@@ -43,6 +43,7 @@ import functools
 import numpy as np
 
 import ir.ops  # noqa: F401  (registers the ops this module serves)
+from ir.ops.attention import gradient_shape
 from ir.registry import REGISTRY
 
 from . import blas_calls
@@ -229,21 +230,12 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return a
 
 
-@functools.lru_cache(maxsize=64)
 def _offsets(batch: tuple, strides: tuple) -> np.ndarray:
     """The element offset of every batch item (row-major over ``batch``), one row per
     operand's ``strides``."""
-    rows = []
-    for st in strides:
-        off = np.zeros(batch, np.int64)
-        for axis, (n, s) in enumerate(zip(batch, st)):
-            shape = [1] * len(batch)
-            shape[axis] = n
-            off = off + np.arange(n, dtype=np.int64).reshape(shape) * s
-        rows.append(off.reshape(-1))
-    out = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    out.flags.writeable = False
-    return out
+    if not strides:
+        return np.zeros(0, np.int64)
+    return np.concatenate([hw.index_offsets(batch, st) for st in strides])
 
 
 def _layout(arrays) -> tuple[np.ndarray, list[int]]:
@@ -331,12 +323,7 @@ def sdpa_backward(g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, sc
     items = q.size // (length * dim)
     offs, (qs, ks, vs, gs) = _layout((q, k, v, g))
     br = _block_rows(length, causal)
-    if perm is None:
-        shape = (3,) + q.shape
-    else:
-        shape = [q.shape[i] for i in perm]
-        shape[cat_dim] *= 3
-    res = hw.result(tuple(shape), q.dtype, out)
+    res = hw.result(gradient_shape(q.shape, perm, cat_dim), q.dtype, out)
     rows = _gradient_rows(res, q.shape, perm, cat_dim)
     if rows is None:
         return by_reference()

@@ -52,6 +52,7 @@ Rules for ``body``:
 """
 from __future__ import annotations
 
+import functools
 import textwrap
 import threading
 
@@ -90,6 +91,20 @@ def view_as(a: np.ndarray, shape: tuple) -> np.ndarray | None:
     if view_strides(a.shape, a.strides, shape) is None:
         return None
     return a.reshape(shape)
+
+
+@functools.lru_cache(maxsize=128)
+def index_offsets(shape: tuple, strides: tuple) -> np.ndarray:
+    """The element offset of every index of ``shape`` (C order) at element ``strides``:
+    where a kernel's work units (attention's batch items, an embedding gradient's
+    rows) start in an operand its loops cannot index by one stride. Read-only, kept
+    per layout (a plan's step asks for the same one on every call)."""
+    offs = np.zeros((), np.int64)
+    for n, s in zip(shape, strides):
+        offs = offs[..., None] + np.arange(n, dtype=np.int64) * s
+    offs = offs.reshape(-1)
+    offs.flags.writeable = False
+    return offs
 
 
 def operand(a: np.ndarray, dtype=None) -> np.ndarray:

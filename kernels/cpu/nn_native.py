@@ -951,19 +951,7 @@ def _rows_of(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     v = hw.view_as(g, (g.size // g.shape[-1] if g.shape[-1] else 0, g.shape[-1]))
     if v is not None:
         return v, None
-    return g, _row_offsets(g.shape[:-1], hw.strides(g)[:-1])
-
-
-@functools.lru_cache(maxsize=64)
-def _row_offsets(shape: tuple, strides: tuple) -> np.ndarray:
-    """Element offset of each index of ``shape`` (C order) at ``strides``; read-only,
-    kept per layout (a plan's step asks for the same one on every call)."""
-    offs = np.zeros((), np.int64)
-    for n, s in zip(shape, strides):
-        offs = offs[..., None] + np.arange(n, dtype=np.int64) * s
-    offs = offs.reshape(-1)
-    offs.flags.writeable = False
-    return offs
+    return g, hw.index_offsets(g.shape[:-1], hw.strides(g)[:-1])
 
 
 def _embedding_backward_native(g, idx, num_weights, padding_idx=None, out=None):
