@@ -87,15 +87,19 @@ def _sdpa_backward_infer(specs, attrs):
     if tuple(specs[0][0]) != shape or specs[0][1] is not d:
         raise RuntimeError(f"sdpa_backward: the output gradient must match the query, got "
                            f"{tuple(specs[0][0])} {specs[0][1]}")
-    perm, cat_dim = attrs.get("perm"), attrs.get("cat_dim")
+    return gradient_shape(shape, attrs.get("perm"), attrs.get("cat_dim")), d
+
+
+def gradient_shape(shape: tuple, perm, cat_dim) -> tuple:
+    """``sdpa_backward``'s result shape for q's ``shape`` and its layout attributes."""
     if perm is None:
-        return (3,) + shape, d
+        return (3,) + tuple(shape)
     if sorted(perm) != list(range(len(shape))) or not 0 <= cat_dim < len(shape):
         raise RuntimeError(f"sdpa_backward: perm {perm} and cat_dim {cat_dim} do not lay out "
                            f"a {len(shape)}-D gradient")
     out = [shape[i] for i in perm]
     out[cat_dim] *= 3
-    return tuple(out), d
+    return tuple(out)
 
 
 def _sdpa_grad(b, g, xs, out, scale, causal):
