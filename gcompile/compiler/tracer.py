@@ -24,7 +24,7 @@ from ir.registry import GradBuilder
 
 import kernels.cpu as _kernels
 
-from .guards import check_guards, module_guard
+from .guards import check_guards, module_guard, requires_grad_guard
 
 # calls of compiled functions being traced now (the first step's eager rest included: its
 # results are the trace's, the plan runs its own kernels); eager kernels not yet compiled
@@ -35,10 +35,6 @@ _kernels.tracing = lambda: TRACING_CALLS[0] > 0
 _PKG_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(p))) + os.sep
                   for p in (__file__,))
 _IR_DIR = os.path.join(os.path.dirname(_PKG_DIRS[0].rstrip(os.sep)), "ir") + os.sep
-
-
-def _requires_grad_of(ref):
-    return lambda: bool(ref().requires_grad)
 
 
 class GraphBreakError(RuntimeError):
@@ -696,7 +692,7 @@ class Tracer:
         inputs. Returns (live captured tensors, write-backs), a write-back being
         (position of the mutated tensor's graph input, output index of its new value)."""
         outs = [self.value_of(t) for t in output_tensors]
-        live = []
+        live, grad_flags = [], []
         for cap in self.captures:
             t = cap.tensor()
             if t is None:
@@ -708,8 +704,9 @@ class Tracer:
                 if t.requires_grad or (t.grad_fn is None and t.dtype.is_floating_point):
                     # autograd recorded (or skipped) its history: freezing or unfreezing
                     # it changes what backward and the optimizer do
-                    self.guards.append((_requires_grad_of(cap.ref), bool(t.requires_grad),
-                                        f"requires_grad of captured tensor %{cap.value.name}"))
+                    grad_flags.append((cap.ref, bool(t.requires_grad), cap.value.name))
+        if grad_flags:
+            self.guards.append(requires_grad_guard(grad_flags))
         writebacks = []
         input_ids = {id(v) for v in self.graph.inputs}
         for tensor, root in self.mutated_tensors():
