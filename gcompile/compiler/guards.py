@@ -155,7 +155,9 @@ def module_guard(module) -> tuple:
     traced one without building it. That holds on nearly every call and costs a third
     of building the state (a GPT step checks 31 modules on each call). Anything else
     (an attribute rebound, even to an equal value) compares the state itself. Modules
-    with a tuple attribute holding something mutable always do."""
+    with a tuple attribute holding something mutable always do. The traced objects are
+    held (so no new object can take an old one's identity) until a check finds the
+    state changed: then the guard lets them go and compares the state from then on."""
     ref = weakref.ref(module)
 
     def state() -> tuple:
@@ -171,19 +173,31 @@ def module_guard(module) -> tuple:
     d0 = module.__dict__
     if not all(_immutable(v) for v in d0.values() if isinstance(v, tuple)):
         return (state, expected, _module_guard_what(module))
-    keys, values = tuple(d0), tuple(d0.values())
-    # the dicts whose entries the state reads: (dict, its keys, its values)
-    inner = tuple((c, tuple(c), tuple(c.values())) for c in
-                  (d0.get(k) for k in _HELD + _HOOKS) if isinstance(c, dict))
-    is_ = operator.is_
+    # the dicts whose entries the state reads (the module's own holds them)
+    inner = tuple(c for c in (d0.get(k) for k in _HELD + _HOOKS) if isinstance(c, dict))
+    traced = _held_objects(d0, inner)
+    n, is_ = len(traced), operator.is_
 
     def check() -> tuple:
-        d = ref().__dict__
-        if tuple(d) == keys and all(map(is_, d.values(), values)) and all(
-                tuple(c) == ck and all(map(is_, c.values(), cv)) for c, ck, cv in inner):
-            return expected
-        return state()
+        nonlocal traced
+        if traced is not None:
+            now = _held_objects(ref().__dict__, inner)
+            if len(now) == n and all(map(is_, now, traced)):
+                return expected
+        now_state = state()
+        if now_state != expected:
+            traced = None  # changed: stop holding what the module held (old parameters)
+        return now_state
     return (check, expected, _module_guard_what(module))
+
+
+def _held_objects(d: dict, inner: tuple) -> list:
+    """The keys and values of a module's ``__dict__`` and of the dicts in ``inner``, in
+    order: compared by identity with the traced ones."""
+    out = [*d, *d.values()]
+    for c in inner:
+        out += [*c, *c.values()]
+    return out
 
 
 def _module_guard_what(module) -> str:

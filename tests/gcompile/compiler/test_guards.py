@@ -108,3 +108,14 @@ def test_freezing_a_parameter_retraces_the_compiled_step():
     step(x)
     assert (model.weight.detach().numpy() == before).all()
     assert len(step.entries) == 2
+
+
+def test_a_failed_guard_lets_go_of_the_replaced_parameter():
+    m = nn.Linear(3, 2)
+    guard = module_guard(m)
+    old = weakref.ref(m.weight)
+    m.weight = nn.Parameter(torch.zeros(2, 3))
+    assert old() is not None   # held by the guard until a check sees the change
+    assert not _holds(guard)
+    assert old() is None
+    assert not _holds(guard)   # and it still fails, by the state comparison
