@@ -336,7 +336,12 @@ class CompiledKernel:
         for slot, k in slots:
             args[slot] = ptrs[k]
         block = _with_scratch(args, scratch)  # one block per binding (callers take turns)
-        return BoundCall(self._fn(variant), args, slots, ptrs, (block, keep))
+        fn = self._fn(variant)
+        row = np.array([args], np.int64)
+        task = native_pool.serial_task(fn, row)
+        if task is not None:
+            return SerialCall(fn, row, slots, ptrs, (block, keep), task)
+        return BoundCall(fn, args, slots, ptrs, (block, keep))
 
     def variant_for(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> tuple | None:
         """The loop variant a call on arrays laid out as these would run (None when it
@@ -656,6 +661,18 @@ class RowsCall(BoundCall):
 
     def __call__(self) -> None:
         self._task()
+
+
+class SerialCall(RowsCall):
+    """A ``BoundCall`` whose one row of C arguments goes to the kernel through the
+    native pool's trampoline on the calling thread (``native_pool.serial_task``): two
+    arguments to convert per call instead of the kernel's 15-30."""
+
+    __slots__ = ()
+
+    def __init__(self, fn, row: np.ndarray, slots, ptrs: list[int], keep, task) -> None:
+        BoundCall.__init__(self, fn, row, slots, ptrs, keep)
+        self._task = task
 
 
 def _aliases(inputs, outputs, ptrs: list[int]) -> tuple[int, ...]:

@@ -36,6 +36,7 @@ Python pool (``available()`` says which), which sends spinning workers to sleep 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import threading
@@ -44,7 +45,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["MAX_ARGS", "available", "rows_task", "run_rows", "quiesce", "ensure_workers",
+__all__ = ["MAX_ARGS", "available", "rows_task", "serial_task", "run_rows", "quiesce",
+           "ensure_workers",
            "routed_blas", "describe", "stats"]
 
 MAX_ARGS = 40  # 99% of the kernels in a user's cache; each more costs ~0.4 ms to build
@@ -437,7 +439,9 @@ def _load() -> dict | None:
         _P.update(addr=addr, st=st, workers=[],
                   run=ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
                                        ctypes.c_int64)(addr["run"]),
-                  worker=ctypes.CFUNCTYPE(None)(addr["worker"]), blas=[], ok=True)
+                  worker=ctypes.CFUNCTYPE(None)(addr["worker"]), blas=[], ok=True,
+                  chunk=ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(
+                      addr["kernel_chunk"]))
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
         return _P
@@ -534,6 +538,22 @@ def rows_task(entry, rows: np.ndarray) -> Callable[[], None]:
 
     def task() -> None:
         run(chunk, addr, n)
+    task.desc = desc  # alive while the task is
+    return task
+
+
+def serial_task(entry, row: np.ndarray) -> Callable[[], None] | None:
+    """A call of the kernel ``entry`` with the C arguments in ``row`` (C-contiguous
+    int64, ``lo, hi`` last) on the calling thread, through the chunk trampoline: a
+    ctypes call converts each argument (~0.12 us apiece: ~3 us for a kernel of 25),
+    the trampoline takes two. The row may be rewritten between calls and must outlive
+    the task. None where the pool (and so the trampoline) is not available here."""
+    p = _load()
+    if p is None or row.shape[-1] > MAX_ARGS:
+        return None
+    desc = np.array([ctypes.cast(entry, ctypes.c_void_p).value, row.shape[-1],
+                     row.ctypes.data], np.int64)
+    task = functools.partial(p["chunk"], desc.ctypes.data, 0)
     task.desc = desc  # alive while the task is
     return task
 

@@ -201,3 +201,30 @@ print(json.dumps({"same": same, "available": P.available(),
                   "python_pool": kc._POOL[0] is not None}))
 """, GCOMPILE_NATIVE_POOL=0)
     assert got == {"same": True, "available": False, "python_pool": True}
+
+
+@pytest.mark.parametrize("pool", ["1", "0"])
+def test_serial_bound_calls_through_the_trampoline(pool):
+    """A serial kernel call binds its C arguments once; with the pool they reach the
+    kernel through its two-argument trampoline (``SerialCall``), else through ctypes
+    (``BoundCall``): the same results, on repointed operands too."""
+    got = _run(r"""
+old = kc.set_parallel_threshold(1 << 62)
+f = gc.compile(ew)
+rng = np.random.default_rng(3)
+ok = True
+kinds = set()
+for rows in (1, 5, 64):
+    for _ in range(3):   # a new input array each call: the binding repoints it
+        a = rng.standard_normal((rows, 37)).astype(np.float32)
+        ok &= bool(np.allclose(planned(f, a), ref(a), rtol=1e-5, atol=1e-4))
+    for st in f.entries[-1].executable.plan.steps:
+        b = getattr(st.run, "bound", None)
+        if b is not None:
+            kinds.add(type(b).__name__)
+print(json.dumps({"ok": ok, "kinds": sorted(kinds)}))
+""", GCOMPILE_NATIVE_POOL=pool)
+    assert got["ok"]
+    if pool == "1" and not got["kinds"] == ["SerialCall"]:
+        _needs_pool()
+    assert got["kinds"] == (["SerialCall"] if pool == "1" else ["BoundCall"])
