@@ -24,7 +24,8 @@ from ir.registry import REGISTRY
 from .logs import log, stage
 from .plan import Buffer, Plan, Step
 from .specs import RowStoreConflict, lower_elementwise, lower_rows
-from .steps import RECORDING, kernel_step, mark_stable, matmul_step, node_step
+from .steps import (RECORDING, kernel_step, mark_stable, matmul_step, node_step,
+                    pool_pair_step, pool_pairs)
 
 def _log(channel: str, msg: str) -> None:
     # one GCOMPILE_LOG parser for runtime and compiler (runtime must not import gcompile)
@@ -240,7 +241,7 @@ def compile_graph(graph: Graph, *, check: bool = True, make_kernel=None,
         slot[id(v)] = len(names)
         names.append(v.name)
     with stage("lower", lambda: _describe_steps(steps)):
-        steps = _lower_groups(graph, fusion, make_kernel, slot)
+        steps = _lower_groups(graph, fusion, make_kernel, slot, pairs=keep_whole)
     with stage("memory plan", lambda: plan.memory.summary()):
         plan = _plan_memory(graph, steps, slot, names)
         mark_stable(plan)
@@ -260,17 +261,30 @@ def _describe_steps(steps: list[Step]) -> str:
     return f"{len(steps)} steps: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
 
 
-def _lower_groups(graph: Graph, fusion: Fusion, make_kernel, slot: dict) -> list[Step]:
+def _lower_groups(graph: Graph, fusion: Fusion, make_kernel, slot: dict,
+                  pairs: bool = True) -> list[Step]:
     """One plan step per fusion group, in order: a generated kernel (a group that cannot
     be one kernel moves values out or splits and is tried again; a lone node without a
     kernel runs its NumPy implementation), a BLAS matmul, a view or a library op.
-    ``fusion.groups`` ends up as the groups that became steps."""
+    ``fusion.groups`` ends up as the groups that became steps. With ``pairs`` (CPU
+    plans, whose ops stay whole), max pooling's indices and the gather of its values
+    are one step (``pool_pair_step``)."""
     steps: list[Step] = []
     groups = list(fusion.groups)
     final_groups: list[Group] = []
     kernels_made = 0
+    # max pooling's indices and the gather of its values: one step (``pool_pair_step``)
+    pairs = pool_pairs(g.nodes[0] for g in groups if g.kind == "library") if pairs else {}
+    paired = {id(m) for m in pairs.values()}
     while groups:
         g = groups.pop(0)
+        if g.kind == "library" and id(g.nodes[0]) in paired:
+            final_groups.append(g)   # computed by its indices' step
+            continue
+        if g.kind == "library" and id(g.nodes[0]) in pairs:
+            steps.append(pool_pair_step(g.nodes[0], pairs[id(g.nodes[0])], slot))
+            final_groups.append(g)
+            continue
         if g.kind in ("elementwise", "rows"):
             try:
                 low = lower_elementwise(g) if g.kind == "elementwise" else lower_rows(g)

@@ -348,6 +348,56 @@ def writes_into(n: Node) -> bool:
         getattr(n.out.dtype, "np", None) is not None
 
 
+class _PoolPairRun:
+    """The ``run`` of ``pool_pair_step``: both results from one pass where the indices
+    op's implementation offers ``with_values`` and takes these arrays, else the two
+    ops one after the other."""
+
+    __slots__ = ("op", "sx", "si", "sv", "attrs", "runs")
+
+    def __init__(self, op, sx: int, si: int, sv: int, attrs: dict, runs: tuple) -> None:
+        self.op = op
+        self.sx, self.si, self.sv = sx, si, sv
+        self.attrs = attrs
+        self.runs = runs
+
+    def __call__(self, env) -> None:
+        both = getattr(self.op.impl, "with_values", None)
+        if both is not None and getattr(RECORDING, "variants", None) is None:
+            with np.errstate(all="ignore"):
+                if both(env[self.sx], indices=env[self.si], values=env[self.sv],
+                        **self.attrs):
+                    return
+        for run in self.runs:
+            run(env)
+
+
+def pool_pairs(nodes) -> dict[int, Node]:
+    """``max_pool_indices`` nodes whose indices a ``pool_gather`` of the same input
+    reads: id(indices node) -> that gather (the first, where several do)."""
+    out: dict[int, Node] = {}
+    for n in nodes:
+        if n.op != "pool_gather" or len(n.inputs) != 2:
+            continue
+        x, idx = n.inputs
+        p = idx.producer if isinstance(idx, Value) else None
+        if p is not None and p.op == "max_pool_indices" and p.inputs[0] is x and \
+                writes_into(p) and writes_into(n):
+            out.setdefault(id(p), n)
+    return out
+
+
+def pool_pair_step(n_idx: Node, n_gather: Node, slot) -> Step:
+    """One library step for max pooling's indices and the gather of its values (both
+    written into the buffers the plan gives them): see ``_PoolPairRun``."""
+    a, b = node_step(n_idx, slot, "library"), node_step(n_gather, slot, "library")
+    sx, si, sv = slot[id(n_idx.inputs[0])], slot[id(n_idx.out)], slot[id(n_gather.out)]
+    run = _PoolPairRun(REGISTRY[n_idx.op], sx, si, sv, dict(n_idx.attrs), (a.run, b.run))
+    return Step("library", f"{a.name} + {b.name}", run, [sx], [si, sv], [n_idx, n_gather],
+                bytes_moved=n_idx.inputs[0].nbytes + n_idx.out.nbytes + n_gather.out.nbytes,
+                into=True)
+
+
 def node_step(n: Node, slot, kind: str) -> Step:
     ins = [(slot[id(a)], None) if isinstance(a, Value) else (None, a) for a in n.inputs]
     so = slot[id(n.out)]

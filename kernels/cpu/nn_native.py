@@ -17,11 +17,12 @@ bit for bit as ``op.reference`` whatever the thread count.
 Spatial ops work on three spatial dimensions: 1-D and 2-D inputs get leading
 dimensions of size 1 (stride 0), so one kernel serves Conv1d/2d/3d and the pools.
 
-``max_pool_indices`` and ``pool_gather`` stay two kernels: an op has one output, and a
+``max_pool_indices`` and ``pool_gather`` stay two ops: an op has one output, and a
 packed (values, indices) op would change the functional layer, both gradient rules and
-the ONNX exporter (which matches max_pool_indices -> pool_gather). The gather reads only
-the chosen elements (a quarter of the input for a 2x2 pool), about a seventh of the
-pair's time at the MNIST example's shapes.
+the ONNX exporter (which matches max_pool_indices -> pool_gather). A plan runs the pair
+as one step (``runtime.steps.pool_pair_step``), which computes both in one pass where
+the windows fit (``max_pool_with_values``): the separate gather read the indices and
+the input again, 0.9 of the MNIST example's 2.3 ms for the pair.
 """
 from __future__ import annotations
 
@@ -508,6 +509,58 @@ def _maxpool_body(spatial, kernel, stride, padding, dilation, out_sp, s4: int = 
     kd, kh, kw = _dims3(kernel, 1)
     return (_MAXPOOL_FIXED.replace("KD_", str(kd)).replace("KH_", str(kh))
             .replace("KW_", str(kw)))
+
+
+def _values_body(body: str) -> str:
+    """A fixed-window max-pool body (``_MAXPOOL_FIXED`` or its row-run form) that also
+    writes each window's maximum, read at the index it chose, into ``vout``: the input
+    position of plane index ``ao`` is ``xp + ao`` where the planes are contiguous."""
+    body = body.replace("def body(x, out, C,", "def body(x, out, vout, C,")
+    body = body.replace("        o = out[t * OW:(t + 1) * OW]\n",
+                        "        o = out[t * OW:(t + 1) * OW]\n"
+                        "        vo = vout[t * OW:(t + 1) * OW]\n"
+                        "        xp = ni * s0 + ci * s1\n")
+    return body.replace("            o[ow] = ao\n", "            o[ow] = ao\n"
+                        "            vo[ow] = x[xp + ao]\n")
+
+
+def max_pool_with_values(x, kernel, stride, padding, dilation, ceil_mode, indices,
+                         values) -> bool:
+    """``max_pool_indices`` into ``indices`` and ``pool_gather`` of those into
+    ``values`` in one pass over ``x``: each maximum is read while its window is in
+    cache, where the separate gather read the indices and the input again (0.9 ms of
+    the MNIST example's 3.2 ms of pooling). Only for windows that all fit (no padding
+    or dilation) over contiguous planes, into C-contiguous outputs of the right shape
+    and dtype; False (nothing written) elsewhere, and the caller runs the two ops."""
+    d = x.dtype.name
+    out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    n, c = x.shape[:2]
+    shape = (n, c) + tuple(out_sp)
+    if d not in FLOATS or x.size == 0 or x.ndim < 3 or \
+            not all(a.shape == shape and a.flags.c_contiguous and a.flags.writeable
+                    for a in (indices, values)) or \
+            indices.dtype != np.int64 or values.dtype != x.dtype:
+        return False
+    x = hw.operand(x)
+    (_, _, dd, hh, ww), st = _as5d(x)
+    if st[4] != 1 or (hh > 1 and st[3] != ww) or (dd > 1 and st[2] != hh * ww):
+        return False
+    body = _maxpool_body(x.shape[2:], kernel, stride, padding, dilation, out_sp, 1)
+    if body is _MAXPOOL:
+        return False
+    k = hw.kernel("max_pool_values", (("x", "in", d), ("out", "out", "int64"),
+                                      ("vout", "out", d))
+                  + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
+                  _values_body(body), op="max_pool_indices")
+    try:
+        if not _ready(k):
+            return False
+    except hw.Deferred:
+        return False
+    geo = _geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp)
+    k(x, indices, values, c, *st, *geo, n=n * c * geo[15] * geo[16],
+      work=indices.size * int(np.prod(kernel)))
+    return True
 
 
 def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode, out=None):
@@ -1090,8 +1143,11 @@ NATIVE = {
 def register() -> None:
     """Serve the ops in ``NATIVE`` from their kernels (once; the NumPy implementations
     stay as ``op.reference``). Each takes ``out=`` (``handwritten.writes_out``): a plan's
-    library step passes its planned buffer."""
+    library step passes its planned buffer. ``max_pool_indices`` also offers
+    ``with_values`` (``max_pool_with_values``), which a plan uses for an indices op and
+    the gather that reads them."""
     hw.serve(NATIVE)
+    NATIVE["max_pool_indices"].with_values = max_pool_with_values
 
 
 register()

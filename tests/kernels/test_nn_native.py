@@ -189,6 +189,40 @@ def test_max_pool_gather_scatter(case, ceil_mode, dtype, threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{len(c[0])}d-{c}")
+def test_max_pool_with_values_is_the_indices_and_their_gather(case, dtype, threads):
+    """One pass for both (a plan's pool step): the reference's indices and values bit
+    for bit where every window fits the contiguous input, nothing written elsewhere
+    (padding, dilation, strided planes, an output that is not the result's array)."""
+    kernel, stride, padding, dilation = case
+    spatial = (9, 7, 6)[-len(kernel):]
+    x = _rand((2, 3) + spatial, dtype)
+    x.reshape(-1)[::7] = 0.5
+    x.reshape(-1)[5::31] = -np.inf
+    x.reshape(-1)[11::53] = np.nan
+    x.reshape(-1)[3::41] = np.inf
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                 ceil_mode=False)
+    want_i = REGISTRY["max_pool_indices"].reference(x, **attrs)
+    want_v = REGISTRY["pool_gather"].reference(x, want_i)
+    fits = not any(padding) and all(d == 1 for d in dilation)
+    both = REGISTRY["max_pool_indices"].impl.with_values
+    for xin, contiguous in ((x, True), (_strided(x), False)):
+        idx = np.full(want_i.shape, -5, np.int64)
+        val = np.full(want_v.shape, 7, dtype)
+        done = both(xin, indices=idx, values=val, **attrs)
+        assert done == (fits and contiguous)
+        if done:
+            np.testing.assert_array_equal(idx, want_i)
+            np.testing.assert_array_equal(val, want_v)
+        else:
+            assert (idx == -5).all() and (val == 7).all()
+    if fits:
+        wrong = np.empty(want_v.shape, np.float32 if dtype == np.float64 else np.float64)
+        assert not both(x, indices=np.empty(want_i.shape, np.int64), values=wrong, **attrs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("padding", [(1, 1), (0, 0)])
 def test_all_minus_inf_window_keeps_first_position(dtype, padding, threads):
     x = np.full((1, 2, 5, 5), -np.inf, dtype)

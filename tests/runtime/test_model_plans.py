@@ -359,3 +359,39 @@ def test_conv_relu_maxpool_step_runs_relu_on_the_pooled_values():
     shapes = {n.op: n.out.shape for s in _plan_of(f).steps for n in s.nodes
               if n.op in ("relu", "max_pool_indices")}
     assert shapes["relu"] == shapes["max_pool_indices"] == (5, 8, 3, 3)
+    # the indices and the pooled values come from one step (``pool_pair_step``)
+    names = [s.name for s in _plan_of(f).steps]
+    assert any(n.startswith("max_pool_indices") and "+ pool_gather" in n for n in names)
+    assert not any(n.startswith("pool_gather") for n in names)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "padded"])
+def test_max_pool_with_returned_indices_from_one_step(layout, monkeypatch):
+    """An inference call returning max-pool values and indices: one pair step computes
+    both, in one pass where the windows fit a contiguous input and as the two ops
+    where they do not (a channels-last view, padding); the same as eager either way."""
+    from ir.registry import REGISTRY
+    impl = REGISTRY["max_pool_indices"].impl
+    passes = []
+
+    def counted(*a, _real=impl.with_values, **k):
+        passes.append(_real(*a, **k))
+        return passes[-1]
+    monkeypatch.setattr(impl, "with_values", counted)
+    pad = 1 if layout == "padded" else 0
+
+    def f(x):
+        y = x * 2.0
+        if layout == "channels_last":
+            y = y.permute(0, 3, 1, 2)   # (N, H, W, C) data seen as (N, C, H, W)
+        return F.max_pool2d(y, 2, stride=2, padding=pad, return_indices=True)
+    x = torch.randn(3, 10, 9, 4) if layout == "channels_last" else torch.randn(3, 4, 10, 9)
+    cf = torch.compile(f)
+    for _ in range(3):
+        got_v, got_i = cf(x)
+    want_v, want_i = f(x)
+    np.testing.assert_array_equal(got_v.numpy(), want_v.numpy())
+    np.testing.assert_array_equal(got_i.numpy(), want_i.numpy())
+    names = [s.name for s in _plan_of(cf).steps]
+    assert sum("+ pool_gather" in n for n in names) == 1
+    assert passes and all(passes) == (layout == "contiguous") and len(set(passes)) == 1
