@@ -230,12 +230,17 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return a
 
 
+@functools.lru_cache(maxsize=64)
 def _offsets(batch: tuple, strides: tuple) -> np.ndarray:
     """The element offset of every batch item (row-major over ``batch``), one row per
-    operand's ``strides``."""
+    operand's ``strides``. Read-only, kept per layout (a training step asks for the same
+    few on every call)."""
     if not strides:
-        return np.zeros(0, np.int64)
-    return np.concatenate([hw.index_offsets(batch, st) for st in strides])
+        out = np.zeros(0, np.int64)
+    else:
+        out = np.concatenate([hw.index_offsets(batch, st) for st in strides])
+    out.flags.writeable = False
+    return out
 
 
 def _layout(arrays) -> tuple[np.ndarray, list[int]]:
@@ -285,6 +290,16 @@ def _gradient_rows(res: np.ndarray, shape: tuple, perm, cat_dim) -> tuple | None
     """Where dq, dk and dv go in ``res`` (``sdpa_backward``'s result for its layout):
     each item's first-row offsets (dq's, dk's, dv's) and the row stride, or None where a
     row is not contiguous there."""
+    return _gradient_layout(res.shape, res.strides, res.dtype, tuple(shape),
+                            None if perm is None else tuple(perm), cat_dim)
+
+
+@functools.lru_cache(maxsize=64)
+def _gradient_layout(res_shape: tuple, res_strides: tuple, dtype, shape: tuple, perm,
+                     cat_dim) -> tuple | None:
+    """``_gradient_rows`` for a result of this layout (worked out on a stand-in array
+    of it that touches no memory: ~20 us a call, kept per layout)."""
+    res = np.lib.stride_tricks.as_strided(np.empty(1, dtype), res_shape, res_strides)
     if perm is None:
         views = list(res)
     else:
@@ -302,7 +317,9 @@ def _gradient_rows(res: np.ndarray, shape: tuple, perm, cat_dim) -> tuple | None
     batch = tuple(shape[:-2])
     offs = _offsets(batch, tuple(st[:-2] for st in strides))
     n_items = offs.size // 3
-    return offs + np.repeat(np.array(starts, np.int64), n_items), strides[0][-2]
+    rows = offs + np.repeat(np.array(starts, np.int64), n_items)
+    rows.flags.writeable = False
+    return rows, strides[0][-2]
 
 
 def sdpa_backward(g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
