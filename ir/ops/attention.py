@@ -38,8 +38,12 @@ def _probs(q, k, scale, causal):
     return (e / np.sum(e, axis=-1, keepdims=True)).astype(q.dtype, copy=False)
 
 
-def _sdpa_impl(q, k, v, scale, causal):
-    return np.matmul(_probs(q, k, scale, causal), v).astype(q.dtype, copy=False)
+def _sdpa_impl(q, k, v, scale, causal, perm=None):
+    """The attention (..., L, D), or with ``perm`` that permuted into a fresh array:
+    the layout its reader wants (the heads side by side again, for the output
+    projection), which a rewrite hands the op to write directly."""
+    r = np.matmul(_probs(q, k, scale, causal), v).astype(q.dtype, copy=False)
+    return r if perm is None else np.ascontiguousarray(np.transpose(r, perm))
 
 
 def laid_out(r: np.ndarray, perm, cat_dim) -> np.ndarray:
@@ -79,7 +83,13 @@ def _check(name, specs):
 
 
 def _sdpa_infer(specs, attrs):
-    return _check("sdpa", specs)
+    shape, d = _check("sdpa", specs)
+    perm = attrs.get("perm")
+    if perm is None:
+        return shape, d
+    if sorted(perm) != list(range(len(shape))):
+        raise RuntimeError(f"sdpa: perm {perm} does not permute a {len(shape)}-D result")
+    return tuple(shape[i] for i in perm), d
 
 
 def _sdpa_backward_infer(specs, attrs):
@@ -102,18 +112,20 @@ def gradient_shape(shape: tuple, perm, cat_dim) -> tuple:
     return tuple(out)
 
 
-def _sdpa_grad(b, g, xs, out, scale, causal):
+def _sdpa_grad(b, g, xs, out, scale, causal, perm=None):
     q, k, v = xs
+    if perm is not None:   # the output gradient back in (..., L, D) order (a view)
+        g = b.permute(g, dims=tuple(int(i) for i in np.argsort(perm)))
     r = b.sdpa_backward(g, q, k, v, scale=scale, causal=causal)
     return tuple(b.select_block(r, index=i) for i in range(3))
 
 
 register(OpDef("sdpa", "other", _sdpa_impl, infer=_sdpa_infer, grad=_sdpa_grad,
-               saves=(0, 1, 2), attrs=("scale", "causal"),
+               saves=(0, 1, 2), attrs=("scale", "causal", "perm"),
                backward_name="ScaledDotProductFlashAttentionForCpuBackward0",
                extra={"whole_on_cpu": True},
                doc="scaled dot-product attention softmax(q k^T * scale [causal]) v of q, k, v "
-                   "of one shape (..., L, D)"))
+                   "of one shape (..., L, D) (with perm, permuted into a fresh array)"))
 register(OpDef("sdpa_backward", "other", _sdpa_backward_impl, infer=_sdpa_backward_infer,
                attrs=("scale", "causal", "perm", "cat_dim"), extra={"whole_on_cpu": True},
                doc="[dq, dk, dv] of sdpa, stacked on a leading axis of 3 (or, with perm and "

@@ -174,9 +174,10 @@ def _swap_last(b, x):
     return b.permute(x, dims=tuple(range(nd - 2)) + (nd - 1, nd - 2))
 
 
-def _sdpa(b, q, k, v, scale, causal):
-    """matmul, softmax, matmul."""
-    return b.matmul(_sdpa_probs(b, q, k, scale, causal), v)
+def _sdpa(b, q, k, v, scale, causal, perm=None):
+    """matmul, softmax, matmul (then permuted, with ``perm``)."""
+    r = b.matmul(_sdpa_probs(b, q, k, scale, causal), v)
+    return r if perm is None else b.permute(r, dims=tuple(perm))
 
 
 def _sdpa_backward(b, g, q, k, v, scale, causal, perm=None, cat_dim=None):

@@ -580,10 +580,12 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     builds only the blocks of a scan's packed gradient its backward reads, max-pools
     before a ReLU (which then runs on the pooled values), turns a loss's one-index
     gather and scatter into masked rows the fuser joins to its log-softmax, copies a
-    permuted value that a reshape cannot view by a kernel into a planned buffer, and
-    returns a fresh intermediate itself instead of a copy of it (``ir.passes.rewrites``)."""
+    permuted value that a reshape cannot view by a kernel into a planned buffer (or,
+    for attention's output, has the attention op write it permuted), and returns a
+    fresh intermediate itself instead of a copy of it (``ir.passes.rewrites``)."""
     from .decompose import decompose_while
-    from .rewrites import (attention_gradients_in_place, cat_before_reshape,
+    from .rewrites import (attention_gradients_in_place, attention_output_in_place,
+                           cat_before_reshape,
                            cat_slice_puts, copy_before_reshape,
                            decompose_sum_to_size, drop_output_clones,
                            fold_embedding_projections, fold_summed_matmul, masked_one_hot,
@@ -597,4 +599,5 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     count += cat_before_reshape(graph) + attention_gradients_in_place(graph)
     count += narrow_scan_gradients(graph) + pool_before_relu(graph)
     count += masked_one_hot(graph)
-    return count + copy_before_reshape(graph) + drop_output_clones(graph)
+    count += copy_before_reshape(graph) + attention_output_in_place(graph)
+    return count + drop_output_clones(graph)

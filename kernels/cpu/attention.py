@@ -30,7 +30,9 @@ same sweep made the forward slower, so it has none.
 The backward writes dq, dk and dv at per-item offsets and a row stride it is given: the
 stacked (3, ...) layout, or the permuted, concatenated one of its ``perm``/``cat_dim``
 attributes (a fused q/k/v projection's gradient, ``ir.passes.rewrites.
-attention_gradients_in_place``), where a copy into that layout used to follow it.
+attention_gradients_in_place``), where a copy into that layout used to follow it. The
+forward writes its output the same way, permuted by its ``perm`` (the heads side by side
+for the output projection, ``attention_output_in_place``), where a copy followed it.
 
 Each item is computed whole by one thread, so results do not depend on the thread
 count. ``op.reference`` (NumPy) serves other dtypes, empty shapes and processes without
@@ -112,12 +114,14 @@ def transpose_into(t, x, xo, xs, rows, dim):
             t[d * rows + r] = src[d]
 '''
 
-# geo: L, D, the row strides of q, k, v (and g), the block rows BR, causal; buf: a
+# geo: L, D, the row strides of q, k, v (and g), the block rows BR, causal, the
+# output's row stride OR; item i's output rows start at element oo[i] of o; buf: a
 # block's scores (BR * L), then kᵀ (D * L)
 _FWD = '''
 @njit(nogil=True, inline="always")
-def body(q, k, v, o, offs, geo, sc, buf, N, lo, hi):
-    L, D, qs, ks, vs, BR, causal = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], geo[6]
+def body(q, k, v, o, offs, oo, geo, sc, buf, N, lo, hi):
+    L, D, qs, ks, vs, BR, causal, OR = (geo[0], geo[1], geo[2], geo[3], geo[4], geo[5],
+                                        geo[6], geo[7])
     scale = sc[0]
     sp = address(buf, 0)
     kt = buf[BR * L:BR * L + D * L]
@@ -133,7 +137,7 @@ def body(q, k, v, o, offs, geo, sc, buf, N, lo, hi):
                  ktp, L, ZERO, sp, cols)
             softmax_rows(buf, m, cols, r0, causal)
             GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, D, cols, ONE, sp, cols, address(v, vo), vs,
-                 ZERO, address(o, (i * L + r0) * D), D)
+                 ZERO, address(o, oo[i] + r0 * OR), OR)
             r0 += m
 '''
 
@@ -199,7 +203,8 @@ def body(g, q, k, v, res, offs, oo, geo, sc, buf, N, lo, hi):
 
 _PARAMS = {
     "fwd": (("q", "in"), ("k", "in"), ("v", "in"), ("o", "out"), ("offs", "in", "int64"),
-            ("geo", "in", "int64"), ("sc", "in"), ("buf", "scratch"), "N"),
+            ("oo", "in", "int64"), ("geo", "in", "int64"), ("sc", "in"), ("buf", "scratch"),
+            "N"),
     "bwd": (("g", "in"), ("q", "in"), ("k", "in"), ("v", "in"), ("res", "out"),
             ("offs", "in", "int64"), ("oo", "in", "int64"), ("geo", "in", "int64"),
             ("sc", "in"), ("buf", "scratch"), "N"),
@@ -267,23 +272,48 @@ def _run(k: hw.NativeKernel, args: list, items: int) -> None:
         k(*args, n=items, parallel=items >= 2)
 
 
-def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool, *,
-         out: np.ndarray | None = None) -> np.ndarray:
-    """``sdpa`` by the lanes kernel (see the module docstring), into ``out`` when given."""
+def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool,
+         perm=None, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``sdpa`` by the lanes kernel (see the module docstring), into ``out`` when given,
+    permuted by ``perm`` (written in that layout directly)."""
     ref = REGISTRY["sdpa"].reference
+
+    def by_reference():
+        return hw.into(ref(q, k, v, scale=scale, causal=causal, perm=perm), out)
     kern = attention_kernel("fwd", q.dtype.name) if _usable(q, k, v) else None
     if kern is None or not _ready(kern):
-        return hw.into(ref(q, k, v, scale=scale, causal=causal), out)
+        return by_reference()
     q, k, v = _rows(q), _rows(k), _rows(v)
     length, dim = q.shape[-2:]
     items = q.size // (length * dim)
     offs, (qs, ks, vs) = _layout((q, k, v))
     br = _block_rows(length, causal)
-    res = hw.result(q.shape, q.dtype, out)
-    geo = np.array([length, dim, qs, ks, vs, br, int(bool(causal))], np.int64)
+    shape = q.shape if perm is None else tuple(q.shape[i] for i in perm)
+    res = hw.result(shape, q.dtype, out)
+    rows = _output_rows(res.shape, res.strides, res.dtype, tuple(q.shape),
+                        None if perm is None else tuple(perm))
+    if rows is None:
+        return by_reference()
+    oo, ors = rows
+    geo = np.array([length, dim, qs, ks, vs, br, int(bool(causal)), ors], np.int64)
     sc = np.array([scale], q.dtype)
-    _run(kern, [q, k, v, res, offs, geo, sc, (br + dim) * length, items], items)
+    _run(kern, [q, k, v, res, offs, oo, geo, sc, (br + dim) * length, items], items)
     return hw.into(res, out)
+
+
+@functools.lru_cache(maxsize=64)
+def _output_rows(res_shape: tuple, res_strides: tuple, dtype, shape: tuple,
+                 perm) -> tuple | None:
+    """Where each item's output rows start in a result of this layout (``shape``
+    permuted by ``perm``) and their row stride, or None where a row is not contiguous
+    there; kept per layout."""
+    res = np.lib.stride_tricks.as_strided(np.empty(1, dtype), res_shape, res_strides)
+    view = res if perm is None else np.transpose(res, tuple(int(i) for i in np.argsort(perm)))
+    st = hw.strides(view)
+    if view.shape != shape or st[-1] != 1:
+        return None
+    oo = _offsets(tuple(shape[:-2]), (tuple(st[:-2]),))
+    return oo, st[-2]
 
 
 def _gradient_rows(res: np.ndarray, shape: tuple, perm, cat_dim) -> tuple | None:

@@ -210,3 +210,23 @@ def test_partition_graphs_are_self_contained(recompute):
     part = _run_both(lambda: g, eager, arrays, recompute=recompute)
     tangents = [v for v in part.backward.inputs if v.meta.get("tangent")]
     assert len(part.backward.inputs) == len(part.saved) + len(tangents) == len(part.saved) + 1
+
+
+def test_permuted_attention_output_gradient_matches_tape():
+    """sdpa with ``perm`` (its output written permuted): the gradient rule permutes the
+    output gradient back before ``sdpa_backward``; the same as eager attention followed
+    by the permute."""
+    import gcompile.nn.functional as F
+    rng = np.random.default_rng(3)
+    shape = (2, 3, 5, 4)
+    arrays = [rng.standard_normal(shape) for _ in range(3)]
+
+    def graph():
+        g = Graph("attn")
+        q, k, v = (g.add_input(shape, dt.float64, n) for n in "qkv")
+        g.set_outputs([g.add_node("sdpa", [q, k, v], {"scale": 0.5, "causal": True,
+                                                       "perm": (0, 2, 1, 3)})])
+        return g
+
+    _run_both(graph, lambda q, k, v: F.scaled_dot_product_attention(
+        q, k, v, is_causal=True, scale=0.5).permute(0, 2, 1, 3), arrays)

@@ -143,6 +143,38 @@ def test_gradients_written_in_the_concatenated_layout(perm, cat_dim, dtype, caus
     np.testing.assert_allclose(out, want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("perm", [(0, 2, 1, 3), (1, 0, 2, 3), (2, 1, 0, 3), (0, 1, 3, 2)])
+def test_output_written_permuted(perm, dtype, causal, threads):
+    """With ``perm`` (the heads side by side again for the output projection), the
+    output goes straight into that layout, from strided q, k, v; a permutation that
+    moves the feature axis (its rows no longer contiguous) takes the reference."""
+    b, t, h, d = 2, 7, 3, 4
+    rng = np.random.default_rng(2)
+    qkv = rng.standard_normal((b, t, 3 * h * d)).astype(dtype)
+    q, k, v = (qkv[..., j * h * d:(j + 1) * h * d].reshape(b, t, h, d).transpose(0, 2, 1, 3)
+               for j in range(3))
+    ref = REGISTRY["sdpa"].reference
+    want = ref(q, k, v, scale=0.4, causal=causal).transpose(perm)
+    np.testing.assert_array_equal(ref(q, k, v, scale=0.4, causal=causal, perm=perm), want)
+    got = att.sdpa(q, k, v, 0.4, causal, perm)
+    assert got.shape == want.shape and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+    out = np.full(want.shape, np.nan, dtype)
+    assert att.sdpa(q, k, v, 0.4, causal, perm, out=out) is out
+    np.testing.assert_allclose(out, want, **TOL[dtype])
+
+
+def test_output_permutation_is_checked():
+    from ir import dtypes as dt
+    spec = ((2, 3, 5, 4), dt.float32)
+    assert REGISTRY["sdpa"].infer([spec] * 3, {"scale": 1.0, "causal": False,
+                                               "perm": (0, 2, 1, 3)})[0] == (2, 5, 3, 4)
+    with pytest.raises(RuntimeError, match="does not permute"):
+        REGISTRY["sdpa"].infer([spec] * 3, {"scale": 1.0, "causal": False, "perm": (0, 1)})
+
+
 def test_bad_layout_attributes_are_refused():
     from ir import dtypes as dt
     spec = ((2, 3, 5, 4), dt.float32)

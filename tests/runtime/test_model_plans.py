@@ -199,6 +199,12 @@ def test_gpt_train_step_kernel_count_and_equivalence():
     assert "cat" not in library and "select_block" not in library, library
     assert len(library) - 4 <= 16, library
     assert not any("sum_to_size" in s.name for s in plan.steps)
+    # the forward writes its output with the heads side by side for the projection: no
+    # copy of it (ir.passes.rewrites.attention_output_in_place)
+    assert all(n.attrs.get("perm") == (0, 2, 1, 3) for s in plan.steps for n in s.nodes
+               if n.op == "sdpa")
+    assert not any(n.op == "clone" for s in plan.steps for n in s.nodes), \
+        [s.name for s in plan.steps if any(n.op == "clone" for n in s.nodes)]
 
 
 # ---- kernel steps: bound calls ------------------------------------------------------------

@@ -14,7 +14,8 @@ from ir import dtypes as dt
 from ir.graph import Graph
 from ir.interpreter import interpret
 from ir.passes.cleanup import dce
-from ir.passes.rewrites import (attention_gradients_in_place, cat_before_reshape,
+from ir.passes.rewrites import (attention_gradients_in_place, attention_output_in_place,
+                                cat_before_reshape,
                                 cat_slice_puts, copy_before_reshape,
                                 decompose_sum_to_size, drop_output_clones,
                                 fold_embedding_projections, fold_summed_matmul, masked_one_hot,
@@ -629,3 +630,32 @@ def test_attention_gradient_read_elsewhere_keeps_its_cat():
     g, arrays = _attention_gradient_cat(reader=True)
     assert attention_gradients_in_place(g) == 0
     assert any(n.op == "cat" for n in g.nodes)
+
+
+def _attention_output_copy(reader: bool):
+    """sdpa's (B, H, T, D) output permuted to (B, T, H, D) and copied (for the reshape
+    merging the heads); ``reader``: the attention read elsewhere too."""
+    B, H, T, D = 2, 3, 5, 4
+    g = Graph()
+    ins = [g.add_input((B, H, T, D), F32) for _ in range(3)]
+    a = g.add_node("sdpa", ins, {"scale": 0.5, "causal": True})
+    c = g.add_node("clone", [g.add_node("permute", [a], {"dims": (0, 2, 1, 3)})])
+    g.set_outputs([g.add_node("reshape", [c], {"shape": (B, T, H * D)})]
+                  + ([a] if reader else []))
+    arrays = [rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(3)]
+    return g, arrays
+
+
+def test_attention_output_is_written_in_its_readers_layout():
+    g, arrays = _attention_output_copy(reader=False)
+    want = _run(g, *arrays)
+    assert attention_output_in_place(g) == 1
+    assert [n.op for n in g.nodes] == ["sdpa", "reshape"]
+    assert g.nodes[0].attrs["perm"] == (0, 2, 1, 3) and g.nodes[0].out.shape == (2, 5, 3, 4)
+    np.testing.assert_allclose(_run(g, *arrays)[0], want[0], rtol=1e-6)
+
+
+def test_attention_output_read_elsewhere_keeps_its_copy():
+    g, arrays = _attention_output_copy(reader=True)
+    assert attention_output_in_place(g) == 0
+    assert any(n.op == "clone" for n in g.nodes)
