@@ -421,6 +421,11 @@ def stmt_code(stmt: Stmt, em: Emitter, arg_codes: list[str], arg_dtypes: list[st
         lines.append(f"{indent}{target} = {e}")
         return target
 
+    if op == "gelu_backward" and cd == "float32" and attrs.get("approximate", "none") != "tanh":
+        # one exp shared by erf and the density (fastmath.gelu_grad_f32)
+        val = f"({args[0]} * gelu_grad_f32({args[1]}))"
+        lines.append(f"{indent}{target} = {cast_code(val, cd, out_d)}")
+        return target
     tmpl = _template(op)
     names = {k: f"__k_{k}" for k in attrs}
     try:
@@ -742,7 +747,8 @@ import numpy as np
 from numba import cfunc, njit, prange, types
 from kernels.cpu.pipeline import LeanCompiler
 from kernels.cpu.fastmath import (exp_f32, expm1_f32, log_f32, log1p_f32, log2_f32,
-                                  log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64,
+                                  log10_f32, tanh_f32, sigmoid_f32, erf_f32, gelu_grad_f32,
+                                  sigmoid_f64,
                                   floordiv_f32, floordiv_f64, remainder_f32, remainder_f64,
                                   floordiv_int, remainder_int, index_div, index_rem,
                                   window, strided_window, ptr_window, ptr_matrix,
@@ -827,7 +833,8 @@ def _finish(em: Emitter, loop: list[str], params: list[tuple],
 def _unused_imports_guard() -> str:
     return ("_USED = (math, np, prange, cfunc, types, LeanCompiler, exp_f32, "
             "expm1_f32, log_f32, "
-            "log1p_f32, log2_f32, log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64, "
+            "log1p_f32, log2_f32, log10_f32, tanh_f32, sigmoid_f32, erf_f32, gelu_grad_f32, "
+            "sigmoid_f64, "
             "floordiv_f32, floordiv_f64, remainder_f32, remainder_f64, floordiv_int, "
             "remainder_int, index_div, index_rem, window, strided_window, ptr_window, "
             "ptr_matrix, float_key, key_float, vsum)\n")

@@ -20,7 +20,7 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, make_view, populate_array
 
 __all__ = ["exp_f32", "expm1_f32", "log_f32", "log1p_f32", "log2_f32", "log10_f32",
-           "tanh_f32", "sigmoid_f32", "erf_f32", "sigmoid_f64", "FUNCTIONS_F32",
+           "tanh_f32", "sigmoid_f32", "erf_f32", "gelu_grad_f32", "sigmoid_f64", "FUNCTIONS_F32",
            "index_div", "index_rem", "floordiv_int", "remainder_int", "window", "strided_window",
            "ptr_window", "float_key", "key_float", "vsum"]
 
@@ -394,6 +394,31 @@ def erf_f32(x):
     large = _ONE if ax >= _FOUR else large
     large = -large if x < _ZERO else large
     return small if ax < _ONE else large
+
+
+_SQRT1_2 = f32(0.7071067811865476)
+_INV_SQRT_2PI = f32(0.3989422804014327)
+
+
+@_jit
+def gelu_grad_f32(x):
+    """GELU's derivative Phi(x) + x phi(x) for float32 (``gelu_backward`` is g times
+    it): ``erf_f32`` of u = x/sqrt2, whose large branch's exp(-u^2) is the density's
+    exp too, where the expression template computes two exps (0.69 -> 0.48 ms over
+    512k floats on one thread)."""
+    u = x * _SQRT1_2
+    au = abs(u)
+    z = u * u
+    e = exp_f32(-z)
+    small = u * (_R0 + z * (_R1 + z * (_R2 + z * (_R3 + z * (_R4 + z * (_R5 + z * _R6))))))
+    xa = _FOUR if au > _FOUR else au
+    t = (xa - _ERF_MID) * _ERF_INV_HALFWIDTH
+    c = _C0 + t * (_C1 + t * (_C2 + t * (_C3 + t * (_C4 + t * (_C5 + t * (_C6 + t * (
+        _C7 + t * (_C8 + t * (_C9 + t * (_C10 + t * _C11))))))))))
+    large = _ONE if au >= _FOUR else _ONE - e * c
+    large = -large if u < _ZERO else large
+    erf = small if au < _ONE else large
+    return _HALF * (_ONE + erf) + x * e * _INV_SQRT_2PI
 
 
 @njit(inline="always", error_model="numpy")  # generic: integer kernels call it too
