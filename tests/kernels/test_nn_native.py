@@ -167,17 +167,22 @@ POOL_CASES = [  # kernel, stride, padding, dilation
 ]
 
 
+def _pool_input(nsp: int, dtype) -> np.ndarray:
+    """A (2, 3, *spatial) input with ties, -inf and NaN: the first maximum wins, NaN
+    propagates (the last NaN wins)."""
+    x = _rand((2, 3) + (9, 7, 6)[-nsp:], dtype)
+    x.reshape(-1)[::7] = 0.5
+    x.reshape(-1)[5::31] = -np.inf
+    x.reshape(-1)[11::53] = np.nan
+    return x
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{len(c[0])}d-{c}")
 def test_max_pool_gather_scatter(case, ceil_mode, dtype, threads):
     kernel, stride, padding, dilation = case
-    spatial = (9, 7, 6)[-len(kernel):]
-    x = _rand((2, 3) + spatial, dtype)
-    # ties, -inf and NaN: the first maximum wins, NaN propagates (the last NaN wins)
-    x.reshape(-1)[::7] = 0.5
-    x.reshape(-1)[5::31] = -np.inf
-    x.reshape(-1)[11::53] = np.nan
+    x = _pool_input(len(kernel), dtype)
     attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
                  ceil_mode=ceil_mode)
     for xin in (x, _strided(x)):
@@ -195,11 +200,7 @@ def test_max_pool_with_values_is_the_indices_and_their_gather(case, dtype, threa
     for bit where every window fits the contiguous input, nothing written elsewhere
     (padding, dilation, strided planes, an output that is not the result's array)."""
     kernel, stride, padding, dilation = case
-    spatial = (9, 7, 6)[-len(kernel):]
-    x = _rand((2, 3) + spatial, dtype)
-    x.reshape(-1)[::7] = 0.5
-    x.reshape(-1)[5::31] = -np.inf
-    x.reshape(-1)[11::53] = np.nan
+    x = _pool_input(len(kernel), dtype)
     x.reshape(-1)[3::41] = np.inf
     attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
                  ceil_mode=False)

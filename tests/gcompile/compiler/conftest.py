@@ -25,3 +25,26 @@ def reference_kernels():
     lower.set_kernel_factory(ReferenceKernel)
     yield
     lower.set_kernel_factory(old)
+
+
+@pytest.fixture
+def linear_step():
+    """``make(optimizer class)`` -> (model, optimizer, compiled step): a Linear(3, 2)
+    trained on ``model(x).sum()`` with lr 0.1, the whole step compiled."""
+    import gcompile as torch
+    from gcompile import nn
+
+    def make(optimizer):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 2)
+        opt = optimizer(model.parameters(), lr=0.1)
+
+        @torch.compile
+        def step(x):
+            opt.zero_grad()
+            loss = model(x).sum()
+            loss.backward()
+            opt.step()
+            return loss
+        return model, opt, step
+    return make

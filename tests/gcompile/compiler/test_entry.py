@@ -5,30 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 import gcompile as torch
-from gcompile import nn
-
-
-def _step_fn():
-    torch.manual_seed(0)
-    model = nn.Linear(3, 2)
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-
-    @torch.compile
-    def step(x):
-        opt.zero_grad()
-        loss = model(x).sum()
-        loss.backward()
-        opt.step()
-        return loss
-    return model, opt, step
 
 
 def _scalar_inputs(entry) -> dict:
     return {i: entry._scalar_tensor(i) for kind, i in entry.input_map if kind == "scalar"}
 
 
-def test_unchanged_scalars_keep_their_arrays_and_a_new_lr_is_read():
-    model, opt, step = _step_fn()
+def test_unchanged_scalars_keep_their_arrays_and_a_new_lr_is_read(linear_step):
+    model, opt, step = linear_step(torch.optim.Adam)
     x = torch.ones(4, 3)
     for _ in range(3):
         step(x)
@@ -52,8 +36,8 @@ def test_unchanged_scalars_keep_their_arrays_and_a_new_lr_is_read():
     np.testing.assert_allclose(model.weight.detach().numpy(), want, rtol=1e-5, atol=1e-7)
 
 
-def test_negative_zero_is_a_new_scalar():
-    model, opt, step = _step_fn()
+def test_negative_zero_is_a_new_scalar(linear_step):
+    model, opt, step = linear_step(torch.optim.Adam)
     x = torch.ones(4, 3)
     opt.param_groups[0]["weight_decay"] = 0.0
     step(x)
