@@ -52,8 +52,8 @@ def grad_presence_guards(pairs) -> list:
 
 def requires_grad_guard(items: list) -> tuple:
     """One guard on ``requires_grad`` of the captured tensors, ``items`` being (tensor
-    weakref, traced value, name): a GPT step captures 120, and a guard each cost ~0.6 us
-    apiece on every call."""
+    weakref, traced value, name): a GPT step captures 120, and a guard for each cost
+    ~0.6 us on every call."""
     refs = tuple(r for r, _, _ in items)
 
     def check() -> tuple:
@@ -152,8 +152,9 @@ def module_guard(module) -> tuple:
     The check first asks whether the module's ``__dict__`` holds the very objects it
     held when traced (same keys in the same order, same values by identity, the same
     entries in its parameter, buffer, submodule and hook dicts): then the state is the
-    traced one without building it. That holds on nearly every call and costs a third
-    of building the state (a GPT step checks 31 modules on each call). Anything else
+    traced one without building it. That holds on nearly every call and costs a
+    fraction of building the state (a GPT step checks 31 modules on each call: ~6 us
+    each to build, ~2 us to compare). Anything else
     (an attribute rebound, even to an equal value) compares the state itself. Modules
     with a tuple attribute holding something mutable always do. The traced objects are
     held (so no new object can take an old one's identity) until a check finds the
