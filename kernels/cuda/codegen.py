@@ -36,12 +36,12 @@ import numpy as np
 from numba import cuda
 from numba import types as nt
 from kernels.cuda.devmath import (exp_f32, expm1_f32, log_f32, log1p_f32, log2_f32,
-                                  log10_f32, tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64,
-                                  floordiv_f32, floordiv_f64, remainder_f32, remainder_f64,
-                                  floordiv_int, remainder_int)
+                                  log10_f32, tanh_f32, sigmoid_f32, erf_f32, gelu_grad_f32,
+                                  sigmoid_f64, floordiv_f32, floordiv_f64, remainder_f32,
+                                  remainder_f64, floordiv_int, remainder_int)
 _USED = (math, np, nt, exp_f32, expm1_f32, log_f32, log1p_f32, log2_f32, log10_f32,
-         tanh_f32, sigmoid_f32, erf_f32, sigmoid_f64, floordiv_f32, floordiv_f64,
-         remainder_f32, remainder_f64, floordiv_int, remainder_int)
+         tanh_f32, sigmoid_f32, erf_f32, gelu_grad_f32, sigmoid_f64, floordiv_f32,
+         floordiv_f64, remainder_f32, remainder_f64, floordiv_int, remainder_int)
 """
 
 _NT = {"bool": "nt.boolean", "float16": "nt.float16", "float32": "nt.float32",

@@ -22,7 +22,8 @@ from .views import cuda_module
 cuda = cuda_module()
 
 __all__ = ["exp_f32", "expm1_f32", "log_f32", "log1p_f32", "log2_f32", "log10_f32",
-           "tanh_f32", "sigmoid_f32", "erf_f32", "sigmoid_f64", "floordiv_f32",
+           "tanh_f32", "sigmoid_f32", "erf_f32", "gelu_grad_f32", "sigmoid_f64",
+           "floordiv_f32",
            "floordiv_f64", "remainder_f32", "remainder_f64", "floordiv_int",
            "remainder_int"]
 
@@ -81,6 +82,19 @@ def sigmoid_f32(x):
 @_dev
 def erf_f32(x):
     return _f32(math.erf(x))
+
+
+_SQRT1_2 = np.float32(0.7071067811865476)
+_INV_SQRT_2PI = np.float32(0.3989422804014327)
+_HALF32 = np.float32(0.5)
+
+
+@_dev
+def gelu_grad_f32(x):
+    # GELU's derivative Phi(x) + x phi(x) (the CPU's shares one exp; here libdevice's)
+    u = x * _SQRT1_2
+    return _f32(_HALF32 * (_ONE32 + _f32(math.erf(u)))
+                + x * _f32(math.exp(-(u * u))) * _INV_SQRT_2PI)
 
 
 @_dev
