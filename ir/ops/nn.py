@@ -99,11 +99,15 @@ def _gelu_backward_impl(g, x, approximate="none"):
 _C, _S, _P = SQRT_2_OVER_PI, SQRT1_2, INV_SQRT_2PI
 _GELU_EXPR = (f"(0.5 * {{0}} * (1.0 + tanh({_C!r} * ({{0}} + 0.044715 * {{0}} * {{0}} * {{0}}))) "
               f"if {{approximate}} == 'tanh' else 0.5 * {{0}} * (1.0 + erf({{0}} * {_S!r})))")
+# GELU's derivative Phi(x) + x phi(x), the scalar function ``gelu_grad`` that
+# gelu_backward's expression calls: a back end maps it to a helper of its own (the CPU's
+# float32 one shares erf's exp with the density) or expands this definition.
+GELU_GRAD_EXPR = f"(0.5 * (1.0 + erf({{0}} * {_S!r})) + {{0}} * exp(-0.5 * {{0}} * {{0}}) * {_P!r})"
 _GELU_BWD_EXPR = (
     f"({{0}} * (0.5 * (1.0 + tanh({_C!r} * ({{1}} + 0.044715 * {{1}} * {{1}} * {{1}}))) + 0.5 * "
     f"{{1}} * (1.0 - tanh({_C!r} * ({{1}} + 0.044715 * {{1}} * {{1}} * {{1}})) ** 2) * {_C!r} * "
     "(1.0 + 0.134145 * {1} * {1})) if {approximate} == 'tanh' else "
-    f"{{0}} * (0.5 * (1.0 + erf({{1}} * {_S!r})) + {{1}} * exp(-0.5 * {{1}} * {{1}}) * {_P!r}))")
+    "{0} * gelu_grad({1}))")
 
 # A hand-written rule kept beside the decomposition (decompositions.py): gelu_backward is
 # one fused elementwise pass over (g, x) with its own second derivative, where the

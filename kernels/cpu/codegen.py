@@ -44,6 +44,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from ir import dtypes as dt
+from ir.ops.nn import GELU_GRAD_EXPR
 from ir.registry import REGISTRY, compute_dtype
 
 from ..spec import KernelSpec, Phase, Stmt
@@ -53,7 +54,7 @@ from ..spec import KernelSpec, Phase, Stmt
 FUNCTIONS_F32 = {
     "exp": "exp_f32", "expm1": "expm1_f32", "log": "log_f32", "log1p": "log1p_f32",
     "log2": "log2_f32", "log10": "log10_f32", "tanh": "tanh_f32", "sigmoid": "sigmoid_f32",
-    "erf": "erf_f32",
+    "erf": "erf_f32", "gelu_grad": "gelu_grad_f32",
 }
 UNROLL = 8  # independent accumulators per reduction
 # LLVM flags: FMA contraction only (no nnan/ninf/reassoc, so NaN/inf semantics and
@@ -351,6 +352,9 @@ class _ExprGen:
                 f"sigmoid_f64({a[0]})"
         if cd in ("float32", "float16") and f in FUNCTIONS_F32:
             return f"{FUNCTIONS_F32[f]}({', '.join(a)})"
+        if f == "gelu_grad" and isf:  # its definition (ir.ops.nn.GELU_GRAD_EXPR)
+            inner = _ExprGen(em, cd, [a[0]], {}, self.op)
+            return inner.gen(_parse(GELU_GRAD_EXPR.format("__a0")))
         if hasattr(math, f) and isf:
             return f"math.{f}({', '.join(a)})"
         raise NotImplementedError(
@@ -421,11 +425,6 @@ def stmt_code(stmt: Stmt, em: Emitter, arg_codes: list[str], arg_dtypes: list[st
         lines.append(f"{indent}{target} = {e}")
         return target
 
-    if op == "gelu_backward" and cd == "float32" and attrs.get("approximate", "none") != "tanh":
-        # one exp shared by erf and the density (fastmath.gelu_grad_f32)
-        val = f"({args[0]} * gelu_grad_f32({args[1]}))"
-        lines.append(f"{indent}{target} = {cast_code(val, cd, out_d)}")
-        return target
     tmpl = _template(op)
     names = {k: f"__k_{k}" for k in attrs}
     try:
