@@ -381,16 +381,28 @@ def sigmoid_f32(x):
 
 
 @_jit
+def _erf_small(x):
+    """erf(x) = x Q(x^2) for |x| < 1."""
+    z = x * x
+    return x * (_R0 + z * (_R1 + z * (_R2 + z * (_R3 + z * (_R4 + z * (_R5 + z * _R6))))))
+
+
+@_jit
+def _erfc_scaled(xa):
+    """C(t) = erfc(x) exp(x^2), t = (x - 2.5) / 1.5, for 1 <= xa <= 4."""
+    t = (xa - _ERF_MID) * _ERF_INV_HALFWIDTH
+    return _C0 + t * (_C1 + t * (_C2 + t * (_C3 + t * (_C4 + t * (_C5 + t * (_C6 + t * (
+        _C7 + t * (_C8 + t * (_C9 + t * (_C10 + t * _C11))))))))))
+
+
+@_jit
 def erf_f32(x):
     """erf for float32: odd polynomial for |x| < 1, 1 - exp(-x^2) C(x) up to 4, 1 beyond."""
+    # both branches computed, then selected: a branch would stop LLVM vectorising
     ax = abs(x)
-    z = x * x
-    small = x * (_R0 + z * (_R1 + z * (_R2 + z * (_R3 + z * (_R4 + z * (_R5 + z * _R6))))))
+    small = _erf_small(x)
     xa = _FOUR if ax > _FOUR else ax
-    t = (xa - _ERF_MID) * _ERF_INV_HALFWIDTH
-    c = _C0 + t * (_C1 + t * (_C2 + t * (_C3 + t * (_C4 + t * (_C5 + t * (_C6 + t * (
-        _C7 + t * (_C8 + t * (_C9 + t * (_C10 + t * _C11))))))))))
-    large = _ONE - exp_f32(-(xa * xa)) * c
+    large = _ONE - exp_f32(-(xa * xa)) * _erfc_scaled(xa)
     large = _ONE if ax >= _FOUR else large
     large = -large if x < _ZERO else large
     return small if ax < _ONE else large
@@ -403,19 +415,16 @@ _INV_SQRT_2PI = f32(0.3989422804014327)
 @_jit
 def gelu_grad_f32(x):
     """GELU's derivative Phi(x) + x phi(x) for float32 (``gelu_backward`` is g times
-    it): ``erf_f32`` of u = x/sqrt2, whose large branch's exp(-u^2) is the density's
-    exp too, where the expression template computes two exps (0.69 -> 0.48 ms over
+    it): ``erf_f32``'s pieces at u = x/sqrt2, its large branch's exp(-u^2) being the
+    density's exp too, where the expression template computes two exps (0.69 -> 0.48 ms over
     512k floats on one thread)."""
     u = x * _SQRT1_2
     au = abs(u)
-    z = u * u
-    e = exp_f32(-z)
-    small = u * (_R0 + z * (_R1 + z * (_R2 + z * (_R3 + z * (_R4 + z * (_R5 + z * _R6))))))
+    e = exp_f32(-(u * u))
+    small = _erf_small(u)
     xa = _FOUR if au > _FOUR else au
-    t = (xa - _ERF_MID) * _ERF_INV_HALFWIDTH
-    c = _C0 + t * (_C1 + t * (_C2 + t * (_C3 + t * (_C4 + t * (_C5 + t * (_C6 + t * (
-        _C7 + t * (_C8 + t * (_C9 + t * (_C10 + t * _C11))))))))))
-    large = _ONE if au >= _FOUR else _ONE - e * c
+    large = _ONE - e * _erfc_scaled(xa)
+    large = _ONE if au >= _FOUR else large
     large = -large if u < _ZERO else large
     erf = small if au < _ONE else large
     return _HALF * (_ONE + erf) + x * e * _INV_SQRT_2PI
