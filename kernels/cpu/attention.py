@@ -301,19 +301,34 @@ def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool
     return hw.into(res, out)
 
 
+def _layout_rows(res_shape: tuple, res_strides: tuple, dtype, shape: tuple,
+                 views_of) -> tuple | None:
+    """Where each item's rows start in a result of this layout (its views of ``shape``
+    from ``views_of(result)``, each item's offsets view after view) and their common
+    row stride, or None where a row is not contiguous there. Worked out on a stand-in
+    array of that layout, which touches no memory (~20 us a call)."""
+    res = np.lib.stride_tricks.as_strided(np.empty(1, dtype), res_shape, res_strides)
+    views = views_of(res)
+    strides = [hw.strides(x) for x in views]
+    if any(x.shape != shape or st[-1] != 1 or st[-2] != strides[0][-2]
+           for x, st in zip(views, strides)):
+        return None
+    base = res.__array_interface__["data"][0]
+    starts = [(x.__array_interface__["data"][0] - base) // res.itemsize for x in views]
+    offs = _offsets(tuple(shape[:-2]), tuple(st[:-2] for st in strides))
+    rows = offs + np.repeat(np.array(starts, np.int64), offs.size // len(views))
+    rows.flags.writeable = False
+    return rows, strides[0][-2]
+
+
 @functools.lru_cache(maxsize=64)
 def _output_rows(res_shape: tuple, res_strides: tuple, dtype, shape: tuple,
                  perm) -> tuple | None:
-    """Where each item's output rows start in a result of this layout (``shape``
-    permuted by ``perm``) and their row stride, or None where a row is not contiguous
-    there; kept per layout."""
-    res = np.lib.stride_tricks.as_strided(np.empty(1, dtype), res_shape, res_strides)
-    view = res if perm is None else np.transpose(res, tuple(int(i) for i in np.argsort(perm)))
-    st = hw.strides(view)
-    if view.shape != shape or st[-1] != 1:
-        return None
-    oo = _offsets(tuple(shape[:-2]), (tuple(st[:-2]),))
-    return oo, st[-2]
+    """``_layout_rows`` of ``sdpa``'s result (``shape`` permuted by ``perm``), kept per
+    layout."""
+    inv = None if perm is None else tuple(int(i) for i in np.argsort(perm))
+    return _layout_rows(res_shape, res_strides, dtype, shape,
+                        lambda r: [r if inv is None else np.transpose(r, inv)])
 
 
 def _gradient_rows(res: np.ndarray, shape: tuple, perm, cat_dim) -> tuple | None:
@@ -327,29 +342,14 @@ def _gradient_rows(res: np.ndarray, shape: tuple, perm, cat_dim) -> tuple | None
 @functools.lru_cache(maxsize=64)
 def _gradient_layout(res_shape: tuple, res_strides: tuple, dtype, shape: tuple, perm,
                      cat_dim) -> tuple | None:
-    """``_gradient_rows`` for a result of this layout (worked out on a stand-in array
-    of it that touches no memory: ~20 us a call, kept per layout)."""
-    res = np.lib.stride_tricks.as_strided(np.empty(1, dtype), res_shape, res_strides)
+    """``_layout_rows`` of ``sdpa_backward``'s result, kept per layout."""
     if perm is None:
-        views = list(res)
-    else:
-        n = res.shape[cat_dim] // 3
-        inv = tuple(int(i) for i in np.argsort(perm))
-        views = [np.transpose(res[(slice(None),) * cat_dim + (slice(j * n, (j + 1) * n),)],
-                              inv) for j in range(3)]
-    isz = res.itemsize
-    strides = [hw.strides(x) for x in views]
-    if any(x.shape != shape or st[-1] != 1 or st[-2] != strides[0][-2]
-           for x, st in zip(views, strides)):
-        return None
-    base = res.__array_interface__["data"][0]
-    starts = [(x.__array_interface__["data"][0] - base) // isz for x in views]
-    batch = tuple(shape[:-2])
-    offs = _offsets(batch, tuple(st[:-2] for st in strides))
-    n_items = offs.size // 3
-    rows = offs + np.repeat(np.array(starts, np.int64), n_items)
-    rows.flags.writeable = False
-    return rows, strides[0][-2]
+        return _layout_rows(res_shape, res_strides, dtype, shape, list)
+    n = res_shape[cat_dim] // 3
+    inv = tuple(int(i) for i in np.argsort(perm))
+    return _layout_rows(res_shape, res_strides, dtype, shape, lambda r: [
+        np.transpose(r[(slice(None),) * cat_dim + (slice(j * n, (j + 1) * n),)], inv)
+        for j in range(3)])
 
 
 def sdpa_backward(g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
