@@ -31,8 +31,8 @@ import numpy as np
 
 from ..shared_setting import SharedSetting
 
-__all__ = ["provide", "one_thread", "kernel_head", "SGEMM", "DGEMM", "ROW_MAJOR", "NO_TRANS",
-           "TRANS"]
+__all__ = ["provide", "one_thread", "kernel_head", "small_gemm_macs", "SGEMM", "DGEMM",
+           "ROW_MAJOR", "NO_TRANS", "TRANS"]
 
 SGEMM, DGEMM = "gc_sgemm", "gc_dgemm"
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS_ORDER / CBLAS_TRANSPOSE values
@@ -108,6 +108,12 @@ def provide() -> bool:
                     ok = True
             _STATE["ok"] = ok
     return _STATE["ok"]
+
+
+def small_gemm_macs() -> int:
+    """The product size (M*N*K) up to which OpenBLAS runs its small-matrix kernels, 0
+    where it has none; ``provide`` first."""
+    return _STATE.get("small", 0)
 
 
 # The lines a kernel's source starts with to call ``GEMM(order, trans_a, trans_b, m, n,

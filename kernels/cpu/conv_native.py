@@ -29,7 +29,9 @@ Serves ``conv``, ``conv_input_grad`` and ``conv_weight_grad`` for float32/float6
 NumPy's OpenBLAS can be called from kernels (``blas_calls.provide``); ``op.reference``
 (NumPy) serves other dtypes, empty inputs and processes without it. The forward and
 input gradient of a 3x3 stride-1 convolution of at least 8 channels go to Winograd's
-F(2x2, 3x3) instead (``conv_winograd``: 2.25x fewer multiplies).
+F(2x2, 3x3) instead (``conv_winograd``: 2.25x fewer multiplies), and the weight
+gradient of a 1-D or 2-D stride-1 one of at least 8 channels to one GEMM per window
+offset over channels-last copies, without columns (``conv_shifted``).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import numpy as np
 from ir.ops.nn import _spatial_out
 from ir.registry import REGISTRY
 
-from . import blas_calls, conv_winograd
+from . import blas_calls, conv_shifted, conv_winograd
 from . import handwritten as hw
 from .nn_native import (_COL2IM_INTS, _COL2IM_PLANES, _IM2COL, _IM2COL_INTS, FLOATS, _fixed,
                         _geometry, _ints, _ready, fixed_args, im2col_args)
@@ -261,16 +263,22 @@ def _conv_weight_grad_native(x, g, kernel, stride, padding, dilation, ones_row=F
     ref = REGISTRY["conv_weight_grad"].reference
     if not _usable(x, g):
         return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)
+    n, cout = x.shape[0], g.shape[1]
+    rows = x.shape[1] * int(np.prod(kernel)) + (1 if ones_row else 0)
+    parts = min(n, WGRAD_PARTS)
+    if conv_shifted.applies(x, cout, kernel, stride, padding, dilation):
+        res = hw.result((cout, rows), x.dtype, out)
+        if conv_shifted.weight_grad(np.ascontiguousarray(x), np.ascontiguousarray(g), kernel,
+                                    stride, padding, dilation, ones_row, res,
+                                    _lanes(parts), parts, _scratch):
+            return hw.into(res, out)
     x = hw.operand(x)
     args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
     k = conv_kernel("conv_weight_grad", x.dtype.name,
                     _fixed_for(args, ("s4", "ones", "NB"), x.shape[0]))
     if k is None or not _ready(k):
         return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)
-    n, cout = x.shape[0], g.shape[1]
-    rows = x.shape[1] * int(np.prod(kernel)) + (1 if ones_row else 0)
     length = int(np.prod(out_sp))
-    parts = min(n, WGRAD_PARTS)
     # transposed, (R, Cout): cols @ gᵀ runs about 25% faster than g @ colsᵀ at conv shapes
     acc = _scratch("acc", (parts, rows, cout), x.dtype)
     lanes = _lanes(parts)

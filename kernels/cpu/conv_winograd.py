@@ -17,9 +17,10 @@ vectorises (each loop reads at most three planes: more would need too many run-t
 overlap checks). One kernel runs a lane of images per thread (``conv_native``'s lanes),
 with an image's transformed input and products in the lane's buffers (320 + 640 KB at
 MNIST's conv2: about a core's L2). There, batch 64 on two threads: forward 8.3-9.1 ->
-5.9-6.6 ms, input gradient 8.4-9.4 -> 7.6-8.4 ms. The weight gradient stays with
-im2col: in this form its 16 GEMMs contract both operands along their rows, which
-OpenBLAS's small kernels ran at ~60 GFLOP/s, and it was no faster.
+5.9-6.6 ms, input gradient 8.4-9.4 -> 7.6-8.4 ms. The weight gradient is not done
+this way: in this form its 16 GEMMs contract both operands along their rows, which
+OpenBLAS's small kernels ran at ~60 GFLOP/s, and it was no faster than im2col
+(``conv_shifted`` serves it instead).
 
 Results differ from im2col's by rounding (the transforms add and subtract before the
 products): within a few float32 ulps of the largest term, as the tests check against

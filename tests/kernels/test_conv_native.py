@@ -333,8 +333,9 @@ def test_winograd_takes_only_the_convolutions_it_serves():
 
 def test_winograd_conv_gradients_by_finite_differences():
     """First and second order through a layer whose forward and input gradient take the
-    Winograd path (8 channels in and out; the weights' own gradient, im2col's, is checked
-    above, and differencing their 576 entries would dominate the suite)."""
+    Winograd path (8 channels in and out; the weights' own gradient, by shifted GEMMs
+    here, is checked in test_conv_shifted, and differencing their 576 entries would
+    dominate the suite)."""
     x = gcompile.tensor(_rand((1, 8, 4, 5), np.float64), requires_grad=True)
     w = gcompile.tensor(_rand((8, 8, 3, 3), np.float64) * 0.3)
     b = gcompile.tensor(_rand((8,), np.float64), requires_grad=True)
