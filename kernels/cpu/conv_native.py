@@ -269,8 +269,8 @@ def _conv_weight_grad_native(x, g, kernel, stride, padding, dilation, ones_row=F
     if conv_shifted.applies(x, cout, kernel, stride, padding, dilation):
         res = hw.result((cout, rows), x.dtype, out)
         if conv_shifted.weight_grad(np.ascontiguousarray(x), np.ascontiguousarray(g), kernel,
-                                    stride, padding, dilation, ones_row, res,
-                                    _lanes(parts), parts, _scratch):
+                                    padding, dilation, ones_row, res, _lanes(parts), parts,
+                                    _scratch):
             return hw.into(res, out)
     x = hw.operand(x)
     args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)

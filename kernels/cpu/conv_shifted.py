@@ -49,7 +49,7 @@ _BODY = '''
 def body(x, g, acc, bsum, bad, xt, gt, N, NL, NP, C, H, W, cout, OH, OW, KH, KW, PH, PW,
          DH, DW, KC, lo, hi):
     # lane j: images of parts [j NP / NL, (j + 1) NP / NL); acc is (NP, KH KW, cout, C),
-    # bsum (NP, cout) the parts' sums of g, bad[j] NaN where a lane's input was not finite
+    # bsum (NP, cout) the parts' sums of g, bad (NL, CB) NaN where an input is not finite
     Wp = W + 2 * PW
     XT = ((H + 2 * PH) * Wp + (KW - 1) * DW) * C
     GK = OH * Wp
@@ -57,7 +57,7 @@ def body(x, g, acc, bsum, bad, xt, gt, N, NL, NP, C, H, W, cout, OH, OW, KH, KW,
     S = KH * KW
     HW = H * W
     L = OH * OW
-    CB = 8
+    CB = {cb}   # input planes per pass of the copy
     for j in range(lo, hi):
         xb = xt[j * XT:(j + 1) * XT]
         gb = gt[j * GT:(j + 1) * GT]
@@ -67,7 +67,9 @@ def body(x, g, acc, bsum, bad, xt, gt, N, NL, NP, C, H, W, cout, OH, OW, KH, KW,
             gb[q] = ZERO
         xp = address(xb, 0)
         gp = address(gb, 0)
-        z = ZERO
+        zs = bad[j * CB:(j + 1) * CB]   # CB chains: one would serialise the copy
+        for c in range(CB):
+            zs[c] = ZERO
         for p in range(j * NP // NL, (j + 1) * NP // NL):
             first = p * N // NP
             bs = bsum[p * cout:(p + 1) * cout]
@@ -83,7 +85,7 @@ def body(x, g, acc, bsum, bad, xt, gt, N, NL, NP, C, H, W, cout, OH, OW, KH, KW,
                             dst = xb[((h + PH) * Wp + w + PW) * C + c0:]
                             for c in range(cn):
                                 v = src[c * HW]
-                                z += v * ZERO   # NaN from an inf or a NaN
+                                zs[c] += v * ZERO   # NaN from an inf or a NaN
                                 dst[c] = v
                 gi = g[i * cout * L:(i + 1) * cout * L]
                 for co in range(cout):
@@ -106,8 +108,8 @@ def body(x, g, acc, bsum, bad, xt, gt, N, NL, NP, C, H, W, cout, OH, OW, KH, KW,
                              gp + np.uintp(k0 * _ITEM), GK,
                              xp + np.uintp((off + k0) * C * _ITEM), C, beta, cp, C)
                         k0 += kk
-        bad[j] = z
 '''
+_CB = 8  # input planes copied at a time (fewer read streams for the prefetcher)
 _INTS = ("N", "NL", "NP", "C", "H", "W", "cout", "OH", "OW", "KH", "KW", "PH", "PW", "DH",
          "DW", "KC")
 _KERNELS: dict[str, hw.NativeKernel] = {}
@@ -120,12 +122,12 @@ def _kernel(dtype: str) -> hw.NativeKernel:
             ("x", "in"), ("g", "in"), ("acc", "out"), ("bsum", "out"), ("bad", "out"),
             ("xt", "out"), ("gt", "out"))) + tuple((n, "int", None) for n in _INTS)
         k = _KERNELS[dtype] = hw.kernel("conv_wgrad_shifted", params,
-                                        blas_calls.kernel_head(dtype) + _BODY,
+                                        blas_calls.kernel_head(dtype) + _BODY.format(cb=_CB),
                                         op="conv_weight_grad")
     return k
 
 
-def _plane(x: np.ndarray, kernel, stride, padding, dilation):
+def _plane(x: np.ndarray, kernel, padding, dilation):
     """(H, W, KH, KW, PH, PW, DH, DW) of a 1-D or 2-D convolution (1-D: H = 1)."""
     if x.ndim == 3:
         return (1, x.shape[2], 1, kernel[0], 0, padding[0], 1, dilation[0])
@@ -142,8 +144,7 @@ def applies(x: np.ndarray, cout: int, kernel, stride, padding, dilation) -> bool
             and min(int(p) for p in padding) >= 0 and x.shape[1] >= MIN_CHANNELS
             and x.dtype.name in ("float32", "float64") and x.shape[0] > 0 and cout > 0):
         return False
-    h, w, kh, kw, ph, pw, dh, dw = (int(v) for v in _plane(x, kernel, stride, padding,
-                                                          dilation))
+    h, w, kh, kw, ph, pw, dh, dw = (int(v) for v in _plane(x, kernel, padding, dilation))
     oh, ow = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
     wp = w + 2 * pw
     c = x.shape[1]
@@ -152,11 +153,11 @@ def applies(x: np.ndarray, cout: int, kernel, stride, padding, dilation) -> bool
         blas_calls.provide() and cout * c * MIN_K <= blas_calls.small_gemm_macs()
 
 
-def weight_grad(x: np.ndarray, g: np.ndarray, kernel, stride, padding, dilation,
-                ones_row: bool, res: np.ndarray, lanes: int, parts: int, scratch) -> bool:
+def weight_grad(x: np.ndarray, g: np.ndarray, kernel, padding, dilation, ones_row: bool,
+                res: np.ndarray, lanes: int, parts: int, scratch) -> bool:
     """``res`` (Cout, R) = the weight gradient of the convolution of ``x`` (C-contiguous,
-    see ``applies``) given its output gradient ``g`` (C-contiguous); False where the
-    kernel cannot run or an input is not finite (``res`` then holds nothing meant).
+    see ``applies``) given its output gradient ``g`` (C-contiguous); False, with nothing
+    written, where the kernel cannot run or an input is not finite.
     ``scratch(key, shape, dtype)`` gives the work buffers."""
     from .nn_native import _ready
     k = _kernel(x.dtype.name)
@@ -164,8 +165,7 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel, stride, padding, dilation,
         return False
     n, c = x.shape[:2]
     cout = g.shape[1]
-    h, w, kh, kw, ph, pw, dh, dw = (int(v) for v in _plane(x, kernel, stride, padding,
-                                                          dilation))
+    h, w, kh, kw, ph, pw, dh, dw = (int(v) for v in _plane(x, kernel, padding, dilation))
     oh, ow = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
     wp = w + 2 * pw
     gk = oh * wp
@@ -175,7 +175,7 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel, stride, padding, dilation,
     d = x.dtype
     acc = scratch("shift_acc", (parts, kh * kw, cout, c), d)
     bsum = scratch("shift_bsum", (parts, cout), d)
-    bad = np.zeros(lanes, d)
+    bad = np.zeros(lanes * _CB, d)
     xt = scratch("shift_x", (lanes * ((h + 2 * ph) * wp + (kw - 1) * dw) * c,), d)
     gt = scratch("shift_g", (lanes * cout * gk,), d)
     with blas_calls.one_thread():
