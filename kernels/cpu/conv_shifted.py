@@ -27,10 +27,15 @@ summed in order. Dilation is a larger shift; strides other than 1 are not served
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from ir.ops.nn import _spatial_out
 
 from . import blas_calls
 from . import handwritten as hw
+from .nn_native import _ready
 
 __all__ = ["applies", "weight_grad", "MIN_CHANNELS", "MAX_IMAGE_BYTES"]
 
@@ -127,12 +132,31 @@ def _kernel(dtype: str) -> hw.NativeKernel:
     return k
 
 
-def _plane(x: np.ndarray, kernel, padding, dilation):
-    """(H, W, KH, KW, PH, PW, DH, DW) of a 1-D or 2-D convolution (1-D: H = 1)."""
+class _Layout(NamedTuple):
+    """A 1-D or 2-D convolution's plane (1-D: H = 1) and a lane's copy lengths."""
+    h: int
+    w: int
+    kh: int
+    kw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    oh: int
+    ow: int
+    x_len: int   # the channels-last input plane, padded, plus the last offset's overrun
+    g_len: int   # the output gradient in rows of the padded width
+
+
+def _layout(x: np.ndarray, cout: int, kernel, padding, dilation) -> _Layout:
+    sp, ks, ps, ds = (tuple(int(v) for v in t)
+                      for t in (x.shape[2:], kernel, padding, dilation))
     if x.ndim == 3:
-        return (1, x.shape[2], 1, kernel[0], 0, padding[0], 1, dilation[0])
-    return (x.shape[2], x.shape[3], kernel[0], kernel[1], padding[0], padding[1],
-            dilation[0], dilation[1])
+        sp, ks, ps, ds = (1,) + sp, (1,) + ks, (0,) + ps, (1,) + ds
+    oh, ow = _spatial_out(sp, ks, (1, 1), ps, ds)
+    wp = sp[1] + 2 * ps[1]
+    x_len = ((sp[0] + 2 * ps[0]) * wp + (ks[1] - 1) * ds[1]) * x.shape[1]
+    return _Layout(*sp, *ks, *ps, *ds, oh, ow, x_len, cout * oh * wp)
 
 
 def applies(x: np.ndarray, cout: int, kernel, stride, padding, dilation) -> bool:
@@ -144,13 +168,10 @@ def applies(x: np.ndarray, cout: int, kernel, stride, padding, dilation) -> bool
             and min(int(p) for p in padding) >= 0 and x.shape[1] >= MIN_CHANNELS
             and x.dtype.name in ("float32", "float64") and x.shape[0] > 0 and cout > 0):
         return False
-    h, w, kh, kw, ph, pw, dh, dw = (int(v) for v in _plane(x, kernel, padding, dilation))
-    oh, ow = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
-    wp = w + 2 * pw
-    c = x.shape[1]
-    copies = (((h + 2 * ph) * wp + (kw - 1) * dw) * c + cout * oh * wp) * x.itemsize
-    return oh > 0 and ow > 0 and copies <= MAX_IMAGE_BYTES and \
-        blas_calls.provide() and cout * c * MIN_K <= blas_calls.small_gemm_macs()
+    lay = _layout(x, cout, kernel, padding, dilation)
+    return lay.oh > 0 and lay.ow > 0 and \
+        (lay.x_len + lay.g_len) * x.itemsize <= MAX_IMAGE_BYTES and \
+        blas_calls.provide() and cout * x.shape[1] * MIN_K <= blas_calls.small_gemm_macs()
 
 
 def weight_grad(x: np.ndarray, g: np.ndarray, kernel, padding, dilation, ones_row: bool,
@@ -159,16 +180,14 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel, padding, dilation, ones_ro
     see ``applies``) given its output gradient ``g`` (C-contiguous); False, with nothing
     written, where the kernel cannot run or an input is not finite.
     ``scratch(key, shape, dtype)`` gives the work buffers."""
-    from .nn_native import _ready
     k = _kernel(x.dtype.name)
     if not _ready(k):
         return False
     n, c = x.shape[:2]
     cout = g.shape[1]
-    h, w, kh, kw, ph, pw, dh, dw = (int(v) for v in _plane(x, kernel, padding, dilation))
-    oh, ow = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
-    wp = w + 2 * pw
-    gk = oh * wp
+    lay = _layout(x, cout, kernel, padding, dilation)
+    h, w, kh, kw, ph, pw, dh, dw, oh, ow = lay[:10]
+    gk = lay.g_len // cout
     # K split into even chunks, each product within the small kernels' size
     chunks = -(-cout * c * gk // blas_calls.small_gemm_macs())
     kc = -(-gk // chunks)
@@ -176,8 +195,8 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel, padding, dilation, ones_ro
     acc = scratch("shift_acc", (parts, kh * kw, cout, c), d)
     bsum = scratch("shift_bsum", (parts, cout), d)
     bad = np.zeros(lanes * _CB, d)
-    xt = scratch("shift_x", (lanes * ((h + 2 * ph) * wp + (kw - 1) * dw) * c,), d)
-    gt = scratch("shift_g", (lanes * cout * gk,), d)
+    xt = scratch("shift_x", (lanes * lay.x_len,), d)
+    gt = scratch("shift_g", (lanes * lay.g_len,), d)
     with blas_calls.one_thread():
         k(x, g, acc, bsum, bad, xt, gt, n, lanes, parts, c, h, w, cout, oh, ow, kh, kw, ph,
           pw, dh, dw, kc, n=lanes, parallel=lanes >= 2)
