@@ -652,7 +652,8 @@ def _arg_leaf_index(args: tuple) -> dict[int, int]:
 # ---- kernels in the file ----------------------------------------------------------------
 def _collect_kernels(ep: ExportedProgram) -> list[dict]:
     """Every kernel variant the example-size plan has loaded, and the hand-written native
-    kernels its library steps' ops have loaded: its source, and its machine code when the
+    kernels its library and matmul steps' ops have loaded (a matmul step's bound GEMM
+    call, ``kernels.cpu.bound_gemm``): its source, and its machine code when the
     kernel cache holds a signed, intact entry for it."""
     from kernels import cache as kcache
     ex = ep._executor({d: i["example"] for d, i in ep.dims.items()})
@@ -665,7 +666,7 @@ def _collect_kernels(ep: ExportedProgram) -> list[dict]:
     sources = []
     for step in ex.plan.steps:
         k = step.kernel
-        if step.kind == "library":  # native kernels serving the step's op
+        if step.kind in ("library", "matmul"):  # native kernels serving the step's op
             sources += [nk.source for n in step.nodes for nk in loaded_for(n.op)]
         if step.kind != "kernel" or not hasattr(k, "_fns"):
             continue

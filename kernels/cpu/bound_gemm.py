@@ -1,0 +1,156 @@
+"""One GEMM with its arguments built once, for a plan's matmul step.
+
+A plan's matmul step took 1.7-1.9 us around a 2 x 2 product: NumPy's ``matmul(a, b,
+out=o)`` (1.0 us: argument parsing, the ufunc's loop selection) and the step's layout
+keys and reshapes. ``bind`` takes the operands of one call and returns a ``BoundGemm``:
+the CBLAS arguments NumPy's matmul loop would pass for exactly that layout
+(``numpy_gemm_args``) in a row of int64 that a tiny hand-written kernel forwards to
+``cblas_?gemm`` through the native pool's trampoline (``native_pool.serial_task``), on
+the calling thread; the step then takes 0.86 us. OpenBLAS runs as under NumPy (its own
+thread count, its jobs on the native pool), with the same transposes and leading
+dimensions, so the result is NumPy's bit for bit.
+
+Only the layouts where NumPy itself makes one plain GEMM call are bound: float32 or
+float64 matrices of at least 2 x 2 x 2, each operand a view BLAS can read (one unit
+stride), the output C-ordered, no overlap between output and inputs, and not ``a @
+a.T`` (NumPy runs SYRK there). Everything else stays with NumPy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import blas_calls
+from . import handwritten as hw
+
+__all__ = ["numpy_gemm_args", "bind", "layout_of", "BoundGemm", "Deferred"]
+
+Deferred = hw.Deferred  # raised by ``bind`` while the kernel compiles for a plan's first run
+
+_MAXDIM = (1 << 31) - 1
+_PARAMS = tuple((p, "int", None) for p in
+                ("ta", "tb", "m", "n", "k", "a", "lda", "b", "ldb", "c", "ldc"))
+_BODY = '''
+@njit(nogil=True, inline="always")
+def body(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, lo, hi):
+    GEMM(ROW_MAJOR, np.int32(ta), np.int32(tb), m, n, k, ONE, np.uintp(a), lda,
+         np.uintp(b), ldb, ZERO, np.uintp(c), ldc)
+'''
+_A, _B, _C = 5, 7, 9  # the pointers' places in the argument row
+
+
+def _blasable(s1: int, s2: int, d2: int, sz: int) -> bool:
+    """NumPy's ``is_blasable2d``: unit stride along the second axis, the first a whole
+    number of items at least ``d2``."""
+    return s2 == sz and s1 % sz == 0 and d2 <= s1 // sz <= _MAXDIM
+
+
+def numpy_gemm_args(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> tuple | None:
+    """``(trans_a, trans_b, m, n, k, lda, ldb, ldc)`` of the one ``cblas_?gemm`` call
+    NumPy's matmul makes for ``matmul(x, y, out=o)``, or None where it would do
+    anything else (a vector product, a copy into a buffer, SYRK, the loop without
+    BLAS, a copy for overlapping memory)."""
+    if x.ndim != 2 or y.ndim != 2 or o.ndim != 2:
+        return None
+    dt = x.dtype
+    if dt.name not in ("float32", "float64") or y.dtype != dt or o.dtype != dt:
+        return None
+    m, k = x.shape
+    n = y.shape[1]
+    if y.shape[0] != k or o.shape != (m, n) or min(m, n, k) < 2 or max(m, n, k) > _MAXDIM:
+        return None
+    sz = dt.itemsize
+    if not _blasable(o.strides[0], o.strides[1], n, sz):
+        return None
+    xs0, xs1 = x.strides
+    if _blasable(xs0, xs1, k, sz):
+        ta, lda = blas_calls.NO_TRANS, xs0 // sz
+    elif _blasable(xs1, xs0, m, sz):
+        ta, lda = blas_calls.TRANS, xs1 // sz
+    else:
+        return None
+    ys0, ys1 = y.strides
+    if _blasable(ys0, ys1, n, sz):
+        tb, ldb = blas_calls.NO_TRANS, ys0 // sz
+    elif _blasable(ys1, ys0, k, sz):
+        tb, ldb = blas_calls.TRANS, ys1 // sz
+    else:
+        return None
+    if not _apart(x, y, o, hw._cpu()._ptr):
+        return None
+    return (ta, tb, m, n, k, lda, ldb, o.strides[0] // sz)
+
+
+def _apart(x: np.ndarray, y: np.ndarray, o: np.ndarray, ptr) -> bool:
+    """No SYRK case (x and y the same data, transposed) and no overlap of ``o``'s span
+    with an input's, at these data pointers."""
+    px, py, po = ptr(x), ptr(y), ptr(o)
+    if px == py and x.shape[0] == y.shape[1] and x.strides == y.strides[::-1]:
+        return False
+    end = po + _extent(o)
+    return (px + _extent(x) <= po or end <= px) and (py + _extent(y) <= po or end <= py)
+
+
+def _extent(a: np.ndarray) -> int:
+    """Bytes from ``a``'s first element past its last (non-negative strides)."""
+    return a.itemsize + sum((d - 1) * s for d, s in zip(a.shape, a.strides))
+
+
+class BoundGemm:
+    """``o = x @ y`` for the layout it was bound on; ``repoint`` moves it to other
+    arrays of that same layout (False where NumPy would not make the same call
+    there: they overlap)."""
+
+    __slots__ = ("row", "task", "layout")
+
+    def __init__(self, row: np.ndarray, task, layout: tuple) -> None:
+        self.row = row
+        self.task = task
+        self.layout = layout
+
+    def __call__(self) -> None:
+        self.task()
+
+    def repoint(self, x: np.ndarray, y: np.ndarray, o: np.ndarray) -> bool:
+        ptr = hw._cpu()._ptr
+        if not _apart(x, y, o, ptr):
+            return False
+        row = self.row
+        row[_A], row[_B], row[_C] = ptr(x), ptr(y), ptr(o)
+        return True
+
+
+def layout_of(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> tuple:
+    """What a binding depends on besides the data pointers."""
+    return (x.dtype, x.shape, x.strides, y.shape, y.strides, o.shape, o.strides)
+
+
+def _kernel(dtype: str) -> hw.NativeKernel | None:
+    if not blas_calls.provide():
+        return None
+    return hw.kernel(f"gemm_call_{dtype}", _PARAMS, blas_calls.kernel_head(dtype) + _BODY,
+                     op="matmul")
+
+
+def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | None:
+    """``o = x @ y`` as one prepared call, or None where NumPy's matmul should run this
+    layout (see the module's docstring; also where NumPy's OpenBLAS or the native pool
+    is missing here). Raises ``Deferred`` while the kernel compiles with a plan's first
+    run (bind again later)."""
+    args = numpy_gemm_args(x, y, o)
+    if args is None:
+        return None
+    k = _kernel(x.dtype.name)
+    if k is None:
+        return None
+    cpu = hw._cpu()
+    if k._fn is None and cpu.defer_native(k):
+        raise Deferred(k.name)
+    fn = k.load()
+    ta, tb, m, n, kk, lda, ldb, ldc = args
+    ptr = cpu._ptr
+    row = np.array([ta, tb, m, n, kk, ptr(x), lda, ptr(y), ldb, ptr(o), ldc, 0, 1],
+                   np.int64)
+    task = cpu.native_pool.serial_task(fn, row)
+    if task is None:
+        return None
+    return BoundGemm(row, task, layout_of(x, y, o))
