@@ -280,7 +280,7 @@ def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool
 
     def by_reference():
         return hw.into(ref(q, k, v, scale=scale, causal=causal, perm=perm), out)
-    kern = attention_kernel("fwd", q.dtype.name) if _usable(q, k, v) else None
+    kern = attention_kernel("fwd", hw.dname(q)) if _usable(q, k, v) else None
     if kern is None or not _ready(kern):
         return by_reference()
     q, k, v = _rows(q), _rows(k), _rows(v)
@@ -358,7 +358,7 @@ def sdpa_backward(g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, sc
     """``sdpa_backward``: [dq, dk, dv] by the lanes kernel, into ``out`` when given, in
     the op's layout (stacked, or permuted and concatenated: written there directly)."""
     ref = REGISTRY["sdpa_backward"].reference
-    kern = attention_kernel("bwd", q.dtype.name) if _usable(q, k, v, g) else None
+    kern = attention_kernel("bwd", hw.dname(q)) if _usable(q, k, v, g) else None
 
     def by_reference():
         return hw.into(ref(g, q, k, v, scale=scale, causal=causal, perm=perm,

@@ -139,7 +139,7 @@ def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | None:
     args = numpy_gemm_args(x, y, o)
     if args is None:
         return None
-    k = _kernel(x.dtype.name)
+    k = _kernel(hw.dname(x))
     if k is None:
         return None
     cpu = hw._cpu()

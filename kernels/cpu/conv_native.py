@@ -199,7 +199,7 @@ def _geo(args: dict[str, int]) -> np.ndarray:
 
 
 def _usable(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype.name in FLOATS and b.dtype == a.dtype and a.size > 0 and b.size > 0
+    return hw.dname(a) in FLOATS and b.dtype == a.dtype and a.size > 0 and b.size > 0
 
 
 def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=None):
@@ -215,7 +215,7 @@ def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=N
             return hw.into(res, out)
     x = hw.operand(x)
     args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
-    k = conv_kernel("conv", x.dtype.name, _fixed_for(args, ("s4", "ones", "NB"), x.shape[0]))
+    k = conv_kernel("conv", hw.dname(x), _fixed_for(args, ("s4", "ones", "NB"), x.shape[0]))
     if k is None or not _ready(k):
         return hw.into(ref(x, w2, kernel, stride, padding, dilation, ones_row), out)
     n, cout, rows = x.shape[0], w2.shape[0], w2.shape[1]
@@ -248,7 +248,7 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
     # one image's columns: (R, L), C-contiguous
     args = dict(zip(_COL2IM_INTS, [c, rows * length, length, 1, *_geometry(
         spatial, kernel, stride, padding, dilation, out_sp)]))
-    k = conv_kernel("conv_input_grad", g.dtype.name, _fixed_for(args, ("c2",), n))
+    k = conv_kernel("conv_input_grad", hw.dname(g), _fixed_for(args, ("c2",), n))
     if k is None or not _ready(k):
         return hw.into(ref(g, w2, spatial, kernel, stride, padding, dilation, ones_row), out)
     res = hw.result((n, c) + tuple(int(s) for s in spatial), g.dtype, out)
@@ -274,7 +274,7 @@ def _conv_weight_grad_native(x, g, kernel, stride, padding, dilation, ones_row=F
             return hw.into(res, out)
     x = hw.operand(x)
     args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
-    k = conv_kernel("conv_weight_grad", x.dtype.name,
+    k = conv_kernel("conv_weight_grad", hw.dname(x),
                     _fixed_for(args, ("s4", "ones", "NB"), x.shape[0]))
     if k is None or not _ready(k):
         return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)

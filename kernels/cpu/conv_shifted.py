@@ -166,7 +166,7 @@ def applies(x: np.ndarray, cout: int, kernel, stride, padding, dilation) -> bool
     callable with small-matrix kernels that take ``MIN_K`` of this product."""
     if not (x.ndim in (3, 4) and all(int(s) == 1 for s in stride)
             and min(int(p) for p in padding) >= 0 and x.shape[1] >= MIN_CHANNELS
-            and x.dtype.name in ("float32", "float64") and x.shape[0] > 0 and cout > 0):
+            and hw.dname(x) in ("float32", "float64") and x.shape[0] > 0 and cout > 0):
         return False
     lay = _layout(x, cout, kernel, padding, dilation)
     return lay.oh > 0 and lay.ow > 0 and \
@@ -180,7 +180,7 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel, padding, dilation, ones_ro
     see ``applies``) given its output gradient ``g`` (C-contiguous); False, with nothing
     written, where the kernel cannot run or an input is not finite.
     ``scratch(key, shape, dtype)`` gives the work buffers."""
-    k = _kernel(x.dtype.name)
+    k = _kernel(hw.dname(x))
     if not _ready(k):
         return False
     n, c = x.shape[:2]

@@ -210,7 +210,7 @@ def applies(x: np.ndarray, cout: int, kernel, stride, padding, dilation) -> bool
     OpenBLAS callable."""
     if not (x.ndim == 4 and tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
             and tuple(dilation) == (1, 1) and x.shape[1] >= MIN_CHANNELS
-            and x.dtype.name in ("float32", "float64") and min(padding) >= 0):
+            and hw.dname(x) in ("float32", "float64") and min(padding) >= 0):
         return False
     oh, ow = (int(s) + 2 * int(p) - 2 for s, p in zip(x.shape[2:], padding))
     tiles = ((oh + 1) // 2) * ((ow + 1) // 2 + 1)
@@ -276,7 +276,7 @@ def forward(x: np.ndarray, w2: np.ndarray, padding, ones_row: bool, res: np.ndar
     """``res`` = the convolution of ``x`` (C-contiguous) by ``w2`` (see ``applies``), for
     the registry op ``op``; False where its kernel cannot run (nothing written).
     ``scratch(key, shape, dtype)`` gives the lanes' work buffers."""
-    k = _kernel(x.dtype.name, op)
+    k = _kernel(hw.dname(x), op)
     if not _ready(k):
         return False
     n, c, h, w = x.shape

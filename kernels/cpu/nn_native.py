@@ -221,9 +221,9 @@ def im2col_args(x, kernel, stride, padding, dilation, ones_row: bool, nb: int
 def _im2col_native(x, kernel, stride, padding, dilation, ones_row=False, batch_last=False,
                    out=None):
     ref = REGISTRY["im2col"].reference
-    if x.dtype.name not in FLOATS or x.size == 0:
+    if hw.dname(x) not in FLOATS or x.size == 0:
         return hw.into(ref(x, kernel, stride, padding, dilation, ones_row, batch_last), out)
-    k = im2col_kernel(x.dtype.name)
+    k = im2col_kernel(hw.dname(x))
     if not _ready(k):
         return hw.into(ref(x, kernel, stride, padding, dilation, ones_row, batch_last), out)
     x = hw.operand(x)
@@ -336,7 +336,7 @@ def col2im_kernel(d: str, by_plane: bool, op: str = "col2im",
 def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=False,
                    batch_last=False, out=None):
     ref = REGISTRY["col2im"].reference
-    if cols.dtype.name not in FLOATS or cols.size == 0:
+    if hw.dname(cols) not in FLOATS or cols.size == 0:
         return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row,
                            batch_last), out)
     kk = int(np.prod(kernel))
@@ -346,7 +346,7 @@ def _col2im_native(cols, spatial, kernel, stride, padding, dilation, ones_row=Fa
     n = cols.shape[1] // length if batch_last else cols.shape[0]
     c = (rows - (1 if ones_row else 0)) // kk
     by_plane = n * c >= _PLANES_MIN
-    k = col2im_kernel(cols.dtype.name, by_plane)
+    k = col2im_kernel(hw.dname(cols), by_plane)
     if not _ready(k):
         return hw.into(ref(cols, spatial, kernel, stride, padding, dilation, ones_row,
                            batch_last), out)
@@ -532,7 +532,7 @@ def max_pool_with_values(x, kernel, stride, padding, dilation, ceil_mode, indice
     the MNIST example's 3.2 ms of pooling). Only for windows that all fit (no padding
     or dilation) over contiguous planes, into C-contiguous outputs of the right shape
     and dtype; False (nothing written) elsewhere, and the caller runs the two ops."""
-    d = x.dtype.name
+    d = hw.dname(x)
     out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     n, c = x.shape[:2]
     shape = (n, c) + tuple(out_sp)
@@ -565,9 +565,9 @@ def max_pool_with_values(x, kernel, stride, padding, dilation, ceil_mode, indice
 
 def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode, out=None):
     ref = REGISTRY["max_pool_indices"].reference
-    if x.dtype.name not in FLOATS or x.size == 0:
+    if hw.dname(x) not in FLOATS or x.size == 0:
         return hw.into(ref(x, kernel, stride, padding, dilation, ceil_mode), out)
-    d = x.dtype.name
+    d = hw.dname(x)
     out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     x = hw.operand(x)
     _, st = _as5d(x)
@@ -616,10 +616,10 @@ def _plane_view(a: np.ndarray) -> np.ndarray | None:
 
 def _pool_gather_native(x, idx, out=None):
     ref = REGISTRY["pool_gather"].reference
-    if x.dtype.name not in FLOATS or idx.dtype != np.int64 or x.size == 0 or idx.size == 0 \
+    if hw.dname(x) not in FLOATS or idx.dtype != np.int64 or x.size == 0 or idx.size == 0 \
             or x.ndim < 3 or idx.ndim != x.ndim:
         return hw.into(ref(x, idx), out)
-    d = x.dtype.name
+    d = hw.dname(x)
     k = hw.kernel("pool_gather", (("x", "in", d), ("idx", "in", "int64"), ("out", "out", d),
                                   ("bad", "out", "int8"))
                   + _ints("C", "s0", "s1", "sp", "P", "i0", "i1", "ip", "O"),
@@ -689,10 +689,10 @@ def body(g, idx, out, bad, acc, seen, C, g0, g1, gp, i0, i1, ip, O, P, lo, hi):
 def _pool_scatter_native(g, idx, shape, out=None):
     ref = REGISTRY["pool_scatter"].reference
     shape = tuple(int(s) for s in shape)
-    if g.dtype.name not in FLOATS or idx.dtype != np.int64 or g.size == 0 or len(shape) < 3 \
+    if hw.dname(g) not in FLOATS or idx.dtype != np.int64 or g.size == 0 or len(shape) < 3 \
             or g.shape != idx.shape or g.shape[:2] != shape[:2]:
         return hw.into(ref(g, idx, shape), out)
-    d = g.dtype.name
+    d = hw.dname(g)
     k = hw.kernel("pool_scatter", (("g", "in", d), ("idx", "in", "int64"), ("out", "out", d),
                                    ("bad", "out", "int8"), ("acc", "scratch", "float64"),
                                    ("seen", "scratch", "int8"))
@@ -754,9 +754,9 @@ def _avg_pool_native(x, kernel, stride, padding, ceil_mode, count_include_pad,
                      divisor_override, out=None):
     ref = REGISTRY["avg_pool"].reference
     args = (kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    if x.dtype.name not in FLOATS or x.size == 0:
+    if hw.dname(x) not in FLOATS or x.size == 0:
         return hw.into(ref(x, *args), out)
-    d = x.dtype.name
+    d = hw.dname(x)
     k = hw.kernel("avg_pool", (("x", "in", d), ("div", "in", d), ("out", "out", d))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
                   _AVGPOOL.replace("ZERO", f"np.{d}(0)"), op="avg_pool")
@@ -816,9 +816,9 @@ def _avg_pool_backward_native(g, shape, kernel, stride, padding, ceil_mode, coun
                               divisor_override, out=None):
     ref = REGISTRY["avg_pool_backward"].reference
     args = (shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    if g.dtype.name not in FLOATS or g.size == 0:
+    if hw.dname(g) not in FLOATS or g.size == 0:
         return hw.into(ref(g, *args), out)
-    d = g.dtype.name
+    d = hw.dname(g)
     k = hw.kernel("avg_pool_backward", (("g", "in", d), ("div", "in", d), ("out", "out", d))
                   + _ints("C", "g0", "g1", "g2", "g3", "g4") + _ints(*_GEOM),
                   _AVGPOOL_BWD, op="avg_pool_backward")
@@ -906,8 +906,8 @@ def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None, row_offset
     when an index is out of range (the caller's reference raises). With ``row_offsets``,
     ``vals2`` is any array whose last axis holds the values and row i starts at element
     ``row_offsets[i]`` of it."""
-    d = vals2.dtype.name
-    it = idx1.dtype.name
+    d = hw.dname(vals2)
+    it = hw.dname(idx1)
     bucket = hw.kernel(f"bucket_{it}", (("idx", "in", it), ("si", "int", None),
                                         ("order", "out", "int64"), ("pos", "out", "int64"),
                                         ("bad", "out", "int8"))
@@ -975,12 +975,12 @@ def _embedding_native(weight, idx, padding_idx=None, out=None):
     folded input projection looks up 2048 rows of 512: ``np.take`` and a copy into the
     plan's buffer took 0.4 ms)."""
     ref = REGISTRY["embedding"].reference
-    if weight.dtype.name not in FLOATS or weight.ndim != 2 or idx.dtype.name not in (
+    if hw.dname(weight) not in FLOATS or weight.ndim != 2 or hw.dname(idx) not in (
             "int64", "int32") or idx.size == 0 or weight.size == 0:
         return hw.into(ref(weight, idx, padding_idx), out)
-    it = idx.dtype.name
-    k = hw.kernel(f"embedding_{it}", (("w", "in", weight.dtype.name),) + _ints("w0", "w1")
-                  + (("idx", "in", it), ("si", "int", None), ("out", "out", weight.dtype.name),
+    it = hw.dname(idx)
+    k = hw.kernel(f"embedding_{it}", (("w", "in", hw.dname(weight)),) + _ints("w0", "w1")
+                  + (("idx", "in", it), ("si", "int", None), ("out", "out", hw.dname(weight)),
                      ("bad", "out", "int8")) + _ints("R", "F"), _LOOKUP, op="embedding")
     if not _ready(k):
         return hw.into(ref(weight, idx, padding_idx), out)
@@ -1009,7 +1009,7 @@ def _rows_of(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _embedding_backward_native(g, idx, num_weights, padding_idx=None, out=None):
     ref = REGISTRY["embedding_backward"].reference
-    if g.dtype.name not in FLOATS or idx.dtype.name not in ("int64", "int32") or g.ndim < 1 \
+    if hw.dname(g) not in FLOATS or hw.dname(idx) not in ("int64", "int32") or g.ndim < 1 \
             or idx.size * (g.shape[-1] if g.ndim else 0) == 0 or idx.shape != g.shape[:-1]:
         return hw.into(ref(g, idx, num_weights, padding_idx), out)
     dim = g.shape[-1]
@@ -1031,7 +1031,7 @@ def _index_put_native(x, values, *idx, index, accumulate, out=None):
         return hw.into(ref(x, values, *idx, index=index, accumulate=accumulate), out)
     i = idx[0]
     if not (isinstance(x, np.ndarray) and isinstance(i, np.ndarray) and x.ndim >= 1
-            and x.dtype.name in FLOATS and i.ndim >= 1 and i.dtype.name in ("int64", "int32")
+            and hw.dname(x) in FLOATS and i.ndim >= 1 and hw.dname(i) in ("int64", "int32")
             and i.size and x.size):
         return hw.into(ref(x, values, *idx, index=index, accumulate=accumulate), out)
     try:  # x[i] has shape i.shape + x.shape[1:]: rows of x, one per index entry
@@ -1084,15 +1084,15 @@ def _scatter_native(x, index, src, dim, reduce=None, out=None):
     ref = REGISTRY["scatter"].reference
     if reduce not in ("add", "sum") or not isinstance(src, np.ndarray) \
             or not isinstance(x, np.ndarray) or x.ndim not in (1, 2) \
-            or x.dtype.name not in FLOATS or src.dtype != x.dtype \
-            or index.dtype.name not in ("int64", "int32") or index.ndim != x.ndim \
+            or hw.dname(x) not in FLOATS or src.dtype != x.dtype \
+            or hw.dname(index) not in ("int64", "int32") or index.ndim != x.ndim \
             or src.ndim != x.ndim or index.size == 0 \
             or any(si < ii for si, ii in zip(src.shape, index.shape)) \
             or any(xs < ii for d_, (xs, ii) in enumerate(zip(x.shape, index.shape))
                    if d_ != dim):
         return hw.into(ref(x, index, src, dim, reduce), out)
-    it = index.dtype.name
-    d = x.dtype.name
+    it = hw.dname(index)
+    d = hw.dname(x)
     k = hw.kernel(f"scatter_add_{it}", (("src", "in", d), ("s0", "int", None),
                                         ("s1", "int", None), ("idx", "in", it),
                                         ("i0", "int", None), ("i1", "int", None),

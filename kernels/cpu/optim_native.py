@@ -118,7 +118,7 @@ def adam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: n
     hp = np.array([-1.0 if maximize else 1.0, weight_decay, decay, beta1, 1 - beta1, beta2,
                    1 - beta2, bc2 ** 0.5, eps, -(lr / bc1)])
     ams = max_exp_avg_sq is not None
-    k = _adam_kernel(param.dtype.name)
+    k = _adam_kernel(hw.dname(param))
     _run(k, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if ams else _dummy(param.dtype),
              hp, BLOCK, int(l2), int(ams)), param.size, 6 if ams else 5)
 
@@ -171,7 +171,7 @@ def sgd(param: np.ndarray, grad: np.ndarray, momentum_buffer: np.ndarray | None,
     hp = np.array([-1.0 if maximize else 1.0, weight_decay, momentum, 1 - dampening, -lr])
     mode = 0 if momentum == 0 else (2 if first else 1)
     buf = momentum_buffer if mode else _dummy(param.dtype)
-    _run(_sgd_kernel(param.dtype.name),
+    _run(_sgd_kernel(hw.dname(param)),
          (param, grad, buf, hp, BLOCK, int(weight_decay != 0), mode, int(bool(nesterov))),
          param.size, 4 if mode else 3)
 
@@ -209,7 +209,7 @@ def adagrad(param: np.ndarray, grad: np.ndarray, state_sum: np.ndarray, *, clr: 
     """One Adagrad update of ``param`` and its running sum of squares, in place
     (``clr``: the step's decayed learning rate)."""
     hp = np.array([-1.0 if maximize else 1.0, weight_decay, 1.0, eps, -clr])
-    _run(_adagrad_kernel(param.dtype.name),
+    _run(_adagrad_kernel(hw.dname(param)),
          (param, grad, state_sum, hp, BLOCK, int(weight_decay != 0)), param.size, 4)
 
 
@@ -270,7 +270,7 @@ def rmsprop(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
     dummy = _dummy(param.dtype)
     centered = grad_avg is not None
     mom = momentum_buffer is not None
-    _run(_rmsprop_kernel(param.dtype.name),
+    _run(_rmsprop_kernel(hw.dname(param)),
          (param, grad, square_avg, grad_avg if centered else dummy,
           momentum_buffer if mom else dummy, hp, BLOCK, BLOCK, int(weight_decay != 0),
           int(centered), int(mom)), param.size, 4 + centered + mom)

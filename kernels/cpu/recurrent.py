@@ -345,7 +345,7 @@ def seq_kernel(name: str, dtype: str) -> hw.NativeKernel | None:
 def _run_seq(name: str, *args) -> bool:
     """Run the sequence kernel ``name`` on ``args`` (its arrays, then T, B, H) over the
     batch rows, OpenBLAS on one thread meanwhile; False where there is none."""
-    k = seq_kernel(name, args[0].dtype.name)
+    k = seq_kernel(name, hw.dname(args[0]))
     if k is None:
         return False
     from .blas_calls import one_thread
@@ -452,7 +452,7 @@ def lstm_scan(xw: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_hh: np.ndarray,
     w_t = _transposed(w_hh)
     if _run_seq("lstm_fwd_seq", xw, h0, c0, w_t, bias, gates, res, t_len, bsz, h):
         return hw.into(res, out)
-    k = step_kernel("lstm_fwd", xw.dtype.name)
+    k = step_kernel("lstm_fwd", hw.dname(xw))
     step = _Stepper(k, [gates, xw, bias, c0, res, 0, t_len, bsz, h], bsz, 11 * bsz * h)
     hp = h0
     for t in range(t_len):
@@ -503,7 +503,7 @@ def gru_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
     w_t = _transposed(w_hh)
     if _run_seq("gru_fwd_seq", xw, h0, w_t, b_hh, hh, res, t_len, bsz, h):
         return hw.into(res, out)
-    k = step_kernel("gru_fwd", xw.dtype.name)
+    k = step_kernel("gru_fwd", hw.dname(xw))
     step = _Stepper(k, [hh, xw, b_hh, h0, res, 0, t_len, bsz, h], bsz, 12 * bsz * h)
     hp = h0
     for t in range(t_len):
@@ -558,7 +558,7 @@ def rnn_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray,
     xw = _c(xw)
     t_len, bsz, h = xw.shape
     res = hw.result((t_len, bsz, h), xw.dtype, out)
-    k = step_kernel("rnn_fwd", xw.dtype.name)
+    k = step_kernel("rnn_fwd", hw.dname(xw))
     step = _Stepper(k, [xw, res, relu, 0, bsz, h], bsz, 3 * bsz * h)
     w_t = _transposed(w_hh)
     hp = h0
@@ -583,7 +583,7 @@ def rnn_scan_backward(gout: np.ndarray, fwd: np.ndarray, w_hh: np.ndarray,
     t_len, bsz, h = fwd.shape
     res = hw.result((t_len, bsz, h), fwd.dtype, out)
     dhn = np.zeros((bsz, h), fwd.dtype)
-    k = step_kernel("rnn_bwd", fwd.dtype.name)
+    k = step_kernel("rnn_bwd", hw.dname(fwd))
     step = _Stepper(k, [gout, fwd, dhn, res, relu, 0, bsz, h], bsz, 4 * bsz * h)
     for t in range(t_len - 1, -1, -1):
         step.run(t)
