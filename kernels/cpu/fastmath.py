@@ -220,24 +220,18 @@ _TP0, _TP1, _TP2, _TP3, _TP4, _TP5, _TP6 = (f32(c) for c in (
 _TQ1, _TQ2, _TQ3 = (f32(c) for c in (
     0.4642428750818974, 0.024526073954046986, 0.00025574265237886896))
 _TANH_CLAMP = f32(9.0)
-# erf(x) = x Q(x^2), |x| < 1
-_R0 = f32(1.1283791658815034)
-_R1 = f32(-0.37612626903580026)
-_R2 = f32(0.11283597463486512)
-_R3 = f32(-0.026854328796031553)
-_R4 = f32(0.005189311942606869)
-_R5 = f32(-0.0008018854991892761)
-_R6 = f32(7.882497106557373e-05)
-# erfc(x) exp(x^2) = C(t), t = (x - 2.5) / 1.5, 1 <= x <= 4
-_C = (0.21080635752833896, -0.11152100469538197, 0.05611095841163517, -0.027005725289742655,
-      0.01248403568573053, -0.005567332909506274, 0.0024258851012656252,
-      -0.0010171177743618855, 0.0003678686724053258, -0.00014394859783500898,
-      9.640451524644021e-05, -3.692872359262467e-05)
-_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11 = (f32(c) for c in _C)
-_ERF_MID = f32(2.5)
-_ERF_INV_HALFWIDTH = f32(1.0 / 1.5)
-_FOUR = f32(4.0)
-
+# erf(x) = x P(x^2) / Q(x^2), |x| < 3.92 (beyond, erf rounds to +-1 in float32): a 6/5
+# rational fitted by Sanathanan-Koerner iteration for relative error on [0, 4] (5e-9 in
+# float64; 3.0e-7 evaluated in float32, against 1.7e-7 for the two-branch form it
+# replaced, which ran 2.3x slower: an exp and a degree-11 polynomial beside the small
+# branch's, every element computing both)
+_EP0, _EP1, _EP2, _EP3, _EP4, _EP5, _EP6 = (f32(c) for c in (
+    1.1283791691737197, 0.18520943987883751, 0.054300179110771292, 0.0038476706577822133,
+    0.00037884927320103846, 4.6637560492945035e-06, -1.3091067190177423e-08))
+_EQ1, _EQ2, _EQ3, _EQ4, _EQ5 = (f32(c) for c in (
+    0.49747100038004116, 0.11394545294437852, 0.01545543766618694, 0.0013061707953675866,
+    6.2913929902481323e-05))
+_ERF_SAT = f32(3.92)
 
 def _subroutine(ftype):
     """The helper below as an intrinsic on ``ftype``: its Python body is compiled once
@@ -381,31 +375,17 @@ def sigmoid_f32(x):
 
 
 @_jit
-def _erf_small(x):
-    """erf(x) = x Q(x^2) for |x| < 1."""
-    z = x * x
-    return x * (_R0 + z * (_R1 + z * (_R2 + z * (_R3 + z * (_R4 + z * (_R5 + z * _R6))))))
-
-
-@_jit
-def _erfc_scaled(xa):
-    """C(t) = erfc(x) exp(x^2), t = (x - 2.5) / 1.5, for 1 <= xa <= 4."""
-    t = (xa - _ERF_MID) * _ERF_INV_HALFWIDTH
-    return _C0 + t * (_C1 + t * (_C2 + t * (_C3 + t * (_C4 + t * (_C5 + t * (_C6 + t * (
-        _C7 + t * (_C8 + t * (_C9 + t * (_C10 + t * _C11))))))))))
-
-
-@_jit
 def erf_f32(x):
-    """erf for float32: odd polynomial for |x| < 1, 1 - exp(-x^2) C(x) up to 4, 1 beyond."""
-    # both branches computed, then selected: a branch would stop LLVM vectorising
+    """erf for float32: ``x P(x^2) / Q(x^2)`` below ``_ERF_SAT``, +-1 beyond (one
+    branch-free form: a branch would stop LLVM vectorising)."""
     ax = abs(x)
-    small = _erf_small(x)
-    xa = _FOUR if ax > _FOUR else ax
-    large = _ONE - exp_f32(-(xa * xa)) * _erfc_scaled(xa)
-    large = _ONE if ax >= _FOUR else large
-    large = -large if x < _ZERO else large
-    return small if ax < _ONE else large
+    xc = _ERF_SAT if ax > _ERF_SAT else ax
+    z = xc * xc
+    p = _EP0 + z * (_EP1 + z * (_EP2 + z * (_EP3 + z * (_EP4 + z * (_EP5 + z * _EP6)))))
+    q = _ONE + z * (_EQ1 + z * (_EQ2 + z * (_EQ3 + z * (_EQ4 + z * _EQ5))))
+    r = x * p / q  # x's own sign: erf(-0.0) is -0.0
+    sat = _ONE if x > _ZERO else -_ONE
+    return sat if ax >= _ERF_SAT else r
 
 
 _SQRT1_2 = f32(0.7071067811865476)
@@ -415,19 +395,9 @@ _INV_SQRT_2PI = f32(0.3989422804014327)
 @_jit
 def gelu_grad_f32(x):
     """GELU's derivative Phi(x) + x phi(x) for float32 (``gelu_backward`` is g times
-    it): ``erf_f32``'s pieces at u = x/sqrt2, its large branch's exp(-u^2) being the
-    density's exp too, where the expression template computes two exps (0.69 -> 0.48 ms over
-    512k floats on one thread)."""
+    it): ``erf_f32`` at u = x/sqrt2 and the density's exp(-u^2)."""
     u = x * _SQRT1_2
-    au = abs(u)
-    e = exp_f32(-(u * u))
-    small = _erf_small(u)
-    xa = _FOUR if au > _FOUR else au
-    large = _ONE - e * _erfc_scaled(xa)
-    large = _ONE if au >= _FOUR else large
-    large = -large if u < _ZERO else large
-    erf = small if au < _ONE else large
-    return _HALF * (_ONE + erf) + x * e * _INV_SQRT_2PI
+    return _HALF * (_ONE + erf_f32(u)) + x * exp_f32(-(u * u)) * _INV_SQRT_2PI
 
 
 @njit(inline="always", error_model="numpy")  # generic: integer kernels call it too
