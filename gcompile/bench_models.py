@@ -669,16 +669,22 @@ def format_table(rows: list[dict]) -> str:
 def _rate_lines(workload: str, sp: dict) -> list[str]:
     """The step's GEMM (and convolution) time against its FLOPs at the machine's BLAS
     rate: 1.00x would be every product at the rate of a large square GEMM (a
-    convolution's FLOPs are im2col's: Winograd's fewer multiplies can beat 1.00x)."""
+    convolution's FLOPs are im2col's: Winograd's fewer multiplies can beat 1.00x). With
+    both, also all of the step's products together (the convolutions' whole steps,
+    their copies included)."""
     rate, fl = sp.get("blas_gflops"), sp.get("gflop")
     if not rate or not fl:
         return []
     parts = []
-    for what, key, ms in (("GEMM", "gemm", sp["gemm_ms"]), ("conv", "conv", sp["conv_ms"])):
-        if fl.get(key):
-            ideal = fl[key] / rate * 1e3
-            parts.append(f"{what} {ms:.1f} ms for {fl[key]:.2f} GFLOP "
-                         f"({fl[key] / ms * 1e3:.0f} GFLOP/s) = {ms / ideal:.2f}x")
+    both = ("products", None, sp["gemm_ms"] + sp["conv_ms"])
+    for what, key, ms in (("GEMM", "gemm", sp["gemm_ms"]), ("conv", "conv", sp["conv_ms"]),
+                          both):
+        gflop = fl.get(key) if key else (fl.get("gemm", 0.0) + fl.get("conv", 0.0))
+        if gflop and (key or (fl.get("gemm") and fl.get("conv"))):
+            ideal = gflop / rate * 1e3
+            parts.append(f"{'all ' if key is None else ''}{what} {ms:.1f} ms for "
+                         f"{gflop:.2f} GFLOP ({gflop / ms * 1e3:.0f} GFLOP/s) = "
+                         f"{ms / ideal:.2f}x")
     return [f"    {workload}: " + "; ".join(parts) + f" the time at the BLAS rate "
             f"({rate:.0f} GFLOP/s, a 1024^3 float32 GEMM)"] if parts else []
 

@@ -124,6 +124,13 @@ def test_compiled_child_counts_the_steps_gemm_flops_against_the_blas_rate(thread
                                       gflop={"gemm": 0.2, "conv": 0.0}, blas_gflops=100.0))
     assert line == ["    mlp: GEMM 1.0 ms for 0.20 GFLOP (200 GFLOP/s) = 0.50x the time at "
                     "the BLAS rate (100 GFLOP/s, a 1024^3 float32 GEMM)"]
+    # with convolutions too: each kind, then all of the step's products together
+    line = bm._rate_lines("cnn", dict(split, gemm_ms=2.0, conv_ms=6.0,
+                                      gflop={"gemm": 0.1, "conv": 0.5}, blas_gflops=100.0))
+    assert line == ["    cnn: GEMM 2.0 ms for 0.10 GFLOP (50 GFLOP/s) = 2.00x; conv 6.0 ms "
+                    "for 0.50 GFLOP (83 GFLOP/s) = 1.20x; all products 8.0 ms for 0.60 GFLOP "
+                    "(75 GFLOP/s) = 1.33x the time at the BLAS rate (100 GFLOP/s, a 1024^3 "
+                    "float32 GEMM)"]
 
 
 def test_serve_answers_ready_then_each_turn_then_its_report(threads):
