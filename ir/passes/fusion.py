@@ -579,7 +579,8 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     attention's three gradients laid out side by side by its backward op itself),
     builds only the blocks of a scan's packed gradient its backward reads, max-pools
     before a ReLU (which then runs on the pooled values), turns a loss's one-index
-    gather and scatter into masked rows the fuser joins to its log-softmax, copies a
+    gather and scatter into masked rows the fuser joins to its log-softmax, multiplies a
+    permuted value's own rows and permutes the product (a batch_first LSTM's decoder), copies a
     permuted value that a reshape cannot view by a kernel into a planned buffer (or,
     for attention's output, has the attention op write it permuted), and returns a
     fresh intermediate itself instead of a copy of it (``ir.passes.rewrites``)."""
@@ -589,7 +590,7 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
                            cat_slice_puts, copy_before_reshape,
                            decompose_sum_to_size, drop_output_clones,
                            fold_embedding_projections, fold_summed_matmul, masked_one_hot,
-                           narrow_scan_gradients, pool_before_relu,
+                           matmul_before_permute, narrow_scan_gradients, pool_before_relu,
                            transpose_matmul_products)
     count = decompose_while(graph, lambda n: REGISTRY[n.op].decomposition is not None and not (
         keep_whole and REGISTRY[n.op].extra.get("whole_on_cpu")))
@@ -598,6 +599,6 @@ def decompose(graph: Graph, *, keep_whole: bool = True) -> int:
     count += fold_embedding_projections(graph)
     count += cat_before_reshape(graph) + attention_gradients_in_place(graph)
     count += narrow_scan_gradients(graph) + pool_before_relu(graph)
-    count += masked_one_hot(graph)
+    count += masked_one_hot(graph) + matmul_before_permute(graph)
     count += copy_before_reshape(graph) + attention_output_in_place(graph)
     return count + drop_output_clones(graph)

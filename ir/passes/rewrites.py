@@ -14,6 +14,12 @@
   dim of an all-zero constant, covering it (the gradient of ``split``/``chunk``: a
   fused attention projection's ``q, k, v = qkv.split(d, dim=2)``), becomes ``cat`` of
   the values: one copy instead of zero-filled copies, strided adds and a sum.
+- ``matmul_before_permute``: ``permute(h) @ W`` that keeps the last axis in place, ``h``
+  a fresh (contiguous) value whose permuted rows do not collapse by a view (a
+  batch_first LSTM's time-major output into its decoder) becomes ``permute(h @ W)``:
+  one GEMM over h's own rows, and the permuted view of its result goes to the readers
+  (the decoder's bias add reads it strided), where the matmul step copied h's 1 MB of
+  rows into a buffer first.
 - ``copy_before_reshape``: ``reshape(permute(x))`` that no strides can view (a
   convolution's output gradient (N, Cout, L) -> (Cout, N*L) for its batch-wide GEMMs)
   becomes ``reshape(clone(permute(x)))``: the copy NumPy would make anyway, unplanned, at
@@ -241,6 +247,44 @@ def transpose_matmul_products(graph: Graph) -> int:
 
 
 _VIEWS = ("reshape", "permute", "expand", "getitem")  # fusion.VIEW_OPS
+
+
+def matmul_before_permute(graph: Graph) -> int:
+    """``matmul(permute(h, dims), W)`` with ``W`` 2-D, ``dims`` keeping the last axis last,
+    ``h`` made by a non-view op (contiguous in its buffer) and the permuted rows not
+    collapsing by a view -> ``permute(matmul(h, W), dims)``. Each output row is the same
+    dot products in the same order, now at its row of h. Returns rewrites."""
+    outputs = {id(o) for o in graph.outputs}
+    count = 0
+    for n in list(graph.nodes):
+        if n.op != "matmul" or id(n.out) in outputs:
+            continue
+        x, w = n.inputs
+        if not (isinstance(x, Value) and isinstance(w, Value)) or x.ndim < 3 or w.ndim != 2:
+            continue
+        p = x.producer
+        if p is None or p.op != "permute" or not isinstance(p.inputs[0], Value):
+            continue
+        dims = tuple(p.attrs["dims"])
+        h = p.inputs[0]
+        if dims[-1] != x.ndim - 1 or h.producer is None or h.producer.op in _VIEWS or \
+                not h.numel or h.dtype is not x.dtype:
+            continue
+        base = contiguous_strides(tuple(h.shape))
+        strides = tuple(base[d] for d in dims)
+        rows = (_prod(x.shape[:-1]), x.shape[-1])
+        if view_strides(tuple(x.shape), strides, rows) is not None:
+            continue  # the permuted rows are a view already: one GEMM as it is
+        at = graph.nodes.index(n)
+        prod = graph.add_node("matmul", [h, w], {}, index=at)
+        out = graph.add_node("permute", [prod], {"dims": dims}, index=at + 1)
+        _same_type(out, n.out, "matmul_before_permute")
+        graph.replace_all_uses(n.out, out)
+        graph.remove_node(n)
+        if not p.out.users and id(p.out) not in outputs:
+            graph.remove_node(p)
+        count += 1
+    return count
 
 
 def copy_before_reshape(graph: Graph) -> int:

@@ -19,7 +19,7 @@ from ir.passes.rewrites import (attention_gradients_in_place, attention_output_i
                                 cat_slice_puts, copy_before_reshape,
                                 decompose_sum_to_size, drop_output_clones,
                                 fold_embedding_projections, fold_summed_matmul, masked_one_hot,
-                                narrow_scan_gradients, pool_before_relu,
+                                matmul_before_permute, narrow_scan_gradients, pool_before_relu,
                                 transpose_matmul_products)
 
 F32 = dt.float32
@@ -659,3 +659,40 @@ def test_attention_output_read_elsewhere_keeps_its_copy():
     g, arrays = _attention_output_copy(reader=True)
     assert attention_output_in_place(g) == 0
     assert any(n.op == "clone" for n in g.nodes)
+
+
+@pytest.mark.parametrize("dims, rewritten", [((1, 0, 2), True), ((0, 1, 2), False)])
+def test_matmul_of_permuted_rows_multiplies_the_rows_first(dims, rewritten):
+    """permute(h) @ w (a batch_first LSTM's time-major output into its decoder) becomes
+    permute(h @ w) where the permuted rows are no view: equal values, and the permute
+    left only for the other reader; a permute that is a view already stays."""
+    g = Graph()
+    a = g.add_input((6, 4, 8), F32)
+    w = g.add_input((8, 5), F32)
+    h = g.add_node("tanh", [a])
+    p = g.add_node("permute", [h], {"dims": dims})
+    y = g.add_node("matmul", [p, w])
+    out = g.add_node("relu", [y])
+    other = g.add_node("sum", [p], {"dims": (0,), "keepdim": False})
+    g.set_outputs([out, other])
+    arrs = (rng.standard_normal((6, 4, 8)).astype(np.float32),
+            rng.standard_normal((8, 5)).astype(np.float32))
+    want = _run(g, *arrs)
+    assert matmul_before_permute(g) == int(rewritten)
+    (mm,) = [n for n in g.nodes if n.op == "matmul"]
+    assert (mm.inputs[0] is h) == rewritten
+    if rewritten:
+        assert out.producer.inputs[0].producer.op == "permute"
+    got = _run(g, *arrs)
+    for a_, b_ in zip(got, want):
+        np.testing.assert_allclose(a_, b_, rtol=1e-6, atol=1e-6)
+
+
+def test_matmul_of_permuted_graph_input_is_left_alone():
+    """An input's strides are not known when the graph is built: its rows may be a view."""
+    g = Graph()
+    a = g.add_input((6, 4, 8), F32)
+    w = g.add_input((8, 5), F32)
+    p = g.add_node("permute", [a], {"dims": (1, 0, 2)})
+    g.set_outputs([g.add_node("relu", [g.add_node("matmul", [p, w])])])
+    assert matmul_before_permute(g) == 0
