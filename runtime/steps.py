@@ -237,9 +237,8 @@ class _MatmulRun:
     (``_gemm``) and binds the product (``kernels.cpu.bound_gemm``: the same GEMM call
     NumPy made, its arguments built once); while the step sees the same three arrays,
     a call is the native call alone (0.86 us a step around a 2 x 2 product, against
-    1.7-1.9 us through NumPy's matmul), and other arrays of that layout are
-    repointed. Layouts NumPy would not run as one plain GEMM keep
-    NumPy's matmul."""
+    1.7-1.9 us through NumPy's matmul), and other arrays of that layout are repointed.
+    Layouts NumPy would not run as one plain GEMM keep NumPy's matmul."""
 
     __slots__ = ("sa", "sb", "so", "fold", "modes", "swaps", "binds", "bound", "refs")
 

@@ -61,6 +61,24 @@ def test_argument_checks():
         hw.kernel("bad", (("x", "inout", "float32"),), BODY)
 
 
+def test_contiguous_operands_with_odd_strides_on_length_one_axes():
+    """A C-contiguous operand skips the per-axis stride checks: a length-1 axis may
+    carry any stride (its index is always 0), so such views run as their data says."""
+    k = hw.kernel("scale_test", _params("float32"), BODY)
+    x = np.arange(6, dtype=np.float32).reshape(1, 6)[::-1]  # stride -24 on its length-1 axis
+    assert x.flags.c_contiguous and x.strides[0] < 0
+    y = np.full((1, 6), -1, np.float32)
+    k(x, 1, y, 2, 1, n=6)
+    np.testing.assert_array_equal(y, x * 2)
+
+
+def test_dtype_names_are_numpys():
+    for d in (np.float32, np.float64, np.int64, np.int32, np.bool_, np.float16, ">f4",
+              np.complex64, "V8"):
+        dt = np.dtype(d)
+        assert hw.dtype_name(dt) == dt.name == hw.dname(np.zeros(1, dt))
+
+
 SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
