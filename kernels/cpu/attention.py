@@ -257,9 +257,9 @@ def _layout(arrays) -> tuple[np.ndarray, list[int]]:
 
 def _usable(*arrays: np.ndarray) -> bool:
     d = arrays[0].dtype
-    return d.name in FLOATS and all(a.dtype == d and a.shape == arrays[0].shape
-                                    for a in arrays) and arrays[0].size > 0 and \
-        arrays[0].ndim >= 2
+    return hw.dtype_name(d) in FLOATS and all(
+        a.dtype == d and a.shape == arrays[0].shape for a in arrays) and \
+        arrays[0].size > 0 and arrays[0].ndim >= 2
 
 
 def _block_rows(length: int, causal: bool) -> int:
