@@ -52,7 +52,7 @@ def numpy_gemm_args(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> tuple | None
     if x.ndim != 2 or y.ndim != 2 or o.ndim != 2:
         return None
     dt = x.dtype
-    if dt.name not in ("float32", "float64") or y.dtype != dt or o.dtype != dt:
+    if hw.dtype_name(dt) not in ("float32", "float64") or y.dtype != dt or o.dtype != dt:
         return None
     m, k = x.shape
     n = y.shape[1]
@@ -61,23 +61,24 @@ def numpy_gemm_args(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> tuple | None
     sz = dt.itemsize
     if not _blasable(o.strides[0], o.strides[1], n, sz):
         return None
-    xs0, xs1 = x.strides
-    if _blasable(xs0, xs1, k, sz):
-        ta, lda = blas_calls.NO_TRANS, xs0 // sz
-    elif _blasable(xs1, xs0, m, sz):
-        ta, lda = blas_calls.TRANS, xs1 // sz
-    else:
+    xa, ya = _operand(x, sz), _operand(y, sz)
+    if xa is None or ya is None:
         return None
-    ys0, ys1 = y.strides
-    if _blasable(ys0, ys1, n, sz):
-        tb, ldb = blas_calls.NO_TRANS, ys0 // sz
-    elif _blasable(ys1, ys0, k, sz):
-        tb, ldb = blas_calls.TRANS, ys1 // sz
-    else:
-        return None
+    (ta, lda), (tb, ldb) = xa, ya
     if not _apart(x, y, o, hw._cpu()._ptr):
         return None
     return (ta, tb, m, n, k, lda, ldb, o.strides[0] // sz)
+
+
+def _operand(a: np.ndarray, sz: int) -> tuple | None:
+    """``(transpose flag, leading dimension)`` NumPy's matmul passes for matrix ``a``:
+    its rows as they lie, else its columns; None where neither is a BLAS matrix."""
+    (r, c), (s0, s1) = a.shape, a.strides
+    if _blasable(s0, s1, c, sz):
+        return blas_calls.NO_TRANS, s0 // sz
+    if _blasable(s1, s0, r, sz):
+        return blas_calls.TRANS, s1 // sz
+    return None
 
 
 def _apart(x: np.ndarray, y: np.ndarray, o: np.ndarray, ptr) -> bool:
