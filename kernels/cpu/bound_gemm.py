@@ -137,13 +137,13 @@ def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | None:
     layout (see the module's docstring; also where NumPy's OpenBLAS or the native pool
     is missing here). Raises ``Deferred`` while the kernel compiles with a plan's first
     run (bind again later)."""
+    cpu = hw._cpu()
     args = numpy_gemm_args(x, y, o)
-    if args is None:
-        return None
+    if args is None or not cpu.native_pool.available():
+        return None  # (without the pool's trampoline the kernel is not worth compiling)
     k = _kernel(hw.dname(x))
     if k is None:
         return None
-    cpu = hw._cpu()
     if k._fn is None and cpu.defer_native(k):
         raise Deferred(k.name)
     fn = k.load()
