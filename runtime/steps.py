@@ -391,25 +391,95 @@ class _IntoRun:
     recurrent kernels): it writes into the output's buffer, which the plan provides
     (an arena view, fixed once the plan is built, or the call's fresh output), so a
     steady-state call allocates nothing large. Should the op's implementation have been
-    replaced by one without ``out=`` since, its result is copied in."""
+    replaced by one without ``out=`` since, its result is copied in.
 
-    __slots__ = ("op", "ins", "so", "attrs")
+    An implementation with a ``bind`` (``kernels.cpu.handwritten.serve``) is bound after
+    a call: while the step sees the same arrays, or arrays over the same memory laid out
+    the same (a view of an input is made anew on each call), and the same thread count,
+    a call is the bound native call alone. A step whose binding goes stale twice (an
+    output allocated anew on each call) stops binding. Inside a training step a
+    wrapper's Python ran 5-10x slower than alone, its objects out of cache after the
+    kernels before it: GPT's index checks took ~57 us each there, ~38 of them around
+    the kernel's call."""
+
+    __slots__ = ("op", "ins", "so", "attrs", "bound", "refs", "threads", "sig", "misses")
 
     def __init__(self, op, ins, so: int, attrs: dict) -> None:
         self.op = op
         self.ins = ins
         self.so = so
         self.attrs = attrs
+        self.bound = None
+        self.refs: tuple = ()
+        self.threads = 0
+        self.sig: list = []
+        self.misses = 0  # bindings these arrays outdated: from 2 on, none is made
 
     def __call__(self, env) -> None:
+        b = self.bound
+        if b is not None:
+            out_ref, pairs = self.refs
+            if out_ref() is env[self.so] and all(r() is env[s] for r, s in pairs) and \
+                    _threads() == self.threads:
+                b()
+                return
+            if _threads() == self.threads and self._signature(env) == self.sig:
+                self.refs = self._refs(env)
+                b()
+                return
+            self.bound = None
+            self.misses += 1
         args = [env[s] if s is not None else c for s, c in self.ins]
         out = env[self.so]
         fn = self.op.impl
         with np.errstate(all="ignore"):
             if getattr(fn, "writes_out", False):
                 fn(*args, out=out, **self.attrs)
+                binder = getattr(fn, "bind", None)
+                if binder is not None and getattr(RECORDING, "variants", None) is None:
+                    self._bind(binder, env, args, out)
                 return
         np.copyto(out, eval_op(self.op, args, self.attrs), casting="unsafe")
+
+    def _slots(self) -> list[int]:
+        return [self.so] + [s for s, _ in self.ins if s is not None]
+
+    def _refs(self, env) -> tuple:
+        """(the output's, [(each array operand's, its slot)]) weak references."""
+        return (weakref.ref(env[self.so]),
+                [(weakref.ref(env[s]), s) for s, _ in self.ins if s is not None])
+
+    def _signature(self, env) -> list:
+        """Each array's memory and layout: data pointer, shape, strides, dtype."""
+        ptr = _ptr_reader()
+        return [(ptr(a), a.shape, a.strides, a.dtype) for a in (env[s] for s in self._slots())]
+
+    def _bind(self, binder, env, args: list, out) -> None:
+        if self.misses >= 2 or not all(isinstance(env[s], np.ndarray) for s in self._slots()):
+            return  # (an operand that changes memory on every call: a fresh output)
+        try:
+            self.bound = binder(*args, out=out, **self.attrs)
+        except Exception as e:  # noqa: BLE001 - no binding: the step calls the op
+            _log("kernels", f"binding {self.op.name} failed ({type(e).__name__}: {e})")
+            return
+        self.refs = self._refs(env)
+        self.threads = _threads()
+        self.sig = self._signature(env)
+
+
+_NTHREADS: list = []
+
+
+def _threads() -> int:
+    """The kernels' thread count (a binding splits its work for it)."""
+    if not _NTHREADS:
+        try:
+            from kernels.cpu import _nthreads as count
+        except ImportError:  # pragma: no cover - kernels without the CPU back end
+            def count() -> int:
+                return 1
+        _NTHREADS.append(count)
+    return _NTHREADS[0]()
 
 
 def writes_into(n: Node) -> bool:

@@ -187,6 +187,8 @@ def _served(name: str, fn, ref):
     impl.__doc__ = fn.__doc__
     impl.__wrapped__ = fn
     impl.serves_op = name
+    if getattr(fn, "bind", None) is not None:
+        impl.bind = fn.bind
     return writes_out(impl)
 
 
@@ -281,18 +283,13 @@ class NativeKernel:
                     fn = self._fn = cpu._load_entry(self.generated)
         return fn
 
-    def __call__(self, *args, n: int, work: int | None = None,
-                 parallel: bool | None = None) -> None:
-        """Run ``body`` over the work units ``[0, n)`` with ``args`` (one per parameter).
-        ``work`` (elements touched; default ``n``) against ``PARALLEL_THRESHOLD`` decides
-        whether the range is split over threads; ``parallel`` True/False forces it."""
-        cpu = _cpu()
-        ptr = cpu._ptr
+    def _cargs(self, args: tuple) -> tuple[list[int], list]:
+        """The C arguments of ``args`` (pointer and span per array, scratch slots left
+        empty) and the scratch requests, checking each argument."""
+        ptr = _cpu()._ptr
         if len(args) != len(self.params):
             raise TypeError(f"kernels: {self.name} takes {len(self.params)} arguments, got "
                             f"{len(args)}")
-        if n <= 0:
-            return
         cargs: list[int] = []
         scratch: list[tuple[int, np.dtype, int]] = []
         for (pname, kind, _), want, a in zip(self.params, self._np, args):
@@ -315,10 +312,28 @@ class NativeKernel:
                     raise ValueError(f"kernels: {self.name}: {pname} has negative or "
                                      "misaligned strides (see handwritten.operand)")
                 cargs += [ptr(a), _span(a)]
-        fn = self.load()
+        return cargs, scratch
+
+    def _split(self, n: int, work: int | None, parallel: bool | None) -> int:
+        """How many threads a call over ``n`` units runs on."""
+        cpu = _cpu()
         if parallel is None:
             parallel = (n if work is None else work) >= cpu.PARALLEL_THRESHOLD
-        k = min(cpu._nthreads(), n) if parallel else 1
+        return min(cpu._nthreads(), n) if parallel else 1
+
+    def __call__(self, *args, n: int, work: int | None = None,
+                 parallel: bool | None = None) -> None:
+        """Run ``body`` over the work units ``[0, n)`` with ``args`` (one per parameter).
+        ``work`` (elements touched; default ``n``) against ``PARALLEL_THRESHOLD`` decides
+        whether the range is split over threads; ``parallel`` True/False forces it."""
+        if n <= 0:
+            if len(args) != len(self.params):
+                self._cargs(args)  # raises
+            return
+        cargs, scratch = self._cargs(args)
+        fn = self.load()
+        cpu = _cpu()
+        k = self._split(n, work, parallel)
         if k < 2:
             keep = _fill_scratch(cargs, scratch)  # noqa: F841 - alive until the call returns
             fn(*cargs, 0, n)
@@ -339,6 +354,42 @@ class NativeKernel:
         finally:
             for f in futs:
                 f.result()
+
+    def bind(self, *args, n: int, work: int | None = None, parallel: bool | None = None):
+        """The call ``self(*args, n=n, ...)`` made ready: its C argument rows (and scratch)
+        built now, so that calling the result is the native pool's call alone. It holds
+        the operands (and so their memory) and reads and writes that memory as it is
+        when called: a plan's step keeps it while its arrays are those memory blocks laid
+        out the same; the thread count is fixed too. None where the native pool cannot
+        take the call (then call the kernel). The kernel must be loaded (``load``)."""
+        if n <= 0:
+            return None
+        cargs, scratch = self._cargs(args)
+        fn = self.load()
+        cpu = _cpu()
+        pool = cpu.native_pool
+        if len(cargs) + 2 > pool.MAX_ARGS:
+            return None
+        k = self._split(n, work, parallel)
+        if k < 2:
+            keep = _fill_scratch(cargs, scratch)
+            row = np.array(cargs + [0, n], np.int64)
+            task = pool.serial_task(fn, row)
+        else:
+            if not cpu._native_threads(k):
+                return None
+            keep = []
+            rows = []
+            for c in range(k):
+                a = list(cargs)
+                keep.append(_fill_scratch(a, scratch))
+                rows.append(a + [c * n // k, (c + 1) * n // k])
+            row = np.array(rows, np.int64)
+            task = pool.rows_task(fn, row)
+        if task is None:
+            return None
+        task.keep = (row, keep, args)  # the rows, scratch and operands: alive with the task
+        return task
 
 
 def _cpu():
