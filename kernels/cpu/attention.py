@@ -272,33 +272,71 @@ def _run(k: hw.NativeKernel, args: list, items: int) -> None:
         k(*args, n=items, parallel=items >= 2)
 
 
-def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool,
-         perm=None, *, out: np.ndarray | None = None) -> np.ndarray:
-    """``sdpa`` by the lanes kernel (see the module docstring), into ``out`` when given,
-    permuted by ``perm`` (written in that layout directly)."""
-    ref = REGISTRY["sdpa"].reference
+def _bound(k: hw.NativeKernel, args: list, items: int):
+    """``_run(k, args, items)`` made ready (``NativeKernel.bind``), or None."""
+    call = k.bind(*args, n=items, parallel=items >= 2)
+    if call is None:
+        return None
 
-    def by_reference():
-        return hw.into(ref(q, k, v, scale=scale, causal=causal, perm=perm), out)
+    def run() -> None:
+        with blas_calls.one_thread():
+            call()
+    return run
+
+
+def _views(*arrays: np.ndarray) -> tuple | None:
+    """``_rows`` of each, or None where one of them would be a copy (a binding reads
+    the operands' own memory)."""
+    rows = tuple(_rows(a) for a in arrays)
+    if any(not np.shares_memory(r, a) for r, a in zip(rows, arrays)):
+        return None
+    return rows
+
+
+def _forward_args(q, k, v, scale, causal, perm, out, rows):
+    """The lanes kernel and its arguments for ``sdpa`` on the row views ``rows`` of q, k
+    and v, with its result array; None where the op's reference runs it."""
     kern = attention_kernel("fwd", hw.dname(q)) if _usable(q, k, v) else None
     if kern is None or not _ready(kern):
-        return by_reference()
-    q, k, v = _rows(q), _rows(k), _rows(v)
+        return None
+    q, k, v = rows
     length, dim = q.shape[-2:]
     items = q.size // (length * dim)
     offs, (qs, ks, vs) = _layout((q, k, v))
     br = _block_rows(length, causal)
     shape = q.shape if perm is None else tuple(q.shape[i] for i in perm)
     res = hw.result(shape, q.dtype, out)
-    rows = _output_rows(res.shape, res.strides, res.dtype, tuple(q.shape),
-                        None if perm is None else tuple(perm))
-    if rows is None:
-        return by_reference()
-    oo, ors = rows
+    layout = _output_rows(res.shape, res.strides, res.dtype, tuple(q.shape),
+                          None if perm is None else tuple(perm))
+    if layout is None:
+        return None
+    oo, ors = layout
     geo = np.array([length, dim, qs, ks, vs, br, int(bool(causal)), ors], np.int64)
     sc = np.array([scale], q.dtype)
-    _run(kern, [q, k, v, res, offs, oo, geo, sc, (br + dim) * length, items], items)
+    return kern, [q, k, v, res, offs, oo, geo, sc, (br + dim) * length, items], items, res
+
+
+def sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool,
+         perm=None, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``sdpa`` by the lanes kernel (see the module docstring), into ``out`` when given,
+    permuted by ``perm`` (written in that layout directly)."""
+    ready = _forward_args(q, k, v, scale, causal, perm, out,
+                          (_rows(q), _rows(k), _rows(v))) if _usable(q, k, v) else None
+    if ready is None:
+        ref = REGISTRY["sdpa"].reference
+        return hw.into(ref(q, k, v, scale=scale, causal=causal, perm=perm), out)
+    kern, args, items, res = ready
+    _run(kern, args, items)
     return hw.into(res, out)
+
+
+def _bind_sdpa(q, k, v, scale, causal, perm=None, *, out=None):
+    """``sdpa(..., out=out)`` as a prepared call for these arrays, or None."""
+    rows = _views(q, k, v) if out is not None and _usable(q, k, v) else None
+    ready = _forward_args(q, k, v, scale, causal, perm, out, rows) if rows else None
+    if ready is None or ready[3] is not out:
+        return None
+    return _bound(ready[0], ready[1], ready[2])
 
 
 def _layout_rows(res_shape: tuple, res_strides: tuple, dtype, shape: tuple,
@@ -352,34 +390,56 @@ def _gradient_layout(res_shape: tuple, res_strides: tuple, dtype, shape: tuple, 
         for j in range(3)])
 
 
-def sdpa_backward(g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
-                  causal: bool, perm=None, cat_dim=None, *,
-                  out: np.ndarray | None = None) -> np.ndarray:
-    """``sdpa_backward``: [dq, dk, dv] by the lanes kernel, into ``out`` when given, in
-    the op's layout (stacked, or permuted and concatenated: written there directly)."""
-    ref = REGISTRY["sdpa_backward"].reference
+def _backward_args(g, q, k, v, scale, causal, perm, cat_dim, out, rows):
+    """As ``_forward_args``, for ``sdpa_backward`` on the row views of g, q, k, v."""
     kern = attention_kernel("bwd", hw.dname(q)) if _usable(q, k, v, g) else None
-
-    def by_reference():
-        return hw.into(ref(g, q, k, v, scale=scale, causal=causal, perm=perm,
-                           cat_dim=cat_dim), out)
     if kern is None or not _ready(kern):
-        return by_reference()
-    g, q, k, v = _rows(g), _rows(q), _rows(k), _rows(v)
+        return None
+    g, q, k, v = rows
     length, dim = q.shape[-2:]
     items = q.size // (length * dim)
     offs, (qs, ks, vs, gs) = _layout((q, k, v, g))
     br = _block_rows(length, causal)
     res = hw.result(gradient_shape(q.shape, perm, cat_dim), q.dtype, out)
-    rows = _gradient_rows(res, q.shape, perm, cat_dim)
-    if rows is None:
-        return by_reference()
-    oo, ors = rows
+    layout = _gradient_rows(res, q.shape, perm, cat_dim)
+    if layout is None:
+        return None
+    oo, ors = layout
     geo = np.array([length, dim, qs, ks, vs, gs, br, int(bool(causal)), ors], np.int64)
     sc = np.array([scale], q.dtype)
-    _run(kern, [g, q, k, v, res, offs, oo, geo, sc, 2 * (br + dim) * length + 1, items],
-         items)
+    return (kern, [g, q, k, v, res, offs, oo, geo, sc, 2 * (br + dim) * length + 1, items],
+            items, res)
+
+
+def sdpa_backward(g: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
+                  causal: bool, perm=None, cat_dim=None, *,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """``sdpa_backward``: [dq, dk, dv] by the lanes kernel, into ``out`` when given, in
+    the op's layout (stacked, or permuted and concatenated: written there directly)."""
+    ready = _backward_args(g, q, k, v, scale, causal, perm, cat_dim, out,
+                           (_rows(g), _rows(q), _rows(k), _rows(v))) \
+        if _usable(q, k, v, g) else None
+    if ready is None:
+        ref = REGISTRY["sdpa_backward"].reference
+        return hw.into(ref(g, q, k, v, scale=scale, causal=causal, perm=perm,
+                           cat_dim=cat_dim), out)
+    kern, args, items, res = ready
+    _run(kern, args, items)
     return hw.into(res, out)
+
+
+def _bind_sdpa_backward(g, q, k, v, scale, causal, perm=None, cat_dim=None, *, out=None):
+    """``sdpa_backward(..., out=out)`` as a prepared call for these arrays, or None."""
+    rows = _views(g, q, k, v) if out is not None and _usable(q, k, v, g) else None
+    ready = _backward_args(g, q, k, v, scale, causal, perm, cat_dim, out, rows) \
+        if rows else None
+    if ready is None or ready[3] is not out:
+        return None
+    return _bound(ready[0], ready[1], ready[2])
+
+
+sdpa.bind = _bind_sdpa
+sdpa_backward.bind = _bind_sdpa_backward
 
 
 NATIVE = {"sdpa": sdpa, "sdpa_backward": sdpa_backward}

@@ -900,14 +900,8 @@ def body(vals, v0, v1, base, b0, b1, order, pos, out, F, copy_base, lo, hi):
 '''
 
 
-def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None, row_offsets=None):
-    """(rows, F) result: ``base2`` (or zeros) plus, for each i in order, vals2[i] added to
-    row idx1[i], written into ``out`` (a C-contiguous (rows, F) array) when given; None
-    when an index is out of range (the caller's reference raises). With ``row_offsets``,
-    ``vals2`` is any array whose last axis holds the values and row i starts at element
-    ``row_offsets[i]`` of it."""
-    d = hw.dname(vals2)
-    it = hw.dname(idx1)
+def _rows_add_kernels(op: str, d: str, it: str) -> tuple:
+    """The bucket sort of ``it`` indices and the segment add of ``d`` rows."""
     bucket = hw.kernel(f"bucket_{it}", (("idx", "in", it), ("si", "int", None),
                                         ("order", "out", "int64"), ("pos", "out", "int64"),
                                         ("bad", "out", "int8"))
@@ -917,6 +911,16 @@ def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None, row_offset
                                     ("order", "in", "int64"), ("pos", "in", "int64"),
                                     ("out", "out", d), ("F", "int", None),
                                     ("copy_base", "int", None)), _SEGMENT_ADD, op=op)
+    return bucket, seg
+
+
+def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None, row_offsets=None):
+    """(rows, F) result: ``base2`` (or zeros) plus, for each i in order, vals2[i] added to
+    row idx1[i], written into ``out`` (a C-contiguous (rows, F) array) when given; None
+    when an index is out of range (the caller's reference raises). With ``row_offsets``,
+    ``vals2`` is any array whose last axis holds the values and row i starts at element
+    ``row_offsets[i]`` of it."""
+    bucket, seg = _rows_add_kernels(op, hw.dname(vals2), hw.dname(idx1))
     if not _ready(bucket, seg):
         return None
     m = idx1.shape[0]
@@ -970,19 +974,25 @@ def body(w, w0, w1, idx, si, out, bad, R, F, lo, hi):
 '''
 
 
+def _lookup_kernel(weight, idx) -> hw.NativeKernel | None:
+    """The embedding lookup's kernel for these operands, or None (the reference)."""
+    if hw.dname(weight) not in FLOATS or weight.ndim != 2 or hw.dname(idx) not in (
+            "int64", "int32") or idx.size == 0 or weight.size == 0:
+        return None
+    it = hw.dname(idx)
+    return hw.kernel(f"embedding_{it}", (("w", "in", hw.dname(weight)),) + _ints("w0", "w1")
+                     + (("idx", "in", it), ("si", "int", None),
+                        ("out", "out", hw.dname(weight)), ("bad", "out", "int8"))
+                     + _ints("R", "F"), _LOOKUP, op="embedding")
+
+
 def _embedding_native(weight, idx, padding_idx=None, out=None):
     """Rows of ``weight`` into ``out``, split over threads when large (the LSTM LM's
     folded input projection looks up 2048 rows of 512: ``np.take`` and a copy into the
     plan's buffer took 0.4 ms)."""
     ref = REGISTRY["embedding"].reference
-    if hw.dname(weight) not in FLOATS or weight.ndim != 2 or hw.dname(idx) not in (
-            "int64", "int32") or idx.size == 0 or weight.size == 0:
-        return hw.into(ref(weight, idx, padding_idx), out)
-    it = hw.dname(idx)
-    k = hw.kernel(f"embedding_{it}", (("w", "in", hw.dname(weight)),) + _ints("w0", "w1")
-                  + (("idx", "in", it), ("si", "int", None), ("out", "out", hw.dname(weight)),
-                     ("bad", "out", "int8")) + _ints("R", "F"), _LOOKUP, op="embedding")
-    if not _ready(k):
+    k = _lookup_kernel(weight, idx)
+    if k is None or not _ready(k):
         return hw.into(ref(weight, idx, padding_idx), out)
     w = hw.operand(weight)
     flat = hw.operand(idx.reshape(-1))
@@ -994,6 +1004,41 @@ def _embedding_native(weight, idx, padding_idx=None, out=None):
     if bad[0]:
         return hw.into(ref(weight, idx, padding_idx), out)
     return hw.into(res, out)
+
+
+def _views_of(pairs) -> bool:
+    """Each ``(view, array)``: the view reads the array's own memory (no copy was made)."""
+    return all(v is a or np.may_share_memory(v, a) for v, a in pairs)
+
+
+def _bind_embedding(weight, idx, padding_idx=None, out=None):
+    """``embedding(..., out=out)`` as a prepared call for these arrays (a plan's step), or
+    None. An index out of range still goes to the reference, which raises."""
+    k = _lookup_kernel(weight, idx)
+    if k is None or k._fn is None or out is None:
+        return None
+    w = hw.operand(weight)
+    flat = hw.operand(idx.reshape(-1))
+    rows, f = w.shape
+    if hw.result(idx.shape + (f,), w.dtype, out) is not out or \
+            not _views_of(((w, weight), (flat, idx))):
+        return None
+    bad = np.zeros(1, np.int8)
+    call = k.bind(w, *hw.strides(w), flat, hw.strides(flat)[0], out, bad, rows, f,
+                  n=flat.size, work=flat.size * f)
+    if call is None:
+        return None
+    ref = REGISTRY["embedding"].reference
+
+    def run() -> None:
+        call()
+        if bad[0]:
+            bad[0] = 0
+            hw.into(ref(weight, idx, padding_idx), out)
+    return run
+
+
+_embedding_native.bind = _bind_embedding
 
 
 def _rows_of(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -1021,6 +1066,51 @@ def _embedding_backward_native(g, idx, num_weights, padding_idx=None, out=None):
     if res is None:
         return hw.into(ref(g, idx, num_weights, padding_idx), out)
     return hw.into(res, out)
+
+
+def _bind_embedding_backward(g, idx, num_weights, padding_idx=None, out=None):
+    """``embedding_backward(..., out=out)`` as a prepared call for these arrays (a plan's
+    step): the bucket sort, then the zero fill and segment add ``_rows_add`` makes; None
+    where a view would be a copy or the gradient's rows need offsets."""
+    if out is None or hw.dname(g) not in FLOATS or hw.dname(idx) not in ("int64", "int32") \
+            or g.ndim < 1 or idx.size * (g.shape[-1] if g.ndim else 0) == 0 \
+            or idx.shape != g.shape[:-1]:
+        return None
+    rows, dim = int(num_weights), g.shape[-1]
+    flat = hw.operand(idx.reshape(-1))
+    g2, offsets = _rows_of(hw.operand(g))
+    if offsets is not None or hw.result((rows, dim), g.dtype, out) is not out or \
+            not _views_of(((flat, idx), (g2, g))):
+        return None
+    bucket, seg = _rows_add_kernels("embedding_backward", hw.dname(g2), hw.dname(flat))
+    if bucket._fn is None or seg._fn is None:
+        return None
+    m = flat.shape[0]
+    order = np.empty(max(m, 1), np.int64)
+    pos = np.empty(rows + 1, np.int64)
+    bad = np.zeros(1, np.int8)
+    skip = padding_idx
+    sort = bucket.bind(flat, hw.strides(flat)[0], order, pos, bad, m, rows,
+                       0 if skip is None else int(skip), 0 if skip is None else 1, n=1,
+                       parallel=False)
+    add = seg.bind(g2, *hw.strides(g2), out, *hw.strides(out), order, pos, out, dim, 0,
+                   n=rows, work=g2.size)
+    if sort is None or add is None:
+        return None
+    ref = REGISTRY["embedding_backward"].reference
+
+    def run() -> None:
+        sort()
+        if bad[0]:
+            bad[0] = 0
+            hw.into(ref(g, idx, num_weights, padding_idx), out)
+            return
+        out.fill(0)
+        add()
+    return run
+
+
+_embedding_backward_native.bind = _bind_embedding_backward
 
 
 def _index_put_native(x, values, *idx, index, accumulate, out=None):

@@ -1,0 +1,109 @@
+"""Library steps bound to their arrays (runtime.steps._IntoRun, NativeKernel.bind): after
+the first call a step runs its prepared native call; the results stay those of eager
+on later calls, with new values in the same arrays, with new arrays, and with another
+thread count, and bad indices still raise as eager does."""
+import numpy as np
+import pytest
+
+import gcompile as torch
+import gcompile.nn.functional as F
+from kernels.cpu import handwritten as hw
+from kernels.cpu import native_pool
+
+pytestmark = pytest.mark.skipif(not native_pool.available(),
+                                reason="bindings run through the native thread pool")
+
+BODY = '''
+@njit(nogil=True, inline="always")
+def body(x, y, scale, tmp, lo, hi):
+    for i in range(lo, hi):
+        tmp[0] = x[i]
+        y[i] = tmp[0] * scale
+'''
+PARAMS = (("x", "in", "float64"), ("y", "out", "float64"), ("scale", "int", None),
+          ("tmp", "scratch", "float64"))
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_bound_kernel_call_equals_the_call(parallel, monkeypatch):
+    monkeypatch.setenv("GCOMPILE_NUM_THREADS", "2")
+    k = hw.kernel("bind_test", PARAMS, BODY)
+    x = np.arange(1000.0)
+    want = np.empty_like(x)
+    k(x, want, 3, 1, n=x.size, parallel=parallel)
+    y = np.full_like(x, np.nan)
+    call = k.bind(x, y, 3, 1, n=x.size, parallel=parallel)
+    assert call is not None
+    call()
+    np.testing.assert_array_equal(y, want)
+    x[:] = -x  # the same memory, new values: the bound call reads them
+    call()
+    np.testing.assert_array_equal(y, -want)
+    assert k.bind(x, y, 3, 1, n=0) is None
+
+
+def _steps(fn, name):
+    e = fn.entries[-1]
+    exes = [e.executable] if hasattr(e, "executable") else [e.forward, e.backward]
+    return [s for ex in exes for s in ex.plan.steps if s.name.startswith(name)]
+
+
+def test_bound_index_checks_and_lookups_equal_eager_and_still_raise():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(11, 6)
+    head = torch.nn.Linear(6, 11)
+
+    def loss(idx, target):
+        return F.cross_entropy(head(emb(idx)).reshape(-1, 11), target.reshape(-1))
+    f = torch.compile(loss)
+    idx = torch.randint(0, 11, (4, 5))
+    target = torch.randint(0, 11, (4, 5))
+    for _ in range(3):
+        got = f(idx, target)
+    assert float(got) == pytest.approx(float(loss(idx, target)), rel=1e-6)
+    bound = [s for s in _steps(f, "check") + _steps(f, "embedding") if s.run.bound]
+    assert bound, "the index check and the lookup run bound"
+    # new values in new arrays: the step rebinds (or runs the op) and stays right
+    idx2 = torch.randint(0, 11, (4, 5))
+    assert float(f(idx2, target)) == pytest.approx(float(loss(idx2, target)), rel=1e-6)
+    # bad indices through a bound step raise as eager does
+    bad = target.clone()
+    bad[1, 2] = 11
+    with pytest.raises(IndexError) as compiled_err:
+        f(idx2, bad)
+    with pytest.raises(IndexError) as eager_err:
+        loss(idx2, bad)
+    assert str(compiled_err.value) == str(eager_err.value)
+    bad_idx = idx2.clone()
+    bad_idx[0, 0] = 40
+    with pytest.raises(IndexError):
+        f(bad_idx, target)
+    assert float(f(idx2, target)) == pytest.approx(float(loss(idx2, target)), rel=1e-6)
+
+
+def test_bound_embedding_gradient_and_attention_follow_the_thread_count():
+    torch.manual_seed(1)
+    emb = torch.nn.Embedding(13, 8)
+    idx = torch.randint(0, 13, (3, 16))
+
+    def step(idx):
+        x = emb(idx).reshape(3, 16, 2, 4).transpose(1, 2)
+        y = F.scaled_dot_product_attention(x, x, x, is_causal=True)
+        loss = (y * y).sum()
+        loss.backward()
+        g = emb.weight.grad.clone()
+        emb.weight.grad = None
+        return loss, g
+    f = torch.compile(step)
+    want = [t.detach().numpy().copy() for t in step(idx)]
+    n = torch.get_num_threads()
+    try:
+        for threads in (n, 1, n):
+            torch.set_num_threads(threads)
+            for _ in range(2):
+                got = [t.detach().numpy() for t in f(idx)]
+                for a, b in zip(got, want):
+                    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_num_threads(n)
+    assert any(s.run.bound for s in _steps(f, "sdpa")), "attention runs bound"
