@@ -112,6 +112,9 @@ def test_compiled_matmul_steps_run_bound_and_equal_eager():
             np.testing.assert_array_equal(g.numpy(), e)
     steps = [s for s in f.entries[-1].executable.plan.steps if s.kind == "matmul"]
     assert len(steps) == 2 and all(s.run.bound is not None for s in steps)
+    # an exported program ships the kernels loaded for its matmul steps' op
+    from kernels.cpu.handwritten import loaded_for
+    assert any(k.name == "gemm_call_float32" for k in loaded_for("matmul"))
     again = f(x, z)
     np.testing.assert_array_equal(again[1].numpy(), z.numpy() @ b.numpy().T)
 
