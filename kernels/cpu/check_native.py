@@ -101,11 +101,8 @@ def bind(x, kind, low=None, high=None, ignore=None, error="RuntimeError",
 
     def run() -> None:
         call()
-        if bad[0]:
-            bad[0] = 0
-            with np.errstate(all="ignore"):
-                hw.into(ref(x, kind, low=low, high=high, ignore=ignore, error=error,
-                            message=message), out)
+        hw.flagged(bad, lambda: hw.into(ref(x, kind, low=low, high=high, ignore=ignore,
+                                            error=error, message=message), out))
     return run
 
 

@@ -63,7 +63,7 @@ from ir.shapes import view_strides
 from . import codegen
 
 __all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE", "writes_out",
-           "serve", "result", "into", "Deferred", "dname", "dtype_name"]
+           "serve", "result", "into", "Deferred", "dname", "dtype_name", "flagged"]
 
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
@@ -199,6 +199,18 @@ def result(shape, dtype, out: np.ndarray | None) -> np.ndarray:
             out.flags.c_contiguous and out.flags.writeable:
         return out
     return np.empty(shape, dtype)
+
+
+def flagged(bad: np.ndarray, fallback) -> bool:
+    """Whether a bound call set its ``bad`` flag (an index out of range): then the flag
+    is cleared and ``fallback()`` runs (the op's NumPy implementation, which raises as
+    the op does, or computes the result)."""
+    if not bad[0]:
+        return False
+    bad[0] = 0
+    with np.errstate(all="ignore"):
+        fallback()
+    return True
 
 
 def into(res, out: np.ndarray | None):

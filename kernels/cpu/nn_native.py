@@ -1032,9 +1032,7 @@ def _bind_embedding(weight, idx, padding_idx=None, out=None):
 
     def run() -> None:
         call()
-        if bad[0]:
-            bad[0] = 0
-            hw.into(ref(weight, idx, padding_idx), out)
+        hw.flagged(bad, lambda: hw.into(ref(weight, idx, padding_idx), out))
     return run
 
 
@@ -1101,9 +1099,7 @@ def _bind_embedding_backward(g, idx, num_weights, padding_idx=None, out=None):
 
     def run() -> None:
         sort()
-        if bad[0]:
-            bad[0] = 0
-            hw.into(ref(g, idx, num_weights, padding_idx), out)
+        if hw.flagged(bad, lambda: hw.into(ref(g, idx, num_weights, padding_idx), out)):
             return
         out.fill(0)
         add()
