@@ -9,6 +9,7 @@ becomes; this module only knows how to run them."""
 from __future__ import annotations
 
 
+import functools
 import threading
 import weakref
 
@@ -222,9 +223,10 @@ def matmul_step(n: Node, slot) -> Step:
                 bytes_moved=a.nbytes + b.nbytes + n.out.nbytes)
 
 
+@functools.cache
 def _gemm_binder():
     """``kernels.cpu.bound_gemm`` (prepared GEMM calls), or None without the CPU back
-    end."""
+    end (looked up once: a step with a fresh output asks on every call)."""
     try:
         from kernels.cpu import bound_gemm
         return bound_gemm
@@ -402,31 +404,35 @@ class _IntoRun:
     kernels before it: GPT's index checks took ~57 us each there, ~38 of them around
     the kernel's call."""
 
-    __slots__ = ("op", "ins", "so", "attrs", "bound", "refs", "threads", "sig", "misses")
+    __slots__ = ("op", "ins", "so", "attrs", "slots", "bound", "refs", "threads", "sig",
+                 "misses", "ptr")
 
     def __init__(self, op, ins, so: int, attrs: dict) -> None:
         self.op = op
         self.ins = ins
         self.so = so
         self.attrs = attrs
+        # the binding's state: the arrays it was made for (output first), as weak
+        # references and as (data pointer, shape, strides, dtype), and the thread count
+        self.slots = (so,) + tuple(s for s, _ in ins if s is not None)
         self.bound = None
-        self.refs: tuple = ()
+        self.refs: list = []
         self.threads = 0
         self.sig: list = []
         self.misses = 0  # bindings these arrays outdated: from 2 on, none is made
+        self.ptr = None
 
     def __call__(self, env) -> None:
         b = self.bound
         if b is not None:
-            out_ref, pairs = self.refs
-            if out_ref() is env[self.so] and all(r() is env[s] for r, s in pairs) and \
-                    _threads() == self.threads:
-                b()
-                return
-            if _threads() == self.threads and self._signature(env) == self.sig:
-                self.refs = self._refs(env)
-                b()
-                return
+            if _threads() == self.threads:
+                if all(r() is env[s] for r, s in zip(self.refs, self.slots)):
+                    b()
+                    return
+                if self._signature(env) == self.sig:
+                    self.refs = [weakref.ref(env[s]) for s in self.slots]
+                    b()
+                    return
             self.bound = None
             self.misses += 1
         args = [env[s] if s is not None else c for s, c in self.ins]
@@ -441,29 +447,22 @@ class _IntoRun:
                 return
         np.copyto(out, eval_op(self.op, args, self.attrs), casting="unsafe")
 
-    def _slots(self) -> list[int]:
-        return [self.so] + [s for s, _ in self.ins if s is not None]
-
-    def _refs(self, env) -> tuple:
-        """(the output's, [(each array operand's, its slot)]) weak references."""
-        return (weakref.ref(env[self.so]),
-                [(weakref.ref(env[s]), s) for s, _ in self.ins if s is not None])
-
     def _signature(self, env) -> list:
         """Each array's memory and layout: data pointer, shape, strides, dtype."""
-        ptr = _ptr_reader()
-        return [(ptr(a), a.shape, a.strides, a.dtype) for a in (env[s] for s in self._slots())]
+        ptr = self.ptr
+        return [(ptr(a), a.shape, a.strides, a.dtype) for a in (env[s] for s in self.slots)]
 
     def _bind(self, binder, env, args: list, out) -> None:
-        if self.misses >= 2 or not all(isinstance(env[s], np.ndarray) for s in self._slots()):
+        if self.misses >= 2 or not all(isinstance(env[s], np.ndarray) for s in self.slots):
             return  # (an operand that changes memory on every call: a fresh output)
         try:
             self.bound = binder(*args, out=out, **self.attrs)
         except Exception as e:  # noqa: BLE001 - no binding: the step calls the op
             _log("kernels", f"binding {self.op.name} failed ({type(e).__name__}: {e})")
             return
-        self.refs = self._refs(env)
+        self.refs = [weakref.ref(env[s]) for s in self.slots]
         self.threads = _threads()
+        self.ptr = _ptr_reader()
         self.sig = self._signature(env)
 
 

@@ -51,7 +51,7 @@ from ir.registry import REGISTRY
 from . import blas_calls
 from . import handwritten as hw
 from .codegen import KEY_NEG_INF, KEY_POS_INF
-from .nn_native import FLOATS, _ready
+from .nn_native import FLOATS, _ready, _views_of
 
 __all__ = ["sdpa", "sdpa_backward", "register", "BLOCK_VALUES"]
 
@@ -288,9 +288,7 @@ def _views(*arrays: np.ndarray) -> tuple | None:
     """``_rows`` of each, or None where one of them would be a copy (a binding reads
     the operands' own memory)."""
     rows = tuple(_rows(a) for a in arrays)
-    if any(not np.shares_memory(r, a) for r, a in zip(rows, arrays)):
-        return None
-    return rows
+    return rows if _views_of(zip(rows, arrays)) else None
 
 
 def _forward_args(q, k, v, scale, causal, perm, out, rows):

@@ -295,13 +295,16 @@ class NativeKernel:
                     fn = self._fn = cpu._load_entry(self.generated)
         return fn
 
+    def _arity(self, args: tuple) -> None:
+        if len(args) != len(self.params):
+            raise TypeError(f"kernels: {self.name} takes {len(self.params)} arguments, got "
+                            f"{len(args)}")
+
     def _cargs(self, args: tuple) -> tuple[list[int], list]:
         """The C arguments of ``args`` (pointer and span per array, scratch slots left
         empty) and the scratch requests, checking each argument."""
         ptr = _cpu()._ptr
-        if len(args) != len(self.params):
-            raise TypeError(f"kernels: {self.name} takes {len(self.params)} arguments, got "
-                            f"{len(args)}")
+        self._arity(args)
         cargs: list[int] = []
         scratch: list[tuple[int, np.dtype, int]] = []
         for (pname, kind, _), want, a in zip(self.params, self._np, args):
@@ -339,8 +342,7 @@ class NativeKernel:
         ``work`` (elements touched; default ``n``) against ``PARALLEL_THRESHOLD`` decides
         whether the range is split over threads; ``parallel`` True/False forces it."""
         if n <= 0:
-            if len(args) != len(self.params):
-                self._cargs(args)  # raises
+            self._arity(args)
             return
         cargs, scratch = self._cargs(args)
         fn = self.load()
