@@ -1050,10 +1050,16 @@ def _rows_of(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return g, hw.index_offsets(g.shape[:-1], hw.strides(g)[:-1])
 
 
+def _scatter_rows_usable(g, idx) -> bool:
+    """An embedding gradient the segment-add kernels take: float rows, integer indices,
+    one per row of ``g``, something to add."""
+    return hw.dname(g) in FLOATS and hw.dname(idx) in ("int64", "int32") and g.ndim >= 1 \
+        and idx.size * g.shape[-1] > 0 and idx.shape == g.shape[:-1]
+
+
 def _embedding_backward_native(g, idx, num_weights, padding_idx=None, out=None):
     ref = REGISTRY["embedding_backward"].reference
-    if hw.dname(g) not in FLOATS or hw.dname(idx) not in ("int64", "int32") or g.ndim < 1 \
-            or idx.size * (g.shape[-1] if g.ndim else 0) == 0 or idx.shape != g.shape[:-1]:
+    if not _scatter_rows_usable(g, idx):
         return hw.into(ref(g, idx, num_weights, padding_idx), out)
     dim = g.shape[-1]
     flat = hw.operand(idx.reshape(-1))
@@ -1070,9 +1076,7 @@ def _bind_embedding_backward(g, idx, num_weights, padding_idx=None, out=None):
     """``embedding_backward(..., out=out)`` as a prepared call for these arrays (a plan's
     step): the bucket sort, then the zero fill and segment add ``_rows_add`` makes; None
     where a view would be a copy or the gradient's rows need offsets."""
-    if out is None or hw.dname(g) not in FLOATS or hw.dname(idx) not in ("int64", "int32") \
-            or g.ndim < 1 or idx.size * (g.shape[-1] if g.ndim else 0) == 0 \
-            or idx.shape != g.shape[:-1]:
+    if out is None or not _scatter_rows_usable(g, idx):
         return None
     rows, dim = int(num_weights), g.shape[-1]
     flat = hw.operand(idx.reshape(-1))
