@@ -274,14 +274,7 @@ def _run(k: hw.NativeKernel, args: list, items: int) -> None:
 
 def _bound(k: hw.NativeKernel, args: list, items: int):
     """``_run(k, args, items)`` made ready (``NativeKernel.bind``), or None."""
-    call = k.bind(*args, n=items, parallel=items >= 2)
-    if call is None:
-        return None
-
-    def run() -> None:
-        with blas_calls.one_thread():
-            call()
-    return run
+    return k.bind(*args, n=items, parallel=items >= 2, one_blas=True)
 
 
 def _views(*arrays: np.ndarray) -> tuple | None:

@@ -13,8 +13,11 @@ thread: a multi-threaded one would hand its jobs to the pool from inside a pool 
 ``one_thread`` sets OpenBLAS to one thread around the kernel's call. That setting is
 the library's, not the thread's (its ``openblas_set_num_threads_local`` changes the
 same global in this build: two threads saving and restoring it left it at 1, and every
-later GEMM on one thread), so its users share it (``kernels.shared_setting``);
-meanwhile the process's other GEMMs run on one thread too.
+later GEMM on one thread), so its users share it: the first in saves and sets it, the
+last out restores it, counted in the native pool's state (``native_pool.one_blas_thread``:
+a bound kernel's task enters the same scope in native code, where Python's
+``contextmanager`` and ctypes calls cost 2.5 us a call) or, without that pool, by a
+``kernels.shared_setting``. Meanwhile the process's other GEMMs run on one thread too.
 
 Where OpenBLAS has small-matrix kernels (``SMALL_GEMM_MACS``, found from its core name),
 a product of at most 10^6 multiply-adds runs without packing its operands; a kernel's
@@ -100,7 +103,10 @@ def provide() -> bool:
                     addr = {}
                 if addr and all(addr.values()):
                     get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
-                    _STATE["one"] = SharedSetting(lambda: _one(get, put), put)
+                    from . import native_pool
+                    _STATE["one"] = native_pool.one_blas_thread(
+                        *(ctypes.cast(f, ctypes.c_void_p).value for f in (get, put))) or \
+                        SharedSetting(lambda: _one(get, put), put)
                     _STATE["small"] = SMALL_GEMM_MACS if _core(lib) in _SMALL_CORES else 0
                     from . import native
                     for ours, a in addr.items():
@@ -168,5 +174,7 @@ def kernel_head(dtype: str) -> str:
 
 def one_thread() -> AbstractContextManager[None]:
     """A context in which OpenBLAS runs on one thread (see the module's docstring);
-    ``provide`` first."""
-    return _STATE["one"].scope()
+    ``provide`` first. Where the native pool runs, its count is the pool's, which a
+    bound kernel's ``one_blas`` task enters without Python."""
+    one = _STATE["one"]
+    return one.scope() if isinstance(one, SharedSetting) else one

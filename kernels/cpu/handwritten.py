@@ -369,13 +369,16 @@ class NativeKernel:
             for f in futs:
                 f.result()
 
-    def bind(self, *args, n: int, work: int | None = None, parallel: bool | None = None):
+    def bind(self, *args, n: int, work: int | None = None, parallel: bool | None = None,
+             one_blas: bool = False):
         """The call ``self(*args, n=n, ...)`` made ready: its C argument rows (and scratch)
         built now, so that calling the result is the native pool's call alone. It holds
         the operands (and so their memory) and reads and writes that memory as it is
         when called: a plan's step keeps it while its arrays are those memory blocks laid
-        out the same; the thread count is fixed too. None where the native pool cannot
-        take the call (then call the kernel). The kernel must be loaded (``load``)."""
+        out the same; the thread count is fixed too. ``one_blas``: a kernel that calls
+        OpenBLAS runs inside ``blas_calls.one_thread``'s scope, entered natively. None
+        where the native pool cannot take the call (then call the kernel). The kernel
+        must be loaded (``load``)."""
         if n <= 0:
             return None
         cargs, scratch = self._cargs(args)
@@ -388,7 +391,7 @@ class NativeKernel:
         if k < 2:
             keep = _fill_scratch(cargs, scratch)
             row = np.array(cargs + [0, n], np.int64)
-            task = pool.serial_task(fn, row)
+            task = pool.serial_task(fn, row, one_blas)
         else:
             if not cpu._native_threads(k):
                 return None
@@ -399,7 +402,7 @@ class NativeKernel:
                 keep.append(_fill_scratch(a, scratch))
                 rows.append(a + [c * n // k, (c + 1) * n // k])
             row = np.array(rows, np.int64)
-            task = pool.rows_task(fn, row)
+            task = pool.rows_task(fn, row, one_blas)
         if task is None:
             return None
         task.keep = (row, keep, args)  # the rows, scratch and operands: alive with the task

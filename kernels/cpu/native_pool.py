@@ -46,6 +46,7 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["MAX_ARGS", "available", "rows_task", "serial_task", "run_rows", "quiesce",
+           "one_blas_thread",
            "ensure_workers",
            "routed_blas", "describe", "stats"]
 
@@ -54,7 +55,8 @@ MAX_ARGS = 40  # 99% of the kernels in a user's cache; each more costs ~0.4 ms t
 # state words, each group on its own 64-byte line
 _SLOT = {"SEQ": 0, "NEXT": 8, "DONE": 16, "RUNNER": 24, "DESC": 25, "NCHUNKS": 26,
          "PARKED": 32, "PARKNOW": 33, "LIVE": 34, "LOCK": 40, "BLASLOCK": 48, "SPIN_NS": 56,
-         "CLOCK": 57}
+         "CLOCK": 57, "ONELOCK": 59, "ONEDEPTH": 60, "ONESAVED": 61, "ONEGET": 62,
+         "ONEPUT": 63}
 _GEN_SHIFT = 24  # NEXT = generation << 24 | next chunk
 
 
@@ -262,6 +264,82 @@ woke:
   br label %loop
 }}
 
+; OpenBLAS on one thread while anyone needs it (blas_calls.one_thread): the first user
+; in saves OpenBLAS's thread count and sets 1, the last one out restores it (ONEGET and
+; ONEPUT: OpenBLAS's getter and setter, 0 until blas_calls.provide sets them)
+define internal void @gc_pool_one_lock() {{
+entry:
+  br label %try
+try:
+  %r = cmpxchg ptr {at("ONELOCK")}, i64 0, i64 1 seq_cst seq_cst
+  %ok = extractvalue {{ i64, i1 }} %r, 1
+  br i1 %ok, label %got, label %spin
+spin:
+  {pause}
+  br label %try
+got:
+  ret void
+}}
+
+define void @gc_pool_one_enter() {{
+entry:
+  call void @gc_pool_one_lock()
+  %d = load atomic i64, ptr {at("ONEDEPTH")} seq_cst, align 8
+  %first = icmp eq i64 %d, 0
+  br i1 %first, label %set, label %count
+set:
+  %gv = load atomic i64, ptr {at("ONEGET")} seq_cst, align 8
+  %pv = load atomic i64, ptr {at("ONEPUT")} seq_cst, align 8
+  %have = icmp ne i64 %pv, 0
+  br i1 %have, label %call, label %count
+call:
+  %gf = inttoptr i64 %gv to ptr
+  %pf = inttoptr i64 %pv to ptr
+  %saved = call i32 %gf()
+  %s64 = sext i32 %saved to i64
+  store atomic i64 %s64, ptr {at("ONESAVED")} seq_cst, align 8
+  call void %pf(i32 1)
+  br label %count
+count:
+  %d1 = add i64 %d, 1
+  store atomic i64 %d1, ptr {at("ONEDEPTH")} seq_cst, align 8
+  store atomic i64 0, ptr {at("ONELOCK")} seq_cst, align 8
+  ret void
+}}
+
+define void @gc_pool_one_exit() {{
+entry:
+  call void @gc_pool_one_lock()
+  %d = load atomic i64, ptr {at("ONEDEPTH")} seq_cst, align 8
+  %inside = icmp sgt i64 %d, 0
+  br i1 %inside, label %dec, label %out
+dec:
+  %d1 = sub i64 %d, 1
+  store atomic i64 %d1, ptr {at("ONEDEPTH")} seq_cst, align 8
+  %last = icmp eq i64 %d1, 0
+  %pv = load atomic i64, ptr {at("ONEPUT")} seq_cst, align 8
+  %have = icmp ne i64 %pv, 0
+  %both = and i1 %last, %have
+  br i1 %both, label %restore, label %out
+restore:
+  %pf = inttoptr i64 %pv to ptr
+  %sv = load atomic i64, ptr {at("ONESAVED")} seq_cst, align 8
+  %s32 = trunc i64 %sv to i32
+  call void %pf(i32 %s32)
+  br label %out
+out:
+  store atomic i64 0, ptr {at("ONELOCK")} seq_cst, align 8
+  ret void
+}}
+
+; gc_pool_run with OpenBLAS on one thread meanwhile (a kernel whose chunks call GEMM)
+define void @gc_pool_run_one(ptr %runner, ptr %desc, i64 %n) {{
+  call void @gc_pool_one_enter()
+  call void @gc_pool_run(ptr %runner, ptr %desc, i64 %n)
+  call void @gc_pool_one_exit()
+  ret void
+}}
+
 ; OpenBLAS's jobs: desc = [dojob, jobdata, element size, dojob_data]
 define void @gc_pool_blas_chunk(ptr %desc, i64 %c) {{
   %fp = load ptr, ptr %desc
@@ -383,7 +461,12 @@ done:
             vals.append(f"i64 %v{k}_{j}")
         lines.append(f"  call void %fp({', '.join(vals)})")
         lines.append("  br label %done")
-    lines += ["done:", "  ret void", "}"]
+    lines += ["done:", "  ret void", "}",
+              "define void @gc_pool_kernel_chunk_one(ptr %desc, i64 %c) {",
+              "  call void @gc_pool_one_enter()",
+              "  call void @gc_pool_kernel_chunk(ptr %desc, i64 %c)",
+              "  call void @gc_pool_one_exit()",
+              "  ret void", "}"]
     return "\n".join(lines)
 
 
@@ -426,7 +509,8 @@ def _load() -> dict | None:
                 eng.add_object_file(ll.ObjectFileRef.from_data(obj))
                 eng.finalize_object()
             addr = {name: eng.get_function_address(f"gc_pool_{name}") for name in
-                    ("init", "state_ptr", "run", "worker", "blas_callback", "kernel_chunk")}
+                    ("init", "state_ptr", "run", "worker", "blas_callback", "kernel_chunk",
+                     "run_one", "kernel_chunk_one", "one_enter", "one_exit")}
         except Exception:  # noqa: BLE001 - no pool: the Python pool keeps working
             return None
         if not all(addr.values()):
@@ -439,9 +523,15 @@ def _load() -> dict | None:
         _P.update(addr=addr, st=st, workers=[],
                   run=ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
                                        ctypes.c_int64)(addr["run"]),
+                  run_one=ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
+                                           ctypes.c_int64)(addr["run_one"]),
+                  one_enter=ctypes.CFUNCTYPE(None)(addr["one_enter"]),
+                  one_exit=ctypes.CFUNCTYPE(None)(addr["one_exit"]),
                   worker=ctypes.CFUNCTYPE(None)(addr["worker"]), blas=[], ok=True,
                   chunk=ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(
-                      addr["kernel_chunk"]))
+                      addr["kernel_chunk"]),
+                  chunk_one=ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(
+                      addr["kernel_chunk_one"]))
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
         return _P
@@ -527,14 +617,16 @@ def routed_blas() -> list[str]:
     return [p for p in _P.get("blas", []) if p]
 
 
-def rows_task(entry, rows: np.ndarray) -> Callable[[], None]:
+def rows_task(entry, rows: np.ndarray, one_blas: bool = False) -> Callable[[], None]:
     """A task calling the kernel ``entry`` (a ctypes function of int64 arguments) once
     per row of ``rows`` (C-contiguous int64, one row of C arguments per chunk, ``lo, hi``
     last): calling it runs the rows on the pool's threads. The rows may be rewritten
-    between runs; ``rows`` must outlive the task."""
+    between runs; ``rows`` must outlive the task. ``one_blas``: OpenBLAS on one thread
+    while it runs (``one_blas_thread``), set and restored in native code."""
     desc = np.array([ctypes.cast(entry, ctypes.c_void_p).value, rows.shape[1],
                      rows.ctypes.data], np.int64)
-    run, chunk, addr, n = _P["run"], _P["addr"]["kernel_chunk"], desc.ctypes.data, rows.shape[0]
+    run = _P["run_one" if one_blas else "run"]
+    chunk, addr, n = _P["addr"]["kernel_chunk"], desc.ctypes.data, rows.shape[0]
 
     def task() -> None:
         run(chunk, addr, n)
@@ -542,20 +634,49 @@ def rows_task(entry, rows: np.ndarray) -> Callable[[], None]:
     return task
 
 
-def serial_task(entry, row: np.ndarray) -> Callable[[], None] | None:
+def serial_task(entry, row: np.ndarray, one_blas: bool = False) -> Callable[[], None] | None:
     """A call of the kernel ``entry`` with the C arguments in ``row`` (C-contiguous
     int64, ``lo, hi`` last) on the calling thread, through the chunk trampoline: a
     ctypes call converts each argument (~0.12 us apiece: ~3 us for a kernel of 25),
     the trampoline takes two. The row may be rewritten between calls and must outlive
-    the task. None where the pool (and so the trampoline) is not available here."""
+    the task. ``one_blas`` as for ``rows_task``. None where the pool (and so the
+    trampoline) is not available here."""
     p = _load()
     if p is None or row.shape[-1] > MAX_ARGS:
         return None
     desc = np.array([ctypes.cast(entry, ctypes.c_void_p).value, row.shape[-1],
                      row.ctypes.data], np.int64)
-    task = functools.partial(p["chunk"], desc.ctypes.data, 0)
+    task = functools.partial(p["chunk_one" if one_blas else "chunk"], desc.ctypes.data, 0)
     task.desc = desc  # alive while the task is
     return task
+
+
+class _OneBlasThread:
+    """``with``: OpenBLAS on one thread, counted with the native tasks' own scopes."""
+
+    __slots__ = ("enter", "leave")
+
+    def __init__(self, p: dict) -> None:
+        self.enter, self.leave = p["one_enter"], p["one_exit"]
+
+    def __enter__(self) -> None:
+        self.enter()
+
+    def __exit__(self, *exc) -> None:
+        self.leave()
+
+
+def one_blas_thread(get: int, put: int) -> _OneBlasThread | None:
+    """Make OpenBLAS's thread-count getter and setter (addresses of ``int get(void)`` and
+    ``void put(int)``) the ones the pool's one-thread scope uses, and return a context
+    manager for that scope: it and ``one_blas`` tasks share one count, held in native
+    code (a task's scope then costs no Python). None where the pool is not available."""
+    p = _load()
+    if p is None:
+        return None
+    st = p["st"]
+    st[_SLOT["ONEGET"]], st[_SLOT["ONEPUT"]] = get, put
+    return _OneBlasThread(p)
 
 
 def run_rows(entry, rows: np.ndarray) -> None:
@@ -590,7 +711,9 @@ def _after_fork_in_child() -> None:
     if not p.get("ok"):
         return
     st = p["st"]
+    blas = st[_SLOT["ONEGET"]], st[_SLOT["ONEPUT"]]
     st[:] = 0
+    st[_SLOT["ONEGET"]], st[_SLOT["ONEPUT"]] = blas
     _set_clock(st)
     ctypes.CFUNCTYPE(None)(p["addr"]["init"])()
     n = len(p["workers"])

@@ -91,3 +91,36 @@ def test_small_matrix_limit_follows_the_openblas_core(provided):
     assert blas_calls._STATE["small"] == want
     assert blas_calls._core(blas_calls._openblas()) == core.lower()
     assert f"SMALL = {want}\n" in blas_calls.kernel_head("float32")
+
+
+def test_a_bound_task_shares_the_one_thread_count(provided):
+    """A bound kernel's ``one_blas`` task enters the same scope in native code: inside a
+    Python scope it leaves the count at 1, alone it sets 1 while it runs and restores
+    the caller's count after; its GEMM is right either way."""
+    from kernels.cpu import handwritten as hw
+    from kernels.cpu import native_pool
+    if not native_pool.available():
+        pytest.skip("the native pool is not available here (GCOMPILE_NATIVE_POOL=0?)")
+    src = blas_calls.kernel_head("float64") + '''
+@njit(nogil=True, inline="always")
+def body(a, b, c, m, lo, hi):
+    GEMM(ROW_MAJOR, NO_TRANS, NO_TRANS, m, m, m, ONE, address(a, 0), m, address(b, 0), m,
+         ZERO, address(c, 0), m)
+'''
+    k = hw.kernel("test_one_blas_gemm", (("a", "in", "float64"), ("b", "in", "float64"),
+                                         ("c", "out", "float64"), ("m", "int", None)), src)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 40, 40))
+    c = np.zeros((40, 40))
+    k.load()
+    call = k.bind(a, b, c, 40, n=1, parallel=False, one_blas=True)
+    assert call is not None
+    with threadpoolctl.threadpool_limits(2, "blas"):
+        with blas_calls.one_thread():
+            call()
+            assert _openblas_threads() == 1
+        assert _openblas_threads() == 2
+        c[...] = 0
+        call()
+        assert _openblas_threads() == 2
+    np.testing.assert_allclose(c, a @ b, rtol=1e-12)
