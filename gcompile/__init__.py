@@ -15,6 +15,7 @@ import kernels.cpu.nn_native  # noqa: E402,F401  (native conv/pool/embedding/sca
 import kernels.cpu.conv_native  # noqa: E402,F401  (convolution by image blocks)
 import kernels.cpu.attention  # noqa: E402,F401  (attention by (batch, head) lanes)
 import kernels.cpu.check_native  # noqa: E402,F401  (integer range checks: class indices)
+import kernels.cpu.block_copy  # noqa: E402,F401  (bound row copies: cat, select_block_backward)
 import kernels.cpu.eager_ew  # noqa: E402,F401  (generated kernels for eager activations)
 import kernels.cpu.random_native  # noqa: E402,F401  (Philox kernels for the random ops)
 import runtime.eager_rows  # noqa: E402,F401  (the plans' rows kernels for eager softmax, layer_norm)

@@ -324,7 +324,10 @@ def _lower_groups(graph: Graph, fusion: Fusion, make_kernel, slot: dict,
         elif g.kind == "matmul":
             steps.append(matmul_step(g.nodes[0], slot))
         else:
-            steps.append(node_step(g.nodes[0], slot, "view" if g.kind == "view" else "library"))
+            # a view op fusion leaves alone (select_block) is still a view: over arena
+            # buffers it is made once, when the plan takes its arena
+            view = g.kind == "view" or REGISTRY[g.nodes[0].op].category == "view"
+            steps.append(node_step(g.nodes[0], slot, "view" if view else "library"))
         final_groups.append(g)
     fusion.groups = order_groups(final_groups)
     return steps

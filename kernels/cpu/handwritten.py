@@ -55,6 +55,8 @@ from __future__ import annotations
 import functools
 import textwrap
 import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,7 +65,8 @@ from ir.shapes import view_strides
 from . import codegen
 
 __all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE", "writes_out",
-           "serve", "result", "into", "Deferred", "dname", "dtype_name", "flagged"]
+           "serve", "result", "into", "Deferred", "dname", "dtype_name", "flagged", "Task",
+           "Checked", "run_checked", "run_tasks", "bind_tasks", "chain"]
 
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
@@ -211,6 +214,76 @@ def flagged(bad: np.ndarray, fallback) -> bool:
     with np.errstate(all="ignore"):
         fallback()
     return True
+
+
+class Task(NamedTuple):
+    """One native kernel call of an op, described once: an op whose work is several
+    calls builds them as tasks, which its implementation runs (``run_tasks``) and a
+    plan's step binds (``bind_tasks``), so both do the same calls."""
+    kernel: NativeKernel
+    args: tuple
+    n: int
+    work: int | None = None
+    parallel: bool | None = None
+    one_blas: bool = False  # the kernel calls OpenBLAS: one OpenBLAS thread meanwhile
+
+
+class Checked(NamedTuple):
+    """Native calls that may find they cannot serve their operands (a value that is not
+    finite): ``checks``, then ``tasks``; ``flag[0]`` set by either means another path
+    must compute the result."""
+    checks: list
+    tasks: list
+    flag: np.ndarray
+
+
+def run_checked(p: Checked) -> bool:
+    """Run ``p``: False (its flag cleared again) where it flagged its operands."""
+    run_tasks(p.checks)
+    if not p.flag[0]:
+        run_tasks(p.tasks)
+        if not p.flag[0]:
+            return True
+    p.flag[0] = 0
+    return False
+
+
+def run_tasks(tasks: list[Task]) -> None:
+    """Call each task's kernel, in order."""
+    for t in tasks:
+        if t.one_blas:
+            from . import blas_calls
+            with blas_calls.one_thread():
+                t.kernel(*t.args, n=t.n, work=t.work, parallel=t.parallel)
+        else:
+            t.kernel(*t.args, n=t.n, work=t.work, parallel=t.parallel)
+
+
+def bind_tasks(tasks: list[Task]) -> Callable[[], None] | None:
+    """The tasks as one prepared call (``NativeKernel.bind`` each), or None where one of
+    them cannot be bound."""
+    return chain([t.kernel.bind(*t.args, n=t.n, work=t.work, parallel=t.parallel,
+                                one_blas=t.one_blas) for t in tasks])
+
+
+def chain(calls: list) -> Callable[[], None] | None:
+    """One call running ``calls`` in order; None if there are none or one is None."""
+    if not calls or any(c is None for c in calls):
+        return None
+    if len(calls) == 1:
+        return calls[0]
+    if len(calls) == 2:
+        a, b = calls
+
+        def both() -> None:
+            a()
+            b()
+        return both
+
+    def run() -> None:
+        for c in calls:
+            c()
+    return run
 
 
 def into(res, out: np.ndarray | None):
