@@ -28,6 +28,9 @@ its rows' ``h @ W_hh`` (on one thread) and the step body in turn. The benchmark 
 14.81 to 13.62 ms eager (medians of five interleaved rounds, fresh processes). Its
 GEMMs run in blocks of rows that OpenBLAS computes without packing W_hh where it can
 (``blas_calls.gemm_rows``): the step then took 10.26 ms against 11.92 (four rounds).
+A plan's step binds the LSTM and GRU scans (``bind``): W_hh^T written by a native
+transposing copy (``block_copy.transpose_task``), then the sequence kernel, whose
+backward zeroes its own state rows and writes the initial state's gradient row.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ import numpy as np
 import ir.ops  # noqa: F401  (registers the scan ops this module serves)
 from ir.registry import REGISTRY
 
+from . import block_copy
 from . import handwritten as hw
 
 __all__ = ["lstm_scan", "lstm_scan_backward", "gru_scan", "gru_scan_backward", "rnn_scan",
@@ -290,11 +294,15 @@ _BWD_SEQ = """
 @njit(nogil=True, inline="always")
 def body(gout, out, s0, w, dh, carry, res, nt, nb, nh, lo, hi):
     # per step (T-1 down to 0) the gate derivatives of rows [lo, hi), then their
-    # dh_{{t-1}} = d(hidden projection)_t @ W_hh
+    # dh_{{t-1}} = d(hidden projection)_t @ W_hh; the rows' dh and carry start at 0, and
+    # row T of res gets the gradient of the initial state in its first H columns
     m = hi - lo
     rw, k, off = {rw}, {k}, {off}
     if m <= 0:
         return
+    for j in range(lo * nh, hi * nh):
+        dh[j] = ZERO
+        carry[j] = ZERO
     d = address(dh, lo * nh)
     wp = address(w, 0)
     for t in range(nt - 1, -1, -1):
@@ -302,6 +310,12 @@ def body(gout, out, s0, w, dh, carry, res, nt, nb, nh, lo, hi):
         if {cond}:
             r = address(res, (t * nb + lo) * rw + off)
             gemm_rows(NO_TRANS, m, nh, k, r, rw, wp, nh, ZERO, d, nh)
+    for b in range(lo, hi):
+        row = res[(nt * nb + b) * rw:(nt * nb + b + 1) * rw]
+        for j in range(nh):
+            row[j] = {first}
+        for j in range(nh, rw):
+            row[j] = ZERO
 """
 
 _FWD_PARAMS = (("xw", "in"), ("h0", "in"), ("wt", "in"), ("bias", "in"), ("proj", "out"),
@@ -314,13 +328,16 @@ _SEQ = {  # name: (step body, sequence body, parameters)
                                                 step="proj, xw, bias, c0, out"),
                      _FWD_PARAMS[:2] + (("c0", "in"),) + _FWD_PARAMS[2:]),
     "lstm_bwd_seq": (_LSTM_BWD, _BWD_SEQ.format(rw="4 * nh", k="4 * nh", off="0",
-                                                cond="t"), _BWD_PARAMS),
+                                                cond="t", first="carry[b * nh + j]"),
+                     _BWD_PARAMS),
     # GRU: the hidden-projection gradient is the last 3H of res's 6H columns, and the
     # step before t = 0 gets it too (dh0 = it + the carry, added by the caller)
     "gru_fwd_seq": (_GRU_FWD, _FWD_SEQ.format(state="", width="3 * nh",
                                               step="proj, xw, bias, h0, out"), _FWD_PARAMS),
     "gru_bwd_seq": (_GRU_BWD, _BWD_SEQ.format(rw="6 * nh", k="3 * nh", off="3 * nh",
-                                              cond="True"), _BWD_PARAMS),
+                                              cond="True",
+                                              first="dh[b * nh + j] + carry[b * nh + j]"),
+                    _BWD_PARAMS),
 }
 
 
@@ -424,12 +441,38 @@ def _c(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _transposed(w: np.ndarray) -> np.ndarray:
+def _transposed(w: np.ndarray, op: str) -> np.ndarray:
     """W^T as a C-contiguous copy, made once per sequence: each step's small
     ``h @ W^T`` is then a plain NN GEMM, which OpenBLAS runs ~1.5x faster than the
     transposed-operand one for the (batch x hidden) @ (hidden x gates) shapes here
     (32x128 @ 128x512: ~33 us against ~54 us on one core)."""
-    return np.ascontiguousarray(w.T)
+    if w.ndim != 2 or not w.flags.c_contiguous:
+        return np.ascontiguousarray(w.T)
+    wt = np.empty(w.shape[::-1], w.dtype)
+    hw.run_tasks([block_copy.transpose_task(w, wt, op)])
+    return wt
+
+
+def _bound_seq(name: str, op: str, args: list, w: np.ndarray | None = None,
+               w_t: np.ndarray | None = None):
+    """``_run_seq(name, *args)`` made ready (``NativeKernel.bind``), after W^T is written
+    into ``w_t`` from ``w`` where given; None where the kernels are not loaded or the
+    native pool cannot take the call."""
+    k = seq_kernel(name, hw.dname(args[0]))
+    if k is None or k._fn is None:
+        return None
+    bsz = args[-2]
+    seq = k.bind(*args, n=bsz, parallel=bsz >= 2, one_blas=True)
+    if seq is None or w is None:
+        return seq
+    tr = block_copy.transpose_task(w, w_t, op)
+    return hw.chain([tr.kernel.bind(*tr.args, n=tr.n, parallel=tr.parallel)
+                     if tr.kernel._fn is not None else None, seq])
+
+
+def _contiguous(*arrays: np.ndarray) -> bool:
+    """Each is C-contiguous (a binding reads the operands' own memory, not copies)."""
+    return all(a.flags.c_contiguous for a in arrays)
 
 
 def _ref(name: str) -> Callable:
@@ -449,7 +492,7 @@ def lstm_scan(xw: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_hh: np.ndarray,
     h = h4 // 4
     res = hw.result((7, t_len, bsz, h), xw.dtype, out)
     gates = np.empty((bsz, h4), xw.dtype)
-    w_t = _transposed(w_hh)
+    w_t = _transposed(w_hh, "lstm_scan")
     if _run_seq("lstm_fwd_seq", xw, h0, c0, w_t, bias, gates, res, t_len, bsz, h):
         return hw.into(res, out)
     k = step_kernel("lstm_fwd", hw.dname(xw))
@@ -473,12 +516,13 @@ def lstm_scan_backward(gout: np.ndarray, fwd: np.ndarray, c0: np.ndarray,
     _, t_len, bsz, h = fwd.shape
     d = fwd.dtype
     res = hw.result((t_len + 1, bsz, 4 * h), d, out)
-    res[t_len] = 0
-    dhn = np.zeros((bsz, h), d)
-    dcn = np.zeros((bsz, h), d)
+    dhn = np.empty((bsz, h), d)
+    dcn = np.empty((bsz, h), d)
     if _run_seq("lstm_bwd_seq", gout, fwd, c0, _c(w_hh), dhn, dcn, res, t_len, bsz, h):
-        res[t_len, :, :h] = dcn
-        return hw.into(res, out)
+        return hw.into(res, out)  # (the kernel zeroes dhn, dcn and writes row T)
+    res[t_len] = 0
+    dhn[...] = 0
+    dcn[...] = 0
     k = step_kernel("lstm_bwd", d.name)
     step = _Stepper(k, [gout, fwd, c0, dhn, dcn, res, 0, t_len, bsz, h], bsz, 14 * bsz * h)
     for t in range(t_len - 1, -1, -1):
@@ -487,6 +531,38 @@ def lstm_scan_backward(gout: np.ndarray, fwd: np.ndarray, c0: np.ndarray,
             np.matmul(res[t], w_hh, out=dhn)
     res[t_len, :, :h] = dcn
     return hw.into(res, out)
+
+
+def _bind_lstm_scan(xw, h0, c0, w_hh, bias, *, out=None):
+    """``lstm_scan(..., out=out)`` as a prepared call for these arrays (a plan's step):
+    W_hh^T written into a buffer of its own, then the sequence kernel; or None."""
+    if out is None or not _ready(xw, h0, c0, w_hh, bias) or \
+            not _contiguous(xw, h0, c0, w_hh, bias) or w_hh.ndim != 2:
+        return None
+    t_len, bsz, h4 = xw.shape
+    h = h4 // 4
+    if hw.result((7, t_len, bsz, h), xw.dtype, out) is not out:
+        return None
+    gates = np.empty((bsz, h4), xw.dtype)
+    w_t = np.empty(w_hh.shape[::-1], w_hh.dtype)
+    return _bound_seq("lstm_fwd_seq", "lstm_scan",
+                      [xw, h0, c0, w_t, bias, gates, out, t_len, bsz, h], w_hh, w_t)
+
+
+def _bind_lstm_scan_backward(gout, fwd, c0, w_hh, *, out=None):
+    """``lstm_scan_backward(..., out=out)`` as a prepared call for these arrays, or None."""
+    if out is None or not _ready(fwd, gout, c0, w_hh) or not _contiguous(gout, fwd, c0, w_hh):
+        return None
+    _, t_len, bsz, h = fwd.shape
+    if hw.result((t_len + 1, bsz, 4 * h), fwd.dtype, out) is not out:
+        return None
+    dhn, dcn = np.empty((2, bsz, h), fwd.dtype)
+    return _bound_seq("lstm_bwd_seq", "lstm_scan_backward",
+                      [gout, fwd, c0, w_hh, dhn, dcn, out, t_len, bsz, h])
+
+
+lstm_scan.bind = _bind_lstm_scan
+lstm_scan_backward.bind = _bind_lstm_scan_backward
 
 
 # ---- GRU -----------------------------------------------------------------------------
@@ -500,7 +576,7 @@ def gru_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
     h = h3 // 3
     res = hw.result((5, t_len, bsz, h), xw.dtype, out)
     hh = np.empty((bsz, h3), xw.dtype)
-    w_t = _transposed(w_hh)
+    w_t = _transposed(w_hh, "gru_scan")
     if _run_seq("gru_fwd_seq", xw, h0, w_t, b_hh, hh, res, t_len, bsz, h):
         return hw.into(res, out)
     k = step_kernel("gru_fwd", hw.dname(xw))
@@ -524,12 +600,13 @@ def gru_scan_backward(gout: np.ndarray, fwd: np.ndarray, h0: np.ndarray,
     _, t_len, bsz, h = fwd.shape
     d = fwd.dtype
     res = hw.result((t_len + 1, bsz, 6 * h), d, out)
-    res[t_len] = 0
-    gemm = np.zeros((bsz, h), d)
-    carry = np.zeros((bsz, h), d)
+    gemm = np.empty((bsz, h), d)
+    carry = np.empty((bsz, h), d)
     if _run_seq("gru_bwd_seq", gout, fwd, h0, _c(w_hh), gemm, carry, res, t_len, bsz, h):
-        np.add(gemm, carry, out=res[t_len, :, :h])
-        return hw.into(res, out)
+        return hw.into(res, out)  # (the kernel zeroes gemm, carry and writes row T)
+    res[t_len] = 0
+    gemm[...] = 0
+    carry[...] = 0
     k = step_kernel("gru_bwd", d.name)
     step = _Stepper(k, [gout, fwd, h0, gemm, carry, res, 0, t_len, bsz, h], bsz,
                     13 * bsz * h)
@@ -538,6 +615,37 @@ def gru_scan_backward(gout: np.ndarray, fwd: np.ndarray, h0: np.ndarray,
         np.matmul(res[t, :, 3 * h:], w_hh, out=gemm)
     np.add(gemm, carry, out=res[t_len, :, :h])
     return hw.into(res, out)
+
+
+def _bind_gru_scan(xw, h0, w_hh, b_hh, *, out=None):
+    """``gru_scan(..., out=out)`` as a prepared call for these arrays, or None."""
+    if out is None or not _ready(xw, h0, w_hh, b_hh) or not _contiguous(xw, h0, w_hh, b_hh) \
+            or w_hh.ndim != 2:
+        return None
+    t_len, bsz, h3 = xw.shape
+    h = h3 // 3
+    if hw.result((5, t_len, bsz, h), xw.dtype, out) is not out:
+        return None
+    hh = np.empty((bsz, h3), xw.dtype)
+    w_t = np.empty(w_hh.shape[::-1], w_hh.dtype)
+    return _bound_seq("gru_fwd_seq", "gru_scan", [xw, h0, w_t, b_hh, hh, out, t_len, bsz, h],
+                      w_hh, w_t)
+
+
+def _bind_gru_scan_backward(gout, fwd, h0, w_hh, *, out=None):
+    """``gru_scan_backward(..., out=out)`` as a prepared call for these arrays, or None."""
+    if out is None or not _ready(fwd, gout, h0, w_hh) or not _contiguous(gout, fwd, h0, w_hh):
+        return None
+    _, t_len, bsz, h = fwd.shape
+    if hw.result((t_len + 1, bsz, 6 * h), fwd.dtype, out) is not out:
+        return None
+    gemm, carry = np.empty((2, bsz, h), fwd.dtype)
+    return _bound_seq("gru_bwd_seq", "gru_scan_backward",
+                      [gout, fwd, h0, w_hh, gemm, carry, out, t_len, bsz, h])
+
+
+gru_scan.bind = _bind_gru_scan
+gru_scan_backward.bind = _bind_gru_scan_backward
 
 
 # ---- Elman RNN -----------------------------------------------------------------------
@@ -560,7 +668,7 @@ def rnn_scan(xw: np.ndarray, h0: np.ndarray, w_hh: np.ndarray,
     res = hw.result((t_len, bsz, h), xw.dtype, out)
     k = step_kernel("rnn_fwd", hw.dname(xw))
     step = _Stepper(k, [xw, res, relu, 0, bsz, h], bsz, 3 * bsz * h)
-    w_t = _transposed(w_hh)
+    w_t = _transposed(w_hh, "rnn_scan")
     hp = h0
     for t in range(t_len):
         np.matmul(hp, w_t, out=res[t])

@@ -163,6 +163,44 @@ def test_scans_run_whole_sequences_in_one_kernel_and_leave_blas_threads(layer, t
                                **TOL["float32"])
 
 
+@pytest.mark.parametrize("layer", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bound_scans_equal_the_calls_and_read_current_values(layer, dtype, threads):
+    """A plan step's binding of a scan (``impl.bind``: W_hh^T written into its own buffer,
+    then the sequence kernel) gives the call's bits, and on a second run reads the
+    operands' memory as it is then (a training step updates W_hh in place)."""
+    from kernels.cpu import blas_calls
+    if not blas_calls.provide():
+        pytest.skip("NumPy's bundled OpenBLAS (scipy_openblas64_) is not loaded")
+    rng = np.random.default_rng(5)
+    t_len, b, h = 5, 9, 20
+    gates = 4 if layer == "lstm" else 3
+    xw, w = _arr(rng, (t_len, b, gates * h), dtype), _arr(rng, (gates * h, h), dtype, 0.3)
+    s0, bias = _arr(rng, (b, h), dtype), _arr(rng, (gates * h,), dtype)
+    fwd, bwd = _ops(f"{layer}_scan")
+    args = (xw, s0, s0, w, bias) if layer == "lstm" else (xw, s0, w, bias)
+    rest = (s0, w)
+    out = fwd.impl(*args)   # loads the kernels (a binding needs them loaded)
+    g = _arr(rng, out.shape, dtype)
+    bwd.impl(g, out, *rest)
+    y = np.full(out.shape, 7, out.dtype)
+    run_f = fwd.impl.bind(*args, out=y)
+    dx = np.full((t_len + 1, b, (4 if layer == "lstm" else 6) * h), 7, out.dtype)
+    run_b = bwd.impl.bind(g, y, *rest, out=dx)
+    assert run_f is not None and run_b is not None
+    for _ in range(2):
+        run_f()
+        run_b()
+        np.testing.assert_array_equal(y, fwd.impl(*args))
+        np.testing.assert_array_equal(dx, bwd.impl(g, y, *rest))
+        w *= 0.9   # in place, as an optimizer step
+        xw += 0.1
+    strided = (xw[:, ::2], s0[::2]) + args[2:]   # the call would copy: no binding
+    strided = strided[:2] + (s0[::2],) + strided[3:] if layer == "lstm" else strided
+    assert fwd.impl.bind(*strided, out=np.empty((7 if layer == "lstm" else 5, t_len, 5, h),
+                                                 dtype)) is None
+
+
 @pytest.mark.parametrize("small", [64, 4000], ids=["row-by-row", "uneven-blocks"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sequence_gemms_in_row_blocks(small, dtype, threads, monkeypatch):
