@@ -32,6 +32,13 @@ input gradient of a 3x3 stride-1 convolution of at least 8 channels go to Winogr
 F(2x2, 3x3) instead (``conv_winograd``: 2.25x fewer multiplies), and the weight
 gradient of a 1-D or 2-D stride-1 one of at least 8 channels to one GEMM per window
 offset over channels-last copies, without columns (``conv_shifted``).
+
+Each op's work is described once as native calls (``handwritten.Task``: the lanes, the
+partial sums, Winograd's filter transform and finiteness checks), which a call runs and
+a plan's step binds (``bind``, ``runtime.steps._Binding``): bound, a step is its
+prepared calls alone, where the call's Python (path choice, geometry, kernel lookup,
+NumPy's filter transform and sums) took 10-30 us inside a training step. A binding
+owns its work buffers; a call uses the calling thread's (``_scratch``).
 """
 from __future__ import annotations
 
@@ -182,49 +189,197 @@ def _lanes(units: int) -> int:
     return max(1, min(cpu._nthreads(), units))
 
 
-def _run(k: hw.NativeKernel, args: list, lanes: int, w2: np.ndarray | None = None) -> None:
-    """``k`` over its lanes, OpenBLAS on one thread meanwhile. ``w2``: the weights, given
-    to the kernel as stored, with a flag that says whether they are transposed (the
-    GEMM then runs as NumPy's matmul would run it on them, to the same bits)."""
-    if w2 is not None:
-        wt = w2.flags.f_contiguous and not w2.flags.c_contiguous
-        w = w2.T if wt else np.ascontiguousarray(w2)
-        args = args[:1] + [w] + args[1:] + [int(wt)]
-    with blas_calls.one_thread():
-        k(*args, n=lanes, parallel=lanes >= 2)
+def _weights(w2: np.ndarray) -> tuple[np.ndarray, int]:
+    """The weights as the kernels take them, as stored, with a flag that says whether
+    they are transposed (the GEMM then runs as NumPy's matmul would run it on them, to
+    the same bits)."""
+    wt = w2.flags.f_contiguous and not w2.flags.c_contiguous
+    return (w2.T if wt else np.ascontiguousarray(w2)), int(wt)
+
+
+def _lanes_task(k: hw.NativeKernel, args: list, lanes: int) -> hw.Task:
+    """``k`` over its lanes, OpenBLAS on one thread meanwhile."""
+    return hw.Task(k, tuple(args), lanes, parallel=lanes >= 2, one_blas=True)
+
+
+# the weight gradient's partial sums (parts, R, Cout) summed in order into (Cout, R)
+_SUM_PARTS = '''
+@njit(nogil=True, inline="always")
+def body(acc, out, parts, nr, cout, lo, hi):
+    for co in range(lo, hi):
+        row = out[co * nr:(co + 1) * nr]
+        for r in range(nr):
+            s = acc[r * cout + co]
+            for p in range(1, parts):
+                s += acc[(p * nr + r) * cout + co]
+            row[r] = s
+'''
+
+
+def _sum_parts_task(acc: np.ndarray, res: np.ndarray) -> hw.Task:
+    d = hw.dname(acc)
+    k = hw.kernel(f"conv_wgrad_parts_{d}", (("acc", "in", d), ("out", "out", d))
+                  + _ints("parts", "nr", "cout"), _SUM_PARTS, op="conv_weight_grad")
+    parts, nr, cout = acc.shape
+    return hw.Task(k, (acc, res, parts, nr, cout), cout, work=acc.size)
 
 
 def _geo(args: dict[str, int]) -> np.ndarray:
     return np.fromiter(args.values(), np.int64, len(args))
 
 
+def _owned(key: str, shape: tuple, dtype) -> np.ndarray:
+    """A binding's own work array (``_scratch``'s arrays are the calling thread's)."""
+    return np.empty(shape, dtype)
+
+
 def _usable(a: np.ndarray, b: np.ndarray) -> bool:
     return hw.dname(a) in FLOATS and b.dtype == a.dtype and a.size > 0 and b.size > 0
+
+
+def _conv_plans(x, w2, kernel, stride, padding, dilation, ones_row, out, scratch):
+    """conv's native calls: (the result, Winograd's checked plan where it applies or
+    None, a function giving the im2col lanes' tasks, or None where the reference must
+    serve it: built only where needed, its kernel compiled only then)."""
+    n, cout = x.shape[0], w2.shape[0]
+    res = hw.result((n, cout) + _spatial_out(x.shape[2:], kernel, stride, padding, dilation),
+                    x.dtype, out)
+    wino = None
+    if conv_winograd.applies(x, cout, kernel, stride, padding, dilation):
+        wino = conv_winograd.plan(np.ascontiguousarray(x), np.ascontiguousarray(w2), padding,
+                                  ones_row, res, _lanes(n), scratch)
+
+    def lanes_tasks():
+        xo = hw.operand(x)
+        args, out_sp = im2col_args(xo, kernel, stride, padding, dilation, ones_row, 0)
+        k = conv_kernel("conv", hw.dname(xo), _fixed_for(args, ("s4", "ones", "NB"), n))
+        if k is None or not _ready(k):
+            return None
+        rows, length = w2.shape[1], int(np.prod(out_sp))
+        lanes = _lanes(n)
+        buf = scratch("cols", (lanes * rows * length,), xo.dtype)
+        w, wt = _weights(w2)
+        return [_lanes_task(k, [xo, w, res, buf, _geo(args), n, lanes, cout, wt], lanes)]
+    return res, wino, lanes_tasks
+
+
+def _conv_input_grad_plans(g, w2, spatial, kernel, stride, padding, dilation, ones_row, out,
+                           scratch):
+    """As ``_conv_plans``, for conv_input_grad (Winograd's: by the turned filters)."""
+    n, cout = g.shape[:2]
+    rows = w2.shape[1]
+    c = (rows - (1 if ones_row else 0)) // int(np.prod(kernel))
+    res = hw.result((n, c) + tuple(int(s) for s in spatial), g.dtype, out)
+    # stride 1, 3x3: the convolution of g, padded by 2 - P, by the turned filters
+    pads = tuple(2 - int(p) for p in padding)
+    wino = None
+    if conv_winograd.applies(g, c, kernel, stride, pads, dilation):
+        wino = conv_winograd.plan(np.ascontiguousarray(g), np.ascontiguousarray(w2), pads,
+                                  False, res, _lanes(n), scratch, op="conv_input_grad",
+                                  flip=True)
+
+    def lanes_tasks():
+        out_sp = _spatial_out(spatial, kernel, stride, padding, dilation)
+        length = int(np.prod(out_sp))
+        # one image's columns: (R, L), C-contiguous
+        args = dict(zip(_COL2IM_INTS, [c, rows * length, length, 1, *_geometry(
+            spatial, kernel, stride, padding, dilation, out_sp)]))
+        k = conv_kernel("conv_input_grad", hw.dname(g), _fixed_for(args, ("c2",), n))
+        if k is None or not _ready(k):
+            return None
+        lanes = _lanes(n)
+        buf = scratch("cols", (lanes * rows * length,), g.dtype)
+        w, wt = _weights(w2)
+        return [_lanes_task(k, [np.ascontiguousarray(g), w, res, buf, _geo(args), n, lanes,
+                                cout, rows, wt], lanes)]
+    return res, wino, lanes_tasks
+
+
+def _conv_weight_grad_plans(x, g, kernel, stride, padding, dilation, ones_row, out, scratch):
+    """As ``_conv_plans``, for conv_weight_grad: the shifted GEMMs' checked plan where
+    they apply; im2col's lanes, then their partial sums."""
+    n, cout = x.shape[0], g.shape[1]
+    rows = x.shape[1] * int(np.prod(kernel)) + (1 if ones_row else 0)
+    parts = min(n, WGRAD_PARTS)
+    res = hw.result((cout, rows), x.dtype, out)
+    shifted = None
+    if conv_shifted.applies(x, cout, kernel, stride, padding, dilation):
+        shifted = conv_shifted.plan(np.ascontiguousarray(x), np.ascontiguousarray(g), kernel,
+                                    padding, dilation, ones_row, res, _lanes(parts), parts,
+                                    scratch)
+
+    def lanes_tasks():
+        xo = hw.operand(x)
+        args, out_sp = im2col_args(xo, kernel, stride, padding, dilation, ones_row, 0)
+        k = conv_kernel("conv_weight_grad", hw.dname(xo),
+                        _fixed_for(args, ("s4", "ones", "NB"), n))
+        if k is None or not _ready(k):
+            return None
+        length = int(np.prod(out_sp))
+        # transposed, (R, Cout): cols @ gᵀ runs ~25% faster than g @ colsᵀ at conv shapes
+        acc = scratch("acc", (parts, rows, cout), xo.dtype)
+        lanes = _lanes(parts)
+        buf = scratch("cols", (lanes * rows * length,), xo.dtype)
+        sums = _sum_parts_task(acc, res)
+        if not _ready(sums.kernel):
+            return None
+        return [_lanes_task(k, [xo, np.ascontiguousarray(g), acc, buf, _geo(args), n, lanes,
+                                parts, cout], lanes), sums]
+    return res, shifted, lanes_tasks
+
+
+def _run_plans(plans, out, reference):
+    """The checked plan's result unless it flags its operands, else the im2col lanes',
+    else ``reference()``'s."""
+    res, checked, lanes_tasks = plans
+    if checked is not None and hw.run_checked(checked):
+        return hw.into(res, out)
+    lanes = lanes_tasks()
+    if lanes is None:
+        return hw.into(reference(), out)
+    hw.run_tasks(lanes)
+    return hw.into(res, out)
+
+
+def _bind_plans(plans, out, operands, again):
+    """A prepared call of the plan a direct call would run (the checked plan, or the
+    lanes'), writing into ``out``; where the checked plan flags its operands, ``again()``
+    (the direct call, which then takes im2col). None where the calls would not read
+    ``operands`` (all C-contiguous) themselves or cannot be bound."""
+    res, checked, lanes_tasks = plans
+    if res is not out or not all(a.flags.c_contiguous for a in operands):
+        return None
+    if checked is None:
+        lanes = lanes_tasks()
+        return hw.bind_tasks(lanes) if lanes is not None else None
+    run = hw.bind_tasks(checked.checks + checked.tasks)
+    if run is None:
+        return None
+    flag = checked.flag
+
+    def bound() -> None:
+        run()
+        hw.flagged(flag, again)
+    return bound
 
 
 def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=None):
     ref = REGISTRY["conv"].reference
     if not _usable(x, w2):
         return hw.into(ref(x, w2, kernel, stride, padding, dilation, ones_row), out)
-    if conv_winograd.applies(x, w2.shape[0], kernel, stride, padding, dilation) and \
-            conv_winograd.finite(x, w2):
-        res = hw.result((x.shape[0], w2.shape[0]) + _spatial_out(
-            x.shape[2:], kernel, stride, padding, dilation), x.dtype, out)
-        if conv_winograd.forward(np.ascontiguousarray(x), w2, padding, ones_row, res,
-                                 _lanes(x.shape[0]), _scratch):
-            return hw.into(res, out)
-    x = hw.operand(x)
-    args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
-    k = conv_kernel("conv", hw.dname(x), _fixed_for(args, ("s4", "ones", "NB"), x.shape[0]))
-    if k is None or not _ready(k):
-        return hw.into(ref(x, w2, kernel, stride, padding, dilation, ones_row), out)
-    n, cout, rows = x.shape[0], w2.shape[0], w2.shape[1]
-    length = int(np.prod(out_sp))
-    res = hw.result((n, cout) + out_sp, x.dtype, out)
-    lanes = _lanes(n)
-    buf = _scratch("cols", (lanes * rows * length,), x.dtype)
-    _run(k, [x, res, buf, _geo(args), n, lanes, cout], lanes, w2)
-    return hw.into(res, out)
+    plans = _conv_plans(x, w2, kernel, stride, padding, dilation, ones_row, out, _scratch)
+    return _run_plans(plans, out, lambda: ref(x, w2, kernel, stride, padding, dilation,
+                                              ones_row))
+
+
+def _bind_conv(x, w2, kernel, stride, padding, dilation, ones_row=False, out=None):
+    """``conv(..., out=out)`` as a prepared call for these arrays (a plan's step), or
+    None."""
+    if out is None or not _usable(x, w2):
+        return None
+    plans = _conv_plans(x, w2, kernel, stride, padding, dilation, ones_row, out, _owned)
+    return _bind_plans(plans, out, (x, w2), lambda: _conv_native(
+        x, w2, kernel, stride, padding, dilation, ones_row, out=out))
 
 
 def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
@@ -232,30 +387,21 @@ def _conv_input_grad_native(g, w2, spatial, kernel, stride, padding, dilation,
     ref = REGISTRY["conv_input_grad"].reference
     if not _usable(g, w2):
         return hw.into(ref(g, w2, spatial, kernel, stride, padding, dilation, ones_row), out)
-    n, cout = g.shape[:2]
-    rows = w2.shape[1]
-    c = (rows - (1 if ones_row else 0)) // int(np.prod(kernel))
-    # stride 1, 3x3: the convolution of g, padded by 2 - P, by the turned filters
-    pads = tuple(2 - int(p) for p in padding)
-    if conv_winograd.applies(g, c, kernel, stride, pads, dilation) and \
-            conv_winograd.finite(g, w2):
-        res = hw.result((n, c) + tuple(int(s) for s in spatial), g.dtype, out)
-        if conv_winograd.forward(np.ascontiguousarray(g), conv_winograd.flipped(w2, c), pads,
-                                 False, res, _lanes(n), _scratch, op="conv_input_grad"):
-            return hw.into(res, out)
-    out_sp = _spatial_out(spatial, kernel, stride, padding, dilation)
-    length = int(np.prod(out_sp))
-    # one image's columns: (R, L), C-contiguous
-    args = dict(zip(_COL2IM_INTS, [c, rows * length, length, 1, *_geometry(
-        spatial, kernel, stride, padding, dilation, out_sp)]))
-    k = conv_kernel("conv_input_grad", hw.dname(g), _fixed_for(args, ("c2",), n))
-    if k is None or not _ready(k):
-        return hw.into(ref(g, w2, spatial, kernel, stride, padding, dilation, ones_row), out)
-    res = hw.result((n, c) + tuple(int(s) for s in spatial), g.dtype, out)
-    lanes = _lanes(n)
-    buf = _scratch("cols", (lanes * rows * length,), g.dtype)
-    _run(k, [np.ascontiguousarray(g), res, buf, _geo(args), n, lanes, cout, rows], lanes, w2)
-    return hw.into(res, out)
+    plans = _conv_input_grad_plans(g, w2, spatial, kernel, stride, padding, dilation,
+                                   ones_row, out, _scratch)
+    return _run_plans(plans, out, lambda: ref(g, w2, spatial, kernel, stride, padding,
+                                              dilation, ones_row))
+
+
+def _bind_conv_input_grad(g, w2, spatial, kernel, stride, padding, dilation, ones_row=False,
+                          out=None):
+    """``conv_input_grad(..., out=out)`` as a prepared call for these arrays, or None."""
+    if out is None or not _usable(g, w2):
+        return None
+    plans = _conv_input_grad_plans(g, w2, spatial, kernel, stride, padding, dilation,
+                                   ones_row, out, _owned)
+    return _bind_plans(plans, out, (g, w2), lambda: _conv_input_grad_native(
+        g, w2, spatial, kernel, stride, padding, dilation, ones_row, out=out))
 
 
 def _conv_weight_grad_native(x, g, kernel, stride, padding, dilation, ones_row=False,
@@ -263,29 +409,25 @@ def _conv_weight_grad_native(x, g, kernel, stride, padding, dilation, ones_row=F
     ref = REGISTRY["conv_weight_grad"].reference
     if not _usable(x, g):
         return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)
-    n, cout = x.shape[0], g.shape[1]
-    rows = x.shape[1] * int(np.prod(kernel)) + (1 if ones_row else 0)
-    parts = min(n, WGRAD_PARTS)
-    if conv_shifted.applies(x, cout, kernel, stride, padding, dilation):
-        res = hw.result((cout, rows), x.dtype, out)
-        if conv_shifted.weight_grad(np.ascontiguousarray(x), np.ascontiguousarray(g), kernel,
-                                    padding, dilation, ones_row, res, _lanes(parts), parts,
-                                    _scratch):
-            return hw.into(res, out)
-    x = hw.operand(x)
-    args, out_sp = im2col_args(x, kernel, stride, padding, dilation, ones_row, 0)
-    k = conv_kernel("conv_weight_grad", hw.dname(x),
-                    _fixed_for(args, ("s4", "ones", "NB"), x.shape[0]))
-    if k is None or not _ready(k):
-        return hw.into(ref(x, g, kernel, stride, padding, dilation, ones_row), out)
-    length = int(np.prod(out_sp))
-    # transposed, (R, Cout): cols @ gᵀ runs about 25% faster than g @ colsᵀ at conv shapes
-    acc = _scratch("acc", (parts, rows, cout), x.dtype)
-    lanes = _lanes(parts)
-    buf = _scratch("cols", (lanes * rows * length,), x.dtype)
-    _run(k, [x, np.ascontiguousarray(g), acc, buf, _geo(args), n, lanes, parts, cout], lanes)
-    total = acc.sum(0) if parts > 1 else acc[0]
-    return hw.into(np.ascontiguousarray(total.T), out)
+    plans = _conv_weight_grad_plans(x, g, kernel, stride, padding, dilation, ones_row, out,
+                                    _scratch)
+    return _run_plans(plans, out, lambda: ref(x, g, kernel, stride, padding, dilation,
+                                              ones_row))
+
+
+def _bind_conv_weight_grad(x, g, kernel, stride, padding, dilation, ones_row=False, out=None):
+    """``conv_weight_grad(..., out=out)`` as a prepared call for these arrays, or None."""
+    if out is None or not _usable(x, g):
+        return None
+    plans = _conv_weight_grad_plans(x, g, kernel, stride, padding, dilation, ones_row, out,
+                                    _owned)
+    return _bind_plans(plans, out, (x, g), lambda: _conv_weight_grad_native(
+        x, g, kernel, stride, padding, dilation, ones_row, out=out))
+
+
+_conv_native.bind = _bind_conv
+_conv_input_grad_native.bind = _bind_conv_input_grad
+_conv_weight_grad_native.bind = _bind_conv_weight_grad
 
 
 NATIVE = {

@@ -1,5 +1,5 @@
 """The weight gradient of a stride-1 convolution as shifted GEMMs, without im2col
-(``conv_native`` calls ``weight_grad``).
+(``conv_native`` runs and binds its ``plan``).
 
 For a window offset ``s = (kh, kw)``, ``dW[:, :, kh, kw] = Σ_p g[:, p] x[:, p + s]``
 over the output positions ``p``. With each image's input copied channels-last into a
@@ -37,7 +37,7 @@ from . import blas_calls
 from . import handwritten as hw
 from .nn_native import _ready
 
-__all__ = ["applies", "weight_grad", "MIN_CHANNELS", "MAX_IMAGE_BYTES"]
+__all__ = ["applies", "plan", "MIN_CHANNELS", "MAX_IMAGE_BYTES"]
 
 # Fewer input channels make each offset's GEMM too narrow (N = C) to beat im2col's
 # (MNIST's conv1, C = 1, took 1.0 ms against im2col's 0.36).
@@ -174,15 +174,51 @@ def applies(x: np.ndarray, cout: int, kernel, stride, padding, dilation) -> bool
         blas_calls.provide() and cout * x.shape[1] * MIN_K <= blas_calls.small_gemm_macs()
 
 
-def weight_grad(x: np.ndarray, g: np.ndarray, kernel, padding, dilation, ones_row: bool,
-                res: np.ndarray, lanes: int, parts: int, scratch) -> bool:
-    """``res`` (Cout, R) = the weight gradient of the convolution of ``x`` (C-contiguous,
-    see ``applies``) given its output gradient ``g`` (C-contiguous); False, with nothing
-    written, where the kernel cannot run or an input is not finite.
+# The parts' sums in order into res (Cout, C S + ones): [ci S + s] from acc (NP, S, Cout,
+# C), the bias column from bsum (NP, Cout); ``flag`` where a lane's copy met a value
+# that is not finite (its ``bad`` sum is NaN).
+_POST = '''
+@njit(nogil=True, inline="always")
+def body(acc, bsum, bad, res, flag, NP, S, cout, C, ones, NB, lo, hi):
+    w = C * S + ones
+    for co in range(lo, hi):
+        row = res[co * w:(co + 1) * w]
+        for ci in range(C):
+            for s in range(S):
+                v = acc[(s * cout + co) * C + ci]
+                for p in range(1, NP):
+                    v += acc[((p * S + s) * cout + co) * C + ci]
+                row[ci * S + s] = v
+        if ones:
+            v = bsum[co]
+            for p in range(1, NP):
+                v += bsum[p * cout + co]
+            row[C * S] = v
+    if lo == 0:
+        for i in range(NB):
+            if bad[i] != bad[i]:
+                flag[0] = 1
+'''
+
+
+def _post_kernel(dtype: str) -> hw.NativeKernel:
+    return hw.kernel(f"conv_wgrad_shifted_sums_{dtype}", tuple(
+        (n, kind, dtype) for n, kind in (("acc", "in"), ("bsum", "in"), ("bad", "in"),
+                                         ("res", "out"))) + (("flag", "out", "int8"),)
+        + tuple((n, "int", None) for n in ("NP", "S", "cout", "C", "ones", "NB")),
+        _POST, op="conv_weight_grad")
+
+
+def plan(x: np.ndarray, g: np.ndarray, kernel, padding, dilation, ones_row: bool,
+         res: np.ndarray, lanes: int, parts: int, scratch) -> hw.Checked | None:
+    """The calls that make ``res`` (Cout, R) the weight gradient of the convolution of
+    ``x`` (C-contiguous, see ``applies``) given its output gradient ``g``
+    (C-contiguous): the lanes' GEMMs, then the parts' sums, which flag an input that is
+    not finite (im2col serves it). None where the kernels cannot run.
     ``scratch(key, shape, dtype)`` gives the work buffers."""
-    k = _kernel(hw.dname(x))
-    if not _ready(k):
-        return False
+    k, post = _kernel(hw.dname(x)), _post_kernel(hw.dname(x))
+    if not _ready(k, post):
+        return None
     n, c = x.shape[:2]
     cout = g.shape[1]
     lay = _layout(x, cout, kernel, padding, dilation)
@@ -197,14 +233,9 @@ def weight_grad(x: np.ndarray, g: np.ndarray, kernel, padding, dilation, ones_ro
     bad = np.zeros(lanes * _CB, d)
     xt = scratch("shift_x", (lanes * lay.x_len,), d)
     gt = scratch("shift_g", (lanes * lay.g_len,), d)
-    with blas_calls.one_thread():
-        k(x, g, acc, bsum, bad, xt, gt, n, lanes, parts, c, h, w, cout, oh, ow, kh, kw, ph,
-          pw, dh, dw, kc, n=lanes, parallel=lanes >= 2)
-    if not np.isfinite(bad).all():
-        return False
-    s = kh * kw
-    total = acc.sum(0) if parts > 1 else acc[0]          # (S, Cout, C)
-    np.copyto(res[:, :c * s], total.transpose(1, 2, 0).reshape(cout, c * s))
-    if ones_row:
-        res[:, -1] = bsum.sum(0) if parts > 1 else bsum[0]
-    return True
+    flag = np.zeros(1, np.int8)
+    return hw.Checked([], [
+        hw.Task(k, (x, g, acc, bsum, bad, xt, gt, n, lanes, parts, c, h, w, cout, oh, ow, kh,
+                    kw, ph, pw, dh, dw, kc), lanes, parallel=lanes >= 2, one_blas=True),
+        hw.Task(post, (acc, bsum, bad, res, flag, parts, kh * kw, cout, c, int(ones_row),
+                       bad.size), cout, work=acc.size)], flag)

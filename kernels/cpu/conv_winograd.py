@@ -1,5 +1,6 @@
 """3x3 stride-1 convolutions by Winograd's F(2x2, 3x3): 2.25x fewer multiplies than
-im2col's GEMM, for ``conv`` and ``conv_input_grad`` (``conv_native`` calls ``forward``;
+im2col's GEMM, for ``conv`` and ``conv_input_grad`` (``conv_native`` runs or binds its
+``plan``: finiteness checks, the filter transform, the lanes;
 the input gradient of a stride-1 3x3 convolution is the convolution of the output
 gradient, padded by 2 - P, by the filters turned by 180 degrees, ``flipped``).
 
@@ -34,8 +35,8 @@ from . import blas_calls
 from . import handwritten as hw
 from .nn_native import _ready
 
-__all__ = ["applies", "finite", "forward", "filters", "flipped", "MIN_CHANNELS",
-           "MAX_IMAGE_BYTES"]
+__all__ = ["applies", "finite_task", "forward", "plan", "filters", "flipped",
+           "MIN_CHANNELS", "MAX_IMAGE_BYTES"]
 
 # Fewer input channels make each tile's GEMM too short (K = Cin) to beat im2col's
 # K = 9 Cin one; MNIST's conv1 (Cin 1) stays with im2col.
@@ -219,11 +220,80 @@ def applies(x: np.ndarray, cout: int, kernel, stride, padding, dilation) -> bool
         blas_calls.provide()
 
 
-def finite(*arrays: np.ndarray) -> bool:
-    """Whether every value is finite. The transforms add and subtract inputs before the
-    products, so an inf meets another as NaN where im2col's products give ±inf: such
-    inputs go to im2col (the check costs ~0.1 ms at MNIST's conv2, 2% of the op)."""
-    return all(bool(np.isfinite(a).all()) for a in arrays)
+# A NaN in ``flag`` sums where a value of ``a`` is not finite (v - v is NaN for inf and
+# NaN, 0 otherwise); a work unit is a block of FINITE_BLOCK values.
+FINITE_BLOCK = 1 << 14
+_FINITE = """
+@njit(nogil=True, inline="always")
+def body(a, size, flag, lo, hi):
+    for blk in range(lo, hi):
+        s = 0.0
+        for i in range(blk * BLOCK, min(size, (blk + 1) * BLOCK)):
+            s += a[i] - a[i]
+        if s != s:
+            flag[0] = 1
+""".replace("BLOCK", str(FINITE_BLOCK))
+
+
+def finite_task(a: np.ndarray, flag: np.ndarray, op: str) -> hw.Task:
+    """A task that sets ``flag[0]`` where a value of ``a`` (C-contiguous) is not finite.
+    The transforms add and subtract inputs before the products, so an inf meets another
+    as NaN where im2col's products give ±inf: such inputs go to im2col (NumPy's check
+    cost ~0.1 ms at MNIST's conv2, 2% of the op)."""
+    d = hw.dname(a)
+    k = hw.kernel(f"all_finite_{d}", (("a", "in", d), ("size", "int", None),
+                                      ("flag", "out", "int8")), _FINITE, op=op)
+    return hw.Task(k, (a, a.size, flag), -(-a.size // FINITE_BLOCK), work=a.size)
+
+
+# The filters' transform G g G^T (G: _G) in float64 for filter n = (o, i) of an (O, I)
+# output: its taps from w's row o, columns i * 9 ...; with ``flip``, the input
+# gradient's (``flipped``): taps from w's row i, columns o * 9 ..., turned by 180
+# degrees. bias[o]: w's last column with ``ones``, else 0.
+_FILTERS = """
+@njit(nogil=True, inline="always")
+def tap(w, base, flip, r, j):
+    if flip:
+        return np.float64(w[base + (2 - r) * 3 + 2 - j])
+    return np.float64(w[base + r * 3 + j])
+
+
+@njit(nogil=True, inline="always")
+def rows(w, base, flip, r, b):
+    # (g G^T)[r, b]
+    if b == 0:
+        return tap(w, base, flip, r, 0)
+    if b == 3:
+        return tap(w, base, flip, r, 2)
+    g0 = 0.5 * tap(w, base, flip, r, 0)
+    g1 = 0.5 * tap(w, base, flip, r, 1)
+    g2 = 0.5 * tap(w, base, flip, r, 2)
+    return g0 + g1 + g2 if b == 1 else g0 - g1 + g2
+
+
+@njit(nogil=True, inline="always")
+def body(w, u, bias, O, I, ld, flip, ones, lo, hi):
+    for n in range(lo, hi):
+        o = n // I
+        i = n - o * I
+        base = i * ld + o * 9 if flip else o * ld + i * 9
+        for b in range(4):
+            t0 = rows(w, base, flip, 0, b)
+            t1 = rows(w, base, flip, 1, b)
+            t2 = rows(w, base, flip, 2, b)
+            u[(b * O + o) * I + i] = t0
+            u[((4 + b) * O + o) * I + i] = 0.5 * t0 + 0.5 * t1 + 0.5 * t2
+            u[((8 + b) * O + o) * I + i] = 0.5 * t0 - 0.5 * t1 + 0.5 * t2
+            u[((12 + b) * O + o) * I + i] = t2
+        if i == 0:
+            bias[o] = w[o * ld + ld - 1] if ones and not flip else 0
+"""
+
+
+def _filters_kernel(dtype: str, op: str) -> hw.NativeKernel:
+    return hw.kernel(f"winograd_filters_{dtype}", (
+        ("w", "in", dtype), ("u", "out", dtype), ("bias", "out", dtype))
+        + tuple((n, "int", None) for n in ("O", "I", "ld", "flip", "ones")), _FILTERS, op=op)
 
 
 def _kernel(dtype: str, op: str) -> hw.NativeKernel:
@@ -242,14 +312,26 @@ def _kernel(dtype: str, op: str) -> hw.NativeKernel:
     return k
 
 
-def filters(w2: np.ndarray, c: int) -> np.ndarray:
+def filters(w2: np.ndarray, c: int, flip: bool = False, op: str = "conv") -> np.ndarray:
     """The transformed filters ``G g Gᵀ`` as (16, Cout, Cin), from ``w2``'s (Cout, 9 Cin)
-    columns, in ``w2``'s dtype (computed in float64, as two small GEMMs)."""
+    columns (``flip``: of the input gradient's filters, ``flipped``, as (16, Cin,
+    Cout)), in ``w2``'s dtype (computed in float64)."""
+    res, _, task = filters_task(np.ascontiguousarray(w2), c, flip, False, op)
+    hw.run_tasks([task])
+    return res
+
+
+def filters_task(w2: np.ndarray, c: int, flip: bool, ones_row: bool, op: str
+                 ) -> tuple[np.ndarray, np.ndarray, hw.Task]:
+    """The transformed filters' array, the bias array and the task that writes them
+    from ``w2`` (C-contiguous)."""
     cout = w2.shape[0]
-    g = w2[:, :9 * c].reshape(cout * c, 3, 3).astype(np.float64)
-    t = np.tensordot(g, _G, axes=([2], [1]))           # (n, i, b)
-    u = np.tensordot(_G, t, axes=([1], [1]))           # (a, n, b)
-    return np.ascontiguousarray(u.transpose(0, 2, 1).reshape(16, cout, c), dtype=w2.dtype)
+    o, i = (c, cout) if flip else (cout, c)
+    u = np.empty((16, o, i), w2.dtype)
+    bias = np.empty(o, w2.dtype)
+    k = _filters_kernel(hw.dname(w2), op)
+    return u, bias, hw.Task(k, (w2, u, bias, o, i, w2.shape[1], int(flip), int(ones_row)),
+                            o * i, work=16 * o * i)
 
 
 def flipped(w2: np.ndarray, c: int) -> np.ndarray:
@@ -271,24 +353,34 @@ def _buffers(scratch, lanes: int, c: int, cout: int, th: int, tw: int, d) -> tup
             scratch("wino_r", (lanes * (12 * nq + 12 * tp),), d))
 
 
-def forward(x: np.ndarray, w2: np.ndarray, padding, ones_row: bool, res: np.ndarray,
-            lanes: int, scratch, op: str = "conv") -> bool:
-    """``res`` = the convolution of ``x`` (C-contiguous) by ``w2`` (see ``applies``), for
-    the registry op ``op``; False where its kernel cannot run (nothing written).
-    ``scratch(key, shape, dtype)`` gives the lanes' work buffers."""
+def plan(x: np.ndarray, w2: np.ndarray, padding, ones_row: bool, res: np.ndarray,
+         lanes: int, scratch, op: str = "conv", flip: bool = False) -> hw.Checked | None:
+    """The calls that make ``res`` the convolution of ``x`` (C-contiguous) by ``w2``
+    (C-contiguous; see ``applies``), for the registry op ``op``; with ``flip``, by the
+    input gradient's filters of ``w2`` (``flipped``). None where the kernels cannot
+    run. ``scratch(key, shape, dtype)`` gives the lanes' work buffers."""
     k = _kernel(hw.dname(x), op)
-    if not _ready(k):
-        return False
+    flag = np.zeros(1, np.int8)
+    checks = [finite_task(x, flag, op), finite_task(w2, flag, op)]
+    if not _ready(k, _filters_kernel(hw.dname(x), op), *(t.kernel for t in checks)):
+        return None
     n, c, h, w = x.shape
-    cout = w2.shape[0]
+    cout = res.shape[1]
     ph, pw = (int(p) for p in padding)
     oh, ow = res.shape[2:]
     th, tw = (oh + 1) // 2, (ow + 1) // 2
     d = x.dtype
-    u = filters(w2, c)
-    bias = np.ascontiguousarray(w2[:, -1]) if ones_row else np.zeros(cout, d)
+    u, bias, transform = filters_task(w2, cout if flip else c, flip, ones_row, op)
     vbuf, mbuf, rbuf = _buffers(scratch, lanes, c, cout, th, tw, d)
-    with blas_calls.one_thread():
-        k(x, u, bias, res, vbuf, mbuf, rbuf, n, lanes, c, h, w, ph, pw, cout, oh, ow, th, tw,
-          int(ones_row), n=lanes, parallel=lanes >= 2)
-    return True
+    lanes_task = hw.Task(k, (x, u, bias, res, vbuf, mbuf, rbuf, n, lanes, c, h, w, ph, pw,
+                             cout, oh, ow, th, tw, int(ones_row)), lanes,
+                         parallel=lanes >= 2, one_blas=True)
+    return hw.Checked(checks, [transform, lanes_task], flag)
+
+
+def forward(x: np.ndarray, w2: np.ndarray, padding, ones_row: bool, res: np.ndarray,
+            lanes: int, scratch, op: str = "conv", flip: bool = False) -> bool:
+    """``res`` = the convolution ``plan`` describes, run now; False where its kernels
+    cannot run or an operand is not finite."""
+    p = plan(x, w2, padding, ones_row, res, lanes, scratch, op, flip)
+    return p is not None and hw.run_checked(p)

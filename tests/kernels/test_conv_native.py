@@ -260,8 +260,9 @@ def test_winograd_forward_and_input_gradient_match_reference(case, dtype, thread
     x, w2, g, attrs = _wino_operands(case, dtype)
     assert conv_winograd.applies(x, w2.shape[0], (3, 3), (1, 1), attrs["padding"], (1, 1))
     calls = []
-    real = conv_winograd.filters
-    monkeypatch.setattr(conv_winograd, "filters", lambda *a: calls.append(1) or real(*a))
+    real = conv_winograd.plan
+    monkeypatch.setattr(conv_winograd, "plan",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     spatial = x.shape[2:]
     conv, igrad = REGISTRY["conv"], REGISTRY["conv_input_grad"]
     y = conv.impl(x, w2, **attrs)
@@ -279,6 +280,22 @@ def test_winograd_forward_and_input_gradient_match_reference(case, dtype, thread
     out = np.full(gi.shape, 7, gi.dtype)
     assert igrad.impl(g, w2, spatial=spatial, out=out, **attrs) is out
     np.testing.assert_array_equal(out, gi)
+
+
+@pytest.mark.parametrize("ones_row", [False, True])
+def test_winograd_filter_transform_is_g_g_gt(ones_row):
+    """The native transform of the filters (and of the input gradient's turned ones)
+    is G g Gᵀ per filter, computed in float64 and rounded once."""
+    rng = np.random.default_rng(4)
+    cout, c = 5, 3
+    w2 = rng.standard_normal((cout, 9 * c + ones_row)).astype(np.float32)
+    G = conv_winograd._G
+    g = w2[:, :9 * c].reshape(cout, c, 3, 3).astype(np.float64)
+    want = np.einsum("ai,ocij,bj->aboc", G, g, G).reshape(16, cout, c).astype(np.float32)
+    np.testing.assert_array_equal(conv_winograd.filters(w2, c), want)
+    turned = conv_winograd.flipped(w2, c).reshape(c, cout, 3, 3).astype(np.float64)
+    want = np.einsum("ai,ocij,bj->aboc", G, turned, G).reshape(16, c, cout).astype(np.float32)
+    np.testing.assert_array_equal(conv_winograd.filters(w2, c, flip=True), want)
 
 
 def test_winograd_results_do_not_depend_on_threads(monkeypatch):
@@ -342,3 +359,63 @@ def test_winograd_conv_gradients_by_finite_differences():
     fn = _conv_fn(2, (1, 1), (1, 1), (1, 1))
     assert gradcheck(fn, (x, w, b))
     assert gradgradcheck(fn, (x, w, b))
+
+
+def _bound_equals_calls(op, args, attrs, change):
+    """A plan step's binding of ``op`` (``impl.bind``) writes the call's bits into its
+    buffer, and after ``change()`` (new values in the same arrays) the call's bits for
+    those values."""
+    impl = REGISTRY[op].impl
+    want = impl(*args, **attrs)
+    out = np.full(want.shape, 7, want.dtype)
+    run = impl.bind(*args, out=out, **attrs)
+    assert run is not None
+    run()
+    np.testing.assert_array_equal(out, want)
+    change()
+    run()
+    np.testing.assert_array_equal(out, impl(*args, **attrs))
+    return run, out
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=str)
+def test_bound_im2col_convolutions_equal_the_calls(case, threads):
+    x, w2, g, attrs = _operands(case, np.float32)
+    spatial = x.shape[2:]
+
+    def change():
+        np.multiply(x, -1.5, out=x)
+        np.add(w2, 0.25, out=w2)
+        np.multiply(g, 2, out=g)
+    _bound_equals_calls("conv", (x, w2), attrs, change)
+    _bound_equals_calls("conv_input_grad", (g, w2), dict(attrs, spatial=spatial), change)
+    _bound_equals_calls("conv_weight_grad", (x, g), attrs, change)
+    # an operand the call would copy (not C-contiguous): no binding
+    assert REGISTRY["conv"].impl.bind(_strided(x), w2, out=np.empty(g.shape, g.dtype),
+                                      **attrs) is None
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_bound_winograd_and_shifted_convolutions_equal_the_calls(bad, threads):
+    """The bound Winograd forward and input gradient (the filter transform, then the
+    lanes) and the shifted weight gradient give the calls' bits; a value that is not
+    finite, arriving between calls, gives im2col's result as the call does."""
+    x, w2, g, attrs = _wino_operands(WINO_CASES[0], np.float32)
+    spatial = x.shape[2:]
+
+    def change():
+        np.multiply(w2, 0.5, out=w2)
+        np.subtract(x, 1, out=x)
+        np.add(g, 0.5, out=g)
+    runs = [_bound_equals_calls("conv", (x, w2), attrs, change),
+            _bound_equals_calls("conv_input_grad", (g, w2), dict(attrs, spatial=spatial),
+                                change),
+            _bound_equals_calls("conv_weight_grad", (x, g), attrs, change)]
+    x.flat[x.size // 3] = bad
+    g.flat[g.size // 3] = bad
+    for (run, out), op, args, extra in zip(
+            runs, ("conv", "conv_input_grad", "conv_weight_grad"),
+            ((x, w2), (g, w2), (x, g)), ({}, {"spatial": spatial}, {})):
+        run()
+        np.testing.assert_array_equal(out, REGISTRY[op].impl(*args, **attrs, **extra))
+        assert np.isinf(out).any() if bad == np.inf else np.isnan(out).any()
