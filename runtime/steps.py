@@ -242,10 +242,12 @@ class _MatmulRun:
     1.7-1.9 us through NumPy's matmul), and other arrays of that layout are repointed.
     Layouts NumPy would not run as one plain GEMM keep NumPy's matmul."""
 
-    __slots__ = ("sa", "sb", "so", "fold", "modes", "swaps", "binds", "bound", "refs")
+    __slots__ = ("sa", "sb", "so", "fold", "modes", "swaps", "binds", "bound", "refs",
+                 "swapped")
 
     def __init__(self, sa: int, sb: int, so: int, fold: bool) -> None:
         self.sa, self.sb, self.so, self.fold = sa, sb, so, fold
+        self.swapped = _Binding((so, sa, sb))  # a swapped product's GEMM and copy
         # operand layouts -> (a's 2-D shape, out's 2-D shape, a's copy buffer) or None
         self.modes: dict = {}
         self.swaps: dict = {}  # operand layouts -> the (N, M) buffer of a swapped GEMM
@@ -269,8 +271,12 @@ class _MatmulRun:
                 self.swaps[key] = np.empty(o.shape[::-1], o.dtype) if swap else None
             tmp = self.swaps[key]
             if tmp is not None:
+                if self.swapped.run(env):
+                    return
                 _gemm(y.T, x.T, tmp)
                 o[...] = tmp.T
+                if _gemm_binder() is not None:
+                    self.swapped.make("matmul", _bind_swapped, env, [x, y, o, tmp], {})
                 return
             self._product(x, y, o, x, o)
             return
@@ -316,6 +322,20 @@ class _MatmulRun:
         if keep:
             self.bound = bd
         self.refs = (weakref.ref(x), weakref.ref(y), weakref.ref(o))
+
+
+def _bind_swapped(x: np.ndarray, y: np.ndarray, o: np.ndarray, tmp: np.ndarray):
+    """``tmp = y.T @ x.T`` then ``o = tmp.T`` (a swapped product: ``_MatmulRun``) as one
+    prepared call, or None."""
+    from kernels.cpu import block_copy
+    from kernels.cpu import handwritten as hw
+    gemm = _gemm_binder().bind(y.T, x.T, tmp)
+    t = block_copy.transpose_task(tmp, o, "matmul")
+    if gemm is None or not o.flags.c_contiguous or not tmp.flags.c_contiguous:
+        return None
+    if t.kernel._fn is None:
+        hw.run_tasks([t])   # compiles (or loads) the kernel; the step's result is unchanged
+    return hw.chain([gemm, t.kernel.bind(*t.args, n=t.n, parallel=t.parallel)])
 
 
 def _fold_mode(x: np.ndarray, o: np.ndarray):
@@ -387,6 +407,74 @@ def mark_stable(plan: Plan) -> None:
             st.run.stable = frozenset(s for s in st.run.slots if s in stable)
 
 
+class _Binding:
+    """A library step's prepared native call (an implementation's ``bind``) and what it
+    was made for: the arrays in ``slots`` (weakly, and as data pointer, shape, strides
+    and dtype) and the kernels' thread count. ``run`` calls it while the step sees the
+    same arrays, or arrays over the same memory laid out the same (a view of an input is
+    made anew on each call), and the same thread count. Once arrays have outdated two
+    bindings (an output allocated anew on each call), a binding is made only after two
+    calls in a row saw the same memory: GPT's embedding gradients, fresh outputs that
+    the allocator hands the same memory on every call once training runs, moved
+    during the first calls."""
+
+    __slots__ = ("slots", "call", "refs", "threads", "sig", "misses", "ptr", "last")
+
+    def __init__(self, slots: tuple) -> None:
+        self.slots = slots
+        self.call = None
+        self.refs: list = []
+        self.threads = 0
+        self.sig: list = []
+        self.misses = 0  # bindings these arrays outdated: from 2 on, bind when settled
+        self.ptr = None
+        self.last: list | None = None  # the last call's signature, from 2 misses on
+
+    def run(self, env) -> bool:
+        """Call the binding if it holds for ``env``; False (and it is dropped) if not."""
+        b = self.call
+        if b is None:
+            return False
+        if _threads() == self.threads:
+            if all(r() is env[s] for r, s in zip(self.refs, self.slots)):
+                b()
+                return True
+            if self._signature(env) == self.sig:
+                self.refs = [weakref.ref(env[s]) for s in self.slots]
+                b()
+                return True
+        self.call = None
+        self.misses += 1
+        return False
+
+    def _signature(self, env) -> list:
+        """Each array's memory and layout: data pointer, shape, strides, dtype."""
+        ptr = self.ptr
+        return [(ptr(a), a.shape, a.strides, a.dtype) for a in (env[s] for s in self.slots)]
+
+    def make(self, name: str, binder, env, args: list, attrs: dict, **arrays) -> None:
+        """Bind ``binder(*args, **arrays, **attrs)`` (after a call of the step: its
+        kernels are loaded); from two misses on, only if the previous call saw the same
+        memory."""
+        if getattr(RECORDING, "variants", None) is not None or \
+                not all(isinstance(env[s], np.ndarray) for s in self.slots):
+            return
+        self.ptr = self.ptr or _ptr_reader()
+        if self.misses >= 2:
+            sig, last = self._signature(env), self.last
+            self.last = sig
+            if sig != last:
+                return
+        try:
+            self.call = binder(*args, **arrays, **attrs)
+        except Exception as e:  # noqa: BLE001 - no binding: the step calls the op
+            _log("kernels", f"binding {name} failed ({type(e).__name__}: {e})")
+            return
+        self.refs = [weakref.ref(env[s]) for s in self.slots]
+        self.threads = _threads()
+        self.sig = self._signature(env)
+
+
 class _IntoRun:
     """The ``run`` of a library step whose op implementation takes ``out=``
     (``kernels.cpu.handwritten.writes_out``: the native conv, pooling, scatter-add and
@@ -396,45 +484,28 @@ class _IntoRun:
     replaced by one without ``out=`` since, its result is copied in.
 
     An implementation with a ``bind`` (``kernels.cpu.handwritten.serve``) is bound after
-    a call: while the step sees the same arrays, or arrays over the same memory laid out
-    the same (a view of an input is made anew on each call), and the same thread count,
-    a call is the bound native call alone. A step whose binding goes stale twice (an
-    output allocated anew on each call) stops binding. Inside a training step a
-    wrapper's Python ran 5-10x slower than alone, its objects out of cache after the
-    kernels before it: GPT's index checks took ~57 us each there, ~38 of them around
-    the kernel's call."""
+    a call (``_Binding``): while the binding holds, a call is the bound native call
+    alone. Inside a training step a wrapper's Python ran 5-10x slower than alone, its
+    objects out of cache after the kernels before it: GPT's index checks took ~57 us
+    each there, ~38 of them around the kernel's call."""
 
-    __slots__ = ("op", "ins", "so", "attrs", "slots", "bound", "refs", "threads", "sig",
-                 "misses", "ptr")
+    __slots__ = ("op", "ins", "so", "attrs", "binding")
 
     def __init__(self, op, ins, so: int, attrs: dict) -> None:
         self.op = op
         self.ins = ins
         self.so = so
         self.attrs = attrs
-        # the binding's state: the arrays it was made for (output first), as weak
-        # references and as (data pointer, shape, strides, dtype), and the thread count
-        self.slots = (so,) + tuple(s for s, _ in ins if s is not None)
-        self.bound = None
-        self.refs: list = []
-        self.threads = 0
-        self.sig: list = []
-        self.misses = 0  # bindings these arrays outdated: from 2 on, none is made
-        self.ptr = None
+        self.binding = _Binding((so,) + tuple(s for s, _ in ins if s is not None))
+
+    @property
+    def bound(self):
+        """The prepared call in use, or None."""
+        return self.binding.call
 
     def __call__(self, env) -> None:
-        b = self.bound
-        if b is not None:
-            if _threads() == self.threads:
-                if all(r() is env[s] for r, s in zip(self.refs, self.slots)):
-                    b()
-                    return
-                if self._signature(env) == self.sig:
-                    self.refs = [weakref.ref(env[s]) for s in self.slots]
-                    b()
-                    return
-            self.bound = None
-            self.misses += 1
+        if self.binding.run(env):
+            return
         args = [env[s] if s is not None else c for s, c in self.ins]
         out = env[self.so]
         fn = self.op.impl
@@ -442,28 +513,10 @@ class _IntoRun:
             if getattr(fn, "writes_out", False):
                 fn(*args, out=out, **self.attrs)
                 binder = getattr(fn, "bind", None)
-                if binder is not None and getattr(RECORDING, "variants", None) is None:
-                    self._bind(binder, env, args, out)
+                if binder is not None:
+                    self.binding.make(self.op.name, binder, env, args, self.attrs, out=out)
                 return
         np.copyto(out, eval_op(self.op, args, self.attrs), casting="unsafe")
-
-    def _signature(self, env) -> list:
-        """Each array's memory and layout: data pointer, shape, strides, dtype."""
-        ptr = self.ptr
-        return [(ptr(a), a.shape, a.strides, a.dtype) for a in (env[s] for s in self.slots)]
-
-    def _bind(self, binder, env, args: list, out) -> None:
-        if self.misses >= 2 or not all(isinstance(env[s], np.ndarray) for s in self.slots):
-            return  # (an operand that changes memory on every call: a fresh output)
-        try:
-            self.bound = binder(*args, out=out, **self.attrs)
-        except Exception as e:  # noqa: BLE001 - no binding: the step calls the op
-            _log("kernels", f"binding {self.op.name} failed ({type(e).__name__}: {e})")
-            return
-        self.refs = [weakref.ref(env[s]) for s in self.slots]
-        self.threads = _threads()
-        self.ptr = _ptr_reader()
-        self.sig = self._signature(env)
 
 
 _NTHREADS: list = []
@@ -491,22 +544,35 @@ def writes_into(n: Node) -> bool:
 class _PoolPairRun:
     """The ``run`` of ``pool_pair_step``: both results from one pass where the indices
     op's implementation offers ``with_values`` and takes these arrays, else the two
-    ops one after the other."""
+    ops one after the other. A ``with_values`` with a ``bind`` is bound as ``_IntoRun``
+    binds its op (``_Binding``)."""
 
-    __slots__ = ("op", "sx", "si", "sv", "attrs", "runs")
+    __slots__ = ("op", "sx", "si", "sv", "attrs", "runs", "binding")
 
     def __init__(self, op, sx: int, si: int, sv: int, attrs: dict, runs: tuple) -> None:
         self.op = op
         self.sx, self.si, self.sv = sx, si, sv
         self.attrs = attrs
         self.runs = runs
+        self.binding = _Binding((si, sv, sx))
+
+    @property
+    def bound(self):
+        """The prepared call in use, or None."""
+        return self.binding.call
 
     def __call__(self, env) -> None:
+        if self.binding.run(env):
+            return
         both = getattr(self.op.impl, "with_values", None)
         if both is not None and getattr(RECORDING, "variants", None) is None:
+            x, idx, vals = env[self.sx], env[self.si], env[self.sv]
             with np.errstate(all="ignore"):
-                if both(env[self.sx], indices=env[self.si], values=env[self.sv],
-                        **self.attrs):
+                if both(x, indices=idx, values=vals, **self.attrs):
+                    binder = getattr(both, "bind", None)
+                    if binder is not None:
+                        self.binding.make(self.op.name, binder, env, [x], self.attrs,
+                                          indices=idx, values=vals)
                     return
         for run in self.runs:
             run(env)

@@ -524,14 +524,9 @@ def _values_body(body: str) -> str:
                         "            vo[ow] = x[xp + ao]\n")
 
 
-def max_pool_with_values(x, kernel, stride, padding, dilation, ceil_mode, indices,
-                         values) -> bool:
-    """``max_pool_indices`` into ``indices`` and ``pool_gather`` of those into
-    ``values`` in one pass over ``x``: each maximum is read while its window is in
-    cache, where the separate gather read the indices and the input again (0.9 ms of
-    the MNIST example's 3.2 ms of pooling). Only for windows that all fit (no padding
-    or dilation) over contiguous planes, into C-contiguous outputs of the right shape
-    and dtype; False (nothing written) elsewhere, and the caller runs the two ops."""
+def _values_call(x, kernel, stride, padding, dilation, ceil_mode, indices, values):
+    """``max_pool_with_values``' kernel and its arguments, or None where it does not
+    serve these arrays."""
     d = hw.dname(x)
     out_sp = _spatial_out(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     n, c = x.shape[:2]
@@ -540,27 +535,55 @@ def max_pool_with_values(x, kernel, stride, padding, dilation, ceil_mode, indice
             not all(a.shape == shape and a.flags.c_contiguous and a.flags.writeable
                     for a in (indices, values)) or \
             indices.dtype != np.int64 or values.dtype != x.dtype:
-        return False
+        return None
     x = hw.operand(x)
     (_, _, dd, hh, ww), st = _as5d(x)
     if st[4] != 1 or (hh > 1 and st[3] != ww) or (dd > 1 and st[2] != hh * ww):
-        return False
+        return None
     body = _maxpool_body(x.shape[2:], kernel, stride, padding, dilation, out_sp, 1)
     if body is _MAXPOOL:
-        return False
+        return None
     k = hw.kernel("max_pool_values", (("x", "in", d), ("out", "out", "int64"),
                                       ("vout", "out", d))
                   + _ints("C", "s0", "s1", "s2", "s3", "s4") + _ints(*_GEOM),
                   _values_body(body), op="max_pool_indices")
     try:
         if not _ready(k):
-            return False
+            return None
     except hw.Deferred:
-        return False
+        return None
     geo = _geometry(x.shape[2:], kernel, stride, padding, dilation, out_sp)
-    k(x, indices, values, c, *st, *geo, n=n * c * geo[15] * geo[16],
-      work=indices.size * int(np.prod(kernel)))
+    return k, (x, indices, values, c, *st, *geo), dict(
+        n=n * c * geo[15] * geo[16], work=indices.size * int(np.prod(kernel)))
+
+
+def max_pool_with_values(x, kernel, stride, padding, dilation, ceil_mode, indices,
+                         values) -> bool:
+    """``max_pool_indices`` into ``indices`` and ``pool_gather`` of those into
+    ``values`` in one pass over ``x``: each maximum is read while its window is in
+    cache, where the separate gather read the indices and the input again (0.9 ms of
+    the MNIST example's 3.2 ms of pooling). Only for windows that all fit (no padding
+    or dilation) over contiguous planes, into C-contiguous outputs of the right shape
+    and dtype; False (nothing written) elsewhere, and the caller runs the two ops."""
+    call = _values_call(x, kernel, stride, padding, dilation, ceil_mode, indices, values)
+    if call is None:
+        return False
+    k, args, kw = call
+    k(*args, **kw)
     return True
+
+
+def _bind_with_values(x, kernel, stride, padding, dilation, ceil_mode, *, indices, values):
+    """``max_pool_with_values`` as a prepared call for these arrays (a plan's pool pair
+    step), or None."""
+    call = _values_call(x, kernel, stride, padding, dilation, ceil_mode, indices, values)
+    if call is None or call[1][0] is not x:
+        return None
+    k, args, kw = call
+    return k.bind(*args, **kw)
+
+
+max_pool_with_values.bind = _bind_with_values
 
 
 def _max_pool_indices_native(x, kernel, stride, padding, dilation, ceil_mode, out=None):
@@ -673,7 +696,8 @@ def body(g, idx, out, bad, acc, seen, C, g0, g1, gp, i0, i1, ip, O, P, lo, hi):
                 dup |= seen[p]
                 seen[p] = 1
                 row[p] += g[gb + j * gp]
-        bad[t] = flag
+        if flag:
+            bad[0] = 1
         if dup:
             for j in range(P):
                 acc[j] = 0.0
@@ -686,12 +710,13 @@ def body(g, idx, out, bad, acc, seen, C, g0, g1, gp, i0, i1, ip, O, P, lo, hi):
 '''
 
 
-def _pool_scatter_native(g, idx, shape, out=None):
-    ref = REGISTRY["pool_scatter"].reference
-    shape = tuple(int(s) for s in shape)
+def _scatter_call(g, idx, shape, out):
+    """``pool_scatter``'s kernel and its arguments into ``out`` (a C-contiguous result of
+    the right shape and dtype) with its ``bad`` flag, or None (the reference serves
+    it)."""
     if hw.dname(g) not in FLOATS or idx.dtype != np.int64 or g.size == 0 or len(shape) < 3 \
             or g.shape != idx.shape or g.shape[:2] != shape[:2]:
-        return hw.into(ref(g, idx, shape), out)
+        return None
     d = hw.dname(g)
     k = hw.kernel("pool_scatter", (("g", "in", d), ("idx", "in", "int64"), ("out", "out", d),
                                    ("bad", "out", "int8"), ("acc", "scratch", "float64"),
@@ -699,7 +724,7 @@ def _pool_scatter_native(g, idx, shape, out=None):
                   + _ints("C", "g0", "g1", "gp", "i0", "i1", "ip", "O", "P"),
                   _SCATTER, op="pool_scatter")
     if not _ready(k):
-        return hw.into(ref(g, idx, shape), out)
+        return None
     gv = _plane_view(hw.operand(g))
     iv = _plane_view(hw.operand(idx))
     if gv is None:
@@ -708,13 +733,47 @@ def _pool_scatter_native(g, idx, shape, out=None):
         iv = np.ascontiguousarray(idx).reshape(idx.shape[0], idx.shape[1], -1)
     n, c, o = gv.shape
     p = int(np.prod(shape[2:]))
-    res = hw.result(shape, g.dtype, out)
-    bad = np.empty(n * c, np.int8)
-    k(gv, iv, res, bad, p, p, c, *hw.strides(gv), *hw.strides(iv), o, p, n=n * c,
-      work=res.size + g.size)
-    if bad.any():
+    bad = np.zeros(1, np.int8)
+    return k, (gv, iv, out, bad, p, p, c, *hw.strides(gv), *hw.strides(iv), o, p), dict(
+        n=n * c, work=out.size + g.size), bad
+
+
+def _pool_scatter_native(g, idx, shape, out=None):
+    ref = REGISTRY["pool_scatter"].reference
+    shape = tuple(int(s) for s in shape)
+    res = hw.result(shape, g.dtype, out) if hw.dname(g) in FLOATS else None
+    call = _scatter_call(g, idx, shape, res) if res is not None else None
+    if call is None:
+        return hw.into(ref(g, idx, shape), out)
+    k, args, kw, bad = call
+    k(*args, **kw)
+    if bad[0]:
         return hw.into(ref(g, idx, shape), out)
     return hw.into(res, out)
+
+
+def _bind_pool_scatter(g, idx, shape, out=None):
+    """``pool_scatter(..., out=out)`` as a prepared call for these arrays, or None. An
+    index out of its plane still goes to the reference, which raises."""
+    shape = tuple(int(s) for s in shape)
+    if out is None or hw.result(shape, g.dtype, out) is not out:
+        return None
+    call = _scatter_call(g, idx, shape, out)
+    if call is None or not _views_of(((call[1][0], g), (call[1][1], idx))):
+        return None
+    k, args, kw, bad = call
+    run = k.bind(*args, **kw)
+    if run is None:
+        return None
+    ref = REGISTRY["pool_scatter"].reference
+
+    def bound() -> None:
+        run()
+        hw.flagged(bad, lambda: hw.into(ref(g, idx, shape), out))
+    return bound
+
+
+_pool_scatter_native.bind = _bind_pool_scatter
 
 
 # ---- average pooling ----------------------------------------------------------------------

@@ -107,3 +107,103 @@ def test_bound_embedding_gradient_and_attention_follow_the_thread_count():
     finally:
         torch.set_num_threads(n)
     assert any(s.run.bound for s in _steps(f, "sdpa")), "attention runs bound"
+
+
+def _train_pair(make, batch, steps=3):
+    """A model trained eagerly and by a compiled step from the same start: the losses
+    and the final weights, and the compiled step."""
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(2)
+        model = make()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        run = torch.compile(step) if compiled else step
+        losses = [float(run(*batch)) for _ in range(steps)]
+        results.append((losses, [p.detach().numpy().copy() for p in model.parameters()], run))
+    (le, we, _), (lc, wc, f) = results
+    np.testing.assert_allclose(lc, le, rtol=1e-5)
+    for a, b in zip(wc, we):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    return f
+
+
+def test_bound_pooling_steps_train_as_eager():
+    """The max pool's indices-and-values step and its gradient's scatter run bound, and
+    training stays eager's step by step (the weights change in place between calls)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 10, 10)
+    y = torch.randint(0, 5, (4,))
+
+    def make():
+        return torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(),
+                                   torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                                   torch.nn.Linear(48, 5))
+    f = _train_pair(make, (x, y))
+    assert any(s.run.bound for s in _steps(f, "max_pool_indices")), "the pool pair runs bound"
+    assert any(s.run.bound for s in _steps(f, "pool_scatter")), "the pool scatter runs bound"
+    assert all(s.run.bound for s in _steps(f, "cat")), "the weight-and-bias cat runs bound"
+
+
+class _Tagger(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.rnn = layer(3, 6, batch_first=True)
+        self.head = torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("layer", ["LSTM", "GRU"])
+def test_bound_recurrent_steps_train_as_eager(layer):
+    """The scans and their gradients run bound (W_hh^T rewritten from the weights on
+    every call), and training stays eager's step by step."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 7, 3)
+    y = torch.randint(0, 4, (5,))
+    f = _train_pair(lambda: _Tagger(getattr(torch.nn, layer)), (x, y), steps=4)
+    name = layer.lower() + "_scan"
+    scans = _steps(f, name)
+    assert scans and all(s.run.bound for s in scans), f"{name} and its backward run bound"
+
+
+def test_a_binding_outdated_twice_returns_once_the_memory_settles():
+    """Arrays that outdate two bindings (fresh outputs) stop the step binding on every
+    call; once two calls in a row see the same memory it binds again."""
+    from runtime.steps import _Binding
+    made, ran = [], []
+
+    def binder(x, out=None):
+        made.append(out.ctypes.data)
+        return lambda: ran.append(out.ctypes.data)
+    b = _Binding((0,))
+    keep = []
+
+    def call(arr):
+        env = [arr]
+        if not b.run(env):
+            b.make("test", binder, env, [arr], {}, out=arr)
+    for _ in range(2):            # new memory on each call: bound, then outdated
+        keep.append(np.zeros(4))
+        call(keep[-1])
+        call(keep[-1])            # (the same array: the binding holds)
+    assert b.misses == 1 and len(made) == 2 and len(ran) == 2
+    for _ in range(3):            # outdated twice: new memory never binds again ...
+        keep.append(np.zeros(4))
+        call(keep[-1])
+        assert b.call is None
+    assert b.misses == 2 and len(made) == 2
+    settled = np.zeros(4)
+    call(settled)
+    assert b.call is None
+    call(settled)                 # ... until two calls in a row see the same memory
+    assert b.call is not None and len(made) == 3
+    call(settled)
+    assert ran[-1] == settled.ctypes.data and len(ran) == 3

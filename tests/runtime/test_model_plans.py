@@ -75,6 +75,31 @@ def test_weight_gradient_gemm_runs_swapped_when_faster(gemm_calls, m, k, n, swap
                                            else ((m, k), (k, n), (m, n)))
 
 
+def test_a_swapped_product_binds_and_reads_new_values(gemm_calls):
+    """The swapped GEMM and its transposed copy run as one prepared call from the second
+    call on (no BLAS call through NumPy), reading the operands' memory as it is then; new
+    arrays still give the right product."""
+    from kernels.cpu import native_pool
+    if not native_pool.available():
+        pytest.skip("bindings run through the native thread pool")
+    g, x = torch.randn(16, 6272), torch.randn(73, 6272)
+    f = torch.compile(lambda g, x: (g @ x.t()) * 2)   # the product in the plan's arena
+    f(g, x)   # (traced)
+    f(g, x)   # the plan's first call: NumPy's matmul, then the binding
+    ran = len(gemm_calls)
+    for _ in range(3):
+        g.mul_(-0.5)
+        out = f(g, x)
+        np.testing.assert_allclose(out.numpy(), 2 * g.numpy() @ x.numpy().T, rtol=1e-4,
+                                   atol=1e-3)
+    assert len(gemm_calls) == ran, "the bound call ran, not NumPy's matmul"
+    run = next(s.run for s in _plan_of(f).steps if s.kind == "matmul")
+    assert run.swapped.call is not None
+    g2 = torch.randn(16, 6272)
+    np.testing.assert_allclose(f(g2, x).numpy(), 2 * g2.numpy() @ x.numpy().T, rtol=1e-4,
+                               atol=1e-3)
+
+
 def test_attention_matmuls_take_views_of_the_qkv_buffer(gemm_calls):
     """q @ k^T and att @ v on the head views of one qkv projection: only view steps
     between the projection and the batched matmuls, and BLAS gets those views."""
