@@ -111,6 +111,11 @@ class BoundGemm:
     def __call__(self) -> None:
         self.task()
 
+    @property
+    def native(self):
+        """The task's native description (``native_pool.task_list``)."""
+        return self.task.native
+
     def repoint(self, x: np.ndarray, y: np.ndarray, o: np.ndarray) -> bool:
         ptr = hw._cpu()._ptr
         if not _apart(x, y, o, ptr):

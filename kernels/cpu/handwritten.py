@@ -267,11 +267,15 @@ def bind_tasks(tasks: list[Task]) -> Callable[[], None] | None:
 
 
 def chain(calls: list) -> Callable[[], None] | None:
-    """One call running ``calls`` in order; None if there are none or one is None."""
+    """One call running ``calls`` in order; None if there are none or one is None. Bound
+    native calls run from one native call (``native_pool.task_list``)."""
     if not calls or any(c is None for c in calls):
         return None
     if len(calls) == 1:
         return calls[0]
+    listed = _cpu().native_pool.task_list(calls)
+    if listed is not None:
+        return listed
     if len(calls) == 2:
         a, b = calls
 

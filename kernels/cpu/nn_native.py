@@ -917,6 +917,8 @@ def body(idx, si, order, pos, bad, M, R, skip, use_skip, lo, hi):
             v += R
         if v < 0 or v >= R:
             bad[0] = 1
+            for r in range(R + 1):   # every segment empty: a segment add after is safe
+                pos[r] = 0
             return
         pos[v + 1] += 1
     for r in range(R):
@@ -932,8 +934,8 @@ def body(idx, si, order, pos, bad, M, R, skip, use_skip, lo, hi):
 '''
 # after the fill pos[r] is the end of row r's segment; its start is pos[r - 1] (0 for r = 0)
 
-# One unit per row r of the (R, F) result: base row (copied, or already zero), then the
-# rows of ``vals`` whose index is r, in index order.
+# One unit per row r of the (R, F) result: base row (copy_base 1: copied; 2: zeroed here;
+# 0: already zero), then the rows of ``vals`` whose index is r, in index order.
 _SEGMENT_ADD = '''
 @njit(nogil=True, inline="always")
 def body(vals, v0, v1, base, b0, b1, order, pos, out, F, copy_base, lo, hi):
@@ -941,10 +943,13 @@ def body(vals, v0, v1, base, b0, b1, order, pos, out, F, copy_base, lo, hi):
         start = 0 if r == 0 else pos[r - 1]
         end = pos[r]
         row = out[r * F:(r + 1) * F]
-        if copy_base != 0:
+        if copy_base == 1:
             bb = r * b0
             for j in range(F):
                 row[j] = base[bb + j * b1]
+        elif copy_base == 2:
+            for j in range(F):
+                row[j] = 0
         elif start == end:
             continue
         for p in range(start, end):
@@ -994,9 +999,10 @@ def _rows_add(op, vals2, idx1, rows, base2=None, skip=None, out=None, row_offset
     if base2 is None:
         if out is None:
             out = np.zeros((rows, f), vals2.dtype)  # rows nothing reaches: untouched pages
+            copy = 0
         else:
-            out.fill(0)
-        base2, copy = out, 0
+            copy = 2   # each row zeroed by its unit
+        base2 = out
     else:
         if out is None:
             out = np.empty((rows, f), vals2.dtype)
@@ -1151,21 +1157,20 @@ def _bind_embedding_backward(g, idx, num_weights, padding_idx=None, out=None):
     pos = np.empty(rows + 1, np.int64)
     bad = np.zeros(1, np.int8)
     skip = padding_idx
-    sort = bucket.bind(flat, hw.strides(flat)[0], order, pos, bad, m, rows,
-                       0 if skip is None else int(skip), 0 if skip is None else 1, n=1,
-                       parallel=False)
-    add = seg.bind(g2, *hw.strides(g2), out, *hw.strides(out), order, pos, out, dim, 0,
-                   n=rows, work=g2.size)
-    if sort is None or add is None:
+    # the sort, then the zeroing segment add (no segments where the sort flagged an index)
+    both = hw.chain([
+        bucket.bind(flat, hw.strides(flat)[0], order, pos, bad, m, rows,
+                    0 if skip is None else int(skip), 0 if skip is None else 1, n=1,
+                    parallel=False),
+        seg.bind(g2, *hw.strides(g2), out, *hw.strides(out), order, pos, out, dim, 2,
+                 n=rows, work=out.size + g2.size)])
+    if both is None:
         return None
     ref = REGISTRY["embedding_backward"].reference
 
     def run() -> None:
-        sort()
-        if hw.flagged(bad, lambda: hw.into(ref(g, idx, num_weights, padding_idx), out)):
-            return
-        out.fill(0)
-        add()
+        both()
+        hw.flagged(bad, lambda: hw.into(ref(g, idx, num_weights, padding_idx), out))
     return run
 
 

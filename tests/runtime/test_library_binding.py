@@ -109,6 +109,16 @@ def test_bound_embedding_gradient_and_attention_follow_the_thread_count():
     assert any(s.run.bound for s in _steps(f, "sdpa")), "attention runs bound"
 
 
+def _sgd_step(model, opt):
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def _train_pair(make, batch, steps=3):
     """A model trained eagerly and by a compiled step from the same start: the losses
     and the final weights, and the compiled step."""
@@ -116,14 +126,7 @@ def _train_pair(make, batch, steps=3):
     for compiled in (False, True):
         torch.manual_seed(2)
         model = make()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = _sgd_step(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
         run = torch.compile(step) if compiled else step
         losses = [float(run(*batch)) for _ in range(steps)]
         results.append((losses, [p.detach().numpy().copy() for p in model.parameters()], run))
@@ -207,3 +210,42 @@ def test_a_binding_outdated_twice_returns_once_the_memory_settles():
     assert b.call is not None and len(made) == 3
     call(settled)
     assert ran[-1] == settled.ctypes.data and len(ran) == 3
+
+
+def test_chained_bound_calls_run_in_order_from_one_native_call(monkeypatch):
+    """Bound calls chained (``handwritten.chain``) run from one native call, in order:
+    the second reads what the first wrote, serial and split over threads alike."""
+    monkeypatch.setenv("GCOMPILE_NUM_THREADS", "2")
+    k = hw.kernel("bind_test", PARAMS, BODY)
+    x = np.arange(1000.0)
+    y, z = np.full_like(x, np.nan), np.full_like(x, np.nan)
+    first = k.bind(x, y, 3, 1, n=x.size, parallel=False)
+    second = k.bind(y, z, 2, 1, n=x.size, parallel=True)
+    both = hw.chain([first, second])
+    assert both is not first and getattr(both, "keep", None) is not None  # one native call
+    both()
+    np.testing.assert_array_equal(z, 6 * x)
+    x[:] = 1
+    both()
+    np.testing.assert_array_equal(z, np.full_like(x, 6))
+
+
+def test_bound_embedding_gradient_with_a_bad_index_raises_as_the_op():
+    """The bound sort and segment add of an embedding gradient meet an index out of
+    range safely (no segments) and leave it to the op's reference, which raises."""
+    from ir.registry import REGISTRY
+    op = REGISTRY["embedding_backward"]
+    g = np.ones((4, 3), np.float32)
+    idx = np.array([0, 2, 1, 2])
+    out = np.empty((5, 3), np.float32)
+    op.impl(g, idx, 5, out=out)   # loads the kernels
+    run = op.impl.bind(g, idx, 5, out=out)
+    assert run is not None
+    run()
+    np.testing.assert_array_equal(out, op.reference(g, idx, 5))
+    idx[1] = 9
+    with pytest.raises(IndexError):
+        run()
+    idx[1] = 4
+    run()
+    np.testing.assert_array_equal(out, op.reference(g, idx, 5))
