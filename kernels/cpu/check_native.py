@@ -96,16 +96,11 @@ def bind(x, kind, low=None, high=None, ignore=None, error="RuntimeError",
         return None
     k, ints = plan
     bad = np.zeros(1, np.int8)
-    call = k.bind(x.reshape(-1), out.reshape(-1), bad, *ints, n=x.size, parallel=False)
-    if call is None:
-        return None
     ref = REGISTRY["check"].reference
-
-    def run() -> None:
-        call()
-        hw.flagged(bad, lambda: hw.into(ref(x, kind, low=low, high=high, ignore=ignore,
-                                            error=error, message=message), out))
-    return run
+    return hw.then_flagged(
+        k.bind(x.reshape(-1), out.reshape(-1), bad, *ints, n=x.size, parallel=False), bad,
+        lambda: hw.into(ref(x, kind, low=low, high=high, ignore=ignore, error=error,
+                            message=message), out))
 
 
 check.bind = bind

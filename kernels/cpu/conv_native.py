@@ -352,15 +352,7 @@ def _bind_plans(plans, out, operands, again):
     if checked is None:
         lanes = lanes_tasks()
         return hw.bind_tasks(lanes) if lanes is not None else None
-    run = hw.bind_tasks(checked.checks + checked.tasks)
-    if run is None:
-        return None
-    flag = checked.flag
-
-    def bound() -> None:
-        run()
-        hw.flagged(flag, again)
-    return bound
+    return hw.then_flagged(hw.bind_tasks(checked.checks + checked.tasks), checked.flag, again)
 
 
 def _conv_native(x, w2, kernel, stride, padding, dilation, ones_row=False, out=None):

@@ -66,7 +66,7 @@ from . import codegen
 
 __all__ = ["kernel", "NativeKernel", "strides", "operand", "loaded_for", "PRELUDE", "writes_out",
            "serve", "result", "into", "Deferred", "dname", "dtype_name", "flagged", "Task",
-           "Checked", "run_checked", "run_tasks", "bind_tasks", "chain"]
+           "Checked", "run_checked", "run_tasks", "bind_tasks", "chain", "then_flagged"]
 
 PRELUDE = """# hand-written kernel (gcompile kernels.cpu.handwritten) -- do not edit
 import math
@@ -287,6 +287,18 @@ def chain(calls: list) -> Callable[[], None] | None:
     def run() -> None:
         for c in calls:
             c()
+    return run
+
+
+def then_flagged(call, flag: np.ndarray, fallback) -> Callable[[], None] | None:
+    """``call`` (a bound call, or None: then None), then ``fallback()`` where it set
+    ``flag[0]`` (``flagged``): a binding whose kernel can find its operands bad."""
+    if call is None:
+        return None
+
+    def run() -> None:
+        call()
+        flagged(flag, fallback)
     return run
 
 

@@ -762,15 +762,8 @@ def _bind_pool_scatter(g, idx, shape, out=None):
     if call is None or not _views_of(((call[1][0], g), (call[1][1], idx))):
         return None
     k, args, kw, bad = call
-    run = k.bind(*args, **kw)
-    if run is None:
-        return None
     ref = REGISTRY["pool_scatter"].reference
-
-    def bound() -> None:
-        run()
-        hw.flagged(bad, lambda: hw.into(ref(g, idx, shape), out))
-    return bound
+    return hw.then_flagged(k.bind(*args, **kw), bad, lambda: hw.into(ref(g, idx, shape), out))
 
 
 _pool_scatter_native.bind = _bind_pool_scatter
@@ -1089,16 +1082,11 @@ def _bind_embedding(weight, idx, padding_idx=None, out=None):
             not _views_of(((w, weight), (flat, idx))):
         return None
     bad = np.zeros(1, np.int8)
-    call = k.bind(w, *hw.strides(w), flat, hw.strides(flat)[0], out, bad, rows, f,
-                  n=flat.size, work=flat.size * f)
-    if call is None:
-        return None
     ref = REGISTRY["embedding"].reference
-
-    def run() -> None:
-        call()
-        hw.flagged(bad, lambda: hw.into(ref(weight, idx, padding_idx), out))
-    return run
+    return hw.then_flagged(
+        k.bind(w, *hw.strides(w), flat, hw.strides(flat)[0], out, bad, rows, f, n=flat.size,
+               work=flat.size * f), bad,
+        lambda: hw.into(ref(weight, idx, padding_idx), out))
 
 
 _embedding_native.bind = _bind_embedding
@@ -1164,14 +1152,9 @@ def _bind_embedding_backward(g, idx, num_weights, padding_idx=None, out=None):
                     parallel=False),
         seg.bind(g2, *hw.strides(g2), out, *hw.strides(out), order, pos, out, dim, 2,
                  n=rows, work=out.size + g2.size)])
-    if both is None:
-        return None
     ref = REGISTRY["embedding_backward"].reference
-
-    def run() -> None:
-        both()
-        hw.flagged(bad, lambda: hw.into(ref(g, idx, num_weights, padding_idx), out))
-    return run
+    return hw.then_flagged(both, bad,
+                           lambda: hw.into(ref(g, idx, num_weights, padding_idx), out))
 
 
 _embedding_backward_native.bind = _bind_embedding_backward

@@ -549,16 +549,21 @@ def _bind_lstm_scan(xw, h0, c0, w_hh, bias, *, out=None):
                       [xw, h0, c0, w_t, bias, gates, out, t_len, bsz, h], w_hh, w_t)
 
 
-def _bind_lstm_scan_backward(gout, fwd, c0, w_hh, *, out=None):
-    """``lstm_scan_backward(..., out=out)`` as a prepared call for these arrays, or None."""
-    if out is None or not _ready(fwd, gout, c0, w_hh) or not _contiguous(gout, fwd, c0, w_hh):
+def _bind_backward(seq: str, op: str, width: int, gout, fwd, s0, w_hh, out):
+    """A scan backward's sequence kernel (``seq``) as a prepared call for these arrays
+    into ``out`` ((T + 1, B, width H)), with its two state buffers, or None."""
+    if out is None or not _ready(fwd, gout, s0, w_hh) or not _contiguous(gout, fwd, s0, w_hh):
         return None
     _, t_len, bsz, h = fwd.shape
-    if hw.result((t_len + 1, bsz, 4 * h), fwd.dtype, out) is not out:
+    if hw.result((t_len + 1, bsz, width * h), fwd.dtype, out) is not out:
         return None
-    dhn, dcn = np.empty((2, bsz, h), fwd.dtype)
-    return _bound_seq("lstm_bwd_seq", "lstm_scan_backward",
-                      [gout, fwd, c0, w_hh, dhn, dcn, out, t_len, bsz, h])
+    dh, carry = np.empty((2, bsz, h), fwd.dtype)
+    return _bound_seq(seq, op, [gout, fwd, s0, w_hh, dh, carry, out, t_len, bsz, h])
+
+
+def _bind_lstm_scan_backward(gout, fwd, c0, w_hh, *, out=None):
+    """``lstm_scan_backward(..., out=out)`` as a prepared call for these arrays, or None."""
+    return _bind_backward("lstm_bwd_seq", "lstm_scan_backward", 4, gout, fwd, c0, w_hh, out)
 
 
 lstm_scan.bind = _bind_lstm_scan
@@ -634,14 +639,7 @@ def _bind_gru_scan(xw, h0, w_hh, b_hh, *, out=None):
 
 def _bind_gru_scan_backward(gout, fwd, h0, w_hh, *, out=None):
     """``gru_scan_backward(..., out=out)`` as a prepared call for these arrays, or None."""
-    if out is None or not _ready(fwd, gout, h0, w_hh) or not _contiguous(gout, fwd, h0, w_hh):
-        return None
-    _, t_len, bsz, h = fwd.shape
-    if hw.result((t_len + 1, bsz, 6 * h), fwd.dtype, out) is not out:
-        return None
-    gemm, carry = np.empty((2, bsz, h), fwd.dtype)
-    return _bound_seq("gru_bwd_seq", "gru_scan_backward",
-                      [gout, fwd, h0, w_hh, gemm, carry, out, t_len, bsz, h])
+    return _bind_backward("gru_bwd_seq", "gru_scan_backward", 6, gout, fwd, h0, w_hh, out)
 
 
 gru_scan.bind = _bind_gru_scan
