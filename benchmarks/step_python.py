@@ -1,4 +1,4 @@
-"""The Python a compiled training step's library and matmul steps run, measured in one run.
+"""The Python a compiled training step's plan steps run, measured in one run.
 
 For each of ``gcompile.bench_models``' real models (``cnn_train``, ``lstm_lm_train``,
 ``gpt_train``) this builds the whole-step compiled plan, then replaces the native pool's
@@ -8,6 +8,8 @@ times each library and matmul step's ``run``: what remains is the step's own Pyt
 binding's checks, its closure, flag checks) plus a no-op call per native call. A ctypes
 call into the pool costs ~0.14 us more than the no-op (printed as measured here).
 Steps that are not bound are marked: their time is the op's whole Python wrapper.
+Generated (fused) kernel steps are summarised the same way; view steps are made once
+per arena and not run on a call.
 
 Usage: ``python benchmarks/step_python.py [workload ...]`` (default: the three models).
 The target (issue "Real models at PyTorch speed"): <= 2 us of Python per plan step.
@@ -29,6 +31,7 @@ from gcompile.bench_models import build, train_step  # noqa: E402
 from kernels.cpu import native_pool  # noqa: E402
 
 WORKLOADS = ("cnn_train", "lstm_lm_train", "gpt_train")
+KINDS = ("library", "matmul", "kernel")
 
 
 def _median(fn, n: int = 400) -> float:
@@ -75,7 +78,8 @@ def _bound(run) -> bool:
 
 
 def measure(workload: str) -> list[tuple[str, bool, float, float]]:
-    """(step, bound, Python us, native calls) per library and matmul step."""
+    """(step, kind, bound, Python us, native calls) per library, matmul and kernel
+    step."""
     gc.set_num_threads(2)
     model, opt, (x, y), loss_fn = build(gc, workload)
     step = gc.compile(train_step(model, opt, loss_fn))
@@ -100,15 +104,17 @@ def measure(workload: str) -> list[tuple[str, bool, float, float]]:
             if st.kind == "matmul":
                 st.run.bound = None
                 st.run.binds.clear()
+            elif st.kind == "kernel" and hasattr(st.run, "bound"):
+                st.run.bound = None
         for _ in range(3):
             for st in plan.steps:
                 st.run(env)
         for st in plan.steps:
-            if st.kind not in ("library", "matmul"):
+            if st.kind not in KINDS:
                 continue
             calls[0] = 0
             t = _median(functools.partial(st.run, env))
-            rows.append((st.name, _bound(st.run), t * 1e6, calls[0] / 400))
+            rows.append((st.name, st.kind, _bound(st.run), t * 1e6, calls[0] / 400))
     finally:
         p.update(saved)
         plan.give_back()
@@ -129,13 +135,17 @@ def main(argv: list[str]) -> int:
         return 1
     for w in argv or WORKLOADS:
         rows = measure(w)
-        worst = max(t for _, _, t, _ in rows)
-        print(f"{w}: {len(rows)} library/matmul steps, "
-              f"{sum(b for _, b, _, _ in rows)} bound, Python per step "
-              f"median {statistics.median(t for _, _, t, _ in rows):.2f} us, max {worst:.2f} us")
-        for name, bound, t, n in rows:
-            print(f"    {name[:48]:50s} {'bound' if bound else 'NOT BOUND':9s} {t:6.2f} us"
-                  f"  native calls {n:.0f}")
+        print(f"{w}:")
+        for kind in KINDS:
+            ts = [t for _, k, _, t, _ in rows if k == kind]
+            bound = sum(b for _, k, b, _, _ in rows if k == kind)
+            if ts:
+                print(f"  {kind} steps: {len(ts)}, {bound} bound, Python per step median "
+                      f"{statistics.median(ts):.2f} us, max {max(ts):.2f} us")
+        for name, kind, bound, t, n in rows:
+            if kind != "kernel":
+                print(f"    {name[:48]:50s} {'bound' if bound else 'NOT BOUND':9s} {t:6.2f} us"
+                      f"  native calls {n:.0f}")
     print(f"a ctypes call into the native pool: {ctypes_call_us():.2f} us")
     return 0
 

@@ -256,6 +256,8 @@ class _MatmulRun:
         self.refs: tuple = ()
 
     def __call__(self, env) -> None:
+        if self.swapped.call is not None and self.swapped.run(env):
+            return
         x, y, o = env[self.sa], env[self.sb], env[self.so]
         b = self.bound
         if b is not None:
@@ -271,8 +273,6 @@ class _MatmulRun:
                 self.swaps[key] = np.empty(o.shape[::-1], o.dtype) if swap else None
             tmp = self.swaps[key]
             if tmp is not None:
-                if self.swapped.run(env):
-                    return
                 _gemm(y.T, x.T, tmp)
                 o[...] = tmp.T
                 if _gemm_binder() is not None:
