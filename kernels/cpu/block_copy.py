@@ -165,7 +165,7 @@ def _bind_cat(*xs: np.ndarray, dim: int, out: np.ndarray | None = None):
         if not isinstance(x, np.ndarray) or x.dtype != out.dtype or x.ndim != d:
             return None
         layout = _rows(x, dim)
-        if layout is None:
+        if layout is None or layout[0] != rows:
             return None
         width = layout[1]
         if width:
