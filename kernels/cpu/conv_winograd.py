@@ -2,7 +2,7 @@
 im2col's GEMM, for ``conv`` and ``conv_input_grad`` (``conv_native`` runs or binds its
 ``plan``: finiteness checks, the filter transform, the lanes;
 the input gradient of a stride-1 3x3 convolution is the convolution of the output
-gradient, padded by 2 - P, by the filters turned by 180 degrees, ``flipped``).
+gradient, padded by 2 - P, by the filters turned by 180 degrees).
 
 Each 2x2 block of outputs is computed from a 4x4 tile of the input: the tile is
 transformed (``d -> Bᵀ d B``), multiplied elementwise with the transformed filter
@@ -35,7 +35,7 @@ from . import blas_calls
 from . import handwritten as hw
 from .nn_native import _ready
 
-__all__ = ["applies", "finite_task", "forward", "plan", "filters", "flipped",
+__all__ = ["applies", "finite_task", "plan", "filters_task",
            "MIN_CHANNELS", "MAX_IMAGE_BYTES"]
 
 # Fewer input channels make each tile's GEMM too short (K = Cin) to beat im2col's
@@ -312,15 +312,6 @@ def _kernel(dtype: str, op: str) -> hw.NativeKernel:
     return k
 
 
-def filters(w2: np.ndarray, c: int, flip: bool = False, op: str = "conv") -> np.ndarray:
-    """The transformed filters ``G g Gᵀ`` as (16, Cout, Cin), from ``w2``'s (Cout, 9 Cin)
-    columns (``flip``: of the input gradient's filters, ``flipped``, as (16, Cin,
-    Cout)), in ``w2``'s dtype (computed in float64)."""
-    res, _, task = filters_task(np.ascontiguousarray(w2), c, flip, False, op)
-    hw.run_tasks([task])
-    return res
-
-
 def filters_task(w2: np.ndarray, c: int, flip: bool, ones_row: bool, op: str
                  ) -> tuple[np.ndarray, np.ndarray, hw.Task]:
     """The transformed filters' array, the bias array and the task that writes them
@@ -332,15 +323,6 @@ def filters_task(w2: np.ndarray, c: int, flip: bool, ones_row: bool, op: str
     k = _filters_kernel(hw.dname(w2), op)
     return u, bias, hw.Task(k, (w2, u, bias, o, i, w2.shape[1], int(flip), int(ones_row)),
                             o * i, work=16 * o * i)
-
-
-def flipped(w2: np.ndarray, c: int) -> np.ndarray:
-    """The weights of the input gradient as a convolution: (Cin, 9 Cout), each filter
-    turned by 180 degrees (``conv_input_grad`` of a stride-1 3x3 convolution with
-    padding P is the convolution of the output gradient, padded by 2 - P, by these)."""
-    cout = w2.shape[0]
-    w = w2[:, :9 * c].reshape(cout, c, 3, 3)[:, :, ::-1, ::-1]
-    return np.ascontiguousarray(w.transpose(1, 0, 2, 3).reshape(c, 9 * cout))
 
 
 def _buffers(scratch, lanes: int, c: int, cout: int, th: int, tw: int, d) -> tuple:
@@ -357,7 +339,8 @@ def plan(x: np.ndarray, w2: np.ndarray, padding, ones_row: bool, res: np.ndarray
          lanes: int, scratch, op: str = "conv", flip: bool = False) -> hw.Checked | None:
     """The calls that make ``res`` the convolution of ``x`` (C-contiguous) by ``w2``
     (C-contiguous; see ``applies``), for the registry op ``op``; with ``flip``, by the
-    input gradient's filters of ``w2`` (``flipped``). None where the kernels cannot
+    input gradient's filters of ``w2`` (each turned by 180 degrees, in- and output
+    channels swapped: ``_FILTERS``' ``flip``). None where the kernels cannot
     run. ``scratch(key, shape, dtype)`` gives the lanes' work buffers."""
     k = _kernel(hw.dname(x), op)
     flag = np.zeros(1, np.int8)
@@ -376,11 +359,3 @@ def plan(x: np.ndarray, w2: np.ndarray, padding, ones_row: bool, res: np.ndarray
                              cout, oh, ow, th, tw, int(ones_row)), lanes,
                          parallel=lanes >= 2, one_blas=True)
     return hw.Checked(checks, [transform, lanes_task], flag)
-
-
-def forward(x: np.ndarray, w2: np.ndarray, padding, ones_row: bool, res: np.ndarray,
-            lanes: int, scratch, op: str = "conv", flip: bool = False) -> bool:
-    """``res`` = the convolution ``plan`` describes, run now; False where its kernels
-    cannot run or an operand is not finite."""
-    p = plan(x, w2, padding, ones_row, res, lanes, scratch, op, flip)
-    return p is not None and hw.run_checked(p)

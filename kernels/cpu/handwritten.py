@@ -276,13 +276,6 @@ def chain(calls: list) -> Callable[[], None] | None:
     listed = _cpu().native_pool.task_list(calls)
     if listed is not None:
         return listed
-    if len(calls) == 2:
-        a, b = calls
-
-        def both() -> None:
-            a()
-            b()
-        return both
 
     def run() -> None:
         for c in calls:

@@ -533,20 +533,27 @@ def lstm_scan_backward(gout: np.ndarray, fwd: np.ndarray, c0: np.ndarray,
     return hw.into(res, out)
 
 
-def _bind_lstm_scan(xw, h0, c0, w_hh, bias, *, out=None):
-    """``lstm_scan(..., out=out)`` as a prepared call for these arrays (a plan's step):
-    W_hh^T written into a buffer of its own, then the sequence kernel; or None."""
-    if out is None or not _ready(xw, h0, c0, w_hh, bias) or \
-            not _contiguous(xw, h0, c0, w_hh, bias) or w_hh.ndim != 2:
+def _bind_forward(seq: str, op: str, planes: int, gates: int, xw, states: tuple, w_hh,
+                  bias, out):
+    """A scan's sequence kernel (``seq``) as a prepared call for these arrays into ``out``
+    ((planes, T, B, H)): W_hh^T written into a buffer of its own, then the kernel, with
+    its projection buffer; or None."""
+    arrays = (xw, *states, w_hh, bias)
+    if out is None or not _ready(*arrays) or not _contiguous(*arrays) or w_hh.ndim != 2:
         return None
-    t_len, bsz, h4 = xw.shape
-    h = h4 // 4
-    if hw.result((7, t_len, bsz, h), xw.dtype, out) is not out:
+    t_len, bsz, width = xw.shape
+    h = width // gates
+    if hw.result((planes, t_len, bsz, h), xw.dtype, out) is not out:
         return None
-    gates = np.empty((bsz, h4), xw.dtype)
+    proj = np.empty((bsz, width), xw.dtype)
     w_t = np.empty(w_hh.shape[::-1], w_hh.dtype)
-    return _bound_seq("lstm_fwd_seq", "lstm_scan",
-                      [xw, h0, c0, w_t, bias, gates, out, t_len, bsz, h], w_hh, w_t)
+    return _bound_seq(seq, op, [xw, *states, w_t, bias, proj, out, t_len, bsz, h], w_hh, w_t)
+
+
+def _bind_lstm_scan(xw, h0, c0, w_hh, bias, *, out=None):
+    """``lstm_scan(..., out=out)`` as a prepared call for these arrays (a plan's step),
+    or None."""
+    return _bind_forward("lstm_fwd_seq", "lstm_scan", 7, 4, xw, (h0, c0), w_hh, bias, out)
 
 
 def _bind_backward(seq: str, op: str, width: int, gout, fwd, s0, w_hh, out):
@@ -624,17 +631,7 @@ def gru_scan_backward(gout: np.ndarray, fwd: np.ndarray, h0: np.ndarray,
 
 def _bind_gru_scan(xw, h0, w_hh, b_hh, *, out=None):
     """``gru_scan(..., out=out)`` as a prepared call for these arrays, or None."""
-    if out is None or not _ready(xw, h0, w_hh, b_hh) or not _contiguous(xw, h0, w_hh, b_hh) \
-            or w_hh.ndim != 2:
-        return None
-    t_len, bsz, h3 = xw.shape
-    h = h3 // 3
-    if hw.result((5, t_len, bsz, h), xw.dtype, out) is not out:
-        return None
-    hh = np.empty((bsz, h3), xw.dtype)
-    w_t = np.empty(w_hh.shape[::-1], w_hh.dtype)
-    return _bound_seq("gru_fwd_seq", "gru_scan", [xw, h0, w_t, b_hh, hh, out, t_len, bsz, h],
-                      w_hh, w_t)
+    return _bind_forward("gru_fwd_seq", "gru_scan", 5, 3, xw, (h0,), w_hh, b_hh, out)
 
 
 def _bind_gru_scan_backward(gout, fwd, h0, w_hh, *, out=None):

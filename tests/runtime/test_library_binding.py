@@ -7,6 +7,7 @@ import pytest
 
 import gcompile as torch
 import gcompile.nn.functional as F
+from gcompile.bench_models import train_step
 from kernels.cpu import handwritten as hw
 from kernels.cpu import native_pool
 
@@ -109,16 +110,6 @@ def test_bound_embedding_gradient_and_attention_follow_the_thread_count():
     assert any(s.run.bound for s in _steps(f, "sdpa")), "attention runs bound"
 
 
-def _sgd_step(model, opt):
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
-
-
 def _train_pair(make, batch, steps=3):
     """A model trained eagerly and by a compiled step from the same start: the losses
     and the final weights, and the compiled step."""
@@ -126,7 +117,8 @@ def _train_pair(make, batch, steps=3):
     for compiled in (False, True):
         torch.manual_seed(2)
         model = make()
-        step = _sgd_step(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+        step = train_step(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                          F.cross_entropy)
         run = torch.compile(step) if compiled else step
         losses = [float(run(*batch)) for _ in range(steps)]
         results.append((losses, [p.detach().numpy().copy() for p in model.parameters()], run))
