@@ -27,6 +27,11 @@ median over turns of the ratio within a turn, which a machine whose speed drifts
 turns leaves alone. For the compiled step, the child also times every plan step and
 splits a step into GEMM / layer kernels (library steps) / fused kernels / Python (what is
 left of the wall time).
+
+Around each turn the parent probes how far apart two of the machine's cores are now
+(``bench_probe``: a VM's host sometimes runs its two vCPUs on distant cores, and every
+two-thread step slows), and gives the turns that ran with the cores near apart from all
+turns; the split comes from a profile that ran with them near where one did.
 """
 from __future__ import annotations
 
@@ -287,7 +292,7 @@ class _Timed:
         self.times += out
         return out
 
-    def report(self, steps: int) -> dict:
+    def report(self, steps: int, profile: bool = True) -> dict:
         result: dict = {"system": self.system, "workload": self.name,
                         "ms": 1e3 * statistics.median(self.times), "loss": self.fn()}
         if self.extra is None:
@@ -303,16 +308,28 @@ class _Timed:
                 ex = entries[-1].executable
                 result["kernels"] = ex.plan.num_kernels
                 result["planned_mb"] = ex.plan.planned_bytes / 2**20
-                ex.records.clear()
-                ex.profile = True
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    fn(x, y)
-                wall = time.perf_counter() - t0
-                ex.profile = False
-                result["split"] = _split(ex.records, steps, wall)
-                result["split"].update(gflop=_flops(ex.plan), blas_gflops=blas_rate())
+                if profile:
+                    result["split"] = self.profile(steps)
         return result
+
+    def profile(self, steps: int) -> dict | None:
+        """The compiled step's split over ``steps`` profiled steps, with its GEMM FLOPs and
+        the BLAS rate measured right after (None where no plan ran)."""
+        if self.system != "gc_compiled" or self.extra is None or not self.extra[0].entries:
+            return None
+        fn, _, x, y, _ = self.extra
+        ex = fn.entries[-1].executable
+        fn(x, y)
+        ex.records.clear()
+        ex.profile = True
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn(x, y)
+        wall = time.perf_counter() - t0
+        ex.profile = False
+        split = _split(ex.records, steps, wall)
+        split.update(gflop=_flops(ex.plan), blas_gflops=blas_rate())
+        return split
 
 
 def child(system: str, name: str, dropout: float, steps: int, small: bool) -> dict:
@@ -326,8 +343,9 @@ def serve(system: str, name: str, dropout: float, small: bool, stdin=None, stdou
           ) -> None:
     """A child that takes turns: built and warmed up, it says ``ready``, then for each
     line ``N`` from the parent times 1 + N steps (the first, after its idle wait,
-    untimed) and answers their times as a JSON list; on ``done`` it answers its
-    report."""
+    untimed) and answers their times as a JSON list; for ``profile N`` it answers the
+    compiled step's split over N profiled steps (``_Timed.profile``); on ``done`` it
+    answers its report (without a split: the parent asked for those)."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     try:
         timed = _Timed(system, name, dropout, small)
@@ -338,8 +356,13 @@ def serve(system: str, name: str, dropout: float, small: bool, stdin=None, stdou
     steps = 0
     for line in stdin:
         if line.strip() == "done":
-            print(json.dumps(timed.report(max(steps, 1))), file=stdout, flush=True)
+            print(json.dumps(timed.report(max(steps, 1), profile=False)), file=stdout,
+                  flush=True)
             return
+        if line.startswith("profile"):
+            print(json.dumps(timed.profile(int(line.split()[1])) or {}), file=stdout,
+                  flush=True)
+            continue
         steps = int(line)
         timed.fn()
         print(json.dumps(timed.steps(steps)), file=stdout, flush=True)
@@ -458,6 +481,9 @@ class _Turns:
     def turn(self, s: str, steps: int) -> list[float] | None:
         return self._ask(s, str(steps))
 
+    def profile(self, s: str, steps: int) -> dict | None:
+        return self._ask(s, f"profile {steps}")
+
     def finish(self, s: str) -> dict:
         got = self._ask(s, "done")
         proc = self.procs.pop(s, None)
@@ -469,14 +495,22 @@ class _Turns:
 
 def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
         dropout: float = 0.0, small: bool = False, say=None, turns: int = 5,
-        pause_s: float = 0.05) -> list[dict]:
+        pause_s: float = 0.05, probe=None) -> list[dict]:
     """Rounds of fresh processes, one per system, alive together but never running at
     once: they take ``turns`` turns each of ``steps`` timed steps, in rotating order,
     ``pause_s`` apart (every system's idle threads asleep before the next turn). A
     machine whose speed drifts (shared hosts: 30% for tens of seconds) then slows every
     system alike, where a process per round put whole systems on one side of a change.
     One row per workload: per system the median of its turns' median step times, and
-    ``paired``: the median over turns of compiled / PyTorch within the same turn."""
+    ``paired``: the median over turns of compiled / PyTorch within the same turn.
+
+    ``probe`` (default ``bench_probe.cross_core_ratio``) runs before each system's turn
+    and after the last: a turn ran with the cores near when every probe around it did
+    (``bench_probe.near``), and the row gives those turns' figures apart too. The
+    compiled step's split is profiled after the turns, up to 4 times between probes,
+    and taken from a profile that ran with the cores near where one did."""
+    from . import bench_probe
+    probe = probe or bench_probe.cross_core_ratio
     if "torch_eager" in systems and not _torch_available():
         systems = [s for s in systems if s != "torch_eager"]
     if "jax_jit" in systems and not _jax_available():
@@ -485,25 +519,64 @@ def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
     for n in names:
         per_turn: dict = {s: [] for s in systems}
         reports: dict = {s: [] for s in systems}
+        probes: list = []  # per turn, the probes around its turns
+        splits: list = []  # (split, probes around it)
         for r in range(rounds):
             if say:
                 say(f"round {r + 1}/{rounds}: {n}: starting {', '.join(systems)}")
             live = _Turns(systems, n, dropout, small)
             for t in range(turns):
                 k = (r * turns + t) % len(systems)
+                around = []
                 for s in systems[k:] + systems[:k]:
                     time.sleep(pause_s)
+                    around.append(probe())
                     got = live.turn(s, steps)
                     per_turn[s].append(1e3 * statistics.median(got) if got else None)
+                around.append(probe())
+                probes.append(around)
+            if "gc_compiled" in live.procs:
+                for _ in range(4):
+                    before = probe()
+                    got = live.profile("gc_compiled", steps)
+                    if got:
+                        splits.append((got, [before, probe()]))
+                    turn_probes = [p for ps in probes for p in ps]
+                    if sum(ok for _, ok in _near_marks(splits, turn_probes)) >= 2:
+                        break
             for s in systems:
                 reports[s].append(live.finish(s))
-        rows.append(_row(n, dropout, systems, per_turn, reports))
+        rows.append(_row(n, dropout, systems, per_turn, reports, probes, splits))
     return rows
 
 
-def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports: dict
-         ) -> dict:
+def _near_marks(groups: list, reference: list = ()) -> list:
+    """(item, near) for (item, probes) pairs: near when every probe around the item was,
+    judged against the best probe among them and ``reference`` (more probes of the run)."""
+    from . import bench_probe
+    flat = [p for _, ps in groups for p in ps]
+    marks = iter(bench_probe.near(flat + list(reference))[:len(flat)])
+    return [(item, all([next(marks) for _ in ps])) for item, ps in groups]
+
+
+def _total(sp: dict) -> float:
+    return sp["gemm_ms"] + sp["conv_ms"] + sp["layer_ms"] + sp["fused_ms"] + sp["python_ms"]
+
+
+def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports: dict,
+         probes: list | None = None, splits: list | None = None) -> dict:
     row: dict = {"workload": name, "dropout": dropout}
+    n_turns = max((len(v) for v in per_turn.values()), default=0)
+    probes = probes if probes is not None else [[] for _ in range(n_turns)]
+    splits = splits or []
+    split_probes = [p for _, ps in splits for p in ps]
+    near = [ok for _, ok in _near_marks(list(enumerate(probes)), split_probes)]
+    got = [p for ps in probes for p in ps if p is not None]
+    if got:
+        row["probe"] = {"best": min(got), "median": statistics.median(got),
+                        "near_turns": sum(near), "turns": len(near), "near": near,
+                        "worst_per_turn": [round(max((p for p in ps if p is not None),
+                                                     default=0.0), 3) for ps in probes]}
     for s in systems:
         ms = [m for m in per_turn[s] if m is not None]
         ok = [g for g in reports[s] if "error" not in g]
@@ -512,18 +585,25 @@ def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports:
                                     "no result")}
             continue
         cell: dict = {"ms": statistics.median(ms), "turns": [round(m, 2) for m in ms]}
+        near_ms = [m for m, ok_ in zip(per_turn[s], near) if ok_ and m is not None]
+        if got and near_ms:
+            cell["near_ms"] = statistics.median(near_ms)
         if s == "gc_compiled" and ok:
             cell["plan"] = all(g.get("plan") for g in ok)
-            splits = [g["split"] for g in ok if "split" in g]
-            if splits:
-                cell["split"] = min(splits, key=lambda sp: sp["gemm_ms"] + sp["conv_ms"]
-                                    + sp["layer_ms"] + sp["fused_ms"] + sp["python_ms"])
+            marked = _near_marks(splits, [p for ps in probes for p in ps]) + \
+                [(g["split"], True) for g in ok if "split" in g]
+            pool = [sp for sp, ok_ in marked if ok_] or [sp for sp, _ in marked]
+            if pool:
+                cell["split"] = min(pool, key=_total)
         row[s] = cell
     for s in ("gc_compiled", "gc_eager"):
-        pairs = [a / b for a, b in zip(per_turn.get(s, ()), per_turn.get("torch_eager", ()))
+        pairs = [(a / b, ok_) for a, b, ok_ in
+                 zip(per_turn.get(s, ()), per_turn.get("torch_eager", ()), near)
                  if a is not None and b]
         if pairs and isinstance(row.get(s), dict) and "ms" in row[s]:
-            row[s]["paired"] = statistics.median(pairs)
+            row[s]["paired"] = statistics.median(q for q, _ in pairs)
+            if got and any(ok_ for _, ok_ in pairs):
+                row[s]["paired_near"] = statistics.median(q for q, ok_ in pairs if ok_)
     return row
 
 
@@ -646,6 +726,7 @@ def format_table(rows: list[dict]) -> str:
             turns = len(r["gc_compiled" if "gc_compiled" in r else "gc_eager"].get("turns", ()))
             lines.append(f"{r['workload']} per turn (median over {turns} turns of the ratio "
                          "within a turn): " + ", ".join(paired))
+        lines += _near_lines(r)
     for r in rows:
         comp = r.get("gc_compiled", {})
         if "split" in comp:
@@ -664,6 +745,26 @@ def format_table(rows: list[dict]) -> str:
             if isinstance(cell, dict) and "error" in cell:
                 lines.append(f"{r['workload']} {s}: failed: {cell['error']}")
     return "\n".join(lines)
+
+
+def _near_lines(r: dict) -> list[str]:
+    """The turns that ran with the cores near (``bench_probe``), apart."""
+    pr = r.get("probe")
+    if not pr:
+        return []
+    from .bench_probe import NEAR_FACTOR
+    head = (f"{r['workload']} with the cores near: {pr['near_turns']} of {pr['turns']} "
+            f"turns (cross-core read probe within {NEAR_FACTOR}x of its best, "
+            f"{pr['best']:.2f}; median {pr['median']:.2f})")
+    if not pr["near_turns"]:
+        return [head]
+    parts = [f"{label} {r[s]['near_ms']:.1f} ms" for s, label in
+             (("gc_eager", "gc eager"), ("gc_compiled", "compiled"), ("torch_eager", "torch"))
+             if isinstance(r.get(s), dict) and "near_ms" in r[s]]
+    parts += [f"{label} {r[s]['paired_near']:.2f}x" for s, label in
+              (("gc_compiled", "compiled/torch"), ("gc_eager", "eager/torch"))
+              if isinstance(r.get(s), dict) and "paired_near" in r[s]]
+    return [head + ": " + ", ".join(parts)]
 
 
 def _rate_lines(workload: str, sp: dict) -> list[str]:

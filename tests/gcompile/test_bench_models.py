@@ -138,13 +138,16 @@ def test_compiled_child_counts_the_steps_gemm_flops_against_the_blas_rate(thread
 def test_serve_answers_ready_then_each_turn_then_its_report(threads):
     import io
     out = io.StringIO()
-    bm.serve("gc_compiled", "mlp:16:8", 0.0, True, stdin=io.StringIO("2\n3\ndone\n"),
-             stdout=out)
-    ready, first, second, report = [json.loads(line) for line in out.getvalue().splitlines()]
+    bm.serve("gc_compiled", "mlp:16:8", 0.0, True,
+             stdin=io.StringIO("2\n3\nprofile 2\ndone\n"), stdout=out)
+    ready, first, second, split, report = [json.loads(line)
+                                           for line in out.getvalue().splitlines()]
     assert ready == "ready" and len(first) == 2 and len(second) == 3
     assert all(t > 0 for t in first + second)
+    assert split["gemm_ms"] > 0 and split["blas_gflops"] > 0
+    # the report is of the timed steps only (the profiled ones are not in its median)
     assert report["ms"] == pytest.approx(1e3 * sorted(first + second)[2])  # median of 5
-    assert report["plan"] and "split" in report
+    assert report["plan"] and "split" not in report
     out = io.StringIO()
     bm.serve("gc_eager", "resnet", 0.0, True, stdin=io.StringIO("1\n"), stdout=out)
     assert "unknown model workload" in json.loads(out.getvalue())["error"]
@@ -165,12 +168,52 @@ def test_rows_take_medians_over_turns_and_pair_ratios_within_a_turn():
                                                   per_turn, reports)])
 
 
+def test_rows_give_the_turns_with_the_cores_near_apart():
+    # turn 2's probes saw the cores far apart (4.9 against a best of 1.7): the near
+    # figures leave that turn out, the all-turn ones keep it
+    per_turn = {"gc_compiled": [9.0, 30.0, 9.2], "torch_eager": [10.0, 30.0, 10.0]}
+    probes = [[1.7, 1.8, 1.7], [1.8, 4.9, 5.0], [1.9, 1.7, None]]
+    fast = {"gemm_ms": 5.0, "conv_ms": 0.0, "layer_ms": 1.0, "fused_ms": 2.0,
+            "python_ms": 0.1, "top_layer_steps": []}
+    slow = dict(fast, gemm_ms=4.0)  # a smaller total, but profiled with the cores far
+    splits = [(slow, [4.8, 4.9]), (fast, [1.8, 1.7])]
+    row = bm._row("w", 0.0, ["gc_compiled", "torch_eager"], per_turn,
+                  {"gc_compiled": [{"plan": True}], "torch_eager": [{}]}, probes, splits)
+    assert row["probe"] == {"best": 1.7, "median": 1.8, "near_turns": 2, "turns": 3,
+                            "near": [True, False, True], "worst_per_turn": [1.8, 5.0, 1.9]}
+    c, t = row["gc_compiled"], row["torch_eager"]
+    assert c["ms"] == 9.2 and c["near_ms"] == pytest.approx(9.1)
+    assert t["near_ms"] == 10.0
+    assert c["paired"] == pytest.approx(0.92) and c["paired_near"] == pytest.approx(0.91)
+    assert c["split"] is fast
+    text = bm.format_table([row])
+    assert "w with the cores near: 2 of 3 turns" in text
+    assert "compiled 9.1 ms, torch 10.0 ms, compiled/torch 0.91x" in text
+    # no near turn: said, with no near figures
+    far = bm._row("w", 0.0, ["gc_compiled"], {"gc_compiled": [9.0]},
+                  {"gc_compiled": [{"plan": True}]}, [[5.0, 1.0]], [])
+    assert far["probe"]["near_turns"] == 0 and "near_ms" not in far["gc_compiled"]
+    # no probe answered (one CPU): every turn counts, no near line
+    none = bm._row("w", 0.0, ["gc_compiled"], {"gc_compiled": [9.0]},
+                   {"gc_compiled": [{"plan": True}]}, [[None, None]], [])
+    assert "probe" not in none and "near_ms" not in none["gc_compiled"]
+
+
 def test_run_takes_turns_in_live_processes():
+    probes = []
+
+    def probe():
+        probes.append(1.5)
+        return 1.5
     rows = bm.run(["mlp:16:8"], ["gc_eager", "gc_compiled"], rounds=1, steps=2, small=True,
-                  turns=2, pause_s=0.0)
+                  turns=2, pause_s=0.0, probe=probe)
     for s in ("gc_eager", "gc_compiled"):
-        assert len(rows[0][s]["turns"]) == 2 and rows[0][s]["ms"] > 0
+        assert len(rows[0][s]["turns"]) == 2 and rows[0][s]["near_ms"] > 0
     assert rows[0]["gc_compiled"]["plan"]
+    # a probe before each system's turn and after the last, then around two profiles
+    assert rows[0]["probe"]["near_turns"] == 2 and len(probes) == 2 * 3 + 2 * 2
+    sp = rows[0]["gc_compiled"]["split"]
+    assert sp["gemm_ms"] > 0 and sp["blas_gflops"] > 0
     bad = bm.run(["resnet"], ["gc_eager"], rounds=1, steps=1, turns=1, pause_s=0.0)
     assert "unknown model workload" in bad[0]["gc_eager"]["error"]
 
