@@ -565,6 +565,7 @@ def _total(sp: dict) -> float:
 
 def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports: dict,
          probes: list | None = None, splits: list | None = None) -> dict:
+    from . import bench_probe
     row: dict = {"workload": name, "dropout": dropout}
     n_turns = max((len(v) for v in per_turn.values()), default=0)
     probes = probes if probes is not None else [[] for _ in range(n_turns)]
@@ -573,7 +574,8 @@ def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports:
     near = [ok for _, ok in _near_marks(list(enumerate(probes)), split_probes)]
     got = [p for ps in probes for p in ps if p is not None]
     if got:
-        row["probe"] = {"best": min(got), "median": statistics.median(got),
+        row["probe"] = {"baseline": bench_probe.baseline(got + split_probes),
+                        "best": min(got), "median": statistics.median(got),
                         "near_turns": sum(near), "turns": len(near), "near": near,
                         "worst_per_turn": [round(max((p for p in ps if p is not None),
                                                      default=0.0), 3) for ps in probes]}
@@ -754,8 +756,9 @@ def _near_lines(r: dict) -> list[str]:
         return []
     from .bench_probe import NEAR_FACTOR
     head = (f"{r['workload']} with the cores near: {pr['near_turns']} of {pr['turns']} "
-            f"turns (cross-core read probe within {NEAR_FACTOR}x of its best, "
-            f"{pr['best']:.2f}; median {pr['median']:.2f})")
+            f"turns (every cross-core read probe around the turn within {NEAR_FACTOR}x of "
+            f"the run's baseline {pr['baseline']:.2f}; the worst turn's "
+            f"{max(pr['worst_per_turn']):.2f})")
     if not pr["near_turns"]:
         return [head]
     parts = [f"{label} {r[s]['near_ms']:.1f} ms" for s, label in

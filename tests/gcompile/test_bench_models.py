@@ -169,7 +169,7 @@ def test_rows_take_medians_over_turns_and_pair_ratios_within_a_turn():
 
 
 def test_rows_give_the_turns_with_the_cores_near_apart():
-    # turn 2's probes saw the cores far apart (4.9 against a best of 1.7): the near
+    # turn 2's probes saw the cores far apart (4.9 against a baseline of 1.7): the near
     # figures leave that turn out, the all-turn ones keep it
     per_turn = {"gc_compiled": [9.0, 30.0, 9.2], "torch_eager": [10.0, 30.0, 10.0]}
     probes = [[1.7, 1.8, 1.7], [1.8, 4.9, 5.0], [1.9, 1.7, None]]
@@ -179,7 +179,8 @@ def test_rows_give_the_turns_with_the_cores_near_apart():
     splits = [(slow, [4.8, 4.9]), (fast, [1.8, 1.7])]
     row = bm._row("w", 0.0, ["gc_compiled", "torch_eager"], per_turn,
                   {"gc_compiled": [{"plan": True}], "torch_eager": [{}]}, probes, splits)
-    assert row["probe"] == {"best": 1.7, "median": 1.8, "near_turns": 2, "turns": 3,
+    assert row["probe"] == {"baseline": 1.7, "best": 1.7, "median": 1.8, "near_turns": 2,
+                            "turns": 3,
                             "near": [True, False, True], "worst_per_turn": [1.8, 5.0, 1.9]}
     c, t = row["gc_compiled"], row["torch_eager"]
     assert c["ms"] == 9.2 and c["near_ms"] == pytest.approx(9.1)
