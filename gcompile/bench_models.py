@@ -312,9 +312,9 @@ class _Timed:
                     result["split"] = self.profile(steps)
         return result
 
-    def profile(self, steps: int) -> dict | None:
+    def profile(self, steps: int, rate: bool = True) -> dict | None:
         """The compiled step's split over ``steps`` profiled steps, with its GEMM FLOPs and
-        the BLAS rate measured right after (None where no plan ran)."""
+        (``rate``) the BLAS rate measured right after (None where no plan ran)."""
         if self.system != "gc_compiled" or self.extra is None or not self.extra[0].entries:
             return None
         fn, _, x, y, _ = self.extra
@@ -328,7 +328,9 @@ class _Timed:
         wall = time.perf_counter() - t0
         ex.profile = False
         split = _split(ex.records, steps, wall)
-        split.update(gflop=_flops(ex.plan), blas_gflops=blas_rate())
+        split["gflop"] = _flops(ex.plan)
+        if rate:
+            split["blas_gflops"] = blas_rate()
         return split
 
 
@@ -344,8 +346,9 @@ def serve(system: str, name: str, dropout: float, small: bool, stdin=None, stdou
     """A child that takes turns: built and warmed up, it says ``ready``, then for each
     line ``N`` from the parent times 1 + N steps (the first, after its idle wait,
     untimed) and answers their times as a JSON list; for ``profile N`` it answers the
-    compiled step's split over N profiled steps (``_Timed.profile``); on ``done`` it
-    answers its report (without a split: the parent asked for those)."""
+    compiled step's split over N profiled steps (``_Timed.profile``, without the BLAS
+    rate), for ``rate`` the BLAS rate; on ``done`` it answers its report (without a
+    split: the parent asked for those)."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     try:
         timed = _Timed(system, name, dropout, small)
@@ -360,8 +363,11 @@ def serve(system: str, name: str, dropout: float, small: bool, stdin=None, stdou
                   flush=True)
             return
         if line.startswith("profile"):
-            print(json.dumps(timed.profile(int(line.split()[1])) or {}), file=stdout,
-                  flush=True)
+            print(json.dumps(timed.profile(int(line.split()[1]), rate=False) or {}),
+                  file=stdout, flush=True)
+            continue
+        if line.strip() == "rate":
+            print(json.dumps({"blas_gflops": blas_rate()}), file=stdout, flush=True)
             continue
         steps = int(line)
         timed.fn()
@@ -484,6 +490,10 @@ class _Turns:
     def profile(self, s: str, steps: int) -> dict | None:
         return self._ask(s, f"profile {steps}")
 
+    def rate(self, s: str) -> float | None:
+        got = self._ask(s, "rate")
+        return got["blas_gflops"] if got else None
+
     def finish(self, s: str) -> dict:
         got = self._ask(s, "done")
         proc = self.procs.pop(s, None)
@@ -506,8 +516,9 @@ def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
 
     ``probe`` (default ``bench_probe.cross_core_ratio``) runs before each system's turn
     and after the last: a turn ran with the cores near when every probe around it did
-    (``bench_probe.near``), and the row gives those turns' figures apart too. The
-    compiled step's split is profiled after the turns, up to 4 times between probes,
+    (``bench_probe.near``, against the baseline of all the run's probes), and the row
+    gives those turns' figures apart too. The compiled step's split is profiled after
+    the turns, up to 4 times, each profile and the BLAS rate after it between probes,
     and taken from a profile that ran with the cores near where one did."""
     from . import bench_probe
     probe = probe or bench_probe.cross_core_ratio
@@ -515,7 +526,8 @@ def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
         systems = [s for s in systems if s != "torch_eager"]
     if "jax_jit" in systems and not _jax_available():
         systems = [s for s in systems if s != "jax_jit"]
-    rows = []
+    done = []
+    seen: list = []  # every probe of the run
     for n in names:
         per_turn: dict = {s: [] for s in systems}
         reports: dict = {s: [] for s in systems}
@@ -535,27 +547,33 @@ def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
                     per_turn[s].append(1e3 * statistics.median(got) if got else None)
                 around.append(probe())
                 probes.append(around)
-            if "gc_compiled" in live.procs:
-                for _ in range(4):
-                    before = probe()
-                    got = live.profile("gc_compiled", steps)
-                    if got:
-                        splits.append((got, [before, probe()]))
-                    turn_probes = [p for ps in probes for p in ps]
-                    if sum(ok for _, ok in _near_marks(splits, turn_probes)) >= 2:
-                        break
+                seen += around
+            for _ in range(4 if "gc_compiled" in live.procs else 0):
+                around = [probe()]
+                got = live.profile("gc_compiled", steps)
+                around.append(probe())
+                rate = live.rate("gc_compiled") if got else None
+                around.append(probe())
+                seen += around
+                if got and rate:
+                    splits.append((dict(got, blas_gflops=rate), around))
+                base = bench_probe.baseline(seen)
+                if sum(ok for _, ok in _near_marks(splits, base)) >= 2:
+                    break
             for s in systems:
                 reports[s].append(live.finish(s))
-        rows.append(_row(n, dropout, systems, per_turn, reports, probes, splits))
-    return rows
+        done.append((n, per_turn, reports, probes, splits))
+    base = bench_probe.baseline(seen)
+    return [_row(n, dropout, systems, per_turn, reports, probes, splits, base)
+            for n, per_turn, reports, probes, splits in done]
 
 
-def _near_marks(groups: list, reference: list = ()) -> list:
-    """(item, near) for (item, probes) pairs: near when every probe around the item was,
-    judged against the best probe among them and ``reference`` (more probes of the run)."""
+def _near_marks(groups: list, base: float | None) -> list:
+    """(item, near) for (item, probes) pairs: near when every probe around the item was
+    (``bench_probe.near`` against ``base``)."""
     from . import bench_probe
     flat = [p for _, ps in groups for p in ps]
-    marks = iter(bench_probe.near(flat + list(reference))[:len(flat)])
+    marks = iter(bench_probe.near(flat, base))
     return [(item, all([next(marks) for _ in ps])) for item, ps in groups]
 
 
@@ -564,17 +582,20 @@ def _total(sp: dict) -> float:
 
 
 def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports: dict,
-         probes: list | None = None, splits: list | None = None) -> dict:
+         probes: list | None = None, splits: list | None = None,
+         base: float | None = None) -> dict:
+    """One workload's row; ``base``: the probes' near baseline (default: these probes')."""
     from . import bench_probe
     row: dict = {"workload": name, "dropout": dropout}
     n_turns = max((len(v) for v in per_turn.values()), default=0)
     probes = probes if probes is not None else [[] for _ in range(n_turns)]
     splits = splits or []
-    split_probes = [p for _, ps in splits for p in ps]
-    near = [ok for _, ok in _near_marks(list(enumerate(probes)), split_probes)]
     got = [p for ps in probes for p in ps if p is not None]
+    if base is None:
+        base = bench_probe.baseline(got + [p for _, ps in splits for p in ps])
+    near = [ok for _, ok in _near_marks(list(enumerate(probes)), base)]
     if got:
-        row["probe"] = {"baseline": bench_probe.baseline(got + split_probes),
+        row["probe"] = {"baseline": base,
                         "best": min(got), "median": statistics.median(got),
                         "near_turns": sum(near), "turns": len(near), "near": near,
                         "worst_per_turn": [round(max((p for p in ps if p is not None),
@@ -592,8 +613,8 @@ def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports:
             cell["near_ms"] = statistics.median(near_ms)
         if s == "gc_compiled" and ok:
             cell["plan"] = all(g.get("plan") for g in ok)
-            marked = _near_marks(splits, [p for ps in probes for p in ps]) + \
-                [(g["split"], True) for g in ok if "split" in g]
+            marked = _near_marks(splits, base) + [(g["split"], True) for g in ok
+                                                  if "split" in g]
             pool = [sp for sp, ok_ in marked if ok_] or [sp for sp, _ in marked]
             if pool:
                 cell["split"] = min(pool, key=_total)

@@ -77,10 +77,10 @@ def baseline(ratios: list[float | None]) -> float | None:
     return got[len(got) // 10] if got else None
 
 
-def near(ratios: list[float | None]) -> list[bool]:
-    """For each probe taken in one run, whether the cores were near: within
-    ``NEAR_FACTOR`` of the run's ``baseline`` (all True where the probe had no answer)."""
-    base = baseline(ratios)
+def near(ratios: list[float | None], base: float | None = None) -> list[bool]:
+    """For each probe, whether the cores were near: within ``NEAR_FACTOR`` of ``base``
+    (default: these probes' ``baseline``; all True where no probe answered)."""
+    base = base if base is not None else baseline(ratios)
     if base is None:
         return [True] * len(ratios)
     return [r is None or r <= NEAR_FACTOR * base for r in ratios]

@@ -139,12 +139,12 @@ def test_serve_answers_ready_then_each_turn_then_its_report(threads):
     import io
     out = io.StringIO()
     bm.serve("gc_compiled", "mlp:16:8", 0.0, True,
-             stdin=io.StringIO("2\n3\nprofile 2\ndone\n"), stdout=out)
-    ready, first, second, split, report = [json.loads(line)
-                                           for line in out.getvalue().splitlines()]
+             stdin=io.StringIO("2\n3\nprofile 2\nrate\ndone\n"), stdout=out)
+    ready, first, second, split, rate, report = [json.loads(line)
+                                                 for line in out.getvalue().splitlines()]
     assert ready == "ready" and len(first) == 2 and len(second) == 3
     assert all(t > 0 for t in first + second)
-    assert split["gemm_ms"] > 0 and split["blas_gflops"] > 0
+    assert split["gemm_ms"] > 0 and "blas_gflops" not in split and rate["blas_gflops"] > 0
     # the report is of the timed steps only (the profiled ones are not in its median)
     assert report["ms"] == pytest.approx(1e3 * sorted(first + second)[2])  # median of 5
     assert report["plan"] and "split" not in report
@@ -194,6 +194,11 @@ def test_rows_give_the_turns_with_the_cores_near_apart():
     far = bm._row("w", 0.0, ["gc_compiled"], {"gc_compiled": [9.0]},
                   {"gc_compiled": [{"plan": True}]}, [[5.0, 1.0]], [])
     assert far["probe"]["near_turns"] == 0 and "near_ms" not in far["gc_compiled"]
+    # a workload whose every probe saw the cores far, in a run whose other workloads
+    # set the baseline: no near turn
+    far = bm._row("w", 0.0, ["gc_compiled"], {"gc_compiled": [9.0, 9.1]},
+                  {"gc_compiled": [{"plan": True}]}, [[2.1, 2.2], [2.0, 2.1]], [], base=1.4)
+    assert far["probe"]["near_turns"] == 0 and far["probe"]["baseline"] == 1.4
     # no probe answered (one CPU): every turn counts, no near line
     none = bm._row("w", 0.0, ["gc_compiled"], {"gc_compiled": [9.0]},
                    {"gc_compiled": [{"plan": True}]}, [[None, None]], [])
@@ -211,8 +216,9 @@ def test_run_takes_turns_in_live_processes():
     for s in ("gc_eager", "gc_compiled"):
         assert len(rows[0][s]["turns"]) == 2 and rows[0][s]["near_ms"] > 0
     assert rows[0]["gc_compiled"]["plan"]
-    # a probe before each system's turn and after the last, then around two profiles
-    assert rows[0]["probe"]["near_turns"] == 2 and len(probes) == 2 * 3 + 2 * 2
+    # a probe before each system's turn and after the last; then two profiles, each with
+    # the BLAS rate after it, between probes
+    assert rows[0]["probe"]["near_turns"] == 2 and len(probes) == 2 * 3 + 2 * 3
     sp = rows[0]["gc_compiled"]["split"]
     assert sp["gemm_ms"] > 0 and sp["blas_gflops"] > 0
     bad = bm.run(["resnet"], ["gc_eager"], rounds=1, steps=1, turns=1, pause_s=0.0)
