@@ -615,9 +615,11 @@ def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports:
             cell["plan"] = all(g.get("plan") for g in ok)
             marked = _near_marks(splits, base) + [(g["split"], True) for g in ok
                                                   if "split" in g]
-            pool = [sp for sp, ok_ in marked if ok_] or [sp for sp, _ in marked]
-            if pool:
-                cell["split"] = min(pool, key=_total)
+            pool = [sp for sp, ok_ in marked if ok_]
+            if pool or marked:
+                cell["split"] = min(pool or [sp for sp, _ in marked], key=_total)
+                if splits:
+                    cell["split_near"] = bool(pool)
         row[s] = cell
     for s in ("gc_compiled", "gc_eager"):
         pairs = [(a / b, ok_) for a, b, ok_ in
@@ -761,6 +763,9 @@ def format_table(rows: list[dict]) -> str:
                          f"{sp['fused_ms']:.1f} ms, Python {sp['python_ms']:.1f} ms"
                          + ("" if comp.get("plan") else " (NO PLAN: ran eagerly)"))
             lines += _rate_lines(r["workload"], sp)
+            if comp.get("split_near") is False:
+                lines.append("    (no profile ran with the cores near: these are from one "
+                             "that ran with them far)")
             if sp["top_layer_steps"]:
                 lines.append("    layer steps: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in sp["top_layer_steps"]))

@@ -186,7 +186,7 @@ def test_rows_give_the_turns_with_the_cores_near_apart():
     assert c["ms"] == 9.2 and c["near_ms"] == pytest.approx(9.1)
     assert t["near_ms"] == 10.0
     assert c["paired"] == pytest.approx(0.92) and c["paired_near"] == pytest.approx(0.91)
-    assert c["split"] is fast
+    assert c["split"] is fast and c["split_near"]
     text = bm.format_table([row])
     assert "w with the cores near: 2 of 3 turns" in text
     assert "compiled 9.1 ms, torch 10.0 ms, compiled/torch 0.91x" in text
@@ -199,6 +199,11 @@ def test_rows_give_the_turns_with_the_cores_near_apart():
     far = bm._row("w", 0.0, ["gc_compiled"], {"gc_compiled": [9.0, 9.1]},
                   {"gc_compiled": [{"plan": True}]}, [[2.1, 2.2], [2.0, 2.1]], [], base=1.4)
     assert far["probe"]["near_turns"] == 0 and far["probe"]["baseline"] == 1.4
+    far = bm._row("w", 0.0, ["gc_compiled"], {"gc_compiled": [9.0]},
+                  {"gc_compiled": [{"plan": True}]}, [[2.1, 2.2]], [(slow, [2.1, 2.0])],
+                  base=1.4)
+    assert far["gc_compiled"]["split"] is slow and not far["gc_compiled"]["split_near"]
+    assert "no profile ran with the cores near" in bm.format_table([far])
     # no probe answered (one CPU): every turn counts, no near line
     none = bm._row("w", 0.0, ["gc_compiled"], {"gc_compiled": [9.0]},
                    {"gc_compiled": [{"plan": True}]}, [[None, None]], [])
