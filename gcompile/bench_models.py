@@ -45,6 +45,8 @@ import subprocess
 import sys
 import time
 
+from . import bench_probe
+
 MODEL_WORKLOADS = ("cnn_train", "lstm_lm_train", "gpt_train")
 SYSTEMS = ("gc_eager", "gc_compiled", "torch_eager")
 
@@ -520,7 +522,6 @@ def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
     gives those turns' figures apart too. The compiled step's split is profiled after
     the turns, up to 4 times, each profile and the BLAS rate after it between probes,
     and taken from a profile that ran with the cores near where one did."""
-    from . import bench_probe
     probe = probe or bench_probe.cross_core_ratio
     if "torch_eager" in systems and not _torch_available():
         systems = [s for s in systems if s != "torch_eager"]
@@ -571,7 +572,6 @@ def run(names: list[str], systems: list[str], rounds: int = 3, steps: int = 10,
 def _near_marks(groups: list, base: float | None) -> list:
     """(item, near) for (item, probes) pairs: near when every probe around the item was
     (``bench_probe.near`` against ``base``)."""
-    from . import bench_probe
     flat = [p for _, ps in groups for p in ps]
     marks = iter(bench_probe.near(flat, base))
     return [(item, all([next(marks) for _ in ps])) for item, ps in groups]
@@ -585,7 +585,6 @@ def _row(name: str, dropout: float, systems: list[str], per_turn: dict, reports:
          probes: list | None = None, splits: list | None = None,
          base: float | None = None) -> dict:
     """One workload's row; ``base``: the probes' near baseline (default: these probes')."""
-    from . import bench_probe
     row: dict = {"workload": name, "dropout": dropout}
     n_turns = max((len(v) for v in per_turn.values()), default=0)
     probes = probes if probes is not None else [[] for _ in range(n_turns)]
@@ -780,11 +779,10 @@ def _near_lines(r: dict) -> list[str]:
     pr = r.get("probe")
     if not pr:
         return []
-    from .bench_probe import NEAR_FACTOR
     head = (f"{r['workload']} with the cores near: {pr['near_turns']} of {pr['turns']} "
-            f"turns (every cross-core read probe around the turn within {NEAR_FACTOR}x of "
-            f"the run's baseline {pr['baseline']:.2f}; the worst turn's "
-            f"{max(pr['worst_per_turn']):.2f})")
+            "turns (every cross-core read probe around the turn within "
+            f"{bench_probe.NEAR_FACTOR}x of the run's baseline {pr['baseline']:.2f}; "
+            f"the worst turn's {max(pr['worst_per_turn']):.2f})")
     if not pr["near_turns"]:
         return [head]
     parts = [f"{label} {r[s]['near_ms']:.1f} ms" for s, label in
