@@ -101,9 +101,11 @@ def measure(workload: str) -> list[tuple[str, bool, float, float]]:
                 b = getattr(st.run, name, None)
                 if b is not None:
                     b.call, b.misses = None, 0
-            if st.kind == "matmul":
-                st.run.bound = None
-                st.run.binds.clear()
+            if st.kind == "matmul":   # a pair step (runtime.matmul_pairs): its two products
+                for run in (st.run.first, st.run.second) if hasattr(st.run, "first") \
+                        else (st.run,):
+                    run.bound = None
+                    run.binds.clear()
             elif st.kind == "kernel" and hasattr(st.run, "bound"):
                 st.run.bound = None
         for _ in range(3):

@@ -2,9 +2,9 @@
 
 ``compile_graph(graph)`` runs the whole back end: decompose, clean up, fuse,
 lower each group (a group whose kernel cannot be generated is split into
-single nodes, and a node without a kernel runs its NumPy implementation),
-compute live ranges, choose in-place reuse, place intermediates in the arena,
-and check the placement.
+single nodes, and a node without a kernel runs its NumPy implementation), pair
+independent matmul steps of CPU plans (``matmul_pairs``), compute live ranges,
+choose in-place reuse, place intermediates in the arena, and check the placement.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ir.passes.memory import BufferReq, check_plan, plan_memory
 from ir.registry import REGISTRY
 
 from .logs import log, stage
+from .matmul_pairs import pair_matmuls
 from .plan import Buffer, Plan, Step
 from .specs import RowStoreConflict, lower_elementwise, lower_rows
 from .steps import (RECORDING, kernel_step, mark_stable, matmul_step, node_step,
@@ -242,6 +243,8 @@ def compile_graph(graph: Graph, *, check: bool = True, make_kernel=None,
         names.append(v.name)
     with stage("lower", lambda: _describe_steps(steps)):
         steps = _lower_groups(graph, fusion, make_kernel, slot, pairs=keep_whole)
+        if keep_whole:
+            steps = pair_matmuls(steps)
     with stage("memory plan", lambda: plan.memory.summary()):
         plan = _plan_memory(graph, steps, slot, names)
         mark_stable(plan)

@@ -1,6 +1,7 @@
 """Prepared GEMM calls (kernels.cpu.bound_gemm): the layouts bound are exactly those
 NumPy's matmul runs as one plain GEMM, and the bound call's result is NumPy's bit for
-bit, also after repointing; a plan's matmul steps use it."""
+bit, also after repointing; a plan's matmul steps use it. Two independent products
+bound as one task (``bind_pair``) run side by side, each NumPy's result too."""
 import numpy as np
 import pytest
 
@@ -127,3 +128,41 @@ def test_compiled_syrk_layout_keeps_numpy():
     np.testing.assert_array_equal(out.numpy(), x.numpy() @ x.numpy().T)
     (st,) = [s for s in f.entries[-1].executable.plan.steps if s.kind == "matmul"]
     assert st.run.bound is None
+
+
+@pytest.fixture
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_pair_side_by_side_equals_numpy_bit_for_bit(dtype, two_threads):
+    g, x, w = _mat((96, 40), dtype), _mat((96, 72), dtype), _mat((40, 72), dtype, "F", 3)
+    first = (g.T, x, np.empty((40, 72), dtype))
+    second = (g, w, np.empty((96, 72), dtype))
+    pair = bound_gemm.bind_pair(first, second)
+    assert pair is not None
+    for _ in range(2):
+        pair()
+        np.testing.assert_array_equal(first[2], np.matmul(g.T, x))
+        np.testing.assert_array_equal(second[2], np.matmul(g, w))
+        g[...] = rng.standard_normal(g.shape)   # the same memory, new values
+
+
+def test_bind_pair_refuses_what_cannot_run_side_by_side(two_threads):
+    a, b = _mat((8, 6), np.float32), _mat((6, 5), np.float32)
+    o1, o2 = np.empty((8, 5), np.float32), np.empty((8, 5), np.float32)
+    assert bound_gemm.bind_pair((a, b, o1), (a, b, o2)) is not None
+    # one output over the other product's operand
+    big = np.zeros((8, 6), np.float32)
+    assert bound_gemm.bind_pair((a, b, big[:, :5]), (big, b, o2)) is None
+    # dtypes differ, a vector product
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    assert bound_gemm.bind_pair((a, b, o1), (a64, b64, o2.astype(np.float64))) is None
+    assert bound_gemm.bind_pair((a, b, o1), (a[:1], b, o2[:1])) is None
+    # one kernel thread: the products run one after the other, each on BLAS's threads
+    torch.set_num_threads(1)
+    assert bound_gemm.bind_pair((a, b, o1), (a, b, o2)) is None
