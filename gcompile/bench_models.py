@@ -191,23 +191,39 @@ def train_step(model, opt, loss_fn):
 _CONV_OPS = ("conv ", "conv_input_grad ", "conv_weight_grad ")
 
 
-def _split(records: list[dict], n_calls: int, wall_s: float) -> dict:
+def _split(records: list[dict], walls: list[float]) -> dict:
     """ms per step in GEMMs, convolutions (columns or Winograd tiles and their GEMMs, one
     library step each), other library (layer) steps, fused kernels, views, and the
-    rest."""
-    sums = {"matmul": 0.0, "library": 0.0, "kernel": 0.0, "view": 0.0, "conv": 0.0}
-    top: dict[str, float] = {}
-    for r in records:
-        kind = "conv" if r["step"].startswith(_CONV_OPS) else r["kind"]
-        sums[kind] = sums.get(kind, 0.0) + r["seconds"]
-        if kind == "library":
-            top[r["step"]] = top.get(r["step"], 0.0) + r["seconds"]
-    per = {k: 1e3 * v / n_calls for k, v in sums.items()}
-    inside = sum(per.values())
-    out = {"gemm_ms": per["matmul"], "conv_ms": per["conv"], "layer_ms": per["library"],
-           "fused_ms": per["kernel"],
-           "python_ms": max(1e3 * wall_s / n_calls - inside + per["view"], 0.0)}
-    out["top_layer_steps"] = sorted(((k, 1e3 * v / n_calls) for k, v in top.items()),
+    rest: each the median over the profiled calls (``walls``: their times) of the
+    call's total, so that a call the machine stalled does not move it (one call in ten
+    with a 6 ms stall in a GEMM put the LSTM's mean GEMM time 20% over its median)."""
+    n = len(walls)
+    if n and len(records) % n:   # not one record per step and call: the mean instead
+        whole = _split(records, [sum(walls)])
+        return {k: [(name, ms / n) for name, ms in v] if k == "top_layer_steps" else v / n
+                for k, v in whole.items()}
+    each = len(records) // n if n else 0
+    calls: list[dict] = []
+    tops: list[dict] = []
+    for c in range(n):
+        sums = {"matmul": 0.0, "library": 0.0, "kernel": 0.0, "view": 0.0, "conv": 0.0}
+        top: dict[str, float] = {}
+        for r in records[c * each:(c + 1) * each]:
+            kind = "conv" if r["step"].startswith(_CONV_OPS) else r["kind"]
+            sums[kind] = sums.get(kind, 0.0) + r["seconds"]
+            if kind == "library":
+                top[r["step"]] = top.get(r["step"], 0.0) + r["seconds"]
+        sums["python"] = max(walls[c] - sum(sums.values()) + sums["view"], 0.0)
+        calls.append(sums)
+        tops.append(top)
+
+    def med(key: str, rows: list[dict]) -> float:
+        return 1e3 * statistics.median([r.get(key, 0.0) for r in rows]) if rows else 0.0
+    out = {"gemm_ms": med("matmul", calls), "conv_ms": med("conv", calls),
+           "layer_ms": med("library", calls), "fused_ms": med("kernel", calls),
+           "python_ms": med("python", calls)}
+    names = {k for t in tops for k in t}
+    out["top_layer_steps"] = sorted(((k, med(k, tops)) for k in names),
                                     key=lambda kv: -kv[1])[:5]
     return out
 
@@ -324,12 +340,13 @@ class _Timed:
         fn(x, y)
         ex.records.clear()
         ex.profile = True
-        t0 = time.perf_counter()
+        walls = []
         for _ in range(steps):
+            t0 = time.perf_counter()
             fn(x, y)
-        wall = time.perf_counter() - t0
+            walls.append(time.perf_counter() - t0)
         ex.profile = False
-        split = _split(ex.records, steps, wall)
+        split = _split(ex.records, walls)
         split["gflop"] = _flops(ex.plan)
         if rate:
             split["blas_gflops"] = blas_rate()

@@ -135,6 +135,23 @@ def test_compiled_child_counts_the_steps_gemm_flops_against_the_blas_rate(thread
                     "float32 GEMM)"]
 
 
+def test_split_takes_the_median_call_so_one_stall_does_not_move_it():
+    def call(gemm_s):
+        return [{"step": "matmul a", "kind": "matmul", "seconds": gemm_s},
+                {"step": "lstm_scan %1", "kind": "library", "seconds": 0.002},
+                {"step": "reshape %2", "kind": "view", "seconds": 0.0001}]
+    gemms = [0.001, 0.001, 0.0011, 0.001, 0.007]   # the last call stalled 6 ms
+    records = [r for g in gemms for r in call(g)]
+    walls = [g + 0.0035 for g in gemms]
+    sp = bm._split(records, walls)
+    assert sp["gemm_ms"] == pytest.approx(1.0) and sp["layer_ms"] == pytest.approx(2.0)
+    assert sp["python_ms"] == pytest.approx(1.5)   # wall - steps, views counted as Python
+    assert sp["top_layer_steps"] == [("lstm_scan %1", pytest.approx(2.0))]
+    # records that are not one per step and call: the mean per call
+    sp = bm._split(records[:-1], walls)
+    assert sp["gemm_ms"] == pytest.approx(1e3 * sum(gemms) / 5)
+
+
 def test_serve_answers_ready_then_each_turn_then_its_report(threads):
     import io
     out = io.StringIO()
