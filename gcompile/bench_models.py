@@ -26,7 +26,7 @@ each turn's median step time, and ratios to PyTorch eager; the per-turn line giv
 median over turns of the ratio within a turn, which a machine whose speed drifts between
 turns leaves alone. For the compiled step, the child also times every plan step and
 splits a step into GEMM / layer kernels (library steps) / fused kernels / Python (what is
-left of the wall time).
+left of the wall time), each the median over the profiled steps.
 
 Around each turn the parent probes how far apart two of the machine's cores are now
 (``bench_probe``: a VM's host sometimes runs its two vCPUs on distant cores, and every
