@@ -173,8 +173,9 @@ def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | None:
 
 
 class BoundPair:
-    """Two products ``o = x @ y`` side by side (``bind_pair``), for the layouts and the
-    thread count they were bound on."""
+    """Two products ``o = x @ y`` side by side (``bind_pair``): valid while the arrays'
+    memory, their layouts and the thread count are those it was bound on (a plan's pair
+    step checks, ``runtime.steps._Binding``)."""
 
     __slots__ = ("rows", "task")
 
