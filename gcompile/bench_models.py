@@ -45,6 +45,8 @@ import subprocess
 import sys
 import time
 
+from ir.ops.linalg import matmul_flops
+
 from . import bench_probe
 
 MODEL_WORKLOADS = ("cnn_train", "lstm_lm_train", "gpt_train")
@@ -238,7 +240,7 @@ def _flops(plan) -> dict:
     for st in plan.steps:
         for n in st.nodes:
             if n.op == "matmul" and st.kind == "matmul":
-                out["gemm"] += 2.0 * math.prod(n.out.shape) * n.inputs[0].shape[-1]
+                out["gemm"] += matmul_flops(n)
             elif n.op in _CONV_FLOP_OPS:
                 rows = n.out.shape[1] if n.op == "conv_weight_grad" else n.inputs[1].shape[1]
                 big = n.inputs[1] if n.op == "conv_weight_grad" else \

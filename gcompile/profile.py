@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ir.ops.linalg import matmul_flops
+
 
 @dataclass
 class StepProfile:
@@ -79,13 +81,7 @@ class Profile:
 
 
 def _matmul_flops(step) -> int:
-    flops = 0
-    for n in step.nodes:
-        if n.op == "matmul":
-            a = n.inputs[0]
-            k = a.shape[-1] if a.ndim else 1
-            flops += 2 * n.out.numel * k
-    return flops
+    return sum(matmul_flops(n) for n in step.nodes if n.op == "matmul")
 
 
 def profile(fn: Any, *inputs: Any, runs: int = 20, warmup: int = 2, print_table: bool = True,

@@ -34,11 +34,9 @@ same FLOPs.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ir.ops.linalg import gemm_swaps_operands
+from ir.ops.linalg import gemm_swaps_operands, matmul_flops
 
 from .plan import Step
 from .steps import _Binding, _fold_mode, _gemm_binder, _MatmulRun, _threads
@@ -79,7 +77,7 @@ def _flops(st: Step) -> int:
     if b.ndim != 2 or a.ndim < 2 or (a.ndim > 2) != st.run.fold or len(dts) != 1 or \
             dts.pop() not in _FLOATS or n.out.nbytes > PAIR_OUT_MAX:
         return 0
-    return 2 * math.prod(n.out.shape) * a.shape[-1]
+    return matmul_flops(n)
 
 
 def _partner(steps: list[Step], i: int, fa: int) -> tuple[int, list[int]] | None:

@@ -83,6 +83,13 @@ def _matmul_grad(b, g, xs, out):
     return ga, gm
 
 
+def matmul_flops(n) -> int:
+    """Multiplies and adds of a ``matmul`` node: 2 * (output elements) * K (the
+    profiler's, the benchmark's and the plan's pairing count it so)."""
+    a = n.inputs[0]
+    return 2 * n.out.numel * (a.shape[-1] if a.ndim else 1)
+
+
 def gemm_swaps_operands(a, b) -> bool:
     """Whether the 2-D float GEMM ``a (M, K) @ b (K, N)``, ``a`` C-contiguous and ``b`` the
     transpose of a C-contiguous ``(N, K)`` array (a weight gradient ``g @ cols^T``), with a

@@ -26,13 +26,14 @@ the results are bit for bit those of the GEMMs one after the other.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from . import blas_calls
 from . import handwritten as hw
 
-__all__ = ["numpy_gemm_args", "bind", "bind_pair", "layout_of", "BoundGemm", "BoundPair",
-           "Deferred"]
+__all__ = ["numpy_gemm_args", "bind", "bind_pair", "layout_of", "BoundGemm", "Deferred"]
 
 Deferred = hw.Deferred  # raised by ``bind`` while the kernel compiles for a plan's first run
 
@@ -172,28 +173,14 @@ def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | None:
     return BoundGemm(row, task, layout_of(x, y, o))
 
 
-class BoundPair:
-    """Two products ``o = x @ y`` side by side (``bind_pair``): valid while the arrays'
-    memory, their layouts and the thread count are those it was bound on (a plan's pair
-    step checks, ``runtime.steps._Binding``)."""
-
-    __slots__ = ("rows", "task")
-
-    def __init__(self, rows: np.ndarray, task) -> None:
-        self.rows = rows
-        self.task = task
-
-    def __call__(self) -> None:
-        self.task()
-
-
-def bind_pair(first: tuple, second: tuple) -> BoundPair | None:
+def bind_pair(first: tuple, second: tuple) -> Callable[[], None] | None:
     """The products ``first`` and ``second`` (each ``(x, y, o)``: ``o = x @ y``) as one
     task whose two chunks run one GEMM each, OpenBLAS on one thread in each (see the
-    module's docstring), or None where either is not one plain GEMM NumPy would make,
-    their dtypes differ, an output overlaps the other product's memory, fewer than two
-    kernel threads run, or the native pool is missing. Raises ``Deferred`` as ``bind``
-    does."""
+    module's docstring), valid while the arrays' memory, their layouts and the thread
+    count are those it was bound on (a plan's pair step checks: ``runtime.steps._Binding``);
+    or None where either is not one plain GEMM NumPy would make, their dtypes differ, an
+    output overlaps the other product's memory, fewer than two kernel threads run, or the
+    native pool is missing. Raises ``Deferred`` as ``bind`` does."""
     cpu = hw._cpu()
     args = [numpy_gemm_args(*first), numpy_gemm_args(*second)]
     if None in args or first[0].dtype != second[0].dtype or cpu._nthreads() < 2 or \
@@ -215,5 +202,5 @@ def bind_pair(first: tuple, second: tuple) -> BoundPair | None:
                      for c, ((ta, tb, m, n, kk, lda, ldb, ldc), (x, y, o))
                      in enumerate(zip(args, (first, second)))], np.int64)
     task = cpu.native_pool.rows_task(fn, rows, one_blas=True)
-    task.keep = rows
-    return BoundPair(rows, task)
+    task.keep = rows   # alive with the task
+    return task
