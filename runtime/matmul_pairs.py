@@ -39,7 +39,7 @@ import numpy as np
 from ir.ops.linalg import gemm_swaps_operands, matmul_flops
 
 from .plan import Step
-from .steps import _Binding, _fold_mode, _gemm_binder, _MatmulRun, _threads
+from .steps import _Binding, _BoundRun, _fold_mode, _gemm_binder, _MatmulRun, _threads
 
 __all__ = ["pair_matmuls", "PAIR_BALANCE", "PAIR_OUT_MAX", "PAIR_WINDOW"]
 
@@ -115,7 +115,7 @@ def _pair_step(a: Step, b: Step) -> Step:
                 bytes_moved=a.bytes_moved + b.bytes_moved)
 
 
-class _MatmulPairRun:
+class _MatmulPairRun(_BoundRun):
     """The ``run`` of a pair step: after a call of the two products one after the other
     (each ``_MatmulRun`` binds its own GEMM), the pair is bound (``_Binding``); while
     that holds, a call is the bound pool task alone. A pair whose layouts cannot be
@@ -129,11 +129,6 @@ class _MatmulPairRun:
         self.binding = _Binding((first.sa, first.sb, first.so,
                                  second.sa, second.sb, second.so))
         self.refused = 0
-
-    @property
-    def bound(self):
-        """The prepared call in use, or None."""
-        return self.binding.call
 
     def __call__(self, env) -> None:
         if self.binding.run(env):

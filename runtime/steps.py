@@ -475,7 +475,18 @@ class _Binding:
         self.sig = self._signature(env)
 
 
-class _IntoRun:
+class _BoundRun:
+    """A step's ``run`` whose prepared native call is a ``_Binding`` (``binding``)."""
+
+    __slots__ = ()
+
+    @property
+    def bound(self):
+        """The prepared call in use, or None."""
+        return self.binding.call
+
+
+class _IntoRun(_BoundRun):
     """The ``run`` of a library step whose op implementation takes ``out=``
     (``kernels.cpu.handwritten.writes_out``: the native conv, pooling, scatter-add and
     recurrent kernels): it writes into the output's buffer, which the plan provides
@@ -497,11 +508,6 @@ class _IntoRun:
         self.so = so
         self.attrs = attrs
         self.binding = _Binding((so,) + tuple(s for s, _ in ins if s is not None))
-
-    @property
-    def bound(self):
-        """The prepared call in use, or None."""
-        return self.binding.call
 
     def __call__(self, env) -> None:
         if self.binding.run(env):
@@ -541,7 +547,7 @@ def writes_into(n: Node) -> bool:
         getattr(n.out.dtype, "np", None) is not None
 
 
-class _PoolPairRun:
+class _PoolPairRun(_BoundRun):
     """The ``run`` of ``pool_pair_step``: both results from one pass where the indices
     op's implementation offers ``with_values`` and takes these arrays, else the two
     ops one after the other. A ``with_values`` with a ``bind`` is bound as ``_IntoRun``
@@ -555,11 +561,6 @@ class _PoolPairRun:
         self.attrs = attrs
         self.runs = runs
         self.binding = _Binding((si, sv, sx))
-
-    @property
-    def bound(self):
-        """The prepared call in use, or None."""
-        return self.binding.call
 
     def __call__(self, env) -> None:
         if self.binding.run(env):
