@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import blas_calls
+from . import blas_calls, tiled_gemm
 from . import handwritten as hw
 
 __all__ = ["numpy_gemm_args", "bind", "bind_pair", "layout_of", "BoundGemm", "Deferred"]
@@ -113,6 +113,7 @@ class BoundGemm:
     there: they overlap)."""
 
     __slots__ = ("row", "task", "layout")
+    exact = True   # NumPy's result bit for bit
 
     def __init__(self, row: np.ndarray, task, layout: tuple) -> None:
         self.row = row
@@ -148,11 +149,12 @@ def _kernel(dtype: str) -> hw.NativeKernel | None:
                      op="matmul")
 
 
-def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | None:
+def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | tiled_gemm.TiledGemm | None:
     """``o = x @ y`` as one prepared call, or None where NumPy's matmul should run this
     layout (see the module's docstring; also where NumPy's OpenBLAS or the native pool
-    is missing here). Raises ``Deferred`` while the kernel compiles with a plan's first
-    run (bind again later)."""
+    is missing here). A large float32 product may be tiles for OpenBLAS's small kernels
+    instead (``tiled_gemm``; its ``exact`` says whether the bits are NumPy's). Raises
+    ``Deferred`` while a kernel compiles with a plan's first run (bind again later)."""
     cpu = hw._cpu()
     args = numpy_gemm_args(x, y, o)
     if args is None or not cpu.native_pool.available():
@@ -160,10 +162,18 @@ def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | None:
     k = _kernel(hw.dname(x))
     if k is None:
         return None
+    ta, tb, m, n, kk, lda, ldb, ldc = args
+    plan = _tiling(x, args)
+    if plan is not None:
+        kt = tiled_gemm.kernel(hw.dname(x))
+        if kt._fn is None and cpu.defer_native(kt):
+            raise Deferred(kt.name)
+        bd = tiled_gemm.bind_tiles(x, y, o, args, plan, layout_of(x, y, o))
+        if bd is not None:
+            return bd
     if k._fn is None and cpu.defer_native(k):
         raise Deferred(k.name)
     fn = k.load()
-    ta, tb, m, n, kk, lda, ldb, ldc = args
     ptr = cpu._ptr
     row = np.array([ta, tb, m, n, kk, ptr(x), lda, ptr(y), ldb, ptr(o), ldc, 0, 1],
                    np.int64)
@@ -171,6 +181,14 @@ def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | None:
     if task is None:
         return None
     return BoundGemm(row, task, layout_of(x, y, o))
+
+
+def _tiling(x: np.ndarray, args: tuple) -> tuple | None:
+    """``tiled_gemm.tiling``'s plan for a float32 product (None: one GEMM)."""
+    if x.dtype != np.float32:
+        return None
+    ta, tb, m, n, k = args[:5]
+    return tiled_gemm.tiling(ta, tb, m, n, k, blas_calls.small_gemm_macs())
 
 
 def bind_pair(first: tuple, second: tuple) -> Callable[[], None] | None:
@@ -192,12 +210,20 @@ def bind_pair(first: tuple, second: tuple) -> Callable[[], None] | None:
         end = start + _extent(o)
         if any(ptr(a) < end and start < ptr(a) + _extent(a) for a in other):
             return None
-    k = _kernel(hw.dname(first[0]))
+    plans = [_tiling(first[0], args[0]), _tiling(second[0], args[1])]
+    tiled = plans != [None, None]
+    k = tiled_gemm.kernel(hw.dname(first[0])) if tiled else _kernel(hw.dname(first[0]))
     if k is None:
         return None
     if k._fn is None and cpu.defer_native(k):
         raise Deferred(k.name)
     fn = k.load()
+    if tiled:
+        rows = tiled_gemm.rows_of([(*p, a, plan) for p, a, plan
+                                   in zip((first, second), args, plans)], first[0].itemsize)
+        task = cpu.native_pool.rows_task(fn, rows, one_blas=True)
+        task.keep = rows
+        return task
     rows = np.array([[ta, tb, m, n, kk, ptr(x), lda, ptr(y), ldb, ptr(o), ldc, c, c + 1]
                      for c, ((ta, tb, m, n, kk, lda, ldb, ldc), (x, y, o))
                      in enumerate(zip(args, (first, second)))], np.int64)

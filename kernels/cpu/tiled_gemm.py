@@ -1,0 +1,194 @@
+"""A large float32 GEMM as tiles for OpenBLAS's small-matrix kernels, spread over the
+native pool's threads (``bound_gemm.bind`` and ``bind_pair`` use it where ``tiling``
+gives a plan).
+
+Where OpenBLAS has small-matrix kernels (``blas_calls.small_gemm_macs``: the SkylakeX
+ones), a product of at most 10^6 multiply-adds runs on them without packing its
+operands. A training step's products are mostly skinny (a batch of 64 to 2048 rows, 64
+to 512 features); for those OpenBLAS's packed path spends much of its time packing and,
+on two threads, handing work between them at every block. Cut into output tiles each
+within the small kernels' size and taken in turn by the pool's threads (OpenBLAS on one
+thread in each), they ran faster inside the compiled training steps here (2 threads,
+medians of profiled steps): the MNIST CNN's dense layer ``g @ W`` (64x128 @ 128x9216)
+1.28-1.48 -> 0.89-0.92 ms, ``gᵀ @ x`` 1.16-1.70 -> 0.83-1.21 ms, its forward
+``W @ xᵀ`` (128x9216 @ 9216x64) 1.28-1.31 -> 0.87 ms; GPT's products together
+6.10 -> 5.94 ms.
+
+``tiling`` keeps to the layouts where that held (measured in float32 only):
+- ``a @ b`` and ``aᵀ @ b`` with K up to 1953 (a 16 x 32 tile still fits): tiles of whole
+  rows where a 32-column block of them fits, else of 16 rows by 128, 64 or 32 columns
+  (column tiles of 16 or 48 ran 1.5-2x slower than 32 or 64);
+- ``a @ bᵀ`` from K = 256 (shorter dot products are too short for the small kernel:
+  K = 64 ran 18% slower than packed), and with a K too long for any whole tile, tiles
+  of 16 x 64 that run K in chunks of up to ``small / 1024`` (the CNN's dense forward:
+  each chunk reads 16 + 64 rows of 3.9 KB, which the prefetchers follow from memory
+  where the packed path, and shorter chunks over more rows, did not: 0.87 ms against
+  1.2-1.3 for chunks of 112 over 128 rows, 1.28 packed).
+
+Results: each element is computed by one tile, fixed by the shapes alone, so the bits
+do not depend on the thread count or on which thread took a tile; they differ from
+NumPy's packed GEMM in summation order (within float32 rounding, as the tests check).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import blas_calls
+from . import handwritten as hw
+
+__all__ = ["tiling", "TiledGemm", "bind_tiles", "tile_rows", "rows_of", "kernel", "MIN_TILES",
+           "MAX_MACS"]
+
+# Products below this many small-kernel sizes stay one GEMM (their tiles would be too
+# few to share out, and the packed path's overhead is small there).
+MIN_TILES = 8
+# Larger products stay one GEMM: there the packed path's blocking wins (1024^3: 10.6 ms
+# packed, 11-22 ms as tiles; 4096x256 @ 256x1024 a @ bᵀ: 11 against 28 ms).
+MAX_MACS = 1 << 27
+MAX_LONG_K_OUT = 1 << 14  # the largest output whose long K runs chunked inside tiles
+_ROW = 16  # the row-tile multiple; column tiles are multiples of 32 (16 ran 1.5-2x slower)
+
+_PARAMS = tuple((p, "int", None) for p in
+                ("ta", "tb", "m", "n", "k", "kc", "a", "lda", "ak", "b", "ldb", "bk",
+                 "c", "ldc"))
+_A, _B, _C = 6, 9, 12   # the pointers' places in a tile's row
+_BODY = '''
+@njit(nogil=True, inline="always")
+def body(ta, tb, m, n, k, kc, a, lda, ak, b, ldb, bk, c, ldc, lo, hi):
+    # c = op(a) @ op(b) over K in chunks of kc (bytes ak, bk per K step), summed in order
+    beta = ZERO
+    k0 = 0
+    while k0 < k:
+        kk = min(kc, k - k0)
+        GEMM(ROW_MAJOR, np.int32(ta), np.int32(tb), m, n, kk, ONE, np.uintp(a + k0 * ak),
+             lda, np.uintp(b + k0 * bk), ldb, beta, np.uintp(c), ldc)
+        beta = ONE
+        k0 += kc
+'''
+
+_NT, _TR = blas_calls.NO_TRANS, blas_calls.TRANS
+
+
+def tiling(ta: int, tb: int, m: int, n: int, k: int, small: int) -> tuple | None:
+    """How ``bind`` runs the row-major product ``op(a) (m, k) @ op(b) (k, n)``: tiles
+    ``("tiles", rows, columns, K chunk)``, or None (one GEMM): see the module's
+    docstring for the layouts and sizes, each where it was measured faster."""
+    macs = m * n * k
+    if small <= 0 or not MIN_TILES * small <= macs <= MAX_MACS:
+        return None
+    if ta == _NT and tb == _NT:
+        if k > 512:
+            return None
+        if m * 32 * k <= small:   # whole rows, columns in blocks of 32
+            return "tiles", m, min(n, small // (m * k) // 32 * 32), k
+        return _rows_of(m, n, k, small, (128, 64))
+    if ta == _TR and tb == _NT:
+        if m * 32 * k <= small:
+            return "tiles", m, min(n, small // (m * k) // 32 * 32), k
+        return _rows_of(m, n, k, small, (32,)) if k > 512 else None
+    if ta == _NT and tb == _TR and k >= 512:
+        if _ROW * 64 * k <= small:
+            return _rows_of(m, n, k, small, (64,))
+        if m * n <= MAX_LONG_K_OUT:   # K in chunks inside each 16 x 64 tile
+            mt, nt = min(m, _ROW), min(n, 64)
+            return "tiles", mt, nt, small // (mt * nt) // _ROW * _ROW
+    return None
+
+
+def _rows_of(m: int, n: int, k: int, small: int, widths: tuple) -> tuple | None:
+    """Tiles of the first of ``widths`` columns with at least 16 rows fitting ``small``."""
+    for nt in widths:
+        mt = small // (nt * k) // _ROW * _ROW
+        if mt >= _ROW:
+            return "tiles", min(m, mt), min(n, nt), k
+    return None
+
+
+def tile_rows(args: tuple, plan: tuple, sz: int) -> np.ndarray:
+    """The tiles kernel's rows for ``numpy_gemm_args``-style ``args`` under ``plan``,
+    with the operands' pointers 0: columns ``_A, _B, _C`` hold byte offsets (``rows_of``
+    and ``TiledGemm.repoint`` add the pointers)."""
+    ta, tb, m, n, k, lda, ldb, ldc = args
+    _, mt, nt, kc = plan
+    ak, bk = (1 if ta == _NT else lda) * sz, (ldb if tb == _NT else 1) * sz
+    rows = []
+    for r0 in range(0, m, mt):
+        for c0 in range(0, n, nt):
+            a = r0 * lda if ta == _NT else r0
+            b = c0 if tb == _NT else c0 * ldb
+            rows.append([ta, tb, min(mt, m - r0), min(nt, n - c0), k, kc, a * sz, lda, ak,
+                         b * sz, ldb, bk, (r0 * ldc + c0) * sz, ldc, len(rows), len(rows) + 1])
+    return np.array(rows, np.int64)
+
+
+def rows_of(products: list[tuple], sz: int) -> np.ndarray:
+    """The tiles kernel's rows, pointers included, for products ``(x, y, o, args,
+    plan)`` side by side: each tiled by its ``"tiles"`` plan, or one row (plan None)."""
+    ptr = hw._cpu()._ptr
+    out = []
+    for x, y, o, args, plan in products:
+        if plan is None:
+            ta, tb, m, n, k, lda, ldb, ldc = args
+            r = np.array([[ta, tb, m, n, k, k, 0, lda, 0, 0, ldb, 0, 0, ldc, 0, 1]], np.int64)
+        else:
+            r = tile_rows(args, plan, sz)
+        r[:, _A] += ptr(x)
+        r[:, _B] += ptr(y)
+        r[:, _C] += ptr(o)
+        out.append(r)
+    rows = np.concatenate(out)
+    # the largest GEMMs first: a lone product taken last would run on one thread alone
+    # while the other has nothing left (the pool hands rows out in order)
+    rows = rows[np.argsort(-(rows[:, 2] * rows[:, 3] * rows[:, 4]), kind="stable")]
+    rows[:, -2] = np.arange(len(rows))
+    rows[:, -1] = rows[:, -2] + 1
+    return rows
+
+
+def kernel(dtype: str) -> hw.NativeKernel | None:
+    if not blas_calls.provide():
+        return None
+    return hw.kernel(f"gemm_tiles_{dtype}", _PARAMS, blas_calls.kernel_head(dtype) + _BODY,
+                     op="matmul")
+
+
+class TiledGemm:
+    """``o = x @ y`` as tiles for the layout it was bound on; ``repoint`` moves it to
+    other arrays of that layout (``bound_gemm.BoundGemm``'s interface)."""
+
+    __slots__ = ("rows", "offsets", "task", "layout", "native")
+    exact = False   # not NumPy's bits (another summation order)
+
+    def __init__(self, rows: np.ndarray, task, layout: tuple) -> None:
+        self.rows = rows
+        self.offsets = rows[:, [_A, _B, _C]].copy()
+        self.task = task
+        self.native = task.native
+        self.layout = layout
+
+    def __call__(self) -> None:
+        self.task()
+
+    def repoint(self, x: np.ndarray, y: np.ndarray, o: np.ndarray) -> bool:
+        from .bound_gemm import _apart
+        ptr = hw._cpu()._ptr
+        if not _apart(x, y, o, ptr):
+            return False
+        self.rows[:, [_A, _B, _C]] = self.offsets + np.array([ptr(x), ptr(y), ptr(o)])
+        return True
+
+
+def bind_tiles(x: np.ndarray, y: np.ndarray, o: np.ndarray, args: tuple, plan: tuple,
+               layout: tuple) -> TiledGemm | None:
+    """``o = x @ y`` under ``plan`` (``tiling``) as one prepared task on the native pool,
+    or None where the pool is missing. The kernel must be loaded (``bound_gemm.bind``
+    defers its compile)."""
+    cpu = hw._cpu()
+    k = kernel(hw.dname(x))
+    if k is None or not cpu.native_pool.available():
+        return None
+    rows = tile_rows(args, plan, o.itemsize)
+    task = cpu.native_pool.rows_task(k.load(), rows, one_blas=True)
+    task.keep = rows
+    bd = TiledGemm(rows, task, layout)
+    return bd if bd.repoint(x, y, o) else None
