@@ -273,7 +273,9 @@ class _MatmulRun:
                 self.swaps[key] = np.empty(o.shape[::-1], o.dtype) if swap else None
             tmp = self.swaps[key]
             if tmp is not None:
-                _gemm(y.T, x.T, tmp)
+                # through the layout's binding, as the swapped binding runs it: tiles
+                # (``bound_gemm``) give the same bits whichever of the two runs
+                self._product(y.T, x.T, tmp, y.T, tmp, keep=False)
                 o[...] = tmp.T
                 if _gemm_binder() is not None:
                     self.swapped.make("matmul", _bind_swapped, env, [x, y, o, tmp], {})
@@ -315,7 +317,7 @@ class _MatmulRun:
             if bd is None:
                 return
             if not bd.exact:
-                bd()   # its tiles sum in another order: every call gets the same bits
+                bd()   # tiles sum in another order: every call of the plan gets their bits
         elif bd is None or not bd.repoint(a2, y, o2):
             _gemm(a2, y, o2)  # NumPy's layout, or these arrays overlap
             return

@@ -23,6 +23,11 @@ busy (GPT's head gradients: 208 us one after the other, 188 us side by side; the
 decoder's: 408 against 374 us). Each element is the same dot product, in the same
 order, on one thread as on two (OpenBLAS splits M and N over its threads, never K), so
 the results are bit for bit those of the GEMMs one after the other.
+
+A large float32 product of the layouts and sizes ``tiled_gemm.tiling`` names runs
+instead as tiles for OpenBLAS's small-matrix kernels on the pool's threads, in ``bind``
+(a ``tiled_gemm.TiledGemm``) and in ``bind_pair`` (both products' tiles in one task):
+faster for a training step's skinny products, but not NumPy's bits (``exact`` False).
 """
 from __future__ import annotations
 

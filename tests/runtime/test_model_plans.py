@@ -51,6 +51,27 @@ def test_linear_on_3d_input_is_one_2d_gemm(gemm_calls):
     assert np.shares_memory(a, x.numpy()), "the stacked rows must be a view of x"
 
 
+@pytest.mark.parametrize("expr, shapes, swap", [
+    (lambda x, w: x @ w.t(), ((64, 9216), (128, 9216)), (False, True)),  # runs W @ x^T
+    (lambda g, w: g @ w, ((64, 128), (128, 9216)), (False, False)),
+    (lambda g, x: g.t() @ x, ((64, 128), (64, 9216)), (True, False)),
+])
+def test_tiled_products_give_the_same_bits_on_every_call(expr, shapes, swap):
+    """The CNN's dense-layer products, which run as tiles where OpenBLAS has small
+    kernels (``kernels.cpu.tiled_gemm``: not NumPy's bits): every run of the plan gives
+    the same bits, its first (NumPy's matmul, then the binding) and those whose fresh
+    output outdates the binding too. (The first call traces: eager's NumPy bits.)"""
+    a, b = (torch.randn(*s) for s in shapes)
+    na, nb = (t.numpy().astype(np.float64) for t in (a, b))
+    want = (na.T if swap[0] else na) @ (nb.T if swap[1] else nb)
+    f = torch.compile(expr)
+    outs = [f(a, b).numpy().copy() for _ in range(6)]
+    for out in outs:
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3)
+    for out in outs[2:]:
+        np.testing.assert_array_equal(out, outs[1])
+
+
 @pytest.mark.parametrize("m, k, n, swapped", [
     (16, 6272, 73, True),     # a conv weight gradient g @ cols^T: N > M, long reduction
     (32, 4096, 10, False),    # M > N: BLAS runs the plain form faster
