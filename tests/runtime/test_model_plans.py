@@ -61,6 +61,9 @@ def test_tiled_products_give_the_same_bits_on_every_call(expr, shapes, swap):
     kernels (``kernels.cpu.tiled_gemm``: not NumPy's bits): every run of the plan gives
     the same bits, its first (NumPy's matmul, then the binding) and those whose fresh
     output outdates the binding too. (The first call traces: eager's NumPy bits.)"""
+    from kernels.cpu import blas_calls, tiled_gemm
+    if blas_calls.provide():
+        tiled_gemm.kernel("float32").load()   # (a cold cache's plan binds a call later)
     a, b = (torch.randn(*s) for s in shapes)
     na, nb = (t.numpy().astype(np.float64) for t in (a, b))
     want = (na.T if swap[0] else na) @ (nb.T if swap[1] else nb)
