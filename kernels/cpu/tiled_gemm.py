@@ -9,21 +9,31 @@ to 512 features); for those OpenBLAS's packed path spends much of its time packi
 on two threads, handing work between them at every block. Cut into output tiles each
 within the small kernels' size and taken in turn by the pool's threads (OpenBLAS on one
 thread in each), they ran faster inside the compiled training steps here (2 threads,
-medians of profiled steps): the MNIST CNN's dense layer ``g @ W`` (64x128 @ 128x9216)
-1.28-1.48 -> 0.89-0.92 ms, ``gᵀ @ x`` 1.16-1.70 -> 0.83-1.21 ms, its forward
-``W @ xᵀ`` (128x9216 @ 9216x64) 1.28-1.31 -> 0.87 ms; GPT's products together
-6.10 -> 5.94 ms.
+medians of profiled steps, one process alternating the plans with and without tiles):
+the MNIST CNN's dense layer ``g @ W`` (64x128 @ 128x9216) 1.00-1.54 -> 0.89-1.01 ms,
+``gᵀ @ x`` 1.16-1.70 -> 0.83-1.21 ms, its forward ``W @ xᵀ`` (128x9216 @ 9216x64)
+1.28-1.33 -> 0.87-0.90 ms; GPT's products together 6.10 -> 5.94 ms.
 
-``tiling`` keeps to the layouts where that held (measured in float32 only):
-- ``a @ b`` and ``aᵀ @ b`` with K up to 1953 (a 16 x 32 tile still fits): tiles of whole
-  rows where a 32-column block of them fits, else of 16 rows by 128, 64 or 32 columns
-  (column tiles of 16 or 48 ran 1.5-2x slower than 32 or 64);
-- ``a @ bᵀ`` from K = 256 (shorter dot products are too short for the small kernel:
-  K = 64 ran 18% slower than packed), and with a K too long for any whole tile, tiles
-  of 16 x 64 that run K in chunks of up to ``small / 1024`` (the CNN's dense forward:
-  each chunk reads 16 + 64 rows of 3.9 KB, which the prefetchers follow from memory
-  where the packed path, and shorter chunks over more rows, did not: 0.87 ms against
-  1.2-1.3 for chunks of 112 over 128 rows, 1.28 packed).
+``tiling`` keeps to the layouts and sizes where tiles were measured faster (float32
+only; products of 8x10^6 to 10^8 multiply-adds: larger ones ran up to 2.5x slower
+as tiles, the packed path's blocking reusing its operands from cache):
+- ``a @ b`` with K up to 512: whole rows where a 32-column block of them fits, else 16
+  rows by 128 or 64 columns (10-15% faster; K = 1024 in 16 x 32 tiles ran slower); with
+  a longer K and an output of at most ``MAX_LONG_K_OUT`` values, 32 x 64 tiles that run
+  K in chunks (64x2048 @ 2048x128: 153 against 210 us; 64x16384 @ 16384x64: 0.59
+  against 1.9 ms);
+- ``aᵀ @ b`` in whole rows (the CNN's ``gᵀ @ x``, K = 64), or with K over 512 in 32 x 32
+  tiles that run K in chunks of up to 976 (GPT's weight gradients, K = 1024: 5-25%
+  faster; the LSTM's, K = 2048: 65x2048 @ 2048x128 169 against 241 us); with 16 x 64 or
+  16 x 128 tiles at K = 256-512 it ran 1-20% slower;
+- ``a @ bᵀ`` from K = 512 in 16 x 64 tiles (shorter dot products are too short for the
+  small kernel: K = 64 ran 18% slower, and 16 x 128 tiles at K = 256 2.5x slower), and
+  with a K too long for any whole tile and a small output, tiles of 16 x 64 that run K
+  in chunks of up to ``small / 1024`` (the CNN's dense forward: each chunk reads 16 + 64
+  rows of 3.9 KB, which the prefetchers follow from memory where the packed path, and
+  shorter chunks over more rows, did not: 0.87 ms against 1.2-1.3 for chunks of 112
+  over 128 rows, 1.28 packed).
+Column tiles are multiples of 32: 16 or 48 ran 1.5-2x slower than 32 or 64.
 
 Results: each element is computed by one tile, fixed by the shapes alone, so the bits
 do not depend on the thread count or on which thread took a tile; they differ from
@@ -43,10 +53,12 @@ __all__ = ["tiling", "TiledGemm", "bind_tiles", "tile_rows", "rows_of", "kernel"
 # few to share out, and the packed path's overhead is small there).
 MIN_TILES = 8
 # Larger products stay one GEMM: there the packed path's blocking wins (1024^3: 10.6 ms
-# packed, 11-22 ms as tiles; 4096x256 @ 256x1024 a @ bᵀ: 11 against 28 ms).
-MAX_MACS = 1 << 27
+# packed, 11-22 ms as tiles; 4096x256 @ 256x1024 a @ bᵀ: 11 against 28 ms), and with
+# operands that come from memory inside a step, the LSTM's 512x2048 @ 2048x128 weight
+# gradient (2^27) took 1.64 ms as tiles against 1.52 packed (1.31 against 1.40 alone).
+MAX_MACS = 100_000_000
 MAX_LONG_K_OUT = 1 << 14  # the largest output whose long K runs chunked inside tiles
-_ROW = 16  # the row-tile multiple; column tiles are multiples of 32 (16 ran 1.5-2x slower)
+_ROW = 16  # the row-tile multiple
 
 _PARAMS = tuple((p, "int", None) for p in
                 ("ta", "tb", "m", "n", "k", "kc", "a", "lda", "ak", "b", "ldb", "bk",
@@ -77,22 +89,26 @@ def tiling(ta: int, tb: int, m: int, n: int, k: int, small: int) -> tuple | None
     if small <= 0 or not MIN_TILES * small <= macs <= MAX_MACS:
         return None
     if ta == _NT and tb == _NT:
-        if k > 512:
-            return None
+        if k > 512:   # K in chunks inside 32 x 64 tiles, for a small output
+            return _chunked(m, n, small, 32, 64) if m * n <= MAX_LONG_K_OUT else None
         if m * 32 * k <= small:   # whole rows, columns in blocks of 32
             return "tiles", m, min(n, small // (m * k) // 32 * 32), k
         return _rows_of(m, n, k, small, (128, 64))
     if ta == _TR and tb == _NT:
         if m * 32 * k <= small:
             return "tiles", m, min(n, small // (m * k) // 32 * 32), k
-        return _rows_of(m, n, k, small, (32,)) if k > 512 else None
+        return _chunked(m, n, small, 32, 32) if k > 512 else None
     if ta == _NT and tb == _TR and k >= 512:
         if _ROW * 64 * k <= small:
             return _rows_of(m, n, k, small, (64,))
-        if m * n <= MAX_LONG_K_OUT:   # K in chunks inside each 16 x 64 tile
-            mt, nt = min(m, _ROW), min(n, 64)
-            return "tiles", mt, nt, small // (mt * nt) // _ROW * _ROW
+        return _chunked(m, n, small, _ROW, 64) if m * n <= MAX_LONG_K_OUT else None
     return None
+
+
+def _chunked(m: int, n: int, small: int, mt: int, nt: int) -> tuple:
+    """Tiles of ``mt`` x ``nt`` that run K in chunks as long as ``small`` allows."""
+    mt, nt = min(m, mt), min(n, nt)
+    return "tiles", mt, nt, small // (mt * nt) // _ROW * _ROW
 
 
 def _rows_of(m: int, n: int, k: int, small: int, widths: tuple) -> tuple | None:

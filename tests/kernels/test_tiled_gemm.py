@@ -22,12 +22,15 @@ rng = np.random.default_rng(11)
     # GPT's: input gradients, weight gradients (K = the batch's 1024 rows), fc2 forward
     ((N_, N_), 1024, 128, 384, ("tiles", 16, 128, 384)),
     ((N_, N_), 1024, 128, 512, ("tiles", 16, 64, 512)),
-    ((T_, N_), 384, 128, 1024, ("tiles", 16, 32, 1024)),
+    ((T_, N_), 384, 128, 1024, ("tiles", 32, 32, 976)),
+    # the LSTM's weight gradients (K = 2048 rows), and a long-K a @ b with a small output
+    ((T_, N_), 65, 128, 2048, ("tiles", 32, 32, 976)),
+    ((N_, N_), 64, 128, 2048, ("tiles", 32, 64, 480)),
     ((N_, T_), 1024, 128, 512, ("tiles", 16, 64, 512)),
     # where tiles ran slower or were not measured faster: one GEMM
     ((N_, T_), 1024, 384, 128, None),     # a @ b^T with a short K
     ((T_, N_), 512, 512, 512, None),      # a^T @ b in 16 x 64 tiles
-    ((N_, N_), 256, 512, 1024, None),     # a @ b with K over 512
+    ((N_, N_), 256, 512, 1024, None),     # a @ b with K over 512 and a large output
     ((N_, N_), 1024, 1024, 1024, None),   # large: the packed path's blocking wins
     ((N_, T_), 1024, 64, 4096, None),     # long K, but an output over 16 K values
     ((T_, T_), 512, 512, 256, None),
@@ -40,7 +43,8 @@ def test_which_products_tile(layout, m, n, k, want):
 
 @pytest.mark.parametrize("layout, m, n, k", [
     ((N_, N_), 64, 9216, 128), ((T_, N_), 128, 9216, 64), ((N_, T_), 128, 64, 9216),
-    ((N_, N_), 1000, 130, 200), ((T_, N_), 300, 100, 1100), ((N_, T_), 40, 70, 9000)])
+    ((N_, N_), 1000, 130, 200), ((T_, N_), 300, 100, 1100), ((N_, T_), 40, 70, 9000),
+    ((N_, N_), 70, 100, 3000), ((T_, N_), 65, 128, 2048)])
 def test_tiles_cover_each_element_once(layout, m, n, k):
     plan = tiled_gemm.tiling(*layout, m, n, k, SMALL)
     assert plan is not None
@@ -76,7 +80,8 @@ def _bind(x, y, o):
 
 
 CASES = [("NN", 64, 9216, 128), ("TN", 128, 9216, 64), ("NT", 128, 64, 9216),
-         ("NN", 1000, 130, 200), ("TN", 300, 100, 1100), ("NT", 40, 70, 9000)]
+         ("NN", 1000, 130, 200), ("TN", 300, 100, 1100), ("NT", 40, 70, 9000),
+         ("NN", 70, 100, 3000), ("TN", 65, 128, 2048)]
 
 
 @needs_small
