@@ -17,11 +17,11 @@ the MNIST CNN's dense layer ``g @ W`` (64x128 @ 128x9216) 1.00-1.54 -> 0.89-1.01
 ``tiling`` keeps to the layouts and sizes where tiles were measured faster (float32
 only; products of 8x10^6 to 10^8 multiply-adds: larger ones ran up to 2.5x slower
 as tiles, the packed path's blocking reusing its operands from cache):
-- ``a @ b`` with K up to 512: whole rows where a 32-column block of them fits, else 16
-  rows by 128 or 64 columns (10-15% faster; K = 1024 in 16 x 32 tiles ran slower); with
-  a longer K and an output of at most ``MAX_LONG_K_OUT`` values, 32 x 64 tiles that run
-  K in chunks (64x2048 @ 2048x128: 153 against 210 us; 64x16384 @ 16384x64: 0.59
-  against 1.9 ms);
+- ``a @ b`` with K up to 512: whole rows where 32 columns of them fit (in blocks of a
+  power of two columns), else 16 rows by 128 or 64 columns (10-15% faster; K = 1024 in
+  16 x 32 tiles ran slower); with a longer K and an output of at most
+  ``MAX_LONG_K_OUT`` values, 32 x 64 tiles that run K in chunks (64x2048 @ 2048x128:
+  153 against 210 us; 64x16384 @ 16384x64: 0.59 against 1.9 ms);
 - ``aᵀ @ b`` in whole rows (the CNN's ``gᵀ @ x``, K = 64), or with K over 512 in 32 x 32
   tiles that run K in chunks of up to 976 (GPT's weight gradients, K = 1024: 5-25%
   faster; the LSTM's, K = 2048: 65x2048 @ 2048x128 169 against 241 us); with 16 x 64 or
@@ -91,12 +91,12 @@ def tiling(ta: int, tb: int, m: int, n: int, k: int, small: int) -> tuple | None
     if ta == _NT and tb == _NT:
         if k > 512:   # K in chunks inside 32 x 64 tiles, for a small output
             return _chunked(m, n, small, 32, 64) if m * n <= MAX_LONG_K_OUT else None
-        if m * 32 * k <= small:   # whole rows, columns in blocks of 32
-            return "tiles", m, min(n, small // (m * k) // 32 * 32), k
+        if m * 32 * k <= small:
+            return _whole_rows(m, n, k, small)
         return _rows_of(m, n, k, small, (128, 64))
     if ta == _TR and tb == _NT:
         if m * 32 * k <= small:
-            return "tiles", m, min(n, small // (m * k) // 32 * 32), k
+            return _whole_rows(m, n, k, small)
         return _chunked(m, n, small, 32, 32) if k > 512 else None
     if ta == _NT and tb == _TR and k >= 512:
         if _ROW * 64 * k <= small:
@@ -109,6 +109,14 @@ def _chunked(m: int, n: int, small: int, mt: int, nt: int) -> tuple:
     """Tiles of ``mt`` x ``nt`` that run K in chunks as long as ``small`` allows."""
     mt, nt = min(m, mt), min(n, nt)
     return "tiles", mt, nt, small // (mt * nt) // _ROW * _ROW
+
+
+def _whole_rows(m: int, n: int, k: int, small: int) -> tuple:
+    """Tiles of all ``m`` rows by the widest power of two (at least 32) of columns that
+    fits ``small``: in the CNN's step, 64 columns took 0.89 ms where 96 took 0.96-0.98
+    (``g @ W``, 64x128 @ 128x9216)."""
+    nt = 1 << ((small // (m * k)).bit_length() - 1)
+    return "tiles", m, min(n, nt), k
 
 
 def _rows_of(m: int, n: int, k: int, small: int, widths: tuple) -> tuple | None:

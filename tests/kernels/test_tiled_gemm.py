@@ -16,8 +16,8 @@ rng = np.random.default_rng(11)
 
 @pytest.mark.parametrize("layout, m, n, k, want", [
     # the MNIST CNN's dense layer: g @ W, g^T @ x, and the forward W @ x^T (long K)
-    ((N_, N_), 64, 9216, 128, ("tiles", 64, 96, 128)),
-    ((T_, N_), 128, 9216, 64, ("tiles", 128, 96, 64)),
+    ((N_, N_), 64, 9216, 128, ("tiles", 64, 64, 128)),
+    ((T_, N_), 128, 9216, 64, ("tiles", 128, 64, 64)),
     ((N_, T_), 128, 64, 9216, ("tiles", 16, 64, 976)),
     # GPT's: input gradients, weight gradients (K = the batch's 1024 rows), fc2 forward
     ((N_, N_), 1024, 128, 384, ("tiles", 16, 128, 384)),
