@@ -14,12 +14,9 @@ attention-input, first MLP and head products do not pair: their weight gradients
 the layer norm's output, which the kernel reading their input gradients recomputes.
 
 Two products pair when neither needs the other's result, their FLOPs are within
-``PAIR_BALANCE`` of each other, each output is at most ``PAIR_OUT_MAX`` bytes unless
-large products of their dtype run as tiles (``bound_gemm.tiles_dtype``: larger outputs
-are memory-bound on one thread: the MNIST CNN's fc1 gradients, 2.4 and 4.7 MB, ran 3-4%
-slower side by side one GEMM per thread; as tiles, both products' tiles in one task,
-they took 1.68 ms against 0.89 + 0.90 one after the other, inside the compiled step),
-and the later one is at most ``PAIR_WINDOW`` steps on.
+``PAIR_BALANCE`` of each other, each output is at most ``PAIR_OUT_MAX`` bytes (larger
+outputs are memory-bound on one thread: the MNIST CNN's fc1 gradients, 2.4 and 4.7 MB,
+ran 3-4% slower side by side), and the later one is at most ``PAIR_WINDOW`` steps on.
 The steps between that the later one needs (views of its operands, the LSTM decoder's
 copy of its input in batch order) move up with it, in their order; steps are pure
 functions of their input slots, so any order that keeps each after its inputs computes
@@ -77,15 +74,9 @@ def _flops(st: Step) -> int:
     n = st.nodes[0]
     a, b = n.inputs
     dts = {getattr(v.dtype, "np", None) for v in (a, b, n.out)}
-    if b.ndim != 2 or a.ndim < 2 or (a.ndim > 2) != st.run.fold or len(dts) != 1:
+    if b.ndim != 2 or a.ndim < 2 or (a.ndim > 2) != st.run.fold or len(dts) != 1 or \
+            dts.pop() not in _FLOATS or n.out.nbytes > PAIR_OUT_MAX:
         return 0
-    dtype = dts.pop()
-    if dtype not in _FLOATS:
-        return 0
-    if n.out.nbytes > PAIR_OUT_MAX:
-        binder = _gemm_binder()
-        if binder is None or not binder.tiles_dtype(dtype):
-            return 0
     return matmul_flops(n)
 
 

@@ -38,8 +38,7 @@ import numpy as np
 from . import blas_calls, tiled_gemm
 from . import handwritten as hw
 
-__all__ = ["numpy_gemm_args", "bind", "bind_pair", "layout_of", "tiles_dtype", "BoundGemm",
-           "Deferred"]
+__all__ = ["numpy_gemm_args", "bind", "bind_pair", "layout_of", "BoundGemm", "Deferred"]
 
 Deferred = hw.Deferred  # raised by ``bind`` while the kernel compiles for a plan's first run
 
@@ -187,13 +186,6 @@ def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | tiled_gemm.
     if task is None:
         return None
     return BoundGemm(row, task, layout_of(x, y, o))
-
-
-def tiles_dtype(dtype) -> bool:
-    """Whether large products of ``dtype`` may run as tiles here (``tiled_gemm``: float32,
-    where NumPy's OpenBLAS has small-matrix kernels)."""
-    return np.dtype(dtype) == np.float32 and blas_calls.provide() and \
-        blas_calls.small_gemm_macs() > 0
 
 
 def _tiling(x: np.ndarray, args: tuple) -> tuple | None:

@@ -7,7 +7,7 @@ import pytest
 import gcompile
 from ir import dtypes as dt
 from ir.graph import Graph
-from kernels.cpu import blas_calls, bound_gemm, native_pool
+from kernels.cpu import blas_calls, native_pool
 from runtime.lower import compile_graph
 from runtime.matmul_pairs import PAIR_OUT_MAX
 from runtime.plan import Executor
@@ -75,14 +75,12 @@ def test_a_linear_layers_gradient_products_pair_and_equal_numpy(threads):
 
 
 @pytest.mark.parametrize("case", ["dependent", "unbalanced", "large outputs"])
-def test_products_that_must_not_pair(case, monkeypatch):
+def test_products_that_must_not_pair(case):
     g = {"dependent": lambda: _linear_backward(96, 64, 64, dependent=True),
          "unbalanced": lambda: _linear_backward(half=True),
          "large outputs": lambda: _linear_backward(1024, 768, 16)}[case]()
     if case == "large outputs":
         assert 1024 * 768 * 4 > PAIR_OUT_MAX
-        # (without tiles: with them, large products pair, as the next test checks)
-        monkeypatch.setattr(bound_gemm, "tiles_dtype", lambda dtype: False)
     plan = compile_graph(g).plan
     assert not _pairs(plan)
     outs = Executor(plan)(arrays := _inputs(g))
@@ -95,28 +93,6 @@ def test_products_that_must_not_pair(case, monkeypatch):
     left = np.maximum(want, 0) if case == "dependent" else (arrays[3] if case == "unbalanced"
                                                            else G)
     np.testing.assert_allclose(outs[1], left.T @ X, **close)
-
-
-@pytest.mark.skipif(not bound_gemm.tiles_dtype(np.float32),
-                    reason="needs NumPy's OpenBLAS with small-matrix kernels (tiles)")
-def test_products_with_large_outputs_pair_as_tiles(monkeypatch):
-    """A Linear layer's gradient products with outputs over ``PAIR_OUT_MAX`` pair where
-    they run as tiles (both products' tiles in one task), with the bits of the same
-    products unpaired."""
-    import runtime.lower as lower
-    g = _linear_backward(1024, 768, 16)
-    plan = compile_graph(g).plan
-    (pair,) = _pairs(plan)
-    outs = Executor(plan)(arrays := _inputs(g))
-    monkeypatch.setattr(lower, "pair_matmuls", lambda steps: steps)
-    unpaired = compile_graph(_linear_backward(1024, 768, 16)).plan
-    assert not _pairs(unpaired)
-    alone = Executor(unpaired)(arrays)
-    G, X, W = arrays[:3]
-    np.testing.assert_allclose(outs[0], np.maximum(G @ W, 0), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(outs[1], G.T @ X, rtol=1e-5, atol=1e-4)
-    for a, b in zip(outs, alone):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_a_training_step_with_pairs_trains_bit_for_bit_as_without(monkeypatch):
