@@ -42,3 +42,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """The kernel thread count for one test (1 and 2), restored after it."""
+    import gcompile
+    old = gcompile.get_num_threads()
+    gcompile.set_num_threads(request.param)
+    yield request.param
+    gcompile.set_num_threads(old)

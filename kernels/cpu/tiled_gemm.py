@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import blas_calls
+from . import blas_calls, bound_gemm  # (bound_gemm imports this module: used at call time)
 from . import handwritten as hw
 
 __all__ = ["tiling", "TiledGemm", "bind_tiles", "tile_rows", "rows_of", "kernel", "MIN_TILES",
@@ -151,11 +151,8 @@ def rows_of(products: list[tuple], sz: int) -> np.ndarray:
     ptr = hw._cpu()._ptr
     out = []
     for x, y, o, args, plan in products:
-        if plan is None:
-            ta, tb, m, n, k, lda, ldb, ldc = args
-            r = np.array([[ta, tb, m, n, k, k, 0, lda, 0, 0, ldb, 0, 0, ldc, 0, 1]], np.int64)
-        else:
-            r = tile_rows(args, plan, sz)
+        m, n, k = args[2:5]
+        r = tile_rows(args, plan or ("tiles", m, n, k), sz)   # (no plan: one tile)
         r[:, _A] += ptr(x)
         r[:, _B] += ptr(y)
         r[:, _C] += ptr(o)
@@ -194,9 +191,8 @@ class TiledGemm:
         self.task()
 
     def repoint(self, x: np.ndarray, y: np.ndarray, o: np.ndarray) -> bool:
-        from .bound_gemm import _apart
         ptr = hw._cpu()._ptr
-        if not _apart(x, y, o, ptr):
+        if not bound_gemm._apart(x, y, o, ptr):
             return False
         self.rows[:, [_A, _B, _C]] = self.offsets + np.array([ptr(x), ptr(y), ptr(o)])
         return True

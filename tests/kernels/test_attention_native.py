@@ -18,14 +18,6 @@ TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1
 SHAPES = [(2, 3, 5, 4), (1, 1, 1, 1), (1, 37, 19), (3, 2, 17, 33), (6, 3)]
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    old = gcompile.get_num_threads()
-    gcompile.set_num_threads(request.param)
-    yield request.param
-    gcompile.set_num_threads(old)
-
-
 def _inputs(shape, dtype, seed=0):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(shape).astype(dtype) for _ in range(4)]

@@ -44,14 +44,6 @@ def _pairs(plan) -> list:
     return [st for st in plan.steps if st.kind == "matmul" and len(st.nodes) == 2]
 
 
-@pytest.fixture(params=[2, 1], ids=["2 threads", "1 thread"])
-def threads(request):
-    old = gcompile.get_num_threads()
-    gcompile.set_num_threads(request.param)
-    yield request.param
-    gcompile.set_num_threads(old)
-
-
 def test_a_linear_layers_gradient_products_pair_and_equal_numpy(threads):
     plan = compile_graph(_linear_backward()).plan
     (pair,) = _pairs(plan)
