@@ -270,17 +270,22 @@ def test_attach_is_skipped_under_the_simulator(env):
 
 
 # ---- the simulator path ---------------------------------------------------------------------
-def test_generated_sources_are_written_and_the_simulator_still_runs(env):
+def test_generated_sources_are_written_and_the_simulator_still_runs(env, monkeypatch):
     from numba import cuda
 
+    import kernels.cuda as kc
     from kernels.cuda import compile_kernel
     from kernels.spec import KernelSpec, Phase, Stmt, const, inp, var
     f = "float32"
-    c = 0.8125 + (os.getpid() % 1000) / 4096  # a source no other test of this process made
+    c = 0.8125
     st = (Stmt("t", "mul", (inp(0), const(c, f)), (), f),)
     spec = KernelSpec((f,), ((f, "full"),), (Phase("map", st, stores=((0, var("t")),)),),
                       "elementwise")
     k = compile_kernel(spec)
+    # another test of this process may have loaded the same source (written to its own
+    # cache folder then); forget it here, so this launch loads it and writes it to env
+    for src in k.sources.values():
+        monkeypatch.delitem(kc._MODULES, src, raising=False)
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     out = cuda.device_array((2, 3), np.float32)
     k([cuda.to_device(x)], [out])
