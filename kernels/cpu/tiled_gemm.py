@@ -177,24 +177,32 @@ class TiledGemm:
     """``o = x @ y`` as tiles for the layout it was bound on; ``repoint`` moves it to
     other arrays of that layout (``bound_gemm.BoundGemm``'s interface)."""
 
-    __slots__ = ("rows", "offsets", "task", "layout", "native")
+    __slots__ = ("rows", "offsets", "task", "layout", "native", "at")
     exact = False   # not NumPy's bits (another summation order)
 
     def __init__(self, rows: np.ndarray, task, layout: tuple) -> None:
         self.rows = rows
-        self.offsets = rows[:, [_A, _B, _C]].copy()
+        self.offsets = [rows[:, c].copy() for c in (_A, _B, _C)]
         self.task = task
         self.native = task.native
         self.layout = layout
+        self.at = (0, 0, 0)
 
     def __call__(self) -> None:
         self.task()
 
     def repoint(self, x: np.ndarray, y: np.ndarray, o: np.ndarray) -> bool:
-        ptr = hw._cpu()._ptr
-        if not bound_gemm._apart(x, y, o, ptr):
+        """As ``BoundGemm.repoint``; only the pointers that moved are rewritten."""
+        p = bound_gemm.pointers(x, y, o)
+        if p == self.at:
+            return True
+        if not bound_gemm._apart(x, y, o, p):
             return False
-        self.rows[:, [_A, _B, _C]] = self.offsets + np.array([ptr(x), ptr(y), ptr(o)])
+        rows = self.rows
+        for c, off, new, old in zip((_A, _B, _C), self.offsets, p, self.at):
+            if new != old:
+                np.add(off, new, out=rows[:, c])
+        self.at = p
         return True
 
 

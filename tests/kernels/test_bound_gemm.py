@@ -166,3 +166,26 @@ def test_bind_pair_refuses_what_cannot_run_side_by_side(two_threads):
     # one kernel thread: the products run one after the other, each on BLAS's threads
     torch.set_num_threads(1)
     assert bound_gemm.bind_pair((a, b, o1), (a, b, o2)) is None
+
+
+@pytest.mark.parametrize("moved", ["none", "x", "y", "o"])
+def test_repoint_to_fresh_views_and_one_moved_array(moved):
+    """A plan's step sees fresh view objects of the same memory on every call (a
+    parameter's transpose, an output the allocator hands back): the binding stays as it
+    is; where one array moved, the call reads and writes the new one only."""
+    x, y = _mat((9, 6), np.float32), _mat((6, 5), np.float32, "F")
+    o = np.empty((9, 5), np.float32)
+    bd = bound_gemm.bind(x, y, o)
+    assert bd is not None
+    bd()
+    arrays = {"x": x.view(), "y": y.view(), "o": o.view()}
+    if moved != "none":
+        old = arrays[moved]
+        arrays[moved] = np.asfortranarray(old) if moved == "y" else np.ascontiguousarray(old + 1)
+    o_before = o.copy()
+    assert bd.repoint(arrays["x"], arrays["y"], arrays["o"])
+    arrays["o"][...] = np.nan
+    bd()
+    np.testing.assert_array_equal(arrays["o"], np.matmul(arrays["x"], arrays["y"]))
+    if moved == "o":
+        np.testing.assert_array_equal(o, o_before)  # the old output left alone

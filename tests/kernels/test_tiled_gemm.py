@@ -116,6 +116,21 @@ def test_tiled_product_is_the_product_on_one_and_two_threads(lay, m, n, k, pad):
     want2 = x2.astype(np.float64) @ y2.astype(np.float64)
     np.testing.assert_allclose(o2, want2, rtol=2e-5, atol=2e-5 * np.abs(want2).max())
     assert not bd.repoint(x2, y2, x2[:, :n] if k >= n else y2[:m]), "overlap: NumPy runs it"
+    # one array moved (the others fresh views of the same memory): only its tiles'
+    # pointers change, and the call reads or writes the new array
+    for moved in range(3):
+        arrays = [x2.view(), y2.view(), o2.view()]
+        old = arrays[moved]
+        arrays[moved] = np.empty_like(big)[:, :n] if moved == 2 else \
+            _operand(old.shape, lay[moved] == "T", pad)
+        keep = o2.copy()
+        assert bound_gemm.layout_of(*arrays) == bd.layout and bd.repoint(*arrays)
+        bd()
+        want3 = arrays[0].astype(np.float64) @ arrays[1].astype(np.float64)
+        np.testing.assert_allclose(arrays[2], want3, rtol=2e-5, atol=2e-5 * np.abs(want3).max())
+        if moved == 2:
+            np.testing.assert_array_equal(o2, keep)
+        assert bd.repoint(x2, y2, o2)
 
 
 @needs_small
