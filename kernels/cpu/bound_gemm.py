@@ -199,9 +199,8 @@ def bind(x: np.ndarray, y: np.ndarray, o: np.ndarray) -> BoundGemm | tiled_gemm.
     if k._fn is None and cpu.defer_native(k):
         raise Deferred(k.name)
     fn = k.load()
-    ptr = cpu._ptr
-    row = np.array([ta, tb, m, n, kk, ptr(x), lda, ptr(y), ldb, ptr(o), ldc, 0, 1],
-                   np.int64)
+    px, py, po = pointers(x, y, o)
+    row = np.array([ta, tb, m, n, kk, px, lda, py, ldb, po, ldc, 0, 1], np.int64)
     task = cpu.native_pool.serial_task(fn, row)
     if task is None:
         return None

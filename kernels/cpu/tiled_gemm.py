@@ -148,14 +148,11 @@ def tile_rows(args: tuple, plan: tuple, sz: int) -> np.ndarray:
 def rows_of(products: list[tuple], sz: int) -> np.ndarray:
     """The tiles kernel's rows, pointers included, for products ``(x, y, o, args,
     plan)`` side by side: each tiled by its ``"tiles"`` plan, or one row (plan None)."""
-    ptr = hw._cpu()._ptr
     out = []
     for x, y, o, args, plan in products:
         m, n, k = args[2:5]
         r = tile_rows(args, plan or ("tiles", m, n, k), sz)   # (no plan: one tile)
-        r[:, _A] += ptr(x)
-        r[:, _B] += ptr(y)
-        r[:, _C] += ptr(o)
+        r[:, [_A, _B, _C]] += np.array(bound_gemm.pointers(x, y, o))
         out.append(r)
     rows = np.concatenate(out)
     # the largest GEMMs first: a lone product taken last would run on one thread alone
